@@ -1,0 +1,8 @@
+module github.com/ctr-cr/ctr-cr
+
+go 1.26.0
+
+require (
+	golang.org/x/sys v0.50.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
