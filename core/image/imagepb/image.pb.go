@@ -105,7 +105,11 @@ const (
 	FileKind_FILE_REG     FileKind = 1
 	FileKind_FILE_DIR     FileKind = 2
 	FileKind_FILE_CHR     FileKind = 3
-	FileKind_FILE_MEMFD   FileKind = 4
+	FileKind_FILE_MEMFD   FileKind = 4 // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_SHMEM   FileKind = 5 // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_PIPE    FileKind = 6 // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
+	FileKind_FILE_EVENTFD FileKind = 7 // pos holds the counter, flags bit 0 EFD_SEMAPHORE
+	FileKind_FILE_EPOLL   FileKind = 8 // epoll_targets lists the registrations
 )
 
 // Enum value maps for FileKind.
@@ -116,6 +120,10 @@ var (
 		2: "FILE_DIR",
 		3: "FILE_CHR",
 		4: "FILE_MEMFD",
+		5: "FILE_SHMEM",
+		6: "FILE_PIPE",
+		7: "FILE_EVENTFD",
+		8: "FILE_EPOLL",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN": 0,
@@ -123,6 +131,10 @@ var (
 		"FILE_DIR":     2,
 		"FILE_CHR":     3,
 		"FILE_MEMFD":   4,
+		"FILE_SHMEM":   5,
+		"FILE_PIPE":    6,
+		"FILE_EVENTFD": 7,
+		"FILE_EPOLL":   8,
 	}
 )
 
@@ -1397,7 +1409,8 @@ type Vma struct {
 	VmFlags       string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
 	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img
 	Growsdown     bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
-	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"` // VM_ACCOUNT ("ac"): map writable, then mprotect
+	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                // VM_ACCOUNT ("ac"): map writable, then mprotect
+	NoPages       bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"` // no private page of this VMA is in the image
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1512,6 +1525,13 @@ func (x *Vma) GetGrowsdown() bool {
 func (x *Vma) GetAccount() bool {
 	if x != nil {
 		return x.Account
+	}
+	return false
+}
+
+func (x *Vma) GetNoPages() bool {
+	if x != nil {
+		return x.NoPages
 	}
 	return false
 }
@@ -1771,6 +1791,66 @@ func (x *PagemapEntry) GetNrPages() uint64 {
 	return 0
 }
 
+type EpollTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"` // target fd number in the owning task
+	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpollTarget) Reset() {
+	*x = EpollTarget{}
+	mi := &file_image_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpollTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpollTarget) ProtoMessage() {}
+
+func (x *EpollTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
+func (*EpollTarget) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EpollTarget) GetTfd() int32 {
+	if x != nil {
+		return x.Tfd
+	}
+	return 0
+}
+
+func (x *EpollTarget) GetEvents() uint32 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *EpollTarget) GetData() uint64 {
+	if x != nil {
+		return x.Data
+	}
+	return 0
+}
+
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1789,13 +1869,14 @@ type FileEntry struct {
 	Gid           uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
 	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
 	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1888,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1901,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -1928,6 +2009,13 @@ func (x *FileEntry) GetIno() uint64 {
 	return 0
 }
 
+func (x *FileEntry) GetEpollTargets() []*EpollTarget {
+	if x != nil {
+		return x.EpollTargets
+	}
+	return nil
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1940,7 +2028,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2040,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2053,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -2118,7 +2206,7 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xb7\x02\n" +
+	"thpDisable\"\xd2\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -2132,7 +2220,8 @@ const file_image_proto_rawDesc = "" +
 	"\bshmem_id\x18\n" +
 	" \x01(\x04R\ashmemId\x12\x1c\n" +
 	"\tgrowsdown\x18\v \x01(\bR\tgrowsdown\x12\x18\n" +
-	"\aaccount\x18\f \x01(\bR\aaccount\"\x96\x03\n" +
+	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
+	"\bno_pages\x18\r \x01(\bR\anoPages\"\x96\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -2158,7 +2247,11 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xdd\x02\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"K\n" +
+	"\vEpollTarget\x12\x10\n" +
+	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\"\x9f\x03\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2176,7 +2269,8 @@ const file_image_proto_rawDesc = "" +
 	"\x03uid\x18\f \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\r \x01(\rR\x03gid\x12\x10\n" +
 	"\x03dev\x18\x0e \x01(\x04R\x03dev\x12\x10\n" +
-	"\x03ino\x18\x0f \x01(\x04R\x03ino\"L\n" +
+	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12@\n" +
+	"\repoll_targets\x18\x10 \x03(\v2\x1b.ctrcr.image.v1.EpollTargetR\fepollTargets\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -2193,14 +2287,20 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*V\n" +
+	"*\x97\x01\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
 	"\bFILE_DIR\x10\x02\x12\f\n" +
 	"\bFILE_CHR\x10\x03\x12\x0e\n" +
 	"\n" +
-	"FILE_MEMFD\x10\x04B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"FILE_MEMFD\x10\x04\x12\x0e\n" +
+	"\n" +
+	"FILE_SHMEM\x10\x05\x12\r\n" +
+	"\tFILE_PIPE\x10\x06\x12\x10\n" +
+	"\fFILE_EVENTFD\x10\a\x12\x0e\n" +
+	"\n" +
+	"FILE_EPOLL\x10\bB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -2215,7 +2315,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -2237,8 +2337,9 @@ var file_image_proto_goTypes = []any{
 	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
 	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*FileEntry)(nil),     // 20: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 21: ctrcr.image.v1.FdEntry
+	(*EpollTarget)(nil),   // 20: ctrcr.image.v1.EpollTarget
+	(*FileEntry)(nil),     // 21: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 22: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -2256,11 +2357,12 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
 	1,  // 14: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	20, // 15: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2274,7 +2376,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ctr-cr/ctr-cr/core/dump"
+	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/kernel"
+	"github.com/ctr-cr/ctr-cr/core/restore"
+	"github.com/ctr-cr/ctr-cr/core/show"
+)
+
+// parseSize reads sizes such as 1048576, 512K, 4M, 1G.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"), strings.HasSuffix(s, "k"):
+		mult, s = 1<<10, s[:len(s)-1]
+	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "m"):
+		mult, s = 1<<20, s[:len(s)-1]
+	case strings.HasSuffix(s, "G"), strings.HasSuffix(s, "g"):
+		mult, s = 1<<30, s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+func printStats(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+func cmdDump(args []string) error {
+	fs := newFlags("dump")
+	pid := fs.Int("t", 0, "pid of the process to dump")
+	dir := fs.String("D", "", "image directory")
+	leave := fs.Bool("leave-running", false, "let the process run on after the dump")
+	ghost := fs.String("ghost-limit", "1M", "largest deleted file whose contents are saved")
+	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *pid <= 0 || *dir == "" {
+		return errors.New("-t PID and -D DIR are required")
+	}
+	gl, err := parseSize(*ghost)
+	if err != nil {
+		return fmt.Errorf("--ghost-limit: %w", err)
+	}
+	st, err := dump.Dump(*pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl})
+	if err != nil {
+		return err
+	}
+	if *stats {
+		printStats(st)
+	}
+	return nil
+}
+
+func cmdRestore(args []string) (int, error) {
+	fs := newFlags("restore")
+	dir := fs.String("D", "", "image directory")
+	detach := fs.Bool("d", false, "detach: return once the process runs")
+	fs.BoolVar(detach, "detach", false, "same as -d")
+	pidFile := fs.String("pid-file", "", "write the restored pid to this file")
+	method := fs.String("pid-method", "clone3", "how to get the pid: clone3 (set_tid) or ns_last_pid")
+	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if *dir == "" {
+		return 2, errors.New("-D DIR is required")
+	}
+	m := restore.PidMethod(*method)
+	if m != restore.PidClone3 && m != restore.PidNsLastPid {
+		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
+	}
+	res, err := restore.Restore(*dir, restore.Options{PidMethod: m})
+	if err != nil {
+		return 1, err
+	}
+	if *pidFile != "" {
+		if err := os.WriteFile(*pidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
+			return 1, fmt.Errorf("pid file: %w", err)
+		}
+	}
+	if *stats {
+		printStats(res.Stats)
+	}
+	if *detach {
+		return 0, nil
+	}
+	code, err := restore.Wait(res.Pid)
+	return code, err
+}
+
+func cmdShow(args []string) error {
+	fs := newFlags("show")
+	file := fs.String("f", "", "image file to print as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *file != "" {
+		return image.FileJSON(*file, os.Stdout)
+	}
+	if fs.NArg() != 1 {
+		return errors.New("give -f FILE or an image directory")
+	}
+	return show.Summary(fs.Arg(0), os.Stdout)
+}
+
+func cmdCheck(args []string) (int, error) {
+	fs := newFlags("check")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	missing := kernel.Report(os.Stdout)
+	if missing > 0 {
+		return 1, fmt.Errorf("%d required feature(s) missing", missing)
+	}
+	return 0, nil
+}

@@ -1,0 +1,206 @@
+package dump
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// prctl options used by the dumper (uapi/linux/prctl.h).
+const (
+	prGetPdeathsig      = 2
+	prGetDumpable       = 3
+	prGetSecurebits     = 27
+	prGetChildSubreaper = 37
+	prGetTidAddress     = 40
+	prGetThpDisable     = 42
+	restartBlockSyscall = ptrace.ErestartRestartBlock
+)
+
+// collectTask fills the per-process part of the core by injected syscalls:
+// the state only the task itself can report.
+func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
+	sc := r.Scratch
+	buf := make([]byte, 64)
+	read := func(n int) ([]byte, error) {
+		if err := r.Mem.ReadAt(buf[:n], sc); err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+	for sig := uint64(1); sig <= 64; sig++ {
+		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
+			continue
+		}
+		ret, err := r.RawCall(0, unix.SYS_RT_SIGACTION, sig, 0, sc, 8)
+		if err != nil {
+			return fmt.Errorf("rt_sigaction %d: %w", sig, err)
+		}
+		if ret != 0 {
+			continue // 32/33: reserved by the kernel on some setups
+		}
+		b, err := read(32)
+		if err != nil {
+			return err
+		}
+		a := &imagepb.SigAction{Sig: uint32(sig), Handler: le(b, 0), Flags: le(b, 8), Restorer: le(b, 16), Mask: le(b, 24)}
+		if a.Handler != 0 || a.Flags != 0 || a.Mask != 0 {
+			c.Sigactions = append(c.Sigactions, a)
+		}
+	}
+	for which := uint64(0); which < 3; which++ {
+		if _, err := r.Call(0, "getitimer", unix.SYS_GETITIMER, which, sc); err != nil {
+			return err
+		}
+		b, err := read(32)
+		if err != nil {
+			return err
+		}
+		it := &imagepb.Itimer{Which: uint32(which), IntervalUs: int64(le(b, 0))*1e6 + int64(le(b, 8)), ValueUs: int64(le(b, 16))*1e6 + int64(le(b, 24))}
+		if it.IntervalUs != 0 || it.ValueUs != 0 {
+			c.Itimers = append(c.Itimers, it)
+		}
+	}
+	v, err := r.Call(0, "prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, prGetDumpable)
+	if err != nil {
+		return err
+	}
+	c.Dumpable = int32(v)
+	if _, err := r.Call(0, "prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, prGetPdeathsig, sc); err != nil {
+		return err
+	}
+	b, err := read(4)
+	if err != nil {
+		return err
+	}
+	c.PdeathSig = int32(binary.LittleEndian.Uint32(b))
+	if _, err := r.Call(0, "prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prGetChildSubreaper, sc); err != nil {
+		return err
+	}
+	if b, err = read(4); err != nil {
+		return err
+	}
+	c.ChildSubreaper = binary.LittleEndian.Uint32(b) != 0
+	if v, err = r.Call(0, "prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, prGetThpDisable); err != nil {
+		return err
+	}
+	c.ThpDisable = int32(v)
+	return nil
+}
+
+// collectTimers reads the POSIX timers listed in /proc/PID/timers, their
+// armed values by injected timer_gettime.
+func collectTimers(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
+	timers, err := procfs.ReadTimers(pid)
+	if err != nil {
+		return err
+	}
+	for _, t := range timers {
+		if _, err := r.Call(0, fmt.Sprintf("timer_gettime(%d)", t.ID), unix.SYS_TIMER_GETTIME, uint64(t.ID), r.Scratch); err != nil {
+			return err
+		}
+		b := make([]byte, 32)
+		if err := r.Mem.ReadAt(b, r.Scratch); err != nil {
+			return err
+		}
+		ov, err := r.Call(0, "timer_getoverrun", unix.SYS_TIMER_GETOVERRUN, uint64(t.ID))
+		if err != nil {
+			return err
+		}
+		c.PosixTimers = append(c.PosixTimers, &imagepb.PosixTimer{
+			Id: int32(t.ID), Clock: int32(t.ClockID), Notify: int32(t.SigevNotify()), Signo: int32(t.Signo),
+			SigevValue: t.SigevValue, NotifyTid: int32(t.NotifyTid),
+			IntervalNs: int64(le(b, 0))*1e9 + int64(le(b, 8)), ValueNs: int64(le(b, 16))*1e9 + int64(le(b, 24)),
+			Overrun: int32(ov),
+		})
+	}
+	return nil
+}
+
+// collectThread fills the per-thread core of thread i.
+func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.ThreadCore, error) {
+	tc := &imagepb.ThreadCore{Tid: int32(th.Tid), Sigmask: th.Sigmask}
+	regs := th.Regs
+	if int64(regs.Orig_rax) >= 0 && int64(regs.Rax) == -restartBlockSyscall {
+		// The restart block (e.g. of clock_nanosleep) lives in the kernel
+		// and is not carried over: the thread sees EINTR instead, as after
+		// a signal with a handler.
+		regs.Rax = minusEINTR
+	}
+	tc.Regs = ptrace.RegsBytes(&regs)
+	var err error
+	if tc.Xsave, err = ptrace.GetXState(th.Tid); err != nil {
+		return nil, err
+	}
+	q, err := ptrace.PeekSiginfo(th.Tid, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range append(th.Stolen, q...) {
+		tc.Pending = append(tc.Pending, &imagepb.Siginfo{Raw: s})
+	}
+	if rs, err := ptrace.GetRseq(th.Tid); err == nil && rs.Ptr != 0 {
+		tc.Rseq = &imagepb.Rseq{Ptr: rs.Ptr, Len: rs.Len, Sig: rs.Sig}
+	}
+	var head, hlen uint64
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.Tid), uintptrOf(&head), uintptrOf(&hlen)); e != 0 {
+		return nil, fmt.Errorf("get_robust_list tid %d: %w", th.Tid, e)
+	}
+	tc.RobustHead, tc.RobustLen = head, hlen
+	if _, err := r.Call(i, "prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddress, r.Scratch); err != nil {
+		return nil, err
+	}
+	if _, err := r.Call(i, "sigaltstack", unix.SYS_SIGALTSTACK, 0, r.Scratch+64); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 96)
+	if err := r.Mem.ReadAt(b, r.Scratch); err != nil {
+		return nil, err
+	}
+	tc.ClearTidAddr = le(b, 0)
+	tc.Altstack = &imagepb.Altstack{Sp: le(b, 64), Flags: uint32(le(b, 72)), Size: le(b, 80)}
+	sb, err := r.Call(i, "prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, prGetSecurebits)
+	if err != nil {
+		return nil, err
+	}
+	st, err := procfs.ReadTaskStatus(pid, th.Tid)
+	if err != nil {
+		return nil, err
+	}
+	if len(st.NSpid) > 0 {
+		tc.NsTid = int32(st.NSpid[len(st.NSpid)-1])
+	} else {
+		tc.NsTid = int32(th.Tid)
+	}
+	tc.Comm = st.Name
+	tc.Creds = &imagepb.Creds{
+		Uids: st.Uid[:], Gids: st.Gid[:], Groups: st.Groups,
+		CapInh: st.CapInh, CapPrm: st.CapPrm, CapEff: st.CapEff, CapBnd: st.CapBnd, CapAmb: st.CapAmb,
+		Securebits: uint32(sb), NoNewPrivs: st.NoNewPrivs,
+	}
+	if st.Seccomp == 2 {
+		filters, err := ptrace.SeccompFilters(th.Tid)
+		if err != nil {
+			return nil, err
+		}
+		// the kernel numbers filters newest first; store in install order
+		for k := len(filters) - 1; k >= 0; k-- {
+			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k]})
+		}
+	} else if st.Seccomp == 1 {
+		return nil, fmt.Errorf("tid %d: seccomp strict mode is not supported", th.Tid)
+	}
+	if comm, err := procfs.Comm(pid, th.Tid); err == nil {
+		tc.Comm = comm
+	}
+	return tc, nil
+}
+
+const minusEINTR = ^uint64(3) // -EINTR as a register value
+
+func le(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }

@@ -1,0 +1,341 @@
+// Package files dumps and restores a task's file descriptors: what each fd
+// refers to (regular files, directories, ghost files that were deleted while
+// open, character devices, memfds, pipes, eventfds and epoll sets), with open
+// flags, offsets and close-on-exec, deduplicated by open file description so
+// that dup'd fds keep sharing one offset after restore.
+package files
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+)
+
+// UnsupportedError is returned for an fd the engine cannot dump yet; the
+// message names the fd and its kind.
+type UnsupportedError struct {
+	Fd   int
+	Link string
+	Kind string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("fd %d (%s): unsupported file kind %s", e.Fd, e.Link, e.Kind)
+}
+
+// Options tune the file dump.
+type Options struct {
+	GhostLimit int64 // largest deleted file whose contents are saved
+}
+
+// Table is the dumped state of a task's files.
+type Table struct {
+	Files []*imagepb.FileEntry
+	Fds   []*imagepb.FdEntry
+	// Objects are the memfd objects whose contents go to
+	// pagemap-shmem-<ino>.img; the caller dumps them from the held fds.
+	Objects []Object
+	held    []int // fds stolen into the dumper, closed by Close
+	nextID  uint32
+	byKey   map[string]uint32
+}
+
+// Object is a memory-backed file whose contents must be dumped.
+type Object struct {
+	FileID uint32
+	Ino    uint64
+	Size   int64
+	Fd     int // our copy
+}
+
+// Close releases the fds stolen from the target.
+func (t *Table) Close() {
+	for _, fd := range t.held {
+		unix.Close(fd)
+	}
+	t.held = nil
+}
+
+// NewTable starts an empty table; ids start at 1.
+func NewTable() *Table { return &Table{nextID: 1, byKey: map[string]uint32{}} }
+
+func (t *Table) add(key string, f *imagepb.FileEntry) uint32 {
+	if id, ok := t.byKey[key]; ok && key != "" {
+		return id
+	}
+	f.Id = t.nextID
+	t.nextID++
+	t.Files = append(t.Files, f)
+	if key != "" {
+		t.byKey[key] = f.Id
+	}
+	return f.Id
+}
+
+// DumpFds records every fd of pid. Fds are stolen with pidfd_getfd to learn
+// what they are; the target is not changed.
+func (t *Table) DumpFds(pid int, opts Options) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	fds, err := procfs.Fds(pid)
+	if err != nil {
+		return err
+	}
+	type descr struct{ fd, copy int }
+	var seen []descr
+	for _, fd := range fds {
+		link, err := procfs.FdLink(pid, fd)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+		fi, err := procfs.ReadFdInfo(pid, fd)
+		if err != nil {
+			return fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
+		cp, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			return fmt.Errorf("fd %d (%s): pidfd_getfd: %w", fd, link, err)
+		}
+		t.held = append(t.held, cp)
+		// The same open file description behind several fds (dup) is one
+		// file entry: kcmp compares the struct file pointers.
+		var id uint32
+		for _, s := range seen {
+			if r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), 0 /*KCMP_FILE*/, uintptr(s.fd), uintptr(fd), 0); e == 0 && r == 0 {
+				id = t.fdFile(s.fd)
+				break
+			}
+		}
+		if id == 0 {
+			f, err := t.describe(pid, fd, cp, link, fi, opts)
+			if err != nil {
+				return err
+			}
+			id = f
+			seen = append(seen, descr{fd, cp})
+		}
+		t.Fds = append(t.Fds, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
+	}
+	return t.checkPipes()
+}
+
+func (t *Table) fdFile(fd int) uint32 {
+	for _, e := range t.Fds {
+		if int(e.Fd) == fd {
+			return e.FileId
+		}
+	}
+	return 0
+}
+
+// describe builds the file entry for a newly seen open file description.
+func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, opts Options) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(cp, &st); err != nil {
+		return 0, fmt.Errorf("fd %d (%s): fstat: %w", fd, link, err)
+	}
+	flags := fi.Flags &^ unix.O_CLOEXEC
+	f := &imagepb.FileEntry{
+		Path: link, Flags: flags, Pos: fi.Pos, Mode: st.Mode, Size: st.Size,
+		Rdev: st.Rdev, Dev: st.Dev, Ino: st.Ino, Uid: st.Uid, Gid: st.Gid,
+		MtimeNs: uint64(st.Mtim.Nano()),
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+		if strings.HasPrefix(link, "/memfd:") {
+			f.Kind = imagepb.FileKind_FILE_MEMFD
+			f.Path = strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)")
+			id := t.add("", f)
+			t.Objects = append(t.Objects, Object{FileID: id, Ino: st.Ino, Size: st.Size, Fd: cp})
+			return id, nil
+		}
+		f.Kind = imagepb.FileKind_FILE_REG
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			f.Kind = imagepb.FileKind_FILE_DIR
+		}
+		if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
+			if err := t.ghost(f, cp, link, opts); err != nil {
+				return 0, fmt.Errorf("fd %d: %w", fd, err)
+			}
+		} else if !strings.HasPrefix(link, "/") {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
+		}
+		return t.add("", f), nil
+	case unix.S_IFCHR:
+		f.Kind = imagepb.FileKind_FILE_CHR
+		if !strings.HasPrefix(link, "/") {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "character device without a path"}
+		}
+		return t.add("", f), nil
+	case unix.S_IFIFO:
+		if !strings.HasPrefix(link, "pipe:") {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo"}
+		}
+		return t.pipe(f, fd, cp, link)
+	case unix.S_IFSOCK:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "socket"}
+	}
+	if strings.HasPrefix(link, "anon_inode:") {
+		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
+		switch kind {
+		case "eventfd":
+			return t.eventfd(f, fi)
+		case "eventpoll":
+			return t.epoll(f, fd, fi)
+		}
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
+	}
+	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
+}
+
+// ghost saves the contents of a file deleted while open (or mapped).
+func (t *Table) ghost(f *imagepb.FileEntry, cp int, link string, opts Options) error {
+	f.Path = strings.TrimSuffix(link, " (deleted)")
+	f.Deleted = true
+	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Errorf("deleted directory %s: unsupported", f.Path)
+	}
+	if f.Size > opts.GhostLimit {
+		return fmt.Errorf("deleted file %s is %d bytes, more than --ghost-limit %d", f.Path, f.Size, opts.GhostLimit)
+	}
+	data := make([]byte, f.Size)
+	n, err := unix.Pread(cp, data, 0)
+	if err != nil {
+		// opened write-only: read it through a fresh descriptor
+		rfd, oerr := unix.Open(fmt.Sprintf("/proc/self/fd/%d", cp), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if oerr != nil {
+			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
+		}
+		n, err = unix.Pread(rfd, data, 0)
+		unix.Close(rfd)
+		if err != nil {
+			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
+		}
+	}
+	f.GhostData = data[:n]
+	return nil
+}
+
+// AddMapped records a file mapped by a VMA (not necessarily open as an fd)
+// and returns its id; mappings of the same inode share one entry.
+func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, error) {
+	key := fmt.Sprintf("map:%d:%d:%d", v.DevMajor, v.DevMinor, v.Inode)
+	if id, ok := t.byKey[key]; ok {
+		return id, nil
+	}
+	mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+	fd, err := unix.Open(mf, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s (%s): %w", mf, v.Path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return 0, fmt.Errorf("fstat %s: %w", mf, err)
+	}
+	f := &imagepb.FileEntry{Path: v.Path, Flags: unix.O_RDONLY, Mode: st.Mode, Size: st.Size, Dev: st.Dev, Ino: st.Ino, Uid: st.Uid, Gid: st.Gid, MtimeNs: uint64(st.Mtim.Nano())}
+	switch {
+	case strings.HasPrefix(v.Path, "/memfd:"):
+		f.Kind = imagepb.FileKind_FILE_MEMFD
+		f.Path = strings.TrimPrefix(v.Path, "/memfd:")
+	case v.Shared && v.Deleted && strings.HasPrefix(v.Path, "/dev/zero"):
+		f.Kind = imagepb.FileKind_FILE_SHMEM
+	case v.Deleted:
+		f.Kind = imagepb.FileKind_FILE_REG
+		if err := t.ghost(f, fd, v.Path+" (deleted)", opts); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+	default:
+		f.Kind = imagepb.FileKind_FILE_REG
+	}
+	id := t.add(key, f)
+	if f.Kind == imagepb.FileKind_FILE_MEMFD || f.Kind == imagepb.FileKind_FILE_SHMEM {
+		// the memfd may also be open as an fd: one object, one dump
+		for _, o := range t.Objects {
+			if o.Ino == st.Ino {
+				unix.Close(fd)
+				return o.FileID, nil
+			}
+		}
+		t.held = append(t.held, fd)
+		t.Objects = append(t.Objects, Object{FileID: id, Ino: st.Ino, Size: st.Size, Fd: fd})
+		return id, nil
+	}
+	unix.Close(fd)
+	return id, nil
+}
+
+// fdinfo field helpers
+func fieldUint(fi *procfs.FdInfo, key string, base int) (uint64, bool) {
+	s, ok := fi.Field(key)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(strings.Fields(s)[0], base, 64)
+	return v, err == nil
+}
+
+func (t *Table) eventfd(f *imagepb.FileEntry, fi *procfs.FdInfo) (uint32, error) {
+	f.Kind = imagepb.FileKind_FILE_EVENTFD
+	cnt, ok := fieldUint(fi, "eventfd-count", 16)
+	if !ok {
+		return 0, errors.New("eventfd: no eventfd-count in fdinfo")
+	}
+	f.Pos = int64(cnt)
+	if sem, ok := fieldUint(fi, "eventfd-semaphore", 10); ok && sem != 0 {
+		f.Flags |= 1 // EFD_SEMAPHORE
+	}
+	return t.add("", f), nil
+}
+
+// epoll records the targets of an epoll set from its fdinfo "tfd:" lines.
+func (t *Table) epoll(f *imagepb.FileEntry, fd int, fi *procfs.FdInfo) (uint32, error) {
+	f.Kind = imagepb.FileKind_FILE_EPOLL
+	id := t.add("", f)
+	e := f
+	for _, l := range strings.Split(fi.Raw, "\n") {
+		if !strings.HasPrefix(l, "tfd:") {
+			continue
+		}
+		fs := strings.Fields(l)
+		var tg imagepb.EpollTarget
+		for i := 0; i+1 < len(fs); i += 2 {
+			v := fs[i+1]
+			switch fs[i] {
+			case "tfd:":
+				n, _ := strconv.ParseInt(v, 10, 32)
+				tg.Tfd = int32(n)
+			case "events:":
+				n, _ := strconv.ParseUint(v, 16, 32)
+				tg.Events = uint32(n)
+			case "data:":
+				n, _ := strconv.ParseUint(v, 16, 64)
+				tg.Data = n
+			}
+		}
+		e.EpollTargets = append(e.EpollTargets, &tg)
+	}
+	sort.Slice(e.EpollTargets, func(i, j int) bool { return e.EpollTargets[i].Tfd < e.EpollTargets[j].Tfd })
+	return id, nil
+}
+
+// AddPath records a file that is referenced by path only (e.g. an exe that
+// is not mapped) and returns its id.
+func (t *Table) AddPath(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return t.add("path:"+path, &imagepb.FileEntry{Kind: imagepb.FileKind_FILE_REG, Path: path, Flags: unix.O_RDONLY, Mode: st.Mode, Size: st.Size, Dev: st.Dev, Ino: st.Ino}), nil
+}

@@ -1,0 +1,79 @@
+package files
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// pipe records one end of a pipe. Pipes are supported when both ends live
+// in the dumped task; the queued bytes are copied with tee(2), which leaves
+// them in the pipe.
+func (t *Table) pipe(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+	f.Kind = imagepb.FileKind_FILE_PIPE
+	capacity, err := unix.FcntlInt(uintptr(cp), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return 0, fmt.Errorf("fd %d (%s): F_GETPIPE_SZ: %w", fd, link, err)
+	}
+	f.Size = int64(capacity)
+	if f.Flags&unix.O_ACCMODE == unix.O_RDONLY {
+		data, err := peekPipe(cp, capacity)
+		if err != nil {
+			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
+		f.GhostData = data
+	}
+	return t.add("", f), nil
+}
+
+// peekPipe copies the bytes queued in the pipe read end rd without consuming
+// them.
+func peekPipe(rd, capacity int) ([]byte, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("pipe: %w", err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, capacity); err != nil {
+		return nil, fmt.Errorf("F_SETPIPE_SZ %d: %w", capacity, err)
+	}
+	n, err := unix.Tee(rd, p[1], capacity, unix.SPLICE_F_NONBLOCK)
+	if err == unix.EAGAIN {
+		return nil, nil // empty
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tee queued pipe data: %w", err)
+	}
+	buf := make([]byte, n)
+	got := 0
+	for got < int(n) {
+		m, err := unix.Read(p[0], buf[got:])
+		if err != nil {
+			return nil, fmt.Errorf("read queued pipe data: %w", err)
+		}
+		got += m
+	}
+	return buf, nil
+}
+
+// checkPipes refuses pipes with an end outside the task: that end's owner
+// would see a different pipe after restore.
+func (t *Table) checkPipes() error {
+	ends := map[uint64]uint32{}
+	for _, f := range t.Files {
+		if f.Kind == imagepb.FileKind_FILE_PIPE {
+			ends[f.Ino] |= 1 << (f.Flags & unix.O_ACCMODE)
+		}
+	}
+	for _, e := range t.Fds {
+		for _, f := range t.Files {
+			if f.Id == e.FileId && f.Kind == imagepb.FileKind_FILE_PIPE && ends[f.Ino] != 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
+				return &UnsupportedError{Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end outside the dumped process"}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,398 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// Reader reads a validated image directory. Every method re-verifies the
+// SHA-256 of the file it decodes, so it returns exactly what Open
+// validated even if the directory changed since. A Reader is safe for
+// concurrent use.
+type Reader struct {
+	dir  string
+	inv  *imagepb.Inventory
+	sums map[string]*imagepb.FileSum
+}
+
+// Open reads inventory.img of the image in dir and validates the whole
+// image before anything is restored from it:
+//   - inventory.img: magic, one Inventory entry, format_version ==
+//     FormatVersion (else an error wrapping ErrVersion), a valid file list;
+//   - every listed file is a regular file (not a symlink) with the recorded
+//     size and SHA-256 (else an error wrapping ErrChecksum naming it);
+//   - no *.img file in dir is missing from the list;
+//   - every file decodes: magic, framing, message types, entry counts;
+//   - references between files (refs.go), including pagemap runs against
+//     the size of their pages file.
+//
+// Files are checked in name order and the first problem is returned as an
+// *Error.
+func Open(dir string) (*Reader, error) {
+	inv, err := readInventory(dir)
+	if err != nil {
+		return nil, err
+	}
+	sums, err := checkFileList(loc{dir, InventoryName}, inv)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{dir: dir, inv: inv, sums: sums}
+	if err := r.checkStray(); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(sums))
+	for n := range sums {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	x := newRefIndex(inv)
+	for _, name := range names {
+		k, arg, _ := kindOf(name) // checked by checkFileList
+		if k.Raw {
+			if err := r.verifyRaw(name); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		msgs, err := r.ReadEntries(name)
+		if err != nil {
+			return nil, err
+		}
+		if err := x.add(loc{dir, name}, k, arg, msgs); err != nil {
+			return nil, err
+		}
+	}
+	if err := x.check(r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readInventory reads and decodes dir/inventory.img, checking the format
+// version as soon as the entry is decoded so that a future image gets a
+// version error rather than a confusing structural one.
+func readInventory(dir string) (*imagepb.Inventory, error) {
+	l := loc{dir, InventoryName}
+	f, fi, err := openRegular(filepath.Join(dir, InventoryName), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, l.err(fmt.Errorf("missing, so this is not a complete image (did the dump finish?): %w", fs.ErrNotExist))
+	}
+	if err != nil {
+		return nil, l.err(err)
+	}
+	defer f.Close()
+	if max := int64(magicSize + headerSize + MaxEntrySize); fi.Size() > max {
+		return nil, l.corrupt(-1, -1, "%d bytes is larger than an inventory can be (%d)", fi.Size(), max)
+	}
+	msgs, err := decodeFile(bufio.NewReader(f), fi.Size(), kindByName(kindInventory), l, checkVersion(l))
+	if err != nil {
+		return nil, err
+	}
+	return msgs[0].(*imagepb.Inventory), nil
+}
+
+func checkVersion(l loc) func(int, proto.Message) error {
+	return func(idx int, m proto.Message) error {
+		if v := m.(*imagepb.Inventory).GetFormatVersion(); idx == 0 && v != FormatVersion {
+			return l.err(fmt.Errorf("%w %d (this ctr-cr reads version %d)", ErrVersion, v, FormatVersion))
+		}
+		return nil
+	}
+}
+
+// checkFileList validates the inventory's file list and returns it by
+// name: known kinds only, no duplicates, 32-byte checksums, plausible sizes,
+// and every pages file paired with its pagemap.
+func checkFileList(l loc, inv *imagepb.Inventory) (map[string]*imagepb.FileSum, error) {
+	sums := make(map[string]*imagepb.FileSum, len(inv.Files))
+	for i, s := range inv.Files {
+		bad := func(format string, args ...any) error {
+			return l.corrupt(0, -1, "files[%d] %q: "+format, append([]any{i, s.GetName()}, args...)...)
+		}
+		k, _, err := kindOf(s.GetName())
+		switch {
+		case err != nil:
+			return nil, bad("not an image file name")
+		case k.Name == kindInventory:
+			return nil, bad("the inventory cannot list itself")
+		case sums[s.Name] != nil:
+			return nil, bad("listed twice")
+		case len(s.Sha256) != sha256.Size:
+			return nil, bad("checksum is %d bytes, want %d", len(s.Sha256), sha256.Size)
+		case s.Size > 1<<62:
+			return nil, bad("size %d is implausible", s.Size)
+		case k.Raw && s.Size%PageSize != 0:
+			return nil, bad("size %d is not a multiple of the page size", s.Size)
+		case !k.Raw && s.Size < magicSize:
+			return nil, bad("size %d is too small for a magic", s.Size)
+		}
+		sums[s.Name] = s
+	}
+	for name := range sums {
+		k, arg, _ := kindOf(name)
+		var other string
+		switch k.Name {
+		case kindPages:
+			other, _ = fileName(kindPagemap, arg)
+		case kindPagemap:
+			other, _ = fileName(kindPages, arg)
+		default:
+			continue
+		}
+		if sums[other] == nil {
+			return nil, l.corrupt(0, -1, "%s is listed without %s", name, other)
+		}
+	}
+	return sums, nil
+}
+
+// checkStray fails if dir holds a *.img file the inventory does not list.
+func (r *Reader) checkStray() error {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return loc{dir: r.dir}.err(err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasSuffix(n, ".img") && n != InventoryName && r.sums[n] == nil {
+			return loc{r.dir, n}.err(fmt.Errorf("%w: not listed in inventory.img (stray or left over from another dump)", ErrCorrupt))
+		}
+	}
+	return nil
+}
+
+// openRegular opens path read-only, refusing anything but a regular file
+// (a FIFO would block, a device never end) and, unless follow, symlinks.
+func openRegular(path string, follow bool) (*os.File, fs.FileInfo, error) {
+	flags := os.O_RDONLY | syscall.O_NONBLOCK
+	if !follow {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if errors.Is(err, syscall.ELOOP) && !follow {
+		return nil, nil, fmt.Errorf("%w: is a symbolic link, want a regular file", ErrCorrupt)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// openListed opens a file of the inventory and checks its size.
+func (r *Reader) openListed(name string) (*os.File, *imagepb.FileSum, error) {
+	l := loc{r.dir, name}
+	sum := r.sums[name]
+	if sum == nil {
+		return nil, nil, l.err(fmt.Errorf("not in this image: %w", fs.ErrNotExist))
+	}
+	f, fi, err := openRegular(filepath.Join(r.dir, name), false)
+	if err != nil {
+		return nil, nil, l.err(err)
+	}
+	if fi.Size() != int64(sum.Size) {
+		f.Close()
+		return nil, nil, l.err(fmt.Errorf("%w: size %d, inventory.img records %d", ErrChecksum, fi.Size(), sum.Size))
+	}
+	return f, sum, nil
+}
+
+// finishSum hashes what is left of the file's recorded size from br into h
+// and compares the result and the size with the inventory.
+func finishSum(l loc, sum *imagepb.FileSum, br io.Reader, h io.Writer, hashed int64, sumOf func() []byte) error {
+	size := int64(sum.Size)
+	if rest := size - hashed; rest > 0 {
+		n, _ := io.CopyN(h, br, rest)
+		hashed += n
+	}
+	var one [1]byte
+	if m, _ := io.ReadFull(br, one[:]); m > 0 || hashed != size {
+		return l.err(fmt.Errorf("%w: size changed while reading, inventory.img records %d", ErrChecksum, size))
+	}
+	if !bytes.Equal(sumOf(), sum.Sha256) {
+		return l.err(ErrChecksum)
+	}
+	return nil
+}
+
+// verifyRaw checks the size and SHA-256 of a raw file by streaming it.
+func (r *Reader) verifyRaw(name string) error {
+	f, sum, err := r.openListed(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, io.LimitReader(f, int64(sum.Size)), make([]byte, 1<<20))
+	if err != nil {
+		return loc{r.dir, name}.err(err)
+	}
+	return finishSum(loc{r.dir, name}, sum, f, h, n, func() []byte { return h.Sum(nil) })
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// ReadEntries decodes the image file called name (any kind with entries),
+// verifying its checksum while reading. A checksum mismatch is reported in
+// preference to the decoding error it probably caused.
+func (r *Reader) ReadEntries(name string) ([]proto.Message, error) {
+	l := loc{r.dir, name}
+	k, _, err := kindOf(name)
+	if err != nil {
+		return nil, l.err(err)
+	}
+	if k.Raw {
+		return nil, l.err(fmt.Errorf("%s files hold raw data, not entries", k.Name))
+	}
+	f, sum, err := r.openListed(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	br := bufio.NewReaderSize(f, 64<<10)
+	cr := &countingReader{r: br}
+	msgs, derr := decodeFile(io.TeeReader(cr, h), int64(sum.Size), k, l, nil)
+	if err := finishSum(l, sum, br, h, cr.n, func() []byte { return h.Sum(nil) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return msgs, nil
+}
+
+func entriesAs[M proto.Message](msgs []proto.Message) []M {
+	out := make([]M, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.(M)
+	}
+	return out
+}
+
+func (r *Reader) readKind(kind, arg string) ([]proto.Message, error) {
+	name, err := fileName(kind, arg)
+	if err != nil {
+		return nil, loc{dir: r.dir}.err(err)
+	}
+	return r.ReadEntries(name)
+}
+
+// Dir returns the image directory.
+func (r *Reader) Dir() string { return r.dir }
+
+// Inventory returns a copy of the image's inventory.
+func (r *Reader) Inventory() *imagepb.Inventory { return proto.CloneOf(r.inv) }
+
+// Has reports whether the image holds the file called name.
+func (r *Reader) Has(name string) bool { return r.sums[name] != nil }
+
+// Pstree returns the entries of pstree.img.
+func (r *Reader) Pstree() ([]*imagepb.PstreeEntry, error) {
+	msgs, err := r.readKind(kindPstree, "")
+	if err != nil {
+		return nil, err
+	}
+	return entriesAs[*imagepb.PstreeEntry](msgs), nil
+}
+
+// Core returns the entry of core-<pid>.img.
+func (r *Reader) Core(pid int) (*imagepb.TaskCore, error) {
+	msgs, err := r.readKind(kindCore, strconv.Itoa(pid))
+	if err != nil {
+		return nil, err
+	}
+	return msgs[0].(*imagepb.TaskCore), nil
+}
+
+// Mm returns the entry of mm-<pid>.img.
+func (r *Reader) Mm(pid int) (*imagepb.MmEntry, error) {
+	msgs, err := r.readKind(kindMm, strconv.Itoa(pid))
+	if err != nil {
+		return nil, err
+	}
+	return msgs[0].(*imagepb.MmEntry), nil
+}
+
+// Files returns the entries of files.img.
+func (r *Reader) Files() ([]*imagepb.FileEntry, error) {
+	msgs, err := r.readKind(kindFiles, "")
+	if err != nil {
+		return nil, err
+	}
+	return entriesAs[*imagepb.FileEntry](msgs), nil
+}
+
+// Fdinfo returns the entries of fdinfo-<pid>.img.
+func (r *Reader) Fdinfo(pid int) ([]*imagepb.FdEntry, error) {
+	msgs, err := r.readKind(kindFdinfo, strconv.Itoa(pid))
+	if err != nil {
+		return nil, err
+	}
+	return entriesAs[*imagepb.FdEntry](msgs), nil
+}
+
+// Pagemap returns the head and runs of pagemap-<name>.img, validated: the
+// head names pages-<name>.img and page size 4096; runs are page-aligned,
+// non-empty, do not wrap or overlap, and total the size of the pages file.
+// Runs are in file order: run i's pages follow run i-1's in the pages file.
+func (r *Reader) Pagemap(name string) (*imagepb.PagemapHead, []*imagepb.PagemapEntry, error) {
+	msgs, err := r.readKind(kindPagemap, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	mapName, _ := fileName(kindPagemap, name)
+	pagesName, _ := fileName(kindPages, name)
+	sum := r.sums[pagesName]
+	if sum == nil {
+		return nil, nil, loc{r.dir, mapName}.err(fmt.Errorf("%w: %s is missing", ErrCorrupt, pagesName))
+	}
+	return checkPagemap(loc{r.dir, mapName}, name, msgs, int64(sum.Size))
+}
+
+// OpenPages opens pages-<name>.img for reading (e.g. with ReadAt) after
+// validating its pagemap (see Pagemap) and its size. Its contents were
+// hashed by Open but are not re-hashed here: the caller reads them once,
+// and the image is private to its owner (mode 0600 in a 0700 directory).
+// The caller closes the file.
+func (r *Reader) OpenPages(name string) (*os.File, error) {
+	if _, _, err := r.Pagemap(name); err != nil {
+		return nil, err
+	}
+	pagesName, _ := fileName(kindPages, name)
+	f, _, err := r.openListed(pagesName)
+	return f, err
+}

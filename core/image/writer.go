@@ -1,0 +1,325 @@
+package image
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// inventoryTemp is where Finish writes the inventory before renaming it to
+// inventory.img. It has no .img suffix, so a leftover is never mistaken for
+// part of an image.
+const inventoryTemp = "inventory.img.tmp"
+
+// Writer writes one image directory. Its methods may be called from several
+// goroutines (e.g. one PagesWriter per process); each file is written by one
+// call or one PagesWriter.
+//
+// Use it as
+//
+//	w, err := image.Create(dir)
+//	...
+//	defer w.Abort() // no-op once Finish succeeded
+//	... w.WriteCore(pid, core) ...
+//	return w.Finish(inv)
+type Writer struct {
+	dir string
+
+	mu         sync.Mutex
+	createdDir bool
+	names      map[string]bool             // names reserved or written
+	sums       map[string]*imagepb.FileSum // files completely written
+	created    []string                    // every path created, for Abort
+	open       map[*PagesWriter]struct{}   // pages writers not yet closed
+	state      int                         // stateOpen, stateFinished, stateAborted
+}
+
+const (
+	stateOpen = iota
+	stateFinished
+	stateAborted
+)
+
+// Create starts writing an image in dir. It creates dir with mode 0700 if
+// it does not exist, and refuses a directory that already holds *.img files
+// so that images are never mixed.
+func Create(dir string) (*Writer, error) {
+	w := &Writer{
+		dir:   dir,
+		names: map[string]bool{},
+		sums:  map[string]*imagepb.FileSum{},
+		open:  map[*PagesWriter]struct{}{},
+	}
+	l := loc{dir: dir}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, l.err(err)
+		}
+		w.createdDir = true
+		return w, nil
+	case err != nil:
+		return nil, l.err(err)
+	case !fi.IsDir():
+		return nil, l.err(errors.New("not a directory"))
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, l.err(err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".img") || e.Name() == inventoryTemp {
+			return nil, l.err(fmt.Errorf("directory already holds %s; refusing to write an image over another", e.Name()))
+		}
+	}
+	return w, nil
+}
+
+// Dir returns the image directory.
+func (w *Writer) Dir() string { return w.dir }
+
+// reserve claims name for one file; it fails if the writer is finished or
+// aborted, or name was already written or reserved.
+func (w *Writer) reserve(names ...string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateOpen {
+		return loc{dir: w.dir}.err(errors.New("writer already finished or aborted"))
+	}
+	for _, n := range names {
+		if w.names[n] {
+			return loc{w.dir, n}.err(errors.New("written twice"))
+		}
+	}
+	for _, n := range names {
+		w.names[n] = true
+	}
+	return nil
+}
+
+// createFile creates dir/name exclusively with mode 0600 and records it for
+// Abort.
+func (w *Writer) createFile(name string) (*os.File, error) {
+	// Hold the lock across the open so that Abort either sees the file in
+	// w.created or makes the open fail.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateOpen {
+		return nil, loc{w.dir, name}.err(errors.New("writer already finished or aborted"))
+	}
+	p := filepath.Join(w.dir, name)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, loc{w.dir, name}.err(err)
+	}
+	w.created = append(w.created, p)
+	return f, nil
+}
+
+// writeWhole writes data as dir/name in one go and records its checksum.
+func (w *Writer) writeWhole(name string, data []byte) error {
+	f, err := w.createFile(name)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return loc{w.dir, name}.err(err)
+	}
+	sum := sha256.Sum256(data)
+	w.record(name, int64(len(data)), sum[:])
+	return nil
+}
+
+func (w *Writer) record(name string, size int64, sum []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sums[name] = &imagepb.FileSum{Name: name, Size: uint64(size), Sha256: sum}
+}
+
+// WriteEntries writes the image file called name (e.g. "core-42.img")
+// holding msgs, which must match the file's kind: message types, head entry
+// and entry count are checked before anything is written. The file is
+// encoded in memory and written with a single write. Raw pages files and
+// inventory.img are written by CreatePages and Finish instead.
+func (w *Writer) WriteEntries(name string, msgs ...proto.Message) error {
+	l := loc{w.dir, name}
+	k, _, err := kindOf(name)
+	if err != nil {
+		return l.err(err)
+	}
+	if k.Name == kindInventory {
+		return l.err(errors.New("inventory.img is written by Finish"))
+	}
+	data, err := encodeFile(k, msgs)
+	if err != nil {
+		return l.err(err)
+	}
+	if err := w.reserve(name); err != nil {
+		return err
+	}
+	return w.writeWhole(name, data)
+}
+
+// writeKind writes the file of the named kind for arg.
+func (w *Writer) writeKind(kind, arg string, msgs []proto.Message) error {
+	name, err := fileName(kind, arg)
+	if err != nil {
+		return loc{dir: w.dir}.err(err)
+	}
+	return w.WriteEntries(name, msgs...)
+}
+
+func toMessages[M proto.Message](s []M) []proto.Message {
+	out := make([]proto.Message, len(s))
+	for i, m := range s {
+		out[i] = m
+	}
+	return out
+}
+
+// WritePstree writes pstree.img.
+func (w *Writer) WritePstree(entries []*imagepb.PstreeEntry) error {
+	return w.writeKind(kindPstree, "", toMessages(entries))
+}
+
+// WriteCore writes core-<pid>.img. c.Pid must equal pid, as the reader
+// checks it.
+func (w *Writer) WriteCore(pid int, c *imagepb.TaskCore) error {
+	if c != nil && int(c.GetPid()) != pid {
+		return loc{dir: w.dir}.err(fmt.Errorf("core of pid %d has pid %d", pid, c.GetPid()))
+	}
+	return w.writeKind(kindCore, strconv.Itoa(pid), []proto.Message{c})
+}
+
+// WriteMm writes mm-<pid>.img.
+func (w *Writer) WriteMm(pid int, m *imagepb.MmEntry) error {
+	return w.writeKind(kindMm, strconv.Itoa(pid), []proto.Message{m})
+}
+
+// WriteFiles writes files.img.
+func (w *Writer) WriteFiles(files []*imagepb.FileEntry) error {
+	return w.writeKind(kindFiles, "", toMessages(files))
+}
+
+// WriteFdinfo writes fdinfo-<pid>.img.
+func (w *Writer) WriteFdinfo(pid int, fds []*imagepb.FdEntry) error {
+	return w.writeKind(kindFdinfo, strconv.Itoa(pid), toMessages(fds))
+}
+
+// Finish completes the image: it sets inv.FormatVersion, fills inv.Files
+// with the size and SHA-256 of every file this writer wrote (sorted by
+// name), and writes inventory.img last, via a temporary file renamed into
+// place, so the image appears complete or not at all. Every PagesWriter
+// must be closed and every write must have succeeded: after a failed write
+// Finish refuses, and the dump should Abort. After Finish succeeds the
+// Writer is done and Abort does nothing.
+func (w *Writer) Finish(inv *imagepb.Inventory) error {
+	l := loc{w.dir, InventoryName}
+	if inv == nil {
+		return l.err(errors.New("nil inventory"))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateOpen {
+		return l.err(errors.New("writer already finished or aborted"))
+	}
+	if len(w.open) > 0 {
+		var names []string
+		for p := range w.open {
+			names = append(names, p.pagesName)
+		}
+		sort.Strings(names)
+		return l.err(fmt.Errorf("pages writers not closed: %s", strings.Join(names, ", ")))
+	}
+	// A reserved name without a checksum is a write that failed (or is
+	// still running): the image would be incomplete.
+	var unfinished []string
+	for n := range w.names {
+		if w.sums[n] == nil {
+			unfinished = append(unfinished, n)
+		}
+	}
+	if len(unfinished) > 0 {
+		sort.Strings(unfinished)
+		return l.err(fmt.Errorf("files not completely written: %s", strings.Join(unfinished, ", ")))
+	}
+	inv.FormatVersion = FormatVersion
+	inv.Files = make([]*imagepb.FileSum, 0, len(w.sums))
+	for _, s := range w.sums {
+		inv.Files = append(inv.Files, proto.CloneOf(s))
+	}
+	slices.SortFunc(inv.Files, func(a, b *imagepb.FileSum) int { return strings.Compare(a.Name, b.Name) })
+	data, err := encodeFile(kindByName(kindInventory), []proto.Message{inv})
+	if err != nil {
+		return l.err(err)
+	}
+	tmp := filepath.Join(w.dir, inventoryTemp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return l.err(err)
+	}
+	w.created = append(w.created, tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(w.dir, InventoryName))
+	}
+	if err != nil {
+		return l.err(err)
+	}
+	w.created[len(w.created)-1] = filepath.Join(w.dir, InventoryName)
+	w.state = stateFinished
+	return nil
+}
+
+// Abort removes every file this writer created, and the directory if Create
+// made it, and closes any open PagesWriter. It does nothing after a
+// successful Finish, so it is meant to be deferred. Further writes fail.
+func (w *Writer) Abort() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateOpen {
+		return nil
+	}
+	w.state = stateAborted
+	var errs []error
+	// Closing the file makes a concurrent PagesWriter fail; its Close
+	// then cannot record anything since the writer is aborted.
+	for p := range w.open {
+		p.f.Close() // the file is removed below; its close error is moot
+	}
+	clear(w.open)
+	for i := len(w.created) - 1; i >= 0; i-- {
+		if err := os.Remove(w.created[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if w.createdDir {
+		if err := os.Remove(w.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

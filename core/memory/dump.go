@@ -1,0 +1,260 @@
+package memory
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent  = 1 << 63
+	pmSwapped  = 1 << 62
+	pmFilePage = 1 << 61 // file page or shared anon
+	pmPfnMask  = (1 << 55) - 1
+)
+
+// Sink receives runs of page contents in ascending address order. data is
+// only valid during the call (the buffer is reused).
+type Sink interface {
+	WritePages(vaddr uint64, data []byte) error
+}
+
+// Stats counts pages for --print-stats.
+type Stats struct {
+	PagesScanned uint64
+	PagesWritten uint64
+	PagesZero    uint64
+}
+
+// bufSize is the size of the reused read buffer: large reads, bounded RSS.
+const bufSize = 4 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+var zeroPFN struct {
+	once sync.Once
+	pfn  uint64
+	ok   bool
+}
+
+// ZeroPFN returns the frame number of the kernel's shared zero page, learnt
+// by reading one untouched anonymous page of our own. Pages mapped to it hold
+// zeros and are not dumped.
+func ZeroPFN() (uint64, bool) {
+	zeroPFN.once.Do(func() {
+		m, err := unix.Mmap(-1, 0, PageSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return
+		}
+		defer unix.Munmap(m)
+		_ = m[0] // read fault maps the zero page
+		f, err := os.Open("/proc/self/pagemap")
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		var b [8]byte
+		addr := uint64(uintptrOf(m))
+		if _, err := f.ReadAt(b[:], int64(addr/PageSize*8)); err != nil {
+			return
+		}
+		e := binary.LittleEndian.Uint64(b[:])
+		if e&pmPresent != 0 && e&pmPfnMask != 0 {
+			zeroPFN.pfn, zeroPFN.ok = e&pmPfnMask, true
+		}
+	})
+	return zeroPFN.pfn, zeroPFN.ok
+}
+
+// Reader reads a stopped task's memory: process_vm_readv where the mapping is
+// readable, /proc/PID/mem (FOLL_FORCE) where it is not.
+type Reader struct {
+	Pid     int
+	Mem     io.ReaderAt // /proc/PID/mem
+	Pagemap io.ReaderAt // /proc/PID/pagemap
+}
+
+// DumpPrivate writes the pages of the private VMAs that must be saved to
+// sink, in address order.
+func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
+	zpfn, zok := ZeroPFN()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	pm := make([]byte, 8*4096) // pagemap window: 4096 pages
+	for _, v := range vmas {
+		if !privatePages(v) || v.NoPages {
+			continue
+		}
+		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD
+		readable := v.Prot&unix.PROT_READ != 0
+		// Runs of pages to save, collected per pagemap window and read in
+		// chunks of at most len(buf).
+		var runStart, runLen uint64
+		flush := func() error {
+			for runLen > 0 {
+				n := runLen
+				if n*PageSize > uint64(len(buf)) {
+					n = uint64(len(buf)) / PageSize
+				}
+				b := buf[:n*PageSize]
+				if err := r.read(runStart, b, readable); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+				}
+				if err := sink.WritePages(runStart, b); err != nil {
+					return err
+				}
+				st.PagesWritten += n
+				runStart += n * PageSize
+				runLen -= n
+			}
+			return nil
+		}
+		for addr := v.Start; addr < v.End; {
+			n := (v.End - addr) / PageSize
+			if n > uint64(len(pm)/8) {
+				n = uint64(len(pm) / 8)
+			}
+			w := pm[:n*8]
+			if _, err := r.Pagemap.ReadAt(w, int64(addr/PageSize*8)); err != nil {
+				return fmt.Errorf("read pagemap of pid %d at %#x: %w", r.Pid, addr, err)
+			}
+			for i := uint64(0); i < n; i++ {
+				e := binary.LittleEndian.Uint64(w[i*8:])
+				st.PagesScanned++
+				save := false
+				switch {
+				case e&pmSwapped != 0:
+					save = true
+				case e&pmPresent != 0:
+					save = !(file && e&pmFilePage != 0)
+					if save && zok && e&pmPfnMask == zpfn {
+						save = false
+						st.PagesZero++
+					}
+				}
+				pa := addr + i*PageSize
+				if save && runLen > 0 && runStart+runLen*PageSize == pa {
+					runLen++
+					continue
+				}
+				if err := flush(); err != nil {
+					return err
+				}
+				if save {
+					runStart, runLen = pa, 1
+				}
+			}
+			addr += n * PageSize
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Reader) read(addr uint64, b []byte, readable bool) error {
+	if readable {
+		local := []unix.Iovec{{Base: &b[0]}}
+		local[0].SetLen(len(b))
+		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
+		n, err := unix.ProcessVMReadv(r.Pid, local, remote, 0)
+		if err == nil && n == len(b) {
+			return nil
+		}
+		// fall back to /proc/PID/mem (e.g. a page made unreadable meanwhile)
+	}
+	if _, err := r.Mem.ReadAt(b, int64(addr)); err != nil {
+		return fmt.Errorf("read pid %d memory at %#x (%d bytes): %w", r.Pid, addr, len(b), err)
+	}
+	return nil
+}
+
+// DumpObject writes the contents of a shared memory object (shared anonymous
+// or memfd), opened through /proc/PID/map_files, to sink with offsets as
+// addresses. Holes (SEEK_HOLE) and all-zero pages are skipped.
+func DumpObject(f *os.File, size int64, sink Sink, st *Stats) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	fd := int(f.Fd())
+	var off int64
+	for off < size {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break
+		}
+		if err != nil {
+			data = off // no SEEK_DATA support: read everything
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil || hole > size {
+			hole = size
+		}
+		data &^= PageSize - 1
+		for pos := data; pos < hole; {
+			n := hole - pos
+			if n > int64(len(buf)) {
+				n = int64(len(buf))
+			}
+			n = (n + PageSize - 1) &^ (PageSize - 1)
+			b := buf[:n]
+			got, err := f.ReadAt(b, pos)
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("read shared memory object at %d: %w", pos, err)
+			}
+			clear(b[got:])
+			if err := addNonZero(pos, b, sink, st); err != nil {
+				return err
+			}
+			pos += n
+		}
+		off = hole
+	}
+	return nil
+}
+
+// addNonZero passes the non-zero pages of b (at offset base) to sink in runs.
+func addNonZero(base int64, b []byte, sink Sink, st *Stats) error {
+	start := -1
+	for i := 0; i <= len(b); i += PageSize {
+		zero := i == len(b) || isZero(b[i:i+PageSize])
+		if i < len(b) {
+			st.PagesScanned++
+		}
+		if !zero && start < 0 {
+			start = i
+		}
+		if zero && start >= 0 {
+			if err := sink.WritePages(uint64(base)+uint64(start), b[start:i]); err != nil {
+				return err
+			}
+			st.PagesWritten += uint64(i-start) / PageSize
+			start = -1
+		}
+	}
+	return nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

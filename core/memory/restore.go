@@ -1,0 +1,80 @@
+package memory
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// Fill copies the pages described by entries from pages (the raw pages file,
+// read sequentially in large chunks) to dst at each run's address: the
+// restored task's /proc/PID/mem, or a memory object's fd with offsets. It
+// returns the number of pages written.
+func Fill(dst io.WriterAt, entries []*imagepb.PagemapEntry, pages *os.File) (uint64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var off int64
+	var total uint64
+	for _, e := range entries {
+		left := e.NrPages * PageSize
+		addr := e.Vaddr
+		for left > 0 {
+			n := left
+			if n > uint64(len(buf)) {
+				n = uint64(len(buf))
+			}
+			b := buf[:n]
+			if _, err := pages.ReadAt(b, off); err != nil {
+				return total, fmt.Errorf("read pages at offset %d: %w", off, err)
+			}
+			if _, err := dst.WriteAt(b, int64(addr)); err != nil {
+				return total, fmt.Errorf("write %d bytes at %#x: %w", n, addr, err)
+			}
+			off += int64(n)
+			addr += n
+			left -= n
+			total += n / PageSize
+		}
+	}
+	return total, nil
+}
+
+// CheckLayout verifies that VMAs are page-aligned, non-empty, sorted and
+// non-overlapping, and that every pagemap run lies inside a VMA with
+// private pages: a hostile image cannot make restore write elsewhere.
+func CheckLayout(vmas []*imagepb.Vma, entries []*imagepb.PagemapEntry) error {
+	var prevEnd uint64
+	for i, v := range vmas {
+		if v.Start%PageSize != 0 || v.End%PageSize != 0 || v.End <= v.Start {
+			return fmt.Errorf("vma %d: bad range %#x-%#x", i, v.Start, v.End)
+		}
+		if v.Start < prevEnd {
+			return fmt.Errorf("vma %d: %#x-%#x overlaps the previous one", i, v.Start, v.End)
+		}
+		if v.End > 1<<47 && v.Kind != imagepb.VmaKind_VMA_VSYSCALL {
+			return fmt.Errorf("vma %d: %#x-%#x above the user address space", i, v.Start, v.End)
+		}
+		prevEnd = v.End
+	}
+	j := 0
+	for _, e := range entries {
+		end := e.Vaddr + e.NrPages*PageSize
+		if e.NrPages == 0 || end < e.Vaddr {
+			return fmt.Errorf("pagemap run %#x+%d pages is invalid", e.Vaddr, e.NrPages)
+		}
+		// a run may span adjacent VMAs: each part must be a private VMA
+		for pos := e.Vaddr; pos < end; {
+			for j < len(vmas) && vmas[j].End <= pos {
+				j++
+			}
+			if j == len(vmas) || pos < vmas[j].Start || !privatePages(vmas[j]) {
+				return fmt.Errorf("pagemap run %#x-%#x is not inside private VMAs (at %#x)", e.Vaddr, end, pos)
+			}
+			pos = min(end, vmas[j].End)
+		}
+	}
+	return nil
+}

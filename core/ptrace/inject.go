@@ -1,0 +1,77 @@
+package ptrace
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Gadget is the code the injector executes: `syscall; int3; int3`.
+var Gadget = []byte{0x0f, 0x05, 0xcc, 0xcc}
+
+// Injector runs system calls inside a ptrace-stopped thread: it points rip at
+// a `syscall` instruction (the gadget) and single-steps over it. The thread's
+// signals must be blocked (PTRACE_SETSIGMASK) so that no signal delivery can
+// hijack the step; orig_rax is set to -1 so that the kernel applies no
+// syscall-restart fix-up to an injected call when the thread resumes.
+type Injector struct {
+	Tid   int
+	Addr  uint64 // address of the gadget in the tracee
+	Base  Regs   // register template; rip/rax/args are overwritten per call
+	Count int    // calls made, for statistics
+}
+
+// Errno turns a raw syscall return value into an error (nil when >= 0 or not
+// in the errno range).
+func Errno(ret int64) error {
+	if ret < 0 && ret > -4096 {
+		return unix.Errno(-ret)
+	}
+	return nil
+}
+
+// Raw injects one syscall and returns the raw rax value.
+func (in *Injector) Raw(nr uint64, args ...uint64) (int64, error) {
+	r := in.Base
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rip = in.Addr
+	r.Rax = nr
+	r.Orig_rax = ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := SetRegs(in.Tid, &r); err != nil {
+		return 0, err
+	}
+	if err := Raw(unix.PTRACE_SINGLESTEP, in.Tid, 0, 0); err != nil {
+		return 0, fmt.Errorf("singlestep tid %d: %w", in.Tid, err)
+	}
+	ws, err := Wait(in.Tid)
+	if err != nil {
+		return 0, err
+	}
+	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
+		return 0, fmt.Errorf("injected syscall %d in tid %d: %s", nr, in.Tid, Describe(ws))
+	}
+	out, err := GetRegs(in.Tid)
+	if err != nil {
+		return 0, err
+	}
+	if out.Rip != in.Addr+2 {
+		return 0, fmt.Errorf("injected syscall %d in tid %d: stopped at rip %#x, want %#x", nr, in.Tid, out.Rip, in.Addr+2)
+	}
+	in.Count++
+	return int64(out.Rax), nil
+}
+
+// Call injects one syscall and converts an errno return to an error naming
+// what the call was for.
+func (in *Injector) Call(what string, nr uint64, args ...uint64) (uint64, error) {
+	r, err := in.Raw(nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if e := Errno(r); e != nil {
+		return 0, fmt.Errorf("%s: %w", what, e)
+	}
+	return uint64(r), nil
+}

@@ -1,0 +1,208 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Thread is one seized thread of a process, stopped in a ptrace trap.
+type Thread struct {
+	Tid     int
+	Regs    Regs   // registers at the stop, as they must be put back
+	Sigmask uint64 // blocked mask at the stop
+	// Stolen holds siginfos of signals the kernel dequeued for delivery while
+	// we were stopping the thread (a signal-delivery stop came before the
+	// interrupt stop). They belong to the thread's pending queue: they are
+	// dumped with it, and re-queued if the process is released.
+	Stolen [][]byte
+	// Stopped is true when the thread sat in a group stop (SIGSTOP) when it
+	// was seized.
+	Stopped bool
+}
+
+// Process is a seized process: every thread stopped and its signals blocked,
+// nothing else changed. Release puts it back exactly as it was.
+type Process struct {
+	Pid     int
+	Threads []*Thread // leader first
+	blocked bool
+}
+
+// SeizeOptions are the ptrace options the dumper uses. No EXITKILL: if the
+// dumper dies, the target must survive. SUSPEND_SECCOMP lets injected calls
+// pass the target's filters.
+const SeizeOptions = unix.PTRACE_O_TRACESYSGOOD | OptSuspendSeccomp
+
+// SeizeProcess seizes and stops every thread of pid. It re-lists
+// /proc/PID/task until no new thread appears, so threads created during the
+// seize are caught too. On error every thread seized so far is released.
+func SeizeProcess(pid int) (*Process, error) {
+	p := &Process{Pid: pid}
+	seen := map[int]bool{}
+	for {
+		tids, err := listTasks(pid)
+		if err != nil {
+			p.Release()
+			return nil, err
+		}
+		grew := false
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			grew = true
+			t, err := seizeThread(tid)
+			if err != nil {
+				if errors.Is(err, unix.ESRCH) && tid != pid {
+					continue // the thread exited meanwhile
+				}
+				p.Release()
+				return nil, err
+			}
+			p.Threads = append(p.Threads, t)
+		}
+		if !grew {
+			break
+		}
+	}
+	sort.Slice(p.Threads, func(i, j int) bool {
+		if p.Threads[i].Tid == pid {
+			return true
+		}
+		if p.Threads[j].Tid == pid {
+			return false
+		}
+		return p.Threads[i].Tid < p.Threads[j].Tid
+	})
+	if len(p.Threads) == 0 || p.Threads[0].Tid != pid {
+		p.Release()
+		return nil, fmt.Errorf("seize pid %d: thread group leader not found", pid)
+	}
+	return p, nil
+}
+
+func listTasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, fmt.Errorf("list threads of pid %d: %w", pid, err)
+	}
+	var out []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// seizeThread seizes tid and waits for its interrupt stop. A signal-delivery
+// stop that comes first is recorded and suppressed (see Thread.Stolen).
+func seizeThread(tid int) (*Thread, error) {
+	if err := Seize(tid, SeizeOptions); err != nil {
+		return nil, err
+	}
+	if err := Interrupt(tid); err != nil {
+		Detach(tid, 0)
+		return nil, err
+	}
+	t := &Thread{Tid: tid}
+	for {
+		ws, err := Wait(tid)
+		if err != nil {
+			return nil, err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return nil, fmt.Errorf("seize tid %d: %s: %w", tid, Describe(ws), unix.ESRCH)
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if int(ws)>>16 == EventStop {
+			// Interrupt stop, or a group stop when the stop signal is a
+			// job-control one.
+			sig := ws.StopSignal()
+			t.Stopped = sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+			break
+		}
+		// Signal-delivery stop: keep the signal, suppress its delivery now.
+		si := make([]byte, SiginfoSize)
+		if err := Raw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
+			return nil, fmt.Errorf("getsiginfo tid %d: %w", tid, err)
+		}
+		t.Stolen = append(t.Stolen, si)
+		if err := Cont(tid, 0); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if t.Regs, err = GetRegs(tid); err != nil {
+		Detach(tid, 0)
+		return nil, err
+	}
+	if t.Sigmask, err = GetSigmask(tid); err != nil {
+		Detach(tid, 0)
+		return nil, err
+	}
+	return t, nil
+}
+
+// BlockSignals blocks every signal in every thread, so that injected calls
+// single-step without a signal delivery in between. Release undoes it.
+func (p *Process) BlockSignals() error {
+	for _, t := range p.Threads {
+		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+			return err
+		}
+	}
+	p.blocked = true
+	return nil
+}
+
+// Release puts registers and signal masks back and detaches every thread, so
+// the process runs on as if never seized. Stolen signals must have been
+// re-queued by the caller (RequeueStolen) before. Errors are joined; release
+// goes on past them.
+func (p *Process) Release() error {
+	var errs []error
+	for _, t := range p.Threads {
+		if err := SetRegs(t.Tid, &t.Regs); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+		if err := SetSigmask(t.Tid, t.Sigmask); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+		if err := Detach(t.Tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+	}
+	p.Threads = nil
+	return errors.Join(errs...)
+}
+
+// Kill sends SIGKILL to the process and collects the exit notifications of
+// its traced threads so no ptrace state lingers.
+func (p *Process) Kill() error {
+	if err := unix.Kill(p.Pid, unix.SIGKILL); err != nil {
+		return fmt.Errorf("kill pid %d: %w", p.Pid, err)
+	}
+	// A traced leader's exit is reported only after its traced threads are
+	// reaped: wait for the others first.
+	for i := len(p.Threads) - 1; i >= 0; i-- {
+		t := p.Threads[i]
+		for {
+			ws, err := Wait(t.Tid)
+			if err != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+		}
+	}
+	p.Threads = nil
+	return nil
+}

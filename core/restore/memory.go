@@ -1,0 +1,217 @@
+package restore
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/files"
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/memory"
+)
+
+const archMapVdso64 = 0x2003
+
+// restoreMemory recreates the memory objects (memfd, shared anonymous), the
+// vDSO at its old address, every VMA, and fills the private pages.
+func (r *restorer) restoreMemory() error {
+	if err := r.createObjects(); err != nil {
+		return err
+	}
+	var vvar uint64
+	for _, v := range r.pr.mm.Vmas {
+		if (v.Kind == imagepb.VmaKind_VMA_VVAR || v.Kind == imagepb.VmaKind_VMA_VDSO) && vvar == 0 {
+			vvar = v.Start
+		}
+	}
+	if vvar != 0 {
+		if _, err := r.call(0, "arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVdso64, vvar); err != nil {
+			return err
+		}
+	}
+	stubFds := map[string]uint64{}
+	for _, v := range r.pr.mm.Vmas {
+		if memory.Special(v.Kind) {
+			continue
+		}
+		if err := r.mapVma(v, stubFds); err != nil {
+			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
+	}
+	for _, fd := range stubFds {
+		if _, err := r.call(0, "close", unix.SYS_CLOSE, fd); err != nil {
+			return err
+		}
+	}
+	if err := r.checkSpecial(); err != nil {
+		return err
+	}
+	n, err := memory.Fill(memAt{r.mem}, r.pr.pmap, r.pr.pages)
+	r.st.PagesRestored += n
+	return err
+}
+
+// checkSpecial verifies that the kernel put vDSO/vvar where they were.
+func (r *restorer) checkSpecial() error {
+	maps, err := readMapsText(r.stub.pid)
+	if err != nil {
+		return err
+	}
+	for _, v := range r.pr.mm.Vmas {
+		if v.Kind == imagepb.VmaKind_VMA_VDSO && !strings.Contains(maps, fmt.Sprintf("%x-%x", v.Start, v.End)) {
+			return fmt.Errorf("vdso not at %#x-%#x after ARCH_MAP_VDSO_64 (different kernel?)", v.Start, v.End)
+		}
+	}
+	return nil
+}
+
+func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) error {
+	size := v.End - v.Start
+	prot := uint64(v.Prot)
+	mprot := prot
+	if v.Account && prot&unix.PROT_WRITE == 0 && !v.Shared {
+		// VM_ACCOUNT comes only with a writable private mapping: map it
+		// writable, then drop the write bit, as the original was made.
+		mprot |= unix.PROT_WRITE
+	}
+	flags := uint64(unix.MAP_FIXED)
+	if v.Shared {
+		flags |= unix.MAP_SHARED
+	} else {
+		flags |= unix.MAP_PRIVATE
+	}
+	switch v.Kind {
+	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
+		flags |= unix.MAP_ANONYMOUS
+		if v.Growsdown {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0); err != nil {
+			return err
+		}
+	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
+		write := v.Shared && prot&unix.PROT_WRITE != 0
+		key := fmt.Sprintf("%d/%v", v.FileId, write)
+		sfd, ok := stubFds[key]
+		if !ok {
+			fd, err := r.opener.OpenForMap(v.FileId, write)
+			if err != nil {
+				return err
+			}
+			if sfd, err = r.install(fd); err != nil {
+				return err
+			}
+			stubFds[key] = sfd
+		}
+		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, sfd, v.Pgoff); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown vma kind %v", v.Kind)
+	}
+	flagSet := " " + v.VmFlags + " "
+	for _, m := range memory.Madvise {
+		if strings.Contains(flagSet, " "+m.Flag+" ") {
+			if _, err := r.call(0, "madvise "+m.Flag, unix.SYS_MADVISE, v.Start, size, m.Advice); err != nil {
+				return err
+			}
+		}
+	}
+	if mprot != prot {
+		if _, err := r.call(0, "mprotect", unix.SYS_MPROTECT, v.Start, size, prot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createObjects makes, in ctr-cr, each memfd and shared anonymous object of
+// the image with its size and contents; mappings and fds then use them.
+func (r *restorer) createObjects() error {
+	fl, err := r.img.Files()
+	if err != nil {
+		return err
+	}
+	for _, f := range fl {
+		if !files.IsMemObject(f) {
+			continue
+		}
+		var fd int
+		if f.Kind == imagepb.FileKind_FILE_MEMFD {
+			fd, err = unix.MemfdCreate(files.MemfdName(f), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		} else {
+			fd, err = r.shmemObject(f.Size)
+		}
+		if err != nil {
+			return fmt.Errorf("memory object %d (%s): %w", f.Id, f.Path, err)
+		}
+		r.opener.Objects[f.Id] = fd
+		if f.Kind == imagepb.FileKind_FILE_MEMFD {
+			if err := unix.Ftruncate(fd, f.Size); err != nil {
+				return fmt.Errorf("memfd %s: ftruncate %d: %w", f.Path, f.Size, err)
+			}
+		}
+		name := fmt.Sprintf("shmem-%d", f.Ino)
+		if !r.img.Has("pagemap-" + name + ".img") {
+			continue
+		}
+		_, entries, err := r.img.Pagemap(name)
+		if err != nil {
+			return err
+		}
+		pages, err := r.img.OpenPages(name)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Vaddr+e.NrPages*memory.PageSize > uint64(f.Size)+memory.PageSize-1 {
+				pages.Close()
+				return fmt.Errorf("pagemap-%s.img: run %#x+%d pages beyond the object size %d", name, e.Vaddr, e.NrPages, f.Size)
+			}
+		}
+		_, err = memory.Fill(fdWriter(fd), entries, pages)
+		pages.Close()
+		if err != nil {
+			return fmt.Errorf("memory object %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// shmemObject creates a shared anonymous memory object of size bytes: it is
+// mapped shared and anonymous in ctr-cr and reopened through map_files, so
+// the restored mappings show "/dev/zero (deleted)" like the originals.
+func (r *restorer) shmemObject(size int64) (int, error) {
+	if size <= 0 || size > 1<<40 {
+		return -1, fmt.Errorf("bad shared memory size %d", size)
+	}
+	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Munmap(b)
+	start := addrOf(b)
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uint64(len(b))), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open shared memory object: %w", err)
+	}
+	return fd, nil
+}
+
+type fdWriter int
+
+func (f fdWriter) WriteAt(b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Pwrite(int(f), b[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}

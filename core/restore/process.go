@@ -1,0 +1,315 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// restoreProcessState sets the per-process state that does not depend on
+// credentials: cwd and root, rlimits, personality, umask, subreaper, THP,
+// itimers and POSIX timers (after the threads, which timers may target).
+func (r *restorer) restoreProcessState() error {
+	c := r.pr.core
+	if c.Root != "" && c.Root != "/" {
+		addr, err := r.put(0, cstr(c.Root))
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(0, "chroot "+c.Root, unix.SYS_CHROOT, addr); err != nil {
+			return err
+		}
+	}
+	if c.Cwd != "" {
+		addr, err := r.put(0, cstr(c.Cwd))
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(0, "chdir "+c.Cwd, unix.SYS_CHDIR, addr); err != nil {
+			return err
+		}
+	}
+	for _, l := range c.Rlimits {
+		if l.Resource > 15 {
+			return fmt.Errorf("rlimit: unknown resource %d", l.Resource)
+		}
+		b := make([]byte, 16)
+		u64(b, 0, l.Cur)
+		u64(b, 8, l.Max)
+		addr, err := r.put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(0, fmt.Sprintf("prlimit64(resource %d, %d/%d)", l.Resource, l.Cur, l.Max), unix.SYS_PRLIMIT64, 0, uint64(l.Resource), addr, 0); err != nil {
+			return fmt.Errorf("%w (raising a hard limit needs CAP_SYS_RESOURCE)", err)
+		}
+	}
+	if _, err := r.call(0, "personality", unix.SYS_PERSONALITY, uint64(c.Personality)); err != nil {
+		return err
+	}
+	if _, err := r.call(0, "umask", unix.SYS_UMASK, uint64(c.Umask)); err != nil {
+		return err
+	}
+	if c.ChildSubreaper {
+		if _, err := r.call(0, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prSetChildSubreaper, 1); err != nil {
+			return err
+		}
+	}
+	if c.ThpDisable != 0 {
+		if _, err := r.call(0, "prctl(PR_SET_THP_DISABLE)", unix.SYS_PRCTL, prSetThpDisable, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	for _, it := range c.Itimers {
+		if it.Which > 2 {
+			return fmt.Errorf("itimer %d", it.Which)
+		}
+		b := make([]byte, 32)
+		u64(b, 0, uint64(it.IntervalUs/1e6))
+		u64(b, 8, uint64(it.IntervalUs%1e6))
+		u64(b, 16, uint64(it.ValueUs/1e6))
+		u64(b, 24, uint64(it.ValueUs%1e6))
+		if it.ValueUs == 0 {
+			// an expired one-shot value of 0 with an interval still armed
+			u64(b, 24, 1)
+		}
+		addr, err := r.put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(0, "setitimer", unix.SYS_SETITIMER, uint64(it.Which), addr, 0); err != nil {
+			return err
+		}
+	}
+	return r.restorePosixTimers()
+}
+
+// restorePosixTimers recreates POSIX timers with their ids: the kernel takes
+// the wanted id from the timer_t argument once PR_TIMER_CREATE_RESTORE_IDS
+// is on (6.17+); before that, ids are allocated in order, so timers are
+// created (and gaps deleted) until ids match.
+func (r *restorer) restorePosixTimers() error {
+	timers := r.pr.core.PosixTimers
+	if len(timers) == 0 {
+		return nil
+	}
+	restoreIds := true
+	if _, err := r.call(0, "prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)", unix.SYS_PRCTL, prTimerCreateRestoreIds, 1); err != nil {
+		restoreIds = false
+	}
+	for _, t := range timers {
+		sev := make([]byte, 64)
+		u64(sev, 0, t.SigevValue)
+		binary.LittleEndian.PutUint32(sev[8:], uint32(t.Signo))
+		binary.LittleEndian.PutUint32(sev[12:], uint32(t.Notify))
+		binary.LittleEndian.PutUint32(sev[16:], uint32(t.NotifyTid))
+		sevAddr, err := r.put(0, sev)
+		if err != nil {
+			return err
+		}
+		idAddr := r.scratch + 256
+		for {
+			id := make([]byte, 4)
+			binary.LittleEndian.PutUint32(id, uint32(t.Id))
+			if _, err := r.put(256, id); err != nil {
+				return err
+			}
+			if _, err := r.call(0, fmt.Sprintf("timer_create(id %d)", t.Id), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
+				return err
+			}
+			got := make([]byte, 4)
+			if err := r.mem.ReadAt(got, idAddr); err != nil {
+				return err
+			}
+			gid := int32(binary.LittleEndian.Uint32(got))
+			if gid == t.Id {
+				break
+			}
+			if restoreIds || gid > t.Id {
+				return fmt.Errorf("timer_create: got id %d, want %d", gid, t.Id)
+			}
+			// leave the placeholder until all are created? No: ids are
+			// not reused before wrap-around, so delete it now.
+			if _, err := r.call(0, "timer_delete", unix.SYS_TIMER_DELETE, uint64(gid)); err != nil {
+				return err
+			}
+		}
+		its := make([]byte, 32)
+		u64(its, 0, uint64(t.IntervalNs/1e9))
+		u64(its, 8, uint64(t.IntervalNs%1e9))
+		u64(its, 16, uint64(t.ValueNs/1e9))
+		u64(its, 24, uint64(t.ValueNs%1e9))
+		if t.ValueNs != 0 || t.IntervalNs != 0 {
+			if t.ValueNs == 0 {
+				u64(its, 24, 1)
+			}
+			addr, err := r.put(512, its)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(0, "timer_settime", unix.SYS_TIMER_SETTIME, uint64(t.Id), 0, addr, 0); err != nil {
+				return err
+			}
+		}
+	}
+	if restoreIds {
+		if _, err := r.call(0, "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIds, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queueSignals puts the pending signals back: the process-wide queue through
+// the leader, each thread's own queue through that thread (a task may queue
+// any siginfo to itself).
+func (r *restorer) queueSignals() error {
+	pid := uint64(r.stub.pid)
+	for _, s := range r.pr.core.SharedPending {
+		if len(s.Raw) != 128 {
+			return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
+		}
+		addr, err := r.put(0, s.Raw)
+		if err != nil {
+			return err
+		}
+		sig := uint64(binary.LittleEndian.Uint32(s.Raw))
+		if _, err := r.call(0, fmt.Sprintf("rt_sigqueueinfo(%d)", sig), unix.SYS_RT_SIGQUEUEINFO, pid, sig, addr); err != nil {
+			return err
+		}
+	}
+	for i, t := range r.threads {
+		for _, s := range t.core.Pending {
+			if len(s.Raw) != 128 {
+				return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
+			}
+			addr, err := r.put(0, s.Raw)
+			if err != nil {
+				return err
+			}
+			sig := uint64(binary.LittleEndian.Uint32(s.Raw))
+			if _, err := r.call(i, fmt.Sprintf("rt_tgsigqueueinfo(%d)", sig), unix.SYS_RT_TGSIGQUEUEINFO, pid, uint64(t.tid), sig, addr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// restoreCredsAndSeccomp gives thread i its credentials, then its seccomp
+// filters (last: nothing after them may be filtered; our own injected calls
+// pass thanks to PTRACE_O_SUSPEND_SECCOMP). Dumpable and the parent-death
+// signal are reset by credential changes, so they follow.
+func (r *restorer) restoreCredsAndSeccomp(i int) error {
+	tc := r.threads[i].core
+	if cr := tc.Creds; cr != nil {
+		if len(cr.Uids) != 4 || len(cr.Gids) != 4 {
+			return fmt.Errorf("creds: %d uids, %d gids", len(cr.Uids), len(cr.Gids))
+		}
+		if len(cr.Groups) > 65536 {
+			return fmt.Errorf("creds: %d groups", len(cr.Groups))
+		}
+		g := make([]byte, 4*len(cr.Groups)+4)
+		for k, v := range cr.Groups {
+			binary.LittleEndian.PutUint32(g[4*k:], v)
+		}
+		addr, err := r.put(0, g)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(i, "setgroups", unix.SYS_SETGROUPS, uint64(len(cr.Groups)), addr); err != nil {
+			return err
+		}
+		// bounding set while CAP_SETPCAP is still ours
+		for c := uint64(0); c < 64; c++ {
+			if cr.CapBnd&(1<<c) == 0 {
+				if _, err := r.call(i, "prctl(PR_CAPBSET_DROP)", unix.SYS_PRCTL, prCapbsetDrop, c); err != nil {
+					if e, ok := asErrno(err); ok && e == unix.EINVAL {
+						break // beyond the last capability of this kernel
+					}
+					return err
+				}
+			}
+		}
+		if _, err := r.call(i, "prctl(PR_SET_SECUREBITS)", unix.SYS_PRCTL, prSetSecurebits, uint64(cr.Securebits|secbitKeepCaps)); err != nil {
+			return err
+		}
+		if _, err := r.call(i, "setresgid", unix.SYS_SETRESGID, uint64(cr.Gids[0]), uint64(cr.Gids[1]), uint64(cr.Gids[2])); err != nil {
+			return err
+		}
+		if _, err := r.call(i, "setfsgid", unix.SYS_SETFSGID, uint64(cr.Gids[3])); err != nil {
+			return err
+		}
+		if _, err := r.call(i, "setresuid", unix.SYS_SETRESUID, uint64(cr.Uids[0]), uint64(cr.Uids[1]), uint64(cr.Uids[2])); err != nil {
+			return err
+		}
+		if _, err := r.call(i, "setfsuid", unix.SYS_SETFSUID, uint64(cr.Uids[3])); err != nil {
+			return err
+		}
+		// capset: header {version 3, pid 0}, data[2] {eff, prm, inh}
+		cb := make([]byte, 8+24)
+		binary.LittleEndian.PutUint32(cb[0:], 0x20080522)
+		binary.LittleEndian.PutUint32(cb[8:], uint32(cr.CapEff))
+		binary.LittleEndian.PutUint32(cb[12:], uint32(cr.CapPrm))
+		binary.LittleEndian.PutUint32(cb[16:], uint32(cr.CapInh))
+		binary.LittleEndian.PutUint32(cb[20:], uint32(cr.CapEff>>32))
+		binary.LittleEndian.PutUint32(cb[24:], uint32(cr.CapPrm>>32))
+		binary.LittleEndian.PutUint32(cb[28:], uint32(cr.CapInh>>32))
+		addr, err = r.put(0, cb)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(i, "capset", unix.SYS_CAPSET, addr, addr+8); err != nil {
+			return err
+		}
+		for c := uint64(0); c < 64; c++ {
+			if cr.CapAmb&(1<<c) != 0 {
+				if _, err := r.call(i, "prctl(PR_CAP_AMBIENT_RAISE)", unix.SYS_PRCTL, prCapAmbient, prCapAmbientRaise, c, 0, 0); err != nil {
+					return err
+				}
+			}
+		}
+		if cr.Securebits&secbitKeepCaps == 0 {
+			if _, err := r.call(i, "prctl(PR_SET_KEEPCAPS, 0)", unix.SYS_PRCTL, prSetKeepcaps, 0); err != nil {
+				return err
+			}
+		}
+		if cr.NoNewPrivs {
+			if _, err := r.call(i, "prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, prSetNoNewPrivs, 1, 0, 0, 0); err != nil {
+				return err
+			}
+		}
+	}
+	if i == 0 {
+		c := r.pr.core
+		if _, err := r.call(0, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable)); err != nil {
+			return err
+		}
+		if c.PdeathSig != 0 {
+			if _, err := r.call(0, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, prSetPdeathsig, uint64(c.PdeathSig)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, f := range tc.Seccomp {
+		if len(f.Bpf) == 0 || len(f.Bpf)%8 != 0 || len(f.Bpf) > 4096*8 {
+			return fmt.Errorf("seccomp filter of %d bytes", len(f.Bpf))
+		}
+		prog, err := r.put(64, f.Bpf)
+		if err != nil {
+			return err
+		}
+		fp := make([]byte, 16)
+		binary.LittleEndian.PutUint16(fp[0:], uint16(len(f.Bpf)/8))
+		u64(fp, 8, prog)
+		addr, err := r.put(0, fp)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, 0, addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}

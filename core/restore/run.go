@@ -1,0 +1,326 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/files"
+	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/memory"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// Layout of the control area G mapped in the stub: one page holding the
+// gadget, then scratch pages for arguments (large enough for a seccomp
+// filter of the kernel's maximum 4096 instructions).
+const (
+	ctlScratchPages = 16
+	ctlSize         = (1 + ctlScratchPages) * memory.PageSize
+)
+
+type thread struct {
+	tid  int
+	core *imagepb.ThreadCore
+	in   *ptrace.Injector
+}
+
+type restorer struct {
+	img     *image.Reader
+	inv     *imagepb.Inventory
+	pr      *proc
+	st      *Stats
+	stub    *stub
+	opener  *files.Opener
+	mem     *ptrace.Mem
+	ctl     uint64 // control area G
+	scratch uint64
+	threads []*thread // leader first
+	pidfd   uint64    // in the stub: a pidfd of ours, for pidfd_getfd
+	tmpFds  []uint64  // fds in the stub to close before it runs
+}
+
+func (r *restorer) calls() int {
+	n := 0
+	for _, t := range r.threads {
+		n += t.in.Count
+	}
+	return n
+}
+
+// abort kills the stub and everything it created.
+func (r *restorer) abort() {
+	if r.mem != nil {
+		r.mem.Close()
+	}
+	pid := r.stub.pid
+	unix.Kill(pid, unix.SIGKILL)
+	for i := len(r.threads) - 1; i >= 1; i-- {
+		reap(r.threads[i].tid)
+	}
+	reap(pid)
+	if r.stub.helper != nil {
+		killCmd(r.stub.helper)
+	}
+	r.opener.Finish()
+}
+
+// call injects a syscall into thread i.
+func (r *restorer) call(i int, what string, nr uint64, args ...uint64) (uint64, error) {
+	t := r.threads[i]
+	v, err := t.in.Call(what, nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("tid %d: %w", t.tid, err)
+	}
+	return v, nil
+}
+
+// put writes b into the scratch area at off and returns its address there.
+func (r *restorer) put(off uint64, b []byte) (uint64, error) {
+	if off+uint64(len(b)) > ctlScratchPages*memory.PageSize {
+		return 0, fmt.Errorf("scratch overflow: %d bytes at %d", len(b), off)
+	}
+	return r.scratch + off, r.mem.WriteAt(b, r.scratch+off)
+}
+
+func cstr(s string) []byte { return append([]byte(s), 0) }
+
+func (r *restorer) run() error {
+	pid := r.stub.pid
+	var err error
+	if r.mem, err = ptrace.OpenMem(pid); err != nil {
+		return err
+	}
+	leader := &thread{tid: pid, core: r.pr.core.Threads[0], in: &ptrace.Injector{Tid: pid, Addr: r.stub.gadget, Base: r.stub.regs}}
+	r.threads = []*thread{leader}
+	if err := r.checkCPU(); err != nil {
+		return err
+	}
+	if err := r.prepareStub(); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	t := time.Now()
+	if err := r.restoreMemory(); err != nil {
+		return fmt.Errorf("memory: %w", err)
+	}
+	r.st.MemoryMs = ms(time.Since(t))
+	if err := r.restoreFds(); err != nil {
+		return fmt.Errorf("files: %w", err)
+	}
+	if err := r.restoreMm(); err != nil {
+		return fmt.Errorf("mm: %w", err)
+	}
+	if err := r.restoreSignals(); err != nil {
+		return fmt.Errorf("signals: %w", err)
+	}
+	if err := r.createThreads(); err != nil {
+		return fmt.Errorf("threads: %w", err)
+	}
+	if err := r.restoreProcessState(); err != nil {
+		return err
+	}
+	for i := range r.threads {
+		if err := r.restoreThreadState(i); err != nil {
+			return fmt.Errorf("tid %d: %w", r.threads[i].tid, err)
+		}
+	}
+	if err := r.queueSignals(); err != nil {
+		return fmt.Errorf("pending signals: %w", err)
+	}
+	for i := range r.threads {
+		if err := r.restoreCredsAndSeccomp(i); err != nil {
+			return fmt.Errorf("tid %d: %w", r.threads[i].tid, err)
+		}
+	}
+	if err := r.finish(); err != nil {
+		return err
+	}
+	r.st.InjectedSyscalls = r.calls()
+	r.st.Threads = len(r.threads)
+	return nil
+}
+
+// checkCPU refuses an image whose register state this CPU cannot load.
+func (r *restorer) checkCPU() error {
+	x, err := ptrace.GetXState(r.stub.pid)
+	if err != nil {
+		return err
+	}
+	hf, hsize, ok := ptrace.XStateFeatures(x)
+	if !ok {
+		return fmt.Errorf("cannot read this CPU's xsave features")
+	}
+	for _, t := range r.pr.core.Threads {
+		f, size, ok := ptrace.XStateFeatures(t.Xsave)
+		if !ok {
+			return fmt.Errorf("tid %d: image xsave area has no feature header", t.Tid)
+		}
+		if f&^hf != 0 {
+			return fmt.Errorf("image needs CPU xsave features %#x, this CPU has %#x (missing %#x)", f, hf, f&^hf)
+		}
+		if size != hsize || len(t.Xsave) != len(x) {
+			return fmt.Errorf("image xsave area is %d bytes, this CPU uses %d: not supported yet", len(t.Xsave), len(x))
+		}
+	}
+	return nil
+}
+
+// prepareStub maps the control area at an address free in both layouts,
+// moves injection there, unmaps the rest of the stub and empties its fd
+// table, keeping a pidfd of ours for pidfd_getfd.
+func (r *restorer) prepareStub() error {
+	pid := r.stub.pid
+	cur, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return err
+	}
+	busy := func(a, b uint64) bool {
+		for _, v := range cur {
+			if a < v.End && v.Start < b {
+				return true
+			}
+		}
+		for _, v := range r.pr.mm.Vmas {
+			if a < v.End && v.Start < b {
+				return true
+			}
+		}
+		return false
+	}
+	g := uint64(0x10000000)
+	for busy(g, g+ctlSize) {
+		g += 1 << 30
+		if g >= 1<<47 {
+			return fmt.Errorf("no free address for the control area")
+		}
+	}
+	if _, err := r.call(0, "mmap control area", unix.SYS_MMAP, g, ctlSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
+		return err
+	}
+	if err := r.mem.WriteAt(ptrace.Gadget, g); err != nil {
+		return err
+	}
+	if _, err := r.call(0, "mprotect control area", unix.SYS_MPROTECT, g, memory.PageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return err
+	}
+	r.ctl, r.scratch = g, g+memory.PageSize
+	r.threads[0].in.Addr = g
+	for _, v := range cur {
+		if v.Path == "[vsyscall]" {
+			continue
+		}
+		if _, err := r.call(0, "munmap stub "+v.Path, unix.SYS_MUNMAP, v.Start, v.End-v.Start); err != nil {
+			return err
+		}
+	}
+	maxFd := uint64(2)
+	for _, f := range r.pr.fds {
+		if uint64(f.Fd) > maxFd {
+			maxFd = uint64(f.Fd)
+		}
+	}
+	if _, err := r.call(0, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
+	pfd, err := r.call(0, "pidfd_open(restorer)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	// park it above every fd to install
+	if r.pidfd, err = r.call(0, "dup3 pidfd", unix.SYS_DUP3, pfd, maxFd+1, unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	_, err = r.call(0, "close", unix.SYS_CLOSE, pfd)
+	return err
+}
+
+// install moves our fd into the stub and returns its number there.
+func (r *restorer) install(fd int) (uint64, error) {
+	return r.call(0, "pidfd_getfd", unix.SYS_PIDFD_GETFD, r.pidfd, uint64(fd), 0)
+}
+
+// restoreMm sets the mm fields, auxv and exe link with one PR_SET_MM_MAP.
+func (r *restorer) restoreMm() error {
+	mm := r.pr.mm
+	efd, err := r.opener.OpenForMap(mm.ExeFileId, false)
+	if err != nil {
+		return fmt.Errorf("exe: %w", err)
+	}
+	sfd, err := r.install(efd)
+	if err != nil {
+		return err
+	}
+	if len(mm.Auxv) > 512 || len(mm.Auxv)%8 != 0 {
+		return fmt.Errorf("auxv of %d bytes", len(mm.Auxv))
+	}
+	auxv, err := r.put(1024, mm.Auxv)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 104)
+	for i, v := range []uint64{mm.StartCode, mm.EndCode, mm.StartData, mm.EndData, mm.StartBrk, mm.Brk, mm.StartStack, mm.ArgStart, mm.ArgEnd, mm.EnvStart, mm.EnvEnd} {
+		binary.LittleEndian.PutUint64(b[i*8:], v)
+	}
+	binary.LittleEndian.PutUint64(b[88:], auxv)
+	binary.LittleEndian.PutUint32(b[96:], uint32(len(mm.Auxv)))
+	binary.LittleEndian.PutUint32(b[100:], uint32(sfd))
+	addr, err := r.put(0, b)
+	if err != nil {
+		return err
+	}
+	if _, err := r.call(0, "prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, 104, 0); err != nil {
+		return err
+	}
+	_, err = r.call(0, "close exe fd", unix.SYS_CLOSE, sfd)
+	return err
+}
+
+// finish sets the FPU state and registers of every thread, removes the
+// control area with the last injected syscall, and lets the threads run.
+func (r *restorer) finish() error {
+	for _, fd := range r.tmpFds {
+		if _, err := r.call(0, "close", unix.SYS_CLOSE, fd); err != nil {
+			return err
+		}
+	}
+	if _, err := r.call(0, "close pidfd", unix.SYS_CLOSE, r.pidfd); err != nil {
+		return err
+	}
+	for i := len(r.threads) - 1; i >= 0; i-- {
+		t := r.threads[i]
+		if err := ptrace.SetXState(t.tid, t.core.Xsave); err != nil {
+			return err
+		}
+	}
+	if _, err := r.call(0, "munmap control area", unix.SYS_MUNMAP, r.ctl, ctlSize); err != nil {
+		return err
+	}
+	for _, t := range r.threads {
+		regs, _ := ptrace.RegsFromBytes(t.core.Regs)
+		if err := ptrace.SetRegs(t.tid, &regs); err != nil {
+			return err
+		}
+		if err := ptrace.SetSigmask(t.tid, t.core.Sigmask); err != nil {
+			return err
+		}
+	}
+	r.mem.Close()
+	r.mem = nil
+	r.opener.Finish()
+	if r.stub.helper != nil {
+		// ns_last_pid method: the stub is the exec'd child itself; forget
+		// it without waiting (Wait reaps it).
+		r.stub.helper.Process.Release()
+	}
+	for i := len(r.threads) - 1; i >= 0; i-- {
+		if err := ptrace.Detach(r.threads[i].tid, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}

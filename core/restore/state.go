@@ -1,0 +1,210 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// prctl options and other constants used by the restorer.
+const (
+	prSetPdeathsig          = 1
+	prSetDumpable           = 4
+	prSetName               = 15
+	prSetSecurebits         = 28
+	prSetNoNewPrivs         = 38
+	prSetChildSubreaper     = 36
+	prSetThpDisable         = 41
+	prCapbsetDrop           = 24
+	prCapAmbient            = 47
+	prCapAmbientRaise       = 2
+	prSetKeepcaps           = 8
+	prTimerCreateRestoreIds = 77
+	seccompSetModeFilter    = 1
+	secbitKeepCaps          = 1 << 4
+	ssOnstack               = 1
+	ssDisable               = 2
+)
+
+func u64(b []byte, off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v) }
+
+// restoreFds installs every fd at its number with its close-on-exec flag,
+// then re-registers epoll targets (they name fd numbers of this task).
+func (r *restorer) restoreFds() error {
+	for _, e := range r.pr.fds {
+		our, err := r.opener.Open(e.FileId)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		}
+		tmp, err := r.install(our)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		}
+		want := uint64(e.Fd)
+		if tmp != want {
+			fl := uint64(0)
+			if e.Cloexec {
+				fl = unix.O_CLOEXEC
+			}
+			if _, err := r.call(0, "dup3", unix.SYS_DUP3, tmp, want, fl); err != nil {
+				return fmt.Errorf("fd %d: %w", e.Fd, err)
+			}
+			if _, err := r.call(0, "close", unix.SYS_CLOSE, tmp); err != nil {
+				return err
+			}
+		} else if !e.Cloexec {
+			if _, err := r.call(0, "fcntl(F_SETFD)", unix.SYS_FCNTL, want, unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("fd %d: %w", e.Fd, err)
+			}
+		}
+	}
+	for _, e := range r.pr.fds {
+		f, _ := r.opener.Entry(e.FileId)
+		if f.Kind != imagepb.FileKind_FILE_EPOLL {
+			continue
+		}
+		for _, t := range f.EpollTargets {
+			ev := make([]byte, 12)
+			binary.LittleEndian.PutUint32(ev[0:], t.Events)
+			binary.LittleEndian.PutUint64(ev[4:], t.Data)
+			addr, err := r.put(0, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(0, fmt.Sprintf("epoll_ctl(%d, ADD, %d)", e.Fd, t.Tfd), unix.SYS_EPOLL_CTL, uint64(e.Fd), unix.EPOLL_CTL_ADD, uint64(t.Tfd), addr); err != nil {
+				if errno, ok := asErrno(err); ok && errno == unix.EEXIST {
+					continue // a dup'd epoll fd: the same set, already filled
+				}
+				return fmt.Errorf("fd %d (epoll): %w", e.Fd, err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreSignals installs the signal handlers (shared by all threads).
+func (r *restorer) restoreSignals() error {
+	for _, a := range r.pr.core.Sigactions {
+		if a.Sig == 0 || a.Sig > 64 || a.Sig == uint32(unix.SIGKILL) || a.Sig == uint32(unix.SIGSTOP) {
+			return fmt.Errorf("sigaction for invalid signal %d", a.Sig)
+		}
+		b := make([]byte, 32)
+		u64(b, 0, a.Handler)
+		u64(b, 8, a.Flags)
+		u64(b, 16, a.Restorer)
+		u64(b, 24, a.Mask)
+		addr, err := r.put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(0, fmt.Sprintf("rt_sigaction(%d)", a.Sig), unix.SYS_RT_SIGACTION, uint64(a.Sig), addr, 0, 8); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createThreads clones every other thread with its tid (clone3 set_tid
+// injected into the leader); each starts stopped, auto-attached.
+func (r *restorer) createThreads() error {
+	leader := r.threads[0]
+	for _, tc := range r.pr.core.Threads[1:] {
+		args := cloneArgs(unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_SYSVSEM, 0, r.scratch+128, 1)
+		if _, err := r.put(0, args); err != nil {
+			return err
+		}
+		tid := make([]byte, 4)
+		binary.LittleEndian.PutUint32(tid, uint32(tc.Tid))
+		if _, err := r.put(128, tid); err != nil {
+			return err
+		}
+		ntid, err := injectClone(leader.tid, leader.in, r.scratch, 88)
+		if err != nil {
+			return fmt.Errorf("clone3 thread %d: %w", tc.Tid, err)
+		}
+		t := &thread{tid: ntid, core: tc}
+		r.threads = append(r.threads, t)
+		ws, err := ptrace.Wait(ntid)
+		if err != nil {
+			return err
+		}
+		if !ws.Stopped() {
+			return fmt.Errorf("thread %d: %s", ntid, ptrace.Describe(ws))
+		}
+		if ntid != int(tc.Tid) {
+			return fmt.Errorf("thread got tid %d instead of %d", ntid, tc.Tid)
+		}
+		regs, err := ptrace.GetRegs(ntid)
+		if err != nil {
+			return err
+		}
+		t.in = &ptrace.Injector{Tid: ntid, Addr: r.ctl, Base: regs}
+	}
+	return nil
+}
+
+// restoreThreadState sets what each thread owns: tid address, robust list,
+// alternate stack, rseq area, name.
+func (r *restorer) restoreThreadState(i int) error {
+	tc := r.threads[i].core
+	if tc.ClearTidAddr != 0 {
+		if _, err := r.call(i, "set_tid_address", unix.SYS_SET_TID_ADDRESS, tc.ClearTidAddr); err != nil {
+			return err
+		}
+	}
+	if tc.RobustHead != 0 {
+		if _, err := r.call(i, "set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.RobustHead, tc.RobustLen); err != nil {
+			return err
+		}
+	}
+	if a := tc.Altstack; a != nil && a.Flags&ssDisable == 0 && a.Size != 0 {
+		b := make([]byte, 24)
+		u64(b, 0, a.Sp)
+		u64(b, 8, uint64(a.Flags&^ssOnstack))
+		u64(b, 16, a.Size)
+		addr, err := r.put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(i, "sigaltstack", unix.SYS_SIGALTSTACK, addr, 0); err != nil {
+			return err
+		}
+	}
+	if rs := tc.Rseq; rs != nil && rs.Ptr != 0 {
+		if _, err := r.call(i, "rseq", unix.SYS_RSEQ, rs.Ptr, uint64(rs.Len), 0, uint64(rs.Sig)); err != nil {
+			return err
+		}
+	}
+	if tc.Comm != "" {
+		name := []byte(tc.Comm)
+		if len(name) > 15 {
+			name = name[:15]
+		}
+		addr, err := r.put(0, cstr(string(name)))
+		if err != nil {
+			return err
+		}
+		if _, err := r.call(i, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, prSetName, addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func asErrno(err error) (unix.Errno, bool) {
+	for e := err; e != nil; {
+		if n, ok := e.(unix.Errno); ok {
+			return n, true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return 0, false
+		}
+		e = u.Unwrap()
+	}
+	return 0, false
+}

@@ -1,0 +1,267 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// StubArg is the argument ctr-cr is re-executed with to become a restore
+// stub. The stub never runs a single instruction of its own: it is taken over
+// at its post-exec stop. If it ever runs (tracer gone), main exits at once.
+const StubArg = "__ctr-cr-restore-stub"
+
+// stubOptions: the stub dies with us (EXITKILL) until it is fully restored
+// and detached; clone events auto-attach new threads and children; injected
+// calls bypass the seccomp filters we install ourselves.
+const stubOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK | ptrace.OptSuspendSeccomp
+
+// PidMethod selects how the restored process gets its pid.
+type PidMethod string
+
+const (
+	// PidClone3 injects clone3 with set_tid into a helper stub.
+	PidClone3 PidMethod = "clone3"
+	// PidNsLastPid rewinds /proc/sys/kernel/ns_last_pid under a lock.
+	PidNsLastPid PidMethod = "ns_last_pid"
+)
+
+// stub is a process under our control that becomes the restored task.
+type stub struct {
+	pid    int
+	regs   ptrace.Regs // at its stop, the template for injection
+	gadget uint64      // a `syscall` instruction in it
+	helper *exec.Cmd   // the exec'd helper (clone3 method), killed once the stub exists
+}
+
+// startHelper execs ctr-cr as a stub under PTRACE_TRACEME and returns it at
+// its post-exec stop with a gadget at its entry point and signals blocked.
+func startHelper() (*exec.Cmd, ptrace.Regs, error) {
+	var regs ptrace.Regs
+	c := exec.Command("/proc/self/exe", StubArg)
+	c.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+	if err := c.Start(); err != nil {
+		return nil, regs, fmt.Errorf("start stub: %w", err)
+	}
+	pid := c.Process.Pid
+	fail := func(err error) (*exec.Cmd, ptrace.Regs, error) {
+		c.Process.Kill()
+		c.Wait()
+		return nil, regs, err
+	}
+	ws, err := ptrace.Wait(pid)
+	if err != nil {
+		return fail(err)
+	}
+	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
+		return fail(fmt.Errorf("stub %d: %s instead of its exec stop", pid, ptrace.Describe(ws)))
+	}
+	if err := ptrace.SetOptions(pid, stubOptions); err != nil {
+		return fail(err)
+	}
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return fail(err)
+	}
+	if regs, err = ptrace.GetRegs(pid); err != nil {
+		return fail(err)
+	}
+	m, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return fail(err)
+	}
+	defer m.Close()
+	if err := m.WriteAt(ptrace.Gadget, regs.Rip); err != nil {
+		return fail(err)
+	}
+	return c, regs, nil
+}
+
+func killCmd(c *exec.Cmd) {
+	if c == nil || c.Process == nil {
+		return
+	}
+	c.Process.Kill()
+	c.Wait()
+}
+
+// newStub creates the stub with pid (as seen in our pid namespace).
+func newStub(pid int, method PidMethod) (*stub, error) {
+	switch method {
+	case PidNsLastPid:
+		return stubNsLastPid(pid)
+	default:
+		s, err := stubClone3(pid)
+		if err != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.E2BIG)) {
+			return stubNsLastPid(pid)
+		}
+		return s, err
+	}
+}
+
+// cloneArgs is struct clone_args (88 bytes, CLONE_ARGS_SIZE_VER2).
+func cloneArgs(flags uint64, exitSignal uint64, setTid uint64, nTid int) []byte {
+	b := make([]byte, 88)
+	binary.LittleEndian.PutUint64(b[0:], flags)
+	binary.LittleEndian.PutUint64(b[32:], exitSignal)
+	binary.LittleEndian.PutUint64(b[64:], setTid)
+	binary.LittleEndian.PutUint64(b[72:], uint64(nTid))
+	return b
+}
+
+// stubClone3 starts a helper and injects clone3(CLONE_PARENT, set_tid=[pid])
+// into it: the child, a copy of the untouched helper, gets exactly pid and
+// has ctr-cr as its parent. The helper is then killed.
+func stubClone3(pid int) (*stub, error) {
+	h, regs, err := startHelper()
+	if err != nil {
+		return nil, err
+	}
+	hp := h.Process.Pid
+	in := &ptrace.Injector{Tid: hp, Addr: regs.Rip, Base: regs}
+	scratch, err := in.Call("mmap", unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		killCmd(h)
+		return nil, fmt.Errorf("stub %d: %w", hp, err)
+	}
+	m, err := ptrace.OpenMem(hp)
+	if err != nil {
+		killCmd(h)
+		return nil, err
+	}
+	// exit_signal must be 0 with CLONE_PARENT: the child inherits ours (SIGCHLD)
+	args := cloneArgs(unix.CLONE_PARENT, 0, scratch+128, 1)
+	tid := make([]byte, 4)
+	binary.LittleEndian.PutUint32(tid, uint32(pid))
+	err = m.WriteAt(args, scratch)
+	if err == nil {
+		err = m.WriteAt(tid, scratch+128)
+	}
+	m.Close()
+	if err != nil {
+		killCmd(h)
+		return nil, err
+	}
+	child, err := injectClone(hp, in, scratch, 88)
+	if err != nil {
+		killCmd(h)
+		return nil, fmt.Errorf("clone3 with set_tid %d: %w", pid, err)
+	}
+	ws, err := ptrace.Wait(child)
+	if err == nil && !ws.Stopped() {
+		err = fmt.Errorf("new task %d: %s", child, ptrace.Describe(ws))
+	}
+	killCmd(h)
+	if err != nil {
+		unix.Kill(child, unix.SIGKILL)
+		reap(child)
+		return nil, err
+	}
+	cregs, err := ptrace.GetRegs(child)
+	if err != nil {
+		unix.Kill(child, unix.SIGKILL)
+		reap(child)
+		return nil, err
+	}
+	return &stub{pid: child, regs: cregs, gadget: regs.Rip}, nil
+}
+
+// injectClone injects clone3(args at addr) into tid and returns the new
+// task's id once the call has completed in tid. The new task is
+// auto-attached and starts in a stop the caller must wait for.
+func injectClone(tid int, in *ptrace.Injector, addr uint64, size uint64) (int, error) {
+	r := in.Base
+	r.Rip, r.Rax, r.Orig_rax, r.Rdi, r.Rsi = in.Addr, unix.SYS_CLONE3, ^uint64(0), addr, size
+	if err := ptrace.SetRegs(tid, &r); err != nil {
+		return 0, err
+	}
+	if err := ptrace.Raw(unix.PTRACE_SINGLESTEP, tid, 0, 0); err != nil {
+		return 0, fmt.Errorf("singlestep: %w", err)
+	}
+	ws, err := ptrace.Wait(tid)
+	if err != nil {
+		return 0, err
+	}
+	ev := int(ws) >> 16
+	if !ws.Stopped() || (ev != unix.PTRACE_EVENT_FORK && ev != unix.PTRACE_EVENT_CLONE) {
+		out, _ := ptrace.GetRegs(tid)
+		if e := ptrace.Errno(int64(out.Rax)); e != nil && ws.Stopped() {
+			return 0, e
+		}
+		return 0, fmt.Errorf("tid %d: %s instead of a clone event", tid, ptrace.Describe(ws))
+	}
+	msg, err := ptrace.GetEventMsg(tid)
+	if err != nil {
+		return 0, err
+	}
+	// finish the syscall in the caller
+	if err := ptrace.Raw(unix.PTRACE_SINGLESTEP, tid, 0, 0); err != nil {
+		return 0, fmt.Errorf("singlestep: %w", err)
+	}
+	if _, err := ptrace.Wait(tid); err != nil {
+		return 0, err
+	}
+	in.Count++
+	return int(msg), nil
+}
+
+func reap(pid int) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return
+		}
+	}
+}
+
+// stubNsLastPid makes the kernel hand out pid next by rewinding the
+// host-global ns_last_pid cursor under the lock CRIU also takes, and puts the
+// cursor back right after so other forks keep allocating above it.
+func stubNsLastPid(pid int) (*stub, error) {
+	f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("ns_last_pid: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock ns_last_pid: %w", err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	buf := make([]byte, 32)
+	n, err := f.ReadAt(buf, 0)
+	if n == 0 {
+		return nil, fmt.Errorf("read ns_last_pid: %w", err)
+	}
+	prev, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+	if err != nil {
+		return nil, fmt.Errorf("read ns_last_pid: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(pid-1)), 0); err != nil {
+		return nil, fmt.Errorf("write ns_last_pid: %w", err)
+	}
+	h, regs, herr := startHelper()
+	if prev > pid {
+		f.WriteAt([]byte(strconv.Itoa(prev)), 0)
+	}
+	if herr != nil {
+		return nil, herr
+	}
+	if h.Process.Pid != pid {
+		got := h.Process.Pid
+		killCmd(h)
+		return nil, fmt.Errorf("ns_last_pid: got pid %d instead of %d (another task took it)", got, pid)
+	}
+	return &stub{pid: pid, regs: regs, gadget: regs.Rip, helper: h}, nil
+}

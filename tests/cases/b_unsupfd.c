@@ -1,0 +1,56 @@
+/*
+ * b_unsupfd: holds a unix socketpair, a file kind the engine does not
+ * support (yet). Used by TestNegative_UnsupportedFD: the dump must fail and
+ * leave this process running undisturbed, so after "go" it checks from inside
+ * that the socketpair still works and still holds the unread message queued
+ * before "ready".
+ *
+ * The socket fds are dup2'ed to fixed numbers (SOCK_A, SOCK_B) so the test
+ * can expect the fd number in the error message; it prints them too.
+ */
+#define _GNU_SOURCE
+#include "case.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+/* CHECK fails the case (case_fail exits) unless cond holds. */
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			case_fail(__VA_ARGS__);                                \
+	} while (0)
+
+#define SOCK_A 42
+#define SOCK_B 43
+
+int main(int argc, char **argv)
+{
+	int sv[2];
+	char buf[64];
+
+	case_init(argc, argv);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair: %s",
+	      strerror(errno));
+	CHECK(dup2(sv[0], SOCK_A) == SOCK_A && dup2(sv[1], SOCK_B) == SOCK_B,
+	      "dup2: %s", strerror(errno));
+	close(sv[0]);
+	close(sv[1]);
+
+	/* one message left queued across the (failed) dump */
+	CHECK(write(SOCK_A, "queued", 6) == 6, "write: %s", strerror(errno));
+	case_log("unix socketpair on fds %d and %d", SOCK_A, SOCK_B);
+
+	case_ready();
+	case_wait_go();
+
+	CHECK(read(SOCK_B, buf, sizeof buf) == 6 && !memcmp(buf, "queued", 6),
+	      "queued message lost");
+	CHECK(write(SOCK_B, "pong", 4) == 4, "write B: %s", strerror(errno));
+	CHECK(read(SOCK_A, buf, sizeof buf) == 4 && !memcmp(buf, "pong", 4),
+	      "B -> A does not work");
+	CHECK(write(SOCK_A, "ping", 4) == 4, "write A: %s", strerror(errno));
+	CHECK(read(SOCK_B, buf, sizeof buf) == 4 && !memcmp(buf, "ping", 4),
+	      "A -> B does not work");
+	case_pass();
+}

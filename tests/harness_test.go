@@ -1,0 +1,632 @@
+package tests
+
+// End-to-end checkpoint/restore harness.
+//
+// A case is a C program under tests/cases (or any command) that sets up some
+// state, prints "ready", waits for WORKDIR/go, checks its state from inside
+// and ends with "PASS" or "FAIL: ...". runCase dumps and restores it a few
+// times between "ready" and "go". With CTRCR_NOCR=1 no dump/restore is done,
+// which validates the case programs alone.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+const (
+	defaultCycles       = 2
+	defaultReadyTimeout = 20 * time.Second
+	goTimeout           = 30 * time.Second // from "go" to the case's exit
+	ctrcrTimeout        = 60 * time.Second // any single ctr-cr command
+	goneTimeout         = 10 * time.Second // dumped process disappears
+	backTimeout         = 10 * time.Second // restored process shows up
+	tailLines           = 30
+)
+
+// noCR is set by CTRCR_NOCR=1: run the cases without dump/restore.
+var noCR = os.Getenv("CTRCR_NOCR") == "1"
+
+// Case describes one end-to-end C/R test.
+type Case struct {
+	Name         string        // test name
+	Src          string        // C source under tests/cases (e.g. "a_regs.c"); or empty when Cmd is set
+	CFlags       []string      // extra gcc flags (appended after the source)
+	Cmd          []string      // a command to run instead of a built C case; "{WORKDIR}" in args is replaced
+	Cycles       int           // dump/restore cycles before verification, default 2 (never less than 2)
+	Uid          int           // if non-zero, the case drops to this uid itself (the work dir is chowned to it)
+	ReadyTimeout time.Duration // default 20s
+	Verify       func(t *testing.T, w *Run) // optional extra checks from outside after the last restore, before "go"
+}
+
+// Run is a started case.
+type Run struct {
+	Pid    int      // pid of the case (the same across restores)
+	Dir    string   // work directory (argv[1] and cwd of the case)
+	Images []string // image directories used, in order
+	Bin    string   // ctr-cr binary ("" under CTRCR_NOCR)
+	Out    string   // Dir/out: stdout+stderr of the case
+	Tids   []int    // thread ids recorded right before the last dump
+
+	t       *testing.T
+	c       Case
+	imgBase string // parent of the image directories
+	reaped  bool   // the case process is known to be gone
+
+	fg       *exec.Cmd     // foreground "ctr-cr restore" of the last cycle
+	fgDone   chan struct{} // closed when fg has been waited for
+	fgErr    error
+	fgStderr string // path of the foreground ctr-cr's stderr
+}
+
+func TestMain(m *testing.M) {
+	// Restored processes whose restoring ctr-cr exits (restore -d) are
+	// reparented to us, so that they can be reaped with wait4.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "PR_SET_CHILD_SUBREAPER: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testutil.Cleanup()
+	cleanupCaseBins()
+	os.Exit(code)
+}
+
+// ---------------------------------------------------------------------------
+// Building cases.
+
+var (
+	caseMu   sync.Mutex
+	caseDir  string
+	caseBins = map[string]string{}
+)
+
+// buildCase compiles tests/cases/src with gcc -O1 -g -pthread and the extra
+// flags, once per test binary, and returns the binary path.
+func buildCase(t *testing.T, src string, cflags []string) string {
+	t.Helper()
+	caseMu.Lock()
+	defer caseMu.Unlock()
+	key := src + "\x00" + strings.Join(cflags, "\x00")
+	if bin, ok := caseBins[key]; ok {
+		return bin
+	}
+	if caseDir == "" {
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("ctrcr-cases-%d", os.Getpid()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatalf("case build dir: %v", err)
+		}
+		// MkdirAll honours the umask; cases that drop root must still be
+		// able to reach their executable.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatalf("case build dir: %v", err)
+		}
+		caseDir = dir
+	}
+	srcPath := filepath.Join(testutil.RepoRoot(), "tests", "cases", src)
+	bin := filepath.Join(caseDir, fmt.Sprintf("%s.%d", strings.TrimSuffix(filepath.Base(src), ".c"), len(caseBins)))
+	args := append([]string{"-O1", "-g", "-pthread", "-o", bin, srcPath}, cflags...)
+	out, err := exec.Command("gcc", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if len(out) > 0 {
+		t.Logf("gcc %s:\n%s", src, out)
+	}
+	caseBins[key] = bin
+	return bin
+}
+
+func cleanupCaseBins() {
+	caseMu.Lock()
+	defer caseMu.Unlock()
+	if caseDir != "" {
+		os.RemoveAll(caseDir)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Running ctr-cr.
+
+// ctrcr runs the ctr-cr binary with args and a 60 s timeout. err is non-nil
+// when it cannot be run, times out or exits non-zero.
+func ctrcr(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	bin := testutil.BuildCtrCr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
+	defer cancel()
+
+	// Regular files rather than pipes: a restored process that wrongly
+	// inherits ctr-cr's stdio must not make us hang.
+	outF, err := os.CreateTemp("", "ctrcr-stdout-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.Remove(outF.Name())
+	defer outF.Close()
+	errF, err := os.CreateTemp("", "ctrcr-stderr-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.Remove(errF.Name())
+	defer errF.Close()
+
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout = outF
+	cmd.Stderr = errF
+	start := time.Now()
+	err = cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("timed out after %v (%v)", ctrcrTimeout, err)
+	}
+	o, _ := os.ReadFile(outF.Name())
+	e, _ := os.ReadFile(errF.Name())
+	status := "ok"
+	if err != nil {
+		status = err.Error()
+	}
+	t.Logf("ctr-cr %s: %s (%.2fs)", strings.Join(args, " "), status, time.Since(start).Seconds())
+	return string(o), string(e), err
+}
+
+// ---------------------------------------------------------------------------
+// Starting and running cases.
+
+// startCase builds and starts c as a child of the test process, registers
+// its cleanup and waits for "ready". Under CTRCR_NOCR the ctr-cr binary is
+// not built.
+func startCase(t *testing.T, c Case) *Run {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	if c.Cycles < defaultCycles {
+		c.Cycles = defaultCycles
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = defaultReadyTimeout
+	}
+
+	var argv []string
+	switch {
+	case c.Src != "":
+		argv = []string{buildCase(t, c.Src, c.CFlags), "{WORKDIR}"}
+	case len(c.Cmd) > 0:
+		argv = slices.Clone(c.Cmd)
+		path, err := exec.LookPath(argv[0])
+		if err != nil {
+			t.Fatalf("case command: %v", err)
+		}
+		if path, err = filepath.Abs(path); err != nil {
+			t.Fatalf("case command: %v", err)
+		}
+		argv[0] = path
+	default:
+		t.Fatalf("case %q has neither Src nor Cmd", c.Name)
+	}
+
+	r := &Run{t: t, c: c}
+	if !noCR {
+		r.Bin = testutil.BuildCtrCr(t)
+	}
+
+	// The work dir is short, traversable (0755 below the sticky temp dir)
+	// so that cases dropping root can still poll WORKDIR/go.
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir, err := os.MkdirTemp("", "ctrcr-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if c.Uid != 0 {
+		if err := os.Chown(dir, c.Uid, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Dir = dir
+	r.Out = filepath.Join(dir, "out")
+	if !noCR {
+		// Created before the kill cleanup is registered, so removed after.
+		r.imgBase = t.TempDir()
+	}
+	for i := range argv {
+		argv[i] = strings.ReplaceAll(argv[i], "{WORKDIR}", dir)
+	}
+
+	outF, err := os.OpenFile(r.Out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		outF.Close()
+		t.Fatal(err)
+	}
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   os.Environ(),
+		Files: []uintptr{devnull.Fd(), outF.Fd(), outF.Fd()},
+		// Own session and process group: the dumped tree is self-contained.
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	outF.Close()
+	devnull.Close()
+	if err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	r.Pid = pid
+	t.Cleanup(r.cleanup)
+	t.Logf("case %s: pid %d, workdir %s", c.Name, pid, dir)
+
+	if err := waitReady(t, pid, r.Out, c.ReadyTimeout); err != nil {
+		r.fatalf("", "%v", err)
+	}
+	return r
+}
+
+// runCase runs c: start, wait for "ready", dump/restore c.Cycles times
+// (restore -d for all but the last cycle, the last restore in the foreground),
+// run c.Verify, create "go" and require exit status 0 and a last line "PASS".
+func runCase(t *testing.T, c Case) *Run {
+	t.Helper()
+	r := startCase(t, c)
+	c = r.c
+
+	if noCR {
+		if c.Verify != nil {
+			c.Verify(t, r)
+		}
+		r.requestGo()
+		status, err := waitChild(r.Pid, goTimeout)
+		if err != nil {
+			r.fatalf("", "after go: %v", err)
+		}
+		r.reaped = true
+		if !status.Exited() || status.ExitStatus() != 0 {
+			r.fatalf("", "case ended with %s", describeStatus(status))
+		}
+		r.requirePass("")
+		return r
+	}
+
+	for i := 0; i < c.Cycles; i++ {
+		last := i == c.Cycles-1
+		tids, err := listTids(r.Pid)
+		if err != nil {
+			r.fatalf("", "cycle %d: before dump: %v", i, err)
+		}
+		r.Tids = tids
+		img := filepath.Join(r.imgBase, fmt.Sprintf("img%d", i))
+		if err := os.MkdirAll(img, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r.Images = append(r.Images, img)
+
+		_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+		if err != nil {
+			r.fatalf(stderr, "cycle %d: dump: %v", i, err)
+		}
+		if err := waitGone(r.Pid, goneTimeout); err != nil {
+			r.fatalf(stderr, "cycle %d: after dump: %v", i, err)
+		}
+		if _, stderr, err := ctrcr(t, "show", img); err != nil {
+			r.fatalf(stderr, "cycle %d: show %s: %v", i, img, err)
+		}
+
+		if !last {
+			_, stderr, err := ctrcr(t, "restore", "-D", img, "-d")
+			if err != nil {
+				r.fatalf(stderr, "cycle %d: restore -d: %v", i, err)
+			}
+			if err := waitBack(r.Pid, tids, backTimeout, nil); err != nil {
+				r.fatalf(stderr, "cycle %d: after restore -d: %v", i, err)
+			}
+			continue
+		}
+		r.startForeground(img)
+		if err := waitBack(r.Pid, tids, backTimeout, r.fgDone); err != nil {
+			r.fatalf(r.fgStderrText(), "cycle %d: after restore: %v", i, err)
+		}
+	}
+
+	if c.Verify != nil {
+		c.Verify(t, r)
+	}
+	r.requestGo()
+	select {
+	case <-r.fgDone:
+	case <-time.After(goTimeout):
+		r.fatalf(r.fgStderrText(), "ctr-cr restore did not exit within %v after go", goTimeout)
+	}
+	r.reaped = true // ctr-cr is the parent of the case and has reaped it
+	if r.fgErr != nil {
+		r.fatalf(r.fgStderrText(), "ctr-cr restore (foreground): %v", r.fgErr)
+	}
+	r.requirePass(r.fgStderrText())
+	return r
+}
+
+// startForeground starts "ctr-cr restore -D img" as our child; ctr-cr stays
+// the parent of the restored case and exits with its status.
+func (r *Run) startForeground(img string) {
+	r.t.Helper()
+	stdout, err := os.Create(filepath.Join(r.imgBase, "restore-fg.stdout"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer stdout.Close()
+	r.fgStderr = filepath.Join(r.imgBase, "restore-fg.stderr")
+	stderr, err := os.Create(r.fgStderr)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd := exec.Command(r.Bin, "restore", "-D", img)
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		r.fatalf("", "start ctr-cr restore: %v", err)
+	}
+	r.t.Logf("ctr-cr restore -D %s: started in the foreground (pid %d)", img, cmd.Process.Pid)
+	r.fg = cmd
+	r.fgDone = make(chan struct{})
+	go func() {
+		r.fgErr = cmd.Wait()
+		close(r.fgDone)
+	}()
+}
+
+func (r *Run) fgStderrText() string {
+	if r.fgStderr == "" {
+		return ""
+	}
+	b, _ := os.ReadFile(r.fgStderr)
+	return string(b)
+}
+
+func (r *Run) requestGo() {
+	r.t.Helper()
+	if err := os.WriteFile(filepath.Join(r.Dir, "go"), nil, 0o644); err != nil {
+		r.fatalf("", "create go: %v", err)
+	}
+}
+
+func (r *Run) requirePass(stderr string) {
+	r.t.Helper()
+	if l := lastLine(r.Out); l != "PASS" {
+		r.fatalf(stderr, "last line of out is %q, want PASS", l)
+	}
+}
+
+// fatalf fails the test with the tail of the case output and ctr-cr's stderr.
+func (r *Run) fatalf(ctrcrStderr, format string, args ...any) {
+	r.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s\n--- last %d lines of %s ---\n%s", r.c.Name, msg, tailLines, r.Out, tail(r.Out, tailLines))
+	if ctrcrStderr != "" {
+		fmt.Fprintf(&b, "\n--- ctr-cr stderr ---\n%s", strings.TrimRight(ctrcrStderr, "\n"))
+	}
+	r.t.Fatal(b.String())
+}
+
+// cleanup kills and reaps what this run started: the case (only if /proc
+// shows it is still ours) and the foreground ctr-cr.
+func (r *Run) cleanup() {
+	if r.Pid > 0 && !r.reaped && isCase(r.Pid, r.Dir) {
+		syscall.Kill(r.Pid, syscall.SIGKILL)
+	}
+	if r.fg != nil {
+		select {
+		case <-r.fgDone:
+		default:
+			r.fg.Process.Kill()
+			<-r.fgDone
+		}
+	}
+	if r.Pid > 0 && !r.reaped {
+		// Reap it if it is (or became) our child; otherwise wait a little
+		// for it to disappear.
+		waitGone(r.Pid, 5*time.Second)
+		r.reaped = true
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Process helpers.
+
+// waitReady waits until the file out has a line "ready". It fails early when
+// pid (a child of ours) exits, reaping it.
+func waitReady(t *testing.T, pid int, out string, timeout time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(out); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if l == "ready" {
+					return nil
+				}
+			}
+		}
+		var ws unix.WaitStatus
+		if wpid, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); wpid == pid {
+			return fmt.Errorf("case exited before ready: %s", describeStatus(syscall.WaitStatus(ws)))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no ready line within %v", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// lastLine returns the last non-empty line of the file at path.
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// killAndReap sends SIGKILL to pid and reaps it if it is our child (else
+// waits briefly for it to disappear). Only call it with a pid this test
+// started.
+func killAndReap(pid int) {
+	if pid <= 0 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid, 5*time.Second)
+}
+
+// waitChild waits up to timeout for our child pid to exit and reaps it.
+func waitChild(pid int, timeout time.Duration) (syscall.WaitStatus, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if err != nil {
+			return 0, fmt.Errorf("wait4 %d: %v", pid, err)
+		}
+		if wpid == pid {
+			return syscall.WaitStatus(ws), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("pid %d still running after %v", pid, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitGone waits until pid is gone: reaped by us if it is our child,
+// otherwise until /proc/pid disappears (its parent reaped it).
+func waitGone(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if wpid == pid {
+			return nil
+		}
+		if errors.Is(err, unix.ECHILD) {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still present after %v (state %s)", pid, timeout, procState(pid))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitBack waits until pid exists (not a zombie) with exactly the threads
+// tids. It gives up early when abort is closed (the restorer exited).
+func waitBack(pid int, tids []int, timeout time.Duration, abort <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	var got []int
+	var err error
+	for {
+		if st := procState(pid); st != "" && st != "Z" && st != "X" {
+			got, err = listTids(pid)
+			if err == nil && slices.Equal(got, tids) {
+				return nil
+			}
+		}
+		select {
+		case <-abort:
+			return fmt.Errorf("ctr-cr restore exited before pid %d was back (state %q, tids %v, want %v)",
+				pid, procState(pid), got, tids)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d not back after %v: state %q, tids %v (%v), want tids %v",
+				pid, timeout, procState(pid), got, err, tids)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// listTids returns the sorted thread ids of pid.
+func listTids(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, err
+	}
+	var tids []int
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	slices.Sort(tids)
+	return tids, nil
+}
+
+// procState returns the one-letter state of pid from /proc/pid/stat, or ""
+// when it does not exist.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
+}
+
+// isCase reports whether the live process pid is the case running in dir
+// (its cwd or its command line is under dir), so that cleanup never kills a
+// recycled pid.
+func isCase(pid int, dir string) bool {
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
+			return true
+		}
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(cmdline, []byte(dir))
+}
+
+func describeStatus(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return fmt.Sprintf("signal %v", ws.Signal())
+	default:
+		return fmt.Sprintf("wait status %#x", uint32(ws))
+	}
+}
