@@ -44,13 +44,13 @@ var noCR = os.Getenv("CTRCR_NOCR") == "1"
 
 // Case describes one end-to-end C/R test.
 type Case struct {
-	Name         string        // test name
-	Src          string        // C source under tests/cases (e.g. "a_regs.c"); or empty when Cmd is set
-	CFlags       []string      // extra gcc flags (appended after the source)
-	Cmd          []string      // a command to run instead of a built C case; "{WORKDIR}" in args is replaced
-	Cycles       int           // dump/restore cycles before verification, default 2 (never less than 2)
-	Uid          int           // if non-zero, the case drops to this uid itself (the work dir is chowned to it)
-	ReadyTimeout time.Duration // default 20s
+	Name         string                     // test name
+	Src          string                     // C source under tests/cases (e.g. "a_regs.c"); or empty when Cmd is set
+	CFlags       []string                   // extra gcc flags (appended after the source)
+	Cmd          []string                   // a command to run instead of a built C case; "{WORKDIR}" in args is replaced
+	Cycles       int                        // dump/restore cycles before verification, default 2 (never less than 2)
+	Uid          int                        // if non-zero, the case drops to this uid itself (the work dir is chowned to it)
+	ReadyTimeout time.Duration              // default 20s
 	Verify       func(t *testing.T, w *Run) // optional extra checks from outside after the last restore, before "go"
 }
 
@@ -430,10 +430,20 @@ func (r *Run) fatalf(ctrcrStderr, format string, args ...any) {
 }
 
 // cleanup kills and reaps what this run started: the case (only if /proc
-// shows it is still ours) and the foreground ctr-cr.
+// shows it is still ours), processes it left in its session (same checks)
+// and the foreground ctr-cr.
 func (r *Run) cleanup() {
 	if r.Pid > 0 && !r.reaped && isCase(r.Pid, r.Dir) {
 		syscall.Kill(r.Pid, syscall.SIGKILL)
+	}
+	var leftovers []int
+	if r.Pid > 0 {
+		for _, pid := range sessionProcs(r.Pid) {
+			if pid != r.Pid && isCase(pid, r.Dir) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				leftovers = append(leftovers, pid)
+			}
+		}
 	}
 	if r.fg != nil {
 		select {
@@ -448,6 +458,9 @@ func (r *Run) cleanup() {
 		// for it to disappear.
 		waitGone(r.Pid, 5*time.Second)
 		r.reaped = true
+	}
+	for _, pid := range leftovers {
+		waitGone(pid, time.Second) // reaped if reparented to us
 	}
 }
 
@@ -605,6 +618,33 @@ func procState(pid int) string {
 		return ""
 	}
 	return string(b[i+2])
+}
+
+// sessionProcs returns the live processes of session sid (a case runs in
+// its own session, so these are the case and what it started).
+func sessionProcs(sid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		// After the comm: state ppid pgrp session ...
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // isCase reports whether the live process pid is the case running in dir

@@ -21,12 +21,13 @@ type Opener struct {
 	open    map[uint32]int
 	pipes   map[uint64][2]int
 	ghosts  []string
+	ghostBy map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
 	Objects map[uint32]int // memfd/shmem objects by file id (filled by the caller for shmem)
 }
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -220,6 +221,11 @@ func putU64(b []byte, v uint64) {
 // free (so /proc/PID/fd shows the same name), contents and mode restored;
 // Finish unlinks it again.
 func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
+	key := [2]uint64{f.Dev, f.Ino}
+	if path, ok := o.ghostBy[key]; ok {
+		// the same deleted file open or mapped again: one inode
+		return o.openGhost(f, path)
+	}
 	path := f.Path
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
 	for i := 0; err == unix.EEXIST && i < 100; i++ {
@@ -230,6 +236,7 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 		return -1, fmt.Errorf("recreate deleted file: %w", err)
 	}
 	o.ghosts = append(o.ghosts, path)
+	o.ghostBy[key] = path
 	for off := 0; off < len(f.GhostData); {
 		n, err := unix.Pwrite(fd, f.GhostData[off:], int64(off))
 		if err != nil {
@@ -240,9 +247,13 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 	}
 	unix.Fchmod(fd, f.Mode&0o7777)
 	unix.Fchown(fd, int(f.Uid), int(f.Gid))
-	// reopen with the dumped flags
-	rfd, err := unix.Open(path, openFlags(f), 0)
 	unix.Close(fd)
+	return o.openGhost(f, path)
+}
+
+// openGhost opens a recreated ghost file with the entry's flags and offset.
+func (o *Opener) openGhost(f *imagepb.FileEntry, path string) (int, error) {
+	rfd, err := unix.Open(path, openFlags(f), 0)
 	if err != nil {
 		return -1, err
 	}

@@ -2,6 +2,7 @@ package ptrace
 
 import (
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +61,9 @@ func (in *Injector) Raw(nr uint64, args ...uint64) (int64, error) {
 		return 0, fmt.Errorf("injected syscall %d in tid %d: stopped at rip %#x, want %#x", nr, in.Tid, out.Rip, in.Addr+2)
 	}
 	in.Count++
+	if traceInject {
+		fmt.Fprintf(os.Stderr, "inject tid %d: syscall %d(%#x) = %d\n", in.Tid, nr, a, int64(out.Rax))
+	}
 	return int64(out.Rax), nil
 }
 
@@ -75,3 +79,7 @@ func (in *Injector) Call(what string, nr uint64, args ...uint64) (uint64, error)
 	}
 	return uint64(r), nil
 }
+
+// traceInject prints every injected syscall to stderr (debugging aid, set
+// CTRCR_TRACE_INJECT=1).
+var traceInject = os.Getenv("CTRCR_TRACE_INJECT") != ""

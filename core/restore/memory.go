@@ -31,12 +31,17 @@ func (r *restorer) restoreMemory() error {
 		}
 	}
 	stubFds := map[string]uint64{}
+	var protect []*imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
-		if err := r.mapVma(v, stubFds); err != nil {
+		later, err := r.mapVma(v, stubFds)
+		if err != nil {
 			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
+		if later {
+			protect = append(protect, v)
 		}
 	}
 	for _, fd := range stubFds {
@@ -49,7 +54,17 @@ func (r *restorer) restoreMemory() error {
 	}
 	n, err := memory.Fill(memAt{r.mem}, r.pr.pmap, r.pr.pages)
 	r.st.PagesRestored += n
-	return err
+	if err != nil {
+		return err
+	}
+	// Drop the write bit only once the pages are in: making an anonymous
+	// VMA read-only before it has pages would also drop VM_ACCOUNT.
+	for _, v := range protect {
+		if _, err := r.call(0, "mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+		}
+	}
+	return nil
 }
 
 // checkSpecial verifies that the kernel put vDSO/vvar where they were.
@@ -66,7 +81,9 @@ func (r *restorer) checkSpecial() error {
 	return nil
 }
 
-func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) error {
+// mapVma maps v; it reports whether v must still be mprotect'ed to its
+// final protection once its pages are written.
+func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) (bool, error) {
 	size := v.End - v.Start
 	prot := uint64(v.Prot)
 	mprot := prot
@@ -88,7 +105,7 @@ func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) error {
 			flags |= unix.MAP_GROWSDOWN
 		}
 		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0); err != nil {
-			return err
+			return false, err
 		}
 	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
 		write := v.Shared && prot&unix.PROT_WRITE != 0
@@ -97,33 +114,28 @@ func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) error {
 		if !ok {
 			fd, err := r.opener.OpenForMap(v.FileId, write)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if sfd, err = r.install(fd); err != nil {
-				return err
+				return false, err
 			}
 			stubFds[key] = sfd
 		}
 		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, sfd, v.Pgoff); err != nil {
-			return err
+			return false, err
 		}
 	default:
-		return fmt.Errorf("unknown vma kind %v", v.Kind)
+		return false, fmt.Errorf("unknown vma kind %v", v.Kind)
 	}
 	flagSet := " " + v.VmFlags + " "
 	for _, m := range memory.Madvise {
 		if strings.Contains(flagSet, " "+m.Flag+" ") {
 			if _, err := r.call(0, "madvise "+m.Flag, unix.SYS_MADVISE, v.Start, size, m.Advice); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
-	if mprot != prot {
-		if _, err := r.call(0, "mprotect", unix.SYS_MPROTECT, v.Start, size, prot); err != nil {
-			return err
-		}
-	}
-	return nil
+	return mprot != prot, nil
 }
 
 // createObjects makes, in ctr-cr, each memfd and shared anonymous object of

@@ -197,11 +197,8 @@ func (r *restorer) queueSignals() error {
 	return nil
 }
 
-// restoreCredsAndSeccomp gives thread i its credentials, then its seccomp
-// filters (last: nothing after them may be filtered; our own injected calls
-// pass thanks to PTRACE_O_SUSPEND_SECCOMP). Dumpable and the parent-death
-// signal are reset by credential changes, so they follow.
-func (r *restorer) restoreCredsAndSeccomp(i int) error {
+// restoreCreds gives thread i its credentials.
+func (r *restorer) restoreCreds(i int) error {
 	tc := r.threads[i].core
 	if cr := tc.Creds; cr != nil {
 		if len(cr.Uids) != 4 || len(cr.Gids) != 4 {
@@ -281,17 +278,12 @@ func (r *restorer) restoreCredsAndSeccomp(i int) error {
 			}
 		}
 	}
-	if i == 0 {
-		c := r.pr.core
-		if _, err := r.call(0, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable)); err != nil {
-			return err
-		}
-		if c.PdeathSig != 0 {
-			if _, err := r.call(0, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, prSetPdeathsig, uint64(c.PdeathSig)); err != nil {
-				return err
-			}
-		}
-	}
+	return nil
+}
+
+// restoreSeccomp installs thread i's filters, in their install order.
+func (r *restorer) restoreSeccomp(i int) error {
+	tc := r.threads[i].core
 	for _, f := range tc.Seccomp {
 		if len(f.Bpf) == 0 || len(f.Bpf)%8 != 0 || len(f.Bpf) > 4096*8 {
 			return fmt.Errorf("seccomp filter of %d bytes", len(f.Bpf))
@@ -308,6 +300,21 @@ func (r *restorer) restoreCredsAndSeccomp(i int) error {
 			return err
 		}
 		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, 0, addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreDumpable sets the dumpable flag and parent-death signal, which any
+// thread's credential change resets: after all threads have their creds.
+func (r *restorer) restoreDumpable() error {
+	c := r.pr.core
+	if _, err := r.call(0, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable)); err != nil {
+		return err
+	}
+	if c.PdeathSig != 0 {
+		if _, err := r.call(0, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, prSetPdeathsig, uint64(c.PdeathSig)); err != nil {
 			return err
 		}
 	}

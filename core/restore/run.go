@@ -132,9 +132,20 @@ func (r *restorer) run() error {
 	if err := r.queueSignals(); err != nil {
 		return fmt.Errorf("pending signals: %w", err)
 	}
+	// Credentials, then what credential changes reset, then seccomp
+	// filters last: nothing after them may be filtered (our own injected
+	// calls pass thanks to PTRACE_O_SUSPEND_SECCOMP).
 	for i := range r.threads {
-		if err := r.restoreCredsAndSeccomp(i); err != nil {
-			return fmt.Errorf("tid %d: %w", r.threads[i].tid, err)
+		if err := r.restoreCreds(i); err != nil {
+			return fmt.Errorf("tid %d: creds: %w", r.threads[i].tid, err)
+		}
+	}
+	if err := r.restoreDumpable(); err != nil {
+		return err
+	}
+	for i := range r.threads {
+		if err := r.restoreSeccomp(i); err != nil {
+			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
 		}
 	}
 	if err := r.finish(); err != nil {

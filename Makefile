@@ -1,0 +1,32 @@
+# ctr-cr: checkpoint/restore for Linux processes (and, later, OCI containers).
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := bin/ctr-cr
+export CGO_ENABLED := 0
+
+.PHONY: build test bench demo proto vet clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ctr-cr
+
+# All tests. As root (CI), a skipped test is a failure (internal/testreport).
+# The C/R cases need root, gcc and python3. Inherited fds are closed so the
+# processes the tests checkpoint hold only what they open themselves.
+test: build
+	set -o pipefail; $(GO) vet ./... && \
+	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
+
+bench: build
+	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench
+
+demo: build
+	./scripts/demo.sh $(CURDIR)/$(BIN)
+
+proto:
+	cd core/image/imagepb && protoc --go_out=. --go_opt=paths=source_relative image.proto
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
