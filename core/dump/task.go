@@ -168,6 +168,9 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 	if err != nil {
 		return nil, err
 	}
+	if tc.TimerSlackNs, err = r.Call(i, "prctl(PR_GET_TIMERSLACK)", unix.SYS_PRCTL, prGetTimerslack); err != nil {
+		return nil, err
+	}
 	st, err := procfs.ReadTaskStatus(pid, th.Tid)
 	if err != nil {
 		return nil, err
@@ -204,3 +207,5 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 const minusEINTR = ^uint64(3) // -EINTR as a register value
 
 func le(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
+
+const prGetTimerslack = 30 // PR_GET_TIMERSLACK

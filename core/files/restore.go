@@ -22,7 +22,7 @@ type Opener struct {
 	pipes   map[uint64][2]int
 	ghosts  []string
 	ghostBy map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
-	Objects map[uint32]int // memfd/shmem objects by file id (filled by the caller for shmem)
+	Objects map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
 }
 
 // NewOpener indexes the file entries of an image.

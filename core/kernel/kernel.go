@@ -131,6 +131,10 @@ func (p *prober) setAll(names []string, format string, args ...any) {
 // need privileges (ptrace of a child, PFNs, map_files) show up as missing
 // when run unprivileged. ns-last-pid is Required exactly when
 // clone3-set-tid is missing (one of the two pid methods must work).
+//
+// Probe is safe for concurrent use, but it reaps its probe child by pid: code
+// that reaps arbitrary children (wait4(-1)) at the same time may steal it, and
+// the ptrace probes then report the failure.
 func Probe() []Feature {
 	p := &prober{res: map[string]result{}}
 	probeChild(p)

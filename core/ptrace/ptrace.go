@@ -184,14 +184,14 @@ func SetXState(tid int, b []byte) error {
 	return nil
 }
 
-// XStateFeatures returns the XCR0 feature mask and XSAVE size the kernel
-// recorded in the software-reserved bytes of an NT_X86_XSTATE buffer.
+// XStateFeatures returns the XCR0 feature mask the kernel records in word 0
+// of the software-reserved bytes of an NT_X86_XSTATE buffer (the ptrace
+// layout, asm/user.h USER_XSTATE_XCR0_WORD), and the buffer size.
 func XStateFeatures(x []byte) (features uint64, size uint32, ok bool) {
-	if len(x) < xsaveSwReservedOffset+24 {
+	if len(x) < xsaveSwReservedOffset+8 {
 		return 0, 0, false
 	}
-	sw := x[xsaveSwReservedOffset:]
-	return binary.LittleEndian.Uint64(sw[8:]), binary.LittleEndian.Uint32(sw[16:]), true
+	return binary.LittleEndian.Uint64(x[xsaveSwReservedOffset:]), uint32(len(x)), true
 }
 
 // GetSigmask returns the blocked-signal mask of tid.

@@ -179,6 +179,11 @@ func (r *restorer) restoreThreadState(i int) error {
 			return err
 		}
 	}
+	if tc.TimerSlackNs != 0 {
+		if _, err := r.call(i, "prctl(PR_SET_TIMERSLACK)", unix.SYS_PRCTL, prSetTimerslack, tc.TimerSlackNs); err != nil {
+			return err
+		}
+	}
 	if tc.Comm != "" {
 		name := []byte(tc.Comm)
 		if len(name) > 15 {
@@ -208,3 +213,5 @@ func asErrno(err error) (unix.Errno, bool) {
 	}
 	return 0, false
 }
+
+const prSetTimerslack = 29 // PR_SET_TIMERSLACK

@@ -124,10 +124,33 @@ static long long ts_ns(struct timespec ts)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void read_timers(char *buf, size_t size)
+static int cmp_str(const void *a, const void *b)
 {
-	if (case_read_file("/proc/self/timers", buf, size) < 0)
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* read_timers returns /proc/self/timers with its per-timer blocks sorted
+ * (the kernel's listing order is not part of the state). */
+static void read_timers(char *out, size_t size)
+{
+	char buf[4096], *blk[16], *p;
+	size_t len = 0;
+	int n = 0, i;
+
+	if (case_read_file("/proc/self/timers", buf, sizeof(buf)) < 0)
 		case_fail("read /proc/self/timers: %s", strerror(errno));
+	/* Blocks start with "ID: " at the beginning of a line. */
+	if (!strncmp(buf, "ID: ", 4))
+		blk[n++] = buf;
+	for (p = buf; (p = strstr(p, "\nID: ")) && n < 16; p++) {
+		*p = 0; /* terminate the previous block */
+		blk[n++] = p + 1;
+	}
+	qsort(blk, n, sizeof(blk[0]), cmp_str);
+	out[0] = 0;
+	for (i = 0; i < n; i++)
+		len += snprintf(out + len, size - len, "%s%s", blk[i],
+				blk[i][strlen(blk[i]) - 1] == '\n' ? "" : "\n");
 }
 
 static void check_itimer(int which, const char *name, long long ms)
@@ -147,9 +170,17 @@ static void check_itimer(int which, const char *name, long long ms)
 static void check_ptimer(timer_t id, const char *name, long long ms)
 {
 	struct itimerspec its;
+	int tries = 0;
 
-	if (timer_gettime(id, &its))
-		case_fail("timer_gettime %s (id %p): %s", name, id, strerror(errno));
+	/* An expired timer whose signal is still queued may read as 0 until
+	 * the signal is delivered and the timer re-armed. */
+	do {
+		if (tries)
+			case_sleep_ms(1);
+		if (timer_gettime(id, &its))
+			case_fail("timer_gettime %s (id %p): %s", name, id,
+				  strerror(errno));
+	} while (ts_ns(its.it_value) == 0 && ++tries < 50);
 	if (ts_ns(its.it_interval) != ms * MS)
 		case_fail("%s interval %lld ns, want %lld ms", name,
 			  ts_ns(its.it_interval), ms);

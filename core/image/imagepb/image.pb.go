@@ -1083,6 +1083,7 @@ type ThreadCore struct {
 	Comm          string                 `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
 	Creds         *Creds                 `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
 	Seccomp       []*SeccompFilter       `protobuf:"bytes,14,rep,name=seccomp,proto3" json:"seccomp,omitempty"` // outermost (first installed) first
+	TimerSlackNs  uint64                 `protobuf:"varint,15,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1213,6 +1214,13 @@ func (x *ThreadCore) GetSeccomp() []*SeccompFilter {
 		return x.Seccomp
 	}
 	return nil
+}
+
+func (x *ThreadCore) GetTimerSlackNs() uint64 {
+	if x != nil {
+		return x.TimerSlackNs
+	}
+	return 0
 }
 
 // core-PID.img: one entry, the process and its threads (leader first).
@@ -2162,7 +2170,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04Rseq\x12\x10\n" +
 	"\x03ptr\x18\x01 \x01(\x04R\x03ptr\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\rR\x03len\x12\x10\n" +
-	"\x03sig\x18\x03 \x01(\rR\x03sig\"\xec\x03\n" +
+	"\x03sig\x18\x03 \x01(\rR\x03sig\"\x92\x04\n" +
 	"\n" +
 	"ThreadCore\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12\x15\n" +
@@ -2181,7 +2189,8 @@ const file_image_proto_rawDesc = "" +
 	"\x0eclear_tid_addr\x18\v \x01(\x04R\fclearTidAddr\x12\x12\n" +
 	"\x04comm\x18\f \x01(\tR\x04comm\x12+\n" +
 	"\x05creds\x18\r \x01(\v2\x15.ctrcr.image.v1.CredsR\x05creds\x127\n" +
-	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\"\xab\x05\n" +
+	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
+	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\xab\x05\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
