@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
@@ -62,7 +65,9 @@ func cmdDump(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--ghost-limit: %w", err)
 	}
-	st, err := dump.Dump(*pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl})
+	ctx, stop := interruptible()
+	defer stop()
+	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl})
 	if err != nil {
 		return err
 	}
@@ -90,7 +95,9 @@ func cmdRestore(args []string) (int, error) {
 	if m != restore.PidClone3 && m != restore.PidNsLastPid {
 		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
 	}
-	res, err := restore.Restore(*dir, restore.Options{PidMethod: m})
+	ctx, stop := interruptible()
+	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m})
+	stop()
 	if err != nil {
 		return 1, err
 	}
@@ -105,8 +112,16 @@ func cmdRestore(args []string) (int, error) {
 	if *detach {
 		return 0, nil
 	}
-	code, err := restore.Wait(res.Pid)
-	return code, err
+	// In the foreground ctr-cr is the restored process's parent: pass the
+	// termination signals it receives on, then exit with the child's status.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	go func() {
+		for s := range sigs {
+			syscall.Kill(res.Pid, s.(syscall.Signal))
+		}
+	}()
+	return restore.Wait(res.Pid)
 }
 
 func cmdShow(args []string) error {
@@ -134,4 +149,12 @@ func cmdCheck(args []string) (int, error) {
 		return 1, fmt.Errorf("%d required feature(s) missing", missing)
 	}
 	return 0, nil
+}
+
+// interruptible returns a context cancelled by SIGINT, SIGTERM or SIGHUP:
+// instead of dying half-way (leaving a gadget in a dumped process or a
+// half-built one behind), the engine stops at the next safe point and undoes
+// what it did.
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }

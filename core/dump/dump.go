@@ -6,6 +6,7 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -43,8 +44,10 @@ type Stats struct {
 }
 
 // Dump checkpoints process pid into dir. The calling goroutine must be locked
-// to its OS thread (ptrace requests come from the attaching thread).
-func Dump(pid int, dir string, opts Options) (st *Stats, err error) {
+// to its OS thread (ptrace requests come from the attaching thread). When ctx
+// is cancelled (e.g. on SIGINT) before the image is complete, the dump stops,
+// the process is released untouched and the partial image removed.
+func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, err error) {
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = 1 << 20
 	}
@@ -76,7 +79,7 @@ func Dump(pid int, dir string, opts Options) (st *Stats, err error) {
 		p.Release()
 		return nil, err
 	}
-	d := &dumper{pid: pid, p: p, w: w, opts: opts, st: st}
+	d := &dumper{ctx: ctx, pid: pid, p: p, w: w, opts: opts, st: st}
 	err = d.run()
 	if err != nil {
 		w.Abort()
@@ -98,6 +101,7 @@ func Dump(pid int, dir string, opts Options) (st *Stats, err error) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 type dumper struct {
+	ctx    context.Context
 	pid    int
 	p      *ptrace.Process
 	w      *image.Writer
@@ -147,6 +151,9 @@ func (d *dumper) run() error {
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", d.pid, err)
 	}
+	if err := d.interrupted(); err != nil {
+		return err
+	}
 	// Put the code under the gadget back before memory is read.
 	d.st.InjectedSyscalls = d.remote.Calls()
 	if err := d.remote.Close(); err != nil {
@@ -162,7 +169,18 @@ func (d *dumper) run() error {
 	if err != nil {
 		return fmt.Errorf("pid %d: memory: %w", d.pid, err)
 	}
+	if err := d.interrupted(); err != nil {
+		return err
+	}
 	return d.writeImage(core, mm)
+}
+
+// interrupted reports a cancelled dump as an error naming the phase.
+func (d *dumper) interrupted() error {
+	if err := d.ctx.Err(); err != nil {
+		return fmt.Errorf("pid %d: interrupted: %w", d.pid, err)
+	}
+	return nil
 }
 
 func (d *dumper) collectCore() (*imagepb.TaskCore, error) {

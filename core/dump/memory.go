@@ -95,7 +95,7 @@ func (d *dumper) dumpMemory(core *imagepb.TaskCore) (*imagepb.MmEntry, error) {
 		return nil, err
 	}
 	var mst memory.Stats
-	r := &memory.Reader{Pid: pid, Mem: mf, Pagemap: pm}
+	r := &memory.Reader{Pid: pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
 	if err := r.DumpPrivate(mm.Vmas, pw, &mst); err != nil {
 		pw.Close()
 		return nil, err

@@ -164,12 +164,11 @@ func FuzzInventory(f *testing.F) {
 	})
 }
 
-// TestWriteFuzzSeeds regenerates the checked-in seed corpus under
-// testdata/fuzz when CTRCR_WRITE_FUZZ_SEEDS=1.
-func TestWriteFuzzSeeds(t *testing.T) {
-	if os.Getenv("CTRCR_WRITE_FUZZ_SEEDS") != "1" {
-		t.Skip("set CTRCR_WRITE_FUZZ_SEEDS=1 to regenerate testdata/fuzz seeds")
-	}
+// TestFuzzSeeds checks that the checked-in seed corpus under testdata/fuzz
+// is what the seed generators produce (so the fuzzers start from valid
+// images of the current format); CTRCR_WRITE_FUZZ_SEEDS=1 rewrites it.
+func TestFuzzSeeds(t *testing.T) {
+	regenerate := os.Getenv("CTRCR_WRITE_FUZZ_SEEDS") == "1"
 	write := func(fuzzer, name string, vals ...any) {
 		var b bytes.Buffer
 		b.WriteString("go test fuzz v1\n")
@@ -184,10 +183,18 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			}
 		}
 		d := filepath.Join("testdata", "fuzz", fuzzer)
+		path := filepath.Join(d, "seed-"+name)
+		if !regenerate {
+			have, err := os.ReadFile(path)
+			if err != nil || !bytes.Equal(have, b.Bytes()) {
+				t.Errorf("%s is missing or stale (err %v): run CTRCR_WRITE_FUZZ_SEEDS=1 go test -run TestFuzzSeeds ./core/image/", path, err)
+			}
+			return
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(d, "seed-"+name), b.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -260,7 +260,7 @@ func probeRseq(p *prober, pid int) {
 		return
 	}
 	if c.Ptr == 0 {
-		p.set(fRseq, true, "%d-byte config; child has no rseq registered", r)
+		p.set(fRseq, true, "%d-byte config; child has no rseq registered (yet: it may still be starting)", r)
 		return
 	}
 	p.set(fRseq, true, "%d-byte config; child rseq at %#x, %d bytes, sig %#x", r, c.Ptr, c.Size, c.Sig)

@@ -28,10 +28,11 @@ const (
 
 // probeSystem runs the probes that need no child and no memory of their own.
 func probeSystem(p *prober) {
-	probeClone3(p)
-	probeNsLastPid(p)
-	probeMMMap(p)
 	probeCaps(p)
+	crCap := p.res[fCapCR].present
+	probeClone3(p, crCap)
+	probeNsLastPid(p, crCap)
+	probeMMMap(p)
 	probeMapFiles(p)
 	probeMapVdso(p)
 	probeTimerIDs(p)
@@ -44,13 +45,17 @@ func probeSystem(p *prober) {
 // CLONE_DETACHED as a second guard): a kernel that knows set_tid rejects it
 // with EINVAL while copying the arguments, before anything is created; one
 // that predates set_tid fails with E2BIG (non-zero bytes past its struct), and
-// one without clone3 with ENOSYS. No process is ever created.
-func probeClone3(p *prober) {
+// one without clone3 with ENOSYS. No process is ever created. Using set_tid
+// also needs crCap (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN): without it the
+// feature is reported missing even when the kernel supports it.
+func probeClone3(p *prober, crCap bool) {
 	var args [cloneArgsSize / 8]uint64
 	args[0] = cloneDetached     // flags
 	args[9] = maxPidNSLevel + 1 // set_tid_size (set_tid, args[8], is NULL)
 	r, _, e := unix.Syscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&args)), cloneArgsSize, 0)
 	switch {
+	case e == unix.EINVAL && !crCap:
+		p.set(fClone3SetTid, false, "kernel supports set_tid, but it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN")
 	case e == unix.EINVAL:
 		p.set(fClone3SetTid, true, "clone_args v2 (88 bytes) understood; set_tid_size validated (EINVAL, nothing created)")
 	case e == unix.E2BIG:
@@ -65,14 +70,20 @@ func probeClone3(p *prober) {
 	}
 }
 
-// probeNsLastPid opens ns_last_pid for writing and closes it unwritten.
-func probeNsLastPid(p *prober) {
+// probeNsLastPid opens ns_last_pid for writing and closes it unwritten. The
+// kernel checks permission on write, for CAP_CHECKPOINT_RESTORE or
+// CAP_SYS_ADMIN (crCap), so without crCap the feature is reported missing.
+func probeNsLastPid(p *prober, crCap bool) {
 	f, err := os.OpenFile(nsLastPidPath, os.O_WRONLY, 0)
 	if err != nil {
 		p.set(fNsLastPid, false, "open %s for writing: %s", nsLastPidPath, errno(err))
 		return
 	}
 	f.Close()
+	if !crCap {
+		p.set(fNsLastPid, false, "opens for writing, but writes need CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN")
+		return
+	}
 	p.set(fNsLastPid, true, "exists and opens for writing (not written)")
 }
 

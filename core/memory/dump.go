@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -77,8 +78,9 @@ func ZeroPFN() (uint64, bool) {
 // readable, /proc/PID/mem (FOLL_FORCE) where it is not.
 type Reader struct {
 	Pid     int
-	Mem     io.ReaderAt // /proc/PID/mem
-	Pagemap io.ReaderAt // /proc/PID/pagemap
+	Mem     io.ReaderAt     // /proc/PID/mem
+	Pagemap io.ReaderAt     // /proc/PID/pagemap
+	Ctx     context.Context // checked between VMAs: a cancelled dump stops
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
@@ -92,6 +94,11 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 	for _, v := range vmas {
 		if !privatePages(v) || v.NoPages {
 			continue
+		}
+		if r.Ctx != nil {
+			if err := r.Ctx.Err(); err != nil {
+				return err
+			}
 		}
 		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD
 		readable := v.Prot&unix.PROT_READ != 0

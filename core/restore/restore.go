@@ -7,9 +7,11 @@
 package restore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,13 +60,17 @@ type proc struct {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Restore rebuilds the process in dir and lets it run. The calling goroutine
-// must be locked to its OS thread.
-func Restore(dir string, opts Options) (*Restored, error) {
+// must be locked to its OS thread. A cancelled ctx stops the restore before
+// the process runs and removes everything created.
+func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 	st := &Stats{}
 	t0 := time.Now()
 	img, err := image.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
+	}
+	if inv := img.Inventory(); inv.Arch != runtime.GOARCH {
+		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
 	}
 	pr, opener, err := load(img)
 	if err != nil {
@@ -86,7 +92,7 @@ func Restore(dir string, opts Options) (*Restored, error) {
 		return nil, fmt.Errorf("pid %d: create task: %w", pid, err)
 	}
 	st.ForkingMs = ms(time.Since(t1))
-	r := &restorer{img: img, pr: pr, st: st, stub: s, opener: opener, inv: img.Inventory()}
+	r := &restorer{ctx: ctx, img: img, pr: pr, st: st, stub: s, opener: opener, inv: img.Inventory()}
 	if err := r.run(); err != nil {
 		r.abort()
 		return nil, fmt.Errorf("pid %d: %w", pid, err)

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -31,6 +32,7 @@ type thread struct {
 }
 
 type restorer struct {
+	ctx     context.Context
 	img     *image.Reader
 	inv     *imagepb.Inventory
 	pr      *proc
@@ -109,6 +111,9 @@ func (r *restorer) run() error {
 		return fmt.Errorf("memory: %w", err)
 	}
 	r.st.MemoryMs = ms(time.Since(t))
+	if err := r.ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
 	if err := r.restoreFds(); err != nil {
 		return fmt.Errorf("files: %w", err)
 	}
@@ -147,6 +152,9 @@ func (r *restorer) run() error {
 		if err := r.restoreSeccomp(i); err != nil {
 			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
 		}
+	}
+	if err := r.ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
 	}
 	if err := r.finish(); err != nil {
 		return err

@@ -12,7 +12,7 @@
  * Checks (after go), in each thread: gettid(), pthread_self() and the TLS
  * address are unchanged; tls_count never went back (>= snapshot and equal to
  * the last published value every iteration) and keeps increasing (each thread
- * does >= 1000 more iterations); in main: every thread is joinable and
+ * ends >= 1000 above its snapshot); in main: every thread is joinable and
  * returns its final tls_count == contrib[i]; the shared total == the sum of
  * the contributions; the mutex is free (trylock succeeds).
  */
@@ -85,8 +85,8 @@ static void *worker(void *arg)
 				if (tls_magic != 0xabcd0000ULL + (uint64_t)i)
 					case_fail("thread %d: TLS magic %#llx", i,
 						  (unsigned long long)tls_magic);
-				if (tls_count <= s->snapshot)
-					case_fail("thread %d: TLS counter %llu not above snapshot %llu",
+				if (tls_count < s->snapshot)
+					case_fail("thread %d: TLS counter %llu below snapshot %llu",
 						  i, (unsigned long long)tls_count,
 						  (unsigned long long)s->snapshot);
 				__atomic_store_n(&s->checked, 1, __ATOMIC_RELEASE);
@@ -159,6 +159,11 @@ int main(int argc, char **argv)
 			case_fail("thread %d returned %llu, published %llu", i,
 				  (unsigned long long)(uintptr_t)ret,
 				  (unsigned long long)slots[i].contrib);
+		if (slots[i].contrib < slots[i].snapshot + POST_GO_ITERS)
+			case_fail("thread %d: counter %llu, want >= %llu + %d", i,
+				  (unsigned long long)slots[i].contrib,
+				  (unsigned long long)slots[i].snapshot,
+				  POST_GO_ITERS);
 		sum += slots[i].contrib;
 	}
 	if (sum != total)
