@@ -19,11 +19,11 @@ import (
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
-// TestCaseB_Vmas: every VMA kind (sparse anon, PROT_NONE guard, read-only,
+// TestCR_Vmas: every VMA kind (sparse anon, PROT_NONE guard, read-only,
 // growsdown, madvise flags, shared anon, memfd mapped twice, private and
 // shared file mappings, named anon); contents, maps lines, VmFlags,
 // protections, sharing and the vDSO clock.
-func TestCaseB_Vmas(t *testing.T) {
+func TestCR_Vmas(t *testing.T) {
 	runCase(t, Case{
 		Name: "b_vmas",
 		Src:  "b_vmas.c",
@@ -37,20 +37,20 @@ func TestCaseB_Vmas(t *testing.T) {
 	})
 }
 
-// TestCaseB_Brk: the brk heap keeps its contents and bounds and still grows.
-func TestCaseB_Brk(t *testing.T) {
+// TestCR_Brk: the brk heap keeps its contents and bounds and still grows.
+func TestCR_Brk(t *testing.T) {
 	runCase(t, Case{Name: "b_brk", Src: "b_brk.c"})
 }
 
-// TestCaseB_Files: regular files (shared and separate offsets, O_APPEND), a
+// TestCR_Files: regular files (shared and separate offsets, O_APPEND), a
 // directory fd, character devices, cloexec, dup2 and O_PATH fds.
-func TestCaseB_Files(t *testing.T) {
+func TestCR_Files(t *testing.T) {
 	runCase(t, Case{Name: "b_files", Src: "b_files.c"})
 }
 
-// TestCaseB_Deleted: a file unlinked while open and mapped comes back
+// TestCR_Deleted: a file unlinked while open and mapped comes back
 // unlinked, with its contents, and leaves nothing behind in WORKDIR.
-func TestCaseB_Deleted(t *testing.T) {
+func TestCR_Deleted(t *testing.T) {
 	runCase(t, Case{
 		Name: "b_deleted",
 		Src:  "b_deleted.c",
@@ -68,16 +68,16 @@ func TestCaseB_Deleted(t *testing.T) {
 	})
 }
 
-// TestCaseB_GoGC: a multi-threaded Go program with a busy GC, goroutines and
+// TestCR_GoGC: a multi-threaded Go program with a busy GC, goroutines and
 // a ticker.
-func TestCaseB_GoGC(t *testing.T) {
+func TestCR_GoGC(t *testing.T) {
 	testutil.RequiresRoot(t)
 	bin := buildGoCase(t, "b_gogc")
 	runCase(t, Case{Name: "b_gogc", Cmd: []string{bin, "{WORKDIR}"}})
 }
 
-// TestCaseB_Dynamic: a dynamically linked PIE using libc and dlopen(libm).
-func TestCaseB_Dynamic(t *testing.T) {
+// TestCR_Dynamic: a dynamically linked PIE using libc and dlopen(libm).
+func TestCR_Dynamic(t *testing.T) {
 	runCase(t, Case{
 		Name: "b_dynamic",
 		Src:  "b_dynamic.c",
@@ -99,8 +99,8 @@ func TestCaseB_Dynamic(t *testing.T) {
 	})
 }
 
-// TestCaseB_PyDict: CPython holding a 200k-entry dict.
-func TestCaseB_PyDict(t *testing.T) {
+// TestCR_PyDict: CPython holding a 200k-entry dict.
+func TestCR_PyDict(t *testing.T) {
 	testutil.RequiresRoot(t)
 	py := findPython3(t)
 	script := filepath.Join(testutil.RepoRoot(), "tests", "cases", "b_pydict.py")

@@ -428,6 +428,9 @@ func (r *Run) requirePass(stderr string) {
 	if l := lastLine(r.Out); l != "PASS" {
 		r.fatalf(stderr, "last line of out is %q, want PASS", l)
 	}
+	if testing.Verbose() {
+		r.t.Logf("case output (last %d lines):\n%s", tailLines, tail(r.Out, tailLines))
+	}
 }
 
 // fatalf fails the test with the tail of the case output and ctr-cr's stderr.

@@ -34,7 +34,9 @@ type Options struct {
 type Stats struct {
 	FreezingMs       float64 `json:"freezing_ms"`
 	FrozenMs         float64 `json:"frozen_ms"`
+	CollectMs        float64 `json:"collect_ms"`
 	MemdumpMs        float64 `json:"memdump_ms"`
+	WriteMs          float64 `json:"write_ms"`
 	TotalMs          float64 `json:"total_ms"`
 	PagesScanned     uint64  `json:"pages_scanned"`
 	PagesWritten     uint64  `json:"pages_written"`
@@ -147,7 +149,9 @@ func (d *dumper) run() error {
 	if d.remote, err = ptrace.NewRemote(d.p, gadget); err != nil {
 		return fmt.Errorf("pid %d: prepare injection: %w", d.pid, err)
 	}
+	tc := time.Now()
 	core, err := d.collectCore()
+	d.st.CollectMs = ms(time.Since(tc))
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", d.pid, err)
 	}
@@ -165,14 +169,19 @@ func (d *dumper) run() error {
 	if err := d.files.DumpFds(d.pid, files.Options{GhostLimit: d.opts.GhostLimit}); err != nil {
 		return fmt.Errorf("pid %d: %w", d.pid, err)
 	}
+	tm := time.Now()
 	mm, err := d.dumpMemory(core)
+	d.st.MemdumpMs = ms(time.Since(tm))
 	if err != nil {
 		return fmt.Errorf("pid %d: memory: %w", d.pid, err)
 	}
 	if err := d.interrupted(); err != nil {
 		return err
 	}
-	return d.writeImage(core, mm)
+	tw := time.Now()
+	err = d.writeImage(core, mm)
+	d.st.WriteMs = ms(time.Since(tw))
+	return err
 }
 
 // interrupted reports a cancelled dump as an error naming the phase.
