@@ -52,6 +52,8 @@ type Case struct {
 	Uid          int                        // if non-zero, the case drops to this uid itself (the work dir is chowned to it)
 	ReadyTimeout time.Duration              // default 20s
 	Verify       func(t *testing.T, w *Run) // optional extra checks from outside after the last restore, before "go"
+	DumpArgs     []string                   // extra ctr-cr dump arguments (e.g. --ghost-limit)
+	RestoreArgs  []string                   // extra ctr-cr restore arguments (e.g. --pid-method ns_last_pid)
 }
 
 // Run is a started case.
@@ -329,7 +331,7 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 		r.Images = append(r.Images, img)
 
-		_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+		_, stderr, err := ctrcr(t, append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, c.DumpArgs...)...)
 		if err != nil {
 			r.fatalf(stderr, "cycle %d: dump: %v", i, err)
 		}
@@ -341,7 +343,7 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 
 		if !last {
-			_, stderr, err := ctrcr(t, "restore", "-D", img, "-d")
+			_, stderr, err := ctrcr(t, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
 			if err != nil {
 				r.fatalf(stderr, "cycle %d: restore -d: %v", i, err)
 			}
@@ -393,7 +395,7 @@ func (r *Run) startForeground(img string) {
 	defer stderr.Close()
 	// the pid file is written once the restore is complete
 	r.fgPidFile = filepath.Join(r.imgBase, "restore-fg.pid")
-	cmd := exec.Command(r.Bin, "restore", "-D", img, "--pid-file", r.fgPidFile)
+	cmd := exec.Command(r.Bin, append([]string{"restore", "-D", img, "--pid-file", r.fgPidFile}, r.c.RestoreArgs...)...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -249,6 +249,7 @@ func requireExitCode(t *testing.T, err error, stderr string, code int) {
 	if ee.ExitCode() != code {
 		t.Fatalf("ctr-cr: exit status %d (%v), want %d\nstderr:\n%s", ee.ExitCode(), err, code, stderr)
 	}
+	t.Logf("ctr-cr failed as expected: %s", strings.TrimSpace(stderr))
 }
 
 // requireFailed requires that ctr-cr ran and exited non-zero (not by a
@@ -259,6 +260,7 @@ func requireFailed(t *testing.T, err error, stderr string) {
 	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
 		t.Fatalf("ctr-cr: want a non-zero exit status, got %v\nstderr:\n%s", err, stderr)
 	}
+	t.Logf("ctr-cr failed as expected (%v): %s", err, strings.TrimSpace(stderr))
 }
 
 // requireNoPanic fails when stderr shows a Go panic or a goroutine dump.

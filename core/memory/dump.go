@@ -97,7 +97,7 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 		}
 		if r.Ctx != nil {
 			if err := r.Ctx.Err(); err != nil {
-				return err
+				return fmt.Errorf("interrupted: %w", err)
 			}
 		}
 		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD

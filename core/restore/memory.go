@@ -184,6 +184,10 @@ func (r *restorer) createObjects() error {
 		}
 		_, err = memory.Fill(fdWriter(fd), entries, pages)
 		pages.Close()
+		if err == nil && f.Kind == imagepb.FileKind_FILE_MEMFD {
+			// pages are whole: cut the object back to its exact size
+			err = unix.Ftruncate(fd, f.Size)
+		}
 		if err != nil {
 			return fmt.Errorf("memory object %s: %w", f.Path, err)
 		}

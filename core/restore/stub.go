@@ -228,8 +228,29 @@ func reap(pid int) {
 
 // stubNsLastPid makes the kernel hand out pid next by rewinding the
 // host-global ns_last_pid cursor under the lock CRIU also takes, and puts the
-// cursor back right after so other forks keep allocating above it.
+// cursor back right after so other forks keep allocating above it. Any fork
+// on the host (or a new thread of ours) between the rewind and our fork
+// takes the pid first: then the attempt is retried a few times.
 func stubNsLastPid(pid int) (*stub, error) {
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		var s *stub
+		if s, err = stubNsLastPidOnce(pid); err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errPidRace) {
+			return nil, err
+		}
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); serr == nil {
+			return nil, fmt.Errorf("pid %d was taken by another task during the restore", pid)
+		}
+	}
+	return nil, err
+}
+
+var errPidRace = errors.New("another task took it")
+
+func stubNsLastPidOnce(pid int) (*stub, error) {
 	f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("ns_last_pid: %w", err)
@@ -261,7 +282,7 @@ func stubNsLastPid(pid int) (*stub, error) {
 	if h.Process.Pid != pid {
 		got := h.Process.Pid
 		killCmd(h)
-		return nil, fmt.Errorf("ns_last_pid: got pid %d instead of %d (another task took it)", got, pid)
+		return nil, fmt.Errorf("ns_last_pid: got pid %d instead of %d: %w", got, pid, errPidRace)
 	}
 	return &stub{pid: pid, regs: regs, gadget: regs.Rip, helper: h}, nil
 }

@@ -157,7 +157,7 @@ int main(int argc, char **argv)
 	unsigned long at_ready = counter;
 	case_ready();
 
-	/* keep working until "go" */
+	/* keep working until "go" (dumps and restores happen meanwhile) */
 	unsigned long loops = 0;
 	while (!case_go_requested()) {
 		work();
@@ -171,7 +171,6 @@ int main(int argc, char **argv)
 	      counter, at_ready, loops);
 	CHECK(*counter_copy == counter, "heap counter %lu vs %lu",
 	      *counter_copy, counter);
-	CHECK(loops > 0, "no iteration between ready and go");
 
 	CHECK(getpid() == pid, "pid %d, was %d", getpid(), pid);
 	CHECK(syscall(SYS_gettid) == tid, "tid changed");

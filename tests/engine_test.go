@@ -1,0 +1,192 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// TestCR_FdKinds: memfd, eventfd and epoll fds rebuilt from the image.
+func TestCR_FdKinds(t *testing.T) {
+	runCase(t, Case{Name: "FdKinds", Src: "e_fdkinds.c"})
+}
+
+// TestCR_NsLastPid: the ns_last_pid fallback gives the same pid and tids (a
+// multi-threaded case), both cycles.
+func TestCR_NsLastPid(t *testing.T) {
+	runCase(t, Case{Name: "NsLastPid", Src: "a_tls_threads.c", RestoreArgs: []string{"--pid-method", "ns_last_pid"}})
+}
+
+func readNsLastPid(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestNsLastPidCursorPutBack: the host-global ns_last_pid cursor is not left
+// rewound to the restored pid (other forks on the host would then collide
+// with the pids and tids being restored).
+func TestNsLastPidCursorPutBack(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "NsLastPidCursor", Src: "b_brk.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img); err != nil {
+		r.fatalf(stderr, "dump: %v", err)
+	}
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	before := readNsLastPid(t)
+	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d", "--pid-method", "ns_last_pid"); err != nil {
+		r.fatalf(stderr, "restore: %v", err)
+	}
+	after := readNsLastPid(t)
+	if before > r.Pid && after < before {
+		t.Errorf("ns_last_pid is %d after restoring pid %d, was %d before: the cursor was not put back", after, r.Pid, before)
+	}
+	finishChild(t, r)
+}
+
+// TestLeaveRunning: dumps with --leave-running leave the case running and
+// untraced; the image taken that way restores once the original is gone.
+func TestLeaveRunning(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "LeaveRunning", Src: "a_signals.c"})
+	var img string
+	for i := 0; i < 2; i++ {
+		img = filepath.Join(t.TempDir(), "img")
+		if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
+			r.fatalf(stderr, "dump --leave-running %d: %v", i, err)
+		}
+		requireRunningUntraced(t, r.Pid)
+	}
+	killAndReap(r.Pid)
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
+		r.fatalf(stderr, "restore: %v", err)
+	}
+	finishChild(t, r)
+}
+
+// TestGhostLimit: a deleted open file larger than --ghost-limit fails the
+// dump with a message naming the limit; the process keeps running and works.
+func TestGhostLimit(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "GhostLimit", Src: "b_deleted.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--ghost-limit", "4K")
+	if err == nil {
+		t.Fatalf("dump with --ghost-limit 4K of a 64 KiB deleted file succeeded")
+	}
+	if !strings.Contains(stderr, "ghost-limit") || !strings.Contains(stderr, "deleted") {
+		t.Errorf("dump error does not explain the ghost limit:\n%s", stderr)
+	}
+	requireNoPanic(t, stderr)
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}
+
+// TestInterruptedDump: SIGINT during the memory phase of a dump stops it;
+// the process runs on exactly as before (its code, registers, signal mask
+// and memory intact: it still verifies), no image is left looking complete.
+func TestInterruptedDump(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "InterruptedDump", Src: "e_bigmem.c", Cmd: nil, ReadyTimeout: 60 * time.Second})
+	img := filepath.Join(t.TempDir(), "img")
+	cmd := exec.Command(r.Bin, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// interrupt once the dumper has seized the target
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, tracer, _ := taskStatus(r.Pid, r.Pid)
+		if tracer != "" && tracer != "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("dumper never seized the target")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("dump finished despite SIGINT (512 MiB dumped too fast?); stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("dump error does not say it was interrupted:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("interrupted dump left %s/inventory.img", img)
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}
+
+// TestShowAndCheck: every file of an image decodes as JSON with show -f, the
+// summary names the process, and check reports no required feature missing.
+func TestShowAndCheck(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "Show", Src: "b_vmas.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
+		r.fatalf(stderr, "dump: %v", err)
+	}
+	ents, err := os.ReadDir(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		out, stderr, err := ctrcr(t, "show", "-f", filepath.Join(img, e.Name()))
+		if err != nil {
+			t.Errorf("show -f %s: %v\n%s", e.Name(), err, stderr)
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("show -f %s: not JSON: %v", e.Name(), err)
+		}
+	}
+	out, stderr, err := ctrcr(t, "show", img)
+	if err != nil {
+		t.Fatalf("show: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"process " + strconv.Itoa(r.Pid), "[stack]", "[heap]", "memfd", "/dev/zero", "files:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show summary lacks %q:\n%s", want, out)
+		}
+	}
+	out, stderr, err = ctrcr(t, "check")
+	if err != nil {
+		t.Errorf("check: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, want := range []string{"ptrace-seize", "pidfd-getfd", "clone3-set-tid", "prctl-mm-map"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q", want)
+		}
+	}
+	finishChild(t, r)
+}
