@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -45,11 +46,16 @@ type stub struct {
 
 // startHelper execs ctr-cr as a stub under PTRACE_TRACEME and returns it at
 // its post-exec stop with a gadget at its entry point and signals blocked.
-func startHelper() (*exec.Cmd, ptrace.Regs, error) {
+// afterFork, when not nil, runs as soon as the child exists.
+func startHelper(afterFork func()) (*exec.Cmd, ptrace.Regs, error) {
 	var regs ptrace.Regs
 	c := exec.Command("/proc/self/exe", StubArg)
 	c.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
-	if err := c.Start(); err != nil {
+	err := c.Start()
+	if afterFork != nil {
+		afterFork()
+	}
+	if err != nil {
 		return nil, regs, fmt.Errorf("start stub: %w", err)
 	}
 	pid := c.Process.Pid
@@ -121,7 +127,7 @@ func cloneArgs(flags uint64, exitSignal uint64, setTid uint64, nTid int) []byte 
 // into it: the child, a copy of the untouched helper, gets exactly pid and
 // has ctr-cr as its parent. The helper is then killed.
 func stubClone3(pid int) (*stub, error) {
-	h, regs, err := startHelper()
+	h, regs, err := startHelper(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -269,13 +275,15 @@ func stubNsLastPidOnce(pid int) (*stub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read ns_last_pid: %w", err)
 	}
+	warmThreads()
 	if _, err := f.WriteAt([]byte(strconv.Itoa(pid-1)), 0); err != nil {
 		return nil, fmt.Errorf("write ns_last_pid: %w", err)
 	}
-	h, regs, herr := startHelper()
-	if prev > pid {
-		f.WriteAt([]byte(strconv.Itoa(prev)), 0)
-	}
+	h, regs, herr := startHelper(func() {
+		if prev > pid {
+			f.WriteAt([]byte(strconv.Itoa(prev)), 0)
+		}
+	})
 	if herr != nil {
 		return nil, herr
 	}
@@ -285,4 +293,21 @@ func stubNsLastPidOnce(pid int) (*stub, error) {
 		return nil, fmt.Errorf("ns_last_pid: got pid %d instead of %d: %w", got, pid, errPidRace)
 	}
 	return &stub{pid: pid, regs: regs, gadget: regs.Rip, helper: h}, nil
+}
+
+// warmThreads makes the Go runtime start its spare OS threads now: a
+// blocking syscall hands its P to another thread, creating one if none is
+// idle, and a thread created while ns_last_pid is rewound takes a pid (or a
+// tid) we are about to ask for. Idle threads are kept and reused.
+func warmThreads() {
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := unix.Timespec{Nsec: 2e6}
+			unix.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
 }
