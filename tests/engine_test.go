@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,5 +189,87 @@ func TestShowAndCheck(t *testing.T) {
 			t.Errorf("check output lacks %q", want)
 		}
 	}
+	finishChild(t, r)
+}
+
+// statField returns field n (1-based, proc(5)) of /proc/PID/stat.
+func statField(t *testing.T, pid, n int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	return f[n-3]
+}
+
+// TestCR_SessionLeader: a process that leads its session and group (cases
+// run under setsid) still does after restore.
+func TestCR_SessionLeader(t *testing.T) {
+	runCase(t, Case{Name: "SessionLeader", Src: "b_brk.c", Verify: func(t *testing.T, r *Run) {
+		pgrp, sid := statField(t, r.Pid, 5), statField(t, r.Pid, 6)
+		if pgrp != strconv.Itoa(r.Pid) || sid != strconv.Itoa(r.Pid) {
+			t.Errorf("after restore pgrp %s sid %s, want both %d", pgrp, sid, r.Pid)
+		}
+	}})
+}
+
+// TestFileChangedSinceDump: a file the process has open that changed size
+// after the dump makes restore fail, naming the file, with nothing left
+// running; put back as it was, the image restores.
+func TestFileChangedSinceDump(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "FileChanged", Src: "b_brk.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img); err != nil {
+		r.fatalf(stderr, "dump: %v", err)
+	}
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(r.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(r.Out, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("appended after the dump\n")
+	f.Close()
+	_, stderr, err := ctrcr(t, "restore", "-D", img, "-d")
+	if err == nil {
+		t.Fatal("restore succeeded although the case's out file changed size")
+	}
+	if !strings.Contains(stderr, r.Out) || !strings.Contains(stderr, "size") {
+		t.Errorf("restore error does not name %s and its size:\n%s", r.Out, stderr)
+	}
+	requireNoPanic(t, stderr)
+	requireNothingLeft(t, r)
+	if err := os.Truncate(r.Out, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
+		r.fatalf(stderr, "restore after putting the file back: %v", err)
+	}
+	finishChild(t, r)
+}
+
+// TestNegative_Children: a process with a child is refused (dumping it alone
+// would lose the child); it keeps running with its child.
+func TestNegative_Children(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "Children", Src: "e_child.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	if err == nil {
+		t.Fatal("dump of a process with a child succeeded")
+	}
+	if !strings.Contains(stderr, "child") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
+		t.Errorf("dump error does not explain the refusal:\n%s", stderr)
+	}
+	requireNoPanic(t, stderr)
+	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }

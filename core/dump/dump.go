@@ -138,6 +138,9 @@ func (d *dumper) release() error {
 }
 
 func (d *dumper) run() error {
+	if err := d.refuseChildren(); err != nil {
+		return err
+	}
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", d.pid))
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", d.pid, err)
@@ -301,4 +304,22 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// refuseChildren fails the dump of a process that has children: dumping it
+// alone would silently lose them (process trees come with their own
+// support). The threads are stopped, so no child can appear meanwhile.
+func (d *dumper) refuseChildren() error {
+	var kids []string
+	for _, t := range d.p.Threads {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", d.pid, t.Tid))
+		if err != nil {
+			return fmt.Errorf("pid %d: %w", d.pid, err)
+		}
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	if len(kids) > 0 {
+		return fmt.Errorf("pid %d has child processes (%s): dumping process trees is not supported yet", d.pid, strings.Join(kids, " "))
+	}
+	return nil
 }

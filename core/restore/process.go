@@ -12,6 +12,19 @@ import (
 // itimers and POSIX timers (after the threads, which timers may target).
 func (r *restorer) restoreProcessState() error {
 	c := r.pr.core
+	// Session and group leadership of the process itself; sessions and
+	// groups led by other processes come with process trees.
+	pid := r.pr.pst.Pid
+	switch {
+	case r.pr.pst.Sid == pid:
+		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
+			return err
+		}
+	case r.pr.pst.Pgid == pid:
+		if _, err := r.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
+			return err
+		}
+	}
 	if c.Root != "" && c.Root != "/" {
 		addr, err := r.put(0, cstr(c.Root))
 		if err != nil {

@@ -237,6 +237,22 @@ func (r *restorer) prepareStub() error {
 			return err
 		}
 	}
+	// Installing high fd numbers needs room: the soft RLIMIT_NOFILE goes to
+	// the hard limit until the dumped limits are set.
+	lim := make([]byte, 16)
+	if _, err := r.call(0, "prlimit64(NOFILE) get", unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, 0, r.scratch); err != nil {
+		return err
+	}
+	if err := r.mem.ReadAt(lim, r.scratch); err != nil {
+		return err
+	}
+	copy(lim[0:8], lim[8:16])
+	if err := r.mem.WriteAt(lim, r.scratch); err != nil {
+		return err
+	}
+	if _, err := r.call(0, "prlimit64(NOFILE) raise", unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, r.scratch, 0); err != nil {
+		return err
+	}
 	maxFd := uint64(2)
 	for _, f := range r.pr.fds {
 		if uint64(f.Fd) > maxFd {
