@@ -161,6 +161,12 @@ func (d *dumper) run() error {
 	if err := d.interrupted(); err != nil {
 		return err
 	}
+	// Signals taken out of the queues while seizing are in the image as
+	// pending: put them back in the queues now, so the process holds them
+	// whether it is released or killed.
+	if err := d.remote.RequeueStolen(); err != nil {
+		return fmt.Errorf("pid %d: %w", d.pid, err)
+	}
 	// Put the code under the gadget back before memory is read.
 	d.st.InjectedSyscalls = d.remote.Calls()
 	if err := d.remote.Close(); err != nil {

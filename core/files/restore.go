@@ -121,8 +121,13 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 		}
 		return fd, nil
 	}
+	path := f.Path
 	if f.Deleted {
-		return o.Open(id)
+		// recreate the ghost file (once per inode), then map it by path
+		if _, err := o.Open(id); err != nil {
+			return -1, err
+		}
+		path = o.ghostBy[[2]uint64{f.Dev, f.Ino}]
 	}
 	key := id | 1<<31
 	if write {
@@ -135,9 +140,9 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	if write {
 		mode = unix.O_RDWR
 	}
-	fd, err := unix.Open(f.Path, mode|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, mode|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("open %s for mapping: %w", f.Path, err)
+		return -1, fmt.Errorf("open %s for mapping: %w", path, err)
 	}
 	o.open[key] = fd
 	return fd, nil
