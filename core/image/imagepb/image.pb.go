@@ -105,25 +105,29 @@ const (
 	FileKind_FILE_REG     FileKind = 1
 	FileKind_FILE_DIR     FileKind = 2
 	FileKind_FILE_CHR     FileKind = 3
-	FileKind_FILE_MEMFD   FileKind = 4 // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_SHMEM   FileKind = 5 // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_PIPE    FileKind = 6 // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
-	FileKind_FILE_EVENTFD FileKind = 7 // pos holds the counter, flags bit 0 EFD_SEMAPHORE
-	FileKind_FILE_EPOLL   FileKind = 8 // epoll_targets lists the registrations
+	FileKind_FILE_MEMFD   FileKind = 4  // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_SHMEM   FileKind = 5  // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_PIPE    FileKind = 6  // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
+	FileKind_FILE_EVENTFD FileKind = 7  // pos holds the counter, flags bit 0 EFD_SEMAPHORE
+	FileKind_FILE_EPOLL   FileKind = 8  // epoll_targets lists the registrations
+	FileKind_FILE_FIFO    FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
+	FileKind_FILE_UNIX    FileKind = 10 // unix socket, described by unix
 )
 
 // Enum value maps for FileKind.
 var (
 	FileKind_name = map[int32]string{
-		0: "FILE_UNKNOWN",
-		1: "FILE_REG",
-		2: "FILE_DIR",
-		3: "FILE_CHR",
-		4: "FILE_MEMFD",
-		5: "FILE_SHMEM",
-		6: "FILE_PIPE",
-		7: "FILE_EVENTFD",
-		8: "FILE_EPOLL",
+		0:  "FILE_UNKNOWN",
+		1:  "FILE_REG",
+		2:  "FILE_DIR",
+		3:  "FILE_CHR",
+		4:  "FILE_MEMFD",
+		5:  "FILE_SHMEM",
+		6:  "FILE_PIPE",
+		7:  "FILE_EVENTFD",
+		8:  "FILE_EPOLL",
+		9:  "FILE_FIFO",
+		10: "FILE_UNIX",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN": 0,
@@ -135,6 +139,8 @@ var (
 		"FILE_PIPE":    6,
 		"FILE_EVENTFD": 7,
 		"FILE_EPOLL":   8,
+		"FILE_FIFO":    9,
+		"FILE_UNIX":    10,
 	}
 )
 
@@ -347,13 +353,23 @@ func (x *Inventory) GetRootPidNs() bool {
 
 // pstree.img: one entry per process of the tree.
 type PstreeEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`   // pid in the dumper's pid namespace
-	Ppid          int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"` // 0 for the root
-	Pgid          int32                  `protobuf:"varint,3,opt,name=pgid,proto3" json:"pgid,omitempty"`
-	Sid           int32                  `protobuf:"varint,4,opt,name=sid,proto3" json:"sid,omitempty"`
-	Threads       []int32                `protobuf:"varint,5,rep,packed,name=threads,proto3" json:"threads,omitempty"`          // tids incl. the leader, dumper's namespace
-	NsPid         []int32                `protobuf:"varint,6,rep,packed,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"` // NSpid: outermost first, as /proc/PID/status
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pid     int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`   // pid in the dumper's pid namespace
+	Ppid    int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"` // 0 for the root
+	Pgid    int32                  `protobuf:"varint,3,opt,name=pgid,proto3" json:"pgid,omitempty"`
+	Sid     int32                  `protobuf:"varint,4,opt,name=sid,proto3" json:"sid,omitempty"`
+	Threads []int32                `protobuf:"varint,5,rep,packed,name=threads,proto3" json:"threads,omitempty"`          // tids incl. the leader, dumper's namespace
+	NsPid   []int32                `protobuf:"varint,6,rep,packed,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"` // NSpid: outermost first, as /proc/PID/status
+	// A zombie: only pid, ppid, pgid, sid and exit_status are meaningful; it
+	// has no core, mm or fdinfo file.
+	Zombie     bool  `protobuf:"varint,7,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitStatus int32 `protobuf:"varint,8,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"` // wait(2) status word of a zombie
+	Stopped    bool  `protobuf:"varint,9,opt,name=stopped,proto3" json:"stopped,omitempty"`                         // in a group stop (SIGSTOP/SIGTSTP...)
+	StopSignal int32 `protobuf:"varint,10,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// Kernel objects shared with other tasks of the tree (equal ids mean one
+	// object, found with kcmp): fd table (CLONE_FILES), fs info (CLONE_FS).
+	FilesId       uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
+	FsId          uint32 `protobuf:"varint,12,opt,name=fs_id,json=fsId,proto3" json:"fs_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +444,48 @@ func (x *PstreeEntry) GetNsPid() []int32 {
 		return x.NsPid
 	}
 	return nil
+}
+
+func (x *PstreeEntry) GetZombie() bool {
+	if x != nil {
+		return x.Zombie
+	}
+	return false
+}
+
+func (x *PstreeEntry) GetExitStatus() int32 {
+	if x != nil {
+		return x.ExitStatus
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+func (x *PstreeEntry) GetStopSignal() int32 {
+	if x != nil {
+		return x.StopSignal
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetFilesId() uint32 {
+	if x != nil {
+		return x.FilesId
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetFsId() uint32 {
+	if x != nil {
+		return x.FsId
+	}
+	return 0
 }
 
 type SigAction struct {
@@ -1799,6 +1857,126 @@ func (x *PagemapEntry) GetNrPages() uint64 {
 	return 0
 }
 
+// A unix socket (one end). Socket pairs are rebuilt together from the two
+// ends' entries (peer_ino).
+type UnixSocket struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Type    int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"` // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Ino     uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	PeerIno uint64                 `protobuf:"varint,3,opt,name=peer_ino,json=peerIno,proto3" json:"peer_ino,omitempty"` // 0 when unconnected
+	// Messages queued for reading on this end, in order (one element per
+	// datagram/record; stream data is one element).
+	Queue         [][]byte `protobuf:"bytes,4,rep,name=queue,proto3" json:"queue,omitempty"`
+	Sndbuf        uint32   `protobuf:"varint,5,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf        uint32   `protobuf:"varint,6,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Passcred      bool     `protobuf:"varint,7,opt,name=passcred,proto3" json:"passcred,omitempty"`
+	Shutdown      uint32   `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // SHUT_RD=1 / SHUT_WR=2 bits as seen on this end
+	Name          string   `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`          // bound address (path or "@abstract"), "" if none
+	State         int32    `protobuf:"varint,10,opt,name=state,proto3" json:"state,omitempty"`      // kernel socket state (sock_diag udiag_state)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixSocket) Reset() {
+	*x = UnixSocket{}
+	mi := &file_image_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixSocket) ProtoMessage() {}
+
+func (x *UnixSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
+func (*UnixSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UnixSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPeerIno() uint64 {
+	if x != nil {
+		return x.PeerIno
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetQueue() [][]byte {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPasscred() bool {
+	if x != nil {
+		return x.Passcred
+	}
+	return false
+}
+
+func (x *UnixSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UnixSocket) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
 type EpollTarget struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"` // target fd number in the owning task
@@ -1810,7 +1988,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2000,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2013,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -1878,13 +2056,14 @@ type FileEntry struct {
 	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
 	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
 	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
+	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2075,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2088,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -2024,6 +2203,13 @@ func (x *FileEntry) GetEpollTargets() []*EpollTarget {
 	return nil
 }
 
+func (x *FileEntry) GetUnix() *UnixSocket {
+	if x != nil {
+		return x.Unix
+	}
+	return nil
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2036,7 +2222,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2234,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2247,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -2106,14 +2292,23 @@ const file_image_proto_rawDesc = "" +
 	"\x05files\x18\b \x03(\v2\x17.ctrcr.image.v1.FileSumR\x05files\x12*\n" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x1e\n" +
 	"\vroot_pid_ns\x18\n" +
-	" \x01(\bR\trootPidNs\"\x8a\x01\n" +
+	" \x01(\bR\trootPidNs\"\xae\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
 	"\x04pgid\x18\x03 \x01(\x05R\x04pgid\x12\x10\n" +
 	"\x03sid\x18\x04 \x01(\x05R\x03sid\x12\x18\n" +
 	"\athreads\x18\x05 \x03(\x05R\athreads\x12\x15\n" +
-	"\x06ns_pid\x18\x06 \x03(\x05R\x05nsPid\"}\n" +
+	"\x06ns_pid\x18\x06 \x03(\x05R\x05nsPid\x12\x16\n" +
+	"\x06zombie\x18\a \x01(\bR\x06zombie\x12\x1f\n" +
+	"\vexit_status\x18\b \x01(\x05R\n" +
+	"exitStatus\x12\x18\n" +
+	"\astopped\x18\t \x01(\bR\astopped\x12\x1f\n" +
+	"\vstop_signal\x18\n" +
+	" \x01(\x05R\n" +
+	"stopSignal\x12\x19\n" +
+	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
+	"\x05fs_id\x18\f \x01(\rR\x04fsId\"}\n" +
 	"\tSigAction\x12\x10\n" +
 	"\x03sig\x18\x01 \x01(\rR\x03sig\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\x04R\ahandler\x12\x14\n" +
@@ -2256,11 +2451,24 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"K\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xf5\x01\n" +
+	"\n" +
+	"UnixSocket\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x19\n" +
+	"\bpeer_ino\x18\x03 \x01(\x04R\apeerIno\x12\x14\n" +
+	"\x05queue\x18\x04 \x03(\fR\x05queue\x12\x16\n" +
+	"\x06sndbuf\x18\x05 \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\x06 \x01(\rR\x06rcvbuf\x12\x1a\n" +
+	"\bpasscred\x18\a \x01(\bR\bpasscred\x12\x1a\n" +
+	"\bshutdown\x18\b \x01(\rR\bshutdown\x12\x12\n" +
+	"\x04name\x18\t \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\x05R\x05state\"K\n" +
 	"\vEpollTarget\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"\x9f\x03\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\"\xcf\x03\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2279,7 +2487,8 @@ const file_image_proto_rawDesc = "" +
 	"\x03gid\x18\r \x01(\rR\x03gid\x12\x10\n" +
 	"\x03dev\x18\x0e \x01(\x04R\x03dev\x12\x10\n" +
 	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12@\n" +
-	"\repoll_targets\x18\x10 \x03(\v2\x1b.ctrcr.image.v1.EpollTargetR\fepollTargets\"L\n" +
+	"\repoll_targets\x18\x10 \x03(\v2\x1b.ctrcr.image.v1.EpollTargetR\fepollTargets\x12.\n" +
+	"\x04unix\x18\x11 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x04unix\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -2296,7 +2505,7 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\x97\x01\n" +
+	"*\xb5\x01\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -2309,7 +2518,10 @@ const file_image_proto_rawDesc = "" +
 	"\tFILE_PIPE\x10\x06\x12\x10\n" +
 	"\fFILE_EVENTFD\x10\a\x12\x0e\n" +
 	"\n" +
-	"FILE_EPOLL\x10\bB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"FILE_EPOLL\x10\b\x12\r\n" +
+	"\tFILE_FIFO\x10\t\x12\r\n" +
+	"\tFILE_UNIX\x10\n" +
+	"B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -2324,7 +2536,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -2346,9 +2558,10 @@ var file_image_proto_goTypes = []any{
 	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
 	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*EpollTarget)(nil),   // 20: ctrcr.image.v1.EpollTarget
-	(*FileEntry)(nil),     // 21: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 22: ctrcr.image.v1.FdEntry
+	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
+	(*EpollTarget)(nil),   // 21: ctrcr.image.v1.EpollTarget
+	(*FileEntry)(nil),     // 22: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 23: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -2366,12 +2579,13 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
 	1,  // 14: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	20, // 15: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 15: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 16: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2385,7 +2599,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
