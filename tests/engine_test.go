@@ -256,20 +256,8 @@ func TestFileChangedSinceDump(t *testing.T) {
 	finishChild(t, r)
 }
 
-// TestNegative_Children: a process with a child is refused (dumping it alone
-// would lose the child); it keeps running with its child.
-func TestNegative_Children(t *testing.T) {
-	testutil.RequiresRoot(t)
-	r := startCase(t, Case{Name: "Children", Src: "e_child.c"})
-	img := filepath.Join(t.TempDir(), "img")
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	if err == nil {
-		t.Fatal("dump of a process with a child succeeded")
-	}
-	if !strings.Contains(stderr, "child") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
-		t.Errorf("dump error does not explain the refusal:\n%s", stderr)
-	}
-	requireNoPanic(t, stderr)
-	requireRunningUntraced(t, r.Pid)
-	finishChild(t, r)
+// TestCR_Child: a process with a child is dumped with it; after restore the
+// child is still the parent's (same pid), alive, and reaped with its status.
+func TestCR_Child(t *testing.T) {
+	runCase(t, Case{Name: "Child", Src: "e_child.c"})
 }

@@ -331,11 +331,15 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 		r.Images = append(r.Images, img)
 
+		desc := descendants(r.Pid)
 		_, stderr, err := ctrcr(t, append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, c.DumpArgs...)...)
 		if err != nil {
 			r.fatalf(stderr, "cycle %d: dump: %v", i, err)
 		}
 		if err := waitGone(r.Pid, goneTimeout); err != nil {
+			r.fatalf(stderr, "cycle %d: after dump: %v", i, err)
+		}
+		if err := reapTree(desc, goneTimeout); err != nil {
 			r.fatalf(stderr, "cycle %d: after dump: %v", i, err)
 		}
 		if _, stderr, err := ctrcr(t, "show", img); err != nil {
@@ -716,4 +720,45 @@ func describeStatus(ws syscall.WaitStatus) string {
 	default:
 		return fmt.Sprintf("wait status %#x", uint32(ws))
 	}
+}
+
+// descendants lists the pids of every descendant of pid (children of all
+// its threads, recursively).
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, tk := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, tk.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+				out = append(out, descendants(c)...)
+			}
+		}
+	}
+	return out
+}
+
+// reapTree waits until the dumped (and killed) descendants are gone: killed
+// together with their parent, they are reparented to us, the subreaper, and
+// must be reaped here before their pids can be restored.
+func reapTree(pids []int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for {
+			var ws unix.WaitStatus
+			wpid, _ := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+			if wpid == pid {
+				break
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("descendant %d still present after %v (state %s)", pid, timeout, procState(pid))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	return nil
 }

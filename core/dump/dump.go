@@ -43,12 +43,14 @@ type Stats struct {
 	PagesZero        uint64  `json:"pages_zero"`
 	InjectedSyscalls int     `json:"injected_syscalls"`
 	Threads          int     `json:"threads"`
+	Processes        int     `json:"processes"`
 }
 
-// Dump checkpoints process pid into dir. The calling goroutine must be locked
-// to its OS thread (ptrace requests come from the attaching thread). When ctx
-// is cancelled (e.g. on SIGINT) before the image is complete, the dump stops,
-// the process is released untouched and the partial image removed.
+// Dump checkpoints process pid and all its descendants into dir. The calling
+// goroutine must be locked to its OS thread (ptrace requests come from the
+// attaching thread). When ctx is cancelled (e.g. on SIGINT) before the image
+// is complete, the dump stops, the processes are released untouched and the
+// partial image removed.
 func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, err error) {
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = 1 << 20
@@ -62,38 +64,40 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
 	}
-	if status.State == 'Z' {
-		return nil, fmt.Errorf("pid %d is a zombie", pid)
-	}
 	if pid == os.Getpid() {
 		return nil, fmt.Errorf("pid %d is ctr-cr itself", pid)
 	}
-	p, err := ptrace.SeizeProcess(pid)
+	tasks, err := seizeTree(pid)
 	if err != nil {
 		return nil, fmt.Errorf("seize: %w", err)
 	}
 	tFrozen := time.Now()
 	st.FreezingMs = ms(tFrozen.Sub(t0))
-	st.Threads = len(p.Threads)
-
+	for _, t := range tasks {
+		if t.p != nil {
+			st.Threads += len(t.p.Threads)
+			st.Processes++
+		}
+	}
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: files.NewTable()}
 	w, err := image.Create(dir)
 	if err != nil {
-		p.Release()
+		d.release()
 		return nil, err
 	}
-	d := &dumper{ctx: ctx, pid: pid, p: p, w: w, opts: opts, st: st}
+	d.w = w
 	err = d.run()
 	if err != nil {
 		w.Abort()
 		if rerr := d.release(); rerr != nil {
-			err = fmt.Errorf("%w (and releasing the process: %v)", err, rerr)
+			err = fmt.Errorf("%w (and releasing the processes: %v)", err, rerr)
 		}
 		return nil, err
 	}
 	if opts.LeaveRunning {
 		err = d.release()
 	} else {
-		err = p.Kill()
+		err = d.kill()
 	}
 	st.FrozenMs = ms(time.Since(tFrozen))
 	st.TotalMs = ms(time.Since(t0))
@@ -103,201 +107,238 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 type dumper struct {
-	ctx    context.Context
-	pid    int
-	p      *ptrace.Process
-	w      *image.Writer
-	opts   Options
-	st     *Stats
-	remote *ptrace.Remote
-	files  *files.Table
-	brk    uint64
+	ctx   context.Context
+	root  int
+	tasks []*task // parents before children; tasks[0] is the root
+	w     *image.Writer
+	opts  Options
+	st    *Stats
+	files *files.Table
 }
 
-// release undoes the seize: gadget bytes, scratch page, stolen signals,
-// registers, masks; then detaches.
+// release undoes the seize of every process: gadget bytes, scratch page,
+// stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
-	if d.files != nil {
-		d.files.Close()
-	}
-	if d.remote != nil {
-		if err := d.remote.RequeueStolen(); err != nil {
-			errs = append(errs, err)
+	d.files.Close()
+	for _, t := range d.tasks {
+		if t.remote != nil {
+			if err := t.remote.RequeueStolen(); err != nil {
+				errs = append(errs, err)
+			}
+			if err := t.remote.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			d.st.InjectedSyscalls += t.remote.Calls()
+			t.remote = nil
 		}
-		if err := d.remote.Close(); err != nil {
-			errs = append(errs, err)
+		if t.p != nil {
+			if err := t.p.Release(); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		d.st.InjectedSyscalls = d.remote.Calls()
-		d.remote = nil
 	}
-	if err := d.p.Release(); err != nil {
-		errs = append(errs, err)
+	return errors.Join(errs...)
+}
+
+// kill ends every dumped process once the image is complete.
+func (d *dumper) kill() error {
+	d.files.Close()
+	var errs []error
+	for _, t := range d.tasks {
+		if t.p != nil {
+			if err := unix.Kill(t.pid, unix.SIGKILL); err != nil {
+				errs = append(errs, fmt.Errorf("kill pid %d: %w", t.pid, err))
+			}
+		}
+	}
+	for _, t := range d.tasks {
+		if t.p != nil {
+			if err := t.p.Kill(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
 
 func (d *dumper) run() error {
-	if err := d.refuseChildren(); err != nil {
-		return err
-	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", d.pid))
-	if err != nil {
-		return fmt.Errorf("pid %d: %w", d.pid, err)
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return fmt.Errorf("pid %d: no executable mapping for syscall injection", d.pid)
-	}
-	if d.remote, err = ptrace.NewRemote(d.p, gadget); err != nil {
-		return fmt.Errorf("pid %d: prepare injection: %w", d.pid, err)
-	}
 	tc := time.Now()
-	core, err := d.collectCore()
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		if err := d.collectCore(t); err != nil {
+			return fmt.Errorf("pid %d: %w", t.pid, err)
+		}
+		if err := d.interrupted(); err != nil {
+			return err
+		}
+	}
 	d.st.CollectMs = ms(time.Since(tc))
-	if err != nil {
-		return fmt.Errorf("pid %d: %w", d.pid, err)
+	fdTables := map[int][]*imagepb.FdEntry{}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit}
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		var err error
+		if t.fds, err = d.files.DumpFds(t.pid, fopts); err != nil {
+			return fmt.Errorf("pid %d: %w", t.pid, err)
+		}
+		fdTables[t.pid] = t.fds
+		if t.mm, err = d.buildMm(t); err != nil {
+			return fmt.Errorf("pid %d: memory: %w", t.pid, err)
+		}
 	}
-	if err := d.interrupted(); err != nil {
+	if err := d.files.Check(fdTables); err != nil {
 		return err
-	}
-	// Signals taken out of the queues while seizing are in the image as
-	// pending: put them back in the queues now, so the process holds them
-	// whether it is released or killed.
-	if err := d.remote.RequeueStolen(); err != nil {
-		return fmt.Errorf("pid %d: %w", d.pid, err)
-	}
-	// Put the code under the gadget back before memory is read.
-	d.st.InjectedSyscalls = d.remote.Calls()
-	if err := d.remote.Close(); err != nil {
-		return fmt.Errorf("pid %d: %w", d.pid, err)
-	}
-	d.remote = nil
-
-	d.files = files.NewTable()
-	if err := d.files.DumpFds(d.pid, files.Options{GhostLimit: d.opts.GhostLimit}); err != nil {
-		return fmt.Errorf("pid %d: %w", d.pid, err)
 	}
 	tm := time.Now()
-	mm, err := d.dumpMemory(core)
-	d.st.MemdumpMs = ms(time.Since(tm))
-	if err != nil {
-		return fmt.Errorf("pid %d: memory: %w", d.pid, err)
+	if err := d.dumpPages(); err != nil {
+		return err
 	}
+	d.st.MemdumpMs = ms(time.Since(tm))
 	if err := d.interrupted(); err != nil {
 		return err
 	}
 	tw := time.Now()
-	err = d.writeImage(core, mm)
+	err := d.writeImage()
 	d.st.WriteMs = ms(time.Since(tw))
 	return err
 }
 
-// interrupted reports a cancelled dump as an error naming the phase.
+// interrupted reports a cancelled dump as an error.
 func (d *dumper) interrupted() error {
 	if err := d.ctx.Err(); err != nil {
-		return fmt.Errorf("pid %d: interrupted: %w", d.pid, err)
+		return fmt.Errorf("interrupted: %w", err)
 	}
 	return nil
 }
 
-func (d *dumper) collectCore() (*imagepb.TaskCore, error) {
-	pid := d.pid
-	st, err := procfs.ReadStatus(pid)
+// collectCore gathers the registers, signals, timers and credentials of
+// process t, by ptrace and by syscalls injected into it.
+func (d *dumper) collectCore(t *task) error {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	stat, err := procfs.ReadStat(pid)
-	if err != nil {
-		return nil, err
+	gadget, ok := ptrace.FirstExec(string(maps))
+	if !ok {
+		return errors.New("no executable mapping for syscall injection")
 	}
-	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
+	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
+		return fmt.Errorf("prepare injection: %w", err)
+	}
+	pid := t.pid
+	st := t.status
+	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
-		return nil, err
+		return err
 	}
 	if c.Cwd, err = procfs.Cwd(pid); err != nil {
-		return nil, err
+		return err
 	}
 	if c.Root, err = procfs.Root(pid); err != nil {
-		return nil, err
+		return err
 	}
 	for _, p := range []string{c.Cwd, c.Root} {
 		if strings.HasSuffix(p, " (deleted)") {
-			return nil, fmt.Errorf("cwd or root %s was deleted: unsupported", p)
+			return fmt.Errorf("cwd or root %s was deleted: unsupported", p)
 		}
 	}
 	limits, err := procfs.ReadLimits(pid)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, l := range limits {
 		c.Rlimits = append(c.Rlimits, &imagepb.Rlimit{Resource: uint32(l.Resource), Cur: l.Cur, Max: l.Max})
 	}
 	shared, err := ptrace.PeekSiginfo(pid, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, s := range shared {
 		c.SharedPending = append(c.SharedPending, &imagepb.Siginfo{Raw: s})
 	}
-	if d.brk, err = d.remote.Call(0, "brk(0)", unix.SYS_BRK, 0); err != nil {
-		return nil, err
+	r := t.remote
+	if t.brk, err = r.Call(0, "brk(0)", unix.SYS_BRK, 0); err != nil {
+		return err
 	}
-	if err := collectTask(d.remote, c); err != nil {
-		return nil, err
+	if err := collectTask(r, c); err != nil {
+		return err
 	}
-	if err := collectTimers(d.remote, pid, c); err != nil {
-		return nil, err
+	if err := collectTimers(r, pid, c); err != nil {
+		return err
 	}
-	for i, th := range d.p.Threads {
-		tc, err := collectThread(d.remote, pid, i, th)
+	for i, th := range t.p.Threads {
+		tc, err := collectThread(r, pid, i, th)
 		if err != nil {
-			return nil, fmt.Errorf("tid %d: %w", th.Tid, err)
+			return fmt.Errorf("tid %d: %w", th.Tid, err)
 		}
 		c.Threads = append(c.Threads, tc)
 	}
-	return c, nil
+	t.core = c
+	// Signals taken out of the queues while seizing are in the image as
+	// pending: put them back in the queues now, so the process holds them
+	// whether it is released or killed.
+	if err := r.RequeueStolen(); err != nil {
+		return err
+	}
+	// Put the code under the gadget back before memory is read.
+	d.st.InjectedSyscalls += r.Calls()
+	err = r.Close()
+	t.remote = nil
+	return err
 }
 
-func (d *dumper) writeImage(core *imagepb.TaskCore, mm *imagepb.MmEntry) error {
-	st, err := procfs.ReadStatus(d.pid)
-	if err != nil {
-		return err
+func (d *dumper) writeImage() error {
+	fileIDs := sharedIDs(d.tasks, kcmpFiles)
+	fsIDs := sharedIDs(d.tasks, kcmpFs)
+	var tree []*imagepb.PstreeEntry
+	for _, t := range d.tasks {
+		pe := &imagepb.PstreeEntry{Pid: int32(t.pid), Ppid: int32(t.ppid), Pgid: int32(t.stat.Pgrp), Sid: int32(t.stat.Session)}
+		if t.zombie {
+			pe.Zombie, pe.ExitStatus = true, int32(t.stat.ExitCode)
+			pe.Threads = []int32{int32(t.pid)}
+			tree = append(tree, pe)
+			continue
+		}
+		for _, ns := range t.status.NSpid {
+			pe.NsPid = append(pe.NsPid, int32(ns))
+		}
+		for _, th := range t.p.Threads {
+			pe.Threads = append(pe.Threads, int32(th.Tid))
+		}
+		if t.p.Threads[0].Stopped {
+			pe.Stopped, pe.StopSignal = true, int32(unix.SIGSTOP)
+		}
+		pe.FilesId, pe.FsId = fileIDs[t.pid], fsIDs[t.pid]
+		tree = append(tree, pe)
+		if err := d.w.WriteCore(t.pid, t.core); err != nil {
+			return err
+		}
+		if err := d.w.WriteMm(t.pid, t.mm); err != nil {
+			return err
+		}
+		if err := d.w.WriteFdinfo(t.pid, t.fds); err != nil {
+			return err
+		}
 	}
-	stat, err := procfs.ReadStat(d.pid)
-	if err != nil {
-		return err
-	}
-	pe := &imagepb.PstreeEntry{Pid: int32(d.pid), Pgid: int32(stat.Pgrp), Sid: int32(stat.Session)}
-	for _, ns := range st.NSpid {
-		pe.NsPid = append(pe.NsPid, int32(ns))
-	}
-	for _, th := range d.p.Threads {
-		pe.Threads = append(pe.Threads, int32(th.Tid))
-	}
-	if err := d.w.WritePstree([]*imagepb.PstreeEntry{pe}); err != nil {
-		return err
-	}
-	if err := d.w.WriteCore(d.pid, core); err != nil {
-		return err
-	}
-	if err := d.w.WriteMm(d.pid, mm); err != nil {
+	if err := d.w.WritePstree(tree); err != nil {
 		return err
 	}
 	if err := d.w.WriteFiles(d.files.Files); err != nil {
 		return err
 	}
-	if err := d.w.WriteFdinfo(d.pid, d.files.Fds); err != nil {
-		return err
-	}
+	root := d.tasks[0]
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
-		Arch: runtime.GOARCH, RootPid: int32(d.pid), CreatedUnixNano: time.Now().UnixNano(),
-		RootPidNs: len(st.NSpid) > 1 && st.NSpid[len(st.NSpid)-1] == 1,
+		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
+		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
 	}
-	if len(core.Threads) > 0 {
-		f, size, ok := ptrace.XStateFeatures(core.Threads[0].Xsave)
-		if ok {
+	if len(root.core.Threads) > 0 {
+		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {
 			inv.XsaveFeatures, inv.XsaveSize = f, size
 		}
 	}
@@ -310,22 +351,4 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-// refuseChildren fails the dump of a process that has children: dumping it
-// alone would silently lose them (process trees come with their own
-// support). The threads are stopped, so no child can appear meanwhile.
-func (d *dumper) refuseChildren() error {
-	var kids []string
-	for _, t := range d.p.Threads {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", d.pid, t.Tid))
-		if err != nil {
-			return fmt.Errorf("pid %d: %w", d.pid, err)
-		}
-		kids = append(kids, strings.Fields(string(b))...)
-	}
-	if len(kids) > 0 {
-		return fmt.Errorf("pid %d has child processes (%s): dumping process trees is not supported yet", d.pid, strings.Join(kids, " "))
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -11,23 +12,18 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
-// dumpMemory records every VMA and writes the pages that must be saved:
-// private pages to pages-PID.img, shared memory objects (shared anonymous
-// and memfd) once each to pages-shmem-INO.img.
-func (d *dumper) dumpMemory(core *imagepb.TaskCore) (*imagepb.MmEntry, error) {
-	pid := d.pid
+// buildMm records the mm fields and every VMA of t (file-backed ones get
+// their file entry).
+func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
+	pid := t.pid
 	smaps, err := procfs.ReadSmaps(pid)
 	if err != nil {
 		return nil, err
 	}
-	stat, err := procfs.ReadStat(pid)
-	if err != nil {
-		return nil, err
-	}
-	brk := d.brk
+	stat := t.stat
 	mm := &imagepb.MmEntry{
 		StartCode: stat.StartCode, EndCode: stat.EndCode, StartData: stat.StartData, EndData: stat.EndData,
-		StartBrk: stat.StartBrk, Brk: brk, StartStack: stat.StartStack, ArgStart: stat.ArgStart,
+		StartBrk: stat.StartBrk, Brk: t.brk, StartStack: stat.StartStack, ArgStart: stat.ArgStart,
 		ArgEnd: stat.ArgEnd, EnvStart: stat.EnvStart, EnvEnd: stat.EnvEnd,
 	}
 	if mm.Auxv, err = procfs.ReadAuxv(pid); err != nil {
@@ -67,7 +63,7 @@ func (d *dumper) dumpMemory(core *imagepb.TaskCore) (*imagepb.MmEntry, error) {
 		}
 		// Nothing private to save in a VMA without anonymous or swapped
 		// pages: skip reading its pagemap.
-		if s.Anonymous == 0 && s.Swap == 0 && v.Kind != imagepb.VmaKind_VMA_ANON_SHARED {
+		if s.Anonymous == 0 && s.Swap == 0 {
 			v.NoPages = true
 		}
 		mm.Vmas = append(mm.Vmas, v)
@@ -80,43 +76,82 @@ func (d *dumper) dumpMemory(core *imagepb.TaskCore) (*imagepb.MmEntry, error) {
 		}
 		mm.ExeFileId = id
 	}
-	mf, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		return nil, err
+	return mm, nil
+}
+
+// dumpPages writes the private pages of every process, in parallel (the
+// kernel lets any thread read another process's memory), then each shared
+// memory object once.
+func (d *dumper) dumpPages() error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		total memory.Stats
+	)
+	sem := make(chan struct{}, 4)
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(t *task) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var st memory.Stats
+			err := d.dumpTaskPages(t, &st)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = fmt.Errorf("pid %d: memory: %w", t.pid, err)
+			}
+			total.PagesScanned += st.PagesScanned
+			total.PagesWritten += st.PagesWritten
+			total.PagesZero += st.PagesZero
+		}(t)
 	}
-	defer mf.Close()
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer pm.Close()
-	pw, err := d.w.CreatePages(fmt.Sprint(pid))
-	if err != nil {
-		return nil, err
-	}
-	var mst memory.Stats
-	r := &memory.Reader{Pid: pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
-	if err := r.DumpPrivate(mm.Vmas, pw, &mst); err != nil {
-		pw.Close()
-		return nil, err
-	}
-	if err := pw.Close(); err != nil {
-		return nil, err
+	wg.Wait()
+	if first != nil {
+		return first
 	}
 	for _, o := range d.files.Objects {
 		ow, err := d.w.CreatePages(fmt.Sprintf("shmem-%d", o.Ino))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		f := os.NewFile(uintptr(o.Fd), "shmem")
-		err = memory.DumpObject(f, o.Size, ow, &mst)
+		err = memory.DumpObject(f, o.Size, ow, &total)
 		if cerr := ow.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return nil, fmt.Errorf("shared memory object ino %d: %w", o.Ino, err)
+			return fmt.Errorf("shared memory object ino %d: %w", o.Ino, err)
 		}
 	}
-	d.st.PagesScanned, d.st.PagesWritten, d.st.PagesZero = mst.PagesScanned, mst.PagesWritten, mst.PagesZero
-	return mm, nil
+	d.st.PagesScanned, d.st.PagesWritten, d.st.PagesZero = total.PagesScanned, total.PagesWritten, total.PagesZero
+	return nil
+}
+
+func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
+	mf, err := os.Open(fmt.Sprintf("/proc/%d/mem", t.pid))
+	if err != nil {
+		return err
+	}
+	defer mf.Close()
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", t.pid))
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	pw, err := d.w.CreatePages(fmt.Sprint(t.pid))
+	if err != nil {
+		return err
+	}
+	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
+	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+		pw.Close()
+		return err
+	}
+	return pw.Close()
 }

@@ -21,12 +21,16 @@ import (
 // UnsupportedError is returned for an fd the engine cannot dump yet; the
 // message names the fd and its kind.
 type UnsupportedError struct {
+	Pid  int // set when the error is found across processes
 	Fd   int
 	Link string
 	Kind string
 }
 
 func (e *UnsupportedError) Error() string {
+	if e.Pid != 0 {
+		return fmt.Sprintf("pid %d: fd %d (%s): unsupported file kind %s", e.Pid, e.Fd, e.Link, e.Kind)
+	}
 	return fmt.Sprintf("fd %d (%s): unsupported file kind %s", e.Fd, e.Link, e.Kind)
 }
 
@@ -38,13 +42,13 @@ type Options struct {
 // Table is the dumped state of a task's files.
 type Table struct {
 	Files []*imagepb.FileEntry
-	Fds   []*imagepb.FdEntry
 	// Objects are the memfd objects whose contents go to
 	// pagemap-shmem-<ino>.img; the caller dumps them from the held fds.
 	Objects []Object
 	held    []int // fds stolen into the dumper, closed by Close
 	nextID  uint32
 	byKey   map[string]uint32
+	seen    map[[2]uint64][]seenFd
 }
 
 // Object is a memory-backed file whose contents must be dumped.
@@ -64,7 +68,9 @@ func (t *Table) Close() {
 }
 
 // NewTable starts an empty table; ids start at 1.
-func NewTable() *Table { return &Table{nextID: 1, byKey: map[string]uint32{}} }
+func NewTable() *Table {
+	return &Table{nextID: 1, byKey: map[string]uint32{}, seen: map[[2]uint64][]seenFd{}}
+}
 
 func (t *Table) add(key string, f *imagepb.FileEntry) uint32 {
 	if id, ok := t.byKey[key]; ok && key != "" {
@@ -79,71 +85,67 @@ func (t *Table) add(key string, f *imagepb.FileEntry) uint32 {
 	return f.Id
 }
 
-// DumpFds records every fd of pid. Fds are stolen with pidfd_getfd to learn
-// what they are; the target is not changed.
-func (t *Table) DumpFds(pid int, opts Options) error {
+// DumpFds records every fd of pid and returns its fd table. Fds are stolen
+// with pidfd_getfd to learn what they are; the target is not changed. An
+// open file description already seen (in this or another process of the
+// dump: dup, fork, SCM_RIGHTS) is recorded once, found with kcmp.
+func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	defer unix.Close(pidfd)
 	fds, err := procfs.Fds(pid)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	type descr struct{ fd, copy int }
-	var seen []descr
+	var out []*imagepb.FdEntry
 	for _, fd := range fds {
 		link, err := procfs.FdLink(pid, fd)
 		if err != nil {
-			return fmt.Errorf("fd %d: %w", fd, err)
+			return nil, fmt.Errorf("fd %d: %w", fd, err)
 		}
 		fi, err := procfs.ReadFdInfo(pid, fd)
 		if err != nil {
-			return fmt.Errorf("fd %d (%s): %w", fd, link, err)
+			return nil, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 		cp, err := unix.PidfdGetfd(pidfd, fd, 0)
 		if err != nil {
-			return fmt.Errorf("fd %d (%s): pidfd_getfd: %w", fd, link, err)
+			return nil, fmt.Errorf("fd %d (%s): pidfd_getfd: %w", fd, link, err)
 		}
 		t.held = append(t.held, cp)
-		// The same open file description behind several fds (dup) is one
-		// file entry: kcmp compares the struct file pointers.
+		var st unix.Stat_t
+		if err := unix.Fstat(cp, &st); err != nil {
+			return nil, fmt.Errorf("fd %d (%s): fstat: %w", fd, link, err)
+		}
+		key := [2]uint64{st.Dev, st.Ino}
 		var id uint32
-		for _, s := range seen {
-			if r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), 0 /*KCMP_FILE*/, uintptr(s.fd), uintptr(fd), 0); e == 0 && r == 0 {
-				id = t.fdFile(s.fd)
+		for _, s := range t.seen[key] {
+			if r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(s.pid), uintptr(pid), 0 /*KCMP_FILE*/, uintptr(s.fd), uintptr(fd), 0); e == 0 && r == 0 {
+				id = s.id
 				break
 			}
 		}
 		if id == 0 {
-			f, err := t.describe(pid, fd, cp, link, fi, opts)
+			id, err = t.describe(pid, fd, cp, link, fi, &st, opts)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			id = f
-			seen = append(seen, descr{fd, cp})
+			t.seen[key] = append(t.seen[key], seenFd{pid: pid, fd: fd, id: id})
 		}
-		t.Fds = append(t.Fds, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
+		out = append(out, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
 	}
-	return t.checkPipes()
+	return out, nil
 }
 
-func (t *Table) fdFile(fd int) uint32 {
-	for _, e := range t.Fds {
-		if int(e.Fd) == fd {
-			return e.FileId
-		}
-	}
-	return 0
+// seenFd is an open file description already described, for kcmp.
+type seenFd struct {
+	pid, fd int
+	id      uint32
 }
 
 // describe builds the file entry for a newly seen open file description.
-func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, opts Options) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(cp, &st); err != nil {
-		return 0, fmt.Errorf("fd %d (%s): fstat: %w", fd, link, err)
-	}
+func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *unix.Stat_t, opts Options) (uint32, error) {
 	flags := fi.Flags &^ unix.O_CLOEXEC
 	f := &imagepb.FileEntry{
 		Path: link, Flags: flags, Pos: fi.Pos, Mode: st.Mode, Size: st.Size,

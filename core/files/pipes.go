@@ -59,19 +59,25 @@ func peekPipe(rd, capacity int) ([]byte, error) {
 	return buf, nil
 }
 
-// checkPipes refuses pipes with an end outside the task: that end's owner
-// would see a different pipe after restore.
-func (t *Table) checkPipes() error {
+// Check verifies, once every process of the dump is recorded, that each
+// pipe has both ends inside the dump (fdTables: every dumped fd table):
+// an end held outside would see a different pipe after restore.
+func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 	ends := map[uint64]uint32{}
 	for _, f := range t.Files {
 		if f.Kind == imagepb.FileKind_FILE_PIPE {
 			ends[f.Ino] |= 1 << (f.Flags & unix.O_ACCMODE)
 		}
 	}
-	for _, e := range t.Fds {
-		for _, f := range t.Files {
-			if f.Id == e.FileId && f.Kind == imagepb.FileKind_FILE_PIPE && ends[f.Ino] != 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
-				return &UnsupportedError{Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end outside the dumped process"}
+	byID := map[uint32]*imagepb.FileEntry{}
+	for _, f := range t.Files {
+		byID[f.Id] = f
+	}
+	for pid, fds := range fdTables {
+		for _, e := range fds {
+			f := byID[e.FileId]
+			if f != nil && f.Kind == imagepb.FileKind_FILE_PIPE && ends[f.Ino] != 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
+				return &UnsupportedError{Pid: pid, Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end outside the dump"}
 			}
 		}
 	}

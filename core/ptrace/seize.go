@@ -178,7 +178,11 @@ func (p *Process) Release() error {
 		if err := SetSigmask(t.Tid, t.Sigmask); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
-		if err := Detach(t.Tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		sig := 0
+		if t.Stopped {
+			sig = int(unix.SIGSTOP) // back into the group stop it was in
+		}
+		if err := Detach(t.Tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
 	}

@@ -69,7 +69,7 @@ func (r *restorer) restoreMemory() error {
 
 // checkSpecial verifies that the kernel put vDSO/vvar where they were.
 func (r *restorer) checkSpecial() error {
-	maps, err := readMapsText(r.stub.pid)
+	maps, err := readMapsText(r.pid)
 	if err != nil {
 		return err
 	}

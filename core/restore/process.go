@@ -12,19 +12,6 @@ import (
 // itimers and POSIX timers (after the threads, which timers may target).
 func (r *restorer) restoreProcessState() error {
 	c := r.pr.core
-	// Session and group leadership of the process itself; sessions and
-	// groups led by other processes come with process trees.
-	pid := r.pr.pst.Pid
-	switch {
-	case r.pr.pst.Sid == pid:
-		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
-			return err
-		}
-	case r.pr.pst.Pgid == pid:
-		if _, err := r.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
-			return err
-		}
-	}
 	if c.Root != "" && c.Root != "/" {
 		addr, err := r.put(0, cstr(c.Root))
 		if err != nil {
@@ -116,7 +103,7 @@ func (r *restorer) restorePosixTimers() error {
 		u64(sev, 0, t.SigevValue)
 		binary.LittleEndian.PutUint32(sev[8:], uint32(t.Signo))
 		binary.LittleEndian.PutUint32(sev[12:], uint32(t.Notify))
-		binary.LittleEndian.PutUint32(sev[16:], uint32(t.NotifyTid))
+		binary.LittleEndian.PutUint32(sev[16:], uint32(r.notifyTid(t.NotifyTid)))
 		sevAddr, err := r.put(0, sev)
 		if err != nil {
 			return err
@@ -178,7 +165,7 @@ func (r *restorer) restorePosixTimers() error {
 // the leader, each thread's own queue through that thread (a task may queue
 // any siginfo to itself).
 func (r *restorer) queueSignals() error {
-	pid := uint64(r.stub.pid)
+	pid := uint64(r.nsPid)
 	for _, s := range r.pr.core.SharedPending {
 		if len(s.Raw) != 128 {
 			return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
@@ -202,7 +189,7 @@ func (r *restorer) queueSignals() error {
 				return err
 			}
 			sig := uint64(binary.LittleEndian.Uint32(s.Raw))
-			if _, err := r.call(i, fmt.Sprintf("rt_tgsigqueueinfo(%d)", sig), unix.SYS_RT_TGSIGQUEUEINFO, pid, uint64(t.tid), sig, addr); err != nil {
+			if _, err := r.call(i, fmt.Sprintf("rt_tgsigqueueinfo(%d)", sig), unix.SYS_RT_TGSIGQUEUEINFO, pid, uint64(t.nsTid), sig, addr); err != nil {
 				return err
 			}
 		}
@@ -332,4 +319,14 @@ func (r *restorer) restoreDumpable() error {
 		}
 	}
 	return nil
+}
+
+// notifyTid maps a thread id of the dump to the restored namespace.
+func (r *restorer) notifyTid(tid int32) int32 {
+	for _, th := range r.pr.core.Threads {
+		if th.Tid == tid {
+			return r.tree.vtid(th)
+		}
+	}
+	return tid
 }

@@ -39,6 +39,7 @@ type Stats struct {
 	PagesRestored    uint64  `json:"pages_restored"`
 	InjectedSyscalls int     `json:"injected_syscalls"`
 	Threads          int     `json:"threads"`
+	Processes        int     `json:"processes"`
 }
 
 // Restored is a running restored process.
@@ -59,9 +60,9 @@ type proc struct {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// Restore rebuilds the process in dir and lets it run. The calling goroutine
-// must be locked to its OS thread. A cancelled ctx stops the restore before
-// the process runs and removes everything created.
+// Restore rebuilds the process tree in dir and lets it run. The calling
+// goroutine must be locked to its OS thread. A cancelled ctx stops the
+// restore before any process runs and removes everything created.
 func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 	st := &Stats{}
 	t0 := time.Now()
@@ -69,83 +70,49 @@ func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	if inv := img.Inventory(); inv.Arch != runtime.GOARCH {
+	inv := img.Inventory()
+	if inv.Arch != runtime.GOARCH {
 		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
 	}
-	pr, opener, err := load(img)
+	procs, opener, err := load(img)
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	defer pr.pages.Close()
-	pid := int(pr.pst.Pid)
-	if err := checkFree(pr); err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	defer func() {
+		for _, p := range procs {
+			if p.pages != nil {
+				p.pages.Close()
+			}
+		}
+	}()
+	root := int(procs[0].pst.Pid)
+	if !inv.RootPidNs {
+		if err := checkFree(procs); err != nil {
+			return nil, err
+		}
 	}
 	if err := opener.Check(); err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, fmt.Errorf("pid %d: %w", root, err)
 	}
 	st.ValidateMs = ms(time.Since(t0))
-
-	t1 := time.Now()
-	s, err := newStub(pid, opts.PidMethod)
-	if err != nil {
-		return nil, fmt.Errorf("pid %d: create task: %w", pid, err)
+	t := &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}
+	if err := t.restore(); err != nil {
+		t.abort()
+		return nil, err
 	}
-	st.ForkingMs = ms(time.Since(t1))
-	r := &restorer{ctx: ctx, img: img, pr: pr, st: st, stub: s, opener: opener, inv: img.Inventory()}
-	if err := r.run(); err != nil {
-		r.abort()
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
-	}
-	st.RestoreMs = ms(time.Since(t1))
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: pid, Stats: st}, nil
+	return &Restored{Pid: t.root.pid, Stats: st}, nil
 }
 
 // load reads and cross-checks everything restore needs before it touches
-// the system.
-func load(img *image.Reader) (*proc, *files.Opener, error) {
+// the system. The processes come back in pstree order: parents first.
+func load(img *image.Reader) ([]*proc, *files.Opener, error) {
 	tree, err := img.Pstree()
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(tree) != 1 {
-		return nil, nil, fmt.Errorf("pstree.img: %d processes; this version restores one", len(tree))
-	}
-	pr := &proc{pst: tree[0]}
-	pid := int(pr.pst.Pid)
-	if pid <= 1 || len(pr.pst.Threads) == 0 || int(pr.pst.Threads[0]) != pid {
-		return nil, nil, fmt.Errorf("pstree.img: bad process entry (pid %d, threads %v)", pid, pr.pst.Threads)
-	}
-	if pr.core, err = img.Core(pid); err != nil {
-		return nil, nil, err
-	}
-	if len(pr.core.Threads) != len(pr.pst.Threads) {
-		return nil, nil, fmt.Errorf("core-%d.img: %d threads, pstree.img lists %d", pid, len(pr.core.Threads), len(pr.pst.Threads))
-	}
-	for i, t := range pr.core.Threads {
-		if t.Tid != pr.pst.Threads[i] {
-			return nil, nil, fmt.Errorf("core-%d.img: thread %d is tid %d, pstree.img says %d", pid, i, t.Tid, pr.pst.Threads[i])
-		}
-		if _, err := ptrace.RegsFromBytes(t.Regs); err != nil {
-			return nil, nil, fmt.Errorf("core-%d.img: tid %d: %w", pid, t.Tid, err)
-		}
-		if len(t.Xsave) < 576 {
-			return nil, nil, fmt.Errorf("core-%d.img: tid %d: xsave area of %d bytes", pid, t.Tid, len(t.Xsave))
-		}
-	}
-	if pr.mm, err = img.Mm(pid); err != nil {
-		return nil, nil, err
-	}
-	if pr.fds, err = img.Fdinfo(pid); err != nil {
-		return nil, nil, err
-	}
-	_, pr.pmap, err = img.Pagemap(fmt.Sprint(pid))
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := memory.CheckLayout(pr.mm.Vmas, pr.pmap); err != nil {
-		return nil, nil, fmt.Errorf("mm-%d.img: %w", pid, err)
+	if len(tree) == 0 || tree[0].Ppid != 0 || tree[0].Zombie {
+		return nil, nil, fmt.Errorf("pstree.img: the first entry must be the live root")
 	}
 	fl, err := img.Files()
 	if err != nil {
@@ -155,32 +122,97 @@ func load(img *image.Reader) (*proc, *files.Opener, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	seen := map[int32]bool{}
+	var procs []*proc
+	for _, e := range tree {
+		if seen[e.Pid] {
+			return nil, nil, fmt.Errorf("pstree.img: pid %d twice", e.Pid)
+		}
+		if e.Ppid != 0 && !seen[e.Ppid] {
+			return nil, nil, fmt.Errorf("pstree.img: pid %d comes before its parent %d", e.Pid, e.Ppid)
+		}
+		seen[e.Pid] = true
+		pr := &proc{pst: e}
+		if !e.Zombie {
+			if err := loadProc(img, pr, opener); err != nil {
+				return nil, nil, err
+			}
+		}
+		procs = append(procs, pr)
+	}
+	return procs, opener, nil
+}
+
+// loadProc reads and checks the files of one live process.
+func loadProc(img *image.Reader, pr *proc, opener *files.Opener) error {
+	var err error
+	pid := int(pr.pst.Pid)
+	if pid <= 0 || len(pr.pst.Threads) == 0 || int(pr.pst.Threads[0]) != pid {
+		return fmt.Errorf("pstree.img: bad process entry (pid %d, threads %v)", pid, pr.pst.Threads)
+	}
+	if pr.core, err = img.Core(pid); err != nil {
+		return err
+	}
+	if len(pr.core.Threads) != len(pr.pst.Threads) {
+		return fmt.Errorf("core-%d.img: %d threads, pstree.img lists %d", pid, len(pr.core.Threads), len(pr.pst.Threads))
+	}
+	for i, t := range pr.core.Threads {
+		if t.Tid != pr.pst.Threads[i] {
+			return fmt.Errorf("core-%d.img: thread %d is tid %d, pstree.img says %d", pid, i, t.Tid, pr.pst.Threads[i])
+		}
+		if _, err := ptrace.RegsFromBytes(t.Regs); err != nil {
+			return fmt.Errorf("core-%d.img: tid %d: %w", pid, t.Tid, err)
+		}
+		if len(t.Xsave) < 576 {
+			return fmt.Errorf("core-%d.img: tid %d: xsave area of %d bytes", pid, t.Tid, len(t.Xsave))
+		}
+	}
+	if pr.mm, err = img.Mm(pid); err != nil {
+		return err
+	}
+	if pr.fds, err = img.Fdinfo(pid); err != nil {
+		return err
+	}
+	_, pr.pmap, err = img.Pagemap(fmt.Sprint(pid))
+	if err != nil {
+		return err
+	}
+	if err := memory.CheckLayout(pr.mm.Vmas, pr.pmap); err != nil {
+		return fmt.Errorf("mm-%d.img: %w", pid, err)
+	}
 	for _, fd := range pr.fds {
 		if fd.Fd < 0 {
-			return nil, nil, fmt.Errorf("fdinfo-%d.img: fd %d", pid, fd.Fd)
+			return fmt.Errorf("fdinfo-%d.img: fd %d", pid, fd.Fd)
 		}
 		if _, err := opener.Entry(fd.FileId); err != nil {
-			return nil, nil, fmt.Errorf("fdinfo-%d.img: fd %d: %w", pid, fd.Fd, err)
+			return fmt.Errorf("fdinfo-%d.img: fd %d: %w", pid, fd.Fd, err)
 		}
 	}
 	for _, v := range pr.mm.Vmas {
 		if v.FileId != 0 {
 			if _, err := opener.Entry(v.FileId); err != nil {
-				return nil, nil, fmt.Errorf("mm-%d.img: vma %#x-%#x: %w", pid, v.Start, v.End, err)
+				return fmt.Errorf("mm-%d.img: vma %#x-%#x: %w", pid, v.Start, v.End, err)
 			}
 		}
 	}
 	if _, err := opener.Entry(pr.mm.ExeFileId); err != nil {
-		return nil, nil, fmt.Errorf("mm-%d.img: exe: %w", pid, err)
+		return fmt.Errorf("mm-%d.img: exe: %w", pid, err)
 	}
-	if pr.pages, err = img.OpenPages(fmt.Sprint(pid)); err != nil {
-		return nil, nil, err
-	}
-	return pr, opener, nil
+	pr.pages, err = img.OpenPages(fmt.Sprint(pid))
+	return err
 }
 
-// checkFree fails when the pid or a tid is taken, naming who has it.
-func checkFree(pr *proc) error {
+// checkFree fails when a pid or tid of the tree is taken, naming who has it.
+func checkFree(procs []*proc) error {
+	for _, pr := range procs {
+		if err := checkFreeProc(pr); err != nil {
+			return fmt.Errorf("pid %d: %w", pr.pst.Pid, err)
+		}
+	}
+	return nil
+}
+
+func checkFreeProc(pr *proc) error {
 	for _, t := range pr.pst.Threads {
 		waitZombie(int(t))
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", t)); err == nil {

@@ -26,25 +26,38 @@ const (
 )
 
 type thread struct {
-	tid  int
-	core *imagepb.ThreadCore
-	in   *ptrace.Injector
+	tid   int // in our pid namespace
+	nsTid int // in the restored pid namespace
+	core  *imagepb.ThreadCore
+	in    *ptrace.Injector
 }
 
+// restorer restores one process of the tree. Every process is forked from
+// the prepared root stub, so all share the control area address and the
+// number of the parked pidfd.
 type restorer struct {
-	ctx     context.Context
-	img     *image.Reader
-	inv     *imagepb.Inventory
-	pr      *proc
-	st      *Stats
-	stub    *stub
-	opener  *files.Opener
-	mem     *ptrace.Mem
-	ctl     uint64 // control area G
-	scratch uint64
-	threads []*thread // leader first
-	pidfd   uint64    // in the stub: a pidfd of ours, for pidfd_getfd
-	tmpFds  []uint64  // fds in the stub to close before it runs
+	ctx      context.Context
+	img      *image.Reader
+	inv      *imagepb.Inventory
+	pr       *proc
+	st       *Stats
+	opener   *files.Opener
+	pid      int // in our pid namespace
+	nsPid    int // in the restored pid namespace (== pid without one)
+	parent   *restorer
+	children []*restorer
+	mem      *ptrace.Mem
+	ctl      uint64 // control area G
+	scratch  uint64
+	threads  []*thread // leader first
+	pidfd    uint64    // in the task: a pidfd of ours, for pidfd_getfd
+	ownsFds  bool      // first of the tasks sharing its fd table: installs the fds
+	exited   bool      // a zombie made to exit, or otherwise gone
+	tree     *tree
+	// pgidPending: the group to join is led by a task created later.
+	pgidPending bool
+	// hadChildExit: a recreated zombie child queued a SIGCHLD here.
+	hadChildExit bool
 }
 
 func (r *restorer) calls() int {
@@ -53,23 +66,6 @@ func (r *restorer) calls() int {
 		n += t.in.Count
 	}
 	return n
-}
-
-// abort kills the stub and everything it created.
-func (r *restorer) abort() {
-	if r.mem != nil {
-		r.mem.Close()
-	}
-	pid := r.stub.pid
-	unix.Kill(pid, unix.SIGKILL)
-	for i := len(r.threads) - 1; i >= 1; i-- {
-		reap(r.threads[i].tid)
-	}
-	reap(pid)
-	if r.stub.helper != nil {
-		killCmd(r.stub.helper)
-	}
-	r.opener.Finish()
 }
 
 // call injects a syscall into thread i.
@@ -92,20 +88,10 @@ func (r *restorer) put(off uint64, b []byte) (uint64, error) {
 
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
-func (r *restorer) run() error {
-	pid := r.stub.pid
-	var err error
-	if r.mem, err = ptrace.OpenMem(pid); err != nil {
-		return err
-	}
-	leader := &thread{tid: pid, core: r.pr.core.Threads[0], in: &ptrace.Injector{Tid: pid, Addr: r.stub.gadget, Base: r.stub.regs}}
-	r.threads = []*thread{leader}
-	if err := r.checkCPU(); err != nil {
-		return err
-	}
-	if err := r.prepareStub(); err != nil {
-		return fmt.Errorf("prepare: %w", err)
-	}
+// restoreTask rebuilds everything of the process but its registers: memory,
+// fds, mm fields, signal handlers, threads, per-process and per-thread
+// state, pending signals, credentials and seccomp filters.
+func (r *restorer) restoreTask() error {
 	t := time.Now()
 	if err := r.restoreMemory(); err != nil {
 		return fmt.Errorf("memory: %w", err)
@@ -153,20 +139,12 @@ func (r *restorer) run() error {
 			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
 		}
 	}
-	if err := r.ctx.Err(); err != nil {
-		return fmt.Errorf("interrupted: %w", err)
-	}
-	if err := r.finish(); err != nil {
-		return err
-	}
-	r.st.InjectedSyscalls = r.calls()
-	r.st.Threads = len(r.threads)
-	return nil
+	return r.ctx.Err()
 }
 
 // checkCPU refuses an image whose register state this CPU cannot load.
 func (r *restorer) checkCPU() error {
-	x, err := ptrace.GetXState(r.stub.pid)
+	x, err := ptrace.GetXState(r.pid)
 	if err != nil {
 		return err
 	}
@@ -174,7 +152,7 @@ func (r *restorer) checkCPU() error {
 	if !ok {
 		return fmt.Errorf("cannot read this CPU's xsave features")
 	}
-	for _, t := range r.pr.core.Threads {
+	for _, t := range r.allThreadCores() {
 		f, size, ok := ptrace.XStateFeatures(t.Xsave)
 		if !ok {
 			return fmt.Errorf("tid %d: image xsave area has no feature header", t.Tid)
@@ -192,8 +170,8 @@ func (r *restorer) checkCPU() error {
 // prepareStub maps the control area at an address free in both layouts,
 // moves injection there, unmaps the rest of the stub and empties its fd
 // table, keeping a pidfd of ours for pidfd_getfd.
-func (r *restorer) prepareStub() error {
-	pid := r.stub.pid
+func (r *restorer) prepareStub(all []*proc, inheritedPidfd int, maxFd uint64) error {
+	pid := r.pid
 	cur, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return err
@@ -204,9 +182,14 @@ func (r *restorer) prepareStub() error {
 				return true
 			}
 		}
-		for _, v := range r.pr.mm.Vmas {
-			if a < v.End && v.Start < b {
-				return true
+		for _, p := range all {
+			if p.mm == nil {
+				continue
+			}
+			for _, v := range p.mm.Vmas {
+				if a < v.End && v.Start < b {
+					return true
+				}
 			}
 		}
 		return false
@@ -253,24 +236,28 @@ func (r *restorer) prepareStub() error {
 	if _, err := r.call(0, "prlimit64(NOFILE) raise", unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, r.scratch, 0); err != nil {
 		return err
 	}
-	maxFd := uint64(2)
-	for _, f := range r.pr.fds {
-		if uint64(f.Fd) > maxFd {
-			maxFd = uint64(f.Fd)
+	// park a pidfd of ours above every fd to install (the children forked
+	// from this stub inherit it at the same number); inside a new pid
+	// namespace our pid is not visible, so the pidfd was opened in the
+	// helper and inherited.
+	pfd := uint64(inheritedPidfd)
+	if inheritedPidfd < 0 {
+		if pfd, err = r.call(0, "pidfd_open(restorer)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0); err != nil {
+			return err
 		}
 	}
-	if _, err := r.call(0, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
-		return err
+	r.pidfd = maxFd + 1
+	if pfd != r.pidfd {
+		if _, err = r.call(0, "dup3 pidfd", unix.SYS_DUP3, pfd, r.pidfd, unix.O_CLOEXEC); err != nil {
+			return err
+		}
 	}
-	pfd, err := r.call(0, "pidfd_open(restorer)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-	if err != nil {
-		return err
+	if r.pidfd > 0 {
+		if _, err := r.call(0, "close_range", unix.SYS_CLOSE_RANGE, 0, r.pidfd-1, 0); err != nil {
+			return err
+		}
 	}
-	// park it above every fd to install
-	if r.pidfd, err = r.call(0, "dup3 pidfd", unix.SYS_DUP3, pfd, maxFd+1, unix.O_CLOEXEC); err != nil {
-		return err
-	}
-	_, err = r.call(0, "close", unix.SYS_CLOSE, pfd)
+	_, err = r.call(0, "close_range", unix.SYS_CLOSE_RANGE, r.pidfd+1, ^uint64(0)>>32, 0)
 	return err
 }
 
@@ -317,14 +304,15 @@ func (r *restorer) restoreMm() error {
 
 // finish sets the FPU state and registers of every thread, removes the
 // control area with the last injected syscall, and lets the threads run.
-func (r *restorer) finish() error {
-	for _, fd := range r.tmpFds {
-		if _, err := r.call(0, "close", unix.SYS_CLOSE, fd); err != nil {
+// finishTask sets the FPU state, registers and signal masks of every thread
+// and removes the control area with the last injected syscall; the task
+// stays stopped until the tree is detached. closePidfd is false when a task
+// sharing the fd table already closed it.
+func (r *restorer) finishTask(closePidfd bool) error {
+	if closePidfd {
+		if _, err := r.call(0, "close pidfd", unix.SYS_CLOSE, r.pidfd); err != nil {
 			return err
 		}
-	}
-	if _, err := r.call(0, "close pidfd", unix.SYS_CLOSE, r.pidfd); err != nil {
-		return err
 	}
 	for i := len(r.threads) - 1; i >= 0; i-- {
 		t := r.threads[i]
@@ -346,16 +334,28 @@ func (r *restorer) finish() error {
 	}
 	r.mem.Close()
 	r.mem = nil
-	r.opener.Finish()
-	if r.stub.helper != nil {
-		// ns_last_pid method: the stub is the exec'd child itself; forget
-		// it without waiting (Wait reaps it).
-		r.stub.helper.Process.Release()
+	return nil
+}
+
+// detach lets every thread run; a task dumped in a group stop goes back
+// into it (SIGSTOP delivered at detach).
+func (r *restorer) detach() error {
+	sig := 0
+	if r.pr.pst.Stopped {
+		sig = int(unix.SIGSTOP)
 	}
 	for i := len(r.threads) - 1; i >= 0; i-- {
-		if err := ptrace.Detach(r.threads[i].tid, 0); err != nil {
+		if err := ptrace.Detach(r.threads[i].tid, sig); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// allThreadCores lists the thread cores of this task (for the CPU check).
+func (r *restorer) allThreadCores() []*imagepb.ThreadCore {
+	if r.pr.core == nil {
+		return nil
+	}
+	return r.pr.core.Threads
 }

@@ -35,6 +35,9 @@ func u64(b []byte, off int, v uint64) { binary.LittleEndian.PutUint64(b[off:], v
 // restoreFds installs every fd at its number with its close-on-exec flag,
 // then re-registers epoll targets (they name fd numbers of this task).
 func (r *restorer) restoreFds() error {
+	if !r.ownsFds {
+		return nil // the fd table is shared with a task that installs it
+	}
 	for _, e := range r.pr.fds {
 		our, err := r.opener.Open(e.FileId)
 		if err != nil {
@@ -118,7 +121,8 @@ func (r *restorer) createThreads() error {
 			return err
 		}
 		tid := make([]byte, 4)
-		binary.LittleEndian.PutUint32(tid, uint32(tc.Tid))
+		vtid := r.tree.vtid(tc)
+		binary.LittleEndian.PutUint32(tid, uint32(vtid))
 		if _, err := r.put(128, tid); err != nil {
 			return err
 		}
@@ -126,7 +130,7 @@ func (r *restorer) createThreads() error {
 		if err != nil {
 			return fmt.Errorf("clone3 thread %d: %w", tc.Tid, err)
 		}
-		t := &thread{tid: ntid, core: tc}
+		t := &thread{tid: ntid, nsTid: int(vtid), core: tc}
 		r.threads = append(r.threads, t)
 		ws, err := ptrace.Wait(ntid)
 		if err != nil {
@@ -135,7 +139,7 @@ func (r *restorer) createThreads() error {
 		if !ws.Stopped() {
 			return fmt.Errorf("thread %d: %s", ntid, ptrace.Describe(ws))
 		}
-		if ntid != int(tc.Tid) {
+		if !r.tree.pidns && ntid != int(tc.Tid) {
 			return fmt.Errorf("thread got tid %d instead of %d", ntid, tc.Tid)
 		}
 		regs, err := ptrace.GetRegs(ntid)

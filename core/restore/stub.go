@@ -41,7 +41,8 @@ type stub struct {
 	pid    int
 	regs   ptrace.Regs // at its stop, the template for injection
 	gadget uint64      // a `syscall` instruction in it
-	helper *exec.Cmd   // the exec'd helper (clone3 method), killed once the stub exists
+	helper *exec.Cmd   // ns_last_pid method: the stub is this exec'd child
+	pidfd  int         // a pidfd of ours the stub inherited, or -1
 }
 
 // startHelper execs ctr-cr as a stub under PTRACE_TRACEME and returns it at
@@ -99,13 +100,20 @@ func killCmd(c *exec.Cmd) {
 	c.Wait()
 }
 
-// newStub creates the stub with pid (as seen in our pid namespace).
-func newStub(pid int, method PidMethod) (*stub, error) {
+// newStub creates the stub with pid; with pidns, as pid 1 of a new pid
+// namespace (pid must then be 1).
+func newStub(pid int, method PidMethod, pidns bool) (*stub, error) {
+	if pidns {
+		if method == PidNsLastPid {
+			return nil, errors.New("a pid namespace init is restored with clone3 set_tid only")
+		}
+		return stubClone3(pid, true)
+	}
 	switch method {
 	case PidNsLastPid:
 		return stubNsLastPid(pid)
 	default:
-		s, err := stubClone3(pid)
+		s, err := stubClone3(pid, false)
 		if err != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.E2BIG)) {
 			return stubNsLastPid(pid)
 		}
@@ -126,7 +134,7 @@ func cloneArgs(flags uint64, exitSignal uint64, setTid uint64, nTid int) []byte 
 // stubClone3 starts a helper and injects clone3(CLONE_PARENT, set_tid=[pid])
 // into it: the child, a copy of the untouched helper, gets exactly pid and
 // has ctr-cr as its parent. The helper is then killed.
-func stubClone3(pid int) (*stub, error) {
+func stubClone3(pid int, pidns bool) (*stub, error) {
 	h, regs, err := startHelper(nil)
 	if err != nil {
 		return nil, err
@@ -143,8 +151,21 @@ func stubClone3(pid int) (*stub, error) {
 		killCmd(h)
 		return nil, err
 	}
+	// Inside a new pid namespace the stub cannot pidfd_open us: open it
+	// here, the child inherits it.
+	pidfd := -1
+	flags := uint64(unix.CLONE_PARENT)
+	if pidns {
+		fd, err := in.Call("pidfd_open(restorer)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+		if err != nil {
+			killCmd(h)
+			return nil, err
+		}
+		pidfd = int(fd)
+		flags |= unix.CLONE_NEWPID
+	}
 	// exit_signal must be 0 with CLONE_PARENT: the child inherits ours (SIGCHLD)
-	args := cloneArgs(unix.CLONE_PARENT, 0, scratch+128, 1)
+	args := cloneArgs(flags, 0, scratch+128, 1)
 	tid := make([]byte, 4)
 	binary.LittleEndian.PutUint32(tid, uint32(pid))
 	err = m.WriteAt(args, scratch)
@@ -177,7 +198,7 @@ func stubClone3(pid int) (*stub, error) {
 		reap(child)
 		return nil, err
 	}
-	return &stub{pid: child, regs: cregs, gadget: regs.Rip}, nil
+	return &stub{pid: child, regs: cregs, gadget: regs.Rip, pidfd: pidfd}, nil
 }
 
 // injectClone injects clone3(args at addr) into tid and returns the new
@@ -292,7 +313,7 @@ func stubNsLastPidOnce(pid int) (*stub, error) {
 		killCmd(h)
 		return nil, fmt.Errorf("ns_last_pid: got pid %d instead of %d: %w", got, pid, errPidRace)
 	}
-	return &stub{pid: pid, regs: regs, gadget: regs.Rip, helper: h}, nil
+	return &stub{pid: pid, regs: regs, gadget: regs.Rip, helper: h, pidfd: -1}, nil
 }
 
 // warmThreads makes the Go runtime start its spare OS threads now: a

@@ -1,7 +1,6 @@
 /*
- * e_child.c - a process with a child. Dumping it alone would lose the child,
- * so the dump must refuse it (process trees are a later feature). After go:
- * the child is still ours and alive, and is reaped with its exit status.
+ * e_child.c - a process with a child: both are dumped and restored. After
+ * go: the child is still ours and alive, and is reaped with its exit status.
  */
 #include "case.h"
 #include <signal.h>

@@ -1,0 +1,407 @@
+package restore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/files"
+	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// tree restores a process tree: the root stub is prepared once (control
+// area mapped, everything else unmapped, fds closed but a parked pidfd),
+// every other process is forked from its parent's stub by an injected
+// clone3 with set_tid — before any memory is restored, so each child starts
+// as the same empty shell — with sessions and groups set as the tasks are
+// created; then each process is filled in, and the whole tree is let go at
+// once, children first.
+type tree struct {
+	ctx    context.Context
+	img    *image.Reader
+	inv    *imagepb.Inventory
+	procs  []*proc
+	st     *Stats
+	opener *files.Opener
+	opts   Options
+	pidns  bool // the root is pid 1 of a new pid namespace
+
+	stub   *stub
+	root   *restorer
+	tasks  []*restorer // procs order: parents first
+	byPid  map[int32]*restorer
+	reaped map[int]bool
+}
+
+// vpid is the pid a process gets in the namespace it is restored in.
+func (t *tree) vpid(pe *imagepb.PstreeEntry) int32 {
+	if t.pidns && len(pe.NsPid) > 0 {
+		return pe.NsPid[len(pe.NsPid)-1]
+	}
+	return pe.Pid
+}
+
+// vtid is the tid a thread gets in the namespace it is restored in.
+func (t *tree) vtid(tc *imagepb.ThreadCore) int32 {
+	if t.pidns && tc.NsTid != 0 {
+		return tc.NsTid
+	}
+	return tc.Tid
+}
+
+func (t *tree) restore() error {
+	t.pidns = t.inv.RootPidNs
+	t.byPid = map[int32]*restorer{}
+	t.reaped = map[int]bool{}
+	rootPr := t.procs[0]
+	t1 := time.Now()
+	s, err := newStub(int(t.vpid(rootPr.pst)), t.opts.PidMethod, t.pidns)
+	if err != nil {
+		return fmt.Errorf("pid %d: create task: %w", rootPr.pst.Pid, err)
+	}
+	t.stub = s
+	r := t.newRestorer(rootPr, s.pid, s.regs, s.gadget)
+	t.root = r
+	if r.mem, err = ptrace.OpenMem(r.pid); err != nil {
+		return err
+	}
+	if err := r.checkCPU(); err != nil {
+		return fmt.Errorf("pid %d: %w", rootPr.pst.Pid, err)
+	}
+	maxFd := uint64(2)
+	for _, p := range t.procs {
+		for _, f := range p.fds {
+			maxFd = max(maxFd, uint64(f.Fd))
+		}
+	}
+	if err := r.prepareStub(t.procs, s.pidfd, maxFd); err != nil {
+		return fmt.Errorf("pid %d: prepare: %w", rootPr.pst.Pid, err)
+	}
+	if err := t.setSession(r, nil); err != nil {
+		return err
+	}
+	if err := t.createChildren(); err != nil {
+		return err
+	}
+	t.st.ForkingMs = ms(time.Since(t1))
+	tm := time.Now()
+	owners := map[uint32]bool{}
+	for _, r := range t.tasks {
+		if r.pr.core == nil {
+			continue
+		}
+		id := r.pr.pst.FilesId
+		r.ownsFds = id == 0 || !owners[id]
+		owners[id] = true
+		if err := r.restoreTask(); err != nil {
+			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+		}
+		if err := t.ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+	}
+	t.st.MemoryMs = ms(time.Since(tm))
+	closed := map[uint32]bool{}
+	for i := len(t.tasks) - 1; i >= 0; i-- {
+		r := t.tasks[i]
+		if r.pr.core == nil {
+			continue
+		}
+		id := r.pr.pst.FilesId
+		if err := r.finishTask(id == 0 || !closed[id]); err != nil {
+			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+		}
+		closed[id] = true
+		t.st.InjectedSyscalls += r.calls()
+		t.st.Threads += len(r.threads)
+		t.st.Processes++
+	}
+	t.opener.Finish()
+	if s.helper != nil {
+		// ns_last_pid method: the stub is the exec'd child itself; the
+		// caller reaps it (Wait), os/exec must not.
+		s.helper.Process.Release()
+	}
+	for i := len(t.tasks) - 1; i >= 0; i-- {
+		r := t.tasks[i]
+		if r.pr.core == nil {
+			continue
+		}
+		if err := r.detach(); err != nil {
+			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+		}
+	}
+	t.st.RestoreMs = ms(time.Since(t1))
+	return nil
+}
+
+func (t *tree) newRestorer(pr *proc, pid int, regs ptrace.Regs, gadget uint64) *restorer {
+	r := &restorer{ctx: t.ctx, img: t.img, inv: t.inv, pr: pr, st: t.st, opener: t.opener, pid: pid, nsPid: int(t.vpid(pr.pst)), tree: t}
+	core := (*imagepb.ThreadCore)(nil)
+	if pr.core != nil {
+		core = pr.core.Threads[0]
+	}
+	r.threads = []*thread{{tid: pid, nsTid: r.nsPid, core: core, in: &ptrace.Injector{Tid: pid, Addr: gadget, Base: regs}}}
+	if t.root != nil {
+		r.ctl, r.scratch, r.pidfd = t.root.ctl, t.root.scratch, t.root.pidfd
+	}
+	t.tasks = append(t.tasks, r)
+	t.byPid[pr.pst.Pid] = r
+	return r
+}
+
+// createChildren forks every process but the root from its parent, in
+// pstree order, puts each in its session and group, and lets zombies die.
+func (t *tree) createChildren() error {
+	var deferred []*restorer
+	for _, pr := range t.procs[1:] {
+		parent := t.byPid[pr.pst.Ppid]
+		if parent == nil || parent.pr.core == nil {
+			return fmt.Errorf("pid %d: parent %d is not a live process of the image", pr.pst.Pid, pr.pst.Ppid)
+		}
+		c, err := t.fork(parent, pr)
+		if err != nil {
+			return fmt.Errorf("pid %d: create task: %w", pr.pst.Pid, err)
+		}
+		if err := t.setSession(c, parent); err != nil {
+			return err
+		}
+		if c.pgidPending {
+			deferred = append(deferred, c)
+		}
+	}
+	for _, c := range deferred {
+		leader := t.byPid[c.pr.pst.Pgid]
+		if leader == nil {
+			return fmt.Errorf("pid %d: its process group %d has no leader in the image: unsupported", c.pr.pst.Pid, c.pr.pst.Pgid)
+		}
+		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(leader.nsPid)); err != nil {
+			return fmt.Errorf("pid %d: join group %d: %w", c.pr.pst.Pid, c.pr.pst.Pgid, err)
+		}
+	}
+	for _, r := range t.tasks {
+		if r.pr.pst.Zombie {
+			if err := t.makeZombie(r); err != nil {
+				return fmt.Errorf("pid %d: zombie: %w", r.pr.pst.Pid, err)
+			}
+		}
+	}
+	for _, r := range t.tasks {
+		if r.pr.core != nil && r.hadChildExit {
+			if err := r.drainSigchld(); err != nil {
+				return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// fork creates the process pr by a clone3 with set_tid injected into parent.
+func (t *tree) fork(parent *restorer, pr *proc) (*restorer, error) {
+	flags := uint64(0)
+	if pr.pst.FilesId != 0 && pr.pst.FilesId == parent.pr.pst.FilesId {
+		flags |= unix.CLONE_FILES
+	}
+	exitSig := uint64(unix.SIGCHLD)
+	if pr.core != nil && pr.core.ExitSignal > 0 && pr.core.ExitSignal < 65 {
+		exitSig = uint64(pr.core.ExitSignal)
+	}
+	return t.forkFrom(parent, pr, flags, exitSig)
+}
+
+func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*restorer, error) {
+	vpid := t.vpid(pr.pst)
+	args := cloneArgs(flags, exitSig, parent.scratch+128, 1)
+	if _, err := parent.put(0, args); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 4)
+	binary.LittleEndian.PutUint32(b, uint32(vpid))
+	if _, err := parent.put(128, b); err != nil {
+		return nil, err
+	}
+	lead := parent.threads[0]
+	child, err := injectClone(lead.tid, lead.in, parent.scratch, 88)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("pid %d is taken", vpid)
+		}
+		return nil, err
+	}
+	ws, err := ptrace.Wait(child)
+	if err != nil {
+		return nil, err
+	}
+	if !ws.Stopped() {
+		return nil, fmt.Errorf("new task %d: %s", child, ptrace.Describe(ws))
+	}
+	regs, err := ptrace.GetRegs(child)
+	if err != nil {
+		return nil, err
+	}
+	c := t.newRestorer(pr, child, regs, parent.ctl)
+	c.parent = parent
+	parent.children = append(parent.children, c)
+	if c.mem, err = ptrace.OpenMem(child); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// setSession puts a just-created task into its dumped session and group,
+// as far as they can be made from its own position: its own new session,
+// its own group, or a group that already exists; a group led by a task
+// created later is joined in a second pass (pgidPending).
+func (t *tree) setSession(r *restorer, parent *restorer) error {
+	pe := r.pr.pst
+	switch {
+	case pe.Sid == pe.Pid:
+		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("pid %d: %w", pe.Pid, err)
+		}
+		return nil
+	case parent == nil:
+		// the root in a session led outside the image: it stays in ours
+	case pe.Sid != parent.pr.pst.Sid:
+		return fmt.Errorf("pid %d: its session %d is not its parent's (%d) nor its own: unsupported", pe.Pid, pe.Sid, parent.pr.pst.Sid)
+	}
+	switch {
+	case pe.Pgid == pe.Pid:
+		if _, err := r.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
+			return fmt.Errorf("pid %d: %w", pe.Pid, err)
+		}
+	case parent != nil && pe.Pgid == parent.pr.pst.Pgid:
+		// inherited
+	case parent == nil:
+		// the root in a group led outside the image: stays in ours
+	default:
+		if leader := t.byPid[pe.Pgid]; leader != nil {
+			if _, err := r.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(leader.nsPid)); err != nil {
+				return fmt.Errorf("pid %d: join group %d: %w", pe.Pid, pe.Pgid, err)
+			}
+		} else {
+			r.pgidPending = true
+		}
+	}
+	return nil
+}
+
+// makeZombie makes r exit the way the dumped zombie did; its parent (still
+// stopped) will reap it after the restore.
+func (t *tree) makeZombie(r *restorer) error {
+	ws := unix.WaitStatus(r.pr.pst.ExitStatus)
+	lead := r.threads[0]
+	if ws.Signaled() {
+		sig := ws.Signal()
+		// no core file: the process is only being recreated
+		lim := make([]byte, 16)
+		if _, err := r.put(0, lim); err != nil {
+			return err
+		}
+		if _, err := r.call(0, "prlimit64(CORE, 0)", unix.SYS_PRLIMIT64, 0, unix.RLIMIT_CORE, r.scratch, 0); err != nil {
+			return err
+		}
+		if err := ptrace.SetSigmask(lead.tid, 0); err != nil {
+			return err
+		}
+		if err := unix.Tgkill(r.pid, lead.tid, sig); err != nil {
+			return fmt.Errorf("tgkill %v: %w", sig, err)
+		}
+		if err := ptrace.Cont(lead.tid, 0); err != nil {
+			return err
+		}
+		for {
+			w, err := ptrace.Wait(lead.tid)
+			if err != nil {
+				return err
+			}
+			if w.Exited() || w.Signaled() {
+				break
+			}
+			if w.Stopped() {
+				// the signal-delivery stop: let the signal through
+				if err := ptrace.Cont(lead.tid, int(w.StopSignal())); err != nil {
+					return err
+				}
+			}
+		}
+	} else {
+		regs := lead.in.Base
+		regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = r.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), uint64(ws.ExitStatus())
+		if err := ptrace.SetRegs(lead.tid, &regs); err != nil {
+			return err
+		}
+		if err := ptrace.Cont(lead.tid, 0); err != nil {
+			return err
+		}
+		w, err := ptrace.Wait(lead.tid)
+		if err != nil {
+			return err
+		}
+		if !w.Exited() {
+			return fmt.Errorf("exit_group: %s", ptrace.Describe(w))
+		}
+	}
+	r.mem.Close()
+	r.mem = nil
+	r.exited = true
+	if r.parent != nil {
+		r.parent.hadChildExit = true
+	}
+	return nil
+}
+
+// drainSigchld removes the SIGCHLD the recreation of zombies queued on r:
+// the original parent had already received it for those.
+func (r *restorer) drainSigchld() error {
+	set := make([]byte, 8)
+	binary.LittleEndian.PutUint64(set, 1<<(unix.SIGCHLD-1))
+	addr, err := r.put(0, set)
+	if err != nil {
+		return err
+	}
+	ts, err := r.put(64, make([]byte, 16))
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 64; i++ {
+		ret, err := r.threads[0].in.Raw(unix.SYS_RT_SIGTIMEDWAIT, addr, 0, ts, 8)
+		if err != nil {
+			return err
+		}
+		if ret < 0 {
+			return nil // EAGAIN: none left
+		}
+	}
+	return nil
+}
+
+// abort kills every task created so far and releases what the restore holds.
+func (t *tree) abort() {
+	for _, r := range t.tasks {
+		if r.mem != nil {
+			r.mem.Close()
+		}
+		if !r.exited {
+			unix.Kill(r.pid, unix.SIGKILL)
+		}
+	}
+	// collect the exits of traced threads (children before the root: a
+	// traced leader is reported after its threads)
+	for i := len(t.tasks) - 1; i >= 0; i-- {
+		r := t.tasks[i]
+		for j := len(r.threads) - 1; j >= 0; j-- {
+			reap(r.threads[j].tid)
+		}
+	}
+	if t.stub != nil && t.stub.helper != nil {
+		killCmd(t.stub.helper)
+	}
+	t.opener.Finish()
+}
