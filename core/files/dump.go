@@ -180,6 +180,9 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.add("", f), nil
 	case unix.S_IFIFO:
+		if strings.HasPrefix(link, "/") {
+			return t.fifo(f, fd, cp, link)
+		}
 		if !strings.HasPrefix(link, "pipe:") {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo"}
 		}

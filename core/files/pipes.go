@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -82,4 +83,37 @@ func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 		}
 	}
 	return nil
+}
+
+// fifo records a named pipe opened by path. Its queued bytes belong to the
+// pipe, not to an end: they are saved once per FIFO (on its first entry),
+// through a reading copy so that a write-only end works too.
+func (t *Table) fifo(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+	f.Kind = imagepb.FileKind_FILE_FIFO
+	if strings.HasSuffix(link, " (deleted)") {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "deleted fifo"}
+	}
+	key := fmt.Sprintf("fifo-data:%d:%d", f.Dev, f.Ino)
+	if _, done := t.byKey[key]; !done {
+		capacity, err := unix.FcntlInt(uintptr(cp), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			return 0, fmt.Errorf("fd %d (%s): F_GETPIPE_SZ: %w", fd, link, err)
+		}
+		rd := cp
+		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			// a FIFO opened O_RDWR never blocks and is the same pipe
+			if rd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", cp), unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+				return 0, fmt.Errorf("fd %d (%s): reopen to read queued data: %w", fd, link, err)
+			}
+			defer unix.Close(rd)
+		}
+		data, err := peekPipe(rd, capacity)
+		if err != nil {
+			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
+		f.Size = int64(capacity)
+		f.GhostData = data
+		t.byKey[key] = 0
+	}
+	return t.add("", f), nil
 }

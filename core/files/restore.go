@@ -22,12 +22,13 @@ type Opener struct {
 	pipes   map[uint64][2]int
 	ghosts  []string
 	ghostBy map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
+	fifos   map[string]int       // FIFO path -> an O_RDWR fd holding it open
 	Objects map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
 }
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -64,7 +65,7 @@ func (o *Opener) Check() error {
 			continue
 		}
 		switch f.Kind {
-		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR:
+		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
 			var st unix.Stat_t
 			if err := unix.Stat(f.Path, &st); err != nil {
 				return fmt.Errorf("file %s: %w", f.Path, err)
@@ -183,6 +184,8 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return fd, nil
 	case imagepb.FileKind_FILE_PIPE:
 		return o.pipeEnd(f)
+	case imagepb.FileKind_FILE_FIFO:
+		return o.fifoEnd(f)
 	case imagepb.FileKind_FILE_EVENTFD:
 		fl := unix.EFD_CLOEXEC
 		if f.Flags&1 != 0 {
@@ -327,6 +330,13 @@ func (o *Opener) Finish() {
 			}
 		}
 	}
+	for _, fd := range o.fifos {
+		if !closed[fd] {
+			unix.Close(fd)
+			closed[fd] = true
+		}
+	}
+	o.fifos = map[string]int{}
 	for _, fd := range o.Objects {
 		if !closed[fd] {
 			unix.Close(fd)
@@ -348,4 +358,40 @@ func IsMemObject(f *imagepb.FileEntry) bool {
 // MemfdName is the name to give memfd_create for an entry.
 func MemfdName(f *imagepb.FileEntry) string {
 	return strings.TrimSuffix(f.Path, " (deleted)")
+}
+
+// fifoEnd opens a named pipe end. The FIFO is first held open read-write
+// (which never blocks, and keeps the pipe alive) and refilled with the bytes
+// it queued; the end itself is then opened non-blocking, and the dumped
+// O_NONBLOCK setting applied.
+func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
+	hold, ok := o.fifos[f.Path]
+	if !ok {
+		var err error
+		if hold, err = unix.Open(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+			return -1, err
+		}
+		o.fifos[f.Path] = hold
+		if f.Size > 0 {
+			unix.FcntlInt(uintptr(hold), unix.F_SETPIPE_SZ, int(f.Size))
+		}
+	}
+	if len(f.GhostData) > 0 {
+		for off := 0; off < len(f.GhostData); {
+			n, err := unix.Write(hold, f.GhostData[off:])
+			if err != nil {
+				return -1, fmt.Errorf("refill fifo: %w", err)
+			}
+			off += n
+		}
+	}
+	fd, err := unix.Open(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, f.Flags&unix.O_NONBLOCK != 0); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }

@@ -33,7 +33,32 @@ func Summary(dir string, w io.Writer) error {
 	for _, f := range fl {
 		byID[f.Id] = f
 	}
+	fmt.Fprintf(w, "\n%7s %7s %7s %7s %-4s %s\n", "PID", "PPID", "PGID", "SID", "STAT", "COMMAND")
+	depth := map[int32]int{}
 	for _, p := range tree {
+		depth[p.Pid] = depth[p.Ppid] + 1
+		if p.Ppid == 0 {
+			depth[p.Pid] = 0
+		}
+		comm, stat := "", "R"
+		if p.Zombie {
+			stat, comm = "Z", fmt.Sprintf("<defunct, wait status %#x>", p.ExitStatus)
+		} else if c, err := img.Core(int(p.Pid)); err == nil {
+			comm = c.Comm
+			if p.Stopped {
+				stat = "T"
+			}
+		}
+		indent := ""
+		if d := depth[p.Pid]; d > 0 {
+			indent = strings.Repeat("    ", d-1) + " \\_ "
+		}
+		fmt.Fprintf(w, "%7d %7d %7d %7d %-4s %s%s\n", p.Pid, p.Ppid, p.Pgid, p.Sid, stat, indent, comm)
+	}
+	for _, p := range tree {
+		if p.Zombie {
+			continue
+		}
 		pid := int(p.Pid)
 		core, err := img.Core(pid)
 		if err != nil {
