@@ -165,7 +165,13 @@ func (t *tree) createChildren() error {
 		if parent == nil || parent.pr.core == nil {
 			return fmt.Errorf("pid %d: parent %d is not a live process of the image", pr.pst.Pid, pr.pst.Ppid)
 		}
-		c, err := t.fork(parent, pr)
+		var c *restorer
+		var err error
+		if pe := pr.pst; pe.Sid != parent.pr.pst.Sid && pe.Sid != pe.Pid && t.byPid[pe.Sid] == nil && !t.inImage(pe.Sid) {
+			c, err = t.forkInSession(parent, pr)
+		} else {
+			c, err = t.fork(parent, pr)
+		}
 		if err != nil {
 			return fmt.Errorf("pid %d: create task: %w", pr.pst.Pid, err)
 		}
@@ -216,32 +222,7 @@ func (t *tree) fork(parent *restorer, pr *proc) (*restorer, error) {
 }
 
 func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*restorer, error) {
-	vpid := t.vpid(pr.pst)
-	args := cloneArgs(flags, exitSig, parent.scratch+128, 1)
-	if _, err := parent.put(0, args); err != nil {
-		return nil, err
-	}
-	b := make([]byte, 4)
-	binary.LittleEndian.PutUint32(b, uint32(vpid))
-	if _, err := parent.put(128, b); err != nil {
-		return nil, err
-	}
-	lead := parent.threads[0]
-	child, err := injectClone(lead.tid, lead.in, parent.scratch, 88)
-	if err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("pid %d is taken", vpid)
-		}
-		return nil, err
-	}
-	ws, err := ptrace.Wait(child)
-	if err != nil {
-		return nil, err
-	}
-	if !ws.Stopped() {
-		return nil, fmt.Errorf("new task %d: %s", child, ptrace.Describe(ws))
-	}
-	regs, err := ptrace.GetRegs(child)
+	child, regs, err := t.spawn(parent, t.vpid(pr.pst), flags, exitSig)
 	if err != nil {
 		return nil, err
 	}
@@ -254,12 +235,95 @@ func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*res
 	return c, nil
 }
 
+// spawn injects clone3(flags, set_tid=[vpid]) into parent's leader and
+// returns the new task, stopped and traced.
+func (t *tree) spawn(parent *restorer, vpid int32, flags, exitSig uint64) (int, ptrace.Regs, error) {
+	var regs ptrace.Regs
+	args := cloneArgs(flags, exitSig, parent.scratch+128, 1)
+	if _, err := parent.put(0, args); err != nil {
+		return 0, regs, err
+	}
+	b := make([]byte, 4)
+	binary.LittleEndian.PutUint32(b, uint32(vpid))
+	if _, err := parent.put(128, b); err != nil {
+		return 0, regs, err
+	}
+	lead := parent.threads[0]
+	child, err := injectClone(lead.tid, lead.in, parent.scratch, 88)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return 0, regs, fmt.Errorf("pid %d is taken", vpid)
+		}
+		return 0, regs, err
+	}
+	ws, err := ptrace.Wait(child)
+	if err != nil {
+		return 0, regs, err
+	}
+	if !ws.Stopped() {
+		return 0, regs, fmt.Errorf("new task %d: %s", child, ptrace.Describe(ws))
+	}
+	regs, err = ptrace.GetRegs(child)
+	return child, regs, err
+}
+
+// forkInSession creates pr, whose session leader (pid pr.Sid) is gone, as
+// CRIU does: a helper task with the leader's pid is forked from the parent,
+// starts the session, forks pr on the parent's behalf (CLONE_PARENT), and
+// exits; the parent reaps it at once.
+func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
+	sid := pr.pst.Sid
+	if t.pidns {
+		return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace: unsupported", sid)
+	}
+	hpid, hregs, err := t.spawn(parent, sid, 0, uint64(unix.SIGCHLD))
+	if err != nil {
+		return nil, fmt.Errorf("helper for session %d: %w", sid, err)
+	}
+	h := &restorer{ctx: t.ctx, pr: pr, st: t.st, pid: hpid, nsPid: int(sid), tree: t, ctl: parent.ctl, scratch: parent.scratch, pidfd: parent.pidfd}
+	h.threads = []*thread{{tid: hpid, nsTid: int(sid), in: &ptrace.Injector{Tid: hpid, Addr: parent.ctl, Base: hregs}}}
+	fail := func(err error) (*restorer, error) {
+		unix.Kill(hpid, unix.SIGKILL)
+		reap(hpid)
+		return nil, err
+	}
+	if h.mem, err = ptrace.OpenMem(hpid); err != nil {
+		return fail(err)
+	}
+	defer h.mem.Close()
+	if _, err := h.call(0, "setsid", unix.SYS_SETSID); err != nil {
+		return fail(fmt.Errorf("helper for session %d: %w", sid, err))
+	}
+	c, err := t.forkFrom(h, pr, unix.CLONE_PARENT, 0)
+	if err != nil {
+		return fail(err)
+	}
+	c.parent = parent
+	regs := h.threads[0].in.Base
+	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = parent.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), 0
+	if err := ptrace.SetRegs(hpid, &regs); err != nil {
+		return fail(err)
+	}
+	if err := ptrace.Cont(hpid, 0); err != nil {
+		return fail(err)
+	}
+	if w, err := ptrace.Wait(hpid); err != nil || !w.Exited() {
+		return fail(fmt.Errorf("helper for session %d did not exit: %v", sid, err))
+	}
+	if _, err := parent.call(0, "wait4(session helper)", unix.SYS_WAIT4, uint64(sid), 0, unix.WALL, 0); err != nil {
+		return nil, err
+	}
+	parent.hadChildExit = true
+	return c, nil
+}
+
 // setSession puts a just-created task into its dumped session and group,
 // as far as they can be made from its own position: its own new session,
 // its own group, or a group that already exists; a group led by a task
 // created later is joined in a second pass (pgidPending).
 func (t *tree) setSession(r *restorer, parent *restorer) error {
 	pe := r.pr.pst
+	helped := parent != nil && t.sessionHelped(r)
 	switch {
 	case pe.Sid == pe.Pid:
 		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
@@ -268,15 +332,17 @@ func (t *tree) setSession(r *restorer, parent *restorer) error {
 		return nil
 	case parent == nil:
 		// the root in a session led outside the image: it stays in ours
-	case pe.Sid != parent.pr.pst.Sid:
-		return fmt.Errorf("pid %d: its session %d is not its parent's (%d) nor its own: unsupported", pe.Pid, pe.Sid, parent.pr.pst.Sid)
+	case pe.Sid != parent.pr.pst.Sid && !helped:
+		return fmt.Errorf("pid %d: its session %d is led by another process of the image that is not its parent: unsupported", pe.Pid, pe.Sid)
 	}
 	switch {
 	case pe.Pgid == pe.Pid:
 		if _, err := r.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
 			return fmt.Errorf("pid %d: %w", pe.Pid, err)
 		}
-	case parent != nil && pe.Pgid == parent.pr.pst.Pgid:
+	case helped && pe.Pgid == pe.Sid:
+		// inherited from the session helper
+	case !helped && parent != nil && pe.Pgid == parent.pr.pst.Pgid:
 		// inherited
 	case parent == nil:
 		// the root in a group led outside the image: stays in ours
@@ -404,4 +470,20 @@ func (t *tree) abort() {
 		killCmd(t.stub.helper)
 	}
 	t.opener.Finish()
+}
+
+// inImage reports whether pid is a process of the image.
+func (t *tree) inImage(pid int32) bool {
+	for _, p := range t.procs {
+		if p.pst.Pid == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionHelped reports whether r was created in its session by a helper.
+func (t *tree) sessionHelped(r *restorer) bool {
+	pe := r.pr.pst
+	return pe.Sid != pe.Pid && !t.inImage(pe.Sid)
 }
