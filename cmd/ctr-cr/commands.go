@@ -55,6 +55,7 @@ func cmdDump(args []string) error {
 	leave := fs.Bool("leave-running", false, "let the process run on after the dump")
 	ghost := fs.String("ghost-limit", "1M", "largest deleted file whose contents are saved")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	jobs := fs.Int("jobs", 4, "processes whose memory is dumped in parallel (1: one by one)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl})
+	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ import (
 type Options struct {
 	LeaveRunning bool
 	GhostLimit   int64 // bytes of a deleted file saved at most; 0 means 1 MiB
+	Jobs         int   // processes whose memory is dumped at once; 0 means 4
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -55,6 +57,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = 1 << 20
 	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = 4
+	}
 	st = &Stats{}
 	t0 := time.Now()
 	status, err := procfs.ReadStatus(pid)
@@ -67,7 +72,18 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if pid == os.Getpid() {
 		return nil, fmt.Errorf("pid %d is ctr-cr itself", pid)
 	}
-	tasks, err := seizeTree(pid)
+	// One tracer thread per job: processes are seized, questioned and
+	// released by their tracer, in parallel with the others.
+	tracers := make([]*ptrace.Tracer, opts.Jobs)
+	for i := range tracers {
+		tracers[i] = ptrace.NewTracer()
+	}
+	defer func() {
+		for _, tr := range tracers {
+			tr.Stop()
+		}
+	}()
+	tasks, err := seizeTree(pid, tracers)
 	if err != nil {
 		return nil, fmt.Errorf("seize: %w", err)
 	}
@@ -107,6 +123,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 type dumper struct {
+	mu    sync.Mutex // guards st across collecting goroutines
 	ctx   context.Context
 	root  int
 	tasks []*task // parents before children; tasks[0] is the root
@@ -122,21 +139,23 @@ func (d *dumper) release() error {
 	var errs []error
 	d.files.Close()
 	for _, t := range d.tasks {
-		if t.remote != nil {
-			if err := t.remote.RequeueStolen(); err != nil {
-				errs = append(errs, err)
-			}
-			if err := t.remote.Close(); err != nil {
-				errs = append(errs, err)
-			}
-			d.st.InjectedSyscalls += t.remote.Calls()
-			t.remote = nil
+		if t.p == nil {
+			continue
 		}
-		if t.p != nil {
+		t.tr.Do(func() {
+			if t.remote != nil {
+				if err := t.remote.RequeueStolen(); err != nil {
+					errs = append(errs, err)
+				}
+				if err := t.remote.Close(); err != nil {
+					errs = append(errs, err)
+				}
+				t.remote = nil
+			}
 			if err := t.p.Release(); err != nil {
 				errs = append(errs, err)
 			}
-		}
+		})
 	}
 	return errors.Join(errs...)
 }
@@ -154,9 +173,11 @@ func (d *dumper) kill() error {
 	}
 	for _, t := range d.tasks {
 		if t.p != nil {
-			if err := t.p.Kill(); err != nil {
-				errs = append(errs, err)
-			}
+			t.tr.Do(func() {
+				if err := t.p.Kill(); err != nil {
+					errs = append(errs, err)
+				}
+			})
 		}
 	}
 	return errors.Join(errs...)
@@ -164,16 +185,11 @@ func (d *dumper) kill() error {
 
 func (d *dumper) run() error {
 	tc := time.Now()
-	for _, t := range d.tasks {
-		if t.zombie {
-			continue
-		}
-		if err := d.collectCore(t); err != nil {
-			return fmt.Errorf("pid %d: %w", t.pid, err)
-		}
-		if err := d.interrupted(); err != nil {
-			return err
-		}
+	if err := d.collectAll(); err != nil {
+		return err
+	}
+	if err := d.interrupted(); err != nil {
+		return err
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
@@ -286,10 +302,35 @@ func (d *dumper) collectCore(t *task) error {
 		return err
 	}
 	// Put the code under the gadget back before memory is read.
+	d.mu.Lock()
 	d.st.InjectedSyscalls += r.Calls()
+	d.mu.Unlock()
 	err = r.Close()
 	t.remote = nil
 	return err
+}
+
+// collectAll runs collectCore for every live process, each on its tracer
+// thread, the tracers in parallel.
+func (d *dumper) collectAll() error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(d.tasks))
+	for i, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.tr.Do(func() {
+				if err := d.collectCore(t); err != nil {
+					errs[i] = fmt.Errorf("pid %d: %w", t.pid, err)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (d *dumper) writeImage() error {

@@ -89,7 +89,7 @@ func (d *dumper) dumpPages() error {
 		first error
 		total memory.Stats
 	)
-	sem := make(chan struct{}, 4)
+	sem := make(chan struct{}, max(1, d.opts.Jobs))
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue

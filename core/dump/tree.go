@@ -16,6 +16,7 @@ import (
 
 // task is one process of the dumped tree.
 type task struct {
+	tr     *ptrace.Tracer // the thread that seized this process
 	pid    int
 	ppid   int // 0 for the root
 	status *procfs.Status
@@ -33,12 +34,12 @@ type task struct {
 // a parent is stopped before its children are listed, so none can be forked
 // unseen; a child is seized before its own children are listed. Zombies are
 // recorded, not seized. On error everything seized is released.
-func seizeTree(root int) ([]*task, error) {
+func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 	var tasks []*task
 	release := func() {
 		for _, t := range tasks {
 			if t.p != nil {
-				t.p.Release()
+				t.tr.Do(func() { t.p.Release() })
 			}
 		}
 	}
@@ -64,7 +65,9 @@ func seizeTree(root int) ([]*task, error) {
 			tasks = append(tasks, t)
 			continue
 		}
-		p, err := ptrace.SeizeProcess(t.pid)
+		t.tr = tracers[len(tasks)%len(tracers)]
+		var p *ptrace.Process
+		t.tr.Do(func() { p, err = ptrace.SeizeProcess(t.pid) })
 		if err != nil {
 			if t.ppid != 0 && errors.Is(err, unix.ESRCH) {
 				// exited while we looked: a zombie now, or gone
