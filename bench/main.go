@@ -33,8 +33,13 @@ func main() {
 		workload(os.Args[2], os.Args[3])
 		return
 	}
+	if len(os.Args) > 3 && os.Args[1] == "tree-workload" {
+		treeWorkload(os.Args[2], os.Args[3])
+		return
+	}
 	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload")
 	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
+	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
 	if bin == "" {
@@ -70,6 +75,18 @@ func main() {
 		lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
 			r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
 	}
+	if *treeN > 0 {
+		for _, jobs := range []int{1, 4} {
+			r, err := benchTree(bin, *treeN, 8, *runs, jobs)
+			if err != nil {
+				fmt.Printf("bench: tree-%d: %v\n", *treeN, err)
+				os.Exit(1)
+			}
+			fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
+			lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
+				r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
+		}
+	}
 	for _, l := range lines {
 		fmt.Println(l)
 	}
@@ -82,7 +99,21 @@ type result struct {
 }
 
 func benchAnon(bin string, mib, runs int) (*result, error) {
-	r := &result{name: fmt.Sprintf("anon-%dM", mib)}
+	return benchCycles(fmt.Sprintf("anon-%dM", mib), bin, []string{"workload", strconv.Itoa(mib)}, 1, runs, nil)
+}
+
+// benchTree measures a tree of n processes with mib MiB each; jobs is
+// ctr-cr dump's --jobs (1: one process at a time).
+func benchTree(bin string, n, mib, runs, jobs int) (*result, error) {
+	name := fmt.Sprintf("tree-%d-j%d", n, jobs)
+	return benchCycles(name, bin, []string{"tree-workload", strconv.Itoa(n), strconv.Itoa(mib)}, n, runs, []string{"--jobs", strconv.Itoa(jobs)})
+}
+
+// benchCycles starts the workload (argv after the binary; its processes
+// print "ready" once each), then dumps and restores it runs times, checking
+// after each restore that every process verifies its memory.
+func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []string) (*result, error) {
+	r := &result{name: name}
 	dir, err := os.MkdirTemp("", "ctr-cr-bench-")
 	if err != nil {
 		return nil, err
@@ -94,7 +125,7 @@ func benchAnon(bin string, mib, runs int) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "workload", strconv.Itoa(mib), dir)
+	cmd := exec.Command(self, append(wargs, dir)...)
 	cmd.Stdout, cmd.Stderr = of, of
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -103,13 +134,14 @@ func benchAnon(bin string, mib, runs int) (*result, error) {
 	of.Close()
 	pid := cmd.Process.Pid
 	defer func() { unix.Kill(pid, unix.SIGKILL); reapAll() }()
-	if err := waitFor(out, "ready", 120*time.Second); err != nil {
+	if err := waitForN(out, "ready", procs, 120*time.Second); err != nil {
 		return nil, err
 	}
 	for i := 0; i < runs; i++ {
 		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
 		t0 := time.Now()
-		c := exec.Command(bin, "dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats")
+		tree := append([]int{pid}, descendants(pid)...)
+		c := exec.Command(bin, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)...)
 		var so, se bytes.Buffer
 		c.Stdout, c.Stderr = &so, &se
 		if err := c.Run(); err != nil {
@@ -124,13 +156,16 @@ func benchAnon(bin string, mib, runs int) (*result, error) {
 		}
 		json.Unmarshal(so.Bytes(), &st)
 		r.frozen = append(r.frozen, st.FrozenMs)
-		reapAll() // the original is our child until restored
-		for k := 0; k < 500; k++ {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-				break
+		// the killed tree is ours to reap (its root is our child, the
+		// rest reparented to us, the subreaper)
+		for _, p := range tree {
+			for k := 0; k < 2000; k++ {
+				reapAll()
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
 			}
-			time.Sleep(time.Millisecond)
-			reapAll()
 		}
 		r.image = dirMiB(img)
 		t1 := time.Now()
@@ -145,9 +180,11 @@ func benchAnon(bin string, mib, runs int) (*result, error) {
 		}
 		// verify the restored memory from inside
 		before := countLines(out, "verified ok")
-		unix.Kill(pid, unix.SIGUSR1)
+		for _, p := range tree {
+			unix.Kill(p, unix.SIGUSR1)
+		}
 		deadline := time.Now().Add(60 * time.Second)
-		for countLines(out, "verified ok") == before {
+		for countLines(out, "verified ok") < before+len(tree) {
 			if time.Now().After(deadline) || countLines(out, "verify FAILED") > 0 {
 				b, _ := os.ReadFile(out)
 				return nil, fmt.Errorf("restored workload did not verify: %s", b)
@@ -199,9 +236,9 @@ func workload(mibs, dir string) {
 	}
 }
 
-func waitFor(path, word string, d time.Duration) error {
+func waitForN(path, word string, n int, d time.Duration) error {
 	deadline := time.Now().Add(d)
-	for countLines(path, word) == 0 {
+	for countLines(path, word) < n {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("workload not %s after %v", word, d)
 		}
@@ -244,4 +281,37 @@ func stat(v []float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f [%.1f-%.1f]", median(s), s[0], s[len(s)-1])
+}
+
+// treeWorkload starts n-1 children (memory workloads of mib MiB each) and is
+// one itself, so the tree has n processes that all verify on SIGUSR1.
+func treeWorkload(ns, mibs string) {
+	n, _ := strconv.Atoi(ns)
+	self, _ := os.Executable()
+	dir := os.Args[4]
+	for i := 1; i < n; i++ {
+		c := exec.Command(self, "workload", mibs, dir)
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		if err := c.Start(); err != nil {
+			fmt.Println("start child:", err)
+			os.Exit(1)
+		}
+	}
+	workload(mibs, dir)
+}
+
+// descendants lists every descendant of pid.
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+				out = append(out, descendants(c)...)
+			}
+		}
+	}
+	return out
 }

@@ -210,6 +210,16 @@ func (d *dumper) run() error {
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
+	if err := d.files.CheckPidfds(func(pid int32) bool {
+		for _, t := range d.tasks {
+			if int32(t.pid) == pid && !t.zombie {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		return err
+	}
 	tm := time.Now()
 	if err := d.dumpPages(); err != nil {
 		return err

@@ -197,6 +197,8 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 			return t.eventfd(f, fi)
 		case "eventpoll":
 			return t.epoll(f, fd, fi)
+		case "pidfd":
+			return t.pidfd(f, fd, link, fi)
 		}
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
 	}
@@ -343,4 +345,30 @@ func (t *Table) AddPath(path string) (uint32, error) {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return t.add("path:"+path, &imagepb.FileEntry{Kind: imagepb.FileKind_FILE_REG, Path: path, Flags: unix.O_RDONLY, Mode: st.Mode, Size: st.Size, Dev: st.Dev, Ino: st.Ino}), nil
+}
+
+// pidfd records a pidfd; the process it refers to must be in the dump (a
+// pidfd of an outside or exited process cannot be recreated).
+func (t *Table) pidfd(f *imagepb.FileEntry, fd int, link string, fi *procfs.FdInfo) (uint32, error) {
+	f.Kind = imagepb.FileKind_FILE_PIDFD
+	v, ok := fi.Field("Pid")
+	if !ok {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd without a Pid in fdinfo"}
+	}
+	pid, err := strconv.Atoi(strings.Fields(v)[0])
+	if err != nil || pid <= 0 {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd of an exited process"}
+	}
+	f.PidfdPid = int32(pid)
+	return t.add("", f), nil
+}
+
+// CheckPidfds verifies that every pidfd refers to a process of the dump.
+func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
+	for _, f := range t.Files {
+		if f.Kind == imagepb.FileKind_FILE_PIDFD && !inDump(f.PidfdPid) {
+			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
+		}
+	}
+	return nil
 }

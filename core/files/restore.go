@@ -24,6 +24,9 @@ type Opener struct {
 	ghostBy map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
 	fifos   map[string]int       // FIFO path -> an O_RDWR fd holding it open
 	Objects map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
+	// PidOf maps a pid of the image to the restored process (our pid
+	// namespace), for pidfds.
+	PidOf func(pid int32) (int, bool)
 }
 
 // NewOpener indexes the file entries of an image.
@@ -215,6 +218,16 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return unix.Eventfd(uint(f.Pos), fl)
 	case imagepb.FileKind_FILE_EPOLL:
 		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	case imagepb.FileKind_FILE_PIDFD:
+		if o.PidOf == nil {
+			return -1, errors.New("pidfd: no process map")
+		}
+		pid, ok := o.PidOf(f.PidfdPid)
+		if !ok {
+			return -1, fmt.Errorf("pidfd of pid %d: not a restored process", f.PidfdPid)
+		}
+		fl := int(f.Flags) & (unix.O_NONBLOCK | unix.O_EXCL) // PIDFD_NONBLOCK, PIDFD_THREAD
+		return unix.PidfdOpen(pid, fl)
 	}
 	return -1, fmt.Errorf("unsupported file kind %v", f.Kind)
 }

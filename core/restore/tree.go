@@ -58,6 +58,13 @@ func (t *tree) vtid(tc *imagepb.ThreadCore) int32 {
 func (t *tree) restore() error {
 	t.pidns = t.inv.RootPidNs
 	t.byPid = map[int32]*restorer{}
+	t.opener.PidOf = func(pid int32) (int, bool) {
+		r := t.byPid[pid]
+		if r == nil || r.exited {
+			return 0, false
+		}
+		return r.pid, true
+	}
 	t.reaped = map[int]bool{}
 	rootPr := t.procs[0]
 	t1 := time.Now()

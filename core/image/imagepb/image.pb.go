@@ -112,6 +112,7 @@ const (
 	FileKind_FILE_EPOLL   FileKind = 8  // epoll_targets lists the registrations
 	FileKind_FILE_FIFO    FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
 	FileKind_FILE_UNIX    FileKind = 10 // unix socket, described by unix
+	FileKind_FILE_PIDFD   FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
 )
 
 // Enum value maps for FileKind.
@@ -128,6 +129,7 @@ var (
 		8:  "FILE_EPOLL",
 		9:  "FILE_FIFO",
 		10: "FILE_UNIX",
+		11: "FILE_PIDFD",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN": 0,
@@ -141,6 +143,7 @@ var (
 		"FILE_EPOLL":   8,
 		"FILE_FIFO":    9,
 		"FILE_UNIX":    10,
+		"FILE_PIDFD":   11,
 	}
 )
 
@@ -2057,6 +2060,7 @@ type FileEntry struct {
 	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
 	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
 	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
+	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2208,6 +2212,13 @@ func (x *FileEntry) GetUnix() *UnixSocket {
 		return x.Unix
 	}
 	return nil
+}
+
+func (x *FileEntry) GetPidfdPid() int32 {
+	if x != nil {
+		return x.PidfdPid
+	}
+	return 0
 }
 
 // fdinfo-PID.img: one entry per fd of the task.
@@ -2468,7 +2479,7 @@ const file_image_proto_rawDesc = "" +
 	"\vEpollTarget\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"\xcf\x03\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\"\xec\x03\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2488,7 +2499,8 @@ const file_image_proto_rawDesc = "" +
 	"\x03dev\x18\x0e \x01(\x04R\x03dev\x12\x10\n" +
 	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12@\n" +
 	"\repoll_targets\x18\x10 \x03(\v2\x1b.ctrcr.image.v1.EpollTargetR\fepollTargets\x12.\n" +
-	"\x04unix\x18\x11 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x04unix\"L\n" +
+	"\x04unix\x18\x11 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x04unix\x12\x1b\n" +
+	"\tpidfd_pid\x18\x12 \x01(\x05R\bpidfdPid\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -2505,7 +2517,7 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\xb5\x01\n" +
+	"*\xc5\x01\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -2521,7 +2533,9 @@ const file_image_proto_rawDesc = "" +
 	"FILE_EPOLL\x10\b\x12\r\n" +
 	"\tFILE_FIFO\x10\t\x12\r\n" +
 	"\tFILE_UNIX\x10\n" +
-	"B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\x12\x0e\n" +
+	"\n" +
+	"FILE_PIDFD\x10\vB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
