@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
@@ -260,4 +262,109 @@ func TestFileChangedSinceDump(t *testing.T) {
 // child is still the parent's (same pid), alive, and reaped with its status.
 func TestCR_Child(t *testing.T) {
 	runCase(t, Case{Name: "Child", Src: "e_child.c"})
+}
+
+// openPty returns a pty master and the path of its slave.
+func openPty(t *testing.T) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// startOnTerminal starts argv as a session leader whose stdio and
+// controlling terminal is the pty slave.
+func startOnTerminal(t *testing.T, slave string, argv ...string) *exec.Cmd {
+	t.Helper()
+	s, err := os.OpenFile(slave, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Stdin, c.Stdout, c.Stderr = s, s, s
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// expectOutput reads the pty master until want appears.
+func expectOutput(t *testing.T, m *os.File, want string) {
+	t.Helper()
+	var got strings.Builder
+	buf := make([]byte, 512)
+	m.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !strings.Contains(got.String(), want) {
+		n, err := m.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("terminal: waiting for %q: %v; got %q", want, err, got.String())
+		}
+	}
+}
+
+// TestShellJob: a job on a terminal is refused without --shell-job; with it
+// the job is dumped and restored onto the restorer's terminal, where it
+// still reads and answers.
+func TestShellJob(t *testing.T) {
+	testutil.RequiresRoot(t)
+	bin := testutil.BuildCtrCr(t)
+	prog := buildCase(t, "e_shelljob.c", nil)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	m, slave := openPty(t)
+	job := startOnTerminal(t, slave, prog, dir)
+	pid := job.Process.Pid
+	t.Cleanup(func() { killAndReap(pid) })
+	out := filepath.Join(dir, "out")
+	if err := waitReady(t, pid, out, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.Write([]byte("one\n"))
+	expectOutput(t, m, "echo:one")
+
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(pid), "-D", img)
+	if err == nil || !strings.Contains(stderr, "terminal") || !strings.Contains(stderr, "--shell-job") {
+		t.Fatalf("dump of a job on a terminal without --shell-job: err %v, stderr:\n%s", err, stderr)
+	}
+	requireRunningUntraced(t, pid)
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(pid), "-D", img, "--shell-job"); err != nil {
+		t.Fatalf("dump --shell-job: %v\n%s", err, stderr)
+	}
+	job.Wait()
+	if err := waitGone(pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err == nil || !strings.Contains(stderr, "--shell-job") {
+		t.Fatalf("restore of a shell job without --shell-job: err %v\n%s", err, stderr)
+	}
+	pidFile := filepath.Join(dir, "restored.pid")
+	restorer := startOnTerminal(t, slave, bin, "restore", "-D", img, "--shell-job", "--pid-file", pidFile)
+	t.Cleanup(func() { killAndReap(restorer.Process.Pid) })
+	if err := waitFile(pidFile, 20*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.Write([]byte("two\n"))
+	expectOutput(t, m, "echo:two")
+	m.Write([]byte("verify\n"))
+	expectOutput(t, m, "bye")
+	if err := restorer.Wait(); err != nil {
+		t.Fatalf("ctr-cr restore --shell-job: %v; log:\n%s", err, tail(out, 10))
+	}
+	if l := lastLine(out); l != "PASS" {
+		t.Fatalf("job ended with %q; log:\n%s", l, tail(out, 10))
+	}
 }

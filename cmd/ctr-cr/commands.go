@@ -17,6 +17,8 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/kernel"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
+
+	"golang.org/x/sys/unix"
 )
 
 // parseSize reads sizes such as 1048576, 512K, 4M, 1G.
@@ -56,6 +58,7 @@ func cmdDump(args []string) error {
 	ghost := fs.String("ghost-limit", "1M", "largest deleted file whose contents are saved")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
 	jobs := fs.Int("jobs", 4, "processes whose memory is dumped in parallel (1: one by one)")
+	shellJob := fs.Bool("shell-job", false, "the tree has a terminal (a job started from a shell): dump it as external")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,7 +71,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs})
+	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob})
 	if err != nil {
 		return err
 	}
@@ -86,8 +89,15 @@ func cmdRestore(args []string) (int, error) {
 	pidFile := fs.String("pid-file", "", "write the restored pid to this file")
 	method := fs.String("pid-method", "clone3", "how to get the pid: clone3 (set_tid) or ns_last_pid")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	shellJob := fs.Bool("shell-job", false, "restore a shell job onto this terminal (ctr-cr's stdin, stdout or stderr)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
+	}
+	term := -1
+	if *shellJob {
+		if term = terminalFd(); term < 0 {
+			return 2, errors.New("--shell-job: none of stdin, stdout, stderr is a terminal")
+		}
 	}
 	if *dir == "" {
 		return 2, errors.New("-D DIR is required")
@@ -97,7 +107,7 @@ func cmdRestore(args []string) (int, error) {
 		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m})
+	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term})
 	stop()
 	if err != nil {
 		return 1, err
@@ -112,6 +122,14 @@ func cmdRestore(args []string) (int, error) {
 	}
 	if *detach {
 		return 0, nil
+	}
+	if term >= 0 {
+		// the restored job becomes the terminal's foreground group while it
+		// runs; ours again afterwards
+		defer giveTerminal(term, unix.Getpgrp())
+		if pgid, err := unix.Getpgid(res.Pid); err == nil {
+			giveTerminal(term, pgid)
+		}
 	}
 	// In the foreground ctr-cr is the restored process's parent: pass the
 	// termination signals it receives on, then exit with the child's status.
@@ -158,4 +176,22 @@ func cmdCheck(args []string) (int, error) {
 // what it did.
 func interruptible() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+}
+
+// terminalFd returns the first of stdin, stdout, stderr that is a tty.
+func terminalFd() int {
+	for fd := 0; fd < 3; fd++ {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+			return fd
+		}
+	}
+	return -1
+}
+
+// giveTerminal makes pgid the foreground process group of the terminal;
+// SIGTTOU is ignored meanwhile, as a background caller would get it.
+func giveTerminal(fd, pgid int) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, pgid)
 }

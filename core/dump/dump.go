@@ -30,6 +30,9 @@ type Options struct {
 	LeaveRunning bool
 	GhostLimit   int64 // bytes of a deleted file saved at most; 0 means 1 MiB
 	Jobs         int   // processes whose memory is dumped at once; 0 means 4
+	// ShellJob accepts a tree with terminals (a job started from a shell):
+	// the terminal is external and replaced on restore by the restorer's.
+	ShellJob bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -193,7 +196,7 @@ func (d *dumper) run() error {
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -258,6 +261,9 @@ func (d *dumper) collectCore(t *task) error {
 	}
 	pid := t.pid
 	st := t.status
+	if t.stat.TtyNr != 0 && !d.opts.ShellJob {
+		return errors.New("it has a controlling terminal: dump with --shell-job to restore the job onto the restorer's terminal")
+	}
 	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
 		return err

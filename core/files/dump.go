@@ -37,6 +37,17 @@ func (e *UnsupportedError) Error() string {
 // Options tune the file dump.
 type Options struct {
 	GhostLimit int64 // largest deleted file whose contents are saved
+	// ShellJob accepts terminals: they are external, replaced on restore
+	// by the restorer's own terminal.
+	ShellJob bool
+}
+
+// IsTerminal reports whether a character device number is a tty: the
+// console/virtual terminals (major 4), /dev/tty and /dev/ptmx (major 5) or
+// a pseudo-terminal slave (majors 136-143).
+func IsTerminal(rdev uint64) bool {
+	major := unix.Major(rdev)
+	return major == 4 || (major == 5 && unix.Minor(rdev) != 1) || (major >= 136 && major <= 143)
 }
 
 // Table is the dumped state of a task's files.
@@ -174,6 +185,13 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.add("", f), nil
 	case unix.S_IFCHR:
+		if IsTerminal(st.Rdev) {
+			if !opts.ShellJob {
+				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}
+			}
+			f.Kind = imagepb.FileKind_FILE_TTY
+			return t.add("tty", f), nil
+		}
 		f.Kind = imagepb.FileKind_FILE_CHR
 		if !strings.HasPrefix(link, "/") {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "character device without a path"}

@@ -27,11 +27,14 @@ type Opener struct {
 	// PidOf maps a pid of the image to the restored process (our pid
 	// namespace), for pidfds.
 	PidOf func(pid int32) (int, bool)
+	// Terminal is the restorer's terminal that replaces a shell job's
+	// terminal (--shell-job), or -1.
+	Terminal int
 }
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, Terminal: -1}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -218,6 +221,11 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return unix.Eventfd(uint(f.Pos), fl)
 	case imagepb.FileKind_FILE_EPOLL:
 		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	case imagepb.FileKind_FILE_TTY:
+		if o.Terminal < 0 {
+			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
+		}
+		return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
 	case imagepb.FileKind_FILE_PIDFD:
 		if o.PidOf == nil {
 			return -1, errors.New("pidfd: no process map")
@@ -407,4 +415,14 @@ func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// HasTerminal reports whether the image holds a shell job's terminal.
+func (o *Opener) HasTerminal() bool {
+	for _, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_TTY {
+			return true
+		}
+	}
+	return false
 }

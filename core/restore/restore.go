@@ -27,6 +27,9 @@ import (
 // Options control a restore.
 type Options struct {
 	PidMethod PidMethod
+	// Terminal replaces the terminal of a shell job (an fd of ours that is
+	// a tty, for --shell-job), or -1.
+	Terminal int
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -93,6 +96,10 @@ func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 	}
 	if err := opener.Check(); err != nil {
 		return nil, fmt.Errorf("pid %d: %w", root, err)
+	}
+	opener.Terminal = opts.Terminal
+	if opts.Terminal < 0 && opener.HasTerminal() {
+		return nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
 	}
 	st.ValidateMs = ms(time.Since(t0))
 	t := &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}

@@ -113,6 +113,7 @@ const (
 	FileKind_FILE_FIFO    FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
 	FileKind_FILE_UNIX    FileKind = 10 // unix socket, described by unix
 	FileKind_FILE_PIDFD   FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
+	FileKind_FILE_TTY     FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
 )
 
 // Enum value maps for FileKind.
@@ -130,6 +131,7 @@ var (
 		9:  "FILE_FIFO",
 		10: "FILE_UNIX",
 		11: "FILE_PIDFD",
+		12: "FILE_TTY",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN": 0,
@@ -144,6 +146,7 @@ var (
 		"FILE_FIFO":    9,
 		"FILE_UNIX":    10,
 		"FILE_PIDFD":   11,
+		"FILE_TTY":     12,
 	}
 )
 
@@ -2517,7 +2520,7 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\xc5\x01\n" +
+	"*\xd3\x01\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -2535,7 +2538,8 @@ const file_image_proto_rawDesc = "" +
 	"\tFILE_UNIX\x10\n" +
 	"\x12\x0e\n" +
 	"\n" +
-	"FILE_PIDFD\x10\vB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"FILE_PIDFD\x10\v\x12\f\n" +
+	"\bFILE_TTY\x10\fB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
