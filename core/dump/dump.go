@@ -213,6 +213,9 @@ func (d *dumper) run() error {
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
+	if err := d.files.CheckSockets(); err != nil {
+		return err
+	}
 	if err := d.files.CheckPidfds(func(pid int32) bool {
 		for _, t := range d.tasks {
 			if int32(t.pid) == pid && !t.zombie {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
 // UnsupportedError is returned for an fd the engine cannot dump yet; the
@@ -60,6 +61,7 @@ type Table struct {
 	nextID  uint32
 	byKey   map[string]uint32
 	seen    map[[2]uint64][]seenFd
+	diag    *unixsk.Diag // unix sockets of our network namespace, read once
 }
 
 // Object is a memory-backed file whose contents must be dumped.
@@ -206,7 +208,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.pipe(f, fd, cp, link)
 	case unix.S_IFSOCK:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "socket"}
+		return t.socket(f, fd, cp, link)
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
 		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
@@ -386,6 +388,52 @@ func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 	for _, f := range t.Files {
 		if f.Kind == imagepb.FileKind_FILE_PIDFD && !inDump(f.PidfdPid) {
 			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
+		}
+	}
+	return nil
+}
+
+// socket records a socket. Unix sockets of connected pairs are supported
+// (both ends must be in the dump, see CheckSockets); other families are
+// refused, naming the fd.
+func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
+	}
+	if domain != unix.AF_UNIX {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
+	}
+	if t.diag == nil {
+		if t.diag, err = unixsk.ReadDiag(); err != nil {
+			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
+	}
+	sk, err := unixsk.Dump(cp, f.Ino, t.diag)
+	if err != nil {
+		var ue *unixsk.UnsupportedError
+		if errors.As(err, &ue) {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket: " + ue.Reason}
+		}
+		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+	}
+	f.Kind = imagepb.FileKind_FILE_UNIX
+	f.Unix = sk
+	return t.add("", f), nil
+}
+
+// CheckSockets verifies that the peer of every unix socket is in the dump:
+// a peer held outside would be cut off from the restored end.
+func (t *Table) CheckSockets() error {
+	have := map[uint64]bool{}
+	for _, f := range t.Files {
+		if f.Kind == imagepb.FileKind_FILE_UNIX {
+			have[f.Unix.Ino] = true
+		}
+	}
+	for _, f := range t.Files {
+		if f.Kind == imagepb.FileKind_FILE_UNIX && !have[f.Unix.PeerIno] {
+			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("socket:[%d]", f.Unix.Ino), Kind: fmt.Sprintf("unix socket whose peer (socket:[%d]) is outside the dump", f.Unix.PeerIno)}
 		}
 	}
 	return nil

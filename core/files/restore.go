@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
 // Opener opens, in the restorer, the files of an image: each file entry once,
@@ -221,6 +222,8 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return unix.Eventfd(uint(f.Pos), fl)
 	case imagepb.FileKind_FILE_EPOLL:
 		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	case imagepb.FileKind_FILE_UNIX:
+		return o.socketEnd(f)
 	case imagepb.FileKind_FILE_TTY:
 		if o.Terminal < 0 {
 			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
@@ -425,4 +428,28 @@ func (o *Opener) HasTerminal() bool {
 		}
 	}
 	return false
+}
+
+// socketEnd creates the socket pair the entry belongs to (on first use of
+// either end) and returns this end; the other end is kept for its entry.
+func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
+	if f.Unix == nil {
+		return -1, errors.New("unix socket entry without its description")
+	}
+	var peer *imagepb.FileEntry
+	for _, p := range o.files {
+		if p.Kind == imagepb.FileKind_FILE_UNIX && p.Unix != nil && p.Unix.Ino == f.Unix.PeerIno && p.Id != f.Id {
+			peer = p
+			break
+		}
+	}
+	if peer == nil {
+		return -1, fmt.Errorf("unix socket %d: its peer %d is not in the image", f.Unix.Ino, f.Unix.PeerIno)
+	}
+	a, b, err := unixsk.Pair(f.Unix, peer.Unix)
+	if err != nil {
+		return -1, err
+	}
+	o.open[peer.Id] = b
+	return a, nil
 }

@@ -41,6 +41,9 @@ const (
 	tcpEstablished = 1  // sk_state of a connected unix socket
 	tcpClose       = 7  // sk_state of an unconnected one
 	tcpListen      = 10 // sk_state of a listening one
+
+	rcvShutdown  = 1 // sk_shutdown bits, as in UnixSocket.shutdown
+	sendShutdown = 2
 )
 
 // Diag is a snapshot of the unix sockets of the current network namespace

@@ -1,12 +1,13 @@
 /*
- * b_unsupfd: holds a unix socketpair, a file kind the engine does not
- * support (yet). Used by TestNegative_UnsupportedFD: the dump must fail and
- * leave this process running undisturbed, so after "go" it checks from inside
- * that the socketpair still works and still holds the unread message queued
- * before "ready".
+ * b_unsupfd: holds a packet socket (fd 42), a file kind the engine refuses,
+ * and a unix socketpair (fds 43, 44) with a queued message. Used by
+ * TestNegative_UnsupportedFD: the dump must fail naming fd 42 and leave this
+ * process running undisturbed, so after "go" it checks from inside that the
+ * socketpair still works and still holds the unread message queued before
+ * "ready" (a dump that peeked it must not have consumed it).
  *
- * The socket fds are dup2'ed to fixed numbers (SOCK_A, SOCK_B) so the test
- * can expect the fd number in the error message; it prints them too.
+ * The fds are dup2'ed to fixed numbers so the test can expect the fd number
+ * in the error message; it prints them too.
  */
 #define _GNU_SOURCE
 #include "case.h"
@@ -21,8 +22,9 @@
 			case_fail(__VA_ARGS__);                                \
 	} while (0)
 
-#define SOCK_A 42
-#define SOCK_B 43
+#define PACKET 42
+#define SOCK_A 43
+#define SOCK_B 44
 
 int main(int argc, char **argv)
 {
@@ -30,6 +32,9 @@ int main(int argc, char **argv)
 	char buf[64];
 
 	case_init(argc, argv);
+	int pk = socket(AF_PACKET, SOCK_DGRAM, 0);
+	CHECK(pk >= 0 && dup2(pk, PACKET) == PACKET, "packet socket: %s", strerror(errno));
+	close(pk);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair: %s",
 	      strerror(errno));
 	CHECK(dup2(sv[0], SOCK_A) == SOCK_A && dup2(sv[1], SOCK_B) == SOCK_B,
@@ -39,7 +44,7 @@ int main(int argc, char **argv)
 
 	/* one message left queued across the (failed) dump */
 	CHECK(write(SOCK_A, "queued", 6) == 6, "write: %s", strerror(errno));
-	case_log("unix socketpair on fds %d and %d", SOCK_A, SOCK_B);
+	case_log("packet socket on fd %d, unix socketpair on fds %d and %d", PACKET, SOCK_A, SOCK_B);
 
 	case_ready();
 	case_wait_go();

@@ -1,0 +1,209 @@
+package unixsk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func openFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// wantUnsupported checks that Dump of fd fails with *UnsupportedError
+// whose reason contains substr.
+func wantUnsupported(t *testing.T, fd int, substr string) {
+	t.Helper()
+	s, err := Dump(fd, inoOf(t, fd), nil)
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) {
+		t.Fatalf("Dump = %v, %v; want *UnsupportedError", s, err)
+	}
+	if ue.Ino != inoOf(t, fd) || !strings.Contains(ue.Reason, substr) {
+		t.Fatalf("Dump error %q (ino %d), want reason containing %q", err, ue.Ino, substr)
+	}
+	t.Logf("refused: %v", err)
+	if v := getopt(t, fd, unix.SO_PEEK_OFF); v != -1 {
+		t.Errorf("SO_PEEK_OFF left at %d", v)
+	}
+}
+
+func TestRefuseFdPassing(t *testing.T) {
+	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		t.Run(fmt.Sprint(typ), func(t *testing.T) {
+			a, b := socketpair(t, typ)
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(p[0])
+			defer unix.Close(p[1])
+			send(t, a, [][]byte{[]byte("before")})
+			if err := unix.Sendmsg(a, []byte("fds"), unix.UnixRights(p[0], p[1]), nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			before := openFds(t)
+			wantUnsupported(t, b, "fd passing in flight")
+			if after := openFds(t); after != before {
+				t.Errorf("fds leaked by Dump: %d -> %d", before, after)
+			}
+			// The queue is intact: both messages, and the fds still arrive.
+			buf := make([]byte, 64)
+			oob := make([]byte, unix.CmsgSpace(8))
+			if typ == unix.SOCK_STREAM {
+				// Stream reads stop at the skb that carries fds.
+				n, _ := unix.Read(b, buf[:6])
+				if string(buf[:n]) != "before" {
+					t.Fatalf("read %q", buf[:n])
+				}
+			} else if n, _ := unix.Read(b, buf); string(buf[:n]) != "before" {
+				t.Fatalf("read %q", buf[:n])
+			}
+			n, oobn, _, _, err := unix.Recvmsg(b, buf, oob, unix.MSG_CMSG_CLOEXEC)
+			if err != nil || string(buf[:n]) != "fds" {
+				t.Fatalf("recv %q %v", buf[:n], err)
+			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			if len(msgs) != 1 {
+				t.Fatalf("control messages: %d", len(msgs))
+			}
+			fds, _ := unix.ParseUnixRights(&msgs[0])
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			if len(fds) != 2 {
+				t.Fatalf("received %d fds", len(fds))
+			}
+		})
+	}
+}
+
+func TestRefuseCredentials(t *testing.T) {
+	// With SO_PASSCRED on the receiver at send time the kernel attaches the
+	// sender's pid/uid/gid to the message: the image cannot carry them.
+	a, b := socketpair(t, unix.SOCK_DGRAM)
+	setopt(t, b, unix.SO_PASSCRED, 1)
+	send(t, a, [][]byte{[]byte("hi")})
+	wantUnsupported(t, b, "SCM_CREDENTIALS")
+
+	// Explicit credentials from a sender without SO_PASSCRED anywhere.
+	c, d := socketpair(t, unix.SOCK_STREAM)
+	cred := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
+	if err := unix.Sendmsg(c, []byte("x"), cred, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	setopt(t, d, unix.SO_PASSCRED, 1)
+	wantUnsupported(t, d, "SCM_CREDENTIALS")
+}
+
+func TestRefusePeerGone(t *testing.T) {
+	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		p, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(t, p[0], [][]byte{[]byte("orphan")})
+		unix.Close(p[0])
+		wantUnsupported(t, p[1], "peer is gone")
+		unix.Close(p[1])
+	}
+}
+
+func TestRefuseShapes(t *testing.T) {
+	name := fmt.Sprintf("\x00ctr-cr-unixsk-test-%d", os.Getpid())
+
+	l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l)
+	if err := unix.Bind(l, &unix.SockaddrUnix{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(l, 4); err != nil {
+		t.Fatal(err)
+	}
+	wantUnsupported(t, l, "listening")
+
+	// A connection accepted from it: the server end carries the name, the
+	// client end's peer does.
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(c)
+	if err := unix.Connect(c, &unix.SockaddrUnix{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(s)
+	wantUnsupported(t, s, "bound to")
+	wantUnsupported(t, c, "bound to")
+
+	u, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(u)
+	wantUnsupported(t, u, "without a peer")
+
+	// A task using SO_PEEK_OFF itself: its offset is left as it was.
+	x, _ := socketpair(t, unix.SOCK_DGRAM)
+	setopt(t, x, unix.SO_PEEK_OFF, 3)
+	if _, err := Dump(x, inoOf(t, x), nil); err == nil {
+		t.Fatal("Dump accepted a socket with SO_PEEK_OFF in use")
+	}
+	if v := getopt(t, x, unix.SO_PEEK_OFF); v != 3 {
+		t.Errorf("SO_PEEK_OFF changed to %d", v)
+	}
+
+	// Wrong inode.
+	y, z := socketpair(t, unix.SOCK_STREAM)
+	if _, err := Dump(y, inoOf(t, z), nil); err == nil {
+		t.Fatal("Dump accepted a wrong inode")
+	}
+}
+
+func TestRefuseOOB(t *testing.T) {
+	a, b := socketpair(t, unix.SOCK_STREAM)
+	send(t, a, [][]byte{[]byte("data")})
+	if err := unix.Sendmsg(a, []byte("!"), nil, nil, unix.MSG_OOB); err != nil {
+		t.Skipf("MSG_OOB not supported: %v", err)
+	}
+	wantUnsupported(t, b, "MSG_OOB")
+}
+
+// TestDgramPeekedEmptyHead: a task that peeked an empty datagram at the
+// head (plain MSG_PEEK, as recv(MSG_PEEK|MSG_TRUNC) size probes do) marks
+// it, and the kernel's peek-offset walk then skips it; Dump still sees it.
+func TestDgramPeekedEmptyHead(t *testing.T) {
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		a, b := socketpair(t, typ)
+		q := [][]byte{{}, []byte("one"), {}, []byte("two")}
+		send(t, a, q)
+		buf := make([]byte, 8)
+		if n, _, _, _, err := unix.Recvmsg(b, buf, nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT); err != nil || n != 0 {
+			t.Fatalf("task peek: %d %v", n, err)
+		}
+		s, err := Dump(b, inoOf(t, b), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equalQueues(s.Queue, q) {
+			t.Fatalf("type %d: queue %s, want %s", typ, describe(s.Queue), describe(q))
+		}
+		drain(t, b, typ, q)
+	}
+}
