@@ -221,6 +221,9 @@ func (t *tree) fork(parent *restorer, pr *proc) (*restorer, error) {
 	if pr.pst.FilesId != 0 && pr.pst.FilesId == parent.pr.pst.FilesId {
 		flags |= unix.CLONE_FILES
 	}
+	if pr.pst.FsId != 0 && pr.pst.FsId == parent.pr.pst.FsId {
+		flags |= unix.CLONE_FS
+	}
 	exitSig := uint64(unix.SIGCHLD)
 	if pr.core != nil && pr.core.ExitSignal > 0 && pr.core.ExitSignal < 65 {
 		exitSig = uint64(pr.core.ExitSignal)
