@@ -2,6 +2,8 @@ package files
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -74,11 +76,21 @@ func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 	for _, f := range t.Files {
 		byID[f.Id] = f
 	}
+	var outside map[uint64]bool
 	for pid, fds := range fdTables {
 		for _, e := range fds {
 			f := byID[e.FileId]
-			if f != nil && f.Kind == imagepb.FileKind_FILE_PIPE && ends[f.Ino] != 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
-				return &UnsupportedError{Pid: pid, Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end outside the dump"}
+			if f == nil || f.Kind != imagepb.FileKind_FILE_PIPE || ends[f.Ino] == 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
+				continue
+			}
+			// One end is not in the dump: fine when nobody holds it any
+			// more (closed, or its holder exited: restore closes it too);
+			// refused when a process outside the dump holds it.
+			if outside == nil {
+				outside = pipesHeldOutside(fdTables)
+			}
+			if outside[f.Ino] {
+				return &UnsupportedError{Pid: pid, Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end held outside the dump"}
 			}
 		}
 	}
@@ -116,4 +128,31 @@ func (t *Table) fifo(f *imagepb.FileEntry, fd, cp int, link string) (uint32, err
 		t.byKey[key] = 0
 	}
 	return t.add("", f), nil
+}
+
+// pipesHeldOutside lists the pipes some process outside the dump has an fd
+// of, by scanning /proc/*/fd of the host (or namespace).
+func pipesHeldOutside(dumped map[int][]*imagepb.FdEntry) map[uint64]bool {
+	out := map[uint64]bool{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		if _, ok := dumped[pid]; ok || pid == os.Getpid() {
+			continue // the dump's processes, and our stolen copies
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if err != nil || !strings.HasPrefix(l, "pipe:[") {
+				continue
+			}
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(l, "pipe:["), "]"), 10, 64); err == nil {
+				out[ino] = true
+			}
+		}
+	}
+	return out
 }

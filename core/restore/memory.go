@@ -149,6 +149,9 @@ func (r *restorer) createObjects() error {
 		if !files.IsMemObject(f) {
 			continue
 		}
+		if _, done := r.opener.Objects[f.Id]; done {
+			continue // made for another process of the tree: one object
+		}
 		var fd int
 		if f.Kind == imagepb.FileKind_FILE_MEMFD {
 			fd, err = unix.MemfdCreate(files.MemfdName(f), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
