@@ -105,7 +105,7 @@ func checkShape(e DiagEntry, d *Diag) error {
 	if e.State == tcpListen {
 		return unsupported(e.Ino, "listening socket (%q)", e.Name)
 	}
-	if e.Name != "" {
+	if e.Name != "" && !autobound(e.Name) {
 		return unsupported(e.Ino, "socket bound to %q", e.Name)
 	}
 	if e.PeerIno == 0 {
@@ -121,10 +121,26 @@ func checkShape(e DiagEntry, d *Diag) error {
 	if p.PeerIno != e.Ino {
 		return unsupported(e.Ino, "peer socket:[%d] is connected to socket:[%d], not back to us", e.PeerIno, p.PeerIno)
 	}
-	if p.Name != "" {
+	if p.Name != "" && !autobound(p.Name) {
 		return unsupported(e.Ino, "peer socket:[%d] is bound to %q (accepted connection)", e.PeerIno, p.Name)
 	}
 	return nil
+}
+
+// autobound reports a name the kernel gave by itself (autobind: an abstract
+// "@" and five hex digits, e.g. on the first send with SO_PASSCRED). Nobody
+// chose it, so a pair socket carrying one is rebuilt unbound and gets a new
+// one the same way.
+func autobound(name string) bool {
+	if len(name) != 6 || name[0] != '@' {
+		return false
+	}
+	for _, c := range name[1:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // dumpOptions records the options in the image and refuses the unix
@@ -192,6 +208,7 @@ func peekQueue(fd int, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err erro
 	}()
 
 	p := peeker{fd: fd, ino: ino}
+	defer func() { s.Creds = credsOf(p.creds) }()
 	if s.Type == unix.SOCK_STREAM {
 		return p.stream(inq)
 	}
@@ -225,4 +242,24 @@ func peekQueue(fd int, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err erro
 		return nil, fmt.Errorf("unix socket:[%d]: peeked %d bytes but SIOCINQ says %d (queue changed during dump?)", ino, got, want)
 	}
 	return q, nil
+}
+
+// credsOf converts the peeked credentials for the image: nothing when no
+// element carried any.
+func credsOf(cs []*unix.Ucred) []*imagepb.UnixCred {
+	any := false
+	for _, c := range cs {
+		any = any || c != nil
+	}
+	if !any {
+		return nil
+	}
+	out := make([]*imagepb.UnixCred, len(cs))
+	for i, c := range cs {
+		out[i] = &imagepb.UnixCred{}
+		if c != nil {
+			out[i] = &imagepb.UnixCred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid}
+		}
+	}
+	return out
 }

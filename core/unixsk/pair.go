@@ -145,9 +145,16 @@ func refill(from int, s *imagepb.UnixSocket, total int) error {
 		}
 	}
 	for i, m := range s.Queue {
+		// the sender's credentials go with the data they came with (any
+		// pid/uid/gid: we have CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID)
+		var oob []byte
+		if i < len(s.Creds) && s.Creds[i].Pid != 0 {
+			c := s.Creds[i]
+			oob = unix.UnixCredentials(&unix.Ucred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid})
+		}
 		if s.Type == unix.SOCK_STREAM {
 			for len(m) > 0 {
-				n, err := unix.SendmsgN(from, m, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+				n, err := unix.SendmsgN(from, m, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 				if err == unix.EINTR {
 					continue
 				}
@@ -159,7 +166,7 @@ func refill(from int, s *imagepb.UnixSocket, total int) error {
 			continue
 		}
 		for {
-			n, err := unix.SendmsgN(from, m, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, err := unix.SendmsgN(from, m, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 			if err == unix.EINTR {
 				continue
 			}

@@ -23,14 +23,16 @@ type peeker struct {
 	ino uint64
 	// ts: every real record carries a timestamp control message, so a
 	// 0 answer without one is the seqpacket EOF, not an empty record.
-	ts   bool
-	ctrl []byte
+	ts    bool
+	ctrl  []byte
+	creds []*unix.Ucred // per element of the peeked queue (nil: none)
 }
 
 // peekResult is one successful peek.
 type peekResult struct {
-	n  int  // return value: the whole message length with MSG_TRUNC
-	ts bool // a timestamp control message came with it
+	n    int         // return value: the whole message length with MSG_TRUNC
+	ts   bool        // a timestamp control message came with it
+	cred *unix.Ucred // sender credentials attached to the data, if any
 }
 
 // peekOne does one recvmsg(MSG_PEEK) into buf. Control messages are
@@ -77,8 +79,9 @@ func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 				unix.Close(int(int32(binary.NativeEndian.Uint32(m.Data))))
 			}
 		case unix.SCM_CREDENTIALS:
-			if c, err := unix.ParseUnixCredentials(m); err == nil && c.Pid != 0 && refuse == nil {
-				refuse = unsupported(p.ino, "fd passing in flight: SCM_CREDENTIALS queued (pid %d uid %d gid %d)", c.Pid, c.Uid, c.Gid)
+			// kept with the data and sent again with it on restore
+			if c, err := unix.ParseUnixCredentials(m); err == nil && c.Pid != 0 {
+				r.cred = c
 			}
 		case unix.SCM_TIMESTAMP, unix.SCM_TIMESTAMPNS, unix.SO_TIMESTAMP_NEW, unix.SO_TIMESTAMPNS_NEW, unix.SCM_TIMESTAMPING:
 			r.ts = true
@@ -109,6 +112,7 @@ func (p *peeker) stream(inq int) ([][]byte, error) {
 	}
 	buf := make([]byte, inq)
 	got := 0
+	var q [][]byte
 	for got < inq {
 		r, err := p.peekOne(buf[got:], peekFlags)
 		if err == unix.EAGAIN || (err == nil && r.n == 0) {
@@ -117,12 +121,16 @@ func (p *peeker) stream(inq int) ([][]byte, error) {
 		if err != nil {
 			return nil, wrapPeekErr(p.ino, err)
 		}
+		// one recv never glues data of senders with different
+		// credentials: each chunk keeps its own
+		q = append(q, buf[got:got+r.n])
+		p.creds = append(p.creds, r.cred)
 		got += r.n
 	}
 	if got != inq {
 		return nil, fmt.Errorf("unix socket:[%d]: peeked %d of the %d queued bytes", p.ino, got, inq)
 	}
-	return [][]byte{buf}, nil
+	return q, nil
 }
 
 // records peeks the messages of a dgram/seqpacket socket one by one with
@@ -156,6 +164,7 @@ func (p *peeker) records() ([][]byte, error) {
 	var q [][]byte
 	if headEmpty {
 		q = append(q, []byte{})
+		p.creds = append(p.creds, r.cred)
 	}
 	off := 0
 	for {
@@ -179,6 +188,7 @@ func (p *peeker) records() ([][]byte, error) {
 			continue
 		}
 		q = append(q, append([]byte{}, buf[:r.n]...))
+		p.creds = append(p.creds, r.cred)
 		off += r.n
 	}
 }

@@ -87,22 +87,49 @@ func TestRefuseFdPassing(t *testing.T) {
 	}
 }
 
-func TestRefuseCredentials(t *testing.T) {
-	// With SO_PASSCRED on the receiver at send time the kernel attaches the
-	// sender's pid/uid/gid to the message: the image cannot carry them.
-	a, b := socketpair(t, unix.SOCK_DGRAM)
-	setopt(t, b, unix.SO_PASSCRED, 1)
-	send(t, a, [][]byte{[]byte("hi")})
-	wantUnsupported(t, b, "SCM_CREDENTIALS")
-
-	// Explicit credentials from a sender without SO_PASSCRED anywhere.
-	c, d := socketpair(t, unix.SOCK_STREAM)
-	cred := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
-	if err := unix.Sendmsg(c, []byte("x"), cred, nil, 0); err != nil {
-		t.Fatal(err)
+// TestCredentialsKept: credentials attached to queued data (SO_PASSCRED on
+// the receiver at send time, or sent explicitly) are dumped with the data
+// and sent again with it by Pair, for dgram and stream.
+func TestCredentialsKept(t *testing.T) {
+	me := unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_STREAM} {
+		a, b := socketpair(t, typ)
+		setopt(t, b, unix.SO_PASSCRED, 1)
+		if err := unix.Sendmsg(a, []byte("hi"), unix.UnixCredentials(&me), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		da, err := Dump(a, inoOf(t, a), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := Dump(b, inoOf(t, b), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(db.Creds) != 1 || db.Creds[0].Pid != me.Pid {
+			t.Fatalf("type %d: dumped creds %v, want pid %d", typ, db.Creds, me.Pid)
+		}
+		fa, fb, err := Pair(da, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fa)
+		defer unix.Close(fb)
+		buf := make([]byte, 16)
+		oob := make([]byte, unix.CmsgSpace(12))
+		n, oobn, _, _, err := unix.Recvmsg(fb, buf, oob, unix.MSG_DONTWAIT)
+		if err != nil || string(buf[:n]) != "hi" {
+			t.Fatalf("type %d: recv %q %v", typ, buf[:n], err)
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		if len(msgs) != 1 {
+			t.Fatalf("type %d: %d control messages", typ, len(msgs))
+		}
+		c, err := unix.ParseUnixCredentials(&msgs[0])
+		if err != nil || *c != me {
+			t.Fatalf("type %d: restored credentials %+v (%v), want %+v", typ, c, err, me)
+		}
 	}
-	setopt(t, d, unix.SO_PASSCRED, 1)
-	wantUnsupported(t, d, "SCM_CREDENTIALS")
 }
 
 func TestRefusePeerGone(t *testing.T) {

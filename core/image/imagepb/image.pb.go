@@ -1872,13 +1872,16 @@ type UnixSocket struct {
 	PeerIno uint64                 `protobuf:"varint,3,opt,name=peer_ino,json=peerIno,proto3" json:"peer_ino,omitempty"` // 0 when unconnected
 	// Messages queued for reading on this end, in order (one element per
 	// datagram/record; stream data is one element).
-	Queue         [][]byte `protobuf:"bytes,4,rep,name=queue,proto3" json:"queue,omitempty"`
-	Sndbuf        uint32   `protobuf:"varint,5,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
-	Rcvbuf        uint32   `protobuf:"varint,6,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
-	Passcred      bool     `protobuf:"varint,7,opt,name=passcred,proto3" json:"passcred,omitempty"`
-	Shutdown      uint32   `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // SHUT_RD=1 / SHUT_WR=2 bits as seen on this end
-	Name          string   `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`          // bound address (path or "@abstract"), "" if none
-	State         int32    `protobuf:"varint,10,opt,name=state,proto3" json:"state,omitempty"`      // kernel socket state (sock_diag udiag_state)
+	Queue    [][]byte `protobuf:"bytes,4,rep,name=queue,proto3" json:"queue,omitempty"`
+	Sndbuf   uint32   `protobuf:"varint,5,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf   uint32   `protobuf:"varint,6,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Passcred bool     `protobuf:"varint,7,opt,name=passcred,proto3" json:"passcred,omitempty"`
+	Shutdown uint32   `protobuf:"varint,8,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // SHUT_RD=1 / SHUT_WR=2 bits as seen on this end
+	Name     string   `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`          // bound address (path or "@abstract"), "" if none
+	State    int32    `protobuf:"varint,10,opt,name=state,proto3" json:"state,omitempty"`      // kernel socket state (sock_diag udiag_state)
+	// Sender credentials of each queued element (parallel to queue; empty
+	// when no element carries any; pid 0 for an element without).
+	Creds         []*UnixCred `protobuf:"bytes,11,rep,name=creds,proto3" json:"creds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1983,6 +1986,73 @@ func (x *UnixSocket) GetState() int32 {
 	return 0
 }
 
+func (x *UnixSocket) GetCreds() []*UnixCred {
+	if x != nil {
+		return x.Creds
+	}
+	return nil
+}
+
+type UnixCred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixCred) Reset() {
+	*x = UnixCred{}
+	mi := &file_image_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixCred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixCred) ProtoMessage() {}
+
+func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
+func (*UnixCred) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UnixCred) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type EpollTarget struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"` // target fd number in the owning task
@@ -1994,7 +2064,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2076,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2089,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -2070,7 +2140,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2152,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2165,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -2236,7 +2306,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2318,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2331,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -2465,7 +2535,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xf5\x01\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xa5\x02\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -2478,7 +2548,12 @@ const file_image_proto_rawDesc = "" +
 	"\bshutdown\x18\b \x01(\rR\bshutdown\x12\x12\n" +
 	"\x04name\x18\t \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\n" +
-	" \x01(\x05R\x05state\"K\n" +
+	" \x01(\x05R\x05state\x12.\n" +
+	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"@\n" +
+	"\bUnixCred\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"K\n" +
 	"\vEpollTarget\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
@@ -2554,7 +2629,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -2577,9 +2652,10 @@ var file_image_proto_goTypes = []any{
 	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
 	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*EpollTarget)(nil),   // 21: ctrcr.image.v1.EpollTarget
-	(*FileEntry)(nil),     // 22: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 23: ctrcr.image.v1.FdEntry
+	(*UnixCred)(nil),      // 21: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 22: ctrcr.image.v1.EpollTarget
+	(*FileEntry)(nil),     // 23: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 24: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -2596,14 +2672,15 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	1,  // 14: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	21, // 15: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 16: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	21, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	1,  // 15: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	22, // 16: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 17: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2617,7 +2694,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
