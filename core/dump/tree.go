@@ -82,6 +82,17 @@ func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 		}
 		t.p = p
 		tasks = append(tasks, t)
+		if p.Threads[0].Stopped {
+			// A task in a group stop re-enters it at every resume, so no
+			// syscall could be injected: end the group stop while the
+			// threads are held in their ptrace traps (a default SIGCONT
+			// is discarded, nothing is queued); it is stopped again when
+			// released, and restored stopped.
+			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+				release()
+				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+			}
+		}
 		// stat again: state and ids as of the stop
 		if t.stat, err = procfs.ReadStat(t.pid); err != nil {
 			release()

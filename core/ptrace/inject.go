@@ -43,12 +43,21 @@ func (in *Injector) Raw(nr uint64, args ...uint64) (int64, error) {
 	if err := SetRegs(in.Tid, &r); err != nil {
 		return 0, err
 	}
-	if err := Raw(unix.PTRACE_SINGLESTEP, in.Tid, 0, 0); err != nil {
-		return 0, fmt.Errorf("singlestep tid %d: %w", in.Tid, err)
-	}
-	ws, err := Wait(in.Tid)
-	if err != nil {
-		return 0, err
+	var ws unix.WaitStatus
+	for retry := 0; ; retry++ {
+		if err := Raw(unix.PTRACE_SINGLESTEP, in.Tid, 0, 0); err != nil {
+			return 0, fmt.Errorf("singlestep tid %d: %w", in.Tid, err)
+		}
+		var err error
+		if ws, err = Wait(in.Tid); err != nil {
+			return 0, err
+		}
+		// A pending job-control notification (e.g. the SIGCONT that ended
+		// a group stop) traps before the step: step again.
+		if ws.Stopped() && int(ws)>>16 == EventStop && retry < 8 {
+			continue
+		}
+		break
 	}
 	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
 		return 0, fmt.Errorf("injected syscall %d in tid %d: %s", nr, in.Tid, Describe(ws))

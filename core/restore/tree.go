@@ -175,7 +175,15 @@ func (t *tree) createChildren() error {
 		var c *restorer
 		var err error
 		if pe := pr.pst; pe.Sid != parent.pr.pst.Sid && pe.Sid != pe.Pid && t.byPid[pe.Sid] == nil && !t.inImage(pe.Sid) {
-			c, err = t.forkInSession(parent, pr)
+			if m := t.sessionMember(pe.Sid, parent); m != nil {
+				// the session exists already (its pid is held by it):
+				// fork from a member that has the same parent
+				if c, err = t.forkFrom(m, pr, unix.CLONE_PARENT, 0); err == nil {
+					c.parent = parent
+				}
+			} else {
+				c, err = t.forkInSession(parent, pr)
+			}
 		} else {
 			c, err = t.fork(parent, pr)
 		}
@@ -496,4 +504,15 @@ func (t *tree) inImage(pid int32) bool {
 func (t *tree) sessionHelped(r *restorer) bool {
 	pe := r.pr.pst
 	return pe.Sid != pe.Pid && !t.inImage(pe.Sid)
+}
+
+// sessionMember finds a task already created in session sid whose parent is
+// parent, to fork another member of that session from.
+func (t *tree) sessionMember(sid int32, parent *restorer) *restorer {
+	for _, r := range t.tasks {
+		if r.pr.pst.Sid == sid && r.parent == parent && r.pr.core != nil && !r.exited {
+			return r
+		}
+	}
+	return nil
 }
