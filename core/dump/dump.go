@@ -174,7 +174,10 @@ func (d *dumper) kill() error {
 			}
 		}
 	}
-	for _, t := range d.tasks {
+	// Collect the exits children first: a dying pid namespace init waits
+	// until its (traced) children are gone.
+	for i := len(d.tasks) - 1; i >= 0; i-- {
+		t := d.tasks[i]
 		if t.p != nil {
 			t.tr.Do(func() {
 				if err := t.p.Kill(); err != nil {
