@@ -368,3 +368,9 @@ func TestShellJob(t *testing.T) {
 		t.Fatalf("job ended with %q; log:\n%s", l, tail(out, 10))
 	}
 }
+
+// TestCR_ChildNsLastPid: with --pid-method ns_last_pid the children of the
+// tree get their pids through the cursor too.
+func TestCR_ChildNsLastPid(t *testing.T) {
+	runCase(t, Case{Name: "ChildNsLastPid", Src: "e_child.c", RestoreArgs: []string{"--pid-method", "ns_last_pid"}})
+}

@@ -126,7 +126,7 @@ func (r *restorer) createThreads() error {
 		if _, err := r.put(128, tid); err != nil {
 			return err
 		}
-		ntid, err := injectClone(leader.tid, leader.in, r.scratch, 88)
+		ntid, err := r.tree.clonePid(leader, r.scratch, int(vtid))
 		if err != nil {
 			return fmt.Errorf("clone3 thread %d: %w", tc.Tid, err)
 		}

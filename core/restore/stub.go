@@ -278,33 +278,18 @@ func stubNsLastPid(pid int) (*stub, error) {
 var errPidRace = errors.New("another task took it")
 
 func stubNsLastPidOnce(pid int) (*stub, error) {
-	f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("ns_last_pid: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("lock ns_last_pid: %w", err)
-	}
-	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	buf := make([]byte, 32)
-	n, err := f.ReadAt(buf, 0)
-	if n == 0 {
-		return nil, fmt.Errorf("read ns_last_pid: %w", err)
-	}
-	prev, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
-	if err != nil {
-		return nil, fmt.Errorf("read ns_last_pid: %w", err)
-	}
+	var (
+		h    *exec.Cmd
+		regs ptrace.Regs
+		herr error
+	)
 	warmThreads()
-	if _, err := f.WriteAt([]byte(strconv.Itoa(pid-1)), 0); err != nil {
-		return nil, fmt.Errorf("write ns_last_pid: %w", err)
-	}
-	h, regs, herr := startHelper(func() {
-		if prev > pid {
-			f.WriteAt([]byte(strconv.Itoa(prev)), 0)
-		}
+	err := withLastPid(pid, func(putBack func()) {
+		h, regs, herr = startHelper(putBack)
 	})
+	if err != nil {
+		return nil, err
+	}
 	if herr != nil {
 		return nil, herr
 	}
@@ -331,4 +316,43 @@ func warmThreads() {
 		}()
 	}
 	wg.Wait()
+}
+
+// withLastPid rewinds the host-global ns_last_pid cursor so that the next
+// pid handed out is pid, under the lock CRIU also takes, and runs create,
+// which must create the task and call putBack right after: the cursor goes
+// back to where it was (when that is above pid), so other forks on the host
+// keep allocating above the pids being restored.
+func withLastPid(pid int, create func(putBack func())) error {
+	f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("ns_last_pid: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock ns_last_pid: %w", err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	buf := make([]byte, 32)
+	n, err := f.ReadAt(buf, 0)
+	if n == 0 {
+		return fmt.Errorf("read ns_last_pid: %w", err)
+	}
+	prev, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+	if err != nil {
+		return fmt.Errorf("read ns_last_pid: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(pid-1)), 0); err != nil {
+		return fmt.Errorf("write ns_last_pid: %w", err)
+	}
+	done := false
+	putBack := func() {
+		if !done && prev > pid {
+			f.WriteAt([]byte(strconv.Itoa(prev)), 0)
+		}
+		done = true
+	}
+	create(putBack)
+	putBack()
+	return nil
 }

@@ -267,7 +267,7 @@ func (t *tree) spawn(parent *restorer, vpid int32, flags, exitSig uint64) (int, 
 		return 0, regs, err
 	}
 	lead := parent.threads[0]
-	child, err := injectClone(lead.tid, lead.in, parent.scratch, 88)
+	child, err := t.clonePid(lead, parent.scratch, int(vpid))
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return 0, regs, fmt.Errorf("pid %d is taken", vpid)
@@ -515,4 +515,39 @@ func (t *tree) sessionMember(sid int32, parent *restorer) *restorer {
 		}
 	}
 	return nil
+}
+
+// clonePid injects the clone3 whose clone_args are at args (set_tid
+// pointing at want) into thread th. With --pid-method ns_last_pid, set_tid
+// is not used: the cursor is rewound around a clone3 without it.
+func (t *tree) clonePid(th *thread, args uint64, want int) (int, error) {
+	if t.opts.PidMethod != PidNsLastPid || t.pidns {
+		return injectClone(th.tid, th.in, args, 88)
+	}
+	m, err := ptrace.OpenMem(th.tid)
+	if err != nil {
+		return 0, err
+	}
+	zero := make([]byte, 16) // set_tid = NULL, set_tid_size = 0
+	err = m.WriteAt(zero, args+64)
+	m.Close()
+	if err != nil {
+		return 0, err
+	}
+	var got int
+	var cerr error
+	err = withLastPid(want, func(putBack func()) {
+		got, cerr = injectClone(th.tid, th.in, args, 88)
+		putBack()
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if got != want {
+		return got, fmt.Errorf("ns_last_pid: got %d instead of %d (another task took it)", got, want)
+	}
+	return got, nil
 }
