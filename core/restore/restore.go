@@ -89,10 +89,9 @@ func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 		}
 	}()
 	root := int(procs[0].pst.Pid)
-	if !inv.RootPidNs {
-		if err := checkFree(procs); err != nil {
-			return nil, err
-		}
+	// pids come back as they were: outside a restored pid namespace too
+	if err := checkFree(procs); err != nil {
+		return nil, err
 	}
 	if err := opener.Check(); err != nil {
 		return nil, fmt.Errorf("pid %d: %w", root, err)

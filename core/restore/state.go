@@ -116,14 +116,13 @@ func (r *restorer) restoreSignals() error {
 func (r *restorer) createThreads() error {
 	leader := r.threads[0]
 	for _, tc := range r.pr.core.Threads[1:] {
-		args := cloneArgs(unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_SYSVSEM, 0, r.scratch+128, 1)
+		vtid := r.tree.vtid(tc)
+		ids := r.tree.ids(tc.Tid, vtid)
+		args := cloneArgs(unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_SYSVSEM, 0, r.scratch+128, len(ids))
 		if _, err := r.put(0, args); err != nil {
 			return err
 		}
-		tid := make([]byte, 4)
-		vtid := r.tree.vtid(tc)
-		binary.LittleEndian.PutUint32(tid, uint32(vtid))
-		if _, err := r.put(128, tid); err != nil {
+		if _, err := r.put(128, setTids(ids)); err != nil {
 			return err
 		}
 		ntid, err := r.tree.clonePid(leader, r.scratch, int(vtid))
@@ -139,7 +138,7 @@ func (r *restorer) createThreads() error {
 		if !ws.Stopped() {
 			return fmt.Errorf("thread %d: %s", ntid, ptrace.Describe(ws))
 		}
-		if !r.tree.pidns && ntid != int(tc.Tid) {
+		if ntid != int(tc.Tid) {
 			return fmt.Errorf("thread got tid %d instead of %d", ntid, tc.Tid)
 		}
 		regs, err := ptrace.GetRegs(ntid)

@@ -101,19 +101,19 @@ func killCmd(c *exec.Cmd) {
 }
 
 // newStub creates the stub with pid; with pidns, as pid 1 of a new pid
-// namespace (pid must then be 1).
-func newStub(pid int, method PidMethod, pidns bool) (*stub, error) {
+// namespace with pid outer in ours.
+func newStub(pid, outer int, method PidMethod, pidns bool) (*stub, error) {
 	if pidns {
 		if method == PidNsLastPid {
 			return nil, errors.New("a pid namespace init is restored with clone3 set_tid only")
 		}
-		return stubClone3(pid, true)
+		return stubClone3(pid, true, outer)
 	}
 	switch method {
 	case PidNsLastPid:
 		return stubNsLastPid(pid)
 	default:
-		s, err := stubClone3(pid, false)
+		s, err := stubClone3(pid, false, 0)
 		if err != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.E2BIG)) {
 			return stubNsLastPid(pid)
 		}
@@ -134,7 +134,7 @@ func cloneArgs(flags uint64, exitSignal uint64, setTid uint64, nTid int) []byte 
 // stubClone3 starts a helper and injects clone3(CLONE_PARENT, set_tid=[pid])
 // into it: the child, a copy of the untouched helper, gets exactly pid and
 // has ctr-cr as its parent. The helper is then killed.
-func stubClone3(pid int, pidns bool) (*stub, error) {
+func stubClone3(pid int, pidns bool, outer int) (*stub, error) {
 	h, regs, err := startHelper(nil)
 	if err != nil {
 		return nil, err
@@ -165,9 +165,12 @@ func stubClone3(pid int, pidns bool) (*stub, error) {
 		flags |= unix.CLONE_NEWPID
 	}
 	// exit_signal must be 0 with CLONE_PARENT: the child inherits ours (SIGCHLD)
-	args := cloneArgs(flags, 0, scratch+128, 1)
-	tid := make([]byte, 4)
-	binary.LittleEndian.PutUint32(tid, uint32(pid))
+	ids := []int32{int32(pid)}
+	if pidns {
+		ids = append(ids, int32(outer)) // nested: [in the new ns, in ours]
+	}
+	args := cloneArgs(flags, 0, scratch+128, len(ids))
+	tid := setTids(ids)
 	err = m.WriteAt(args, scratch)
 	if err == nil {
 		err = m.WriteAt(tid, scratch+128)
@@ -283,7 +286,6 @@ func stubNsLastPidOnce(pid int) (*stub, error) {
 		regs ptrace.Regs
 		herr error
 	)
-	warmThreads()
 	err := withLastPid(pid, func(putBack func()) {
 		h, regs, herr = startHelper(putBack)
 	})
@@ -324,6 +326,7 @@ func warmThreads() {
 // back to where it was (when that is above pid), so other forks on the host
 // keep allocating above the pids being restored.
 func withLastPid(pid int, create func(putBack func())) error {
+	warmThreads()
 	f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("ns_last_pid: %w", err)
@@ -355,4 +358,13 @@ func withLastPid(pid int, create func(putBack func())) error {
 	create(putBack)
 	putBack()
 	return nil
+}
+
+// setTids encodes a set_tid array (innermost namespace first).
+func setTids(ids []int32) []byte {
+	b := make([]byte, 4*len(ids))
+	for i, id := range ids {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(id))
+	}
+	return b
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,7 +69,7 @@ func (t *tree) restore() error {
 	t.reaped = map[int]bool{}
 	rootPr := t.procs[0]
 	t1 := time.Now()
-	s, err := newStub(int(t.vpid(rootPr.pst)), t.opts.PidMethod, t.pidns)
+	s, err := newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
 	if err != nil {
 		return fmt.Errorf("pid %d: create task: %w", rootPr.pst.Pid, err)
 	}
@@ -240,7 +241,7 @@ func (t *tree) fork(parent *restorer, pr *proc) (*restorer, error) {
 }
 
 func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*restorer, error) {
-	child, regs, err := t.spawn(parent, t.vpid(pr.pst), flags, exitSig)
+	child, regs, err := t.spawn(parent, t.ids(pr.pst.Pid, t.vpid(pr.pst)), flags, exitSig)
 	if err != nil {
 		return nil, err
 	}
@@ -253,17 +254,25 @@ func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*res
 	return c, nil
 }
 
-// spawn injects clone3(flags, set_tid=[vpid]) into parent's leader and
-// returns the new task, stopped and traced.
-func (t *tree) spawn(parent *restorer, vpid int32, flags, exitSig uint64) (int, ptrace.Regs, error) {
+// ids is the set_tid array for a task: its pid, or with a restored pid
+// namespace [pid inside, pid in ours].
+func (t *tree) ids(outer, inner int32) []int32 {
+	if t.pidns {
+		return []int32{inner, outer}
+	}
+	return []int32{outer}
+}
+
+// spawn injects clone3(flags, set_tid=ids) into parent's leader and returns
+// the new task, stopped and traced.
+func (t *tree) spawn(parent *restorer, ids []int32, flags, exitSig uint64) (int, ptrace.Regs, error) {
 	var regs ptrace.Regs
-	args := cloneArgs(flags, exitSig, parent.scratch+128, 1)
+	vpid := ids[0]
+	args := cloneArgs(flags, exitSig, parent.scratch+128, len(ids))
 	if _, err := parent.put(0, args); err != nil {
 		return 0, regs, err
 	}
-	b := make([]byte, 4)
-	binary.LittleEndian.PutUint32(b, uint32(vpid))
-	if _, err := parent.put(128, b); err != nil {
+	if _, err := parent.put(128, setTids(ids)); err != nil {
 		return 0, regs, err
 	}
 	lead := parent.threads[0]
@@ -294,7 +303,7 @@ func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	if t.pidns {
 		return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace: unsupported", sid)
 	}
-	hpid, hregs, err := t.spawn(parent, sid, 0, uint64(unix.SIGCHLD))
+	hpid, hregs, err := t.spawn(parent, []int32{sid}, 0, uint64(unix.SIGCHLD))
 	if err != nil {
 		return nil, fmt.Errorf("helper for session %d: %w", sid, err)
 	}
@@ -534,20 +543,53 @@ func (t *tree) clonePid(th *thread, args uint64, want int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var got int
-	var cerr error
-	err = withLastPid(want, func(putBack func()) {
-		got, cerr = injectClone(th.tid, th.in, args, 88)
-		putBack()
-	})
-	if err == nil {
-		err = cerr
+	thread := false
+	if fl, err := readU64(th.tid, args); err == nil {
+		thread = fl&unix.CLONE_THREAD != 0
 	}
+	for attempt := 0; ; attempt++ {
+		var got int
+		var cerr error
+		err = withLastPid(want, func(putBack func()) {
+			got, cerr = injectClone(th.tid, th.in, args, 88)
+			putBack()
+		})
+		if err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return 0, err
+		}
+		if got == want {
+			return got, nil
+		}
+		// Another fork on the host took the pid first. A wrong process
+		// is killed and reaped by its parent, then we try again; a wrong
+		// thread cannot be undone alone.
+		if thread || attempt == 4 {
+			return got, fmt.Errorf("ns_last_pid: got %d instead of %d (another task took it)", got, want)
+		}
+		unix.Kill(got, unix.SIGKILL)
+		reap(got)
+		if _, err := th.in.Call("wait4(stray child)", unix.SYS_WAIT4, uint64(got), 0, unix.WALL, 0); err != nil {
+			return 0, err
+		}
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", want)); serr == nil {
+			return 0, fmt.Errorf("pid %d was taken by another task during the restore", want)
+		}
+	}
+}
+
+// readU64 reads a u64 from a tracee's memory.
+func readU64(tid int, addr uint64) (uint64, error) {
+	m, err := ptrace.OpenMem(tid)
 	if err != nil {
 		return 0, err
 	}
-	if got != want {
-		return got, fmt.Errorf("ns_last_pid: got %d instead of %d (another task took it)", got, want)
+	defer m.Close()
+	b := make([]byte, 8)
+	if err := m.ReadAt(b, addr); err != nil {
+		return 0, err
 	}
-	return got, nil
+	return binary.LittleEndian.Uint64(b), nil
 }
