@@ -133,7 +133,13 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 	}
 	of.Close()
 	pid := cmd.Process.Pid
-	defer func() { unix.Kill(pid, unix.SIGKILL); reapAll() }()
+	defer func() {
+		for _, p := range append(descendants(pid), pid) {
+			unix.Kill(p, unix.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond)
+		reapAll()
+	}()
 	if err := waitForN(out, "ready", procs, 120*time.Second); err != nil {
 		return nil, err
 	}
