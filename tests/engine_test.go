@@ -374,3 +374,9 @@ func TestShellJob(t *testing.T) {
 func TestCR_ChildNsLastPid(t *testing.T) {
 	runCase(t, Case{Name: "ChildNsLastPid", Src: "e_child.c", RestoreArgs: []string{"--pid-method", "ns_last_pid"}})
 }
+
+// TestCR_OrphanGroup: a process group whose leader has exited is recreated
+// (through a helper task with the leader's pid) and its member is in it.
+func TestCR_OrphanGroup(t *testing.T) {
+	runCase(t, Case{Name: "OrphanGroup", Src: "e_orphan_group.c"})
+}

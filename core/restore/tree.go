@@ -198,13 +198,26 @@ func (t *tree) createChildren() error {
 			deferred = append(deferred, c)
 		}
 	}
+	groups := map[int32]bool{} // groups recreated through a helper
 	for _, c := range deferred {
-		leader := t.byPid[c.pr.pst.Pgid]
-		if leader == nil {
-			return fmt.Errorf("pid %d: its process group %d has no leader in the image: unsupported", c.pr.pst.Pid, c.pr.pst.Pgid)
+		pgid := c.pr.pst.Pgid
+		leader := t.byPid[pgid]
+		vpgid := pgid
+		switch {
+		case leader != nil:
+			vpgid = int32(leader.nsPid)
+		case groups[pgid]:
+		default:
+			// the group's leader is gone: a helper with its pid, in
+			// the same session, makes the group again
+			if err := t.groupHelper(c, pgid); err != nil {
+				return fmt.Errorf("pid %d: process group %d: %w", c.pr.pst.Pid, pgid, err)
+			}
+			groups[pgid] = true
+			continue
 		}
-		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(leader.nsPid)); err != nil {
-			return fmt.Errorf("pid %d: join group %d: %w", c.pr.pst.Pid, c.pr.pst.Pgid, err)
+		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(vpgid)); err != nil {
+			return fmt.Errorf("pid %d: join group %d: %w", c.pr.pst.Pid, pgid, err)
 		}
 	}
 	for _, r := range t.tasks {
@@ -592,4 +605,51 @@ func readU64(tid int, addr uint64) (uint64, error) {
 		return 0, err
 	}
 	return binary.LittleEndian.Uint64(b), nil
+}
+
+// groupHelper recreates process group pgid, whose leader is gone, for c: a
+// helper task with the leader's pid is forked from c's parent (same
+// session), starts the group, c joins it, and the helper exits and is
+// reaped by the parent. The group lives on as long as c is in it.
+func (t *tree) groupHelper(c *restorer, pgid int32) error {
+	parent := c.parent
+	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid || t.pidns {
+		return errors.New("its leader is gone and it cannot be recreated from the parent's session: unsupported")
+	}
+	hpid, hregs, err := t.spawn(parent, []int32{pgid}, 0, uint64(unix.SIGCHLD))
+	if err != nil {
+		return fmt.Errorf("helper: %w", err)
+	}
+	h := &restorer{ctx: t.ctx, pr: c.pr, st: t.st, pid: hpid, nsPid: int(pgid), tree: t, ctl: parent.ctl, scratch: parent.scratch, pidfd: parent.pidfd}
+	h.threads = []*thread{{tid: hpid, nsTid: int(pgid), in: &ptrace.Injector{Tid: hpid, Addr: parent.ctl, Base: hregs}}}
+	kill := func() {
+		unix.Kill(hpid, unix.SIGKILL)
+		reap(hpid)
+	}
+	if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
+		kill()
+		return err
+	}
+	if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+		kill()
+		return fmt.Errorf("join: %w", err)
+	}
+	regs := hregs
+	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = parent.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), 0
+	if err := ptrace.SetRegs(hpid, &regs); err != nil {
+		kill()
+		return err
+	}
+	if err := ptrace.Cont(hpid, 0); err != nil {
+		kill()
+		return err
+	}
+	if w, err := ptrace.Wait(hpid); err != nil || !w.Exited() {
+		return fmt.Errorf("helper did not exit: %v", err)
+	}
+	if _, err := parent.call(0, "wait4(group helper)", unix.SYS_WAIT4, uint64(pgid), 0, unix.WALL, 0); err != nil {
+		return err
+	}
+	parent.hadChildExit = true
+	return nil
 }
