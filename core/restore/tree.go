@@ -316,45 +316,68 @@ func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	if t.pidns {
 		return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace: unsupported", sid)
 	}
-	hpid, hregs, err := t.spawn(parent, []int32{sid}, 0, uint64(unix.SIGCHLD))
+	var c *restorer
+	err := t.helperTask(parent, sid, "session", func(h *restorer) error {
+		if _, err := h.call(0, "setsid", unix.SYS_SETSID); err != nil {
+			return err
+		}
+		var err error
+		if c, err = t.forkFrom(h, pr, unix.CLONE_PARENT, 0); err != nil {
+			return err
+		}
+		c.parent = parent
+		return nil
+	})
+	return c, err
+}
+
+// helperTask forks a temporary task with pid from parent (a kernel-faithful
+// tree needs them for sessions and groups whose leader is gone), runs setup
+// in it, then makes it exit and has the parent reap it at once.
+func (t *tree) helperTask(parent *restorer, pid int32, what string, setup func(h *restorer) error) error {
+	hpid, hregs, err := t.spawn(parent, []int32{pid}, 0, uint64(unix.SIGCHLD))
 	if err != nil {
-		return nil, fmt.Errorf("helper for session %d: %w", sid, err)
+		return fmt.Errorf("helper for %s %d: %w", what, pid, err)
 	}
-	h := &restorer{ctx: t.ctx, pr: pr, st: t.st, pid: hpid, nsPid: int(sid), tree: t, ctl: parent.ctl, scratch: parent.scratch, pidfd: parent.pidfd}
-	h.threads = []*thread{{tid: hpid, nsTid: int(sid), in: &ptrace.Injector{Tid: hpid, Addr: parent.ctl, Base: hregs}}}
-	fail := func(err error) (*restorer, error) {
+	h := &restorer{ctx: t.ctx, st: t.st, pid: hpid, nsPid: int(pid), tree: t, ctl: parent.ctl, scratch: parent.scratch, pidfd: parent.pidfd}
+	h.threads = []*thread{{tid: hpid, nsTid: int(pid), in: &ptrace.Injector{Tid: hpid, Addr: parent.ctl, Base: hregs}}}
+	if h.mem, err = ptrace.OpenMem(hpid); err == nil {
+		err = setup(h)
+		h.mem.Close()
+	}
+	if err == nil {
+		err = exitTask(hpid, hregs, parent.ctl, 0)
+	}
+	if err != nil {
 		unix.Kill(hpid, unix.SIGKILL)
 		reap(hpid)
-		return nil, err
+		return fmt.Errorf("helper for %s %d: %w", what, pid, err)
 	}
-	if h.mem, err = ptrace.OpenMem(hpid); err != nil {
-		return fail(err)
-	}
-	defer h.mem.Close()
-	if _, err := h.call(0, "setsid", unix.SYS_SETSID); err != nil {
-		return fail(fmt.Errorf("helper for session %d: %w", sid, err))
-	}
-	c, err := t.forkFrom(h, pr, unix.CLONE_PARENT, 0)
-	if err != nil {
-		return fail(err)
-	}
-	c.parent = parent
-	regs := h.threads[0].in.Base
-	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = parent.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), 0
-	if err := ptrace.SetRegs(hpid, &regs); err != nil {
-		return fail(err)
-	}
-	if err := ptrace.Cont(hpid, 0); err != nil {
-		return fail(err)
-	}
-	if w, err := ptrace.Wait(hpid); err != nil || !w.Exited() {
-		return fail(fmt.Errorf("helper for session %d did not exit: %v", sid, err))
-	}
-	if _, err := parent.call(0, "wait4(session helper)", unix.SYS_WAIT4, uint64(sid), 0, unix.WALL, 0); err != nil {
-		return nil, err
+	if _, err := parent.call(0, "wait4(helper)", unix.SYS_WAIT4, uint64(pid), 0, unix.WALL, 0); err != nil {
+		return err
 	}
 	parent.hadChildExit = true
-	return c, nil
+	return nil
+}
+
+// exitTask makes a stopped stub task exit with code (exit_group at the
+// control area's gadget) and collects the exit.
+func exitTask(tid int, regs ptrace.Regs, gadget uint64, code int) error {
+	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = gadget, unix.SYS_EXIT_GROUP, ^uint64(0), uint64(code)
+	if err := ptrace.SetRegs(tid, &regs); err != nil {
+		return err
+	}
+	if err := ptrace.Cont(tid, 0); err != nil {
+		return err
+	}
+	w, err := ptrace.Wait(tid)
+	if err != nil {
+		return err
+	}
+	if !w.Exited() {
+		return fmt.Errorf("exit_group: %s", ptrace.Describe(w))
+	}
+	return nil
 }
 
 // setSession puts a just-created task into its dumped session and group,
@@ -437,22 +460,8 @@ func (t *tree) makeZombie(r *restorer) error {
 				}
 			}
 		}
-	} else {
-		regs := lead.in.Base
-		regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = r.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), uint64(ws.ExitStatus())
-		if err := ptrace.SetRegs(lead.tid, &regs); err != nil {
-			return err
-		}
-		if err := ptrace.Cont(lead.tid, 0); err != nil {
-			return err
-		}
-		w, err := ptrace.Wait(lead.tid)
-		if err != nil {
-			return err
-		}
-		if !w.Exited() {
-			return fmt.Errorf("exit_group: %s", ptrace.Describe(w))
-		}
+	} else if err := exitTask(lead.tid, lead.in.Base, r.ctl, ws.ExitStatus()); err != nil {
+		return err
 	}
 	r.mem.Close()
 	r.mem = nil
@@ -616,40 +625,13 @@ func (t *tree) groupHelper(c *restorer, pgid int32) error {
 	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid || t.pidns {
 		return errors.New("its leader is gone and it cannot be recreated from the parent's session: unsupported")
 	}
-	hpid, hregs, err := t.spawn(parent, []int32{pgid}, 0, uint64(unix.SIGCHLD))
-	if err != nil {
-		return fmt.Errorf("helper: %w", err)
-	}
-	h := &restorer{ctx: t.ctx, pr: c.pr, st: t.st, pid: hpid, nsPid: int(pgid), tree: t, ctl: parent.ctl, scratch: parent.scratch, pidfd: parent.pidfd}
-	h.threads = []*thread{{tid: hpid, nsTid: int(pgid), in: &ptrace.Injector{Tid: hpid, Addr: parent.ctl, Base: hregs}}}
-	kill := func() {
-		unix.Kill(hpid, unix.SIGKILL)
-		reap(hpid)
-	}
-	if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
-		kill()
-		return err
-	}
-	if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
-		kill()
-		return fmt.Errorf("join: %w", err)
-	}
-	regs := hregs
-	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rdi = parent.ctl, unix.SYS_EXIT_GROUP, ^uint64(0), 0
-	if err := ptrace.SetRegs(hpid, &regs); err != nil {
-		kill()
-		return err
-	}
-	if err := ptrace.Cont(hpid, 0); err != nil {
-		kill()
-		return err
-	}
-	if w, err := ptrace.Wait(hpid); err != nil || !w.Exited() {
-		return fmt.Errorf("helper did not exit: %v", err)
-	}
-	if _, err := parent.call(0, "wait4(group helper)", unix.SYS_WAIT4, uint64(pgid), 0, unix.WALL, 0); err != nil {
-		return err
-	}
-	parent.hadChildExit = true
-	return nil
+	return t.helperTask(parent, pgid, "group", func(h *restorer) error {
+		if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
+			return err
+		}
+		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+		return nil
+	})
 }
