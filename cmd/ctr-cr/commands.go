@@ -107,10 +107,13 @@ func cmdRestore(args []string) (int, error) {
 		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term})
+	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term, Detach: *detach})
 	stop()
 	if err != nil {
 		return 1, err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(os.Stderr, "ctr-cr: restore: warning:", w)
 	}
 	if *pidFile != "" {
 		if err := os.WriteFile(*pidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {

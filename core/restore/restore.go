@@ -30,6 +30,8 @@ type Options struct {
 	// Terminal replaces the terminal of a shell job (an fd of ours that is
 	// a tty, for --shell-job), or -1.
 	Terminal int
+	// Detach: the caller will not stay the root's parent (restore -d).
+	Detach bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -47,8 +49,9 @@ type Stats struct {
 
 // Restored is a running restored process.
 type Restored struct {
-	Pid   int
-	Stats *Stats
+	Pid      int
+	Stats    *Stats
+	Warnings []string // what could not be restored exactly, for the user
 }
 
 // image contents of one process, validated.
@@ -107,7 +110,7 @@ func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 		return nil, err
 	}
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: t.root.pid, Stats: st}, nil
+	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings}, nil
 }
 
 // load reads and cross-checks everything restore needs before it touches

@@ -38,6 +38,8 @@ type tree struct {
 	tasks  []*restorer // procs order: parents first
 	byPid  map[int32]*restorer
 	reaped map[int]bool
+	// warnings: what was not restored exactly (reported, not fatal).
+	warnings []string
 }
 
 // vpid is the pid a process gets in the namespace it is restored in.
