@@ -42,4 +42,19 @@ for round in 1 2; do
   [ -d "/proc/$pid" ] || { echo "demo: FAILED, pid $pid is not running"; exit 1; }
 done
 kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+
+# A process tree: a shell pipeline dumped mid-flight, pipes full of data.
+echo "== a tree: sh -c 'seq 1 30000000 | gzip -1 | sha256sum'"
+seq 1 30000000 | gzip -1 | sha256sum >"$work/ref.sum"
+setsid sh -c "seq 1 30000000 | gzip -1 | sha256sum > $work/out.sum" </dev/null >/dev/null 2>&1 &
+echo $! >"$work/pid"
+tpid=$(cat "$work/pid")
+sleep 0.5
+"$BIN" dump -t "$tpid" -D "$work/tree" --print-stats
+wait "$tpid" 2>/dev/null || true
+{ "$BIN" show "$work/tree" || true; } | sed -n '2,8p'
+"$BIN" restore -D "$work/tree" --print-stats     # foreground: until the pipeline ends
+echo "== uninterrupted: $(cut -c1-16 "$work/ref.sum")  dumped+restored: $(cut -c1-16 "$work/out.sum")"
+cmp -s "$work/ref.sum" "$work/out.sum" || { echo "demo: FAILED, the pipeline's result differs"; exit 1; }
 echo "== demo done"
