@@ -1,7 +1,7 @@
 // Command ctr-cr checkpoints and restores Linux processes.
 //
-//	ctr-cr dump    -t PID -D DIR [--leave-running] [--ghost-limit SIZE] [--print-stats]
-//	ctr-cr restore -D DIR [-d|--detach] [--pid-file FILE] [--print-stats]
+//	ctr-cr dump    -t PID -D DIR [--leave-running] [--shell-job] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+//	ctr-cr restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method M] [--print-stats]
 //	ctr-cr show    -f FILE | DIR
 //	ctr-cr check
 package main
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 
 	"github.com/ctr-cr/ctr-cr/core/restore"
 )
@@ -28,8 +29,9 @@ func init() {
 const usage = `usage: ctr-cr COMMAND [OPTIONS]
 
 Process commands:
-  dump    -t PID -D DIR [--leave-running] [--ghost-limit SIZE] [--print-stats]
-  restore -D DIR [-d|--detach] [--pid-file FILE] [--pid-method clone3|ns_last_pid] [--print-stats]
+  dump    -t PID -D DIR [--leave-running] [--shell-job] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+          (PID and all its descendants)
+  restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
@@ -40,9 +42,28 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	if path := os.Getenv("CTRCR_CPUPROFILE"); path != "" {
+		// a developer's aid for the speed work: profile one command
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	code, err := run(os.Args[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ctr-cr: %s: %v\n", os.Args[1], err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	pprof.StopCPUProfile()
+	os.Exit(code)
+}
+
+func run(cmd string) (int, error) {
 	var err error
 	code := 0
-	switch os.Args[1] {
+	switch cmd {
 	case "dump":
 		err = cmdDump(os.Args[2:])
 	case "restore":
@@ -53,16 +74,9 @@ func main() {
 		code, err = cmdCheck(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
-		return
 	default:
-		fmt.Fprintf(os.Stderr, "ctr-cr: unknown command %q\n%s", os.Args[1], usage)
-		os.Exit(2)
+		fmt.Fprint(os.Stderr, usage)
+		return 2, fmt.Errorf("unknown command %q", cmd)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ctr-cr: %s: %v\n", os.Args[1], err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
+	return code, err
 }
