@@ -1,8 +1,9 @@
 // Package files dumps and restores a task's file descriptors: what each fd
 // refers to (regular files, directories, ghost files that were deleted while
-// open, character devices, memfds, pipes, eventfds and epoll sets), with open
-// flags, offsets and close-on-exec, deduplicated by open file description so
-// that dup'd fds keep sharing one offset after restore.
+// open, character devices, memfds, pipes, eventfds, epoll sets, timerfds,
+// signalfds and inotify instances), with open flags, offsets and
+// close-on-exec, deduplicated by open file description so that dup'd fds
+// keep sharing one offset after restore.
 package files
 
 import (
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/inetsk"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
@@ -62,6 +64,7 @@ type Table struct {
 	byKey   map[string]uint32
 	seen    map[[2]uint64][]seenFd
 	diag    *unixsk.Diag // unix sockets of our network namespace, read once
+	inet    *inetsk.Diag // inet sockets of our network namespace, read on first use
 }
 
 // Object is a memory-backed file whose contents must be dumped.
@@ -219,6 +222,12 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 			return t.epoll(f, fd, fi)
 		case "pidfd":
 			return t.pidfd(f, fd, link, fi)
+		case "timerfd":
+			return t.timerfd(f, fd, cp, link, fi)
+		case "signalfd":
+			return t.signalfd(f, fd, link, fi)
+		case "inotify":
+			return t.inotify(f, fd, cp, link, fi)
 		}
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
 	}
@@ -394,14 +403,23 @@ func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 }
 
 // socket records a socket. Unix sockets of connected pairs are supported
-// (both ends must be in the dump, see CheckSockets); other families are
+// (both ends must be in the dump, see CheckSockets), and IPv4/IPv6 sockets
+// that are not established connections (core/inetsk); other families are
 // refused, naming the fd.
 func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
 	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil {
 		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
 	}
-	if domain != unix.AF_UNIX {
+	switch domain {
+	case unix.AF_UNIX:
+	case unix.AF_INET, unix.AF_INET6:
+		return t.inetSocket(f, fd, cp, link)
+	case unix.AF_PACKET:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket (AF_PACKET)"}
+	case unix.AF_NETLINK:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "netlink socket"}
+	default:
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
 	}
 	if t.diag == nil {

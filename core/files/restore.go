@@ -72,6 +72,10 @@ func (o *Opener) Check() error {
 			continue
 		}
 		switch f.Kind {
+		case imagepb.FileKind_FILE_INOTIFY:
+			if err := checkInotify(f); err != nil {
+				return err
+			}
 		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
 			var st unix.Stat_t
 			if err := unix.Stat(f.Path, &st); err != nil {
@@ -222,8 +226,12 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return unix.Eventfd(uint(f.Pos), fl)
 	case imagepb.FileKind_FILE_EPOLL:
 		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	case imagepb.FileKind_FILE_TIMERFD, imagepb.FileKind_FILE_SIGNALFD, imagepb.FileKind_FILE_INOTIFY:
+		return o.openAnon(f)
 	case imagepb.FileKind_FILE_UNIX:
 		return o.socketEnd(f)
+	case imagepb.FileKind_FILE_INET:
+		return openInet(f)
 	case imagepb.FileKind_FILE_TTY:
 		if o.Terminal < 0 {
 			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")

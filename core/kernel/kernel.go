@@ -57,6 +57,8 @@ const (
 	fMapFiles       = "map-files"
 	fMapVdso        = "arch-map-vdso"
 	fTimerIDs       = "timer-restore-ids"
+	fTimerfdTicks   = "timerfd-set-ticks"
+	fFileHandles    = "open-by-handle"
 	fUserfaultfd    = "userfaultfd"
 	fSoftDirty      = "soft-dirty"
 	fTimeNS         = "time-ns"
@@ -96,6 +98,8 @@ var catalog = []spec{
 	{fMapFiles, true, "shared memory and memfd mappings (opened through map_files)"},
 	{fMapVdso, true, "restoring the vDSO at its dumped address (restore of any task with a vDSO fails)"},
 	{fTimerIDs, false, "direct POSIX timer id restore (fallback: create/delete until ids match)"},
+	{fTimerfdTicks, false, "restoring timerfd expirations not read yet (restore of such a timerfd fails)"},
+	{fFileHandles, false, "inotify watches (their paths come from file handles: dump fails)"},
 	{fUserfaultfd, false, "lazy restore and uffd-wp dirty tracking"},
 	{fSoftDirty, false, "soft-dirty dirty tracking (uffd-wp is used instead)"},
 	{fTimeNS, false, "time namespaces (container commands)"},

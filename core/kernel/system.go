@@ -36,6 +36,7 @@ func probeSystem(p *prober) {
 	probeMapFiles(p)
 	probeMapVdso(p)
 	probeTimerIDs(p)
+	probeAnonFds(p)
 	probeNamespaces(p)
 	probeCgroups(p)
 }

@@ -509,18 +509,31 @@ func (t *tree) abort() {
 			unix.Kill(r.pid, unix.SIGKILL)
 		}
 	}
-	// collect the exits of traced threads (children before the root: a
-	// traced leader is reported after its threads)
-	for i := len(t.tasks) - 1; i >= 0; i-- {
-		r := t.tasks[i]
-		for j := len(r.threads) - 1; j >= 0; j-- {
-			reap(r.threads[j].tid)
-		}
-	}
 	if t.stub != nil && t.stub.helper != nil {
 		killCmd(t.stub.helper)
 	}
+	reapAll(2 * time.Second)
 	t.opener.Finish()
+}
+
+// reapAll collects every exit reported to us, tracer or parent, until none
+// is left (a traced leader is reported only after all its traced threads,
+// including any created by a clone that went wrong), for at most d.
+func reapAll(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return // ECHILD: nothing left
+		}
+		if pid == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // inImage reports whether pid is a process of the image.

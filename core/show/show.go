@@ -10,6 +10,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/inetsk"
 )
 
 // Summary validates the image in dir and writes its summary to w.
@@ -104,6 +105,13 @@ func Summary(dir string, w io.Writer) error {
 			if f.Deleted {
 				extra += fmt.Sprintf(" deleted (%d bytes saved)", len(f.GhostData))
 			}
+			extra += anonExtra(f)
+			if f.Inet != nil {
+				extra += " " + inetsk.Describe(f.Inet)
+				if f.Inet.State == inetsk.TCPListen {
+					extra += fmt.Sprintf(" backlog %d", f.Inet.Backlog)
+				}
+			}
 			fmt.Fprintf(w, "    %3d %-8s %s flags %#o pos %d%s\n", fd.Fd, kindName(f.Kind), f.Path, f.Flags, f.Pos, extra)
 		}
 	}
@@ -129,6 +137,39 @@ func prot(v *imagepb.Vma) string {
 
 func kind(k imagepb.VmaKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "VMA_"))
+}
+
+// anonExtra describes the state of a timerfd, signalfd or inotify fd.
+func anonExtra(f *imagepb.FileEntry) string {
+	switch f.Kind {
+	case imagepb.FileKind_FILE_TIMERFD:
+		tf := f.Timerfd
+		if tf == nil {
+			return ""
+		}
+		s := fmt.Sprintf(" clock %d, next in %dns, interval %dns, %d unread tick(s)", tf.ClockId, tf.ValueNs, tf.IntervalNs, tf.Ticks)
+		if tf.SettimeFlags&1 != 0 {
+			s += " (absolute)"
+		}
+		return s
+	case imagepb.FileKind_FILE_SIGNALFD:
+		return fmt.Sprintf(" sigmask %#x", f.Sigmask)
+	case imagepb.FileKind_FILE_INOTIFY:
+		in := f.Inotify
+		if in == nil {
+			return ""
+		}
+		var ws []string
+		for _, w := range in.Watches {
+			ws = append(ws, fmt.Sprintf("%d=%s mask %#x", w.Wd, w.Path, w.Mask))
+		}
+		s := fmt.Sprintf(" %d watch(es) [%s]", len(in.Watches), strings.Join(ws, ", "))
+		if in.QueuedBytes > 0 {
+			s += fmt.Sprintf("; %d bytes of events queued at dump are lost", in.QueuedBytes)
+		}
+		return s
+	}
+	return ""
 }
 
 func kindName(k imagepb.FileKind) string {

@@ -101,19 +101,23 @@ func (VmaKind) EnumDescriptor() ([]byte, []int) {
 type FileKind int32
 
 const (
-	FileKind_FILE_UNKNOWN FileKind = 0
-	FileKind_FILE_REG     FileKind = 1
-	FileKind_FILE_DIR     FileKind = 2
-	FileKind_FILE_CHR     FileKind = 3
-	FileKind_FILE_MEMFD   FileKind = 4  // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_SHMEM   FileKind = 5  // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_PIPE    FileKind = 6  // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
-	FileKind_FILE_EVENTFD FileKind = 7  // pos holds the counter, flags bit 0 EFD_SEMAPHORE
-	FileKind_FILE_EPOLL   FileKind = 8  // epoll_targets lists the registrations
-	FileKind_FILE_FIFO    FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
-	FileKind_FILE_UNIX    FileKind = 10 // unix socket, described by unix
-	FileKind_FILE_PIDFD   FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
-	FileKind_FILE_TTY     FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
+	FileKind_FILE_UNKNOWN  FileKind = 0
+	FileKind_FILE_REG      FileKind = 1
+	FileKind_FILE_DIR      FileKind = 2
+	FileKind_FILE_CHR      FileKind = 3
+	FileKind_FILE_MEMFD    FileKind = 4  // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_SHMEM    FileKind = 5  // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
+	FileKind_FILE_PIPE     FileKind = 6  // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
+	FileKind_FILE_EVENTFD  FileKind = 7  // pos holds the counter, flags bit 0 EFD_SEMAPHORE
+	FileKind_FILE_EPOLL    FileKind = 8  // epoll_targets lists the registrations
+	FileKind_FILE_FIFO     FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
+	FileKind_FILE_UNIX     FileKind = 10 // unix socket, described by unix
+	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
+	FileKind_FILE_TTY      FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
+	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
+	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
+	FileKind_FILE_INOTIFY  FileKind = 15 // inotify instance, watches in inotify; flags hold O_NONBLOCK (IN_NONBLOCK)
+	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 TCP or UDP socket that is not an established connection, described by inet
 )
 
 // Enum value maps for FileKind.
@@ -132,21 +136,29 @@ var (
 		10: "FILE_UNIX",
 		11: "FILE_PIDFD",
 		12: "FILE_TTY",
+		13: "FILE_TIMERFD",
+		14: "FILE_SIGNALFD",
+		15: "FILE_INOTIFY",
+		16: "FILE_INET",
 	}
 	FileKind_value = map[string]int32{
-		"FILE_UNKNOWN": 0,
-		"FILE_REG":     1,
-		"FILE_DIR":     2,
-		"FILE_CHR":     3,
-		"FILE_MEMFD":   4,
-		"FILE_SHMEM":   5,
-		"FILE_PIPE":    6,
-		"FILE_EVENTFD": 7,
-		"FILE_EPOLL":   8,
-		"FILE_FIFO":    9,
-		"FILE_UNIX":    10,
-		"FILE_PIDFD":   11,
-		"FILE_TTY":     12,
+		"FILE_UNKNOWN":  0,
+		"FILE_REG":      1,
+		"FILE_DIR":      2,
+		"FILE_CHR":      3,
+		"FILE_MEMFD":    4,
+		"FILE_SHMEM":    5,
+		"FILE_PIPE":     6,
+		"FILE_EVENTFD":  7,
+		"FILE_EPOLL":    8,
+		"FILE_FIFO":     9,
+		"FILE_UNIX":     10,
+		"FILE_PIDFD":    11,
+		"FILE_TTY":      12,
+		"FILE_TIMERFD":  13,
+		"FILE_SIGNALFD": 14,
+		"FILE_INOTIFY":  15,
+		"FILE_INET":     16,
 	}
 )
 
@@ -1993,6 +2005,412 @@ func (x *UnixSocket) GetCreds() []*UnixCred {
 	return nil
 }
 
+// An IPv4/IPv6 socket (TCP or UDP) that is not an established connection:
+// a TCP listener, an unconnected TCP socket (maybe bound), or a UDP socket
+// (maybe bound, maybe connected) with an empty receive queue.
+type InetSocket struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Family            int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"`     // AF_INET, AF_INET6
+	Type              int32                  `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM
+	Protocol          int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"` // IPPROTO_TCP, IPPROTO_UDP
+	State             int32                  `protobuf:"varint,4,opt,name=state,proto3" json:"state,omitempty"`       // kernel state (sock_diag idiag_state): TCP_LISTEN=10, TCP_CLOSE=7, UDP connected=1
+	Ino               uint64                 `protobuf:"varint,5,opt,name=ino,proto3" json:"ino,omitempty"`
+	SrcAddr           []byte                 `protobuf:"bytes,6,opt,name=src_addr,json=srcAddr,proto3" json:"src_addr,omitempty"`  // local address, 4 or 16 bytes (all zero: any)
+	SrcPort           uint32                 `protobuf:"varint,7,opt,name=src_port,json=srcPort,proto3" json:"src_port,omitempty"` // 0: not bound
+	DstAddr           []byte                 `protobuf:"bytes,8,opt,name=dst_addr,json=dstAddr,proto3" json:"dst_addr,omitempty"`  // connected UDP: peer address
+	DstPort           uint32                 `protobuf:"varint,9,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
+	Backlog           uint32                 `protobuf:"varint,10,opt,name=backlog,proto3" json:"backlog,omitempty"` // listener: sk_max_ack_backlog (listen(2) argument after clamping)
+	Bound             bool                   `protobuf:"varint,11,opt,name=bound,proto3" json:"bound,omitempty"`     // bind(2) was called (a port, or an address with port 0 and IP_BIND_ADDRESS_NO_PORT)
+	Uid               uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`         // socket owner (sk_uid)
+	Reuseaddr         bool                   `protobuf:"varint,13,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
+	Reuseport         bool                   `protobuf:"varint,14,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
+	Keepalive         bool                   `protobuf:"varint,15,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Keepidle          int32                  `protobuf:"varint,16,opt,name=keepidle,proto3" json:"keepidle,omitempty"` // TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (TCP only)
+	Keepintvl         int32                  `protobuf:"varint,17,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt           int32                  `protobuf:"varint,18,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	Nodelay           bool                   `protobuf:"varint,19,opt,name=nodelay,proto3" json:"nodelay,omitempty"` // TCP_NODELAY
+	Sndbuf            uint32                 `protobuf:"varint,20,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`   // as read back by getsockopt (already doubled); restored when not the default
+	Rcvbuf            uint32                 `protobuf:"varint,21,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	SrcScope          uint32                 `protobuf:"varint,22,opt,name=src_scope,json=srcScope,proto3" json:"src_scope,omitempty"` // IPv6 scope (interface index) of src_addr, dst_addr
+	DstScope          uint32                 `protobuf:"varint,23,opt,name=dst_scope,json=dstScope,proto3" json:"dst_scope,omitempty"`
+	RcvtimeoUs        int64                  `protobuf:"varint,24,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"` // SO_RCVTIMEO, SO_SNDTIMEO in microseconds (0: none)
+	SndtimeoUs        int64                  `protobuf:"varint,25,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"`
+	V6Only            bool                   `protobuf:"varint,26,opt,name=v6only,proto3" json:"v6only,omitempty"`                                                    // IPV6_V6ONLY
+	Freebind          bool                   `protobuf:"varint,27,opt,name=freebind,proto3" json:"freebind,omitempty"`                                                // IP_FREEBIND
+	BindAddressNoPort bool                   `protobuf:"varint,28,opt,name=bind_address_no_port,json=bindAddressNoPort,proto3" json:"bind_address_no_port,omitempty"` // IP_BIND_ADDRESS_NO_PORT
+	Broadcast         bool                   `protobuf:"varint,29,opt,name=broadcast,proto3" json:"broadcast,omitempty"`                                              // SO_BROADCAST
+	Ttl               int32                  `protobuf:"varint,30,opt,name=ttl,proto3" json:"ttl,omitempty"`                                                          // IP_TTL / IPV6_UNICAST_HOPS as read back
+	Tos               int32                  `protobuf:"varint,31,opt,name=tos,proto3" json:"tos,omitempty"`                                                          // IP_TOS / IPV6_TCLASS
+	Mark              uint32                 `protobuf:"varint,32,opt,name=mark,proto3" json:"mark,omitempty"`                                                        // SO_MARK
+	Priority          int32                  `protobuf:"varint,33,opt,name=priority,proto3" json:"priority,omitempty"`                                                // SO_PRIORITY
+	Linger            int32                  `protobuf:"varint,34,opt,name=linger,proto3" json:"linger,omitempty"`                                                    // SO_LINGER seconds, -1 when off
+	DeferAccept       int32                  `protobuf:"varint,35,opt,name=defer_accept,json=deferAccept,proto3" json:"defer_accept,omitempty"`                       // TCP_DEFER_ACCEPT seconds
+	BindDev           string                 `protobuf:"bytes,36,opt,name=bind_dev,json=bindDev,proto3" json:"bind_dev,omitempty"`                                    // SO_BINDTODEVICE
+	Shutdown          uint32                 `protobuf:"varint,37,opt,name=shutdown,proto3" json:"shutdown,omitempty"`                                                // sk_shutdown bits
+	// More integer options (IP_PKTINFO, IP_RECVERR, TCP_USER_TIMEOUT, ...; the
+	// list is core/inetsk's moreOpts), each restored when a fresh socket reads
+	// another value.
+	Opts          []*InetOpt `protobuf:"bytes,38,rep,name=opts,proto3" json:"opts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InetSocket) Reset() {
+	*x = InetSocket{}
+	mi := &file_image_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InetSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InetSocket) ProtoMessage() {}
+
+func (x *InetSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
+func (*InetSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *InetSocket) GetFamily() int32 {
+	if x != nil {
+		return x.Family
+	}
+	return 0
+}
+
+func (x *InetSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *InetSocket) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *InetSocket) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *InetSocket) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *InetSocket) GetSrcAddr() []byte {
+	if x != nil {
+		return x.SrcAddr
+	}
+	return nil
+}
+
+func (x *InetSocket) GetSrcPort() uint32 {
+	if x != nil {
+		return x.SrcPort
+	}
+	return 0
+}
+
+func (x *InetSocket) GetDstAddr() []byte {
+	if x != nil {
+		return x.DstAddr
+	}
+	return nil
+}
+
+func (x *InetSocket) GetDstPort() uint32 {
+	if x != nil {
+		return x.DstPort
+	}
+	return 0
+}
+
+func (x *InetSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *InetSocket) GetBound() bool {
+	if x != nil {
+		return x.Bound
+	}
+	return false
+}
+
+func (x *InetSocket) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *InetSocket) GetReuseaddr() bool {
+	if x != nil {
+		return x.Reuseaddr
+	}
+	return false
+}
+
+func (x *InetSocket) GetReuseport() bool {
+	if x != nil {
+		return x.Reuseport
+	}
+	return false
+}
+
+func (x *InetSocket) GetKeepalive() bool {
+	if x != nil {
+		return x.Keepalive
+	}
+	return false
+}
+
+func (x *InetSocket) GetKeepidle() int32 {
+	if x != nil {
+		return x.Keepidle
+	}
+	return 0
+}
+
+func (x *InetSocket) GetKeepintvl() int32 {
+	if x != nil {
+		return x.Keepintvl
+	}
+	return 0
+}
+
+func (x *InetSocket) GetKeepcnt() int32 {
+	if x != nil {
+		return x.Keepcnt
+	}
+	return 0
+}
+
+func (x *InetSocket) GetNodelay() bool {
+	if x != nil {
+		return x.Nodelay
+	}
+	return false
+}
+
+func (x *InetSocket) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *InetSocket) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *InetSocket) GetSrcScope() uint32 {
+	if x != nil {
+		return x.SrcScope
+	}
+	return 0
+}
+
+func (x *InetSocket) GetDstScope() uint32 {
+	if x != nil {
+		return x.DstScope
+	}
+	return 0
+}
+
+func (x *InetSocket) GetRcvtimeoUs() int64 {
+	if x != nil {
+		return x.RcvtimeoUs
+	}
+	return 0
+}
+
+func (x *InetSocket) GetSndtimeoUs() int64 {
+	if x != nil {
+		return x.SndtimeoUs
+	}
+	return 0
+}
+
+func (x *InetSocket) GetV6Only() bool {
+	if x != nil {
+		return x.V6Only
+	}
+	return false
+}
+
+func (x *InetSocket) GetFreebind() bool {
+	if x != nil {
+		return x.Freebind
+	}
+	return false
+}
+
+func (x *InetSocket) GetBindAddressNoPort() bool {
+	if x != nil {
+		return x.BindAddressNoPort
+	}
+	return false
+}
+
+func (x *InetSocket) GetBroadcast() bool {
+	if x != nil {
+		return x.Broadcast
+	}
+	return false
+}
+
+func (x *InetSocket) GetTtl() int32 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *InetSocket) GetTos() int32 {
+	if x != nil {
+		return x.Tos
+	}
+	return 0
+}
+
+func (x *InetSocket) GetMark() uint32 {
+	if x != nil {
+		return x.Mark
+	}
+	return 0
+}
+
+func (x *InetSocket) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *InetSocket) GetLinger() int32 {
+	if x != nil {
+		return x.Linger
+	}
+	return 0
+}
+
+func (x *InetSocket) GetDeferAccept() int32 {
+	if x != nil {
+		return x.DeferAccept
+	}
+	return 0
+}
+
+func (x *InetSocket) GetBindDev() string {
+	if x != nil {
+		return x.BindDev
+	}
+	return ""
+}
+
+func (x *InetSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
+func (x *InetSocket) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+type InetOpt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         int32                  `protobuf:"varint,1,opt,name=level,proto3" json:"level,omitempty"`
+	Name          int32                  `protobuf:"varint,2,opt,name=name,proto3" json:"name,omitempty"`
+	Value         int32                  `protobuf:"varint,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InetOpt) Reset() {
+	*x = InetOpt{}
+	mi := &file_image_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InetOpt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InetOpt) ProtoMessage() {}
+
+func (x *InetOpt) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
+func (*InetOpt) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *InetOpt) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *InetOpt) GetName() int32 {
+	if x != nil {
+		return x.Name
+	}
+	return 0
+}
+
+func (x *InetOpt) GetValue() int32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 type UnixCred struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -2004,7 +2422,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2434,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2447,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2064,7 +2482,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2494,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2507,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -2109,6 +2527,228 @@ func (x *EpollTarget) GetEvents() uint32 {
 func (x *EpollTarget) GetData() uint64 {
 	if x != nil {
 		return x.Data
+	}
+	return 0
+}
+
+// A timerfd. Times are nanoseconds on clock_id. value_ns is the time left
+// at dump until the next expiry (0: disarmed), whatever the settime flags:
+// on restore a relative timer gets it again (the time the image spent on
+// disk does not count); an absolute one is re-armed with TFD_TIMER_ABSTIME
+// at abs_expiry_ns on CLOCK_REALTIME(_ALARM) (wall-clock deadlines hold
+// across hosts), and at "now + value_ns" on the other clocks (their
+// absolute values are meaningful on one boot only).
+type Timerfd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClockId       int32                  `protobuf:"varint,1,opt,name=clock_id,json=clockId,proto3" json:"clock_id,omitempty"`
+	SettimeFlags  uint32                 `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"` // TFD_TIMER_ABSTIME=1, TFD_TIMER_CANCEL_ON_SET=2
+	ValueNs       uint64                 `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"`
+	IntervalNs    uint64                 `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Ticks         uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"`                                  // expirations not read yet (restored with TFD_IOC_SET_TICKS)
+	AbsExpiryNs   int64                  `protobuf:"varint,6,opt,name=abs_expiry_ns,json=absExpiryNs,proto3" json:"abs_expiry_ns,omitempty"` // absolute timers on CLOCK_REALTIME(_ALARM): the deadline
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timerfd) Reset() {
+	*x = Timerfd{}
+	mi := &file_image_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timerfd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timerfd) ProtoMessage() {}
+
+func (x *Timerfd) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
+func (*Timerfd) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Timerfd) GetClockId() int32 {
+	if x != nil {
+		return x.ClockId
+	}
+	return 0
+}
+
+func (x *Timerfd) GetSettimeFlags() uint32 {
+	if x != nil {
+		return x.SettimeFlags
+	}
+	return 0
+}
+
+func (x *Timerfd) GetValueNs() uint64 {
+	if x != nil {
+		return x.ValueNs
+	}
+	return 0
+}
+
+func (x *Timerfd) GetIntervalNs() uint64 {
+	if x != nil {
+		return x.IntervalNs
+	}
+	return 0
+}
+
+func (x *Timerfd) GetTicks() uint64 {
+	if x != nil {
+		return x.Ticks
+	}
+	return 0
+}
+
+func (x *Timerfd) GetAbsExpiryNs() int64 {
+	if x != nil {
+		return x.AbsExpiryNs
+	}
+	return 0
+}
+
+// One inotify watch. The wd comes back the same on restore.
+type InotifyWatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wd            int32                  `protobuf:"varint,1,opt,name=wd,proto3" json:"wd,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`  // the watched inode's path at dump (from its file handle)
+	Mask          uint32                 `protobuf:"varint,3,opt,name=mask,proto3" json:"mask,omitempty"` // events and IN_ONESHOT/IN_EXCL_UNLINK, as fdinfo shows them
+	Dev           uint64                 `protobuf:"varint,4,opt,name=dev,proto3" json:"dev,omitempty"`   // the watched inode at dump (st_dev, st_ino)
+	Ino           uint64                 `protobuf:"varint,5,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InotifyWatch) Reset() {
+	*x = InotifyWatch{}
+	mi := &file_image_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InotifyWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InotifyWatch) ProtoMessage() {}
+
+func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
+func (*InotifyWatch) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *InotifyWatch) GetWd() int32 {
+	if x != nil {
+		return x.Wd
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *InotifyWatch) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+// An inotify instance. Events queued at dump time are not saved (they are
+// lost on restore): queued_bytes says how many bytes were waiting.
+type Inotify struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Watches       []*InotifyWatch        `protobuf:"bytes,1,rep,name=watches,proto3" json:"watches,omitempty"`                             // in ascending wd order
+	QueuedBytes   uint32                 `protobuf:"varint,2,opt,name=queued_bytes,json=queuedBytes,proto3" json:"queued_bytes,omitempty"` // FIONREAD at dump
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inotify) Reset() {
+	*x = Inotify{}
+	mi := &file_image_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inotify) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inotify) ProtoMessage() {}
+
+func (x *Inotify) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
+func (*Inotify) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Inotify) GetWatches() []*InotifyWatch {
+	if x != nil {
+		return x.Watches
+	}
+	return nil
+}
+
+func (x *Inotify) GetQueuedBytes() uint32 {
+	if x != nil {
+		return x.QueuedBytes
 	}
 	return 0
 }
@@ -2134,13 +2774,17 @@ type FileEntry struct {
 	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
 	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
 	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
+	Timerfd       *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
+	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
+	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
+	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2796,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2809,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -2294,6 +2938,34 @@ func (x *FileEntry) GetPidfdPid() int32 {
 	return 0
 }
 
+func (x *FileEntry) GetTimerfd() *Timerfd {
+	if x != nil {
+		return x.Timerfd
+	}
+	return nil
+}
+
+func (x *FileEntry) GetSigmask() uint64 {
+	if x != nil {
+		return x.Sigmask
+	}
+	return 0
+}
+
+func (x *FileEntry) GetInotify() *Inotify {
+	if x != nil {
+		return x.Inotify
+	}
+	return nil
+}
+
+func (x *FileEntry) GetInet() *InetSocket {
+	if x != nil {
+		return x.Inet
+	}
+	return nil
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2306,7 +2978,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2990,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +3003,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -2549,7 +3221,54 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\t \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\n" +
 	" \x01(\x05R\x05state\x12.\n" +
-	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"@\n" +
+	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"\x94\b\n" +
+	"\n" +
+	"InetSocket\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\x05R\bprotocol\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\x05R\x05state\x12\x10\n" +
+	"\x03ino\x18\x05 \x01(\x04R\x03ino\x12\x19\n" +
+	"\bsrc_addr\x18\x06 \x01(\fR\asrcAddr\x12\x19\n" +
+	"\bsrc_port\x18\a \x01(\rR\asrcPort\x12\x19\n" +
+	"\bdst_addr\x18\b \x01(\fR\adstAddr\x12\x19\n" +
+	"\bdst_port\x18\t \x01(\rR\adstPort\x12\x18\n" +
+	"\abacklog\x18\n" +
+	" \x01(\rR\abacklog\x12\x14\n" +
+	"\x05bound\x18\v \x01(\bR\x05bound\x12\x10\n" +
+	"\x03uid\x18\f \x01(\rR\x03uid\x12\x1c\n" +
+	"\treuseaddr\x18\r \x01(\bR\treuseaddr\x12\x1c\n" +
+	"\treuseport\x18\x0e \x01(\bR\treuseport\x12\x1c\n" +
+	"\tkeepalive\x18\x0f \x01(\bR\tkeepalive\x12\x1a\n" +
+	"\bkeepidle\x18\x10 \x01(\x05R\bkeepidle\x12\x1c\n" +
+	"\tkeepintvl\x18\x11 \x01(\x05R\tkeepintvl\x12\x18\n" +
+	"\akeepcnt\x18\x12 \x01(\x05R\akeepcnt\x12\x18\n" +
+	"\anodelay\x18\x13 \x01(\bR\anodelay\x12\x16\n" +
+	"\x06sndbuf\x18\x14 \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\x15 \x01(\rR\x06rcvbuf\x12\x1b\n" +
+	"\tsrc_scope\x18\x16 \x01(\rR\bsrcScope\x12\x1b\n" +
+	"\tdst_scope\x18\x17 \x01(\rR\bdstScope\x12\x1f\n" +
+	"\vrcvtimeo_us\x18\x18 \x01(\x03R\n" +
+	"rcvtimeoUs\x12\x1f\n" +
+	"\vsndtimeo_us\x18\x19 \x01(\x03R\n" +
+	"sndtimeoUs\x12\x16\n" +
+	"\x06v6only\x18\x1a \x01(\bR\x06v6only\x12\x1a\n" +
+	"\bfreebind\x18\x1b \x01(\bR\bfreebind\x12/\n" +
+	"\x14bind_address_no_port\x18\x1c \x01(\bR\x11bindAddressNoPort\x12\x1c\n" +
+	"\tbroadcast\x18\x1d \x01(\bR\tbroadcast\x12\x10\n" +
+	"\x03ttl\x18\x1e \x01(\x05R\x03ttl\x12\x10\n" +
+	"\x03tos\x18\x1f \x01(\x05R\x03tos\x12\x12\n" +
+	"\x04mark\x18  \x01(\rR\x04mark\x12\x1a\n" +
+	"\bpriority\x18! \x01(\x05R\bpriority\x12\x16\n" +
+	"\x06linger\x18\" \x01(\x05R\x06linger\x12!\n" +
+	"\fdefer_accept\x18# \x01(\x05R\vdeferAccept\x12\x19\n" +
+	"\bbind_dev\x18$ \x01(\tR\abindDev\x12\x1a\n" +
+	"\bshutdown\x18% \x01(\rR\bshutdown\x12+\n" +
+	"\x04opts\x18& \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\"I\n" +
+	"\aInetOpt\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\x05R\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x05R\x05value\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -2557,7 +3276,24 @@ const file_image_proto_rawDesc = "" +
 	"\vEpollTarget\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"\xec\x03\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\"\xbf\x01\n" +
+	"\aTimerfd\x12\x19\n" +
+	"\bclock_id\x18\x01 \x01(\x05R\aclockId\x12#\n" +
+	"\rsettime_flags\x18\x02 \x01(\rR\fsettimeFlags\x12\x19\n" +
+	"\bvalue_ns\x18\x03 \x01(\x04R\avalueNs\x12\x1f\n" +
+	"\vinterval_ns\x18\x04 \x01(\x04R\n" +
+	"intervalNs\x12\x14\n" +
+	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\x12\"\n" +
+	"\rabs_expiry_ns\x18\x06 \x01(\x03R\vabsExpiryNs\"j\n" +
+	"\fInotifyWatch\x12\x0e\n" +
+	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\x12\x10\n" +
+	"\x03dev\x18\x04 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
+	"\aInotify\x126\n" +
+	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\x9c\x05\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -2578,7 +3314,11 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12@\n" +
 	"\repoll_targets\x18\x10 \x03(\v2\x1b.ctrcr.image.v1.EpollTargetR\fepollTargets\x12.\n" +
 	"\x04unix\x18\x11 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x04unix\x12\x1b\n" +
-	"\tpidfd_pid\x18\x12 \x01(\x05R\bpidfdPid\"L\n" +
+	"\tpidfd_pid\x18\x12 \x01(\x05R\bpidfdPid\x121\n" +
+	"\atimerfd\x18\x13 \x01(\v2\x17.ctrcr.image.v1.TimerfdR\atimerfd\x12\x18\n" +
+	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
+	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
+	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -2595,7 +3335,7 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\xd3\x01\n" +
+	"*\x99\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -2614,7 +3354,11 @@ const file_image_proto_rawDesc = "" +
 	"\x12\x0e\n" +
 	"\n" +
 	"FILE_PIDFD\x10\v\x12\f\n" +
-	"\bFILE_TTY\x10\fB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\bFILE_TTY\x10\f\x12\x10\n" +
+	"\fFILE_TIMERFD\x10\r\x12\x11\n" +
+	"\rFILE_SIGNALFD\x10\x0e\x12\x10\n" +
+	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
+	"\tFILE_INET\x10\x10B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -2629,7 +3373,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -2652,10 +3396,15 @@ var file_image_proto_goTypes = []any{
 	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
 	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixCred)(nil),      // 21: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 22: ctrcr.image.v1.EpollTarget
-	(*FileEntry)(nil),     // 23: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 24: ctrcr.image.v1.FdEntry
+	(*InetSocket)(nil),    // 21: ctrcr.image.v1.InetSocket
+	(*InetOpt)(nil),       // 22: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),      // 23: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 24: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),       // 25: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 26: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),       // 27: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),     // 28: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 29: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -2672,15 +3421,20 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	21, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	1,  // 15: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	22, // 16: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 17: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	23, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	22, // 15: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	26, // 16: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 17: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	24, // 18: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 19: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	25, // 20: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	27, // 21: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	21, // 22: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -2694,7 +3448,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,225 @@
+// Package inetsk dumps and restores IPv4/IPv6 sockets (TCP and UDP) that
+// are not established connections: TCP listeners, unconnected TCP sockets
+// (maybe bound) and UDP sockets (bound or not, connected or not) whose
+// receive queue is empty.
+//
+// Like core/unixsk, the dumper works on its stolen copy of the socket
+// (pidfd_getfd gives the very same struct file) and only reads: options
+// with getsockopt, addresses with getsockname/getpeername, and the facts no
+// getsockopt exposes (state, accept queue, owner, shutdown) from
+// NETLINK_SOCK_DIAG inet_diag (see Diag). Established, connecting and
+// closing TCP connections, listeners with connections waiting to be
+// accepted, UDP sockets with queued datagrams, raw sockets and other
+// protocols are refused with *UnsupportedError. Restore (Create) rebuilds
+// the socket in the caller: socket (with the dumped owner), options, bind,
+// listen or connect. A TCP port still held by connections of the dumped
+// socket in TIME_WAIT (which, without SO_REUSEADDR, block any bind for a
+// minute) is freed by destroying them with SOCK_DESTROY.
+//
+// Not kept (yet): multicast group memberships, IP-level options other
+// than those in the image (IP_TTL, IP_TOS, IP_FREEBIND, ...), and
+// half-open connections of a listener (SYN_RECV, not yet in its accept
+// queue: the client's final ACK then meets no request and is reset).
+package inetsk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Constants of <linux/inet_diag.h> and <linux/tcp.h> that x/sys/unix does
+// not carry.
+const (
+	sizeofInetDiagReqV2 = 56 // struct inet_diag_req_v2
+	sizeofInetDiagMsg   = 72 // struct inet_diag_msg
+	inetDiagShutdown    = 8  // INET_DIAG_SHUTDOWN attribute
+
+	TCPEstablished = 1
+	TCPSynSent     = 2
+	TCPSynRecv     = 3
+	TCPFinWait1    = 4
+	TCPFinWait2    = 5
+	TCPTimeWait    = 6
+	TCPClose       = 7
+	TCPCloseWait   = 8
+	TCPLastAck     = 9
+	TCPListen      = 10
+	TCPClosing     = 11
+)
+
+var stateNames = map[int]string{
+	TCPEstablished: "ESTABLISHED", TCPSynSent: "SYN_SENT", TCPSynRecv: "SYN_RECV",
+	TCPFinWait1: "FIN_WAIT1", TCPFinWait2: "FIN_WAIT2", TCPTimeWait: "TIME_WAIT",
+	TCPClose: "CLOSE", TCPCloseWait: "CLOSE_WAIT", TCPLastAck: "LAST_ACK",
+	TCPListen: "LISTEN", TCPClosing: "CLOSING",
+}
+
+// StateName returns the kernel name of a TCP state (sock_diag idiag_state).
+func StateName(s int) string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state %d", s)
+}
+
+// DiagEntry is what inet_diag reports for one socket. For a TCP listener
+// RQueue is the number of connections waiting in the accept queue and
+// WQueue the maximum (sk_max_ack_backlog, the clamped listen(2) backlog);
+// otherwise they are the bytes queued for reading and writing (UDP: memory
+// held by queued datagrams).
+type DiagEntry struct {
+	Family, State  int
+	SrcPort        uint16
+	DstPort        uint16
+	Src, Dst       [16]byte
+	RQueue, WQueue uint32
+	Uid            uint32
+	Ino            uint64
+	Shutdown       uint8
+	id             [48]byte // struct inet_diag_sockid as reported (SOCK_DESTROY names a socket with it)
+}
+
+// Diag is a lazily filled snapshot of the inet sockets of the calling
+// thread's network namespace, one inet_diag dump per (family, protocol),
+// keyed by inode. Safe for concurrent use.
+type Diag struct {
+	mu      sync.Mutex
+	read    map[[2]int]bool
+	entries map[[3]uint64]DiagEntry // family, protocol, inode
+}
+
+// NewDiag returns an empty snapshot; dumps are read on first Lookup.
+func NewDiag() *Diag {
+	return &Diag{read: map[[2]int]bool{}, entries: map[[3]uint64]DiagEntry{}}
+}
+
+// Lookup returns the entry of the socket with inode ino of family and
+// protocol, dumping that table on first use.
+func (d *Diag) Lookup(family, protocol int, ino uint64) (DiagEntry, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := [2]int{family, protocol}
+	if !d.read[k] {
+		es, err := readDiag(family, protocol, 0xffffffff)
+		if err != nil {
+			return DiagEntry{}, false, err
+		}
+		for _, e := range es {
+			d.entries[[3]uint64{uint64(family), uint64(protocol), e.Ino}] = e
+		}
+		d.read[k] = true
+	}
+	e, ok := d.entries[[3]uint64{uint64(family), uint64(protocol), ino}]
+	return e, ok, nil
+}
+
+// readDiag dumps every socket of family/protocol in states (a bit mask of
+// 1<<state).
+func readDiag(family, protocol int, states uint32) ([]DiagEntry, error) {
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("inet diag: socket: %w", err)
+	}
+	defer unix.Close(s)
+	if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("inet diag: bind: %w", err)
+	}
+	const seq = 1
+	ne := binary.NativeEndian
+	req := make([]byte, unix.SizeofNlMsghdr+sizeofInetDiagReqV2)
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(req[8:], seq)
+	r := req[unix.SizeofNlMsghdr:]
+	r[0], r[1] = byte(family), byte(protocol)
+	r[2] = 1 << (inetDiagShutdown - 1) // idiag_ext (SHUTDOWN is always sent anyway)
+	ne.PutUint32(r[4:], states)        // idiag_states
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("inet diag: send request: %w", err)
+	}
+	var out []DiagEntry
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, flags, _, err := unix.Recvmsg(s, buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inet diag: receive: %w", err)
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			return nil, fmt.Errorf("inet diag: reply truncated")
+		}
+		for b := buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
+			l := int(ne.Uint32(b[0:]))
+			typ, mseq := ne.Uint16(b[4:]), ne.Uint32(b[8:])
+			if l < unix.SizeofNlMsghdr || l > len(b) {
+				return nil, fmt.Errorf("inet diag: bad netlink message length %d", l)
+			}
+			data := b[unix.SizeofNlMsghdr:l]
+			if al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); al < len(b) {
+				b = b[al:]
+			} else {
+				b = nil
+			}
+			if mseq != seq {
+				continue
+			}
+			switch typ {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(data) >= 4 {
+					if e := int32(ne.Uint32(data)); e != 0 {
+						return nil, fmt.Errorf("inet diag: %w", unix.Errno(-e))
+					}
+				}
+				return nil, fmt.Errorf("inet diag: error reply")
+			case unix.SOCK_DIAG_BY_FAMILY:
+				e, err := parseDiagMsg(data)
+				if err != nil {
+					return nil, fmt.Errorf("inet diag: %w", err)
+				}
+				out = append(out, e)
+			}
+		}
+	}
+}
+
+// parseDiagMsg decodes one inet_diag_msg and the attributes used here.
+func parseDiagMsg(b []byte) (DiagEntry, error) {
+	ne := binary.NativeEndian
+	if len(b) < sizeofInetDiagMsg {
+		return DiagEntry{}, fmt.Errorf("short inet_diag_msg (%d bytes)", len(b))
+	}
+	e := DiagEntry{Family: int(b[0]), State: int(b[1])}
+	copy(e.id[:], b[4:52])
+	e.SrcPort = binary.BigEndian.Uint16(b[4:])
+	e.DstPort = binary.BigEndian.Uint16(b[6:])
+	copy(e.Src[:], b[8:24])
+	copy(e.Dst[:], b[24:40])
+	e.RQueue = ne.Uint32(b[56:])
+	e.WQueue = ne.Uint32(b[60:])
+	e.Uid = ne.Uint32(b[64:])
+	e.Ino = uint64(ne.Uint32(b[68:]))
+	for a := b[sizeofInetDiagMsg:]; len(a) >= 4; {
+		l := int(ne.Uint16(a[0:]))
+		typ := ne.Uint16(a[2:]) & 0x3fff
+		if l < 4 || l > len(a) {
+			return DiagEntry{}, fmt.Errorf("socket %d: bad attribute length %d", e.Ino, l)
+		}
+		if typ == inetDiagShutdown && l >= 5 {
+			e.Shutdown = a[4]
+		}
+		al := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
+		if al >= len(a) {
+			break
+		}
+		a = a[al:]
+	}
+	return e, nil
+}

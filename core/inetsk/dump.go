@@ -1,0 +1,245 @@
+package inetsk
+
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// UnsupportedError reports an inet socket the engine cannot dump or
+// rebuild yet; Reason says what it is ("established TCP connection ...").
+type UnsupportedError struct {
+	Ino    uint64
+	Reason string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("inet socket:[%d]: unsupported: %s", e.Ino, e.Reason)
+}
+
+func unsupported(ino uint64, format string, a ...any) error {
+	return &UnsupportedError{Ino: ino, Reason: fmt.Sprintf(format, a...)}
+}
+
+// Dump describes the inet socket fd (our copy of the target's socket,
+// inode ino) from getsockopt/getsockname and the diag snapshot d (nil: a
+// fresh one). It only reads. The target must not run during Dump.
+//
+// Refusals are *UnsupportedError: raw sockets and protocols other than
+// TCP and UDP, TCP sockets in any state but LISTEN and CLOSE (established,
+// connecting, closing: "needs --tcp-established"), a closed TCP socket
+// that was once connected, listeners with connections waiting to be
+// accepted, and UDP sockets with datagrams queued for reading.
+func Dump(fd int, ino uint64, d *Diag) (*imagepb.InetSocket, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("inet socket:[%d]: fstat: %w", ino, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != ino {
+		return nil, fmt.Errorf("inet socket:[%d]: fd %d is not that socket (mode %#o, inode %d)", ino, fd, st.Mode, st.Ino)
+	}
+	get := func(name string, level, opt int) (int, error) {
+		v, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			return 0, fmt.Errorf("inet socket:[%d]: getsockopt %s: %w", ino, name, err)
+		}
+		return v, nil
+	}
+	family, err := get("SO_DOMAIN", unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return nil, err
+	}
+	typ, err := get("SO_TYPE", unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, err
+	}
+	proto, err := get("SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if err != nil {
+		return nil, err
+	}
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return nil, fmt.Errorf("inet socket:[%d]: family %d is not AF_INET/AF_INET6", ino, family)
+	}
+	switch {
+	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
+	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
+	case typ == unix.SOCK_RAW:
+		return nil, unsupported(ino, "raw %s socket (protocol %d)", familyName(family), proto)
+	default:
+		return nil, unsupported(ino, "%s socket of type %d, protocol %d (only TCP and UDP)", familyName(family), typ, proto)
+	}
+	if d == nil {
+		d = NewDiag()
+	}
+	// Sockets that are in no hash table (never bound, or unhashed when
+	// their connection ended) are not in sock_diag.
+	e, found, err := d.Lookup(family, proto, ino)
+	if err != nil {
+		return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
+	}
+	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid}
+	if err := fillState(fd, s, e, found); err != nil {
+		return nil, err
+	}
+	if err := addresses(fd, s); err != nil {
+		return nil, err
+	}
+	if err := dumpOptions(fd, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func familyName(f int) string {
+	if f == unix.AF_INET6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// Describe is a one-line summary for messages and ctr-cr show:
+// "tcp 127.0.0.1:8080 LISTEN".
+func Describe(s *imagepb.InetSocket) string {
+	p := "udp"
+	if s.Protocol == unix.IPPROTO_TCP {
+		p = "tcp"
+	}
+	if s.Family == unix.AF_INET6 {
+		p += "6"
+	}
+	out := fmt.Sprintf("%s %s", p, hostPort(s.SrcAddr, s.SrcPort))
+	if s.DstPort != 0 {
+		out += " -> " + hostPort(s.DstAddr, s.DstPort)
+	}
+	st := StateName(int(s.State))
+	if s.Protocol == unix.IPPROTO_UDP {
+		st = "unconnected"
+		if s.State == TCPEstablished {
+			st = "connected"
+		}
+	} else if s.State == TCPClose {
+		st = "unconnected"
+	}
+	return out + " " + st
+}
+
+// fillState sets State, Shutdown and Backlog from TCP_INFO and the diag
+// entry e (found: the socket is in sock_diag), and refuses the states
+// Create cannot rebuild. The socket owner is the socket inode's owner
+// (sk_uid follows it).
+func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found bool) error {
+	ino := s.Ino
+	if s.Protocol == unix.IPPROTO_UDP {
+		if !found {
+			// unhashed: never bound, so never connected either
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				return fmt.Errorf("inet socket:[%d]: getsockname: %w", ino, err)
+			}
+			if _, port, _ := fromSockaddr(sa); port != 0 {
+				return fmt.Errorf("inet socket:[%d]: bound UDP socket not in the sock_diag snapshot (other network namespace?)", ino)
+			}
+			e.State = TCPClose
+		}
+		s.State, s.Shutdown = int32(e.State), uint32(e.Shutdown)
+		if e.RQueue > 0 {
+			return unsupported(ino, "UDP socket with datagrams queued for reading (%d bytes)", e.RQueue)
+		}
+		if e.State != TCPClose && e.State != TCPEstablished {
+			return unsupported(ino, "UDP socket in state %d", e.State)
+		}
+		return nil
+	}
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return fmt.Errorf("inet socket:[%d]: getsockopt TCP_INFO: %w", ino, err)
+	}
+	state := int(info.State)
+	s.State, s.Shutdown = int32(state), uint32(e.Shutdown)
+	switch state {
+	case TCPListen:
+		if !found {
+			return fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
+		}
+		s.Backlog = e.WQueue
+		if e.RQueue > 0 {
+			return unsupported(ino, "listening socket with %d connections waiting to be accepted (established connections need --tcp-established)", e.RQueue)
+		}
+		return nil
+	case TCPClose:
+		if e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0 {
+			return unsupported(ino, "closed TCP connection (shut down, reset or finished)")
+		}
+		return nil
+	case TCPEstablished:
+		return unsupported(ino, "established TCP connection (needs --tcp-established)")
+	case TCPSynSent, TCPSynRecv:
+		return unsupported(ino, "connecting TCP socket, state %s (needs --tcp-established)", StateName(state))
+	}
+	return unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
+}
+
+// addresses records the bound and the connected address.
+func addresses(fd int, s *imagepb.InetSocket) error {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("inet socket:[%d]: getsockname: %w", s.Ino, err)
+	}
+	s.SrcAddr, s.SrcPort, s.SrcScope = fromSockaddr(sa)
+	s.Bound = s.SrcPort != 0 || !allZero(s.SrcAddr)
+	if s.State == TCPEstablished { // connected UDP
+		pa, err := unix.Getpeername(fd)
+		if err != nil {
+			return fmt.Errorf("inet socket:[%d]: getpeername: %w", s.Ino, err)
+		}
+		s.DstAddr, s.DstPort, s.DstScope = fromSockaddr(pa)
+	}
+	return nil
+}
+
+func fromSockaddr(sa unix.Sockaddr) ([]byte, uint32, uint32) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return append([]byte(nil), a.Addr[:]...), uint32(a.Port), 0
+	case *unix.SockaddrInet6:
+		return append([]byte(nil), a.Addr[:]...), uint32(a.Port), a.ZoneId
+	}
+	return nil, 0, 0
+}
+
+func toSockaddr(family int32, addr []byte, port, scope uint32) (unix.Sockaddr, error) {
+	if family == unix.AF_INET {
+		a := &unix.SockaddrInet4{Port: int(port)}
+		if len(addr) != 4 {
+			return nil, fmt.Errorf("IPv4 address of %d bytes", len(addr))
+		}
+		copy(a.Addr[:], addr)
+		return a, nil
+	}
+	a := &unix.SockaddrInet6{Port: int(port), ZoneId: scope}
+	if len(addr) != 16 {
+		return nil, fmt.Errorf("IPv6 address of %d bytes", len(addr))
+	}
+	copy(a.Addr[:], addr)
+	return a, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func hostPort(addr []byte, port uint32) string {
+	a, ok := netip.AddrFromSlice(addr)
+	if !ok {
+		return fmt.Sprintf("?:%d", port)
+	}
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}

@@ -1,0 +1,340 @@
+package inetsk
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+func ino(t *testing.T, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func sock(t *testing.T, family, typ int) int {
+	t.Helper()
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func loopback(family, port int) unix.Sockaddr {
+	if family == unix.AF_INET6 {
+		return &unix.SockaddrInet6{Port: port, Addr: [16]byte{15: 1}}
+	}
+	return &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dump(t *testing.T, fd int) (*imagepb.InetSocket, error) {
+	t.Helper()
+	return Dump(fd, ino(t, fd), nil)
+}
+
+// roundTrip dumps fd, closes it, rebuilds it and requires the rebuilt
+// socket to dump to the same description.
+func roundTrip(t *testing.T, fd int) (*imagepb.InetSocket, int) {
+	t.Helper()
+	s, err := dump(t, fd)
+	must(t, err)
+	unix.Close(fd)
+	nfd, err := Create(s)
+	if err != nil {
+		t.Fatalf("Create(%s): %v", Describe(s), err)
+	}
+	t.Cleanup(func() { unix.Close(nfd) })
+	s2, err := dump(t, nfd)
+	must(t, err)
+	s2.Ino = s.Ino
+	if s.Family == unix.AF_INET6 && s.State == TCPEstablished && !s.V6Only {
+		// autobound by connect: the explicit bind of the rebuild sets
+		// IPV6_V6ONLY (no effect on a connected socket)
+		s2.V6Only = false
+	}
+	if !proto.Equal(s, s2) {
+		t.Fatalf("rebuilt socket differs:\n dumped  %v\n rebuilt %v", s, s2)
+	}
+	return s, nfd
+}
+
+// connectAndTalk connects to the listener lfd, accepts and exchanges data.
+func connectAndTalk(t *testing.T, family, lfd int, s *imagepb.InetSocket) {
+	t.Helper()
+	c := sock(t, family, unix.SOCK_STREAM)
+	must(t, unix.Connect(c, loopback(family, int(s.SrcPort))))
+	a, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	must(t, err)
+	defer unix.Close(a)
+	_, err = unix.Write(c, []byte("hi"))
+	must(t, err)
+	b := make([]byte, 8)
+	n, err := unix.Read(a, b)
+	must(t, err)
+	if string(b[:n]) != "hi" {
+		t.Fatalf("read %q", b[:n])
+	}
+}
+
+func TestListenerRoundTrip(t *testing.T) {
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		t.Run(familyName(family), func(t *testing.T) {
+			fd := sock(t, family, unix.SOCK_STREAM)
+			must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
+			must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1))
+			must(t, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 33))
+			must(t, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 7))
+			must(t, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4))
+			must(t, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+			must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 100000))
+			// above net.core.wmem_max: needs the FORCE variant on restore
+			must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20))
+			tv := unix.Timeval{Sec: 3, Usec: 500000}
+			must(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+			if family == unix.AF_INET6 {
+				must(t, unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_V6ONLY, 1))
+			}
+			must(t, unix.Bind(fd, loopback(family, 0)))
+			must(t, unix.Listen(fd, 17))
+			s, nfd := roundTrip(t, fd)
+			if s.State != TCPListen || s.Backlog != 17 || s.SrcPort == 0 || !s.Keepalive || s.Keepidle != 33 ||
+				!s.Nodelay || s.Sndbuf != 16<<20 || s.RcvtimeoUs != 3500000 || s.V6Only != (family == unix.AF_INET6) {
+				t.Fatalf("dumped %v", s)
+			}
+			if d := Describe(s); !strings.Contains(d, "LISTEN") || !strings.HasPrefix(d, "tcp") {
+				t.Errorf("Describe: %q", d)
+			}
+			connectAndTalk(t, family, nfd, s)
+		})
+	}
+}
+
+func TestUnboundAndUDPRoundTrip(t *testing.T) {
+	fd := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1))
+	s, _ := roundTrip(t, fd)
+	if s.Bound || s.State != TCPClose || !s.Keepalive {
+		t.Fatalf("unbound tcp: %v", s)
+	}
+
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		u := sock(t, family, unix.SOCK_DGRAM)
+		must(t, unix.SetsockoptInt(u, unix.SOL_SOCKET, unix.SO_BROADCAST, 1))
+		must(t, unix.Bind(u, loopback(family, 0)))
+		s, nu := roundTrip(t, u)
+		if !s.Bound || s.SrcPort == 0 || !s.Broadcast {
+			t.Fatalf("udp: %v", s)
+		}
+		c := sock(t, family, unix.SOCK_DGRAM)
+		must(t, unix.Connect(c, loopback(family, int(s.SrcPort))))
+		s2, nc := roundTrip(t, c)
+		if s2.State != TCPEstablished || s2.DstPort != s.SrcPort {
+			t.Fatalf("connected udp: %v", s2)
+		}
+		_, err := unix.Write(nc, []byte("dgram"))
+		must(t, err)
+		b := make([]byte, 16)
+		n, _, err := unix.Recvfrom(nu, b, 0)
+		must(t, err)
+		if string(b[:n]) != "dgram" {
+			t.Fatalf("received %q", b[:n])
+		}
+	}
+}
+
+func TestDiagLookup(t *testing.T) {
+	fd := sock(t, unix.AF_INET6, unix.SOCK_STREAM)
+	must(t, unix.Bind(fd, loopback(unix.AF_INET6, 0)))
+	must(t, unix.Listen(fd, 5))
+	d := NewDiag()
+	e, ok, err := d.Lookup(unix.AF_INET6, unix.IPPROTO_TCP, ino(t, fd))
+	must(t, err)
+	sa, _ := unix.Getsockname(fd)
+	if !ok || e.State != TCPListen || e.WQueue != 5 || e.RQueue != 0 || int(e.SrcPort) != sa.(*unix.SockaddrInet6).Port || e.Src[15] != 1 {
+		t.Fatalf("lookup: ok %v, %+v", ok, e)
+	}
+	if _, ok, _ := d.Lookup(unix.AF_INET, unix.IPPROTO_TCP, ino(t, fd)); ok {
+		t.Fatal("an IPv6 socket found in the IPv4 table")
+	}
+}
+
+func requireRefused(t *testing.T, fd int, want string) {
+	t.Helper()
+	_, err := dump(t, fd)
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Dump: %v, want an UnsupportedError with %q", err, want)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	l := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Bind(l, loopback(unix.AF_INET, 0)))
+	must(t, unix.Listen(l, 4))
+	sa, _ := unix.Getsockname(l)
+	port := sa.(*unix.SockaddrInet4).Port
+	c := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Connect(c, loopback(unix.AF_INET, port)))
+	requireRefused(t, c, "established TCP connection (needs --tcp-established)")
+	requireRefused(t, l, "listening socket with 1 connections waiting to be accepted")
+
+	// reset by the peer: CLOSE, but not a fresh socket
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	must(t, err)
+	must(t, unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}))
+	unix.Close(a)
+	time.Sleep(50 * time.Millisecond)
+	requireRefused(t, c, "closed TCP connection")
+
+	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
+	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))
+	usa, _ := unix.Getsockname(u)
+	must(t, unix.Sendto(sock(t, unix.AF_INET, unix.SOCK_DGRAM), []byte("x"), 0, usa))
+	time.Sleep(10 * time.Millisecond)
+	requireRefused(t, u, "datagrams queued")
+
+	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	must(t, err)
+	defer unix.Close(raw)
+	requireRefused(t, raw, "raw IPv4 socket")
+}
+
+func TestCreateRejectsBadEntries(t *testing.T) {
+	for _, s := range []*imagepb.InetSocket{
+		nil,
+		{Family: 99, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP, State: TCPClose},
+		{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP, State: TCPEstablished},
+		{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP, State: TCPListen},
+		{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP, State: TCPClose, Bound: true, SrcAddr: []byte{1, 2}},
+	} {
+		if fd, err := Create(s); err == nil {
+			unix.Close(fd)
+			t.Errorf("Create(%v) succeeded", s)
+		}
+	}
+}
+
+// TestOwner: the rebuilt socket belongs to the dumped owner (sk_uid
+// follows the creating thread's fsuid), and the restorer's fsuid is back.
+func TestOwner(t *testing.T) {
+	if unix.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	fd, err := Create(&imagepb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP, State: TCPClose, Uid: 65534, Linger: -1})
+	must(t, err)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	must(t, unix.Fstat(fd, &st))
+	if st.Uid != 65534 {
+		t.Fatalf("socket owner %d, want 65534", st.Uid)
+	}
+	s, err := dump(t, fd)
+	must(t, err)
+	if s.Uid != 65534 {
+		t.Fatalf("dumped owner %d", s.Uid)
+	}
+	if f, _ := unix.SetfsuidRetUid(-1); f != 0 {
+		t.Fatalf("fsuid left at %d", f)
+	}
+}
+
+// TestListenerOverTimeWait: a listener without SO_REUSEADDR whose port is
+// still held by one of its connections in TIME_WAIT binds again (the
+// TIME_WAIT connection is destroyed); a port held by a live socket is not
+// taken.
+func TestListenerOverTimeWait(t *testing.T) {
+	l := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Bind(l, loopback(unix.AF_INET, 0)))
+	must(t, unix.Listen(l, 4))
+	s, err := dump(t, l)
+	must(t, err)
+	c := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Connect(c, loopback(unix.AF_INET, int(s.SrcPort))))
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	must(t, err)
+	unix.Close(a) // active close on the server side: TIME_WAIT on the listener's port
+	b := make([]byte, 1)
+	if n, err := unix.Read(c, b); n != 0 || err != nil {
+		t.Fatalf("read after close: %d %v", n, err)
+	}
+	unix.Close(c)
+	unix.Close(l)
+	time.Sleep(20 * time.Millisecond)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	must(t, err)
+	if err := unix.Bind(fd, loopback(unix.AF_INET, int(s.SrcPort))); err != unix.EADDRINUSE {
+		t.Logf("plain bind over TIME_WAIT: %v (expected EADDRINUSE)", err)
+	}
+	unix.Close(fd)
+	// a live socket on the port: refused, TIME_WAIT left alone
+	live := sock(t, unix.AF_INET6, unix.SOCK_STREAM)
+	must(t, unix.SetsockoptInt(live, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
+	must(t, unix.Bind(live, loopback(unix.AF_INET6, int(s.SrcPort))))
+	if fd, err := Create(s); err == nil || !strings.Contains(err.Error(), "in use by a live IPv6 socket") {
+		unix.Close(fd)
+		t.Fatalf("Create over a live socket: %v", err)
+	}
+	unix.Close(live)
+	nfd, err := Create(s)
+	must(t, err)
+	defer unix.Close(nfd)
+	if v, _ := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_REUSEADDR); v != 0 {
+		t.Errorf("SO_REUSEADDR left at %d", v)
+	}
+	connectAndTalk(t, unix.AF_INET, nfd, s)
+}
+
+// TestMoreOptions: the options of InetSocket.opts, set away from their
+// defaults, come back.
+func TestMoreOptions(t *testing.T) {
+	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
+	for _, o := range [][3]int{
+		{unix.SOL_IP, unix.IP_PKTINFO, 1}, {unix.SOL_IP, unix.IP_RECVTOS, 1}, {unix.SOL_IP, unix.IP_RECVERR, 1},
+		{unix.SOL_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE}, {unix.SOL_IP, unix.IP_MULTICAST_TTL, 7},
+		{unix.SOL_IP, unix.IP_MULTICAST_LOOP, 0}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1},
+		{unix.IPPROTO_UDP, unix.UDP_GRO, 1}, {unix.SOL_IP, unix.IP_TRANSPARENT, 1},
+	} {
+		must(t, unix.SetsockoptInt(u, o[0], o[1], o[2]))
+	}
+	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))
+	s, _ := roundTrip(t, u)
+	if len(s.Opts) == 0 {
+		t.Fatal("no options recorded")
+	}
+
+	l := sock(t, unix.AF_INET6, unix.SOCK_STREAM)
+	for _, o := range [][3]int{
+		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 12345}, {unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 5},
+		{unix.IPPROTO_TCP, unix.TCP_SYNCNT, 3}, {unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, 4096},
+		{unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, 1}, {unix.SOL_SOCKET, unix.SO_RCVLOWAT, 10},
+	} {
+		must(t, unix.SetsockoptInt(l, o[0], o[1], o[2]))
+	}
+	must(t, unix.Bind(l, loopback(unix.AF_INET6, 0)))
+	must(t, unix.Listen(l, 2))
+	roundTrip(t, l)
+
+	s.Opts = append(s.Opts, &imagepb.InetOpt{Level: unix.SOL_SOCKET, Name: unix.SO_DEBUG, Value: 1})
+	if fd, err := Create(s); err == nil {
+		unix.Close(fd)
+		t.Fatal("Create accepted an option outside the list")
+	}
+}

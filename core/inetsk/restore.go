@@ -1,0 +1,142 @@
+package inetsk
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// Create rebuilds the socket s in the calling process and returns its fd
+// (blocking, close-on-exec: file status flags belong to the caller). The
+// socket is created with the dumped owner (sk_uid, via the thread's fsuid),
+// its options are set, then it is bound to its address, put back to
+// listening with its backlog, or connected (UDP). A TCP port still held by
+// connections in TIME_WAIT only is freed (see bind). On error nothing is
+// left open.
+func Create(s *imagepb.InetSocket) (fd int, err error) {
+	if err := check(s); err != nil {
+		return -1, err
+	}
+	fd, err = socketAs(int(s.Family), int(s.Type)|unix.SOCK_CLOEXEC, int(s.Protocol), int(s.Uid))
+	if err != nil {
+		return -1, fmt.Errorf("%s: socket: %w", Describe(s), err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+			fd = -1
+		}
+	}()
+	if err := applyOptions(fd, s); err != nil {
+		return -1, fmt.Errorf("%s: %w", Describe(s), err)
+	}
+	if s.Bound {
+		if err := bind(fd, s); err != nil {
+			return -1, fmt.Errorf("%s: %w", Describe(s), err)
+		}
+	}
+	if s.State == TCPListen {
+		if err := unix.Listen(fd, int(s.Backlog)); err != nil {
+			return -1, fmt.Errorf("%s: listen(%d): %w", Describe(s), s.Backlog, err)
+		}
+	}
+	if s.Protocol == unix.IPPROTO_UDP && s.State == TCPEstablished {
+		sa, err := toSockaddr(s.Family, s.DstAddr, s.DstPort, s.DstScope)
+		if err != nil {
+			return -1, fmt.Errorf("%s: %w", Describe(s), err)
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			return -1, fmt.Errorf("%s: connect: %w", Describe(s), err)
+		}
+	}
+	if s.Shutdown != 0 {
+		// sk_shutdown bits (RCV=1, SEND=2) are shutdown(2)'s how + 1; an
+		// unconnected socket answers ENOTCONN but records the bits.
+		if err := unix.Shutdown(fd, int(s.Shutdown)-1); err != nil && err != unix.ENOTCONN {
+			return -1, fmt.Errorf("%s: shutdown %d: %w", Describe(s), s.Shutdown, err)
+		}
+	}
+	return fd, nil
+}
+
+// bind binds fd to the address of s. When a TCP port is held only by
+// connections in TIME_WAIT (left by the dumped socket, which had no
+// SO_REUSEADDR: theirs is off too, so even SO_REUSEADDR would not do),
+// they are destroyed and the bind retried.
+func bind(fd int, s *imagepb.InetSocket) error {
+	sa, err := toSockaddr(s.Family, s.SrcAddr, s.SrcPort, s.SrcScope)
+	if err != nil {
+		return err
+	}
+	err = unix.Bind(fd, sa)
+	if err != unix.EADDRINUSE || s.Protocol != unix.IPPROTO_TCP || s.SrcPort == 0 {
+		if err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		return nil
+	}
+	n, terr := clearTimeWait(uint16(s.SrcPort))
+	if terr != nil {
+		return fmt.Errorf("bind: %w (%v)", err, terr)
+	}
+	if n == 0 {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind after clearing %d connection(s) in TIME_WAIT on port %d: %w", n, s.SrcPort, err)
+	}
+	return nil
+}
+
+// check validates an image entry before anything is created.
+func check(s *imagepb.InetSocket) error {
+	if s == nil {
+		return errors.New("inet socket entry without its description")
+	}
+	if s.Family != unix.AF_INET && s.Family != unix.AF_INET6 {
+		return fmt.Errorf("inet socket:[%d]: bad family %d", s.Ino, s.Family)
+	}
+	tcp := s.Type == unix.SOCK_STREAM && s.Protocol == unix.IPPROTO_TCP
+	udp := s.Type == unix.SOCK_DGRAM && s.Protocol == unix.IPPROTO_UDP
+	switch {
+	case tcp && (s.State == TCPListen || s.State == TCPClose):
+	case udp && (s.State == TCPClose || s.State == TCPEstablished):
+	case tcp || udp:
+		return fmt.Errorf("inet socket:[%d]: cannot rebuild a socket in state %s", s.Ino, StateName(int(s.State)))
+	default:
+		return fmt.Errorf("inet socket:[%d]: bad type %d / protocol %d", s.Ino, s.Type, s.Protocol)
+	}
+	if s.Shutdown&^3 != 0 {
+		return fmt.Errorf("inet socket:[%d]: bad shutdown bits %#x", s.Ino, s.Shutdown)
+	}
+	return nil
+}
+
+// socketAs creates a socket owned by uid: the kernel takes the owner
+// (sk_uid, shown by ss/sock_diag and used by SO_REUSEPORT groups and
+// netfilter's owner match) from the creating thread's fsuid.
+func socketAs(domain, typ, proto, uid int) (int, error) {
+	if uid == unix.Getuid() {
+		return unix.Socket(domain, typ, proto)
+	}
+	runtime.LockOSThread()
+	prev, err := unix.SetfsuidRetUid(uid)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return -1, fmt.Errorf("setfsuid %d: %w", uid, err)
+	}
+	fd, serr := unix.Socket(domain, typ, proto)
+	if _, err := unix.SetfsuidRetUid(prev); err != nil {
+		// the thread must not go back to the pool with another fsuid
+		if serr == nil {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("setfsuid back to %d: %w", prev, err)
+	}
+	runtime.UnlockOSThread()
+	return fd, serr
+}
