@@ -59,7 +59,10 @@ func TestNsLastPidCursorPutBack(t *testing.T) {
 		r.fatalf(stderr, "restore: %v", err)
 	}
 	after := readNsLastPid(t)
-	if before > r.Pid && after < before {
+	// Left rewound, the cursor would sit just above the restored pid; it
+	// may also have wrapped around pid_max meanwhile (a busy host), which
+	// is fine.
+	if before > r.Pid+16 && after >= r.Pid && after < r.Pid+16 {
 		t.Errorf("ns_last_pid is %d after restoring pid %d, was %d before: the cursor was not put back", after, r.Pid, before)
 	}
 	finishChild(t, r)

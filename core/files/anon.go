@@ -31,8 +31,9 @@ const (
 
 // parseTimespecPair parses fdinfo's "(sec, nsec)" into nanoseconds.
 func parseTimespecPair(s string) (uint64, error) {
-	in, ok := strings.CutPrefix(strings.TrimSpace(s), "(")
-	if in, ok = strings.CutSuffix(in, ")"); !ok {
+	in, okOpen := strings.CutPrefix(strings.TrimSpace(s), "(")
+	in, okClose := strings.CutSuffix(in, ")")
+	if !okOpen || !okClose {
 		return 0, fmt.Errorf("bad time %q", s)
 	}
 	a, b, ok := strings.Cut(in, ",")

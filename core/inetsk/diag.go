@@ -28,6 +28,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/sockdiag"
 )
 
 // Constants of <linux/inet_diag.h> and <linux/tcp.h> that x/sys/unix does
@@ -119,75 +121,20 @@ func (d *Diag) Lookup(family, protocol int, ino uint64) (DiagEntry, bool, error)
 // readDiag dumps every socket of family/protocol in states (a bit mask of
 // 1<<state).
 func readDiag(family, protocol int, states uint32) ([]DiagEntry, error) {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("inet diag: socket: %w", err)
-	}
-	defer unix.Close(s)
-	if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("inet diag: bind: %w", err)
-	}
-	const seq = 1
-	ne := binary.NativeEndian
-	req := make([]byte, unix.SizeofNlMsghdr+sizeofInetDiagReqV2)
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], seq)
-	r := req[unix.SizeofNlMsghdr:]
-	r[0], r[1] = byte(family), byte(protocol)
-	r[2] = 1 << (inetDiagShutdown - 1) // idiag_ext (SHUTDOWN is always sent anyway)
-	ne.PutUint32(r[4:], states)        // idiag_states
-	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("inet diag: send request: %w", err)
-	}
+	req := make([]byte, sizeofInetDiagReqV2)
+	req[0], req[1] = byte(family), byte(protocol)
+	req[2] = 1 << (inetDiagShutdown - 1)           // idiag_ext (SHUTDOWN is always sent anyway)
+	binary.NativeEndian.PutUint32(req[4:], states) // idiag_states
 	var out []DiagEntry
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, flags, _, err := unix.Recvmsg(s, buf, nil, 0)
-		if err == unix.EINTR {
-			continue
-		}
+	err := sockdiag.Dump("inet diag", req, func(msg []byte) error {
+		e, err := parseDiagMsg(msg)
 		if err != nil {
-			return nil, fmt.Errorf("inet diag: receive: %w", err)
+			return err
 		}
-		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("inet diag: reply truncated")
-		}
-		for b := buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
-			l := int(ne.Uint32(b[0:]))
-			typ, mseq := ne.Uint16(b[4:]), ne.Uint32(b[8:])
-			if l < unix.SizeofNlMsghdr || l > len(b) {
-				return nil, fmt.Errorf("inet diag: bad netlink message length %d", l)
-			}
-			data := b[unix.SizeofNlMsghdr:l]
-			if al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); al < len(b) {
-				b = b[al:]
-			} else {
-				b = nil
-			}
-			if mseq != seq {
-				continue
-			}
-			switch typ {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(data) >= 4 {
-					if e := int32(ne.Uint32(data)); e != 0 {
-						return nil, fmt.Errorf("inet diag: %w", unix.Errno(-e))
-					}
-				}
-				return nil, fmt.Errorf("inet diag: error reply")
-			case unix.SOCK_DIAG_BY_FAMILY:
-				e, err := parseDiagMsg(data)
-				if err != nil {
-					return nil, fmt.Errorf("inet diag: %w", err)
-				}
-				out = append(out, e)
-			}
-		}
-	}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
 }
 
 // parseDiagMsg decodes one inet_diag_msg and the attributes used here.

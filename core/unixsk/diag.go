@@ -19,6 +19,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/sockdiag"
 )
 
 // Constants of <linux/unix_diag.h>, which x/sys/unix does not carry.
@@ -86,77 +88,24 @@ type DiagEntry struct {
 // namespace. Sockets created or closed while it runs may or may not be in
 // the snapshot.
 func ReadDiag() (*Diag, error) {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("unix diag: socket: %w", err)
-	}
-	defer unix.Close(s)
-	if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("unix diag: bind: %w", err)
-	}
-
-	const seq = 1
-	req := make([]byte, unix.SizeofNlMsghdr+sizeofUnixDiagReq)
+	req := make([]byte, sizeofUnixDiagReq)
 	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], seq)
-	r := req[unix.SizeofNlMsghdr:]
-	r[0] = unix.AF_UNIX
-	ne.PutUint32(r[4:], 0xffffffff) // udiag_states: all
-	ne.PutUint32(r[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
-	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("unix diag: send request: %w", err)
-	}
-
+	req[0] = unix.AF_UNIX
+	ne.PutUint32(req[4:], 0xffffffff) // udiag_states: all
+	ne.PutUint32(req[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
 	d := &Diag{entries: map[uint64]DiagEntry{}}
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, flags, _, err := unix.Recvmsg(s, buf, nil, 0)
-		if err == unix.EINTR {
-			continue
-		}
+	err := sockdiag.Dump("unix diag", req, func(msg []byte) error {
+		e, err := parseDiagMsg(msg)
 		if err != nil {
-			return nil, fmt.Errorf("unix diag: receive: %w", err)
+			return err
 		}
-		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("unix diag: reply truncated")
-		}
-		for b := buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
-			l := int(ne.Uint32(b[0:]))
-			typ, mseq := ne.Uint16(b[4:]), ne.Uint32(b[8:])
-			if l < unix.SizeofNlMsghdr || l > len(b) {
-				return nil, fmt.Errorf("unix diag: bad netlink message length %d", l)
-			}
-			data := b[unix.SizeofNlMsghdr:l]
-			if al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); al < len(b) {
-				b = b[al:]
-			} else {
-				b = nil
-			}
-			if mseq != seq {
-				continue
-			}
-			switch typ {
-			case unix.NLMSG_DONE:
-				return d, nil
-			case unix.NLMSG_ERROR:
-				if len(data) >= 4 {
-					if e := int32(ne.Uint32(data)); e != 0 {
-						return nil, fmt.Errorf("unix diag: %w", unix.Errno(-e))
-					}
-				}
-				return nil, fmt.Errorf("unix diag: error reply")
-			case unix.SOCK_DIAG_BY_FAMILY:
-				e, err := parseDiagMsg(data)
-				if err != nil {
-					return nil, fmt.Errorf("unix diag: %w", err)
-				}
-				d.entries[e.Ino] = e
-			}
-		}
+		d.entries[e.Ino] = e
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return d, nil
 }
 
 // parseDiagMsg decodes one unix_diag_msg and its attributes.
