@@ -44,7 +44,7 @@ func fuzzSeeds() map[string]decodeSeed {
 	add := func(name, kind string, b []byte) { seeds[name] = decodeSeed{b, idx(kind)} }
 	m := func(kind string) Magic { return kindByName(kind).Magic }
 	add("inventory-valid", kindInventory, frame(m(kindInventory), &imagepb.Inventory{FormatVersion: 1, RootPid: 10,
-		Files: []*imagepb.FileSum{{Name: "pstree.img", Size: 8, Sha256: make([]byte, 32)}}}))
+		Files: []*imagepb.FileSum{{Name: "pstree.img", Size: 8, Checksum: make([]byte, 32)}}}))
 	add("pstree-valid", kindPstree, frame(m(kindPstree), toMessages(s.pstree)...))
 	add("core-valid", kindCore, frame(m(kindCore), s.cores[10]))
 	add("core-two", kindCore, frame(m(kindCore), s.cores[10], s.cores[12]))
@@ -110,9 +110,9 @@ func inventorySeeds() map[string][]byte {
 	m := kindByName(kindInventory).Magic
 	sum := make([]byte, 32)
 	good := &imagepb.Inventory{FormatVersion: 1, ToolVersion: "t", Arch: "amd64", RootPid: 1, Files: []*imagepb.FileSum{
-		{Name: "core-1.img", Size: 20, Sha256: sum},
-		{Name: "pagemap-1.img", Size: 30, Sha256: sum},
-		{Name: "pages-1.img", Size: 8192, Sha256: sum},
+		{Name: "core-1.img", Size: 20, Checksum: sum},
+		{Name: "pagemap-1.img", Size: 30, Checksum: sum},
+		{Name: "pages-1.img", Size: 8192, Checksum: sum},
 	}}
 	v2 := proto.CloneOf(good)
 	v2.FormatVersion = 2

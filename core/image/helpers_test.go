@@ -168,7 +168,7 @@ func resign(t testing.TB, dir string, edit func(*imagepb.Inventory), add ...stri
 			continue // e.g. a test removed it
 		}
 		sum := sha256.Sum256(b)
-		f.Size, f.Sha256 = uint64(len(b)), sum[:]
+		f.Size, f.Checksum, f.ChecksumAlgo = uint64(len(b)), sum[:], algoSHA256 // the older algorithm stays verified
 	}
 	if edit != nil {
 		edit(inv)

@@ -245,7 +245,7 @@ func TestOpenErrors(t *testing.T) {
 		name: "inventory lists an unknown name",
 		mutate: func(t *testing.T, dir string) {
 			resign(t, dir, func(inv *imagepb.Inventory) {
-				inv.Files = append(inv.Files, &imagepb.FileSum{Name: "../etc.img", Sha256: make([]byte, 32), Size: 8})
+				inv.Files = append(inv.Files, &imagepb.FileSum{Name: "../etc.img", Checksum: make([]byte, 32), Size: 8})
 			})
 		},
 		is:  ErrCorrupt,

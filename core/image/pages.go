@@ -3,7 +3,6 @@ package image
 import (
 	"bufio"
 	"cmp"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -76,7 +75,7 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 	}
 	p := &PagesWriter{
 		w: w, name: name, pagesName: pagesName, mapName: mapName,
-		f: f, h: sha256.New(), ascending: true,
+		f: f, h: newWriteSum(), ascending: true,
 	}
 	p.bw = bufio.NewWriterSize(hashingFile{f, p.h}, pagesBufSize)
 	w.mu.Lock()

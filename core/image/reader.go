@@ -3,7 +3,6 @@ package image
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -133,8 +132,8 @@ func checkFileList(l loc, inv *imagepb.Inventory) (map[string]*imagepb.FileSum, 
 			return nil, bad("the inventory cannot list itself")
 		case sums[s.Name] != nil:
 			return nil, bad("listed twice")
-		case len(s.Sha256) != sha256.Size:
-			return nil, bad("checksum is %d bytes, want %d", len(s.Sha256), sha256.Size)
+		case checksumSizeErr(s) != nil:
+			return nil, bad("%v", checksumSizeErr(s))
 		case s.Size > 1<<62:
 			return nil, bad("size %d is implausible", s.Size)
 		case k.Raw && s.Size%PageSize != 0:
@@ -232,7 +231,7 @@ func finishSum(l loc, sum *imagepb.FileSum, br io.Reader, h io.Writer, hashed in
 	if m, _ := io.ReadFull(br, one[:]); m > 0 || hashed != size {
 		return l.err(fmt.Errorf("%w: size changed while reading, inventory.img records %d", ErrChecksum, size))
 	}
-	if !bytes.Equal(sumOf(), sum.Sha256) {
+	if !bytes.Equal(sumOf(), sum.Checksum) {
 		return l.err(ErrChecksum)
 	}
 	return nil
@@ -245,7 +244,10 @@ func (r *Reader) verifyRaw(name string) error {
 		return err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h, err := newSum(sum.ChecksumAlgo)
+	if err != nil {
+		return loc{r.dir, name}.err(err)
+	}
 	n, err := io.CopyBuffer(h, io.LimitReader(f, int64(sum.Size)), make([]byte, 1<<20))
 	if err != nil {
 		return loc{r.dir, name}.err(err)
@@ -282,7 +284,10 @@ func (r *Reader) ReadEntries(name string) ([]proto.Message, error) {
 		return nil, err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h, err := newSum(sum.ChecksumAlgo)
+	if err != nil {
+		return nil, l.err(err)
+	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	cr := &countingReader{r: br}
 	msgs, derr := decodeFile(io.TeeReader(cr, h), int64(sum.Size), k, l, nil)
@@ -395,4 +400,16 @@ func (r *Reader) OpenPages(name string) (*os.File, error) {
 	pagesName, _ := fileName(kindPages, name)
 	f, _, err := r.openListed(pagesName)
 	return f, err
+}
+
+// checksumSizeErr checks that a recorded checksum has its algorithm's size.
+func checksumSizeErr(s *imagepb.FileSum) error {
+	h, err := newSum(s.ChecksumAlgo)
+	if err != nil {
+		return err
+	}
+	if len(s.Checksum) != h.Size() {
+		return fmt.Errorf("checksum is %d bytes, want %d", len(s.Checksum), h.Size())
+	}
+	return nil
 }

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -142,15 +141,16 @@ func (w *Writer) writeWhole(name string, data []byte) error {
 	if err != nil {
 		return loc{w.dir, name}.err(err)
 	}
-	sum := sha256.Sum256(data)
-	w.record(name, int64(len(data)), sum[:])
+	h := newWriteSum()
+	h.Write(data)
+	w.record(name, int64(len(data)), h.Sum(nil))
 	return nil
 }
 
 func (w *Writer) record(name string, size int64, sum []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.sums[name] = &imagepb.FileSum{Name: name, Size: uint64(size), Sha256: sum}
+	w.sums[name] = &imagepb.FileSum{Name: name, Size: uint64(size), Checksum: sum, ChecksumAlgo: writeAlgo}
 }
 
 // WriteEntries writes the image file called name (e.g. "core-42.img")

@@ -191,10 +191,14 @@ func (FileKind) EnumDescriptor() ([]byte, []int) {
 
 // Checksum of one image file, kept in the inventory.
 type FileSum struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Sha256        []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size     uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Checksum []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // of the whole file, with checksum_algo
+	// "crc32c" (Castagnoli, big-endian, what ctr-cr writes: a damaged image
+	// is what it guards against, and it runs at memory speed) or "sha256"
+	// (also the meaning of an empty value).
+	ChecksumAlgo  string `protobuf:"bytes,4,opt,name=checksum_algo,json=checksumAlgo,proto3" json:"checksum_algo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,11 +247,18 @@ func (x *FileSum) GetSize() uint64 {
 	return 0
 }
 
-func (x *FileSum) GetSha256() []byte {
+func (x *FileSum) GetChecksum() []byte {
 	if x != nil {
-		return x.Sha256
+		return x.Checksum
 	}
 	return nil
+}
+
+func (x *FileSum) GetChecksumAlgo() string {
+	if x != nil {
+		return x.ChecksumAlgo
+	}
+	return ""
 }
 
 // inventory.img: the first file a restore reads. Written last by a dump, so a
@@ -3031,11 +3042,12 @@ var File_image_proto protoreflect.FileDescriptor
 
 const file_image_proto_rawDesc = "" +
 	"\n" +
-	"\vimage.proto\x12\x0ectrcr.image.v1\"I\n" +
+	"\vimage.proto\x12\x0ectrcr.image.v1\"r\n" +
 	"\aFileSum\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"\xdd\x02\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
+	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xdd\x02\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
