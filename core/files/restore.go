@@ -336,9 +336,8 @@ func (o *Opener) pipeEnd(f *imagepb.FileEntry) (int, error) {
 	if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
 		end = p[1]
 	}
-	// each end keeps its own status flags: reopen through /proc to get a
-	// separate open file description is not possible for pipes' ends that
-	// must stay the same object, so set O_NONBLOCK on the end itself.
+	// the two ends are separate open file descriptions: each gets its own
+	// O_NONBLOCK setting
 	if err := unix.SetNonblock(end, f.Flags&unix.O_NONBLOCK != 0); err != nil {
 		return -1, err
 	}

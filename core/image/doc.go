@@ -5,8 +5,9 @@
 // An image is a directory of files. inventory.img is the first file a
 // restore reads: it records the format version, the dumping tool, kernel,
 // architecture and CPU xsave features, the root pid, and the size and
-// SHA-256 of every other file of the image. A dump writes it last, so a
-// directory without a valid inventory.img is not a complete image.
+// checksum (CRC-32C; SHA-256 also accepted) of every other file of the
+// image. A dump writes it last, so a directory without a valid
+// inventory.img is not a complete image.
 //
 // Every image file except the raw pages-*.img starts with a 4-byte magic
 // naming its kind, followed by entries framed as
@@ -41,7 +42,7 @@
 //
 // Open validates a whole image before a restore touches anything: the
 // inventory (magic, version, file list), that every listed file exists as a
-// regular file with the recorded size and SHA-256, that no unlisted *.img
+// regular file with the recorded size and checksum, that no unlisted *.img
 // file is present, that every file decodes (magic, framing, message types,
 // entry counts), and the references between files (see refs.go). Typed
 // readers re-verify the checksum of the file they decode, so what they return

@@ -36,24 +36,23 @@ type thread struct {
 // the prepared root stub, so all share the control area address and the
 // number of the parked pidfd.
 type restorer struct {
-	ctx      context.Context
-	img      *image.Reader
-	inv      *imagepb.Inventory
-	pr       *proc
-	st       *Stats
-	opener   *files.Opener
-	pid      int // in our pid namespace
-	nsPid    int // in the restored pid namespace (== pid without one)
-	parent   *restorer
-	children []*restorer
-	mem      *ptrace.Mem
-	ctl      uint64 // control area G
-	scratch  uint64
-	threads  []*thread // leader first
-	pidfd    uint64    // in the task: a pidfd of ours, for pidfd_getfd
-	ownsFds  bool      // first of the tasks sharing its fd table: installs the fds
-	exited   bool      // a zombie made to exit, or otherwise gone
-	tree     *tree
+	ctx     context.Context
+	img     *image.Reader
+	inv     *imagepb.Inventory
+	pr      *proc
+	st      *Stats
+	opener  *files.Opener
+	pid     int // in our pid namespace
+	nsPid   int // in the restored pid namespace (== pid without one)
+	parent  *restorer
+	mem     *ptrace.Mem
+	ctl     uint64 // control area G
+	scratch uint64
+	threads []*thread // leader first
+	pidfd   uint64    // in the task: a pidfd of ours, for pidfd_getfd
+	ownsFds bool      // first of the tasks sharing its fd table: installs the fds
+	exited  bool      // a zombie made to exit, or otherwise gone
+	tree    *tree
 	// pgidPending: the group to join is led by a task created later.
 	pgidPending bool
 	// hadChildExit: a recreated zombie child queued a SIGCHLD here.

@@ -33,11 +33,10 @@ type tree struct {
 	opts   Options
 	pidns  bool // the root is pid 1 of a new pid namespace
 
-	stub   *stub
-	root   *restorer
-	tasks  []*restorer // procs order: parents first
-	byPid  map[int32]*restorer
-	reaped map[int]bool
+	stub  *stub
+	root  *restorer
+	tasks []*restorer // procs order: parents first
+	byPid map[int32]*restorer
 	// warnings: what was not restored exactly (reported, not fatal).
 	warnings []string
 }
@@ -68,7 +67,6 @@ func (t *tree) restore() error {
 		}
 		return r.pid, true
 	}
-	t.reaped = map[int]bool{}
 	rootPr := t.procs[0]
 	t1 := time.Now()
 	s, err := newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
@@ -262,7 +260,6 @@ func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*res
 	}
 	c := t.newRestorer(pr, child, regs, parent.ctl)
 	c.parent = parent
-	parent.children = append(parent.children, c)
 	if c.mem, err = ptrace.OpenMem(child); err != nil {
 		return nil, err
 	}
