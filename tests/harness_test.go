@@ -54,6 +54,9 @@ type Case struct {
 	Verify       func(t *testing.T, w *Run) // optional extra checks from outside after the last restore, before "go"
 	DumpArgs     []string                   // extra ctr-cr dump arguments (e.g. --ghost-limit)
 	RestoreArgs  []string                   // extra ctr-cr restore arguments (e.g. --pid-method ns_last_pid)
+	// NetNS runs the case in a network namespace of its own, restores
+	// into it (ctr-cr restore under nsenter) and dumps from the host's.
+	NetNS bool
 }
 
 // Run is a started case.
@@ -64,6 +67,7 @@ type Run struct {
 	Bin    string   // ctr-cr binary ("" under CTRCR_NOCR)
 	Out    string   // Dir/out: stdout+stderr of the case
 	Tids   []int    // thread ids recorded right before the last dump
+	NetNS  string   // path of the case's network namespace (Case.NetNS), or ""
 
 	t       *testing.T
 	c       Case
@@ -157,6 +161,12 @@ func cleanupCaseBins() {
 // when it cannot be run, times out or exits non-zero.
 func ctrcr(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return ctrcrIn(t, "", args...)
+}
+
+// ctrcrIn is ctrcr run in the network namespace at netns ("": ours).
+func ctrcrIn(t *testing.T, netns string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	bin := testutil.BuildCtrCr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
 	defer cancel()
@@ -176,7 +186,8 @@ func ctrcr(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	defer os.Remove(errF.Name())
 	defer errF.Close()
 
-	cmd := exec.CommandContext(ctx, bin, args...)
+	argv := testutil.InNetns(netns, append([]string{bin}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = outF
 	cmd.Stderr = errF
 	start := time.Now()
@@ -229,6 +240,13 @@ func startCase(t *testing.T, c Case) *Run {
 	}
 
 	r := &Run{t: t, c: c}
+	if c.NetNS {
+		r.NetNS = testutil.NewNetns(t)
+		argv = testutil.InNetns(r.NetNS, argv...)
+		if p, err := exec.LookPath(argv[0]); err == nil {
+			argv[0] = p
+		}
+	}
 	if !noCR {
 		r.Bin = testutil.BuildCtrCr(t)
 	}
@@ -347,7 +365,7 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 
 		if !last {
-			_, stderr, err := ctrcr(t, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
+			_, stderr, err := ctrcrIn(t, r.NetNS, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
 			if err != nil {
 				r.fatalf(stderr, "cycle %d: restore -d: %v", i, err)
 			}
@@ -399,7 +417,8 @@ func (r *Run) startForeground(img string) {
 	defer stderr.Close()
 	// the pid file is written once the restore is complete
 	r.fgPidFile = filepath.Join(r.imgBase, "restore-fg.pid")
-	cmd := exec.Command(r.Bin, append([]string{"restore", "-D", img, "--pid-file", r.fgPidFile}, r.c.RestoreArgs...)...)
+	argv := testutil.InNetns(r.NetNS, append([]string{r.Bin, "restore", "-D", img, "--pid-file", r.fgPidFile}, r.c.RestoreArgs...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/version"
@@ -33,6 +34,9 @@ type Options struct {
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
+	// TCPEstablished dumps TCP connections in repair mode behind a
+	// network lock that restore removes (--tcp-established).
+	TCPEstablished bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -99,6 +103,18 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 	}
 	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: files.NewTable()}
+	// Sockets are looked up (sock_diag) and locked in the tree's network
+	// namespace, from this thread.
+	back, err := enterNetns(pid)
+	if err != nil {
+		d.release()
+		return nil, err
+	}
+	defer func() {
+		if berr := back(); berr != nil && err == nil {
+			err = berr
+		}
+	}()
 	w, err := image.Create(dir)
 	if err != nil {
 		d.release()
@@ -134,13 +150,25 @@ type dumper struct {
 	opts  Options
 	st    *Stats
 	files *files.Table
+	// netLock is the nftables table locking the dumped connections ("":
+	// none).
+	netLock string
 }
 
 // release undoes the seize of every process: gadget bytes, scratch page,
 // stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
+	if err := d.files.EndRepair(); err != nil {
+		errs = append(errs, err)
+	}
 	d.files.Close()
+	if d.netLock != "" {
+		if err := netlock.Unlock(d.netLock); err != nil {
+			errs = append(errs, err)
+		}
+		d.netLock = ""
+	}
 	for _, t := range d.tasks {
 		if t.p == nil {
 			continue
@@ -200,6 +228,13 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob}
+	if d.opts.TCPEstablished {
+		locked, err := d.lockConnections()
+		if err != nil {
+			return fmt.Errorf("network lock: %w", err)
+		}
+		fopts.TCPLocked = locked
+	}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -399,6 +434,7 @@ func (d *dumper) writeImage() error {
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
 		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
 		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
+		NetLock:   d.netLock,
 	}
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {

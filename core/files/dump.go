@@ -43,6 +43,10 @@ type Options struct {
 	// ShellJob accepts terminals: they are external, replaced on restore
 	// by the restorer's own terminal.
 	ShellJob bool
+	// TCPLocked holds the inodes of the TCP connections the network lock
+	// covers (--tcp-established): those are dumped in repair mode; any
+	// other connection is refused.
+	TCPLocked map[uint64]bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the
@@ -65,6 +69,27 @@ type Table struct {
 	seen    map[[2]uint64][]seenFd
 	diag    *unixsk.Diag // unix sockets of our network namespace, read once
 	inet    *inetsk.Diag // inet sockets of our network namespace, read on first use
+	repairs []repairing  // TCP connections our copies put in repair mode
+}
+
+type repairing struct {
+	fd int
+	s  *imagepb.InetSocket
+}
+
+// EndRepair takes every TCP connection the dump put in repair mode out of
+// it, for a dump that leaves its tasks running (or failed). Call it
+// before Close; a dump whose tasks are killed must not (their connections
+// then end silently).
+func (t *Table) EndRepair() error {
+	var errs []error
+	for _, r := range t.repairs {
+		if err := inetsk.EndRepair(r.fd, r.s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.repairs = nil
+	return errors.Join(errs...)
 }
 
 // Object is a memory-backed file whose contents must be dumped.
@@ -211,7 +236,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.pipe(f, fd, cp, link)
 	case unix.S_IFSOCK:
-		return t.socket(f, fd, cp, link)
+		return t.socket(f, fd, cp, link, opts)
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
 		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
@@ -406,7 +431,7 @@ func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 // (both ends must be in the dump, see CheckSockets), and IPv4/IPv6 sockets
 // that are not established connections (core/inetsk); other families are
 // refused, naming the fd.
-func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {
 	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil {
 		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
@@ -414,7 +439,7 @@ func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, e
 	switch domain {
 	case unix.AF_UNIX:
 	case unix.AF_INET, unix.AF_INET6:
-		return t.inetSocket(f, fd, cp, link)
+		return t.inetSocket(f, fd, cp, link, opts)
 	case unix.AF_PACKET:
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket (AF_PACKET)"}
 	case unix.AF_NETLINK:

@@ -12,17 +12,20 @@ import (
 
 // inetSocket records an IPv4/IPv6 socket (see core/inetsk for what is
 // supported; the rest is refused naming the fd).
-func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {
 	if t.inet == nil {
 		t.inet = inetsk.NewDiag()
 	}
-	sk, err := inetsk.Dump(cp, f.Ino, t.inet)
+	sk, err := inetsk.Dump(cp, f.Ino, t.inet, opts.TCPLocked[f.Ino])
 	if err != nil {
 		var ue *inetsk.UnsupportedError
 		if errors.As(err, &ue) {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "inet socket: " + ue.Reason}
 		}
 		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+	}
+	if sk.Tcp != nil {
+		t.repairs = append(t.repairs, repairing{cp, sk})
 	}
 	f.Kind = imagepb.FileKind_FILE_INET
 	f.Inet = sk
@@ -40,4 +43,45 @@ func openInet(f *imagepb.FileEntry) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// OpenListeners opens every TCP listener of the image before anything
+// else: a restored connection binds its port in repair mode (which
+// ignores conflicts), but a listener bound after it would conflict with
+// it (accepted connections share their listener's port).
+func (o *Opener) OpenListeners() error {
+	for id, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_INET && f.Inet != nil && f.Inet.State == inetsk.TCPListen {
+			if _, err := o.Open(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ResumeConnections takes every restored TCP connection out of repair
+// mode (the tasks hold them by now; the opener's copy is the same
+// socket). Call it before the network lock is removed and before the
+// tasks run.
+func (o *Opener) ResumeConnections() error {
+	for id, fd := range o.open {
+		f := o.files[id]
+		if f != nil && f.Kind == imagepb.FileKind_FILE_INET && f.Inet != nil && f.Inet.Tcp != nil {
+			if err := inetsk.Resume(fd, f.Inet); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// HasConnections reports whether the image holds TCP connections.
+func (o *Opener) HasConnections() bool {
+	for _, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_INET && f.Inet != nil && f.Inet.Tcp != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -28,12 +28,17 @@ func unsupported(ino uint64, format string, a ...any) error {
 // inode ino) from getsockopt/getsockname and the diag snapshot d (nil: a
 // fresh one). It only reads. The target must not run during Dump.
 //
+// With conn set, a TCP connection (established or half-closed) is dumped
+// in repair mode (see dumpTCP: the socket is left in repair mode, and the
+// caller must have locked the network for it first); without it, such a
+// socket is refused.
+//
 // Refusals are *UnsupportedError: raw sockets and protocols other than
-// TCP and UDP, TCP sockets in any state but LISTEN and CLOSE (established,
-// connecting, closing: "needs --tcp-established"), a closed TCP socket
-// that was once connected, listeners with connections waiting to be
-// accepted, and UDP sockets with datagrams queued for reading.
-func Dump(fd int, ino uint64, d *Diag) (*imagepb.InetSocket, error) {
+// TCP and UDP, connections without conn ("needs --tcp-established"),
+// connecting TCP sockets, a closed TCP socket that was once connected,
+// listeners with connections waiting to be accepted, and UDP sockets with
+// datagrams queued for reading.
+func Dump(fd int, ino uint64, d *Diag, conn bool) (*imagepb.InetSocket, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("inet socket:[%d]: fstat: %w", ino, err)
@@ -81,7 +86,8 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.InetSocket, error) {
 		return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
 	}
 	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid}
-	if err := fillState(fd, s, e, found); err != nil {
+	info, err := fillState(fd, s, e, found, conn)
+	if err != nil {
 		return nil, err
 	}
 	if err := addresses(fd, s); err != nil {
@@ -89,6 +95,11 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.InetSocket, error) {
 	}
 	if err := dumpOptions(fd, s); err != nil {
 		return nil, err
+	}
+	if info != nil {
+		if err := dumpTCP(fd, s, info); err != nil {
+			return nil, fmt.Errorf("%s: %w", Describe(s), err)
+		}
 	}
 	return s, nil
 }
@@ -123,63 +134,77 @@ func Describe(s *imagepb.InetSocket) string {
 	} else if s.State == TCPClose {
 		st = "unconnected"
 	}
+	if t := s.Tcp; t != nil {
+		st += fmt.Sprintf(" sendq %d (unsent %d) recvq %d", len(t.SendQueue), t.Unsent, len(t.RecvQueue))
+	}
 	return out + " " + st
 }
 
 // fillState sets State, Shutdown and Backlog from TCP_INFO and the diag
 // entry e (found: the socket is in sock_diag), and refuses the states
 // Create cannot rebuild. The socket owner is the socket inode's owner
-// (sk_uid follows it).
-func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found bool) error {
+// (sk_uid follows it). For a TCP connection to dump (conn) it returns the
+// TCP_INFO read.
+func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn bool) (*unix.TCPInfo, error) {
 	ino := s.Ino
 	if s.Protocol == unix.IPPROTO_UDP {
 		if !found {
 			// unhashed: never bound, so never connected either
 			sa, err := unix.Getsockname(fd)
 			if err != nil {
-				return fmt.Errorf("inet socket:[%d]: getsockname: %w", ino, err)
+				return nil, fmt.Errorf("inet socket:[%d]: getsockname: %w", ino, err)
 			}
 			if _, port, _ := fromSockaddr(sa); port != 0 {
-				return fmt.Errorf("inet socket:[%d]: bound UDP socket not in the sock_diag snapshot (other network namespace?)", ino)
+				return nil, fmt.Errorf("inet socket:[%d]: bound UDP socket not in the sock_diag snapshot (other network namespace?)", ino)
 			}
 			e.State = TCPClose
 		}
 		s.State, s.Shutdown = int32(e.State), uint32(e.Shutdown)
 		if e.RQueue > 0 {
-			return unsupported(ino, "UDP socket with datagrams queued for reading (%d bytes)", e.RQueue)
+			return nil, unsupported(ino, "UDP socket with datagrams queued for reading (%d bytes)", e.RQueue)
 		}
 		if e.State != TCPClose && e.State != TCPEstablished {
-			return unsupported(ino, "UDP socket in state %d", e.State)
+			return nil, unsupported(ino, "UDP socket in state %d", e.State)
 		}
-		return nil
+		return nil, nil
 	}
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
-		return fmt.Errorf("inet socket:[%d]: getsockopt TCP_INFO: %w", ino, err)
+		return nil, fmt.Errorf("inet socket:[%d]: getsockopt TCP_INFO: %w", ino, err)
 	}
 	state := int(info.State)
 	s.State, s.Shutdown = int32(state), uint32(e.Shutdown)
 	switch state {
 	case TCPListen:
 		if !found {
-			return fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
+			return nil, fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
 		}
 		s.Backlog = e.WQueue
 		if e.RQueue > 0 {
-			return unsupported(ino, "listening socket with %d connections waiting to be accepted (established connections need --tcp-established)", e.RQueue)
+			return nil, unsupported(ino, "listening socket with %d connections waiting to be accepted", e.RQueue)
 		}
-		return nil
+		return nil, nil
 	case TCPClose:
 		if e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0 {
-			return unsupported(ino, "closed TCP connection (shut down, reset or finished)")
+			return nil, unsupported(ino, "closed TCP connection (shut down, reset or finished)")
 		}
-		return nil
-	case TCPEstablished:
-		return unsupported(ino, "established TCP connection (needs --tcp-established)")
+		return nil, nil
 	case TCPSynSent, TCPSynRecv:
-		return unsupported(ino, "connecting TCP socket, state %s (needs --tcp-established)", StateName(state))
+		return nil, unsupported(ino, "connecting TCP socket, state %s", StateName(state))
 	}
-	return unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
+	if !IsConnection(state) {
+		return nil, unsupported(ino, "TCP socket in state %s", StateName(state))
+	}
+	if !conn {
+		if state == TCPEstablished {
+			return nil, unsupported(ino, "established TCP connection (needs --tcp-established)")
+		}
+		return nil, unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
+	}
+	if !found {
+		return nil, fmt.Errorf("inet socket:[%d]: connection not in the sock_diag snapshot (other network namespace?)", ino)
+	}
+	return info, nil
 }
 
 // addresses records the bound and the connected address.
@@ -190,7 +215,7 @@ func addresses(fd int, s *imagepb.InetSocket) error {
 	}
 	s.SrcAddr, s.SrcPort, s.SrcScope = fromSockaddr(sa)
 	s.Bound = s.SrcPort != 0 || !allZero(s.SrcAddr)
-	if s.State == TCPEstablished { // connected UDP
+	if s.State == TCPEstablished || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State))) { // connected UDP, TCP connection
 		pa, err := unix.Getpeername(fd)
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getpeername: %w", s.Ino, err)

@@ -47,7 +47,7 @@ func must(t *testing.T, err error) {
 
 func dump(t *testing.T, fd int) (*imagepb.InetSocket, error) {
 	t.Helper()
-	return Dump(fd, ino(t, fd), nil)
+	return Dump(fd, ino(t, fd), nil, false)
 }
 
 // roundTrip dumps fd, closes it, rebuilds it and requires the rebuilt

@@ -210,7 +210,9 @@ type moreOpt struct {
 	proto      int // 0: both
 }
 
-// moreOpts are the options kept in InetSocket.opts, in this order.
+// moreOpts are the options kept in InetSocket.opts, in this order. The
+// multicast ones are UDP only: TCP refuses IP_MULTICAST_TTL, and an
+// accepted connection inherits the SYN's TTL in it.
 var moreOpts = []moreOpt{
 	{unix.SOL_SOCKET, unix.SO_OOBINLINE, 0, unix.IPPROTO_TCP},
 	{unix.SOL_SOCKET, unix.SO_RCVLOWAT, 0, 0},
@@ -222,16 +224,16 @@ var moreOpts = []moreOpt{
 	{unix.SOL_IP, unix.IP_RECVERR, unix.AF_INET, 0},
 	{unix.SOL_IP, unix.IP_RECVORIGDSTADDR, unix.AF_INET, 0},
 	{unix.SOL_IP, unix.IP_MTU_DISCOVER, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MULTICAST_TTL, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MULTICAST_LOOP, unix.AF_INET, 0},
+	{unix.SOL_IP, unix.IP_MULTICAST_TTL, unix.AF_INET, unix.IPPROTO_UDP},
+	{unix.SOL_IP, unix.IP_MULTICAST_LOOP, unix.AF_INET, unix.IPPROTO_UDP},
 	{unix.SOL_IP, unix.IP_TRANSPARENT, unix.AF_INET, 0},
 	{unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, unix.AF_INET6, 0},
 	{unix.SOL_IPV6, unix.IPV6_RECVTCLASS, unix.AF_INET6, 0},
 	{unix.SOL_IPV6, unix.IPV6_RECVHOPLIMIT, unix.AF_INET6, 0},
 	{unix.SOL_IPV6, unix.IPV6_RECVERR, unix.AF_INET6, 0},
 	{unix.SOL_IPV6, unix.IPV6_MTU_DISCOVER, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_LOOP, unix.AF_INET6, 0},
+	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, unix.AF_INET6, unix.IPPROTO_UDP},
+	{unix.SOL_IPV6, unix.IPV6_MULTICAST_LOOP, unix.AF_INET6, unix.IPPROTO_UDP},
 	{unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.AF_INET6, 0},
 	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 0, unix.IPPROTO_TCP},
 	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 0, unix.IPPROTO_TCP},

@@ -11,7 +11,8 @@ import (
 )
 
 // Create rebuilds the socket s in the calling process and returns its fd
-// (blocking, close-on-exec: file status flags belong to the caller). The
+// (blocking, close-on-exec: file status flags belong to the caller). A TCP
+// connection comes back in repair mode, silent until Resume. The
 // socket is created with the dumped owner (sk_uid, via the thread's fsuid),
 // its options are set, then it is bound to its address, put back to
 // listening with its backlog, or connected (UDP). A TCP port still held by
@@ -33,6 +34,12 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 	}()
 	if err := applyOptions(fd, s); err != nil {
 		return -1, fmt.Errorf("%s: %w", Describe(s), err)
+	}
+	if s.Tcp != nil {
+		if err := restoreTCP(fd, s); err != nil {
+			return -1, fmt.Errorf("%s: %w", Describe(s), err)
+		}
+		return fd, nil
 	}
 	if s.Bound {
 		if err := bind(fd, s); err != nil {
@@ -103,6 +110,12 @@ func check(s *imagepb.InetSocket) error {
 	tcp := s.Type == unix.SOCK_STREAM && s.Protocol == unix.IPPROTO_TCP
 	udp := s.Type == unix.SOCK_DGRAM && s.Protocol == unix.IPPROTO_UDP
 	switch {
+	case tcp && IsConnection(int(s.State)):
+		if err := checkTCP(s); err != nil {
+			return err
+		}
+	case tcp && s.Tcp != nil:
+		return fmt.Errorf("inet socket:[%d]: TCP state for a socket in state %s", s.Ino, StateName(int(s.State)))
 	case tcp && (s.State == TCPListen || s.State == TCPClose):
 	case udp && (s.State == TCPClose || s.State == TCPEstablished):
 	case tcp || udp:

@@ -20,6 +20,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/memory"
+	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
@@ -69,7 +70,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // Restore rebuilds the process tree in dir and lets it run. The calling
 // goroutine must be locked to its OS thread. A cancelled ctx stops the
 // restore before any process runs and removes everything created.
-func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
+func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err error) {
 	st := &Stats{}
 	t0 := time.Now()
 	img, err := image.Open(dir)
@@ -79,6 +80,21 @@ func Restore(ctx context.Context, dir string, opts Options) (*Restored, error) {
 	inv := img.Inventory()
 	if inv.Arch != runtime.GOARCH {
 		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
+	}
+	if inv.NetLock != "" {
+		if !netlock.ValidName(inv.NetLock) {
+			return nil, fmt.Errorf("validate: bad network lock name %q", inv.NetLock)
+		}
+		// The dump left its TCP connections locked: a failed restore
+		// lifts the lock too (the peers then see the connections end
+		// rather than hang), a successful one once they are back.
+		defer func() {
+			if err != nil {
+				if uerr := netlock.Unlock(inv.NetLock); uerr != nil {
+					err = fmt.Errorf("%w (and removing the network lock: %v)", err, uerr)
+				}
+			}
+		}()
 	}
 	procs, opener, err := load(img)
 	if err != nil {

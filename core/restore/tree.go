@@ -13,6 +13,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
 
@@ -99,6 +100,9 @@ func (t *tree) restore() error {
 	}
 	t.st.ForkingMs = ms(time.Since(t1))
 	tm := time.Now()
+	if err := t.opener.OpenListeners(); err != nil {
+		return fmt.Errorf("pid %d: %w", rootPr.pst.Pid, err)
+	}
 	owners := map[uint32]bool{}
 	for _, r := range t.tasks {
 		if r.pr.core == nil {
@@ -129,6 +133,12 @@ func (t *tree) restore() error {
 		t.st.InjectedSyscalls += r.calls()
 		t.st.Threads += len(r.threads)
 		t.st.Processes++
+	}
+	if err := t.opener.ResumeConnections(); err != nil {
+		return err
+	}
+	if err := t.unlockNetwork(); err != nil {
+		return err
 	}
 	t.opener.Finish()
 	if s.helper != nil {
@@ -511,6 +521,18 @@ func (t *tree) abort() {
 	}
 	reapAll(2 * time.Second)
 	t.opener.Finish()
+}
+
+// unlockNetwork removes the dump's network lock once the connections are
+// back (Restore removes it after a failure too).
+func (t *tree) unlockNetwork() error {
+	if t.inv.NetLock == "" {
+		return nil
+	}
+	if err := netlock.Unlock(t.inv.NetLock); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
 }
 
 // reapAll collects every exit reported to us, tracer or parent, until none

@@ -275,7 +275,10 @@ type Inventory struct {
 	Files           []*FileSum             `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	// pid namespace: true when the root is pid 1 of its own pid namespace.
-	RootPidNs     bool `protobuf:"varint,10,opt,name=root_pid_ns,json=rootPidNs,proto3" json:"root_pid_ns,omitempty"`
+	RootPidNs bool `protobuf:"varint,10,opt,name=root_pid_ns,json=rootPidNs,proto3" json:"root_pid_ns,omitempty"`
+	// nftables table (in the tree's network namespace) that keeps the
+	// dumped TCP connections silent until restore removes it; "" if none.
+	NetLock       string `protobuf:"bytes,11,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +381,13 @@ func (x *Inventory) GetRootPidNs() bool {
 		return x.RootPidNs
 	}
 	return false
+}
+
+func (x *Inventory) GetNetLock() string {
+	if x != nil {
+		return x.NetLock
+	}
+	return ""
 }
 
 // pstree.img: one entry per process of the tree.
@@ -2061,7 +2071,10 @@ type InetSocket struct {
 	// More integer options (IP_PKTINFO, IP_RECVERR, TCP_USER_TIMEOUT, ...; the
 	// list is core/inetsk's moreOpts), each restored when a fresh socket reads
 	// another value.
-	Opts          []*InetOpt `protobuf:"bytes,38,rep,name=opts,proto3" json:"opts,omitempty"`
+	Opts []*InetOpt `protobuf:"bytes,38,rep,name=opts,proto3" json:"opts,omitempty"`
+	// TCP connection (ESTABLISHED and the half-closed states), dumped in
+	// repair mode with --tcp-established.
+	Tcp           *TcpStream `protobuf:"bytes,39,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2362,6 +2375,211 @@ func (x *InetSocket) GetOpts() []*InetOpt {
 	return nil
 }
 
+func (x *InetSocket) GetTcp() *TcpStream {
+	if x != nil {
+		return x.Tcp
+	}
+	return nil
+}
+
+// The state of a TCP connection as TCP_REPAIR shows it. Sequence numbers
+// are where each queue starts; the queue bytes follow them.
+type TcpStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SndSeq        uint32                 `protobuf:"varint,1,opt,name=snd_seq,json=sndSeq,proto3" json:"snd_seq,omitempty"`           // snd_una: first byte of send_queue
+	RcvSeq        uint32                 `protobuf:"varint,2,opt,name=rcv_seq,json=rcvSeq,proto3" json:"rcv_seq,omitempty"`           // first byte of recv_queue (rcv_nxt - its length)
+	SendQueue     []byte                 `protobuf:"bytes,3,opt,name=send_queue,json=sendQueue,proto3" json:"send_queue,omitempty"`   // written, not yet acknowledged (in flight, then unsent)
+	Unsent        uint32                 `protobuf:"varint,4,opt,name=unsent,proto3" json:"unsent,omitempty"`                         // bytes at the end of send_queue never transmitted
+	RecvQueue     []byte                 `protobuf:"bytes,5,opt,name=recv_queue,json=recvQueue,proto3" json:"recv_queue,omitempty"`   // received, not yet read by the task
+	FinSent       bool                   `protobuf:"varint,6,opt,name=fin_sent,json=finSent,proto3" json:"fin_sent,omitempty"`        // we shut down writing (FIN_WAIT*, CLOSING, LAST_ACK)
+	FinAcked      bool                   `protobuf:"varint,7,opt,name=fin_acked,json=finAcked,proto3" json:"fin_acked,omitempty"`     // ... and the peer acknowledged our FIN
+	FinRcvd       bool                   `protobuf:"varint,8,opt,name=fin_rcvd,json=finRcvd,proto3" json:"fin_rcvd,omitempty"`        // reading is over: the peer shut down writing (CLOSE_WAIT, CLOSING, LAST_ACK) or the task shut reading down
+	Mss           uint32                 `protobuf:"varint,9,opt,name=mss,proto3" json:"mss,omitempty"`                               // TCP_MAXSEG
+	SndWscale     uint32                 `protobuf:"varint,10,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"` // window scale we apply to the peer's window
+	RcvWscale     uint32                 `protobuf:"varint,11,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"` // window scale the peer applies to ours
+	Sack          bool                   `protobuf:"varint,12,opt,name=sack,proto3" json:"sack,omitempty"`                            // options negotiated on the handshake
+	Timestamps    bool                   `protobuf:"varint,13,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	Wscale        bool                   `protobuf:"varint,14,opt,name=wscale,proto3" json:"wscale,omitempty"`
+	Timestamp     uint32                 `protobuf:"varint,15,opt,name=timestamp,proto3" json:"timestamp,omitempty"`         // TCP_TIMESTAMP: our timestamp clock at dump
+	SndWl1        uint32                 `protobuf:"varint,16,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"` // struct tcp_repair_window
+	SndWnd        uint32                 `protobuf:"varint,17,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	MaxWindow     uint32                 `protobuf:"varint,18,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
+	RcvWnd        uint32                 `protobuf:"varint,19,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	RcvWup        uint32                 `protobuf:"varint,20,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpStream) Reset() {
+	*x = TcpStream{}
+	mi := &file_image_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpStream) ProtoMessage() {}
+
+func (x *TcpStream) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
+func (*TcpStream) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TcpStream) GetSndSeq() uint32 {
+	if x != nil {
+		return x.SndSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvSeq() uint32 {
+	if x != nil {
+		return x.RcvSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSendQueue() []byte {
+	if x != nil {
+		return x.SendQueue
+	}
+	return nil
+}
+
+func (x *TcpStream) GetUnsent() uint32 {
+	if x != nil {
+		return x.Unsent
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRecvQueue() []byte {
+	if x != nil {
+		return x.RecvQueue
+	}
+	return nil
+}
+
+func (x *TcpStream) GetFinSent() bool {
+	if x != nil {
+		return x.FinSent
+	}
+	return false
+}
+
+func (x *TcpStream) GetFinAcked() bool {
+	if x != nil {
+		return x.FinAcked
+	}
+	return false
+}
+
+func (x *TcpStream) GetFinRcvd() bool {
+	if x != nil {
+		return x.FinRcvd
+	}
+	return false
+}
+
+func (x *TcpStream) GetMss() uint32 {
+	if x != nil {
+		return x.Mss
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSndWscale() uint32 {
+	if x != nil {
+		return x.SndWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvWscale() uint32 {
+	if x != nil {
+		return x.RcvWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSack() bool {
+	if x != nil {
+		return x.Sack
+	}
+	return false
+}
+
+func (x *TcpStream) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *TcpStream) GetWscale() bool {
+	if x != nil {
+		return x.Wscale
+	}
+	return false
+}
+
+func (x *TcpStream) GetTimestamp() uint32 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSndWl1() uint32 {
+	if x != nil {
+		return x.SndWl1
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSndWnd() uint32 {
+	if x != nil {
+		return x.SndWnd
+	}
+	return 0
+}
+
+func (x *TcpStream) GetMaxWindow() uint32 {
+	if x != nil {
+		return x.MaxWindow
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvWnd() uint32 {
+	if x != nil {
+		return x.RcvWnd
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvWup() uint32 {
+	if x != nil {
+		return x.RcvWup
+	}
+	return 0
+}
+
 type InetOpt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Level         int32                  `protobuf:"varint,1,opt,name=level,proto3" json:"level,omitempty"`
@@ -2373,7 +2591,7 @@ type InetOpt struct {
 
 func (x *InetOpt) Reset() {
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2603,7 @@ func (x *InetOpt) String() string {
 func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2616,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2433,7 +2651,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2663,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2676,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2493,7 +2711,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2723,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2736,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -2563,7 +2781,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2793,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2806,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -2647,7 +2865,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2877,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2890,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -2722,7 +2940,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2952,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2965,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -2795,7 +3013,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +3025,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +3038,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -2989,7 +3207,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3001,7 +3219,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3014,7 +3232,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3047,7 +3265,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
-	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xdd\x02\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xf8\x02\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
@@ -3060,7 +3278,8 @@ const file_image_proto_rawDesc = "" +
 	"\x05files\x18\b \x03(\v2\x17.ctrcr.image.v1.FileSumR\x05files\x12*\n" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x1e\n" +
 	"\vroot_pid_ns\x18\n" +
-	" \x01(\bR\trootPidNs\"\xae\x02\n" +
+	" \x01(\bR\trootPidNs\x12\x19\n" +
+	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xae\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -3233,7 +3452,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\t \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\n" +
 	" \x01(\x05R\x05state\x12.\n" +
-	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"\x94\b\n" +
+	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"\xc1\b\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -3276,7 +3495,37 @@ const file_image_proto_rawDesc = "" +
 	"\fdefer_accept\x18# \x01(\x05R\vdeferAccept\x12\x19\n" +
 	"\bbind_dev\x18$ \x01(\tR\abindDev\x12\x1a\n" +
 	"\bshutdown\x18% \x01(\rR\bshutdown\x12+\n" +
-	"\x04opts\x18& \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\"I\n" +
+	"\x04opts\x18& \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12+\n" +
+	"\x03tcp\x18' \x01(\v2\x19.ctrcr.image.v1.TcpStreamR\x03tcp\"\xa3\x04\n" +
+	"\tTcpStream\x12\x17\n" +
+	"\asnd_seq\x18\x01 \x01(\rR\x06sndSeq\x12\x17\n" +
+	"\arcv_seq\x18\x02 \x01(\rR\x06rcvSeq\x12\x1d\n" +
+	"\n" +
+	"send_queue\x18\x03 \x01(\fR\tsendQueue\x12\x16\n" +
+	"\x06unsent\x18\x04 \x01(\rR\x06unsent\x12\x1d\n" +
+	"\n" +
+	"recv_queue\x18\x05 \x01(\fR\trecvQueue\x12\x19\n" +
+	"\bfin_sent\x18\x06 \x01(\bR\afinSent\x12\x1b\n" +
+	"\tfin_acked\x18\a \x01(\bR\bfinAcked\x12\x19\n" +
+	"\bfin_rcvd\x18\b \x01(\bR\afinRcvd\x12\x10\n" +
+	"\x03mss\x18\t \x01(\rR\x03mss\x12\x1d\n" +
+	"\n" +
+	"snd_wscale\x18\n" +
+	" \x01(\rR\tsndWscale\x12\x1d\n" +
+	"\n" +
+	"rcv_wscale\x18\v \x01(\rR\trcvWscale\x12\x12\n" +
+	"\x04sack\x18\f \x01(\bR\x04sack\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\r \x01(\bR\n" +
+	"timestamps\x12\x16\n" +
+	"\x06wscale\x18\x0e \x01(\bR\x06wscale\x12\x1c\n" +
+	"\ttimestamp\x18\x0f \x01(\rR\ttimestamp\x12\x17\n" +
+	"\asnd_wl1\x18\x10 \x01(\rR\x06sndWl1\x12\x17\n" +
+	"\asnd_wnd\x18\x11 \x01(\rR\x06sndWnd\x12\x1d\n" +
+	"\n" +
+	"max_window\x18\x12 \x01(\rR\tmaxWindow\x12\x17\n" +
+	"\arcv_wnd\x18\x13 \x01(\rR\x06rcvWnd\x12\x17\n" +
+	"\arcv_wup\x18\x14 \x01(\rR\x06rcvWup\"I\n" +
 	"\aInetOpt\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\x05R\x04name\x12\x14\n" +
@@ -3385,7 +3634,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -3409,14 +3658,15 @@ var file_image_proto_goTypes = []any{
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
 	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
 	(*InetSocket)(nil),    // 21: ctrcr.image.v1.InetSocket
-	(*InetOpt)(nil),       // 22: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 23: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 24: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 25: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 26: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 27: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 28: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 29: ctrcr.image.v1.FdEntry
+	(*TcpStream)(nil),     // 22: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),       // 23: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),      // 24: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 25: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),       // 26: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 27: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),       // 28: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),     // 29: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 30: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -3433,20 +3683,21 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	23, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	22, // 15: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	26, // 16: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 17: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	24, // 18: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 19: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	25, // 20: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	27, // 21: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	21, // 22: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	24, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	23, // 15: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	22, // 16: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	27, // 17: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 18: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	25, // 19: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 20: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	26, // 21: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	28, // 22: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	21, // 23: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3460,7 +3711,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
