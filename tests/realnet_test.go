@@ -163,7 +163,7 @@ func TestReal_TCPStream(t *testing.T) {
 				t.Errorf("cycle %d: lock tables while dumped: %v (want one)", i, n)
 			}
 			time.Sleep(300 * time.Millisecond) // the server keeps sending into the lock
-			progress(t, sp)                     // no error on the server's side
+			progress(t, sp)                    // no error on the server's side
 		}, "--tcp-established")
 		if n := lockTables(t, ns); len(n) != 0 {
 			t.Errorf("cycle %d: lock tables after restore: %v", i, n)
