@@ -4,8 +4,11 @@ package tests
 // network lock (core/inetsk, core/netlock).
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -66,4 +69,72 @@ func TestCR_TCPEstablished(t *testing.T) {
 			}
 		},
 	})
+}
+
+// TestNegative_TCPDumpFails: with --tcp-established, a dump that fails
+// after the connection was locked and put in repair mode (on an
+// unsupported netlink socket) leaves the process running untraced, its
+// connection working both ways with the queued data, and no lock table.
+func TestNegative_TCPDumpFails(t *testing.T) {
+	testutil.RequiresRoot(t)
+	c := Case{Name: "e_inet_est_nl", Src: "e_inet_est.c", CFlags: []string{"-DWITH_NETLINK"}, NetNS: true}
+	if noCR {
+		runCase(t, c)
+		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
+	}
+	r := startCase(t, c)
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--tcp-established")
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if !strings.Contains(stderr, "fd 70") || !strings.Contains(stderr, "netlink") {
+		t.Errorf("dump error does not name fd 70 (netlink):\n%s", stderr)
+	}
+	if n := lockTables(t, r.NetNS); len(n) != 0 {
+		t.Errorf("failed dump left lock tables: %v", n)
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}
+
+// TestNegative_TCPRestoreFails: a restore that fails (a file of the image
+// changed size) removes the dump's network lock and leaves no process.
+func TestNegative_TCPRestoreFails(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+	}
+	r := startCase(t, Case{Name: "e_tcp_est", Src: "e_tcp_est.c", NetNS: true})
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--tcp-established"); err != nil {
+		t.Fatalf("dump: %v\n%s", err, stderr)
+	}
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	r.reaped = true
+	if n := lockTables(t, r.NetNS); len(n) != 1 {
+		t.Fatalf("lock tables after the dump: %v (want one)", n)
+	}
+	f, err := os.OpenFile(r.Out, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("grown\n")
+	f.Close()
+	_, stderr, err := ctrcrIn(t, r.NetNS, "restore", "-D", img, "-d")
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if n := lockTables(t, r.NetNS); len(n) != 0 {
+		t.Errorf("failed restore left lock tables: %v\n%s", n, stderr)
+	}
+	if procState(r.Pid) != "" {
+		t.Errorf("failed restore left pid %d (state %s)", r.Pid, procState(r.Pid))
+	}
 }

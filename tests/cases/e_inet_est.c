@@ -5,6 +5,9 @@
  * naming fd 60 or 61 and "established", and leave this process running;
  * after "go" it checks that the connection still carries data both ways,
  * including a message queued before "ready".
+ * Built with -DWITH_NETLINK it also holds a netlink socket on fd 70 (not
+ * supported), for TestNegative_TCPDumpFails: with --tcp-established the
+ * dump locks and repairs the connection first, then fails on fd 70.
  */
 #define _GNU_SOURCE
 #include "case.h"
@@ -42,6 +45,14 @@ int main(int argc, char **argv)
 	close(c);
 	close(s);
 	CHECK(write(CLIENT, "queued", 6) == 6, "write: %s", strerror(errno));
+#ifdef WITH_NETLINK
+	{
+		int nl = socket(AF_NETLINK, SOCK_RAW, 0);
+
+		CHECK(nl >= 0 && dup2(nl, 70) == 70, "netlink socket: %s", strerror(errno));
+		close(nl);
+	}
+#endif
 	case_log("established connection on fds %d and %d (port %d)", CLIENT, SERVER, ntohs(a.sin_port));
 
 	case_ready();
