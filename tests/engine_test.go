@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,9 +18,29 @@ import (
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
-// TestCR_FdKinds: memfd, eventfd and epoll fds rebuilt from the image.
+// TestCR_FdKinds: memfd, eventfd and epoll fds rebuilt from the image;
+// ctr-cr show names each fd's key facts.
 func TestCR_FdKinds(t *testing.T) {
-	runCase(t, Case{Name: "FdKinds", Src: "e_fdkinds.c"})
+	runCase(t, Case{Name: "FdKinds", Src: "e_fdkinds.c", Verify: func(t *testing.T, r *Run) {
+		if noCR {
+			return
+		}
+		out, stderr, err := ctrcr(t, "show", r.Images[0])
+		if err != nil {
+			t.Fatalf("show: %v\n%s", err, stderr)
+		}
+		for _, re := range []string{
+			`\b3 memfd .* memfd "[^"]+", \d+ bytes`,
+			`\b4 eventfd .* count 5\b`,
+			`\b5 eventfd .* count 3 semaphore`,
+			`\b7 pipe .* pipe \d+`,
+			`\b9 epoll .* 2 target\(s\) \[fd 4 events 0x\w+ data 0x\w+, fd 7 `,
+		} {
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Errorf("ctr-cr show has no line matching %q:\n%s", re, out)
+			}
+		}
+	}})
 }
 
 // TestCR_NsLastPid: the ns_last_pid fallback gives the same pid and tids (a

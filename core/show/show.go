@@ -139,7 +139,8 @@ func kind(k imagepb.VmaKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "VMA_"))
 }
 
-// anonExtra describes the state of a timerfd, signalfd or inotify fd.
+// anonExtra names the key facts of an fd that is not a regular file:
+// counters, targets, queued bytes, watches.
 func anonExtra(f *imagepb.FileEntry) string {
 	switch f.Kind {
 	case imagepb.FileKind_FILE_TIMERFD:
@@ -154,6 +155,31 @@ func anonExtra(f *imagepb.FileEntry) string {
 		return s
 	case imagepb.FileKind_FILE_SIGNALFD:
 		return fmt.Sprintf(" sigmask %#x", f.Sigmask)
+	case imagepb.FileKind_FILE_EVENTFD:
+		s := fmt.Sprintf(" count %d", f.Pos)
+		if f.Flags&1 != 0 {
+			s += " semaphore"
+		}
+		return s
+	case imagepb.FileKind_FILE_EPOLL:
+		var ts []string
+		for _, t := range f.EpollTargets {
+			ts = append(ts, fmt.Sprintf("fd %d events %#x data %#x", t.Tfd, t.Events, t.Data))
+		}
+		return fmt.Sprintf(" %d target(s) [%s]", len(f.EpollTargets), strings.Join(ts, ", "))
+	case imagepb.FileKind_FILE_PIPE, imagepb.FileKind_FILE_FIFO:
+		s := fmt.Sprintf(" pipe %d", f.Ino)
+		if len(f.GhostData) > 0 {
+			s += fmt.Sprintf(", %d byte(s) queued", len(f.GhostData))
+		}
+		if f.Size > 0 {
+			s += fmt.Sprintf(", capacity %d", f.Size)
+		}
+		return s
+	case imagepb.FileKind_FILE_PIDFD:
+		return fmt.Sprintf(" of pid %d", f.PidfdPid)
+	case imagepb.FileKind_FILE_MEMFD:
+		return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size)
 	case imagepb.FileKind_FILE_INOTIFY:
 		in := f.Inotify
 		if in == nil {
