@@ -59,6 +59,7 @@ func cmdDump(args []string) error {
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
 	jobs := fs.Int("jobs", 4, "processes whose memory is dumped in parallel (1: one by one)")
 	shellJob := fs.Bool("shell-job", false, "the tree has a terminal (a job started from a shell): dump it as external")
+	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob})
+	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, ExtUnixSk: *extUnix})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,9 @@ type Options struct {
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
+	// ExtUnixSk accepts unix sockets connected to a peer outside the
+	// dumped tree: restore connects them to the peer's name again.
+	ExtUnixSk bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -199,7 +202,7 @@ func (d *dumper) run() error {
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -216,7 +219,7 @@ func (d *dumper) run() error {
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
-	if err := d.files.CheckSockets(); err != nil {
+	if err := d.files.CheckSockets(fopts); err != nil {
 		return err
 	}
 	if err := d.files.CheckPidfds(func(pid int32) bool {
@@ -236,6 +239,13 @@ func (d *dumper) run() error {
 	d.st.MemdumpMs = ms(time.Since(tm))
 	if err := d.interrupted(); err != nil {
 		return err
+	}
+	if !d.opts.LeaveRunning {
+		// Destructive (unaccepted connections are taken from the target
+		// to read their data), so done last; the target is killed next.
+		if err := d.files.CaptureUnixEmbryos(); err != nil {
+			return err
+		}
 	}
 	tw := time.Now()
 	err := d.writeImage()

@@ -55,7 +55,8 @@ const (
 // task in another netns are not in it. A Diag is immutable once read and
 // safe for concurrent Lookups.
 type Diag struct {
-	entries map[uint64]DiagEntry
+	entries    map[uint64]DiagEntry
+	listenerOf map[uint64]uint64 // client waiting in an accept queue -> listener
 }
 
 // DiagEntry is what sock_diag reports for one unix socket.
@@ -105,7 +106,18 @@ func ReadDiag() (*Diag, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.index()
 	return d, nil
+}
+
+// index builds the reverse map of the accept queues.
+func (d *Diag) index() {
+	d.listenerOf = map[uint64]uint64{}
+	for _, e := range d.entries {
+		for _, c := range e.Icons {
+			d.listenerOf[c] = e.Ino
+		}
+	}
 }
 
 // parseDiagMsg decodes one unix_diag_msg and its attributes.
