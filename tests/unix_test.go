@@ -5,8 +5,13 @@ package tests
 // outside the dump is refused unless --ext-unix-sk.
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestCR_Unix: see tests/cases/e_unix.c; from outside, ctr-cr show names
@@ -38,4 +43,30 @@ func TestCR_Unix(t *testing.T) {
 			}
 		},
 	})
+}
+
+// TestNegative_UnixLeaveRunningEmbryo: reading the data of unaccepted
+// connections means accepting them, so --leave-running refuses the dump
+// naming the listener; nothing was taken: the case still finds both
+// connections with their data.
+func TestNegative_UnixLeaveRunningEmbryo(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	r := startCase(t, Case{Name: "e_unix", Src: "e_unix.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running")
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	for _, re := range []string{`pid \d+: fd 40\b`, `unaccepted connection`, `--leave-running`} {
+		if !regexp.MustCompile(re).MatchString(stderr) {
+			t.Errorf("dump error does not match %q:\n%s", re, stderr)
+		}
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
 }
