@@ -95,7 +95,23 @@ func (t *Table) inFlight(fds []int) ([]uint32, error) {
 		t.seen[key] = append(t.seen[key], seenFd{pid: self, fd: fd, id: id})
 		ids[i] = id
 	}
+	for _, id := range ids {
+		// (a socket also held by a task was found by kcmp above)
+		if f := t.byID(id); f != nil && f.Kind == imagepb.FileKind_FILE_UNIX {
+			return nil, &UnsupportedError{Fd: -1, Link: fmt.Sprintf("socket:[%d]", f.Ino), Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
+		}
+	}
 	return ids, nil
+}
+
+// byID returns the entry with that id.
+func (t *Table) byID(id uint32) *imagepb.FileEntry {
+	for _, f := range t.Files {
+		if f.Id == id {
+			return f
+		}
+	}
+	return nil
 }
 
 // unixEntries lists the unix socket entries, by inode.
@@ -270,7 +286,12 @@ func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 		socks = append(socks, e.Unix)
 	}
 	o.unixBuilding = true
-	fds, err := unixsk.Build(socks, o.Open)
+	fds, err := unixsk.Build(socks, func(id uint32) (int, error) {
+		if e := o.files[id]; e != nil && e.Kind == imagepb.FileKind_FILE_UNIX {
+			return -1, fmt.Errorf("unix socket:[%d] in flight in another unix socket: unsupported", e.Ino)
+		}
+		return o.Open(id)
+	})
 	o.unixBuilding = false
 	if err != nil {
 		return -1, err

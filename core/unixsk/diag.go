@@ -7,10 +7,12 @@
 // Socket-wide facts that no getsockopt exposes (peer, shutdown state,
 // bound name, queue lengths) come from NETLINK_SOCK_DIAG (see Diag).
 //
-// Supported today: connected pairs (socketpair, or two ends that name each
-// other as peer) of SOCK_STREAM, SOCK_DGRAM and SOCK_SEQPACKET, with their
-// queued data, SO_SNDBUF, SO_RCVBUF, SO_PASSCRED and shutdown state.
-// Everything else is refused at Dump with *UnsupportedError.
+// Supported: every type (stream, dgram, seqpacket), unbound or bound to a
+// path or an abstract name, listening (with the accept queue), connected
+// (pairs, accepted connections, dgram sockets connected to a bound one) or
+// not, with queued data, per-message credentials, files in flight and
+// dgram sender addresses (DumpWith, CaptureEmbryos), all rebuilt together
+// by Build. What cannot be rebuilt is refused with *UnsupportedError.
 package unixsk
 
 import (
