@@ -60,6 +60,7 @@ func cmdDump(args []string) error {
 	jobs := fs.Int("jobs", 4, "processes whose memory is dumped in parallel (1: one by one)")
 	shellJob := fs.Bool("shell-job", false, "the tree has a terminal (a job started from a shell): dump it as external")
 	tcpEst := fs.Bool("tcp-established", false, "dump established TCP connections (TCP_REPAIR); they stay locked (nftables) until restore")
+	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,7 +73,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst})
+	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix})
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	// TCPEstablished dumps TCP connections in repair mode behind a
 	// network lock that restore removes (--tcp-established).
 	TCPEstablished bool
+	// ExtUnixSk accepts unix sockets connected to a peer outside the
+	// dumped tree: restore connects them to the peer's name again.
+	ExtUnixSk bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -227,7 +230,7 @@ func (d *dumper) run() error {
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning}
 	if d.opts.TCPEstablished {
 		locked, err := d.lockConnections()
 		if err != nil {
@@ -251,7 +254,7 @@ func (d *dumper) run() error {
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
-	if err := d.files.CheckSockets(); err != nil {
+	if err := d.files.CheckSockets(fopts); err != nil {
 		return err
 	}
 	if err := d.files.CheckPidfds(func(pid int32) bool {
@@ -271,6 +274,13 @@ func (d *dumper) run() error {
 	d.st.MemdumpMs = ms(time.Since(tm))
 	if err := d.interrupted(); err != nil {
 		return err
+	}
+	if !d.opts.LeaveRunning {
+		// Destructive (unaccepted connections are taken from the target
+		// to read their data), so done last; the target is killed next.
+		if err := d.files.CaptureUnixEmbryos(); err != nil {
+			return err
+		}
 	}
 	tw := time.Now()
 	err := d.writeImage()

@@ -47,6 +47,12 @@ type Options struct {
 	// covers (--tcp-established): those are dumped in repair mode; any
 	// other connection is refused.
 	TCPLocked map[uint64]bool
+	// ExtUnixSk accepts unix sockets whose peer is outside the dump: they
+	// connect to the peer's name again on restore (see CheckSockets).
+	ExtUnixSk bool
+	// LeaveRunning: the target runs on after the dump, so nothing may be
+	// taken from it (unaccepted connections with data are refused).
+	LeaveRunning bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the
@@ -67,9 +73,11 @@ type Table struct {
 	nextID  uint32
 	byKey   map[string]uint32
 	seen    map[[2]uint64][]seenFd
-	diag    *unixsk.Diag // unix sockets of our network namespace, read once
-	inet    *inetsk.Diag // inet sockets of our network namespace, read on first use
-	repairs []repairing  // TCP connections our copies put in repair mode
+	diag    *unixsk.Diag     // unix sockets of our network namespace, read once
+	inet    *inetsk.Diag     // inet sockets of our network namespace, read on first use
+	opts    Options          // of the DumpFds call in progress (for files in flight)
+	unixAt  map[uint64]fdRef // unix socket inode -> where it was first seen
+	repairs []repairing      // TCP connections our copies put in repair mode
 }
 
 type repairing struct {
@@ -92,6 +100,9 @@ func (t *Table) EndRepair() error {
 	return errors.Join(errs...)
 }
 
+// fdRef names an fd of a dumped process, and our copy of it.
+type fdRef struct{ pid, fd, cp int }
+
 // Object is a memory-backed file whose contents must be dumped.
 type Object struct {
 	FileID uint32
@@ -110,7 +121,7 @@ func (t *Table) Close() {
 
 // NewTable starts an empty table; ids start at 1.
 func NewTable() *Table {
-	return &Table{nextID: 1, byKey: map[string]uint32{}, seen: map[[2]uint64][]seenFd{}}
+	return &Table{nextID: 1, byKey: map[string]uint32{}, seen: map[[2]uint64][]seenFd{}, unixAt: map[uint64]fdRef{}}
 }
 
 func (t *Table) add(key string, f *imagepb.FileEntry) uint32 {
@@ -136,6 +147,7 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	defer unix.Close(pidfd)
+	t.opts = opts
 	fds, err := procfs.Fds(pid)
 	if err != nil {
 		return nil, err
@@ -236,7 +248,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.pipe(f, fd, cp, link)
 	case unix.S_IFSOCK:
-		return t.socket(f, fd, cp, link, opts)
+		return t.socket(f, pid, fd, cp, link)
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
 		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
@@ -422,61 +434,6 @@ func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 	for _, f := range t.Files {
 		if f.Kind == imagepb.FileKind_FILE_PIDFD && !inDump(f.PidfdPid) {
 			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
-		}
-	}
-	return nil
-}
-
-// socket records a socket. Unix sockets of connected pairs are supported
-// (both ends must be in the dump, see CheckSockets), and IPv4/IPv6 sockets
-// that are not established connections (core/inetsk); other families are
-// refused, naming the fd.
-func (t *Table) socket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {
-	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
-	}
-	switch domain {
-	case unix.AF_UNIX:
-	case unix.AF_INET, unix.AF_INET6:
-		return t.inetSocket(f, fd, cp, link, opts)
-	case unix.AF_PACKET:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket (AF_PACKET)"}
-	case unix.AF_NETLINK:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "netlink socket"}
-	default:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
-	}
-	if t.diag == nil {
-		if t.diag, err = unixsk.ReadDiag(); err != nil {
-			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
-		}
-	}
-	sk, err := unixsk.Dump(cp, f.Ino, t.diag)
-	if err != nil {
-		var ue *unixsk.UnsupportedError
-		if errors.As(err, &ue) {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket: " + ue.Reason}
-		}
-		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
-	}
-	f.Kind = imagepb.FileKind_FILE_UNIX
-	f.Unix = sk
-	return t.add("", f), nil
-}
-
-// CheckSockets verifies that the peer of every unix socket is in the dump:
-// a peer held outside would be cut off from the restored end.
-func (t *Table) CheckSockets() error {
-	have := map[uint64]bool{}
-	for _, f := range t.Files {
-		if f.Kind == imagepb.FileKind_FILE_UNIX {
-			have[f.Unix.Ino] = true
-		}
-	}
-	for _, f := range t.Files {
-		if f.Kind == imagepb.FileKind_FILE_UNIX && !have[f.Unix.PeerIno] {
-			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("socket:[%d]", f.Unix.Ino), Kind: fmt.Sprintf("unix socket whose peer (socket:[%d]) is outside the dump", f.Unix.PeerIno)}
 		}
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
 // Opener opens, in the restorer, the files of an image: each file entry once,
@@ -31,6 +30,10 @@ type Opener struct {
 	// Terminal is the restorer's terminal that replaces a shell job's
 	// terminal (--shell-job), or -1.
 	Terminal int
+	// unixBuilt: every unix socket of the image was created (on the
+	// first use of one); unixBuilding guards against files in flight
+	// that are unix sockets.
+	unixBuilt, unixBuilding bool
 }
 
 // NewOpener indexes the file entries of an image.
@@ -435,28 +438,4 @@ func (o *Opener) HasTerminal() bool {
 		}
 	}
 	return false
-}
-
-// socketEnd creates the socket pair the entry belongs to (on first use of
-// either end) and returns this end; the other end is kept for its entry.
-func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
-	if f.Unix == nil {
-		return -1, errors.New("unix socket entry without its description")
-	}
-	var peer *imagepb.FileEntry
-	for _, p := range o.files {
-		if p.Kind == imagepb.FileKind_FILE_UNIX && p.Unix != nil && p.Unix.Ino == f.Unix.PeerIno && p.Id != f.Id {
-			peer = p
-			break
-		}
-	}
-	if peer == nil {
-		return -1, fmt.Errorf("unix socket %d: its peer %d is not in the image", f.Unix.Ino, f.Unix.PeerIno)
-	}
-	a, b, err := unixsk.Pair(f.Unix, peer.Unix)
-	if err != nil {
-		return -1, err
-	}
-	o.open[peer.Id] = b
-	return a, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/inetsk"
+	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
 // Summary validates the image in dir and writes its summary to w.
@@ -106,6 +107,9 @@ func Summary(dir string, w io.Writer) error {
 				extra += fmt.Sprintf(" deleted (%d bytes saved)", len(f.GhostData))
 			}
 			extra += anonExtra(f)
+			if f.Kind == imagepb.FileKind_FILE_UNIX {
+				extra += " " + unixsk.Describe(f.Unix)
+			}
 			if f.Inet != nil {
 				extra += " " + inetsk.Describe(f.Inet)
 				if f.Inet.State == inetsk.TCPListen {

@@ -7,10 +7,12 @@
 // Socket-wide facts that no getsockopt exposes (peer, shutdown state,
 // bound name, queue lengths) come from NETLINK_SOCK_DIAG (see Diag).
 //
-// Supported today: connected pairs (socketpair, or two ends that name each
-// other as peer) of SOCK_STREAM, SOCK_DGRAM and SOCK_SEQPACKET, with their
-// queued data, SO_SNDBUF, SO_RCVBUF, SO_PASSCRED and shutdown state.
-// Everything else is refused at Dump with *UnsupportedError.
+// Supported: every type (stream, dgram, seqpacket), unbound or bound to a
+// path or an abstract name, listening (with the accept queue), connected
+// (pairs, accepted connections, dgram sockets connected to a bound one) or
+// not, with queued data, per-message credentials, files in flight and
+// dgram sender addresses (DumpWith, CaptureEmbryos), all rebuilt together
+// by Build. What cannot be rebuilt is refused with *UnsupportedError.
 package unixsk
 
 import (
@@ -55,7 +57,8 @@ const (
 // task in another netns are not in it. A Diag is immutable once read and
 // safe for concurrent Lookups.
 type Diag struct {
-	entries map[uint64]DiagEntry
+	entries    map[uint64]DiagEntry
+	listenerOf map[uint64]uint64 // client waiting in an accept queue -> listener
 }
 
 // DiagEntry is what sock_diag reports for one unix socket.
@@ -105,7 +108,18 @@ func ReadDiag() (*Diag, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.index()
 	return d, nil
+}
+
+// index builds the reverse map of the accept queues.
+func (d *Diag) index() {
+	d.listenerOf = map[uint64]uint64{}
+	for _, e := range d.entries {
+		for _, c := range e.Icons {
+			d.listenerOf[c] = e.Ino
+		}
+	}
 }
 
 // parseDiagMsg decodes one unix_diag_msg and its attributes.

@@ -24,35 +24,55 @@ func unsupported(ino uint64, format string, a ...any) error {
 	return &UnsupportedError{Ino: ino, Reason: fmt.Sprintf(format, a...)}
 }
 
-// Dump describes one unix socket end from our stolen copy fd (same file as in the target). It reads the
-// queued data WITHOUT consuming it: stream: recv MSG_PEEK|MSG_DONTWAIT of the whole queue (size via SIOCINQ / the diag rqueue);
-// dgram/seqpacket: enable SO_PEEK_OFF=0 on the socket and peek message by message (each recv with MSG_PEEK advances the peek offset;
-// MSG_TRUNC on dgram to learn each size), then set SO_PEEK_OFF back to -1 (disabled) so the target sees no change.
-// Note SO_PEEK_OFF is per socket (shared with the target!) — restore it to its previous value (read it first with getsockopt).
-// Refuses (clear error) what restore cannot rebuild yet: in-flight SCM_RIGHTS/SCM_CREDENTIALS (use MSG_PEEK with a control buffer and report "fd passing in flight"), listening sockets, sockets bound to a name (for now), a peer that is not given.
+// Options tune Dump.
+type Options struct {
+	// InFlight takes the descriptors the kernel installed in our process
+	// for the SCM_RIGHTS of one queued element (peeking installs copies of
+	// the in-flight files) and returns their file ids; it owns the fds,
+	// even on error. nil: fd passing in flight is refused.
+	InFlight func(fds []int) ([]uint32, error)
+}
+
+// Dump describes one unix socket end with the default Options (fd passing
+// in flight refused); see DumpWith.
+func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
+	return DumpWith(fd, ino, d, Options{})
+}
+
+// DumpWith describes one unix socket end from our stolen copy fd (the same
+// file as in the target). It reads the queued data WITHOUT consuming it:
+// stream: recv MSG_PEEK of the whole queue; dgram/seqpacket: SO_PEEK_OFF
+// walk message by message (put back to its previous value afterwards).
 //
 // Contract: fd refers to the socket whose inode is ino (checked with
 // fstat); d is a snapshot of the socket's network namespace taken after
-// the socket's owners were frozen (nil: Dump reads one itself, in the
-// caller's netns). The target must not run during Dump. Refusals are
-// *UnsupportedError: sockets that are listening, bound to a name or
-// connected to a bound peer, unconnected, whose peer is gone (the other
-// end of a pair was closed; the kernel then reports peer 0 with state
-// ESTABLISHED), whose peer is connected elsewhere, with SO_PEEK_OFF in use
-// by the task, with SO_PASSPIDFD/SO_PASSSEC set or SO_PASSRIGHTS cleared,
-// with MSG_OOB data in flight, or with queued messages that carry
-// SCM_RIGHTS ("fd passing in flight") or sender credentials (attached by
-// the kernel when either end had SO_PASSCRED at send time, or sent
-// explicitly). Queue holds one element per message for dgram/seqpacket and
-// a single element for stream (none when empty). Shutdown and State come
-// from d.
+// the socket's owners were frozen (nil: DumpWith reads one itself, in the
+// caller's netns). The target must not run during DumpWith.
+//
+// Recorded: type, state, bound name (path: also its socket file's inode,
+// mode and owner, and whether the path was deleted; abstract "@name"),
+// listen backlog and accept queue (icons: client inodes, oldest first),
+// peer inode and name, a waiting client's listener, options, shutdown, the
+// queue with per-element credentials, SCM_RIGHTS file ids (o.InFlight) and
+// dgram sender addresses. Whether the peer is inside the dump is for the
+// caller to check (the image must hold it, or it is external).
+//
+// Refusals are *UnsupportedError: unknown socket types; a name that is a
+// relative path; a stream/seqpacket socket whose peer is gone (the other
+// end was closed; the kernel then reports peer 0, or a dead inode, with
+// state ESTABLISHED) or connected elsewhere; a dgram socket connected to
+// an unbound socket that is not connected back; an unbound dgram socket
+// with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
+// by the task; SO_PASSPIDFD/SO_PASSSEC set or SO_PASSRIGHTS cleared;
+// MSG_OOB data in flight; fd passing in flight when o.InFlight is nil.
+// Data a waiting client sent into its unaccepted connection is not read
+// here (it cannot be without accepting it): see CaptureEmbryos.
 //
 // Side effects the task could notice (none changes what it reads): peeking
 // a zero-length message marks it "peeked" in the kernel, and on a
 // seqpacket socket with its read side shut down SO_TIMESTAMP is enabled
 // during the peek (and disabled again) to tell an empty record from EOF.
-// Both are restored or harmless for normal reads; see peekRecords.
-func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
+func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("unix socket:[%d]: fstat fd %d: %w", ino, fd, err)
@@ -83,46 +103,122 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 		return nil, err
 	}
 
-	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State)}
+	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State), Name: e.Name}
+	if err := describeName(s, e); err != nil {
+		return nil, err
+	}
+	if p, ok := d.Lookup(e.PeerIno); ok && e.PeerIno != 0 {
+		s.PeerName = p.Name
+	}
+	if e.State == tcpListen {
+		s.Backlog = e.WQueue
+		s.Icons = append([]uint64(nil), e.Icons...)
+	}
+	if l, ok := d.ListenerOf(ino); ok && e.PeerIno == 0 {
+		s.ListenerIno = l
+		if le, ok := d.Lookup(l); ok {
+			s.PeerName = le.Name
+		}
+	}
 	if err := dumpOptions(fd, s); err != nil {
 		return nil, err
 	}
-	q, err := peekQueue(fd, s, e)
-	if err != nil {
+	if e.State == tcpListen {
+		return s, nil // a listener has no data queue of its own
+	}
+	if err := dumpQueue(fd, s, e, o); err != nil {
 		return nil, err
 	}
-	s.Queue = q
+	if s.Type == unix.SOCK_DGRAM && len(s.Queue) > 0 && s.Name == "" && !mutualPair(e, d) {
+		return nil, unsupported(ino, "unbound dgram socket with %d queued datagrams and no peer to send them again", len(s.Queue))
+	}
 	return s, nil
 }
 
-// checkShape refuses the socket shapes Pair cannot rebuild.
+// dumpQueue peeks the receive queue into s, turning in-flight descriptors
+// into file ids with o.InFlight.
+func dumpQueue(fd int, s *imagepb.UnixSocket, e DiagEntry, o Options) error {
+	p := peeker{fd: fd, ino: s.Ino, keepFds: o.InFlight != nil}
+	defer p.closeFds()
+	q, err := peekQueue(&p, s, e)
+	if err != nil {
+		return err
+	}
+	s.Queue = q
+	s.Creds = credsOf(p.creds)
+	if s.Type == unix.SOCK_DGRAM {
+		for _, n := range p.senders {
+			if n != "" {
+				s.Senders = p.senders
+				break
+			}
+		}
+	}
+	any := false
+	for _, fs := range p.fds {
+		any = any || len(fs) > 0
+	}
+	if !any {
+		return nil
+	}
+	s.Fds = make([]*imagepb.UnixFds, len(p.fds))
+	for i, fs := range p.fds {
+		s.Fds[i] = &imagepb.UnixFds{}
+		if len(fs) == 0 {
+			continue
+		}
+		p.fds[i] = nil // handed over
+		ids, err := o.InFlight(fs)
+		if err != nil {
+			return fmt.Errorf("unix socket:[%d]: queued message %d: fds in flight: %w", s.Ino, i, err)
+		}
+		s.Fds[i].FileIds = ids
+	}
+	return nil
+}
+
+// mutualPair reports a socket connected to a peer that is connected back.
+func mutualPair(e DiagEntry, d *Diag) bool {
+	p, ok := d.Lookup(e.PeerIno)
+	return ok && e.PeerIno != 0 && p.PeerIno == e.Ino
+}
+
+// checkShape refuses the socket shapes restore cannot rebuild.
 func checkShape(e DiagEntry, d *Diag) error {
 	switch e.Type {
 	case unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET:
 	default:
 		return unsupported(e.Ino, "socket type %d", e.Type)
 	}
-	if e.State == tcpListen {
-		return unsupported(e.Ino, "listening socket (%q)", e.Name)
+	if e.Name != "" && e.Name[0] != '@' && e.Name[0] != '/' {
+		return unsupported(e.Ino, "socket bound to the relative path %q", e.Name)
 	}
-	if e.Name != "" && !autobound(e.Name) {
-		return unsupported(e.Ino, "socket bound to %q", e.Name)
+	if e.State == tcpListen {
+		return nil
 	}
 	if e.PeerIno == 0 {
-		if e.State == tcpEstablished {
-			return unsupported(e.Ino, "peer is gone (the other end was closed)")
+		// (a bound dgram socket that others connected to is ESTABLISHED
+		// too; an unbound one cannot be connected to, its peer is gone)
+		if e.State != tcpEstablished || e.Type == unix.SOCK_DGRAM && e.Name != "" {
+			return nil // unconnected
 		}
-		return unsupported(e.Ino, "socket without a peer (unconnected, state %d)", e.State)
+		if _, ok := d.ListenerOf(e.Ino); ok {
+			return nil // waiting in an accept queue
+		}
+		return unsupported(e.Ino, "peer is gone (the other end was closed)")
 	}
 	p, ok := d.Lookup(e.PeerIno)
 	if !ok {
 		return unsupported(e.Ino, "peer socket:[%d] is gone (not in sock_diag)", e.PeerIno)
 	}
+	if e.Type == unix.SOCK_DGRAM {
+		if p.PeerIno != e.Ino && p.Name == "" {
+			return unsupported(e.Ino, "dgram socket connected to the unbound socket:[%d], which is not connected back", e.PeerIno)
+		}
+		return nil
+	}
 	if p.PeerIno != e.Ino {
 		return unsupported(e.Ino, "peer socket:[%d] is connected to socket:[%d], not back to us", e.PeerIno, p.PeerIno)
-	}
-	if p.Name != "" && !autobound(p.Name) {
-		return unsupported(e.Ino, "peer socket:[%d] is bound to %q (accepted connection)", e.PeerIno, p.Name)
 	}
 	return nil
 }
@@ -180,8 +276,8 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 }
 
 // peekQueue reads the receive queue without consuming it.
-func peekQueue(fd int, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err error) {
-	ino := s.Ino
+func peekQueue(p *peeker, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err error) {
+	ino, fd := s.Ino, p.fd
 	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 	if err != nil {
 		return nil, fmt.Errorf("unix socket:[%d]: SIOCINQ: %w", ino, err)
@@ -207,8 +303,6 @@ func peekQueue(fd int, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err erro
 		}
 	}()
 
-	p := peeker{fd: fd, ino: ino}
-	defer func() { s.Creds = credsOf(p.creds) }()
 	if s.Type == unix.SOCK_STREAM {
 		return p.stream(inq)
 	}

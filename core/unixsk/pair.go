@@ -58,7 +58,7 @@ func Pair(a, b *imagepb.UnixSocket) (fdA, fdB int, err error) {
 	}
 	// Refill: end i's queue is sent by end 1-i.
 	for i, s := range ends {
-		if err := refill(fds[1-i], s, queueBytes(s)); err != nil {
+		if err := refill(fds[1-i], s, nil, nil); err != nil {
 			return -1, -1, err
 		}
 	}
@@ -109,7 +109,7 @@ func checkPair(a, b *imagepb.UnixSocket) error {
 		return fmt.Errorf("unix pair %d-%d: unsupported type %d", a.Ino, b.Ino, a.Type)
 	}
 	for _, s := range []*imagepb.UnixSocket{a, b} {
-		if s.Name != "" {
+		if s.Name != "" && !autobound(s.Name) {
 			return fmt.Errorf("unix socket:[%d]: bound sockets (%q) cannot be rebuilt as a pair", s.Ino, s.Name)
 		}
 		if s.Shutdown&^(rcvShutdown|sendShutdown) != 0 {
@@ -130,54 +130,91 @@ func queueBytes(s *imagepb.UnixSocket) int {
 	return n
 }
 
-// refill sends s's queue into it from its peer end from. For
-// dgram/seqpacket every element is one message (empty ones included).
-func refill(from int, s *imagepb.UnixSocket, total int) error {
+// OpenFile returns our fd of the file with that id in files.img, for an
+// SCM_RIGHTS message; the fd stays the caller's.
+type OpenFile func(id uint32) (int, error)
+
+// refill sends s's queue into it from the socket from: to its peer when
+// to is nil (connected), else with sendto(to). For dgram/seqpacket every
+// element is one message (empty ones included). Each element goes with its
+// sender credentials and its in-flight files (opened with open; an image
+// with in-flight files and a nil open is an error).
+func refill(from int, s *imagepb.UnixSocket, to unix.Sockaddr, open OpenFile) error {
 	if len(s.Queue) == 0 {
 		return nil
 	}
-	// Room for the data plus per-message overhead (skb truesize), doubled
-	// for the kernel's accounting slack; raised with FORCE when possible.
-	need := min(2*(total+len(s.Queue)*2048)+64<<10, math.MaxInt32-1)
+	total := queueBytes(s)
+	raiseSndbuf(from, total, len(s.Queue))
+	for i := range s.Queue {
+		if err := sendElem(from, s, i, to, open); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// raiseSndbuf makes room for the data plus per-message overhead (skb
+// truesize), doubled for the kernel's accounting slack; raised with FORCE
+// when possible.
+func raiseSndbuf(from, total, msgs int) {
+	need := min(2*(total+msgs*2048)+64<<10, math.MaxInt32-1)
 	if cur, err := unix.GetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && cur < need {
 		if unix.SetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, need/2) != nil {
 			_ = unix.SetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUF, need/2)
 		}
 	}
-	for i, m := range s.Queue {
-		// the sender's credentials go with the data they came with (any
-		// pid/uid/gid: we have CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID)
-		var oob []byte
-		if i < len(s.Creds) && s.Creds[i].Pid != 0 {
-			c := s.Creds[i]
-			oob = unix.UnixCredentials(&unix.Ucred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid})
+}
+
+// ancillary builds the control data of element i: its sender credentials
+// (any pid/uid/gid: we have CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID) and its
+// in-flight files.
+func ancillary(s *imagepb.UnixSocket, i int, open OpenFile) ([]byte, error) {
+	var oob []byte
+	if i < len(s.Creds) && s.Creds[i].GetPid() != 0 {
+		c := s.Creds[i]
+		oob = unix.UnixCredentials(&unix.Ucred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid})
+	}
+	if i >= len(s.Fds) || len(s.Fds[i].GetFileIds()) == 0 {
+		return oob, nil
+	}
+	ids := s.Fds[i].FileIds
+	if open == nil {
+		return nil, fmt.Errorf("unix socket:[%d]: message %d carries %d files in flight, no opener", s.Ino, i, len(ids))
+	}
+	if len(ids) > 253 { // SCM_MAX_FD
+		return nil, fmt.Errorf("unix socket:[%d]: message %d carries %d files in flight (at most 253)", s.Ino, i, len(ids))
+	}
+	fds := make([]int, len(ids))
+	for j, id := range ids {
+		fd, err := open(id)
+		if err != nil {
+			return nil, fmt.Errorf("unix socket:[%d]: message %d: file %d in flight: %w", s.Ino, i, id, err)
 		}
-		if s.Type == unix.SOCK_STREAM {
-			for len(m) > 0 {
-				n, err := unix.SendmsgN(from, m, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil {
-					return fmt.Errorf("unix socket:[%d]: refill queue (%d bytes left): %w", s.Ino, len(m), err)
-				}
-				m = m[n:]
-			}
+		fds[j] = fd
+	}
+	return append(oob, unix.UnixRights(fds...)...), nil
+}
+
+// sendElem sends element i of s's queue. Stream data may go in several
+// sends; the ancillary data goes with the first.
+func sendElem(from int, s *imagepb.UnixSocket, i int, to unix.Sockaddr, open OpenFile) error {
+	m := s.Queue[i]
+	oob, err := ancillary(s, i, open)
+	if err != nil {
+		return err
+	}
+	for first := true; first || (s.Type == unix.SOCK_STREAM && len(m) > 0); {
+		n, err := unix.SendmsgN(from, m, oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if err == unix.EINTR {
 			continue
 		}
-		for {
-			n, err := unix.SendmsgN(from, m, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("unix socket:[%d]: refill message %d (%d bytes): %w", s.Ino, i, len(m), err)
-			}
-			if n != len(m) {
-				return fmt.Errorf("unix socket:[%d]: refill message %d: sent %d of %d bytes", s.Ino, i, n, len(m))
-			}
-			break
+		if err != nil {
+			return fmt.Errorf("unix socket:[%d]: refill message %d (%d bytes left): %w", s.Ino, i, len(m), err)
 		}
+		if s.Type != unix.SOCK_STREAM && n != len(m) {
+			return fmt.Errorf("unix socket:[%d]: refill message %d: sent %d of %d bytes", s.Ino, i, n, len(m))
+		}
+		m, oob, first = m[n:], nil, false
 	}
 	return nil
 }

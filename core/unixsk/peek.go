@@ -26,6 +26,25 @@ type peeker struct {
 	ts    bool
 	ctrl  []byte
 	creds []*unix.Ucred // per element of the peeked queue (nil: none)
+	// keepFds: SCM_RIGHTS descriptors are kept (per element, in fds)
+	// instead of refused; the caller owns them (closeFds on error).
+	keepFds bool
+	fds     [][]int  // per element: descriptors installed for it
+	senders []string // per element: the sender address ("" unbound)
+}
+
+// closeFds closes every kept descriptor not handed over yet.
+func (p *peeker) closeFds() {
+	for _, fs := range p.fds {
+		closeAll(fs)
+	}
+	p.fds = nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // peekResult is one successful peek.
@@ -33,22 +52,26 @@ type peekResult struct {
 	n    int         // return value: the whole message length with MSG_TRUNC
 	ts   bool        // a timestamp control message came with it
 	cred *unix.Ucred // sender credentials attached to the data, if any
+	fds  []int       // SCM_RIGHTS descriptors installed in our process (keepFds)
+	from string      // sender address, "" if unbound or not reported
 }
 
 // peekOne does one recvmsg(MSG_PEEK) into buf. Control messages are
-// checked: descriptors the kernel installed in our process for SCM_RIGHTS
-// (or SCM_PIDFD) are closed again, and SCM_RIGHTS or real credentials
-// (a sender pid; a message sent with no credentials attached reads as pid
-// 0) make it fail with *UnsupportedError. It retries on EINTR and returns
-// EAGAIN unwrapped.
+// checked: descriptors the kernel installed in our process for SCM_PIDFD
+// are closed again, those for SCM_RIGHTS are returned in fds when keepFds
+// is set (else closed, and the peek fails with *UnsupportedError "fd
+// passing in flight"); real credentials (a sender pid; a message sent with
+// no credentials attached reads as pid 0) are returned in cred. It retries
+// on EINTR and returns EAGAIN unwrapped. On error no descriptor is left open.
 func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 	if p.ctrl == nil {
 		p.ctrl = make([]byte, ctrlSize)
 	}
 	var n, oobn, rflags int
+	var from unix.Sockaddr
 	var err error
 	for {
-		n, oobn, rflags, _, err = unix.Recvmsg(p.fd, buf, p.ctrl, flags)
+		n, oobn, rflags, from, err = unix.Recvmsg(p.fd, buf, p.ctrl, flags)
 		if err != unix.EINTR {
 			break
 		}
@@ -57,11 +80,20 @@ func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 		return peekResult{}, err
 	}
 	r := peekResult{n: n}
+	if sa, ok := from.(*unix.SockaddrUnix); ok {
+		r.from = sa.Name
+	}
 	var refuse error
 	msgs, perr := unix.ParseSocketControlMessage(p.ctrl[:oobn])
 	if perr != nil {
 		return r, fmt.Errorf("unix socket:[%d]: parse control messages: %w", p.ino, perr)
 	}
+	defer func() {
+		if refuse != nil {
+			closeAll(r.fds)
+			r.fds = nil
+		}
+	}()
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Header.Level != unix.SOL_SOCKET {
@@ -70,9 +102,11 @@ func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 		switch m.Header.Type {
 		case unix.SCM_RIGHTS:
 			fds, _ := unix.ParseUnixRights(m)
-			for _, fd := range fds {
-				unix.Close(fd)
+			if p.keepFds {
+				r.fds = append(r.fds, fds...)
+				continue
 			}
+			closeAll(fds)
 			refuse = unsupported(p.ino, "fd passing in flight (SCM_RIGHTS with %d fds queued)", len(fds))
 		case unix.SCM_PIDFD:
 			if len(m.Data) >= 4 {
@@ -91,6 +125,13 @@ func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 		refuse = unsupported(p.ino, "fd passing in flight (control data truncated)")
 	}
 	return r, refuse
+}
+
+// add records the per-element facts of one peeked element.
+func (p *peeker) add(r peekResult) {
+	p.creds = append(p.creds, r.cred)
+	p.fds = append(p.fds, r.fds)
+	p.senders = append(p.senders, r.from)
 }
 
 func (p *peeker) setPeekOff(off int) error {
@@ -124,7 +165,7 @@ func (p *peeker) stream(inq int) ([][]byte, error) {
 		// one recv never glues data of senders with different
 		// credentials: each chunk keeps its own
 		q = append(q, buf[got:got+r.n])
-		p.creds = append(p.creds, r.cred)
+		p.add(r)
 		got += r.n
 	}
 	if got != inq {
@@ -157,6 +198,10 @@ func (p *peeker) records() ([][]byte, error) {
 		return nil, wrapPeekErr(p.ino, err)
 	}
 	headEmpty := r.n == 0
+	if !headEmpty {
+		closeAll(r.fds) // peeked again by the walk below
+		r.fds = nil
+	}
 
 	if err := p.setPeekOff(0); err != nil {
 		return nil, err
@@ -164,7 +209,7 @@ func (p *peeker) records() ([][]byte, error) {
 	var q [][]byte
 	if headEmpty {
 		q = append(q, []byte{})
-		p.creds = append(p.creds, r.cred)
+		p.add(r)
 	}
 	off := 0
 	for {
@@ -181,6 +226,7 @@ func (p *peeker) records() ([][]byte, error) {
 		if r.n > len(buf) {
 			// Truncated: the offset moved by len(buf) only. Go back to
 			// the start of the message and peek it whole.
+			closeAll(r.fds)
 			buf = make([]byte, r.n)
 			if err := p.setPeekOff(off); err != nil {
 				return nil, err
@@ -188,7 +234,7 @@ func (p *peeker) records() ([][]byte, error) {
 			continue
 		}
 		q = append(q, append([]byte{}, buf[:r.n]...))
-		p.creds = append(p.creds, r.cred)
+		p.add(r)
 		off += r.n
 	}
 }

@@ -1914,7 +1914,39 @@ type UnixSocket struct {
 	State    int32    `protobuf:"varint,10,opt,name=state,proto3" json:"state,omitempty"`      // kernel socket state (sock_diag udiag_state)
 	// Sender credentials of each queued element (parallel to queue; empty
 	// when no element carries any; pid 0 for an element without).
-	Creds         []*UnixCred `protobuf:"bytes,11,rep,name=creds,proto3" json:"creds,omitempty"`
+	Creds []*UnixCred `protobuf:"bytes,11,rep,name=creds,proto3" json:"creds,omitempty"`
+	// Bound path facts (name is a path): the inode of the socket file the
+	// kernel holds (UNIX_DIAG_VFS; dev in the kernel's encoding) and the file's
+	// mode and owner at dump time. name_deleted: the path no longer leads to
+	// that inode (unlinked or replaced); restore binds it and unlinks it again.
+	VfsIno      uint64 `protobuf:"varint,12,opt,name=vfs_ino,json=vfsIno,proto3" json:"vfs_ino,omitempty"`
+	VfsDev      uint32 `protobuf:"varint,13,opt,name=vfs_dev,json=vfsDev,proto3" json:"vfs_dev,omitempty"`
+	NameDeleted bool   `protobuf:"varint,14,opt,name=name_deleted,json=nameDeleted,proto3" json:"name_deleted,omitempty"`
+	NameMode    uint32 `protobuf:"varint,15,opt,name=name_mode,json=nameMode,proto3" json:"name_mode,omitempty"`
+	NameUid     uint32 `protobuf:"varint,16,opt,name=name_uid,json=nameUid,proto3" json:"name_uid,omitempty"`
+	NameGid     uint32 `protobuf:"varint,17,opt,name=name_gid,json=nameGid,proto3" json:"name_gid,omitempty"`
+	// Listening sockets: listen(2) backlog and the inodes of the client
+	// sockets whose connections wait in the accept queue, oldest first.
+	Backlog uint32   `protobuf:"varint,18,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Icons   []uint64 `protobuf:"varint,19,rep,packed,name=icons,proto3" json:"icons,omitempty"`
+	// In-flight SCM_RIGHTS of each queued element (parallel to queue; empty
+	// when no element carries any): file ids of files.img.
+	Fds []*UnixFds `protobuf:"bytes,20,rep,name=fds,proto3" json:"fds,omitempty"`
+	// Dgram: the sender address of each queued datagram (parallel to queue;
+	// empty when none is known; "" for an unbound sender).
+	Senders []string `protobuf:"bytes,21,rep,name=senders,proto3" json:"senders,omitempty"`
+	// A client waiting in a listener's accept queue (state established, no
+	// peer inode): the unaccepted server end with the data this client sent
+	// into it (queue/creds/fds), captured at the end of the dump; ino 0.
+	Embryo *UnixSocket `protobuf:"bytes,22,opt,name=embryo,proto3" json:"embryo,omitempty"`
+	// The peer is outside the dump (dumped with --ext-unix-sk): restore
+	// connects to peer_name again. peer_name: the peer's bound name at dump
+	// time, "" if unbound (also set for peers inside the dump).
+	External bool   `protobuf:"varint,23,opt,name=external,proto3" json:"external,omitempty"`
+	PeerName string `protobuf:"bytes,24,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`
+	// A client waiting in a listener's accept queue: the listener's inode
+	// (its icons list the order).
+	ListenerIno   uint64 `protobuf:"varint,25,opt,name=listener_ino,json=listenerIno,proto3" json:"listener_ino,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2026,6 +2058,149 @@ func (x *UnixSocket) GetCreds() []*UnixCred {
 	return nil
 }
 
+func (x *UnixSocket) GetVfsIno() uint64 {
+	if x != nil {
+		return x.VfsIno
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetVfsDev() uint32 {
+	if x != nil {
+		return x.VfsDev
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetNameDeleted() bool {
+	if x != nil {
+		return x.NameDeleted
+	}
+	return false
+}
+
+func (x *UnixSocket) GetNameMode() uint32 {
+	if x != nil {
+		return x.NameMode
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetNameUid() uint32 {
+	if x != nil {
+		return x.NameUid
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetNameGid() uint32 {
+	if x != nil {
+		return x.NameGid
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetIcons() []uint64 {
+	if x != nil {
+		return x.Icons
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetFds() []*UnixFds {
+	if x != nil {
+		return x.Fds
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetSenders() []string {
+	if x != nil {
+		return x.Senders
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetEmbryo() *UnixSocket {
+	if x != nil {
+		return x.Embryo
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetExternal() bool {
+	if x != nil {
+		return x.External
+	}
+	return false
+}
+
+func (x *UnixSocket) GetPeerName() string {
+	if x != nil {
+		return x.PeerName
+	}
+	return ""
+}
+
+func (x *UnixSocket) GetListenerIno() uint64 {
+	if x != nil {
+		return x.ListenerIno
+	}
+	return 0
+}
+
+// File ids sent with one queued message (SCM_RIGHTS), in order.
+type UnixFds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileIds       []uint32               `protobuf:"varint,1,rep,packed,name=file_ids,json=fileIds,proto3" json:"file_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixFds) Reset() {
+	*x = UnixFds{}
+	mi := &file_image_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixFds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixFds) ProtoMessage() {}
+
+func (x *UnixFds) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
+func (*UnixFds) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UnixFds) GetFileIds() []uint32 {
+	if x != nil {
+		return x.FileIds
+	}
+	return nil
+}
+
 // An IPv4/IPv6 socket (TCP or UDP) that is not an established connection:
 // a TCP listener, an unconnected TCP socket (maybe bound), or a UDP socket
 // (maybe bound, maybe connected) with an empty receive queue.
@@ -2081,7 +2256,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2268,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2281,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2412,7 +2587,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2599,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2612,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2591,7 +2766,7 @@ type InetOpt struct {
 
 func (x *InetOpt) Reset() {
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2778,7 @@ func (x *InetOpt) String() string {
 func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2791,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2651,7 +2826,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2838,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2851,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2711,7 +2886,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2898,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2911,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -2781,7 +2956,7 @@ type Timerfd struct {
 
 func (x *Timerfd) Reset() {
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2968,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2981,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -2865,7 +3040,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3052,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3065,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -2940,7 +3115,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3127,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3140,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3013,7 +3188,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3200,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3213,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3207,7 +3382,7 @@ type FdEntry struct {
 
 func (x *FdEntry) Reset() {
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3219,7 +3394,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3232,7 +3407,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3438,7 +3613,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xa5\x02\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xd2\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -3452,7 +3627,23 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\t \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\n" +
 	" \x01(\x05R\x05state\x12.\n" +
-	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\"\xc1\b\n" +
+	"\x05creds\x18\v \x03(\v2\x18.ctrcr.image.v1.UnixCredR\x05creds\x12\x17\n" +
+	"\avfs_ino\x18\f \x01(\x04R\x06vfsIno\x12\x17\n" +
+	"\avfs_dev\x18\r \x01(\rR\x06vfsDev\x12!\n" +
+	"\fname_deleted\x18\x0e \x01(\bR\vnameDeleted\x12\x1b\n" +
+	"\tname_mode\x18\x0f \x01(\rR\bnameMode\x12\x19\n" +
+	"\bname_uid\x18\x10 \x01(\rR\anameUid\x12\x19\n" +
+	"\bname_gid\x18\x11 \x01(\rR\anameGid\x12\x18\n" +
+	"\abacklog\x18\x12 \x01(\rR\abacklog\x12\x14\n" +
+	"\x05icons\x18\x13 \x03(\x04R\x05icons\x12)\n" +
+	"\x03fds\x18\x14 \x03(\v2\x17.ctrcr.image.v1.UnixFdsR\x03fds\x12\x18\n" +
+	"\asenders\x18\x15 \x03(\tR\asenders\x122\n" +
+	"\x06embryo\x18\x16 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x06embryo\x12\x1a\n" +
+	"\bexternal\x18\x17 \x01(\bR\bexternal\x12\x1b\n" +
+	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
+	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
+	"\aUnixFds\x12\x19\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -3634,7 +3825,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -3657,16 +3848,17 @@ var file_image_proto_goTypes = []any{
 	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
 	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
 	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 21: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 22: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 23: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 24: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 25: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 26: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 27: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 28: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 29: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 30: ctrcr.image.v1.FdEntry
+	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -3683,21 +3875,23 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	24, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	23, // 15: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	22, // 16: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	27, // 17: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 18: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	25, // 19: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 20: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	26, // 21: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	28, // 22: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	21, // 23: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3711,7 +3905,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

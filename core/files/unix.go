@@ -1,0 +1,308 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/core/unixsk"
+)
+
+// socket records a socket: unix sockets (core/unixsk: every type, bound,
+// listening, connected, with their queues and the files in flight; peers
+// are checked by CheckSockets once every process is recorded), and IPv4/
+// IPv6 sockets that are not established connections (core/inetsk); other
+// families are refused, naming the fd.
+func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint32, error) {
+	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
+	}
+	switch domain {
+	case unix.AF_UNIX:
+	case unix.AF_INET, unix.AF_INET6:
+		return t.inetSocket(f, fd, cp, link, t.opts)
+	case unix.AF_PACKET:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket (AF_PACKET)"}
+	case unix.AF_NETLINK:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "netlink socket"}
+	default:
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
+	}
+	if pid == os.Getpid() {
+		// a unix socket in flight in another one's queue
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
+	}
+	if t.diag == nil {
+		if t.diag, err = unixsk.ReadDiag(); err != nil {
+			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
+	}
+	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight})
+	if err != nil {
+		var ue *unixsk.UnsupportedError
+		if errors.As(err, &ue) {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket: " + ue.Reason}
+		}
+		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+	}
+	f.Kind = imagepb.FileKind_FILE_UNIX
+	f.Unix = sk
+	t.unixAt[f.Ino] = fdRef{pid: pid, fd: fd, cp: cp}
+	return t.add("", f), nil
+}
+
+// inFlight records the files sent with one queued SCM_RIGHTS message, from
+// the copies the kernel installed in our process while peeking (they are
+// ours: held until Close). A file also open in a dumped process (or in
+// flight elsewhere) is the same entry, found with kcmp.
+func (t *Table) inFlight(fds []int) ([]uint32, error) {
+	self := os.Getpid()
+	t.held = append(t.held, fds...)
+	ids := make([]uint32, len(fds))
+	for i, fd := range fds {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, fmt.Errorf("file in flight: fstat: %w", err)
+		}
+		key := [2]uint64{st.Dev, st.Ino}
+		for _, s := range t.seen[key] {
+			if r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(self), uintptr(s.pid), 0 /*KCMP_FILE*/, uintptr(fd), uintptr(s.fd), 0); e == 0 && r == 0 {
+				ids[i] = s.id
+				break
+			}
+		}
+		if ids[i] != 0 {
+			continue
+		}
+		link, err := procfs.FdLink(self, fd)
+		if err != nil {
+			return nil, fmt.Errorf("file in flight: %w", err)
+		}
+		fi, err := procfs.ReadFdInfo(self, fd)
+		if err != nil {
+			return nil, fmt.Errorf("file in flight (%s): %w", link, err)
+		}
+		id, err := t.describe(self, fd, fd, link, fi, &st, t.opts)
+		if err != nil {
+			return nil, fmt.Errorf("file in flight: %w", err)
+		}
+		t.seen[key] = append(t.seen[key], seenFd{pid: self, fd: fd, id: id})
+		ids[i] = id
+	}
+	for _, id := range ids {
+		// (a socket also held by a task was found by kcmp above)
+		if f := t.byID(id); f != nil && f.Kind == imagepb.FileKind_FILE_UNIX {
+			return nil, &UnsupportedError{Fd: -1, Link: fmt.Sprintf("socket:[%d]", f.Ino), Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
+		}
+	}
+	return ids, nil
+}
+
+// byID returns the entry with that id.
+func (t *Table) byID(id uint32) *imagepb.FileEntry {
+	for _, f := range t.Files {
+		if f.Id == id {
+			return f
+		}
+	}
+	return nil
+}
+
+// unixEntries lists the unix socket entries, by inode.
+func (t *Table) unixEntries() map[uint64]*imagepb.FileEntry {
+	m := map[uint64]*imagepb.FileEntry{}
+	for _, f := range t.Files {
+		if f.Kind == imagepb.FileKind_FILE_UNIX && f.Unix != nil {
+			m[f.Unix.Ino] = f
+		}
+	}
+	return m
+}
+
+// unixErr names the socket of entry f: where it is open, and its inode.
+func (t *Table) unixErr(f *imagepb.FileEntry, format string, a ...any) error {
+	at := t.unixAt[f.Unix.Ino]
+	return &UnsupportedError{Pid: at.pid, Fd: at.fd, Link: fmt.Sprintf("socket:[%d]", f.Unix.Ino), Kind: fmt.Sprintf(format, a...)}
+}
+
+// CheckSockets verifies, once every process is recorded, that the peer of
+// every unix socket is in the dump. A socket connected to a peer outside
+// (or waiting in the accept queue of an outside listener) is refused,
+// naming it, its peer and the peer's name, unless opts.ExtUnixSk: it is
+// then marked External and connects to the peer's name again on restore
+// (refused all the same when the peer has no name, or when data from the
+// outside peer is queued on it, or data it sent into an unaccepted
+// connection is, which could not be restored). A client outside the dump
+// waiting in the accept queue of a listener in the dump is refused too
+// unless opts.ExtUnixSk: its connection is then dropped on restore.
+// Unaccepted connections carrying data are refused with
+// opts.LeaveRunning: reading them would take them from the target.
+func (t *Table) CheckSockets(opts Options) error {
+	socks := t.unixEntries()
+	inos := make([]uint64, 0, len(socks))
+	for ino := range socks {
+		inos = append(inos, ino)
+	}
+	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
+	for _, ino := range inos {
+		f := socks[ino]
+		u := f.Unix
+		if u.State == 10 { // listening
+			if err := t.checkListener(f, socks, opts); err != nil {
+				return err
+			}
+			continue
+		}
+		peer := u.PeerIno
+		if peer == 0 {
+			peer = u.ListenerIno
+		}
+		if peer == 0 || socks[peer] != nil {
+			continue
+		}
+		what := fmt.Sprintf("unix %s socket connected to socket:[%d] (%s) outside the dump", typeName(u.Type), peer, nameOrUnbound(u.PeerName))
+		if u.PeerIno == 0 {
+			what = fmt.Sprintf("unix %s socket waiting in the accept queue of socket:[%d] (%s) outside the dump", typeName(u.Type), peer, nameOrUnbound(u.PeerName))
+		}
+		if !opts.ExtUnixSk {
+			if u.PeerName == "" {
+				return t.unixErr(f, "%s", what)
+			}
+			return t.unixErr(f, "%s: dump with --ext-unix-sk to connect it to %q again on restore", what, u.PeerName)
+		}
+		if u.PeerName == "" {
+			return t.unixErr(f, "%s: the peer has no name to connect to again", what)
+		}
+		if u.Type != unix.SOCK_DGRAM && len(u.Queue) > 0 {
+			return t.unixErr(f, "%s: %d bytes it sent are queued and would be lost", what, len(u.Queue))
+		}
+		if e, ok := t.diag.Lookup(u.Ino); ok && u.PeerIno == 0 && e.WQueue > 0 {
+			return t.unixErr(f, "%s: the data it sent into the unaccepted connection would be lost", what)
+		}
+		u.External = true
+	}
+	return nil
+}
+
+// checkListener checks the accept queue of a listening socket.
+func (t *Table) checkListener(f *imagepb.FileEntry, socks map[uint64]*imagepb.FileEntry, opts Options) error {
+	u := f.Unix
+	for _, c := range u.Icons {
+		if socks[c] == nil && !opts.ExtUnixSk {
+			return t.unixErr(f, "unix listener %s has a connection from socket:[%d], outside the dump, waiting in its accept queue (dump with --ext-unix-sk to drop it on restore)", u.Name, c)
+		}
+	}
+	if n := len(unixsk.EmbryosWithData(u, t.diag)); n > 0 && opts.LeaveRunning {
+		return t.unixErr(f, "unix listener %s has %d unaccepted connection(s) with data queued: reading it means accepting them, which cannot be undone, so it is refused with --leave-running", u.Name, n)
+	}
+	return nil
+}
+
+// CaptureUnixEmbryos reads the data waiting clients sent into unaccepted
+// connections (see unixsk.CaptureEmbryos): it takes those connections from
+// the target, so call it last, just before the image is written, and only
+// when the target is killed afterwards. Files in flight there are recorded
+// like the others; memfds among them are refused (their contents would be
+// dumped with the memory, which is done by then).
+func (t *Table) CaptureUnixEmbryos() error {
+	socks := t.unixEntries()
+	for _, f := range t.Files {
+		l := f.Unix
+		if f.Kind != imagepb.FileKind_FILE_UNIX || l == nil || l.State != 10 || len(l.Icons) == 0 {
+			continue
+		}
+		clients := map[uint64]*imagepb.UnixSocket{}
+		for _, c := range l.Icons {
+			if e := socks[c]; e != nil && e.Unix.ListenerIno == l.Ino {
+				clients[c] = e.Unix
+			}
+		}
+		objs := len(t.Objects)
+		acc, err := unixsk.CaptureEmbryos(t.unixAt[l.Ino].cp, l, clients, unixsk.Options{InFlight: t.inFlight})
+		t.held = append(t.held, acc...)
+		if err != nil {
+			at := t.unixAt[l.Ino]
+			return fmt.Errorf("pid %d: fd %d (socket:[%d]): %w", at.pid, at.fd, l.Ino, err)
+		}
+		if len(t.Objects) != objs {
+			return t.unixErr(f, "memfd in flight in an unaccepted connection")
+		}
+	}
+	return nil
+}
+
+func typeName(typ int32) string {
+	switch typ {
+	case unix.SOCK_STREAM:
+		return "stream"
+	case unix.SOCK_DGRAM:
+		return "dgram"
+	case unix.SOCK_SEQPACKET:
+		return "seqpacket"
+	}
+	return fmt.Sprintf("type-%d", typ)
+}
+
+func nameOrUnbound(n string) string {
+	if n == "" {
+		return "unbound"
+	}
+	return fmt.Sprintf("%q", n)
+}
+
+// socketEnd returns our fd of a unix socket entry. On the first use of any,
+// every unix socket of the image is built at once (unixsk.Build): they
+// refer to each other by name, peer and accept queue. The files in flight
+// are opened through the Opener, so a file also held by a process is the
+// same open file description.
+func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
+	if f.Unix == nil {
+		return -1, errors.New("unix socket entry without its description")
+	}
+	if o.unixBuilding {
+		return -1, fmt.Errorf("unix socket:[%d] in flight in another unix socket: unsupported", f.Unix.Ino)
+	}
+	if o.unixBuilt {
+		return -1, fmt.Errorf("unix socket:[%d]: not built", f.Unix.Ino)
+	}
+	var entries []*imagepb.FileEntry
+	var socks []*imagepb.UnixSocket
+	for _, e := range o.files {
+		if e.Kind == imagepb.FileKind_FILE_UNIX {
+			if e.Unix == nil {
+				return -1, fmt.Errorf("file %d: unix socket entry without its description", e.Id)
+			}
+			entries = append(entries, e)
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Id < entries[j].Id })
+	for _, e := range entries {
+		socks = append(socks, e.Unix)
+	}
+	o.unixBuilding = true
+	fds, err := unixsk.Build(socks, func(id uint32) (int, error) {
+		if e := o.files[id]; e != nil && e.Kind == imagepb.FileKind_FILE_UNIX {
+			return -1, fmt.Errorf("unix socket:[%d] in flight in another unix socket: unsupported", e.Ino)
+		}
+		return o.Open(id)
+	})
+	o.unixBuilding = false
+	if err != nil {
+		return -1, err
+	}
+	o.unixBuilt = true
+	for _, e := range entries {
+		fd := fds[e.Unix.Ino]
+		o.open[e.Id] = fd
+		if err := unix.SetNonblock(fd, e.Flags&unix.O_NONBLOCK != 0); err != nil {
+			return -1, fmt.Errorf("unix socket:[%d]: set O_NONBLOCK: %w", e.Unix.Ino, err)
+		}
+	}
+	return o.open[f.Id], nil
+}

@@ -1,0 +1,85 @@
+package unixsk
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// Describe names the key facts of a dumped unix socket in one line, for
+// ctr-cr show: type; LISTEN, "waiting on socket:[L]" (in an accept
+// queue), "peer socket:[P]" or unconnected; the peer's or listener's name
+// ("to"); its own name ("bound", "(deleted)"); "external" peer; listen
+// backlog and waiting connections; queued messages and bytes, the data of
+// an unaccepted connection, files in flight, credentials, shutdown.
+func Describe(s *imagepb.UnixSocket) string {
+	if s == nil {
+		return "unix socket (no description)"
+	}
+	var b strings.Builder
+	switch s.Type {
+	case unix.SOCK_STREAM:
+		b.WriteString("stream")
+	case unix.SOCK_DGRAM:
+		b.WriteString("dgram")
+	case unix.SOCK_SEQPACKET:
+		b.WriteString("seqpacket")
+	default:
+		fmt.Fprintf(&b, "type-%d", s.Type)
+	}
+	switch {
+	case s.State == tcpListen:
+		b.WriteString(" LISTEN")
+	case s.ListenerIno != 0 && s.PeerIno == 0:
+		fmt.Fprintf(&b, " waiting on socket:[%d]", s.ListenerIno)
+	case s.PeerIno != 0:
+		fmt.Fprintf(&b, " peer socket:[%d]", s.PeerIno)
+	default:
+		b.WriteString(" unconnected")
+	}
+	if s.PeerName != "" {
+		fmt.Fprintf(&b, " to %q", s.PeerName)
+	}
+	if s.Name != "" {
+		fmt.Fprintf(&b, " bound %q", s.Name)
+		if s.NameDeleted {
+			b.WriteString(" (deleted)")
+		}
+	}
+	if s.External {
+		b.WriteString(" external")
+	}
+	if s.State == tcpListen {
+		fmt.Fprintf(&b, " backlog %d waiting %d", s.Backlog, len(s.Icons))
+	}
+	if len(s.Queue) > 0 {
+		fmt.Fprintf(&b, " queued %d msg/%d bytes", len(s.Queue), queueBytes(s))
+	}
+	if e := s.Embryo; e != nil && len(e.Queue) > 0 {
+		fmt.Fprintf(&b, " unaccepted %d msg/%d bytes", len(e.Queue), queueBytes(e))
+	}
+	nfds, ncreds := 0, 0
+	for _, q := range []*imagepb.UnixSocket{s, s.Embryo} {
+		for _, f := range q.GetFds() {
+			nfds += len(f.GetFileIds())
+		}
+		for _, c := range q.GetCreds() {
+			if c.GetPid() != 0 {
+				ncreds++
+			}
+		}
+	}
+	if nfds > 0 {
+		fmt.Fprintf(&b, " fds in flight %d", nfds)
+	}
+	if ncreds > 0 {
+		fmt.Fprintf(&b, " creds %d", ncreds)
+	}
+	if s.Shutdown != 0 {
+		fmt.Fprintf(&b, " shutdown %s", map[uint32]string{1: "rd", 2: "wr", 3: "rdwr"}[s.Shutdown&3])
+	}
+	return b.String()
+}

@@ -1,0 +1,140 @@
+package unixsk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// kernelDev encodes a device number the way the kernel keeps it internally
+// (MKDEV: major<<20 | minor), which is what UNIX_DIAG_VFS reports.
+func kernelDev(dev uint64) uint32 {
+	return uint32(unix.Major(dev))<<20 | uint32(unix.Minor(dev))
+}
+
+// describeName records the facts of a bound path: the socket file inode
+// the kernel holds, whether the path still leads to it (else the name was
+// deleted, or replaced by another file), and the file's mode and owner.
+func describeName(s *imagepb.UnixSocket, e DiagEntry) error {
+	if s.Name == "" || s.Name[0] != '/' {
+		return nil
+	}
+	s.VfsIno, s.VfsDev = uint64(e.vfsIno), e.vfsDev
+	var st unix.Stat_t
+	err := unix.Stat(s.Name, &st)
+	switch {
+	case err == nil && st.Ino == s.VfsIno && kernelDev(st.Dev) == s.VfsDev:
+		s.NameMode, s.NameUid, s.NameGid = st.Mode, st.Uid, st.Gid
+	case err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		s.NameDeleted = true
+		s.NameMode = unix.S_IFSOCK | 0o777&^0o022 // unknown: the usual umask
+	default:
+		return fmt.Errorf("unix socket:[%d]: stat bound path %s: %w", s.Ino, s.Name, err)
+	}
+	return nil
+}
+
+// ListenerOf returns the listening socket whose accept queue holds the
+// connection of client ino (the kernel reports such a client with state
+// ESTABLISHED and no peer inode: its peer, the embryonic server end, has
+// no file).
+func (d *Diag) ListenerOf(ino uint64) (uint64, bool) {
+	if d == nil {
+		return 0, false
+	}
+	l, ok := d.listenerOf[ino]
+	return l, ok
+}
+
+// sockaddr is the address for an image name ("@x": abstract).
+func sockaddr(name string) *unix.SockaddrUnix { return &unix.SockaddrUnix{Name: name} }
+
+// bindName binds fd to s.Name. A path still occupied by a socket file that
+// nobody listens on any more (left behind by the dumped, now dead, owner:
+// connect answers ECONNREFUSED) is removed first; a path held by a live
+// socket or by another kind of file is an error. A deleted name is bound
+// at its path when free, else at a free sibling path; either way it is
+// returned in unlink, to be removed once every peer has connected to it.
+// The socket file gets its dumped mode and owner back.
+func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
+	name := s.Name
+	if name[0] == '/' {
+		if name, err = freePath(s); err != nil {
+			return "", err
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(name)); err != nil {
+		if errors.Is(err, unix.EADDRINUSE) && name[0] == '@' {
+			return "", fmt.Errorf("unix socket:[%d]: bind %q: abstract name in use by another socket: %w", s.Ino, name, err)
+		}
+		return "", fmt.Errorf("unix socket:[%d]: bind %q: %w", s.Ino, name, err)
+	}
+	if name[0] != '/' {
+		return "", nil
+	}
+	if s.NameDeleted {
+		return name, nil
+	}
+	if s.NameMode != 0 {
+		if err := unix.Chmod(name, s.NameMode&0o7777); err != nil {
+			return "", fmt.Errorf("unix socket:[%d]: chmod %s: %w", s.Ino, name, err)
+		}
+		if err := unix.Lchown(name, int(s.NameUid), int(s.NameGid)); err != nil {
+			return "", fmt.Errorf("unix socket:[%d]: chown %s: %w", s.Ino, name, err)
+		}
+	}
+	return "", nil
+}
+
+// freePath returns where to bind a path name (see bindName).
+func freePath(s *imagepb.UnixSocket) (string, error) {
+	var st unix.Stat_t
+	err := unix.Lstat(s.Name, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return s.Name, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("unix socket:[%d]: stat %s: %w", s.Ino, s.Name, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFSOCK && !liveSocket(s.Name, int(s.Type)) {
+		if err := os.Remove(s.Name); err != nil && !os.IsNotExist(err) {
+			return "", fmt.Errorf("unix socket:[%d]: remove the stale socket file %s: %w", s.Ino, s.Name, err)
+		}
+		return s.Name, nil
+	}
+	if !s.NameDeleted {
+		what := "a live socket"
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			what = fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT)
+		}
+		return "", fmt.Errorf("unix socket:[%d]: cannot bind %s: the path is taken by %s", s.Ino, s.Name, what)
+	}
+	// A deleted name whose path is taken again: bind nearby and unlink.
+	for i := 0; i < 100; i++ {
+		p := fmt.Sprintf("%s.ctr-cr-sk.%d", s.Name, i)
+		if len(p) > 107 {
+			p = filepath.Join(filepath.Dir(s.Name), fmt.Sprintf(".ctr-cr-sk.%d", i))
+		}
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unix socket:[%d]: no free path near %s to bind the deleted name", s.Ino, s.Name)
+}
+
+// liveSocket reports whether some socket still listens (or, for dgram,
+// is bound) at path: only ECONNREFUSED says the file is a leftover.
+func liveSocket(path string, typ int) bool {
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(fd)
+	err = unix.Connect(fd, sockaddr(path))
+	return !errors.Is(err, unix.ECONNREFUSED)
+}
