@@ -120,10 +120,23 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		return nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
 	}
 	st.ValidateMs = ms(time.Since(t0))
-	t := &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}
-	if err := t.restore(); err != nil {
+	// With the ns_last_pid method a fork elsewhere on the host can take a
+	// pid between our rewind of the cursor and our fork. A process is
+	// forked again at once (stubNsLastPid, forkChild); a thread cannot be
+	// undone alone, so then the whole tree is torn down and restored
+	// again, as long as its pids are free.
+	var t *tree
+	for attempt := 1; ; attempt++ {
+		t = &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}
+		err := t.restore()
+		if err == nil {
+			break
+		}
 		t.abort()
-		return nil, err
+		if !errors.Is(err, errPidRace) || attempt == 5 || checkFree(procs) != nil {
+			return nil, err
+		}
+		*st = Stats{}
 	}
 	st.TotalMs = ms(time.Since(t0))
 	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings}, nil

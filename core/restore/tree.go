@@ -516,10 +516,17 @@ func (t *tree) abort() {
 			unix.Kill(r.pid, unix.SIGKILL)
 		}
 	}
-	if t.stub != nil && t.stub.helper != nil {
-		killCmd(t.stub.helper)
+	// The ns_last_pid stub is our child through os/exec: kill it, but
+	// collect it with the rest (reapAll waits with __WALL). Its exit is
+	// reported only once its traced threads are reaped, so waiting for it
+	// alone first (exec.Cmd.Wait) would never return.
+	if t.stub != nil && t.stub.helper != nil && t.stub.helper.Process != nil {
+		t.stub.helper.Process.Kill()
 	}
 	reapAll(2 * time.Second)
+	if t.stub != nil && t.stub.helper != nil && t.stub.helper.Process != nil {
+		t.stub.helper.Process.Release()
+	}
 	t.opener.Finish()
 }
 
@@ -623,7 +630,7 @@ func (t *tree) clonePid(th *thread, args uint64, want int) (int, error) {
 		// is killed and reaped by its parent, then we try again; a wrong
 		// thread cannot be undone alone.
 		if thread || attempt == 4 {
-			return got, fmt.Errorf("ns_last_pid: got %d instead of %d (another task took it)", got, want)
+			return got, fmt.Errorf("ns_last_pid: got %d instead of %d: %w", got, want, errPidRace)
 		}
 		unix.Kill(got, unix.SIGKILL)
 		reap(got)
