@@ -8,9 +8,14 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // statTty returns tty_nr and tpgid of pid from /proc/pid/stat.
@@ -82,4 +87,168 @@ func TestCR_PtyLeaveRunning(t *testing.T) {
 	tr.requestGo()
 	tr.waitRootExit(t, goTimeout)
 	tr.requirePass(tr.fgStderrText())
+}
+
+// tmuxScript runs in the tmux pane: a counter printed about three times a
+// second, and every line typed into the pane run as a command.
+const tmuxScript = `i=0; while :; do i=$((i+1)); echo "count $i"; if read -r -t 0.3 line; then eval "$line"; fi; done`
+
+// tmuxRun is a tmux server on its own socket, started by the test.
+type tmuxRun struct {
+	t      *testing.T
+	sock   string
+	server int // pid of the tmux server
+	pane   int // pid of the shell in the pane
+}
+
+// tmux runs a tmux command against the test's server and returns stdout.
+func (x *tmuxRun) tmux(args ...string) (string, error) {
+	cmd := exec.Command("tmux", append([]string{"-S", x.sock, "-f", "/dev/null"}, args...)...)
+	cmd.Env = tmuxEnv()
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		err = fmt.Errorf("%v: %s", err, ee.Stderr)
+	}
+	return string(out), err
+}
+
+// tmuxEnv is our environment without TMUX (the test may itself run in a
+// tmux pane: the commands must go to the test's server only).
+func tmuxEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "TMUX=") && !strings.HasPrefix(e, "TMUX_PANE=") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+// lastCount returns the highest "count N" line of the pane, or -1.
+func (x *tmuxRun) lastCount() int {
+	out, err := x.tmux("capture-pane", "-p", "-t", "ctrcr")
+	if err != nil {
+		return -1
+	}
+	n := -1
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "count "); ok {
+			if c, err := strconv.Atoi(v); err == nil && c > n {
+				n = c
+			}
+		}
+	}
+	return n
+}
+
+// waitPane waits until the pane shows a line equal to want, or a counter
+// above count when want is "".
+func (x *tmuxRun) waitPane(want string, count int) {
+	x.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := x.tmux("capture-pane", "-p", "-t", "ctrcr")
+		if err == nil {
+			if want == "" && x.lastCount() > count {
+				return
+			}
+			for _, l := range strings.Split(out, "\n") {
+				if want != "" && strings.TrimSpace(l) == want {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			x.t.Fatalf("tmux pane: no line %q / counter above %d after 15s (%v); pane:\n%s", want, count, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// isOurs reports whether pid still runs the test's tmux server or pane
+// shell (so that a recycled pid is never killed).
+func (x *tmuxRun) isOurs(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && (strings.Contains(string(b), "tmux") || strings.Contains(string(b), "count $i"))
+}
+
+// cleanup kills the server and the pane shell by pid (when still ours),
+// reaps them (they are reparented to us, the subreaper) and removes the
+// socket file.
+func (x *tmuxRun) cleanup() {
+	for _, pid := range []int{x.server, x.pane} {
+		if pid > 0 && x.isOurs(pid) {
+			killAndReap(pid)
+		}
+	}
+	os.Remove(x.sock)
+}
+
+// TestReal_Tmux: a detached tmux session (server on its own socket, a
+// shell loop printing a counter in its pane) whose server tree is dumped,
+// killed and restored with -d, twice; after each restore the counter goes
+// on and keys sent to the pane run a command whose output appears. Checked
+// from outside with tmux commands (no client is attached: the dumped tree
+// is the server and the pane). Nothing is left behind: no process, no
+// socket file.
+func TestReal_Tmux(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireTools(t, "tmux", "bash")
+	x := &tmuxRun{t: t, sock: filepath.Join(os.TempDir(), fmt.Sprintf("ctrcr-tmux-%d-%d.sock", os.Getpid(), time.Now().UnixNano()%1e9))}
+	t.Cleanup(x.cleanup)
+	if _, err := x.tmux("new-session", "-d", "-s", "ctrcr", "-x", "80", "-y", "24", "bash --norc --noprofile -c '"+tmuxScript+"'"); err != nil {
+		t.Fatalf("tmux new-session: %v", err)
+	}
+	out, err := x.tmux("display", "-p", "-t", "ctrcr", "#{pid} #{pane_pid}")
+	if err != nil {
+		t.Fatalf("tmux display: %v", err)
+	}
+	if _, err := fmt.Sscan(out, &x.server, &x.pane); err != nil || x.server <= 0 || x.pane <= 0 {
+		t.Fatalf("tmux display: %q: %v", out, err)
+	}
+	t.Logf("tmux server %d, pane shell %d, socket %s", x.server, x.pane, x.sock)
+	x.waitPane("", 2)
+	for cycle := 0; cycle < 2; cycle++ {
+		img := filepath.Join(t.TempDir(), "img")
+		before := x.lastCount()
+		_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(x.server), "-D", img)
+		if err != nil && strings.Contains(stderr, "unix socket: listening socket") {
+			requireRunningUntraced(t, x.server)
+			t.Skip("needs unix listening sockets (branch unix-sk)")
+		}
+		if err != nil {
+			t.Fatalf("cycle %d: dump: %v\n%s", cycle, err, stderr)
+		}
+		for _, pid := range []int{x.server, x.pane} {
+			if err := waitGone(pid, goneTimeout); err != nil {
+				t.Fatalf("cycle %d: after dump: %v", cycle, err)
+			}
+		}
+		if out, stderr, err := ctrcr(t, "show", img); err != nil || !strings.Contains(out, "master of /dev/pts/") {
+			t.Fatalf("cycle %d: show: %v\n%s%s", cycle, err, stderr, out)
+		}
+		if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
+			t.Fatalf("cycle %d: restore -d: %v\n%s", cycle, err, stderr)
+		}
+		x.waitPane("", before)
+		word := fmt.Sprintf("tmux-%d", 42+cycle)
+		if _, err := x.tmux("send-keys", "-t", "ctrcr", fmt.Sprintf("echo tmux-$((%d+%d))", 42, cycle), "Enter"); err != nil {
+			t.Fatalf("cycle %d: send-keys: %v", cycle, err)
+		}
+		x.waitPane(word, 0)
+		x.waitPane("", x.lastCount())
+		t.Logf("cycle %d: counter %d before the dump, %d now; the pane ran %q", cycle, before, x.lastCount(), word)
+	}
+	if _, err := x.tmux("kill-server"); err != nil {
+		t.Fatalf("tmux kill-server: %v", err)
+	}
+	for _, pid := range []int{x.server, x.pane} {
+		if err := waitGone(pid, goneTimeout); err != nil {
+			t.Fatalf("after kill-server: %v", err)
+		}
+	}
+	os.Remove(x.sock)
+	if _, err := os.Stat(x.sock); !os.IsNotExist(err) {
+		t.Fatalf("socket %s left behind: %v", x.sock, err)
+	}
 }
