@@ -12,8 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
@@ -251,4 +254,88 @@ func TestReal_Tmux(t *testing.T) {
 	if _, err := os.Stat(x.sock); !os.IsNotExist(err) {
 		t.Fatalf("socket %s left behind: %v", x.sock, err)
 	}
+}
+
+// takePtyIndex opens /dev/ptmx until it holds pty index n (a just-killed
+// pair is released asynchronously) and returns that master.
+func takePtyIndex(t *testing.T, n int) *os.File {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var extra []*os.File
+		for {
+			m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == n {
+				for _, e := range extra {
+					e.Close()
+				}
+				return m
+			}
+			if got > n {
+				m.Close()
+				break
+			}
+			extra = append(extra, m)
+		}
+		for _, e := range extra {
+			e.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pty index %d stays taken", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNegative_PtyIndexTaken: restoring t_pty while its pty index is held
+// by another pair fails naming the index and leaves no process; once the
+// index is free the same image restores and the case passes.
+func TestNegative_PtyIndexTaken(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1: nothing to check without C/R")
+	}
+	tr := startTree(t, Case{Name: "t_pty_taken", Src: "t_pty.c"}, treeOpts{treeFile: true, exact: true})
+	var idx int
+	for _, l := range strings.Split(tail(tr.Out, 10), "\n") {
+		if _, err := fmt.Sscanf(l, "log: pty /dev/pts/%d", &idx); err == nil {
+			break
+		}
+	}
+	img := filepath.Join(tr.imgBase, "img")
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(tr.root), "-D", img); err != nil {
+		tr.fatalf(stderr, "dump: %v", err)
+	}
+	if err := tr.waitTreeGone(tr.before); err != nil {
+		t.Fatal(err)
+	}
+	m := takePtyIndex(t, idx)
+	_, stderr, err := ctrcr(t, "restore", "-D", img, "-d")
+	requireFailed(t, err, stderr)
+	requireNoPanic(t, stderr)
+	if want := fmt.Sprintf("pty index %d is in use: its master is open in pid %d", idx, os.Getpid()); !strings.Contains(stderr, want) {
+		t.Errorf("restore error does not say %q:\n%s", want, stderr)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, p := range tr.before {
+		// a zombie reparented to us (the subreaper) is only reaped
+		if st := procState(p.Pid); st != "" {
+			waitGone(p.Pid, time.Second)
+			if st != "Z" {
+				t.Errorf("pid %d exists after the failed restore (state %s)", p.Pid, st)
+			}
+		}
+	}
+	m.Close()
+	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
+		t.Fatalf("restore -d once the index is free: %v\n%s", err, stderr)
+	}
+	finishChild(t, tr.Run)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -209,31 +210,40 @@ func openPtmxOnce(want uint32) (int, uint32, error) {
 	}
 }
 
-// ptyHolder names a process that has /dev/pts/index open, for errors.
+// ptyHolder names a process that has pty index open (its slave
+// /dev/pts/<index>, or its master: fdinfo shows the tty-index of /dev/ptmx
+// files), for errors.
 func ptyHolder(index uint32) string {
-	want := hostPts + "/" + strconv.FormatUint(uint64(index), 10)
+	slave := hostPts + "/" + strconv.FormatUint(uint64(index), 10)
+	master := "tty-index:\t" + strconv.FormatUint(uint64(index), 10) + "\n"
 	procs, _ := os.ReadDir("/proc")
 	for _, d := range procs {
 		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		for _, e := range fds {
-			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && l == want {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+			if err != nil {
+				continue
+			}
+			what := ""
+			switch l {
+			case slave:
+				what = "its slave " + slave
+			case "/dev/ptmx", hostPts + "/ptmx":
+				if fi, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name())); err == nil && strings.Contains(string(fi), master) {
+					what = "its master"
+				}
+			}
+			if what != "" {
 				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-				return fmt.Sprintf(": %s is open in pid %d (%s)", want, pid, string(trimNL(comm)))
+				return fmt.Sprintf(": %s is open in pid %d (%s, fd %s)", what, pid, strings.TrimSpace(string(comm)), e.Name())
 			}
 		}
 	}
-	return " (by a process holding its master)"
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && b[len(b)-1] == '\n' {
-		b = b[:len(b)-1]
-	}
-	return b
+	return ""
 }
 
 // closePtys closes our fds of the recreated pairs.
