@@ -303,12 +303,7 @@ func TestNegative_PtyIndexTaken(t *testing.T) {
 		t.Skip("CTRCR_NOCR=1: nothing to check without C/R")
 	}
 	tr := startTree(t, Case{Name: "t_pty_taken", Src: "t_pty.c"}, treeOpts{treeFile: true, exact: true})
-	var idx int
-	for _, l := range strings.Split(tail(tr.Out, 10), "\n") {
-		if _, err := fmt.Sscanf(l, "log: pty /dev/pts/%d", &idx); err == nil {
-			break
-		}
-	}
+	idx := ptyIndexOf(t, tr.Out)
 	img := filepath.Join(tr.imgBase, "img")
 	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(tr.root), "-D", img); err != nil {
 		tr.fatalf(stderr, "dump: %v", err)
@@ -338,4 +333,76 @@ func TestNegative_PtyIndexTaken(t *testing.T) {
 		t.Fatalf("restore -d once the index is free: %v\n%s", err, stderr)
 	}
 	finishChild(t, tr.Run)
+}
+
+// ptyIndexOf reads the index t_pty logged before ready.
+func ptyIndexOf(t *testing.T, out string) int {
+	t.Helper()
+	for _, l := range strings.Split(tail(out, 10), "\n") {
+		var idx int
+		if _, err := fmt.Sscanf(l, "log: pty /dev/pts/%d", &idx); err == nil {
+			return idx
+		}
+	}
+	t.Fatalf("no pty index in %s", out)
+	return -1
+}
+
+// TestNegative_PtyDumpFails: a dump of t_pty fails (1) when a process
+// outside the dump holds the pty's slave: refused naming it, before
+// anything is read; (2) when the image cannot be written (a full file
+// system), after the queued data was read out: it is written back. Each
+// time the tree runs on untouched; the usual C/R cycles then show the
+// queued data arrives exactly once.
+func TestNegative_PtyDumpFails(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1: nothing to check without C/R")
+	}
+	tr := startTree(t, Case{Name: "t_pty_fails", Src: "t_pty.c", Verify: verifyPtyCase}, treeOpts{treeFile: true, exact: true})
+	idx := ptyIndexOf(t, tr.Out)
+	requireUntouched := func(when string) {
+		tr.checkTree(t, when, false)
+		for _, p := range tr.before {
+			requireRunningUntraced(t, p.Pid)
+		}
+	}
+
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", idx), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(tr.root), "-D", filepath.Join(tr.imgBase, "outside"))
+	s.Close()
+	requireFailed(t, err, stderr)
+	requireNoPanic(t, stderr)
+	if want := fmt.Sprintf("slave is also held by pid %d", os.Getpid()); !strings.Contains(stderr, want) {
+		t.Errorf("dump error does not say %q:\n%s", want, stderr)
+	}
+	requireUntouched("after the refused dump")
+
+	full := filepath.Join(tr.imgBase, "full")
+	if err := os.Mkdir(full, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=4k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(full, unix.MNT_DETACH) })
+	_, stderr, err = ctrcr(t, "dump", "-t", strconv.Itoa(tr.root), "-D", filepath.Join(full, "img"))
+	requireFailed(t, err, stderr)
+	requireNoPanic(t, stderr)
+	if !strings.Contains(stderr, "no space left") {
+		t.Errorf("dump onto a full file system: %s", stderr)
+	}
+	requireUntouched("after the failed dump")
+	if err := unix.Unmount(full, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	tr.cycles(t)
+	tr.verify(t)
+	tr.requestGo()
+	tr.waitRootExit(t, goTimeout)
+	tr.requirePass(tr.fgStderrText())
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -121,6 +122,11 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 			s.f.Kind, s.f.Pty = imagepb.FileKind_FILE_TTY, nil
 		}
 	}
+	if len(masters) > 0 {
+		if err := ptysHeldOutside(masters, inDump); err != nil {
+			return err
+		}
+	}
 	idxs := make([]uint32, 0, len(masters))
 	for idx := range masters {
 		idxs = append(idxs, idx)
@@ -174,11 +180,6 @@ func (t *Table) dumpPair(m *ptyEnd, slaveHeld bool, inDump func(pid int) bool) e
 		return fmt.Errorf("poll: %w", err)
 	}
 	p.SlaveClosed = !slaveHeld && pfd[0].Revents&unix.POLLHUP != 0
-	if !slaveHeld {
-		if err := ptyHeldOutside(p.Index); err != nil {
-			return err
-		}
-	}
 	if !slaveHeld && !p.SlaveClosed {
 		return nil // never opened: see imagepb.Pty on queued data
 	}
@@ -230,10 +231,16 @@ func (t *Table) PutBackPtys() error {
 	return errors.Join(errs...)
 }
 
-// ptyHeldOutside fails when a process outside the dump (any process but
-// us, since the dump's tasks do not hold the slave) has /dev/pts/index open.
-func ptyHeldOutside(index uint32) error {
-	want := hostPts + "/" + strconv.FormatUint(uint64(index), 10)
+// ptysHeldOutside fails when a process outside the dump (and not us)
+// holds an end of a pair of the dump: its slave (/dev/pts/<index> of the
+// host's devpts), or its master's open file (/dev/ptmx with that
+// tty-index in fdinfo, the same open file as the task's by kcmp). After
+// restore it would be left with the old pair.
+func ptysHeldOutside(masters map[uint32]*ptyEnd, inDump func(pid int) bool) error {
+	dev, err := hostPtsDev()
+	if err != nil {
+		return err
+	}
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return err
@@ -241,7 +248,7 @@ func ptyHeldOutside(index uint32) error {
 	self := os.Getpid()
 	for _, d := range procs {
 		pid, err := strconv.Atoi(d.Name())
-		if err != nil || pid == self {
+		if err != nil || pid == self || inDump(pid) {
 			continue
 		}
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -249,12 +256,52 @@ func ptyHeldOutside(index uint32) error {
 			continue
 		}
 		for _, e := range fds {
-			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && l == want {
-				return &UnsupportedError{Fd: -1, Link: want, Kind: fmt.Sprintf("pty slave held by pid %d (fd %s) outside the dump", pid, e.Name())}
+			path := fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())
+			l, err := os.Readlink(path)
+			if err != nil {
+				continue
+			}
+			var held *ptyEnd
+			what := "slave"
+			switch {
+			case strings.HasPrefix(l, hostPts+"/"):
+				var st unix.Stat_t
+				if unix.Stat(path, &st) != nil || st.Dev != dev {
+					continue
+				}
+				if idx, ok := PtySlaveIndex(st.Rdev); ok {
+					held = masters[idx]
+				}
+			case l == "/dev/ptmx" || l == hostPts+"/ptmx":
+				fi, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(string(fi), "\n") {
+					if v, ok := strings.CutPrefix(line, "tty-index:"); ok {
+						if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+							held = masters[uint32(n)]
+						}
+					}
+				}
+				fd, _ := strconv.Atoi(e.Name())
+				if held != nil && !sameFile(pid, fd, held.pid, held.fd) {
+					held = nil
+				}
+				what = "master"
+			}
+			if held != nil {
+				return &UnsupportedError{Pid: held.pid, Fd: held.fd, Link: held.link, Kind: fmt.Sprintf("pty whose %s is also held by pid %d (fd %s) outside the dump", what, pid, e.Name())}
 			}
 		}
 	}
 	return nil
+}
+
+// sameFile reports whether fd1 of pid1 and fd2 of pid2 are one open file.
+func sameFile(pid1, fd1, pid2, fd2 int) bool {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), 0 /*KCMP_FILE*/, uintptr(fd1), uintptr(fd2), 0)
+	return e == 0 && r == 0
 }
 
 // PtySession returns the session whose controlling terminal the pty with
