@@ -165,6 +165,9 @@ func (d *dumper) release() error {
 	if err := d.files.EndRepair(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.files.PutBackPtys(); err != nil {
+		errs = append(errs, err)
+	}
 	d.files.Close()
 	if d.netLock != "" {
 		if err := netlock.Unlock(d.netLock); err != nil {
@@ -251,6 +254,9 @@ func (d *dumper) run() error {
 			return fmt.Errorf("pid %d: memory: %w", t.pid, err)
 		}
 	}
+	if err := d.dumpPtys(fopts); err != nil {
+		return err
+	}
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
@@ -288,6 +294,38 @@ func (d *dumper) run() error {
 	return err
 }
 
+// dumpPtys reads the state of the pseudo-terminal pairs of the dump and
+// checks every controlling terminal: a pty of the dump, the terminal of
+// the session it belongs to, or (--shell-job) the job's outside terminal.
+func (d *dumper) dumpPtys(fopts files.Options) error {
+	live := map[int]bool{}
+	for _, t := range d.tasks {
+		if !t.zombie {
+			live[t.pid] = true
+		}
+	}
+	if err := d.files.DumpPtys(fopts, func(pid int) bool { return live[pid] }); err != nil {
+		return err
+	}
+	for _, t := range d.tasks {
+		if t.zombie || t.stat.TtyNr == 0 {
+			continue
+		}
+		if idx, ok := files.PtySlaveIndex(uint64(t.stat.TtyNr)); ok {
+			if sid, in := d.files.PtySession(idx); in {
+				if sid != int32(t.stat.Session) {
+					return fmt.Errorf("pid %d: its controlling terminal /dev/pts/%d is the terminal of session %d, not of its session %d", t.pid, idx, sid, t.stat.Session)
+				}
+				continue
+			}
+		}
+		if !d.opts.ShellJob {
+			return fmt.Errorf("pid %d: it has a controlling terminal (tty_nr %#x) that is not a pty of the dump: dump with --shell-job to restore the job onto the restorer's terminal", t.pid, t.stat.TtyNr)
+		}
+	}
+	return nil
+}
+
 // interrupted reports a cancelled dump as an error.
 func (d *dumper) interrupted() error {
 	if err := d.ctx.Err(); err != nil {
@@ -312,9 +350,6 @@ func (d *dumper) collectCore(t *task) error {
 	}
 	pid := t.pid
 	st := t.status
-	if t.stat.TtyNr != 0 && !d.opts.ShellJob {
-		return errors.New("it has a controlling terminal: dump with --shell-job to restore the job onto the restorer's terminal")
-	}
 	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
 		return err

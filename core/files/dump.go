@@ -1,7 +1,7 @@
 // Package files dumps and restores a task's file descriptors: what each fd
 // refers to (regular files, directories, ghost files that were deleted while
 // open, character devices, memfds, pipes, eventfds, epoll sets, timerfds,
-// signalfds and inotify instances), with open flags, offsets and
+// signalfds, inotify instances, pseudo-terminals), with open flags, offsets and
 // close-on-exec, deduplicated by open file description so that dup'd fds
 // keep sharing one offset after restore.
 package files
@@ -78,6 +78,8 @@ type Table struct {
 	opts    Options          // of the DumpFds call in progress (for files in flight)
 	unixAt  map[uint64]fdRef // unix socket inode -> where it was first seen
 	repairs []repairing      // TCP connections our copies put in repair mode
+	ptys    []ptyEnd         // pty ends seen by DumpFds, completed by DumpPtys
+	ptyHeld []*ptyHeld       // pairs whose queued data was read out
 }
 
 type repairing struct {
@@ -227,6 +229,9 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.add("", f), nil
 	case unix.S_IFCHR:
+		if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
+			return t.pty(f, pid, fd, cp, link, st)
+		}
 		if IsTerminal(st.Rdev) {
 			if !opts.ShellJob {
 				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}

@@ -24,6 +24,8 @@ import (
 //     overlapping; exe_file_id and vma file_id, when non-zero, are ids of
 //     files.img.
 //   - pagemap-<name>.img: see Reader.Pagemap.
+//   - files.img pty entries: see checkPtys; the session a pty master names
+//     is a pid of pstree.img.
 type refIndex struct {
 	inv      *imagepb.Inventory
 	pstree   bool
@@ -34,6 +36,7 @@ type refIndex struct {
 	fileIDs  map[uint32]bool
 	fileRefs []fileRef
 	pagemaps []pagemapRef
+	ptySids  []ptySid
 }
 
 type pidRef struct {
@@ -116,6 +119,11 @@ func (x *refIndex) add(l loc, k *Kind, arg string, msgs []proto.Message) error {
 			}
 			x.fileIDs[f.Id] = true
 		}
+		sids, err := checkPtys(l, entriesAs[*imagepb.FileEntry](msgs))
+		if err != nil {
+			return err
+		}
+		x.ptySids = append(x.ptySids, sids...)
 	case kindFdinfo:
 		x.pidFiles = append(x.pidFiles, pidRef{l.file, pid()})
 		fds := map[int32]bool{}
@@ -153,6 +161,11 @@ func (x *refIndex) check(r *Reader) error {
 			case ppid != 0:
 				return l.corrupt(-1, -1, "root pid %d has ppid %d, want 0", root, ppid)
 			}
+		}
+	}
+	for _, s := range x.ptySids {
+		if _, ok := x.pids[s.sid]; !ok && x.pstree {
+			return s.l.corrupt(s.entry, -1, "pty session %d is not a pid of pstree.img", s.sid)
 		}
 	}
 	for _, p := range x.pidFiles {

@@ -98,6 +98,9 @@ func (t *tree) restore() error {
 	if err := t.createChildren(); err != nil {
 		return err
 	}
+	if err := t.setForeground(); err != nil {
+		return err
+	}
 	t.st.ForkingMs = ms(time.Since(t1))
 	tm := time.Now()
 	if err := t.opener.OpenListeners(); err != nil {
@@ -401,7 +404,7 @@ func (t *tree) setSession(r *restorer, parent *restorer) error {
 		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("pid %d: %w", pe.Pid, err)
 		}
-		return nil
+		return t.acquireCtty(r)
 	case parent == nil:
 		// the root in a session led outside the image: it stays in ours
 	case pe.Sid != parent.pr.pst.Sid && !helped:

@@ -31,6 +31,7 @@ func Summary(dir string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctty := cttys(fl)
 	byID := map[uint32]*imagepb.FileEntry{}
 	for _, f := range fl {
 		byID[f.Id] = f
@@ -82,8 +83,12 @@ func Summary(dir string, w io.Writer) error {
 		for _, e := range pm {
 			pages += e.NrPages
 		}
-		fmt.Fprintf(w, "\nprocess %d (%s): ppid %d, pgid %d, sid %d, %d thread(s), %d page(s) = %s in the image\n",
-			pid, core.Comm, p.Ppid, p.Pgid, p.Sid, len(core.Threads), pages, bytes(pages*4096))
+		tty := ""
+		if idx, ok := ctty[p.Sid]; ok {
+			tty = fmt.Sprintf(", controlling terminal /dev/pts/%d", idx)
+		}
+		fmt.Fprintf(w, "\nprocess %d (%s): ppid %d, pgid %d, sid %d%s, %d thread(s), %d page(s) = %s in the image\n",
+			pid, core.Comm, p.Ppid, p.Pgid, p.Sid, tty, len(core.Threads), pages, bytes(pages*4096))
 		for _, t := range core.Threads {
 			fmt.Fprintf(w, "  thread %d (%s): sigmask %#x, %d pending signal(s)\n", t.Tid, t.Comm, t.Sigmask, len(t.Pending))
 		}
@@ -110,6 +115,7 @@ func Summary(dir string, w io.Writer) error {
 			if f.Kind == imagepb.FileKind_FILE_UNIX {
 				extra += " " + unixsk.Describe(f.Unix)
 			}
+			extra += ptyExtra(f)
 			if f.Inet != nil {
 				extra += " " + inetsk.Describe(f.Inet)
 				if f.Inet.State == inetsk.TCPListen {

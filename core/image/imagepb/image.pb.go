@@ -118,6 +118,7 @@ const (
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
 	FileKind_FILE_INOTIFY  FileKind = 15 // inotify instance, watches in inotify; flags hold O_NONBLOCK (IN_NONBLOCK)
 	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 TCP or UDP socket that is not an established connection, described by inet
+	FileKind_FILE_PTY      FileKind = 17 // one end of a pseudo-terminal pair of the host's /dev/pts whose master is in the image, described by pty
 )
 
 // Enum value maps for FileKind.
@@ -140,6 +141,7 @@ var (
 		14: "FILE_SIGNALFD",
 		15: "FILE_INOTIFY",
 		16: "FILE_INET",
+		17: "FILE_PTY",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN":  0,
@@ -159,6 +161,7 @@ var (
 		"FILE_SIGNALFD": 14,
 		"FILE_INOTIFY":  15,
 		"FILE_INET":     16,
+		"FILE_PTY":      17,
 	}
 )
 
@@ -3182,6 +3185,7 @@ type FileEntry struct {
 	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
 	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
 	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3370,6 +3374,13 @@ func (x *FileEntry) GetInet() *InetSocket {
 	return nil
 }
 
+func (x *FileEntry) GetPty() *Pty {
+	if x != nil {
+		return x.Pty
+	}
+	return nil
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3427,6 +3438,327 @@ func (x *FdEntry) GetFileId() uint32 {
 func (x *FdEntry) GetCloexec() bool {
 	if x != nil {
 		return x.Cloexec
+	}
+	return false
+}
+
+// termios of a terminal (struct termios2 of TCGETS2).
+type PtyTermios struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iflag         uint32                 `protobuf:"varint,1,opt,name=iflag,proto3" json:"iflag,omitempty"`
+	Oflag         uint32                 `protobuf:"varint,2,opt,name=oflag,proto3" json:"oflag,omitempty"`
+	Cflag         uint32                 `protobuf:"varint,3,opt,name=cflag,proto3" json:"cflag,omitempty"`
+	Lflag         uint32                 `protobuf:"varint,4,opt,name=lflag,proto3" json:"lflag,omitempty"`
+	Line          uint32                 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	Cc            []byte                 `protobuf:"bytes,6,opt,name=cc,proto3" json:"cc,omitempty"` // c_cc, at most 19 bytes
+	Ispeed        uint32                 `protobuf:"varint,7,opt,name=ispeed,proto3" json:"ispeed,omitempty"`
+	Ospeed        uint32                 `protobuf:"varint,8,opt,name=ospeed,proto3" json:"ospeed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PtyTermios) Reset() {
+	*x = PtyTermios{}
+	mi := &file_image_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PtyTermios) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PtyTermios) ProtoMessage() {}
+
+func (x *PtyTermios) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
+func (*PtyTermios) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PtyTermios) GetIflag() uint32 {
+	if x != nil {
+		return x.Iflag
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetOflag() uint32 {
+	if x != nil {
+		return x.Oflag
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetCflag() uint32 {
+	if x != nil {
+		return x.Cflag
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetLflag() uint32 {
+	if x != nil {
+		return x.Lflag
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetLine() uint32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetCc() []byte {
+	if x != nil {
+		return x.Cc
+	}
+	return nil
+}
+
+func (x *PtyTermios) GetIspeed() uint32 {
+	if x != nil {
+		return x.Ispeed
+	}
+	return 0
+}
+
+func (x *PtyTermios) GetOspeed() uint32 {
+	if x != nil {
+		return x.Ospeed
+	}
+	return 0
+}
+
+// Window size of a terminal (struct winsize).
+type PtyWinsize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	Xpixel        uint32                 `protobuf:"varint,3,opt,name=xpixel,proto3" json:"xpixel,omitempty"`
+	Ypixel        uint32                 `protobuf:"varint,4,opt,name=ypixel,proto3" json:"ypixel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PtyWinsize) Reset() {
+	*x = PtyWinsize{}
+	mi := &file_image_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PtyWinsize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PtyWinsize) ProtoMessage() {}
+
+func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
+func (*PtyWinsize) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PtyWinsize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *PtyWinsize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *PtyWinsize) GetXpixel() uint32 {
+	if x != nil {
+		return x.Xpixel
+	}
+	return 0
+}
+
+func (x *PtyWinsize) GetYpixel() uint32 {
+	if x != nil {
+		return x.Ypixel
+	}
+	return 0
+}
+
+// One end of a pseudo-terminal pair of the host's devpts instance
+// (/dev/pts). A pair is restored with the same index; every end of it in
+// the image names it. The state of the pair is on the master's entry; a
+// slave's entry holds only index (its open flags are the FileEntry's).
+//
+// Queued data: input is what was written to the master and not yet read
+// from the slave, output what was written to the slave and not yet read
+// from the master, both in order. They are written back into the new pair
+// (input with the line discipline in raw mode, so it is not processed or
+// echoed twice; output without output processing). In canonical mode, the
+// line boundaries of queued input are not kept: after restore it reads as
+// one line (a partial line too). Packet-mode status bytes not yet read are
+// lost. When no slave is open anywhere and it was never closed, nothing
+// queued is saved (reading it would need opening the slave, which changes
+// the pair).
+type Pty struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Index  uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`   // /dev/pts/<index>
+	Master bool                   `protobuf:"varint,2,opt,name=master,proto3" json:"master,omitempty"` // the /dev/ptmx end; else a slave
+	// The pair's state, on the master's entry only:
+	Termios   *PtyTermios `protobuf:"bytes,3,opt,name=termios,proto3" json:"termios,omitempty"` // the line settings (the slave's termios)
+	Winsize   *PtyWinsize `protobuf:"bytes,4,opt,name=winsize,proto3" json:"winsize,omitempty"`
+	Packet    bool        `protobuf:"varint,5,opt,name=packet,proto3" json:"packet,omitempty"`       // TIOCPKT on
+	Locked    bool        `protobuf:"varint,6,opt,name=locked,proto3" json:"locked,omitempty"`       // TIOCSPTLCK: the slave cannot be opened
+	Exclusive bool        `protobuf:"varint,7,opt,name=exclusive,proto3" json:"exclusive,omitempty"` // TIOCEXCL on the slave
+	Input     []byte      `protobuf:"bytes,8,opt,name=input,proto3" json:"input,omitempty"`          // written to the master, not yet read from the slave
+	Output    []byte      `protobuf:"bytes,9,opt,name=output,proto3" json:"output,omitempty"`        // written to the slave, not yet read from the master
+	// The session (pid of its leader, a process of the image) whose
+	// controlling terminal the pair is, 0 for none; and its foreground
+	// process group.
+	Sid           int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
+	FgPgid        int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	SlaveClosed   bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pty) Reset() {
+	*x = Pty{}
+	mi := &file_image_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pty) ProtoMessage() {}
+
+func (x *Pty) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pty.ProtoReflect.Descriptor instead.
+func (*Pty) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Pty) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Pty) GetMaster() bool {
+	if x != nil {
+		return x.Master
+	}
+	return false
+}
+
+func (x *Pty) GetTermios() *PtyTermios {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *Pty) GetWinsize() *PtyWinsize {
+	if x != nil {
+		return x.Winsize
+	}
+	return nil
+}
+
+func (x *Pty) GetPacket() bool {
+	if x != nil {
+		return x.Packet
+	}
+	return false
+}
+
+func (x *Pty) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *Pty) GetExclusive() bool {
+	if x != nil {
+		return x.Exclusive
+	}
+	return false
+}
+
+func (x *Pty) GetInput() []byte {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *Pty) GetOutput() []byte {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *Pty) GetSid() int32 {
+	if x != nil {
+		return x.Sid
+	}
+	return 0
+}
+
+func (x *Pty) GetFgPgid() int32 {
+	if x != nil {
+		return x.FgPgid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveClosed() bool {
+	if x != nil {
+		return x.SlaveClosed
 	}
 	return false
 }
@@ -3745,7 +4077,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\x9c\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\x05\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -3770,11 +4102,42 @@ const file_image_proto_rawDesc = "" +
 	"\atimerfd\x18\x13 \x01(\v2\x17.ctrcr.image.v1.TimerfdR\atimerfd\x12\x18\n" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
-	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\"L\n" +
+	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
+	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
-	"\acloexec\x18\x03 \x01(\bR\acloexec*\xca\x01\n" +
+	"\acloexec\x18\x03 \x01(\bR\acloexec\"\xb8\x01\n" +
+	"\n" +
+	"PtyTermios\x12\x14\n" +
+	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
+	"\x05oflag\x18\x02 \x01(\rR\x05oflag\x12\x14\n" +
+	"\x05cflag\x18\x03 \x01(\rR\x05cflag\x12\x14\n" +
+	"\x05lflag\x18\x04 \x01(\rR\x05lflag\x12\x12\n" +
+	"\x04line\x18\x05 \x01(\rR\x04line\x12\x0e\n" +
+	"\x02cc\x18\x06 \x01(\fR\x02cc\x12\x16\n" +
+	"\x06ispeed\x18\a \x01(\rR\x06ispeed\x12\x16\n" +
+	"\x06ospeed\x18\b \x01(\rR\x06ospeed\"d\n" +
+	"\n" +
+	"PtyWinsize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
+	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xe9\x02\n" +
+	"\x03Pty\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
+	"\x06master\x18\x02 \x01(\bR\x06master\x124\n" +
+	"\atermios\x18\x03 \x01(\v2\x1a.ctrcr.image.v1.PtyTermiosR\atermios\x124\n" +
+	"\awinsize\x18\x04 \x01(\v2\x1a.ctrcr.image.v1.PtyWinsizeR\awinsize\x12\x16\n" +
+	"\x06packet\x18\x05 \x01(\bR\x06packet\x12\x16\n" +
+	"\x06locked\x18\x06 \x01(\bR\x06locked\x12\x1c\n" +
+	"\texclusive\x18\a \x01(\bR\texclusive\x12\x14\n" +
+	"\x05input\x18\b \x01(\fR\x05input\x12\x16\n" +
+	"\x06output\x18\t \x01(\fR\x06output\x12\x10\n" +
+	"\x03sid\x18\n" +
+	" \x01(\x05R\x03sid\x12\x17\n" +
+	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xca\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -3787,7 +4150,7 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\x99\x02\n" +
+	"*\xa7\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -3810,7 +4173,8 @@ const file_image_proto_rawDesc = "" +
 	"\fFILE_TIMERFD\x10\r\x12\x11\n" +
 	"\rFILE_SIGNALFD\x10\x0e\x12\x10\n" +
 	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
-	"\tFILE_INET\x10\x10B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\tFILE_INET\x10\x10\x12\f\n" +
+	"\bFILE_PTY\x10\x11B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -3825,7 +4189,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -3859,6 +4223,9 @@ var file_image_proto_goTypes = []any{
 	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
 	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
 	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -3887,11 +4254,14 @@ var file_image_proto_depIdxs = []int32{
 	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
 	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
 	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3905,7 +4275,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,66 @@
+package show
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// ptyExtra describes a pty end: which pair, and on the master the pair's
+// line settings, window size, modes, queued bytes and session.
+func ptyExtra(f *imagepb.FileEntry) string {
+	p := f.Pty
+	if f.Kind != imagepb.FileKind_FILE_PTY || p == nil {
+		return ""
+	}
+	if !p.Master {
+		return fmt.Sprintf(" slave of /dev/pts/%d", p.Index)
+	}
+	var parts []string
+	if t := p.Termios; t != nil {
+		mode := "raw"
+		if t.Lflag&unix.ICANON != 0 {
+			mode = "canonical"
+		} else if len(t.Cc) > unix.VTIME {
+			mode += fmt.Sprintf(" (VMIN %d VTIME %d)", t.Cc[unix.VMIN], t.Cc[unix.VTIME])
+		}
+		if t.Lflag&unix.ECHO != 0 {
+			mode += " echo"
+		}
+		if t.Lflag&unix.ISIG != 0 {
+			mode += " isig"
+		}
+		parts = append(parts, mode)
+	}
+	if w := p.Winsize; w != nil {
+		parts = append(parts, fmt.Sprintf("%dx%d", w.Cols, w.Rows))
+	}
+	for _, m := range []struct {
+		on   bool
+		name string
+	}{{p.Packet, "packet"}, {p.Locked, "locked"}, {p.Exclusive, "exclusive"}, {p.SlaveClosed, "slave closed"}} {
+		if m.on {
+			parts = append(parts, m.name)
+		}
+	}
+	parts = append(parts, fmt.Sprintf("queued %dB in (to the slave) %dB out (to the master)", len(p.Input), len(p.Output)))
+	if p.Sid != 0 {
+		parts = append(parts, fmt.Sprintf("controlling terminal of session %d, foreground group %d", p.Sid, p.FgPgid))
+	}
+	return fmt.Sprintf(" master of /dev/pts/%d: %s", p.Index, strings.Join(parts, ", "))
+}
+
+// cttys maps a session to the pty of the image that is its controlling
+// terminal.
+func cttys(files []*imagepb.FileEntry) map[int32]uint32 {
+	out := map[int32]uint32{}
+	for _, f := range files {
+		if f.Kind == imagepb.FileKind_FILE_PTY && f.Pty != nil && f.Pty.Master && f.Pty.Sid != 0 {
+			out[f.Pty.Sid] = f.Pty.Index
+		}
+	}
+	return out
+}
