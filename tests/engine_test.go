@@ -404,3 +404,21 @@ func TestCR_ChildNsLastPid(t *testing.T) {
 func TestCR_OrphanGroup(t *testing.T) {
 	runCase(t, Case{Name: "OrphanGroup", Src: "e_orphan_group.c"})
 }
+
+// TestCR_EpollMovedTargets: epoll registrations whose target fd was closed,
+// dup'd or reused after registration come back with their own files (see
+// tests/cases/e_epoll.c); show lists the targets.
+func TestCR_EpollMovedTargets(t *testing.T) {
+	runCase(t, Case{Name: "Epoll", Src: "e_epoll.c", Verify: func(t *testing.T, r *Run) {
+		if noCR {
+			return
+		}
+		out, stderr, err := ctrcr(t, "show", r.Images[0])
+		if err != nil {
+			t.Fatalf("show: %v\n%s", err, stderr)
+		}
+		if !regexp.MustCompile(`\b30 epoll .* 4 target\(s\) \[fd 20 events 0x19 data 0xa, fd 22 events 0x19 data 0xb, fd 22 events 0x19 data 0xd, fd 25 `).MatchString(out) {
+			t.Errorf("ctr-cr show does not list the epoll targets:\n%s", out)
+		}
+	}})
+}

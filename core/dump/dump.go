@@ -260,6 +260,9 @@ func (d *dumper) run() error {
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
+	if err := d.files.ResolveEpoll(); err != nil {
+		return err
+	}
 	if err := d.files.CheckSockets(fopts); err != nil {
 		return err
 	}

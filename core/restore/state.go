@@ -78,7 +78,7 @@ func (r *restorer) restoreFds() error {
 			if err != nil {
 				return err
 			}
-			if _, err := r.call(0, fmt.Sprintf("epoll_ctl(%d, ADD, %d)", e.Fd, t.Tfd), unix.SYS_EPOLL_CTL, uint64(e.Fd), unix.EPOLL_CTL_ADD, uint64(t.Tfd), addr); err != nil {
+			if err := r.epollAdd(e.Fd, t, addr); err != nil {
 				if errno, ok := asErrno(err); ok && errno == unix.EEXIST {
 					continue // a dup'd epoll fd: the same set, already filled
 				}
@@ -218,3 +218,64 @@ func asErrno(err error) (unix.Errno, bool) {
 }
 
 const prSetTimerslack = 29 // PR_SET_TIMERSLACK
+
+// epollAdd registers target t in the epoll set at fd efd (event at addr in
+// the task). The registration's key is (file, fd number): when the
+// target's file is no longer at fd t.Tfd of this task (closed, or the
+// number reused by another file after registration), the file is put at
+// that number just for the epoll_ctl, and whatever was there is put back.
+func (r *restorer) epollAdd(efd int32, t *imagepb.EpollTarget, addr uint64) error {
+	add := func() error {
+		_, err := r.call(0, fmt.Sprintf("epoll_ctl(%d, ADD, %d)", efd, t.Tfd), unix.SYS_EPOLL_CTL, uint64(efd), unix.EPOLL_CTL_ADD, uint64(t.Tfd), addr)
+		return err
+	}
+	var cur *imagepb.FdEntry
+	for _, e := range r.pr.fds {
+		if e.Fd == t.Tfd {
+			cur = e
+		}
+	}
+	if t.FileId == 0 || (cur != nil && cur.FileId == t.FileId) {
+		return add()
+	}
+	our, err := r.opener.Open(t.FileId)
+	if err != nil {
+		return fmt.Errorf("target fd %d: %w", t.Tfd, err)
+	}
+	x, err := r.install(our)
+	if err != nil {
+		return fmt.Errorf("target fd %d: %w", t.Tfd, err)
+	}
+	tfd := uint64(t.Tfd)
+	saved := uint64(0)
+	if cur != nil {
+		// move the fd's current file out of the way (above every fd)
+		if saved, err = r.call(0, "fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, tfd, unix.F_DUPFD_CLOEXEC, tfd+1); err != nil {
+			return fmt.Errorf("target fd %d: %w", t.Tfd, err)
+		}
+	}
+	if x != tfd {
+		if _, err := r.call(0, "dup3", unix.SYS_DUP3, x, tfd, 0); err != nil {
+			return fmt.Errorf("target fd %d: %w", t.Tfd, err)
+		}
+		if _, err := r.call(0, "close", unix.SYS_CLOSE, x); err != nil {
+			return err
+		}
+	}
+	aerr := add()
+	if cur != nil {
+		fl := uint64(0)
+		if cur.Cloexec {
+			fl = unix.O_CLOEXEC
+		}
+		if _, err := r.call(0, "dup3", unix.SYS_DUP3, saved, tfd, fl); err != nil {
+			return fmt.Errorf("fd %d back: %w", t.Tfd, err)
+		}
+		if _, err := r.call(0, "close", unix.SYS_CLOSE, saved); err != nil {
+			return err
+		}
+	} else if _, err := r.call(0, "close", unix.SYS_CLOSE, tfd); err != nil {
+		return err
+	}
+	return aerr
+}

@@ -2879,10 +2879,14 @@ func (x *UnixCred) GetGid() uint32 {
 }
 
 type EpollTarget struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tfd           int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"` // target fd number in the owning task
-	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tfd    int32                  `protobuf:"varint,1,opt,name=tfd,proto3" json:"tfd,omitempty"` // target fd number in the owning task (the registration's key)
+	Events uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data   uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The target's file (kcmp KCMP_EPOLL_TFD). It may no longer be at fd tfd
+	// of the owner (closed or replaced after registration): restore then
+	// puts it there just for the epoll_ctl. 0 in images without it.
+	FileId        uint32 `protobuf:"varint,4,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2934,6 +2938,13 @@ func (x *EpollTarget) GetEvents() uint32 {
 func (x *EpollTarget) GetData() uint64 {
 	if x != nil {
 		return x.Data
+	}
+	return 0
+}
+
+func (x *EpollTarget) GetFileId() uint32 {
+	if x != nil {
+		return x.FileId
 	}
 	return 0
 }
@@ -4056,11 +4067,12 @@ const file_image_proto_rawDesc = "" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x03 \x01(\rR\x03gid\"K\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"d\n" +
 	"\vEpollTarget\x12\x10\n" +
 	"\x03tfd\x18\x01 \x01(\x05R\x03tfd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"\xbf\x01\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\x12\x17\n" +
+	"\afile_id\x18\x04 \x01(\rR\x06fileId\"\xbf\x01\n" +
 	"\aTimerfd\x12\x19\n" +
 	"\bclock_id\x18\x01 \x01(\x05R\aclockId\x12#\n" +
 	"\rsettime_flags\x18\x02 \x01(\rR\fsettimeFlags\x12\x19\n" +
