@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ctr-cr/ctr-cr/container"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/kernel"
@@ -80,6 +81,41 @@ func cmdDump(args []string) error {
 	if *stats {
 		printStats(st)
 	}
+	return nil
+}
+
+// cmdCheckpoint checkpoints an OCI container found through its runtime.
+func cmdCheckpoint(args []string) error {
+	fs := newFlags("checkpoint")
+	root := fs.String("root", "", "the runtime's state directory (--root of runc/crun)")
+	rtName := fs.String("runtime", "runc", "the container's runtime: runc or crun")
+	imagePath := fs.String("image-path", "", "image directory (default BUNDLE/checkpoint)")
+	leave := fs.Bool("leave-running", false, "let the container run on after the checkpoint")
+	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
+	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] CONTAINER_ID")
+	}
+	rt, err := container.NewRuntime(*rtName, *root)
+	if err != nil {
+		return err
+	}
+	ctx, stop := interruptible()
+	defer stop()
+	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
+		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
+		Dump: dump.Options{TCPEstablished: *tcpEst},
+	})
+	if err != nil {
+		return err
+	}
+	if *stats {
+		printStats(st)
+	}
+	fmt.Fprintf(os.Stderr, "ctr-cr: checkpoint: %s saved in %s\n", fs.Arg(0), dir)
 	return nil
 }
 

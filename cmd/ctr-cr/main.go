@@ -35,6 +35,12 @@ Process commands:
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
+
+Container commands (OCI runtimes runc and crun):
+  checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
+             [--tcp-established] [--print-stats] CONTAINER_ID
+          (image in BUNDLE/checkpoint by default, with spec.dump and ctr-cr.json;
+           restore from the bundle is not there yet)
 `
 
 func main() {
@@ -68,6 +74,8 @@ func run(cmd string) (int, error) {
 		err = cmdDump(os.Args[2:])
 	case "restore":
 		code, err = cmdRestore(os.Args[2:])
+	case "checkpoint":
+		err = cmdCheckpoint(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
 	case "check":

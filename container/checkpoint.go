@@ -1,0 +1,121 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctr-cr/ctr-cr/core/dump"
+	"github.com/ctr-cr/ctr-cr/internal/version"
+)
+
+// Names of the files the container layer writes beside the core image.
+const (
+	SpecDumpName = "spec.dump"   // the bundle's config.json at checkpoint time
+	MetadataName = "ctr-cr.json" // Metadata
+)
+
+// Metadata describes a container checkpoint (ctr-cr.json).
+type Metadata struct {
+	Format       int       `json:"format"` // 1
+	ID           string    `json:"id"`
+	Runtime      string    `json:"runtime"`
+	RuntimeRoot  string    `json:"runtime_root,omitempty"`
+	Bundle       string    `json:"bundle"`
+	InitPid      int       `json:"init_pid"`
+	Created      time.Time `json:"created,omitempty"` // the container's creation, from the runtime
+	Checkpointed time.Time `json:"checkpointed"`
+	ToolVersion  string    `json:"tool_version"`
+	LeftRunning  bool      `json:"left_running"`
+}
+
+// CheckpointOptions control Checkpoint.
+type CheckpointOptions struct {
+	ID           string
+	Runtime      *Runtime
+	ImagePath    string // "": BUNDLE/checkpoint
+	LeaveRunning bool
+	Dump         dump.Options // engine options (TCPEstablished, Jobs, ...)
+}
+
+// Checkpoint dumps the running container opts.ID into its image directory
+// and returns the directory. Without LeaveRunning the container's processes
+// are killed once the image is complete and the container is deleted from
+// the runtime, as `runc checkpoint` does. A failed checkpoint leaves the
+// container running as it was (core/dump's rule) and no complete-looking
+// image. The calling goroutine must be locked to its OS thread.
+func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stats, error) {
+	rt := opts.Runtime
+	st, err := rt.State(ctx, opts.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if st.Status != specs.StateRunning {
+		return "", nil, fmt.Errorf("checkpoint %s: status %q: %w", opts.ID, st.Status, ErrNotRunning)
+	}
+	if st.Pid <= 0 {
+		return "", nil, fmt.Errorf("checkpoint %s: the runtime reports no init pid", opts.ID)
+	}
+	specBytes, err := os.ReadFile(filepath.Join(st.Bundle, "config.json"))
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: bundle: %w", opts.ID, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(specBytes, &spec); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %s/config.json: %w", opts.ID, st.Bundle, err)
+	}
+	dir := opts.ImagePath
+	if dir == "" {
+		dir = filepath.Join(st.Bundle, "checkpoint")
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	meta := Metadata{
+		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
+		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
+	}
+	dopts := opts.Dump
+	dopts.LeaveRunning = opts.LeaveRunning
+	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	meta.Checkpointed = time.Now().UTC()
+	if err := writeFile(filepath.Join(dir, SpecDumpName), specBytes); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	if err := writeFile(filepath.Join(dir, MetadataName), append(mb, '\n')); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if !opts.LeaveRunning {
+		if err := rt.Delete(ctx, opts.ID); err != nil {
+			return dir, stats, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)
+		}
+	}
+	return dir, stats, nil
+}
+
+// writeFile writes b to path (0600, synced).
+func writeFile(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

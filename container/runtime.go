@@ -1,0 +1,107 @@
+// Package container checkpoints OCI containers managed by a runtime (runc,
+// crun): it finds the container through the runtime's own `state` command,
+// reads its bundle's config.json (runtime-spec types), dumps its process
+// tree with core/dump and writes, beside the image, a copy of config.json
+// (spec.dump) and a small metadata file (ctr-cr.json).
+//
+// The flow of `ctr-cr checkpoint ID`:
+//
+//	runtime state ID            -> init pid, bundle, status (must be running)
+//	BUNDLE/config.json          -> spec.dump
+//	core dump of the init tree  -> the image (BUNDLE/checkpoint by default)
+//	metadata                    -> ctr-cr.json
+//	without --leave-running     -> the runtime deletes the stopped container
+//
+// Namespaces, cgroups, mounts and network devices (nsdump/, cgroup/,
+// mounts/) and the restore from the bundle are built on this.
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Runtime is an OCI runtime command line (runc or crun) with its state root.
+type Runtime struct {
+	Name string // "runc" or "crun"
+	Bin  string // resolved program path
+	Root string // --root of the runtime ("": its default)
+}
+
+// NewRuntime finds the runtime program name ("runc" or "crun") on the PATH.
+func NewRuntime(name, root string) (*Runtime, error) {
+	switch name {
+	case "runc", "crun":
+	default:
+		return nil, fmt.Errorf("runtime %q: only runc and crun are supported", name)
+	}
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		return nil, fmt.Errorf("runtime %s: %w", name, err)
+	}
+	return &Runtime{Name: name, Bin: bin, Root: root}, nil
+}
+
+// run runs the runtime with args and returns its standard output.
+func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
+	if r.Root != "" {
+		args = append([]string{"--root", r.Root}, args...)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.Bin, args...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = strings.TrimSpace(out.String())
+		}
+		return nil, fmt.Errorf("%s %s: %w: %s", r.Name, strings.Join(args, " "), err, msg)
+	}
+	return out.Bytes(), nil
+}
+
+// State is the OCI state of a container as its runtime reports it, with
+// the creation time runc and crun add.
+type State struct {
+	specs.State
+	Created time.Time `json:"created"`
+}
+
+// State returns the OCI state of container id (`RUNTIME state ID`).
+func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
+	out, err := r.run(ctx, "state", id)
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("%s state %s: %w", r.Name, id, err)
+	}
+	if st.ID != id {
+		return nil, fmt.Errorf("%s state %s: the runtime answered for container %q", r.Name, id, st.ID)
+	}
+	if st.Bundle == "" {
+		return nil, fmt.Errorf("%s state %s: no bundle in the state", r.Name, id)
+	}
+	return &st, nil
+}
+
+// Delete removes container id from the runtime (`RUNTIME delete --force`),
+// for a container whose processes are gone after a checkpoint.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	_, err := r.run(ctx, "delete", "--force", id)
+	return err
+}
+
+// ErrNotRunning reports a container that is not in the running state.
+var ErrNotRunning = errors.New("container is not running")
