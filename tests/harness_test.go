@@ -54,6 +54,9 @@ type Case struct {
 	Verify       func(t *testing.T, w *Run) // optional extra checks from outside after the last restore, before "go"
 	DumpArgs     []string                   // extra ctr-cr dump arguments (e.g. --ghost-limit)
 	RestoreArgs  []string                   // extra ctr-cr restore arguments (e.g. --pid-method ns_last_pid)
+	// BeforeDump, if set, runs before each dump (e.g. to move the tree
+	// into a cgroup).
+	BeforeDump func(t *testing.T, r *Run)
 	// NetNS runs the case in a network namespace of its own, restores
 	// into it (ctr-cr restore under nsenter) and dumps from the host's.
 	NetNS bool
@@ -349,6 +352,9 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 		r.Images = append(r.Images, img)
 
+		if c.BeforeDump != nil {
+			c.BeforeDump(t, r)
+		}
 		desc := descendants(r.Pid)
 		_, stderr, err := ctrcr(t, append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, c.DumpArgs...)...)
 		if err != nil {

@@ -62,6 +62,7 @@ func cmdDump(args []string) error {
 	shellJob := fs.Bool("shell-job", false, "the tree has a terminal (a job started from a shell): dump it as external")
 	tcpEst := fs.Bool("tcp-established", false, "dump established TCP connections (TCP_REPAIR); they stay locked (nftables) until restore")
 	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again")
+	freezeCg := fs.String("freeze-cgroup", "", "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -74,7 +75,19 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.Dump(ctx, *pid, *dir, dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix})
+	opts := dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix}
+	if *freezeCg != "" {
+		fz, err := newFreezer(*freezeCg)
+		if err != nil {
+			return err
+		}
+		if err := fz.Freeze(); err != nil {
+			return err
+		}
+		defer fz.Thaw() // on every path; a second thaw is harmless
+		opts.Thaw = fz.Thaw
+	}
+	st, err := dump.Dump(ctx, *pid, *dir, opts)
 	if err != nil {
 		return err
 	}

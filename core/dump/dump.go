@@ -34,6 +34,11 @@ type Options struct {
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
+	// Thaw, when set, says that the tree's cgroup is frozen (a container's
+	// freezer): the tree is seized while frozen and Thaw is called once
+	// every thread has a stop queued (see seizeTreeFrozen). The caller
+	// still thaws on its own failure paths.
+	Thaw func() error
 	// TCPEstablished dumps TCP connections in repair mode behind a
 	// network lock that restore removes (--tcp-established).
 	TCPEstablished bool
@@ -93,7 +98,12 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			tr.Stop()
 		}
 	}()
-	tasks, err := seizeTree(pid, tracers)
+	var tasks []*task
+	if opts.Thaw != nil {
+		tasks, err = seizeTreeFrozen(pid, tracers, opts.Thaw)
+	} else {
+		tasks, err = seizeTree(pid, tracers)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("seize: %w", err)
 	}

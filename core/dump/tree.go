@@ -166,3 +166,136 @@ func sharedIDs(tasks []*task, typ int) map[int]uint32 {
 	}
 	return ids
 }
+
+// seizeTreeFrozen seizes root and its descendants while their cgroup is
+// frozen (a container): nothing in the tree can fork, exit or run, so the
+// tree is listed at once, every thread of every process is seized and
+// interrupted, then thaw lets the threads reach their interrupt stops
+// without running user code, and the stops are collected. On error every
+// process is let go and the cgroup is thawed all the same.
+func seizeTreeFrozen(root int, tracers []*ptrace.Tracer, thaw func() error) ([]*task, error) {
+	var tasks []*task
+	var firstErr error
+	queue := []*task{{pid: root}}
+	for len(queue) > 0 && firstErr == nil {
+		t := queue[0]
+		queue = queue[1:]
+		st, err := procfs.ReadStat(t.pid)
+		if err != nil {
+			firstErr = fmt.Errorf("pid %d: %w", t.pid, err)
+			break
+		}
+		t.stat = st
+		if st.State == 'Z' || st.State == 'X' {
+			if t.ppid == 0 {
+				firstErr = fmt.Errorf("pid %d is a zombie", t.pid)
+				break
+			}
+			t.zombie = true
+			tasks = append(tasks, t)
+			continue
+		}
+		t.tr = tracers[len(tasks)%len(tracers)]
+		var p *ptrace.Process
+		t.tr.Do(func() { p, err = ptrace.SeizeFrozen(t.pid) })
+		t.p = p
+		tasks = append(tasks, t)
+		if err != nil {
+			firstErr = fmt.Errorf("seize pid %d: %w", t.pid, err)
+			break
+		}
+		kids, err := allChildren(t.pid)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		for _, k := range kids {
+			queue = append(queue, &task{pid: k, ppid: t.pid})
+		}
+	}
+	if err := thaw(); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("thaw: %w", err)
+	}
+	waited := 0
+	if firstErr == nil {
+		for _, t := range tasks {
+			if t.p == nil {
+				waited++
+				continue
+			}
+			var err error
+			t.tr.Do(func() { err = t.p.WaitStops() })
+			if err != nil {
+				firstErr = fmt.Errorf("seize pid %d: %w", t.pid, err)
+				t.p = nil // WaitStops let it go
+				break
+			}
+			waited++
+		}
+	}
+	if firstErr != nil {
+		for i, t := range tasks {
+			if t.p == nil {
+				continue
+			}
+			if i < waited {
+				t.tr.Do(func() { t.p.Release() })
+			} else {
+				t.tr.Do(func() { t.p.Abandon() })
+			}
+		}
+		return nil, firstErr
+	}
+	for _, t := range tasks {
+		if t.p == nil {
+			continue
+		}
+		if t.p.Threads[0].Stopped {
+			// see seizeTree: end the group stop while held in ptrace traps
+			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+				releaseAll(tasks)
+				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+			}
+		}
+		var err error
+		if t.stat, err = procfs.ReadStat(t.pid); err == nil {
+			t.status, err = procfs.ReadStatus(t.pid)
+		}
+		if err != nil {
+			releaseAll(tasks)
+			return nil, err
+		}
+	}
+	return tasks, nil
+}
+
+// releaseAll lets every seized process of tasks go.
+func releaseAll(tasks []*task) {
+	for _, t := range tasks {
+		if t.p != nil {
+			t.tr.Do(func() { t.p.Release() })
+		}
+	}
+}
+
+// allChildren lists the children of every thread of pid (from /proc, for
+// a process that cannot change: frozen).
+func allChildren(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: threads: %w", pid, err)
+	}
+	var out []int
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: children: %w", pid, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}

@@ -24,6 +24,7 @@ type Thread struct {
 	// Stopped is true when the thread sat in a group stop (SIGSTOP) when it
 	// was seized.
 	Stopped bool
+	waited  bool // its seize stop was waited for (SeizeFrozen's threads)
 }
 
 // Process is a seized process: every thread stopped and its signals blocked,
@@ -113,13 +114,23 @@ func seizeThread(tid int) (*Thread, error) {
 		return nil, err
 	}
 	t := &Thread{Tid: tid}
+	if err := waitSeized(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// waitSeized waits for the interrupt stop of a seized and interrupted
+// thread and reads its registers and signal mask.
+func waitSeized(t *Thread) error {
+	tid := t.Tid
 	for {
 		ws, err := Wait(tid)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if ws.Exited() || ws.Signaled() {
-			return nil, fmt.Errorf("seize tid %d: %s: %w", tid, Describe(ws), unix.ESRCH)
+			return fmt.Errorf("seize tid %d: %s: %w", tid, Describe(ws), unix.ESRCH)
 		}
 		if !ws.Stopped() {
 			continue
@@ -134,23 +145,86 @@ func seizeThread(tid int) (*Thread, error) {
 		// Signal-delivery stop: keep the signal, suppress its delivery now.
 		si := make([]byte, SiginfoSize)
 		if err := Raw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
-			return nil, fmt.Errorf("getsiginfo tid %d: %w", tid, err)
+			return fmt.Errorf("getsiginfo tid %d: %w", tid, err)
 		}
 		t.Stolen = append(t.Stolen, si)
 		if err := Cont(tid, 0); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var err error
 	if t.Regs, err = GetRegs(tid); err != nil {
 		Detach(tid, 0)
-		return nil, err
+		return err
 	}
 	if t.Sigmask, err = GetSigmask(tid); err != nil {
 		Detach(tid, 0)
-		return nil, err
+		return err
 	}
-	return t, nil
+	t.waited = true
+	return nil
+}
+
+// SeizeFrozen seizes every thread of pid and queues an interrupt, without
+// waiting for the stops: for a process whose cgroup is frozen, whose
+// threads can neither stop nor create threads until it is thawed. Once it
+// is thawed, WaitStops completes the seize. A seized thread can be
+// detached only once it has stopped: on error the partly seized process is
+// returned too, for Abandon after the thaw. The calling thread is the
+// tracer.
+func SeizeFrozen(pid int) (*Process, error) {
+	p := &Process{Pid: pid}
+	tids, err := listTasks(pid)
+	if err != nil {
+		return p, err
+	}
+	for _, tid := range tids {
+		if err := Seize(tid, SeizeOptions); err != nil {
+			return p, err
+		}
+		p.Threads = append(p.Threads, &Thread{Tid: tid})
+		if err := Interrupt(tid); err != nil {
+			return p, err
+		}
+	}
+	sort.Slice(p.Threads, func(i, j int) bool {
+		if p.Threads[i].Tid == pid {
+			return true
+		}
+		if p.Threads[j].Tid == pid {
+			return false
+		}
+		return p.Threads[i].Tid < p.Threads[j].Tid
+	})
+	if len(p.Threads) == 0 || p.Threads[0].Tid != pid {
+		return p, fmt.Errorf("seize pid %d: thread group leader not found", pid)
+	}
+	return p, nil
+}
+
+// WaitStops waits, after the thaw, for the stop of every thread SeizeFrozen
+// seized. On error the process is let go (Abandon).
+func (p *Process) WaitStops() error {
+	for _, t := range p.Threads {
+		if err := waitSeized(t); err != nil {
+			p.Abandon()
+			return err
+		}
+	}
+	return nil
+}
+
+// Abandon lets go of a process seized by SeizeFrozen, after the thaw:
+// each thread not yet waited for is waited for (its interrupt stop) and
+// detached; nothing of theirs was changed.
+func (p *Process) Abandon() {
+	for _, t := range p.Threads {
+		if !t.waited {
+			waitSeized(t)
+		}
+		Detach(t.Tid, 0)
+	}
+	p.Threads = nil
 }
 
 // BlockSignals blocks every signal in every thread, so that injected calls
