@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 
@@ -213,8 +214,14 @@ func (s *Settings) as(v int) *Settings {
 // ReadSettings reads the memory, cpu, pids and cpuset settings. A v1 cgroup
 // is read from its v1 controller directories (Version 1), a cgroup with
 // none of those from the unified hierarchy (Version 2). Controllers the
-// cgroup lacks give nil fields.
+// cgroup lacks give nil fields; a missing cgroup directory is an error
+// wrapping fs.ErrNotExist.
 func (c *Cgroup) ReadSettings() (*Settings, error) {
+	for _, d := range c.dirs() {
+		if _, err := os.Stat(d); err != nil {
+			return nil, fmt.Errorf("cgroup %s: read settings: %w", d, err)
+		}
+	}
 	v1 := false
 	for _, k := range []string{"memory", "cpu", "pids", "cpuset"} {
 		if c.v1[k] != "" {
