@@ -73,7 +73,11 @@ func newTestCgroup(t *testing.T, p Paths) *Cgroup {
 // cleanup.
 func startIn(t *testing.T, cg *Cgroup, name string, args ...string) int {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	return startCmd(t, cg, exec.Command(name, args...))
+}
+
+func startCmd(t *testing.T, cg *Cgroup, cmd *exec.Cmd) int {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -528,5 +532,55 @@ func TestCreateBadPaths(t *testing.T) {
 		} else {
 			t.Logf("Create(%+v): %v", p, err)
 		}
+	}
+}
+
+func TestKill(t *testing.T) {
+	testutil.RequiresRoot(t)
+	for _, tc := range []struct {
+		name     string
+		v1       []string
+		unified  bool
+		freezeIt bool
+	}{
+		{"v1", []string{"freezer"}, false, false},
+		{"v1 frozen", []string{"freezer"}, false, true},
+		{"v2", nil, true, false},
+		{"v2 frozen", nil, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cg := newTestCgroup(t, childPaths(t, tc.v1, tc.unified))
+			var cmds []*exec.Cmd
+			for i := 0; i < 3; i++ {
+				cmd := exec.Command("/bin/sh", "-c", "while :; do :; done")
+				startCmd(t, cg, cmd)
+				cmds = append(cmds, cmd)
+			}
+			if tc.freezeIt {
+				if err := cg.Freeze(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			if err := cg.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range cmds {
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case err := <-done:
+					if !strings.Contains(fmt.Sprint(err), "killed") {
+						t.Errorf("pid %d: %v", cmd.Process.Pid, err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("pid %d not killed", cmd.Process.Pid)
+				}
+			}
+			t.Logf("killed and reaped 3 busy loops in %v", time.Since(start))
+			if fr, err := cg.Frozen(); err != nil || fr {
+				t.Errorf("frozen after kill: %v %v", fr, err)
+			}
+		})
 	}
 }

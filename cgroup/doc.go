@@ -20,7 +20,8 @@
 //	... dump the tree ...
 //	settings, err := cg.ReadSettings()
 //	paths := cg.Paths()                             // store paths and settings as JSON
-//	cg.Thaw()                                       // --leave-running; otherwise kill the tree
+//	cg.Thaw()                                       // --leave-running
+//	cg.Kill()                                       // otherwise (works frozen; leaves it thawed)
 //
 // Restore (ctr-cr building the cgroup itself, or into the cgroup runc made):
 //

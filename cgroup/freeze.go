@@ -2,9 +2,14 @@ package cgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultFreezeTimeout bounds Freeze when its context has no deadline, and
@@ -132,4 +137,67 @@ func setFrozen(ctx context.Context, dir string, v1, frozen bool) error {
 			delay *= 2
 		}
 	}
+}
+
+// Kill sends SIGKILL to every process in the cgroup and its descendants, in
+// the hierarchy Freeze uses. v2 writes 1 to cgroup.kill when the kernel has
+// it (5.14+); otherwise (v1, or older v2) the cgroup is frozen so nothing
+// can fork away, each listed pid gets SIGKILL and the cgroup is thawed so
+// the signals are delivered. A frozen cgroup is fine; Kill leaves it
+// thawed. Kill does not wait
+// for the processes to exit or be reaped (their parent reaps them).
+func (c *Cgroup) Kill() error {
+	dir, v1, err := c.freezer()
+	if err != nil {
+		return err
+	}
+	if !v1 {
+		err := writeString(dir, "cgroup.kill", "1")
+		if err == nil {
+			// Killed tasks die even when frozen; leave the
+			// cgroup thawed like the v1 path does.
+			return c.Thaw()
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cgroup %s: kill: write cgroup.kill: %w", dir, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultFreezeTimeout)
+	defer cancel()
+	ferr := setFrozen(ctx, dir, v1, true) // best effort: kill anyway
+	var errs []error
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		pids, err := procs(p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		for _, pid := range pids {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+				errs = append(errs, fmt.Errorf("cgroup %s: kill pid %d: %w", p, pid, err))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("cgroup %s: kill: %w", dir, err))
+	}
+	if terr := setFrozen(ctx, dir, v1, false); terr != nil {
+		errs = append(errs, fmt.Errorf("kill: %w", terr))
+	}
+	if len(errs) > 0 && ferr != nil {
+		errs = append(errs, fmt.Errorf("kill: %w", ferr))
+	}
+	return errors.Join(errs...)
 }
