@@ -61,6 +61,9 @@ type Paths struct {
 	// Unified is the path in the cgroup2 hierarchy; "" when the process is
 	// not in one (or it is not mounted).
 	Unified string `json:"unified,omitempty"`
+	// UnifiedControllers are the v2 controllers the unified cgroup had
+	// (its cgroup.controllers). Create enables them for the new cgroup.
+	UnifiedControllers []string `json:"unified_controllers,omitempty"`
 }
 
 // Validate checks paths read from an image: every path absolute, clean,
@@ -84,6 +87,17 @@ func (p Paths) Validate() error {
 	if p.Unified != "" {
 		if err := validPath(p.Unified); err != nil {
 			return fmt.Errorf("cgroup paths: unified: %w", err)
+		}
+	}
+	if len(p.UnifiedControllers) > 0 && p.Unified == "" {
+		return errors.New("cgroup paths: unified controllers without a unified path")
+	}
+	if len(p.UnifiedControllers) > 64 {
+		return fmt.Errorf("cgroup paths: %d unified controllers", len(p.UnifiedControllers))
+	}
+	for _, c := range p.UnifiedControllers {
+		if !validControllerName(c) || strings.HasPrefix(c, "name=") {
+			return fmt.Errorf("cgroup paths: bad unified controller %q", c)
 		}
 	}
 	return nil
@@ -299,6 +313,7 @@ func resolve(mounts []Mount, p Paths, strict bool) (*Cgroup, error) {
 		if ok {
 			c.unified = dir
 			c.paths.Unified = p.Unified
+			c.paths.UnifiedControllers = append([]string(nil), p.UnifiedControllers...)
 		} else if strict {
 			return nil, fmt.Errorf("cgroup %s: unified hierarchy not mounted: %w", p.Unified, ErrNoController)
 		}
@@ -341,6 +356,9 @@ func ForPid(pid int) (*Cgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of pid %d: %w", pid, err)
 	}
+	if err := c.readControllers(); err != nil {
+		return nil, fmt.Errorf("cgroup of pid %d: %w", pid, err)
+	}
 	return c, nil
 }
 
@@ -363,7 +381,25 @@ func Open(p Paths) (*Cgroup, error) {
 			return nil, fmt.Errorf("cgroup %s: open: %w", d, err)
 		}
 	}
+	if p.UnifiedControllers == nil {
+		if err := c.readControllers(); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// readControllers sets paths.UnifiedControllers from cgroup.controllers.
+func (c *Cgroup) readControllers() error {
+	if c.unified == "" {
+		return nil
+	}
+	s, err := readString(c.unified, "cgroup.controllers")
+	if err != nil {
+		return fmt.Errorf("cgroup %s: read cgroup.controllers: %w", c.unified, err)
+	}
+	c.paths.UnifiedControllers = strings.Fields(s)
+	return nil
 }
 
 // Mode is the host's hierarchy mode.
@@ -371,7 +407,7 @@ func (c *Cgroup) Mode() Mode { return c.mode }
 
 // Paths returns the cgroup's paths inside each hierarchy (a copy).
 func (c *Cgroup) Paths() Paths {
-	p := Paths{Unified: c.paths.Unified}
+	p := Paths{Unified: c.paths.Unified, UnifiedControllers: append([]string(nil), c.paths.UnifiedControllers...)}
 	if len(c.paths.V1) > 0 {
 		p.V1 = make(map[string]string, len(c.paths.V1))
 		for k, v := range c.paths.V1 {

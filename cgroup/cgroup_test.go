@@ -584,3 +584,30 @@ func TestKill(t *testing.T) {
 		})
 	}
 }
+
+func TestCreateUnifiedControllers(t *testing.T) {
+	testutil.RequiresRoot(t)
+	p := childPaths(t, []string{"freezer"}, true)
+	// A controller no ancestor offers: refused before anything is
+	// written to an ancestor, and nothing is left behind.
+	bad := p
+	bad.UnifiedControllers = []string{"nosuchctrl"}
+	if cg, err := Create(bad); !errors.Is(err, ErrNoController) {
+		if cg != nil {
+			cg.Remove()
+		}
+		t.Fatalf("Create with unoffered controller: %v", err)
+	} else {
+		t.Logf("unoffered controller: %v", err)
+	}
+	cg := newTestCgroup(t, p) // same paths: the failed Create left nothing
+	want, _ := readString(cg.Dir(""), "cgroup.controllers")
+	pid := startIn(t, cg, "sleep", "60")
+	got, err := ForPid(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Paths().UnifiedControllers, " ") != want {
+		t.Errorf("ForPid controllers %q, cgroup.controllers %q", got.Paths().UnifiedControllers, want)
+	}
+}

@@ -20,8 +20,11 @@ import (
 // parent's cpuset.cpus and cpuset.mems, without which no task could join.
 // The leaf must not exist yet in any hierarchy (fs.ErrExist): use Open for a
 // cgroup someone else made (e.g. runc). On error, the directories Create made
-// are removed again. Create does not enable v2 controllers in ancestors'
-// cgroup.subtree_control.
+// are removed again. For the unified hierarchy, each of
+// paths.UnifiedControllers missing from an ancestor's cgroup.subtree_control
+// (from the hierarchy root down to the new cgroup's parent) is enabled
+// there, as runc does; a controller an ancestor does not offer is an error
+// wrapping ErrNoController. Remove does not disable them again.
 func Create(p Paths) (*Cgroup, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -68,7 +71,63 @@ func Create(p Paths) (*Cgroup, error) {
 			}
 		}
 	}
+	if c.unified != "" && len(p.UnifiedControllers) > 0 {
+		if err := enableControllers(mounts, p.Unified, c.unified, p.UnifiedControllers); err != nil {
+			return fail(err)
+		}
+	}
 	return c, nil
+}
+
+// enableControllers makes ctrls available in dir (the unified directory of
+// path) by enabling them in each ancestor's cgroup.subtree_control, top down.
+func enableControllers(mounts []Mount, path, dir string, ctrls []string) error {
+	root, _ := dirFor(mounts, true, "", "/")
+	if root == "" {
+		// A mount of a subtree: start at its mount point.
+		for _, m := range mounts {
+			if m.V2 && strings.HasPrefix(dir, m.Point+"/") {
+				root = m.Point
+			}
+		}
+	}
+	if root == "" || !strings.HasPrefix(dir, root+"/") {
+		return nil // the mount root itself: nothing above to change
+	}
+	var chain []string
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		chain = append(chain, d)
+		if d == root || d == "/" {
+			break
+		}
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		d := chain[i]
+		avail, err := readString(d, "cgroup.controllers")
+		if err != nil {
+			return fmt.Errorf("cgroup %s: create %s: read cgroup.controllers: %w", d, path, err)
+		}
+		enabled, err := readString(d, "cgroup.subtree_control")
+		if err != nil {
+			return fmt.Errorf("cgroup %s: create %s: read cgroup.subtree_control: %w", d, path, err)
+		}
+		var add []string
+		for _, c := range ctrls {
+			if hasOption(strings.Fields(enabled), c) {
+				continue
+			}
+			if !hasOption(strings.Fields(avail), c) {
+				return fmt.Errorf("cgroup %s: create %s: controller %s not offered: %w", d, path, c, ErrNoController)
+			}
+			add = append(add, "+"+c)
+		}
+		if len(add) > 0 {
+			if err := writeString(d, "cgroup.subtree_control", strings.Join(add, " ")); err != nil {
+				return fmt.Errorf("cgroup %s: create %s: enable %v: %w", d, path, add, err)
+			}
+		}
+	}
+	return nil
 }
 
 // copyCpuset fills an empty cpuset.cpus/mems of dir from its parent.

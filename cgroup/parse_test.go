@@ -185,6 +185,7 @@ func TestPathsValidate(t *testing.T) {
 	good := []Paths{
 		{Unified: "/"},
 		{V1: map[string]string{"memory": "/process_api/x/ctr", "name=systemd": "/system.slice/a-b.scope"}},
+		{Unified: "/a", UnifiedControllers: []string{"cpu", "memory", "pids"}},
 	}
 	for _, p := range good {
 		if err := p.Validate(); err != nil {
@@ -203,6 +204,9 @@ func TestPathsValidate(t *testing.T) {
 		{V1: map[string]string{"": "/a"}},
 		{V1: map[string]string{"memory": ""}},
 		{V1: map[string]string{"name=": "/"}},
+		{V1: map[string]string{"memory": "/"}, UnifiedControllers: []string{"memory"}},
+		{Unified: "/a", UnifiedControllers: []string{"mem ory"}},
+		{Unified: "/a", UnifiedControllers: []string{"name=systemd"}},
 	}
 	for _, p := range bad {
 		if err := p.Validate(); err == nil {
