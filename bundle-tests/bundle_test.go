@@ -170,8 +170,9 @@ func ctrcr(t *testing.T, args ...string) (string, error) {
 }
 
 // TestCheckpoint_Counter: a busybox counter container under runc is
-// checkpointed with --leave-running (it keeps counting, the image has
-// its process tree, spec.dump and ctr-cr.json), then without it (the
+// checkpointed with --leave-running (it keeps counting, thawed, and the
+// image has its process tree, spec.dump, ctr-cr.json and container.json
+// with the cgroup's memory and pids limits), then without it (the
 // container is gone from the runtime, its processes too).
 func TestCheckpoint_Counter(t *testing.T) {
 	// crun refuses this machine's hybrid cgroup layout (a controller in the
@@ -180,6 +181,14 @@ func TestCheckpoint_Counter(t *testing.T) {
 	for _, rtName := range []string{"runc"} {
 		t.Run(rtName, func(t *testing.T) {
 			b := newBundle(t, rtName, counterScript)
+			mem, pids := int64(96<<20), int64(64)
+			b.editSpec(func(s *specs.Spec) {
+				if s.Linux.Resources == nil {
+					s.Linux.Resources = &specs.LinuxResources{}
+				}
+				s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &mem}
+				s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &pids}
+			})
 			b.start()
 			c := b.waitCount(2)
 			st, err := b.state()
@@ -200,8 +209,23 @@ func TestCheckpoint_Counter(t *testing.T) {
 					t.Errorf("image lacks %s: %v", f, err)
 				}
 			}
+			var cst struct {
+				Cgroup struct {
+					Settings struct {
+						MemoryLimit int64 `json:"memory_limit"`
+						PidsMax     int64 `json:"pids_max"`
+					} `json:"settings"`
+				} `json:"cgroup"`
+			}
+			data, _ := os.ReadFile(filepath.Join(img, "container.json"))
+			if err := json.Unmarshal(data, &cst); err != nil || cst.Cgroup.Settings.MemoryLimit != mem || cst.Cgroup.Settings.PidsMax != pids {
+				t.Errorf("container.json does not hold the memory and pids limits (%d, %d): %v\n%s", mem, pids, err, data)
+			}
+			if fs, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", b.id, "freezer.state")); err == nil && strings.TrimSpace(string(fs)) != "THAWED" {
+				t.Errorf("container left %s after --leave-running", strings.TrimSpace(string(fs)))
+			}
 			var meta map[string]any
-			data, _ := os.ReadFile(filepath.Join(img, "ctr-cr.json"))
+			data, _ = os.ReadFile(filepath.Join(img, "ctr-cr.json"))
 			if err := json.Unmarshal(data, &meta); err != nil || meta["id"] != b.id || meta["runtime"] != rtName || int(meta["init_pid"].(float64)) != pid {
 				t.Errorf("ctr-cr.json: %v: %s", err, data)
 			}

@@ -10,15 +10,29 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
 
 // Names of the files the container layer writes beside the core image.
 const (
-	SpecDumpName = "spec.dump"   // the bundle's config.json at checkpoint time
-	MetadataName = "ctr-cr.json" // Metadata
+	SpecDumpName = "spec.dump"      // the bundle's config.json at checkpoint time
+	MetadataName = "ctr-cr.json"    // Metadata
+	StateName    = "container.json" // State
 )
+
+// State is what the container layer saves beside the core image: what a
+// process-level dump does not hold (container.json).
+type State struct {
+	Cgroup *CgroupState `json:"cgroup,omitempty"`
+}
+
+// CgroupState is the container's cgroup: where it was and its settings.
+type CgroupState struct {
+	Paths    cgroup.Paths     `json:"paths"`
+	Settings *cgroup.Settings `json:"settings"`
+}
 
 // Metadata describes a container checkpoint (ctr-cr.json).
 type Metadata struct {
@@ -81,14 +95,34 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
 	}
+	// The container's cgroup: frozen while its tree is seized, and its
+	// settings saved.
+	cg, err := cgroup.ForPid(st.Pid)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	settings, err := cg.ReadSettings()
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
+	if err := cg.Freeze(ctx); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	defer cg.Thaw() // on every path (a second thaw is harmless)
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
+	dopts.Thaw = cg.Thaw
 	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	meta.Checkpointed = time.Now().UTC()
 	if err := writeFile(filepath.Join(dir, SpecDumpName), specBytes); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	sb, _ := json.MarshalIndent(state, "", "  ")
+	if err := writeFile(filepath.Join(dir, StateName), append(sb, '\n')); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	mb, _ := json.MarshalIndent(meta, "", "  ")

@@ -70,20 +70,20 @@ func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// State is the OCI state of a container as its runtime reports it, with
+// RuntimeState is the OCI state of a container as its runtime reports it, with
 // the creation time runc and crun add.
-type State struct {
+type RuntimeState struct {
 	specs.State
 	Created time.Time `json:"created"`
 }
 
 // State returns the OCI state of container id (`RUNTIME state ID`).
-func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
+func (r *Runtime) State(ctx context.Context, id string) (*RuntimeState, error) {
 	out, err := r.run(ctx, "state", id)
 	if err != nil {
 		return nil, err
 	}
-	var st State
+	var st RuntimeState
 	if err := json.Unmarshal(out, &st); err != nil {
 		return nil, fmt.Errorf("%s state %s: %w", r.Name, id, err)
 	}

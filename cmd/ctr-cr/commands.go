@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/container"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
@@ -77,15 +78,15 @@ func cmdDump(args []string) error {
 	defer stop()
 	opts := dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix}
 	if *freezeCg != "" {
-		fz, err := newFreezer(*freezeCg)
+		cg, err := cgroup.OpenDir(*freezeCg)
 		if err != nil {
 			return err
 		}
-		if err := fz.Freeze(); err != nil {
+		if err := cg.Freeze(ctx); err != nil {
 			return err
 		}
-		defer fz.Thaw() // on every path; a second thaw is harmless
-		opts.Thaw = fz.Thaw
+		defer cg.Thaw() // on every path; a second thaw is harmless
+		opts.Thaw = cg.Thaw
 	}
 	st, err := dump.Dump(ctx, *pid, *dir, opts)
 	if err != nil {
