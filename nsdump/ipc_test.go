@@ -1,8 +1,8 @@
 package nsdump
 
 import (
-	"crypto/sha256"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -223,6 +223,7 @@ func TestIPCDumpRestore(t *testing.T) {
 	detach := populate(t, src)
 	defer detach()
 
+	rssBefore := shmRSS(t, src)
 	hostSysctls, err := readIPCSysctls()
 	if err != nil {
 		t.Fatal(err)
@@ -285,6 +286,11 @@ func TestIPCDumpRestore(t *testing.T) {
 		t.Fatalf("queue: %+v", q)
 	}
 
+	// The dump allocated no page in the holes of the segments.
+	t.Logf("shm resident pages: %d", rssBefore)
+	if rss := shmRSS(t, src); rss != rssBefore {
+		t.Fatalf("shm resident pages %d before dump, %d after", rssBefore, rss)
+	}
 	// The dump consumed nothing: a second dump is identical.
 	again, err := DumpIPC(src)
 	if err != nil {
@@ -362,6 +368,22 @@ func TestIPCDumpRestore(t *testing.T) {
 	if !reflect.DeepEqual(hostSysctls, hostAfter) || hostAfter.MsgMax == 10000 {
 		t.Fatalf("host sysctls changed: %+v -> %+v", hostSysctls, hostAfter)
 	}
+}
+
+// shmRSS returns the resident shm pages of the IPC namespace of pid
+// (shm_info.shm_rss).
+func shmRSS(t *testing.T, pid int) uint64 {
+	t.Helper()
+	var rss uint64
+	inIPC(t, pid, func() error {
+		var info infoBuf
+		if _, err := shmCtl(0, shmInfo, unsafe.Pointer(&info)); err != nil {
+			return err
+		}
+		rss = *(*uint64)(unsafe.Pointer(&info[16])) // after used_ids (padded) and shm_tot
+		return nil
+	})
+	return rss
 }
 
 // sameJSON reports whether a and b give the same JSON (as images would).
@@ -443,6 +465,32 @@ func TestIPCRestoreTakenFails(t *testing.T) {
 	}
 	if len(after.Shm) != 0 || len(after.Sem) != 0 || !reflect.DeepEqual(before.Msg, after.Msg) {
 		t.Fatalf("failed restore left objects: %d shm, %d sem, %d msg", len(after.Shm), len(after.Sem), len(after.Msg))
+	}
+
+	// A taken key.
+	dst2 := newNS(t)
+	inIPC(t, dst2, func() error {
+		_, err := semGet(semKey, 1, ipcCreat|0o600)
+		return err
+	})
+	err = RestoreIPC(NSPath(dst2, "ipc"), st)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("sem id %d key %#x: semget: key taken", st.Sem[0].ID, semKey)) {
+		t.Fatalf("restore with a taken sem key: %v", err)
+	}
+	t.Log(err)
+	if after, err := DumpIPC(dst2); err != nil || len(after.Shm)+len(after.Msg) != 0 || len(after.Sem) != 1 {
+		t.Fatalf("failed restore left objects: %v", err)
+	}
+
+	// A hostile image is refused before anything is touched.
+	bad := roundTrip(t, st)
+	bad.Sem[0].Values[0] = 40000
+	dst3 := newNS(t)
+	if err := RestoreIPC(NSPath(dst3, "ipc"), bad); err == nil || !strings.Contains(err.Error(), "value 40000") {
+		t.Fatalf("restore of a bad image: %v", err)
+	}
+	if after, err := DumpIPC(dst3); err != nil || len(after.Shm)+len(after.Sem)+len(after.Msg) != 0 || after.Sysctls.MsgMax == 10000 {
+		t.Fatalf("refused restore touched the namespace: %v", err)
 	}
 }
 
