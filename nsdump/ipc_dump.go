@@ -27,8 +27,8 @@ func DumpIPC(pid int) (*IPC, error) {
 // get in the way. The namespace should be quiescent (its processes
 // frozen): an object that changes during the dump may make it fail. The
 // dump fails when the contents exceed MaxIPCData, a segment exceeds
-// MaxShmSize, or a queued message is longer than the namespace's current
-// msgmax (MSG_COPY cannot copy it).
+// MaxShmSize or uses huge pages (SHM_HUGETLB), or a queued message is
+// longer than the namespace's current msgmax (MSG_COPY cannot copy it).
 func DumpIPCNS(path string) (*IPC, error) {
 	st := &IPC{}
 	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
@@ -94,6 +94,8 @@ func dumpShm(budget *int64) ([]ShmSegment, error) {
 // read-only and finds its data ranges with SEEK_DATA/SEEK_HOLE on the
 // segment's file (reopened through /proc/self/map_files), so holes are
 // neither read nor allocated; without map_files the whole segment is read.
+// Segments backed by huge pages (SHM_HUGETLB) are refused: IPC_STAT does
+// not tell them apart and RestoreIPC would recreate them with normal pages.
 func readShm(id int, size uint64, budget *int64) (chunks []ShmChunk, err error) {
 	mem, err := shmAttach(id, shmRdonly)
 	if err != nil {
@@ -113,6 +115,11 @@ func readShm(id int, size uint64, budget *int64) (chunks []ShmChunk, err error) 
 	start := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(mem))))
 	mf := fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+(size+page-1)/page*page)
 	if fd, oerr := unix.Open(mf, unix.O_RDONLY|unix.O_CLOEXEC, 0); oerr == nil {
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(fd, &sfs); err == nil && sfs.Type == unix.HUGETLBFS_MAGIC {
+			unix.Close(fd)
+			return nil, errors.New("SHM_HUGETLB segments are not supported")
+		}
 		ranges, err = dataRanges(fd, size)
 		unix.Close(fd)
 		if err != nil {

@@ -19,15 +19,13 @@ import (
 // shm contents (and SHM_LOCK), semaphore values (SETALL), messages in
 // order with their types, and queue qbytes. The sysctl limits are raised
 // as needed while the objects are created, then set to the dumped values,
-// shm_rmid_forced last: when it is 1, segments nobody attaches are
-// destroyed by the kernel as soon as this call returns (as it would do for
-// orphans), so callers that need them should restore with it 0 and set it
-// after their processes attached.
+// except kernel.shm_rmid_forced, which stays 0 until FinishIPC: with it 1,
+// the kernel would destroy every segment nobody has attached yet.
 //
 // A taken id or key fails with an error naming the object. On failure the
 // objects this call created are removed again (the sysctls are not put
-// back: the namespace is meant to be discarded). Segments dumped as
-// Removed stay present until FinishIPC.
+// back: the namespace is meant to be discarded). The *_next_id files are
+// -1 on return.
 func RestoreIPC(path string, st *IPC) error {
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("restore ipc: %w", err)
@@ -47,10 +45,16 @@ func RestoreIPC(path string, st *IPC) error {
 	return nil
 }
 
-// FinishIPC removes (IPC_RMID) the segments of st dumped as Removed, in the
-// IPC namespace file at path. Call it once the restored processes have
-// attached them again; a segment already gone is not an error.
+// FinishIPC completes RestoreIPC once the restored processes have attached
+// their segments again: it removes (IPC_RMID) the segments dumped as
+// Removed (one already gone is not an error), then writes the dumped
+// kernel.shm_rmid_forced. When that is 1 the kernel destroys at once every
+// segment left unattached (their creators are unknown to it after a
+// restore), as it would for orphaned segments.
 func FinishIPC(path string, st *IPC) error {
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("finish ipc: %w", err)
+	}
 	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
 		for i := range st.Shm {
 			s := &st.Shm[i]
@@ -61,7 +65,7 @@ func FinishIPC(path string, st *IPC) error {
 				return fmt.Errorf("shm %s: IPC_RMID: %w", s.String(), err)
 			}
 		}
-		return nil
+		return writeSysctl("kernel/shm_rmid_forced", strconv.FormatInt(st.Sysctls.ShmRmidForced, 10))
 	})
 	if err != nil {
 		return fmt.Errorf("finish ipc: %w", err)
@@ -107,7 +111,9 @@ func (r *ipcRestorer) run() error {
 			return fmt.Errorf("msg %s: %w", r.st.Msg[i].String(), err)
 		}
 	}
-	return writeIPCSysctls(&r.st.Sysctls)
+	final := r.st.Sysctls
+	final.ShmRmidForced = 0 // FinishIPC
+	return writeIPCSysctls(&final)
 }
 
 // needed returns the smallest limits under which the objects fit.

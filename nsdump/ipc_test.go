@@ -564,3 +564,56 @@ func TestRunInNSWrongType(t *testing.T) {
 		t.Fatal("missing namespace file accepted")
 	}
 }
+
+// TestIPCShmRmidForcedDeferred: shm_rmid_forced=1 is written by FinishIPC,
+// not RestoreIPC, so that segments survive until processes attach them.
+func TestIPCShmRmidForcedDeferred(t *testing.T) {
+	testutil.RequiresRoot(t)
+	src := newNS(t)
+	var mem []byte
+	inIPC(t, src, func() error {
+		if err := writeSysctl("kernel/shm_rmid_forced", "1"); err != nil {
+			return err
+		}
+		id, err := shmGet(0x5151, uint64(page), ipcCreat|0o600)
+		if err != nil {
+			return err
+		}
+		// Attached by this process: survives the creating thread's exit.
+		if mem, err = shmAttach(id, 0); err != nil {
+			return err
+		}
+		copy(mem, "kept")
+		return nil
+	})
+	defer shmDetach(mem)
+	st, err := DumpIPC(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sysctls.ShmRmidForced != 1 || len(st.Shm) != 1 || st.Shm[0].Nattch != 1 {
+		t.Fatalf("dump: rmid_forced %d, %d segments", st.Sysctls.ShmRmidForced, len(st.Shm))
+	}
+	dst := newNS(t)
+	if err := RestoreIPC(NSPath(dst, "ipc"), st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DumpIPC(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Sysctls.ShmRmidForced != 0 || len(got.Shm) != 1 || string(got.Shm[0].Chunks[0].Data[:4]) != "kept" {
+		t.Fatalf("after RestoreIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
+	}
+	if err := FinishIPC(NSPath(dst, "ipc"), st); err != nil {
+		t.Fatal(err)
+	}
+	got, err = DumpIPC(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody attached the segment: the kernel destroyed it.
+	if got.Sysctls.ShmRmidForced != 1 || len(got.Shm) != 0 {
+		t.Fatalf("after FinishIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
+	}
+}

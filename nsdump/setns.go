@@ -34,7 +34,7 @@ func NSPath(pid int, kind string) string {
 func RunInNS(path string, nstype int, fn func() error) error {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
 	return RunInNSFD(fd, nstype, fn)
