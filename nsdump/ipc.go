@@ -9,10 +9,14 @@ import (
 // Limits enforced at dump and by Validate.
 const (
 	// MaxIPCData caps the bytes of content an IPC namespace dump may hold:
-	// the non-zero pages of all shared memory segments plus the text of all
-	// queued messages. A dump above it fails with a clear error (the
-	// content is held in memory and written as one image entry).
+	// the non-zero pages of all shared memory segments, plus the text of
+	// every queued message and MsgOverhead bytes per message, plus 2 bytes
+	// per semaphore. A dump above it fails with a clear error (the content
+	// is held in memory).
 	MaxIPCData = 256 << 20
+	// MsgOverhead is what one queued message counts toward MaxIPCData
+	// besides its text (so that millions of empty messages are bounded too).
+	MsgOverhead = 64
 	// MaxShmSize caps the size of one shared memory segment (its
 	// address-space size; holes cost nothing in the image).
 	MaxShmSize = 1 << 40
@@ -22,6 +26,9 @@ const (
 	// kind a namespace can hold).
 	maxIPCIndex = 1 << 24
 )
+
+// ipcDataLimit is MaxIPCData; tests lower it.
+var ipcDataLimit int64 = MaxIPCData
 
 // IPC is the state of an IPC namespace: its SysV objects and sysctls.
 // POSIX message queues (the mqueue filesystem) are not objects of this
@@ -149,8 +156,8 @@ func (st *IPC) Validate() error {
 	var total uint64
 	addData := func(n uint64) error {
 		total += n
-		if total > MaxIPCData {
-			return fmt.Errorf("contents exceed %d bytes", MaxIPCData)
+		if total > uint64(ipcDataLimit) {
+			return fmt.Errorf("contents exceed %d bytes", ipcDataLimit)
 		}
 		return nil
 	}
@@ -171,6 +178,9 @@ func (st *IPC) Validate() error {
 		err := kc.add(&s.IPCPerm)
 		if err == nil && (len(s.Values) == 0 || len(s.Values) > MaxSemsPerSet) {
 			err = fmt.Errorf("%d semaphores (want 1..%d)", len(s.Values), MaxSemsPerSet)
+		}
+		if err == nil {
+			err = addData(2 * uint64(len(s.Values)))
 		}
 		if err == nil {
 			for n, v := range s.Values {
@@ -195,7 +205,7 @@ func (st *IPC) Validate() error {
 			m := &q.Messages[n]
 			if m.Type < 1 {
 				err = fmt.Errorf("message %d: type %d (want >= 1)", n, m.Type)
-			} else if e := addData(uint64(len(m.Data))); e != nil {
+			} else if e := addData(MsgOverhead + uint64(len(m.Data))); e != nil {
 				err = fmt.Errorf("message %d: %w", n, e)
 			}
 		}

@@ -11,9 +11,9 @@ import (
 
 // DumpIPC captures the IPC namespace of pid; see DumpIPCNS.
 func DumpIPC(pid int) (*IPC, error) {
-	st, err := DumpIPCNS(NSPath(pid, "ipc"))
+	st, err := dumpIPC(NSPath(pid, "ipc"))
 	if err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, fmt.Errorf("dump ipc: pid %d: %w", pid, err)
 	}
 	return st, nil
 }
@@ -30,24 +30,32 @@ func DumpIPC(pid int) (*IPC, error) {
 // MaxShmSize or uses huge pages (SHM_HUGETLB), or a queued message is
 // longer than the namespace's current msgmax (MSG_COPY cannot copy it).
 func DumpIPCNS(path string) (*IPC, error) {
+	st, err := dumpIPC(path)
+	if err != nil {
+		return nil, fmt.Errorf("dump ipc: %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func dumpIPC(path string) (*IPC, error) {
 	st := &IPC{}
 	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
 		var err error
 		if st.Sysctls, err = readIPCSysctls(); err != nil {
 			return err
 		}
-		budget := int64(MaxIPCData)
+		budget := ipcDataLimit
 		if st.Shm, err = dumpShm(&budget); err != nil {
 			return err
 		}
-		if st.Sem, err = dumpSem(); err != nil {
+		if st.Sem, err = dumpSem(&budget); err != nil {
 			return err
 		}
 		st.Msg, err = dumpMsg(&budget)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dump ipc: %w", err)
+		return nil, err
 	}
 	return st, nil
 }
@@ -134,7 +142,7 @@ func readShm(id int, size uint64, budget *int64) (chunks []ShmChunk, err error) 
 				continue
 			}
 			if *budget -= int64(len(p)); *budget < 0 {
-				return nil, fmt.Errorf("contents exceed the %d bytes limit of an IPC dump", MaxIPCData)
+				return nil, fmt.Errorf("contents exceed the %d bytes limit of an IPC dump", ipcDataLimit)
 			}
 			if n := len(chunks); n > 0 && chunks[n-1].Offset+uint64(len(chunks[n-1].Data)) == off {
 				chunks[n-1].Data = append(chunks[n-1].Data, p...)
@@ -186,7 +194,7 @@ func isZero(b []byte) bool {
 	return true
 }
 
-func dumpSem() ([]SemSet, error) {
+func dumpSem(budget *int64) ([]SemSet, error) {
 	var info infoBuf
 	maxIdx, err := semCtl(0, 0, semInfo, unsafe.Pointer(&info))
 	if err != nil {
@@ -205,6 +213,9 @@ func dumpSem() ([]SemSet, error) {
 		s := SemSet{IPCPerm: permOf(id, &ds.Perm)}
 		if ds.Nsems == 0 || ds.Nsems > MaxSemsPerSet {
 			return nil, fmt.Errorf("sem %s: %d semaphores (limit %d)", s.String(), ds.Nsems, MaxSemsPerSet)
+		}
+		if *budget -= 2 * int64(ds.Nsems); *budget < 0 {
+			return nil, fmt.Errorf("sem %s: contents exceed the %d bytes limit of an IPC dump", s.String(), ipcDataLimit)
 		}
 		s.Values = make([]uint16, ds.Nsems)
 		if _, err := semCtl(id, 0, semGetall, unsafe.Pointer(&s.Values[0])); err != nil {
@@ -232,10 +243,11 @@ func dumpMsg(budget *int64) ([]MsgQueue, error) {
 			return nil, fmt.Errorf("msg index %d: MSG_STAT_ANY: %w", idx, err)
 		}
 		q := MsgQueue{IPCPerm: permOf(id, &ds.Perm), Qbytes: ds.Qbytes}
-		if int64(ds.Cbytes) > *budget || ds.Cbytes > MaxIPCData {
-			return nil, fmt.Errorf("msg %s: %d queued bytes: contents exceed the %d bytes limit of an IPC dump", q.String(), ds.Cbytes, MaxIPCData)
+		if ds.Cbytes > uint64(ipcDataLimit) || ds.Qnum > uint64(ipcDataLimit) ||
+			int64(ds.Cbytes+MsgOverhead*ds.Qnum) > *budget {
+			return nil, fmt.Errorf("msg %s: %d messages, %d bytes: contents exceed the %d bytes limit of an IPC dump", q.String(), ds.Qnum, ds.Cbytes, ipcDataLimit)
 		}
-		*budget -= int64(ds.Cbytes)
+		*budget -= int64(ds.Cbytes + MsgOverhead*ds.Qnum)
 		if q.Messages, err = readQueue(id, ds.Qnum, ds.Cbytes); err != nil {
 			return nil, fmt.Errorf("msg %s: %w", q.String(), err)
 		}

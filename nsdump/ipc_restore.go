@@ -40,7 +40,7 @@ func RestoreIPC(path string, st *IPC) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("restore ipc: %w", err)
+		return fmt.Errorf("restore ipc: %s: %w", path, err)
 	}
 	return nil
 }
@@ -68,7 +68,7 @@ func FinishIPC(path string, st *IPC) error {
 		return writeSysctl("kernel/shm_rmid_forced", strconv.FormatInt(st.Sysctls.ShmRmidForced, 10))
 	})
 	if err != nil {
-		return fmt.Errorf("finish ipc: %w", err)
+		return fmt.Errorf("finish ipc: %s: %w", path, err)
 	}
 	return nil
 }

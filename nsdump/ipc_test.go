@@ -617,3 +617,38 @@ func TestIPCShmRmidForcedDeferred(t *testing.T) {
 		t.Fatalf("after FinishIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
 	}
 }
+
+func TestIPCDumpDataLimit(t *testing.T) {
+	testutil.RequiresRoot(t)
+	src := newNS(t)
+	detach := populate(t, src)
+	defer detach()
+	st, err := DumpIPC(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old int64) { ipcDataLimit = old }(ipcDataLimit)
+	ipcDataLimit = 10000 // below segment B's 12 KiB of data
+	if _, err := DumpIPC(src); err == nil || !strings.Contains(err.Error(), "contents exceed the 10000 bytes limit") {
+		t.Fatalf("dump above the limit: %v", err)
+	} else {
+		t.Log(err)
+	}
+	if err := st.Validate(); err == nil || !strings.Contains(err.Error(), "exceed 10000") {
+		t.Fatalf("Validate above the limit: %v", err)
+	}
+	// The failed dump left no attachment behind.
+	again, err := DumpIPC(src)
+	if err == nil {
+		t.Fatal("dump succeeded")
+	}
+	ipcDataLimit = MaxIPCData
+	if again, err = DumpIPC(src); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range again.Shm {
+		if want := findShm(st, s.ID); want == nil || s.Nattch != want.Nattch {
+			t.Fatalf("shm %s: nattch %d after failed dumps", s.String(), s.Nattch)
+		}
+	}
+}

@@ -43,9 +43,9 @@ func truncate(s string) string {
 
 // DumpUTS returns the hostname and domainname of the UTS namespace of pid.
 func DumpUTS(pid int) (*UTS, error) {
-	u, err := DumpUTSNS(NSPath(pid, "uts"))
+	u, err := dumpUTS(NSPath(pid, "uts"))
 	if err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, fmt.Errorf("dump uts: pid %d: %w", pid, err)
 	}
 	return u, nil
 }
@@ -53,6 +53,14 @@ func DumpUTS(pid int) (*UTS, error) {
 // DumpUTSNS returns the hostname and domainname of the UTS namespace file
 // at path.
 func DumpUTSNS(path string) (*UTS, error) {
+	u, err := dumpUTS(path)
+	if err != nil {
+		return nil, fmt.Errorf("dump uts: %s: %w", path, err)
+	}
+	return u, nil
+}
+
+func dumpUTS(path string) (*UTS, error) {
 	var u UTS
 	err := RunInNS(path, unix.CLONE_NEWUTS, func() error {
 		var un unix.Utsname
@@ -64,7 +72,7 @@ func DumpUTSNS(path string) (*UTS, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dump uts: %w", err)
+		return nil, err
 	}
 	return &u, nil
 }
@@ -86,7 +94,7 @@ func RestoreUTS(path string, u *UTS) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("restore uts: %w", err)
+		return fmt.Errorf("restore uts: %s: %w", path, err)
 	}
 	return nil
 }
