@@ -652,3 +652,32 @@ func TestIPCDumpDataLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestRunInNSLeavesNoThread: after RunInNS no thread of this process is
+// left in the namespace (it died or went back).
+func TestRunInNSLeavesNoThread(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ns := newNS(t)
+	target, err := os.Readlink(NSPath(ns, "ipc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		inIPC(t, ns, func() error {
+			cur, err := os.Readlink("/proc/thread-self/ns/ipc")
+			if err != nil || cur != target {
+				return fmt.Errorf("inside: %s, %v; want %s", cur, err, target)
+			}
+			return nil
+		})
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if l, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/ipc"); err == nil && l == target {
+			t.Errorf("thread %s is still in %s", task.Name(), target)
+		}
+	}
+}

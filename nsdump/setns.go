@@ -45,8 +45,8 @@ func RunInNS(path string, nstype int, fn func() error) error {
 // unix.CLONE_NEWUTS; 0 accepts any type, but passing the type makes the
 // kernel check that fd is the namespace the caller meant). fn's result is
 // returned. The thread stays locked and is terminated by the Go runtime
-// when fn returns, so fn may also change per-thread state (credentials)
-// without undoing it. fn must not start goroutines that expect to share
+// when fn returns (after a best-effort setns back to its own namespace),
+// so fn may also change per-thread state (credentials) without undoing it. fn must not start goroutines that expect to share
 // the namespace: only the calling goroutine is in it. A panic in fn is
 // propagated to the caller.
 func RunInNSFD(fd int, nstype int, fn func() error) error {
@@ -65,16 +65,22 @@ func RunInNSFD(fd int, nstype int, fn func() error) error {
 			}
 			done <- res
 		}()
-		for {
-			err := unix.Setns(fd, nstype)
-			if errors.Is(err, unix.EINTR) {
-				continue
+		// The thread's own namespace, to go back to on the way out: the
+		// Go runtime does not end a locked main thread but parks it for
+		// good, and it should not keep the namespace alive meanwhile.
+		back := -1
+		if kind := nsKind(nstype); kind != "" {
+			if b, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+				back = b
+				defer func() {
+					setns(back, nstype)
+					unix.Close(back)
+				}()
 			}
-			if err != nil {
-				res.err = fmt.Errorf("setns(%s): %w", nsTypeName(nstype), err)
-				return
-			}
-			break
+		}
+		if err := setns(fd, nstype); err != nil {
+			res.err = fmt.Errorf("setns(%s): %w", nsTypeName(nstype), err)
+			return
 		}
 		res.err = fn()
 	}()
@@ -83,6 +89,25 @@ func RunInNSFD(fd int, nstype int, fn func() error) error {
 		panic(res.panic)
 	}
 	return res.err
+}
+
+func setns(fd, nstype int) error {
+	for {
+		err := unix.Setns(fd, nstype)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// nsKind is the /proc/PID/ns name of a CLONE_NEW* type whose setns works
+// in a multithreaded process, or "".
+func nsKind(t int) string {
+	switch t {
+	case unix.CLONE_NEWIPC, unix.CLONE_NEWUTS, unix.CLONE_NEWNET:
+		return nsTypeName(t)
+	}
+	return ""
 }
 
 func nsTypeName(t int) string {
