@@ -25,7 +25,9 @@ import (
 // A taken id or key fails with an error naming the object. On failure the
 // objects this call created are removed again (the sysctls are not put
 // back: the namespace is meant to be discarded). The *_next_id files are
-// -1 on return.
+// -1 on return. Nothing else may create IPC objects in the namespace
+// meanwhile (a concurrent create would consume a next_id meant for us;
+// the id check then fails the restore rather than misnumbering).
 func RestoreIPC(path string, st *IPC) error {
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("restore ipc: %w", err)
