@@ -210,6 +210,10 @@ func TestCheckpoint_Counter(t *testing.T) {
 				}
 			}
 			var cst struct {
+				UTS struct {
+					Hostname string `json:"hostname"`
+				} `json:"uts"`
+				IPC    *json.RawMessage `json:"ipc"`
 				Cgroup struct {
 					Settings struct {
 						MemoryLimit int64 `json:"memory_limit"`
@@ -220,6 +224,9 @@ func TestCheckpoint_Counter(t *testing.T) {
 			data, _ := os.ReadFile(filepath.Join(img, "container.json"))
 			if err := json.Unmarshal(data, &cst); err != nil || cst.Cgroup.Settings.MemoryLimit != mem || cst.Cgroup.Settings.PidsMax != pids {
 				t.Errorf("container.json does not hold the memory and pids limits (%d, %d): %v\n%s", mem, pids, err, data)
+			}
+			if cst.UTS.Hostname != "ctrcr-box" || cst.IPC == nil {
+				t.Errorf("container.json does not hold the UTS (hostname ctrcr-box) and IPC namespaces:\n%s", data)
 			}
 			if fs, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", b.id, "freezer.state")); err == nil && strings.TrimSpace(string(fs)) != "THAWED" {
 				t.Errorf("container left %s after --leave-running", strings.TrimSpace(string(fs)))

@@ -13,6 +13,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/internal/version"
+	"github.com/ctr-cr/ctr-cr/nsdump"
 )
 
 // Names of the files the container layer writes beside the core image.
@@ -26,6 +27,10 @@ const (
 // process-level dump does not hold (container.json).
 type State struct {
 	Cgroup *CgroupState `json:"cgroup,omitempty"`
+	// UTS and IPC are the container's own namespaces (nil when it shares
+	// ctr-cr's).
+	UTS *nsdump.UTS `json:"uts,omitempty"`
+	IPC *nsdump.IPC `json:"ipc,omitempty"`
 }
 
 // CgroupState is the container's cgroup: where it was and its settings.
@@ -110,6 +115,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	defer cg.Thaw() // on every path (a second thaw is harmless)
+	if err := captureNamespaces(st.Pid, &state); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
@@ -152,4 +160,38 @@ func writeFile(path string, b []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ownNamespace reports whether pid has a namespace of kind other than
+// ctr-cr's (only a container's own namespaces are saved).
+func ownNamespace(pid int, kind string) (bool, error) {
+	theirs, err := os.Readlink(nsdump.NSPath(pid, kind))
+	if err != nil {
+		return false, err
+	}
+	ours, err := os.Readlink("/proc/self/ns/" + kind)
+	if err != nil {
+		return false, err
+	}
+	return theirs != ours, nil
+}
+
+// captureNamespaces saves the UTS and IPC namespaces of the frozen
+// container whose init is pid.
+func captureNamespaces(pid int, state *State) error {
+	if own, err := ownNamespace(pid, "uts"); err != nil {
+		return err
+	} else if own {
+		if state.UTS, err = nsdump.DumpUTS(pid); err != nil {
+			return err
+		}
+	}
+	if own, err := ownNamespace(pid, "ipc"); err != nil {
+		return err
+	} else if own {
+		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
