@@ -132,6 +132,9 @@ func Dump(ns netns.NsHandle, opts *DumpOptions) (*State, error) {
 		if r.Protocol == unix.RTPROT_KERNEL || r.Protocol == unix.RTPROT_RA || r.Flags&unix.RTM_F_CLONED != 0 {
 			continue
 		}
+		if r.Encap != nil || r.Via != nil || r.NewDst != nil || r.MPLSDst != nil {
+			return nil, fmt.Errorf("netdev dump: route %v table %d: encapsulation, via or MPLS routes are not supported", r.Dst, r.Table)
+		}
 		st.Routes = append(st.Routes, routeFromNetlink(r))
 	}
 
@@ -143,6 +146,9 @@ func Dump(ns netns.NsHandle, opts *DumpOptions) (*State, error) {
 		for _, r := range rules {
 			if isDefaultRule(r) {
 				continue
+			}
+			if r.TunID > 0 || r.Flow > 0 {
+				return nil, fmt.Errorf("netdev dump: rule priority %d table %d: tunnel id or realm selectors are not supported", r.Priority, r.Table)
 			}
 			st.Rules = append(st.Rules, ruleFromNetlink(r, fam))
 		}
@@ -204,7 +210,8 @@ func routeFromNetlink(r netlink.Route) Route {
 // 32766 lookup main, 32767 lookup default, without selectors.
 func isDefaultRule(r netlink.Rule) bool {
 	if r.Src != nil || r.Dst != nil || r.Mark != 0 || r.IifName != "" || r.OifName != "" || r.Invert ||
-		r.Tos != 0 || r.Goto > 0 || r.IPProto != 0 || r.Sport != nil || r.Dport != nil || r.UIDRange != nil {
+		r.Tos != 0 || r.Goto > 0 || r.IPProto != 0 || r.Sport != nil || r.Dport != nil || r.UIDRange != nil ||
+		r.TunID > 0 || r.Flow > 0 || r.Type > unix.FR_ACT_TO_TBL {
 		return false
 	}
 	switch {
@@ -237,6 +244,20 @@ func ruleFromNetlink(r netlink.Rule, fam int) Rule {
 	if out.SuppressPrefixlen < -1 {
 		out.SuppressPrefixlen = -1
 	}
+	if r.SuppressIfgroup >= 0 {
+		g := r.SuppressIfgroup
+		out.SuppressIfgroup = &g
+	}
+	if r.Sport != nil {
+		out.Sport = &PortRange{Start: r.Sport.Start, End: r.Sport.End}
+	}
+	if r.Dport != nil {
+		out.Dport = &PortRange{Start: r.Dport.Start, End: r.Dport.End}
+	}
+	if r.UIDRange != nil {
+		out.UIDRange = &UIDRange{Start: r.UIDRange.Start, End: r.UIDRange.End}
+	}
+	out.Protocol = int(r.Protocol)
 	return out
 }
 

@@ -138,6 +138,8 @@ func buildContainer(t *testing.T, a, h *testNs) {
 	a.ip(t, "-6", "route", "add", "fd00:99::/64", "via", "fd00:200::1")
 	a.ip(t, "rule", "add", "from", "10.200.0.2", "table", "100", "priority", "1000")
 	a.ip(t, "-6", "rule", "add", "to", "fd00:99::/64", "table", "main", "priority", "1001")
+	a.ip(t, "rule", "add", "fwmark", "0x10/0xff", "ipproto", "tcp", "dport", "8000-8080", "uidrange", "1000-2000",
+		"lookup", "100", "suppress_prefixlength", "0", "priority", "1002")
 	run(t, "ip", "netns", "exec", a.name, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.eth0.rp_filter=2",
 		"net.ipv6.conf.dummy0.accept_ra=0")
 }
@@ -260,7 +262,7 @@ func checkDump(t *testing.T, st *State) {
 	if r, ok := routes["fd00:99::/64/254"]; !ok || r.Gw != "fd00:200::1" {
 		t.Fatalf("ipv6 route: %+v", r)
 	}
-	if len(st.Rules) != 2 {
+	if len(st.Rules) != 3 {
 		t.Fatalf("rules: %+v", st.Rules)
 	}
 }
@@ -316,7 +318,8 @@ func TestDumpRestore(t *testing.T) {
 			t.Fatalf("cycle %d: ping fd00:200::1 from the container: %v: %s", cycle, err, out)
 		}
 		out := dst.ip(t, "rule", "show")
-		if !strings.Contains(out, "1000:\tfrom 10.200.0.2 lookup 100") {
+		if !strings.Contains(out, "1000:\tfrom 10.200.0.2 lookup 100") ||
+			!strings.Contains(out, "1002:\tfrom all fwmark 0x10/0xff uidrange 1000-2000 ipproto tcp dport 8000-8080 lookup 100 suppress_prefixlength 0") {
 			t.Fatalf("cycle %d: rules: %s", cycle, out)
 		}
 		src = dst

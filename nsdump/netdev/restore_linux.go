@@ -510,6 +510,19 @@ func (r *restorer) rules() error {
 		if ru.Goto > 0 {
 			nr.Goto = ru.Goto
 		}
+		if ru.SuppressIfgroup != nil {
+			nr.SuppressIfgroup = *ru.SuppressIfgroup
+		}
+		if ru.Sport != nil {
+			nr.Sport = netlink.NewRulePortRange(ru.Sport.Start, ru.Sport.End)
+		}
+		if ru.Dport != nil {
+			nr.Dport = netlink.NewRulePortRange(ru.Dport.Start, ru.Dport.End)
+		}
+		if ru.UIDRange != nil {
+			nr.UIDRange = netlink.NewRuleUIDRange(ru.UIDRange.Start, ru.UIDRange.End)
+		}
+		nr.Protocol = uint8(ru.Protocol)
 		if ru.Src != "" {
 			nr.Src, _, _ = parsePrefix(ru.Src)
 		}

@@ -174,7 +174,26 @@ type Rule struct {
 	Goto     int     `json:"goto,omitempty"` // 0 for none
 	// SuppressPrefixlen is -1 when unset.
 	SuppressPrefixlen int `json:"suppress_prefixlen"`
-	IPProto           int `json:"ipproto,omitempty"`
+	// SuppressIfgroup is nil when unset.
+	SuppressIfgroup *int       `json:"suppress_ifgroup,omitempty"`
+	IPProto         int        `json:"ipproto,omitempty"`
+	Sport           *PortRange `json:"sport,omitempty"`
+	Dport           *PortRange `json:"dport,omitempty"`
+	UIDRange        *UIDRange  `json:"uidrange,omitempty"`
+	// Protocol is the rule's FRA_PROTOCOL (who made it), 0 when unknown.
+	Protocol int `json:"protocol,omitempty"`
+}
+
+// PortRange is an inclusive port range of a rule selector.
+type PortRange struct {
+	Start uint16 `json:"start"`
+	End   uint16 `json:"end"`
+}
+
+// UIDRange is an inclusive uid range of a rule selector.
+type UIDRange struct {
+	Start uint32 `json:"start"`
+	End   uint32 `json:"end"`
 }
 
 // Limits that keep a hostile state from making Restore do unbounded work.
@@ -473,8 +492,13 @@ func (r Rule) validate() error {
 	}
 	if r.Priority < 0 || r.Priority > 1<<32-1 || r.Table < 0 || r.Table > 1<<32-1 || r.Type < 0 || r.Type > 255 ||
 		r.Tos < 0 || r.Tos > 255 || r.Goto < 0 || r.Goto > 1<<32-1 || r.SuppressPrefixlen < -1 || r.SuppressPrefixlen > 128 ||
-		r.IPProto < 0 || r.IPProto > 255 {
+		r.IPProto < 0 || r.IPProto > 255 || r.Protocol < 0 || r.Protocol > 255 ||
+		r.SuppressIfgroup != nil && (*r.SuppressIfgroup < 0 || *r.SuppressIfgroup > 1<<31-1) {
 		return errors.New("a number is out of range")
+	}
+	if r.Sport != nil && r.Sport.Start > r.Sport.End || r.Dport != nil && r.Dport.Start > r.Dport.End ||
+		r.UIDRange != nil && r.UIDRange.Start > r.UIDRange.End {
+		return errors.New("a range ends before it starts")
 	}
 	if r.Table == 0 && r.Goto == 0 && r.Type <= 1 {
 		return errors.New("neither a table, a goto nor an action")

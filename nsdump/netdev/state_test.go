@@ -106,6 +106,8 @@ func TestValidate(t *testing.T) {
 		{"rule no action", func(s *State) { s.Rules[0].Table = 0 }, "neither"},
 		{"rule iif", func(s *State) { s.Rules[0].IifName = "a b" }, "interface name"},
 		{"rule priority", func(s *State) { s.Rules[0].Priority = -3 }, "out of range"},
+		{"rule sport", func(s *State) { s.Rules[0].Sport = &PortRange{Start: 9, End: 8} }, "range"},
+		{"rule ifgroup", func(s *State) { g := -2; s.Rules[0].SuppressIfgroup = &g }, "out of range"},
 		{"sysctl unknown", func(s *State) { s.Sysctls["kernel/core_pattern"] = "|/bin/sh" }, "not a known sysctl"},
 		{"sysctl traversal", func(s *State) { s.Sysctls["ipv4/conf/../../../kernel/core_pattern"] = "1" }, ""},
 		{"sysctl dev unknown", func(s *State) { s.Sysctls["ipv4/conf/wlan0/forwarding"] = "1" }, "not a recorded link"},
