@@ -292,6 +292,9 @@ func TestDumpRestore(t *testing.T) {
 		h.waitGone(t, "vethX")
 
 		dst := newTestNs(t)
+		if cycle == 2 {
+			dst.ip(t, "link", "set", "lo", "down") // as "ip netns add" leaves it
+		}
 		var logs []string
 		if err := Restore(dst.h, st, &RestoreOptions{Outside: h.h, Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }}); err != nil {
 			t.Fatalf("cycle %d: restore: %v", cycle, err)
@@ -470,5 +473,37 @@ func TestRestoreMissingBridge(t *testing.T) {
 	}
 	if err := RemoveLinks(dst.h, st); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDumpPeerElsewhere: a veth whose peer is in a netns that is neither the
+// dumped one nor the outside one is refused with a clear error.
+func TestDumpPeerElsewhere(t *testing.T) {
+	h := newTestNs(t)
+	a := newTestNs(t)
+	x := newTestNs(t)
+	a.ip(t, "link", "add", "eth0", "type", "veth", "peer", "name", "vx", "netns", x.name)
+	_, err := Dump(a.h, &DumpOptions{Outside: h.h})
+	if err == nil || !strings.Contains(err.Error(), "link eth0 (veth)") || !strings.Contains(err.Error(), "not the outside netns") {
+		t.Fatalf("dump with a peer in a third netns: %v", err)
+	}
+	t.Log(err)
+}
+
+// TestRestoreRefusesBeforeTouching needs no root: every refusal comes
+// before the netns is used.
+func TestRestoreRefusesBeforeTouching(t *testing.T) {
+	s := sample()
+	s.Links[2].Kind = "macvlan"
+	if err := Restore(netns.None(), s, nil); err == nil || !strings.Contains(err.Error(), `link dummy0: kind "macvlan" cannot be restored`) {
+		t.Fatalf("macvlan: %v", err)
+	}
+	s = sample()
+	s.Links[2].Index = 42
+	if err := Restore(netns.None(), s, nil); err == nil || !strings.Contains(err.Error(), "used twice") {
+		t.Fatalf("invalid state: %v", err)
+	}
+	if err := Restore(netns.None(), sample(), nil); err == nil || !strings.Contains(err.Error(), "not open") {
+		t.Fatalf("closed netns: %v", err)
 	}
 }

@@ -66,12 +66,17 @@ func readSysctls(ns netns.NsHandle, keys []string) (map[string]string, error) {
 }
 
 // writeSysctls writes m under /proc/sys/net inside ns, in sysctlOrder, each
-// key only when its current value differs.
-func writeSysctls(ns netns.NsHandle, m map[string]string) error {
+// key only when its current value differs. A key this kernel does not have
+// (another kernel, ipv6 disabled) is skipped with a note to logf.
+func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...any)) error {
 	return inNetns(ns, func() error {
 		for _, k := range sysctlOrder(m) {
 			p := filepath.Join("/proc/sys/net", k)
 			cur, err := os.ReadFile(p)
+			if os.IsNotExist(err) {
+				logf("netdev restore: sysctl net/%s does not exist here: %q not restored", k, m[k])
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("sysctl net/%s: %w", k, err)
 			}

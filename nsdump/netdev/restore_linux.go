@@ -49,9 +49,6 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("netdev restore: %w", err)
 	}
-	if !ns.IsOpen() {
-		return errors.New("netdev restore: netns handle is not open")
-	}
 	hasOutside := false
 	for _, l := range st.Links {
 		if !restorable[l.Kind] {
@@ -60,6 +57,9 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 		if l.Peer != nil && l.Peer.Where == PeerOutside {
 			hasOutside = true
 		}
+	}
+	if !ns.IsOpen() {
+		return errors.New("netdev restore: netns handle is not open")
 	}
 	if hasOutside && (opts == nil || !opts.Outside.IsOpen()) {
 		return errors.New("netdev restore: the state has veths with an outside peer but no outside netns was given")
@@ -311,7 +311,7 @@ func (r *restorer) sysctls() error {
 	if len(r.st.Sysctls) == 0 {
 		return nil
 	}
-	return writeSysctls(r.ns, r.st.Sysctls)
+	return writeSysctls(r.ns, r.st.Sysctls, r.opts.logf)
 }
 
 func (r *restorer) masters() error {
