@@ -507,3 +507,32 @@ func TestRestoreRefusesBeforeTouching(t *testing.T) {
 		t.Fatalf("closed netns: %v", err)
 	}
 }
+
+// TestSetIndex: a link a runtime made at some index is renumbered in place
+// (round trip through a scratch netns with IFLA_NEW_IFINDEX); its veth peer
+// outside stays attached; a taken index is refused without change.
+func TestSetIndex(t *testing.T) {
+	h := newTestNs(t)
+	c := newTestNs(t)
+	c.ip(t, "link", "add", "eth0", "type", "veth", "peer", "name", "vethC", "netns", h.name)
+	c.ip(t, "link", "add", "taken", "index", "500", "type", "bridge")
+	if err := SetIndex(c.h, "eth0", 4242); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.links(t)["eth0"]; l == nil || l.Attrs().Index != 4242 {
+		t.Fatalf("eth0 after SetIndex: %+v", l)
+	}
+	if p := h.links(t)["vethC"]; p == nil || p.Attrs().ParentIndex != 4242 {
+		t.Fatalf("peer after SetIndex: %+v", p)
+	}
+	err := SetIndex(c.h, "eth0", 500)
+	if !errors.Is(err, ErrIndexTaken) {
+		t.Fatalf("SetIndex to a taken index: %v", err)
+	}
+	if l := c.links(t)["eth0"]; l == nil || l.Attrs().Index != 4242 {
+		t.Fatalf("eth0 after a refused SetIndex: %+v", l)
+	}
+	// The renumbered link takes a normal configuration afterwards.
+	c.ip(t, "addr", "add", "10.201.0.2/24", "dev", "eth0")
+	c.ip(t, "link", "set", "eth0", "up")
+}
