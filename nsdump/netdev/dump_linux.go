@@ -58,7 +58,7 @@ func Dump(ns netns.NsHandle, opts *DumpOptions) (*State, error) {
 			MTU:      a.MTU,
 			TxQLen:   a.TxQLen,
 			Up:       a.Flags&net.FlagUp != 0,
-			Promisc:  a.Promisc != 0,
+			Promisc:  a.RawFlags&unix.IFF_PROMISC != 0, // asked for by a user; a bridge port counts as promiscuous without it
 			Allmulti: a.RawFlags&unix.IFF_ALLMULTI != 0,
 			NoARP:    a.RawFlags&unix.IFF_NOARP != 0,
 			Master:   a.MasterIndex,

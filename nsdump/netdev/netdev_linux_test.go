@@ -120,7 +120,7 @@ func buildContainer(t *testing.T, a, h *testNs) {
 
 	a.ip(t, "link", "add", "dummy0", "index", "50", "address", "02:00:00:00:00:50", "mtu", "9000", "txqlen", "500", "type", auxKind(t, h))
 	a.ip(t, "addr", "add", "10.99.0.1/24", "dev", "dummy0")
-	a.ip(t, "link", "set", "dummy0", "up")
+	a.ip(t, "link", "set", "dummy0", "up", "promisc", "on")
 
 	// a veth with both ends inside, one end on an inside bridge, one end down
 	a.ip(t, "link", "add", "brin", "index", "70", "address", "02:00:00:00:00:70", "type", "bridge")
@@ -213,11 +213,11 @@ func checkDump(t *testing.T, st *State) {
 		t.Fatalf("eth0 peer: %+v", eth0.Peer)
 	}
 	d := findLink(st, "dummy0")
-	if d == nil || d.Index != 50 || d.Kind != auxKind(t, nil) || d.MTU != 9000 || d.TxQLen != 500 {
+	if d == nil || d.Index != 50 || d.Kind != auxKind(t, nil) || d.MTU != 9000 || d.TxQLen != 500 || !d.Promisc {
 		t.Fatalf("dummy0: %+v", d)
 	}
 	v1 := findLink(st, "vin1")
-	if v1 == nil || v1.Master != 70 || v1.Peer == nil || v1.Peer.Where != PeerSelf || v1.Peer.Index != 60 || !v1.Up {
+	if v1 == nil || v1.Master != 70 || v1.Peer == nil || v1.Peer.Where != PeerSelf || v1.Peer.Index != 60 || !v1.Up || v1.Promisc {
 		t.Fatalf("vin1: %+v", v1)
 	}
 	if v0 := findLink(st, "vin0"); v0 == nil || v0.Up {
