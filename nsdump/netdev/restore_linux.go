@@ -221,7 +221,7 @@ func (r *restorer) createLinks() error {
 				nl = &netlink.Ifb{LinkAttrs: la}
 			}
 			if err := r.h.LinkAdd(nl); err != nil {
-				return fmt.Errorf("link %s (%s, ifindex %d): create: %w", l.Name, l.Kind, l.Index, err)
+				return fmt.Errorf("link %s (%s, ifindex %d): create: %w", l.Name, l.Kind, l.Index, taken(err))
 			}
 			r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
 		case KindVeth:
@@ -234,7 +234,7 @@ func (r *restorer) createLinks() error {
 				o := byIndex[p.Index]
 				b := vethEnd{Name: o.Name, Index: o.Index, MAC: parseMAC(o.MAC), MTU: o.MTU, TxQLen: o.TxQLen}
 				if err := createVeth(r.ns, a, b, netns.None()); err != nil {
-					return fmt.Errorf("link %s (veth, ifindex %d, peer %s ifindex %d): create: %w", l.Name, l.Index, o.Name, o.Index, err)
+					return fmt.Errorf("link %s (veth, ifindex %d, peer %s ifindex %d): create: %w", l.Name, l.Index, o.Name, o.Index, taken(err))
 				}
 				r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
 				if err := r.checkIndex(o.Index, o.Name); err != nil {
@@ -243,7 +243,7 @@ func (r *restorer) createLinks() error {
 			} else {
 				b := vethEnd{Name: p.Name, Index: r.peerIndex[l.Index], MAC: parseMAC(p.MAC), MTU: p.MTU, TxQLen: p.TxQLen}
 				if err := createVeth(r.ns, a, b, r.opts.Outside); err != nil {
-					return fmt.Errorf("link %s (veth, ifindex %d, outside peer %s ifindex %d): create: %w", l.Name, l.Index, p.Name, b.Index, err)
+					return fmt.Errorf("link %s (veth, ifindex %d, outside peer %s ifindex %d): create: %w", l.Name, l.Index, p.Name, b.Index, taken(err))
 				}
 				// Deleting our end deletes the outside one too.
 				r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
@@ -262,6 +262,15 @@ func (r *restorer) createLinks() error {
 		}
 	}
 	return nil
+}
+
+// taken adds ErrIndexTaken to an EEXIST from the kernel (an index or name
+// taken between the preflight check and the create).
+func taken(err error) error {
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w (%w)", err, ErrIndexTaken)
+	}
+	return err
 }
 
 // checkIndex verifies that name got its ifindex.
