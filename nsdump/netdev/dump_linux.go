@@ -15,7 +15,8 @@ type DumpOptions struct {
 	// Outside is the netns where the peers of the container's veths that
 	// are not in the container live (the host side). When it is not open
 	// (netns.None()), the netns of the calling thread is used. A veth whose
-	// peer is in neither netns makes Dump fail.
+	// peer is in neither netns makes Dump fail. The zero value (fd 0)
+	// counts as not given, like netns.None().
 	Outside netns.NsHandle
 }
 
@@ -26,7 +27,7 @@ type DumpOptions struct {
 // Validate refuses. Unsupported link kinds are recorded with their kind;
 // Restore refuses them.
 func Dump(ns netns.NsHandle, opts *DumpOptions) (*State, error) {
-	if !ns.IsOpen() {
+	if !isOpen(ns) {
 		return nil, fmt.Errorf("netdev dump: netns handle is not open")
 	}
 	h, err := netlink.NewHandleAt(ns)
@@ -270,7 +271,7 @@ type outsideNs struct {
 
 func openOutside(inside *netlink.Handle, o netns.NsHandle) (*outsideNs, error) {
 	var owned netns.NsHandle = netns.None()
-	if !o.IsOpen() {
+	if !isOpen(o) {
 		cur, err := netns.Get()
 		if err != nil {
 			return nil, fmt.Errorf("open the calling thread's netns: %w", err)
@@ -292,7 +293,7 @@ func openOutside(inside *netlink.Handle, o netns.NsHandle) (*outsideNs, error) {
 
 func (o *outsideNs) close() {
 	o.h.Close()
-	if o.owned.IsOpen() {
+	if isOpen(o.owned) {
 		o.owned.Close()
 	}
 }

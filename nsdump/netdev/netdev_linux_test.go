@@ -506,6 +506,12 @@ func TestRestoreRefusesBeforeTouching(t *testing.T) {
 	if err := Restore(netns.None(), sample(), nil); err == nil || !strings.Contains(err.Error(), "not open") {
 		t.Fatalf("closed netns: %v", err)
 	}
+	if err := Restore(0, sample(), &RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "not open") {
+		t.Fatalf("zero netns: %v", err)
+	}
+	if err := Restore(netns.NsHandle(1<<20), sample(), &RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "no outside netns") {
+		t.Fatalf("zero outside: %v", err)
+	}
 }
 
 // TestSetIndex: a link a runtime made at some index is renumbered in place

@@ -11,6 +11,10 @@ import (
 	"github.com/vishvananda/netns"
 )
 
+// isOpen tells a usable netns handle: netns.None() (-1) and the zero value
+// (fd 0, an options struct left empty) are not.
+func isOpen(h netns.NsHandle) bool { return h > 0 }
+
 // inNetns runs fn on an OS thread that has joined the network namespace ns
 // and is locked to it for the time of fn, so no other goroutine ever runs in
 // ns by accident. The thread is moved back to its netns afterwards; if that

@@ -16,6 +16,7 @@ type RestoreOptions struct {
 	// Outside is the netns where the outside ends of veths are created (the
 	// host netns, or whichever netns stands for it). It must be open when
 	// the state has a veth whose peer was outside; Restore never guesses it.
+	// The zero value (fd 0) counts as not given, like netns.None().
 	Outside netns.NsHandle
 	// Logf, when set, receives notes about choices Restore made (an outside
 	// peer that could not keep its ifindex, a recorded bridge missing).
@@ -58,10 +59,10 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 			hasOutside = true
 		}
 	}
-	if !ns.IsOpen() {
+	if !isOpen(ns) {
 		return errors.New("netdev restore: netns handle is not open")
 	}
-	if hasOutside && (opts == nil || !opts.Outside.IsOpen()) {
+	if hasOutside && (opts == nil || !isOpen(opts.Outside)) {
 		return errors.New("netdev restore: the state has veths with an outside peer but no outside netns was given")
 	}
 

@@ -49,7 +49,7 @@ func createVeth(ns netns.NsHandle, a, b vethEnd, peerNs netns.NsHandle) error {
 	for _, at := range endAttrs(b) {
 		peer.AddChild(at)
 	}
-	if peerNs.IsOpen() {
+	if isOpen(peerNs) {
 		peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(peerNs)))
 	}
 	req.AddData(info)
