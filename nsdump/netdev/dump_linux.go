@@ -302,8 +302,12 @@ func (o *outsideNs) close() {
 // found there at the recorded ifindex is our veth's other end.
 func (o *outsideNs) describePeer(a *netlink.LinkAttrs, p *VethPeer) error {
 	if a.NetNsID != o.nsid || o.nsid < 0 {
-		return fmt.Errorf("peer ifindex %d lives in netns id %d, which is not the outside netns (id %d): not supported",
-			a.ParentIndex, a.NetNsID, o.nsid)
+		outside := fmt.Sprintf("id %d", o.nsid)
+		if o.nsid < 0 {
+			outside = "no id here, so no link of ours points to it"
+		}
+		return fmt.Errorf("peer ifindex %d lives in netns id %d, which is not the outside netns (%s): not supported",
+			a.ParentIndex, a.NetNsID, outside)
 	}
 	pl, err := o.h.LinkByIndex(a.ParentIndex)
 	if err != nil {
