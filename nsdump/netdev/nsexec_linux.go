@@ -1,0 +1,98 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// isOpen tells a usable netns handle: netns.None() (-1) and the zero value
+// (fd 0, an options struct left empty) are not.
+func isOpen(h netns.NsHandle) bool { return h > 0 }
+
+// inNetns runs fn on an OS thread that has joined the network namespace ns
+// and is locked to it for the time of fn, so no other goroutine ever runs in
+// ns by accident. The thread is moved back to its netns afterwards; if that
+// fails it stays locked and the Go runtime drops it with the goroutine.
+// (Exiting locked is not enough on its own: when the goroutine happens to
+// run on the main thread the runtime parks that thread instead of ending
+// it, and it would keep ns alive.)
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open the thread's netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns into netns fd %d: %w", int(ns), err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("setns back: %w", err)) // thread stays locked: dropped
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// readSysctls reads the given keys under /proc/sys/net inside ns. Keys the
+// kernel does not have (e.g. ipv6 disabled) are left out.
+func readSysctls(ns netns.NsHandle, keys []string) (map[string]string, error) {
+	out := map[string]string{}
+	err := inNetns(ns, func() error {
+		for _, k := range keys {
+			b, err := os.ReadFile(filepath.Join("/proc/sys/net", k))
+			if err != nil {
+				if os.IsNotExist(err) {
+					continue
+				}
+				return fmt.Errorf("sysctl net/%s: %w", k, err)
+			}
+			out[k] = strings.TrimRight(string(b), "\n")
+		}
+		return nil
+	})
+	return out, err
+}
+
+// writeSysctls writes m under /proc/sys/net inside ns, in sysctlOrder, each
+// key only when its current value differs. A key this kernel does not have
+// (another kernel, ipv6 disabled) is skipped with a note to logf.
+func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...any)) error {
+	return inNetns(ns, func() error {
+		for _, k := range sysctlOrder(m) {
+			p := filepath.Join("/proc/sys/net", k)
+			cur, err := os.ReadFile(p)
+			if os.IsNotExist(err) {
+				logf("netdev restore: sysctl net/%s does not exist here: %q not restored", k, m[k])
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("sysctl net/%s: %w", k, err)
+			}
+			if normSysctl(string(cur)) == normSysctl(m[k]) {
+				continue
+			}
+			if err := os.WriteFile(p, []byte(m[k]), 0); err != nil {
+				return fmt.Errorf("sysctl net/%s = %q: %w", k, m[k], err)
+			}
+		}
+		return nil
+	})
+}
+
+func normSysctl(s string) string { return strings.Join(strings.Fields(s), " ") }
