@@ -213,7 +213,13 @@ func TestCheckpoint_Counter(t *testing.T) {
 				UTS struct {
 					Hostname string `json:"hostname"`
 				} `json:"uts"`
-				IPC    *json.RawMessage `json:"ipc"`
+				IPC *json.RawMessage `json:"ipc"`
+				Net struct {
+					Links []struct {
+						Index int    `json:"index"`
+						Name  string `json:"name"`
+					} `json:"links"`
+				} `json:"net"`
 				Cgroup struct {
 					Settings struct {
 						MemoryLimit int64 `json:"memory_limit"`
@@ -225,8 +231,8 @@ func TestCheckpoint_Counter(t *testing.T) {
 			if err := json.Unmarshal(data, &cst); err != nil || cst.Cgroup.Settings.MemoryLimit != mem || cst.Cgroup.Settings.PidsMax != pids {
 				t.Errorf("container.json does not hold the memory and pids limits (%d, %d): %v\n%s", mem, pids, err, data)
 			}
-			if cst.UTS.Hostname != "ctrcr-box" || cst.IPC == nil {
-				t.Errorf("container.json does not hold the UTS (hostname ctrcr-box) and IPC namespaces:\n%s", data)
+			if cst.UTS.Hostname != "ctrcr-box" || cst.IPC == nil || len(cst.Net.Links) == 0 || cst.Net.Links[0].Name != "lo" || cst.Net.Links[0].Index != 1 {
+				t.Errorf("container.json does not hold the UTS (hostname ctrcr-box), IPC and network (lo at index 1) namespaces:\n%s", data)
 			}
 			if fs, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", b.id, "freezer.state")); err == nil && strings.TrimSpace(string(fs)) != "THAWED" {
 				t.Errorf("container left %s after --leave-running", strings.TrimSpace(string(fs)))

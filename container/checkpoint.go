@@ -9,11 +9,13 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netns"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/nsdump"
+	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
 )
 
 // Names of the files the container layer writes beside the core image.
@@ -31,6 +33,10 @@ type State struct {
 	// ctr-cr's).
 	UTS *nsdump.UTS `json:"uts,omitempty"`
 	IPC *nsdump.IPC `json:"ipc,omitempty"`
+	// Net is the container's own network namespace: links with their
+	// ifindex (veth peers on the host side too), addresses, routes,
+	// rules, sysctls.
+	Net *netdev.State `json:"net,omitempty"`
 }
 
 // CgroupState is the container's cgroup: where it was and its settings.
@@ -190,6 +196,20 @@ func captureNamespaces(pid int, state *State) error {
 		return err
 	} else if own {
 		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
+			return err
+		}
+	}
+	if own, err := ownNamespace(pid, "net"); err != nil {
+		return err
+	} else if own {
+		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
+		if err != nil {
+			return fmt.Errorf("network namespace of pid %d: %w", pid, err)
+		}
+		defer ns.Close()
+		// veth peers outside the container are looked for in ctr-cr's
+		// network namespace (the host's)
+		if state.Net, err = netdev.Dump(ns, nil); err != nil {
 			return err
 		}
 	}
