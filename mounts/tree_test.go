@@ -141,7 +141,7 @@ func TestBuildTreeOrder(t *testing.T) {
 func TestBuildTreeErrors(t *testing.T) {
 	tests := []struct {
 		name, mi, want string
-		is         error
+		is             error
 	}{
 		{"ramfs", "10 1 0:50 / / rw - ext4 /dev/x rw\n11 10 0:51 / /mnt/ram rw - ramfs ramfs rw\n", "/mnt/ram (ramfs", ErrUnsupportedFS},
 		{"fuse", "10 1 0:50 / / rw - ext4 /dev/x rw\n11 10 0:51 / /f rw - fuse.sshfs host:/ rw\n", "/f (fuse.sshfs", ErrUnsupportedFS},
