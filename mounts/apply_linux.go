@@ -76,6 +76,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		extfd    int   // pre-opened external clone, -1
 		attached bool
 	}
+	var madePoints []string // mount points Apply created, in creation order
 	ws := make([]*work, 0, len(mounts))
 	closeAll := func() {
 		for _, w := range ws {
@@ -130,6 +131,9 @@ func Apply(pid int, plan Plan) (*Report, error) {
 					unix.Unmount(ws[i].m.MountPoint, unix.MNT_DETACH)
 				}
 			}
+			for i := len(madePoints) - 1; i >= 0; i-- {
+				removePoint(madePoints[i])
+			}
 		}()
 		// Present mounts are opened first, before anything can cover them.
 		for _, w := range ws {
@@ -177,7 +181,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 			if err := unix.Fstat(w.fd, &st); err != nil {
 				return fmt.Errorf("mount %s: fstat: %w", m.MountPoint, err)
 			}
-			tfd, err := mountPoint(m.MountPoint, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+			tfd, err := mountPoint(m.MountPoint, st.Mode&unix.S_IFMT == unix.S_IFDIR, &madePoints)
 			if err != nil {
 				return fmt.Errorf("mount %s: create mount point: %w", m.MountPoint, err)
 			}
@@ -367,14 +371,14 @@ func superReadOnly(fd int) error {
 
 // mountPoint opens (O_PATH) the mount point p inside the current root,
 // creating missing directories, and the last element as a directory or an
-// empty file; no symlink is followed.
-func mountPoint(p string, dir bool) (int, error) {
+// empty file; no symlink is followed. Paths it creates are appended to made.
+func mountPoint(p string, dir bool, made *[]string) (int, error) {
 	fd, err := openInRoot(p, unix.O_PATH)
 	if err == nil || !errors.Is(err, unix.ENOENT) {
 		return fd, err
 	}
 	parent, leaf := path.Split(p)
-	pfd, err := mountPoint(path.Clean(parent), true)
+	pfd, err := mountPoint(path.Clean(parent), true, made)
 	if err != nil {
 		return -1, err
 	}
@@ -391,5 +395,31 @@ func mountPoint(p string, dir bool) (int, error) {
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return -1, fmt.Errorf("create %s: %w", p, err)
 	}
+	if err == nil {
+		*made = append(*made, p)
+	}
 	return openInRoot(p, unix.O_PATH)
+}
+
+// removePoint removes a mount point Apply created, if it is still an empty
+// directory or an empty regular file (rollback; errors are ignored).
+func removePoint(p string) {
+	parent, leaf := path.Split(p)
+	pfd, err := openInRoot(path.Clean(parent), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if unix.Fstatat(pfd, leaf, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		unix.Unlinkat(pfd, leaf, unix.AT_REMOVEDIR) // fails unless empty
+	case unix.S_IFREG:
+		if st.Size == 0 {
+			unix.Unlinkat(pfd, leaf, 0)
+		}
+	}
 }

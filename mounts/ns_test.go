@@ -47,8 +47,21 @@ func newRoot(t *testing.T) string {
 // process is killed (by its pid) when the test ends.
 func startContainer(t *testing.T, root, setup string) int {
 	t.Helper()
+	return startContainerNS(t, root, setup)
+}
+
+// startContainerNS is startContainer with more unshare(1) namespace flags
+// ("-n", "-i", "-p": with -p the process is pid 1 of a new pid namespace).
+func startContainerNS(t *testing.T, root, setup string, nsFlags ...string) int {
+	t.Helper()
 	script := "set -e\nR=" + root + "\nmount --bind $R $R\n" + setup + "\nexec chroot $R /bin/busybox sleep 600\n"
-	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	args := append([]string{"-m", "--propagation", "private"}, nsFlags...)
+	for _, f := range nsFlags {
+		if f == "-p" {
+			args = append(args, "--fork", "--kill-child")
+		}
+	}
+	cmd := exec.Command("unshare", append(args, "sh", "-c", script)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -70,6 +83,11 @@ func startContainer(t *testing.T, root, setup string) int {
 		case <-waited:
 			t.Fatalf("container setup failed: %s", stderr.String())
 		default:
+		}
+		if cmd.Process.Pid == pid && len(nsFlags) > 0 && strings.Contains(strings.Join(nsFlags, " "), "-p") {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil && len(strings.Fields(string(b))) == 1 {
+				fmt.Sscan(string(b), &pid)
+			}
 		}
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err == nil && l == root {
 			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && strings.HasSuffix(exe, "busybox") {
@@ -362,6 +380,11 @@ func TestApplyAdjustsAndFailsCleanly(t *testing.T) {
 	if after := len(targetMounts(t, pid3)); after != before {
 		t.Errorf("%d mounts after a failed Apply, %d before", after, before)
 	}
+	for _, p := range []string{"/data", "/t", "/bad"} {
+		if _, err := os.Lstat(fmt.Sprintf("/proc/%d/root%s", pid3, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("mount point %s left after a failed Apply (%v)", p, err)
+		}
+	}
 }
 
 func TestUnknownFilesystem(t *testing.T) {
@@ -372,4 +395,77 @@ func TestUnknownFilesystem(t *testing.T) {
 		t.Fatalf("ReadTree with a ramfs mount: %v", err)
 	}
 	t.Logf("error: %v", err)
+}
+
+// TestApplyIntoOtherNamespaces: proc is mounted for the target's pid
+// namespace, sysfs for its network namespace, mqueue for its IPC namespace.
+func TestApplyIntoOtherNamespaces(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pid1 := startContainer(t, newRoot(t), "mkdir $R/proc $R/sys $R/mq\nmount -t proc proc $R/proc\nmount -t sysfs sysfs $R/sys\nmount -t mqueue mqueue $R/mq")
+	tree, err := ReadTree(pid1, TreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid2 := startContainerNS(t, newRoot(t), "", "-p", "-n", "-i")
+	if _, err := Apply(pid2, Plan{Tree: tree}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	in2 := func(p string) string { return fmt.Sprintf("/proc/%d/root%s", pid2, p) }
+	ents, err := os.ReadDir(in2("/proc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, e := range ents {
+		if e.Name()[0] >= '0' && e.Name()[0] <= '9' {
+			pids = append(pids, e.Name())
+		}
+	}
+	if strings.Join(pids, " ") != "1" {
+		t.Errorf("the target's /proc shows pids %v, want only 1 (its own pid namespace)", pids)
+	}
+	nets, err := os.ReadDir(in2("/sys/class/net"))
+	if err != nil || len(nets) != 1 || nets[0].Name() != "lo" {
+		t.Errorf("the target's /sys/class/net = %v (%v), want only lo", nets, err)
+	}
+}
+
+// TestApplyRefusesSymlinkedMountPoint: a mount point that became a symlink
+// in the target is not followed (the mount would land elsewhere).
+func TestApplyRefusesSymlinkedMountPoint(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pid1 := startContainer(t, newRoot(t), "mkdir $R/t\nmount -t tmpfs t $R/t")
+	tree, err := ReadTree(pid1, TreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root2 := newRoot(t)
+	pid2 := startContainer(t, root2, "mkdir $R/elsewhere\nln -s /elsewhere $R/t")
+	before := len(targetMounts(t, pid2))
+	_, err = Apply(pid2, Plan{Tree: tree})
+	if err == nil || !strings.Contains(err.Error(), "/t") {
+		t.Fatalf("Apply over a symlinked mount point: %v", err)
+	}
+	t.Logf("error: %v", err)
+	if after := len(targetMounts(t, pid2)); after != before {
+		t.Errorf("%d mounts after, %d before", after, before)
+	}
+}
+
+// TestSaveTmpfsUnbindable: an unbindable tmpfs cannot be cloned; it is
+// saved in place.
+func TestSaveTmpfsUnbindable(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pid := startContainer(t, newRoot(t), "mkdir $R/u\nmount -t tmpfs u $R/u\necho x > $R/u/f\nmount --make-unbindable $R/u")
+	var buf bytes.Buffer
+	if err := SaveTmpfs(pid, "/u", &buf); err != nil {
+		t.Fatalf("SaveTmpfs: %v", err)
+	}
+	dst := t.TempDir()
+	if err := RestoreTmpfs(openDir(t, dst), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "f")); err != nil || string(b) != "x\n" {
+		t.Errorf("f = %q %v", b, err)
+	}
 }

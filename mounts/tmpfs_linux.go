@@ -20,6 +20,8 @@ import (
 // from inside pid's mount namespace, so mounts on top of its directories are
 // not seen and the directories under them are saved as they are. It is then
 // walked with SaveDir: symlinks are saved as symlinks and never followed.
+// An unbindable mount cannot be cloned; it is walked in place, without the
+// directories covered by other mounts.
 // The mount point itself must not be reached through a symlink.
 func SaveTmpfs(pid int, mountPoint string, w io.Writer) error {
 	if err := checkPath(mountPoint); err != nil {
@@ -38,6 +40,12 @@ func SaveTmpfs(pid int, mountPoint string, w io.Writer) error {
 			return fmt.Errorf("not a mount point")
 		}
 		mfd, err = unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.EINVAL) {
+			// An unbindable mount cannot be cloned: walk it in place
+			// (SaveDir does not enter the mounts on top of it, but cannot
+			// see what they cover).
+			mfd, err = unix.Dup(fd)
+		}
 		if err != nil {
 			return fmt.Errorf("open_tree(OPEN_TREE_CLONE): %w", err)
 		}
