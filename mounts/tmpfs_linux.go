@@ -71,7 +71,9 @@ func SaveTmpfs(pid int, mountPoint string, w io.Writer) error {
 // SaveDir writes to w a tar (PAX) of the directory dirfd (any fd of a
 // directory, O_PATH included): directories, regular files (with hard links
 // as TypeLink entries), symlinks, fifos and device nodes, with their mode,
-// owner and mtime (nanoseconds). Sockets are skipped. Every entry is reached
+// owner and mtime (nanoseconds), and for files and directories the extended
+// attributes user.*, trusted.*, security.capability and POSIX ACLs (PAX
+// SCHILY.xattr records). Sockets are skipped. Every entry is reached
 // by fd with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW: no symlink is ever followed.
 // A directory on another filesystem (a mount point) is saved but not entered.
 // The root is the entry "./"; names are relative and clean.
@@ -118,6 +120,9 @@ func (s *saver) dir(fd int, name string, st *unix.Stat_t) error {
 		h.Name = "./"
 	}
 	h.Typeflag = tar.TypeDir
+	if err := addXattrs(h, fd); err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
 	if err := s.tw.WriteHeader(h); err != nil {
 		return fmt.Errorf("%s: %w", h.Name, err)
 	}
@@ -175,6 +180,9 @@ func (s *saver) entry(dirfd int, name, leaf string) error {
 			return fmt.Errorf("file %s changed while saving", name)
 		}
 		h.Typeflag, h.Size = tar.TypeReg, st2.Size
+		if err := addXattrs(h, fd); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 		if err := s.write(h); err != nil {
 			return err
 		}
@@ -228,6 +236,77 @@ func readlinkat(dirfd int, name string) (string, error) {
 	return "", unix.ENAMETOOLONG
 }
 
+// xattrPrefix is the PAX record prefix for extended attributes.
+const xattrPrefix = "SCHILY.xattr."
+
+// xattrAllowed says which extended attributes are saved and restored: user
+// and trusted ones, file capabilities and POSIX ACLs (not LSM labels, which
+// the target's mount options decide).
+func xattrAllowed(name string) bool {
+	return len(name) <= 255 && (strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "trusted.") ||
+		name == "security.capability" || name == "system.posix_acl_access" || name == "system.posix_acl_default")
+}
+
+const maxXattrValue = 64 << 10
+
+// addXattrs records the allowed extended attributes of fd (a regular file or
+// a directory) in h. Filesystems without xattrs give none.
+func addXattrs(h *tar.Header, fd int) error {
+	buf := make([]byte, 4096)
+	var n int
+	var err error
+	for {
+		n, err = unix.Flistxattr(fd, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < 1<<20 {
+			buf = make([]byte, len(buf)*4)
+			continue
+		}
+		break
+	}
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listxattr: %w", err)
+	}
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name == "" || !xattrAllowed(name) {
+			continue
+		}
+		val := make([]byte, maxXattrValue)
+		vn, err := unix.Fgetxattr(fd, name, val)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("getxattr %s: %w", name, err)
+		}
+		if h.PAXRecords == nil {
+			h.PAXRecords = map[string]string{}
+		}
+		h.PAXRecords[xattrPrefix+name] = string(val[:vn])
+	}
+	return nil
+}
+
+// setXattrs applies the allowed extended attributes of h to fd; any other
+// one is refused.
+func setXattrs(h *tar.Header, fd int) error {
+	for k, v := range h.PAXRecords {
+		name, ok := strings.CutPrefix(k, xattrPrefix)
+		if !ok {
+			continue
+		}
+		if !xattrAllowed(name) || len(v) > maxXattrValue {
+			return fmt.Errorf("%w: extended attribute %q", ErrUnsafeEntry, name)
+		}
+		if err := unix.Fsetxattr(fd, name, []byte(v), 0); err != nil {
+			return fmt.Errorf("setxattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // ErrUnsafeEntry is returned (wrapped, naming the entry) by RestoreTmpfs for an
 // archive entry that would escape the target or go through a symlink.
 var ErrUnsafeEntry = errors.New("unsafe archive entry")
@@ -241,7 +320,9 @@ var ErrUnsafeEntry = errors.New("unsafe archive entry")
 // outside dirfd's directory on its filesystem. Entries are created anew
 // (O_EXCL): an existing file of the same name is an error, an existing
 // directory is reused. Mode (with setuid/setgid/sticky), owner and mtime are
-// applied (directory mtimes last). Hard links must point to an earlier entry.
+// applied (directory mtimes last), and the extended attributes SaveDir keeps
+// (user.*, trusted.*, security.capability, POSIX ACLs; any other is refused).
+// Hard links must point to an earlier entry.
 func RestoreTmpfs(dirfd int, r io.Reader) error {
 	tr := tar.NewReader(r)
 	type dirTime struct {
@@ -387,6 +468,17 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 		if err := owner(); err != nil {
 			return err
 		}
+		if hasXattrs(h) {
+			dfd, err := unix.Openat(pfd, leaf, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open: %w", err)
+			}
+			err = setXattrs(h, dfd)
+			unix.Close(dfd)
+			if err != nil {
+				return err
+			}
+		}
 		return chmodNoFollow()
 	case tar.TypeReg:
 		fd, err := unix.Openat(pfd, leaf, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -400,6 +492,9 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 		}
 		if err := f.Chown(h.Uid, h.Gid); err != nil {
 			return fmt.Errorf("chown: %w", err)
+		}
+		if err := setXattrs(h, fd); err != nil { // after chown, which drops file capabilities
+			return err
 		}
 		if err := unix.Fchmod(fd, mode); err != nil {
 			return fmt.Errorf("chmod: %w", err)
@@ -454,4 +549,13 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 	default:
 		return fmt.Errorf("%w: entry type %q not supported", ErrUnsafeEntry, h.Typeflag)
 	}
+}
+
+func hasXattrs(h *tar.Header) bool {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -15,7 +15,9 @@ import (
 type entry struct {
 	name, link, body string
 	typ              byte
-	mode             int64
+	xattr            string // one extended attribute name, value "v"
+
+	mode int64
 }
 
 func makeTar(t *testing.T, es ...entry) []byte {
@@ -31,6 +33,9 @@ func makeTar(t *testing.T, es ...entry) []byte {
 			Uid: os.Getuid(), Gid: os.Getgid(), ModTime: time.Unix(1000000000, 5), Format: tar.FormatPAX}
 		if e.typ != tar.TypeReg {
 			h.Size = 0
+		}
+		if e.xattr != "" {
+			h.PAXRecords = map[string]string{xattrPrefix + e.xattr: "v"}
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)
@@ -68,6 +73,7 @@ func TestRestoreTmpfsRejectsEscapes(t *testing.T) {
 		{"hardlink outside", []entry{{name: "h", typ: tar.TypeLink, link: "../etc/passwd"}}},
 		{"hardlink through symlink", []entry{{name: "l", typ: tar.TypeSymlink, link: "/etc"}, {name: "h", typ: tar.TypeLink, link: "l/passwd"}}},
 		{"socket type", []entry{{name: "s", typ: 'Z'}}},
+		{"lsm label xattr", []entry{{name: "f", typ: tar.TypeReg, xattr: "security.selinux"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +111,11 @@ func TestSaveDirRestoreRoundTrip(t *testing.T) {
 	must(os.Chtimes(filepath.Join(src, "d/e/g"), mt, mt))
 	must(os.Chtimes(filepath.Join(src, "d"), mt, mt))
 
+	xattrs := unix.Setxattr(filepath.Join(src, "f"), "user.test", []byte("v1"), 0) == nil
+	if xattrs {
+		must(unix.Setxattr(filepath.Join(src, "d"), "trusted.t", []byte("v2"), 0))
+		must(unix.Setxattr(filepath.Join(src, "d"), "security.selinux", []byte("x"), 0))
+	}
 	var buf bytes.Buffer
 	must(SaveDir(openDir(t, src), &buf))
 	names := map[string]*tar.Header{}
@@ -157,6 +168,20 @@ func TestSaveDirRestoreRoundTrip(t *testing.T) {
 		if err != nil || !fi.ModTime().Equal(mt) {
 			t.Errorf("%s mtime %v, want %v", n, fi.ModTime(), mt)
 		}
+	}
+	if xattrs {
+		v := make([]byte, 16)
+		if n, err := unix.Getxattr(filepath.Join(dst, "f"), "user.test", v); err != nil || string(v[:n]) != "v1" {
+			t.Errorf("f user.test = %q %v", v[:n], err)
+		}
+		if n, err := unix.Getxattr(filepath.Join(dst, "d"), "trusted.t", v); err != nil || string(v[:n]) != "v2" {
+			t.Errorf("d trusted.t = %q %v", v[:n], err)
+		}
+		if names := names["d/"]; names == nil || names.PAXRecords[xattrPrefix+"security.selinux"] != "" {
+			t.Errorf("security.selinux saved")
+		}
+	} else {
+		t.Log("no user xattrs on this filesystem: xattrs not checked")
 	}
 	// Extracting twice fails on the existing files, not silently.
 	if err := RestoreTmpfs(openDir(t, dst), bytes.NewReader(buf.Bytes())); err == nil || errors.Is(err, ErrUnsafeEntry) {
