@@ -105,8 +105,10 @@ type Tree struct {
 
 // TreeOptions drive the classification of BuildTree.
 type TreeOptions struct {
-	// Externals are the destinations of config.json bind mounts (and device
-	// nodes) inside the container; a mount at one of them is KindExternal
+	// Externals are the destinations of config.json bind mounts (and of
+	// linux.devices nodes when the runtime bind-mounts them, as in user
+	// namespaces) inside the container, with symlinks already resolved in
+	// the rootfs as the runtime did; a mount at one of them is KindExternal
 	// keyed by the (clean) destination.
 	Externals []string
 }
@@ -135,6 +137,7 @@ func ReadTree(pid int, opts TreeOptions) (*Tree, error) {
 // parent. Each mount, in this order of rules, is: KindRoot; KindExternal when
 // its mount point is in opts.Externals; KindBind when another mount shows the
 // same filesystem (major:minor) with a root that contains this mount's root;
+// KindExternal keyed "/dev/console" for a devpts bind there (the console pty);
 // a new filesystem for tmpfs (root "/"), proc, sysfs, devpts, mqueue (root
 // "/") and cgroup/cgroup2 (any root: the target's cgroup namespace decides);
 // KindExternal for other rootfs-like filesystems (overlay, ext2/3/4, xfs,
@@ -194,6 +197,11 @@ func BuildTree(infos []Info, opts TreeOptions) (*Tree, error) {
 			m.BindOf = infos[src].ID
 			m.BindPath = relUnder(infos[src].Root, in.Root)
 			deps[i] = append(deps[i], src)
+		case m.MountPoint == "/dev/console" && in.FSType == "devpts" && in.Root != "/":
+			// The console: a bind of the runtime's pty, made again by the
+			// runtime (or from --console-socket) at restore.
+			m.Kind = KindExternal
+			m.External = m.MountPoint
 		case newFSKinds[Kind(in.FSType)]:
 			m.Kind = Kind(in.FSType)
 			if in.Root != "/" && m.Kind != KindCgroup && m.Kind != KindCgroup2 {

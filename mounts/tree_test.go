@@ -22,6 +22,7 @@ const containerMountinfo = `600 500 0:90 / / rw,relatime master:1 - overlay over
 611 600 0:97 / /data rw,noatime - xfs /dev/vdb rw
 612 600 0:98 / /run rw,nosuid,nodev unbindable - tmpfs tmpfs rw,size=10240k,uid=1000,gid=1000,nr_inodes=1000,mode=700
 613 612 0:98 /sub /run/again rw - tmpfs tmpfs rw,size=10240k,uid=1000,gid=1000,nr_inodes=1000,mode=700
+614 602 0:24 /3 /dev/console rw,nosuid,noexec,relatime - devpts devpts rw,gid=5,mode=620,ptmxmode=000
 `
 
 func buildTree(t *testing.T, mi string, ext ...string) (*Tree, error) {
@@ -59,6 +60,7 @@ func TestBuildTree(t *testing.T) {
 		"/data":          {kind: KindExternal, ext: "/data"},
 		"/run":           {kind: KindTmpfs, opts: "size=10240k,uid=1000,gid=1000,nr_inodes=1000,mode=700"},
 		"/run/again":     {kind: KindBind, bind: "612:sub"},
+		"/dev/console":   {kind: KindExternal, ext: "/dev/console"},
 	}
 	if len(tr.Mounts) != len(wants) {
 		t.Fatalf("%d mounts, want %d", len(tr.Mounts), len(wants))
