@@ -28,6 +28,7 @@ type Plan struct {
 type Report struct {
 	Created  []string // mounts added
 	Adjusted []string // existing mounts whose flags or propagation were changed
+	Filled   []string // present tmpfs mounts whose saved contents were merged in
 }
 
 // Apply makes the mount namespace of pid hold the mounts of plan.Tree. The
@@ -35,6 +36,9 @@ type Report struct {
 // (rootfs pivoted, standard mounts): a saved mount is taken as present when
 // the target has a mount with the same mount point and filesystem type (each
 // target mount matches one saved mount); the root mount is never touched.
+// Saved tmpfs contents are merged (MergeTmpfs) into present tmpfs mounts
+// whose superblock is writable (runtime-made /dev, /dev/shm, config.json
+// tmpfs), and written into created ones.
 // Missing mounts are created parent first, from a locked OS thread that has
 // joined pid's mount, network, IPC and cgroup namespaces and chrooted to its
 // root: tmpfs (options, then contents via RestoreTmpfs before it is
@@ -144,6 +148,19 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				return fmt.Errorf("mount %s: open present mount: %w", w.m.MountPoint, err)
 			}
 		}
+		// Saved contents go into present tmpfs mounts too (through a clone
+		// of the mount alone, so that the mounts on top of it are not in
+		// the way); a read-only superblock (a masked path) is left alone.
+		for _, w := range ws {
+			if w.existing == nil || w.m.Kind != KindTmpfs || plan.Tmpfs == nil || w.existing.Root != "/" ||
+				HasOption(w.existing.SuperOptions, "ro") {
+				continue
+			}
+			if err := mergePresent(w.fd, w.m, plan.Tmpfs); err != nil {
+				return fmt.Errorf("mount %s: present tmpfs: %w", w.m.MountPoint, err)
+			}
+			rep.Filled = append(rep.Filled, w.m.MountPoint)
+		}
 		for _, w := range ws {
 			if w.existing != nil {
 				continue
@@ -239,6 +256,31 @@ func fillTmpfs(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error
 	}
 	defer r.Close()
 	return RestoreTmpfs(fd, r)
+}
+
+// mergePresent merges the saved contents of m into the present tmpfs
+// mount fd (O_PATH of its root) through a writable clone of the mount alone;
+// an unbindable mount is written in place.
+func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error {
+	r, err := open(m)
+	if err != nil {
+		return fmt.Errorf("open saved tmpfs contents: %w", err)
+	}
+	if r == nil {
+		return nil
+	}
+	defer r.Close()
+	cfd, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.EINVAL) {
+		cfd, err = unix.Dup(fd)
+	} else if err == nil {
+		err = setAttr(cfd, unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+	}
+	if err != nil {
+		return fmt.Errorf("clone: %w", err)
+	}
+	defer unix.Close(cfd)
+	return MergeTmpfs(cfd, r)
 }
 
 // newFS makes a detached mount of a new filesystem of m.FSType with

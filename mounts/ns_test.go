@@ -469,3 +469,37 @@ func TestSaveTmpfsUnbindable(t *testing.T) {
 		t.Errorf("f = %q %v", b, err)
 	}
 }
+
+// TestApplyFillsPresentTmpfs: a tmpfs the runtime made again (present, empty
+// or not) gets the saved contents merged in.
+func TestApplyFillsPresentTmpfs(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pid1 := startContainer(t, newRoot(t), "mkdir -p $R/dev/shm\nmount -t tmpfs shm $R/dev/shm\necho saved > $R/dev/shm/a\nmkdir $R/dev/shm/sub\nmount -t tmpfs -o size=1m sub $R/dev/shm/sub")
+	tree, err := ReadTree(pid1, TreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string][]byte{}
+	for _, m := range tree.Tmpfs() {
+		var buf bytes.Buffer
+		if err := SaveTmpfs(pid1, m.MountPoint, &buf); err != nil {
+			t.Fatal(err)
+		}
+		saved[m.MountPoint] = buf.Bytes()
+	}
+	pid2 := startContainer(t, newRoot(t), "mkdir -p $R/dev/shm\nmount -t tmpfs shm $R/dev/shm\necho runtime > $R/dev/shm/b\necho stale-and-longer > $R/dev/shm/a")
+	rep, err := Apply(pid2, Plan{Tree: tree, Tmpfs: func(m *Mount) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(saved[m.MountPoint])), nil
+	}})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if strings.Join(rep.Filled, ",") != "/dev/shm" || strings.Join(rep.Created, ",") != "/dev/shm/sub" {
+		t.Errorf("filled %v created %v", rep.Filled, rep.Created)
+	}
+	for p, want := range map[string]string{"/dev/shm/a": "saved\n", "/dev/shm/b": "runtime\n"} {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", pid2, p)); err != nil || string(b) != want {
+			t.Errorf("%s = %q %v, want %q", p, b, err, want)
+		}
+	}
+}

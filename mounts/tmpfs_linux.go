@@ -324,6 +324,22 @@ var ErrUnsafeEntry = errors.New("unsafe archive entry")
 // (user.*, trusted.*, security.capability, POSIX ACLs; any other is refused).
 // Hard links must point to an earlier entry.
 func RestoreTmpfs(dirfd int, r io.Reader) error {
+	return restoreArchive(dirfd, r, false)
+}
+
+// MergeTmpfs is RestoreTmpfs into a directory that already holds files (a
+// tmpfs the runtime made again from config.json, such as /dev or /dev/shm):
+// an existing entry of the same type is updated in place (a regular file is
+// truncated and rewritten, never unlinked, so that a file used as a mount
+// point keeps its mounts; a symlink with another target is replaced; a fifo
+// or device with the same number is kept), then gets the saved owner, mode
+// and times; an existing entry of another type is an error. Files present
+// but not in the archive are left alone.
+func MergeTmpfs(dirfd int, r io.Reader) error {
+	return restoreArchive(dirfd, r, true)
+}
+
+func restoreArchive(dirfd int, r io.Reader, merge bool) error {
 	tr := tar.NewReader(r)
 	type dirTime struct {
 		name string
@@ -342,7 +358,7 @@ func RestoreTmpfs(dirfd int, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: entry %q: %w", h.Name, err)
 		}
-		if err := restoreEntry(dirfd, name, h, tr); err != nil {
+		if err := restoreEntry(dirfd, name, h, tr, merge); err != nil {
 			return fmt.Errorf("restore tmpfs: entry %q: %w", h.Name, err)
 		}
 		if h.Typeflag == tar.TypeDir {
@@ -417,7 +433,7 @@ func times(h *tar.Header) []unix.Timespec {
 	return []unix.Timespec{at, mt}
 }
 
-func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
+func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader, merge bool) error {
 	pfd, leaf, err := openParent(dirfd, name)
 	if err != nil {
 		return err
@@ -482,6 +498,19 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 		return chmodNoFollow()
 	case tar.TypeReg:
 		fd, err := unix.Openat(pfd, leaf, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if merge && errors.Is(err, unix.EEXIST) {
+			if err := sameType(pfd, leaf, unix.S_IFREG, 0); err != nil {
+				return err
+			}
+			fd, err = unix.Openat(pfd, leaf, unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			var st unix.Stat_t
+			if err == nil {
+				if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+					unix.Close(fd)
+					return fmt.Errorf("%w: changed type while restoring", ErrUnsafeEntry)
+				}
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
@@ -507,7 +536,18 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 		if h.Linkname == "" || len(h.Linkname) >= unix.PathMax || strings.ContainsRune(h.Linkname, 0) {
 			return fmt.Errorf("%w: symlink target length %d", ErrUnsafeEntry, len(h.Linkname))
 		}
-		if err := unix.Symlinkat(h.Linkname, pfd, leaf); err != nil {
+		err := unix.Symlinkat(h.Linkname, pfd, leaf)
+		if merge && errors.Is(err, unix.EEXIST) {
+			if err := sameType(pfd, leaf, unix.S_IFLNK, 0); err != nil {
+				return err
+			}
+			if cur, rerr := readlinkat(pfd, leaf); rerr == nil && cur == h.Linkname {
+				err = nil
+			} else if err = unix.Unlinkat(pfd, leaf, 0); err == nil {
+				err = unix.Symlinkat(h.Linkname, pfd, leaf)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("symlink: %w", err)
 		}
 		if err := owner(); err != nil {
@@ -524,7 +564,15 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 			return fmt.Errorf("hard link to %q: %w", h.Linkname, err)
 		}
 		defer unix.Close(ofd)
-		if err := unix.Linkat(ofd, oleaf, pfd, leaf, 0); err != nil {
+		err = unix.Linkat(ofd, oleaf, pfd, leaf, 0)
+		if merge && errors.Is(err, unix.EEXIST) {
+			var a, b unix.Stat_t
+			if unix.Fstatat(ofd, oleaf, &a, unix.AT_SYMLINK_NOFOLLOW) == nil && unix.Fstatat(pfd, leaf, &b, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+				a.Dev == b.Dev && a.Ino == b.Ino {
+				err = nil
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("hard link to %q: %w", h.Linkname, err)
 		}
 		return nil
@@ -536,7 +584,11 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader) error {
 		case tar.TypeBlock:
 			typ, dev = unix.S_IFBLK, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))
 		}
-		if err := unix.Mknodat(pfd, leaf, typ|0o600, dev); err != nil {
+		err := unix.Mknodat(pfd, leaf, typ|0o600, dev)
+		if merge && errors.Is(err, unix.EEXIST) {
+			err = sameType(pfd, leaf, typ, uint64(dev))
+		}
+		if err != nil {
 			return fmt.Errorf("mknod: %w", err)
 		}
 		if err := owner(); err != nil {
@@ -558,4 +610,21 @@ func hasXattrs(h *tar.Header) bool {
 		}
 	}
 	return false
+}
+
+// sameType checks that the existing leaf has file type typ (and device
+// number rdev for devices); merging never replaces a file by one of another
+// type.
+func sameType(pfd int, leaf string, typ uint32, rdev uint64) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, leaf, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("lstat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != typ {
+		return fmt.Errorf("exists with another file type (%#o, want %#o)", st.Mode&unix.S_IFMT, typ)
+	}
+	if (typ == unix.S_IFCHR || typ == unix.S_IFBLK) && st.Rdev != rdev {
+		return fmt.Errorf("exists as another device (%d:%d)", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	}
+	return nil
 }

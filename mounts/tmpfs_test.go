@@ -188,3 +188,50 @@ func TestSaveDirRestoreRoundTrip(t *testing.T) {
 		t.Errorf("second extraction: %v, want an exists error", err)
 	}
 }
+
+func TestMergeTmpfs(t *testing.T) {
+	dst := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dst, "f"), []byte("old contents, longer"), 0o600))
+	must(os.WriteFile(filepath.Join(dst, "keep"), []byte("k"), 0o600))
+	must(os.Mkdir(filepath.Join(dst, "d"), 0o700))
+	must(os.Symlink("old", filepath.Join(dst, "l")))
+	must(unix.Mkfifo(filepath.Join(dst, "p"), 0o600))
+	ar := makeTar(t,
+		entry{name: "./", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "f", typ: tar.TypeReg, body: "new", mode: 0o640},
+		entry{name: "d/", typ: tar.TypeDir, mode: 0o711},
+		entry{name: "d/x", typ: tar.TypeReg, body: "x"},
+		entry{name: "l", typ: tar.TypeSymlink, link: "new"},
+		entry{name: "p", typ: tar.TypeFifo, mode: 0o644},
+	)
+	if err := RestoreTmpfs(openDir(t, dst), bytes.NewReader(ar)); err == nil {
+		t.Fatal("RestoreTmpfs into a non-empty directory succeeded")
+	}
+	must(MergeTmpfs(openDir(t, dst), bytes.NewReader(ar)))
+	for n, want := range map[string]string{"f": "new", "keep": "k", "d/x": "x"} {
+		if b, err := os.ReadFile(filepath.Join(dst, n)); err != nil || string(b) != want {
+			t.Errorf("%s = %q %v, want %q", n, b, err, want)
+		}
+	}
+	if l, _ := os.Readlink(filepath.Join(dst, "l")); l != "new" {
+		t.Errorf("l -> %q", l)
+	}
+	if fi, err := os.Lstat(filepath.Join(dst, "p")); err != nil || fi.Mode() != os.ModeNamedPipe|0o644 {
+		t.Errorf("p: %v %v", fi.Mode(), err)
+	}
+	// Another type in the way is an error, not a replacement.
+	bad := makeTar(t, entry{name: "d", typ: tar.TypeReg, body: "x"})
+	if err := MergeTmpfs(openDir(t, dst), bytes.NewReader(bad)); err == nil {
+		t.Error("merge replaced a directory by a file")
+	}
+	bad = makeTar(t, entry{name: "f", typ: tar.TypeDir})
+	if err := MergeTmpfs(openDir(t, dst), bytes.NewReader(bad)); err == nil {
+		t.Error("merge replaced a file by a directory")
+	}
+}
