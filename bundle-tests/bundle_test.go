@@ -3,8 +3,10 @@
 package bundletests
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,9 +182,10 @@ func TestCheckpoint_Counter(t *testing.T) {
 	// view.
 	for _, rtName := range []string{"runc"} {
 		t.Run(rtName, func(t *testing.T) {
-			b := newBundle(t, rtName, counterScript)
+			b := newBundle(t, rtName, "echo kept > /data/hello; "+counterScript)
 			mem, pids := int64(96<<20), int64(64)
 			b.editSpec(func(s *specs.Spec) {
+				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
 				if s.Linux.Resources == nil {
 					s.Linux.Resources = &specs.LinuxResources{}
 				}
@@ -213,8 +216,9 @@ func TestCheckpoint_Counter(t *testing.T) {
 				UTS struct {
 					Hostname string `json:"hostname"`
 				} `json:"uts"`
-				IPC *json.RawMessage `json:"ipc"`
-				Net struct {
+				IPC        *json.RawMessage  `json:"ipc"`
+				TmpfsFiles map[string]string `json:"tmpfs_files"`
+				Net        struct {
 					Links []struct {
 						Index int    `json:"index"`
 						Name  string `json:"name"`
@@ -230,6 +234,11 @@ func TestCheckpoint_Counter(t *testing.T) {
 			data, _ := os.ReadFile(filepath.Join(img, "container.json"))
 			if err := json.Unmarshal(data, &cst); err != nil || cst.Cgroup.Settings.MemoryLimit != mem || cst.Cgroup.Settings.PidsMax != pids {
 				t.Errorf("container.json does not hold the memory and pids limits (%d, %d): %v\n%s", mem, pids, err, data)
+			}
+			if !strings.Contains(string(data), `"mount_point": "/data"`) || cst.TmpfsFiles["/data"] == "" {
+				t.Errorf("container.json lacks the /data tmpfs or its contents file:\n%s", data)
+			} else if got, err := tarFile(filepath.Join(img, cst.TmpfsFiles["/data"]), "hello"); err != nil || got != "kept\n" {
+				t.Errorf("tmpfs archive: /data/hello is %q: %v", got, err)
 			}
 			if cst.UTS.Hostname != "ctrcr-box" || cst.IPC == nil || len(cst.Net.Links) == 0 || cst.Net.Links[0].Name != "lo" || cst.Net.Links[0].Index != 1 {
 				t.Errorf("container.json does not hold the UTS (hostname ctrcr-box), IPC and network (lo at index 1) namespaces:\n%s", data)
@@ -298,5 +307,26 @@ func waitGone(pid int, d time.Duration) error {
 			return fmt.Errorf("pid %d still running %v after the checkpoint", pid, d)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tarFile returns the contents of the entry name (with or without a
+// leading "./") in the tar archive at path.
+func tarFile(path, name string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return "", fmt.Errorf("%s: no %s: %w", path, name, err)
+		}
+		if strings.TrimPrefix(h.Name, "./") == name {
+			b, err := io.ReadAll(tr)
+			return string(b), err
+		}
 	}
 }

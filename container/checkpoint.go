@@ -14,6 +14,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/internal/version"
+	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
 )
@@ -37,6 +38,11 @@ type State struct {
 	// ifindex (veth peers on the host side too), addresses, routes,
 	// rules, sysctls.
 	Net *netdev.State `json:"net,omitempty"`
+	// Mounts is the container's mount tree (from its init's mountinfo);
+	// TmpfsFiles maps the mount point of each tmpfs to the tar of its
+	// contents beside this file.
+	Mounts     *mounts.Tree      `json:"mounts,omitempty"`
+	TmpfsFiles map[string]string `json:"tmpfs_files,omitempty"`
 }
 
 // CgroupState is the container's cgroup: where it was and its settings.
@@ -124,11 +130,19 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 	if err := captureNamespaces(st.Pid, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if err := captureMounts(st.Pid, &spec, dir, &state); err != nil {
+		removeTmpfsFiles(dir, &state)
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
 	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
 	if err != nil {
+		removeTmpfsFiles(dir, &state)
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	meta.Checkpointed = time.Now().UTC()
@@ -214,4 +228,60 @@ func captureNamespaces(pid int, state *State) error {
 		}
 	}
 	return nil
+}
+
+// captureMounts saves the mount tree of the frozen container whose init is
+// pid, with config.json's bind mounts as externals keyed by destination,
+// and the contents of each tmpfs as tmpfs-N.tar in dir.
+func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
+	if own, err := ownNamespace(pid, "mnt"); err != nil || !own {
+		return err
+	}
+	var ext []string
+	for _, m := range spec.Mounts {
+		if m.Type == "bind" || hasOpt(m.Options, "bind") || hasOpt(m.Options, "rbind") {
+			ext = append(ext, filepath.Clean(m.Destination))
+		}
+	}
+	tree, err := mounts.ReadTree(pid, mounts.TreeOptions{Externals: ext})
+	if err != nil {
+		return err
+	}
+	state.Mounts = tree
+	for i, m := range tree.Tmpfs() {
+		name := fmt.Sprintf("tmpfs-%d.tar", i)
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		err = mounts.SaveTmpfs(pid, m.MountPoint, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(filepath.Join(dir, name))
+			return fmt.Errorf("tmpfs %s: %w", m.MountPoint, err)
+		}
+		if state.TmpfsFiles == nil {
+			state.TmpfsFiles = map[string]string{}
+		}
+		state.TmpfsFiles[m.MountPoint] = name
+	}
+	return nil
+}
+
+func hasOpt(opts []string, o string) bool {
+	for _, x := range opts {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// removeTmpfsFiles removes the tmpfs archives of a failed checkpoint.
+func removeTmpfsFiles(dir string, state *State) {
+	for _, name := range state.TmpfsFiles {
+		os.Remove(filepath.Join(dir, name))
+	}
 }
