@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
@@ -605,16 +606,25 @@ func TestIPCShmRmidForcedDeferred(t *testing.T) {
 	if got.Sysctls.ShmRmidForced != 0 || len(got.Shm) != 1 || string(got.Shm[0].Chunks[0].Data[:4]) != "kept" {
 		t.Fatalf("after RestoreIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
 	}
-	if err := FinishIPC(NSPath(dst, "ipc"), st); err != nil {
-		t.Fatal(err)
-	}
-	got, err = DumpIPC(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Nobody attached the segment: the kernel destroyed it.
-	if got.Sysctls.ShmRmidForced != 1 || len(got.Shm) != 0 {
-		t.Fatalf("after FinishIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
+	// Nobody attached the segment: the kernel destroys it once its creator
+	// (RestoreIPC's thread, which ends asynchronously after returning) is
+	// gone; writing shm_rmid_forced again (FinishIPC is idempotent) sweeps
+	// the orphans of threads that ended meanwhile.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := FinishIPC(NSPath(dst, "ipc"), st); err != nil {
+			t.Fatal(err)
+		}
+		if got, err = DumpIPC(dst); err != nil {
+			t.Fatal(err)
+		}
+		if got.Sysctls.ShmRmidForced == 1 && len(got.Shm) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after FinishIPC: rmid_forced %d, %d segments", got.Sysctls.ShmRmidForced, len(got.Shm))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
