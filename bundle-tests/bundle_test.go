@@ -330,3 +330,140 @@ func tarFile(path, name string) (string, error) {
 		}
 	}
 }
+
+// pidOf returns the container's init pid from the runtime's state.
+func (b *bundle) pidOf() int {
+	b.t.Helper()
+	st, err := b.state()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if st["status"] != "running" {
+		b.t.Fatalf("container %s is %v, not running", b.id, st["status"])
+	}
+	return int(st["pid"].(float64))
+}
+
+// TestRestore_Counter: the busybox counter container is checkpointed and
+// restored from its bundle twice in a row; each time it goes on counting
+// from where it was (not from 1), runc reports it running with its init
+// and both processes (runc ps), the restored init has the container's own
+// capabilities and no_new_privs back (the sandbox was created privileged
+// for the restore), the bundle's config.json is the user's, the hostname
+// and the /data tmpfs file are back; then runc kill and delete work.
+func TestRestore_Counter(t *testing.T) {
+	b := newBundle(t, "runc", "echo kept > /data/hello; "+counterScript)
+	b.editSpec(func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
+	})
+	cfg, err := os.ReadFile(filepath.Join(b.dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	b.waitCount(3)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid := b.pidOf()
+		if c := b.waitCount(at); c > at+50 {
+			t.Fatalf("cycle %d: counter jumped from %d to %d", cycle, at, c)
+		}
+		if at < 3 {
+			t.Fatalf("cycle %d: counter was %d at the checkpoint", cycle, at)
+		}
+		out, err := b.rt("ps", b.id)
+		if err != nil || !strings.Contains(out, "sh -c") {
+			t.Errorf("cycle %d: runc ps: %v\n%s", cycle, err, out)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(status), "CapBnd:\t0000000020000420") || !strings.Contains(string(status), "NoNewPrivs:\t1") {
+			t.Errorf("cycle %d: restored init's caps / no_new_privs are not the container's:\n%s", cycle, status)
+		}
+		if now, _ := os.ReadFile(filepath.Join(b.dir, "config.json")); string(now) != string(cfg) {
+			t.Errorf("cycle %d: config.json was changed by the restore", cycle)
+		}
+		if h, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/hello", pid)); err != nil || string(h) != "kept\n" {
+			t.Errorf("cycle %d: /data/hello in the restored container: %q %v", cycle, h, err)
+		}
+		if h, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-u", "hostname").Output(); err != nil || strings.TrimSpace(string(h)) != "ctrcr-box" {
+			t.Errorf("cycle %d: hostname %q %v", cycle, h, err)
+		}
+	}
+	pid := b.pidOf()
+	if out, err := b.rt("kill", b.id, "KILL"); err != nil {
+		t.Fatalf("runc kill: %v\n%s", err, out)
+	}
+	if err := waitGone(pid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.rt("delete", b.id); err != nil {
+		t.Fatalf("runc delete: %v\n%s", err, out)
+	}
+}
+
+// TestRestore_ChangedConfig: a restore whose config.json changed a field
+// that may not change fails naming it, leaves no container and the
+// config.json untouched.
+func TestRestore_ChangedConfig(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	b.start()
+	b.waitCount(1)
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	b.editSpec(func(s *specs.Spec) { s.Hostname = "changed" })
+	out, err := ctrcr(t, "restore", "-d", b.dir)
+	if err == nil || !strings.Contains(out, "hostname") {
+		t.Fatalf("restore with a changed hostname: %v\n%s", err, out)
+	}
+	if _, err := b.state(); err == nil {
+		t.Errorf("a container %s exists after the failed restore", b.id)
+	}
+}
+
+// TestRestore_Copy: --leave-running plus restore --id gives two live
+// containers from one checkpoint, both managed by runc.
+func TestRestore_Copy(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	b.start()
+	b.waitCount(2)
+	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	copyID := b.id + "-copy"
+	t.Cleanup(func() { b.rt("delete", "--force", copyID) })
+	if out, err := ctrcr(t, "restore", "-d", "--id", copyID, b.dir); err != nil {
+		t.Fatalf("restore --id: %v\n%s", err, out)
+	}
+	orig := b.pidOf()
+	cp := &bundle{t: t, runtime: b.runtime, dir: b.dir, id: copyID}
+	copyPid := cp.pidOf()
+	if orig == copyPid {
+		t.Fatalf("the copy has the original's pid %d", orig)
+	}
+	for _, id := range []string{b.id, copyID} {
+		if out, err := b.rt("ps", id); err != nil || !strings.Contains(out, "sh -c") {
+			t.Errorf("runc ps %s: %v\n%s", id, err, out)
+		}
+	}
+	b.waitCount(b.count() + 3)
+	if out, err := b.rt("kill", copyID, "KILL"); err != nil {
+		t.Fatalf("runc kill %s: %v\n%s", copyID, err, out)
+	}
+	if err := waitGone(copyPid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.rt("delete", copyID); err != nil {
+		t.Fatalf("runc delete %s: %v\n%s", copyID, err, out)
+	}
+	if b.pidOf() != orig {
+		t.Fatal("the original changed")
+	}
+}

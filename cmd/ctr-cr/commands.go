@@ -142,8 +142,15 @@ func cmdRestore(args []string) (int, error) {
 	method := fs.String("pid-method", "clone3", "how to get the pid: clone3 (set_tid) or ns_last_pid")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
 	shellJob := fs.Bool("shell-job", false, "restore a shell job onto this terminal (ctr-cr's stdin, stdout or stderr)")
+	newID := fs.String("id", "", "container: the restored container's id (default: the checkpointed one)")
+	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
+	rtRoot := fs.String("root", "", "container: the runtime's state directory")
+	rtName := fs.String("runtime", "runc", "container: runc or crun")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
+	}
+	if fs.NArg() == 1 && *dir == "" {
+		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *detach)
 	}
 	term := -1
 	if *shellJob {
@@ -249,4 +256,39 @@ func giveTerminal(fd, pgid int) {
 	signal.Ignore(syscall.SIGTTOU)
 	defer signal.Reset(syscall.SIGTTOU)
 	unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, pgid)
+}
+
+// restoreContainer restores a container from its bundle (ctr-cr restore
+// BUNDLE). Without -d it waits until the container's init is gone.
+func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach bool) (int, error) {
+	rt, err := container.NewRuntime(rtName, rtRoot)
+	if err != nil {
+		return 2, err
+	}
+	ctx, stop := interruptible()
+	id, pid, err := container.Restore(ctx, container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, Runtime: rt})
+	stop()
+	if err != nil {
+		return 1, err
+	}
+	if pidFile != "" {
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			return 1, fmt.Errorf("pid file: %w", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "ctr-cr: restore: container %s running, init pid %d\n", id, pid)
+	if detach {
+		return 0, nil
+	}
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return 0, nil // gone already
+	}
+	defer unix.Close(pfd)
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}, -1)
+		if err != unix.EINTR {
+			return 0, nil
+		}
+	}
 }

@@ -39,8 +39,10 @@ Process commands:
 Container commands (OCI runtimes runc and crun):
   checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
              [--tcp-established] [--print-stats] CONTAINER_ID
-          (image in BUNDLE/checkpoint by default, with spec.dump and ctr-cr.json;
-           restore from the bundle is not there yet)
+          (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
+           and container.json)
+  restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR] BUNDLE
+          (the container comes back under runc; without -d ctr-cr waits for it to end)
 `
 
 func main() {

@@ -3,7 +3,6 @@ package files
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -35,6 +34,7 @@ type Opener struct {
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
 	unixBuilt, unixBuilding bool
+	rootFd                  int // SetRoot: paths resolve in this directory (0: ctr-cr's root)
 }
 
 // NewOpener indexes the file entries of an image.
@@ -71,7 +71,8 @@ func (o *Opener) Check() error {
 	for _, f := range o.files {
 		if f.Deleted {
 			dir := filepath.Dir(f.Path)
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			var st unix.Stat_t
+			if err := o.statPath(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				return fmt.Errorf("deleted file %s: its directory is missing, cannot recreate it", f.Path)
 			}
 			if int64(len(f.GhostData)) != f.Size {
@@ -86,7 +87,7 @@ func (o *Opener) Check() error {
 			}
 		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
 			var st unix.Stat_t
-			if err := unix.Stat(f.Path, &st); err != nil {
+			if err := o.statPath(f.Path, &st); err != nil {
 				return fmt.Errorf("file %s: %w", f.Path, err)
 			}
 			if st.Mode&unix.S_IFMT != f.Mode&unix.S_IFMT {
@@ -160,7 +161,7 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	if write {
 		mode = unix.O_RDWR
 	}
-	fd, err := unix.Open(path, mode|unix.O_CLOEXEC, 0)
+	fd, err := o.openPath(path, mode|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open %s for mapping: %w", path, err)
 	}
@@ -174,7 +175,7 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		if f.Deleted {
 			return o.ghost(f)
 		}
-		fd, err := unix.Open(f.Path, openFlags(f), 0)
+		fd, err := o.openPath(f.Path, openFlags(f), 0)
 		if err != nil {
 			return -1, err
 		}
@@ -277,10 +278,10 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 		return o.openGhost(f, path)
 	}
 	path := f.Path
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
+	fd, err := o.openPath(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
 	for i := 0; err == unix.EEXIST && i < 100; i++ {
 		path = fmt.Sprintf("%s.ctr-cr-ghost.%d", f.Path, i)
-		fd, err = unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
+		fd, err = o.openPath(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
 	}
 	if err != nil {
 		return -1, fmt.Errorf("recreate deleted file: %w", err)
@@ -303,7 +304,7 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 
 // openGhost opens a recreated ghost file with the entry's flags and offset.
 func (o *Opener) openGhost(f *imagepb.FileEntry, path string) (int, error) {
-	rfd, err := unix.Open(path, openFlags(f), 0)
+	rfd, err := o.openPath(path, openFlags(f), 0)
 	if err != nil {
 		return -1, err
 	}
@@ -387,7 +388,7 @@ func (o *Opener) Finish() {
 	}
 	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64][2]int{}, map[uint32]int{}
 	for _, g := range o.ghosts {
-		os.Remove(g)
+		o.removePath(g)
 	}
 	o.ghosts = nil
 }
@@ -410,7 +411,7 @@ func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
 	hold, ok := o.fifos[f.Path]
 	if !ok {
 		var err error
-		if hold, err = unix.Open(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+		if hold, err = o.openPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
 			return -1, err
 		}
 		o.fifos[f.Path] = hold
@@ -427,7 +428,7 @@ func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
 			off += n
 		}
 	}
-	fd, err := unix.Open(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
+	fd, err := o.openPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
 	}

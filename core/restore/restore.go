@@ -33,6 +33,13 @@ type Options struct {
 	Terminal int
 	// Detach: the caller will not stay the root's parent (restore -d).
 	Detach bool
+	// Adopt, when set, is an existing process that becomes the root of
+	// the tree instead of one ctr-cr forks: a container runtime's init,
+	// pid 1 of the container's fresh pid namespace (see stubAdopt). The
+	// image's root must be pid 1 of its own pid namespace; the tasks get
+	// their pids inside that namespace (the pids outside are the
+	// kernel's choice), and files are resolved in the process's root.
+	Adopt int
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -108,8 +115,15 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		}
 	}()
 	root := int(procs[0].pst.Pid)
-	// pids come back as they were: outside a restored pid namespace too
-	if err := checkFree(procs); err != nil {
+	if opts.Adopt != 0 {
+		if !inv.RootPidNs {
+			return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
+		}
+		if err := opener.SetRoot(fmt.Sprintf("/proc/%d/root", opts.Adopt)); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+		}
+	} else if err := checkFree(procs); err != nil {
+		// pids come back as they were: outside a restored pid namespace too
 		return nil, err
 	}
 	if err := opener.Check(); err != nil {
@@ -133,7 +147,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 			break
 		}
 		t.abort()
-		if !errors.Is(err, errPidRace) || attempt == 5 || checkFree(procs) != nil {
+		if !errors.Is(err, errPidRace) || attempt == 5 || opts.Adopt != 0 || checkFree(procs) != nil {
 			return nil, err
 		}
 		*st = Stats{}

@@ -138,7 +138,7 @@ func (r *restorer) createThreads() error {
 		if !ws.Stopped() {
 			return fmt.Errorf("thread %d: %s", ntid, ptrace.Describe(ws))
 		}
-		if ntid != int(tc.Tid) {
+		if ntid != int(tc.Tid) && r.tree.opts.Adopt == 0 {
 			return fmt.Errorf("thread got tid %d instead of %d", ntid, tc.Tid)
 		}
 		regs, err := ptrace.GetRegs(ntid)

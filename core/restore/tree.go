@@ -70,7 +70,13 @@ func (t *tree) restore() error {
 	}
 	rootPr := t.procs[0]
 	t1 := time.Now()
-	s, err := newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
+	var s *stub
+	var err error
+	if t.opts.Adopt != 0 {
+		s, err = stubAdopt(t.opts.Adopt)
+	} else {
+		s, err = newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
+	}
 	if err != nil {
 		return fmt.Errorf("pid %d: create task: %w", rootPr.pst.Pid, err)
 	}
@@ -282,6 +288,9 @@ func (t *tree) forkFrom(parent *restorer, pr *proc, flags, exitSig uint64) (*res
 // ids is the set_tid array for a task: its pid, or with a restored pid
 // namespace [pid inside, pid in ours].
 func (t *tree) ids(outer, inner int32) []int32 {
+	if t.opts.Adopt != 0 {
+		return []int32{inner} // the namespace exists: its pids only
+	}
 	if t.pidns {
 		return []int32{inner, outer}
 	}
@@ -402,7 +411,11 @@ func (t *tree) setSession(r *restorer, parent *restorer) error {
 	switch {
 	case pe.Sid == pe.Pid:
 		if _, err := r.call(0, "setsid", unix.SYS_SETSID); err != nil {
-			return fmt.Errorf("pid %d: %w", pe.Pid, err)
+			// an adopted init may lead its session already
+			sid, serr := r.call(0, "getsid", unix.SYS_GETSID, 0)
+			if !(parent == nil && t.opts.Adopt != 0 && serr == nil && sid == uint64(r.nsPid)) {
+				return fmt.Errorf("pid %d: %w", pe.Pid, err)
+			}
 		}
 		return t.acquireCtty(r)
 	case parent == nil:

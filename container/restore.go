@@ -1,0 +1,386 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/core/restore"
+	"github.com/ctr-cr/ctr-cr/mounts"
+	"github.com/ctr-cr/ctr-cr/nsdump"
+	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
+)
+
+// RestoreOptions control Restore.
+type RestoreOptions struct {
+	Bundle    string
+	ImagePath string // "": BUNDLE/checkpoint
+	ID        string // "": the checkpointed container's id
+	Runtime   *Runtime
+}
+
+// Restore brings the container checkpointed in the image back from its
+// bundle and leaves it running under the runtime (runc state, ps, kill and
+// delete work on it). It returns the container's id and its init's pid.
+//
+// The runtime builds the sandbox (`runc create`: namespaces, cgroup,
+// rootfs mounts), from a config that differs from the bundle's only in
+// what the restore needs (every capability, no no_new_privs, no seccomp,
+// uid 0: the restored tasks get their own back from the image). Its init
+// is then adopted as the root of the restored tree (core/restore
+// Options.Adopt); the namespaces' state (IPC objects, hostname, links,
+// mounts and tmpfs contents, cgroup settings) goes back in before the
+// tasks run; finally the runtime's created→running step is done the way
+// its init would have done it. A failed restore deletes the container.
+func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
+	rt := opts.Runtime
+	bundle, err := filepath.Abs(opts.Bundle)
+	if err != nil {
+		return "", 0, err
+	}
+	dir := opts.ImagePath
+	if dir == "" {
+		dir = filepath.Join(bundle, "checkpoint")
+	}
+	var meta Metadata
+	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
+	var state State
+	if err := readJSON(filepath.Join(dir, StateName), &state); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
+	dumped, err := os.ReadFile(filepath.Join(dir, SpecDumpName))
+	if err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
+	cfgPath := filepath.Join(bundle, "config.json")
+	orig, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore: bundle: %w", err)
+	}
+	if err := CompareSpecs(dumped, orig); err != nil {
+		return "", 0, fmt.Errorf("restore: %w", err)
+	}
+	if err := state.validate(); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %s: %w", dir, StateName, err)
+	}
+	id := opts.ID
+	if id == "" {
+		id = meta.ID
+	}
+	if _, err := rt.State(ctx, id); err == nil {
+		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
+	}
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			rt.Delete(context.Background(), id)
+		}
+	}()
+	if err := restoreNamespaces(pid, dir, &state); err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if _, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid}); err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if state.IPC != nil {
+		if err := nsdump.FinishIPC(nsdump.NSPath(pid, "ipc"), state.IPC); err != nil {
+			return "", 0, fmt.Errorf("restore %s: %w", id, err)
+		}
+	}
+	if err := start(ctx, rt, id); err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	ok = true
+	return id, pid, nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// validate checks the parts of container.json read back from an image.
+func (s *State) validate() error {
+	if s.Cgroup != nil && s.Cgroup.Settings != nil {
+		if err := s.Cgroup.Settings.Validate(); err != nil {
+			return err
+		}
+	}
+	if s.UTS != nil {
+		if err := s.UTS.Validate(); err != nil {
+			return err
+		}
+	}
+	if s.IPC != nil {
+		if err := s.IPC.Validate(); err != nil {
+			return err
+		}
+	}
+	if s.Net != nil {
+		if err := s.Net.Validate(); err != nil {
+			return err
+		}
+	}
+	if s.Mounts != nil {
+		if err := s.Mounts.Validate(); err != nil {
+			return err
+		}
+	}
+	for mp, name := range s.TmpfsFiles {
+		if !strings.HasPrefix(name, "tmpfs-") || strings.ContainsAny(name, "/\x00") || !strings.HasPrefix(mp, "/") {
+			return fmt.Errorf("tmpfs file %q for %q", name, mp)
+		}
+	}
+	return nil
+}
+
+// allCaps names the capabilities by number (CAP_CHOWN is 0).
+var allCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+}
+
+// privilegedConfig is the bundle's config for the create of a restore.
+func privilegedConfig(orig []byte) ([]byte, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(orig, &s); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
+	if s.Process == nil {
+		return nil, errors.New("config.json: no process")
+	}
+	caps, err := ownCaps()
+	if err != nil {
+		return nil, err
+	}
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	s.Process.NoNewPrivileges = false
+	s.Process.User = specs.User{UID: 0, GID: 0}
+	if s.Linux != nil {
+		s.Linux.Seccomp = nil
+	}
+	return json.MarshalIndent(&s, "", "\t")
+}
+
+// createPrivileged runs `RUNTIME create` for id from the bundle with the
+// privileged config swapped in for the duration (the user's config.json is
+// always put back), and returns the init's pid.
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte) (int, error) {
+	priv, err := privilegedConfig(orig)
+	if err != nil {
+		return 0, err
+	}
+	cfg := filepath.Join(bundle, "config.json")
+	fi, err := os.Stat(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(cfg, priv, fi.Mode().Perm()); err != nil {
+		return 0, err
+	}
+	pidFile := filepath.Join(os.TempDir(), fmt.Sprintf("ctr-cr-%s-%d.pid", id, os.Getpid()))
+	defer os.Remove(pidFile)
+	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile, id}
+	if rt.Root != "" {
+		args = append([]string{"--root", rt.Root}, args...)
+	}
+	cmd := exec.CommandContext(ctx, rt.Bin, args...)
+	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	// a file, not a pipe: the runtime's init inherits stderr and keeps it
+	// open, so a pipe would never reach its end
+	errf, ferr := os.CreateTemp("", "ctr-cr-create-")
+	if ferr != nil {
+		null.Close()
+		return 0, ferr
+	}
+	defer os.Remove(errf.Name())
+	defer errf.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, errf
+	err = cmd.Run()
+	null.Close()
+	msg, _ := os.ReadFile(errf.Name())
+	out := strings.TrimSpace(string(msg))
+	if werr := os.WriteFile(cfg, orig, fi.Mode().Perm()); werr != nil && err == nil {
+		err = fmt.Errorf("putting config.json back: %w", werr)
+	}
+	if err != nil {
+		rt.Delete(context.Background(), id)
+		return 0, fmt.Errorf("%s create: %w: %s", rt.Name, err, out)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		rt.Delete(context.Background(), id)
+		return 0, fmt.Errorf("%s create: pid file: %w", rt.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		rt.Delete(context.Background(), id)
+		return 0, fmt.Errorf("%s create: pid file %q", rt.Name, b)
+	}
+	return pid, nil
+}
+
+// restoreNamespaces puts the saved namespace state into the sandbox whose
+// init is pid, before any task is restored.
+func restoreNamespaces(pid int, dir string, st *State) error {
+	if st.IPC != nil {
+		if err := nsdump.RestoreIPC(nsdump.NSPath(pid, "ipc"), st.IPC); err != nil {
+			return err
+		}
+	}
+	if st.UTS != nil {
+		if err := nsdump.RestoreUTS(nsdump.NSPath(pid, "uts"), st.UTS); err != nil {
+			return err
+		}
+	}
+	if st.Net != nil {
+		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
+		if err != nil {
+			return err
+		}
+		outside, err := netns.Get()
+		if err != nil {
+			ns.Close()
+			return err
+		}
+		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside})
+		ns.Close()
+		outside.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if st.Mounts != nil {
+		// opened here: Apply reads them from inside the container's root
+		tars := map[string]*os.File{}
+		defer func() {
+			for _, f := range tars {
+				f.Close()
+			}
+		}()
+		for mp, name := range st.TmpfsFiles {
+			f, err := os.Open(filepath.Join(dir, name))
+			if err != nil {
+				return fmt.Errorf("tmpfs %s: %w", mp, err)
+			}
+			tars[mp] = f
+		}
+		plan := mounts.Plan{Tree: st.Mounts, Tmpfs: func(m *mounts.Mount) (io.ReadCloser, error) {
+			f, ok := tars[m.MountPoint]
+			if !ok {
+				return nil, nil
+			}
+			delete(tars, m.MountPoint) // Apply closes it
+			return f, nil
+		}}
+		if _, err := mounts.Apply(pid, plan); err != nil {
+			return err
+		}
+	}
+	if st.Cgroup != nil && st.Cgroup.Settings != nil {
+		cg, err := cgroup.ForPid(pid)
+		if err != nil {
+			return err
+		}
+		if err := cg.Apply(st.Cgroup.Settings); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start does the runtime's created→running step for a restored init: the
+// runtime's `start` waits to read one byte from the container's exec fifo,
+// which the init would have written before exec'ing the process; ctr-cr
+// writes it instead.
+func start(ctx context.Context, rt *Runtime, id string) error {
+	root := rt.Root
+	if root == "" {
+		root = "/run/" + rt.Name
+	}
+	fifo := filepath.Join(root, id, "exec.fifo")
+	done := make(chan error, 1)
+	go func() {
+		// blocks until the runtime opens the fifo for reading
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = f.Write([]byte("0"))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	if _, err := rt.run(ctx, "start", id); err != nil {
+		// unblock the writer: open the fifo for reading ourselves
+		if r, oerr := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); oerr == nil {
+			r.Close()
+		}
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		return errors.New("exec fifo: no reader")
+	}
+}
+
+// ownCaps lists the capabilities in ctr-cr's own bounding set: all that the
+// restore stub can be given (root here may lack some, e.g.
+// CAP_SYS_RESOURCE).
+func ownCaps() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return nil, fmt.Errorf("CapBnd %q: %w", v, err)
+			}
+			var caps []string
+			for i, c := range allCaps {
+				if mask&(1<<i) != 0 {
+					caps = append(caps, c)
+				}
+			}
+			return caps, nil
+		}
+	}
+	return nil, errors.New("no CapBnd in /proc/self/status")
+}
