@@ -23,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
 
@@ -118,7 +119,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: files.NewTable()}
 	// Sockets are looked up (sock_diag) and locked in the tree's network
 	// namespace, from this thread.
-	back, err := enterNetns(pid)
+	back, err := threadns.EnterNetns(pid)
 	if err != nil {
 		d.release()
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // Options control a restore.
@@ -87,6 +88,16 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 	inv := img.Inventory()
 	if inv.Arch != runtime.GOARCH {
 		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
+	}
+	if opts.Adopt != 0 {
+		// sockets are created (and the network lock removed, also on
+		// failure: this defer runs last) in the adopted init's network
+		// namespace, from this thread
+		back, err := threadns.EnterNetns(opts.Adopt)
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+		}
+		defer back()
 	}
 	if inv.NetLock != "" {
 		if !netlock.ValidName(inv.NetLock) {
