@@ -467,3 +467,93 @@ func TestRestore_Copy(t *testing.T) {
 		t.Fatal("the original changed")
 	}
 }
+
+// inNs runs argv in network namespace ns (a path) and returns its output.
+func inNs(ns string, argv ...string) (string, error) {
+	a := testutil.InNetns(ns, argv...)
+	out, err := exec.Command(a[0], a[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+// linkOf returns "index mac" of a link inside the netns of pid.
+func linkOf(t *testing.T, pid int, name string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-o", "link", "show", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link show %s in pid %d: %v\n%s", name, pid, err, out)
+	}
+	f := strings.Fields(string(out))
+	mac := ""
+	for i, w := range f {
+		if w == "link/ether" && i+1 < len(f) {
+			mac = f[i+1]
+		}
+	}
+	return strings.TrimSuffix(f[0], ":") + " " + mac
+}
+
+// TestRestore_Veth: a container with a veth whose other end lives outside
+// (in a netns of the test standing for the host, as a port of a bridge
+// holding the gateway address) keeps its interface's
+// ifindex, MAC and address across two checkpoint/restore cycles, and
+// answers ping from the outside after each restore (the outside end is
+// rebuilt and put back on its bridge). ctr-cr runs in the
+// outside netns, where the host side of the veth is found and rebuilt.
+func TestRestore_Veth(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	outside := testutil.NewNetns(t)
+	b.start()
+	b.waitCount(1)
+	pid := b.pidOf()
+	// the host side: a bridge with the gateway address, the veth's outside
+	// end its port (as a container network usually has it)
+	setup := [][]string{
+		{"ip", "link", "add", "br-ctrcr", "type", "bridge"},
+		{"ip", "addr", "add", "10.251.0.1/24", "dev", "br-ctrcr"},
+		{"ip", "link", "set", "br-ctrcr", "up"},
+		{"ip", "link", "add", "vh-ctrcr", "type", "veth", "peer", "name", "eth0"},
+		{"ip", "link", "set", "vh-ctrcr", "master", "br-ctrcr", "up"},
+		{"ip", "link", "set", "eth0", "netns", strconv.Itoa(pid)},
+	}
+	for _, c := range setup {
+		if out, err := inNs(outside, c...); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	for _, c := range [][]string{{"ip", "addr", "add", "10.251.0.2/24", "dev", "eth0"}, {"ip", "link", "set", "eth0", "up"}, {"ip", "link", "set", "lo", "up"}} {
+		if out, err := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(pid), "-n"}, c...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	ping := func(when string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ping 10.251.0.2 from outside: %v\n%s", when, err, out)
+			}
+		}
+	}
+	ping("before")
+	want := linkOf(t, pid, "eth0")
+	bin := testutil.BuildCtrCr(t)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid = b.pidOf()
+		if got := linkOf(t, pid, "eth0"); got != want {
+			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
+		}
+		ping(fmt.Sprintf("cycle %d", cycle))
+		b.waitCount(b.count())
+	}
+}
