@@ -95,6 +95,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 			rt.Delete(context.Background(), id)
 		}
 	}()
+	// the dump's lock went with the old network namespace: lock the
+	// connections again in the new one before its links come up
+	if err := restore.Relock(dir, pid); err != nil {
+		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
+	}
 	if err := restoreNamespaces(pid, dir, &state); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
