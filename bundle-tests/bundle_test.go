@@ -18,6 +18,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
@@ -350,7 +351,8 @@ func (b *bundle) pidOf() int {
 // and both processes (runc ps), the restored init has the container's own
 // capabilities and no_new_privs back (the sandbox was created privileged
 // for the restore), the bundle's config.json is the user's, the hostname
-// and the /data tmpfs file are back; then runc kill and delete work.
+// and the /data tmpfs file are back, and so are memory and pids limits set
+// with runc update (not in config.json); then runc kill and delete work.
 func TestRestore_Counter(t *testing.T) {
 	b := newBundle(t, "runc", "echo kept > /data/hello; "+counterScript)
 	b.editSpec(func(s *specs.Spec) {
@@ -362,6 +364,11 @@ func TestRestore_Counter(t *testing.T) {
 	}
 	b.start()
 	b.waitCount(3)
+	// limits changed at run time (not in config.json) come back from the
+	// checkpoint
+	if out, err := b.rt("update", "--memory", "83886080", "--pids-limit", "77", b.id); err != nil {
+		t.Fatalf("runc update: %v\n%s", err, out)
+	}
 	for cycle := 0; cycle < 2; cycle++ {
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
@@ -394,6 +401,11 @@ func TestRestore_Counter(t *testing.T) {
 		}
 		if h, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-u", "hostname").Output(); err != nil || strings.TrimSpace(string(h)) != "ctrcr-box" {
 			t.Errorf("cycle %d: hostname %q %v", cycle, h, err)
+		}
+		if cg, err := cgroup.ForPid(pid); err != nil {
+			t.Errorf("cycle %d: cgroup: %v", cycle, err)
+		} else if st, err := cg.ReadSettings(); err != nil || st.MemoryLimit == nil || *st.MemoryLimit != 83886080 || st.PidsMax == nil || *st.PidsMax != 77 {
+			t.Errorf("cycle %d: cgroup limits not back (memory 80 MiB, pids 77): %+v %v", cycle, st, err)
 		}
 	}
 	pid := b.pidOf()
