@@ -19,6 +19,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
@@ -666,5 +667,93 @@ func TestRestore_TCPEstablished(t *testing.T) {
 	}
 	if out, _ := inNs(outside, "nft", "list", "tables"); strings.Contains(out, "ctrcr_lock") {
 		t.Errorf("lock tables left:\n%s", out)
+	}
+}
+
+// journal reads the events ctr-cr hook recorded in the bundle.
+func journal(t *testing.T, b *bundle) []hooks.Event {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(b.dir, hooks.JournalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []hooks.Event
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var e hooks.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("journal line %q: %v", l, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// TestRestore_Hooks: the bundle has a hook for every phase, each appending
+// its phase and state to one log (the runtime-namespace ones by its host
+// path, the container ones inside the container), plus ctr-cr hook as a
+// second poststart hook. On restore ctr-cr runs prestart, createRuntime,
+// createContainer and startContainer once the sandbox holds the restored
+// state, then poststart once the tree runs, in that order, each with the
+// restored init's pid in its state; runc runs poststop at delete.
+func TestRestore_Hooks(t *testing.T) {
+	bin := testutil.BuildCtrCr(t)
+	b := newBundle(t, "runc", counterScript)
+	hostLog := filepath.Join(b.dir, "rootfs", "tmp", "hooks.log")
+	b.editSpec(func(s *specs.Spec) {
+		h := func(p, log string) []specs.Hook {
+			return []specs.Hook{{Path: "/bin/busybox", Args: []string{"busybox", "sh", "-c", "read -r s; echo \"" + p + " $s\" >> " + log}}}
+		}
+		s.Hooks = &specs.Hooks{
+			CreateRuntime: h("createRuntime", hostLog), CreateContainer: h("createContainer", "/tmp/hooks.log"),
+			StartContainer: h("startContainer", "/tmp/hooks.log"), Poststart: h("poststart", hostLog), Poststop: h("poststop", hostLog),
+		}
+		s.Hooks.Poststart = append(s.Hooks.Poststart, specs.Hook{Path: bin, Args: []string{"ctr-cr", "hook", "poststart"}})
+		s.Hooks.Prestart = h("prestart", hostLog) //nolint:staticcheck
+	})
+	b.start()
+	b.waitCount(1)
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	if err := os.Remove(hostLog); err != nil {
+		t.Fatal(err)
+	}
+	nj := len(journal(t, b))
+	if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	pid := b.pidOf()
+	b.rt("kill", b.id, "KILL")
+	waitGone(pid, 5*time.Second)
+	if out, err := b.rt("delete", b.id); err != nil {
+		t.Fatalf("runc delete: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(hostLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	want := []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+	if len(lines) != len(want) {
+		t.Fatalf("hooks after the checkpoint: %d lines, want %v:\n%s", len(lines), want, data)
+	}
+	for i, l := range lines {
+		phase, st, _ := strings.Cut(l, " ")
+		if phase != want[i] {
+			t.Errorf("hook %d is %s, want %s", i, phase, want[i])
+		}
+		if phase != "poststop" && !strings.Contains(st, fmt.Sprintf(`"pid":%d,`, pid)) {
+			t.Errorf("hook %s: state %s lacks the restored init's pid %d", phase, st, pid)
+		}
+	}
+	if evs := journal(t, b)[nj:]; len(evs) != 1 || evs[0].Phase != "poststart" || evs[0].Pid != pid || evs[0].Status != "running" {
+		t.Errorf("ctr-cr hook poststart recorded %+v, want one poststart of pid %d, running", evs, pid)
+	}
+	out, err := exec.Command(bin, "hook", "prestart").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "state") {
+		t.Errorf("ctr-cr hook without a state: %v %s", err, out)
+	}
+	if out, err := exec.Command(bin, "hook", "nophase").CombinedOutput(); err == nil || !strings.Contains(string(out), "unknown hook phase") {
+		t.Errorf("ctr-cr hook nophase: %v %s", err, out)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/restore"
+	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
@@ -103,6 +104,16 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restoreNamespaces(pid, dir, &state); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
+	var spec specs.Spec
+	if err := json.Unmarshal(orig, &spec); err != nil {
+		return "", 0, fmt.Errorf("restore %s: config.json: %w", id, err)
+	}
+	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
+	for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
+		if err := hooks.Run(ctx, spec.Hooks, p, ociState); err != nil {
+			return "", 0, fmt.Errorf("restore %s: %w", id, err)
+		}
+	}
 	if _, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid}); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -115,6 +126,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	ok = true
+	// poststart failures do not undo the start (runtime-spec): reported
+	ociState.Status = specs.StateRunning
+	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState); err != nil {
+		fmt.Fprintf(os.Stderr, "ctr-cr: restore %s: warning: %v\n", id, err)
+	}
 	return id, pid, nil
 }
 
@@ -191,6 +207,9 @@ func privilegedConfig(orig []byte) ([]byte, error) {
 	}
 	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 	s.Process.NoNewPrivileges = false
+	// ctr-cr runs the creation hooks itself once the sandbox holds the
+	// restored state; the runtime keeps poststop
+	s.Hooks = hooks.Strip(s.Hooks)
 	s.Process.User = specs.User{UID: 0, GID: 0}
 	if s.Linux != nil {
 		s.Linux.Seccomp = nil

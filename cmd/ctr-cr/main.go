@@ -7,12 +7,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/pprof"
 
 	"github.com/ctr-cr/ctr-cr/core/restore"
+	"github.com/ctr-cr/ctr-cr/hooks"
 )
 
 func init() {
@@ -43,6 +45,8 @@ Container commands (OCI runtimes runc and crun):
            and container.json)
   restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR] BUNDLE
           (the container comes back under runc; without -d ctr-cr waits for it to end)
+  hook PHASE            as an OCI hook in config.json: records the event in
+                        BUNDLE/ctr-cr-hooks.log (state JSON on stdin)
 `
 
 func main() {
@@ -78,6 +82,11 @@ func run(cmd string) (int, error) {
 		code, err = cmdRestore(os.Args[2:])
 	case "checkpoint":
 		err = cmdCheckpoint(os.Args[2:])
+	case "hook":
+		if len(os.Args) != 3 {
+			return 2, errors.New("usage: ctr-cr hook PHASE (the OCI state on stdin)")
+		}
+		err = hooks.Entry(os.Args[2], os.Stdin)
 	case "show":
 		err = cmdShow(os.Args[2:])
 	case "check":
