@@ -44,11 +44,15 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 		if s.Deleted {
 			v.Name += " (deleted)"
 		}
+		if strings.HasPrefix(s.Path, "/SYSV") && s.Shared {
+			// a SysV shm attachment: /proc shows the shmid as its inode;
+			// the contents go with the IPC namespace
+			v.Kind, v.ShmemId, v.NoPages = imagepb.VmaKind_VMA_SYSV_SHM, s.Inode, true
+			mm.Vmas = append(mm.Vmas, v)
+			continue
+		}
 		switch v.Kind {
 		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
-			if strings.HasPrefix(s.Path, "/SYSV") {
-				return nil, fmt.Errorf("vma %#x-%#x: SysV shared memory is not supported yet", s.Start, s.End)
-			}
 			id, err := d.files.AddMapped(pid, s, fopts)
 			if err != nil {
 				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)

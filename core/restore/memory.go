@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 
@@ -124,6 +125,11 @@ func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) (bool, erro
 		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, sfd, v.Pgoff); err != nil {
 			return false, err
 		}
+	case imagepb.VmaKind_VMA_SYSV_SHM:
+		if err := r.attachSysv(v); err != nil {
+			return false, err
+		}
+		mprot = prot
 	default:
 		return false, fmt.Errorf("unknown vma kind %v", v.Kind)
 	}
@@ -233,4 +239,45 @@ func (f fdWriter) WriteAt(b []byte, off int64) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// attachSysv attaches the SysV segment v.ShmemId (restored with the IPC
+// namespace, same id) at v.Start with v's protection, and unmaps what lies
+// beyond v of the segment (a VMA cut short by a partial munmap).
+func (r *restorer) attachSysv(v *imagepb.Vma) error {
+	if v.Pgoff != 0 {
+		return fmt.Errorf("SysV shm %d: attachment at offset %d in the segment: unsupported", v.ShmemId, v.Pgoff)
+	}
+	if v.ShmemId > 1<<31 {
+		return fmt.Errorf("SysV shm id %d", v.ShmemId)
+	}
+	const ipcStat, shmRdonly, shmExec = 2, 0o10000, 0o100000
+	if _, err := r.call(0, "shmctl(IPC_STAT)", unix.SYS_SHMCTL, v.ShmemId, ipcStat, r.scratch); err != nil {
+		return fmt.Errorf("SysV shm %d (restored with the IPC namespace?): %w", v.ShmemId, err)
+	}
+	b := make([]byte, 8)
+	if err := r.mem.ReadAt(b, r.scratch+48); err != nil { // shm_segsz after struct ipc64_perm
+		return err
+	}
+	segsz := (binary.LittleEndian.Uint64(b) + memory.PageSize - 1) &^ (memory.PageSize - 1)
+	flags := uint64(0)
+	if v.Prot&unix.PROT_WRITE == 0 {
+		flags |= shmRdonly
+	}
+	if v.Prot&unix.PROT_EXEC != 0 {
+		flags |= shmExec
+	}
+	addr, err := r.call(0, fmt.Sprintf("shmat(%d)", v.ShmemId), unix.SYS_SHMAT, v.ShmemId, v.Start, flags)
+	if err != nil {
+		return fmt.Errorf("SysV shm %d: %w", v.ShmemId, err)
+	}
+	if addr != v.Start {
+		return fmt.Errorf("SysV shm %d attached at %#x, want %#x", v.ShmemId, addr, v.Start)
+	}
+	if size := v.End - v.Start; segsz > size {
+		if _, err := r.call(0, "munmap SysV tail", unix.SYS_MUNMAP, v.End, segsz-size); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -39,6 +39,7 @@ const (
 	VmaKind_VMA_VSYSCALL     VmaKind = 8
 	VmaKind_VMA_STACK        VmaKind = 9
 	VmaKind_VMA_HEAP         VmaKind = 10
+	VmaKind_VMA_SYSV_SHM     VmaKind = 11 // a SysV shm attachment: shmem_id is the shmid, pgoff the offset in
 )
 
 // Enum value maps for VmaKind.
@@ -55,6 +56,7 @@ var (
 		8:  "VMA_VSYSCALL",
 		9:  "VMA_STACK",
 		10: "VMA_HEAP",
+		11: "VMA_SYSV_SHM",
 	}
 	VmaKind_value = map[string]int32{
 		"VMA_UNKNOWN":      0,
@@ -68,6 +70,7 @@ var (
 		"VMA_VSYSCALL":     8,
 		"VMA_STACK":        9,
 		"VMA_HEAP":         10,
+		"VMA_SYSV_SHM":     11,
 	}
 )
 
@@ -1515,7 +1518,7 @@ type Vma struct {
 	Name          string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
 	FileId        uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
 	VmFlags       string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
-	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img
+	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
 	Growsdown     bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
 	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                // VM_ACCOUNT ("ac"): map writable, then mprotect
 	NoPages       bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"` // no private page of this VMA is in the image
@@ -4149,7 +4152,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\n" +
 	" \x01(\x05R\x03sid\x12\x17\n" +
 	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
-	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xca\x01\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xdc\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -4162,7 +4165,8 @@ const file_image_proto_rawDesc = "" +
 	"\fVMA_VSYSCALL\x10\b\x12\r\n" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
-	"*\xa7\x02\n" +
+	"\x12\x10\n" +
+	"\fVMA_SYSV_SHM\x10\v*\xa7\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
