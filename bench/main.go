@@ -40,6 +40,11 @@ func main() {
 	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload")
 	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
+	// 0 by default: the checkpoint of this multi-threaded Go workload as a
+	// container's init hangs (not so as a plain process, with or without
+	// --freeze-cgroup): under investigation
+	ctMiB := flag.Int("ct-mib", 0, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
+	containers := flag.Bool("containers", true, "runc containers: a busybox counter and one holding 256 MiB (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
 	if bin == "" {
@@ -80,6 +85,28 @@ func main() {
 			r, err := benchTree(bin, *treeN, 8, *runs, jobs)
 			if err != nil {
 				fmt.Printf("bench: tree-%d: %v\n", *treeN, err)
+				os.Exit(1)
+			}
+			fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
+			lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
+				r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
+		}
+	}
+	if *containers {
+		for _, c := range []struct {
+			name   string
+			script string
+			mib    int
+		}{
+			{"ct-busybox", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done", 0},
+			{fmt.Sprintf("ct-%dM", *ctMiB), "", *ctMiB},
+		} {
+			if c.name == "ct-0M" {
+				continue
+			}
+			r, err := benchContainer(bin, c.name, c.script, c.mib, *runs)
+			if err != nil {
+				fmt.Printf("bench: %s: %v\n", c.name, err)
 				os.Exit(1)
 			}
 			fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
