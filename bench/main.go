@@ -40,10 +40,7 @@ func main() {
 	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload")
 	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
-	// 0 by default: the checkpoint of this multi-threaded Go workload as a
-	// container's init hangs (not so as a plain process, with or without
-	// --freeze-cgroup): under investigation
-	ctMiB := flag.Int("ct-mib", 0, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
+	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
 	containers := flag.Bool("containers", true, "runc containers: a busybox counter and one holding 256 MiB (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -270,15 +271,39 @@ func (p *Process) Kill() error {
 	if err := unix.Kill(p.Pid, unix.SIGKILL); err != nil {
 		return fmt.Errorf("kill pid %d: %w", p.Pid, err)
 	}
-	// A traced leader's exit is reported only after its traced threads are
-	// reaped: wait for the others first.
-	for i := len(p.Threads) - 1; i >= 0; i-- {
-		t := p.Threads[i]
-		for {
-			ws, err := Wait(t.Tid)
-			if err != nil || ws.Exited() || ws.Signaled() {
-				break
+	// Collect every thread's exit in whatever order they come: a traced
+	// leader is reported only after its traced threads are reaped, and the
+	// last thread of a pid namespace's init waits (zap_pid_ns_processes)
+	// until the other threads' zombies, ours to reap, are gone.
+	pending := map[int]bool{}
+	for _, t := range p.Threads {
+		pending[t.Tid] = true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(pending) > 0 {
+		progressed := false
+		for tid := range pending {
+			var ws unix.WaitStatus
+			r, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			switch {
+			case err == unix.EINTR:
+			case err != nil: // not ours any more (ECHILD)
+				delete(pending, tid)
+				progressed = true
+			case r == tid && (ws.Exited() || ws.Signaled()):
+				delete(pending, tid)
+				progressed = true
+			case r == tid && ws.Stopped():
+				Cont(tid, 0) // an event stop on the way out
+				progressed = true
 			}
+		}
+		if !progressed {
+			if time.Now().After(deadline) {
+				p.Threads = nil
+				return fmt.Errorf("kill pid %d: %d thread(s) not reaped after 30s", p.Pid, len(pending))
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	p.Threads = nil
