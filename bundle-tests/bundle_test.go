@@ -798,3 +798,36 @@ func TestRestore_SysV(t *testing.T) {
 		t.Fatalf("sysv check in the restored container: %v: %s", err, out)
 	}
 }
+
+// TestRestore_Threads: a multi-threaded container init (testdata/threads.c)
+// is checkpointed (its pid namespace dies with threads still being
+// reaped) and restored twice, with all its threads, and counts on.
+func TestRestore_Threads(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed: %v", err)
+	}
+	b := newBundle(t, "runc", "exec /bin/threads")
+	src, _ := filepath.Abs("testdata/threads.c")
+	if out, err := exec.Command("gcc", "-static", "-O1", "-pthread", "-o", filepath.Join(b.dir, "rootfs", "bin", "threads"), src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v\n%s", err, out)
+	}
+	b.start()
+	b.waitCount(2)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid := b.pidOf()
+		if n, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(n) != 4 {
+			t.Errorf("cycle %d: the restored init has %d threads, want 4", cycle, len(n))
+		}
+		if c := b.waitCount(at); c > at+50 {
+			t.Fatalf("cycle %d: counter jumped from %d to %d", cycle, at, c)
+		}
+	}
+}
