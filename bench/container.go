@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"debug/elf"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -91,33 +89,12 @@ func benchContainer(bin, name, script string, mib, runs int) (*result, error) {
 	for i := 0; i < runs; i++ {
 		img := filepath.Join(dir, "checkpoint")
 		os.RemoveAll(img)
-		t0 := time.Now()
-		c := exec.Command(bin, "checkpoint", "--print-stats", id)
-		var so, se bytes.Buffer
-		c.Stdout, c.Stderr = &so, &se
-		if err := c.Run(); err != nil {
-			return nil, fmt.Errorf("checkpoint: %v: %s", err, se.String())
+		if err := r.timeDump(bin, []string{"checkpoint", "--print-stats", id}); err != nil {
+			return nil, err
 		}
-		r.dump = append(r.dump, ms(time.Since(t0)))
-		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rss = max(r.rss, float64(ru.Maxrss)/1024)
-		}
-		var st struct {
-			FrozenMs float64 `json:"frozen_ms"`
-		}
-		json.Unmarshal(so.Bytes(), &st)
-		r.frozen = append(r.frozen, st.FrozenMs)
 		r.image = dirMiB(img)
-		t1 := time.Now()
-		c = exec.Command(bin, "restore", "-d", dir)
-		se.Reset()
-		c.Stderr = &se
-		if err := c.Run(); err != nil {
-			return nil, fmt.Errorf("restore: %v: %s", err, se.String())
-		}
-		r.restore = append(r.restore, ms(time.Since(t1)))
-		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rss = max(r.rss, float64(ru.Maxrss)/1024)
+		if err := r.timeRestore(bin, []string{"restore", "-d", dir}); err != nil {
+			return nil, err
 		}
 		if mib > 0 {
 			before := countLines(out, "verified ok")

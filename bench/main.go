@@ -169,23 +169,10 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 	}
 	for i := 0; i < runs; i++ {
 		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
-		t0 := time.Now()
 		tree := append([]int{pid}, descendants(pid)...)
-		c := exec.Command(bin, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)...)
-		var so, se bytes.Buffer
-		c.Stdout, c.Stderr = &so, &se
-		if err := c.Run(); err != nil {
-			return nil, fmt.Errorf("dump: %v: %s", err, se.String())
+		if err := r.timeDump(bin, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)); err != nil {
+			return nil, err
 		}
-		r.dump = append(r.dump, ms(time.Since(t0)))
-		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rss = max(r.rss, float64(ru.Maxrss)/1024)
-		}
-		var st struct {
-			FrozenMs float64 `json:"frozen_ms"`
-		}
-		json.Unmarshal(so.Bytes(), &st)
-		r.frozen = append(r.frozen, st.FrozenMs)
 		// the killed tree is ours to reap (its root is our child, the
 		// rest reparented to us, the subreaper)
 		for _, p := range tree {
@@ -198,15 +185,8 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 			}
 		}
 		r.image = dirMiB(img)
-		t1 := time.Now()
-		c = exec.Command(bin, "restore", "-D", img, "-d")
-		c.Stderr = &se
-		if err := c.Run(); err != nil {
-			return nil, fmt.Errorf("restore: %v: %s", err, se.String())
-		}
-		r.restore = append(r.restore, ms(time.Since(t1)))
-		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rss = max(r.rss, float64(ru.Maxrss)/1024)
+		if err := r.timeRestore(bin, []string{"restore", "-D", img, "-d"}); err != nil {
+			return nil, err
 		}
 		// verify the restored memory from inside
 		before := countLines(out, "verified ok")
@@ -224,6 +204,48 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 		os.RemoveAll(img)
 	}
 	return r, nil
+}
+
+// run runs ctr-cr with args, returns its wall time and standard output,
+// and keeps the largest peak RSS in r.
+func (r *result) run(bin string, args []string) (float64, []byte, error) {
+	t0 := time.Now()
+	c := exec.Command(bin, args...)
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	if err := c.Run(); err != nil {
+		return 0, nil, fmt.Errorf("%s: %v: %s", args[0], err, se.String())
+	}
+	d := ms(time.Since(t0))
+	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.rss = max(r.rss, float64(ru.Maxrss)/1024)
+	}
+	return d, so.Bytes(), nil
+}
+
+// timeDump runs a dump (or checkpoint) with --print-stats and records its
+// time and frozen time.
+func (r *result) timeDump(bin string, args []string) error {
+	d, out, err := r.run(bin, args)
+	if err != nil {
+		return err
+	}
+	var st struct {
+		FrozenMs float64 `json:"frozen_ms"`
+	}
+	json.Unmarshal(out, &st)
+	r.dump, r.frozen = append(r.dump, d), append(r.frozen, st.FrozenMs)
+	return nil
+}
+
+// timeRestore runs a restore and records its time.
+func (r *result) timeRestore(bin string, args []string) error {
+	d, _, err := r.run(bin, args)
+	if err != nil {
+		return err
+	}
+	r.restore = append(r.restore, d)
+	return nil
 }
 
 func reapAll() {

@@ -36,21 +36,8 @@ func stubAdopt(pid int) (*stub, error) {
 	if err := ptrace.Interrupt(pid); err != nil {
 		return fail(err)
 	}
-	for {
-		ws, err := ptrace.Wait(pid)
-		if err != nil {
-			return fail(err)
-		}
-		if !ws.Stopped() {
-			return fail(fmt.Errorf("%s", ptrace.Describe(ws)))
-		}
-		if int(ws)>>16 == ptrace.EventStop {
-			break
-		}
-		// a signal on its way: the process is replaced, drop it
-		if err := ptrace.Cont(pid, 0); err != nil {
-			return fail(err)
-		}
+	if err := waitEvent(pid, ptrace.EventStop, "seize"); err != nil {
+		return fail(err)
 	}
 	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
 		return fail(err)
@@ -97,37 +84,14 @@ func stubAdopt(pid int) (*stub, error) {
 	// once the new image is in place (the other threads are gone)
 	r := regs
 	r.Rip, r.Rax, r.Orig_rax = regs.Rip, unix.SYS_EXECVEAT, ^uint64(0)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8 = mfd, scratch+24, scratch, scratch+32, unix.AT_EMPTY_PATH
-	binary.LittleEndian.PutUint64(buf[24:], 0) // "" at scratch+24 (8 zero bytes)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8 = mfd, scratch+24, scratch, scratch+32, unix.AT_EMPTY_PATH // "" at scratch+24
 	if err := ptrace.SetRegs(pid, &r); err != nil {
 		return fail(err)
 	}
 	if err := ptrace.Cont(pid, 0); err != nil {
 		return fail(err)
 	}
-	for {
-		ws, err := ptrace.Wait(pid)
-		if err != nil {
-			return fail(err)
-		}
-		if !ws.Stopped() {
-			return fail(fmt.Errorf("exec of the stub: %s", ptrace.Describe(ws)))
-		}
-		if int(ws)>>16 == unix.PTRACE_EVENT_EXEC {
-			break
-		}
-		if ws.StopSignal() == unix.SIGTRAP || ws.StopSignal() == unix.SIGSEGV {
-			out, _ := ptrace.GetRegs(pid)
-			return fail(fmt.Errorf("exec of the stub failed: %s, rax %d", ptrace.Describe(ws), int64(out.Rax)))
-		}
-		if err := ptrace.Cont(pid, 0); err != nil {
-			return fail(err)
-		}
-	}
-	if err := ptrace.SetOptions(pid, stubOptions); err != nil {
-		return fail(err)
-	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+	if err := waitEvent(pid, unix.PTRACE_EVENT_EXEC, "exec of the stub"); err != nil {
 		return fail(err)
 	}
 	// The event stop is inside execveat: run to its syscall-exit stop, so
@@ -140,7 +104,7 @@ func stubAdopt(pid int) (*stub, error) {
 	} else if !ws.Stopped() || ws.StopSignal()&0x7f != unix.SIGTRAP {
 		return fail(fmt.Errorf("after the exec: %s", ptrace.Describe(ws)))
 	}
-	if regs, err = ptrace.GetRegs(pid); err != nil {
+	if regs, err = armStub(pid); err != nil {
 		return fail(err)
 	}
 	m2, err := ptrace.OpenMem(pid)
@@ -148,15 +112,38 @@ func stubAdopt(pid int) (*stub, error) {
 		return fail(err)
 	}
 	defer m2.Close()
-	if err := m2.WriteAt(ptrace.Gadget, regs.Rip); err != nil {
-		return fail(err)
-	}
 	s := &stub{pid: pid, regs: regs, gadget: regs.Rip, pidfd: -1}
 	in2 := &ptrace.Injector{Tid: pid, Addr: regs.Rip, Base: regs}
 	if s.pidfd, err = passPidfd(pid, in2, m2); err != nil {
 		return fail(err)
 	}
 	return s, nil
+}
+
+// waitEvent waits until pid reports the ptrace event stop ev, suppressing
+// the signal-delivery stops on the way (the process is about to be
+// replaced); a SIGTRAP or SIGSEGV stop instead means the injected call went
+// wrong.
+func waitEvent(pid, ev int, what string) error {
+	for {
+		ws, err := ptrace.Wait(pid)
+		if err != nil {
+			return err
+		}
+		if !ws.Stopped() {
+			return fmt.Errorf("%s: %s", what, ptrace.Describe(ws))
+		}
+		if int(ws)>>16 == ev {
+			return nil
+		}
+		if sig := ws.StopSignal(); int(ws)>>16 == 0 && (sig == unix.SIGTRAP || sig == unix.SIGSEGV) {
+			out, _ := ptrace.GetRegs(pid)
+			return fmt.Errorf("%s failed: %s, rax %d", what, ptrace.Describe(ws), int64(out.Rax))
+		}
+		if err := ptrace.Cont(pid, 0); err != nil {
+			return err
+		}
+	}
 }
 
 // copyExe copies ctr-cr's own binary into the memfd fd of process pid.

@@ -72,24 +72,34 @@ func startHelper(afterFork func()) (*exec.Cmd, ptrace.Regs, error) {
 	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
 		return fail(fmt.Errorf("stub %d: %s instead of its exec stop", pid, ptrace.Describe(ws)))
 	}
-	if err := ptrace.SetOptions(pid, stubOptions); err != nil {
-		return fail(err)
-	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
-		return fail(err)
-	}
-	if regs, err = ptrace.GetRegs(pid); err != nil {
-		return fail(err)
-	}
-	m, err := ptrace.OpenMem(pid)
-	if err != nil {
-		return fail(err)
-	}
-	defer m.Close()
-	if err := m.WriteAt(ptrace.Gadget, regs.Rip); err != nil {
+	if regs, err = armStub(pid); err != nil {
 		return fail(err)
 	}
 	return c, regs, nil
+}
+
+// armStub takes a freshly exec'd stub at its stop before its first
+// instruction: stub options, every signal blocked, and the gadget written
+// at its entry point (it never runs its own code). It returns the
+// registers there, the template for injection.
+func armStub(pid int) (ptrace.Regs, error) {
+	var regs ptrace.Regs
+	if err := ptrace.SetOptions(pid, stubOptions); err != nil {
+		return regs, err
+	}
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return regs, err
+	}
+	regs, err := ptrace.GetRegs(pid)
+	if err != nil {
+		return regs, err
+	}
+	m, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return regs, err
+	}
+	defer m.Close()
+	return regs, m.WriteAt(ptrace.Gadget, regs.Rip)
 }
 
 func killCmd(c *exec.Cmd) {

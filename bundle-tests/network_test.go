@@ -1,0 +1,203 @@
+package bundletests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// inNs runs argv in network namespace ns (a path) and returns its output.
+func inNs(ns string, argv ...string) (string, error) {
+	a := testutil.InNetns(ns, argv...)
+	out, err := exec.Command(a[0], a[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+// linkOf returns "index mac" of a link inside the netns of pid.
+func linkOf(t *testing.T, pid int, name string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-o", "link", "show", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link show %s in pid %d: %v\n%s", name, pid, err, out)
+	}
+	f := strings.Fields(string(out))
+	mac := ""
+	for i, w := range f {
+		if w == "link/ether" && i+1 < len(f) {
+			mac = f[i+1]
+		}
+	}
+	return strings.TrimSuffix(f[0], ":") + " " + mac
+}
+
+// TestRestore_Veth: a container with a veth whose other end lives outside
+// (in a netns of the test standing for the host, as a port of a bridge
+// holding the gateway address) keeps its interface's
+// ifindex, MAC and address across two checkpoint/restore cycles, and
+// answers ping from the outside after each restore (the outside end is
+// rebuilt and put back on its bridge). ctr-cr runs in the
+// outside netns, where the host side of the veth is found and rebuilt.
+func TestRestore_Veth(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	outside := testutil.NewNetns(t)
+	b.start()
+	b.waitCount(1)
+	pid := b.pidOf()
+	vethSetup(t, outside, pid)
+	ping := func(when string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ping 10.251.0.2 from outside: %v\n%s", when, err, out)
+			}
+		}
+	}
+	ping("before")
+	want := linkOf(t, pid, "eth0")
+	bin := testutil.BuildCtrCr(t)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid = b.pidOf()
+		if got := linkOf(t, pid, "eth0"); got != want {
+			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
+		}
+		ping(fmt.Sprintf("cycle %d", cycle))
+		b.waitCount(b.count())
+	}
+}
+
+// vethSetup gives the container whose init is pid an eth0 (10.251.0.2/24)
+// whose other end is a port of bridge br-ctrcr (10.251.0.1/24) in the
+// netns outside.
+func vethSetup(t *testing.T, outside string, pid int) {
+	t.Helper()
+	// the host side: a bridge with the gateway address, the veth's outside
+	// end its port (as a container network usually has it)
+	setup := [][]string{
+		{"ip", "link", "add", "br-ctrcr", "type", "bridge"},
+		{"ip", "addr", "add", "10.251.0.1/24", "dev", "br-ctrcr"},
+		{"ip", "link", "set", "br-ctrcr", "up"},
+		{"ip", "link", "add", "vh-ctrcr", "type", "veth", "peer", "name", "eth0"},
+		{"ip", "link", "set", "vh-ctrcr", "master", "br-ctrcr", "up"},
+		{"ip", "link", "set", "eth0", "netns", strconv.Itoa(pid)},
+	}
+	for _, c := range setup {
+		if out, err := inNs(outside, c...); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	for _, c := range [][]string{{"ip", "addr", "add", "10.251.0.2/24", "dev", "eth0"}, {"ip", "link", "set", "eth0", "up"}, {"ip", "link", "set", "lo", "up"}} {
+		if out, err := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(pid), "-n"}, c...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+}
+
+// echoClient keeps one TCP connection to the container's echo server:
+// numbered lines out, each echoed back and checked; progress (lines) or
+// "ERROR ..." in DIR/progress.
+const echoClient = `
+import os, socket, sys, time
+d = sys.argv[1]
+def report(s):
+    open(d + "/progress.tmp", "w").write(s)
+    os.rename(d + "/progress.tmp", d + "/progress")
+try:
+    for attempt in range(100):
+        try:
+            s = socket.create_connection(("10.251.0.2", 7777), timeout=2)
+            break
+        except OSError:
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
+    s.settimeout(30)
+    f = s.makefile("rwb")
+    i = 0
+    while True:
+        f.write(b"line %d\n" % i); f.flush()
+        got = f.readline()
+        if got != b"line %d\n" % i:
+            raise RuntimeError("echo %r for line %d" % (got, i))
+        i += 1
+        report("lines %d" % i)
+        time.sleep(0.02)
+except Exception as e:
+    report("ERROR %r" % e)
+`
+
+// TestRestore_TCPEstablished: a TCP connection from outside (a python
+// client in the netns standing for the host) to an echo server in the
+// container survives two checkpoint/restore cycles with --tcp-established:
+// the same connection keeps echoing every line.
+func TestRestore_TCPEstablished(t *testing.T) {
+	b := newBundle(t, "runc", "nc -l -p 7777 -e cat")
+	outside := testutil.NewNetns(t)
+	b.start()
+	pid := b.pidOf()
+	vethSetup(t, outside, pid)
+	dir := t.TempDir()
+	a := testutil.InNetns(outside, "python3", "-c", echoClient, dir)
+	client := exec.Command(a[0], a[1:]...)
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	lines := func() int {
+		p, _ := os.ReadFile(filepath.Join(dir, "progress"))
+		if strings.HasPrefix(string(p), "ERROR") {
+			t.Fatalf("echo client: %s", p)
+		}
+		n, _ := strconv.Atoi(strings.TrimPrefix(string(p), "lines "))
+		return n
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for lines() < 5 {
+		if time.Now().After(deadline) {
+			p, _ := os.ReadFile(filepath.Join(dir, "progress"))
+			t.Fatalf("echo client does not get going: %q", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bin := testutil.BuildCtrCr(t)
+	for cycle := 0; cycle < 2; cycle++ {
+		before := lines()
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := inNs(outside, bin, "checkpoint", "--tcp-established", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		time.Sleep(200 * time.Millisecond) // the client waits on a silent connection
+		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for lines() < before+20 {
+			if time.Now().After(deadline) {
+				t.Fatalf("cycle %d: the connection does not carry lines any more (%d, was %d)", cycle, lines(), before)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("cycle %d: %d lines before the checkpoint, %d now", cycle, before, lines())
+	}
+	if out, _ := inNs(outside, "nft", "list", "tables"); strings.Contains(out, "ctrcr_lock") {
+		t.Errorf("lock tables left:\n%s", out)
+	}
+}

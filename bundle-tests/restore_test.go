@@ -1,0 +1,316 @@
+package bundletests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/hooks"
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// TestRestore_Counter: the busybox counter container is checkpointed and
+// restored from its bundle twice in a row; each time it goes on counting
+// from where it was (not from 1), runc reports it running with its init
+// and both processes (runc ps), the restored init has the container's own
+// capabilities and no_new_privs back (the sandbox was created privileged
+// for the restore), the bundle's config.json is the user's, the hostname
+// and the /data tmpfs file are back, and so are memory and pids limits set
+// with runc update (not in config.json); then runc kill and delete work.
+func TestRestore_Counter(t *testing.T) {
+	b := newBundle(t, "runc", "echo kept > /data/hello; "+counterScript)
+	b.editSpec(func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
+	})
+	cfg, err := os.ReadFile(filepath.Join(b.dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	b.waitCount(3)
+	// limits changed at run time (not in config.json) come back from the
+	// checkpoint
+	if out, err := b.rt("update", "--memory", "83886080", "--pids-limit", "77", b.id); err != nil {
+		t.Fatalf("runc update: %v\n%s", err, out)
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid := b.pidOf()
+		if c := b.waitCount(at); c > at+50 {
+			t.Fatalf("cycle %d: counter jumped from %d to %d", cycle, at, c)
+		}
+		if at < 3 {
+			t.Fatalf("cycle %d: counter was %d at the checkpoint", cycle, at)
+		}
+		out, err := b.rt("ps", b.id)
+		if err != nil || !strings.Contains(out, "sh -c") {
+			t.Errorf("cycle %d: runc ps: %v\n%s", cycle, err, out)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(status), "CapBnd:\t0000000020000420") || !strings.Contains(string(status), "NoNewPrivs:\t1") {
+			t.Errorf("cycle %d: restored init's caps / no_new_privs are not the container's:\n%s", cycle, status)
+		}
+		if now, _ := os.ReadFile(filepath.Join(b.dir, "config.json")); string(now) != string(cfg) {
+			t.Errorf("cycle %d: config.json was changed by the restore", cycle)
+		}
+		if h, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/hello", pid)); err != nil || string(h) != "kept\n" {
+			t.Errorf("cycle %d: /data/hello in the restored container: %q %v", cycle, h, err)
+		}
+		if h, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-u", "hostname").Output(); err != nil || strings.TrimSpace(string(h)) != "ctrcr-box" {
+			t.Errorf("cycle %d: hostname %q %v", cycle, h, err)
+		}
+		if cg, err := cgroup.ForPid(pid); err != nil {
+			t.Errorf("cycle %d: cgroup: %v", cycle, err)
+		} else if st, err := cg.ReadSettings(); err != nil || st.MemoryLimit == nil || *st.MemoryLimit != 83886080 || st.PidsMax == nil || *st.PidsMax != 77 {
+			t.Errorf("cycle %d: cgroup limits not back (memory 80 MiB, pids 77): %+v %v", cycle, st, err)
+		}
+	}
+	pid := b.pidOf()
+	if out, err := b.rt("kill", b.id, "KILL"); err != nil {
+		t.Fatalf("runc kill: %v\n%s", err, out)
+	}
+	if err := waitGone(pid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.rt("delete", b.id); err != nil {
+		t.Fatalf("runc delete: %v\n%s", err, out)
+	}
+}
+
+// TestRestore_ChangedConfig: a restore whose config.json changed a field
+// that may not change fails naming it, leaves no container and the
+// config.json untouched.
+func TestRestore_ChangedConfig(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	b.start()
+	b.waitCount(1)
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	b.editSpec(func(s *specs.Spec) { s.Hostname = "changed" })
+	out, err := ctrcr(t, "restore", "-d", b.dir)
+	if err == nil || !strings.Contains(out, "hostname") {
+		t.Fatalf("restore with a changed hostname: %v\n%s", err, out)
+	}
+	if _, err := b.state(); err == nil {
+		t.Errorf("a container %s exists after the failed restore", b.id)
+	}
+}
+
+// TestRestore_Copy: --leave-running plus restore --id gives two live
+// containers from one checkpoint, both managed by runc.
+func TestRestore_Copy(t *testing.T) {
+	b := newBundle(t, "runc", counterScript)
+	b.start()
+	b.waitCount(2)
+	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	copyID := b.id + "-copy"
+	t.Cleanup(func() { b.rt("delete", "--force", copyID) })
+	if out, err := ctrcr(t, "restore", "-d", "--id", copyID, b.dir); err != nil {
+		t.Fatalf("restore --id: %v\n%s", err, out)
+	}
+	orig := b.pidOf()
+	cp := &bundle{t: t, runtime: b.runtime, dir: b.dir, id: copyID}
+	copyPid := cp.pidOf()
+	if orig == copyPid {
+		t.Fatalf("the copy has the original's pid %d", orig)
+	}
+	for _, id := range []string{b.id, copyID} {
+		if out, err := b.rt("ps", id); err != nil || !strings.Contains(out, "sh -c") {
+			t.Errorf("runc ps %s: %v\n%s", id, err, out)
+		}
+	}
+	b.waitCount(b.count() + 3)
+	if out, err := b.rt("kill", copyID, "KILL"); err != nil {
+		t.Fatalf("runc kill %s: %v\n%s", copyID, err, out)
+	}
+	if err := waitGone(copyPid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.rt("delete", copyID); err != nil {
+		t.Fatalf("runc delete %s: %v\n%s", copyID, err, out)
+	}
+	if b.pidOf() != orig {
+		t.Fatal("the original changed")
+	}
+}
+
+// journal reads the events ctr-cr hook recorded in the bundle.
+func journal(t *testing.T, b *bundle) []hooks.Event {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(b.dir, hooks.JournalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []hooks.Event
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var e hooks.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("journal line %q: %v", l, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// TestRestore_Hooks: the bundle has a hook for every phase, each appending
+// its phase and state to one log (the runtime-namespace ones by its host
+// path, the container ones inside the container), plus ctr-cr hook as a
+// second poststart hook. On restore ctr-cr runs prestart, createRuntime,
+// createContainer and startContainer once the sandbox holds the restored
+// state, then poststart once the tree runs, in that order, each with the
+// restored init's pid in its state; runc runs poststop at delete.
+func TestRestore_Hooks(t *testing.T) {
+	bin := testutil.BuildCtrCr(t)
+	b := newBundle(t, "runc", counterScript)
+	hostLog := filepath.Join(b.dir, "rootfs", "tmp", "hooks.log")
+	b.editSpec(func(s *specs.Spec) {
+		h := func(p, log string) []specs.Hook {
+			return []specs.Hook{{Path: "/bin/busybox", Args: []string{"busybox", "sh", "-c", "read -r s; echo \"" + p + " $s\" >> " + log}}}
+		}
+		s.Hooks = &specs.Hooks{
+			CreateRuntime: h("createRuntime", hostLog), CreateContainer: h("createContainer", "/tmp/hooks.log"),
+			StartContainer: h("startContainer", "/tmp/hooks.log"), Poststart: h("poststart", hostLog), Poststop: h("poststop", hostLog),
+		}
+		s.Hooks.Poststart = append(s.Hooks.Poststart, specs.Hook{Path: bin, Args: []string{"ctr-cr", "hook", "poststart"}})
+		s.Hooks.Prestart = h("prestart", hostLog) //nolint:staticcheck
+	})
+	b.start()
+	b.waitCount(1)
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	if err := os.Remove(hostLog); err != nil {
+		t.Fatal(err)
+	}
+	nj := len(journal(t, b))
+	if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	pid := b.pidOf()
+	b.rt("kill", b.id, "KILL")
+	waitGone(pid, 5*time.Second)
+	if out, err := b.rt("delete", b.id); err != nil {
+		t.Fatalf("runc delete: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(hostLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	want := []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+	if len(lines) != len(want) {
+		t.Fatalf("hooks after the checkpoint: %d lines, want %v:\n%s", len(lines), want, data)
+	}
+	for i, l := range lines {
+		phase, st, _ := strings.Cut(l, " ")
+		if phase != want[i] {
+			t.Errorf("hook %d is %s, want %s", i, phase, want[i])
+		}
+		if phase != "poststop" && !strings.Contains(st, fmt.Sprintf(`"pid":%d,`, pid)) {
+			t.Errorf("hook %s: state %s lacks the restored init's pid %d", phase, st, pid)
+		}
+	}
+	if evs := journal(t, b)[nj:]; len(evs) != 1 || evs[0].Phase != "poststart" || evs[0].Pid != pid || evs[0].Status != "running" {
+		t.Errorf("ctr-cr hook poststart recorded %+v, want one poststart of pid %d, running", evs, pid)
+	}
+	out, err := exec.Command(bin, "hook", "prestart").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "state") {
+		t.Errorf("ctr-cr hook without a state: %v %s", err, out)
+	}
+	if out, err := exec.Command(bin, "hook", "nophase").CombinedOutput(); err == nil || !strings.Contains(string(out), "unknown hook phase") {
+		t.Errorf("ctr-cr hook nophase: %v %s", err, out)
+	}
+}
+
+// TestRestore_SysV: SysV shared memory (contents), a semaphore set (values)
+// and a message queue (messages) made inside the container come back with
+// the same ids after two checkpoint/restore cycles (checked from inside by
+// testdata/sysv.c, built static into the rootfs).
+func TestRestore_SysV(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed: %v", err)
+	}
+	b := newBundle(t, "runc", "/bin/sysv setup")
+	src, _ := filepath.Abs("testdata/sysv.c")
+	if out, err := exec.Command("gcc", "-static", "-O1", "-o", filepath.Join(b.dir, "rootfs", "bin", "sysv"), src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v\n%s", err, out)
+	}
+	b.start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(b.dir, "rootfs", "tmp", "sysv.ids")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sysv setup did not run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+	}
+	pid := b.pidOf()
+	// the check consumes the messages: run once, after the last restore
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "-i", "-p", "-r", "/bin/sysv", "check").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "OK" {
+		t.Fatalf("sysv check in the restored container: %v: %s", err, out)
+	}
+}
+
+// TestRestore_Threads: a multi-threaded container init (testdata/threads.c)
+// is checkpointed (its pid namespace dies with threads still being
+// reaped) and restored twice, with all its threads, and counts on.
+func TestRestore_Threads(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed: %v", err)
+	}
+	b := newBundle(t, "runc", "exec /bin/threads")
+	src, _ := filepath.Abs("testdata/threads.c")
+	if out, err := exec.Command("gcc", "-static", "-O1", "-pthread", "-o", filepath.Join(b.dir, "rootfs", "bin", "threads"), src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v\n%s", err, out)
+	}
+	b.start()
+	b.waitCount(2)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid := b.pidOf()
+		if n, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(n) != 4 {
+			t.Errorf("cycle %d: the restored init has %d threads, want 4", cycle, len(n))
+		}
+		if c := b.waitCount(at); c > at+50 {
+			t.Fatalf("cycle %d: counter jumped from %d to %d", cycle, at, c)
+		}
+	}
+}
