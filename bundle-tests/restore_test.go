@@ -26,8 +26,10 @@ import (
 // for the restore), the bundle's config.json is the user's, the hostname
 // and the /data tmpfs file are back, and so are memory and pids limits set
 // with runc update (not in config.json); then runc kill and delete work.
-func TestRestore_Counter(t *testing.T) {
-	b := newBundle(t, "runc", "echo kept > /data/hello; "+counterScript)
+func TestRestore_Counter(t *testing.T) { forRuntimes(t, testRestoreCounter) }
+
+func testRestoreCounter(t *testing.T, rt string) {
+	b := newBundle(t, rt, "echo kept > /data/hello; "+counterScript)
 	b.editSpec(func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
 	})
@@ -59,7 +61,7 @@ func TestRestore_Counter(t *testing.T) {
 			t.Fatalf("cycle %d: counter was %d at the checkpoint", cycle, at)
 		}
 		out, err := b.rt("ps", b.id)
-		if err != nil || !strings.Contains(out, "sh -c") {
+		if err != nil || !strings.Contains(out, strconv.Itoa(pid)) {
 			t.Errorf("cycle %d: runc ps: %v\n%s", cycle, err, out)
 		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -232,7 +232,8 @@ func captureNamespaces(pid int, state *State) error {
 
 // captureMounts saves the mount tree of the frozen container whose init is
 // pid, with config.json's bind mounts as externals keyed by destination,
-// and the contents of each tmpfs as tmpfs-N.tar in dir.
+// and linux.maskedPaths as externals too (the runtime masks them again), and
+// the contents of each tmpfs as tmpfs-N.tar in dir.
 func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
 	if own, err := ownNamespace(pid, "mnt"); err != nil || !own {
 		return err
@@ -241,6 +242,13 @@ func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
 	for _, m := range spec.Mounts {
 		if m.Type == "bind" || hasOpt(m.Options, "bind") || hasOpt(m.Options, "rbind") {
 			ext = append(ext, filepath.Clean(m.Destination))
+		}
+	}
+	// masked paths are the runtime's own binds (crun binds the host's
+	// /dev/null, a devtmpfs, over masked files), made again by it at restore
+	if spec.Linux != nil {
+		for _, p := range spec.Linux.MaskedPaths {
+			ext = append(ext, filepath.Clean(p))
 		}
 	}
 	tree, err := mounts.ReadTree(pid, mounts.TreeOptions{Externals: ext})

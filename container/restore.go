@@ -28,9 +28,11 @@ import (
 // RestoreOptions control Restore.
 type RestoreOptions struct {
 	Bundle    string
-	ImagePath string // "": BUNDLE/checkpoint
-	ID        string // "": the checkpointed container's id
-	Runtime   *Runtime
+	ImagePath string   // "": BUNDLE/checkpoint
+	ID        string   // "": the checkpointed container's id
+	Runtime   *Runtime // nil: the image's runtime (ctr-cr.json), with RuntimeRoot
+	// RuntimeRoot is the runtime's --root when Runtime is nil.
+	RuntimeRoot string
 }
 
 // Restore brings the container checkpointed in the image back from its
@@ -47,7 +49,6 @@ type RestoreOptions struct {
 // tasks run; finally the runtime's created→running step is done the way
 // its init would have done it. A failed restore deletes the container.
 func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
-	rt := opts.Runtime
 	bundle, err := filepath.Abs(opts.Bundle)
 	if err != nil {
 		return "", 0, err
@@ -67,6 +68,17 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	dumped, err := os.ReadFile(filepath.Join(dir, SpecDumpName))
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
+	rt := opts.Runtime
+	if rt == nil {
+		// the runtime that ran the container at the checkpoint
+		root := opts.RuntimeRoot
+		if root == "" {
+			root = meta.RuntimeRoot
+		}
+		if rt, err = NewRuntime(meta.Runtime, root); err != nil {
+			return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+		}
 	}
 	cfgPath := filepath.Join(bundle, "config.json")
 	orig, err := os.ReadFile(cfgPath)
@@ -344,16 +356,27 @@ func restoreNamespaces(pid int, dir string, st *State) error {
 	return nil
 }
 
-// start does the runtime's created→running step for a restored init: the
-// runtime's `start` waits to read one byte from the container's exec fifo,
-// which the init would have written before exec'ing the process; ctr-cr
-// writes it instead.
+// start does the runtime's created→running step for a restored init. Both
+// runtimes hand the go-ahead through an exec fifo in the container's state
+// directory, in opposite directions, and ctr-cr plays the part of the init
+// that was replaced by the restored process:
+//
+//	runc: the init writes one byte (blocking until someone reads); `runc
+//	      start` reads it. ctr-cr writes.
+//	crun: the init holds the fifo open for reading and waits for a byte;
+//	      `crun start` opens it for writing (blocking until there is a
+//	      reader), removes it and writes. ctr-cr is the reader.
 func start(ctx context.Context, rt *Runtime, id string) error {
-	root := rt.Root
-	if root == "" {
-		root = "/run/" + rt.Name
+	fifo := filepath.Join(rt.stateDir(id), "exec.fifo")
+	if rt.Name == "crun" {
+		r, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("exec fifo: %w", err)
+		}
+		defer r.Close()
+		_, err = rt.run(ctx, "start", id)
+		return err
 	}
-	fifo := filepath.Join(root, id, "exec.fifo")
 	done := make(chan error, 1)
 	go func() {
 		// blocks until the runtime opens the fifo for reading

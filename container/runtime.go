@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -48,6 +49,38 @@ func NewRuntime(name, root string) (*Runtime, error) {
 		return nil, fmt.Errorf("runtime %s: %w", name, err)
 	}
 	return &Runtime{Name: name, Bin: bin, Root: root}, nil
+}
+
+// FindRuntime returns the runtime (runc, then crun, whichever is installed)
+// whose state holds container id: an operator need not say which runtime
+// started it. With neither knowing id, the error names what each said.
+func FindRuntime(ctx context.Context, id, root string) (*Runtime, error) {
+	var errs []error
+	for _, name := range []string{"runc", "crun"} {
+		rt, err := NewRuntime(name, root)
+		if err != nil {
+			continue // not installed
+		}
+		if _, err := rt.State(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return rt, nil
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("neither runc nor crun is on the PATH")
+	}
+	return nil, fmt.Errorf("container %s: no runtime knows it (give --runtime): %w", id, errors.Join(errs...))
+}
+
+// stateDir is the runtime's directory for container id's state (where its
+// exec fifo lives).
+func (r *Runtime) stateDir(id string) string {
+	root := r.Root
+	if root == "" {
+		root = "/run/" + r.Name
+	}
+	return filepath.Join(root, id)
 }
 
 // run runs the runtime with args and returns its standard output.

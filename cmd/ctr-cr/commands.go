@@ -102,7 +102,7 @@ func cmdDump(args []string) error {
 func cmdCheckpoint(args []string) error {
 	fs := newFlags("checkpoint")
 	root := fs.String("root", "", "the runtime's state directory (--root of runc/crun)")
-	rtName := fs.String("runtime", "runc", "the container's runtime: runc or crun")
+	rtName := fs.String("runtime", "", "the container's runtime: runc or crun (default: whichever knows the container)")
 	imagePath := fs.String("image-path", "", "image directory (default BUNDLE/checkpoint)")
 	leave := fs.Bool("leave-running", false, "let the container run on after the checkpoint")
 	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
@@ -113,12 +113,18 @@ func cmdCheckpoint(args []string) error {
 	if fs.NArg() != 1 {
 		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] CONTAINER_ID")
 	}
-	rt, err := container.NewRuntime(*rtName, *root)
+	ctx, stop := interruptible()
+	defer stop()
+	var rt *container.Runtime
+	var err error
+	if *rtName == "" {
+		rt, err = container.FindRuntime(ctx, fs.Arg(0), *root)
+	} else {
+		rt, err = container.NewRuntime(*rtName, *root)
+	}
 	if err != nil {
 		return err
 	}
-	ctx, stop := interruptible()
-	defer stop()
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
 		Dump: dump.Options{TCPEstablished: *tcpEst},
@@ -145,7 +151,7 @@ func cmdRestore(args []string) (int, error) {
 	newID := fs.String("id", "", "container: the restored container's id (default: the checkpointed one)")
 	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
 	rtRoot := fs.String("root", "", "container: the runtime's state directory")
-	rtName := fs.String("runtime", "runc", "container: runc or crun")
+	rtName := fs.String("runtime", "", "container: runc or crun (default: the one that ran it at the checkpoint)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -261,12 +267,16 @@ func giveTerminal(fd, pgid int) {
 // restoreContainer restores a container from its bundle (ctr-cr restore
 // BUNDLE). Without -d it waits until the container's init is gone.
 func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach bool) (int, error) {
-	rt, err := container.NewRuntime(rtName, rtRoot)
-	if err != nil {
-		return 2, err
+	opts := container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, RuntimeRoot: rtRoot}
+	if rtName != "" {
+		rt, err := container.NewRuntime(rtName, rtRoot)
+		if err != nil {
+			return 2, err
+		}
+		opts.Runtime = rt
 	}
 	ctx, stop := interruptible()
-	id, pid, err := container.Restore(ctx, container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, Runtime: rt})
+	id, pid, err := container.Restore(ctx, opts)
 	stop()
 	if err != nil {
 		return 1, err

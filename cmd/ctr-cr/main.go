@@ -42,9 +42,12 @@ Container commands (OCI runtimes runc and crun):
   checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
              [--tcp-established] [--print-stats] CONTAINER_ID
           (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
-           and container.json)
-  restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR] BUNDLE
-          (the container comes back under runc; without -d ctr-cr waits for it to end)
+           and container.json; without --runtime, runc or crun: whichever
+           knows the container)
+  restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR]
+          [--runtime runc|crun] BUNDLE
+          (the container comes back under the runtime that ran it at the
+           checkpoint; without -d ctr-cr waits for it to end)
   hook PHASE            as an OCI hook in config.json: records the event in
                         BUNDLE/ctr-cr-hooks.log (state JSON on stdin)
 `
