@@ -13,16 +13,13 @@ import (
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
-// TestCheckpoint_Counter: a busybox counter container under runc is
+// TestCheckpoint_Counter: a busybox counter container under runc or crun is
 // checkpointed with --leave-running (it keeps counting, thawed, and the
 // image has its process tree, spec.dump, ctr-cr.json and container.json
 // with the cgroup's memory and pids limits), then without it (the
 // container is gone from the runtime, its processes too).
 func TestCheckpoint_Counter(t *testing.T) {
-	// crun refuses this machine's hybrid cgroup layout (a controller in the
-	// cgroup2 hierarchy): it joins once the tests give it a pure cgroup2
-	// view.
-	for _, rtName := range []string{"runc"} {
+	for _, rtName := range runtimes {
 		t.Run(rtName, func(t *testing.T) {
 			b := newBundle(t, rtName, "echo kept > /data/hello; "+counterScript)
 			mem, pids := int64(96<<20), int64(64)

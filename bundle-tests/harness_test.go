@@ -90,6 +90,19 @@ type bundle struct {
 	runtime string // runc or crun
 	dir     string // the bundle
 	id      string
+	// privateTmp: the counter is read through the init's root (a bundle
+	// whose /tmp is a tmpfs of its own, see usePrivateTmp)
+	privateTmp bool
+}
+
+// usePrivateTmp gives the container a tmpfs on /tmp, so that containers
+// restored from one checkpoint beside each other (restore --id) count each
+// in their own file rather than in the shared rootfs.
+func (b *bundle) usePrivateTmp() {
+	b.editSpec(func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
+	})
+	b.privateTmp = true
 }
 
 // counterScript counts in /tmp/count (in the rootfs) ten times a second.
@@ -196,7 +209,16 @@ func (b *bundle) state() (map[string]any, error) {
 
 // count reads the counter the container writes.
 func (b *bundle) count() int {
-	data, _ := os.ReadFile(filepath.Join(b.dir, "rootfs", "tmp", "count"))
+	path := filepath.Join(b.dir, "rootfs", "tmp", "count")
+	if b.privateTmp {
+		st, err := b.state()
+		if err != nil {
+			return 0
+		}
+		pid, _ := st["pid"].(float64)
+		path = fmt.Sprintf("/proc/%d/root/tmp/count", int(pid))
+	}
+	data, _ := os.ReadFile(path)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 	return n
 }

@@ -44,8 +44,10 @@ func linkOf(t *testing.T, pid int, name string) string {
 // answers ping from the outside after each restore (the outside end is
 // rebuilt and put back on its bridge). ctr-cr runs in the
 // outside netns, where the host side of the veth is found and rebuilt.
-func TestRestore_Veth(t *testing.T) {
-	b := newBundle(t, "runc", counterScript)
+func TestRestore_Veth(t *testing.T) { forRuntimes(t, testRestoreVeth) }
+
+func testRestoreVeth(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
 	outside := testutil.NewNetns(t)
 	b.start()
 	b.waitCount(1)
@@ -148,8 +150,10 @@ except Exception as e:
 // client in the netns standing for the host) to an echo server in the
 // container survives two checkpoint/restore cycles with --tcp-established:
 // the same connection keeps echoing every line.
-func TestRestore_TCPEstablished(t *testing.T) {
-	b := newBundle(t, "runc", "nc -l -p 7777 -e cat")
+func TestRestore_TCPEstablished(t *testing.T) { forRuntimes(t, testRestoreTCPEstablished) }
+
+func testRestoreTCPEstablished(t *testing.T, rt string) {
+	b := newBundle(t, rt, "nc -l -p 7777 -e cat")
 	outside := testutil.NewNetns(t)
 	b.start()
 	pid := b.pidOf()

@@ -98,8 +98,10 @@ func testRestoreCounter(t *testing.T, rt string) {
 // TestRestore_ChangedConfig: a restore whose config.json changed a field
 // that may not change fails naming it, leaves no container and the
 // config.json untouched.
-func TestRestore_ChangedConfig(t *testing.T) {
-	b := newBundle(t, "runc", counterScript)
+func TestRestore_ChangedConfig(t *testing.T) { forRuntimes(t, testRestoreChangedConfig) }
+
+func testRestoreChangedConfig(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
 	b.start()
 	b.waitCount(1)
 	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
@@ -117,8 +119,14 @@ func TestRestore_ChangedConfig(t *testing.T) {
 
 // TestRestore_Copy: --leave-running plus restore --id gives two live
 // containers from one checkpoint, both managed by runc.
-func TestRestore_Copy(t *testing.T) {
-	b := newBundle(t, "runc", counterScript)
+func TestRestore_Copy(t *testing.T) { forRuntimes(t, testRestoreCopy) }
+
+func testRestoreCopy(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
+	// the original counts on while the copy is restored: each has its own
+	// /tmp (a file the original rewrites in the shared rootfs would not be
+	// the one in the image)
+	b.usePrivateTmp()
 	b.start()
 	b.waitCount(2)
 	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err != nil {
@@ -130,13 +138,14 @@ func TestRestore_Copy(t *testing.T) {
 		t.Fatalf("restore --id: %v\n%s", err, out)
 	}
 	orig := b.pidOf()
-	cp := &bundle{t: t, runtime: b.runtime, dir: b.dir, id: copyID}
+	cp := &bundle{t: t, runtime: b.runtime, dir: b.dir, id: copyID, privateTmp: true}
 	copyPid := cp.pidOf()
+	cp.waitCount(2) // the copy counts on from the checkpoint's value
 	if orig == copyPid {
 		t.Fatalf("the copy has the original's pid %d", orig)
 	}
-	for _, id := range []string{b.id, copyID} {
-		if out, err := b.rt("ps", id); err != nil || !strings.Contains(out, "sh -c") {
+	for id, pid := range map[string]int{b.id: orig, copyID: copyPid} {
+		if out, err := b.rt("ps", id); err != nil || !strings.Contains(out, strconv.Itoa(pid)) {
 			t.Errorf("runc ps %s: %v\n%s", id, err, out)
 		}
 	}
@@ -180,9 +189,11 @@ func journal(t *testing.T, b *bundle) []hooks.Event {
 // createContainer and startContainer once the sandbox holds the restored
 // state, then poststart once the tree runs, in that order, each with the
 // restored init's pid in its state; runc runs poststop at delete.
-func TestRestore_Hooks(t *testing.T) {
+func TestRestore_Hooks(t *testing.T) { forRuntimes(t, testRestoreHooks) }
+
+func testRestoreHooks(t *testing.T, rt string) {
 	bin := testutil.BuildCtrCr(t)
-	b := newBundle(t, "runc", counterScript)
+	b := newBundle(t, rt, counterScript)
 	hostLog := filepath.Join(b.dir, "rootfs", "tmp", "hooks.log")
 	b.editSpec(func(s *specs.Spec) {
 		h := func(p, log string) []specs.Hook {
@@ -247,11 +258,13 @@ func TestRestore_Hooks(t *testing.T) {
 // and a message queue (messages) made inside the container come back with
 // the same ids after two checkpoint/restore cycles (checked from inside by
 // testdata/sysv.c, built static into the rootfs).
-func TestRestore_SysV(t *testing.T) {
+func TestRestore_SysV(t *testing.T) { forRuntimes(t, testRestoreSysV) }
+
+func testRestoreSysV(t *testing.T, rt string) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Fatalf("gcc is needed: %v", err)
 	}
-	b := newBundle(t, "runc", "/bin/sysv setup")
+	b := newBundle(t, rt, "/bin/sysv setup")
 	src, _ := filepath.Abs("testdata/sysv.c")
 	if out, err := exec.Command("gcc", "-static", "-O1", "-o", filepath.Join(b.dir, "rootfs", "bin", "sysv"), src).CombinedOutput(); err != nil {
 		t.Fatalf("gcc -static: %v\n%s", err, out)
@@ -287,11 +300,13 @@ func TestRestore_SysV(t *testing.T) {
 // TestRestore_Threads: a multi-threaded container init (testdata/threads.c)
 // is checkpointed (its pid namespace dies with threads still being
 // reaped) and restored twice, with all its threads, and counts on.
-func TestRestore_Threads(t *testing.T) {
+func TestRestore_Threads(t *testing.T) { forRuntimes(t, testRestoreThreads) }
+
+func testRestoreThreads(t *testing.T, rt string) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Fatalf("gcc is needed: %v", err)
 	}
-	b := newBundle(t, "runc", "exec /bin/threads")
+	b := newBundle(t, rt, "exec /bin/threads")
 	src, _ := filepath.Abs("testdata/threads.c")
 	if out, err := exec.Command("gcc", "-static", "-O1", "-pthread", "-o", filepath.Join(b.dir, "rootfs", "bin", "threads"), src).CombinedOutput(); err != nil {
 		t.Fatalf("gcc -static: %v\n%s", err, out)
