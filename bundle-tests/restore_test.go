@@ -23,15 +23,27 @@ import (
 // from where it was (not from 1), runc reports it running with its init
 // and both processes (runc ps), the restored init has the container's own
 // capabilities and no_new_privs back (the sandbox was created privileged
-// for the restore), the bundle's config.json is the user's, the hostname
-// and the /data tmpfs file are back, and so are memory and pids limits set
-// with runc update (not in config.json); then runc kill and delete work.
+// for the restore), the bundle's config.json is the user's, the hostname,
+// domainname and the /data tmpfs file are back, and so are memory and pids
+// limits set with runc update (not in config.json); a config.json bind
+// mount is there, from its new source once config.json moved it; --pid-file
+// names the init; then runc kill and delete work.
 func TestRestore_Counter(t *testing.T) { forRuntimes(t, testRestoreCounter) }
 
 func testRestoreCounter(t *testing.T, rt string) {
 	b := newBundle(t, rt, "echo kept > /data/hello; "+counterScript)
+	// a config.json bind mount (an external of the checkpoint): its source
+	// moves to another host directory before the second restore
+	srcs := [2]string{t.TempDir(), t.TempDir()}
+	for i, d := range srcs {
+		if err := os.WriteFile(filepath.Join(d, "which"), []byte(fmt.Sprintf("source %d\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b.editSpec(func(s *specs.Spec) {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
+		s.Mounts = append(s.Mounts,
+			specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}},
+			specs.Mount{Destination: "/srv", Type: "bind", Source: srcs[0], Options: []string{"rbind", "ro"}})
 	})
 	cfg, err := os.ReadFile(filepath.Join(b.dir, "config.json"))
 	if err != nil {
@@ -39,6 +51,10 @@ func testRestoreCounter(t *testing.T, rt string) {
 	}
 	b.start()
 	b.waitCount(3)
+	// a domainname set at run time (Debian's runc ignores config.json's)
+	if out, err := exec.Command("nsenter", "-t", strconv.Itoa(b.pidOf()), "-u", "sh", "-c", "echo ctrcr.test > /proc/sys/kernel/domainname").CombinedOutput(); err != nil {
+		t.Fatalf("setting the domainname: %v: %s", err, out)
+	}
 	// limits changed at run time (not in config.json) come back from the
 	// checkpoint
 	if out, err := b.rt("update", "--memory", "83886080", "--pids-limit", "77", b.id); err != nil {
@@ -50,10 +66,26 @@ func testRestoreCounter(t *testing.T, rt string) {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 		}
 		at := b.count()
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+		if cycle == 1 {
+			b.editSpec(func(s *specs.Spec) { s.Mounts[len(s.Mounts)-1].Source = srcs[1] })
+			if cfg, err = os.ReadFile(filepath.Join(b.dir, "config.json")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		if out, err := ctrcr(t, "restore", "-d", "--pid-file", pidFile, b.dir); err != nil {
 			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
 		}
 		pid := b.pidOf()
+		if p, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(p)) != strconv.Itoa(pid) {
+			t.Errorf("cycle %d: --pid-file holds %q (%v), the init is %d", cycle, p, err, pid)
+		}
+		if w, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/srv/which", pid)); err != nil || string(w) != fmt.Sprintf("source %d\n", cycle) {
+			t.Errorf("cycle %d: the /srv bind mount shows %q (%v), want source %d", cycle, w, err, cycle)
+		}
+		if d, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-u", "cat", "/proc/sys/kernel/domainname").Output(); err != nil || strings.TrimSpace(string(d)) != "ctrcr.test" {
+			t.Errorf("cycle %d: domainname %q %v", cycle, d, err)
+		}
 		if c := b.waitCount(at); c > at+50 {
 			t.Fatalf("cycle %d: counter jumped from %d to %d", cycle, at, c)
 		}
