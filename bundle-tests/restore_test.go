@@ -164,6 +164,9 @@ func testRestoreCopy(t *testing.T, rt string) {
 	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err != nil {
 		t.Fatalf("checkpoint: %v\n%s", err, out)
 	}
+	if out, err := ctrcr(t, "restore", "-d", b.dir); err == nil || !strings.Contains(out, "exists already") {
+		t.Fatalf("restore over the running original: %v\n%s", err, out)
+	}
 	copyID := b.id + "-copy"
 	t.Cleanup(func() { b.rt("delete", "--force", copyID) })
 	if out, err := ctrcr(t, "restore", "-d", "--id", copyID, b.dir); err != nil {

@@ -80,9 +80,12 @@ type CheckpointOptions struct {
 // the runtime, as `runc checkpoint` does. A failed checkpoint leaves the
 // container running as it was (core/dump's rule) and no complete-looking
 // image. The calling goroutine must be locked to its OS thread.
-func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stats, error) {
+func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *CheckpointStats, error) {
+	t0 := time.Now()
+	cst := &CheckpointStats{}
 	rt := opts.Runtime
 	st, err := rt.State(ctx, opts.ID)
+	cst.StateMs = ms(time.Since(t0))
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
@@ -123,20 +126,26 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
+	tf := time.Now()
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	defer cg.Thaw() // on every path (a second thaw is harmless)
+	frozen := time.Now()
+	cst.FreezingMs = ms(frozen.Sub(tf))
 	if err := captureNamespaces(st.Pid, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	tm := time.Now()
+	cst.NamespacesMs = ms(tm.Sub(frozen))
 	if err := captureMounts(st.Pid, &spec, dir, &state); err != nil {
 		removeTmpfsFiles(dir, &state)
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	cst.MountsMs = ms(time.Since(tm))
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
@@ -145,6 +154,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 		removeTmpfsFiles(dir, &state)
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	// the tree ran again (or died) when Dump returned
+	cst.FrozenMs = ms(time.Since(frozen))
+	cst.Dump = stats
 	meta.Checkpointed = time.Now().UTC()
 	if err := writeFile(filepath.Join(dir, SpecDumpName), specBytes); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
@@ -158,12 +170,33 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *dump.Stat
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	if !opts.LeaveRunning {
+		td := time.Now()
 		if err := rt.Delete(ctx, opts.ID); err != nil {
-			return dir, stats, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)
+			return dir, cst, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)
 		}
+		cst.DeleteMs = ms(time.Since(td))
 	}
-	return dir, stats, nil
+	cst.TotalMs = ms(time.Since(t0))
+	return dir, cst, nil
 }
+
+// CheckpointStats are the phases of a container checkpoint (--print-stats).
+// FrozenMs runs from the moment the cgroup is frozen until the tree runs
+// again (--leave-running) or is killed: the namespace and mount capture
+// happen frozen too, so it is longer than the process dump's own frozen_ms.
+type CheckpointStats struct {
+	StateMs      float64     `json:"state_ms"`    // RUNTIME state
+	FreezingMs   float64     `json:"freezing_ms"` // cgroup freezer
+	FrozenMs     float64     `json:"frozen_ms"`
+	NamespacesMs float64     `json:"namespaces_ms"` // uts, ipc, net
+	MountsMs     float64     `json:"mounts_ms"`     // mount tree and tmpfs contents
+	DeleteMs     float64     `json:"delete_ms"`     // RUNTIME delete
+	TotalMs      float64     `json:"total_ms"`
+	Dump         *dump.Stats `json:"dump"`
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // writeFile writes b to path (0600, synced).
 func writeFile(path string, b []byte) error {

@@ -33,6 +33,19 @@ type RestoreOptions struct {
 	Runtime   *Runtime // nil: the image's runtime (ctr-cr.json), with RuntimeRoot
 	// RuntimeRoot is the runtime's --root when Runtime is nil.
 	RuntimeRoot string
+	// Stats, when set, receives the restore's phase times.
+	Stats *RestoreStats
+}
+
+// RestoreStats are the phases of a container restore (--print-stats).
+type RestoreStats struct {
+	ValidateMs   float64        `json:"validate_ms"`   // image and config.json checks
+	CreateMs     float64        `json:"create_ms"`     // RUNTIME create
+	NamespacesMs float64        `json:"namespaces_ms"` // network lock, ipc, uts, links, mounts, cgroup
+	HooksMs      float64        `json:"hooks_ms"`      // creation hooks
+	StartMs      float64        `json:"start_ms"`      // RUNTIME start
+	TotalMs      float64        `json:"total_ms"`      // to the container running (poststart not counted)
+	Restore      *restore.Stats `json:"restore"`       // the process tree
 }
 
 // Restore brings the container checkpointed in the image back from its
@@ -49,6 +62,11 @@ type RestoreOptions struct {
 // tasks run; finally the runtime's created→running step is done the way
 // its init would have done it. A failed restore deletes the container.
 func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
+	t0 := time.Now()
+	rst := opts.Stats
+	if rst == nil {
+		rst = &RestoreStats{}
+	}
 	bundle, err := filepath.Abs(opts.Bundle)
 	if err != nil {
 		return "", 0, err
@@ -95,13 +113,19 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if id == "" {
 		id = meta.ID
 	}
-	if _, err := rt.State(ctx, id); err == nil {
+	// the runtime's state directory says whether it knows id (cheaper than
+	// running `RUNTIME state`); a stale directory makes create fail anyway
+	if _, err := os.Lstat(rt.stateDir(id)); err == nil {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
+	tc := time.Now()
+	rst.ValidateMs = ms(tc.Sub(t0))
 	pid, err := createPrivileged(ctx, rt, bundle, id, orig)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
+	tn := time.Now()
+	rst.CreateMs = ms(tn.Sub(tc))
 	ok := false
 	defer func() {
 		if !ok {
@@ -120,24 +144,32 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := json.Unmarshal(orig, &spec); err != nil {
 		return "", 0, fmt.Errorf("restore %s: config.json: %w", id, err)
 	}
+	th := time.Now()
+	rst.NamespacesMs = ms(th.Sub(tn))
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
 	for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
 		if err := hooks.Run(ctx, spec.Hooks, p, ociState); err != nil {
 			return "", 0, fmt.Errorf("restore %s: %w", id, err)
 		}
 	}
-	if _, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid}); err != nil {
+	rst.HooksMs = ms(time.Since(th))
+	res, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid})
+	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
+	rst.Restore = res.Stats
 	if state.IPC != nil {
 		if err := nsdump.FinishIPC(nsdump.NSPath(pid, "ipc"), state.IPC); err != nil {
 			return "", 0, fmt.Errorf("restore %s: %w", id, err)
 		}
 	}
+	ts := time.Now()
 	if err := start(ctx, rt, id); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	ok = true
+	rst.StartMs = ms(time.Since(ts))
+	rst.TotalMs = ms(time.Since(t0))
 	// poststart failures do not undo the start (runtime-spec): reported
 	ociState.Status = specs.StateRunning
 	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState); err != nil {

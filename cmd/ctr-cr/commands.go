@@ -156,7 +156,7 @@ func cmdRestore(args []string) (int, error) {
 		return 2, err
 	}
 	if fs.NArg() == 1 && *dir == "" {
-		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *detach)
+		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *detach, *stats)
 	}
 	term := -1
 	if *shellJob {
@@ -266,8 +266,11 @@ func giveTerminal(fd, pgid int) {
 
 // restoreContainer restores a container from its bundle (ctr-cr restore
 // BUNDLE). Without -d it waits until the container's init is gone.
-func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach bool) (int, error) {
+func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach, stats bool) (int, error) {
 	opts := container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, RuntimeRoot: rtRoot}
+	if stats {
+		opts.Stats = &container.RestoreStats{}
+	}
 	if rtName != "" {
 		rt, err := container.NewRuntime(rtName, rtRoot)
 		if err != nil {
@@ -285,6 +288,9 @@ func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, det
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 			return 1, fmt.Errorf("pid file: %w", err)
 		}
+	}
+	if stats {
+		printStats(opts.Stats)
 	}
 	fmt.Fprintf(os.Stderr, "ctr-cr: restore: container %s running, init pid %d\n", id, pid)
 	if detach {
