@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctr-cr/ctr-cr/container"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
@@ -203,5 +206,80 @@ func testRestoreTCPEstablished(t *testing.T, rt string) {
 	}
 	if out, _ := inNs(outside, "nft", "list", "tables"); strings.Contains(out, "ctrcr_lock") {
 		t.Errorf("lock tables left:\n%s", out)
+	}
+}
+
+// TestRestore_VethByHook: with the bundle's annotation
+// org.ctr-cr.network.outside-peers=hook, ctr-cr rebuilds the container's
+// veth (same ifindex and MAC inside) but leaves its host side down and off
+// the bridge, for the bundle's createRuntime hook to wire: the hook sees it
+// so, attaches it, and the container answers ping again, twice.
+func TestRestore_VethByHook(t *testing.T) { forRuntimes(t, testRestoreVethByHook) }
+
+func testRestoreVethByHook(t *testing.T, rt string) {
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatalf("ip (iproute2) is needed: %v", err)
+	}
+	b := newBundle(t, rt, counterScript)
+	outside := testutil.NewNetns(t)
+	b.start()
+	b.waitCount(1)
+	pid := b.pidOf()
+	vethSetup(t, outside, pid)
+	seen := filepath.Join(t.TempDir(), "peer-before-hook")
+	b.editSpec(func(s *specs.Spec) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[container.OutsidePeersAnnotation] = "hook"
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c",
+			ip + " -o link show vh-ctrcr > " + seen + " && " + ip + " link set vh-ctrcr master br-ctrcr up"}}}}
+	})
+	want := linkOf(t, pid, "eth0")
+	bin := testutil.BuildCtrCr(t)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		os.Remove(seen)
+		if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid = b.pidOf()
+		if got := linkOf(t, pid, "eth0"); got != want {
+			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
+		}
+		before, err := os.ReadFile(seen)
+		if err != nil {
+			t.Fatalf("cycle %d: the createRuntime hook did not run: %v", cycle, err)
+		}
+		if strings.Contains(string(before), "master") || strings.Contains(string(before), ",UP") {
+			t.Errorf("cycle %d: ctr-cr wired the host side itself: %s", cycle, before)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cycle %d: ping after the hook: %v\n%s", cycle, err, out)
+			}
+		}
+		b.waitCount(b.count())
+	}
+	// a value other than ctr-cr or hook is refused before anything is made
+	os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+	if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	b.editSpec(func(s *specs.Spec) { s.Annotations[container.OutsidePeersAnnotation] = "nobody" })
+	if out, err := inNs(outside, bin, "restore", "-d", b.dir); err == nil || !strings.Contains(out, container.OutsidePeersAnnotation) {
+		t.Fatalf("restore with a bad annotation: %v\n%s", err, out)
+	}
+	if _, err := b.state(); err == nil {
+		t.Errorf("a container %s exists after the refused restore", b.id)
 	}
 }

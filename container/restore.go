@@ -106,6 +106,18 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := CompareSpecs(dumped, orig); err != nil {
 		return "", 0, fmt.Errorf("restore: %w", err)
 	}
+	var spec specs.Spec
+	if err := json.Unmarshal(orig, &spec); err != nil {
+		return "", 0, fmt.Errorf("restore: config.json: %w", err)
+	}
+	byHook := false
+	switch v := spec.Annotations[OutsidePeersAnnotation]; v {
+	case "", "ctr-cr":
+	case "hook":
+		byHook = true
+	default:
+		return "", 0, fmt.Errorf("restore: config.json: annotation %s=%q: want \"ctr-cr\" or \"hook\"", OutsidePeersAnnotation, v)
+	}
 	if err := state.validate(); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %s: %w", dir, StateName, err)
 	}
@@ -137,12 +149,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restore.Relock(dir, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
-	if err := restoreNamespaces(pid, dir, &state); err != nil {
+	if err := restoreNamespaces(pid, dir, &state, byHook); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(orig, &spec); err != nil {
-		return "", 0, fmt.Errorf("restore %s: config.json: %w", id, err)
 	}
 	th := time.Now()
 	rst.NamespacesMs = ms(th.Sub(tn))
@@ -319,9 +327,17 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	return pid, nil
 }
 
+// OutsidePeersAnnotation in config.json says who wires the host side of the
+// container's veths at restore: "ctr-cr" (the default: put back on the
+// bridge it was a port of, and up, as at the checkpoint) or "hook" (ctr-cr
+// creates it with its name and MAC, down and on no bridge; a createRuntime
+// or prestart hook, which runs after it, attaches it as the host's network
+// setup wants).
+const OutsidePeersAnnotation = "org.ctr-cr.network.outside-peers"
+
 // restoreNamespaces puts the saved namespace state into the sandbox whose
 // init is pid, before any task is restored.
-func restoreNamespaces(pid int, dir string, st *State) error {
+func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool) error {
 	if st.IPC != nil {
 		if err := nsdump.RestoreIPC(nsdump.NSPath(pid, "ipc"), st.IPC); err != nil {
 			return err
@@ -342,7 +358,7 @@ func restoreNamespaces(pid int, dir string, st *State) error {
 			ns.Close()
 			return err
 		}
-		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside})
+		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook})
 		ns.Close()
 		outside.Close()
 		if err != nil {

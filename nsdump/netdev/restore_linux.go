@@ -18,6 +18,11 @@ type RestoreOptions struct {
 	// the state has a veth whose peer was outside; Restore never guesses it.
 	// The zero value (fd 0) counts as not given, like netns.None().
 	Outside netns.NsHandle
+	// OutsideByHook leaves the wiring of outside peers to the caller (an
+	// OCI hook, say): each is still created in Outside with its name, MAC
+	// and MTU (a veth is born as a pair, and the inside end needs its
+	// ifindex), but stays down and joins no bridge.
+	OutsideByHook bool
 	// Logf, when set, receives notes about choices Restore made (an outside
 	// peer that could not keep its ifindex, a recorded bridge missing).
 	Logf func(format string, args ...any)
@@ -155,7 +160,7 @@ func (r *restorer) preflight() error {
 		} else {
 			r.peerIndex[l.Index] = p.Index
 		}
-		if p.Master != "" {
+		if p.Master != "" && !r.opts.OutsideByHook {
 			m := outByName[p.Master]
 			if m == nil || m.Type() != KindBridge {
 				r.opts.logf("netdev restore: link %s: outside peer %s: bridge %s not found in the outside netns: left unattached", l.Name, p.Name, p.Master)
@@ -434,7 +439,7 @@ func (r *restorer) linksUp() error {
 		if err != nil {
 			return fmt.Errorf("link %s: set up=%v: %w", l.Name, l.Up, err)
 		}
-		if p := l.Peer; p != nil && p.Where == PeerOutside && p.Up {
+		if p := l.Peer; p != nil && p.Where == PeerOutside && p.Up && !r.opts.OutsideByHook {
 			pl, err := r.ho.LinkByName(p.Name)
 			if err == nil {
 				err = r.ho.LinkSetUp(pl)
