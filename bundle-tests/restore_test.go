@@ -24,8 +24,8 @@ import (
 // and both processes (runc ps), the restored init has the container's own
 // capabilities and no_new_privs back (the sandbox was created privileged
 // for the restore), the bundle's config.json is the user's, the hostname,
-// domainname and the /data tmpfs file are back, and so are memory and pids
-// limits set with runc update (not in config.json); a config.json bind
+// domainname and the /data tmpfs file are back, and so are memory, pids,
+// cpu and cpuset limits set with `RUNTIME update` (not in config.json); a config.json bind
 // mount is there, from its new source once config.json moved it; --pid-file
 // names the init; then runc kill and delete work.
 func TestRestore_Counter(t *testing.T) { forRuntimes(t, testRestoreCounter) }
@@ -57,8 +57,12 @@ func testRestoreCounter(t *testing.T, rt string) {
 	}
 	// limits changed at run time (not in config.json) come back from the
 	// checkpoint
-	if out, err := b.rt("update", "--memory", "83886080", "--pids-limit", "77", b.id); err != nil {
-		t.Fatalf("runc update: %v\n%s", err, out)
+	res := filepath.Join(t.TempDir(), "resources.json")
+	if err := os.WriteFile(res, []byte(`{"memory":{"limit":83886080},"pids":{"limit":77},"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.rt("update", "-r", res, b.id); err != nil {
+		t.Fatalf("%s update: %v\n%s", rt, err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
@@ -111,8 +115,9 @@ func testRestoreCounter(t *testing.T, rt string) {
 		}
 		if cg, err := cgroup.ForPid(pid); err != nil {
 			t.Errorf("cycle %d: cgroup: %v", cycle, err)
-		} else if st, err := cg.ReadSettings(); err != nil || st.MemoryLimit == nil || *st.MemoryLimit != 83886080 || st.PidsMax == nil || *st.PidsMax != 77 {
-			t.Errorf("cycle %d: cgroup limits not back (memory 80 MiB, pids 77): %+v %v", cycle, st, err)
+		} else if st, err := cg.ReadSettings(); err != nil || st.MemoryLimit == nil || *st.MemoryLimit != 83886080 || st.PidsMax == nil || *st.PidsMax != 77 ||
+			st.CPUShares == nil || *st.CPUShares != 512 || st.CPUQuota == nil || *st.CPUQuota != 50000 || st.CPUPeriod == nil || *st.CPUPeriod != 100000 || st.CpusetCpus != "0" {
+			t.Errorf("cycle %d: cgroup limits not back (memory 80 MiB, pids 77, cpu shares 512, quota 50000/100000, cpus 0): %+v %v", cycle, st, err)
 		}
 	}
 	pid := b.pidOf()
