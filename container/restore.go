@@ -39,13 +39,14 @@ type RestoreOptions struct {
 
 // RestoreStats are the phases of a container restore (--print-stats).
 type RestoreStats struct {
-	ValidateMs   float64        `json:"validate_ms"`   // image and config.json checks
-	CreateMs     float64        `json:"create_ms"`     // RUNTIME create
-	NamespacesMs float64        `json:"namespaces_ms"` // network lock, ipc, uts, links, mounts, cgroup
-	HooksMs      float64        `json:"hooks_ms"`      // creation hooks
-	StartMs      float64        `json:"start_ms"`      // RUNTIME start
-	TotalMs      float64        `json:"total_ms"`      // to the container running (poststart not counted)
-	Restore      *restore.Stats `json:"restore"`       // the process tree
+	ValidateMs   float64            `json:"validate_ms"`   // image and config.json checks
+	CreateMs     float64            `json:"create_ms"`     // RUNTIME create
+	NamespacesMs float64            `json:"namespaces_ms"` // network lock, ipc, uts, links, mounts, cgroup
+	NamespaceMs  map[string]float64 `json:"namespace_ms"`  // NamespacesMs by part (ipc, uts, net, mounts, cgroup)
+	HooksMs      float64            `json:"hooks_ms"`      // creation hooks
+	StartMs      float64            `json:"start_ms"`      // RUNTIME start
+	TotalMs      float64            `json:"total_ms"`      // to the container running (poststart not counted)
+	Restore      *restore.Stats     `json:"restore"`       // the process tree
 }
 
 // Restore brings the container checkpointed in the image back from its
@@ -149,7 +150,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restore.Relock(dir, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
-	if err := restoreNamespaces(pid, dir, &state, byHook); err != nil {
+	if err := restoreNamespaces(pid, dir, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	th := time.Now()
@@ -337,17 +338,27 @@ const OutsidePeersAnnotation = "org.ctr-cr.network.outside-peers"
 
 // restoreNamespaces puts the saved namespace state into the sandbox whose
 // init is pid, before any task is restored.
-func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool) error {
+func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool, rst *RestoreStats) error {
+	rst.NamespaceMs = map[string]float64{}
+	t := time.Now()
+	lap := func(what string) {
+		now := time.Now()
+		rst.NamespaceMs[what] = ms(now.Sub(t))
+		t = now
+	}
+	defer lap("cgroup")
 	if st.IPC != nil {
 		if err := nsdump.RestoreIPC(nsdump.NSPath(pid, "ipc"), st.IPC); err != nil {
 			return err
 		}
 	}
+	lap("ipc")
 	if st.UTS != nil {
 		if err := nsdump.RestoreUTS(nsdump.NSPath(pid, "uts"), st.UTS); err != nil {
 			return err
 		}
 	}
+	lap("uts")
 	if st.Net != nil {
 		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
 		if err != nil {
@@ -365,6 +376,7 @@ func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool) error
 			return err
 		}
 	}
+	lap("net")
 	if st.Mounts != nil {
 		// opened here: Apply reads them from inside the container's root
 		tars := map[string]*os.File{}
@@ -392,6 +404,7 @@ func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool) error
 			return err
 		}
 	}
+	lap("mounts")
 	if st.Cgroup != nil && st.Cgroup.Settings != nil {
 		cg, err := cgroup.ForPid(pid)
 		if err != nil {
