@@ -137,7 +137,7 @@ func newBundle(t *testing.T, runtime, script string) *bundle {
 	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"sh", "sleep", "cat", "echo", "hostname", "ls"} {
+	for _, c := range []string{"sh", "sleep", "cat", "echo", "hostname", "ls", "mkdir", "mount"} {
 		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", c)); err != nil {
 			t.Fatal(err)
 		}

@@ -371,3 +371,46 @@ func testRestoreThreads(t *testing.T, rt string) {
 		}
 	}
 }
+
+// TestRestore_MountsMadeInside: mounts the container's own process made at
+// run time (not in config.json, so not made again by the runtime) come
+// back: a tmpfs with its files and a bind of a directory of it elsewhere,
+// twice, with runc and crun.
+func TestRestore_MountsMadeInside(t *testing.T) { forRuntimes(t, testRestoreMountsMadeInside) }
+
+func testRestoreMountsMadeInside(t *testing.T, rt string) {
+	b := newBundle(t, rt, "mkdir -p /run/made /mnt/view && mount -t tmpfs -o size=1m,mode=0750 made /run/made && "+
+		"mkdir /run/made/sub && echo inside > /run/made/sub/f && mount --bind /run/made/sub /mnt/view && "+counterScript)
+	b.editSpec(func(s *specs.Spec) {
+		c := s.Process.Capabilities
+		c.Bounding = append(c.Bounding, "CAP_SYS_ADMIN")
+		c.Effective = append(c.Effective, "CAP_SYS_ADMIN")
+		c.Permitted = append(c.Permitted, "CAP_SYS_ADMIN")
+	})
+	b.start()
+	b.waitCount(2)
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		pid := b.pidOf()
+		b.waitCount(at)
+		// seen from inside the restored container
+		out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "-p", "-r", "-w", "sh", "-c",
+			"cat /mnt/view/f && echo more > /run/made/sub/g && cat /mnt/view/g && grep -E ' /run/made | /mnt/view ' /proc/self/mountinfo").CombinedOutput()
+		if err != nil {
+			t.Fatalf("cycle %d: inside the restored container: %v\n%s", cycle, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 4 || lines[0] != "inside" || lines[1] != "more" ||
+			!strings.Contains(lines[2], " /run/made ") || !strings.Contains(lines[2], "tmpfs made") || !strings.Contains(lines[2], "mode=750") ||
+			!strings.Contains(lines[3], "/sub /mnt/view ") {
+			t.Fatalf("cycle %d: mounts in the restored container:\n%s", cycle, out)
+		}
+	}
+}

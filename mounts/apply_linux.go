@@ -284,13 +284,20 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 }
 
 // newFS makes a detached mount of a new filesystem of m.FSType with
-// m.FSOptions (proc for the pid namespace pidns).
+// m.FSOptions and m.Source as its source name (proc for the pid namespace
+// pidns).
 func newFS(m *Mount, pidns int) (int, error) {
 	fsfd, err := unix.Fsopen(m.FSType, unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return -1, fmt.Errorf("fsopen: %w", err)
 	}
 	defer unix.Close(fsfd)
+	// the source name mountinfo shows ("made" of mount -t tmpfs made /x)
+	if m.Source != "" && m.Source != "none" {
+		if err := unix.FsconfigSetString(fsfd, "source", m.Source); err != nil {
+			return -1, fsError(fsfd, "fsconfig source="+m.Source, err)
+		}
+	}
 	for _, o := range m.FSOptions {
 		k, v, hasVal := strings.Cut(o, "=")
 		if hasVal {
