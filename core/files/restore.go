@@ -35,6 +35,7 @@ type Opener struct {
 	// that are unix sockets.
 	unixBuilt, unixBuilding bool
 	rootFd                  int // SetRoot: paths resolve in this directory (0: ctr-cr's root)
+	rootPid                 int // SetRoot: the process whose root and mount namespace that is
 }
 
 // NewOpener indexes the file entries of an image.
