@@ -7,9 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // buildStatic compiles testdata/<name>.c statically into the rootfs's
@@ -101,6 +105,150 @@ func TestRestore_UnixSocketPath(t *testing.T) {
 				os.Remove(p)
 				t.Fatalf("cycle %d: the restore made %s in ctr-cr's own root", cycle, p)
 			}
+		}
+	}
+}
+
+// consoleSocket listens on a unix socket for the pty masters a runtime
+// sends (SCM_RIGHTS) when it creates a container with a terminal.
+type consoleSocket struct {
+	path    string
+	l       *net.UnixListener
+	masters chan *os.File
+}
+
+func newConsoleSocket(t *testing.T) *consoleSocket {
+	t.Helper()
+	cs := &consoleSocket{path: filepath.Join(t.TempDir(), "console.sock"), masters: make(chan *os.File, 4)}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cs.path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.l = l
+	t.Cleanup(func() {
+		l.Close()
+		for {
+			select {
+			case m := <-cs.masters:
+				m.Close()
+			default:
+				return
+			}
+		}
+	})
+	go func() {
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			buf, oob := make([]byte, 256), make([]byte, 256)
+			_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			c.Close()
+			if err != nil {
+				continue
+			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				fds, _ := unix.ParseUnixRights(&m)
+				for _, fd := range fds {
+					cs.masters <- os.NewFile(uintptr(fd), "pty master")
+				}
+			}
+		}
+	}()
+	return cs
+}
+
+// master waits for the next master sent to the socket.
+func (cs *consoleSocket) master(t *testing.T) *os.File {
+	t.Helper()
+	select {
+	case m := <-cs.masters:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pty master came over the console socket")
+		return nil
+	}
+}
+
+// converse writes line to the console's master and reads until the
+// output holds want (or fails after a while); it returns all it read.
+func converse(t *testing.T, m *os.File, line, want string) string {
+	t.Helper()
+	if _, err := m.Write([]byte(line + "\n")); err != nil {
+		t.Fatalf("write %q to the console: %v", line, err)
+	}
+	var out []byte
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(string(out), want) {
+		m.SetReadDeadline(deadline)
+		n, err := m.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			t.Fatalf("console: after %q read %q, want %q: %v", line, out, want, err)
+		}
+	}
+	return string(out)
+}
+
+// TestRestore_Terminal: a container with a terminal (process.terminal)
+// runs busybox sh answering lines on its console, with echo off and a
+// window size set by the test, which holds the console's master (received
+// on its console socket from runc run -d --console-socket). It is
+// checkpointed and restored with --console-socket twice: each time a new
+// master arrives, and through it the shell answers (its read goes on on
+// the new console), its terminal is /dev/pts/0 and its controlling
+// terminal, with the window size and no echo as before.
+func TestRestore_Terminal(t *testing.T) {
+	b := newBundle(t, "runc", `busybox stty -echo; echo ready; while read l; do case "$l" in tty) busybox tty;; size) busybox stty size;; *) echo "got:$l";; esac; done`)
+	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
+	cs := newConsoleSocket(t)
+	cmd := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
+	}
+	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
+	m := cs.master(t)
+	defer func() { m.Close() }()
+	converse(t, m, "", "ready")
+	ws := &unix.Winsize{Row: 33, Col: 111}
+	if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, ws); err != nil {
+		t.Fatal(err)
+	}
+	if out := converse(t, m, "size", "33 111"); strings.Contains(out, "size") {
+		t.Fatalf("before the checkpoint: echo is on: %q", out)
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		m.Close()
+		if out, err := ctrcr(t, "show", filepath.Join(b.dir, "checkpoint")); err != nil || !strings.Contains(out, "container console /dev/pts/0 (master outside): canonical isig, 111x33, controlling terminal of session") {
+			t.Errorf("cycle %d: show: %v\n%s", cycle, err, out)
+		}
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err == nil || !strings.Contains(out, "--console-socket") {
+			b.rt("delete", "--force", b.id)
+			t.Fatalf("cycle %d: restore without --console-socket: %v\n%s", cycle, err, out)
+		}
+		if out, err := ctrcr(t, "restore", "-d", "--console-socket", cs.path, b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		m = cs.master(t)
+		pid := b.pidOf()
+		for _, c := range []struct{ line, want string }{{"tty", "/dev/pts/0"}, {"size", "33 111"}, {fmt.Sprintf("hello %d", cycle), fmt.Sprintf("got:hello %d", cycle)}} {
+			if out := converse(t, m, c.line, c.want); strings.TrimSpace(out) != c.want {
+				t.Errorf("cycle %d: %q answered %q, want only %q (no echo)", cycle, c.line, out, c.want)
+			}
+		}
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); err != nil || l != "/dev/pts/0" {
+			t.Errorf("cycle %d: the restored init's stdin is %q (%v), want /dev/pts/0", cycle, l, err)
+		}
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:])); len(f) < 5 || f[4] != strconv.Itoa(136<<8) {
+			t.Errorf("cycle %d: the restored init's tty_nr is not /dev/pts/0's: %s", cycle, stat)
 		}
 	}
 }

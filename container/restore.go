@@ -31,6 +31,10 @@ type RestoreOptions struct {
 	ImagePath string // "": BUNDLE/checkpoint
 	ID        string // "": the checkpointed container's id
 	Runtime   *Runtime
+	// ConsoleSocket is the unix socket the runtime sends the new
+	// console's pty master to (required when config.json has
+	// process.terminal, refused otherwise).
+	ConsoleSocket string
 }
 
 // Restore brings the container checkpointed in the image back from its
@@ -86,7 +90,18 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if _, err := rt.State(ctx, id); err == nil {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig)
+	var spec specs.Spec
+	if err := json.Unmarshal(orig, &spec); err != nil {
+		return "", 0, fmt.Errorf("restore %s: config.json: %w", id, err)
+	}
+	terminal := spec.Process != nil && spec.Process.Terminal
+	switch {
+	case terminal && opts.ConsoleSocket == "":
+		return "", 0, fmt.Errorf("restore %s: the container has a terminal (process.terminal): give --console-socket PATH to receive its new console", id)
+	case !terminal && opts.ConsoleSocket != "":
+		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
+	}
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -103,10 +118,6 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	}
 	if err := restoreNamespaces(pid, dir, &state); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(orig, &spec); err != nil {
-		return "", 0, fmt.Errorf("restore %s: config.json: %w", id, err)
 	}
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
 	for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
@@ -219,8 +230,9 @@ func privilegedConfig(orig []byte) ([]byte, error) {
 
 // createPrivileged runs `RUNTIME create` for id from the bundle with the
 // privileged config swapped in for the duration (the user's config.json is
-// always put back), and returns the init's pid.
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte) (int, error) {
+// always put back), and returns the init's pid. With a console socket the
+// runtime makes the container's console and sends its master there.
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte, console string) (int, error) {
 	priv, err := privilegedConfig(orig)
 	if err != nil {
 		return 0, err
@@ -235,7 +247,11 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	}
 	pidFile := filepath.Join(os.TempDir(), fmt.Sprintf("ctr-cr-%s-%d.pid", id, os.Getpid()))
 	defer os.Remove(pidFile)
-	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile, id}
+	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile}
+	if console != "" {
+		args = append(args, "--console-socket", console)
+	}
+	args = append(args, id)
 	if rt.Root != "" {
 		args = append([]string{"--root", rt.Root}, args...)
 	}

@@ -146,11 +146,15 @@ func cmdRestore(args []string) (int, error) {
 	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
 	rtRoot := fs.String("root", "", "container: the runtime's state directory")
 	rtName := fs.String("runtime", "runc", "container: runc or crun")
+	console := fs.String("console-socket", "", "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
 	if fs.NArg() == 1 && *dir == "" {
-		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *detach)
+		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *console, *detach)
+	}
+	if *console != "" {
+		return 2, errors.New("--console-socket: only for a container (ctr-cr restore --console-socket PATH BUNDLE)")
 	}
 	term := -1
 	if *shellJob {
@@ -260,13 +264,13 @@ func giveTerminal(fd, pgid int) {
 
 // restoreContainer restores a container from its bundle (ctr-cr restore
 // BUNDLE). Without -d it waits until the container's init is gone.
-func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach bool) (int, error) {
+func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile, console string, detach bool) (int, error) {
 	rt, err := container.NewRuntime(rtName, rtRoot)
 	if err != nil {
 		return 2, err
 	}
 	ctx, stop := interruptible()
-	id, pid, err := container.Restore(ctx, container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, Runtime: rt})
+	id, pid, err := container.Restore(ctx, container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, Runtime: rt, ConsoleSocket: console})
 	stop()
 	if err != nil {
 		return 1, err

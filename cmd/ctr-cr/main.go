@@ -43,8 +43,11 @@ Container commands (OCI runtimes runc and crun):
              [--tcp-established] [--print-stats] CONTAINER_ID
           (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
            and container.json)
-  restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR] BUNDLE
-          (the container comes back under runc; without -d ctr-cr waits for it to end)
+  restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR]
+          [--console-socket PATH] BUNDLE
+          (the container comes back under runc; without -d ctr-cr waits for it to end;
+           a container with a terminal (process.terminal) needs --console-socket:
+           runc sends the new console's pty master there, as for runc create)
   hook PHASE            as an OCI hook in config.json: records the event in
                         BUNDLE/ctr-cr-hooks.log (state JSON on stdin)
 `

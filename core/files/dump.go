@@ -54,6 +54,10 @@ type Options struct {
 	// LeaveRunning: the target runs on after the dump, so nothing may be
 	// taken from it (unaccepted connections with data are refused).
 	LeaveRunning bool
+	// Console accepts a container's console (process.terminal): slaves of
+	// the container's own devpts whose master is outside the dump are
+	// recorded as FILE_CONSOLE, reopened in the restored container.
+	Console bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the

@@ -73,9 +73,10 @@ func (t *Table) pty(f *imagepb.FileEntry, pid, fd, cp int, link string, st *unix
 		if err != nil {
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
-		if st.Dev != dev {
+		if st.Dev != dev && !t.opts.Console {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pty slave of another devpts instance than " + hostPts}
 		}
+		// (another instance's: a container's console, see DumpPtys)
 	}
 	id := t.add("", f)
 	t.ptys = append(t.ptys, ptyEnd{f: f, pid: pid, fd: fd, cp: cp, link: link})
@@ -92,16 +93,31 @@ func hostPtsDev() (uint64, error) {
 }
 
 // DumpPtys completes the pty ends recorded by DumpFds, once every task of
-// the dump is known and frozen: a slave whose master is not in the dump is
-// a shell job's terminal (FILE_TTY, only with opts.ShellJob); for every
+// the dump is known and frozen: a slave of another devpts instance than
+// the host's is the container's console (FILE_CONSOLE, only with
+// opts.Console, see dumpConsole); a slave whose master is not in the dump
+// is a shell job's terminal (FILE_TTY, only with opts.ShellJob); for every
 // master the pair's state is read and its queued data read out (written
 // back by PutBackPtys when the tasks keep running). inDump tells the
 // processes of the dump (a pair's session leader must be one of them).
 func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 	masters := map[uint32]*ptyEnd{}
 	slaves := map[uint32][]*ptyEnd{}
+	if len(t.ptys) == 0 {
+		return nil
+	}
+	hostDev, err := hostPtsDev()
+	if err != nil {
+		return err
+	}
 	for i := range t.ptys {
 		e := &t.ptys[i]
+		if !e.f.Pty.Master && e.f.Dev != hostDev {
+			if err := t.dumpConsole(e, opts); err != nil {
+				return err
+			}
+			continue
+		}
 		if !e.f.Pty.Master {
 			slaves[e.f.Pty.Index] = append(slaves[e.f.Pty.Index], e)
 			continue
