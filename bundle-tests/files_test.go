@@ -252,3 +252,49 @@ func TestRestore_Terminal(t *testing.T) {
 		}
 	}
 }
+
+// TestRestore_UnixSocketExternal: the container's init (testdata/unixsk.c
+// ext) is connected to /run/ext.sock, served by an echo server outside
+// its tree (unixsk ext-server, started with nsenter in the container's
+// mount namespace, so the name is the container's path). Checkpointed
+// with --ext-unix-sk and restored twice, it is connected to the server
+// again by that path, resolved in the restored container's root, and
+// the echo goes through; the other checks of TestRestore_UnixSocketPath
+// hold too.
+func TestRestore_UnixSocketExternal(t *testing.T) {
+	if _, err := os.Lstat("/run/ext.sock"); err == nil {
+		t.Fatal("/run/ext.sock exists on the host: the test would connect to it")
+	}
+	b := newBundle(t, "runc", "exec /bin/unixsk ext")
+	b.buildStatic("unixsk")
+	b.start()
+	srv := exec.Command("nsenter", "-t", strconv.Itoa(b.pidOf()), "-m", "-r", "/bin/unixsk", "ext-server")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		srv.Wait()
+	})
+	b.waitFile("tmp/ready")
+	n := 1
+	if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+		t.Fatalf("before the checkpoint: %v: %s", err, out)
+	}
+	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err == nil || !strings.Contains(out, "--ext-unix-sk") {
+		t.Fatalf("checkpoint without --ext-unix-sk: %v\n%s", err, out)
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", "--ext-unix-sk", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		n++
+		if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+			t.Fatalf("cycle %d: in the restored container: %v: %s", cycle, err, out)
+		}
+	}
+}

@@ -15,7 +15,10 @@
  *     a byte both ways;
  *   - /run/app.sock is a socket file;
  *   - a dgram socket bound at /run/gone.sock, a name unlinked since,
- *     still has that name, and the path does not exist.
+ *     still has that name, and the path does not exist;
+ *   - with "unixsk ext": a connection to /run/ext.sock, whose listener is
+ *     outside the container's tree ("unixsk ext-server", an echo server
+ *     started in the container's mount namespace), echoes "echo N".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,7 @@
 #define PATH "/run/app.sock"
 #define DPATH "/run/app.dgram"
 #define GONE "/run/gone.sock"
+#define EXT "/run/ext.sock"
 
 static char why[256];
 
@@ -88,7 +92,7 @@ static int xfer(int from, int to, const char *msg, const char *what)
 	return 0;
 }
 
-static int l, c, s, d, ds, g;
+static int l, c, s, d, ds, g, e = -1;
 
 static int check(int n)
 {
@@ -132,15 +136,78 @@ static int check(int n)
 		return fail("%s is not a socket file", PATH);
 	if (named(g, 0, GONE, "deleted name"))
 		return -1;
+	if (e >= 0) {
+		if (named(e, 1, EXT, "external peer's name"))
+			return -1;
+		snprintf(msg, sizeof(msg), "echo %d", n);
+		if (xfer(e, e, msg, "external echo"))
+			return -1;
+	}
 	if (lstat(GONE, &st) == 0 || errno != ENOENT)
 		return fail("%s exists again", GONE);
 	return 0;
 }
 
-int main(void)
+/* extServer echoes what each client sends, on EXT. */
+static int extServer(void)
 {
-	struct sockaddr_un a = addr(PATH), da = addr(DPATH), ga = addr(GONE);
+	struct sockaddr_un a = addr(EXT);
+	struct pollfd p[16];
+	int n = 1;
+
+	unlink(EXT);
+	p[0].fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	p[0].events = POLLIN;
+	if (bind(p[0].fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(p[0].fd, 8) < 0) {
+		perror("bind/listen " EXT);
+		return 1;
+	}
+	for (;;) {
+		if (poll(p, n, -1) < 0)
+			continue;
+		for (int i = n - 1; i > 0; i--) {
+			char buf[256];
+			ssize_t r;
+
+			if (!p[i].revents)
+				continue;
+			r = read(p[i].fd, buf, sizeof(buf));
+			if (r <= 0 || write(p[i].fd, buf, r) != r) {
+				close(p[i].fd);
+				p[i] = p[--n];
+			}
+		}
+		if (p[0].revents & POLLIN) {
+			int cl = accept(p[0].fd, NULL, NULL);
+
+			if (cl >= 0 && n < 16) {
+				p[n].fd = cl;
+				p[n++].events = POLLIN;
+			} else if (cl >= 0) {
+				close(cl);
+			}
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_un a = addr(PATH), da = addr(DPATH), ga = addr(GONE), ea = addr(EXT);
 	int fd;
+
+	if (argc > 1 && strcmp(argv[1], "ext-server") == 0)
+		return extServer();
+	if (argc > 1 && strcmp(argv[1], "ext") == 0) {
+		/* wait for the server the test starts beside the container */
+		e = socket(AF_UNIX, SOCK_STREAM, 0);
+		for (int i = 0; connect(e, (struct sockaddr *)&ea, sizeof(ea)) < 0; i++) {
+			if (i == 1000) {
+				perror("connect " EXT);
+				return 1;
+			}
+			usleep(10000);
+		}
+	}
 
 	unlink(PATH);
 	unlink(DPATH);

@@ -106,12 +106,13 @@ func cmdCheckpoint(args []string) error {
 	imagePath := fs.String("image-path", "", "image directory (default BUNDLE/checkpoint)")
 	leave := fs.Bool("leave-running", false, "let the container run on after the checkpoint")
 	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
+	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] CONTAINER_ID")
+		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] [--ext-unix-sk] CONTAINER_ID")
 	}
 	rt, err := container.NewRuntime(*rtName, *root)
 	if err != nil {
@@ -121,7 +122,7 @@ func cmdCheckpoint(args []string) error {
 	defer stop()
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
-		Dump: dump.Options{TCPEstablished: *tcpEst},
+		Dump: dump.Options{TCPEstablished: *tcpEst, ExtUnixSk: *extUnix},
 	})
 	if err != nil {
 		return err

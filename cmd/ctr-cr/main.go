@@ -40,7 +40,7 @@ Process commands:
 
 Container commands (OCI runtimes runc and crun):
   checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
-             [--tcp-established] [--print-stats] CONTAINER_ID
+             [--tcp-established] [--ext-unix-sk] [--print-stats] CONTAINER_ID
           (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
            and container.json)
   restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR]
