@@ -46,10 +46,15 @@ func (b *bundle) waitFile(path string) {
 }
 
 // askUnixsk connects to testdata/unixsk's listener from outside, through
-// the socket file on the bundle's rootfs, and returns its answer to
+// the socket file on the bundle's rootfs (or, when /run is a tmpfs, in
+// /proc/PID/root of the container's init), and returns its answer to
 // "check n".
-func (b *bundle) askUnixsk(n int) (string, error) {
-	c, err := net.DialTimeout("unix", filepath.Join(b.dir, "rootfs", "run", "app.sock"), 5*time.Second)
+func (b *bundle) askUnixsk(n int, tmpfs bool) (string, error) {
+	path := filepath.Join(b.dir, "rootfs", "run", "app.sock")
+	if tmpfs {
+		path = fmt.Sprintf("/proc/%d/root/run/app.sock", b.pidOf())
+	}
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("connect from outside: %w", err)
 	}
@@ -73,8 +78,15 @@ func (b *bundle) askUnixsk(n int) (string, error) {
 // and its path is still gone, new connections to the path work
 // from inside and from outside (through the bundle's rootfs: the socket
 // file is the restored listener's), and no socket file was made in
-// ctr-cr's own root.
+// ctr-cr's own root. Run with /run on the rootfs (a stale socket file is
+// left there by the checkpoint) and on a tmpfs (its contents are restored
+// without the socket files).
 func TestRestore_UnixSocketPath(t *testing.T) {
+	t.Run("rootfs", func(t *testing.T) { testUnixSocketPath(t, false) })
+	t.Run("tmpfs", func(t *testing.T) { testUnixSocketPath(t, true) })
+}
+
+func testUnixSocketPath(t *testing.T, tmpfs bool) {
 	for _, p := range []string{"/run/app.sock", "/run/app.dgram", "/run/gone.sock"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Fatalf("%s exists on the host: the test would not see a socket file made there", p)
@@ -82,10 +94,15 @@ func TestRestore_UnixSocketPath(t *testing.T) {
 	}
 	b := newBundle(t, "runc", "exec /bin/unixsk")
 	b.buildStatic("unixsk")
+	if tmpfs {
+		b.editSpec(func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}})
+		})
+	}
 	b.start()
 	b.waitFile("tmp/ready")
 	n := 1
-	if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+	if out, err := b.askUnixsk(n, tmpfs); err != nil || out != "OK" {
 		t.Fatalf("before the checkpoint: %v: %s", err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
@@ -97,7 +114,7 @@ func TestRestore_UnixSocketPath(t *testing.T) {
 			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
 		}
 		n++
-		if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+		if out, err := b.askUnixsk(n, tmpfs); err != nil || out != "OK" {
 			t.Fatalf("cycle %d: in the restored container: %v: %s", cycle, err, out)
 		}
 		for _, p := range []string{"/run/app.sock", "/run/app.dgram", "/run/gone.sock"} {
@@ -278,7 +295,7 @@ func TestRestore_UnixSocketExternal(t *testing.T) {
 	})
 	b.waitFile("tmp/ready")
 	n := 1
-	if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+	if out, err := b.askUnixsk(n, false); err != nil || out != "OK" {
 		t.Fatalf("before the checkpoint: %v: %s", err, out)
 	}
 	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err == nil || !strings.Contains(out, "--ext-unix-sk") {
@@ -293,7 +310,7 @@ func TestRestore_UnixSocketExternal(t *testing.T) {
 			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
 		}
 		n++
-		if out, err := b.askUnixsk(n); err != nil || out != "OK" {
+		if out, err := b.askUnixsk(n, false); err != nil || out != "OK" {
 			t.Fatalf("cycle %d: in the restored container: %v: %s", cycle, err, out)
 		}
 	}

@@ -21,13 +21,14 @@ import (
 // to it and returns at Close, which ends the thread.
 type Root struct {
 	reqs  chan func()
-	done  chan struct{}
+	quit  chan struct{} // closed by Close
+	done  chan struct{} // closed when the thread's goroutine returns
 	close sync.Once
 }
 
 // EnterRoot starts the thread for pid (see Root). The caller must Close it.
 func EnterRoot(pid int) (*Root, error) {
-	r := &Root{reqs: make(chan func()), done: make(chan struct{})}
+	r := &Root{reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
 		defer close(r.done)
@@ -39,8 +40,13 @@ func EnterRoot(pid int) (*Root, error) {
 			return
 		}
 		ready <- nil
-		for fn := range r.reqs {
-			fn()
+		for {
+			select {
+			case fn := <-r.reqs:
+				fn()
+			case <-r.quit:
+				return
+			}
 		}
 	}()
 	if err := <-ready; err != nil {
@@ -119,6 +125,6 @@ func (r *Root) Close() {
 	if r == nil {
 		return
 	}
-	r.close.Do(func() { close(r.reqs) })
+	r.close.Do(func() { close(r.quit) })
 	<-r.done
 }
