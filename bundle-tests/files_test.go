@@ -315,3 +315,87 @@ func TestRestore_UnixSocketExternal(t *testing.T) {
 		}
 	}
 }
+
+// statFields returns the fields of /proc/PID/stat after the command.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := strings.LastIndexByte(string(b), ')')
+	if err != nil || i < 0 || i+2 > len(b) {
+		return nil
+	}
+	return strings.Fields(string(b[i+2:]))
+}
+
+// fgJob returns the pid of the child of pid running comm, and whether its
+// group is the foreground group of the terminal of pid (tpgid).
+func fgJob(pid int, comm string) (int, bool) {
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		kid, _ := strconv.Atoi(k)
+		if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", kid)); strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		f, pf := statFields(kid), statFields(pid)
+		// fields after the command: state ppid pgrp session tty_nr tpgid
+		return kid, len(f) > 5 && len(pf) > 5 && f[2] == pf[5] && f[2] != pf[2]
+	}
+	return 0, false
+}
+
+// TestRestore_TerminalJobControl: an interactive busybox sh on a
+// container's console runs sleep in the foreground (its own process group
+// is the console's foreground group). After checkpoint and restore with
+// --console-socket, the sleep's group is the foreground group of the new
+// console again: ^C typed on the new master interrupts the sleep, not the
+// shell, which then runs the next command.
+func TestRestore_TerminalJobControl(t *testing.T) {
+	b := newBundle(t, "runc", "")
+	b.editSpec(func(s *specs.Spec) {
+		s.Process.Terminal = true
+		s.Process.Args = []string{"sh"}
+	})
+	cs := newConsoleSocket(t)
+	if out, err := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id).CombinedOutput(); err != nil {
+		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
+	}
+	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
+	m := cs.master(t)
+	defer func() { m.Close() }()
+	converse(t, m, "echo up-$((20+22))", "up-42")
+	if _, err := m.Write([]byte("sleep 1000\n")); err != nil {
+		t.Fatal(err)
+	}
+	pid := b.pidOf()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, fg := fgJob(pid, "sleep"); fg {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sleep did not become the console's foreground job")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	m.Close()
+	if out, err := ctrcr(t, "restore", "-d", "--console-socket", cs.path, b.dir); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	m = cs.master(t)
+	pid = b.pidOf()
+	sleep, fg := fgJob(pid, "sleep")
+	if sleep == 0 || !fg {
+		t.Fatalf("after the restore, sleep (pid %d) is not the foreground job of the console: init %v, sleep %v", sleep, statFields(pid), statFields(sleep))
+	}
+	if _, err := m.Write([]byte{3}); err != nil { // ^C
+		t.Fatal(err)
+	}
+	converse(t, m, "echo after-$((40+2))", "after-42")
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", sleep)); err == nil {
+		if st := statFields(sleep); len(st) > 0 && st[0] != "Z" {
+			t.Errorf("sleep %d survived ^C: %v", sleep, st)
+		}
+	}
+}

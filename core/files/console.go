@@ -21,7 +21,9 @@ import (
 
 // dumpConsole records e, a slave of a devpts instance that is not the
 // host's whose master is not in the dump, as the container's console: it
-// must be /dev/pts/<index> in the root of the process holding it.
+// must be /dev/pts/<index> in the root of the process holding it. An end
+// opened as /dev/tty must be a console recorded so (by the task's other
+// fds) already.
 func (t *Table) dumpConsole(e *ptyEnd, opts Options) error {
 	p := e.f.Pty
 	unsup := func(why string) error {
@@ -31,9 +33,16 @@ func (t *Table) dumpConsole(e *ptyEnd, opts Options) error {
 		return unsup("pty slave of another devpts instance than " + hostPts + " (a container's console: checkpoint the container, whose config.json has process.terminal)")
 	}
 	path := fmt.Sprintf("/dev/pts/%d", p.Index)
-	var st unix.Stat_t
-	if err := statIn(fmt.Sprintf("/proc/%d/root", e.pid), path, &st); err != nil || st.Dev != e.f.Dev || st.Rdev != e.f.Rdev {
-		return unsup(fmt.Sprintf("pty slave that is not the container's console %s (another devpts instance)", path))
+	if e.devTty {
+		if !t.hasConsole(p.Index) {
+			return unsup(fmt.Sprintf("/dev/tty of a terminal (pty %d) that is not the container's console", p.Index))
+		}
+		path = e.link
+	} else {
+		var st unix.Stat_t
+		if err := statIn(fmt.Sprintf("/proc/%d/root", e.pid), path, &st); err != nil || st.Dev != e.f.Dev || st.Rdev != e.f.Rdev {
+			return unsup(fmt.Sprintf("pty slave that is not the container's console %s (another devpts instance)", path))
+		}
 	}
 	var err error
 	if p.Termios, err = getTermios(e.cp); err != nil {
@@ -46,6 +55,42 @@ func (t *Table) dumpConsole(e *ptyEnd, opts Options) error {
 	p.Winsize = &imagepb.PtyWinsize{Rows: uint32(ws.Row), Cols: uint32(ws.Col), Xpixel: uint32(ws.Xpixel), Ypixel: uint32(ws.Ypixel)}
 	e.f.Kind, e.f.Path = imagepb.FileKind_FILE_CONSOLE, path
 	return nil
+}
+
+// hasConsole reports whether a console with index is recorded.
+func (t *Table) hasConsole(index uint32) bool {
+	for _, e := range t.ptys {
+		if e.f.Kind == imagepb.FileKind_FILE_CONSOLE && e.f.Pty.Index == index && !e.devTty {
+			return true
+		}
+	}
+	return false
+}
+
+// devTty takes a file opened as /dev/tty (5:0, the opener's controlling
+// terminal then) when the dump may hold a container's console: TIOCGDEV
+// names the terminal behind it; a pty slave is recorded as a pty end,
+// to be the console (by DumpPtys: its index must be a console's of the
+// dump, which is the controlling terminal in a container; restored as
+// /dev/pts/<index>, the file's name then being that). ok is false for
+// anything else, left to the caller.
+func (t *Table) devTty(f *imagepb.FileEntry, pid, fd, cp int, link string, st *unix.Stat_t, opts Options) (id uint32, ok bool, err error) {
+	if !opts.Console || st.Rdev != unix.Mkdev(5, 0) {
+		return 0, false, nil
+	}
+	dev, err := unix.IoctlGetUint32(cp, unix.TIOCGDEV)
+	if err != nil {
+		return 0, false, nil
+	}
+	idx, slave := PtySlaveIndex(uint64(unix.Mkdev(uint32(dev>>8)&0xfff, dev&0xff|(dev>>12)&^0xff)))
+	if !slave {
+		return 0, false, nil
+	}
+	f.Kind = imagepb.FileKind_FILE_PTY
+	f.Pty = &imagepb.Pty{Index: idx}
+	id = t.add("", f)
+	t.ptys = append(t.ptys, ptyEnd{f: f, pid: pid, fd: fd, cp: cp, link: link, devTty: true})
+	return id, true, nil
 }
 
 // statIn stats path (following symlinks) in root, never leaving it.

@@ -238,6 +238,9 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
 			return t.pty(f, pid, fd, cp, link, st)
 		}
+		if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
+			return id, err
+		}
 		if IsTerminal(st.Rdev) {
 			if !opts.ShellJob {
 				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}

@@ -45,6 +45,7 @@ type ptyEnd struct {
 	pid, fd int
 	cp      int
 	link    string
+	devTty  bool // opened as /dev/tty (see devTty)
 }
 
 // ptyHeld is a pair whose queued data was read out at dump, to be written
@@ -110,8 +111,13 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 	if err != nil {
 		return err
 	}
+	var devTtys []*ptyEnd
 	for i := range t.ptys {
 		e := &t.ptys[i]
+		if e.devTty {
+			devTtys = append(devTtys, e)
+			continue
+		}
 		if !e.f.Pty.Master && e.f.Dev != hostDev {
 			if err := t.dumpConsole(e, opts); err != nil {
 				return err
@@ -126,6 +132,11 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 			return &UnsupportedError{Pid: e.pid, Fd: e.fd, Link: e.link, Kind: fmt.Sprintf("pty master %d of another devpts instance (pid %d fd %d has the same index)", e.f.Pty.Index, m.pid, m.fd)}
 		}
 		masters[e.f.Pty.Index] = e
+	}
+	for _, e := range devTtys {
+		if err := t.dumpConsole(e, opts); err != nil {
+			return err
+		}
 	}
 	for idx, ss := range slaves {
 		if masters[idx] != nil {
