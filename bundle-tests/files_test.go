@@ -230,6 +230,10 @@ func TestRestore_Terminal(t *testing.T) {
 	m := cs.master(t)
 	defer func() { m.Close() }()
 	converse(t, m, "", "ready")
+	// a process dump has no console to give it back on
+	if out, err := ctrcr(t, "dump", "-t", strconv.Itoa(b.pidOf()), "-D", t.TempDir(), "--leave-running"); err == nil || !strings.Contains(out, "ctr-cr checkpoint ID") {
+		t.Fatalf("process dump of a container with a terminal: %v\n%s", err, out)
+	}
 	ws := &unix.Winsize{Row: 33, Col: 111}
 	if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, ws); err != nil {
 		t.Fatal(err)

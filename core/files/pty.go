@@ -75,7 +75,7 @@ func (t *Table) pty(f *imagepb.FileEntry, pid, fd, cp int, link string, st *unix
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 		if st.Dev != dev && !t.opts.Console {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pty slave of another devpts instance than " + hostPts}
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pty slave of another devpts instance than " + hostPts + " (a container's console? checkpoint the container: ctr-cr checkpoint ID)"}
 		}
 		// (another instance's: a container's console, see DumpPtys)
 	}
