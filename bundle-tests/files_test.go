@@ -169,6 +169,9 @@ func newConsoleSocket(t *testing.T) *consoleSocket {
 			for _, m := range msgs {
 				fds, _ := unix.ParseUnixRights(&m)
 				for _, fd := range fds {
+					// non-blocking: the runtime poller serves it, so read
+					// deadlines work
+					unix.SetNonblock(fd, true)
 					cs.masters <- os.NewFile(uintptr(fd), "pty master")
 				}
 			}
@@ -196,6 +199,12 @@ func converse(t *testing.T, m *os.File, line, want string) string {
 	if _, err := m.Write([]byte(line + "\n")); err != nil {
 		t.Fatalf("write %q to the console: %v", line, err)
 	}
+	return readUntil(t, m, line, want)
+}
+
+// readUntil reads the console's master until the output holds want.
+func readUntil(t *testing.T, m *os.File, line, want string) string {
+	t.Helper()
 	var out []byte
 	buf := make([]byte, 4096)
 	deadline := time.Now().Add(10 * time.Second)
@@ -214,12 +223,15 @@ func converse(t *testing.T, m *os.File, line, want string) string {
 // runs busybox sh answering lines on its console, with echo off and a
 // window size set by the test, which holds the console's master (received
 // on its console socket from runc run -d --console-socket). It is
-// checkpointed and restored with --console-socket twice: each time a new
-// master arrives, and through it the shell answers (its read goes on on
-// the new console), its terminal is /dev/pts/0 and its controlling
-// terminal, with the window size and no echo as before.
+// checkpointed and restored with --console-socket twice, each time while
+// the shell waits for a sleep and a line typed ahead waits in the
+// console (a checkpoint --leave-running leaves it there): each time a new
+// master arrives, and once the sleep is killed
+// the shell reads the line typed ahead and answers through the new
+// master; its terminal is /dev/pts/0 and its controlling terminal, with
+// the window size and no echo as before.
 func TestRestore_Terminal(t *testing.T) {
-	b := newBundle(t, "runc", `busybox stty -echo; echo ready; while read l; do case "$l" in tty) busybox tty;; size) busybox stty size;; *) echo "got:$l";; esac; done`)
+	b := newBundle(t, "runc", `busybox stty -echo; echo ready; while read l; do case "$l" in tty) busybox tty;; size) busybox stty size;; pause) sleep 1000; echo resumed;; *) echo "got:$l";; esac; done`)
 	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
 	cs := newConsoleSocket(t)
 	cmd := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id)
@@ -242,6 +254,23 @@ func TestRestore_Terminal(t *testing.T) {
 		t.Fatalf("before the checkpoint: echo is on: %q", out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
+		// the shell is busy; a line typed ahead waits in the console
+		if _, err := m.Write([]byte("pause\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitSleep(t, b.pidOf())
+		ahead := fmt.Sprintf("typed ahead %d", cycle)
+		if _, err := m.Write([]byte(ahead + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitQueued(t, b.pidOf(), len(ahead)+1)
+		if cycle == 0 {
+			// the input read out is put back when the container runs on
+			if out, err := ctrcr(t, "checkpoint", "--leave-running", "--image-path", t.TempDir(), b.id); err != nil {
+				t.Fatalf("checkpoint --leave-running: %v\n%s", err, out)
+			}
+			waitQueued(t, b.pidOf(), len(ahead)+1)
+		}
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
@@ -259,6 +288,10 @@ func TestRestore_Terminal(t *testing.T) {
 		}
 		m = cs.master(t)
 		pid := b.pidOf()
+		unix.Kill(waitSleep(t, pid), unix.SIGKILL)
+		if out := readUntil(t, m, "(typed ahead)", "got:"+ahead); !strings.Contains(out, "resumed") {
+			t.Errorf("cycle %d: after the sleep: %q", cycle, out)
+		}
 		for _, c := range []struct{ line, want string }{{"tty", "/dev/pts/0"}, {"size", "33 111"}, {fmt.Sprintf("hello %d", cycle), fmt.Sprintf("got:hello %d", cycle)}} {
 			if out := converse(t, m, c.line, c.want); strings.TrimSpace(out) != c.want {
 				t.Errorf("cycle %d: %q answered %q, want only %q (no echo)", cycle, c.line, out, c.want)
@@ -401,5 +434,41 @@ func TestRestore_TerminalJobControl(t *testing.T) {
 		if st := statFields(sleep); len(st) > 0 && st[0] != "Z" {
 			t.Errorf("sleep %d survived ^C: %v", sleep, st)
 		}
+	}
+}
+
+// waitSleep waits until the shell pid runs a sleep, and returns its pid.
+func waitSleep(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if kid, _ := fgJob(pid, "sleep"); kid != 0 {
+			return kid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d runs no sleep", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitQueued waits until the console of the container whose init is pid
+// holds n bytes of input (TIOCINQ on a slave of our own).
+func waitQueued(t *testing.T, pid, n int) {
+	t.Helper()
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/dev/pts/0", pid), unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if q, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil && q >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the console does not hold the %d bytes typed ahead", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -17,7 +18,10 @@ import (
 // its master with someone else); at restore the runtime makes a new pair
 // in the new container's devpts and sends its master over the console
 // socket given to the restore. The slave's entries (FILE_CONSOLE) are
-// reopened there by path with the dumped line settings and window size.
+// reopened there by path with the dumped line settings and window size,
+// and the input typed ahead (written to the master, not read yet) is put
+// back into the new console. Output not read by the master's holder yet
+// is not ours to read, and is lost.
 
 // dumpConsole records e, a slave of a devpts instance that is not the
 // host's whose master is not in the dump, as the container's console: it
@@ -54,7 +58,54 @@ func (t *Table) dumpConsole(e *ptyEnd, opts Options) error {
 	}
 	p.Winsize = &imagepb.PtyWinsize{Rows: uint32(ws.Row), Cols: uint32(ws.Col), Xpixel: uint32(ws.Xpixel), Ypixel: uint32(ws.Ypixel)}
 	e.f.Kind, e.f.Path = imagepb.FileKind_FILE_CONSOLE, path
+	if h := t.consoleHeld[p.Index]; h != nil {
+		p.Input = h.st.Input
+		return nil
+	}
+	// the first end of this console: its input typed ahead is read out
+	// (put back by PutBackPtys if the tasks run on)
+	h := &ptyHeld{st: p, master: -1, slave: e.cp}
+	if p.Input, err = drainSlave(e.cp, e.cp, p.Termios); err != nil {
+		return fmt.Errorf("pid %d: fd %d (console %s): read the input typed ahead: %w", e.pid, e.fd, path, err)
+	}
+	if t.consoleHeld == nil {
+		t.consoleHeld = map[uint32]*ptyHeld{}
+	}
+	t.consoleHeld[p.Index] = h
 	return nil
+}
+
+// putBackConsoles puts the input read out of the consoles back, for tasks
+// that run on.
+func (t *Table) putBackConsoles() error {
+	var errs []error
+	for idx, h := range t.consoleHeld {
+		if err := stuffInput(h.slave, h.st); err != nil {
+			errs = append(errs, fmt.Errorf("console /dev/pts/%d: put the input typed ahead back: %w", idx, err))
+		}
+	}
+	t.consoleHeld = nil
+	return errors.Join(errs...)
+}
+
+// stuffInput puts st.Input into the input queue of the tty fd as if typed
+// (TIOCSTI: root may do it on any tty), with the line discipline raw
+// meanwhile (not echoed nor interpreted again), then sets st.Termios.
+func stuffInput(fd int, st *imagepb.Pty) error {
+	final := termiosOf(st.Termios)
+	if len(st.Input) == 0 {
+		return setTermios(fd, final)
+	}
+	if err := setTermios(fd, rawInput(final)); err != nil {
+		return err
+	}
+	for i := range st.Input {
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCSTI, uintptr(unsafe.Pointer(&st.Input[i]))); e != 0 {
+			setTermios(fd, final)
+			return fmt.Errorf("TIOCSTI (byte %d of %d): %w", i, len(st.Input), e)
+		}
+	}
+	return setTermios(fd, final)
 }
 
 // hasConsole reports whether a console with index is recorded.
@@ -134,14 +185,14 @@ func (o *Opener) consoleSlave(st *imagepb.Pty) (int, error) {
 		return -1, err
 	}
 	o.consoles[st.Index] = fd
-	if err := setTermios(fd, termiosOf(st.Termios)); err != nil {
-		return -1, fmt.Errorf("console /dev/pts/%d: %w", st.Index, err)
-	}
 	if ws := st.Winsize; ws != nil {
 		w := unix.Winsize{Row: uint16(ws.Rows), Col: uint16(ws.Cols), Xpixel: uint16(ws.Xpixel), Ypixel: uint16(ws.Ypixel)}
 		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &w); err != nil {
 			return -1, fmt.Errorf("console /dev/pts/%d: TIOCSWINSZ: %w", st.Index, err)
 		}
+	}
+	if err := stuffInput(fd, st); err != nil {
+		return -1, fmt.Errorf("console /dev/pts/%d: %w", st.Index, err)
 	}
 	return fd, nil
 }

@@ -73,19 +73,20 @@ type Table struct {
 	Files []*imagepb.FileEntry
 	// Objects are the memfd objects whose contents go to
 	// pagemap-shmem-<ino>.img; the caller dumps them from the held fds.
-	Objects []Object
-	held    []int // fds stolen into the dumper, closed by Close
-	nextID  uint32
-	byKey   map[string]uint32
-	seen    map[[2]uint64][]seenFd
-	diag    *unixsk.Diag     // unix sockets of our network namespace, read once
-	inet    *inetsk.Diag     // inet sockets of our network namespace, read on first use
-	opts    Options          // of the DumpFds call in progress (for files in flight)
-	unixAt  map[uint64]fdRef // unix socket inode -> where it was first seen
-	repairs []repairing      // TCP connections our copies put in repair mode
-	epolls  []epollRef       // epoll sets whose targets ResolveEpoll finds
-	ptys    []ptyEnd         // pty ends seen by DumpFds, completed by DumpPtys
-	ptyHeld []*ptyHeld       // pairs whose queued data was read out
+	Objects     []Object
+	held        []int // fds stolen into the dumper, closed by Close
+	nextID      uint32
+	byKey       map[string]uint32
+	seen        map[[2]uint64][]seenFd
+	diag        *unixsk.Diag        // unix sockets of our network namespace, read once
+	inet        *inetsk.Diag        // inet sockets of our network namespace, read on first use
+	opts        Options             // of the DumpFds call in progress (for files in flight)
+	unixAt      map[uint64]fdRef    // unix socket inode -> where it was first seen
+	repairs     []repairing         // TCP connections our copies put in repair mode
+	epolls      []epollRef          // epoll sets whose targets ResolveEpoll finds
+	ptys        []ptyEnd            // pty ends seen by DumpFds, completed by DumpPtys
+	ptyHeld     []*ptyHeld          // pairs whose queued data was read out
+	consoleHeld map[uint32]*ptyHeld // consoles whose input typed ahead was read out, by index (slave: our copy of the task's)
 }
 
 type repairing struct {

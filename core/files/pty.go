@@ -246,6 +246,9 @@ func (t *Table) dumpPair(m *ptyEnd, slaveHeld bool, inDump func(pid int) bool) e
 // The tasks must still be frozen.
 func (t *Table) PutBackPtys() error {
 	var errs []error
+	if err := t.putBackConsoles(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, h := range t.ptyHeld {
 		if len(h.st.Input) == 0 && len(h.st.Output) == 0 {
 			continue

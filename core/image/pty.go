@@ -83,8 +83,10 @@ func checkConsole(l loc, i int, f *imagepb.FileEntry) error {
 		return l.corrupt(i, -1, "console file %d: master, or index %d out of range", f.Id, p.Index)
 	case p.Termios == nil || len(p.Termios.Cc) > maxPtyCc:
 		return l.corrupt(i, -1, "console file %d: without termios or with more than %d control characters", f.Id, maxPtyCc)
-	case len(p.Input) > 0 || len(p.Output) > 0 || p.Packet || p.Locked || p.SlaveClosed:
-		return l.corrupt(i, -1, "console file %d: queued data or master state", f.Id)
+	case len(p.Input) > maxPtyQueue:
+		return l.corrupt(i, -1, "console file %d: more than %d bytes of queued data", f.Id, maxPtyQueue)
+	case len(p.Output) > 0 || p.Packet || p.Locked || p.SlaveClosed:
+		return l.corrupt(i, -1, "console file %d: queued output or master state", f.Id)
 	case p.Sid < 0 || p.FgPgid < 0 || (p.Sid == 0 && p.FgPgid != 0):
 		return l.corrupt(i, -1, "console file %d: session %d, foreground group %d", f.Id, p.Sid, p.FgPgid)
 	case p.Winsize != nil && (p.Winsize.Rows > 0xffff || p.Winsize.Cols > 0xffff || p.Winsize.Xpixel > 0xffff || p.Winsize.Ypixel > 0xffff):

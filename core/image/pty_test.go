@@ -67,9 +67,14 @@ func TestOpenPty(t *testing.T) {
 			c.Pty.Master = true
 			return append(fs, c)
 		}, "console file 5: master"},
-		{"console with queued data", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+		{"console with queued output", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
 			c := console()
 			c.Pty.Output = []byte("x")
+			return append(fs, c)
+		}, "queued output"},
+		{"console with too much input", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Input = make([]byte, maxPtyQueue+1)
 			return append(fs, c)
 		}, "queued data"},
 		{"console session not in the tree", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
