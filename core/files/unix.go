@@ -260,7 +260,9 @@ func nameOrUnbound(n string) string {
 // every unix socket of the image is built at once (unixsk.Build): they
 // refer to each other by name, peer and accept queue. The files in flight
 // are opened through the Opener, so a file also held by a process is the
-// same open file description.
+// same open file description. With a root (SetRoot), the sockets' path
+// names are bound, connected and unlinked in that process's mount
+// namespace and root, from a thread of its own (threadns.Root).
 func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 	if f.Unix == nil {
 		return -1, errors.New("unix socket entry without its description")
