@@ -149,6 +149,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
+	// its stdio is then the console the runtime made, whose master the
+	// console socket's receiver holds
+	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
 	if err != nil {
 		removeTmpfsFiles(dir, &state)

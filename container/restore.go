@@ -33,6 +33,10 @@ type RestoreOptions struct {
 	Runtime   *Runtime // nil: the image's runtime (ctr-cr.json), with RuntimeRoot
 	// RuntimeRoot is the runtime's --root when Runtime is nil.
 	RuntimeRoot string
+	// ConsoleSocket is the unix socket the runtime sends the new
+	// console's pty master to (required when config.json has
+	// process.terminal, refused otherwise).
+	ConsoleSocket string
 	// Stats, when set, receives the restore's phase times.
 	Stats *RestoreStats
 }
@@ -131,9 +135,16 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if _, err := os.Lstat(rt.stateDir(id)); err == nil {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
+	terminal := spec.Process != nil && spec.Process.Terminal
+	switch {
+	case terminal && opts.ConsoleSocket == "":
+		return "", 0, fmt.Errorf("restore %s: the container has a terminal (process.terminal): give --console-socket PATH to receive its new console", id)
+	case !terminal && opts.ConsoleSocket != "":
+		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
+	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig)
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -272,8 +283,9 @@ func privilegedConfig(orig []byte) ([]byte, error) {
 
 // createPrivileged runs `RUNTIME create` for id from the bundle with the
 // privileged config swapped in for the duration (the user's config.json is
-// always put back), and returns the init's pid.
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte) (int, error) {
+// always put back), and returns the init's pid. With a console socket the
+// runtime makes the container's console and sends its master there.
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte, console string) (int, error) {
 	priv, err := privilegedConfig(orig)
 	if err != nil {
 		return 0, err
@@ -288,7 +300,11 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	}
 	pidFile := filepath.Join(os.TempDir(), fmt.Sprintf("ctr-cr-%s-%d.pid", id, os.Getpid()))
 	defer os.Remove(pidFile)
-	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile, id}
+	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile}
+	if console != "" {
+		args = append(args, "--console-socket", console)
+	}
+	args = append(args, id)
 	if rt.Root != "" {
 		args = append([]string{"--root", rt.Root}, args...)
 	}

@@ -106,12 +106,13 @@ func cmdCheckpoint(args []string) error {
 	imagePath := fs.String("image-path", "", "image directory (default BUNDLE/checkpoint)")
 	leave := fs.Bool("leave-running", false, "let the container run on after the checkpoint")
 	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
+	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] CONTAINER_ID")
+		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] [--ext-unix-sk] CONTAINER_ID")
 	}
 	ctx, stop := interruptible()
 	defer stop()
@@ -127,7 +128,7 @@ func cmdCheckpoint(args []string) error {
 	}
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
-		Dump: dump.Options{TCPEstablished: *tcpEst},
+		Dump: dump.Options{TCPEstablished: *tcpEst, ExtUnixSk: *extUnix},
 	})
 	if err != nil {
 		return err
@@ -152,11 +153,15 @@ func cmdRestore(args []string) (int, error) {
 	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
 	rtRoot := fs.String("root", "", "container: the runtime's state directory")
 	rtName := fs.String("runtime", "", "container: runc or crun (default: the one that ran it at the checkpoint)")
+	console := fs.String("console-socket", "", "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
 	if fs.NArg() == 1 && *dir == "" {
-		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *detach, *stats)
+		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *console, *detach, *stats)
+	}
+	if *console != "" {
+		return 2, errors.New("--console-socket: only for a container (ctr-cr restore --console-socket PATH BUNDLE)")
 	}
 	term := -1
 	if *shellJob {
@@ -266,8 +271,8 @@ func giveTerminal(fd, pgid int) {
 
 // restoreContainer restores a container from its bundle (ctr-cr restore
 // BUNDLE). Without -d it waits until the container's init is gone.
-func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile string, detach, stats bool) (int, error) {
-	opts := container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, RuntimeRoot: rtRoot}
+func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile, console string, detach, stats bool) (int, error) {
+	opts := container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, RuntimeRoot: rtRoot, ConsoleSocket: console}
 	if stats {
 		opts.Stats = &container.RestoreStats{}
 	}

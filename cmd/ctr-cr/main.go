@@ -40,14 +40,16 @@ Process commands:
 
 Container commands (OCI runtimes runc and crun):
   checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
-             [--tcp-established] [--print-stats] CONTAINER_ID
+             [--tcp-established] [--ext-unix-sk] [--print-stats] CONTAINER_ID
           (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
            and container.json; without --runtime, runc or crun: whichever
            knows the container)
   restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR]
-          [--runtime runc|crun] BUNDLE
+          [--runtime runc|crun] [--console-socket PATH] BUNDLE
           (the container comes back under the runtime that ran it at the
-           checkpoint; without -d ctr-cr waits for it to end)
+           checkpoint; without -d ctr-cr waits for it to end; a container
+           with a terminal (process.terminal) needs --console-socket: the
+           runtime sends the new console's pty master there, as for create)
   hook PHASE            as an OCI hook in config.json: records the event in
                         BUNDLE/ctr-cr-hooks.log (state JSON on stdin)
 `

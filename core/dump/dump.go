@@ -46,6 +46,11 @@ type Options struct {
 	// ExtUnixSk accepts unix sockets connected to a peer outside the
 	// dumped tree: restore connects them to the peer's name again.
 	ExtUnixSk bool
+	// Console accepts a container's console (process.terminal): a pty of
+	// the container's own devpts whose master is outside the dump, the
+	// controlling terminal of the init's session; restored as the
+	// console the runtime makes for the restore (see files.Options).
+	Console bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -244,7 +249,7 @@ func (d *dumper) run() error {
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console}
 	if d.opts.TCPEstablished {
 		locked, err := d.lockConnections()
 		if err != nil {
@@ -329,6 +334,16 @@ func (d *dumper) dumpPtys(fopts files.Options) error {
 			if sid, in := d.files.PtySession(idx); in {
 				if sid != int32(t.stat.Session) {
 					return fmt.Errorf("pid %d: its controlling terminal /dev/pts/%d is the terminal of session %d, not of its session %d", t.pid, idx, sid, t.stat.Session)
+				}
+				continue
+			}
+			// a container's console (tty_nr does not tell the devpts
+			// instance: the console is the one the dump has)
+			if in, err := d.files.ConsoleSession(idx, int32(t.stat.Session), int32(max(t.stat.Tpgid, 0))); err != nil {
+				return fmt.Errorf("pid %d: %w", t.pid, err)
+			} else if in {
+				if !live[t.stat.Session] {
+					return fmt.Errorf("pid %d: its controlling terminal, the console /dev/pts/%d, is the terminal of session %d, whose leader is not in the dump", t.pid, idx, t.stat.Session)
 				}
 				continue
 			}

@@ -54,6 +54,10 @@ type Options struct {
 	// LeaveRunning: the target runs on after the dump, so nothing may be
 	// taken from it (unaccepted connections with data are refused).
 	LeaveRunning bool
+	// Console accepts a container's console (process.terminal): slaves of
+	// the container's own devpts whose master is outside the dump are
+	// recorded as FILE_CONSOLE, reopened in the restored container.
+	Console bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the
@@ -69,19 +73,20 @@ type Table struct {
 	Files []*imagepb.FileEntry
 	// Objects are the memfd objects whose contents go to
 	// pagemap-shmem-<ino>.img; the caller dumps them from the held fds.
-	Objects []Object
-	held    []int // fds stolen into the dumper, closed by Close
-	nextID  uint32
-	byKey   map[string]uint32
-	seen    map[[2]uint64][]seenFd
-	diag    *unixsk.Diag     // unix sockets of our network namespace, read once
-	inet    *inetsk.Diag     // inet sockets of our network namespace, read on first use
-	opts    Options          // of the DumpFds call in progress (for files in flight)
-	unixAt  map[uint64]fdRef // unix socket inode -> where it was first seen
-	repairs []repairing      // TCP connections our copies put in repair mode
-	epolls  []epollRef       // epoll sets whose targets ResolveEpoll finds
-	ptys    []ptyEnd         // pty ends seen by DumpFds, completed by DumpPtys
-	ptyHeld []*ptyHeld       // pairs whose queued data was read out
+	Objects     []Object
+	held        []int // fds stolen into the dumper, closed by Close
+	nextID      uint32
+	byKey       map[string]uint32
+	seen        map[[2]uint64][]seenFd
+	diag        *unixsk.Diag        // unix sockets of our network namespace, read once
+	inet        *inetsk.Diag        // inet sockets of our network namespace, read on first use
+	opts        Options             // of the DumpFds call in progress (for files in flight)
+	unixAt      map[uint64]fdRef    // unix socket inode -> where it was first seen
+	repairs     []repairing         // TCP connections our copies put in repair mode
+	epolls      []epollRef          // epoll sets whose targets ResolveEpoll finds
+	ptys        []ptyEnd            // pty ends seen by DumpFds, completed by DumpPtys
+	ptyHeld     []*ptyHeld          // pairs whose queued data was read out
+	consoleHeld map[uint32]*ptyHeld // consoles whose input typed ahead was read out, by index (slave: our copy of the task's)
 }
 
 type repairing struct {
@@ -233,6 +238,9 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 	case unix.S_IFCHR:
 		if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
 			return t.pty(f, pid, fd, cp, link, st)
+		}
+		if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
+			return id, err
 		}
 		if IsTerminal(st.Rdev) {
 			if !opts.ShellJob {

@@ -45,6 +45,7 @@ type ptyEnd struct {
 	pid, fd int
 	cp      int
 	link    string
+	devTty  bool // opened as /dev/tty (see devTty)
 }
 
 // ptyHeld is a pair whose queued data was read out at dump, to be written
@@ -73,9 +74,10 @@ func (t *Table) pty(f *imagepb.FileEntry, pid, fd, cp int, link string, st *unix
 		if err != nil {
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
-		if st.Dev != dev {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pty slave of another devpts instance than " + hostPts}
+		if st.Dev != dev && !t.opts.Console {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pty slave of another devpts instance than " + hostPts + " (a container's console? checkpoint the container: ctr-cr checkpoint ID)"}
 		}
+		// (another instance's: a container's console, see DumpPtys)
 	}
 	id := t.add("", f)
 	t.ptys = append(t.ptys, ptyEnd{f: f, pid: pid, fd: fd, cp: cp, link: link})
@@ -92,16 +94,36 @@ func hostPtsDev() (uint64, error) {
 }
 
 // DumpPtys completes the pty ends recorded by DumpFds, once every task of
-// the dump is known and frozen: a slave whose master is not in the dump is
-// a shell job's terminal (FILE_TTY, only with opts.ShellJob); for every
+// the dump is known and frozen: a slave of another devpts instance than
+// the host's is the container's console (FILE_CONSOLE, only with
+// opts.Console, see dumpConsole); a slave whose master is not in the dump
+// is a shell job's terminal (FILE_TTY, only with opts.ShellJob); for every
 // master the pair's state is read and its queued data read out (written
 // back by PutBackPtys when the tasks keep running). inDump tells the
 // processes of the dump (a pair's session leader must be one of them).
 func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 	masters := map[uint32]*ptyEnd{}
 	slaves := map[uint32][]*ptyEnd{}
+	if len(t.ptys) == 0 {
+		return nil
+	}
+	hostDev, err := hostPtsDev()
+	if err != nil {
+		return err
+	}
+	var devTtys []*ptyEnd
 	for i := range t.ptys {
 		e := &t.ptys[i]
+		if e.devTty {
+			devTtys = append(devTtys, e)
+			continue
+		}
+		if !e.f.Pty.Master && e.f.Dev != hostDev {
+			if err := t.dumpConsole(e, opts); err != nil {
+				return err
+			}
+			continue
+		}
 		if !e.f.Pty.Master {
 			slaves[e.f.Pty.Index] = append(slaves[e.f.Pty.Index], e)
 			continue
@@ -110,6 +132,11 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 			return &UnsupportedError{Pid: e.pid, Fd: e.fd, Link: e.link, Kind: fmt.Sprintf("pty master %d of another devpts instance (pid %d fd %d has the same index)", e.f.Pty.Index, m.pid, m.fd)}
 		}
 		masters[e.f.Pty.Index] = e
+	}
+	for _, e := range devTtys {
+		if err := t.dumpConsole(e, opts); err != nil {
+			return err
+		}
 	}
 	for idx, ss := range slaves {
 		if masters[idx] != nil {
@@ -219,6 +246,9 @@ func (t *Table) dumpPair(m *ptyEnd, slaveHeld bool, inDump func(pid int) bool) e
 // The tasks must still be frozen.
 func (t *Table) PutBackPtys() error {
 	var errs []error
+	if err := t.putBackConsoles(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, h := range t.ptyHeld {
 		if len(h.st.Input) == 0 && len(h.st.Output) == 0 {
 			continue

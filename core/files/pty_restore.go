@@ -33,13 +33,16 @@ type PtySession struct {
 	Index  uint32
 }
 
-// PtySessions lists the sessions that have a pty of the image as their
-// controlling terminal, by sid.
+// PtySessions lists the sessions that have a pty of the image, or a
+// container's console, as their controlling terminal, by sid.
 func (o *Opener) PtySessions() []PtySession {
 	var out []PtySession
+	seen := map[int32]bool{}
 	for _, f := range o.files {
-		if f.Kind == imagepb.FileKind_FILE_PTY && f.Pty != nil && f.Pty.Master && f.Pty.Sid != 0 {
+		console := f.Kind == imagepb.FileKind_FILE_CONSOLE && f.Pty != nil && !seen[f.Pty.Sid]
+		if (console || f.Kind == imagepb.FileKind_FILE_PTY && f.Pty != nil && f.Pty.Master) && f.Pty.Sid != 0 {
 			out = append(out, PtySession{Sid: f.Pty.Sid, FgPgid: f.Pty.FgPgid, Index: f.Pty.Index})
+			seen[f.Pty.Sid] = true
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Sid < out[j].Sid })
@@ -51,6 +54,11 @@ func (o *Opener) PtySessions() []PtySession {
 // session has none. The session leader makes it its terminal (TIOCSCTTY)
 // right after setsid, before any other member is created.
 func (o *Opener) PtyCtty(sid int32) (int, error) {
+	for _, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_CONSOLE && f.Pty != nil && f.Pty.Sid == sid && sid != 0 {
+			return o.consoleSlave(f.Pty)
+		}
+	}
 	for _, s := range o.PtySessions() {
 		if s.Sid != sid {
 			continue

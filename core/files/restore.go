@@ -16,14 +16,15 @@ import (
 // fds are then moved into the restored task (pidfd_getfd) by the caller.
 // Ghost files are recreated at their path and unlinked by Finish.
 type Opener struct {
-	files   map[uint32]*imagepb.FileEntry
-	open    map[uint32]int
-	pipes   map[uint64][2]int
-	ghosts  []string
-	ghostBy map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
-	fifos   map[string]int       // FIFO path -> an O_RDWR fd holding it open
-	ptys    map[uint32]*ptyPair  // recreated pty pairs by index
-	Objects map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
+	files    map[uint32]*imagepb.FileEntry
+	open     map[uint32]int
+	pipes    map[uint64][2]int
+	ghosts   []string
+	ghostBy  map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
+	fifos    map[string]int       // FIFO path -> an O_RDWR fd holding it open
+	ptys     map[uint32]*ptyPair  // recreated pty pairs by index
+	consoles map[uint32]int       // our fd of each container console, by index
+	Objects  map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
 	// PidOf maps a pid of the image to the restored process (our pid
 	// namespace), for pidfds.
 	PidOf func(pid int32) (int, bool)
@@ -35,11 +36,12 @@ type Opener struct {
 	// that are unix sockets.
 	unixBuilt, unixBuilding bool
 	rootFd                  int // SetRoot: paths resolve in this directory (0: ctr-cr's root)
+	rootPid                 int // SetRoot: the process whose root and mount namespace that is
 }
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, Terminal: -1}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -66,6 +68,9 @@ func (o *Opener) Entry(id uint32) (*imagepb.FileEntry, error) {
 // that the pty ends of the image make whole pairs.
 func (o *Opener) Check() error {
 	if err := o.checkPtys(); err != nil {
+		return err
+	}
+	if err := o.checkConsoles(); err != nil {
 		return err
 	}
 	for _, f := range o.files {
@@ -243,6 +248,8 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return openInet(f)
 	case imagepb.FileKind_FILE_PTY:
 		return o.openPty(f)
+	case imagepb.FileKind_FILE_CONSOLE:
+		return o.openConsoleEntry(f)
 	case imagepb.FileKind_FILE_TTY:
 		if o.Terminal < 0 {
 			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
@@ -380,6 +387,7 @@ func (o *Opener) Finish() {
 	}
 	o.fifos = map[string]int{}
 	o.closePtys(closed)
+	o.closeConsoles(closed)
 	for _, fd := range o.Objects {
 		if !closed[fd] {
 			unix.Close(fd)

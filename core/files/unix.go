@@ -43,7 +43,7 @@ func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 	}
-	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight})
+	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid)})
 	if err != nil {
 		var ue *unixsk.UnsupportedError
 		if errors.As(err, &ue) {
@@ -260,7 +260,9 @@ func nameOrUnbound(n string) string {
 // every unix socket of the image is built at once (unixsk.Build): they
 // refer to each other by name, peer and accept queue. The files in flight
 // are opened through the Opener, so a file also held by a process is the
-// same open file description.
+// same open file description. With a root (SetRoot), the sockets' path
+// names are bound, connected and unlinked in that process's mount
+// namespace and root, from a thread of its own (threadns.Root).
 func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 	if f.Unix == nil {
 		return -1, errors.New("unix socket entry without its description")
@@ -285,14 +287,19 @@ func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 	for _, e := range entries {
 		socks = append(socks, e.Unix)
 	}
+	in, done, err := o.inRoot()
+	if err != nil {
+		return -1, fmt.Errorf("unix sockets: %w", err)
+	}
 	o.unixBuilding = true
-	fds, err := unixsk.Build(socks, func(id uint32) (int, error) {
+	fds, err := unixsk.BuildIn(socks, func(id uint32) (int, error) {
 		if e := o.files[id]; e != nil && e.Kind == imagepb.FileKind_FILE_UNIX {
 			return -1, fmt.Errorf("unix socket:[%d] in flight in another unix socket: unsupported", e.Ino)
 		}
 		return o.Open(id)
-	})
+	}, in)
 	o.unixBuilding = false
+	done()
 	if err != nil {
 		return -1, err
 	}

@@ -28,6 +28,15 @@ func checkPtys(l loc, files []*imagepb.FileEntry) ([]ptySid, error) {
 	var sids []ptySid
 	for i, f := range files {
 		p := f.Pty
+		if f.Kind == imagepb.FileKind_FILE_CONSOLE {
+			if err := checkConsole(l, i, f); err != nil {
+				return nil, err
+			}
+			if p.Sid != 0 {
+				sids = append(sids, ptySid{l, i, p.Sid, p.FgPgid})
+			}
+			continue
+		}
 		switch {
 		case f.Kind != imagepb.FileKind_FILE_PTY && p != nil:
 			return nil, l.corrupt(i, -1, "file %d of kind %v has a pty description", f.Id, f.Kind)
@@ -61,4 +70,27 @@ func checkPtys(l loc, files []*imagepb.FileEntry) ([]ptySid, error) {
 		}
 	}
 	return sids, nil
+}
+
+// checkConsole checks a container console entry: a slave, its settings
+// within the kernel's limits, no queued data.
+func checkConsole(l loc, i int, f *imagepb.FileEntry) error {
+	p := f.Pty
+	switch {
+	case p == nil:
+		return l.corrupt(i, -1, "console file %d without its description", f.Id)
+	case p.Master || p.Index >= maxPtyIndex:
+		return l.corrupt(i, -1, "console file %d: master, or index %d out of range", f.Id, p.Index)
+	case p.Termios == nil || len(p.Termios.Cc) > maxPtyCc:
+		return l.corrupt(i, -1, "console file %d: without termios or with more than %d control characters", f.Id, maxPtyCc)
+	case len(p.Input) > maxPtyQueue:
+		return l.corrupt(i, -1, "console file %d: more than %d bytes of queued data", f.Id, maxPtyQueue)
+	case len(p.Output) > 0 || p.Packet || p.Locked || p.SlaveClosed:
+		return l.corrupt(i, -1, "console file %d: queued output or master state", f.Id)
+	case p.Sid < 0 || p.FgPgid < 0 || (p.Sid == 0 && p.FgPgid != 0):
+		return l.corrupt(i, -1, "console file %d: session %d, foreground group %d", f.Id, p.Sid, p.FgPgid)
+	case p.Winsize != nil && (p.Winsize.Rows > 0xffff || p.Winsize.Cols > 0xffff || p.Winsize.Xpixel > 0xffff || p.Winsize.Ypixel > 0xffff):
+		return l.corrupt(i, -1, "console file %d: window size out of range", f.Id)
+	}
+	return nil
 }

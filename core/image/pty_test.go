@@ -10,7 +10,8 @@ import (
 )
 
 // TestOpenPty: an image with a valid pty pair opens; hostile pty entries
-// are refused by Open with an error naming files.img, never a panic.
+// are refused by Open with an error naming files.img, never a panic; so
+// are a container's console entries (FILE_CONSOLE).
 func TestOpenPty(t *testing.T) {
 	good := func() []*imagepb.FileEntry {
 		return []*imagepb.FileEntry{
@@ -19,6 +20,11 @@ func TestOpenPty(t *testing.T) {
 				Input: []byte("in"), Output: []byte("out"), Sid: 10, FgPgid: 12}},
 			{Id: 4, Kind: imagepb.FileKind_FILE_PTY, Path: "/dev/pts/4", Pty: &imagepb.Pty{Index: 4}},
 		}
+	}
+	// a container's console: a slave whose master is outside
+	console := func() *imagepb.FileEntry {
+		return &imagepb.FileEntry{Id: 5, Kind: imagepb.FileKind_FILE_CONSOLE, Path: "/dev/pts/0", Pty: &imagepb.Pty{Index: 0,
+			Termios: &imagepb.PtyTermios{Cc: make([]byte, 19)}, Winsize: &imagepb.PtyWinsize{Rows: 24, Cols: 80}, Sid: 10}}
 	}
 	cases := []struct {
 		name string
@@ -50,6 +56,32 @@ func TestOpenPty(t *testing.T) {
 		{"group without session", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry { fs[0].Pty.Sid = 0; return fs }, "session 0"},
 		{"window too large", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry { fs[0].Pty.Winsize.Cols = 1 << 17; return fs }, "window size"},
 		{"session not in the tree", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry { fs[0].Pty.Sid = 99; return fs }, "pty session 99"},
+		{"console", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry { return append(fs, console()) }, ""},
+		{"console without termios", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Termios = nil
+			return append(fs, c)
+		}, "without termios"},
+		{"console master", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Master = true
+			return append(fs, c)
+		}, "console file 5: master"},
+		{"console with queued output", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Output = []byte("x")
+			return append(fs, c)
+		}, "queued output"},
+		{"console with too much input", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Input = make([]byte, maxPtyQueue+1)
+			return append(fs, c)
+		}, "queued data"},
+		{"console session not in the tree", func(fs []*imagepb.FileEntry) []*imagepb.FileEntry {
+			c := console()
+			c.Pty.Sid = 99
+			return append(fs, c)
+		}, "pty session 99"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

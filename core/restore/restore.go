@@ -130,7 +130,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		if !inv.RootPidNs {
 			return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
 		}
-		if err := opener.SetRoot(fmt.Sprintf("/proc/%d/root", opts.Adopt)); err != nil {
+		if err := opener.SetRoot(opts.Adopt); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
 	} else if err := checkFree(procs); err != nil {

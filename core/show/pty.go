@@ -10,15 +10,38 @@ import (
 )
 
 // ptyExtra describes a pty end: which pair, and on the master the pair's
-// line settings, window size, modes, queued bytes and session.
+// line settings, window size, modes, queued bytes and session; a
+// container's console with its settings and session.
 func ptyExtra(f *imagepb.FileEntry) string {
 	p := f.Pty
-	if f.Kind != imagepb.FileKind_FILE_PTY || p == nil {
+	if p == nil {
 		return ""
 	}
-	if !p.Master {
+	switch {
+	case f.Kind == imagepb.FileKind_FILE_CONSOLE:
+		parts := append(ptySettings(p), ptySession(p)...)
+		return fmt.Sprintf(" container console /dev/pts/%d (master outside): %s", p.Index, strings.Join(parts, ", "))
+	case f.Kind != imagepb.FileKind_FILE_PTY:
+		return ""
+	case !p.Master:
 		return fmt.Sprintf(" slave of /dev/pts/%d", p.Index)
 	}
+	parts := ptySettings(p)
+	for _, m := range []struct {
+		on   bool
+		name string
+	}{{p.Packet, "packet"}, {p.Locked, "locked"}, {p.Exclusive, "exclusive"}, {p.SlaveClosed, "slave closed"}} {
+		if m.on {
+			parts = append(parts, m.name)
+		}
+	}
+	parts = append(parts, fmt.Sprintf("queued %dB in (to the slave) %dB out (to the master)", len(p.Input), len(p.Output)))
+	parts = append(parts, ptySession(p)...)
+	return fmt.Sprintf(" master of /dev/pts/%d: %s", p.Index, strings.Join(parts, ", "))
+}
+
+// ptySettings names a pty's line mode and window size.
+func ptySettings(p *imagepb.Pty) []string {
 	var parts []string
 	if t := p.Termios; t != nil {
 		mode := "raw"
@@ -38,19 +61,15 @@ func ptyExtra(f *imagepb.FileEntry) string {
 	if w := p.Winsize; w != nil {
 		parts = append(parts, fmt.Sprintf("%dx%d", w.Cols, w.Rows))
 	}
-	for _, m := range []struct {
-		on   bool
-		name string
-	}{{p.Packet, "packet"}, {p.Locked, "locked"}, {p.Exclusive, "exclusive"}, {p.SlaveClosed, "slave closed"}} {
-		if m.on {
-			parts = append(parts, m.name)
-		}
+	return parts
+}
+
+// ptySession names the session whose controlling terminal a pty is.
+func ptySession(p *imagepb.Pty) []string {
+	if p.Sid == 0 {
+		return nil
 	}
-	parts = append(parts, fmt.Sprintf("queued %dB in (to the slave) %dB out (to the master)", len(p.Input), len(p.Output)))
-	if p.Sid != 0 {
-		parts = append(parts, fmt.Sprintf("controlling terminal of session %d, foreground group %d", p.Sid, p.FgPgid))
-	}
-	return fmt.Sprintf(" master of /dev/pts/%d: %s", p.Index, strings.Join(parts, ", "))
+	return []string{fmt.Sprintf("controlling terminal of session %d, foreground group %d", p.Sid, p.FgPgid)}
 }
 
 // cttys maps a session to the pty of the image that is its controlling
@@ -58,7 +77,7 @@ func ptyExtra(f *imagepb.FileEntry) string {
 func cttys(files []*imagepb.FileEntry) map[int32]uint32 {
 	out := map[int32]uint32{}
 	for _, f := range files {
-		if f.Kind == imagepb.FileKind_FILE_PTY && f.Pty != nil && f.Pty.Master && f.Pty.Sid != 0 {
+		if (f.Kind == imagepb.FileKind_FILE_PTY && f.Pty != nil && f.Pty.Master || f.Kind == imagepb.FileKind_FILE_CONSOLE && f.Pty != nil) && f.Pty.Sid != 0 {
 			out[f.Pty.Sid] = f.Pty.Index
 		}
 	}

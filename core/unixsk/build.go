@@ -40,7 +40,27 @@ import (
 //  7. connected queues are refilled from the peer, options set, shutdown
 //     re-applied, and deleted names unlinked.
 func Build(socks []*imagepb.UnixSocket, open OpenFile) (fds map[uint64]int, err error) {
-	b := &builder{byIno: map[uint64]*imagepb.UnixSocket{}, fd: map[uint64]int{}, bound: map[uint64]string{}, open: open, lim: readLimits(), defSnd: map[uint64]uint32{}}
+	return BuildIn(socks, open, nil)
+}
+
+// InRoot runs fn where the path names of the image resolve (bind,
+// connect, sendto, stat, chmod, unlink by path): e.g. on a thread in a
+// container's mount namespace and root (internal/threadns.Root). nil: in
+// the caller's own.
+type InRoot func(fn func() error) error
+
+func (in InRoot) do(fn func() error) error {
+	if in == nil {
+		return fn()
+	}
+	return in(fn)
+}
+
+// BuildIn is Build with the path names of the image resolved by in (the
+// sockets themselves are still created by the caller, in its network
+// namespace).
+func BuildIn(socks []*imagepb.UnixSocket, open OpenFile, in InRoot) (fds map[uint64]int, err error) {
+	b := &builder{byIno: map[uint64]*imagepb.UnixSocket{}, fd: map[uint64]int{}, bound: map[uint64]string{}, open: open, lim: readLimits(), defSnd: map[uint64]uint32{}, in: in}
 	if err := b.index(socks); err != nil {
 		return nil, err
 	}
@@ -58,7 +78,7 @@ func Build(socks []*imagepb.UnixSocket, open OpenFile) (fds map[uint64]int, err 
 		}
 	}
 	for _, p := range b.unlink {
-		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		if err := b.in.do(func() error { return os.Remove(p) }); err != nil && !os.IsNotExist(err) {
 			return nil, fmt.Errorf("unix: unlink the deleted name %s: %w", p, err)
 		}
 	}
@@ -80,6 +100,7 @@ type builder struct {
 	unlink  []string                 // deleted names, removed at the end
 	created []string                 // socket files we bound (removed on error)
 	temps   []int                    // temporary dgram senders
+	in      InRoot                   // where path names resolve
 }
 
 func (b *builder) index(socks []*imagepb.UnixSocket) error {
@@ -272,7 +293,11 @@ func (b *builder) bindAll() error {
 		if !ok || s.Name == "" || b.inPair(s) {
 			continue
 		}
-		unlink, err := bindName(fd, s)
+		var unlink string
+		err := b.in.do(func() (err error) {
+			unlink, err = bindName(fd, s)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -327,8 +352,12 @@ func (b *builder) inConn(s *imagepb.UnixSocket) bool {
 	return false
 }
 
-// connectTo connects fd to name without blocking (a full accept queue is
-// an error, not a hang).
+// connectTo connects fd to name (a path resolved where b.in says) without
+// blocking (a full accept queue is an error, not a hang).
+func (b *builder) connectTo(fd int, ino uint64, name string) error {
+	return b.in.do(func() error { return connectTo(fd, ino, name) })
+}
+
 func connectTo(fd int, ino uint64, name string) error {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return err
@@ -352,7 +381,7 @@ func (b *builder) acceptConns() error {
 			continue
 		}
 		l := b.listenerNamed(srv)
-		if err := connectTo(b.fd[cl.Ino], cl.Ino, b.bound[l.Ino]); err != nil {
+		if err := b.connectTo(b.fd[cl.Ino], cl.Ino, b.bound[l.Ino]); err != nil {
 			return err
 		}
 		nfd, _, err := unix.Accept4(b.fd[l.Ino], unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -381,7 +410,7 @@ func (b *builder) icons() error {
 			if c == nil || c.ListenerIno != l.Ino {
 				continue // a client outside the image (--ext-unix-sk): dropped
 			}
-			if err := connectTo(b.fd[c.Ino], c.Ino, b.bound[l.Ino]); err != nil {
+			if err := b.connectTo(b.fd[c.Ino], c.Ino, b.bound[l.Ino]); err != nil {
 				return err
 			}
 			if c.Embryo != nil {
@@ -426,7 +455,7 @@ func (b *builder) dgramRefill() error {
 				byName[from] = fd
 			}
 			raiseSndbuf(fd, len(s.Queue[i]), 1)
-			if err := sendElem(fd, s, i, sockaddr(to), b.open); err != nil {
+			if err := sendElem(fd, s, i, sockaddr(to), b.open, b.in); err != nil {
 				return err
 			}
 		}
@@ -453,7 +482,7 @@ func (b *builder) tempSender(name string) (int, error) {
 func (b *builder) connectAll() error {
 	for _, s := range b.socks {
 		if s.External {
-			if err := connectTo(b.fd[s.Ino], s.Ino, s.PeerName); err != nil {
+			if err := b.connectTo(b.fd[s.Ino], s.Ino, s.PeerName); err != nil {
 				return fmt.Errorf("external peer: %w", err)
 			}
 			continue
@@ -465,7 +494,7 @@ func (b *builder) connectAll() error {
 		if !ok {
 			return fmt.Errorf("unix socket:[%d]: its peer socket:[%d] has no name to connect to", s.Ino, s.PeerIno)
 		}
-		if err := unix.Connect(b.fd[s.Ino], sockaddr(name)); err != nil {
+		if err := b.in.do(func() error { return unix.Connect(b.fd[s.Ino], sockaddr(name)) }); err != nil {
 			return fmt.Errorf("unix socket:[%d]: connect to %q: %w", s.Ino, name, err)
 		}
 	}
@@ -535,6 +564,6 @@ func (b *builder) cleanup() {
 	}
 	b.fd = nil
 	for _, p := range b.created {
-		os.Remove(p)
+		b.in.do(func() error { return os.Remove(p) })
 	}
 }

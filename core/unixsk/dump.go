@@ -31,6 +31,10 @@ type Options struct {
 	// the in-flight files) and returns their file ids; it owns the fds,
 	// even on error. nil: fd passing in flight is refused.
 	InFlight func(fds []int) ([]uint32, error)
+	// Root is the directory where the socket's bound path name resolves:
+	// the root of a process holding it (/proc/PID/root), which in a
+	// container is not ours. "": ctr-cr's own root.
+	Root string
 }
 
 // Dump describes one unix socket end with the default Options (fd passing
@@ -104,7 +108,7 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	}
 
 	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State), Name: e.Name}
-	if err := describeName(s, e); err != nil {
+	if err := describeName(s, e, o.Root); err != nil {
 		return nil, err
 	}
 	if p, ok := d.Lookup(e.PeerIno); ok && e.PeerIno != 0 {

@@ -20,13 +20,13 @@ func kernelDev(dev uint64) uint32 {
 // describeName records the facts of a bound path: the socket file inode
 // the kernel holds, whether the path still leads to it (else the name was
 // deleted, or replaced by another file), and the file's mode and owner.
-func describeName(s *imagepb.UnixSocket, e DiagEntry) error {
+func describeName(s *imagepb.UnixSocket, e DiagEntry, root string) error {
 	if s.Name == "" || s.Name[0] != '/' {
 		return nil
 	}
 	s.VfsIno, s.VfsDev = uint64(e.vfsIno), e.vfsDev
 	var st unix.Stat_t
-	err := unix.Stat(s.Name, &st)
+	err := statIn(root, s.Name, &st)
 	switch {
 	case err == nil && st.Ino == s.VfsIno && kernelDev(st.Dev) == s.VfsDev:
 		s.NameMode, s.NameUid, s.NameGid = st.Mode, st.Uid, st.Gid
@@ -37,6 +37,30 @@ func describeName(s *imagepb.UnixSocket, e DiagEntry) error {
 		return fmt.Errorf("unix socket:[%d]: stat bound path %s: %w", s.Ino, s.Name, err)
 	}
 	return nil
+}
+
+// statIn stats path (following symlinks) as seen from root ("": ours),
+// never leaving it (openat2 RESOLVE_IN_ROOT).
+func statIn(root, path string, st *unix.Stat_t) error {
+	if root == "" {
+		return unix.Stat(path, st)
+	}
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rfd)
+	for {
+		fd, err := unix.Openat2(rfd, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Fstat(fd, st)
+	}
 }
 
 // ListenerOf returns the listening socket whose accept queue holds the

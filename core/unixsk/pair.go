@@ -146,7 +146,7 @@ func refill(from int, s *imagepb.UnixSocket, to unix.Sockaddr, open OpenFile) er
 	total := queueBytes(s)
 	raiseSndbuf(from, total, len(s.Queue))
 	for i := range s.Queue {
-		if err := sendElem(from, s, i, to, open); err != nil {
+		if err := sendElem(from, s, i, to, open, nil); err != nil {
 			return err
 		}
 	}
@@ -197,26 +197,28 @@ func ancillary(s *imagepb.UnixSocket, i int, open OpenFile) ([]byte, error) {
 
 // sendElem sends element i of s's queue. Stream data may go in several
 // sends; the ancillary data goes with the first.
-func sendElem(from int, s *imagepb.UnixSocket, i int, to unix.Sockaddr, open OpenFile) error {
+func sendElem(from int, s *imagepb.UnixSocket, i int, to unix.Sockaddr, open OpenFile, in InRoot) error {
 	m := s.Queue[i]
 	oob, err := ancillary(s, i, open)
 	if err != nil {
 		return err
 	}
-	for first := true; first || (s.Type == unix.SOCK_STREAM && len(m) > 0); {
-		n, err := unix.SendmsgN(from, m, oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		if err == unix.EINTR {
-			continue
+	return in.do(func() error {
+		for first := true; first || (s.Type == unix.SOCK_STREAM && len(m) > 0); {
+			n, err := unix.SendmsgN(from, m, oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("unix socket:[%d]: refill message %d (%d bytes left): %w", s.Ino, i, len(m), err)
+			}
+			if s.Type != unix.SOCK_STREAM && n != len(m) {
+				return fmt.Errorf("unix socket:[%d]: refill message %d: sent %d of %d bytes", s.Ino, i, n, len(m))
+			}
+			m, oob, first = m[n:], nil, false
 		}
-		if err != nil {
-			return fmt.Errorf("unix socket:[%d]: refill message %d (%d bytes left): %w", s.Ino, i, len(m), err)
-		}
-		if s.Type != unix.SOCK_STREAM && n != len(m) {
-			return fmt.Errorf("unix socket:[%d]: refill message %d: sent %d of %d bytes", s.Ino, i, n, len(m))
-		}
-		m, oob, first = m[n:], nil, false
-	}
-	return nil
+		return nil
+	})
 }
 
 // limits are the sysctl maxima for plain SO_SNDBUF/SO_RCVBUF (-1: unknown).

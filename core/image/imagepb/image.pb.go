@@ -122,6 +122,15 @@ const (
 	FileKind_FILE_INOTIFY  FileKind = 15 // inotify instance, watches in inotify; flags hold O_NONBLOCK (IN_NONBLOCK)
 	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 TCP or UDP socket that is not an established connection, described by inet
 	FileKind_FILE_PTY      FileKind = 17 // one end of a pseudo-terminal pair of the host's /dev/pts whose master is in the image, described by pty
+	// A slave of a container's console (process.terminal): a pty of the
+	// container's own devpts whose master is held outside the dump (by
+	// whoever received it from the runtime's console socket). pty holds its
+	// index, termios, window size, and the session whose controlling
+	// terminal it is with its foreground group (no queued data: the master's
+	// side is not ours to read). Restored as /dev/pts/<index> in the
+	// restored container's root, the console the runtime made for the
+	// restore's --console-socket, with these settings.
+	FileKind_FILE_CONSOLE FileKind = 18
 )
 
 // Enum value maps for FileKind.
@@ -145,6 +154,7 @@ var (
 		15: "FILE_INOTIFY",
 		16: "FILE_INET",
 		17: "FILE_PTY",
+		18: "FILE_CONSOLE",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN":  0,
@@ -165,6 +175,7 @@ var (
 		"FILE_INOTIFY":  15,
 		"FILE_INET":     16,
 		"FILE_PTY":      17,
+		"FILE_CONSOLE":  18,
 	}
 )
 
@@ -3199,7 +3210,7 @@ type FileEntry struct {
 	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
 	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
 	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
-	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY
+	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4166,7 +4177,7 @@ const file_image_proto_rawDesc = "" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
-	"\fVMA_SYSV_SHM\x10\v*\xa7\x02\n" +
+	"\fVMA_SYSV_SHM\x10\v*\xb9\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4190,7 +4201,8 @@ const file_image_proto_rawDesc = "" +
 	"\rFILE_SIGNALFD\x10\x0e\x12\x10\n" +
 	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
 	"\tFILE_INET\x10\x10\x12\f\n" +
-	"\bFILE_PTY\x10\x11B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\bFILE_PTY\x10\x11\x12\x10\n" +
+	"\fFILE_CONSOLE\x10\x12B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
