@@ -158,7 +158,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 			break
 		}
 		t.abort()
-		if !errors.Is(err, errPidRace) || attempt == 5 || opts.Adopt != 0 || checkFree(procs) != nil {
+		if !errors.Is(err, errPidRace) || attempt == 5 || opts.Adopt != 0 || waitFree(procs, time.Second) != nil {
 			return nil, err
 		}
 		*st = Stats{}
@@ -266,6 +266,19 @@ func loadProc(img *image.Reader, pr *proc, opener *files.Opener) error {
 }
 
 // checkFree fails when a pid or tid of the tree is taken, naming who has it.
+// waitFree waits up to d for the tree's pids to be free again: the task
+// that won a pid race is usually a short-lived fork of someone else's.
+func waitFree(procs []*proc, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := checkFree(procs)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func checkFree(procs []*proc) error {
 	for _, pr := range procs {
 		if err := checkFreeProc(pr); err != nil {

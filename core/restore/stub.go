@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -281,7 +282,7 @@ func stubNsLastPid(pid int) (*stub, error) {
 		if !errors.Is(err, errPidRace) {
 			return nil, err
 		}
-		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); serr == nil {
+		if !waitPidFree(pid, time.Second) {
 			return nil, fmt.Errorf("pid %d was taken by another task during the restore", pid)
 		}
 	}
@@ -289,6 +290,21 @@ func stubNsLastPid(pid int) (*stub, error) {
 }
 
 var errPidRace = errors.New("another task took it")
+
+// waitPidFree reports whether pid is free, waiting up to d for it: the task
+// that took it in a race is usually a short-lived fork of someone else's.
+func waitPidFree(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 func stubNsLastPidOnce(pid int) (*stub, error) {
 	var (

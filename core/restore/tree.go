@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -653,7 +652,7 @@ func (t *tree) clonePid(th *thread, args uint64, want int) (int, error) {
 		if _, err := th.in.Call("wait4(stray child)", unix.SYS_WAIT4, uint64(got), 0, unix.WALL, 0); err != nil {
 			return 0, err
 		}
-		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", want)); serr == nil {
+		if !waitPidFree(want, time.Second) {
 			return 0, fmt.Errorf("pid %d was taken by another task during the restore", want)
 		}
 	}
