@@ -17,13 +17,12 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	shim, err := crunShim()
+	shim, err := testutil.CrunWrapper()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bundle-tests: crun shim:", err)
 		os.Exit(1)
@@ -44,42 +43,6 @@ func forRuntimes(t *testing.T, fn func(t *testing.T, rt string)) {
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) { fn(t, rt) })
 	}
-}
-
-// crunShim deals with crun's refusal of a hybrid cgroup layout whose
-// unified hierarchy holds controllers ("cgroups in hybrid mode not
-// supported, drop all controllers from cgroupv2"; on this machine kind the
-// v2 hierarchy at /sys/fs/cgroup/unified offers hugetlb). On such a host it
-// puts a crun wrapper first on the PATH, for the tests and the ctr-cr they
-// run, that runs crun in a private mount namespace where the unified
-// hierarchy is hidden under an empty tmpfs: crun then sees a plain v1 layout
-// (the one runc uses here too). It returns the wrapper's directory, or ""
-// when the host needs none.
-func crunShim() (string, error) {
-	var fs unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/cgroup", &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
-		return "", nil // pure v2 or no cgroups: crun takes it as it is
-	}
-	ctrl, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
-	if err != nil || len(strings.TrimSpace(string(ctrl))) == 0 {
-		return "", nil
-	}
-	real, err := exec.LookPath("crun")
-	if err != nil {
-		return "", nil // the tests report the missing crun
-	}
-	dir, err := os.MkdirTemp("", "ctrcr-crun-shim-")
-	if err != nil {
-		return "", err
-	}
-	script := "#!/bin/sh\n" +
-		"# crun with the cgroup2 hierarchy of this hybrid host hidden (bundle-tests)\n" +
-		"exec unshare -m sh -c 'mount -t tmpfs -o size=4k ctrcr-hide /sys/fs/cgroup/unified && exec \"$0\" \"$@\"' " + real + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "crun"), []byte(script), 0o755); err != nil {
-		os.RemoveAll(dir)
-		return "", err
-	}
-	return dir, os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
 var seq atomic.Int32
