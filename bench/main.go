@@ -87,6 +87,7 @@ func main() {
 	}
 	var lines []string
 	var ratios []string
+	lines = append(lines, benchStartup(bin, 30))
 	fmt.Printf("%-16s %5s %22s %22s %22s %10s %8s\n", "workload", "runs", "dump ms med [min-max]", "frozen ms med [min-max]", "restore ms med [min-max]", "image MiB", "rss MiB")
 	for _, w := range work {
 		r, err := benchCycles(w.name, ctrcrEngine(bin, w.dumpArgs), w.args, w.procs, *runs)
@@ -133,6 +134,29 @@ func main() {
 	for _, l := range ratios {
 		fmt.Println(l)
 	}
+}
+
+// benchStartup times `ctr-cr --version` (start-up and exit, nothing else)
+// n times, interleaved with /bin/true as the cost of any fork+exec+wait
+// here, prints median and min-max of both and returns the machine-readable
+// line.
+func benchStartup(bin string, n int) string {
+	var ct, tr []float64
+	for i := 0; i < n; i++ {
+		for _, c := range []struct {
+			argv []string
+			v    *[]float64
+		}{{[]string{bin, "--version"}, &ct}, {[]string{"/bin/true"}, &tr}} {
+			t0 := time.Now()
+			if err := exec.Command(c.argv[0], c.argv[1:]...).Run(); err != nil {
+				fmt.Printf("bench: %s: %v\n", c.argv[0], err)
+				os.Exit(1)
+			}
+			*c.v = append(*c.v, ms(time.Since(t0)))
+		}
+	}
+	fmt.Printf("start-up: ctr-cr --version %s ms, /bin/true %s ms (median [min-max] of %d)\n", stat(ct), stat(tr), n)
+	return fmt.Sprintf("bench name=startup startup_ms=%.1f true_ms=%.1f", median(ct), median(tr))
 }
 
 // procWorkload is a process tree started from this binary with args (its
