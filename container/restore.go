@@ -83,7 +83,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if id == "" {
 		id = meta.ID
 	}
-	if _, err := rt.State(ctx, id); err == nil {
+	if rt.Exists(ctx, id) {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
 	pid, err := createPrivileged(ctx, rt, bundle, id, orig)
