@@ -74,15 +74,26 @@ func (r *Remote) Sigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 	return acts, ok, nil
 }
 
-// run executes the code at addr (size bytes, ending with int3) in thread
-// tid, from the register template base with rbx = the scratch page and
-// r12 = 1, until the int3.
+// run executes code at addr in thread tid (see RunCode) with rbx = the
+// scratch page and r12 = 1, and counts it as one injected call.
 func (r *Remote) run(tid int, base Regs, addr uint64, size int) error {
+	if err := RunCode(tid, base, addr, size, r.Scratch, 1); err != nil {
+		return err
+	}
+	r.calls++
+	return nil
+}
+
+// RunCode executes the code at addr (size bytes, ending with int3) in the
+// stopped thread tid, from the register template base with rbx and r12
+// set, until the int3. The thread's signals must be blocked, as for
+// injected syscalls.
+func RunCode(tid int, base Regs, addr uint64, size int, rbx, r12 uint64) error {
 	regs := base
 	regs.Rip = addr
 	regs.Orig_rax = ^uint64(0)
-	regs.Rbx = r.Scratch
-	regs.R12 = 1
+	regs.Rbx = rbx
+	regs.R12 = r12
 	if err := SetRegs(tid, &regs); err != nil {
 		return err
 	}
@@ -110,6 +121,28 @@ func (r *Remote) run(tid int, base Regs, addr uint64, size int) error {
 	if out.Rip != addr+uint64(size) {
 		return fmt.Errorf("code run in tid %d: stopped at rip %#x, want %#x", tid, out.Rip, addr+uint64(size))
 	}
-	r.calls++
 	return nil
+}
+
+// SetSigactionsCode installs signal actions in one run inside the tracee:
+// with rbx = a table of r12 entries of 40 bytes (the signal number, then
+// its struct kernel_sigaction), it calls rt_sigaction(sig, &act, NULL, 8)
+// for each entry and stores the return value over the signal number, then
+// stops on int3.
+var SetSigactionsCode = []byte{
+	// loop:
+	0x4d, 0x85, 0xe4, // test r12, r12
+	0x74, 0x22, // jz done
+	0x48, 0x8b, 0x3b, // mov rdi, [rbx]
+	0x48, 0x8d, 0x73, 0x08, // lea rsi, [rbx+8]
+	0x31, 0xd2, // xor edx, edx
+	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8
+	0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, SYS_rt_sigaction
+	0x0f, 0x05, // syscall
+	0x48, 0x89, 0x03, // mov [rbx], rax
+	0x48, 0x83, 0xc3, 0x28, // add rbx, 40
+	0x49, 0xff, 0xcc, // dec r12
+	0xeb, 0xd9, // jmp loop
+	// done:
+	0xcc, // int3
 }
