@@ -33,12 +33,17 @@ func main() {
 		workload(os.Args[2], os.Args[3])
 		return
 	}
+	if len(os.Args) > 2 && os.Args[1] == "goheap-workload" {
+		goHeapWorkload(os.Args[2])
+		return
+	}
 	if len(os.Args) > 3 && os.Args[1] == "tree-workload" {
 		treeWorkload(os.Args[2], os.Args[3])
 		return
 	}
-	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload")
+	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload (empty: none)")
 	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
+	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
 	containers := flag.Bool("containers", true, "runc containers: a busybox counter and one holding 256 MiB (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
@@ -55,38 +60,52 @@ func main() {
 	// to us so we can reap them
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	if p, err := exec.LookPath("criu"); err == nil && exec.Command(p, "check").Run() == nil {
-		fmt.Println("criu: found at", p, "(comparison not implemented yet)")
-	} else {
-		fmt.Println("criu: absent (no criu binary passing `criu check` on PATH)")
-	}
-	var lines []string
-	fmt.Printf("%-10s %5s %22s %22s %22s %10s %8s\n", "workload", "runs", "dump ms med [min-max]", "frozen ms med [min-max]", "restore ms med [min-max]", "image MiB", "rss MiB")
+	criu, why := findCRIU()
+	fmt.Println("criu:", why)
+	var work []procWorkload
 	for _, s := range strings.Split(*sizes, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
 		mib, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			fmt.Println("bench: bad size", s)
 			os.Exit(2)
 		}
-		r, err := benchAnon(bin, mib, *runs)
-		if err != nil {
-			fmt.Printf("bench: anon-%dM: %v\n", mib, err)
-			os.Exit(1)
-		}
-		fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
-		lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
-			r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
+		work = append(work, procWorkload{name: fmt.Sprintf("anon-%dM", mib), args: []string{"workload", strconv.Itoa(mib)}, procs: 1, criu: true})
+	}
+	if *goMiB > 0 {
+		work = append(work, procWorkload{name: fmt.Sprintf("go-%dM", *goMiB), args: []string{"goheap-workload", strconv.Itoa(*goMiB)}, procs: 1, criu: true})
 	}
 	if *treeN > 0 {
+		// n processes with 8 MiB each; --jobs is ctr-cr dump's
+		// parallelism (1: one process at a time)
 		for _, jobs := range []int{1, 4} {
-			r, err := benchTree(bin, *treeN, 8, *runs, jobs)
+			work = append(work, procWorkload{name: fmt.Sprintf("tree-%d-j%d", *treeN, jobs), args: []string{"tree-workload", strconv.Itoa(*treeN), "8"},
+				procs: *treeN, dumpArgs: []string{"--jobs", strconv.Itoa(jobs)}, criu: jobs == 1})
+		}
+	}
+	var lines []string
+	var ratios []string
+	lines = append(lines, benchStartup(bin, 30))
+	fmt.Printf("%-16s %5s %22s %22s %22s %10s %8s\n", "workload", "runs", "dump ms med [min-max]", "frozen ms med [min-max]", "restore ms med [min-max]", "image MiB", "rss MiB")
+	for _, w := range work {
+		r, err := benchCycles(w.name, ctrcrEngine(bin, w.dumpArgs), w.args, w.procs, *runs)
+		if err != nil {
+			fmt.Printf("bench: %s: %v\n", w.name, err)
+			os.Exit(1)
+		}
+		lines = append(lines, r.report())
+		if criu != "" && w.criu {
+			// the same workload, launched the same way, through criu
+			c, err := benchCycles(w.name, criuEngine(criu), w.args, w.procs, *runs)
 			if err != nil {
-				fmt.Printf("bench: tree-%d: %v\n", *treeN, err)
-				os.Exit(1)
+				fmt.Printf("criu: %s: %v (no ratio)\n", w.name, err)
+				continue
 			}
-			fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
-			lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
-				r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
+			c.name = "criu:" + w.name
+			c.report()
+			ratios = append(ratios, criuLines(r, c)...)
 		}
 	}
 	if *containers {
@@ -106,14 +125,80 @@ func main() {
 				fmt.Printf("bench: %s: %v\n", c.name, err)
 				os.Exit(1)
 			}
-			fmt.Printf("%-10s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
-			lines = append(lines, fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
-				r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss))
+			lines = append(lines, r.report())
 		}
 	}
 	for _, l := range lines {
 		fmt.Println(l)
 	}
+	for _, l := range ratios {
+		fmt.Println(l)
+	}
+}
+
+// benchStartup times `ctr-cr --version` (start-up and exit, nothing else)
+// n times, interleaved with /bin/true as the cost of any fork+exec+wait
+// here, prints median and min-max of both and returns the machine-readable
+// line.
+func benchStartup(bin string, n int) string {
+	var ct, tr []float64
+	for i := 0; i < n; i++ {
+		for _, c := range []struct {
+			argv []string
+			v    *[]float64
+		}{{[]string{bin, "--version"}, &ct}, {[]string{"/bin/true"}, &tr}} {
+			t0 := time.Now()
+			if err := exec.Command(c.argv[0], c.argv[1:]...).Run(); err != nil {
+				fmt.Printf("bench: %s: %v\n", c.argv[0], err)
+				os.Exit(1)
+			}
+			*c.v = append(*c.v, ms(time.Since(t0)))
+		}
+	}
+	fmt.Printf("start-up: ctr-cr --version %s ms, /bin/true %s ms (median [min-max] of %d)\n", stat(ct), stat(tr), n)
+	return fmt.Sprintf("bench name=startup startup_ms=%.1f true_ms=%.1f", median(ct), median(tr))
+}
+
+// procWorkload is a process tree started from this binary with args (its
+// processes print "ready" once each and verify their memory on SIGUSR1).
+type procWorkload struct {
+	name     string
+	args     []string
+	procs    int
+	dumpArgs []string // extra ctr-cr dump arguments
+	criu     bool     // also through criu when it is there
+}
+
+// engine is the tool a process workload is dumped and restored with.
+type engine struct {
+	bin     string
+	dump    func(pid int, img string) []string
+	restore func(img string) []string
+	logs    func(img string) string // what to add to a failed dump or restore's error
+}
+
+func (e engine) fail(img string, err error) error {
+	if e.logs != nil {
+		return fmt.Errorf("%v%s", err, e.logs(img))
+	}
+	return err
+}
+
+func ctrcrEngine(bin string, dumpArgs []string) engine {
+	return engine{
+		bin: bin,
+		dump: func(pid int, img string) []string {
+			return append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)
+		},
+		restore: func(img string) []string { return []string{"restore", "-D", img, "-d"} },
+	}
+}
+
+// report prints r's table row and returns its machine-readable line.
+func (r *result) report() string {
+	fmt.Printf("%-16s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
+	return fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
+		r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss)
 }
 
 type result struct {
@@ -122,21 +207,10 @@ type result struct {
 	image, rss            float64
 }
 
-func benchAnon(bin string, mib, runs int) (*result, error) {
-	return benchCycles(fmt.Sprintf("anon-%dM", mib), bin, []string{"workload", strconv.Itoa(mib)}, 1, runs, nil)
-}
-
-// benchTree measures a tree of n processes with mib MiB each; jobs is
-// ctr-cr dump's --jobs (1: one process at a time).
-func benchTree(bin string, n, mib, runs, jobs int) (*result, error) {
-	name := fmt.Sprintf("tree-%d-j%d", n, jobs)
-	return benchCycles(name, bin, []string{"tree-workload", strconv.Itoa(n), strconv.Itoa(mib)}, n, runs, []string{"--jobs", strconv.Itoa(jobs)})
-}
-
 // benchCycles starts the workload (argv after the binary; its processes
 // print "ready" once each), then dumps and restores it runs times, checking
 // after each restore that every process verifies its memory.
-func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []string) (*result, error) {
+func benchCycles(name string, e engine, wargs []string, procs, runs int) (*result, error) {
 	r := &result{name: name}
 	dir, err := os.MkdirTemp("", "ctr-cr-bench-")
 	if err != nil {
@@ -149,7 +223,7 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, append(wargs, dir)...)
+	cmd := exec.Command(self, append(append([]string(nil), wargs...), dir)...)
 	cmd.Stdout, cmd.Stderr = of, of
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -170,8 +244,8 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 	for i := 0; i < runs; i++ {
 		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
 		tree := append([]int{pid}, descendants(pid)...)
-		if err := r.timeDump(bin, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)); err != nil {
-			return nil, err
+		if err := r.timeDump(e.bin, e.dump(pid, img)); err != nil {
+			return nil, e.fail(img, err)
 		}
 		// the killed tree is ours to reap (its root is our child, the
 		// rest reparented to us, the subreaper)
@@ -185,8 +259,8 @@ func benchCycles(name, bin string, wargs []string, procs, runs int, dumpArgs []s
 			}
 		}
 		r.image = dirMiB(img)
-		if err := r.timeRestore(bin, []string{"restore", "-D", img, "-d"}); err != nil {
-			return nil, err
+		if err := r.timeRestore(e.bin, e.restore(img)); err != nil {
+			return nil, e.fail(img, err)
 		}
 		// verify the restored memory from inside
 		before := countLines(out, "verified ok")
@@ -231,10 +305,12 @@ func (r *result) timeDump(bin string, args []string) error {
 		return err
 	}
 	var st struct {
-		FrozenMs float64 `json:"frozen_ms"`
+		FrozenMs *float64 `json:"frozen_ms"`
 	}
-	json.Unmarshal(out, &st)
-	r.dump, r.frozen = append(r.dump, d), append(r.frozen, st.FrozenMs)
+	r.dump = append(r.dump, d)
+	if json.Unmarshal(out, &st) == nil && st.FrozenMs != nil {
+		r.frozen = append(r.frozen, *st.FrozenMs)
+	}
 	return nil
 }
 

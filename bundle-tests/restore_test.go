@@ -169,8 +169,14 @@ func testRestoreCopy(t *testing.T, rt string) {
 	if out, err := ctrcr(t, "checkpoint", "--leave-running", b.id); err != nil {
 		t.Fatalf("checkpoint: %v\n%s", err, out)
 	}
+	// the checkpointed container still runs: a restore under its id is
+	// refused (ctr-cr finds it in runc's state root) and leaves it alone
+	before := b.pidOf()
 	if out, err := ctrcr(t, "restore", "-d", b.dir); err == nil || !strings.Contains(out, "exists already") {
 		t.Fatalf("restore over the running original: %v\n%s", err, out)
+	}
+	if b.pidOf() != before {
+		t.Fatal("a refused restore changed the original")
 	}
 	copyID := b.id + "-copy"
 	t.Cleanup(func() { b.rt("delete", "--force", copyID) })

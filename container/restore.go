@@ -130,9 +130,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if id == "" {
 		id = meta.ID
 	}
-	// the runtime's state directory says whether it knows id (cheaper than
-	// running `RUNTIME state`); a stale directory makes create fail anyway
-	if _, err := os.Lstat(rt.stateDir(id)); err == nil {
+	if rt.Exists(ctx, id) {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
 	terminal := spec.Process != nil && spec.Process.Terminal

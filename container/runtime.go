@@ -22,6 +22,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -127,6 +129,32 @@ func (r *Runtime) State(ctx context.Context, id string) (*RuntimeState, error) {
 		return nil, fmt.Errorf("%s state %s: no bundle in the state", r.Name, id)
 	}
 	return &st, nil
+}
+
+// Exists reports whether the runtime knows container id. runc and crun
+// keep a directory per container under their state root (--root, or
+// /run/runc and /run/crun for root), which is what their own create checks:
+// when that root is there, the directory answers without running the
+// runtime (`runc state` costs ~15 ms, a tenth of a container restore).
+// Otherwise the runtime's state command is asked.
+func (r *Runtime) Exists(ctx context.Context, id string) bool {
+	root := r.Root
+	if root == "" && os.Geteuid() == 0 {
+		root = "/run/" + r.Name
+	}
+	if root != "" && id != "" && id != "." && id != ".." && !strings.ContainsRune(id, '/') {
+		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
+			_, err := os.Lstat(filepath.Join(root, id))
+			if err == nil {
+				return true
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return false
+			}
+		}
+	}
+	_, err := r.State(ctx, id)
+	return err == nil
 }
 
 // Delete removes container id from the runtime (`RUNTIME delete --force`),

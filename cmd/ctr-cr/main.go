@@ -15,6 +15,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/hooks"
+	"github.com/ctr-cr/ctr-cr/internal/version"
 )
 
 func init() {
@@ -37,6 +38,7 @@ Process commands:
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
+  version               print ctr-cr's version
 
 Container commands (OCI runtimes runc and crun):
   checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running]
@@ -96,6 +98,8 @@ func run(cmd string) (int, error) {
 		err = cmdShow(os.Args[2:])
 	case "check":
 		code, err = cmdCheck(os.Args[2:])
+	case "version", "--version":
+		fmt.Println("ctr-cr", version.Version)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

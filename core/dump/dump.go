@@ -58,8 +58,10 @@ type Stats struct {
 	FreezingMs       float64 `json:"freezing_ms"`
 	FrozenMs         float64 `json:"frozen_ms"`
 	CollectMs        float64 `json:"collect_ms"`
+	ProcMs           float64 `json:"proc_ms"` // fds, mappings, terminals, checks
 	MemdumpMs        float64 `json:"memdump_ms"`
 	WriteMs          float64 `json:"write_ms"`
+	ReleaseMs        float64 `json:"release_ms"` // killing (and reaping) or releasing the tree
 	TotalMs          float64 `json:"total_ms"`
 	PagesScanned     uint64  `json:"pages_scanned"`
 	PagesWritten     uint64  `json:"pages_written"`
@@ -148,11 +150,13 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 		return nil, err
 	}
+	tr := time.Now()
 	if opts.LeaveRunning {
 		err = d.release()
 	} else {
 		err = d.kill()
 	}
+	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
 	st.TotalMs = ms(time.Since(t0))
 	return st, err
@@ -248,6 +252,7 @@ func (d *dumper) run() error {
 		return err
 	}
 	d.st.CollectMs = ms(time.Since(tc))
+	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console}
 	if d.opts.TCPEstablished {
@@ -293,6 +298,7 @@ func (d *dumper) run() error {
 		return err
 	}
 	tm := time.Now()
+	d.st.ProcMs = ms(tm.Sub(tp))
 	if err := d.dumpPages(); err != nil {
 		return err
 	}

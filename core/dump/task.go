@@ -33,22 +33,15 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 		}
 		return buf[:n], nil
 	}
-	for sig := uint64(1); sig <= 64; sig++ {
-		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
-			continue
+	acts, ok, err := r.Sigactions()
+	if err != nil {
+		return fmt.Errorf("sigactions: %w", err)
+	}
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) || !ok[sig] {
+			continue // !ok: 32/33 may be reserved by the kernel on some setups
 		}
-		ret, err := r.RawCall(0, unix.SYS_RT_SIGACTION, sig, 0, sc, 8)
-		if err != nil {
-			return fmt.Errorf("rt_sigaction %d: %w", sig, err)
-		}
-		if ret != 0 {
-			continue // 32/33: reserved by the kernel on some setups
-		}
-		b, err := read(32)
-		if err != nil {
-			return err
-		}
-		a := &imagepb.SigAction{Sig: uint32(sig), Handler: le(b, 0), Flags: le(b, 8), Restorer: le(b, 16), Mask: le(b, 24)}
+		a := &imagepb.SigAction{Sig: uint32(sig), Handler: acts[sig].Handler, Flags: acts[sig].Flags, Restorer: acts[sig].Restorer, Mask: acts[sig].Mask}
 		if a.Handler != 0 || a.Flags != 0 || a.Mask != 0 {
 			c.Sigactions = append(c.Sigactions, a)
 		}

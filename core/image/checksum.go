@@ -16,13 +16,13 @@ const (
 	algoSHA256 = "sha256"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // newSum returns the hash for algo ("" means SHA-256) and its size.
 func newSum(algo string) (hash.Hash, error) {
 	switch algo {
 	case algoCRC32C:
-		return crc32.New(castagnoli), nil
+		// MakeTable builds the Castagnoli table once, on first use
+		// (not at start-up, where every command would pay for it)
+		return crc32.New(crc32.MakeTable(crc32.Castagnoli)), nil
 	case algoSHA256, "":
 		return sha256.New(), nil
 	}

@@ -2,13 +2,17 @@ package image
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
+	"strconv"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Decoded is one image file decoded on its own, without its inventory.
@@ -55,11 +59,9 @@ func DecodeFile(path string) (*Decoded, error) {
 	return &Decoded{Kind: k.Name, Magic: m, Size: size, Entries: msgs}, nil
 }
 
-var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
-
 // MarshalJSON renders d as the object `ctr-cr show` prints:
-// {"magic": "CRCO", "kind": "core", "entries": [...]}, entries in protojson
-// with proto field names, or {"kind": "pages", "size": N, "pages": N/4096}
+// {"magic": "CRCO", "kind": "core", "entries": [...]}, entries as protojson
+// would render them with proto field names (see entryJSON), or {"kind": "pages", "size": N, "pages": N/4096}
 // for raw pages.
 func (d *Decoded) MarshalJSON() ([]byte, error) {
 	if d.Raw {
@@ -71,7 +73,7 @@ func (d *Decoded) MarshalJSON() ([]byte, error) {
 	}
 	ents := make([]json.RawMessage, len(d.Entries))
 	for i, m := range d.Entries {
-		b, err := jsonOpts.Marshal(m)
+		b, err := entryJSON(m.ProtoReflect())
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
@@ -97,4 +99,117 @@ func FileJSON(path string, w io.Writer) error {
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// entryJSON renders m the way protojson does with proto field names: the
+// populated fields in declaration order, 64-bit integers as strings, enums
+// by name, bytes in base64, non-finite floats as "NaN"/"Infinity". It is
+// here instead of protojson, whose package init (a regexp compiled and
+// more) every ctr-cr command paid for at start-up, for `show` alone.
+func entryJSON(m protoreflect.Message) ([]byte, error) {
+	b := []byte{'{'}
+	fields := m.Descriptor().Fields()
+	first := true
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = strconv.AppendQuote(b, string(fd.Name()))
+		b = append(b, ':')
+		var err error
+		v := m.Get(fd)
+		switch {
+		case fd.IsList():
+			l := v.List()
+			b = append(b, '[')
+			for j := 0; j < l.Len(); j++ {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				if b, err = appendJSONValue(b, fd, l.Get(j)); err != nil {
+					return nil, err
+				}
+			}
+			b = append(b, ']')
+		case fd.IsMap():
+			mp := v.Map()
+			b = append(b, '{')
+			n := 0
+			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				n++
+				b, _ = appendJSONString(b, k.String())
+				b = append(b, ':')
+				b, err = appendJSONValue(b, fd.MapValue(), mv)
+				return err == nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, '}')
+		default:
+			if b, err = appendJSONValue(b, fd, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return append(b, '}'), nil
+}
+
+func appendJSONValue(b []byte, fd protoreflect.FieldDescriptor, v protoreflect.Value) ([]byte, error) {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return strconv.AppendBool(b, v.Bool()), nil
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return strconv.AppendInt(b, v.Int(), 10), nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return strconv.AppendUint(b, v.Uint(), 10), nil
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return strconv.AppendQuote(b, strconv.FormatInt(v.Int(), 10)), nil
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return strconv.AppendQuote(b, strconv.FormatUint(v.Uint(), 10)), nil
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		f := v.Float()
+		switch {
+		case math.IsNaN(f):
+			return append(b, `"NaN"`...), nil
+		case math.IsInf(f, 1):
+			return append(b, `"Infinity"`...), nil
+		case math.IsInf(f, -1):
+			return append(b, `"-Infinity"`...), nil
+		}
+		bits := 64
+		if fd.Kind() == protoreflect.FloatKind {
+			bits = 32
+		}
+		return strconv.AppendFloat(b, f, 'g', -1, bits), nil
+	case protoreflect.StringKind:
+		return appendJSONString(b, v.String())
+	case protoreflect.BytesKind:
+		return appendJSONString(b, base64.StdEncoding.EncodeToString(v.Bytes()))
+	case protoreflect.EnumKind:
+		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+			return appendJSONString(b, string(ev.Name()))
+		}
+		return strconv.AppendInt(b, int64(v.Enum()), 10), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		mb, err := entryJSON(v.Message())
+		return append(b, mb...), err
+	}
+	return nil, fmt.Errorf("field %s: unsupported kind %v", fd.FullName(), fd.Kind())
+}
+
+func appendJSONString(b []byte, s string) ([]byte, error) {
+	var q bytes.Buffer
+	e := json.NewEncoder(&q)
+	e.SetEscapeHTML(false) // as protojson
+	err := e.Encode(s)
+	return append(b, bytes.TrimSuffix(q.Bytes(), []byte("\n"))...), err
 }

@@ -248,7 +248,9 @@ func (r *Reader) verifyRaw(name string) error {
 	if err != nil {
 		return loc{r.dir, name}.err(err)
 	}
-	n, err := io.CopyBuffer(h, io.LimitReader(f, int64(sum.Size)), make([]byte, 1<<20))
+	// 128 KiB reads run at page cache speed; a larger fresh buffer only
+	// adds page faults (1 MiB: 256, ~4 ms on the test VM)
+	n, err := io.CopyBuffer(h, io.LimitReader(f, int64(sum.Size)), make([]byte, 128<<10))
 	if err != nil {
 		return loc{r.dir, name}.err(err)
 	}

@@ -13,9 +13,8 @@ import (
 // restored task's /proc/PID/mem, or a memory object's fd with offsets. It
 // returns the number of pages written.
 func Fill(dst io.WriterAt, entries []*imagepb.PagemapEntry, pages *os.File) (uint64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	buf := getBuf()
+	defer putBuf(buf)
 	var off int64
 	var total uint64
 	for _, e := range entries {

@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,7 +42,8 @@ type Conn struct {
 // Prefix starts the name of every table this package creates.
 const Prefix = "ctrcr_lock_"
 
-var nameRE = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{16}$`)
+// compiled on first use: package init runs on every ctr-cr start-up
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^` + Prefix + `[0-9a-f]{16}$`) })
 
 // NewName returns a fresh table name.
 func NewName() string {
@@ -52,7 +54,7 @@ func NewName() string {
 
 // ValidName reports whether name is one NewName could have made (an image
 // is not trusted to name any other table).
-func ValidName(name string) bool { return nameRE.MatchString(name) }
+func ValidName(name string) bool { return nameRE().MatchString(name) }
 
 // Ruleset returns the nft script that creates table name dropping conns.
 func Ruleset(name string, conns []Conn) (string, error) {

@@ -89,23 +89,46 @@ func (r *restorer) restoreFds() error {
 	return nil
 }
 
-// restoreSignals installs the signal handlers (shared by all threads).
+// restoreSignals installs the signal handlers (shared by all threads): a
+// table of them in the scratch area and one run of ptrace.SetSigactionsCode
+// (written beside the gadget in the control page) instead of one injected
+// rt_sigaction per handler.
 func (r *restorer) restoreSignals() error {
-	for _, a := range r.pr.core.Sigactions {
+	acts := r.pr.core.Sigactions
+	if len(acts) == 0 {
+		return nil
+	}
+	table := make([]byte, 40*len(acts))
+	for i, a := range acts {
 		if a.Sig == 0 || a.Sig > 64 || a.Sig == uint32(unix.SIGKILL) || a.Sig == uint32(unix.SIGSTOP) {
 			return fmt.Errorf("sigaction for invalid signal %d", a.Sig)
 		}
-		b := make([]byte, 32)
-		u64(b, 0, a.Handler)
-		u64(b, 8, a.Flags)
-		u64(b, 16, a.Restorer)
-		u64(b, 24, a.Mask)
-		addr, err := r.put(0, b)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(0, fmt.Sprintf("rt_sigaction(%d)", a.Sig), unix.SYS_RT_SIGACTION, uint64(a.Sig), addr, 0, 8); err != nil {
-			return err
+		e := table[40*i:]
+		u64(e, 0, uint64(a.Sig))
+		u64(e, 8, a.Handler)
+		u64(e, 16, a.Flags)
+		u64(e, 24, a.Restorer)
+		u64(e, 32, a.Mask)
+	}
+	addr, err := r.put(0, table)
+	if err != nil {
+		return err
+	}
+	code := r.ctl + uint64(len(ptrace.Gadget))
+	if err := r.mem.WriteAt(ptrace.SetSigactionsCode, code); err != nil {
+		return fmt.Errorf("write the sigaction loop: %w", err)
+	}
+	t := r.threads[0]
+	if err := ptrace.RunCode(t.tid, t.in.Base, code, len(ptrace.SetSigactionsCode), addr, uint64(len(acts))); err != nil {
+		return fmt.Errorf("rt_sigaction loop: %w", err)
+	}
+	t.in.Count++
+	if err := r.mem.ReadAt(table, addr); err != nil {
+		return err
+	}
+	for i, a := range acts {
+		if e := ptrace.Errno(int64(binary.LittleEndian.Uint64(table[40*i:]))); e != nil {
+			return fmt.Errorf("rt_sigaction(%d): %w", a.Sig, e)
 		}
 	}
 	return nil

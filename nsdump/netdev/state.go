@@ -27,6 +27,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // FormatVersion is the version of the State layout written by Dump.
@@ -206,10 +207,11 @@ const (
 	maxMTU     = 1 << 20
 )
 
-var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.:@+-]{1,15}$`)
+// compiled on first use: package init runs on every ctr-cr start-up
+var ifnameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_.:@+-]{1,15}$`) })
 
 func validIfname(s string) bool {
-	return ifnameRE.MatchString(s) && s != "." && s != ".." && s != "all" && s != "default"
+	return ifnameRE().MatchString(s) && s != "." && s != ".." && s != "all" && s != "default"
 }
 
 // Validate checks st for internal consistency and against hostile values:
@@ -410,7 +412,7 @@ func (a Addr) validate(links map[int]*Link) error {
 			return fmt.Errorf("invalid broadcast %q", a.Broadcast)
 		}
 	}
-	if a.Label != "" && (len(a.Label) > 15 || !strings.HasPrefix(a.Label, links[a.Link].Name) || !ifnameRE.MatchString(a.Label)) {
+	if a.Label != "" && (len(a.Label) > 15 || !strings.HasPrefix(a.Label, links[a.Link].Name) || !ifnameRE().MatchString(a.Label)) {
 		return fmt.Errorf("invalid label %q", a.Label)
 	}
 	if a.Scope < 0 || a.Scope > 255 {
@@ -512,7 +514,7 @@ func (r Rule) validate() error {
 		}
 	}
 	for _, s := range []string{r.IifName, r.OifName} {
-		if s != "" && !ifnameRE.MatchString(s) {
+		if s != "" && !ifnameRE().MatchString(s) {
 			return fmt.Errorf("invalid interface name %q", s)
 		}
 	}
