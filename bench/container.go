@@ -12,12 +12,12 @@ import (
 )
 
 // benchContainer measures `ctr-cr checkpoint` and `ctr-cr restore BUNDLE`
-// of a runc container with a busybox rootfs running script (sh -c). When
+// of a container run by rt (runc or crun) with a busybox rootfs running script (sh -c). When
 // mib > 0 the container runs this bench binary's workload of mib MiB
 // instead, whose memory is verified after each restore (SIGUSR1, answer in
 // the rootfs's /tmp/out).
-func benchContainer(bin, name, script string, mib, runs int) (*result, error) {
-	for _, tool := range []string{"runc", "busybox"} {
+func benchContainer(bin, name, rt, script string, mib, runs int) (*result, error) {
+	for _, tool := range []string{rt, "runc", "busybox"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is needed: %v", tool, err)
 		}
@@ -70,13 +70,13 @@ func benchContainer(bin, name, script string, mib, runs int) (*result, error) {
 	b, _ = json.Marshal(cfg)
 	os.WriteFile(cfgPath, b, 0o644)
 	id := fmt.Sprintf("ctr-cr-bench-%d", os.Getpid())
-	defer exec.Command("runc", "delete", "--force", id).Run()
+	defer exec.Command(rt, "delete", "--force", id).Run()
 	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	defer null.Close()
-	run := exec.Command("runc", "run", "-d", "--bundle", dir, id)
+	run := exec.Command(rt, "run", "-d", "--bundle", dir, id)
 	run.Stdin, run.Stdout, run.Stderr = null, null, null
 	if err := run.Run(); err != nil {
-		return nil, fmt.Errorf("runc run: %v", err)
+		return nil, fmt.Errorf("%s run: %v", rt, err)
 	}
 	out := filepath.Join(rootfs, "tmp", "out")
 	if mib > 0 {
@@ -98,8 +98,8 @@ func benchContainer(bin, name, script string, mib, runs int) (*result, error) {
 		}
 		if mib > 0 {
 			before := countLines(out, "verified ok")
-			if o, err := exec.Command("runc", "kill", id, "USR1").CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("runc kill USR1: %v: %s", err, o)
+			if o, err := exec.Command(rt, "kill", id, "USR1").CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("%s kill USR1: %v: %s", rt, err, o)
 			}
 			deadline := time.Now().Add(60 * time.Second)
 			for countLines(out, "verified ok") <= before {
@@ -109,7 +109,7 @@ func benchContainer(bin, name, script string, mib, runs int) (*result, error) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-		} else if st, err := exec.Command("runc", "state", id).Output(); err != nil || !strings.Contains(string(st), `"running"`) {
+		} else if st, err := exec.Command(rt, "state", id).Output(); err != nil || !strings.Contains(string(st), `"running"`) {
 			return nil, fmt.Errorf("restored container not running: %v %s", err, st)
 		}
 	}

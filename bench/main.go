@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 func main() {
@@ -46,7 +48,7 @@ func main() {
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
-	containers := flag.Bool("containers", true, "runc containers: a busybox counter and one holding 256 MiB (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
+	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
 	if bin == "" {
@@ -109,18 +111,33 @@ func main() {
 		}
 	}
 	if *containers {
+		// crun refuses this machine kind's hybrid cgroup layout unless
+		// the cgroup2 hierarchy is hidden from it (as in bundle-tests)
+		if wrapper, err := testutil.CrunWrapper(); err != nil {
+			fmt.Printf("bench: crun wrapper: %v\n", err)
+			os.Exit(1)
+		} else if wrapper != "" {
+			defer os.RemoveAll(wrapper)
+		}
+		counter := "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
 		for _, c := range []struct {
-			name   string
-			script string
-			mib    int
+			name    string
+			runtime string
+			script  string
+			mib     int
 		}{
-			{"ct-busybox", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done", 0},
-			{fmt.Sprintf("ct-%dM", *ctMiB), "", *ctMiB},
+			{"ct-busybox", "runc", counter, 0},
+			{"ct-busybox-crun", "crun", counter, 0},
+			{fmt.Sprintf("ct-%dM", *ctMiB), "runc", "", *ctMiB},
 		} {
 			if c.name == "ct-0M" {
 				continue
 			}
-			r, err := benchContainer(bin, c.name, c.script, c.mib, *runs)
+			if _, err := exec.LookPath(c.runtime); err != nil {
+				fmt.Printf("bench: %s: %s is not installed: skipped\n", c.name, c.runtime)
+				continue
+			}
+			r, err := benchContainer(bin, c.name, c.runtime, c.script, c.mib, *runs)
 			if err != nil {
 				fmt.Printf("bench: %s: %v\n", c.name, err)
 				os.Exit(1)

@@ -57,6 +57,17 @@ func NewRuntime(name, root string) (*Runtime, error) {
 // whose state holds container id: an operator need not say which runtime
 // started it. With neither knowing id, the error names what each said.
 func FindRuntime(ctx context.Context, id, root string) (*Runtime, error) {
+	// a state directory named id answers without running anything (with
+	// --root, only the runtime that uses it can be meant)
+	if root == "" && os.Geteuid() == 0 && validID(id) {
+		for _, name := range []string{"runc", "crun"} {
+			if _, err := os.Lstat(filepath.Join("/run", name, id)); err == nil {
+				if rt, err := NewRuntime(name, root); err == nil {
+					return rt, nil
+				}
+			}
+		}
+	}
 	var errs []error
 	for _, name := range []string{"runc", "crun"} {
 		rt, err := NewRuntime(name, root)
@@ -142,7 +153,7 @@ func (r *Runtime) Exists(ctx context.Context, id string) bool {
 	if root == "" && os.Geteuid() == 0 {
 		root = "/run/" + r.Name
 	}
-	if root != "" && id != "" && id != "." && id != ".." && !strings.ContainsRune(id, '/') {
+	if root != "" && validID(id) {
 		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
 			_, err := os.Lstat(filepath.Join(root, id))
 			if err == nil {
@@ -155,6 +166,11 @@ func (r *Runtime) Exists(ctx context.Context, id string) bool {
 	}
 	_, err := r.State(ctx, id)
 	return err == nil
+}
+
+// validID reports whether id can name a directory entry.
+func validID(id string) bool {
+	return id != "" && id != "." && id != ".." && !strings.ContainsRune(id, '/')
 }
 
 // Delete removes container id from the runtime (`RUNTIME delete --force`),
