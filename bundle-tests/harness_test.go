@@ -186,6 +186,17 @@ func (b *bundle) count() int {
 	return n
 }
 
+// frozenCount is the counter of a checkpointed container: what the file
+// says, or before (read just before the checkpoint) when the file is empty
+// because the shell was frozen between the truncate and the write of its
+// `echo $i > /tmp/count`.
+func (b *bundle) frozenCount(before int) int {
+	if c := b.count(); c > 0 {
+		return c
+	}
+	return before
+}
+
 // waitCount waits until the counter passes n.
 func (b *bundle) waitCount(n int) int {
 	b.t.Helper()

@@ -66,10 +66,11 @@ func testRestoreCounter(t *testing.T, rt string) {
 	}
 	for cycle := 0; cycle < 2; cycle++ {
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		before := b.count()
 		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 		}
-		at := b.count()
+		at := b.frozenCount(before)
 		if cycle == 1 {
 			b.editSpec(func(s *specs.Spec) { s.Mounts[len(s.Mounts)-1].Source = srcs[1] })
 			if cfg, err = os.ReadFile(filepath.Join(b.dir, "config.json")); err != nil {
@@ -361,10 +362,11 @@ func testRestoreThreads(t *testing.T, rt string) {
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		before := b.count()
 		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 		}
-		at := b.count()
+		at := b.frozenCount(before)
 		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
 			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
 		}
@@ -397,10 +399,11 @@ func testRestoreMountsMadeInside(t *testing.T, rt string) {
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
 		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		before := b.count()
 		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 		}
-		at := b.count()
+		at := b.frozenCount(before)
 		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
 			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
 		}
