@@ -480,3 +480,32 @@ func waitQueued(t *testing.T, pid, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCheckpoint_TerminalInnerPty: a container with a terminal whose
+// process also holds both ends of a pty pair of the container's own devpts
+// (as tmux would) is not supported yet: the checkpoint is refused naming
+// the pty, before the container is touched (the pair is neither taken for a
+// second console nor lost), and the container runs on.
+func TestCheckpoint_TerminalInnerPty(t *testing.T) { forRuntimes(t, testCheckpointTerminalInnerPty) }
+
+func testCheckpointTerminalInnerPty(t *testing.T, rt string) {
+	b := newBundle(t, rt, "exec /bin/innerpty")
+	b.buildStatic("innerpty")
+	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
+	cs := newConsoleSocket(t)
+	cmd := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
+	}
+	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
+	m := cs.master(t)
+	defer m.Close()
+	b.waitCount(2)
+	out, err := ctrcr(t, "checkpoint", b.id)
+	if err == nil || !strings.Contains(out, "pty master of another devpts instance") {
+		t.Fatalf("checkpoint with an inner pty pair: %v\n%s", err, out)
+	}
+	if c := b.waitCount(b.count() + 2); c < 0 {
+		t.Fatal("a round trip through the inner pty failed after the refused checkpoint")
+	}
+}

@@ -322,12 +322,16 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	null.Close()
 	msg, _ := os.ReadFile(errf.Name())
 	out := strings.TrimSpace(string(msg))
-	if werr := os.WriteFile(cfg, orig, fi.Mode().Perm()); werr != nil && err == nil {
-		err = fmt.Errorf("putting config.json back: %w", werr)
-	}
+	werr := os.WriteFile(cfg, orig, fi.Mode().Perm())
 	if err != nil {
-		rt.Delete(context.Background(), id)
+		// The runtime undoes a create that failed itself; deleting id here
+		// could remove someone else's container of that id (a concurrent
+		// restore, a state root we did not look in).
 		return 0, fmt.Errorf("%s create: %w: %s", rt.Name, err, out)
+	}
+	if werr != nil {
+		rt.Delete(context.Background(), id)
+		return 0, fmt.Errorf("%s create: putting config.json back: %w", rt.Name, werr)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {

@@ -62,18 +62,35 @@ func (t *Table) dumpConsole(e *ptyEnd, opts Options) error {
 		p.Input = h.st.Input
 		return nil
 	}
-	// the first end of this console: its input typed ahead is read out
-	// (put back by PutBackPtys if the tasks run on)
-	h := &ptyHeld{st: p, master: -1, slave: e.cp}
-	if p.Input, err = drainSlave(e.cp, e.cp, p.Termios); err != nil {
-		return fmt.Errorf("pid %d: fd %d (console %s): read the input typed ahead: %w", e.pid, e.fd, path, err)
+	// the runtime makes one console at restore: a second pty of the
+	// container's devpts without its master (one of `runc exec -t`) could
+	// not come back, and the container must not be stopped for it
+	for idx := range t.consoleHeld {
+		return unsup(fmt.Sprintf("pty slave %s of the container's devpts whose master is not in the dump, besides the console /dev/pts/%d (a terminal of `exec -t`?)", path, idx))
 	}
+	// the first end of this console: its input typed ahead is read out
+	// (put back by PutBackPtys if the tasks run on, also when reading
+	// failed half-way)
+	h := &ptyHeld{st: p, master: -1, slave: e.cp}
 	if t.consoleHeld == nil {
 		t.consoleHeld = map[uint32]*ptyHeld{}
 	}
 	t.consoleHeld[p.Index] = h
+	p.Input, err = drainSlave(e.cp, e.cp, p.Termios)
+	if err != nil {
+		return fmt.Errorf("pid %d: fd %d (console %s): read the input typed ahead: %w", e.pid, e.fd, path, err)
+	}
+	// TIOCSTI cannot queue more than the line discipline holds (4095
+	// bytes): more would be lost silently when it is put back
+	if len(p.Input) > maxConsoleInput {
+		return fmt.Errorf("pid %d: fd %d (console %s): %d bytes typed ahead, more than the %d a console takes back", e.pid, e.fd, path, len(p.Input), maxConsoleInput)
+	}
 	return nil
 }
+
+// maxConsoleInput is the most input typed ahead that a console can be
+// given back: N_TTY's buffer holds 4096 bytes, one kept free.
+const maxConsoleInput = 4095
 
 // putBackConsoles puts the input read out of the consoles back, for tasks
 // that run on.

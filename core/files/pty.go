@@ -111,27 +111,34 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 	if err != nil {
 		return err
 	}
-	var devTtys []*ptyEnd
+	var devTtys, others []*ptyEnd
 	for i := range t.ptys {
 		e := &t.ptys[i]
-		if e.devTty {
+		switch {
+		case e.devTty:
 			devTtys = append(devTtys, e)
-			continue
+		case !e.f.Pty.Master:
+			others = append(others, e)
+		default:
+			if m := masters[e.f.Pty.Index]; m != nil {
+				return &UnsupportedError{Pid: e.pid, Fd: e.fd, Link: e.link, Kind: fmt.Sprintf("pty master %d of another devpts instance (pid %d fd %d has the same index)", e.f.Pty.Index, m.pid, m.fd)}
+			}
+			masters[e.f.Pty.Index] = e
 		}
-		if !e.f.Pty.Master && e.f.Dev != hostDev {
+	}
+	// A slave of another devpts instance than the host's whose master is
+	// not in the dump is the container's console; with its master in the
+	// dump (tmux, script, sshd inside the container) it is a pair of the
+	// image like any other.
+	for _, e := range others {
+		m := masters[e.f.Pty.Index]
+		if e.f.Dev != hostDev && (m == nil || m.f.Dev != e.f.Dev) {
 			if err := t.dumpConsole(e, opts); err != nil {
 				return err
 			}
 			continue
 		}
-		if !e.f.Pty.Master {
-			slaves[e.f.Pty.Index] = append(slaves[e.f.Pty.Index], e)
-			continue
-		}
-		if m := masters[e.f.Pty.Index]; m != nil {
-			return &UnsupportedError{Pid: e.pid, Fd: e.fd, Link: e.link, Kind: fmt.Sprintf("pty master %d of another devpts instance (pid %d fd %d has the same index)", e.f.Pty.Index, m.pid, m.fd)}
-		}
-		masters[e.f.Pty.Index] = e
+		slaves[e.f.Pty.Index] = append(slaves[e.f.Pty.Index], e)
 	}
 	for _, e := range devTtys {
 		if err := t.dumpConsole(e, opts); err != nil {

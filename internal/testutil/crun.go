@@ -36,6 +36,7 @@ func CrunWrapper() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	q := "'" + strings.ReplaceAll(real, "'", `'\''`) + "'" // the path, quoted for sh
 	// Only the commands that set cgroups up need the view (a private mount
 	// namespace costs ~20 ms to make and tear down on this machine kind);
 	// state, start, kill and delete work on the host's as it is.
@@ -44,10 +45,10 @@ func CrunWrapper() (string, error) {
 for a in "$@"; do
 	case "$a" in
 	create|run|update|exec|ps|pause|resume)
-		exec unshare -m sh -c 'mount -t tmpfs -o size=4k ctrcr-hide /sys/fs/cgroup/unified && exec "$0" "$@"' ` + real + ` "$@";;
+		exec unshare -m sh -c 'mount -t tmpfs -o size=4k ctrcr-hide /sys/fs/cgroup/unified && exec "$0" "$@"' ` + q + ` "$@";;
 	esac
 done
-exec ` + real + ` "$@"
+exec ` + q + ` "$@"
 `
 	if err := os.WriteFile(filepath.Join(dir, "crun"), []byte(script), 0o755); err != nil {
 		os.RemoveAll(dir)
