@@ -481,14 +481,14 @@ func waitQueued(t *testing.T, pid, n int) {
 	}
 }
 
-// TestCheckpoint_TerminalInnerPty: a container with a terminal whose
-// process also holds both ends of a pty pair of the container's own devpts
-// (as tmux would) is not supported yet: the checkpoint is refused naming
-// the pty, before the container is touched (the pair is neither taken for a
-// second console nor lost), and the container runs on.
-func TestCheckpoint_TerminalInnerPty(t *testing.T) { forRuntimes(t, testCheckpointTerminalInnerPty) }
+// TestRestore_TerminalInnerPty: a container with a terminal whose process
+// also holds both ends of a pty pair of the container's own devpts (as tmux
+// would): the pair is a pty of the image, not a second console; it comes
+// back in the new container's devpts with its index and the line round
+// trips through it go on after each of two restores.
+func TestRestore_TerminalInnerPty(t *testing.T) { forRuntimes(t, testRestoreTerminalInnerPty) }
 
-func testCheckpointTerminalInnerPty(t *testing.T, rt string) {
+func testRestoreTerminalInnerPty(t *testing.T, rt string) {
 	b := newBundle(t, rt, "exec /bin/innerpty")
 	b.buildStatic("innerpty")
 	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
@@ -499,13 +499,31 @@ func testCheckpointTerminalInnerPty(t *testing.T, rt string) {
 	}
 	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
 	m := cs.master(t)
-	defer m.Close()
+	defer func() { m.Close() }()
 	b.waitCount(2)
-	out, err := ctrcr(t, "checkpoint", b.id)
-	if err == nil || !strings.Contains(out, "pty master of another devpts instance") {
-		t.Fatalf("checkpoint with an inner pty pair: %v\n%s", err, out)
-	}
-	if c := b.waitCount(b.count() + 2); c < 0 {
-		t.Fatal("a round trip through the inner pty failed after the refused checkpoint")
+	for cycle := 0; cycle < 2; cycle++ {
+		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+		}
+		at := b.count()
+		if out, err := ctrcr(t, "show", filepath.Join(b.dir, "checkpoint")); err != nil || !strings.Contains(out, "container console /dev/pts/0") {
+			t.Errorf("cycle %d: show: %v\n%s", cycle, err, out)
+		}
+		m.Close()
+		if out, err := ctrcr(t, "restore", "-d", "--console-socket", cs.path, b.dir); err != nil {
+			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+		}
+		m = cs.master(t)
+		if c := b.waitCount(at + 2); c < 0 {
+			t.Fatalf("cycle %d: a round trip through the inner pty failed", cycle)
+		}
+		pid := b.pidOf()
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", pid)); err != nil || l != "/dev/pts/ptmx" {
+			t.Errorf("cycle %d: the inner master is %q (%v), want the container's /dev/pts/ptmx", cycle, l, err)
+		}
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/4", pid)); err != nil || l != "/dev/pts/1" {
+			t.Errorf("cycle %d: the inner slave is %q (%v), want /dev/pts/1", cycle, l, err)
+		}
 	}
 }

@@ -84,6 +84,17 @@ func (t *Table) pty(f *imagepb.FileEntry, pid, fd, cp int, link string, st *unix
 	return id, nil
 }
 
+// containerPts reports whether dev is the devpts instance mounted at
+// /dev/pts in pid's root, in a container checkpoint (opts.Console): its
+// pairs are made again in the restored container's own devpts.
+func (t *Table) containerPts(pid int, dev uint64) bool {
+	if !t.opts.Console {
+		return false
+	}
+	var st unix.Stat_t
+	return statIn(fmt.Sprintf("/proc/%d/root", pid), hostPts, &st) == nil && st.Dev == dev
+}
+
 // hostPtsDev is the device number of the host's devpts instance.
 func hostPtsDev() (uint64, error) {
 	var st unix.Stat_t
@@ -157,7 +168,13 @@ func (t *Table) DumpPtys(opts Options, inDump func(pid int) bool) error {
 		}
 	}
 	if len(masters) > 0 {
-		if err := ptysHeldOutside(masters, inDump); err != nil {
+		devs := map[uint64]bool{}
+		for _, ss := range slaves {
+			for _, e := range ss {
+				devs[e.f.Dev] = true
+			}
+		}
+		if err := ptysHeldOutside(masters, devs, inDump); err != nil {
 			return err
 		}
 	}
@@ -228,7 +245,7 @@ func (t *Table) dumpPair(m *ptyEnd, slaveHeld bool, inDump func(pid int) bool) e
 	}
 	if dev, err := hostPtsDev(); err != nil {
 		return err
-	} else if st.Dev != dev {
+	} else if st.Dev != dev && !t.containerPts(m.pid, st.Dev) {
 		return &UnsupportedError{Pid: m.pid, Fd: m.fd, Link: m.link, Kind: "pty master of another devpts instance than " + hostPts}
 	}
 	excl, err := unix.IoctlGetInt(h.slave, unix.TIOCGEXCL)
@@ -273,7 +290,7 @@ func (t *Table) PutBackPtys() error {
 // host's devpts), or its master's open file (/dev/ptmx with that
 // tty-index in fdinfo, the same open file as the task's by kcmp). After
 // restore it would be left with the old pair.
-func ptysHeldOutside(masters map[uint32]*ptyEnd, inDump func(pid int) bool) error {
+func ptysHeldOutside(masters map[uint32]*ptyEnd, slaveDevs map[uint64]bool, inDump func(pid int) bool) error {
 	dev, err := hostPtsDev()
 	if err != nil {
 		return err
@@ -303,7 +320,7 @@ func ptysHeldOutside(masters map[uint32]*ptyEnd, inDump func(pid int) bool) erro
 			switch {
 			case strings.HasPrefix(l, hostPts+"/"):
 				var st unix.Stat_t
-				if unix.Stat(path, &st) != nil || st.Dev != dev {
+				if unix.Stat(path, &st) != nil || (st.Dev != dev && !slaveDevs[st.Dev]) {
 					continue
 				}
 				if idx, ok := PtySlaveIndex(st.Rdev); ok {

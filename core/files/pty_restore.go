@@ -118,7 +118,7 @@ func (o *Opener) ptyPair(index uint32) (*ptyPair, error) {
 			slaves = append(slaves, f)
 		}
 	}
-	m, err := openPtmxIndex(index)
+	m, err := openPtmxIndex(index, o.openPtmx)
 	if err != nil {
 		return nil, err
 	}
@@ -169,15 +169,21 @@ func (o *Opener) ptyPair(index uint32) (*ptyPair, error) {
 	return p, nil
 }
 
-// openPtmxIndex opens /dev/ptmx until the new pair gets index want: the
+// openPtmx opens a new pty master: /dev/ptmx, in the root when there is one
+// (a container's: its own devpts instance).
+func (o *Opener) openPtmx() (int, error) {
+	return o.openPath("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+}
+
+// openPtmxIndex opens /dev/ptmx (through open) until the new pair gets index want: the
 // kernel hands out the lowest free index, so the masters opened on the way
 // are kept until then (and closed after). When want is taken it waits a
 // little (a killed task's pair is released asynchronously), then fails
 // naming who holds it.
-func openPtmxIndex(want uint32) (int, error) {
+func openPtmxIndex(want uint32, open func() (int, error)) (int, error) {
 	deadline := time.Now().Add(ptyIndexWait)
 	for {
-		fd, got, err := openPtmxOnce(want)
+		fd, got, err := openPtmxOnce(want, open)
 		if err != nil || got == want {
 			return fd, err
 		}
@@ -190,7 +196,7 @@ func openPtmxIndex(want uint32) (int, error) {
 
 // openPtmxOnce opens masters until index want or a higher one comes up;
 // it returns the master of want, or -1 and the index it got instead.
-func openPtmxOnce(want uint32) (int, uint32, error) {
+func openPtmxOnce(want uint32, open func() (int, error)) (int, uint32, error) {
 	var extra []int
 	defer func() {
 		for _, fd := range extra {
@@ -198,7 +204,7 @@ func openPtmxOnce(want uint32) (int, uint32, error) {
 		}
 	}()
 	for {
-		fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		fd, err := open()
 		if err != nil {
 			return -1, 0, fmt.Errorf("open /dev/ptmx (while looking for index %d, %d opened): %w", want, len(extra), err)
 		}

@@ -138,7 +138,7 @@ func TestPtyIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, got, err := openPtmxOnce(n)
+	fd, got, err := openPtmxOnce(n, (&Opener{}).openPtmx)
 	if err != nil || fd != -1 || got <= n {
 		t.Fatalf("index %d taken by us: openPtmxOnce = %d, %d, %v", n, fd, got, err)
 	}
@@ -148,7 +148,7 @@ func TestPtyIndex(t *testing.T) {
 	}
 	n2, _ := unix.IoctlGetUint32(m2, unix.TIOCGPTN)
 	unix.Close(m2) // free again (released asynchronously: openPtmxIndex waits)
-	fd, err = openPtmxIndex(n2)
+	fd, err = openPtmxIndex(n2, (&Opener{}).openPtmx)
 	if err != nil {
 		t.Fatalf("openPtmxIndex(%d): %v", n2, err)
 	}
