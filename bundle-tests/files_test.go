@@ -30,6 +30,18 @@ func (b *bundle) buildStatic(name string, flags ...string) {
 	}
 }
 
+// startWithConsole runs the container detached with its console's master
+// sent to cs (`RUNTIME run -d --console-socket`), registers its removal and
+// returns the master.
+func (b *bundle) startWithConsole(cs *consoleSocket) *os.File {
+	b.t.Helper()
+	if out, err := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id).CombinedOutput(); err != nil {
+		b.t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
+	}
+	b.t.Cleanup(func() { b.rt("delete", "--force", b.id) })
+	return cs.master(b.t)
+}
+
 // waitFile waits until the rootfs has path.
 func (b *bundle) waitFile(path string) {
 	b.t.Helper()
@@ -108,13 +120,8 @@ func testUnixSocketPath(t *testing.T, rt string, tmpfs bool) {
 		t.Fatalf("before the checkpoint: %v: %s", err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
+		b.restore(cycle)
 		n++
 		if out, err := b.askUnixsk(n, tmpfs); err != nil || out != "OK" {
 			t.Fatalf("cycle %d: in the restored container: %v: %s", cycle, err, out)
@@ -238,12 +245,7 @@ func testRestoreTerminal(t *testing.T, rt string) {
 	b := newBundle(t, rt, `busybox stty -echo; echo ready; while read l; do case "$l" in tty) busybox tty;; size) busybox stty size;; pause) sleep 1000; echo resumed;; *) echo "got:$l";; esac; done`)
 	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
 	cs := newConsoleSocket(t)
-	cmd := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
-	}
-	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
-	m := cs.master(t)
+	m := b.startWithConsole(cs)
 	defer func() { m.Close() }()
 	converse(t, m, "", "ready")
 	// a process dump has no console to give it back on
@@ -275,10 +277,7 @@ func testRestoreTerminal(t *testing.T, rt string) {
 			}
 			waitQueued(t, b.pidOf(), len(ahead)+1)
 		}
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
 		m.Close()
 		if out, err := ctrcr(t, "show", filepath.Join(b.dir, "checkpoint")); err != nil || !strings.Contains(out, "container console /dev/pts/0 (master outside): canonical isig, 111x33, controlling terminal of session") {
 			t.Errorf("cycle %d: show: %v\n%s", cycle, err, out)
@@ -349,9 +348,7 @@ func testRestoreUnixSocketExternal(t *testing.T, rt string) {
 		if out, err := ctrcr(t, "checkpoint", "--ext-unix-sk", b.id); err != nil {
 			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 		}
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.restore(cycle)
 		n++
 		if out, err := b.askUnixsk(n, false); err != nil || out != "OK" {
 			t.Fatalf("cycle %d: in the restored container: %v: %s", cycle, err, out)
@@ -400,11 +397,7 @@ func testRestoreTerminalJobControl(t *testing.T, rt string) {
 		s.Process.Args = []string{"sh"}
 	})
 	cs := newConsoleSocket(t)
-	if out, err := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id).CombinedOutput(); err != nil {
-		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
-	}
-	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
-	m := cs.master(t)
+	m := b.startWithConsole(cs)
 	defer func() { m.Close() }()
 	converse(t, m, "echo up-$((20+22))", "up-42")
 	if _, err := m.Write([]byte("sleep 1000\n")); err != nil {
@@ -493,19 +486,11 @@ func testRestoreTerminalInnerPty(t *testing.T, rt string) {
 	b.buildStatic("innerpty")
 	b.editSpec(func(s *specs.Spec) { s.Process.Terminal = true })
 	cs := newConsoleSocket(t)
-	cmd := exec.Command(b.runtime, "run", "-d", "--console-socket", cs.path, "--bundle", b.dir, b.id)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s run -d --console-socket: %v\n%s", b.runtime, err, out)
-	}
-	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
-	m := cs.master(t)
+	m := b.startWithConsole(cs)
 	defer func() { m.Close() }()
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
 		at := b.count()
 		if out, err := ctrcr(t, "show", filepath.Join(b.dir, "checkpoint")); err != nil || !strings.Contains(out, "container console /dev/pts/0") {
 			t.Errorf("cycle %d: show: %v\n%s", cycle, err, out)

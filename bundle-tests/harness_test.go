@@ -212,6 +212,24 @@ func (b *bundle) waitCount(n int) int {
 	}
 }
 
+// checkpoint is cycle's `ctr-cr checkpoint` of the container into
+// BUNDLE/checkpoint (emptied first).
+func (b *bundle) checkpoint(cycle int) {
+	b.t.Helper()
+	os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+	if out, err := ctrcr(b.t, "checkpoint", b.id); err != nil {
+		b.t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+	}
+}
+
+// restore is cycle's `ctr-cr restore -d BUNDLE`.
+func (b *bundle) restore(cycle int) {
+	b.t.Helper()
+	if out, err := ctrcr(b.t, "restore", "-d", b.dir); err != nil {
+		b.t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+	}
+}
+
 // ctrcr runs the ctr-cr binary.
 func ctrcr(t *testing.T, args ...string) (string, error) {
 	t.Helper()

@@ -56,20 +56,7 @@ func testRestoreVeth(t *testing.T, rt string) {
 	b.waitCount(1)
 	pid := b.pidOf()
 	vethSetup(t, outside, pid)
-	ping := func(when string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: ping 10.251.0.2 from outside: %v\n%s", when, err, out)
-			}
-		}
-	}
-	ping("before")
+	pingFrom(t, outside, "before")
 	want := linkOf(t, pid, "eth0")
 	bin := testutil.BuildCtrCr(t)
 	for cycle := 0; cycle < 2; cycle++ {
@@ -84,8 +71,24 @@ func testRestoreVeth(t *testing.T, rt string) {
 		if got := linkOf(t, pid, "eth0"); got != want {
 			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
 		}
-		ping(fmt.Sprintf("cycle %d", cycle))
+		pingFrom(t, outside, fmt.Sprintf("cycle %d", cycle))
 		b.waitCount(b.count())
+	}
+}
+
+// pingFrom waits (up to 10 s) until the container's 10.251.0.2 answers a
+// ping from netns outside; when names the moment for the failure.
+func pingFrom(t *testing.T, outside, when string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: ping 10.251.0.2 from outside: %v\n%s", when, err, out)
+		}
 	}
 }
 
@@ -258,16 +261,7 @@ func testRestoreVethByHook(t *testing.T, rt string) {
 		if strings.Contains(string(before), "master") || strings.Contains(string(before), ",UP") {
 			t.Errorf("cycle %d: ctr-cr wired the host side itself: %s", cycle, before)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			out, err := inNs(outside, "busybox", "ping", "-c", "1", "-W", "1", "10.251.0.2")
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cycle %d: ping after the hook: %v\n%s", cycle, err, out)
-			}
-		}
+		pingFrom(t, outside, fmt.Sprintf("cycle %d, after the hook", cycle))
 		b.waitCount(b.count())
 	}
 	// a value other than ctr-cr or hook is refused before anything is made

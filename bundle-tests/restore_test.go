@@ -65,11 +65,8 @@ func testRestoreCounter(t *testing.T, rt string) {
 		t.Fatalf("%s update: %v\n%s", rt, err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		before := b.count()
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
 		at := b.frozenCount(before)
 		if cycle == 1 {
 			b.editSpec(func(s *specs.Spec) { s.Mounts[len(s.Mounts)-1].Source = srcs[1] })
@@ -308,33 +305,13 @@ func testRestoreHooks(t *testing.T, rt string) {
 func TestRestore_SysV(t *testing.T) { forRuntimes(t, testRestoreSysV) }
 
 func testRestoreSysV(t *testing.T, rt string) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatalf("gcc is needed: %v", err)
-	}
 	b := newBundle(t, rt, "/bin/sysv setup")
-	src, _ := filepath.Abs("testdata/sysv.c")
-	if out, err := exec.Command("gcc", "-static", "-O1", "-o", filepath.Join(b.dir, "rootfs", "bin", "sysv"), src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc -static: %v\n%s", err, out)
-	}
+	b.buildStatic("sysv")
 	b.start()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(b.dir, "rootfs", "tmp", "sysv.ids")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sysv setup did not run")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.waitFile("tmp/sysv.ids")
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
+		b.restore(cycle)
 	}
 	pid := b.pidOf()
 	// the check consumes the messages: run once, after the last restore
@@ -350,26 +327,15 @@ func testRestoreSysV(t *testing.T, rt string) {
 func TestRestore_Threads(t *testing.T) { forRuntimes(t, testRestoreThreads) }
 
 func testRestoreThreads(t *testing.T, rt string) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatalf("gcc is needed: %v", err)
-	}
 	b := newBundle(t, rt, "exec /bin/threads")
-	src, _ := filepath.Abs("testdata/threads.c")
-	if out, err := exec.Command("gcc", "-static", "-O1", "-pthread", "-o", filepath.Join(b.dir, "rootfs", "bin", "threads"), src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc -static: %v\n%s", err, out)
-	}
+	b.buildStatic("threads", "-pthread")
 	b.start()
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		before := b.count()
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
 		at := b.frozenCount(before)
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.restore(cycle)
 		pid := b.pidOf()
 		if n, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(n) != 4 {
 			t.Errorf("cycle %d: the restored init has %d threads, want 4", cycle, len(n))
@@ -398,15 +364,10 @@ func testRestoreMountsMadeInside(t *testing.T, rt string) {
 	b.start()
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		before := b.count()
-		if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle)
 		at := b.frozenCount(before)
-		if out, err := ctrcr(t, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.restore(cycle)
 		pid := b.pidOf()
 		b.waitCount(at)
 		// seen from inside the restored container

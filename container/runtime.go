@@ -59,10 +59,10 @@ func NewRuntime(name, root string) (*Runtime, error) {
 func FindRuntime(ctx context.Context, id, root string) (*Runtime, error) {
 	// a state directory named id answers without running anything (with
 	// --root, only the runtime that uses it can be meant)
-	if root == "" && os.Geteuid() == 0 && validID(id) {
+	if root == "" {
 		for _, name := range []string{"runc", "crun"} {
-			if _, err := os.Lstat(filepath.Join("/run", name, id)); err == nil {
-				if rt, err := NewRuntime(name, root); err == nil {
+			if rt, err := NewRuntime(name, root); err == nil {
+				if found, _ := rt.lookDir(id); found {
 					return rt, nil
 				}
 			}
@@ -86,14 +86,41 @@ func FindRuntime(ctx context.Context, id, root string) (*Runtime, error) {
 	return nil, fmt.Errorf("container %s: no runtime knows it (give --runtime): %w", id, errors.Join(errs...))
 }
 
+// stateRoot is where the runtime keeps a directory per container: --root,
+// or /run/runc and /run/crun for root ("" when unknown).
+func (r *Runtime) stateRoot() string {
+	if r.Root == "" && os.Geteuid() == 0 {
+		return "/run/" + r.Name
+	}
+	return r.Root
+}
+
 // stateDir is the runtime's directory for container id's state (where its
 // exec fifo lives).
 func (r *Runtime) stateDir(id string) string {
-	root := r.Root
+	root := r.stateRoot()
 	if root == "" {
 		root = "/run/" + r.Name
 	}
 	return filepath.Join(root, id)
+}
+
+// lookDir looks for id's directory under the state root, which is what the
+// runtimes' own create checks: found, or decided false when the root is
+// unknown or absent (then only the runtime can tell).
+func (r *Runtime) lookDir(id string) (found, decided bool) {
+	root := r.stateRoot()
+	if root == "" || !validID(id) {
+		return false, false
+	}
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return false, false
+	}
+	_, err := os.Lstat(filepath.Join(root, id))
+	if err == nil {
+		return true, true
+	}
+	return false, errors.Is(err, fs.ErrNotExist)
 }
 
 // run runs the runtime with args and returns its standard output.
@@ -149,20 +176,8 @@ func (r *Runtime) State(ctx context.Context, id string) (*RuntimeState, error) {
 // runtime (`runc state` costs ~15 ms, a tenth of a container restore).
 // Otherwise the runtime's state command is asked.
 func (r *Runtime) Exists(ctx context.Context, id string) bool {
-	root := r.Root
-	if root == "" && os.Geteuid() == 0 {
-		root = "/run/" + r.Name
-	}
-	if root != "" && validID(id) {
-		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
-			_, err := os.Lstat(filepath.Join(root, id))
-			if err == nil {
-				return true
-			}
-			if errors.Is(err, fs.ErrNotExist) {
-				return false
-			}
-		}
+	if found, decided := r.lookDir(id); decided {
+		return found
 	}
 	_, err := r.State(ctx, id)
 	return err == nil
