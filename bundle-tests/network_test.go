@@ -26,11 +26,19 @@ func inNs(ns string, argv ...string) (string, error) {
 // linkOf returns "index mac" of a link inside the netns of pid.
 func linkOf(t *testing.T, pid int, name string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-o", "link", "show", name).CombinedOutput()
+	// stdout only: ip may warn on stderr (seen in CI: a line starting
+	// "Error" before the link), which is not part of the link's line.
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-o", "link", "show", name)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ip link show %s in pid %d: %v\n%s", name, pid, err, out)
+		t.Fatalf("ip link show %s in pid %d: %v\n%s%s", name, pid, err, out, stderr.String())
 	}
 	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		t.Fatalf("ip link show %s in pid %d printed nothing (stderr: %s)", name, pid, stderr.String())
+	}
 	mac := ""
 	for i, w := range f {
 		if w == "link/ether" && i+1 < len(f) {

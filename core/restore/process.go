@@ -68,12 +68,9 @@ func (r *restorer) restoreProcessState() error {
 		b := make([]byte, 32)
 		u64(b, 0, uint64(it.IntervalUs/1e6))
 		u64(b, 8, uint64(it.IntervalUs%1e6))
-		u64(b, 16, uint64(it.ValueUs/1e6))
-		u64(b, 24, uint64(it.ValueUs%1e6))
-		if it.ValueUs == 0 {
-			// an expired one-shot value of 0 with an interval still armed
-			u64(b, 24, 1)
-		}
+		v := itimerValueUs(it.Which, it.ValueUs)
+		u64(b, 16, uint64(v/1e6))
+		u64(b, 24, uint64(v%1e6))
 		addr, err := r.put(0, b)
 		if err != nil {
 			return err
