@@ -47,7 +47,11 @@ var bufs struct {
 	free [][]byte
 }
 
-func getBuf() []byte {
+// getBuf returns a read buffer for up to need bytes: a pooled full-size
+// one, or, for less than bufSize, one of just the pages needed (a small
+// process's dump or restore then neither zeroes 4 MiB nor waits for the
+// kernel to compact memory into a huge page, which cost up to ~10 ms).
+func getBuf(need uint64) []byte {
 	bufs.mu.Lock()
 	if n := len(bufs.free); n > 0 {
 		b := bufs.free[n-1]
@@ -56,11 +60,17 @@ func getBuf() []byte {
 		return b
 	}
 	bufs.mu.Unlock()
-	b, err := unix.Mmap(-1, 0, bufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return make([]byte, bufSize)
+	size := bufSize
+	if need < bufSize {
+		size = int(max(need, 1)+PageSize-1) / PageSize * PageSize
 	}
-	unix.Madvise(b, unix.MADV_HUGEPAGE)
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return make([]byte, size)
+	}
+	if size == bufSize {
+		unix.Madvise(b, unix.MADV_HUGEPAGE)
+	}
 	if unix.Madvise(b, unix.MADV_POPULATE_WRITE) != nil {
 		for i := 0; i < len(b); i += PageSize {
 			b[i] = 0
@@ -69,9 +79,16 @@ func getBuf() []byte {
 	return b
 }
 
+// putBuf gives b back: full-size buffers go to the pool, smaller mapped
+// ones are unmapped.
 func putBuf(b []byte) {
+	b = b[:cap(b)]
+	if len(b) < bufSize {
+		unix.Munmap(b) // fails harmlessly for a Go-heap fallback buffer
+		return
+	}
 	bufs.mu.Lock()
-	bufs.free = append(bufs.free, b[:cap(b)])
+	bufs.free = append(bufs.free, b)
 	bufs.mu.Unlock()
 }
 
@@ -123,7 +140,13 @@ type Reader struct {
 // sink, in address order.
 func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 	zpfn, zok := ZeroPFN()
-	buf := getBuf()
+	var need uint64
+	for _, v := range vmas {
+		if privatePages(v) && !v.NoPages {
+			need += v.End - v.Start
+		}
+	}
+	buf := getBuf(need)
 	defer putBuf(buf)
 	pm := make([]byte, 8*4096) // pagemap window: 4096 pages
 	for _, v := range vmas {
@@ -224,7 +247,7 @@ func (r *Reader) read(addr uint64, b []byte, readable bool) error {
 // or memfd), opened through /proc/PID/map_files, to sink with offsets as
 // addresses. Holes (SEEK_HOLE) and all-zero pages are skipped.
 func DumpObject(f *os.File, size int64, sink Sink, st *Stats) error {
-	buf := getBuf()
+	buf := getBuf(uint64(max(size, 0)))
 	defer putBuf(buf)
 	fd := int(f.Fd())
 	var off int64

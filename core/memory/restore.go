@@ -13,7 +13,11 @@ import (
 // restored task's /proc/PID/mem, or a memory object's fd with offsets. It
 // returns the number of pages written.
 func Fill(dst io.WriterAt, entries []*imagepb.PagemapEntry, pages *os.File) (uint64, error) {
-	buf := getBuf()
+	var need uint64
+	for _, e := range entries {
+		need += e.NrPages * PageSize
+	}
+	buf := getBuf(need)
 	defer putBuf(buf)
 	var off int64
 	var total uint64
