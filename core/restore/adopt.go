@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"time"
@@ -16,8 +15,8 @@ import (
 
 // stubAdopt turns the existing process pid (a container runtime's init,
 // pid 1 of the container's pid namespace, waiting to be started) into a
-// restore stub: its leader is seized, ctr-cr's binary is copied into a
-// memfd of its own and exec'd there (execveat), which ends its other
+// restore stub: its leader is seized, the stub program (stubelf.go) is
+// written into a memfd of its own and exec'd there (execveat), which ends its other
 // threads; the stub is taken at its exec stop, still pid 1 in the same
 // namespaces, cgroups and root, with the start time the runtime recorded.
 //
@@ -73,11 +72,14 @@ func stubAdopt(pid int) (*stub, error) {
 	if err := m.WriteAt(buf, scratch); err != nil {
 		return fail(err)
 	}
-	mfd, err := in.Call("memfd_create", unix.SYS_MEMFD_CREATE, scratch+128, 0)
+	mfd, err := in.Call("memfd_create", unix.SYS_MEMFD_CREATE, scratch+128, mfdExec)
+	if errors.Is(err, unix.EINVAL) { // before 6.3: no MFD_EXEC, every memfd is executable
+		mfd, err = in.Call("memfd_create", unix.SYS_MEMFD_CREATE, scratch+128, 0)
+	}
 	if err != nil {
 		return fail(err)
 	}
-	if err := copyExe(pid, int(mfd)); err != nil {
+	if err := writeStub(pid, int(mfd)); err != nil {
 		return fail(err)
 	}
 	// execveat(mfd, "", argv, envp, AT_EMPTY_PATH): the event stop comes
@@ -144,24 +146,6 @@ func waitEvent(pid, ev int, what string) error {
 			return err
 		}
 	}
-}
-
-// copyExe copies ctr-cr's own binary into the memfd fd of process pid.
-func copyExe(pid, fd int) error {
-	src, err := os.Open("/proc/self/exe")
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("open its memfd: %w", err)
-	}
-	defer dst.Close()
-	if _, err := io.Copy(dst, src); err != nil {
-		return fmt.Errorf("copy ctr-cr into its memfd: %w", err)
-	}
-	return nil
 }
 
 // passPidfd gives the stub pid a pidfd of ctr-cr and returns its number

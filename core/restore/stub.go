@@ -46,12 +46,13 @@ type stub struct {
 	pidfd  int         // a pidfd of ours the stub inherited, or -1
 }
 
-// startHelper execs ctr-cr as a stub under PTRACE_TRACEME and returns it at
+// startHelper execs the stub program (stubelf.go) under PTRACE_TRACEME and returns it at
 // its post-exec stop with a gadget at its entry point and signals blocked.
 // afterFork, when not nil, runs as soon as the child exists.
 func startHelper(afterFork func()) (*exec.Cmd, ptrace.Regs, error) {
 	var regs ptrace.Regs
-	c := exec.Command("/proc/self/exe", StubArg)
+	path, argv := stubCommand()
+	c := &exec.Cmd{Path: path, Args: argv}
 	c.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
 	err := c.Start()
 	if afterFork != nil {
