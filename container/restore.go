@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/restore"
@@ -182,7 +182,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		}
 	}
 	ts := time.Now()
-	if err := start(ctx, rt, id); err != nil {
+	if err := start(rt, id); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	ok = true
@@ -435,54 +435,35 @@ func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool, rst *
 	return nil
 }
 
-// start does the runtime's created→running step for a restored init. Both
-// runtimes hand the go-ahead through an exec fifo in the container's state
-// directory, in opposite directions, and ctr-cr plays the part of the init
-// that was replaced by the restored process:
+// start does the runtime's created→running step for a restored init.
+// Both runtimes mark a created container by an exec fifo in its state
+// directory and tell created from running by whether it is still there.
+// `start` hands the init its go-ahead through it and removes it:
 //
 //	runc: the init writes one byte (blocking until someone reads); `runc
-//	      start` reads it. ctr-cr writes.
+//	      start` reads it, then removes the fifo.
 //	crun: the init holds the fifo open for reading and waits for a byte;
-//	      `crun start` opens it for writing (blocking until there is a
-//	      reader), removes it and writes. ctr-cr is the reader.
-func start(ctx context.Context, rt *Runtime, id string) error {
+//	      `crun start` opens it for writing, unlinks it and writes.
+//
+// Neither does more for a container whose hooks ctr-cr runs itself (the
+// runtime's copy of the config keeps poststop only). The init that would
+// take the go-ahead was replaced by the restored tree, which already runs,
+// so ctr-cr removes the fifo itself: the runtime's own end state, without
+// its 20-30 ms process start (runc). A state directory without the fifo is
+// an error: the runtime no longer takes the container for created.
+func start(rt *Runtime, id string) error {
 	fifo := filepath.Join(rt.stateDir(id), "exec.fifo")
-	if rt.Name == "crun" {
-		r, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("exec fifo: %w", err)
-		}
-		defer r.Close()
-		_, err = rt.run(ctx, "start", id)
-		return err
+	fi, err := os.Lstat(fifo)
+	if err != nil {
+		return fmt.Errorf("%s start: exec fifo: %w", rt.Name, err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		// blocks until the runtime opens the fifo for reading
-		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		_, err = f.Write([]byte("0"))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		done <- err
-	}()
-	if _, err := rt.run(ctx, "start", id); err != nil {
-		// unblock the writer: open the fifo for reading ourselves
-		if r, oerr := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); oerr == nil {
-			r.Close()
-		}
-		return err
+	if fi.Mode()&fs.ModeNamedPipe == 0 {
+		return fmt.Errorf("%s start: %s is not a fifo (%v)", rt.Name, fifo, fi.Mode().Type())
 	}
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		return errors.New("exec fifo: no reader")
+	if err := os.Remove(fifo); err != nil {
+		return fmt.Errorf("%s start: %w", rt.Name, err)
 	}
+	return nil
 }
 
 // ownCaps lists the capabilities in ctr-cr's own bounding set: all that the
