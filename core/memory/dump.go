@@ -137,7 +137,10 @@ type Reader struct {
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
-// sink, in address order.
+// sink, in address order. Reading the target and writing the image
+// overlap: runs are read into one half of the buffer while a goroutine
+// hands the other half's runs to sink (the page-cache copy and checksum,
+// most of a large dump's time).
 func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 	zpfn, zok := ZeroPFN()
 	var need uint64
@@ -148,6 +151,8 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 	}
 	buf := getBuf(need)
 	defer putBuf(buf)
+	pl := newPipeline(buf, sink)
+	defer pl.stop()
 	pm := make([]byte, 8*4096) // pagemap window: 4096 pages
 	for _, v := range vmas {
 		if !privatePages(v) || v.NoPages {
@@ -160,22 +165,19 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 		}
 		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD
 		readable := v.Prot&unix.PROT_READ != 0
-		// Runs of pages to save, collected per pagemap window and read in
-		// chunks of at most len(buf).
+		// Runs of pages to save, collected per pagemap window.
 		var runStart, runLen uint64
 		flush := func() error {
 			for runLen > 0 {
-				n := runLen
-				if n*PageSize > uint64(len(buf)) {
-					n = uint64(len(buf)) / PageSize
+				b, err := pl.next(runLen)
+				if err != nil {
+					return err
 				}
-				b := buf[:n*PageSize]
 				if err := r.read(runStart, b, readable); err != nil {
 					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 				}
-				if err := sink.WritePages(runStart, b); err != nil {
-					return err
-				}
+				n := uint64(len(b)) / PageSize
+				pl.add(runStart, b)
 				st.PagesWritten += n
 				runStart += n * PageSize
 				runLen -= n
@@ -223,7 +225,7 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 			return err
 		}
 	}
-	return nil
+	return pl.finish()
 }
 
 func (r *Reader) read(addr uint64, b []byte, readable bool) error {
