@@ -24,6 +24,7 @@ demo: build
 
 proto:
 	cd core/image/imagepb && protoc --go_out=. --go_opt=paths=source_relative image.proto
+	$(GO) run ./internal/protolazy/cmd core/image/imagepb/image.pb.go
 
 vet:
 	$(GO) vet ./...

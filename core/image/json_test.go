@@ -73,6 +73,7 @@ func fill(m protoreflect.Message, seed int, depth int) {
 // TestEntryJSONMatchesProtojson: show's encoder renders every message of
 // the image format as protojson does (same JSON value), full and empty.
 func TestEntryJSONMatchesProtojson(t *testing.T) {
+	imagepb.Init() // File_image_proto is set on first use (internal/protolazy)
 	msgs := imagepb.File_image_proto.Messages()
 	if msgs.Len() == 0 {
 		t.Fatal("no messages")

@@ -81,14 +81,17 @@ func (x VmaKind) Enum() *VmaKind {
 }
 
 func (x VmaKind) String() string {
+	Init()
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
 func (VmaKind) Descriptor() protoreflect.EnumDescriptor {
+	Init()
 	return file_image_proto_enumTypes[0].Descriptor()
 }
 
 func (VmaKind) Type() protoreflect.EnumType {
+	Init()
 	return &file_image_proto_enumTypes[0]
 }
 
@@ -186,14 +189,17 @@ func (x FileKind) Enum() *FileKind {
 }
 
 func (x FileKind) String() string {
+	Init()
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
 func (FileKind) Descriptor() protoreflect.EnumDescriptor {
+	Init()
 	return file_image_proto_enumTypes[1].Descriptor()
 }
 
 func (FileKind) Type() protoreflect.EnumType {
+	Init()
 	return &file_image_proto_enumTypes[1]
 }
 
@@ -221,6 +227,7 @@ type FileSum struct {
 }
 
 func (x *FileSum) Reset() {
+	Init()
 	*x = FileSum{}
 	mi := &file_image_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -234,6 +241,7 @@ func (x *FileSum) String() string {
 func (*FileSum) ProtoMessage() {}
 
 func (x *FileSum) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -301,6 +309,7 @@ type Inventory struct {
 }
 
 func (x *Inventory) Reset() {
+	Init()
 	*x = Inventory{}
 	mi := &file_image_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -314,6 +323,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -431,6 +441,7 @@ type PstreeEntry struct {
 }
 
 func (x *PstreeEntry) Reset() {
+	Init()
 	*x = PstreeEntry{}
 	mi := &file_image_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -444,6 +455,7 @@ func (x *PstreeEntry) String() string {
 func (*PstreeEntry) ProtoMessage() {}
 
 func (x *PstreeEntry) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -556,6 +568,7 @@ type SigAction struct {
 }
 
 func (x *SigAction) Reset() {
+	Init()
 	*x = SigAction{}
 	mi := &file_image_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -569,6 +582,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -630,6 +644,7 @@ type Itimer struct {
 }
 
 func (x *Itimer) Reset() {
+	Init()
 	*x = Itimer{}
 	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -643,6 +658,7 @@ func (x *Itimer) String() string {
 func (*Itimer) ProtoMessage() {}
 
 func (x *Itimer) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -696,6 +712,7 @@ type PosixTimer struct {
 }
 
 func (x *PosixTimer) Reset() {
+	Init()
 	*x = PosixTimer{}
 	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -709,6 +726,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -798,6 +816,7 @@ type Rlimit struct {
 }
 
 func (x *Rlimit) Reset() {
+	Init()
 	*x = Rlimit{}
 	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -811,6 +830,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -865,6 +885,7 @@ type Creds struct {
 }
 
 func (x *Creds) Reset() {
+	Init()
 	*x = Creds{}
 	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -878,6 +899,7 @@ func (x *Creds) String() string {
 func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -973,6 +995,7 @@ type SeccompFilter struct {
 }
 
 func (x *SeccompFilter) Reset() {
+	Init()
 	*x = SeccompFilter{}
 	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -986,6 +1009,7 @@ func (x *SeccompFilter) String() string {
 func (*SeccompFilter) ProtoMessage() {}
 
 func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1025,6 +1049,7 @@ type Siginfo struct {
 }
 
 func (x *Siginfo) Reset() {
+	Init()
 	*x = Siginfo{}
 	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1038,6 +1063,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1071,6 +1097,7 @@ type Altstack struct {
 }
 
 func (x *Altstack) Reset() {
+	Init()
 	*x = Altstack{}
 	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1084,6 +1111,7 @@ func (x *Altstack) String() string {
 func (*Altstack) ProtoMessage() {}
 
 func (x *Altstack) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1131,6 +1159,7 @@ type Rseq struct {
 }
 
 func (x *Rseq) Reset() {
+	Init()
 	*x = Rseq{}
 	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1144,6 +1173,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1203,6 +1233,7 @@ type ThreadCore struct {
 }
 
 func (x *ThreadCore) Reset() {
+	Init()
 	*x = ThreadCore{}
 	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1216,6 +1247,7 @@ func (x *ThreadCore) String() string {
 func (*ThreadCore) ProtoMessage() {}
 
 func (x *ThreadCore) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1363,6 +1395,7 @@ type TaskCore struct {
 }
 
 func (x *TaskCore) Reset() {
+	Init()
 	*x = TaskCore{}
 	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1376,6 +1409,7 @@ func (x *TaskCore) String() string {
 func (*TaskCore) ProtoMessage() {}
 
 func (x *TaskCore) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1538,6 +1572,7 @@ type Vma struct {
 }
 
 func (x *Vma) Reset() {
+	Init()
 	*x = Vma{}
 	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1551,6 +1586,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1680,6 +1716,7 @@ type MmEntry struct {
 }
 
 func (x *MmEntry) Reset() {
+	Init()
 	*x = MmEntry{}
 	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1693,6 +1730,7 @@ func (x *MmEntry) String() string {
 func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1818,6 +1856,7 @@ type PagemapHead struct {
 }
 
 func (x *PagemapHead) Reset() {
+	Init()
 	*x = PagemapHead{}
 	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1831,6 +1870,7 @@ func (x *PagemapHead) String() string {
 func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1870,6 +1910,7 @@ type PagemapEntry struct {
 }
 
 func (x *PagemapEntry) Reset() {
+	Init()
 	*x = PagemapEntry{}
 	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1883,6 +1924,7 @@ func (x *PagemapEntry) String() string {
 func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1969,6 +2011,7 @@ type UnixSocket struct {
 }
 
 func (x *UnixSocket) Reset() {
+	Init()
 	*x = UnixSocket{}
 	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1982,6 +2025,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2182,6 +2226,7 @@ type UnixFds struct {
 }
 
 func (x *UnixFds) Reset() {
+	Init()
 	*x = UnixFds{}
 	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2195,6 +2240,7 @@ func (x *UnixFds) String() string {
 func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2272,6 +2318,7 @@ type InetSocket struct {
 }
 
 func (x *InetSocket) Reset() {
+	Init()
 	*x = InetSocket{}
 	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2285,6 +2332,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2603,6 +2651,7 @@ type TcpStream struct {
 }
 
 func (x *TcpStream) Reset() {
+	Init()
 	*x = TcpStream{}
 	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2616,6 +2665,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2782,6 +2832,7 @@ type InetOpt struct {
 }
 
 func (x *InetOpt) Reset() {
+	Init()
 	*x = InetOpt{}
 	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2795,6 +2846,7 @@ func (x *InetOpt) String() string {
 func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2842,6 +2894,7 @@ type UnixCred struct {
 }
 
 func (x *UnixCred) Reset() {
+	Init()
 	*x = UnixCred{}
 	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2855,6 +2908,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2906,6 +2960,7 @@ type EpollTarget struct {
 }
 
 func (x *EpollTarget) Reset() {
+	Init()
 	*x = EpollTarget{}
 	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2919,6 +2974,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2983,6 +3039,7 @@ type Timerfd struct {
 }
 
 func (x *Timerfd) Reset() {
+	Init()
 	*x = Timerfd{}
 	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2996,6 +3053,7 @@ func (x *Timerfd) String() string {
 func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3067,6 +3125,7 @@ type InotifyWatch struct {
 }
 
 func (x *InotifyWatch) Reset() {
+	Init()
 	*x = InotifyWatch{}
 	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3080,6 +3139,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3142,6 +3202,7 @@ type Inotify struct {
 }
 
 func (x *Inotify) Reset() {
+	Init()
 	*x = Inotify{}
 	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3155,6 +3216,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3216,6 +3278,7 @@ type FileEntry struct {
 }
 
 func (x *FileEntry) Reset() {
+	Init()
 	*x = FileEntry{}
 	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3229,6 +3292,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3417,6 +3481,7 @@ type FdEntry struct {
 }
 
 func (x *FdEntry) Reset() {
+	Init()
 	*x = FdEntry{}
 	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3430,6 +3495,7 @@ func (x *FdEntry) String() string {
 func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3483,6 +3549,7 @@ type PtyTermios struct {
 }
 
 func (x *PtyTermios) Reset() {
+	Init()
 	*x = PtyTermios{}
 	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3496,6 +3563,7 @@ func (x *PtyTermios) String() string {
 func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3580,6 +3648,7 @@ type PtyWinsize struct {
 }
 
 func (x *PtyWinsize) Reset() {
+	Init()
 	*x = PtyWinsize{}
 	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3593,6 +3662,7 @@ func (x *PtyWinsize) String() string {
 func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3675,6 +3745,7 @@ type Pty struct {
 }
 
 func (x *Pty) Reset() {
+	Init()
 	*x = Pty{}
 	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3688,6 +3759,7 @@ func (x *Pty) String() string {
 func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
+	Init()
 	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -4292,7 +4364,14 @@ var file_image_proto_depIdxs = []int32{
 	0,  // [0:29] is the sub-list for field type_name
 }
 
-func init() { file_image_proto_init() }
+// Init registers this file's descriptors with the protobuf runtime, once.
+// It runs on first use of a message (ProtoReflect) or enum rather than at
+// program start (rewritten by internal/protolazy: registration is paid
+// only by processes that use the schema).
+func Init() { file_image_proto_initOnce.Do(file_image_proto_init) }
+
+var file_image_proto_initOnce sync.Once
+
 func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
