@@ -2,7 +2,9 @@ package restore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,72 +14,47 @@ import (
 // itimers and POSIX timers (after the threads, which timers may target).
 func (r *restorer) restoreProcessState() error {
 	c := r.pr.core
+	b := r.batch(0)
 	if c.Root != "" && c.Root != "/" {
-		addr, err := r.put(0, cstr(c.Root))
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(0, "chroot "+c.Root, unix.SYS_CHROOT, addr); err != nil {
-			return err
-		}
+		b.add("chroot "+c.Root, unix.SYS_CHROOT, b.arg(cstr(c.Root)))
 	}
 	if c.Cwd != "" {
-		addr, err := r.put(0, cstr(c.Cwd))
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(0, "chdir "+c.Cwd, unix.SYS_CHDIR, addr); err != nil {
-			return err
-		}
+		b.add("chdir "+c.Cwd, unix.SYS_CHDIR, b.arg(cstr(c.Cwd)))
 	}
 	for _, l := range c.Rlimits {
 		if l.Resource > 15 {
 			return fmt.Errorf("rlimit: unknown resource %d", l.Resource)
 		}
-		b := make([]byte, 16)
-		u64(b, 0, l.Cur)
-		u64(b, 8, l.Max)
-		addr, err := r.put(0, b)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(0, fmt.Sprintf("prlimit64(resource %d, %d/%d)", l.Resource, l.Cur, l.Max), unix.SYS_PRLIMIT64, 0, uint64(l.Resource), addr, 0); err != nil {
-			return fmt.Errorf("%w (raising a hard limit needs CAP_SYS_RESOURCE)", err)
-		}
+		lim := make([]byte, 16)
+		u64(lim, 0, l.Cur)
+		u64(lim, 8, l.Max)
+		b.add(fmt.Sprintf("prlimit64(resource %d, %d/%d)", l.Resource, l.Cur, l.Max), unix.SYS_PRLIMIT64, 0, uint64(l.Resource), b.arg(lim), 0)
 	}
-	if _, err := r.call(0, "personality", unix.SYS_PERSONALITY, uint64(c.Personality)); err != nil {
-		return err
-	}
-	if _, err := r.call(0, "umask", unix.SYS_UMASK, uint64(c.Umask)); err != nil {
-		return err
-	}
+	b.add("personality", unix.SYS_PERSONALITY, uint64(c.Personality))
+	b.add("umask", unix.SYS_UMASK, uint64(c.Umask))
 	if c.ChildSubreaper {
-		if _, err := r.call(0, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prSetChildSubreaper, 1); err != nil {
-			return err
-		}
+		b.add("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prSetChildSubreaper, 1)
 	}
 	if c.ThpDisable != 0 {
-		if _, err := r.call(0, "prctl(PR_SET_THP_DISABLE)", unix.SYS_PRCTL, prSetThpDisable, 1, 0, 0, 0); err != nil {
-			return err
-		}
+		b.add("prctl(PR_SET_THP_DISABLE)", unix.SYS_PRCTL, prSetThpDisable, 1, 0, 0, 0)
 	}
 	for _, it := range c.Itimers {
 		if it.Which > 2 {
 			return fmt.Errorf("itimer %d", it.Which)
 		}
-		b := make([]byte, 32)
-		u64(b, 0, uint64(it.IntervalUs/1e6))
-		u64(b, 8, uint64(it.IntervalUs%1e6))
+		tv := make([]byte, 32)
+		u64(tv, 0, uint64(it.IntervalUs/1e6))
+		u64(tv, 8, uint64(it.IntervalUs%1e6))
 		v := itimerValueUs(it.Which, it.ValueUs)
-		u64(b, 16, uint64(v/1e6))
-		u64(b, 24, uint64(v%1e6))
-		addr, err := r.put(0, b)
-		if err != nil {
-			return err
+		u64(tv, 16, uint64(v/1e6))
+		u64(tv, 24, uint64(v%1e6))
+		b.add("setitimer", unix.SYS_SETITIMER, uint64(it.Which), b.arg(tv), 0)
+	}
+	if _, err := b.run(); err != nil {
+		if errors.Is(err, unix.EPERM) && strings.Contains(err.Error(), "prlimit64") {
+			return fmt.Errorf("%w (raising a hard limit needs CAP_SYS_RESOURCE)", err)
 		}
-		if _, err := r.call(0, "setitimer", unix.SYS_SETITIMER, uint64(it.Which), addr, 0); err != nil {
-			return err
-		}
+		return err
 	}
 	return r.restorePosixTimers()
 }
@@ -194,88 +171,65 @@ func (r *restorer) queueSignals() error {
 	return nil
 }
 
-// restoreCreds gives thread i its credentials.
+// restoreCreds gives thread i its credentials, in one batch of calls.
 func (r *restorer) restoreCreds(i int) error {
 	tc := r.threads[i].core
-	if cr := tc.Creds; cr != nil {
-		if len(cr.Uids) != 4 || len(cr.Gids) != 4 {
-			return fmt.Errorf("creds: %d uids, %d gids", len(cr.Uids), len(cr.Gids))
-		}
-		if len(cr.Groups) > 65536 {
-			return fmt.Errorf("creds: %d groups", len(cr.Groups))
-		}
-		g := make([]byte, 4*len(cr.Groups)+4)
-		for k, v := range cr.Groups {
-			binary.LittleEndian.PutUint32(g[4*k:], v)
-		}
-		addr, err := r.put(0, g)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "setgroups", unix.SYS_SETGROUPS, uint64(len(cr.Groups)), addr); err != nil {
-			return err
-		}
-		// bounding set while CAP_SETPCAP is still ours
-		for c := uint64(0); c < 64; c++ {
-			if cr.CapBnd&(1<<c) == 0 {
-				if _, err := r.call(i, "prctl(PR_CAPBSET_DROP)", unix.SYS_PRCTL, prCapbsetDrop, c); err != nil {
-					if e, ok := asErrno(err); ok && e == unix.EINVAL {
-						break // beyond the last capability of this kernel
-					}
-					return err
-				}
-			}
-		}
-		if _, err := r.call(i, "prctl(PR_SET_SECUREBITS)", unix.SYS_PRCTL, prSetSecurebits, uint64(cr.Securebits|secbitKeepCaps)); err != nil {
-			return err
-		}
-		if _, err := r.call(i, "setresgid", unix.SYS_SETRESGID, uint64(cr.Gids[0]), uint64(cr.Gids[1]), uint64(cr.Gids[2])); err != nil {
-			return err
-		}
-		if _, err := r.call(i, "setfsgid", unix.SYS_SETFSGID, uint64(cr.Gids[3])); err != nil {
-			return err
-		}
-		if _, err := r.call(i, "setresuid", unix.SYS_SETRESUID, uint64(cr.Uids[0]), uint64(cr.Uids[1]), uint64(cr.Uids[2])); err != nil {
-			return err
-		}
-		if _, err := r.call(i, "setfsuid", unix.SYS_SETFSUID, uint64(cr.Uids[3])); err != nil {
-			return err
-		}
-		// capset: header {version 3, pid 0}, data[2] {eff, prm, inh}
-		cb := make([]byte, 8+24)
-		binary.LittleEndian.PutUint32(cb[0:], 0x20080522)
-		binary.LittleEndian.PutUint32(cb[8:], uint32(cr.CapEff))
-		binary.LittleEndian.PutUint32(cb[12:], uint32(cr.CapPrm))
-		binary.LittleEndian.PutUint32(cb[16:], uint32(cr.CapInh))
-		binary.LittleEndian.PutUint32(cb[20:], uint32(cr.CapEff>>32))
-		binary.LittleEndian.PutUint32(cb[24:], uint32(cr.CapPrm>>32))
-		binary.LittleEndian.PutUint32(cb[28:], uint32(cr.CapInh>>32))
-		addr, err = r.put(0, cb)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "capset", unix.SYS_CAPSET, addr, addr+8); err != nil {
-			return err
-		}
-		for c := uint64(0); c < 64; c++ {
-			if cr.CapAmb&(1<<c) != 0 {
-				if _, err := r.call(i, "prctl(PR_CAP_AMBIENT_RAISE)", unix.SYS_PRCTL, prCapAmbient, prCapAmbientRaise, c, 0, 0); err != nil {
-					return err
-				}
-			}
-		}
-		if cr.Securebits&secbitKeepCaps == 0 {
-			if _, err := r.call(i, "prctl(PR_SET_KEEPCAPS, 0)", unix.SYS_PRCTL, prSetKeepcaps, 0); err != nil {
-				return err
-			}
-		}
-		if cr.NoNewPrivs {
-			if _, err := r.call(i, "prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, prSetNoNewPrivs, 1, 0, 0, 0); err != nil {
-				return err
-			}
+	cr := tc.Creds
+	if cr == nil {
+		return nil
+	}
+	if len(cr.Uids) != 4 || len(cr.Gids) != 4 {
+		return fmt.Errorf("creds: %d uids, %d gids", len(cr.Uids), len(cr.Gids))
+	}
+	if len(cr.Groups) > 65536 {
+		return fmt.Errorf("creds: %d groups", len(cr.Groups))
+	}
+	last := lastCap()
+	if last < 0 {
+		return fmt.Errorf("creds: /proc/sys/kernel/cap_last_cap unreadable: the bounding set cannot be restored")
+	}
+	b := r.batch(i)
+	g := make([]byte, 4*len(cr.Groups)+4)
+	for k, v := range cr.Groups {
+		binary.LittleEndian.PutUint32(g[4*k:], v)
+	}
+	b.add("setgroups", unix.SYS_SETGROUPS, uint64(len(cr.Groups)), b.arg(g))
+	// bounding set while CAP_SETPCAP is still ours (capabilities beyond
+	// this kernel's last are not there to drop)
+	for c := uint64(0); c <= uint64(last); c++ {
+		if cr.CapBnd&(1<<c) == 0 {
+			b.add(fmt.Sprintf("prctl(PR_CAPBSET_DROP, %d)", c), unix.SYS_PRCTL, prCapbsetDrop, c)
 		}
 	}
-	return nil
+	b.add("prctl(PR_SET_SECUREBITS)", unix.SYS_PRCTL, prSetSecurebits, uint64(cr.Securebits|secbitKeepCaps))
+	b.add("setresgid", unix.SYS_SETRESGID, uint64(cr.Gids[0]), uint64(cr.Gids[1]), uint64(cr.Gids[2]))
+	b.add("setfsgid", unix.SYS_SETFSGID, uint64(cr.Gids[3]))
+	b.add("setresuid", unix.SYS_SETRESUID, uint64(cr.Uids[0]), uint64(cr.Uids[1]), uint64(cr.Uids[2]))
+	b.add("setfsuid", unix.SYS_SETFSUID, uint64(cr.Uids[3]))
+	// capset: header {version 3, pid 0}, data[2] {eff, prm, inh}
+	cb := make([]byte, 8+24)
+	binary.LittleEndian.PutUint32(cb[0:], 0x20080522)
+	binary.LittleEndian.PutUint32(cb[8:], uint32(cr.CapEff))
+	binary.LittleEndian.PutUint32(cb[12:], uint32(cr.CapPrm))
+	binary.LittleEndian.PutUint32(cb[16:], uint32(cr.CapInh))
+	binary.LittleEndian.PutUint32(cb[20:], uint32(cr.CapEff>>32))
+	binary.LittleEndian.PutUint32(cb[24:], uint32(cr.CapPrm>>32))
+	binary.LittleEndian.PutUint32(cb[28:], uint32(cr.CapInh>>32))
+	addr := b.arg(cb)
+	b.add("capset", unix.SYS_CAPSET, addr, addr+8)
+	for c := uint64(0); c < 64; c++ {
+		if cr.CapAmb&(1<<c) != 0 {
+			b.add(fmt.Sprintf("prctl(PR_CAP_AMBIENT_RAISE, %d)", c), unix.SYS_PRCTL, prCapAmbient, prCapAmbientRaise, c, 0, 0)
+		}
+	}
+	if cr.Securebits&secbitKeepCaps == 0 {
+		b.add("prctl(PR_SET_KEEPCAPS, 0)", unix.SYS_PRCTL, prSetKeepcaps, 0)
+	}
+	if cr.NoNewPrivs {
+		b.add("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, prSetNoNewPrivs, 1, 0, 0, 0)
+	}
+	_, err := b.run()
+	return err
 }
 
 // restoreSeccomp installs thread i's filters, in their install order.

@@ -206,6 +206,10 @@ func (r *restorer) prepareStub(all []*proc, inheritedPidfd int, maxFd uint64) er
 	if err := r.mem.WriteAt(ptrace.Gadget, g); err != nil {
 		return err
 	}
+	// the batch loop, for every task forked from this one too
+	if err := r.mem.WriteAt(ptrace.BatchCode, g+batchCodeOff); err != nil {
+		return err
+	}
 	if _, err := r.call(0, "mprotect control area", unix.SYS_MPROTECT, g, memory.PageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
 		return err
 	}

@@ -177,53 +177,35 @@ func (r *restorer) createThreads() error {
 // alternate stack, rseq area, name.
 func (r *restorer) restoreThreadState(i int) error {
 	tc := r.threads[i].core
+	b := r.batch(i)
 	if tc.ClearTidAddr != 0 {
-		if _, err := r.call(i, "set_tid_address", unix.SYS_SET_TID_ADDRESS, tc.ClearTidAddr); err != nil {
-			return err
-		}
+		b.add("set_tid_address", unix.SYS_SET_TID_ADDRESS, tc.ClearTidAddr)
 	}
 	if tc.RobustHead != 0 {
-		if _, err := r.call(i, "set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.RobustHead, tc.RobustLen); err != nil {
-			return err
-		}
+		b.add("set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.RobustHead, tc.RobustLen)
 	}
 	if a := tc.Altstack; a != nil && a.Flags&ssDisable == 0 && a.Size != 0 {
-		b := make([]byte, 24)
-		u64(b, 0, a.Sp)
-		u64(b, 8, uint64(a.Flags&^ssOnstack))
-		u64(b, 16, a.Size)
-		addr, err := r.put(0, b)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "sigaltstack", unix.SYS_SIGALTSTACK, addr, 0); err != nil {
-			return err
-		}
+		ss := make([]byte, 24)
+		u64(ss, 0, a.Sp)
+		u64(ss, 8, uint64(a.Flags&^ssOnstack))
+		u64(ss, 16, a.Size)
+		b.add("sigaltstack", unix.SYS_SIGALTSTACK, b.arg(ss), 0)
 	}
 	if rs := tc.Rseq; rs != nil && rs.Ptr != 0 {
-		if _, err := r.call(i, "rseq", unix.SYS_RSEQ, rs.Ptr, uint64(rs.Len), 0, uint64(rs.Sig)); err != nil {
-			return err
-		}
+		b.add("rseq", unix.SYS_RSEQ, rs.Ptr, uint64(rs.Len), 0, uint64(rs.Sig))
 	}
 	if tc.TimerSlackNs != 0 {
-		if _, err := r.call(i, "prctl(PR_SET_TIMERSLACK)", unix.SYS_PRCTL, prSetTimerslack, tc.TimerSlackNs); err != nil {
-			return err
-		}
+		b.add("prctl(PR_SET_TIMERSLACK)", unix.SYS_PRCTL, prSetTimerslack, tc.TimerSlackNs)
 	}
 	if tc.Comm != "" {
 		name := []byte(tc.Comm)
 		if len(name) > 15 {
 			name = name[:15]
 		}
-		addr, err := r.put(0, cstr(string(name)))
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, prSetName, addr); err != nil {
-			return err
-		}
+		b.add("prctl(PR_SET_NAME)", unix.SYS_PRCTL, prSetName, b.arg(cstr(string(name))))
 	}
-	return nil
+	_, err := b.run()
+	return err
 }
 
 func asErrno(err error) (unix.Errno, bool) {

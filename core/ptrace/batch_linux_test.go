@@ -1,0 +1,109 @@
+package ptrace
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestBatchRunsInOrderAndStopsAtFailure: BatchCode makes the queued calls
+// in the tracee in order, stores each result, stops at the first failure
+// (the calls after it are not made) and Results names the failing call.
+func TestBatchRunsInOrderAndStopsAtFailure(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	time.Sleep(100 * time.Millisecond)
+	tr := NewTracer()
+	defer tr.Stop()
+	tr.Do(func() {
+		p, err := SeizeProcess(cmd.Process.Pid)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer p.Release()
+		maps, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/maps")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		gadget, ok := FirstExec(string(maps))
+		if !ok {
+			t.Error("no gadget site")
+			return
+		}
+		r, err := NewRemote(p, gadget)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer r.Close()
+		code := r.Gadget + uint64(len(Gadget))
+		orig := make([]byte, len(BatchCode))
+		if err := r.Mem.ReadAt(orig, code); err != nil {
+			t.Error(err)
+			return
+		}
+		defer r.Mem.WriteAt(orig, code)
+		if err := r.Mem.WriteAt(BatchCode, code); err != nil {
+			t.Error(err)
+			return
+		}
+		run := func(b *Batch) ([]uint64, error) {
+			table := b.Table()
+			if err := r.Mem.WriteAt(table, r.Scratch); err != nil {
+				return nil, err
+			}
+			th := p.Threads[0]
+			if err := RunCode(th.Tid, th.Regs, code, len(BatchCode), r.Scratch, uint64(b.Len())); err != nil {
+				return nil, err
+			}
+			if err := r.Mem.ReadAt(table, r.Scratch); err != nil {
+				return nil, err
+			}
+			return b.Results(table)
+		}
+		var ok1 Batch
+		ok1.Add("getpid", unix.SYS_GETPID)
+		ok1.Add("getppid", unix.SYS_GETPPID)
+		ok1.Add("umask(022)", unix.SYS_UMASK, 0o22)
+		ok1.Add("umask again", unix.SYS_UMASK, 0o22)
+		res, err := run(&ok1)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if res[0] != uint64(cmd.Process.Pid) || res[1] != uint64(os.Getpid()) || res[3] != 0o22 {
+			t.Errorf("results %v: want pid %d, ppid %d, then the umask just set", res, cmd.Process.Pid, os.Getpid())
+		}
+		var bad Batch
+		bad.Add("umask(077)", unix.SYS_UMASK, 0o77)
+		bad.Add("close(-1)", unix.SYS_CLOSE, ^uint64(0))
+		bad.Add("umask(0) after the failure", unix.SYS_UMASK, 0)
+		_, err = run(&bad)
+		if !errors.Is(err, unix.EBADF) || !strings.Contains(err.Error(), "close(-1)") {
+			t.Errorf("failing batch: %v, want EBADF naming close(-1)", err)
+		}
+		var probe Batch
+		probe.Add("umask read", unix.SYS_UMASK, 0o22)
+		res, err = run(&probe)
+		if err != nil || res[0] != 0o77 {
+			t.Errorf("umask after the failing batch %#o (%v): the call after the failure ran", res, err)
+		}
+	})
+}
