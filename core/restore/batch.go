@@ -28,12 +28,15 @@ const (
 // 20-process Go tree made ~3000 injected calls, half of them these).
 // Calls run in the order added and stop at the first failure, whose error
 // names the call, as with r.call one by one.
+//
+// A batch of more than batchMax calls runs as several tables in turn; its
+// memory arguments are all written first and must fit the data area.
 type callBatch struct {
-	r    *restorer
-	i    int // thread
-	b    ptrace.Batch
-	data []byte // memory arguments, at r.scratch+batchDataOff
-	err  error  // an argument did not fit
+	r      *restorer
+	i      int            // thread
+	chunks []ptrace.Batch // at most batchMax calls each
+	data   []byte         // memory arguments, at r.scratch+batchDataOff
+	err    error          // an argument did not fit
 }
 
 func (r *restorer) batch(i int) *callBatch { return &callBatch{r: r, i: i} }
@@ -55,10 +58,19 @@ func (cb *callBatch) arg(p []byte) uint64 {
 
 // add queues syscall nr; what names it in an error.
 func (cb *callBatch) add(what string, nr uint64, args ...uint64) {
-	if cb.b.Len() == batchMax && cb.err == nil {
-		cb.err = fmt.Errorf("more than %d calls in a batch", batchMax)
+	if n := len(cb.chunks); n == 0 || cb.chunks[n-1].Len() == batchMax {
+		cb.chunks = append(cb.chunks, ptrace.Batch{})
 	}
-	cb.b.Add(what, nr, args...)
+	cb.chunks[len(cb.chunks)-1].Add(what, nr, args...)
+}
+
+// len is the number of queued calls.
+func (cb *callBatch) len() int {
+	n := 0
+	for i := range cb.chunks {
+		n += cb.chunks[i].Len()
+	}
+	return n
 }
 
 // run makes the queued calls in thread i and returns their results.
@@ -67,30 +79,32 @@ func (cb *callBatch) run() ([]uint64, error) {
 	if cb.err != nil {
 		return nil, cb.err
 	}
-	if cb.b.Len() == 0 {
-		return nil, nil
-	}
 	if len(cb.data) > 0 {
 		if err := r.mem.WriteAt(cb.data, r.scratch+batchDataOff); err != nil {
 			return nil, err
 		}
 	}
-	table := cb.b.Table()
-	if err := r.mem.WriteAt(table, r.scratch); err != nil {
-		return nil, err
+	var out []uint64
+	for k := range cb.chunks {
+		b := &cb.chunks[k]
+		table := b.Table()
+		if err := r.mem.WriteAt(table, r.scratch); err != nil {
+			return nil, err
+		}
+		if err := ptrace.RunCode(t.tid, t.in.Base, r.ctl+batchCodeOff, len(ptrace.BatchCode), r.scratch, uint64(b.Len())); err != nil {
+			return nil, fmt.Errorf("tid %d: syscall batch: %w", t.tid, err)
+		}
+		t.in.Count++
+		if err := r.mem.ReadAt(table, r.scratch); err != nil {
+			return nil, err
+		}
+		res, err := b.Results(table)
+		if err != nil {
+			return nil, fmt.Errorf("tid %d: %w", t.tid, err)
+		}
+		out = append(out, res...)
 	}
-	if err := ptrace.RunCode(t.tid, t.in.Base, r.ctl+batchCodeOff, len(ptrace.BatchCode), r.scratch, uint64(cb.b.Len())); err != nil {
-		return nil, fmt.Errorf("tid %d: syscall batch: %w", t.tid, err)
-	}
-	t.in.Count++
-	if err := r.mem.ReadAt(table, r.scratch); err != nil {
-		return nil, err
-	}
-	res, err := cb.b.Results(table)
-	if err != nil {
-		return nil, fmt.Errorf("tid %d: %w", t.tid, err)
-	}
-	return res, nil
+	return out, nil
 }
 
 // lastCap is the highest capability this kernel knows

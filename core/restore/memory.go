@@ -31,13 +31,23 @@ func (r *restorer) restoreMemory() error {
 			return err
 		}
 	}
-	stubFds := map[string]uint64{}
-	var protect []*imagepb.Vma
+	stubFds, err := r.installMapFiles()
+	if err != nil {
+		return err
+	}
+	// every mapping, its madvise flags and the close of the files, in one
+	// batch (a Go program has ~30 mappings)
+	b := r.batch(0)
+	var protect, sysv []*imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
-		later, err := r.mapVma(v, stubFds)
+		if v.Kind == imagepb.VmaKind_VMA_SYSV_SHM {
+			sysv = append(sysv, v)
+			continue
+		}
+		later, err := r.mapVma(b, v, stubFds)
 		if err != nil {
 			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 		}
@@ -46,7 +56,18 @@ func (r *restorer) restoreMemory() error {
 		}
 	}
 	for _, fd := range stubFds {
-		if _, err := r.call(0, "close", unix.SYS_CLOSE, fd); err != nil {
+		b.add("close", unix.SYS_CLOSE, fd)
+	}
+	if _, err := b.run(); err != nil {
+		return err
+	}
+	for _, v := range sysv {
+		if err := r.attachSysv(v); err != nil {
+			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
+		mb := r.batch(0)
+		addMadvise(mb, v)
+		if _, err := mb.run(); err != nil {
 			return err
 		}
 	}
@@ -60,13 +81,52 @@ func (r *restorer) restoreMemory() error {
 	}
 	// Drop the write bit only once the pages are in: making an anonymous
 	// VMA read-only before it has pages would also drop VM_ACCOUNT.
+	pb := r.batch(0)
 	for _, v := range protect {
-		if _, err := r.call(0, "mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
-			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
-		}
+		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
-	return nil
+	_, err = pb.run()
+	return err
 }
+
+// installMapFiles opens the files the private and shared file mappings
+// need (once per file and access) and installs them in the task in one
+// batch of pidfd_getfd; it returns their numbers there by file key.
+func (r *restorer) installMapFiles() (map[string]uint64, error) {
+	var keys []string
+	b := r.batch(0)
+	seen := map[string]bool{}
+	for _, v := range r.pr.mm.Vmas {
+		switch v.Kind {
+		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
+		default:
+			continue
+		}
+		write := v.Shared && v.Prot&unix.PROT_WRITE != 0
+		key := mapKey(v.FileId, write)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		fd, err := r.opener.OpenForMap(v.FileId, write)
+		if err != nil {
+			return nil, fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
+		b.add(fmt.Sprintf("pidfd_getfd (file of vma %#x-%#x %s)", v.Start, v.End, v.Name), unix.SYS_PIDFD_GETFD, r.pidfd, uint64(fd), 0)
+		keys = append(keys, key)
+	}
+	res, err := b.run()
+	if err != nil {
+		return nil, err
+	}
+	fds := make(map[string]uint64, len(keys))
+	for k, key := range keys {
+		fds[key] = res[k]
+	}
+	return fds, nil
+}
+
+func mapKey(fileID uint32, write bool) string { return fmt.Sprintf("%d/%v", fileID, write) }
 
 // checkSpecial verifies that the kernel put vDSO/vvar where they were.
 func (r *restorer) checkSpecial() error {
@@ -82,9 +142,11 @@ func (r *restorer) checkSpecial() error {
 	return nil
 }
 
-// mapVma maps v; it reports whether v must still be mprotect'ed to its
-// final protection once its pages are written.
-func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) (bool, error) {
+// mapVma adds the mmap of v (with the file installed for it in stubFds)
+// and its madvise flags to b; it reports whether v must still be
+// mprotect'ed to its final protection once its pages are written. SysV
+// attachments are not made here (attachSysv).
+func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint64) (bool, error) {
 	size := v.End - v.Start
 	prot := uint64(v.Prot)
 	mprot := prot
@@ -99,49 +161,37 @@ func (r *restorer) mapVma(v *imagepb.Vma, stubFds map[string]uint64) (bool, erro
 	} else {
 		flags |= unix.MAP_PRIVATE
 	}
+	what := fmt.Sprintf("vma %#x-%#x %s: mmap", v.Start, v.End, v.Name)
 	switch v.Kind {
 	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
 		flags |= unix.MAP_ANONYMOUS
 		if v.Growsdown {
 			flags |= unix.MAP_GROWSDOWN
 		}
-		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0); err != nil {
-			return false, err
-		}
+		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0)
 	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
 		write := v.Shared && prot&unix.PROT_WRITE != 0
-		key := fmt.Sprintf("%d/%v", v.FileId, write)
-		sfd, ok := stubFds[key]
+		sfd, ok := stubFds[mapKey(v.FileId, write)]
 		if !ok {
-			fd, err := r.opener.OpenForMap(v.FileId, write)
-			if err != nil {
-				return false, err
-			}
-			if sfd, err = r.install(fd); err != nil {
-				return false, err
-			}
-			stubFds[key] = sfd
+			return false, fmt.Errorf("file %d not installed", v.FileId)
 		}
-		if _, err := r.call(0, "mmap", unix.SYS_MMAP, v.Start, size, mprot, flags, sfd, v.Pgoff); err != nil {
-			return false, err
-		}
-	case imagepb.VmaKind_VMA_SYSV_SHM:
-		if err := r.attachSysv(v); err != nil {
-			return false, err
-		}
-		mprot = prot
+		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags, sfd, v.Pgoff)
 	default:
 		return false, fmt.Errorf("unknown vma kind %v", v.Kind)
 	}
+	addMadvise(b, v)
+	return mprot != prot, nil
+}
+
+// addMadvise adds the madvise calls that give v its advice flags (from
+// VmFlags) to b.
+func addMadvise(b *callBatch, v *imagepb.Vma) {
 	flagSet := " " + v.VmFlags + " "
 	for _, m := range memory.Madvise {
 		if strings.Contains(flagSet, " "+m.Flag+" ") {
-			if _, err := r.call(0, "madvise "+m.Flag, unix.SYS_MADVISE, v.Start, size, m.Advice); err != nil {
-				return false, err
-			}
+			b.add(fmt.Sprintf("vma %#x-%#x: madvise %s", v.Start, v.End, m.Flag), unix.SYS_MADVISE, v.Start, v.End-v.Start, m.Advice)
 		}
 	}
-	return mprot != prot, nil
 }
 
 // createObjects makes, in ctr-cr, each memfd and shared anonymous object of
