@@ -3,6 +3,7 @@ package bundletests
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,5 +130,68 @@ func TestCheckpoint_Errors(t *testing.T) {
 	out, err = ctrcr(t, "checkpoint", "--runtime", "docker", "x")
 	if err == nil || !strings.Contains(out, "only runc and crun") {
 		t.Errorf("checkpoint with --runtime docker: %v\n%s", err, out)
+	}
+}
+
+// TestCheckpoint_NotRunning: a created (not started) container and a
+// paused one are refused, naming their status, and stay as they were; once
+// started or resumed they checkpoint and restore.
+func TestCheckpoint_NotRunning(t *testing.T) { forRuntimes(t, testCheckpointNotRunning) }
+
+func testCheckpointNotRunning(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
+	null, _ := os.Open(os.DevNull)
+	defer null.Close()
+	create := exec.Command(rt, "create", "--bundle", b.dir, b.id)
+	create.Stdin, create.Stdout, create.Stderr = null, null, null
+	if err := create.Run(); err != nil {
+		t.Fatalf("%s create: %v", rt, err)
+	}
+	t.Cleanup(func() { b.rt("delete", "--force", b.id) })
+	status := func() string {
+		st, err := b.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := st["status"].(string)
+		return s
+	}
+	out, err := ctrcr(t, "checkpoint", b.id)
+	if err == nil || !strings.Contains(out, `"created"`) {
+		t.Errorf("checkpoint of a created container: %v\n%s", err, out)
+	}
+	if s := status(); s != "created" {
+		t.Fatalf("after the refused checkpoint the container is %q, want created", s)
+	}
+	if out, err := b.rt("start", b.id); err != nil {
+		t.Fatalf("%s start: %v: %s", rt, err, out)
+	}
+	b.waitCount(1)
+	if out, err := b.rt("pause", b.id); err != nil {
+		t.Fatalf("%s pause: %v: %s", rt, err, out)
+	}
+	out, err = ctrcr(t, "checkpoint", b.id)
+	if err == nil || !strings.Contains(out, `"paused"`) {
+		t.Errorf("checkpoint of a paused container: %v\n%s", err, out)
+	}
+	if s := status(); s != "paused" {
+		t.Fatalf("after the refused checkpoint the container is %q, want paused", s)
+	}
+	if out, err := b.rt("resume", b.id); err != nil {
+		t.Fatalf("%s resume: %v: %s", rt, err, out)
+	}
+	// a running container's state is read from the runtime's own files
+	img := t.TempDir()
+	out, err = ctrcr(t, "checkpoint", "--leave-running", "--image-path", img, "--print-stats", b.id)
+	if err != nil || !strings.Contains(out, `"state_from":"state-dir"`) {
+		t.Errorf("checkpoint of the running container: %v, want its state read from the state directory:\n%s", err, out)
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		before := b.count()
+		b.checkpoint(cycle)
+		b.restore(cycle)
+		if n := b.waitCount(before + 1); n <= before {
+			t.Fatalf("cycle %d: counter %d after restore, was %d", cycle, n, before)
+		}
 	}
 }

@@ -84,7 +84,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	t0 := time.Now()
 	cst := &CheckpointStats{}
 	rt := opts.Runtime
-	st, err := rt.State(ctx, opts.ID)
+	st, ok := rt.runningFromDir(opts.ID)
+	var err error
+	cst.StateFrom = "state-dir"
+	if !ok {
+		cst.StateFrom = "runtime"
+		st, err = rt.State(ctx, opts.ID)
+	}
 	cst.StateMs = ms(time.Since(t0))
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
@@ -189,6 +195,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 // happen frozen too, so it is longer than the process dump's own frozen_ms.
 type CheckpointStats struct {
 	StateMs      float64     `json:"state_ms"`    // RUNTIME state
+	StateFrom    string      `json:"state_from"`  // "state-dir" (the runtime's files) or "runtime" (RUNTIME state)
 	FreezingMs   float64     `json:"freezing_ms"` // cgroup freezer
 	FrozenMs     float64     `json:"frozen_ms"`
 	NamespacesMs float64     `json:"namespaces_ms"` // uts, ipc, net

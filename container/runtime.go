@@ -6,7 +6,9 @@
 //
 // The flow of `ctr-cr checkpoint ID`:
 //
-//	runtime state ID            -> init pid, bundle, status (must be running)
+//	runtime state ID            -> init pid, bundle, status (must be running;
+//	                               read from the state directory when it is
+//	                               sure, statefile.go)
 //	BUNDLE/config.json          -> spec.dump
 //	core dump of the init tree  -> the image (BUNDLE/checkpoint by default)
 //	metadata                    -> ctr-cr.json
