@@ -60,6 +60,10 @@ type Case struct {
 	// NetNS runs the case in a network namespace of its own, restores
 	// into it (ctr-cr restore under nsenter) and dumps from the host's.
 	NetNS bool
+	// AfterDump and AfterRestore, if set, get the standard output of each
+	// dump and of each detached restore (e.g. --print-stats JSON).
+	AfterDump    func(t *testing.T, cycle int, stdout string)
+	AfterRestore func(t *testing.T, cycle int, stdout string)
 }
 
 // Run is a started case.
@@ -356,9 +360,12 @@ func runCase(t *testing.T, c Case) *Run {
 			c.BeforeDump(t, r)
 		}
 		desc := descendants(r.Pid)
-		_, stderr, err := ctrcr(t, append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, c.DumpArgs...)...)
+		stdout, stderr, err := ctrcr(t, append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, c.DumpArgs...)...)
 		if err != nil {
 			r.fatalf(stderr, "cycle %d: dump: %v", i, err)
+		}
+		if c.AfterDump != nil {
+			c.AfterDump(t, i, stdout)
 		}
 		if err := waitGone(r.Pid, goneTimeout); err != nil {
 			r.fatalf(stderr, "cycle %d: after dump: %v", i, err)
@@ -371,9 +378,12 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 
 		if !last {
-			_, stderr, err := ctrcrIn(t, r.NetNS, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
+			stdout, stderr, err := ctrcrIn(t, r.NetNS, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
 			if err != nil {
 				r.fatalf(stderr, "cycle %d: restore -d: %v", i, err)
+			}
+			if c.AfterRestore != nil {
+				c.AfterRestore(t, i, stdout)
 			}
 			if err := waitBack(r.Pid, tids, backTimeout, nil); err != nil {
 				r.fatalf(stderr, "cycle %d: after restore -d: %v", i, err)

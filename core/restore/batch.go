@@ -95,6 +95,7 @@ func (cb *callBatch) run() ([]uint64, error) {
 			return nil, fmt.Errorf("tid %d: syscall batch: %w", t.tid, err)
 		}
 		t.in.Count++
+		r.st.BatchedSyscalls += b.Len()
 		if err := r.mem.ReadAt(table, r.scratch); err != nil {
 			return nil, err
 		}

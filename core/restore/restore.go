@@ -51,7 +51,8 @@ type Stats struct {
 	RestoreMs        float64 `json:"restore_ms"`
 	TotalMs          float64 `json:"total_ms"`
 	PagesRestored    uint64  `json:"pages_restored"`
-	InjectedSyscalls int     `json:"injected_syscalls"`
+	InjectedSyscalls int     `json:"injected_syscalls"` // ptrace round trips: a syscall batch or code run counts once
+	BatchedSyscalls  int     `json:"batched_syscalls"`  // syscalls made inside those batches
 	Threads          int     `json:"threads"`
 	Processes        int     `json:"processes"`
 }
