@@ -12,9 +12,12 @@ build:
 # All tests. As root (CI), a skipped test is a failure (internal/testreport).
 # The C/R cases need root, gcc and python3. Inherited fds are closed so the
 # processes the tests checkpoint hold only what they open themselves.
+# Packages run one at a time (-p 1): the restore tests hand out pids through
+# the host-wide ns_last_pid cursor, which another package's forks (runc's
+# threads) can take first, and contend for the 2 CPUs' timing otherwise.
 test: build
 	set -o pipefail; $(GO) vet ./... && \
-	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
+	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
 
 bench: build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench
