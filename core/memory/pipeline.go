@@ -36,8 +36,8 @@ func newPipeline(buf []byte, sink Sink) *pipeline {
 	if half < PageSize {
 		return &pipeline{sink: sink, cur: buf, sync: true}
 	}
-	p := &pipeline{sink: sink, cur: buf[:half], todo: make(chan batch, 1), free: make(chan batch, 2)}
-	p.spare = []batch{{buf: buf[half : 2*half]}}
+	p := &pipeline{sink: sink, cur: buf[:half:half], todo: make(chan batch, 1), free: make(chan batch, 2)}
+	p.spare = []batch{{buf: buf[half : 2*half : 2*half]}}
 	go func() {
 		var err error
 		for b := range p.todo {

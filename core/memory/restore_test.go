@@ -2,10 +2,14 @@ package memory
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
@@ -124,4 +128,71 @@ func TestFill(t *testing.T) {
 	if _, err := Fill(dst, []*imagepb.PagemapEntry{{Vaddr: 0, NrPages: 9}}, pages); err == nil {
 		t.Fatal("Fill past the end of the pages file succeeded")
 	}
+}
+
+// TestFillManyChunks: runs spread over many buffer-sized chunks of the
+// pages file land at their addresses, runs crossing chunk boundaries
+// included, and the buffer being written is not changed under the write; a
+// pages file shorter than the runs is an error, also when the short read
+// happens in a later chunk.
+func TestFillManyChunks(t *testing.T) {
+	dir := t.TempDir()
+	const pagesN = 3000 // > bufSize: several hand-overs
+	data := make([]byte, pagesN*PageSize)
+	for i := 0; i < pagesN; i++ { // every page different
+		for j := 0; j < PageSize; j += 256 {
+			binary.LittleEndian.PutUint32(data[i*PageSize+j:], uint32(i<<8|j/256))
+		}
+	}
+	pages, err := os.Create(filepath.Join(dir, "pages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pages.Close()
+	pages.Write(data)
+	// runs of 1..37 pages with gaps between them in the destination
+	var entries []*imagepb.PagemapEntry
+	var want []uint64 // destination page of each source page
+	addr := uint64(0)
+	for left, k := uint64(pagesN), uint64(1); left > 0; k = k%37 + 1 {
+		n := min(k, left)
+		entries = append(entries, &imagepb.PagemapEntry{Vaddr: addr, NrPages: n})
+		for p := uint64(0); p < n; p++ {
+			want = append(want, addr/PageSize+p)
+		}
+		addr += (n + 2) * PageSize
+		left -= n
+	}
+	dst, err := os.Create(filepath.Join(dir, "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	// a slow destination (a target faulting its pages in)
+	n, err := Fill(slowWriter{dst}, entries, pages)
+	if err != nil || n != pagesN {
+		t.Fatalf("Fill = %d, %v", n, err)
+	}
+	got := make([]byte, PageSize)
+	for src, page := range want {
+		dst.ReadAt(got, int64(page*PageSize))
+		if !bytes.Equal(got, data[src*PageSize:(src+1)*PageSize]) {
+			t.Fatalf("source page %d not at destination page %d", src, page)
+		}
+	}
+	pages.Truncate(int64(pagesN-5) * PageSize)
+	if _, err := Fill(dst, entries, pages); err == nil {
+		t.Fatal("Fill from a pages file 5 pages short succeeded")
+	}
+}
+
+type slowWriter struct{ w io.WriterAt }
+
+func (s slowWriter) WriteAt(b []byte, off int64) (int, error) {
+	c := append([]byte(nil), b...)
+	time.Sleep(50 * time.Microsecond)
+	if !bytes.Equal(c, b) {
+		return 0, errors.New("the buffer being written changed under the write")
+	}
+	return s.w.WriteAt(b, off)
 }
