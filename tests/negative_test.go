@@ -163,6 +163,9 @@ func TestNegative_CorruptImage(t *testing.T) {
 		damage func(path string) error
 	}{
 		{"flip-bit-core", "core-" + pid + ".img", false, flipBit},
+		// found while the pages are copied into the new task (their
+		// checksum is verified in that single read), before it runs
+		{"flip-bit-pages", pages, false, flipBit},
 		{"truncate-pages", pages, false, func(p string) error {
 			fi, err := os.Stat(p)
 			if err != nil {

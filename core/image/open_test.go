@@ -345,6 +345,74 @@ func TestReadRechecks(t *testing.T) {
 	}
 }
 
+// TestDeferredPagesChecksum: with DeferPages, Open does not read the pages
+// files' contents (a flipped byte passes Open, which plain Open refuses),
+// and the Pages reader finds it: Verify after reading in order fails with
+// ErrChecksum naming the file, a clean file verifies, and a read out of
+// order makes Verify fail rather than pass unchecked bytes.
+func TestDeferredPagesChecksum(t *testing.T) {
+	dir := sampleImage(t)
+	readAll := func(p *Pages, chunk int) {
+		t.Helper()
+		b := make([]byte, chunk)
+		for off := int64(0); ; off += int64(chunk) {
+			n, err := p.ReadAt(b, off)
+			if n < chunk || err != nil {
+				return
+			}
+		}
+	}
+	r, err := OpenWith(dir, OpenOptions{DeferPages: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.OpenPages("10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(p, PageSize)
+	if err := p.Verify(); err != nil {
+		t.Errorf("clean pages file: Verify: %v", err)
+	}
+	p.Close()
+	p, _ = r.OpenPages("10")
+	b := make([]byte, PageSize)
+	p.ReadAt(b, PageSize) // skips the first page
+	if err := p.Verify(); err == nil || !strings.Contains(err.Error(), "out of order") {
+		t.Errorf("read out of order: Verify: %v", err)
+	}
+	p.Close()
+
+	path := filepath.Join(dir, "pages-10.img")
+	data, _ := os.ReadFile(path)
+	data[len(data)/2] ^= 0x40
+	writeFile(t, dir, "pages-10.img", data)
+	if _, err := Open(dir); !errors.Is(err, ErrChecksum) {
+		t.Errorf("plain Open of a damaged pages file: %v, want ErrChecksum", err)
+	}
+	r, err = OpenWith(dir, OpenOptions{DeferPages: true})
+	if err != nil {
+		t.Fatalf("Open with DeferPages read the pages: %v", err)
+	}
+	for _, chunk := range []int{PageSize, 3 * PageSize, 1 << 20} {
+		p, err := r.OpenPages("10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(p, chunk)
+		if err := p.Verify(); !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "pages-10.img") {
+			t.Errorf("damaged pages read in %d-byte chunks: Verify: %v, want ErrChecksum naming pages-10.img", chunk, err)
+		}
+		p.Close()
+	}
+	// nothing read at all: Verify hashes the whole file itself
+	p, _ = r.OpenPages("10")
+	if err := p.Verify(); !errors.Is(err, ErrChecksum) {
+		t.Errorf("damaged pages, nothing read: Verify: %v", err)
+	}
+	p.Close()
+}
+
 // TestDecodeLimits checks that a length prefix never causes an allocation
 // beyond the bytes left in the file.
 func TestDecodeLimits(t *testing.T) {

@@ -3,7 +3,6 @@ package memory
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
@@ -12,7 +11,7 @@ import (
 // read sequentially in large chunks) to dst at each run's address: the
 // restored task's /proc/PID/mem, or a memory object's fd with offsets. It
 // returns the number of pages written.
-func Fill(dst io.WriterAt, entries []*imagepb.PagemapEntry, pages *os.File) (uint64, error) {
+func Fill(dst io.WriterAt, entries []*imagepb.PagemapEntry, pages io.ReaderAt) (uint64, error) {
 	var need uint64
 	for _, e := range entries {
 		need += e.NrPages * PageSize

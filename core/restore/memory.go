@@ -79,6 +79,11 @@ func (r *restorer) restoreMemory() error {
 	if err != nil {
 		return err
 	}
+	// the pages' checksum, deferred to this single read of them: a
+	// mismatch fails the restore before the task ever runs
+	if err := r.pr.pages.Verify(); err != nil {
+		return err
+	}
 	// Drop the write bit only once the pages are in: making an anonymous
 	// VMA read-only before it has pages would also drop VM_ACCOUNT.
 	pb := r.batch(0)
@@ -242,6 +247,9 @@ func (r *restorer) createObjects() error {
 			}
 		}
 		_, err = memory.Fill(fdWriter(fd), entries, pages)
+		if err == nil {
+			err = pages.Verify()
+		}
 		pages.Close()
 		if err == nil && f.Kind == imagepb.FileKind_FILE_MEMFD {
 			// pages are whole: cut the object back to its exact size

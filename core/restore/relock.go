@@ -19,7 +19,7 @@ import (
 // the connections are back, or when it fails. The calling goroutine must be
 // locked to its OS thread.
 func Relock(dir string, pid int) error {
-	img, err := image.Open(dir)
+	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
 		return fmt.Errorf("validate: %w", err)
 	}

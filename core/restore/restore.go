@@ -71,7 +71,7 @@ type proc struct {
 	mm    *imagepb.MmEntry
 	fds   []*imagepb.FdEntry
 	pmap  []*imagepb.PagemapEntry
-	pages *os.File
+	pages *image.Pages
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -82,7 +82,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err error) {
 	st := &Stats{}
 	t0 := time.Now()
-	img, err := image.Open(dir)
+	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
