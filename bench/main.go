@@ -317,6 +317,10 @@ func (r *result) run(bin string, args []string) (float64, []byte, error) {
 // timeDump runs a dump (or checkpoint) with --print-stats and records its
 // time and frozen time.
 func (r *result) timeDump(bin string, args []string) error {
+	// Each timed dump starts with no dirty page cache from earlier work
+	// (the bench's own build, the images of other workloads), so that its
+	// writeback does not compete with the dump's own writes on a 2-CPU VM.
+	unix.Sync()
 	d, out, err := r.run(bin, args)
 	if err != nil {
 		return err

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,43 +14,8 @@ import (
 // in the tracee in order, stores each result, stops at the first failure
 // (the calls after it are not made) and Results names the failing call.
 func TestBatchRunsInOrderAndStopsAtFailure(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
 	cmd := exec.Command("sleep", "30")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	time.Sleep(100 * time.Millisecond)
-	tr := NewTracer()
-	defer tr.Stop()
-	tr.Do(func() {
-		p, err := SeizeProcess(cmd.Process.Pid)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer p.Release()
-		maps, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/maps")
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		gadget, ok := FirstExec(string(maps))
-		if !ok {
-			t.Error("no gadget site")
-			return
-		}
-		r, err := NewRemote(p, gadget)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer r.Close()
+	withRemote(t, cmd, func(p *Process, r *Remote) {
 		code := r.Gadget + uint64(len(Gadget))
 		orig := make([]byte, len(BatchCode))
 		if err := r.Mem.ReadAt(orig, code); err != nil {

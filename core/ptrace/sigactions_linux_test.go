@@ -16,47 +16,12 @@ import (
 // as one injected rt_sigaction per signal, in a shell with a handler, an
 // ignored signal and defaults, and the process runs on afterwards.
 func TestSigactionsMatchInjected(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh")
 	}
 	cmd := exec.Command(sh, "-c", `trap "" USR1; trap "echo usr2" USR2; while :; do sleep 0.05; done`)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	time.Sleep(200 * time.Millisecond)
-	tr := NewTracer()
-	defer tr.Stop()
-	tr.Do(func() {
-		p, err := SeizeProcess(cmd.Process.Pid)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer p.Release()
-		maps, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/maps")
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		gadget, ok := FirstExec(string(maps))
-		if !ok {
-			t.Error("no gadget site")
-			return
-		}
-		r, err := NewRemote(p, gadget)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer r.Close()
+	withRemote(t, cmd, func(p *Process, r *Remote) {
 		acts, ok2, err := r.Sigactions()
 		if err != nil {
 			t.Error(err)

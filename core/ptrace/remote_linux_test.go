@@ -1,0 +1,54 @@
+package ptrace
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// withRemote starts cmd (root only), seizes it from a tracer thread,
+// prepares injection at its first executable mapping and runs fn there;
+// the process is released afterwards and killed when the test ends.
+func withRemote(t *testing.T, cmd *exec.Cmd, fn func(p *Process, r *Remote)) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	time.Sleep(200 * time.Millisecond)
+	tr := NewTracer()
+	defer tr.Stop()
+	tr.Do(func() {
+		p, err := SeizeProcess(cmd.Process.Pid)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer p.Release()
+		maps, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/maps")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		gadget, ok := FirstExec(string(maps))
+		if !ok {
+			t.Error("no gadget site")
+			return
+		}
+		r, err := NewRemote(p, gadget)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer r.Close()
+		fn(p, r)
+	})
+}
