@@ -77,6 +77,10 @@ type Stats struct {
 // is complete, the dump stops, the processes are released untouched and the
 // partial image removed.
 func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, err error) {
+	// The image schema registers with the protobuf runtime on first use
+	// (~3 ms, internal/protolazy): do that on another CPU while the tree
+	// is seized and read, not when the frozen tree's image is written.
+	go imagepb.Init()
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = 1 << 20
 	}
