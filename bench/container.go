@@ -86,7 +86,8 @@ func benchContainer(bin, name, rt, script string, mib, runs int) (*result, error
 	} else {
 		time.Sleep(500 * time.Millisecond)
 	}
-	for i := 0; i < runs; i++ {
+	defer r.dropWarmup()
+	for i := 0; i < warmup+runs; i++ {
 		img := filepath.Join(dir, "checkpoint")
 		os.RemoveAll(img)
 		if err := r.timeDump(bin, []string{"checkpoint", "--print-stats", id}); err != nil {

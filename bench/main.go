@@ -45,6 +45,7 @@ func main() {
 	}
 	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload (empty: none)")
 	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
+	flag.IntVar(&warmup, "warmup", 1, "untimed dump/restore cycles before the timed ones (the first cycle also pays for first use of the VM's memory)")
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
@@ -224,6 +225,19 @@ type result struct {
 	image, rss            float64
 }
 
+// warmup is the number of untimed cycles each workload starts with: on
+// this VM the first write of page cache onto memory the guest has not used
+// since boot costs several times a later one (the host backs it then), so
+// a first cycle can take 2-5x the steady state. Its timings are dropped;
+// everything else (the memory check after restore) is done as usual.
+var warmup = 1
+
+// dropWarmup removes the timings of the warm-up cycles.
+func (r *result) dropWarmup() {
+	cut := func(s []float64) []float64 { return s[min(warmup, len(s)):] }
+	r.dump, r.frozen, r.restore = cut(r.dump), cut(r.frozen), cut(r.restore)
+}
+
 // benchCycles starts the workload (argv after the binary; its processes
 // print "ready" once each), then dumps and restores it runs times, checking
 // after each restore that every process verifies its memory.
@@ -258,7 +272,8 @@ func benchCycles(name string, e engine, wargs []string, procs, runs int) (*resul
 	if err := waitForN(out, "ready", procs, 120*time.Second); err != nil {
 		return nil, err
 	}
-	for i := 0; i < runs; i++ {
+	defer r.dropWarmup()
+	for i := 0; i < warmup+runs; i++ {
 		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
 		tree := append([]int{pid}, descendants(pid)...)
 		if err := r.timeDump(e.bin, e.dump(pid, img)); err != nil {
