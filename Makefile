@@ -6,8 +6,15 @@ export CGO_ENABLED := 0
 
 .PHONY: build test bench demo proto vet clean
 
+# Release builds drop the symbol table and DWARF (-s -w): a third of the
+# binary's size, and ~0.5 ms of every start (perf stat -r 100 of
+# `ctr-cr --version`: 9.7-9.9 → 9.1-9.4 ms). Panics still print full
+# stack traces (they use the pclntab). `make build LDFLAGS=` keeps them,
+# for perf or a debugger.
+LDFLAGS ?= -s -w
+
 build:
-	$(GO) build -o $(BIN) ./cmd/ctr-cr
+	$(GO) build -ldflags="$(LDFLAGS)" -o $(BIN) ./cmd/ctr-cr
 
 # All tests. As root (CI), a skipped test is a failure (internal/testreport).
 # The C/R cases need root, gcc and python3. Inherited fds are closed so the
