@@ -23,16 +23,11 @@ const (
 )
 
 // collectTask fills the per-process part of the core by injected syscalls:
-// the state only the task itself can report.
+// the state only the task itself can report. The signal actions come from
+// one run of the sigaction loop, the rest from one batch of calls whose
+// outputs go to the first half of the scratch page.
 func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 	sc := r.Scratch
-	buf := make([]byte, 64)
-	read := func(n int) ([]byte, error) {
-		if err := r.Mem.ReadAt(buf[:n], sc); err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
 	acts, ok, err := r.Sigactions()
 	if err != nil {
 		return fmt.Errorf("sigactions: %w", err)
@@ -46,43 +41,34 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 			c.Sigactions = append(c.Sigactions, a)
 		}
 	}
+	// outputs: itimers at 0, 32, 64; pdeath signal at 96; subreaper at 100
+	var b ptrace.Batch
 	for which := uint64(0); which < 3; which++ {
-		if _, err := r.Call(0, "getitimer", unix.SYS_GETITIMER, which, sc); err != nil {
-			return err
-		}
-		b, err := read(32)
-		if err != nil {
-			return err
-		}
-		it := &imagepb.Itimer{Which: uint32(which), IntervalUs: int64(le(b, 0))*1e6 + int64(le(b, 8)), ValueUs: int64(le(b, 16))*1e6 + int64(le(b, 24))}
+		b.Add(fmt.Sprintf("getitimer(%d)", which), unix.SYS_GETITIMER, which, sc+32*which)
+	}
+	b.Add("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, prGetDumpable)
+	b.Add("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, prGetPdeathsig, sc+96)
+	b.Add("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prGetChildSubreaper, sc+100)
+	b.Add("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, prGetThpDisable)
+	res, err := r.Batch(0, &b)
+	if err != nil {
+		return err
+	}
+	out := make([]byte, 104)
+	if err := r.Mem.ReadAt(out, sc); err != nil {
+		return err
+	}
+	for which := 0; which < 3; which++ {
+		t := out[32*which:]
+		it := &imagepb.Itimer{Which: uint32(which), IntervalUs: int64(le(t, 0))*1e6 + int64(le(t, 8)), ValueUs: int64(le(t, 16))*1e6 + int64(le(t, 24))}
 		if it.IntervalUs != 0 || it.ValueUs != 0 {
 			c.Itimers = append(c.Itimers, it)
 		}
 	}
-	v, err := r.Call(0, "prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, prGetDumpable)
-	if err != nil {
-		return err
-	}
-	c.Dumpable = int32(v)
-	if _, err := r.Call(0, "prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, prGetPdeathsig, sc); err != nil {
-		return err
-	}
-	b, err := read(4)
-	if err != nil {
-		return err
-	}
-	c.PdeathSig = int32(binary.LittleEndian.Uint32(b))
-	if _, err := r.Call(0, "prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prGetChildSubreaper, sc); err != nil {
-		return err
-	}
-	if b, err = read(4); err != nil {
-		return err
-	}
-	c.ChildSubreaper = binary.LittleEndian.Uint32(b) != 0
-	if v, err = r.Call(0, "prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, prGetThpDisable); err != nil {
-		return err
-	}
-	c.ThpDisable = int32(v)
+	c.Dumpable = int32(res[3])
+	c.PdeathSig = int32(binary.LittleEndian.Uint32(out[96:]))
+	c.ChildSubreaper = binary.LittleEndian.Uint32(out[100:]) != 0
+	c.ThpDisable = int32(res[6])
 	return nil
 }
 
@@ -145,10 +131,14 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 		return nil, fmt.Errorf("get_robust_list tid %d: %w", th.Tid, e)
 	}
 	tc.RobustHead, tc.RobustLen = head, hlen
-	if _, err := r.Call(i, "prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddress, r.Scratch); err != nil {
-		return nil, err
-	}
-	if _, err := r.Call(i, "sigaltstack", unix.SYS_SIGALTSTACK, 0, r.Scratch+64); err != nil {
+	// one batch: tid address out at scratch+0, the alternate stack at +64
+	var bt ptrace.Batch
+	bt.Add("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddress, r.Scratch)
+	bt.Add("sigaltstack", unix.SYS_SIGALTSTACK, 0, r.Scratch+64)
+	bt.Add("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, prGetSecurebits)
+	bt.Add("prctl(PR_GET_TIMERSLACK)", unix.SYS_PRCTL, prGetTimerslack)
+	res, err := r.Batch(i, &bt)
+	if err != nil {
 		return nil, err
 	}
 	b := make([]byte, 96)
@@ -157,13 +147,8 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 	}
 	tc.ClearTidAddr = le(b, 0)
 	tc.Altstack = &imagepb.Altstack{Sp: le(b, 64), Flags: uint32(le(b, 72)), Size: le(b, 80)}
-	sb, err := r.Call(i, "prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, prGetSecurebits)
-	if err != nil {
-		return nil, err
-	}
-	if tc.TimerSlackNs, err = r.Call(i, "prctl(PR_GET_TIMERSLACK)", unix.SYS_PRCTL, prGetTimerslack); err != nil {
-		return nil, err
-	}
+	sb := res[2]
+	tc.TimerSlackNs = res[3]
 	st, err := procfs.ReadTaskStatus(pid, th.Tid)
 	if err != nil {
 		return nil, err

@@ -96,3 +96,47 @@ func (b *Batch) Results(table []byte) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// Batch runs b in thread i of a seized process in one go: BatchCode is
+// written beside the gadget for the run (the code under it is put back
+// after), the table goes in the second half of the scratch page, so
+// memory arguments of the calls must lie in its first half. It counts as
+// one injected call.
+func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
+	const tableOff = ScratchSize / 2
+	if b.Len() == 0 {
+		return nil, nil
+	}
+	if b.Len()*BatchEntrySize > ScratchSize-tableOff {
+		return nil, fmt.Errorf("batch of %d calls does not fit the scratch page", b.Len())
+	}
+	t := r.P.Threads[i]
+	code := r.Gadget + uint64(len(Gadget))
+	orig := make([]byte, len(BatchCode))
+	if err := r.Mem.ReadAt(orig, code); err != nil {
+		return nil, fmt.Errorf("save code under the batch loop: %w", err)
+	}
+	table := b.Table()
+	if err := r.Mem.WriteAt(table, r.Scratch+tableOff); err != nil {
+		return nil, err
+	}
+	if err := r.Mem.WriteAt(BatchCode, code); err != nil {
+		return nil, fmt.Errorf("write the batch loop: %w", err)
+	}
+	runErr := RunCode(t.Tid, t.Regs, code, len(BatchCode), r.Scratch+tableOff, uint64(b.Len()))
+	r.calls++
+	if err := r.Mem.WriteAt(orig, code); err != nil && runErr == nil {
+		runErr = fmt.Errorf("restore code under the batch loop: %w", err)
+	}
+	if runErr != nil {
+		return nil, fmt.Errorf("tid %d: syscall batch: %w", t.Tid, runErr)
+	}
+	if err := r.Mem.ReadAt(table, r.Scratch+tableOff); err != nil {
+		return nil, err
+	}
+	res, err := b.Results(table)
+	if err != nil {
+		return nil, fmt.Errorf("tid %d: %w", t.Tid, err)
+	}
+	return res, nil
+}
