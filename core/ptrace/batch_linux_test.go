@@ -1,11 +1,14 @@
 package ptrace
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,4 +72,47 @@ func TestBatchRunsInOrderAndStopsAtFailure(t *testing.T) {
 			t.Errorf("umask after the failing batch %#o (%v): the call after the failure ran", res, err)
 		}
 	})
+}
+
+// TestRemoteBatch: Remote.Batch runs the calls in the seized process, puts
+// the code it borrowed beside the gadget back, counts one injected call,
+// and a failure names the call; the process runs on after release.
+func TestRemoteBatch(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	withRemote(t, cmd, func(p *Process, r *Remote) {
+		code := r.Gadget + uint64(len(Gadget))
+		before := make([]byte, len(BatchCode))
+		if err := r.Mem.ReadAt(before, code); err != nil {
+			t.Error(err)
+			return
+		}
+		calls := r.Calls()
+		var b Batch
+		b.Add("getpid", unix.SYS_GETPID)
+		b.Add("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, 3)
+		res, err := r.Batch(0, &b)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if res[0] != uint64(cmd.Process.Pid) || res[1] != 1 {
+			t.Errorf("results %v, want pid %d and dumpable 1", res, cmd.Process.Pid)
+		}
+		if r.Calls() != calls+1 {
+			t.Errorf("a batch counted %d injected calls, want 1", r.Calls()-calls)
+		}
+		after := make([]byte, len(BatchCode))
+		if err := r.Mem.ReadAt(after, code); err != nil || !bytes.Equal(before, after) {
+			t.Errorf("code beside the gadget not put back (%v)", err)
+		}
+		var bad Batch
+		bad.Add("close(-1)", unix.SYS_CLOSE, ^uint64(0))
+		if _, err := r.Batch(0, &bad); !errors.Is(err, unix.EBADF) || !strings.Contains(err.Error(), "close(-1)") {
+			t.Errorf("failing batch: %v", err)
+		}
+	})
+	time.Sleep(50 * time.Millisecond)
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"); err != nil || strings.Contains(string(b), ") t ") {
+		t.Fatalf("sleep not running after release: %s %v", b, err)
+	}
 }
