@@ -156,10 +156,21 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}
 	tr := time.Now()
 	if opts.LeaveRunning {
+		// Everything is captured: the tree runs again before the image
+		// files are written, which takes that time off its frozen time. A
+		// failed write then fails the dump with the tree running, as the
+		// rule for a failed dump wants.
 		err = d.release()
-	} else {
-		err = d.kill()
+		st.ReleaseMs = ms(time.Since(tr))
+		st.FrozenMs = ms(time.Since(tFrozen))
+		if werr := d.write(); werr != nil {
+			w.Abort()
+			return nil, errors.Join(werr, err)
+		}
+		st.TotalMs = ms(time.Since(t0))
+		return st, err
 	}
+	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
 	st.TotalMs = ms(time.Since(t0))
@@ -180,6 +191,7 @@ type dumper struct {
 	// netLock is the nftables table locking the dumped connections ("":
 	// none).
 	netLock string
+	plan    *imagePlan // the pstree, planned while the tree is seized
 }
 
 // release undoes the seize of every process: gadget bytes, scratch page,
@@ -317,8 +329,18 @@ func (d *dumper) run() error {
 			return err
 		}
 	}
+	// what still needs the seized tree (kcmp of its fd tables and fs)
+	d.plan = d.planImage()
+	if d.opts.LeaveRunning {
+		return nil // Dump writes the image once the tree runs again
+	}
+	return d.write()
+}
+
+// write writes the image planned by planImage, timed as the write phase.
+func (d *dumper) write() error {
 	tw := time.Now()
-	err := d.writeImage()
+	err := d.writeImage(d.plan)
 	d.st.WriteMs = ms(time.Since(tw))
 	return err
 }
@@ -474,7 +496,15 @@ func (d *dumper) collectAll() error {
 	return errors.Join(errs...)
 }
 
-func (d *dumper) writeImage() error {
+// imagePlan is what the image needs from the live tree: its pstree
+// entries (with the fd-table and fs sharing found by kcmp).
+type imagePlan struct {
+	tree    []*imagepb.PstreeEntry
+	netLock string // as when the tree was captured (release drops d.netLock)
+}
+
+// planImage builds the pstree entries while the tree is still seized.
+func (d *dumper) planImage() *imagePlan {
 	fileIDs := sharedIDs(d.tasks, kcmpFiles)
 	fsIDs := sharedIDs(d.tasks, kcmpFs)
 	var tree []*imagepb.PstreeEntry
@@ -497,6 +527,18 @@ func (d *dumper) writeImage() error {
 		}
 		pe.FilesId, pe.FsId = fileIDs[t.pid], fsIDs[t.pid]
 		tree = append(tree, pe)
+	}
+	return &imagePlan{tree: tree, netLock: d.netLock}
+}
+
+// writeImage writes every file of the image but the pages (written by
+// dumpPages) from what was captured; it does not touch the tree, which may
+// run again already (--leave-running).
+func (d *dumper) writeImage(plan *imagePlan) error {
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
 		if err := d.w.WriteCore(t.pid, t.core); err != nil {
 			return err
 		}
@@ -507,7 +549,7 @@ func (d *dumper) writeImage() error {
 			return err
 		}
 	}
-	if err := d.w.WritePstree(tree); err != nil {
+	if err := d.w.WritePstree(plan.tree); err != nil {
 		return err
 	}
 	if err := d.w.WriteFiles(d.files.Files); err != nil {
@@ -518,7 +560,7 @@ func (d *dumper) writeImage() error {
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
 		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
 		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
-		NetLock:   d.netLock,
+		NetLock:   plan.netLock,
 	}
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {
