@@ -21,9 +21,9 @@ import (
 )
 
 // Reader reads a validated image directory. Every method re-verifies the
-// SHA-256 of the file it decodes, so it returns exactly what Open
-// validated even if the directory changed since. A Reader is safe for
-// concurrent use.
+// checksum (CRC-32C, or SHA-256 in older images) of the file it decodes, so
+// it returns exactly what Open validated even if the directory changed
+// since. A Reader is safe for concurrent use.
 type Reader struct {
 	dir  string
 	inv  *imagepb.Inventory
@@ -49,7 +49,9 @@ type OpenOptions struct {
 //   - inventory.img: magic, one Inventory entry, format_version ==
 //     FormatVersion (else an error wrapping ErrVersion), a valid file list;
 //   - every listed file is a regular file (not a symlink) with the recorded
-//     size and SHA-256 (else an error wrapping ErrChecksum naming it);
+//     size and checksum (else an error wrapping ErrChecksum naming it; with
+//     OpenOptions.DeferPages the pages files' checksums are left to their
+//     reader, see OpenPages);
 //   - no *.img file in dir is missing from the list;
 //   - every file decodes: magic, framing, message types, entry counts;
 //   - references between files (refs.go), including pagemap runs against
