@@ -344,10 +344,7 @@ func testRestoreUnixSocketExternal(t *testing.T, rt string) {
 		t.Fatalf("checkpoint without --ext-unix-sk: %v\n%s", err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := ctrcr(t, "checkpoint", "--ext-unix-sk", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpoint(cycle, "--ext-unix-sk")
 		b.restore(cycle)
 		n++
 		if out, err := b.askUnixsk(n, false); err != nil || out != "OK" {

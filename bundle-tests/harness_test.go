@@ -186,11 +186,15 @@ func (b *bundle) count() int {
 	return n
 }
 
-// frozenCount is the counter of a checkpointed container: what the file
-// says, or before (read just before the checkpoint) when the file is empty
-// because the shell was frozen between the truncate and the write of its
+// checkpointCounted is cycle's checkpoint (see checkpoint) of a counter
+// container; it returns the counter as checkpointed: what the file says,
+// or the value read just before when the file is empty because the shell
+// was frozen between the truncate and the write of its
 // `echo $i > /tmp/count`.
-func (b *bundle) frozenCount(before int) int {
+func (b *bundle) checkpointCounted(cycle int) int {
+	b.t.Helper()
+	before := b.count()
+	b.checkpoint(cycle)
 	if c := b.count(); c > 0 {
 		return c
 	}
@@ -212,12 +216,12 @@ func (b *bundle) waitCount(n int) int {
 	}
 }
 
-// checkpoint is cycle's `ctr-cr checkpoint` of the container into
-// BUNDLE/checkpoint (emptied first).
-func (b *bundle) checkpoint(cycle int) {
+// checkpoint is cycle's `ctr-cr checkpoint [args] ID` of the container
+// into BUNDLE/checkpoint (emptied first).
+func (b *bundle) checkpoint(cycle int, args ...string) {
 	b.t.Helper()
 	os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-	if out, err := ctrcr(b.t, "checkpoint", b.id); err != nil {
+	if out, err := ctrcr(b.t, append(append([]string{"checkpoint"}, args...), b.id)...); err != nil {
 		b.t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
 	}
 }

@@ -23,6 +23,27 @@ func inNs(ns string, argv ...string) (string, error) {
 	return string(out), err
 }
 
+// checkpointIn is cycle's checkpoint (see bundle.checkpoint) run from the
+// network namespace ns, where the host side of the container's veth lives,
+// with extra arguments.
+func (b *bundle) checkpointIn(ns string, cycle int, args ...string) {
+	b.t.Helper()
+	os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
+	argv := append(append([]string{testutil.BuildCtrCr(b.t), "checkpoint"}, args...), b.id)
+	if out, err := inNs(ns, argv...); err != nil {
+		b.t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
+	}
+}
+
+// restoreIn is cycle's `ctr-cr restore -d BUNDLE` run from the network
+// namespace ns.
+func (b *bundle) restoreIn(ns string, cycle int) {
+	b.t.Helper()
+	if out, err := inNs(ns, testutil.BuildCtrCr(b.t), "restore", "-d", b.dir); err != nil {
+		b.t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
+	}
+}
+
 // linkOf returns "index mac" of a link inside the netns of pid.
 func linkOf(t *testing.T, pid int, name string) string {
 	t.Helper()
@@ -66,15 +87,9 @@ func testRestoreVeth(t *testing.T, rt string) {
 	vethSetup(t, outside, pid)
 	pingFrom(t, outside, "before")
 	want := linkOf(t, pid, "eth0")
-	bin := testutil.BuildCtrCr(t)
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
-		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.checkpointIn(outside, cycle)
+		b.restoreIn(outside, cycle)
 		pid = b.pidOf()
 		if got := linkOf(t, pid, "eth0"); got != want {
 			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
@@ -195,17 +210,11 @@ func testRestoreTCPEstablished(t *testing.T, rt string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	bin := testutil.BuildCtrCr(t)
 	for cycle := 0; cycle < 2; cycle++ {
 		before := lines()
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-		if out, err := inNs(outside, bin, "checkpoint", "--tcp-established", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
+		b.checkpointIn(outside, cycle, "--tcp-established")
 		time.Sleep(200 * time.Millisecond) // the client waits on a silent connection
-		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.restoreIn(outside, cycle)
 		deadline := time.Now().Add(20 * time.Second)
 		for lines() < before+20 {
 			if time.Now().After(deadline) {
@@ -250,14 +259,9 @@ func testRestoreVethByHook(t *testing.T, rt string) {
 	want := linkOf(t, pid, "eth0")
 	bin := testutil.BuildCtrCr(t)
 	for cycle := 0; cycle < 2; cycle++ {
-		os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
 		os.Remove(seen)
-		if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
-			t.Fatalf("cycle %d: checkpoint: %v\n%s", cycle, err, out)
-		}
-		if out, err := inNs(outside, bin, "restore", "-d", b.dir); err != nil {
-			t.Fatalf("cycle %d: restore: %v\n%s", cycle, err, out)
-		}
+		b.checkpointIn(outside, cycle)
+		b.restoreIn(outside, cycle)
 		pid = b.pidOf()
 		if got := linkOf(t, pid, "eth0"); got != want {
 			t.Errorf("cycle %d: eth0 is %q, was %q (index mac)", cycle, got, want)
@@ -273,10 +277,7 @@ func testRestoreVethByHook(t *testing.T, rt string) {
 		b.waitCount(b.count())
 	}
 	// a value other than ctr-cr or hook is refused before anything is made
-	os.RemoveAll(filepath.Join(b.dir, "checkpoint"))
-	if out, err := inNs(outside, bin, "checkpoint", b.id); err != nil {
-		t.Fatalf("checkpoint: %v\n%s", err, out)
-	}
+	b.checkpointIn(outside, 2)
 	b.editSpec(func(s *specs.Spec) { s.Annotations[container.OutsidePeersAnnotation] = "nobody" })
 	if out, err := inNs(outside, bin, "restore", "-d", b.dir); err == nil || !strings.Contains(out, container.OutsidePeersAnnotation) {
 		t.Fatalf("restore with a bad annotation: %v\n%s", err, out)

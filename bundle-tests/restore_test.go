@@ -65,9 +65,7 @@ func testRestoreCounter(t *testing.T, rt string) {
 		t.Fatalf("%s update: %v\n%s", rt, err, out)
 	}
 	for cycle := 0; cycle < 2; cycle++ {
-		before := b.count()
-		b.checkpoint(cycle)
-		at := b.frozenCount(before)
+		at := b.checkpointCounted(cycle)
 		if cycle == 1 {
 			b.editSpec(func(s *specs.Spec) { s.Mounts[len(s.Mounts)-1].Source = srcs[1] })
 			if cfg, err = os.ReadFile(filepath.Join(b.dir, "config.json")); err != nil {
@@ -332,9 +330,7 @@ func testRestoreThreads(t *testing.T, rt string) {
 	b.start()
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
-		before := b.count()
-		b.checkpoint(cycle)
-		at := b.frozenCount(before)
+		at := b.checkpointCounted(cycle)
 		b.restore(cycle)
 		pid := b.pidOf()
 		if n, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(n) != 4 {
@@ -364,9 +360,7 @@ func testRestoreMountsMadeInside(t *testing.T, rt string) {
 	b.start()
 	b.waitCount(2)
 	for cycle := 0; cycle < 2; cycle++ {
-		before := b.count()
-		b.checkpoint(cycle)
-		at := b.frozenCount(before)
+		at := b.checkpointCounted(cycle)
 		b.restore(cycle)
 		pid := b.pidOf()
 		b.waitCount(at)

@@ -9,15 +9,14 @@ package memory
 // With less than two pages of buffer the pipeline degrades to writing each
 // run at once on the caller's goroutine.
 type pipeline struct {
-	sink  Sink
-	cur   []byte // half being filled
-	off   int    // bytes of cur filled
-	runs  []pageRun
-	todo  chan batch // to the writer
-	free  chan batch // back from the writer, with its error
-	err   error      // first writer error seen
-	spare []batch    // halves not yet handed out
-	sync  bool
+	sink Sink
+	cur  []byte // half being filled
+	off  int    // bytes of cur filled
+	runs []pageRun
+	todo chan batch // to the writer
+	free chan batch // halves to fill: the second at the start, then back from the writer with its error
+	err  error      // first writer error seen
+	sync bool
 }
 
 type pageRun struct {
@@ -37,7 +36,7 @@ func newPipeline(buf []byte, sink Sink) *pipeline {
 		return &pipeline{sink: sink, cur: buf, sync: true}
 	}
 	p := &pipeline{sink: sink, cur: buf[:half:half], todo: make(chan batch, 1), free: make(chan batch, 2)}
-	p.spare = []batch{{buf: buf[half : 2*half : 2*half]}}
+	p.free <- batch{buf: buf[half : 2*half : 2*half]}
 	go func() {
 		var err error
 		for b := range p.todo {
@@ -88,15 +87,10 @@ func (p *pipeline) add(addr uint64, data []byte) {
 // waiting for the writer to be done with it.
 func (p *pipeline) handOver() error {
 	p.todo <- batch{buf: p.cur, runs: p.runs}
-	var b batch
-	if n := len(p.spare); n > 0 {
-		b, p.spare = p.spare[n-1], p.spare[:n-1]
-	} else {
-		b = <-p.free
-		if b.err != nil {
-			p.err = b.err
-			return b.err
-		}
+	b := <-p.free
+	if b.err != nil {
+		p.err = b.err
+		return b.err
 	}
 	p.cur, p.runs, p.off = b.buf, b.runs, 0
 	return nil

@@ -97,6 +97,28 @@ func (b *Batch) Results(table []byte) ([]uint64, error) {
 	return out, nil
 }
 
+// RunBatch runs b in the stopped thread tid with BatchCode already at
+// code in its memory m: the table is written at tableAddr, run from the
+// register template base, read back, and the results (or the failing
+// call's error) returned.
+func RunBatch(m *Mem, tid int, base Regs, code, tableAddr uint64, b *Batch) ([]uint64, error) {
+	table := b.Table()
+	if err := m.WriteAt(table, tableAddr); err != nil {
+		return nil, err
+	}
+	if err := RunCode(tid, base, code, len(BatchCode), tableAddr, uint64(b.Len())); err != nil {
+		return nil, fmt.Errorf("tid %d: syscall batch: %w", tid, err)
+	}
+	if err := m.ReadAt(table, tableAddr); err != nil {
+		return nil, err
+	}
+	res, err := b.Results(table)
+	if err != nil {
+		return nil, fmt.Errorf("tid %d: %w", tid, err)
+	}
+	return res, nil
+}
+
 // Batch runs b in thread i of a seized process in one go: BatchCode is
 // written beside the gadget for the run (the code under it is put back
 // after), the table goes in the second half of the scratch page, so
@@ -116,27 +138,16 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 	if err := r.Mem.ReadAt(orig, code); err != nil {
 		return nil, fmt.Errorf("save code under the batch loop: %w", err)
 	}
-	table := b.Table()
-	if err := r.Mem.WriteAt(table, r.Scratch+tableOff); err != nil {
-		return nil, err
-	}
 	if err := r.Mem.WriteAt(BatchCode, code); err != nil {
 		return nil, fmt.Errorf("write the batch loop: %w", err)
 	}
-	runErr := RunCode(t.Tid, t.Regs, code, len(BatchCode), r.Scratch+tableOff, uint64(b.Len()))
+	res, err := RunBatch(r.Mem, t.Tid, t.Regs, code, r.Scratch+tableOff, b)
 	r.calls++
-	if err := r.Mem.WriteAt(orig, code); err != nil && runErr == nil {
-		runErr = fmt.Errorf("restore code under the batch loop: %w", err)
+	if werr := r.Mem.WriteAt(orig, code); werr != nil && err == nil {
+		err = fmt.Errorf("restore code under the batch loop: %w", werr)
 	}
-	if runErr != nil {
-		return nil, fmt.Errorf("tid %d: syscall batch: %w", t.Tid, runErr)
-	}
-	if err := r.Mem.ReadAt(table, r.Scratch+tableOff); err != nil {
-		return nil, err
-	}
-	res, err := b.Results(table)
 	if err != nil {
-		return nil, fmt.Errorf("tid %d: %w", t.Tid, err)
+		return nil, err
 	}
 	return res, nil
 }

@@ -19,31 +19,7 @@ import (
 func TestBatchRunsInOrderAndStopsAtFailure(t *testing.T) {
 	cmd := exec.Command("sleep", "30")
 	withRemote(t, cmd, func(p *Process, r *Remote) {
-		code := r.Gadget + uint64(len(Gadget))
-		orig := make([]byte, len(BatchCode))
-		if err := r.Mem.ReadAt(orig, code); err != nil {
-			t.Error(err)
-			return
-		}
-		defer r.Mem.WriteAt(orig, code)
-		if err := r.Mem.WriteAt(BatchCode, code); err != nil {
-			t.Error(err)
-			return
-		}
-		run := func(b *Batch) ([]uint64, error) {
-			table := b.Table()
-			if err := r.Mem.WriteAt(table, r.Scratch); err != nil {
-				return nil, err
-			}
-			th := p.Threads[0]
-			if err := RunCode(th.Tid, th.Regs, code, len(BatchCode), r.Scratch, uint64(b.Len())); err != nil {
-				return nil, err
-			}
-			if err := r.Mem.ReadAt(table, r.Scratch); err != nil {
-				return nil, err
-			}
-			return b.Results(table)
-		}
+		run := func(b *Batch) ([]uint64, error) { return r.Batch(0, b) }
 		var ok1 Batch
 		ok1.Add("getpid", unix.SYS_GETPID)
 		ok1.Add("getppid", unix.SYS_GETPPID)

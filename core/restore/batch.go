@@ -64,15 +64,6 @@ func (cb *callBatch) add(what string, nr uint64, args ...uint64) {
 	cb.chunks[len(cb.chunks)-1].Add(what, nr, args...)
 }
 
-// len is the number of queued calls.
-func (cb *callBatch) len() int {
-	n := 0
-	for i := range cb.chunks {
-		n += cb.chunks[i].Len()
-	}
-	return n
-}
-
 // run makes the queued calls in thread i and returns their results.
 func (cb *callBatch) run() ([]uint64, error) {
 	r, t := cb.r, cb.r.threads[cb.i]
@@ -87,21 +78,11 @@ func (cb *callBatch) run() ([]uint64, error) {
 	var out []uint64
 	for k := range cb.chunks {
 		b := &cb.chunks[k]
-		table := b.Table()
-		if err := r.mem.WriteAt(table, r.scratch); err != nil {
-			return nil, err
-		}
-		if err := ptrace.RunCode(t.tid, t.in.Base, r.ctl+batchCodeOff, len(ptrace.BatchCode), r.scratch, uint64(b.Len())); err != nil {
-			return nil, fmt.Errorf("tid %d: syscall batch: %w", t.tid, err)
-		}
+		res, err := ptrace.RunBatch(r.mem, t.tid, t.in.Base, r.ctl+batchCodeOff, r.scratch, b)
 		t.in.Count++
 		r.st.BatchedSyscalls += b.Len()
-		if err := r.mem.ReadAt(table, r.scratch); err != nil {
-			return nil, err
-		}
-		res, err := b.Results(table)
 		if err != nil {
-			return nil, fmt.Errorf("tid %d: %w", t.tid, err)
+			return nil, err
 		}
 		out = append(out, res...)
 	}
