@@ -18,7 +18,8 @@ import (
 type Opener struct {
 	files    map[uint32]*imagepb.FileEntry
 	open     map[uint32]int
-	pipes    map[uint64][2]int
+	pipes    map[uint64]*restoredPipe         // by pipe inode of the image
+	pipeData map[[2]uint64]*imagepb.FileEntry // the entry holding a pipe's or FIFO's queued data, by (dev, ino)
 	ghosts   []string
 	ghostBy  map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
 	fifos    map[string]int       // FIFO path -> an O_RDWR fd holding it open
@@ -41,7 +42,7 @@ type Opener struct {
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -50,6 +51,9 @@ func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
 			return nil, fmt.Errorf("files.img: duplicate file id %d", f.Id)
 		}
 		o.files[f.Id] = f
+	}
+	if err := o.indexPipeData(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -324,44 +328,6 @@ func (o *Opener) openGhost(f *imagepb.FileEntry, path string) (int, error) {
 	return rfd, nil
 }
 
-// pipeEnd creates the pipe on first use (capacity and queued bytes restored)
-// and returns the requested end.
-func (o *Opener) pipeEnd(f *imagepb.FileEntry) (int, error) {
-	p, ok := o.pipes[f.Ino]
-	if !ok {
-		var fds [2]int
-		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-			return -1, err
-		}
-		p = fds
-		o.pipes[f.Ino] = p
-		if f.Size > 0 {
-			if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, int(f.Size)); err != nil {
-				return -1, fmt.Errorf("F_SETPIPE_SZ %d: %w", f.Size, err)
-			}
-		}
-	}
-	if len(f.GhostData) > 0 {
-		for off := 0; off < len(f.GhostData); {
-			n, err := unix.Write(p[1], f.GhostData[off:])
-			if err != nil {
-				return -1, fmt.Errorf("refill pipe: %w", err)
-			}
-			off += n
-		}
-	}
-	end := p[0]
-	if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
-		end = p[1]
-	}
-	// the two ends are separate open file descriptions: each gets its own
-	// O_NONBLOCK setting
-	if err := unix.SetNonblock(end, f.Flags&unix.O_NONBLOCK != 0); err != nil {
-		return -1, err
-	}
-	return end, nil
-}
-
 // Finish closes every fd the opener holds and unlinks recreated ghost files.
 func (o *Opener) Finish() {
 	closed := map[int]bool{}
@@ -372,7 +338,7 @@ func (o *Opener) Finish() {
 		}
 	}
 	for _, p := range o.pipes {
-		for _, fd := range p {
+		for _, fd := range p.base {
 			if !closed[fd] {
 				unix.Close(fd)
 				closed[fd] = true
@@ -394,7 +360,7 @@ func (o *Opener) Finish() {
 			closed[fd] = true
 		}
 	}
-	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64][2]int{}, map[uint32]int{}
+	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
 	for _, g := range o.ghosts {
 		o.removePath(g)
 	}
@@ -409,42 +375,6 @@ func IsMemObject(f *imagepb.FileEntry) bool {
 // MemfdName is the name to give memfd_create for an entry.
 func MemfdName(f *imagepb.FileEntry) string {
 	return strings.TrimSuffix(f.Path, " (deleted)")
-}
-
-// fifoEnd opens a named pipe end. The FIFO is first held open read-write
-// (which never blocks, and keeps the pipe alive) and refilled with the bytes
-// it queued; the end itself is then opened non-blocking, and the dumped
-// O_NONBLOCK setting applied.
-func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
-	hold, ok := o.fifos[f.Path]
-	if !ok {
-		var err error
-		if hold, err = o.openPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
-			return -1, err
-		}
-		o.fifos[f.Path] = hold
-		if f.Size > 0 {
-			unix.FcntlInt(uintptr(hold), unix.F_SETPIPE_SZ, int(f.Size))
-		}
-	}
-	if len(f.GhostData) > 0 {
-		for off := 0; off < len(f.GhostData); {
-			n, err := unix.Write(hold, f.GhostData[off:])
-			if err != nil {
-				return -1, fmt.Errorf("refill fifo: %w", err)
-			}
-			off += n
-		}
-	}
-	fd, err := o.openPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.SetNonblock(fd, f.Flags&unix.O_NONBLOCK != 0); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // HasTerminal reports whether the image holds a shell job's terminal.

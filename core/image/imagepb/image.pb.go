@@ -113,7 +113,7 @@ const (
 	FileKind_FILE_CHR      FileKind = 3
 	FileKind_FILE_MEMFD    FileKind = 4  // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
 	FileKind_FILE_SHMEM    FileKind = 5  // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_PIPE     FileKind = 6  // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
+	FileKind_FILE_PIPE     FileKind = 6  // pipe end (one open file description): ino identifies the pipe; ghost_data holds the queued bytes (on one entry per pipe), size the capacity
 	FileKind_FILE_EVENTFD  FileKind = 7  // pos holds the counter, flags bit 0 EFD_SEMAPHORE
 	FileKind_FILE_EPOLL    FileKind = 8  // epoll_targets lists the registrations
 	FileKind_FILE_FIFO     FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
@@ -3249,30 +3249,37 @@ func (x *Inotify) GetQueuedBytes() uint32 {
 
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	Flags         uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
-	Pos           int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
-	Mode          uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
-	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
-	Rdev          uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
-	Deleted       bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
-	GhostData     []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
-	MtimeNs       uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
-	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
-	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
-	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
-	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
-	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
-	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
-	Timerfd       *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
-	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
-	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
-	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
-	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind         FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
+	Path         string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Flags        uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
+	Pos          int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
+	Mode         uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size         int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
+	Rdev         uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Deleted      bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
+	GhostData    []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
+	MtimeNs      uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Uid          uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid          uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
+	Dev          uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino          uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	EpollTargets []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
+	Unix         *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
+	PidfdPid     int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
+	Timerfd      *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
+	Sigmask      uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
+	Inotify      *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
+	Inet         *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Pty          *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
+	// FILE_PIPE, FILE_FIFO: when set, ghost_data is a row of packets (a
+	// packet-mode pipe, pipe2(O_DIRECT)) of these lengths, written back one
+	// packet each. The queued data of a pipe is on exactly one of its entries.
+	PipePackets []uint32 `protobuf:"varint,220,rep,packed,name=pipe_packets,json=pipePackets,proto3" json:"pipe_packets,omitempty"`
+	// FILE_PIPE: the pipe's other end is held outside the dump; restore takes
+	// the pipe from --inherit-fd fd[N]:pipe:[ino].
+	PipeExternal  bool `protobuf:"varint,221,opt,name=pipe_external,json=pipeExternal,proto3" json:"pipe_external,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3468,6 +3475,20 @@ func (x *FileEntry) GetPty() *Pty {
 		return x.Pty
 	}
 	return nil
+}
+
+func (x *FileEntry) GetPipePackets() []uint32 {
+	if x != nil {
+		return x.PipePackets
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPipeExternal() bool {
+	if x != nil {
+		return x.PipeExternal
+	}
+	return false
 }
 
 // fdinfo-PID.img: one entry per fd of the task.
@@ -4175,7 +4196,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\x8d\x06\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4201,7 +4222,9 @@ const file_image_proto_rawDesc = "" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
-	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
+	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12\"\n" +
+	"\fpipe_packets\x18\xdc\x01 \x03(\rR\vpipePackets\x12$\n" +
+	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
