@@ -159,6 +159,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	// its stdio is then the console the runtime made, whose master the
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
+	dopts.NoExtPipes = true // a container restore cannot hand pipes in
 	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
 	if err != nil {
 		removeTmpfsFiles(dir, &state)

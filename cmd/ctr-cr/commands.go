@@ -154,8 +154,12 @@ func cmdRestore(args []string) (int, error) {
 	rtRoot := fs.String("root", "", "container: the runtime's state directory")
 	rtName := fs.String("runtime", "", "container: runc or crun (default: the one that ran it at the checkpoint)")
 	console := fs.String("console-socket", "", "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create")
+	inherit := inheritFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2, err
+	}
+	if len(inherit) > 0 && !(fs.NArg() == 0 || *dir != "") {
+		return 2, errors.New("--inherit-fd: only with -D DIR")
 	}
 	if fs.NArg() == 1 && *dir == "" {
 		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *console, *detach, *stats)
@@ -177,8 +181,11 @@ func cmdRestore(args []string) (int, error) {
 		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term, Detach: *detach})
+	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term, Detach: *detach, Inherit: inherit})
 	stop()
+	for _, fd := range inherit {
+		unix.Close(fd) // the restored tree has its own copy
+	}
 	if err != nil {
 		return 1, err
 	}

@@ -58,6 +58,10 @@ type Options struct {
 	// the tree; the tasks never run again and the kernel frees them in
 	// parallel, while ctr-cr exits (a restore waits for their pids).
 	WaitKilled bool
+	// NoExtPipes refuses pipes with an end held outside the tree instead
+	// of recording them as external (a container checkpoint, whose
+	// restore has no --inherit-fd).
+	NoExtPipes bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -282,7 +286,7 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes}
 	if d.opts.TCPEstablished {
 		locked, err := d.lockConnections()
 		if err != nil {

@@ -58,6 +58,9 @@ type Options struct {
 	// the container's own devpts whose master is outside the dump are
 	// recorded as FILE_CONSOLE, reopened in the restored container.
 	Console bool
+	// NoExtPipes refuses a pipe with an end held outside the dump instead
+	// of recording it as external (see Check).
+	NoExtPipes bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the

@@ -126,9 +126,13 @@ func (t *Table) checkPackets(fdTables map[int][]*imagepb.FdEntry) error {
 	return nil
 }
 
-// Check verifies, once every process of the dump is recorded, that each
-// pipe has both ends inside the dump (fdTables: every dumped fd table):
-// an end held outside would see a different pipe after restore.
+// Check runs, once every process of the dump is recorded: the queued data
+// of packet pipes must be whole packets (checkPackets), and a pipe that has
+// only some of its ends in the dump while a process outside the dump holds
+// another (a daemon's stdout going to a logger, prog | tee) is marked
+// external: its entries get pipe_external, and restore takes the pipe from
+// the caller (--inherit-fd fd[N]:pipe:[INO]). An end nobody holds any more
+// (closed, or its holder exited) is closed after restore too.
 func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 	if err := t.checkPackets(fdTables); err != nil {
 		return err
@@ -139,30 +143,28 @@ func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 			ends[f.Ino] |= 1 << (f.Flags & unix.O_ACCMODE)
 		}
 	}
-	byID := map[uint32]*imagepb.FileEntry{}
-	for _, f := range t.Files {
-		byID[f.Id] = f
-	}
 	var outside map[uint64]bool
-	for pid, fds := range fdTables {
-		for _, e := range fds {
-			f := byID[e.FileId]
-			if f == nil || f.Kind != imagepb.FileKind_FILE_PIPE || ends[f.Ino] == 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
-				continue
-			}
-			// One end is not in the dump: fine when nobody holds it any
-			// more (closed, or its holder exited: restore closes it too);
-			// refused when a process outside the dump holds it.
-			if outside == nil {
-				outside = pipesHeldOutside(fdTables)
-			}
-			if outside[f.Ino] {
-				return &UnsupportedError{Pid: pid, Fd: int(e.Fd), Link: fmt.Sprintf("pipe:[%d]", f.Ino), Kind: "pipe with an end held outside the dump"}
-			}
+	for _, f := range t.Files {
+		if f.Kind != imagepb.FileKind_FILE_PIPE || ends[f.Ino]&(1<<unix.O_RDWR) != 0 || ends[f.Ino] == 1<<unix.O_RDONLY|1<<unix.O_WRONLY {
+			continue
 		}
+		if outside == nil {
+			outside = pipesHeldOutside(fdTables)
+		}
+		if !outside[f.Ino] {
+			continue
+		}
+		if t.opts.NoExtPipes {
+			pid, fd := holderOf(fdTables, f.Id)
+			return &UnsupportedError{Pid: pid, Fd: fd, Link: InheritPipeKey(f.Ino), Kind: "pipe with an end held outside the dump"}
+		}
+		f.PipeExternal = true
 	}
 	return nil
 }
+
+// InheritPipeKey is the --inherit-fd key of an external pipe (CRIU's).
+func InheritPipeKey(ino uint64) string { return fmt.Sprintf("pipe:[%d]", ino) }
 
 // fifo records a named pipe opened by path. Its queued bytes belong to the
 // pipe, not to an end: they are saved once per FIFO (on its first entry),

@@ -113,6 +113,9 @@ func (o *Opener) pipeOf(f *imagepb.FileEntry) (*restoredPipe, error) {
 	if p, ok := o.pipes[f.Ino]; ok {
 		return p, nil
 	}
+	if f.PipeExternal {
+		return o.inheritedPipe(f)
+	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("pipe2: %w", err)

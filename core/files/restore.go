@@ -32,6 +32,9 @@ type Opener struct {
 	// Terminal is the restorer's terminal that replaces a shell job's
 	// terminal (--shell-job), or -1.
 	Terminal int
+	// Inherit are fds of ours that replace files of the image whose other
+	// side is outside it, by CRIU's key (--inherit-fd fd[N]:pipe:[INO]).
+	Inherit map[string]int
 	// unixBuilt: every unix socket of the image was created (on the
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
@@ -75,6 +78,9 @@ func (o *Opener) Check() error {
 		return err
 	}
 	if err := o.checkConsoles(); err != nil {
+		return err
+	}
+	if err := o.checkExternalPipes(); err != nil {
 		return err
 	}
 	for _, f := range o.files {

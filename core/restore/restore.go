@@ -41,6 +41,10 @@ type Options struct {
 	// their pids inside that namespace (the pids outside are the
 	// kernel's choice), and files are resolved in the process's root.
 	Adopt int
+	// Inherit are fds of ours that replace the files of the image whose
+	// other side is outside it, by CRIU's key (--inherit-fd fd[N]:KEY,
+	// e.g. pipe:[INO] for an external pipe).
+	Inherit map[string]int
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -138,6 +142,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		// pids come back as they were: outside a restored pid namespace too
 		return nil, err
 	}
+	opener.Inherit = opts.Inherit
 	if err := opener.Check(); err != nil {
 		return nil, fmt.Errorf("pid %d: %w", root, err)
 	}

@@ -185,6 +185,12 @@ func anonExtra(f *imagepb.FileEntry) string {
 		if f.Size > 0 {
 			s += fmt.Sprintf(", capacity %d", f.Size)
 		}
+		if len(f.PipePackets) > 0 {
+			s += fmt.Sprintf(", %d packet(s)", len(f.PipePackets))
+		}
+		if f.PipeExternal {
+			s += fmt.Sprintf(", other end outside: restore with --inherit-fd fd[N]:pipe:[%d]", f.Ino)
+		}
 		return s
 	case imagepb.FileKind_FILE_PIDFD:
 		return fmt.Sprintf(" of pid %d", f.PidfdPid)
