@@ -137,3 +137,10 @@ func TestCR_PipeExternalMissing(t *testing.T) {
 		t.Errorf("--inherit-fd with a socket key: %v %s", err, stderr)
 	}
 }
+
+// TestCR_FifoDeleted: FIFOs unlinked while open come back unlinked, with
+// their data, flags and /proc/self/fd names ("PATH (deleted)"), also when a
+// file has taken the name since; nothing is left in the work dir.
+func TestCR_FifoDeleted(t *testing.T) {
+	runCase(t, Case{Name: "p_fifo_del", Src: "p_fifo_del.c"})
+}

@@ -172,7 +172,17 @@ func InheritPipeKey(ino uint64) string { return fmt.Sprintf("pipe:[%d]", ino) }
 func (t *Table) fifo(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
 	f.Kind = imagepb.FileKind_FILE_FIFO
 	if strings.HasSuffix(link, " (deleted)") {
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "deleted fifo"}
+		// recreated unlinked at restore (recreateDeletedFifo); a FIFO
+		// still linked under another name would be another pipe then
+		var st unix.Stat_t
+		if err := unix.Fstat(cp, &st); err != nil {
+			return 0, fmt.Errorf("fd %d (%s): fstat: %w", fd, link, err)
+		}
+		if st.Nlink > 0 {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo unlinked from this name but linked under another"}
+		}
+		f.Deleted = true
+		f.Path = strings.TrimSuffix(link, " (deleted)")
 	}
 	key := fmt.Sprintf("fifo-data:%d:%d", f.Dev, f.Ino)
 	if _, done := t.byKey[key]; !done {

@@ -223,15 +223,25 @@ func setPipeFlags(fd int, flags uint32) error {
 // fifoEnd opens a named pipe end. The FIFO is first held open read-write
 // (which never blocks, and keeps the pipe alive), its capacity set and its
 // queued data written back once; the end itself is then opened
-// non-blocking, and given exactly the dumped flags.
+// non-blocking (by path, or through /proc/self/fd of the hold for a FIFO
+// that was deleted), and given exactly the dumped flags.
 func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
-	hold, ok := o.fifos[f.Path]
+	key := f.Path
+	if f.Deleted {
+		key = fmt.Sprintf("\x00deleted %d %d", f.Dev, f.Ino)
+	}
+	hold, ok := o.fifos[key]
 	if !ok {
 		var err error
-		if hold, err = o.openPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+		if f.Deleted {
+			hold, err = o.recreateDeletedFifo(f)
+		} else {
+			hold, err = o.openPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
 			return -1, err
 		}
-		o.fifos[f.Path] = hold
+		o.fifos[key] = hold
 		d := o.pipeData[[2]uint64{f.Dev, f.Ino}]
 		if err := setPipeSize(hold, f, d); err != nil {
 			return -1, err
@@ -242,7 +252,13 @@ func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
 			}
 		}
 	}
-	fd, err := o.openPath(f.Path, (openFlags(f)&^unix.O_DIRECT)|unix.O_NONBLOCK, 0)
+	var fd int
+	var err error
+	if f.Deleted {
+		fd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", hold), int(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = o.openPath(f.Path, (openFlags(f)&^unix.O_DIRECT)|unix.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return -1, err
 	}
