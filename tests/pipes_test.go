@@ -144,3 +144,18 @@ func TestCR_PipeExternalMissing(t *testing.T) {
 func TestCR_FifoDeleted(t *testing.T) {
 	runCase(t, Case{Name: "p_fifo_del", Src: "p_fifo_del.c"})
 }
+
+// TestNegative_PipeAsync: a pipe description with O_ASYNC is refused by
+// name at dump, and the program runs on unchanged.
+func TestNegative_PipeAsync(t *testing.T) {
+	r := startCase(t, Case{Name: "p_pipe_async", Src: "p_pipe_async.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if !strings.Contains(stderr, "O_ASYNC") || !strings.Contains(stderr, "pipe:[") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
+		t.Errorf("dump error does not name the pid, the pipe and O_ASYNC:\n%s", stderr)
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}

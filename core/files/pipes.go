@@ -24,6 +24,9 @@ func (t *Table) pipe(f *imagepb.FileEntry, fd, cp int, link string) (uint32, err
 		return 0, fmt.Errorf("fd %d (%s): F_GETPIPE_SZ: %w", fd, link, err)
 	}
 	f.Size = int64(capacity)
+	if err := checkPipeFlags(f.Flags, fd, link); err != nil {
+		return 0, err
+	}
 	key := fmt.Sprintf("pipe-data:%d", f.Ino)
 	if _, done := t.byKey[key]; !done {
 		if err := savePipeData(f, cp, capacity); err != nil {
@@ -184,6 +187,15 @@ func (t *Table) fifo(f *imagepb.FileEntry, fd, cp int, link string) (uint32, err
 		f.Deleted = true
 		f.Path = strings.TrimSuffix(link, " (deleted)")
 	}
+	if f.Flags&unix.O_PATH != 0 {
+		if f.Deleted {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "O_PATH fd of a deleted fifo"}
+		}
+		return t.add("", f), nil // names the FIFO, does not open the pipe
+	}
+	if err := checkPipeFlags(f.Flags, fd, link); err != nil {
+		return 0, err
+	}
 	key := fmt.Sprintf("fifo-data:%d:%d", f.Dev, f.Ino)
 	if _, done := t.byKey[key]; !done {
 		capacity, err := unix.FcntlInt(uintptr(cp), unix.F_GETPIPE_SZ, 0)
@@ -251,4 +263,29 @@ func holderOf(fdTables map[int][]*imagepb.FdEntry, id uint32) (pid, fd int) {
 		}
 	}
 	return pid, fd
+}
+
+// checkPipeFlags refuses a pipe or FIFO description with open flags that
+// restore cannot give back (O_ASYNC, whose signal owner is not saved;
+// O_SYNC, O_DSYNC and the like, which F_SETFL cannot set).
+func checkPipeFlags(flags uint32, fd int, link string) error {
+	known := uint32(unix.O_ACCMODE|pipeSetFlags) | oLargefile
+	extra := flags &^ known
+	if extra == 0 {
+		return nil
+	}
+	var names []string
+	for _, n := range []struct {
+		bit  uint32
+		name string
+	}{{unix.O_ASYNC, "O_ASYNC"}, {unix.O_SYNC &^ unix.O_DSYNC, "O_SYNC"}, {unix.O_DSYNC, "O_DSYNC"}} {
+		if extra&n.bit != 0 {
+			names = append(names, n.name)
+			extra &^= n.bit
+		}
+	}
+	if extra != 0 {
+		names = append(names, fmt.Sprintf("%#o", extra))
+	}
+	return &UnsupportedError{Fd: fd, Link: link, Kind: "pipe with open flags " + strings.Join(names, "|")}
 }

@@ -226,6 +226,9 @@ func setPipeFlags(fd int, flags uint32) error {
 // non-blocking (by path, or through /proc/self/fd of the hold for a FIFO
 // that was deleted), and given exactly the dumped flags.
 func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
+	if f.Flags&unix.O_PATH != 0 {
+		return o.openPath(f.Path, openFlags(f), 0) // the name only
+	}
 	key := f.Path
 	if f.Deleted {
 		key = fmt.Sprintf("\x00deleted %d %d", f.Dev, f.Ino)

@@ -4,8 +4,8 @@
  *
  *   flags pipe    pipe(): the write end set O_NONBLOCK with fcntl; a second
  *                 read description (open /proc/self/fd/N, O_NONBLOCK) and a
- *                 second write description (O_APPEND set with fcntl); 5
- *                 bytes queued
+ *                 second write description (O_APPEND set with fcntl) and a
+ *                 read-write one (open O_RDWR); 5 bytes queued
  *   packet pipe   pipe2(O_DIRECT): messages of 1, 2, 3 and 4096 bytes queued
  *   full pipe     F_SETPIPE_SZ 1 MiB, write end O_NONBLOCK, filled to EAGAIN
  *                 with a deterministic stream, then opened a second time for
@@ -85,7 +85,7 @@ static void expect_empty(int fd, const char *name)
 int main(int argc, char **argv)
 {
 	static unsigned char buf[FULL_SIZE];
-	int a[2], pk[2], q[2], ar2, aw2, qr2, i, n, avail;
+	int a[2], pk[2], q[2], ar2, aw2, arw, qr2, i, n, avail;
 	static const int msgs[] = { 1, 2, 3, 4096 };
 	size_t total = 0, got;
 	char small[16];
@@ -105,6 +105,8 @@ int main(int argc, char **argv)
 	track(a[1], "flags pipe write end");
 	track(ar2, "flags pipe second read description");
 	track(aw2, "flags pipe second write description");
+	arw = reopen(a[0], O_RDWR);
+	track(arw, "flags pipe read-write description");
 
 	/* packet pipe */
 	CHECK(pipe2(pk, O_DIRECT) == 0, "pipe2(O_DIRECT): %s", strerror(errno));
@@ -150,7 +152,8 @@ int main(int argc, char **argv)
 	}
 	CHECK(inode_of(a[0]) == inode_of(a[1]) &&
 		      inode_of(a[0]) == inode_of(ar2) &&
-		      inode_of(a[0]) == inode_of(aw2),
+		      inode_of(a[0]) == inode_of(aw2) &&
+		      inode_of(a[0]) == inode_of(arw),
 	      "flags pipe: the fds are not one pipe");
 	CHECK(inode_of(q[0]) == inode_of(qr2) && inode_of(q[0]) == inode_of(q[1]),
 	      "full pipe: the fds are not one pipe");
