@@ -122,6 +122,10 @@ func (o *Opener) pipeOf(f *imagepb.FileEntry) (*restoredPipe, error) {
 	}
 	p := &restoredPipe{base: fds}
 	o.pipes[f.Ino] = p // Finish closes it, also after an error below
+	// the pipe's inode is owned by whoever made it (fstat shows it)
+	if err := unix.Fchown(fds[0], int(f.Uid), int(f.Gid)); err != nil {
+		return nil, fmt.Errorf("pipe:[%d]: chown %d:%d: %w", f.Ino, f.Uid, f.Gid, err)
+	}
 	d := o.pipeData[[2]uint64{f.Dev, f.Ino}]
 	if err := setPipeSize(fds[1], f, d); err != nil {
 		return nil, fmt.Errorf("pipe:[%d]: %w", f.Ino, err)

@@ -11,7 +11,9 @@
  *                 with a deterministic stream, then opened a second time for
  *                 reading (/proc/self/fd/N)
  *
- * After go: every fd has exactly its F_GETFL value of before (so the
+ * The flags pipe's inode is chowned to 1234:5678.
+ *
+ * After go: the flags pipe keeps its owner; every fd has exactly its F_GETFL value of before (so the
  * descriptions are separate again, with their own flags), all fds of a
  * pipe are the same pipe, the queued bytes come back exactly once (byte for
  * byte, then EAGAIN), the packet pipe returns one message per read, and the
@@ -101,6 +103,7 @@ int main(int argc, char **argv)
 	CHECK(aw2 >= 0 && fcntl(aw2, F_SETFL, O_APPEND) == 0,
 	      "reopen write end: %s", strerror(errno));
 	CHECK(write(a[1], "hello", 5) == 5, "write: %s", strerror(errno));
+	CHECK(fchown(a[0], 1234, 5678) == 0, "fchown: %s", strerror(errno));
 	track(a[0], "flags pipe read end");
 	track(a[1], "flags pipe write end");
 	track(ar2, "flags pipe second read description");
@@ -158,6 +161,14 @@ int main(int argc, char **argv)
 	CHECK(inode_of(q[0]) == inode_of(qr2) && inode_of(q[0]) == inode_of(q[1]),
 	      "full pipe: the fds are not one pipe");
 
+	{
+		struct stat st;
+
+		CHECK(fstat(aw2, &st) == 0 && st.st_uid == 1234 &&
+			      st.st_gid == 5678,
+		      "flags pipe: owner %u:%u, want 1234:5678",
+		      (unsigned)st.st_uid, (unsigned)st.st_gid);
+	}
 	n = (int)read(ar2, small, sizeof(small));
 	CHECK(n == 5 && memcmp(small, "hello", 5) == 0,
 	      "flags pipe: read %d bytes, want \"hello\"", n);
