@@ -164,4 +164,3 @@ func waitPath(t *testing.T, path string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
