@@ -260,8 +260,8 @@ func cmdRestore(args []string) (int, error) {
 	if len(pos) > 0 {
 		return 2, usageErrorf(restoreSynopsis, "unexpected argument %q", pos[0])
 	}
-	if c.console != "" {
-		return 2, usageErrorf(restoreSynopsis, "--console-socket: only for a container (ctr-cr restore --console-socket PATH BUNDLE)")
+	if err := c.containerOnly(); err != nil {
+		return 2, err
 	}
 	if c.dir == "" {
 		return 2, usageErrorf(restoreSynopsis, "-D DIR or a BUNDLE is required")
@@ -321,6 +321,21 @@ func cmdRestore(args []string) (int, error) {
 		}
 	}()
 	return restore.Wait(res.Pid)
+}
+
+// containerOnly refuses, for a process restore (-D DIR), the options that
+// only mean something for a container (BUNDLE); CRIU's --root, the restored
+// tree's root directory, is one of them: not silently ignored.
+func (c *restoreConfig) containerOnly() error {
+	for _, o := range []struct{ name, value string }{
+		{"--id", c.id}, {"--image-path", c.imagePath}, {"--root", c.rtRoot},
+		{"--runtime", c.rtName}, {"--console-socket", c.console},
+	} {
+		if o.value != "" {
+			return usageErrorf(restoreSynopsis, "%s: only for a container (ctr-cr restore %s ... BUNDLE); not for -D DIR", o.name, o.name)
+		}
+	}
+	return nil
 }
 
 // writePidFile writes pid and a newline to path.

@@ -116,6 +116,8 @@ func TestFlagErrors(t *testing.T) {
 		{"restore", []string{"--tcp-close"}, "--tcp-close: not supported"},
 		{"restore", []string{"--manage-cgroups=soft"}, "--manage-cgroups=soft: not supported"},
 		{"restore", []string{"--bogus"}, "unknown option --bogus"},
+		{"restore", []string{"-D", "/img", "--root", "/r"}, "--root: only for a container"},
+		{"restore", []string{"-D", "/img", "--console-socket", "/s"}, "--console-socket: only for a container"},
 	} {
 		t.Run(strings.Join(append([]string{tc.cmd}, tc.args...), " "), func(t *testing.T) {
 			var err error
@@ -129,6 +131,9 @@ func TestFlagErrors(t *testing.T) {
 				var c restoreConfig
 				if _, err = parseOptions("restore", restoreSynopsis, restoreOptions(&c), tc.args, nil); err == nil {
 					err = c.criu.check(restoreSynopsis)
+				}
+				if err == nil && c.dir != "" {
+					err = c.containerOnly()
 				}
 			}
 			var ue *usageError
