@@ -91,21 +91,31 @@ func parseOptions(name, synopsis string, opts []option, args []string, out io.Wr
 	return fs.Args(), nil
 }
 
-// expandShort rewrites getopt-style clusters that Go's flag package does not
-// know into its form: -vvv (three -v), -v4 (-v=4), -jd (-j -d), -ofile
-// (-o file), -t42. A word that is a defined flag is left alone, and so is
-// everything from the first positional argument or "--" on.
+// expandShort rewrites a getopt-style command line into the form of Go's
+// flag package: clusters it does not know are split, -vvv (three -v), -v4
+// (-v=4), -jd (-j -d), -ofile (-o file), -t42; and, as getopt does,
+// positional arguments may come between options (restore BUNDLE -d): they
+// are moved after a "--", with everything that follows a "--" given.
 func expandShort(fs *flag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
+	out := make([]string, 0, len(args)+1)
+	var pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
-			return append(out, args[i:]...)
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if a == "-" || !strings.HasPrefix(a, "-") {
+			pos = append(pos, a)
+			continue
 		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if f := fs.Lookup(name); f != nil {
 			out = append(out, a)
-			if !hasValue && !isBoolFlag(f) && i+1 < len(args) {
+			if !hasValue && !isBoolFlag(f) {
+				if i+1 == len(args) {
+					return out // its value is missing: flag says so
+				}
 				out = append(out, args[i+1]) // its value, even if it starts with "-"
 				i++
 			}
@@ -121,10 +131,16 @@ func expandShort(fs *flag.FlagSet, args []string) []string {
 			continue
 		}
 		out = append(out, words...)
-		if last := fs.Lookup(strings.TrimPrefix(words[len(words)-1], "-")); last != nil && !isBoolFlag(last) && i+1 < len(args) {
+		if last := fs.Lookup(strings.TrimPrefix(words[len(words)-1], "-")); last != nil && !isBoolFlag(last) {
+			if i+1 == len(args) {
+				return out // its value is missing: flag says so
+			}
 			out = append(out, args[i+1])
 			i++
 		}
+	}
+	if len(pos) > 0 {
+		out = append(append(out, "--"), pos...)
 	}
 	return out
 }

@@ -78,6 +78,7 @@ func TestRestoreFlags(t *testing.T) {
 			func(c *restoreConfig) bool { return c.dir == "/img" && c.log.file == "restore.log" && c.log.level == 4 }},
 		{"default pid method", []string{"-D", "/img"}, func(c *restoreConfig) bool { return c.method == "clone3" && c.log.level == defaultLevel }},
 		{"container form", []string{"--id", "x", "-d", "/bundle"}, func(c *restoreConfig) bool { return c.id == "x" && c.detach }},
+		{"options after the bundle", []string{"/bundle", "-d", "--pidfile", "p"}, func(c *restoreConfig) bool { return c.detach && c.pidFile == "p" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c restoreConfig
@@ -116,6 +117,7 @@ func TestFlagErrors(t *testing.T) {
 		{"restore", []string{"--tcp-close"}, "--tcp-close: not supported"},
 		{"restore", []string{"--manage-cgroups=soft"}, "--manage-cgroups=soft: not supported"},
 		{"restore", []string{"--bogus"}, "unknown option --bogus"},
+		{"restore", []string{"/bundle", "--pidfile"}, "needs an argument"},
 		{"restore", []string{"-D", "/img", "--root", "/r"}, "--root: only for a container"},
 		{"restore", []string{"-D", "/img", "--console-socket", "/s"}, "--console-socket: only for a container"},
 	} {
@@ -186,9 +188,15 @@ func TestExpandShort(t *testing.T) {
 		{"-o -vv", "-o -vv"},
 		{"--log-file -x", "--log-file -x"},
 		{"-jx", "-jx"},
-		{"-j BUNDLE -vv", "-j BUNDLE -vv"},
+		{"-j BUNDLE -vv", "-j -v -v -- BUNDLE"},
+		{"A -j B", "-j -- A B"},
 		{"-- -vv", "-- -vv"},
+		{"-j -- -vv x", "-j -- -vv x"},
+		{"-o - x", "-o - -- x"},
 		{"--vv", "--vv"},
+		{"-", "-- -"},
+		{"x -o", "-o"},
+		{"x -jo", "-j -o"},
 	} {
 		got := strings.Join(expandShort(fs, strings.Fields(tc.in)), " ")
 		if got != tc.want {
