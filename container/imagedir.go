@@ -146,6 +146,10 @@ func replaceable(final string) error {
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", final, err)
 	}
+	var st, pst unix.Stat_t
+	if unix.Stat(final, &st) == nil && unix.Stat(filepath.Dir(final), &pst) == nil && st.Dev != pst.Dev {
+		return fmt.Errorf("image directory %s is a mount point: the new image is written beside it and renamed into its place, which a mount point cannot be; use a directory inside it", final)
+	}
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !imageFileName(e.Name()) {
 			return fmt.Errorf("image directory %s holds %s, which is not part of a ctr-cr image; refusing to replace it", final, e.Name())

@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -174,5 +178,25 @@ func TestMoveAside(t *testing.T) {
 	}
 	if got := readDirFiles(t, old); got["inventory.img"] != "old" || !strings.HasPrefix(filepath.Base(old), "checkpoint.old-") {
 		t.Errorf("%s: %v", old, got)
+	}
+}
+
+// TestStageRefusesMountPoint: an image directory that is a mount point
+// cannot be renamed into place: refused before anything is done.
+func TestStageRefusesMountPoint(t *testing.T) {
+	testutil.RequiresRoot(t)
+	final := filepath.Join(t.TempDir(), "checkpoint")
+	if err := os.Mkdir(final, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", final, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(final, unix.MNT_DETACH)
+	if _, err := stageImage(final); err == nil || !strings.Contains(err.Error(), "mount point") {
+		t.Errorf("stage over a mount point: %v", err)
+	}
+	if left := siblings(t, final); len(left) != 0 {
+		t.Errorf("left beside the image: %v", left)
 	}
 }
