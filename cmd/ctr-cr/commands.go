@@ -255,6 +255,9 @@ func cmdRestore(args []string) (int, error) {
 		return 2, err
 	}
 	if len(pos) == 1 && c.dir == "" {
+		if c.shellJob || c.method != string(restore.PidClone3) {
+			return 2, usageErrorf(restoreSynopsis, "--shell-job and --pid-method: only for a process restore (-D DIR); a container gets its console with --console-socket")
+		}
 		return restoreContainer(pos[0], &c)
 	}
 	if len(pos) > 0 {
