@@ -191,7 +191,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	// poststart failures do not undo the start (runtime-spec): reported
 	ociState.Status = specs.StateRunning
 	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState); err != nil {
-		fmt.Fprintf(os.Stderr, "ctr-cr: restore %s: warning: %v\n", id, err)
+		fmt.Fprintf(os.Stderr, "Warn  (ctr-cr restore): container %s: %v\n", id, err)
 	}
 	return id, pid, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -22,22 +21,22 @@ var (
 	inheritTty  = regexp.MustCompile(`^tty\[[0-9a-fA-F]+:[0-9a-fA-F]+\]$`)
 )
 
-// inheritFlag registers the repeatable --inherit-fd flag on fs; the map
-// it returns (key -> fd) is filled as fs parses.
-func inheritFlag(fs *flag.FlagSet) map[string]int {
-	m := map[string]int{}
-	fs.Func("inherit-fd", "fd[N]:pipe:[INO]: use ctr-cr's fd N as the external pipe pipe:[INO] of the image (see show); repeatable", func(s string) error {
-		fd, key, err := parseInheritFd(s)
-		if err != nil {
-			return err
-		}
-		if _, dup := m[key]; dup {
-			return fmt.Errorf("%s given twice", key)
-		}
-		m[key] = fd
-		return nil
-	})
-	return m
+// inheritValue is the repeatable --inherit-fd option: it fills m (key ->
+// fd) as the command line is parsed.
+type inheritValue struct{ m map[string]int }
+
+func (v inheritValue) String() string { return "" }
+
+func (v inheritValue) Set(s string) error {
+	fd, key, err := parseInheritFd(s)
+	if err != nil {
+		return err
+	}
+	if _, dup := v.m[key]; dup {
+		return fmt.Errorf("%s given twice", key)
+	}
+	v.m[key] = fd
+	return nil
 }
 
 // parseInheritFd parses fd[N]:KEY and checks that N is an open fd of ours

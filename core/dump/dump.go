@@ -62,6 +62,13 @@ type Options struct {
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
 	NoExtPipes bool
+	// Commit, when set, is called once the image is completely written:
+	// before the tree is killed, or (LeaveRunning) once it runs again. A
+	// container checkpoint syncs its image and moves it into place there,
+	// so that nothing is killed before the image is safe on disk. An error
+	// fails the dump (the tree is released, running) and must leave the
+	// image where it was written.
+	Commit func() error
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -178,8 +185,24 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			w.Abort()
 			return nil, errors.Join(werr, err)
 		}
+		if opts.Commit != nil {
+			if cerr := opts.Commit(); cerr != nil {
+				w.Abort()
+				return nil, errors.Join(cerr, err)
+			}
+		}
 		st.TotalMs = ms(time.Since(t0))
 		return st, err
+	}
+	if opts.Commit != nil {
+		if err := opts.Commit(); err != nil {
+			w.Abort()
+			if rerr := d.release(); rerr != nil {
+				err = fmt.Errorf("%w (and releasing the processes: %v)", err, rerr)
+			}
+			return nil, err
+		}
+		tr = time.Now()
 	}
 	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
