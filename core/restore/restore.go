@@ -229,6 +229,12 @@ func loadProc(img *image.Reader, pr *proc, opener *files.Opener) error {
 		if t.Tid != pr.pst.Threads[i] {
 			return fmt.Errorf("core-%d.img: thread %d is tid %d, pstree.img says %d", pid, i, t.Tid, pr.pst.Threads[i])
 		}
+		// Every task is made by the restorer with all of its privileges:
+		// only its own credentials take them away. An image without them
+		// is refused rather than leaving a task with the restorer's.
+		if c := t.Creds; c == nil || len(c.Uids) != 4 || len(c.Gids) != 4 {
+			return fmt.Errorf("core-%d.img: tid %d: %w: no complete credentials (uids, gids, capabilities): refusing to restore a task that would keep the restorer's privileges", pid, t.Tid, image.ErrCorrupt)
+		}
 		if _, err := ptrace.RegsFromBytes(t.Regs); err != nil {
 			return fmt.Errorf("core-%d.img: tid %d: %w", pid, t.Tid, err)
 		}
