@@ -3737,9 +3737,15 @@ type Pty struct {
 	// The session (pid of its leader, a process of the image) whose
 	// controlling terminal the pair is, 0 for none; and its foreground
 	// process group.
-	Sid           int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
-	FgPgid        int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
-	SlaveClosed   bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	Sid         int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
+	FgPgid      int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	SlaveClosed bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	// The slave's inode (/dev/pts/<index>) as the master's entry saw it:
+	// owner and mode (st_mode with its type bits; 0 in images without them),
+	// e.g. chown'ed to the user by login or sshd. Restore sets them again.
+	SlaveUid      uint32 `protobuf:"varint,260,opt,name=slave_uid,json=slaveUid,proto3" json:"slave_uid,omitempty"`
+	SlaveGid      uint32 `protobuf:"varint,261,opt,name=slave_gid,json=slaveGid,proto3" json:"slave_gid,omitempty"`
+	SlaveMode     uint32 `protobuf:"varint,262,opt,name=slave_mode,json=slaveMode,proto3" json:"slave_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3858,6 +3864,27 @@ func (x *Pty) GetSlaveClosed() bool {
 		return x.SlaveClosed
 	}
 	return false
+}
+
+func (x *Pty) GetSlaveUid() uint32 {
+	if x != nil {
+		return x.SlaveUid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveGid() uint32 {
+	if x != nil {
+		return x.SlaveGid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveMode() uint32 {
+	if x != nil {
+		return x.SlaveMode
+	}
+	return 0
 }
 
 var File_image_proto protoreflect.FileDescriptor
@@ -4221,7 +4248,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
 	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
-	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xe9\x02\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xc5\x03\n" +
 	"\x03Pty\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\bR\x06master\x124\n" +
@@ -4235,7 +4262,11 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\n" +
 	" \x01(\x05R\x03sid\x12\x17\n" +
 	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
-	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xdc\x01\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed\x12\x1c\n" +
+	"\tslave_uid\x18\x84\x02 \x01(\rR\bslaveUid\x12\x1c\n" +
+	"\tslave_gid\x18\x85\x02 \x01(\rR\bslaveGid\x12\x1e\n" +
+	"\n" +
+	"slave_mode\x18\x86\x02 \x01(\rR\tslaveMode*\xdc\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
