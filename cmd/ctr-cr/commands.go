@@ -64,6 +64,7 @@ func cmdDump(args []string) error {
 	tcpEst := fs.Bool("tcp-established", false, "dump established TCP connections (TCP_REPAIR); they stay locked (nftables) until restore")
 	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again")
 	freezeCg := fs.String("freeze-cgroup", "", "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized")
+	fileLocks := fs.Bool("file-locks", false, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	opts := dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix}
+	opts := dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix, FileLocks: *fileLocks}
 	if *freezeCg != "" {
 		cg, err := cgroup.OpenDir(*freezeCg)
 		if err != nil {
@@ -108,6 +109,7 @@ func cmdCheckpoint(args []string) error {
 	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
 	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root")
 	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
+	fileLocks := fs.Bool("file-locks", false, "checkpoint the file locks the container's tree holds (flock, POSIX, OFD)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,7 +130,7 @@ func cmdCheckpoint(args []string) error {
 	}
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
-		Dump: dump.Options{TCPEstablished: *tcpEst, ExtUnixSk: *extUnix},
+		Dump: dump.Options{TCPEstablished: *tcpEst, ExtUnixSk: *extUnix, FileLocks: *fileLocks},
 	})
 	if err != nil {
 		return err
@@ -153,6 +155,7 @@ func cmdRestore(args []string) (int, error) {
 	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
 	rtRoot := fs.String("root", "", "container: the runtime's state directory")
 	rtName := fs.String("runtime", "", "container: runc or crun (default: the one that ran it at the checkpoint)")
+	fs.Bool("file-locks", false, "accepted (CRIU's flag): the file locks of an image are always taken again")
 	console := fs.String("console-socket", "", "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create")
 	if err := fs.Parse(args); err != nil {
 		return 2, err

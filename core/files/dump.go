@@ -58,6 +58,9 @@ type Options struct {
 	// the container's own devpts whose master is outside the dump are
 	// recorded as FILE_CONSOLE, reopened in the restored container.
 	Console bool
+	// FileLocks records the file locks of the tree (--file-locks);
+	// without it a tree holding any is refused.
+	FileLocks bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the
@@ -87,6 +90,7 @@ type Table struct {
 	ptys        []ptyEnd            // pty ends seen by DumpFds, completed by DumpPtys
 	ptyHeld     []*ptyHeld          // pairs whose queued data was read out
 	consoleHeld map[uint32]*ptyHeld // consoles whose input typed ahead was read out, by index (slave: our copy of the task's)
+	locks       lockState           // file locks read from fdinfo (see fdLocks)
 }
 
 type repairing struct {
@@ -196,6 +200,9 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			t.seen[key] = append(t.seen[key], seenFd{pid: pid, fd: fd, id: id})
 		}
 		out = append(out, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
+		if err := t.fdLocks(pid, fd, link, fi, out[len(out)-1], opts); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

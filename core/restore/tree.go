@@ -127,6 +127,9 @@ func (t *tree) restore() error {
 		}
 	}
 	t.st.MemoryMs = ms(time.Since(tm))
+	if err := t.opener.TakeFileLocks(); err != nil {
+		return fmt.Errorf("file locks: %w", err)
+	}
 	closed := map[uint32]bool{}
 	for i := len(t.tasks) - 1; i >= 0; i-- {
 		r := t.tasks[i]
