@@ -3,7 +3,15 @@ package tests
 // File locks (flock, POSIX record locks, OFD locks, leases) and the owner
 // and mode of pty slaves.
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
 
 // TestCR_PtyOwner: a pty slave chown'ed/chmod'ed while open, and one
 // never opened chown'ed by path, keep their owner and mode (l_ptyowner.c).
@@ -15,5 +23,73 @@ func TestCR_PtyOwner(t *testing.T) {
 // lock, and a task waiting in F_SETLKW, dumped with --file-locks; checked
 // from inside and from a checker forked after restore (l_locks.c).
 func TestCR_FileLocks(t *testing.T) {
-	runCase(t, Case{Name: "l_locks", Src: "l_locks.c", DumpArgs: []string{"--file-locks"}, RestoreArgs: []string{"--file-locks"}})
+	runCase(t, Case{Name: "l_locks", Src: "l_locks.c", DumpArgs: []string{"--file-locks"}, RestoreArgs: []string{"--file-locks"},
+		Verify: func(t *testing.T, w *Run) {
+			out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
+			if err != nil {
+				t.Fatalf("show: %v\n%s", err, stderr)
+			}
+			for _, want := range []string{"locks: POSIX write lock on bytes 0-99, POSIX read lock on bytes 200-299",
+				"locks: shared flock", "locks: OFD write lock on bytes 1000-1099", "locks: POSIX write lock on bytes 500-599"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("show does not say %q:\n%s", want, out)
+				}
+			}
+		}})
+}
+
+// refusedLockDump dumps the case (with --leave-running too) with args and
+// requires a refusal whose message has every one of want, the case still
+// running untraced, and its own check passing.
+func refusedLockDump(t *testing.T, c Case, args []string, want ...string) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		runCase(t, c)
+		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
+	}
+	r := startCase(t, c)
+	start := procStartTime(t, r.Pid)
+	for _, leave := range []bool{false, true} {
+		img := filepath.Join(t.TempDir(), "img")
+		a := append([]string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}, args...)
+		if leave {
+			a = append(a, "--leave-running")
+		}
+		_, stderr, err := ctrcr(t, a...)
+		requireExitCode(t, err, stderr, 1)
+		requireNoPanic(t, stderr)
+		for _, w := range append(want, strconv.Itoa(r.Pid)) {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("dump %v: the error does not say %q:\n%s", a[5:], w, stderr)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("failed dump left a complete-looking image (%s/inventory.img)", img)
+		}
+		requireRunningUntraced(t, r.Pid)
+		if st := procStartTime(t, r.Pid); st != start {
+			t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
+		}
+	}
+	finishChild(t, r)
+}
+
+// TestNegative_FileLocksWithoutFlag: a tree holding file locks (l_locks.c)
+// dumped without --file-locks is refused, naming a lock and the flag; the
+// tree runs on and its locks (checked from inside) are intact.
+func TestNegative_FileLocksWithoutFlag(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_locks_noflag", Src: "l_locks.c"}, nil, "file lock (FLOCK READ lock)", "--file-locks")
+}
+
+// TestNegative_FileLease: a read lease is refused by name, even with
+// --file-locks; the lease is still held afterwards.
+func TestNegative_FileLease(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_lease", Src: "l_lockrefused.c"}, []string{"--file-locks"}, "file lease (LEASE", "not supported")
+}
+
+// TestNegative_FileLockMappedOnly: an flock on a file only a mapping keeps
+// open (no fd shows it) is refused, naming it, not lost.
+func TestNegative_FileLockMappedOnly(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_lockmapped", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=1"}},
+		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock)", "held through no fd")
 }

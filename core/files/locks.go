@@ -100,10 +100,10 @@ func (t *Table) fdLocks(pid, fd int, link string, fi *procfs.FdInfo, e *imagepb.
 		}
 		fl, err := lockEntry(&l)
 		if err != nil {
-			return &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
+			return fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 		if !opts.FileLocks {
-			return &UnsupportedError{Fd: fd, Link: link, Kind: "file lock: " + l.String() + " (dump with --file-locks to carry file locks)"}
+			return fmt.Errorf("fd %d (%s): file lock (%s): not supported without --file-locks (dump with --file-locks to carry file locks)", fd, link, l.String())
 		}
 		switch fl.Kind {
 		case imagepb.FileLockKind_FILE_LOCK_POSIX:
@@ -136,19 +136,19 @@ func lockEntry(l *lockLine) (*imagepb.FileLock, error) {
 	case "OFDLCK":
 		fl.Kind, fl.Pid = imagepb.FileLockKind_FILE_LOCK_OFD, -1
 	case "LEASE", "DELEG":
-		return nil, fmt.Errorf("file lease (%s %s %s): leases cannot be restored", l.kind, l.mode, l.typ)
+		return nil, fmt.Errorf("file lease (%s %s %s): not supported (a lease cannot be taken again on restore)", l.kind, l.mode, l.typ)
 	default:
-		return nil, fmt.Errorf("file lock of kind %s (%s)", l.kind, l.String())
+		return nil, fmt.Errorf("file lock of kind %s (%s): not supported", l.kind, l.String())
 	}
 	if l.mode != "ADVISORY" {
-		return nil, fmt.Errorf("%s %s", strings.ToLower(l.mode), l.String())
+		return nil, fmt.Errorf("%s file lock (%s): not supported", strings.ToLower(l.mode), l.String())
 	}
 	switch l.typ {
 	case "READ":
 	case "WRITE":
 		fl.Write = true
 	default:
-		return nil, fmt.Errorf("%s in state %s", l.String(), l.typ)
+		return nil, fmt.Errorf("file lock (%s) in state %s: not supported", l.String(), l.typ)
 	}
 	if l.end >= 0 {
 		fl.Len = l.end - l.start + 1
@@ -190,15 +190,13 @@ func (t *Table) CheckLocks(inDump func(pid int) bool, opts Options) error {
 		if blocked || l.pid <= 0 || !inDump(l.pid) || t.locks.recorded[l.key()] {
 			continue
 		}
-		kind := "file lock: " + l.String() + " on inode " + l.file
 		if _, err := lockEntry(&l); err != nil {
-			kind = err.Error() + " on inode " + l.file
-		} else if !opts.FileLocks {
-			kind += " (dump with --file-locks to carry file locks)"
-		} else {
-			kind += " held through no fd of the dump (the file is only mapped, or in flight in a socket)"
+			return fmt.Errorf("pid %d: inode %s: %w", l.pid, l.file, err)
 		}
-		return &UnsupportedError{Pid: l.pid, Fd: -1, Link: "/proc/locks", Kind: kind}
+		if !opts.FileLocks {
+			return fmt.Errorf("pid %d: inode %s: file lock (%s): not supported without --file-locks (dump with --file-locks to carry file locks)", l.pid, l.file, l.String())
+		}
+		return fmt.Errorf("pid %d: inode %s: file lock (%s) held through no fd of the dump (the file is only mapped, or in flight in a socket): not supported", l.pid, l.file, l.String())
 	}
 	return sc.Err()
 }
