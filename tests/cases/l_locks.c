@@ -5,13 +5,14 @@
  *     POSIX write lock on bytes 0-99 and a read lock on 200-299 (through
  *     fd px, dup'd once), an OFD write lock on 1000-1099;
  *   child C: a POSIX write lock on 500-599 through its own open file;
- *   child W: blocked in F_SETLKW for a write lock on 0-99 (P holds it).
+ *   child W: blocked in F_SETLKW for a write lock on 0-99 (P holds it);
+ *   child X: blocked in flock(LOCK_EX) on its own open file.
  * After the restores, from inside: P's and C's fdinfo show their locks
  * with their pids; a checker forked after restore sees every conflict
  * with the right pid (F_GETLK, F_OFD_GETLK), no lock where there was none,
  * and flock LOCK_EX|LOCK_NB fails with EWOULDBLOCK while LOCK_SH works;
  * then the owners unlock (P, C) and a second checker finds the file free
- * but for W, which got its lock once P let go of it.
+ * (W and X got their locks once P let go of them, and exited).
  */
 #include "case.h"
 
@@ -130,8 +131,8 @@ static int wait_readable(int fd, int ms)
 
 int main(int argc, char **argv)
 {
-	int ffl, fpx, fpx2, fofd, cpipe[2], cgo[2], wpipe[2], st;
-	pid_t p = getpid(), c, w;
+	int ffl, fpx, fpx2, fofd, cpipe[2], cgo[2], wpipe[2], xpipe[2], st;
+	pid_t p = getpid(), c, w, x;
 	char line[128], b;
 
 	case_init(argc, argv);
@@ -140,7 +141,7 @@ int main(int argc, char **argv)
 		case_fail("create %s: %s", FILE_NAME, strerror(errno));
 	fpx = open(FILE_NAME, O_RDWR);
 	fofd = open(FILE_NAME, O_RDWR);
-	if (fpx < 0 || fofd < 0 || pipe(cpipe) || pipe(cgo) || pipe(wpipe))
+	if (fpx < 0 || fofd < 0 || pipe(cpipe) || pipe(cgo) || pipe(wpipe) || pipe(xpipe))
 		case_fail("open: %s", strerror(errno));
 	if (flock(ffl, LOCK_SH))
 		case_fail("flock: %s", strerror(errno));
@@ -192,7 +193,29 @@ int main(int argc, char **argv)
 			case_fail("W does not wait for the lock");
 		case_sleep_ms(10);
 	}
-	case_log("P %d C %d W %d", p, c, w);
+	x = fork();
+	if (x < 0)
+		case_fail("fork: %s", strerror(errno));
+	if (x == 0) {
+		int fx = open(FILE_NAME, O_RDWR);
+
+		if (flock(fx, LOCK_EX))
+			_exit(12);
+		if (write(xpipe[1], "g", 1) != 1)
+			_exit(10);
+		_exit(0);
+	}
+	snprintf(line, sizeof(line), "-> FLOCK  ADVISORY  WRITE %d ", x);
+	for (int i = 0;; i++) {
+		char buf[16384];
+
+		if (case_read_file("/proc/locks", buf, sizeof(buf)) > 0 && strstr(buf, line))
+			break;
+		if (i > 500)
+			case_fail("X does not wait for the flock");
+		case_sleep_ms(10);
+	}
+	case_log("P %d C %d W %d X %d", p, c, w, x);
 	case_ready();
 	case_wait_go();
 
@@ -207,6 +230,8 @@ int main(int argc, char **argv)
 	run_checker(1, p, c);
 	if (wait_readable(wpipe[0], 0))
 		case_fail("W got its lock while P holds 0-99");
+	if (wait_readable(xpipe[0], 0))
+		case_fail("X got its flock while P holds a shared one");
 
 	/* the owners unlock */
 	if (write(cgo[1], "g", 1) != 1)
@@ -215,6 +240,10 @@ int main(int argc, char **argv)
 		case_fail("child C: status %#x", st);
 	if (flock(ffl, LOCK_UN))
 		case_fail("flock LOCK_UN: %s", strerror(errno));
+	if (!wait_readable(xpipe[0], 5000))
+		case_fail("X did not get its flock after P and C let go of it");
+	if (waitpid(x, &st, 0) != x || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		case_fail("child X: status %#x", st);
 	setlk(fofd, F_OFD_SETLK, F_UNLCK, 1000, 100, "OFD unlock");
 	setlk(fpx, F_SETLK, F_UNLCK, 200, 100, "P unlock 200-299");
 	setlk(fpx, F_SETLK, F_UNLCK, 0, 100, "P unlock 0-99");
