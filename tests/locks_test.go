@@ -93,3 +93,20 @@ func TestNegative_FileLockMappedOnly(t *testing.T) {
 	refusedLockDump(t, Case{Name: "l_lockmapped", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=1"}},
 		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock)", "held through no fd")
 }
+
+// TestCR_DeadPidfd: pidfds of processes that exited and were reaped
+// before the dump (an exit code, a signal death) come back dead with the
+// same exit status (l_deadpidfd.c).
+func TestCR_DeadPidfd(t *testing.T) {
+	runCase(t, Case{Name: "l_deadpidfd", Src: "l_deadpidfd.c", Verify: func(t *testing.T, w *Run) {
+		out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
+		if err != nil {
+			t.Fatalf("show: %v\n%s", err, stderr)
+		}
+		for _, want := range []string{"of an exited process (exit code 7)", "of an exited process (killed by signal 15)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show does not say %q:\n%s", want, out)
+			}
+		}
+	}})
+}

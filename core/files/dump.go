@@ -280,7 +280,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		case "eventpoll":
 			return t.epoll(f, pid, fd, fi)
 		case "pidfd":
-			return t.pidfd(f, fd, link, fi)
+			return t.pidfd(f, fd, cp, link, fi)
 		case "timerfd":
 			return t.timerfd(f, fd, cp, link, fi)
 		case "signalfd":
@@ -515,13 +515,16 @@ func (t *Table) AddPath(path string) (uint32, error) {
 
 // pidfd records a pidfd; the process it refers to must be in the dump (a
 // pidfd of an outside or exited process cannot be recreated).
-func (t *Table) pidfd(f *imagepb.FileEntry, fd int, link string, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) pidfd(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
 	f.Kind = imagepb.FileKind_FILE_PIDFD
 	v, ok := fi.Field("Pid")
 	if !ok {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd without a Pid in fdinfo"}
 	}
 	pid, err := strconv.Atoi(strings.Fields(v)[0])
+	if err == nil && pid == -1 {
+		return t.deadPidfd(f, fd, cp, link)
+	}
 	if err != nil || pid <= 0 {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd of an exited process"}
 	}
@@ -532,7 +535,7 @@ func (t *Table) pidfd(f *imagepb.FileEntry, fd int, link string, fi *procfs.FdIn
 // CheckPidfds verifies that every pidfd refers to a process of the dump.
 func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 	for _, f := range t.Files {
-		if f.Kind == imagepb.FileKind_FILE_PIDFD && !inDump(f.PidfdPid) {
+		if f.Kind == imagepb.FileKind_FILE_PIDFD && !f.PidfdDead && !inDump(f.PidfdPid) {
 			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
 		}
 	}

@@ -67,6 +67,7 @@ func (t *tree) restore() error {
 		}
 		return r.pid, true
 	}
+	t.opener.DeadPidfd = deadPidfd
 	rootPr := t.procs[0]
 	t1 := time.Now()
 	var s *stub

@@ -1,7 +1,10 @@
 package show
 
 import (
+	"fmt"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -21,4 +24,16 @@ func locksExtra(f *imagepb.FileEntry, fd *imagepb.FdEntry) string {
 		return ""
 	}
 	return " locks: " + strings.Join(names, ", ")
+}
+
+// deadPidfdExtra describes a pidfd of a process gone at dump time.
+func deadPidfdExtra(f *imagepb.FileEntry) string {
+	ws := unix.WaitStatus(f.PidfdExitStatus)
+	switch {
+	case !f.PidfdExitKnown:
+		return " of an exited process"
+	case ws.Signaled():
+		return fmt.Sprintf(" of an exited process (killed by signal %d)", ws.Signal())
+	}
+	return fmt.Sprintf(" of an exited process (exit code %d)", ws.ExitStatus())
 }

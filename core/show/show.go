@@ -188,6 +188,9 @@ func anonExtra(f *imagepb.FileEntry) string {
 		}
 		return s
 	case imagepb.FileKind_FILE_PIDFD:
+		if f.PidfdDead {
+			return deadPidfdExtra(f)
+		}
 		return fmt.Sprintf(" of pid %d", f.PidfdPid)
 	case imagepb.FileKind_FILE_MEMFD:
 		return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size)

@@ -118,7 +118,7 @@ const (
 	FileKind_FILE_EPOLL    FileKind = 8  // epoll_targets lists the registrations
 	FileKind_FILE_FIFO     FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
 	FileKind_FILE_UNIX     FileKind = 10 // unix socket, described by unix
-	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
+	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image), or of a reaped process (pidfd_dead); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
 	FileKind_FILE_TTY      FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
 	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
@@ -3331,9 +3331,17 @@ type FileEntry struct {
 	// Locks of this open file description (dumped with --file-locks):
 	// flock(2) locks and OFD record locks; they are taken again on it at
 	// restore, before the tree runs.
-	FileLocks     []*FileLock `protobuf:"bytes,260,rep,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FileLocks []*FileLock `protobuf:"bytes,260,rep,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	// FILE_PIDFD of a process that had exited and was reaped at dump time
+	// (fdinfo "Pid: -1"; pidfd_pid is then 0): restore makes a pidfd of a
+	// short-lived process that ends the same way (exit status or signal)
+	// and is reaped. pidfd_exit_status is its wait(2) status word as
+	// PIDFD_GET_INFO reported it, when pidfd_exit_known.
+	PidfdDead       bool  `protobuf:"varint,261,opt,name=pidfd_dead,json=pidfdDead,proto3" json:"pidfd_dead,omitempty"`
+	PidfdExitStatus int32 `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
+	PidfdExitKnown  bool  `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
@@ -3534,6 +3542,27 @@ func (x *FileEntry) GetFileLocks() []*FileLock {
 		return x.FileLocks
 	}
 	return nil
+}
+
+func (x *FileEntry) GetPidfdDead() bool {
+	if x != nil {
+		return x.PidfdDead
+	}
+	return false
+}
+
+func (x *FileEntry) GetPidfdExitStatus() int32 {
+	if x != nil {
+		return x.PidfdExitStatus
+	}
+	return 0
+}
+
+func (x *FileEntry) GetPidfdExitKnown() bool {
+	if x != nil {
+		return x.PidfdExitKnown
+	}
+	return false
 }
 
 // A file lock held at dump time, as /proc/PID/fdinfo "lock:" showed it.
@@ -4360,7 +4389,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xfd\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xf5\x06\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4388,7 +4417,11 @@ const file_image_proto_rawDesc = "" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
 	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x128\n" +
 	"\n" +
-	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\"\x8c\x01\n" +
+	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\x12\x1e\n" +
+	"\n" +
+	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
+	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
+	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\"\x8c\x01\n" +
 	"\bFileLock\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ctrcr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
