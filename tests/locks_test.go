@@ -6,9 +6,13 @@ package tests
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
@@ -23,8 +27,32 @@ func TestCR_PtyOwner(t *testing.T) {
 // lock, and a task waiting in F_SETLKW, dumped with --file-locks; checked
 // from inside and from a checker forked after restore (l_locks.c).
 func TestCR_FileLocks(t *testing.T) {
+	var before []string
+	var ino uint64
 	runCase(t, Case{Name: "l_locks", Src: "l_locks.c", DumpArgs: []string{"--file-locks"}, RestoreArgs: []string{"--file-locks"},
+		BeforeDump: func(t *testing.T, r *Run) {
+			if before != nil {
+				return
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(r.Dir, "locks.dat"), &st); err != nil {
+				t.Fatal(err)
+			}
+			ino, before = st.Ino, locksOn(t, st.Ino)
+		},
 		Verify: func(t *testing.T, w *Run) {
+			// the same locks, owners and waiters (pids included) as
+			// before the first dump; the waiters queue again once they run
+			var after []string
+			for i := 0; i < 100; i++ {
+				if after = locksOn(t, ino); strings.Join(after, "\n") == strings.Join(before, "\n") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if strings.Join(after, "\n") != strings.Join(before, "\n") {
+				t.Errorf("/proc/locks after restore:\n%s\nbefore the dumps:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
 			out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
 			if err != nil {
 				t.Fatalf("show: %v\n%s", err, stderr)
@@ -109,4 +137,61 @@ func TestCR_DeadPidfd(t *testing.T) {
 			}
 		}
 	}})
+}
+
+// locksOn returns the /proc/locks lines on inode ino (without their
+// ordinals, sorted): the locks held and waited for.
+func locksOn(t *testing.T, ino uint64) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		f = f[1:]
+		for _, x := range f {
+			if strings.HasSuffix(x, ":"+strconv.FormatUint(ino, 10)) {
+				out = append(out, strings.Join(f, " "))
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestCR_FileLocksLeaveRunning: dumps of l_locks with --file-locks
+// --leave-running leave every lock and waiter as it was (/proc/locks),
+// and the tree then passes its own checks.
+func TestCR_FileLocksLeaveRunning(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	r := startCase(t, Case{Name: "l_locks_leave", Src: "l_locks.c"})
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(r.Dir, "locks.dat"), &st); err != nil {
+		t.Fatal(err)
+	}
+	before := locksOn(t, st.Ino)
+	if len(before) < 7 {
+		t.Fatalf("l_locks holds/waits for %d locks, want 7:\n%s", len(before), strings.Join(before, "\n"))
+	}
+	for i := 0; i < 2; i++ {
+		img := filepath.Join(t.TempDir(), "img")
+		if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--file-locks", "--leave-running"); err != nil {
+			t.Fatalf("dump --leave-running: %v\n%s", err, stderr)
+		}
+		requireRunningUntraced(t, r.Pid)
+		time.Sleep(50 * time.Millisecond) // the waiters queue again
+		if after := locksOn(t, st.Ino); strings.Join(after, "\n") != strings.Join(before, "\n") {
+			t.Errorf("locks after dump %d --leave-running:\n%s\nwere:\n%s", i, strings.Join(after, "\n"), strings.Join(before, "\n"))
+		}
+	}
+	finishChild(t, r)
 }
