@@ -514,7 +514,8 @@ func (t *Table) AddPath(path string) (uint32, error) {
 }
 
 // pidfd records a pidfd; the process it refers to must be in the dump (a
-// pidfd of an outside or exited process cannot be recreated).
+// pidfd of a live outside process cannot be recreated), or have exited and
+// been reaped (deadPidfd).
 func (t *Table) pidfd(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
 	f.Kind = imagepb.FileKind_FILE_PIDFD
 	v, ok := fi.Field("Pid")
