@@ -113,7 +113,7 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"skip-in-flight"}, value: boolValue{new(bool)},
 			refuse: "ctr-cr never drops connections: a listener with connections waiting to be accepted is refused, naming it"},
 	}
-	opts = append(opts, criuOptions(&c.criu, "dump the tree's file locks")...)
+	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
 }
 
@@ -138,7 +138,7 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk}
+	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -168,7 +168,7 @@ const checkpointSynopsis = "checkpoint [OPTIONS] CONTAINER_ID"
 // cmdCheckpoint checkpoints an OCI container found through its runtime.
 func cmdCheckpoint(args []string) error {
 	var root, rtName, imagePath string
-	var leave, tcpEst, extUnix, stats bool
+	var leave, tcpEst, extUnix, stats, fileLocks bool
 	opts := []option{
 		{names: []string{"root"}, arg: "DIR", value: stringValue{&root}, help: "the runtime's state directory (--root of runc/crun)"},
 		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&rtName}, help: "the container's runtime (default: whichever knows the container)"},
@@ -177,6 +177,7 @@ func cmdCheckpoint(args []string) error {
 		{names: []string{"tcp-established"}, value: boolValue{&tcpEst}, help: "checkpoint established TCP connections (TCP_REPAIR)"},
 		{names: []string{"ext-unix-sk"}, value: boolValue{&extUnix}, help: "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root"},
 		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print timing statistics as JSON"},
+		{names: []string{"file-locks"}, value: boolValue{&fileLocks}, help: "checkpoint the file locks the container's tree holds (flock, POSIX, OFD); without it a tree holding one is refused"},
 	}
 	pos, err := parseOptions("checkpoint", checkpointSynopsis, opts, args, os.Stdout)
 	if err != nil {
@@ -199,7 +200,7 @@ func cmdCheckpoint(args []string) error {
 	}
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave,
-		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix},
+		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix, FileLocks: fileLocks},
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 // Command ctr-cr checkpoints and restores Linux processes.
 //
-//	ctr-cr dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+//	ctr-cr dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
 //	ctr-cr restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method M] [--print-stats]
 //	ctr-cr show    -f FILE | DIR
 //	ctr-cr check
@@ -41,7 +41,7 @@ ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 const usage = `usage: ctr-cr COMMAND [OPTIONS]
 
 Process commands:
-  dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+  dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
           (PID and all its descendants)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON

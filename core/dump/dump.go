@@ -69,6 +69,9 @@ type Options struct {
 	// fails the dump (the tree is released, running) and must leave the
 	// image where it was written.
 	Commit func() error
+	// FileLocks dumps the file locks the tree holds (flock, POSIX, OFD;
+	// --file-locks); without it a tree holding one is refused.
+	FileLocks bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -309,7 +312,7 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks}
 	if d.opts.TCPEstablished {
 		locked, err := d.lockConnections()
 		if err != nil {
@@ -350,6 +353,16 @@ func (d *dumper) run() error {
 		}
 		return false
 	}); err != nil {
+		return err
+	}
+	if err := d.files.CheckLocks(func(pid int) bool {
+		for _, t := range d.tasks {
+			if t.pid == pid && !t.zombie {
+				return true
+			}
+		}
+		return false
+	}, fopts); err != nil {
 		return err
 	}
 	tm := time.Now()

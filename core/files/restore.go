@@ -29,6 +29,9 @@ type Opener struct {
 	// PidOf maps a pid of the image to the restored process (our pid
 	// namespace), for pidfds.
 	PidOf func(pid int32) (int, bool)
+	// DeadPidfd makes a pidfd (flags) of a reaped process that ended
+	// with wait status (when known), for pidfds of exited processes.
+	DeadPidfd func(flags int, status int32, known bool) (int, error)
 	// Terminal is the restorer's terminal that replaces a shell job's
 	// terminal (--shell-job), or -1.
 	Terminal int
@@ -266,6 +269,9 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		}
 		return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
 	case imagepb.FileKind_FILE_PIDFD:
+		if f.PidfdDead {
+			return o.openDeadPidfd(f)
+		}
 		if o.PidOf == nil {
 			return -1, errors.New("pidfd: no process map")
 		}

@@ -116,6 +116,7 @@ func Summary(dir string, w io.Writer) error {
 				extra += " " + unixsk.Describe(f.Unix)
 			}
 			extra += ptyExtra(f)
+			extra += locksExtra(f, fd)
 			if f.Inet != nil {
 				extra += " " + inetsk.Describe(f.Inet)
 				if f.Inet.State == inetsk.TCPListen {
@@ -193,6 +194,9 @@ func anonExtra(f *imagepb.FileEntry) string {
 		}
 		return s
 	case imagepb.FileKind_FILE_PIDFD:
+		if f.PidfdDead {
+			return deadPidfdExtra(f)
+		}
 		return fmt.Sprintf(" of pid %d", f.PidfdPid)
 	case imagepb.FileKind_FILE_MEMFD:
 		return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size)

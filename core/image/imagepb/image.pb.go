@@ -118,7 +118,7 @@ const (
 	FileKind_FILE_EPOLL    FileKind = 8  // epoll_targets lists the registrations
 	FileKind_FILE_FIFO     FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
 	FileKind_FILE_UNIX     FileKind = 10 // unix socket, described by unix
-	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
+	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image), or of a reaped process (pidfd_dead); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
 	FileKind_FILE_TTY      FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
 	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
@@ -210,6 +210,61 @@ func (x FileKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FileKind.Descriptor instead.
 func (FileKind) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{1}
+}
+
+type FileLockKind int32
+
+const (
+	FileLockKind_FILE_LOCK_UNKNOWN FileLockKind = 0
+	FileLockKind_FILE_LOCK_FLOCK   FileLockKind = 1 // flock(2): the open file description's
+	FileLockKind_FILE_LOCK_POSIX   FileLockKind = 2 // fcntl F_SETLK: the process's (its fd table's)
+	FileLockKind_FILE_LOCK_OFD     FileLockKind = 3 // fcntl F_OFD_SETLK: the open file description's
+)
+
+// Enum value maps for FileLockKind.
+var (
+	FileLockKind_name = map[int32]string{
+		0: "FILE_LOCK_UNKNOWN",
+		1: "FILE_LOCK_FLOCK",
+		2: "FILE_LOCK_POSIX",
+		3: "FILE_LOCK_OFD",
+	}
+	FileLockKind_value = map[string]int32{
+		"FILE_LOCK_UNKNOWN": 0,
+		"FILE_LOCK_FLOCK":   1,
+		"FILE_LOCK_POSIX":   2,
+		"FILE_LOCK_OFD":     3,
+	}
+)
+
+func (x FileLockKind) Enum() *FileLockKind {
+	p := new(FileLockKind)
+	*p = x
+	return p
+}
+
+func (x FileLockKind) String() string {
+	Init()
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileLockKind) Descriptor() protoreflect.EnumDescriptor {
+	Init()
+	return file_image_proto_enumTypes[2].Descriptor()
+}
+
+func (FileLockKind) Type() protoreflect.EnumType {
+	Init()
+	return &file_image_proto_enumTypes[2]
+}
+
+func (x FileLockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileLockKind.Descriptor instead.
+func (FileLockKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
 }
 
 // Checksum of one image file, kept in the inventory.
@@ -3279,9 +3334,21 @@ type FileEntry struct {
 	PipePackets []uint32 `protobuf:"varint,220,rep,packed,name=pipe_packets,json=pipePackets,proto3" json:"pipe_packets,omitempty"`
 	// FILE_PIPE: the pipe's other end is held outside the dump; restore takes
 	// the pipe from --inherit-fd fd[N]:pipe:[ino].
-	PipeExternal  bool `protobuf:"varint,221,opt,name=pipe_external,json=pipeExternal,proto3" json:"pipe_external,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PipeExternal bool `protobuf:"varint,221,opt,name=pipe_external,json=pipeExternal,proto3" json:"pipe_external,omitempty"`
+	// Locks of this open file description (dumped with --file-locks):
+	// flock(2) locks and OFD record locks; they are taken again on it at
+	// restore, before the tree runs.
+	FileLocks []*FileLock `protobuf:"bytes,260,rep,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	// FILE_PIDFD of a process that had exited and was reaped at dump time
+	// (fdinfo "Pid: -1"; pidfd_pid is then 0): restore makes a pidfd of a
+	// short-lived process that ends the same way (exit status or signal)
+	// and is reaped. pidfd_exit_status is its wait(2) status word as
+	// PIDFD_GET_INFO reported it, when pidfd_exit_known.
+	PidfdDead       bool  `protobuf:"varint,261,opt,name=pidfd_dead,json=pidfdDead,proto3" json:"pidfd_dead,omitempty"`
+	PidfdExitStatus int32 `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
+	PidfdExitKnown  bool  `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
@@ -3491,31 +3558,64 @@ func (x *FileEntry) GetPipeExternal() bool {
 	return false
 }
 
-// fdinfo-PID.img: one entry per fd of the task.
-type FdEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
-	FileId        uint32                 `protobuf:"varint,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	Cloexec       bool                   `protobuf:"varint,3,opt,name=cloexec,proto3" json:"cloexec,omitempty"`
+func (x *FileEntry) GetFileLocks() []*FileLock {
+	if x != nil {
+		return x.FileLocks
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPidfdDead() bool {
+	if x != nil {
+		return x.PidfdDead
+	}
+	return false
+}
+
+func (x *FileEntry) GetPidfdExitStatus() int32 {
+	if x != nil {
+		return x.PidfdExitStatus
+	}
+	return 0
+}
+
+func (x *FileEntry) GetPidfdExitKnown() bool {
+	if x != nil {
+		return x.PidfdExitKnown
+	}
+	return false
+}
+
+// A file lock held at dump time, as /proc/PID/fdinfo "lock:" showed it.
+// Ranges are absolute (SEEK_SET); flock locks cover the whole file.
+type FileLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  FileLockKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=ctrcr.image.v1.FileLockKind" json:"kind,omitempty"`
+	Write bool                   `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"` // exclusive (LOCK_EX, F_WRLCK); else shared/read
+	Start int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Len   int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"` // 0: up to EOF and beyond
+	// FLOCK: the process that took it (a holder of the file in the image,
+	// the one that takes it again); POSIX: its owner; OFD: -1.
+	Pid           int32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *FdEntry) Reset() {
+func (x *FileLock) Reset() {
 	Init()
-	*x = FdEntry{}
+	*x = FileLock{}
 	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *FdEntry) String() string {
+func (x *FileLock) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*FdEntry) ProtoMessage() {}
+func (*FileLock) ProtoMessage() {}
 
-func (x *FdEntry) ProtoReflect() protoreflect.Message {
+func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
 	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
@@ -3528,9 +3628,89 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FileLock) GetKind() FileLockKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FileLockKind_FILE_LOCK_UNKNOWN
+}
+
+func (x *FileLock) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *FileLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetLen() int64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *FileLock) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+// fdinfo-PID.img: one entry per fd of the task.
+type FdEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Fd      int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
+	FileId  uint32                 `protobuf:"varint,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Cloexec bool                   `protobuf:"varint,3,opt,name=cloexec,proto3" json:"cloexec,omitempty"`
+	// POSIX record locks the task holds through this fd's open file
+	// description (--file-locks); the task takes them again at restore.
+	PosixLocks    []*FileLock `protobuf:"bytes,260,rep,name=posix_locks,json=posixLocks,proto3" json:"posix_locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdEntry) Reset() {
+	Init()
+	*x = FdEntry{}
+	mi := &file_image_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdEntry) ProtoMessage() {}
+
+func (x *FdEntry) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3554,6 +3734,13 @@ func (x *FdEntry) GetCloexec() bool {
 	return false
 }
 
+func (x *FdEntry) GetPosixLocks() []*FileLock {
+	if x != nil {
+		return x.PosixLocks
+	}
+	return nil
+}
+
 // termios of a terminal (struct termios2 of TCGETS2).
 type PtyTermios struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3572,7 +3759,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +3772,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +3785,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3671,7 +3858,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +3871,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,7 +3884,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3758,9 +3945,15 @@ type Pty struct {
 	// The session (pid of its leader, a process of the image) whose
 	// controlling terminal the pair is, 0 for none; and its foreground
 	// process group.
-	Sid           int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
-	FgPgid        int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
-	SlaveClosed   bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	Sid         int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
+	FgPgid      int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	SlaveClosed bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	// The slave's inode (/dev/pts/<index>) as the master's entry saw it:
+	// owner and mode (st_mode with its type bits; 0 in images without them),
+	// e.g. chown'ed to the user by login or sshd. Restore sets them again.
+	SlaveUid      uint32 `protobuf:"varint,260,opt,name=slave_uid,json=slaveUid,proto3" json:"slave_uid,omitempty"`
+	SlaveGid      uint32 `protobuf:"varint,261,opt,name=slave_gid,json=slaveGid,proto3" json:"slave_gid,omitempty"`
+	SlaveMode     uint32 `protobuf:"varint,262,opt,name=slave_mode,json=slaveMode,proto3" json:"slave_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3768,7 +3961,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3781,7 +3974,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3794,7 +3987,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -3879,6 +4072,27 @@ func (x *Pty) GetSlaveClosed() bool {
 		return x.SlaveClosed
 	}
 	return false
+}
+
+func (x *Pty) GetSlaveUid() uint32 {
+	if x != nil {
+		return x.SlaveUid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveGid() uint32 {
+	if x != nil {
+		return x.SlaveGid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveMode() uint32 {
+	if x != nil {
+		return x.SlaveMode
+	}
+	return 0
 }
 
 var File_image_proto protoreflect.FileDescriptor
@@ -4196,7 +4410,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\x8d\x06\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xbf\a\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4224,11 +4438,25 @@ const file_image_proto_rawDesc = "" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
 	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12\"\n" +
 	"\fpipe_packets\x18\xdc\x01 \x03(\rR\vpipePackets\x12$\n" +
-	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\"L\n" +
+	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\x128\n" +
+	"\n" +
+	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\x12\x1e\n" +
+	"\n" +
+	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
+	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
+	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\"\x8c\x01\n" +
+	"\bFileLock\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.ctrcr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\x05R\x03pid\"\x88\x01\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
-	"\acloexec\x18\x03 \x01(\bR\acloexec\"\xb8\x01\n" +
+	"\acloexec\x18\x03 \x01(\bR\acloexec\x12:\n" +
+	"\vposix_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\n" +
+	"posixLocks\"\xb8\x01\n" +
 	"\n" +
 	"PtyTermios\x12\x14\n" +
 	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
@@ -4244,7 +4472,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
 	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
-	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xe9\x02\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xc5\x03\n" +
 	"\x03Pty\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\bR\x06master\x124\n" +
@@ -4258,7 +4486,11 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\n" +
 	" \x01(\x05R\x03sid\x12\x17\n" +
 	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
-	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xdc\x01\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed\x12\x1c\n" +
+	"\tslave_uid\x18\x84\x02 \x01(\rR\bslaveUid\x12\x1c\n" +
+	"\tslave_gid\x18\x85\x02 \x01(\rR\bslaveGid\x12\x1e\n" +
+	"\n" +
+	"slave_mode\x18\x86\x02 \x01(\rR\tslaveMode*\xdc\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -4297,7 +4529,12 @@ const file_image_proto_rawDesc = "" +
 	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
 	"\tFILE_INET\x10\x10\x12\f\n" +
 	"\bFILE_PTY\x10\x11\x12\x10\n" +
-	"\fFILE_CONSOLE\x10\x12B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\fFILE_CONSOLE\x10\x12*b\n" +
+	"\fFileLockKind\x12\x15\n" +
+	"\x11FILE_LOCK_UNKNOWN\x10\x00\x12\x13\n" +
+	"\x0fFILE_LOCK_FLOCK\x10\x01\x12\x13\n" +
+	"\x0fFILE_LOCK_POSIX\x10\x02\x12\x11\n" +
+	"\rFILE_LOCK_OFD\x10\x03B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -4311,80 +4548,85 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),       // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),     // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),   // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),     // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),        // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),    // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),        // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),         // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil), // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),       // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),      // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),          // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),    // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),      // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
+	(FileLockKind)(0),     // 2: ctrcr.image.v1.FileLockKind
+	(*FileSum)(nil),       // 3: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),     // 4: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),   // 5: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),     // 6: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),        // 7: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),    // 8: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),        // 9: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),         // 10: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil), // 11: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),       // 12: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),      // 13: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),          // 14: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),    // 15: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),      // 16: ctrcr.image.v1.TaskCore
+	(*Vma)(nil),           // 17: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),       // 18: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),   // 19: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),  // 20: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),    // 21: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),       // 22: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),    // 23: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 24: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),       // 25: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),      // 26: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 27: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),       // 28: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 29: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),       // 30: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),     // 31: ctrcr.image.v1.FileEntry
+	(*FileLock)(nil),      // 32: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),       // 33: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),    // 34: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),    // 35: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),           // 36: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
-	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
-	11, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
-	12, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
-	13, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
-	9,  // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
-	10, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	5,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	6,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	7,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	8,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	11, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
+	12, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
+	13, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
+	14, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
+	10, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
+	11, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
+	6,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	7,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	8,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	9,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	12, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	15, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	17, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	26, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	22, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	21, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	25, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
 	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	27, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	21, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	30, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	23, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	36, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	32, // 27: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 28: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	32, // 29: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	34, // 30: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	35, // 31: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4404,8 +4646,8 @@ func file_image_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   33,
+			NumEnums:      3,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
