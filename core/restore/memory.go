@@ -107,7 +107,7 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 		default:
 			continue
 		}
-		write := v.Shared && v.Prot&unix.PROT_WRITE != 0
+		write := mapWritable(v)
 		key := mapKey(v.FileId, write)
 		if seen[key] {
 			continue
@@ -132,6 +132,28 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 }
 
 func mapKey(fileID uint32, write bool) string { return fmt.Sprintf("%d/%v", fileID, write) }
+
+// mapWritable reports whether the file of shared mapping v must be opened
+// for writing: the original was made through a writable fd, which the
+// kernel records as VM_MAYWRITE ("mw"); mprotect cannot change it, so a
+// mapping made writable and then read-only keeps it (and may be made
+// writable again), one made through a read-only fd lacks it. Private
+// mappings never need a writable file. Images without VmFlags fall back
+// to the protection.
+func mapWritable(v *imagepb.Vma) bool {
+	if !v.Shared {
+		return false
+	}
+	if v.VmFlags == "" {
+		return v.Prot&unix.PROT_WRITE != 0
+	}
+	return hasVmFlag(v, "mw")
+}
+
+// hasVmFlag reports whether v's smaps VmFlags include flag.
+func hasVmFlag(v *imagepb.Vma, flag string) bool {
+	return strings.Contains(" "+v.VmFlags+" ", " "+flag+" ")
+}
 
 // checkSpecial verifies that the kernel put vDSO/vvar where they were.
 func (r *restorer) checkSpecial() error {
@@ -175,8 +197,7 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 		}
 		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0)
 	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
-		write := v.Shared && prot&unix.PROT_WRITE != 0
-		sfd, ok := stubFds[mapKey(v.FileId, write)]
+		sfd, ok := stubFds[mapKey(v.FileId, mapWritable(v))]
 		if !ok {
 			return false, fmt.Errorf("file %d not installed", v.FileId)
 		}
