@@ -63,3 +63,11 @@ func dirSize(t *testing.T, dir string) int64 {
 	}
 	return n
 }
+
+// TestCR_MemGuardPages: guard pages (MADV_GUARD_INSTALL) in anonymous and
+// private file mappings, a VMA of guard pages only, and a VMA whose guard
+// was removed again come back exactly (same guard pages, VmFlags "gu");
+// guard pages still fault, their neighbours keep their contents.
+func TestCR_MemGuardPages(t *testing.T) {
+	runCase(t, Case{Name: "m_guard", Src: "m_guard.c"})
+}

@@ -34,6 +34,12 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 		return nil, err
 	}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit}
+	var pagemap *os.File // opened for the first VMA with guard pages
+	defer func() {
+		if pagemap != nil {
+			pagemap.Close()
+		}
+	}()
 	for i := range smaps {
 		s := &smaps[i]
 		v := &imagepb.Vma{
@@ -63,6 +69,17 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			}
 			if exe == s.Path && mm.ExeFileId == 0 {
 				mm.ExeFileId = id
+			}
+		}
+		if s.HasFlag("gu") {
+			// may hold guard pages (MADV_GUARD_INSTALL): find them
+			if pagemap == nil {
+				if pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", pid)); err != nil {
+					return nil, err
+				}
+			}
+			if v.GuardRegions, err = memory.GuardRegions(pagemap, s.Start, s.End); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x (guard pages): %w", s.Start, s.End, err)
 			}
 		}
 		// Nothing private to save in a VMA without anonymous or swapped

@@ -274,6 +274,9 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 				st.PagesScanned++
 				save := false
 				switch {
+				case e&pmGuard != 0:
+					// a guard page: no contents (reading it fails);
+					// recorded as a guard region of the VMA
 				case e&pmSwapped != 0:
 					save = true
 				case e&pmPresent != 0:

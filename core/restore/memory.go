@@ -84,9 +84,11 @@ func (r *restorer) restoreMemory() error {
 	if err := r.pr.pages.Verify(); err != nil {
 		return err
 	}
-	// Drop the write bit only once the pages are in: making an anonymous
-	// VMA read-only before it has pages would also drop VM_ACCOUNT.
+	// Guard pages go in once the pages around them are written. Drop the
+	// write bit only once the pages are in: making an anonymous VMA
+	// read-only before it has pages would also drop VM_ACCOUNT.
 	pb := r.batch(0)
+	addGuards(pb, r.pr.mm.Vmas)
 	for _, v := range protect {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
@@ -206,7 +208,23 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 		return false, fmt.Errorf("unknown vma kind %v", v.Kind)
 	}
 	addMadvise(b, v)
+	if hasVmFlag(v, "gu") && len(v.GuardRegions) == 0 {
+		// "gu" stays once a guard page was installed, even after it is
+		// removed: install and remove one (before any page is written)
+		// to carry the flag
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardInstall)
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardRemove)
+	}
 	return mprot != prot, nil
+}
+
+// addGuards adds the MADV_GUARD_INSTALL of every guard region to b.
+func addGuards(b *callBatch, vmas []*imagepb.Vma) {
+	for _, v := range vmas {
+		for _, g := range v.GuardRegions {
+			b.add(fmt.Sprintf("vma %#x-%#x: guard pages %#x-%#x", v.Start, v.End, g.Start, g.End), unix.SYS_MADVISE, g.Start, g.End-g.Start, memory.MadvGuardInstall)
+		}
+	}
 }
 
 // addMadvise adds the madvise calls that give v its advice flags (from

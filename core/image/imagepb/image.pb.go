@@ -40,6 +40,9 @@ const (
 	VmaKind_VMA_STACK        VmaKind = 9
 	VmaKind_VMA_HEAP         VmaKind = 10
 	VmaKind_VMA_SYSV_SHM     VmaKind = 11 // a SysV shm attachment: shmem_id is the shmid, pgoff the offset in
+	// the segment; its contents belong to the IPC namespace (restored
+	// with it, same ids), the VMA is attached again with shmat
+	VmaKind_VMA_HUGETLB_ANON VmaKind = 75 // MAP_ANONYMOUS|MAP_HUGETLB ("/anon_hugepage (deleted)"), private;
 )
 
 // Enum value maps for VmaKind.
@@ -57,6 +60,7 @@ var (
 		9:  "VMA_STACK",
 		10: "VMA_HEAP",
 		11: "VMA_SYSV_SHM",
+		75: "VMA_HUGETLB_ANON",
 	}
 	VmaKind_value = map[string]int32{
 		"VMA_UNKNOWN":      0,
@@ -71,6 +75,7 @@ var (
 		"VMA_STACK":        9,
 		"VMA_HEAP":         10,
 		"VMA_SYSV_SHM":     11,
+		"VMA_HUGETLB_ANON": 75,
 	}
 )
 
@@ -1552,40 +1557,32 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
-type Vma struct {
+// VmaGuardRegion is a run of guard pages (MADV_GUARD_INSTALL, Linux 6.13+)
+// inside a VMA: [start, end), page-aligned. Restore installs them again
+// once the VMA's pages are written.
+type VmaGuardRegion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Prot          uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
-	Shared        bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
-	Pgoff         uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
-	Kind          VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
-	Name          string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
-	FileId        uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
-	VmFlags       string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
-	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
-	Growsdown     bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
-	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                // VM_ACCOUNT ("ac"): map writable, then mprotect
-	NoPages       bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"` // no private page of this VMA is in the image
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Vma) Reset() {
+func (x *VmaGuardRegion) Reset() {
 	Init()
-	*x = Vma{}
+	*x = VmaGuardRegion{}
 	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Vma) String() string {
+func (x *VmaGuardRegion) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Vma) ProtoMessage() {}
+func (*VmaGuardRegion) ProtoMessage() {}
 
-func (x *Vma) ProtoReflect() protoreflect.Message {
+func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
 	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
@@ -1598,9 +1595,76 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
+// Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
+func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VmaGuardRegion) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *VmaGuardRegion) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type Vma struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Start           uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End             uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Prot            uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
+	Shared          bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
+	Pgoff           uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
+	Kind            VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
+	Name            string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
+	FileId          uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
+	VmFlags         string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
+	ShmemId         uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
+	Growsdown       bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
+	Account         bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                                           // VM_ACCOUNT ("ac"): map writable, then mprotect
+	NoPages         bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"`                            // no private page of this VMA is in the image
+	GuardRegions    []*VmaGuardRegion      `protobuf:"bytes,300,rep,name=guard_regions,json=guardRegions,proto3" json:"guard_regions,omitempty"`             // guard pages inside this VMA, ascending
+	HugetlbPageSize uint64                 `protobuf:"varint,301,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // VMA_HUGETLB_ANON: bytes per huge page
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Vma) Reset() {
+	Init()
+	*x = Vma{}
+	mi := &file_image_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Vma) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Vma) ProtoMessage() {}
+
+func (x *Vma) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1694,6 +1758,20 @@ func (x *Vma) GetNoPages() bool {
 	return false
 }
 
+func (x *Vma) GetGuardRegions() []*VmaGuardRegion {
+	if x != nil {
+		return x.GuardRegions
+	}
+	return nil
+}
+
+func (x *Vma) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
+}
+
 // mm-PID.img: one entry.
 type MmEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1718,7 +1796,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1809,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1822,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1858,7 +1936,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1949,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +1962,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -1912,7 +1990,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2003,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2016,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2013,7 +2091,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2104,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2117,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2228,7 +2306,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2319,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2332,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2320,7 +2398,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2411,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2424,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2653,7 +2731,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2744,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2757,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2834,7 +2912,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +2925,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +2938,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2896,7 +2974,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +2987,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3000,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2962,7 +3040,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3053,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3066,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3041,7 +3119,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3132,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3145,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3127,7 +3205,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3218,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3231,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3204,7 +3282,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3295,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3308,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3280,7 +3358,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3371,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3384,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3483,7 +3561,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3574,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3587,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3551,7 +3629,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3564,7 +3642,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3577,7 +3655,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3650,7 +3728,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3741,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3754,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3747,7 +3825,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3838,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3851,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4001,7 +4079,10 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xd2\x02\n" +
+	"thpDisable\"8\n" +
+	"\x0eVmaGuardRegion\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"\xc5\x03\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4016,7 +4097,9 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\ashmemId\x12\x1c\n" +
 	"\tgrowsdown\x18\v \x01(\bR\tgrowsdown\x12\x18\n" +
 	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
-	"\bno_pages\x18\r \x01(\bR\anoPages\"\x96\x03\n" +
+	"\bno_pages\x18\r \x01(\bR\anoPages\x12D\n" +
+	"\rguard_regions\x18\xac\x02 \x03(\v2\x1e.ctrcr.image.v1.VmaGuardRegionR\fguardRegions\x12+\n" +
+	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\x96\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -4235,7 +4318,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\n" +
 	" \x01(\x05R\x03sid\x12\x17\n" +
 	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
-	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xdc\x01\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xf2\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -4249,7 +4332,8 @@ const file_image_proto_rawDesc = "" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
-	"\fVMA_SYSV_SHM\x10\v*\xb9\x02\n" +
+	"\fVMA_SYSV_SHM\x10\v\x12\x14\n" +
+	"\x10VMA_HUGETLB_ANON\x10K*\xb9\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4289,43 +4373,44 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),       // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),     // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),   // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),     // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),        // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),    // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),        // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),         // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil), // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),       // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),      // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),          // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),    // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),      // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
+	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
+	(*FileSum)(nil),        // 2: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),      // 3: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),    // 4: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),      // 5: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),         // 6: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),     // 7: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),         // 8: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),          // 9: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),  // 10: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),        // 11: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),       // 12: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),           // 13: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),     // 14: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),       // 15: ctrcr.image.v1.TaskCore
+	(*VmaGuardRegion)(nil), // 16: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),            // 17: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),        // 18: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),    // 19: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),   // 20: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),     // 21: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),        // 22: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),     // 23: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),      // 24: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),        // 25: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),       // 26: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),    // 27: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),        // 28: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),   // 29: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),        // 30: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),      // 31: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),        // 32: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),     // 33: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),     // 34: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),            // 35: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4341,27 +4426,28 @@ var file_image_proto_depIdxs = []int32{
 	11, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	16, // 13: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	17, // 14: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	26, // 15: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	22, // 16: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	21, // 17: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	25, // 18: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 19: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	27, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	21, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	30, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	23, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	35, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	33, // 28: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	34, // 29: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4382,7 +4468,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
