@@ -7,8 +7,12 @@ package tests
 
 import (
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestCR_MemVmFlags: madvise flags (rr, sr, dc, dd, hg, nh, mg, wf and
@@ -70,4 +74,74 @@ func dirSize(t *testing.T, dir string) int64 {
 // guard pages still fault, their neighbours keep their contents.
 func TestCR_MemGuardPages(t *testing.T) {
 	runCase(t, Case{Name: "m_guard", Src: "m_guard.c"})
+}
+
+// TestCR_MemHugetlb: a private anonymous MAP_HUGETLB mapping comes back
+// with its page size, flags and contents (huge pages reserved for the
+// test through vm.nr_hugepages, restored afterwards).
+func TestCR_MemHugetlb(t *testing.T) {
+	reserveHugePages(t, 8)
+	runCase(t, Case{Name: "m_hugetlb", Src: "m_hugetlb.c"})
+}
+
+// TestNegative_MemHugetlbShared: a shared anonymous hugetlb mapping is
+// refused by name, and the process runs on unchanged.
+func TestNegative_MemHugetlbShared(t *testing.T) {
+	reserveHugePages(t, 8)
+	t.Setenv("M_HUGETLB_SHARED", "1")
+	requireDumpRefused(t, Case{Name: "m_hugetlb_shared", Src: "m_hugetlb.c"}, "shared anonymous hugetlb")
+}
+
+// reserveHugePages raises vm.nr_hugepages (2 MiB pages) by n for the test
+// and puts the old value back afterwards; it skips when the kernel cannot
+// provide them.
+func reserveHugePages(t *testing.T, n int) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	const path = "/proc/sys/vm/nr_hugepages"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("no hugetlb: %v", err)
+	}
+	old, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %q", path, b)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(path, []byte(strconv.Itoa(old)), 0); err != nil {
+			t.Errorf("put %s back to %d: %v", path, old, err)
+		}
+	})
+	if err := os.WriteFile(path, []byte(strconv.Itoa(old+n)), 0); err != nil {
+		t.Skipf("reserve huge pages: %v", err)
+	}
+	b, _ = os.ReadFile(path)
+	if got, _ := strconv.Atoi(strings.TrimSpace(string(b))); got < old+n {
+		t.Skipf("the kernel gave %d huge pages, wanted %d", got, old+n)
+	}
+}
+
+// requireDumpRefused starts c, requires its dump to fail with exit 1 and
+// a message naming pid and kind, without panic and without a complete
+// image, and the process to run on untraced and finish with PASS.
+func requireDumpRefused(t *testing.T, c Case, kind string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	if noCR {
+		runCase(t, c)
+		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
+	}
+	r := startCase(t, c)
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if !strings.Contains(stderr, kind) || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
+		t.Errorf("dump error does not name pid %d and %q:\n%s", r.Pid, kind, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("failed dump left a complete-looking image")
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
 }

@@ -57,6 +57,13 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			mm.Vmas = append(mm.Vmas, v)
 			continue
 		}
+		if s.HasFlag("ht") {
+			if err := memory.ClassifyHugetlb(v, s); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
+			}
+			mm.Vmas = append(mm.Vmas, v)
+			continue
+		}
 		switch v.Kind {
 		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
 			id, err := d.files.AddMapped(pid, s, fopts)

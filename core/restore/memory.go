@@ -198,6 +198,16 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 			flags |= unix.MAP_GROWSDOWN
 		}
 		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0)
+	case imagepb.VmaKind_VMA_HUGETLB_ANON:
+		if v.Shared {
+			return false, fmt.Errorf("shared anonymous hugetlb mapping: not supported")
+		}
+		hf, err := memory.HugetlbMapFlags(v)
+		if err != nil {
+			return false, fmt.Errorf("hugetlb mapping: %w", err)
+		}
+		what += fmt.Sprintf(" MAP_HUGETLB (%d kB pages: are enough huge pages free? vm.nr_hugepages)", v.HugetlbPageSize>>10)
+		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags|hf, ^uint64(0), 0)
 	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
 		sfd, ok := stubFds[mapKey(v.FileId, mapWritable(v))]
 		if !ok {

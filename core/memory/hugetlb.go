@@ -1,0 +1,56 @@
+package memory
+
+import (
+	"fmt"
+	"math/bits"
+	"strings"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+)
+
+// hugetlbAnonPath is how /proc shows a MAP_ANONYMOUS|MAP_HUGETLB mapping:
+// an unlinked file of the kernel's internal hugetlbfs mount.
+const hugetlbAnonPath = "/anon_hugepage"
+
+// ClassifyHugetlb fills v for a hugetlb VMA (smaps "ht"): a private
+// anonymous one becomes VMA_HUGETLB_ANON with its page size, its pages
+// dumped like private anonymous memory; anything else is refused by name
+// (taking it for the deleted file /proc shows would restore ordinary pages
+// and lose the private ones).
+func ClassifyHugetlb(v *imagepb.Vma, s *procfs.SmapsEntry) error {
+	anon := s.Path == hugetlbAnonPath && s.Deleted
+	switch {
+	case anon && s.Shared:
+		return fmt.Errorf("shared anonymous hugetlb mapping (MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB): not supported")
+	case !anon:
+		return fmt.Errorf("hugetlbfs file mapping %s: not supported", strings.TrimSpace(v.Name))
+	}
+	if err := checkHugePageSize(s.KernelPageSize); err != nil {
+		return fmt.Errorf("anonymous hugetlb mapping: %w", err)
+	}
+	v.Kind, v.HugetlbPageSize, v.FileId, v.Pgoff, v.NoPages = imagepb.VmaKind_VMA_HUGETLB_ANON, s.KernelPageSize, 0, 0, false
+	return nil
+}
+
+// checkHugePageSize accepts a power of two from 64 KiB to 16 GiB.
+func checkHugePageSize(size uint64) error {
+	if size < 64<<10 || size > 16<<30 || bits.OnesCount64(size) != 1 {
+		return fmt.Errorf("bad huge page size %d", size)
+	}
+	return nil
+}
+
+// HugetlbMapFlags returns the mmap flags beyond MAP_PRIVATE|MAP_FIXED that
+// recreate hugetlb VMA v: MAP_ANONYMOUS|MAP_HUGETLB with its page size
+// encoded (MAP_HUGE_SHIFT), after checking the size and v's alignment.
+func HugetlbMapFlags(v *imagepb.Vma) (uint64, error) {
+	const mapAnonymous, mapHugetlb, mapHugeShift = 0x20, 0x40000, 26
+	if err := checkHugePageSize(v.HugetlbPageSize); err != nil {
+		return 0, err
+	}
+	if v.Start%v.HugetlbPageSize != 0 || v.End%v.HugetlbPageSize != 0 {
+		return 0, fmt.Errorf("not aligned to its huge page size %d", v.HugetlbPageSize)
+	}
+	return mapAnonymous | mapHugetlb | uint64(bits.TrailingZeros64(v.HugetlbPageSize))<<mapHugeShift, nil
+}
