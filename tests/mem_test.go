@@ -145,3 +145,9 @@ func requireDumpRefused(t *testing.T, c Case, kind string) {
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }
+
+// TestNegative_MemAio: a process with an aio context is refused by name
+// ("aio ring") and its context still works afterwards.
+func TestNegative_MemAio(t *testing.T) {
+	requireDumpRefused(t, Case{Name: "m_aio", Src: "m_aio.c"}, "aio ring")
+}

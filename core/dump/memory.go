@@ -57,6 +57,9 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			mm.Vmas = append(mm.Vmas, v)
 			continue
 		}
+		if err := memory.RefuseSpecial(s); err != nil {
+			return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
+		}
 		if s.HasFlag("ht") {
 			if err := memory.ClassifyHugetlb(v, s); err != nil {
 				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)

@@ -54,3 +54,16 @@ func HugetlbMapFlags(v *imagepb.Vma) (uint64, error) {
 	}
 	return mapAnonymous | mapHugetlb | uint64(bits.TrailingZeros64(v.HugetlbPageSize))<<mapHugeShift, nil
 }
+
+// aioRingPath is how /proc shows the ring of an aio context (io_setup).
+const aioRingPath = "/[aio]"
+
+// RefuseSpecial returns an error naming the kind of the VMA of s when the
+// engine cannot carry it: the ring of an aio context (its kernel context,
+// limits and requests in flight are not in the image).
+func RefuseSpecial(s *procfs.SmapsEntry) error {
+	if s.Path == aioRingPath {
+		return fmt.Errorf("aio ring (io_setup context %#x): not supported", s.Start)
+	}
+	return nil
+}
