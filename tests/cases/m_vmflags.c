@@ -2,6 +2,9 @@
  * m_vmflags: madvise flags and mprotect'ed protections of file and
  * anonymous mappings, with VMAs split by them, come back exactly.
  *
+ * Also mlock'ed ("lo"), mlock2(MLOCK_ONFAULT)'ed ("lf") and mseal'ed ("sl")
+ * anonymous regions.
+ *
  * Every region lives in its own slot of one PROT_NONE arena (first page of
  * each slot stays PROT_NONE), so the layout is deterministic.  Before
  * "ready" the case records "maps line | VmFlags" of every VMA of the arena
@@ -15,6 +18,12 @@
 #include "case.h"
 #include "m_mem.h"
 
+#include <sys/syscall.h>
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+#define SYS_MSEAL 462
+
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #define MADV_KEEPONFORK 19
@@ -22,7 +31,8 @@
 
 enum {
 	S_FPRIV_SPLIT, S_FPRIV_RO, S_FSH_RW_RO, S_FSH_ROFD, S_FPRIV_SPLIT_ADV,
-	S_ANON_SPLIT, S_ADV0 /* one slot per advice entry, file then anon */
+	S_ANON_SPLIT, S_LOCK, S_LOCKONFAULT, S_SEAL,
+	S_ADV0 /* one slot per advice entry, file then anon */
 };
 #define SLOT_PAGES 16
 #define FILE_A_PAGES 8
@@ -130,6 +140,17 @@ int main(int argc, char **argv)
 	must(madvise(as + 4 * pg, pg, MADV_RANDOM), "MADV_RANDOM");
 	must(mprotect(as + 5 * pg, pg, PROT_READ), "mprotect R");
 
+	/* mlock'ed (lo), mlock'ed on fault (lo lf), sealed (sl) */
+	char *lk = map_at(S_LOCK, 2, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m_fill(lk, 2 * pg, 2100);
+	must(mlock(lk, 2 * pg), "mlock");
+	char *lf = map_at(S_LOCKONFAULT, 4, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m_fill(lf, pg, 2200);
+	must(syscall(SYS_mlock2, lf, 4 * pg, MLOCK_ONFAULT), "mlock2(MLOCK_ONFAULT)");
+	char *sl = map_at(S_SEAL, 2, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (syscall(SYS_MSEAL, sl, 2 * pg, 0) != 0)
+		case_log("mseal: %s: not checked", strerror(errno));
+
 	for (int i = 0; i < NADV; i++) {
 		char *p;
 		if (adv[i].anon) {
@@ -188,6 +209,8 @@ int main(int argc, char **argv)
 	      "read-only private file mapping differs");
 	CHECK(m_same(as, 6 * pg, 2000) && m_faults(as + 5 * pg, 1),
 	      "anonymous split region differs");
+	CHECK(m_same(lk, 2 * pg, 2100) && m_same(lf, pg, 2200) &&
+	      m_zero(lf + pg, 3 * pg), "locked regions differ");
 	for (int i = 0; i < NADV; i++)
 		if (adv[i].anon)
 			CHECK(m_same(slot(S_ADV0 + i), 4 * pg, 3000 + i),
