@@ -84,12 +84,22 @@ func TestCR_MemHugetlb(t *testing.T) {
 	runCase(t, Case{Name: "m_hugetlb", Src: "m_hugetlb.c"})
 }
 
-// TestNegative_MemHugetlbShared: a shared anonymous hugetlb mapping is
-// refused by name, and the process runs on unchanged.
-func TestNegative_MemHugetlbShared(t *testing.T) {
-	reserveHugePages(t, 8)
+// TestCR_MemHugetlbShared: a shared anonymous hugetlb mapping comes back
+// as a shared object of huge pages, with its contents, beside a private
+// one.
+func TestCR_MemHugetlbShared(t *testing.T) {
+	reserveHugePages(t, 12)
 	t.Setenv("M_HUGETLB_SHARED", "1")
-	requireDumpRefused(t, Case{Name: "m_hugetlb_shared", Src: "m_hugetlb.c"}, "shared anonymous hugetlb")
+	runCase(t, Case{Name: "m_hugetlb_shared", Src: "m_hugetlb.c"})
+}
+
+// TestNegative_MemHugetlbFile: a hugetlbfs file mapping (here a
+// memfd_create(MFD_HUGETLB)) is refused by name, and the process runs on
+// unchanged.
+func TestNegative_MemHugetlbFile(t *testing.T) {
+	reserveHugePages(t, 8)
+	t.Setenv("M_HUGETLB_MEMFD", "1")
+	requireDumpRefused(t, Case{Name: "m_hugetlb_memfd", Src: "m_hugetlb.c"}, "hugetlbfs file mapping")
 }
 
 // reserveHugePages raises vm.nr_hugepages (2 MiB pages) by n for the test

@@ -64,8 +64,10 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			if err := memory.ClassifyHugetlb(v, s); err != nil {
 				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
 			}
-			mm.Vmas = append(mm.Vmas, v)
-			continue
+			if v.Kind == imagepb.VmaKind_VMA_HUGETLB_ANON {
+				mm.Vmas = append(mm.Vmas, v)
+				continue
+			}
 		}
 		switch v.Kind {
 		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:

@@ -15,22 +15,42 @@ const hugetlbAnonPath = "/anon_hugepage"
 
 // ClassifyHugetlb fills v for a hugetlb VMA (smaps "ht"): a private
 // anonymous one becomes VMA_HUGETLB_ANON with its page size, its pages
-// dumped like private anonymous memory; anything else is refused by name
-// (taking it for the deleted file /proc shows would restore ordinary pages
-// and lose the private ones).
+// dumped like private anonymous memory; a shared anonymous one becomes
+// VMA_ANON_SHARED with its page size (a memory object made of huge pages);
+// a hugetlbfs file mapping is refused by name (taking any of them for the
+// deleted file /proc shows would restore ordinary pages and lose the
+// private ones).
 func ClassifyHugetlb(v *imagepb.Vma, s *procfs.SmapsEntry) error {
-	anon := s.Path == hugetlbAnonPath && s.Deleted
-	switch {
-	case anon && s.Shared:
-		return fmt.Errorf("shared anonymous hugetlb mapping (MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB): not supported")
-	case !anon:
+	if !IsHugetlbAnon(s) {
 		return fmt.Errorf("hugetlbfs file mapping %s: not supported", strings.TrimSpace(v.Name))
 	}
 	if err := checkHugePageSize(s.KernelPageSize); err != nil {
 		return fmt.Errorf("anonymous hugetlb mapping: %w", err)
 	}
-	v.Kind, v.HugetlbPageSize, v.FileId, v.Pgoff, v.NoPages = imagepb.VmaKind_VMA_HUGETLB_ANON, s.KernelPageSize, 0, 0, false
+	v.HugetlbPageSize = s.KernelPageSize
+	if s.Shared {
+		// a shared memory object like MAP_SHARED|MAP_ANONYMOUS memory,
+		// made of huge pages (files.AddMapped records its page size)
+		v.Kind = imagepb.VmaKind_VMA_ANON_SHARED
+		return nil
+	}
+	v.Kind, v.FileId, v.Pgoff, v.NoPages = imagepb.VmaKind_VMA_HUGETLB_ANON, 0, 0, false
 	return nil
+}
+
+// IsHugetlbAnon reports whether s is a MAP_ANONYMOUS|MAP_HUGETLB mapping.
+func IsHugetlbAnon(s *procfs.SmapsEntry) bool {
+	return s.Path == hugetlbAnonPath && s.Deleted && s.HasFlag("ht")
+}
+
+// HugetlbObjectFlags returns the mmap flags beyond MAP_SHARED|MAP_ANONYMOUS
+// that make a shared anonymous object of huge pages of pageSize bytes.
+func HugetlbObjectFlags(pageSize uint64) (int, error) {
+	const mapHugetlb, mapHugeShift = 0x40000, 26
+	if err := checkHugePageSize(pageSize); err != nil {
+		return 0, err
+	}
+	return mapHugetlb | bits.TrailingZeros64(pageSize)<<mapHugeShift, nil
 }
 
 // checkHugePageSize accepts a power of two from 64 KiB to 16 GiB.

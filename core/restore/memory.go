@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -291,7 +292,7 @@ func (r *restorer) createObjects() error {
 		if f.Kind == imagepb.FileKind_FILE_MEMFD {
 			fd, err = unix.MemfdCreate(files.MemfdName(f), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 		} else {
-			fd, err = r.shmemObject(f.Size)
+			fd, err = r.shmemObject(f.Size, f.HugetlbPageSize)
 		}
 		if err != nil {
 			return fmt.Errorf("memory object %d (%s): %w", f.Id, f.Path, err)
@@ -320,7 +321,12 @@ func (r *restorer) createObjects() error {
 				return fmt.Errorf("pagemap-%s.img: run %#x+%d pages beyond the object size %d", name, e.Vaddr, e.NrPages, f.Size)
 			}
 		}
-		_, err = memory.Fill(fdWriter(fd), entries, pages)
+		if f.HugetlbPageSize != 0 {
+			// hugetlbfs has no write(): fill through a mapping
+			err = fillMapped(fd, f.Size, entries, pages)
+		} else {
+			_, err = memory.Fill(fdWriter(fd), entries, pages)
+		}
 		if err == nil {
 			err = pages.Verify()
 		}
@@ -338,13 +344,29 @@ func (r *restorer) createObjects() error {
 
 // shmemObject creates a shared anonymous memory object of size bytes: it is
 // mapped shared and anonymous in ctr-cr and reopened through map_files, so
-// the restored mappings show "/dev/zero (deleted)" like the originals.
-func (r *restorer) shmemObject(size int64) (int, error) {
+// the restored mappings show "/dev/zero (deleted)" like the originals. With
+// hugePage non-zero it is made of huge pages of that size (MAP_HUGETLB) and
+// shows as "/anon_hugepage (deleted)".
+func (r *restorer) shmemObject(size int64, hugePage uint64) (int, error) {
 	if size <= 0 || size > 1<<40 {
 		return -1, fmt.Errorf("bad shared memory size %d", size)
 	}
-	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	flags := unix.MAP_SHARED | unix.MAP_ANONYMOUS
+	if hugePage != 0 {
+		hf, err := memory.HugetlbObjectFlags(hugePage)
+		if err != nil {
+			return -1, err
+		}
+		if uint64(size)%hugePage != 0 {
+			return -1, fmt.Errorf("hugetlb object size %d not a multiple of its page size %d", size, hugePage)
+		}
+		flags |= hf
+	}
+	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
+		if hugePage != 0 {
+			return -1, fmt.Errorf("MAP_HUGETLB of %d bytes (%d kB pages: are enough huge pages free? vm.nr_hugepages): %w", size, hugePage>>10, err)
+		}
 		return -1, err
 	}
 	defer unix.Munmap(b)
@@ -354,6 +376,28 @@ func (r *restorer) shmemObject(size int64) (int, error) {
 		return -1, fmt.Errorf("open shared memory object: %w", err)
 	}
 	return fd, nil
+}
+
+// fillMapped writes the pages of entries into memory object fd (size bytes)
+// through a shared mapping of it.
+func fillMapped(fd int, size int64, entries []*imagepb.PagemapEntry, pages io.ReaderAt) error {
+	b, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the object to fill it: %w", err)
+	}
+	defer unix.Munmap(b)
+	_, err = memory.Fill(sliceWriter(b), entries, pages)
+	return err
+}
+
+// sliceWriter writes into a byte slice at offsets, refusing writes past it.
+type sliceWriter []byte
+
+func (s sliceWriter) WriteAt(b []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(s)) || int64(len(b)) > int64(len(s))-off {
+		return 0, fmt.Errorf("write of %d bytes at %d beyond the object (%d bytes)", len(b), off, len(s))
+	}
+	return copy(s[off:], b), nil
 }
 
 type fdWriter int

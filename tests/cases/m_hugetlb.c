@@ -5,12 +5,17 @@
  * From inside: same maps line and VmFlags ("ht"), KernelPageSize 2048 kB,
  * contents.  The Go test reserves the huge pages (vm.nr_hugepages).
  *
- * With M_HUGETLB_SHARED=1 in the environment a MAP_SHARED one is mapped
- * too (the dump must refuse it by name: TestNegative_MemHugetlbShared).
+ * With M_HUGETLB_SHARED=1 in the environment a MAP_SHARED one (2 huge
+ * pages) is mapped too: after "go" it must hold its contents, have the same
+ * maps line and flags, and still be shared (a forked child's write is seen).
+ * With M_HUGETLB_MEMFD=1 a memfd_create(MFD_HUGETLB) file is mapped (a
+ * hugetlbfs file: the dump must refuse it by name).
  */
 #define _GNU_SOURCE
 #include "case.h"
 #include "m_mem.h"
+
+#include <sys/wait.h>
 
 #define HUGE (2UL << 20)
 
@@ -43,12 +48,21 @@ int main(int argc, char **argv)
 	      strerror(errno));
 	m_fill(h, HUGE, 80);
 	m_fill(h + 2 * HUGE + 8192, 3 * 4096, 82);
+	char *s = NULL;
 	if (getenv("M_HUGETLB_SHARED")) {
-		char *s = mmap(NULL, HUGE, PROT_READ | PROT_WRITE,
-			       MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		s = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 		CHECK(s != MAP_FAILED, "setup: mmap shared MAP_HUGETLB: %s",
 		      strerror(errno));
-		m_fill(s, 4096, 83);
+		m_fill(s + HUGE + 4096, 4096, 83);
+	}
+	if (getenv("M_HUGETLB_MEMFD")) {
+		int fd = memfd_create("m_hugetlb", MFD_HUGETLB | MFD_CLOEXEC);
+		CHECK(fd >= 0 && ftruncate(fd, HUGE) == 0, "setup: hugetlb memfd: %s",
+		      strerror(errno));
+		char *f = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		CHECK(f != MAP_FAILED, "setup: map hugetlb memfd: %s", strerror(errno));
+		f[0] = 1;
 	}
 	CHECK(kernel_page_kb(h) == 2048, "setup: KernelPageSize %ld kB",
 	      kernel_page_kb(h));
@@ -57,11 +71,31 @@ int main(int argc, char **argv)
 	CHECK(strstr(vmas, "/anon_hugepage") && strstr(vmas, " ht"),
 	      "setup: unexpected maps: %s", vmas);
 	m_save_or_compare("vmas.before", vmas, 1);
+	if (s)
+		m_save_or_compare("shared.before",
+				  m_vmas_text((uintptr_t)s, (uintptr_t)s + 2 * HUGE), 1);
 
 	case_ready();
 	case_wait_go();
 
 	m_save_or_compare("vmas.before", m_vmas_text(lo, hi), 0);
+	if (s) {
+		m_save_or_compare("shared.before",
+				  m_vmas_text((uintptr_t)s, (uintptr_t)s + 2 * HUGE), 0);
+		CHECK(kernel_page_kb(s) == 2048, "shared: KernelPageSize %ld kB",
+		      kernel_page_kb(s));
+		CHECK(m_zero(s, HUGE + 4096) && m_same(s + HUGE + 4096, 4096, 83) &&
+		      m_zero(s + HUGE + 8192, HUGE - 8192), "shared contents differ");
+		pid_t c = fork();
+		CHECK(c >= 0, "fork: %s", strerror(errno));
+		if (c == 0) {
+			m_fill(s, 4096, 85);
+			_exit(0);
+		}
+		int st;
+		CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st), "child failed");
+		CHECK(m_same(s, 4096, 85), "shared hugetlb mapping no longer shared");
+	}
 	CHECK(kernel_page_kb(h) == 2048, "KernelPageSize %ld kB, want 2048",
 	      kernel_page_kb(h));
 	CHECK(m_same(h, HUGE, 80), "huge page 0 differs");

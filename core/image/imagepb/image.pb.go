@@ -3327,32 +3327,33 @@ func (x *Inotify) GetQueuedBytes() uint32 {
 
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	Flags         uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
-	Pos           int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
-	Mode          uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
-	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
-	Rdev          uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
-	Deleted       bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
-	GhostData     []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
-	MtimeNs       uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
-	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
-	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
-	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
-	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
-	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
-	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
-	Timerfd       *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
-	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
-	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
-	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
-	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind            FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
+	Path            string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Flags           uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
+	Pos             int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
+	Mode            uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size            int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
+	Rdev            uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Deleted         bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
+	GhostData       []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
+	MtimeNs         uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Uid             uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid             uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
+	Dev             uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino             uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	EpollTargets    []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
+	Unix            *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
+	PidfdPid        int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"`                         // FILE_PIDFD: the process (dumper's pid namespace)
+	Timerfd         *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                                            // FILE_TIMERFD
+	Sigmask         uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                                           // FILE_SIGNALFD: the signal set, bit n-1 for signal n
+	Inotify         *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                                            // FILE_INOTIFY
+	Inet            *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                                                  // FILE_INET
+	Pty             *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                                                    // FILE_PTY, FILE_CONSOLE
+	HugetlbPageSize uint64                 `protobuf:"varint,300,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // FILE_SHMEM of a MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
@@ -3546,6 +3547,13 @@ func (x *FileEntry) GetPty() *Pty {
 		return x.Pty
 	}
 	return nil
+}
+
+func (x *FileEntry) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
 }
 
 // fdinfo-PID.img: one entry per fd of the task.
@@ -4258,7 +4266,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xf0\x05\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4284,7 +4292,8 @@ const file_image_proto_rawDesc = "" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
-	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
+	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12+\n" +
+	"\x11hugetlb_page_size\x18\xac\x02 \x01(\x04R\x0fhugetlbPageSize\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
