@@ -39,13 +39,20 @@ func (r *restorer) restoreMemory() error {
 	// every mapping, its madvise flags and the close of the files, in one
 	// batch (a Go program has ~30 mappings)
 	b := r.batch(0)
-	var protect, sysv []*imagepb.Vma
+	var protect, sysv, apart []*imagepb.Vma
+	var prev *imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
 		if v.Kind == imagepb.VmaKind_VMA_SYSV_SHM {
 			sysv = append(sysv, v)
+			continue
+		}
+		mapped := prev
+		prev = v
+		if staysApart(mapped, v) {
+			apart = append(apart, v)
 			continue
 		}
 		later, err := r.mapVma(b, v, stubFds)
@@ -62,6 +69,11 @@ func (r *restorer) restoreMemory() error {
 	if _, err := b.run(); err != nil {
 		return err
 	}
+	later, err := r.mapApart(apart)
+	if err != nil {
+		return err
+	}
+	protect = append(protect, later...)
 	for _, v := range sysv {
 		if err := r.attachSysv(v); err != nil {
 			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
@@ -244,13 +256,6 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 		return false, fmt.Errorf("unknown vma kind %v", v.Kind)
 	}
 	addMadvise(b, v)
-	if hasVmFlag(v, "gu") && len(v.GuardRegions) == 0 {
-		// "gu" stays once a guard page was installed, even after it is
-		// removed: install and remove one (before any page is written)
-		// to carry the flag
-		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardInstall)
-		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardRemove)
-	}
 	return mprot != prot, nil
 }
 
@@ -271,6 +276,13 @@ func addMadvise(b *callBatch, v *imagepb.Vma) {
 		if strings.Contains(flagSet, " "+m.Flag+" ") {
 			b.add(fmt.Sprintf("vma %#x-%#x: madvise %s", v.Start, v.End, m.Flag), unix.SYS_MADVISE, v.Start, v.End-v.Start, m.Advice)
 		}
+	}
+	if hasVmFlag(v, "gu") && len(v.GuardRegions) == 0 && v.Kind != imagepb.VmaKind_VMA_SYSV_SHM {
+		// "gu" stays once a guard page was installed, even after it is
+		// removed: install and remove one (before any page is written)
+		// to carry the flag
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardInstall)
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardRemove)
 	}
 }
 

@@ -3,7 +3,8 @@
  * anonymous mappings, with VMAs split by them, come back exactly.
  *
  * Also mlock'ed ("lo"), mlock2(MLOCK_ONFAULT)'ed ("lf") and mseal'ed ("sl")
- * anonymous regions.
+ * anonymous regions, and four adjacent anonymous VMAs the kernel keeps
+ * apart (three moved next to the first with mremap).
  *
  * Every region lives in its own slot of one PROT_NONE arena (first page of
  * each slot stays PROT_NONE), so the layout is deterministic.  Before
@@ -31,10 +32,10 @@
 
 enum {
 	S_FPRIV_SPLIT, S_FPRIV_RO, S_FSH_RW_RO, S_FSH_ROFD, S_FPRIV_SPLIT_ADV,
-	S_ANON_SPLIT, S_LOCK, S_LOCKONFAULT, S_SEAL,
+	S_ANON_SPLIT, S_LOCK, S_LOCKONFAULT, S_SEAL, S_MREMAP,
 	S_ADV0 /* one slot per advice entry, file then anon */
 };
-#define SLOT_PAGES 16
+#define SLOT_PAGES 20
 #define FILE_A_PAGES 8
 #define FILE_B_PAGES 4
 
@@ -151,6 +152,21 @@ int main(int argc, char **argv)
 	if (syscall(SYS_MSEAL, sl, 2 * pg, 0) != 0)
 		case_log("mseal: %s: not checked", strerror(errno));
 
+	/* adjacent anonymous VMAs the kernel keeps apart: B, C and D moved
+	 * next to A with mremap (as realloc does), C and D then read-only */
+	char *ma = map_at(S_MREMAP, 4, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	m_fill(ma, 4 * pg, 2300);
+	for (int k = 1; k <= 3; k++) {
+		char *t = mmap(NULL, 4 * pg, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		CHECK(t != MAP_FAILED, "mmap: %s", strerror(errno));
+		m_fill(t, 4 * pg, 2300 + k);
+		CHECK(mremap(t, 4 * pg, 4 * pg, MREMAP_MAYMOVE | MREMAP_FIXED,
+			     ma + 4 * k * pg) == ma + 4 * k * pg,
+		      "mremap: %s", strerror(errno));
+		if (k >= 2)
+			must(mprotect(ma + 4 * k * pg, 4 * pg, PROT_READ), "mprotect R");
+	}
+
 	for (int i = 0; i < NADV; i++) {
 		char *p;
 		if (adv[i].anon) {
@@ -209,6 +225,12 @@ int main(int argc, char **argv)
 	      "read-only private file mapping differs");
 	CHECK(m_same(as, 6 * pg, 2000) && m_faults(as + 5 * pg, 1),
 	      "anonymous split region differs");
+	for (int k = 0; k <= 3; k++)
+		CHECK(m_same(ma + 4 * k * pg, 4 * pg, 2300 + k),
+		      "mremap'ed region %d differs", k);
+	CHECK(!m_faults(ma, 1) && !m_faults(ma + 4 * pg, 1) &&
+	      m_faults(ma + 8 * pg, 1) && m_faults(ma + 12 * pg, 1),
+	      "mremap'ed regions: protections differ");
 	CHECK(m_same(lk, 2 * pg, 2100) && m_same(lf, pg, 2200) &&
 	      m_zero(lf + pg, 3 * pg), "locked regions differ");
 	for (int i = 0; i < NADV; i++)
