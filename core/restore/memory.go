@@ -223,10 +223,19 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 		mprot |= unix.PROT_WRITE
 	}
 	flags := uint64(unix.MAP_FIXED)
-	if v.Shared {
+	const mapDroppable = 0x08
+	switch {
+	case v.Shared:
 		flags |= unix.MAP_SHARED
-	} else {
+	case hasVmFlag(v, "dp") && v.Kind == imagepb.VmaKind_VMA_ANON_PRIVATE:
+		// MAP_DROPPABLE (Linux 6.11+, vgetrandom state): its own type
+		flags |= mapDroppable
+	default:
 		flags |= unix.MAP_PRIVATE
+	}
+	if hasVmFlag(v, "nr") {
+		// VM_NORESERVE: mapped with MAP_NORESERVE, hence also no "ac"
+		flags |= unix.MAP_NORESERVE
 	}
 	what := fmt.Sprintf("vma %#x-%#x %s: mmap", v.Start, v.End, v.Name)
 	switch v.Kind {

@@ -3,7 +3,8 @@
  * anonymous mappings, with VMAs split by them, come back exactly.
  *
  * Also mlock'ed ("lo"), mlock2(MLOCK_ONFAULT)'ed ("lf") and mseal'ed ("sl")
- * anonymous regions, and four adjacent anonymous VMAs the kernel keeps
+ * anonymous regions, MAP_NORESERVE anonymous and file ("nr") and
+ * MAP_DROPPABLE ("dp") ones, and four adjacent anonymous VMAs the kernel keeps
  * apart (three moved next to the first with mremap).
  *
  * Every region lives in its own slot of one PROT_NONE arena (first page of
@@ -32,7 +33,8 @@
 
 enum {
 	S_FPRIV_SPLIT, S_FPRIV_RO, S_FSH_RW_RO, S_FSH_ROFD, S_FPRIV_SPLIT_ADV,
-	S_ANON_SPLIT, S_LOCK, S_LOCKONFAULT, S_SEAL, S_MREMAP,
+	S_ANON_SPLIT, S_LOCK, S_LOCKONFAULT, S_SEAL, S_MREMAP, S_NORESERVE,
+	S_FNORESERVE, S_DROPPABLE,
 	S_ADV0 /* one slot per advice entry, file then anon */
 };
 #define SLOT_PAGES 20
@@ -167,6 +169,17 @@ int main(int argc, char **argv)
 			must(mprotect(ma + 4 * k * pg, 4 * pg, PROT_READ), "mprotect R");
 	}
 
+	/* MAP_NORESERVE anon and private file (nr, no ac); MAP_DROPPABLE
+	 * (dp, with wf dd) where the kernel has it */
+	char *nr = map_at(S_NORESERVE, 4, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	m_fill(nr, pg, 2400);
+	char *fnr = map_at(S_FNORESERVE, 4, RW, MAP_PRIVATE | MAP_NORESERVE, a_rw, 0);
+	m_fill(fnr + pg, pg, 2401);
+	char *dp = mmap(slot(S_DROPPABLE), 2 * pg, RW, 0x08 /* MAP_DROPPABLE */ |
+			MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (dp == MAP_FAILED)
+		case_log("MAP_DROPPABLE: %s: not checked", strerror(errno));
+
 	for (int i = 0; i < NADV; i++) {
 		char *p;
 		if (adv[i].anon) {
@@ -225,6 +238,9 @@ int main(int argc, char **argv)
 	      "read-only private file mapping differs");
 	CHECK(m_same(as, 6 * pg, 2000) && m_faults(as + 5 * pg, 1),
 	      "anonymous split region differs");
+	CHECK(m_same(nr, pg, 2400) && m_zero(nr + pg, 3 * pg) &&
+	      memcmp(fnr, buf, pg) == 0 && m_same(fnr + pg, pg, 2401),
+	      "MAP_NORESERVE regions differ");
 	for (int k = 0; k <= 3; k++)
 		CHECK(m_same(ma + 4 * k * pg, 4 * pg, 2300 + k),
 		      "mremap'ed region %d differs", k);
