@@ -348,6 +348,9 @@ func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, 
 		f.Path = strings.TrimPrefix(v.Path, "/memfd:")
 	case v.Shared && v.Deleted && strings.HasPrefix(v.Path, "/dev/zero"):
 		f.Kind = imagepb.FileKind_FILE_SHMEM
+	case v.Shared && v.Deleted && v.Path == "/anon_hugepage" && v.HasFlag("ht"):
+		// MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB: an object of huge pages
+		f.Kind, f.HugetlbPageSize = imagepb.FileKind_FILE_SHMEM, v.KernelPageSize
 	case v.Deleted:
 		f.Kind = imagepb.FileKind_FILE_REG
 		if err := t.ghost(f, fd, v.Path+" (deleted)", opts); err != nil {

@@ -158,7 +158,12 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 		if !ok {
 			return -1, fmt.Errorf("file %d (%s): memory object not created", id, f.Path)
 		}
-		return fd, nil
+		if write {
+			return fd, nil
+		}
+		// a shared mapping made through a read-only fd lacks VM_MAYWRITE:
+		// map it through a read-only open of the object too
+		return o.reopenReadOnly(id, fd)
 	}
 	path := f.Path
 	if f.Deleted {
@@ -185,6 +190,20 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	}
 	o.open[key] = fd
 	return fd, nil
+}
+
+// reopenReadOnly opens memory object fd (file id) again read-only, once.
+func (o *Opener) reopenReadOnly(id uint32, fd int) (int, error) {
+	key := id | 1<<31
+	if ro, ok := o.open[key]; ok {
+		return ro, nil
+	}
+	ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("reopen memory object %d read-only: %w", id, err)
+	}
+	o.open[key] = ro
+	return ro, nil
 }
 
 func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {

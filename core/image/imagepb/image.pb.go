@@ -40,6 +40,9 @@ const (
 	VmaKind_VMA_STACK        VmaKind = 9
 	VmaKind_VMA_HEAP         VmaKind = 10
 	VmaKind_VMA_SYSV_SHM     VmaKind = 11 // a SysV shm attachment: shmem_id is the shmid, pgoff the offset in
+	// the segment; its contents belong to the IPC namespace (restored
+	// with it, same ids), the VMA is attached again with shmat
+	VmaKind_VMA_HUGETLB_ANON VmaKind = 75 // MAP_ANONYMOUS|MAP_HUGETLB ("/anon_hugepage (deleted)"), private;
 )
 
 // Enum value maps for VmaKind.
@@ -57,6 +60,7 @@ var (
 		9:  "VMA_STACK",
 		10: "VMA_HEAP",
 		11: "VMA_SYSV_SHM",
+		75: "VMA_HUGETLB_ANON",
 	}
 	VmaKind_value = map[string]int32{
 		"VMA_UNKNOWN":      0,
@@ -71,6 +75,7 @@ var (
 		"VMA_STACK":        9,
 		"VMA_HEAP":         10,
 		"VMA_SYSV_SHM":     11,
+		"VMA_HUGETLB_ANON": 75,
 	}
 )
 
@@ -1607,40 +1612,32 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
-type Vma struct {
+// VmaGuardRegion is a run of guard pages (MADV_GUARD_INSTALL, Linux 6.13+)
+// inside a VMA: [start, end), page-aligned. Restore installs them again
+// once the VMA's pages are written.
+type VmaGuardRegion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Prot          uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
-	Shared        bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
-	Pgoff         uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
-	Kind          VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
-	Name          string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
-	FileId        uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
-	VmFlags       string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
-	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
-	Growsdown     bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
-	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                // VM_ACCOUNT ("ac"): map writable, then mprotect
-	NoPages       bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"` // no private page of this VMA is in the image
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Vma) Reset() {
+func (x *VmaGuardRegion) Reset() {
 	Init()
-	*x = Vma{}
+	*x = VmaGuardRegion{}
 	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Vma) String() string {
+func (x *VmaGuardRegion) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Vma) ProtoMessage() {}
+func (*VmaGuardRegion) ProtoMessage() {}
 
-func (x *Vma) ProtoReflect() protoreflect.Message {
+func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
 	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
@@ -1653,9 +1650,76 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
+// Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
+func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VmaGuardRegion) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *VmaGuardRegion) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type Vma struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Start           uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End             uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Prot            uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
+	Shared          bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
+	Pgoff           uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
+	Kind            VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
+	Name            string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
+	FileId          uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
+	VmFlags         string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
+	ShmemId         uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
+	Growsdown       bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
+	Account         bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                                           // VM_ACCOUNT ("ac"): map writable, then mprotect
+	NoPages         bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"`                            // no private page of this VMA is in the image
+	GuardRegions    []*VmaGuardRegion      `protobuf:"bytes,300,rep,name=guard_regions,json=guardRegions,proto3" json:"guard_regions,omitempty"`             // guard pages inside this VMA, ascending
+	HugetlbPageSize uint64                 `protobuf:"varint,301,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // VMA_HUGETLB_ANON: bytes per huge page
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Vma) Reset() {
+	Init()
+	*x = Vma{}
+	mi := &file_image_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Vma) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Vma) ProtoMessage() {}
+
+func (x *Vma) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1749,6 +1813,20 @@ func (x *Vma) GetNoPages() bool {
 	return false
 }
 
+func (x *Vma) GetGuardRegions() []*VmaGuardRegion {
+	if x != nil {
+		return x.GuardRegions
+	}
+	return nil
+}
+
+func (x *Vma) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
+}
+
 // mm-PID.img: one entry.
 type MmEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1773,7 +1851,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +1864,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +1877,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1913,7 +1991,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2004,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2017,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -1967,7 +2045,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2058,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2071,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2068,7 +2146,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2159,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2172,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2283,7 +2361,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2374,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2387,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2375,7 +2453,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2466,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2479,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2708,7 +2786,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2799,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2812,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2889,7 +2967,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +2980,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +2993,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2951,7 +3029,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3042,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3055,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3017,7 +3095,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3108,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3121,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3096,7 +3174,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3109,7 +3187,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3122,7 +3200,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3182,7 +3260,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3273,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3286,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3259,7 +3337,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3272,7 +3350,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3285,7 +3363,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3344,9 +3422,10 @@ type FileEntry struct {
 	// short-lived process that ends the same way (exit status or signal)
 	// and is reaped. pidfd_exit_status is its wait(2) status word as
 	// PIDFD_GET_INFO reported it, when pidfd_exit_known.
-	PidfdDead       bool  `protobuf:"varint,261,opt,name=pidfd_dead,json=pidfdDead,proto3" json:"pidfd_dead,omitempty"`
-	PidfdExitStatus int32 `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
-	PidfdExitKnown  bool  `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
+	PidfdDead       bool   `protobuf:"varint,261,opt,name=pidfd_dead,json=pidfdDead,proto3" json:"pidfd_dead,omitempty"`
+	PidfdExitStatus int32  `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
+	PidfdExitKnown  bool   `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
+	HugetlbPageSize uint64 `protobuf:"varint,300,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // FILE_SHMEM of a MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -3354,7 +3433,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3446,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3459,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3586,6 +3665,13 @@ func (x *FileEntry) GetPidfdExitKnown() bool {
 	return false
 }
 
+func (x *FileEntry) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
+}
+
 // A file lock held at dump time, as /proc/PID/fdinfo "lock:" showed it.
 // Ranges are absolute (SEEK_SET); flock locks cover the whole file.
 type FileLock struct {
@@ -3604,7 +3690,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3703,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3716,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3684,7 +3770,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3697,7 +3783,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3710,7 +3796,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3759,7 +3845,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3772,7 +3858,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3785,7 +3871,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3858,7 +3944,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3871,7 +3957,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3884,7 +3970,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3961,7 +4047,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3974,7 +4060,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3987,7 +4073,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4236,7 +4322,10 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xd2\x02\n" +
+	"thpDisable\"8\n" +
+	"\x0eVmaGuardRegion\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"\xc5\x03\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4251,7 +4340,9 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\ashmemId\x12\x1c\n" +
 	"\tgrowsdown\x18\v \x01(\bR\tgrowsdown\x12\x18\n" +
 	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
-	"\bno_pages\x18\r \x01(\bR\anoPages\"\x96\x03\n" +
+	"\bno_pages\x18\r \x01(\bR\anoPages\x12D\n" +
+	"\rguard_regions\x18\xac\x02 \x03(\v2\x1e.ctrcr.image.v1.VmaGuardRegionR\fguardRegions\x12+\n" +
+	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\x96\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -4410,7 +4501,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xbf\a\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xec\a\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4444,7 +4535,8 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
 	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
-	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\"\x8c\x01\n" +
+	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\x12+\n" +
+	"\x11hugetlb_page_size\x18\xac\x02 \x01(\x04R\x0fhugetlbPageSize\"\x8c\x01\n" +
 	"\bFileLock\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ctrcr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
@@ -4490,7 +4582,7 @@ const file_image_proto_rawDesc = "" +
 	"\tslave_uid\x18\x84\x02 \x01(\rR\bslaveUid\x12\x1c\n" +
 	"\tslave_gid\x18\x85\x02 \x01(\rR\bslaveGid\x12\x1e\n" +
 	"\n" +
-	"slave_mode\x18\x86\x02 \x01(\rR\tslaveMode*\xdc\x01\n" +
+	"slave_mode\x18\x86\x02 \x01(\rR\tslaveMode*\xf2\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -4504,7 +4596,8 @@ const file_image_proto_rawDesc = "" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
-	"\fVMA_SYSV_SHM\x10\v*\xb9\x02\n" +
+	"\fVMA_SYSV_SHM\x10\v\x12\x14\n" +
+	"\x10VMA_HUGETLB_ANON\x10K*\xb9\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4549,45 +4642,46 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
-	(FileLockKind)(0),     // 2: ctrcr.image.v1.FileLockKind
-	(*FileSum)(nil),       // 3: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),     // 4: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),   // 5: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),     // 6: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),        // 7: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),    // 8: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),        // 9: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),         // 10: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil), // 11: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),       // 12: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),      // 13: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),          // 14: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),    // 15: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),      // 16: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 17: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 18: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 19: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 20: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 21: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 22: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 23: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 24: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 25: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 26: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 27: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 28: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 29: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 30: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 31: ctrcr.image.v1.FileEntry
-	(*FileLock)(nil),      // 32: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),       // 33: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 34: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 35: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 36: ctrcr.image.v1.Pty
+	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
+	(FileLockKind)(0),      // 2: ctrcr.image.v1.FileLockKind
+	(*FileSum)(nil),        // 3: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),      // 4: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),    // 5: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),      // 6: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),         // 7: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),     // 8: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),         // 9: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),          // 10: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),  // 11: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),        // 12: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),       // 13: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),           // 14: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),     // 15: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),       // 16: ctrcr.image.v1.TaskCore
+	(*VmaGuardRegion)(nil), // 17: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),            // 18: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),        // 19: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),    // 20: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),   // 21: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),     // 22: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),        // 23: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),     // 24: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),      // 25: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),        // 26: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),       // 27: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),    // 28: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),        // 29: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),   // 30: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),        // 31: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),      // 32: ctrcr.image.v1.FileEntry
+	(*FileLock)(nil),       // 33: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),        // 34: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),     // 35: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),     // 36: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),            // 37: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4603,30 +4697,31 @@ var file_image_proto_depIdxs = []int32{
 	12, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
 	15, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	17, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	26, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	22, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	21, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	25, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	24, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	29, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	27, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	21, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	28, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	30, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	23, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	36, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	2,  // 28: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	32, // 29: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	34, // 30: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	35, // 31: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	17, // 13: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	18, // 14: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	27, // 15: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	23, // 16: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	22, // 17: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	26, // 18: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	25, // 19: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	30, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	28, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	22, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	29, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	31, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	24, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	37, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	33, // 28: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 29: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	33, // 30: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	35, // 31: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	36, // 32: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4647,7 +4742,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
