@@ -2,10 +2,14 @@ package bundletests
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,4 +198,80 @@ func testCheckpointNotRunning(t *testing.T, rt string) {
 			t.Fatalf("cycle %d: counter %d after restore, was %d", cycle, n, before)
 		}
 	}
+}
+
+// TestCheckpoint_ExecSession: a process started by `RUNTIME exec` whose
+// runtime is still attached (its parent is outside the container) is in
+// the container's cgroup but not in its init's tree: the checkpoint is
+// refused naming it (it would be lost), the container and the session run
+// on; once the session ends, the checkpoint and restore go through.
+func TestCheckpoint_ExecSession(t *testing.T) { forRuntimes(t, testCheckpointExecSession) }
+
+// sessionPid finds the exec session's "sleep 1000" among the container's
+// processes (0: not there yet).
+func sessionPid(t *testing.T, b *bundle) int {
+	out, _ := b.rt("ps", "--format", "json", b.id)
+	var pids []int
+	json.Unmarshal([]byte(out), &pids)
+	for _, p := range pids {
+		if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); string(c) == "sleep\x001000\x00" {
+			return p
+		}
+	}
+	return 0
+}
+
+func testCheckpointExecSession(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
+	b.start()
+	b.waitCount(1)
+	sess := exec.Command(rt, "exec", b.id, "sleep", "1000")
+	null, _ := os.Open(os.DevNull)
+	defer null.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = null, null, null
+	if err := sess.Start(); err != nil {
+		t.Fatalf("%s exec: %v", rt, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait(); close(done) }()
+	t.Cleanup(func() { sess.Process.Kill(); <-done })
+	// the session's sleep shows in the container (the init's ps)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if sessionPid(t, b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec session does not show in %s ps", rt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	at := b.count()
+	out, err := ctrcr(t, "checkpoint", b.id)
+	if err == nil || !strings.Contains(out, "(sleep)") || !strings.Contains(out, "outside its init's tree") {
+		t.Fatalf("checkpoint with an exec session: %v, want a refusal naming the sleep\n%s", err, out)
+	}
+	if c := b.waitCount(at + 2); c < at+2 {
+		t.Fatalf("the container stopped counting after the refused checkpoint")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the exec session ended with the refused checkpoint: %v", err)
+	default:
+	}
+	// the refusal names the session's process: end it (killing the
+	// runtime's exec would orphan it to a reaper outside the container,
+	// still outside the init's tree)
+	m := regexp.MustCompile(`(\d+) \(sleep\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no pid in the refusal: %s", out)
+	}
+	stray, _ := strconv.Atoi(m[1])
+	syscall.Kill(stray, syscall.SIGKILL)
+	<-done
+	if out, err := ctrcr(t, "checkpoint", b.id); err != nil {
+		t.Fatalf("checkpoint after the session ended: %v\n%s", err, out)
+	}
+	b.restore(0)
+	b.waitCount(at + 3)
 }

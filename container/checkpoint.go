@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -149,6 +150,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	defer cg.Thaw() // on every path (a second thaw is harmless)
 	frozen := time.Now()
 	cst.FreezingMs = ms(frozen.Sub(tf))
+	strays, err := strayProcesses(cg, st.Pid)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if len(strays) > 0 {
+		return "", nil, fmt.Errorf("checkpoint %s: processes in the container's cgroup outside its init's tree would be lost (a `%s exec` session?): %s; end them or let them exit first", opts.ID, rt.Name, strings.Join(strays, ", "))
+	}
 	if err := captureNamespaces(st.Pid, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}

@@ -280,22 +280,4 @@ func releaseAll(tasks []*task) {
 
 // allChildren lists the children of every thread of pid (from /proc, for
 // a process that cannot change: frozen).
-func allChildren(pid int) ([]int, error) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return nil, fmt.Errorf("pid %d: threads: %w", pid, err)
-	}
-	var out []int
-	for _, e := range ents {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("pid %d: children: %w", pid, err)
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out, nil
-}
+func allChildren(pid int) ([]int, error) { return procfs.Children(pid) }

@@ -288,6 +288,16 @@ func (t *Table) PutBackPtys() error {
 	return errors.Join(errs...)
 }
 
+// masterPtsDev is the devpts instance of master m's pair: the one its
+// open file is on (a ptmx of that devpts: a container's /dev/ptmx), or the
+// host's (the /dev/ptmx device node, on devtmpfs, makes pairs there).
+func masterPtsDev(m *ptyEnd, hostDev uint64, slaveDevs map[uint64]bool) uint64 {
+	if m.f.Dev == hostDev || slaveDevs[m.f.Dev] {
+		return m.f.Dev
+	}
+	return hostDev
+}
+
 // ptysHeldOutside fails when a process outside the dump (and not us)
 // holds an end of a pair of the dump: its slave (/dev/pts/<index> of the
 // host's devpts), or its master's open file (/dev/ptmx with that
@@ -328,6 +338,11 @@ func ptysHeldOutside(masters map[uint32]*ptyEnd, slaveDevs map[uint64]bool, inDu
 				}
 				if idx, ok := PtySlaveIndex(st.Rdev); ok {
 					held = masters[idx]
+					// the same index on another devpts instance is
+					// another pair (a container's own devpts, the host's)
+					if held != nil && masterPtsDev(held, dev, slaveDevs) != st.Dev {
+						held = nil
+					}
 				}
 			case l == "/dev/ptmx" || l == hostPts+"/ptmx":
 				fi, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))

@@ -111,3 +111,26 @@ func parseComm(r io.Reader) (string, error) {
 func Comm(pid, tid int) (string, error) {
 	return parseFile(TaskPath(pid, tid, "comm"), parseComm)
 }
+
+// Children lists the children of every thread of pid
+// (/proc/PID/task/TID/children; exact only while pid cannot fork or reap,
+// e.g. frozen or seized).
+func Children(pid int) ([]int, error) {
+	tids, err := Tasks(pid)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: threads: %w", pid, err)
+	}
+	var out []int
+	for _, tid := range tids {
+		b, err := os.ReadFile(TaskPath(pid, tid, "children"))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: children: %w", pid, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
