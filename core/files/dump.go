@@ -286,34 +286,6 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }
 
-// ghost saves the contents of a file deleted while open (or mapped).
-func (t *Table) ghost(f *imagepb.FileEntry, cp int, link string, opts Options) error {
-	f.Path = strings.TrimSuffix(link, " (deleted)")
-	f.Deleted = true
-	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return fmt.Errorf("deleted directory %s: unsupported", f.Path)
-	}
-	if f.Size > opts.GhostLimit {
-		return fmt.Errorf("deleted file %s is %d bytes, more than --ghost-limit %d", f.Path, f.Size, opts.GhostLimit)
-	}
-	data := make([]byte, f.Size)
-	n, err := unix.Pread(cp, data, 0)
-	if err != nil {
-		// opened write-only: read it through a fresh descriptor
-		rfd, oerr := unix.Open(fmt.Sprintf("/proc/self/fd/%d", cp), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if oerr != nil {
-			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
-		}
-		n, err = unix.Pread(rfd, data, 0)
-		unix.Close(rfd)
-		if err != nil {
-			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
-		}
-	}
-	f.GhostData = data[:n]
-	return nil
-}
-
 // AddMapped records a file mapped by a VMA (not necessarily open as an fd)
 // and returns its id; mappings of the same inode share one entry.
 func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, error) {

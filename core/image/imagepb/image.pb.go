@@ -3249,30 +3249,42 @@ func (x *Inotify) GetQueuedBytes() uint32 {
 
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	Flags         uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
-	Pos           int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
-	Mode          uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
-	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
-	Rdev          uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
-	Deleted       bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
-	GhostData     []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
-	MtimeNs       uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
-	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
-	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
-	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
-	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
-	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
-	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
-	Timerfd       *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
-	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
-	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
-	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
-	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind         FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
+	Path         string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Flags        uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
+	Pos          int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
+	Mode         uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size         int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
+	Rdev         uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Deleted      bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
+	GhostData    []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
+	MtimeNs      uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Uid          uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid          uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
+	Dev          uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino          uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	EpollTargets []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
+	Unix         *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
+	PidfdPid     int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
+	Timerfd      *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
+	Sigmask      uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
+	Inotify      *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
+	Inet         *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Pty          *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
+	// Ghost files (deleted): with ghost_sparse, ghost_data holds only the
+	// data extents listed here in order (holes stay holes); without it,
+	// ghost_data is the whole file.
+	GhostExtents []*GhostExtent `protobuf:"bytes,240,rep,name=ghost_extents,json=ghostExtents,proto3" json:"ghost_extents,omitempty"`
+	GhostSparse  bool           `protobuf:"varint,241,opt,name=ghost_sparse,json=ghostSparse,proto3" json:"ghost_sparse,omitempty"`
+	// The inode was made by open(O_TMPFILE) (the kernel named it
+	// "<dir>/#<ino>"): restored as an O_TMPFILE in the same directory, so it
+	// can still be linked with linkat(AT_EMPTY_PATH).
+	GhostTmpfile  bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
+	InodeFlags    uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
+	MemfdSeals    uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
+	Fown          *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3470,6 +3482,167 @@ func (x *FileEntry) GetPty() *Pty {
 	return nil
 }
 
+func (x *FileEntry) GetGhostExtents() []*GhostExtent {
+	if x != nil {
+		return x.GhostExtents
+	}
+	return nil
+}
+
+func (x *FileEntry) GetGhostSparse() bool {
+	if x != nil {
+		return x.GhostSparse
+	}
+	return false
+}
+
+func (x *FileEntry) GetGhostTmpfile() bool {
+	if x != nil {
+		return x.GhostTmpfile
+	}
+	return false
+}
+
+func (x *FileEntry) GetInodeFlags() uint32 {
+	if x != nil {
+		return x.InodeFlags
+	}
+	return 0
+}
+
+func (x *FileEntry) GetMemfdSeals() uint32 {
+	if x != nil {
+		return x.MemfdSeals
+	}
+	return 0
+}
+
+func (x *FileEntry) GetFown() *FileFown {
+	if x != nil {
+		return x.Fown
+	}
+	return nil
+}
+
+// A data extent [off, off+len) of a ghost file (SEEK_DATA/SEEK_HOLE).
+type GhostExtent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Off           int64                  `protobuf:"varint,1,opt,name=off,proto3" json:"off,omitempty"`
+	Len           int64                  `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GhostExtent) Reset() {
+	Init()
+	*x = GhostExtent{}
+	mi := &file_image_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GhostExtent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GhostExtent) ProtoMessage() {}
+
+func (x *GhostExtent) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
+func (*GhostExtent) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GhostExtent) GetOff() int64 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *GhostExtent) GetLen() int64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+// The owner that receives SIGIO/SIGURG for an open file description
+// (F_GETOWN_EX) and the signal sent (F_GETSIG, 0 for SIGIO).
+type FileFown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"` // F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`   // thread, process or process group (dumper's pid namespace)
+	Signum        int32                  `protobuf:"varint,3,opt,name=signum,proto3" json:"signum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileFown) Reset() {
+	Init()
+	*x = FileFown{}
+	mi := &file_image_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileFown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileFown) ProtoMessage() {}
+
+func (x *FileFown) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
+func (*FileFown) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FileFown) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FileFown) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FileFown) GetSignum() int32 {
+	if x != nil {
+		return x.Signum
+	}
+	return 0
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3483,7 +3656,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3669,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3682,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3551,7 +3724,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3564,7 +3737,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3577,7 +3750,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3650,7 +3823,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3836,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3849,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3747,7 +3920,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3933,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3946,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4175,7 +4348,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\a\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4201,7 +4374,22 @@ const file_image_proto_rawDesc = "" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
-	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
+	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12A\n" +
+	"\rghost_extents\x18\xf0\x01 \x03(\v2\x1b.ctrcr.image.v1.GhostExtentR\fghostExtents\x12\"\n" +
+	"\fghost_sparse\x18\xf1\x01 \x01(\bR\vghostSparse\x12$\n" +
+	"\rghost_tmpfile\x18\xf2\x01 \x01(\bR\fghostTmpfile\x12 \n" +
+	"\vinode_flags\x18\xf3\x01 \x01(\rR\n" +
+	"inodeFlags\x12 \n" +
+	"\vmemfd_seals\x18\xf4\x01 \x01(\rR\n" +
+	"memfdSeals\x12-\n" +
+	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\"1\n" +
+	"\vGhostExtent\x12\x10\n" +
+	"\x03off\x18\x01 \x01(\x03R\x03off\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\x03R\x03len\"H\n" +
+	"\bFileFown\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signum\x18\x03 \x01(\x05R\x06signum\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
@@ -4289,7 +4477,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -4322,10 +4510,12 @@ var file_image_proto_goTypes = []any{
 	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
 	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
 	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
+	(*GhostExtent)(nil),   // 31: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),      // 32: ctrcr.image.v1.FileFown
+	(*FdEntry)(nil),       // 33: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),    // 34: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),    // 35: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),           // 36: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4354,14 +4544,16 @@ var file_image_proto_depIdxs = []int32{
 	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
 	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
 	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	36, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	31, // 27: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	32, // 28: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	34, // 29: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	35, // 30: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4382,7 +4574,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
