@@ -12,3 +12,11 @@ import "testing"
 func TestCR_GhostTmpfile(t *testing.T) {
 	runCase(t, Case{Name: "g_tmpfile", Src: "g_tmpfile.c"})
 }
+
+// TestCR_GhostSparse: a deleted sparse file keeps its holes (same
+// SEEK_DATA/SEEK_HOLE results, st_blocks), a 10 GiB one with little data
+// fits the default --ghost-limit, and a deleted file's inode flags
+// (append-only, noatime) come back.
+func TestCR_GhostSparse(t *testing.T) {
+	runCase(t, Case{Name: "g_sparse", Src: "g_sparse.c"})
+}
