@@ -20,3 +20,10 @@ func TestCR_GhostTmpfile(t *testing.T) {
 func TestCR_GhostSparse(t *testing.T) {
 	runCase(t, Case{Name: "g_sparse", Src: "g_sparse.c"})
 }
+
+// TestCR_GhostMemfd: memfds keep name, mode, seals and creation flags, a
+// process exec'd from a memfd keeps it as exe, a memfd mapped in one
+// process and open in another stays one object.
+func TestCR_GhostMemfd(t *testing.T) {
+	runCase(t, Case{Name: "g_memfd", Src: "g_memfd.c"})
+}

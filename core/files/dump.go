@@ -217,11 +217,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
 		if strings.HasPrefix(link, "/memfd:") {
-			f.Kind = imagepb.FileKind_FILE_MEMFD
-			f.Path = strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)")
-			id := t.add("", f)
-			t.Objects = append(t.Objects, Object{FileID: id, Ino: st.Ino, Size: st.Size, Fd: cp})
-			return id, nil
+			return t.memfd(f, fd, cp, link, st)
 		}
 		f.Kind = imagepb.FileKind_FILE_REG
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -308,6 +304,10 @@ func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, 
 	case strings.HasPrefix(v.Path, "/memfd:"):
 		f.Kind = imagepb.FileKind_FILE_MEMFD
 		f.Path = strings.TrimPrefix(v.Path, "/memfd:")
+		if err := memfdState(f, fd); err != nil {
+			unix.Close(fd)
+			return 0, fmt.Errorf("%s: %s: unsupported", v.Path, err)
+		}
 	case v.Shared && v.Deleted && strings.HasPrefix(v.Path, "/dev/zero"):
 		f.Kind = imagepb.FileKind_FILE_SHMEM
 	case v.Deleted:
