@@ -27,3 +27,10 @@ func TestCR_GhostSparse(t *testing.T) {
 func TestCR_GhostMemfd(t *testing.T) {
 	runCase(t, Case{Name: "g_memfd", Src: "g_memfd.c"})
 }
+
+// TestCR_GhostFown: F_SETOWN_EX owners (thread, process, process group),
+// F_SETSIG, O_ASYNC (a pipe still signals), O_NOATIME, O_DIRECT, O_SYNC
+// and O_DSYNC of open file descriptions come back.
+func TestCR_GhostFown(t *testing.T) {
+	runCase(t, Case{Name: "g_fown", Src: "g_fown.c"})
+}

@@ -325,6 +325,9 @@ func (d *dumper) run() error {
 	}); err != nil {
 		return err
 	}
+	if err := d.files.CheckOwners(d.ownerInDump); err != nil {
+		return err
+	}
 	tm := time.Now()
 	d.st.ProcMs = ms(tm.Sub(tp))
 	if err := d.dumpPages(); err != nil {

@@ -193,6 +193,9 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := t.recordFown(id, cp); err != nil {
+				return nil, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+			}
 			t.seen[key] = append(t.seen[key], seenFd{pid: pid, fd: fd, id: id})
 		}
 		out = append(out, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})

@@ -34,8 +34,9 @@ type Opener struct {
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
 	unixBuilt, unixBuilding bool
-	rootFd                  int // SetRoot: paths resolve in this directory (0: ctr-cr's root)
-	rootPid                 int // SetRoot: the process whose root and mount namespace that is
+	rootFd                  int             // SetRoot: paths resolve in this directory (0: ctr-cr's root)
+	rootPid                 int             // SetRoot: the process whose root and mount namespace that is
+	asyncDone               map[uint32]bool // AsyncOnce: O_ASYNC files already registered
 }
 
 // NewOpener indexes the file entries of an image.

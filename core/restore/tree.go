@@ -148,6 +148,9 @@ func (t *tree) restore() error {
 	if err := t.unlockNetwork(); err != nil {
 		return err
 	}
+	if err := t.opener.RestoreOwners(t.tidOf); err != nil {
+		return err
+	}
 	if err := t.opener.SealObjects(); err != nil {
 		return err
 	}
