@@ -28,6 +28,9 @@ type fOwnerEx struct {
 func readFown(fd int) (*imagepb.FileFown, error) {
 	var ex fOwnerEx
 	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETOWN_EX, uintptr(unsafe.Pointer(&ex))); e != 0 {
+		if e == unix.EBADF {
+			return nil, nil // an O_PATH fd has no owner
+		}
 		return nil, fmt.Errorf("F_GETOWN_EX: %w", e)
 	}
 	sig, err := unix.FcntlInt(uintptr(fd), unix.F_GETSIG, 0)
