@@ -34,3 +34,9 @@ func TestCR_GhostMemfd(t *testing.T) {
 func TestCR_GhostFown(t *testing.T) {
 	runCase(t, Case{Name: "g_fown", Src: "g_fown.c"})
 }
+
+// TestCR_GhostCwd: a removed cwd, a removed directory held open, chroot'ed
+// tasks (cwd inside and outside the root) and a removed root come back.
+func TestCR_GhostCwd(t *testing.T) {
+	runCase(t, Case{Name: "g_cwd", Src: "g_cwd.c"})
+}

@@ -31,7 +31,7 @@ func (t *Table) ghost(f *imagepb.FileEntry, cp int, link string, opts Options) e
 	f.Path = strings.TrimSuffix(link, " (deleted)")
 	f.Deleted = true
 	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return fmt.Errorf("deleted directory %s: unsupported", f.Path)
+		return nil // removed, so empty: GhostDir makes it again
 	}
 	f.GhostTmpfile = f.Flags&oTmpfile != 0 || filepath.Base(f.Path) == "#"+strconv.FormatUint(f.Ino, 10)
 	rfd, err := reopenNoatime(cp)
@@ -126,6 +126,12 @@ func preadFull(fd int, b []byte, off int64) error {
 // checkGhost validates the saved contents of a ghost file entry (image
 // data is untrusted).
 func checkGhost(f *imagepb.FileEntry) error {
+	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if len(f.GhostData) != 0 || len(f.GhostExtents) != 0 {
+			return fmt.Errorf("deleted directory %s: image holds contents", f.Path)
+		}
+		return nil
+	}
 	if f.Size < 0 {
 		return fmt.Errorf("deleted file %s: size %d", f.Path, f.Size)
 	}

@@ -18,6 +18,7 @@ type ghostInode struct {
 	hold  int    // our O_RDWR fd of the inode (the O_TMPFILE's only name is /proc/self/fd/hold)
 	flags uint32 // inode flags to set once every fd is open (FS_IOC_SETFLAGS)
 	done  bool   // unlinked and flags set
+	dir   bool   // a deleted directory (GhostDir): removed with rmdir
 }
 
 // reopen opens the recreated inode again with flags (no creation).
@@ -28,6 +29,14 @@ func (g *ghostInode) reopen(o *Opener, flags int) (int, error) {
 	return o.openPath(g.path, flags, 0)
 }
 
+// remove takes the recreated name away again.
+func (g *ghostInode) remove(o *Opener) error {
+	if g.dir {
+		return o.rmdirPath(g.path)
+	}
+	return o.removePath(g.path)
+}
+
 // ghost recreates a file that was deleted while open (once per inode) and
 // opens it for f. A named ghost is created at its old path when free (so
 // /proc/PID/fd shows the same name) and unlinked again by FinishGhosts; an
@@ -36,6 +45,9 @@ func (g *ghostInode) reopen(o *Opener, flags int) (int, error) {
 // "<dir>/#<new ino>"). Contents go back extent by extent (holes stay
 // holes), then mode and owner.
 func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
+	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return o.ghostDirEntry(f)
+	}
 	key := [2]uint64{f.Dev, f.Ino}
 	if g, ok := o.ghostBy[key]; ok {
 		return o.openGhost(f, g)
@@ -196,7 +208,7 @@ func (o *Opener) FinishGhosts() error {
 		}
 		g.done = true
 		if g.path != "" {
-			if err := o.removePath(g.path); err != nil {
+			if err := g.remove(o); err != nil {
 				errs = append(errs, fmt.Errorf("unlink recreated deleted file %s: %w", g.path, err))
 			}
 		}
@@ -212,7 +224,7 @@ func (o *Opener) FinishGhosts() error {
 func (o *Opener) closeGhosts() {
 	for _, g := range o.ghostBy {
 		if !g.done && g.path != "" {
-			o.removePath(g.path)
+			g.remove(o)
 		}
 		if g.hold >= 0 {
 			unix.Close(g.hold)

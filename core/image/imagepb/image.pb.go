@@ -1390,8 +1390,12 @@ type TaskCore struct {
 	ExitSignal     int32                  `protobuf:"varint,16,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
 	SeccompMode    int32                  `protobuf:"varint,17,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
 	ThpDisable     int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// cwd or root was rmdir'ed (its path ends in " (deleted)"): the
+	// directory's inode, recreated empty at restore, entered, removed again.
+	CwdGhost      *GhostDir `protobuf:"bytes,246,opt,name=cwd_ghost,json=cwdGhost,proto3" json:"cwd_ghost,omitempty"`
+	RootGhost     *GhostDir `protobuf:"bytes,247,opt,name=root_ghost,json=rootGhost,proto3" json:"root_ghost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskCore) Reset() {
@@ -1552,6 +1556,99 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
+func (x *TaskCore) GetCwdGhost() *GhostDir {
+	if x != nil {
+		return x.CwdGhost
+	}
+	return nil
+}
+
+func (x *TaskCore) GetRootGhost() *GhostDir {
+	if x != nil {
+		return x.RootGhost
+	}
+	return nil
+}
+
+// A deleted directory a task is in (cwd, root): its identity and attributes.
+type GhostDir struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GhostDir) Reset() {
+	Init()
+	*x = GhostDir{}
+	mi := &file_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GhostDir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GhostDir) ProtoMessage() {}
+
+func (x *GhostDir) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GhostDir.ProtoReflect.Descriptor instead.
+func (*GhostDir) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GhostDir) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *GhostDir) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *GhostDir) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *GhostDir) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *GhostDir) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type Vma struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -1574,7 +1671,7 @@ type Vma struct {
 func (x *Vma) Reset() {
 	Init()
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1684,7 @@ func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1697,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1718,7 +1815,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1828,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1841,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1858,7 +1955,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1968,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +1981,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -1912,7 +2009,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2022,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2035,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2013,7 +2110,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2123,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2136,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2228,7 +2325,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2338,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2351,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2320,7 +2417,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2430,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2443,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2653,7 +2750,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2763,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2776,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2834,7 +2931,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +2944,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +2957,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2896,7 +2993,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3006,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3019,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2962,7 +3059,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3072,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3085,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3041,7 +3138,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3151,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3164,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3127,7 +3224,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3237,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3250,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3204,7 +3301,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3314,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3327,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3292,7 +3389,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3305,7 +3402,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3318,7 +3415,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3536,7 +3633,7 @@ type GhostExtent struct {
 func (x *GhostExtent) Reset() {
 	Init()
 	*x = GhostExtent{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3646,7 @@ func (*GhostExtent) ProtoMessage() {}
 
 func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3659,7 @@ func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
 func (*GhostExtent) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GhostExtent) GetOff() int64 {
@@ -3593,7 +3690,7 @@ type FileFown struct {
 func (x *FileFown) Reset() {
 	Init()
 	*x = FileFown{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +3703,7 @@ func (*FileFown) ProtoMessage() {}
 
 func (x *FileFown) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +3716,7 @@ func (x *FileFown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
 func (*FileFown) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FileFown) GetType() int32 {
@@ -3656,7 +3753,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3766,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3779,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3724,7 +3821,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3737,7 +3834,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3750,7 +3847,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3823,7 +3920,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +3933,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +3946,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3920,7 +4017,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3933,7 +4030,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3946,7 +4043,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4149,7 +4246,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\f \x01(\tR\x04comm\x12+\n" +
 	"\x05creds\x18\r \x01(\v2\x15.ctrcr.image.v1.CredsR\x05creds\x127\n" +
 	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
-	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\xab\x05\n" +
+	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\x9d\x06\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -4174,7 +4271,16 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xd2\x02\n" +
+	"thpDisable\x126\n" +
+	"\tcwd_ghost\x18\xf6\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\bcwdGhost\x128\n" +
+	"\n" +
+	"root_ghost\x18\xf7\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\trootGhost\"f\n" +
+	"\bGhostDir\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"\xd2\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4477,7 +4583,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
@@ -4495,27 +4601,28 @@ var file_image_proto_goTypes = []any{
 	(*Rseq)(nil),          // 13: ctrcr.image.v1.Rseq
 	(*ThreadCore)(nil),    // 14: ctrcr.image.v1.ThreadCore
 	(*TaskCore)(nil),      // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*GhostExtent)(nil),   // 31: ctrcr.image.v1.GhostExtent
-	(*FileFown)(nil),      // 32: ctrcr.image.v1.FileFown
-	(*FdEntry)(nil),       // 33: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 34: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 35: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 36: ctrcr.image.v1.Pty
+	(*GhostDir)(nil),      // 16: ctrcr.image.v1.GhostDir
+	(*Vma)(nil),           // 17: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),       // 18: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),   // 19: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),  // 20: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),    // 21: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),       // 22: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),    // 23: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 24: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),       // 25: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),      // 26: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),   // 27: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),       // 28: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),  // 29: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),       // 30: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),     // 31: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),   // 32: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),      // 33: ctrcr.image.v1.FileFown
+	(*FdEntry)(nil),       // 34: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),    // 35: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),    // 36: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),           // 37: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4530,30 +4637,32 @@ var file_image_proto_depIdxs = []int32{
 	8,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
 	11, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	36, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	31, // 27: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	32, // 28: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	34, // 29: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	35, // 30: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	16, // 12: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
+	16, // 13: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
+	0,  // 14: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
+	17, // 15: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	26, // 16: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	22, // 17: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	21, // 18: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	25, // 19: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 20: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 21: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 22: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	27, // 23: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	21, // 24: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 25: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	30, // 26: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	23, // 27: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	37, // 28: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	32, // 29: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	33, // 30: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	35, // 31: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	36, // 32: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4574,7 +4683,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
