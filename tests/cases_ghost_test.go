@@ -4,7 +4,14 @@ package tests
 // cwd (helper "ghost"): each checks its state from inside after two
 // dump/restore cycles.
 
-import "testing"
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
 
 // TestCR_GhostTmpfile: O_TMPFILE files (and tmpfile()) come back as
 // O_TMPFILEs of the same directory, linkable, with contents, flags and
@@ -39,4 +46,30 @@ func TestCR_GhostFown(t *testing.T) {
 // tasks (cwd inside and outside the root) and a removed root come back.
 func TestCR_GhostCwd(t *testing.T) {
 	runCase(t, Case{Name: "g_cwd", Src: "g_cwd.c"})
+}
+
+// TestNegative_FownOutside: a file whose F_SETOWN owner is outside the
+// dump is refused by name (pid, fd, owner) and the process runs on
+// unchanged.
+func TestNegative_FownOutside(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	r := startCase(t, Case{Name: "g_fownext", Src: "g_fownext.c"})
+	start := procStartTime(t, r.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	for _, want := range []string{"pid " + strconv.Itoa(r.Pid), "fd 42", "F_SETOWN owner", "outside the dump"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("dump error does not say %q:\n%s", want, stderr)
+		}
+	}
+	requireRunningUntraced(t, r.Pid)
+	if st := procStartTime(t, r.Pid); st != start {
+		t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
+	}
+	finishChild(t, r)
 }

@@ -62,8 +62,10 @@ func ownerKind(typ int32) string {
 func (t *Table) CheckOwners(inDump func(typ, pid int32) bool) error {
 	for _, f := range t.Files {
 		if o := f.Fown; o != nil && o.Pid != 0 && !inDump(o.Type, o.Pid) {
-			return &UnsupportedError{Fd: -1, Link: f.Path,
-				Kind: fmt.Sprintf("F_SETOWN owner %s %d outside the dump", ownerKind(o.Type), o.Pid)}
+			e := &UnsupportedError{Fd: -1, Link: f.Path,
+				Kind: fmt.Sprintf("file whose F_SETOWN owner is %s %d, outside the dump", ownerKind(o.Type), o.Pid)}
+			e.Pid, e.Fd = t.firstFd(f.Id)
+			return e
 		}
 	}
 	return nil
@@ -134,4 +136,17 @@ func (t *Table) recordFown(id uint32, cp int) error {
 		}
 	}
 	return nil
+}
+
+// firstFd returns a process and fd where file id was seen (0, -1 if none).
+func (t *Table) firstFd(id uint32) (pid, fd int) {
+	pid, fd = 0, -1
+	for _, ss := range t.seen {
+		for _, s := range ss {
+			if s.id == id && (fd < 0 || s.pid < pid || s.pid == pid && s.fd < fd) {
+				pid, fd = s.pid, s.fd
+			}
+		}
+	}
+	return pid, fd
 }
