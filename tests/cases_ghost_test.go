@@ -52,17 +52,30 @@ func TestCR_GhostCwd(t *testing.T) {
 // dump is refused by name (pid, fd, owner) and the process runs on
 // unchanged.
 func TestNegative_FownOutside(t *testing.T) {
+	refusedCase(t, "g_fownext", "F_SETOWN owner", "outside the dump")
+}
+
+// TestNegative_TmpfileLinked: an fd opened with O_TMPFILE whose file was
+// linked since is refused by name and the process runs on unchanged.
+func TestNegative_TmpfileLinked(t *testing.T) {
+	refusedCase(t, "g_tmplinked", "O_TMPFILE", "linked since")
+}
+
+// refusedCase starts tests/cases/<name>.c, whose fd 42 must make the dump
+// fail with exit 1 naming pid, fd 42 and wants; the case then runs on and
+// passes its own check.
+func refusedCase(t *testing.T, name string, wants ...string) {
 	testutil.RequiresRoot(t)
 	if noCR {
 		t.Skip("CTRCR_NOCR=1")
 	}
-	r := startCase(t, Case{Name: "g_fownext", Src: "g_fownext.c"})
+	r := startCase(t, Case{Name: name, Src: name + ".c"})
 	start := procStartTime(t, r.Pid)
 	img := filepath.Join(t.TempDir(), "img")
 	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
 	requireExitCode(t, err, stderr, 1)
 	requireNoPanic(t, stderr)
-	for _, want := range []string{"pid " + strconv.Itoa(r.Pid), "fd 42", "F_SETOWN owner", "outside the dump"} {
+	for _, want := range append([]string{"pid " + strconv.Itoa(r.Pid), "fd 42"}, wants...) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("dump error does not say %q:\n%s", want, stderr)
 		}

@@ -227,11 +227,15 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 			f.Kind = imagepb.FileKind_FILE_DIR
 		}
 		if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
-			if err := t.ghost(f, cp, link, opts); err != nil {
+			if err := t.ghost(f, cp, link, opts); errors.Is(err, errLinkedTmpfile) {
+				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
+			} else if err != nil {
 				return 0, fmt.Errorf("fd %d: %w", fd, err)
 			}
 		} else if !strings.HasPrefix(link, "/") {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
+		} else if f.Flags&oTmpfile != 0 {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: errLinkedTmpfile.Error()}
 		}
 		return t.add("", f), nil
 	case unix.S_IFCHR:

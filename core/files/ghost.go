@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,11 @@ const (
 	fsIocSetflags = 0x40086602
 )
 
+// errLinkedTmpfile names an fd opened with O_TMPFILE whose file was linked
+// since: its open flags keep O_TMPFILE (F_GETFL shows it), which no open of
+// an existing file can give.
+var errLinkedTmpfile = errors.New("file opened with O_TMPFILE and linked since (its O_TMPFILE open flag cannot be given to a reopened file)")
+
 // ghost saves a file deleted while open (or mapped): its data extents
 // (holes stay holes; --ghost-limit bounds the data present, not the
 // apparent size), whether it was made by O_TMPFILE, and its inode flags.
@@ -33,7 +39,12 @@ func (t *Table) ghost(f *imagepb.FileEntry, cp int, link string, opts Options) e
 	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil // removed, so empty: GhostDir makes it again
 	}
-	f.GhostTmpfile = f.Flags&oTmpfile != 0 || filepath.Base(f.Path) == "#"+strconv.FormatUint(f.Ino, 10)
+	// the kernel names an O_TMPFILE "#<ino>"; one linked and removed
+	// since has another name, which a new O_TMPFILE cannot take
+	f.GhostTmpfile = filepath.Base(f.Path) == "#"+strconv.FormatUint(f.Ino, 10)
+	if f.Flags&oTmpfile != 0 && !f.GhostTmpfile {
+		return errLinkedTmpfile
+	}
 	rfd, err := reopenNoatime(cp)
 	if err != nil {
 		return fmt.Errorf("read deleted file %s: %w", f.Path, err)
