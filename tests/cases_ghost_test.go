@@ -86,3 +86,9 @@ func refusedCase(t *testing.T, name string, wants ...string) {
 	}
 	finishChild(t, r)
 }
+
+// TestCR_GhostExe: an executable deleted after its start stays the exe,
+// deleted, with the same bytes.
+func TestCR_GhostExe(t *testing.T) {
+	runCase(t, Case{Name: "g_exedel", Src: "g_exedel.c"})
+}

@@ -15,7 +15,7 @@ import (
 // every fd and mapping of it.
 type ghostInode struct {
 	path  string // named ghost: where it was recreated (unlinked by FinishGhosts); "" for an O_TMPFILE
-	hold  int    // our O_RDWR fd of the inode (the O_TMPFILE's only name is /proc/self/fd/hold)
+	hold  int    // our read-only fd of the inode (the O_TMPFILE's only name is /proc/self/fd/hold)
 	flags uint32 // inode flags to set once every fd is open (FS_IOC_SETFLAGS)
 	done  bool   // unlinked and flags set
 	dir   bool   // a deleted directory (GhostDir): removed with rmdir
@@ -78,6 +78,9 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 	if err := unix.Fchmod(g.hold, f.Mode&0o7777); err != nil {
 		return -1, fmt.Errorf("deleted file: chmod: %w", err)
 	}
+	if err := g.holdReadOnly(); err != nil {
+		return -1, err
+	}
 	if creator != nil {
 		cfd := o.open[creator.Id]
 		if creator.Pos != 0 {
@@ -91,6 +94,19 @@ func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
 		}
 	}
 	return o.openGhost(f, g)
+}
+
+// holdReadOnly trades our writable fd of the filled inode for a read-only
+// one: a file open for writing cannot become a task's exe (PR_SET_MM_MAP
+// denies write access to it, EACCES).
+func (g *ghostInode) holdReadOnly() error {
+	ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", g.hold), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("deleted file: reopen read-only: %w", err)
+	}
+	unix.Close(g.hold)
+	g.hold = ro
+	return nil
 }
 
 // tmpfileCreator returns the entry of the inode of f that was opened with
