@@ -82,15 +82,21 @@ func CreateMemfd(f *imagepb.FileEntry) (int, error) {
 }
 
 // SealMemfdEarly adds F_SEAL_WRITE to a memfd whose contents are written,
-// before it is mapped: the kernel then maps it read-only without
-// VM_MAYWRITE, as it did for the original (a write seal cannot be added
-// while a shared mapping may write).
-func SealMemfdEarly(fd int, f *imagepb.FileEntry) error {
-	if f.MemfdSeals&unix.F_SEAL_WRITE == 0 {
+// before it is mapped: the kernel then maps it shared without VM_MAYWRITE,
+// as it did for the original (a write seal cannot be added while a shared
+// mapping may write). F_SEAL_FUTURE_WRITE too when no shared mapping of
+// the image may write (futureEarly): those made before that seal keep
+// VM_MAYWRITE ("mw" in VmFlags), so it is added only after they are made.
+func SealMemfdEarly(fd int, f *imagepb.FileEntry, futureEarly bool) error {
+	seals := f.MemfdSeals & unix.F_SEAL_WRITE
+	if futureEarly {
+		seals |= f.MemfdSeals & unix.F_SEAL_FUTURE_WRITE
+	}
+	if seals == 0 {
 		return nil
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE); err != nil {
-		return fmt.Errorf("memfd %s: F_ADD_SEALS F_SEAL_WRITE: %w", f.Path, err)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, int(seals)); err != nil {
+		return fmt.Errorf("memfd %s: F_ADD_SEALS %#x: %w", f.Path, seals, err)
 	}
 	return nil
 }

@@ -267,7 +267,7 @@ func (r *restorer) createObjects() error {
 	}
 	for id, fd := range r.opener.Objects {
 		if f, _ := r.opener.Entry(id); f != nil && f.Kind == imagepb.FileKind_FILE_MEMFD {
-			if err := files.SealMemfdEarly(fd, f); err != nil {
+			if err := files.SealMemfdEarly(fd, f, !r.tree.sharedMayWrite(f)); err != nil {
 				return err
 			}
 		}

@@ -13,6 +13,8 @@
  *      read-only;
  *   F: MFD_ALLOW_SEALING "future", mapped shared writable, then
  *      F_SEAL_FUTURE_WRITE;
+ *   F2: MFD_ALLOW_SEALING "future2", F_SEAL_FUTURE_WRITE, then mapped
+ *      shared read-only (which may then never become writable);
  *   P: "shared" mapped shared by this process, which closes its fd, and
  *      held as an fd (not mapped) by a child.
  *
@@ -143,6 +145,11 @@ int main(int argc, char **argv)
 	CHECK(fm != MAP_FAILED, "map F");
 	CHECK(fcntl(f, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0, "seal F: %s",
 	      strerror(errno));
+	int f2 = mk("future2", MFD_ALLOW_SEALING, "future2", 7);
+	CHECK(fcntl(f2, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0, "seal F2");
+	char *f2m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, f2, 0);
+	CHECK(f2m != MAP_FAILED, "map F2: %s", strerror(errno));
+	CHECK(mprotect(f2m, 4096, PROT_READ | PROT_WRITE) < 0, "setup: F2 mapping made writable");
 	int p = mk("shared", 0, "shared", 6);
 	CHECK(ftruncate(p, 4096) == 0, "ftruncate P");
 	char *pm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p, 0);
@@ -191,6 +198,11 @@ int main(int argc, char **argv)
 	CHECK(pread(f, buf, 1, 0) == 1 && buf[0] == 'F', "F old mapping not writable/shared");
 	CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0) == MAP_FAILED,
 	      "F new writable mapping");
+
+	same_file(f2, "future2", 0777, F_SEAL_FUTURE_WRITE, 0);
+	CHECK(!memcmp(f2m, "future2", 7), "F2 mapping");
+	CHECK(mprotect(f2m, 4096, PROT_READ | PROT_WRITE) < 0,
+	      "F2 mapping (made after F_SEAL_FUTURE_WRITE) made writable");
 
 	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	CHECK(n > 0, "readlink exe");
