@@ -145,16 +145,17 @@ func TestCR_FifoDeleted(t *testing.T) {
 	runCase(t, Case{Name: "p_fifo_del", Src: "p_fifo_del.c"})
 }
 
-// TestNegative_PipeAsync: a pipe description with O_ASYNC is refused by
-// name at dump, and the program runs on unchanged.
-func TestNegative_PipeAsync(t *testing.T) {
-	r := startCase(t, Case{Name: "p_pipe_async", Src: "p_pipe_async.c"})
+// TestNegative_PipeSync: a pipe description with O_DSYNC (reopened through
+// /proc/self/fd; F_SETFL cannot set it) is refused by name at dump, and the
+// program runs on unchanged. (O_ASYNC comes back: TestCR_GhostFown.)
+func TestNegative_PipeSync(t *testing.T) {
+	r := startCase(t, Case{Name: "p_pipe_sync", Src: "p_pipe_sync.c"})
 	img := filepath.Join(t.TempDir(), "img")
 	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
 	requireExitCode(t, err, stderr, 1)
 	requireNoPanic(t, stderr)
-	if !strings.Contains(stderr, "O_ASYNC") || !strings.Contains(stderr, "pipe:[") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
-		t.Errorf("dump error does not name the pid, the pipe and O_ASYNC:\n%s", stderr)
+	if !strings.Contains(stderr, "O_DSYNC") || !strings.Contains(stderr, "pipe:[") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
+		t.Errorf("dump error does not name the pid, the pipe and O_DSYNC:\n%s", stderr)
 	}
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)

@@ -355,6 +355,9 @@ func (d *dumper) run() error {
 	}); err != nil {
 		return err
 	}
+	if err := d.files.CheckOwners(d.ownerInDump); err != nil {
+		return err
+	}
 	if err := d.files.CheckLocks(func(pid int) bool {
 		for _, t := range d.tasks {
 			if t.pid == pid && !t.zombie {
@@ -473,9 +476,14 @@ func (d *dumper) collectCore(t *task) error {
 	if c.Root, err = procfs.Root(pid); err != nil {
 		return err
 	}
-	for _, p := range []string{c.Cwd, c.Root} {
-		if strings.HasSuffix(p, " (deleted)") {
-			return fmt.Errorf("cwd or root %s was deleted: unsupported", p)
+	if strings.HasSuffix(c.Cwd, " (deleted)") {
+		if c.CwdGhost, err = files.StatGhostDir(pid, "cwd"); err != nil {
+			return fmt.Errorf("deleted cwd %s: %w", c.Cwd, err)
+		}
+	}
+	if strings.HasSuffix(c.Root, " (deleted)") {
+		if c.RootGhost, err = files.StatGhostDir(pid, "root"); err != nil {
+			return fmt.Errorf("deleted root %s: %w", c.Root, err)
 		}
 	}
 	limits, err := procfs.ReadLimits(pid)

@@ -79,7 +79,7 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			if v.Kind == imagepb.VmaKind_VMA_MEMFD || v.Kind == imagepb.VmaKind_VMA_ANON_SHARED {
 				v.ShmemId = s.Inode
 			}
-			if exe == s.Path && mm.ExeFileId == 0 {
+			if (exe == s.Path || s.Deleted && exe == s.Path+" (deleted)") && mm.ExeFileId == 0 {
 				mm.ExeFileId = id
 			}
 		}

@@ -200,6 +200,9 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := t.recordFown(id, cp); err != nil {
+				return nil, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+			}
 			t.seen[key] = append(t.seen[key], seenFd{pid: pid, fd: fd, id: id})
 		}
 		out = append(out, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
@@ -227,22 +230,22 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
 		if strings.HasPrefix(link, "/memfd:") {
-			f.Kind = imagepb.FileKind_FILE_MEMFD
-			f.Path = strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)")
-			id := t.add("", f)
-			t.Objects = append(t.Objects, Object{FileID: id, Ino: st.Ino, Size: st.Size, Fd: cp})
-			return id, nil
+			return t.memfd(f, fd, cp, link, st)
 		}
 		f.Kind = imagepb.FileKind_FILE_REG
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			f.Kind = imagepb.FileKind_FILE_DIR
 		}
 		if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
-			if err := t.ghost(f, cp, link, opts); err != nil {
+			if err := t.ghost(f, cp, link, opts); errors.Is(err, errLinkedTmpfile) {
+				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
+			} else if err != nil {
 				return 0, fmt.Errorf("fd %d: %w", fd, err)
 			}
 		} else if !strings.HasPrefix(link, "/") {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
+		} else if f.Flags&oTmpfile != 0 {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: errLinkedTmpfile.Error()}
 		}
 		return t.add("", f), nil
 	case unix.S_IFCHR:
@@ -296,34 +299,6 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }
 
-// ghost saves the contents of a file deleted while open (or mapped).
-func (t *Table) ghost(f *imagepb.FileEntry, cp int, link string, opts Options) error {
-	f.Path = strings.TrimSuffix(link, " (deleted)")
-	f.Deleted = true
-	if f.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return fmt.Errorf("deleted directory %s: unsupported", f.Path)
-	}
-	if f.Size > opts.GhostLimit {
-		return fmt.Errorf("deleted file %s is %d bytes, more than --ghost-limit %d", f.Path, f.Size, opts.GhostLimit)
-	}
-	data := make([]byte, f.Size)
-	n, err := unix.Pread(cp, data, 0)
-	if err != nil {
-		// opened write-only: read it through a fresh descriptor
-		rfd, oerr := unix.Open(fmt.Sprintf("/proc/self/fd/%d", cp), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if oerr != nil {
-			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
-		}
-		n, err = unix.Pread(rfd, data, 0)
-		unix.Close(rfd)
-		if err != nil {
-			return fmt.Errorf("read deleted file %s: %w", f.Path, err)
-		}
-	}
-	f.GhostData = data[:n]
-	return nil
-}
-
 // AddMapped records a file mapped by a VMA (not necessarily open as an fd)
 // and returns its id; mappings of the same inode share one entry.
 func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, error) {
@@ -346,6 +321,10 @@ func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, 
 	case strings.HasPrefix(v.Path, "/memfd:"):
 		f.Kind = imagepb.FileKind_FILE_MEMFD
 		f.Path = strings.TrimPrefix(v.Path, "/memfd:")
+		if err := memfdState(f, fd); err != nil {
+			unix.Close(fd)
+			return 0, fmt.Errorf("%s: %s: unsupported", v.Path, err)
+		}
 	case v.Shared && v.Deleted && strings.HasPrefix(v.Path, "/dev/zero"):
 		f.Kind = imagepb.FileKind_FILE_SHMEM
 	case v.Shared && v.Deleted && v.Path == "/anon_hugepage" && v.HasFlag("ht"):

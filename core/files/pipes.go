@@ -266,10 +266,10 @@ func holderOf(fdTables map[int][]*imagepb.FdEntry, id uint32) (pid, fd int) {
 }
 
 // checkPipeFlags refuses a pipe or FIFO description with open flags that
-// restore cannot give back (O_ASYNC, whose signal owner is not saved;
-// O_SYNC, O_DSYNC and the like, which F_SETFL cannot set).
+// restore cannot give back (O_SYNC, O_DSYNC and the like, which F_SETFL
+// cannot set; O_ASYNC comes back with its owner, see fown.go).
 func checkPipeFlags(flags uint32, fd int, link string) error {
-	known := uint32(unix.O_ACCMODE|pipeSetFlags) | oLargefile
+	known := uint32(unix.O_ACCMODE|pipeSetFlags|unix.O_ASYNC) | oLargefile
 	extra := flags &^ known
 	if extra == 0 {
 		return nil
@@ -278,7 +278,7 @@ func checkPipeFlags(flags uint32, fd int, link string) error {
 	for _, n := range []struct {
 		bit  uint32
 		name string
-	}{{unix.O_ASYNC, "O_ASYNC"}, {unix.O_SYNC &^ unix.O_DSYNC, "O_SYNC"}, {unix.O_DSYNC, "O_DSYNC"}} {
+	}{{unix.O_SYNC &^ unix.O_DSYNC, "O_SYNC"}, {unix.O_DSYNC, "O_DSYNC"}} {
 		if extra&n.bit != 0 {
 			names = append(names, n.name)
 			extra &^= n.bit

@@ -209,8 +209,11 @@ func refillPipe(w int, d *imagepb.FileEntry) error {
 }
 
 // setPipeFlags gives the pipe description fd exactly the dumped flags (fdinfo
-// flags without O_CLOEXEC), and checks the result.
+// flags without O_CLOEXEC), and checks the result. O_ASYNC is left to the
+// task itself (AsyncOnce: set from its own fd, after its owner, so that it
+// is registered for SIGIO as it was).
 func setPipeFlags(fd int, flags uint32) error {
+	flags &^= unix.O_ASYNC
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(flags)&pipeSetFlags); err != nil {
 		return fmt.Errorf("F_SETFL %#o: %w", int(flags)&pipeSetFlags, err)
 	}

@@ -20,12 +20,11 @@ type Opener struct {
 	open     map[uint32]int
 	pipes    map[uint64]*restoredPipe         // by pipe inode of the image
 	pipeData map[[2]uint64]*imagepb.FileEntry // the entry holding a pipe's or FIFO's queued data, by (dev, ino)
-	ghosts   []string
-	ghostBy  map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
-	fifos    map[string]int       // FIFO path -> an O_RDWR fd holding it open
-	ptys     map[uint32]*ptyPair  // recreated pty pairs by index
-	consoles map[uint32]int       // our fd of each container console, by index
-	Objects  map[uint32]int       // memfd/shmem objects by file id (filled by the caller for shmem)
+	ghostBy  map[[2]uint64]*ghostInode        // (dev, ino) of the dumped file -> its recreated inode
+	fifos    map[string]int                   // FIFO path -> an O_RDWR fd holding it open
+	ptys     map[uint32]*ptyPair              // recreated pty pairs by index
+	consoles map[uint32]int                   // our fd of each container console, by index
+	Objects  map[uint32]int                   // memfd/shmem objects by file id (filled by the caller for shmem)
 	// PidOf maps a pid of the image to the restored process (our pid
 	// namespace), for pidfds.
 	PidOf func(pid int32) (int, bool)
@@ -42,13 +41,14 @@ type Opener struct {
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
 	unixBuilt, unixBuilding bool
-	rootFd                  int // SetRoot: paths resolve in this directory (0: ctr-cr's root)
-	rootPid                 int // SetRoot: the process whose root and mount namespace that is
+	rootFd                  int             // SetRoot: paths resolve in this directory (0: ctr-cr's root)
+	rootPid                 int             // SetRoot: the process whose root and mount namespace that is
+	asyncDone               map[uint32]bool // AsyncOnce: O_ASYNC files already registered
 }
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]*ghostInode{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -93,8 +93,10 @@ func (o *Opener) Check() error {
 			if err := o.statPath(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				return fmt.Errorf("deleted file %s: its directory is missing, cannot recreate it", f.Path)
 			}
-			if f.Kind != imagepb.FileKind_FILE_FIFO && int64(len(f.GhostData)) != f.Size {
-				return fmt.Errorf("deleted file %s: image holds %d bytes, size was %d", f.Path, len(f.GhostData), f.Size)
+			if f.Kind != imagepb.FileKind_FILE_FIFO {
+				if err := checkGhost(f); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -165,13 +167,11 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 		// map it through a read-only open of the object too
 		return o.reopenReadOnly(id, fd)
 	}
-	path := f.Path
 	if f.Deleted {
-		// recreate the ghost file (once per inode), then map it by path
+		// recreate the ghost file (once per inode) before mapping it
 		if _, err := o.Open(id); err != nil {
 			return -1, err
 		}
-		path = o.ghostBy[[2]uint64{f.Dev, f.Ino}]
 	}
 	key := id | 1<<31
 	if write {
@@ -184,7 +184,13 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	if write {
 		mode = unix.O_RDWR
 	}
-	fd, err := o.openPath(path, mode|unix.O_CLOEXEC, 0)
+	path := f.Path
+	var fd int
+	if g := o.ghostBy[[2]uint64{f.Dev, f.Ino}]; f.Deleted && g != nil {
+		fd, err = g.reopen(o, mode|unix.O_CLOEXEC)
+	} else {
+		fd, err = o.openPath(path, mode|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("open %s for mapping: %w", path, err)
 	}
@@ -310,55 +316,6 @@ func putU64(b []byte, v uint64) {
 	}
 }
 
-// ghost recreates a file that was deleted while open: at its old path when
-// free (so /proc/PID/fd shows the same name), contents and mode restored;
-// Finish unlinks it again.
-func (o *Opener) ghost(f *imagepb.FileEntry) (int, error) {
-	key := [2]uint64{f.Dev, f.Ino}
-	if path, ok := o.ghostBy[key]; ok {
-		// the same deleted file open or mapped again: one inode
-		return o.openGhost(f, path)
-	}
-	path := f.Path
-	fd, err := o.openPath(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
-	for i := 0; err == unix.EEXIST && i < 100; i++ {
-		path = fmt.Sprintf("%s.ctr-cr-ghost.%d", f.Path, i)
-		fd, err = o.openPath(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, f.Mode&0o7777)
-	}
-	if err != nil {
-		return -1, fmt.Errorf("recreate deleted file: %w", err)
-	}
-	o.ghosts = append(o.ghosts, path)
-	o.ghostBy[key] = path
-	for off := 0; off < len(f.GhostData); {
-		n, err := unix.Pwrite(fd, f.GhostData[off:], int64(off))
-		if err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("write deleted file contents: %w", err)
-		}
-		off += n
-	}
-	unix.Fchmod(fd, f.Mode&0o7777)
-	unix.Fchown(fd, int(f.Uid), int(f.Gid))
-	unix.Close(fd)
-	return o.openGhost(f, path)
-}
-
-// openGhost opens a recreated ghost file with the entry's flags and offset.
-func (o *Opener) openGhost(f *imagepb.FileEntry, path string) (int, error) {
-	rfd, err := o.openPath(path, openFlags(f), 0)
-	if err != nil {
-		return -1, err
-	}
-	if f.Pos != 0 {
-		if _, err := unix.Seek(rfd, f.Pos, 0); err != nil {
-			unix.Close(rfd)
-			return -1, err
-		}
-	}
-	return rfd, nil
-}
-
 // Finish closes every fd the opener holds and unlinks recreated ghost files.
 func (o *Opener) Finish() {
 	closed := map[int]bool{}
@@ -392,10 +349,7 @@ func (o *Opener) Finish() {
 		}
 	}
 	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
-	for _, g := range o.ghosts {
-		o.removePath(g)
-	}
-	o.ghosts = nil
+	o.closeGhosts()
 }
 
 // IsMemObject reports kinds whose contents come from pagemap-shmem-<ino>.

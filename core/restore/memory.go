@@ -309,9 +309,15 @@ func (r *restorer) createObjects() error {
 		if _, done := r.opener.Objects[f.Id]; done {
 			continue // made for another process of the tree: one object
 		}
+		if fd, ok := r.opener.ObjectOf(f); ok {
+			// another entry of the same inode (another open file
+			// description, or a mapping): one object
+			r.opener.Objects[f.Id] = fd
+			continue
+		}
 		var fd int
 		if f.Kind == imagepb.FileKind_FILE_MEMFD {
-			fd, err = unix.MemfdCreate(files.MemfdName(f), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+			fd, err = files.CreateMemfd(f)
 		} else {
 			fd, err = r.shmemObject(f.Size, f.HugetlbPageSize)
 		}
@@ -358,6 +364,13 @@ func (r *restorer) createObjects() error {
 		}
 		if err != nil {
 			return fmt.Errorf("memory object %s: %w", f.Path, err)
+		}
+	}
+	for id, fd := range r.opener.Objects {
+		if f, _ := r.opener.Entry(id); f != nil && f.Kind == imagepb.FileKind_FILE_MEMFD {
+			if err := files.SealMemfdEarly(fd, f, !r.tree.sharedMayWrite(f)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -14,12 +14,18 @@ import (
 // itimers and POSIX timers (after the threads, which timers may target).
 func (r *restorer) restoreProcessState() error {
 	c := r.pr.core
-	b := r.batch(0)
-	if c.Root != "" && c.Root != "/" {
-		b.add("chroot "+c.Root, unix.SYS_CHROOT, b.arg(cstr(c.Root)))
+	root, cwd, err := r.fsPaths(c)
+	if err != nil {
+		return err
 	}
-	if c.Cwd != "" {
-		b.add("chdir "+c.Cwd, unix.SYS_CHDIR, b.arg(cstr(c.Cwd)))
+	b := r.batch(0)
+	// the paths are both from the dumper's root: cwd first, then root
+	// (a chroot'ed task's cwd may even lie outside its root)
+	if cwd != "" {
+		b.add("chdir "+cwd, unix.SYS_CHDIR, b.arg(cstr(cwd)))
+	}
+	if root != "" && root != "/" {
+		b.add("chroot "+root, unix.SYS_CHROOT, b.arg(cstr(root)))
 	}
 	for _, l := range c.Rlimits {
 		if l.Resource > 15 {

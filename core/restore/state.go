@@ -64,6 +64,9 @@ func (r *restorer) restoreFds() error {
 				return fmt.Errorf("fd %d: %w", e.Fd, err)
 			}
 		}
+		if err := r.setAsync(e); err != nil {
+			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		}
 	}
 	for _, e := range r.pr.fds {
 		f, _ := r.opener.Entry(e.FileId)

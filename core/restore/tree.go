@@ -152,6 +152,15 @@ func (t *tree) restore() error {
 	if err := t.unlockNetwork(); err != nil {
 		return err
 	}
+	if err := t.opener.RestoreOwners(t.tidOf); err != nil {
+		return err
+	}
+	if err := t.opener.SealObjects(); err != nil {
+		return err
+	}
+	if err := t.opener.FinishGhosts(); err != nil {
+		return err
+	}
 	t.opener.Finish()
 	if s.helper != nil {
 		// ns_last_pid method: the stub is the exec'd child itself; the

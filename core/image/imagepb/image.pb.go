@@ -1450,8 +1450,12 @@ type TaskCore struct {
 	ExitSignal     int32                  `protobuf:"varint,16,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
 	SeccompMode    int32                  `protobuf:"varint,17,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
 	ThpDisable     int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// cwd or root was rmdir'ed (its path ends in " (deleted)"): the
+	// directory's inode, recreated empty at restore, entered, removed again.
+	CwdGhost      *GhostDir `protobuf:"bytes,246,opt,name=cwd_ghost,json=cwdGhost,proto3" json:"cwd_ghost,omitempty"`
+	RootGhost     *GhostDir `protobuf:"bytes,247,opt,name=root_ghost,json=rootGhost,proto3" json:"root_ghost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskCore) Reset() {
@@ -1612,6 +1616,99 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
+func (x *TaskCore) GetCwdGhost() *GhostDir {
+	if x != nil {
+		return x.CwdGhost
+	}
+	return nil
+}
+
+func (x *TaskCore) GetRootGhost() *GhostDir {
+	if x != nil {
+		return x.RootGhost
+	}
+	return nil
+}
+
+// A deleted directory a task is in (cwd, root): its identity and attributes.
+type GhostDir struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GhostDir) Reset() {
+	Init()
+	*x = GhostDir{}
+	mi := &file_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GhostDir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GhostDir) ProtoMessage() {}
+
+func (x *GhostDir) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GhostDir.ProtoReflect.Descriptor instead.
+func (*GhostDir) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GhostDir) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *GhostDir) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *GhostDir) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *GhostDir) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *GhostDir) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 // VmaGuardRegion is a run of guard pages (MADV_GUARD_INSTALL, Linux 6.13+)
 // inside a VMA: [start, end), page-aligned. Restore installs them again
 // once the VMA's pages are written.
@@ -1626,7 +1723,7 @@ type VmaGuardRegion struct {
 func (x *VmaGuardRegion) Reset() {
 	Init()
 	*x = VmaGuardRegion{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1736,7 @@ func (*VmaGuardRegion) ProtoMessage() {}
 
 func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1749,7 @@ func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
 func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VmaGuardRegion) GetStart() uint64 {
@@ -1693,7 +1790,7 @@ type Vma struct {
 func (x *Vma) Reset() {
 	Init()
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1803,7 @@ func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1816,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1851,7 +1948,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1961,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1974,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1991,7 +2088,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2101,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2114,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -2045,7 +2142,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2155,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2168,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2146,7 +2243,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2256,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2269,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2361,7 +2458,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2471,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2484,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2453,7 +2550,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2563,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2576,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2786,7 +2883,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2896,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2909,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2967,7 +3064,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3077,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3090,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3029,7 +3126,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3042,7 +3139,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3055,7 +3152,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3095,7 +3192,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3205,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3218,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3174,7 +3271,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3284,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3297,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3260,7 +3357,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3370,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3383,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3337,7 +3434,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3447,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3460,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3426,14 +3523,27 @@ type FileEntry struct {
 	PidfdExitStatus int32  `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
 	PidfdExitKnown  bool   `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
 	HugetlbPageSize uint64 `protobuf:"varint,300,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // FILE_SHMEM of a MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// mapping ("/anon_hugepage"): its huge page size
+	// Ghost files (deleted): with ghost_sparse, ghost_data holds only the
+	// data extents listed here in order (holes stay holes); without it,
+	// ghost_data is the whole file.
+	GhostExtents []*GhostExtent `protobuf:"bytes,240,rep,name=ghost_extents,json=ghostExtents,proto3" json:"ghost_extents,omitempty"`
+	GhostSparse  bool           `protobuf:"varint,241,opt,name=ghost_sparse,json=ghostSparse,proto3" json:"ghost_sparse,omitempty"`
+	// The inode was made by open(O_TMPFILE) (the kernel named it
+	// "<dir>/#<ino>"): restored as an O_TMPFILE in the same directory, so it
+	// can still be linked with linkat(AT_EMPTY_PATH).
+	GhostTmpfile  bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
+	InodeFlags    uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
+	MemfdSeals    uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
+	Fown          *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3556,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3569,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3672,6 +3782,167 @@ func (x *FileEntry) GetHugetlbPageSize() uint64 {
 	return 0
 }
 
+func (x *FileEntry) GetGhostExtents() []*GhostExtent {
+	if x != nil {
+		return x.GhostExtents
+	}
+	return nil
+}
+
+func (x *FileEntry) GetGhostSparse() bool {
+	if x != nil {
+		return x.GhostSparse
+	}
+	return false
+}
+
+func (x *FileEntry) GetGhostTmpfile() bool {
+	if x != nil {
+		return x.GhostTmpfile
+	}
+	return false
+}
+
+func (x *FileEntry) GetInodeFlags() uint32 {
+	if x != nil {
+		return x.InodeFlags
+	}
+	return 0
+}
+
+func (x *FileEntry) GetMemfdSeals() uint32 {
+	if x != nil {
+		return x.MemfdSeals
+	}
+	return 0
+}
+
+func (x *FileEntry) GetFown() *FileFown {
+	if x != nil {
+		return x.Fown
+	}
+	return nil
+}
+
+// A data extent [off, off+len) of a ghost file (SEEK_DATA/SEEK_HOLE).
+type GhostExtent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Off           int64                  `protobuf:"varint,1,opt,name=off,proto3" json:"off,omitempty"`
+	Len           int64                  `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GhostExtent) Reset() {
+	Init()
+	*x = GhostExtent{}
+	mi := &file_image_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GhostExtent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GhostExtent) ProtoMessage() {}
+
+func (x *GhostExtent) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
+func (*GhostExtent) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GhostExtent) GetOff() int64 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *GhostExtent) GetLen() int64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+// The owner that receives SIGIO/SIGURG for an open file description
+// (F_GETOWN_EX) and the signal sent (F_GETSIG, 0 for SIGIO).
+type FileFown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"` // F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`   // thread, process or process group (dumper's pid namespace)
+	Signum        int32                  `protobuf:"varint,3,opt,name=signum,proto3" json:"signum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileFown) Reset() {
+	Init()
+	*x = FileFown{}
+	mi := &file_image_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileFown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileFown) ProtoMessage() {}
+
+func (x *FileFown) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
+func (*FileFown) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *FileFown) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FileFown) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FileFown) GetSignum() int32 {
+	if x != nil {
+		return x.Signum
+	}
+	return 0
+}
+
 // A file lock held at dump time, as /proc/PID/fdinfo "lock:" showed it.
 // Ranges are absolute (SEEK_SET); flock locks cover the whole file.
 type FileLock struct {
@@ -3690,7 +3961,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3703,7 +3974,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3716,7 +3987,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3770,7 +4041,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +4054,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +4067,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3845,7 +4116,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3858,7 +4129,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3871,7 +4142,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3944,7 +4215,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4228,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4241,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -4047,7 +4318,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4060,7 +4331,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4073,7 +4344,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4297,7 +4568,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\f \x01(\tR\x04comm\x12+\n" +
 	"\x05creds\x18\r \x01(\v2\x15.ctrcr.image.v1.CredsR\x05creds\x127\n" +
 	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
-	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\xab\x05\n" +
+	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\x9d\x06\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -4322,7 +4593,16 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"8\n" +
+	"thpDisable\x126\n" +
+	"\tcwd_ghost\x18\xf6\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\bcwdGhost\x128\n" +
+	"\n" +
+	"root_ghost\x18\xf7\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\trootGhost\"f\n" +
+	"\bGhostDir\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"8\n" +
 	"\x0eVmaGuardRegion\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\"\xc5\x03\n" +
@@ -4501,7 +4781,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xec\a\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xec\t\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4536,7 +4816,22 @@ const file_image_proto_rawDesc = "" +
 	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
 	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
 	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\x12+\n" +
-	"\x11hugetlb_page_size\x18\xac\x02 \x01(\x04R\x0fhugetlbPageSize\"\x8c\x01\n" +
+	"\x11hugetlb_page_size\x18\xac\x02 \x01(\x04R\x0fhugetlbPageSize\x12A\n" +
+	"\rghost_extents\x18\xf0\x01 \x03(\v2\x1b.ctrcr.image.v1.GhostExtentR\fghostExtents\x12\"\n" +
+	"\fghost_sparse\x18\xf1\x01 \x01(\bR\vghostSparse\x12$\n" +
+	"\rghost_tmpfile\x18\xf2\x01 \x01(\bR\fghostTmpfile\x12 \n" +
+	"\vinode_flags\x18\xf3\x01 \x01(\rR\n" +
+	"inodeFlags\x12 \n" +
+	"\vmemfd_seals\x18\xf4\x01 \x01(\rR\n" +
+	"memfdSeals\x12-\n" +
+	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\"1\n" +
+	"\vGhostExtent\x12\x10\n" +
+	"\x03off\x18\x01 \x01(\x03R\x03off\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\x03R\x03len\"H\n" +
+	"\bFileFown\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signum\x18\x03 \x01(\x05R\x06signum\"\x8c\x01\n" +
 	"\bFileLock\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ctrcr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
@@ -4642,7 +4937,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
@@ -4661,27 +4956,30 @@ var file_image_proto_goTypes = []any{
 	(*Rseq)(nil),           // 14: ctrcr.image.v1.Rseq
 	(*ThreadCore)(nil),     // 15: ctrcr.image.v1.ThreadCore
 	(*TaskCore)(nil),       // 16: ctrcr.image.v1.TaskCore
-	(*VmaGuardRegion)(nil), // 17: ctrcr.image.v1.VmaGuardRegion
-	(*Vma)(nil),            // 18: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),        // 19: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),    // 20: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),   // 21: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),     // 22: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),        // 23: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),     // 24: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),      // 25: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),        // 26: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),       // 27: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),    // 28: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),        // 29: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),   // 30: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),        // 31: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),      // 32: ctrcr.image.v1.FileEntry
-	(*FileLock)(nil),       // 33: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),        // 34: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),     // 35: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),     // 36: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),            // 37: ctrcr.image.v1.Pty
+	(*GhostDir)(nil),       // 17: ctrcr.image.v1.GhostDir
+	(*VmaGuardRegion)(nil), // 18: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),            // 19: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),        // 20: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),    // 21: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),   // 22: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),     // 23: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),        // 24: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),     // 25: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),      // 26: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),        // 27: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),       // 28: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),    // 29: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),        // 30: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),   // 31: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),        // 32: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),      // 33: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),    // 34: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),       // 35: ctrcr.image.v1.FileFown
+	(*FileLock)(nil),       // 36: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),        // 37: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),     // 38: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),     // 39: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),            // 40: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4696,32 +4994,36 @@ var file_image_proto_depIdxs = []int32{
 	9,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
 	12, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
 	15, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	17, // 13: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
-	18, // 14: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	27, // 15: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	23, // 16: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	22, // 17: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	26, // 18: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	25, // 19: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	30, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	28, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	22, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	29, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	31, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	24, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	37, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	33, // 28: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	2,  // 29: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	33, // 30: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	35, // 31: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	36, // 32: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	17, // 12: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
+	17, // 13: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
+	0,  // 14: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
+	18, // 15: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	19, // 16: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	28, // 17: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	24, // 18: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	23, // 19: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	27, // 20: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	26, // 21: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	31, // 22: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 23: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	29, // 24: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	23, // 25: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	30, // 26: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	32, // 27: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	25, // 28: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	40, // 29: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	36, // 30: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	34, // 31: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	35, // 32: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	2,  // 33: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	36, // 34: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	38, // 35: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	39, // 36: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4742,7 +5044,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
