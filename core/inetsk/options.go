@@ -203,49 +203,10 @@ func readSysctl(name string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
-// moreOpt is an integer option kept in InetSocket.opts.
-type moreOpt struct {
-	level, opt int
-	family     int // 0: both
-	proto      int // 0: both
-}
-
-// moreOpts are the options kept in InetSocket.opts, in this order. The
-// multicast ones are UDP only: TCP refuses IP_MULTICAST_TTL, and an
-// accepted connection inherits the SYN's TTL in it.
-var moreOpts = []moreOpt{
-	{unix.SOL_SOCKET, unix.SO_OOBINLINE, 0, unix.IPPROTO_TCP},
-	{unix.SOL_SOCKET, unix.SO_RCVLOWAT, 0, 0},
-	{unix.SOL_SOCKET, unix.SO_TIMESTAMP, 0, 0},
-	{unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 0, 0},
-	{unix.SOL_IP, unix.IP_PKTINFO, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVTOS, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVTTL, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVERR, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVORIGDSTADDR, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MTU_DISCOVER, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MULTICAST_TTL, unix.AF_INET, unix.IPPROTO_UDP},
-	{unix.SOL_IP, unix.IP_MULTICAST_LOOP, unix.AF_INET, unix.IPPROTO_UDP},
-	{unix.SOL_IP, unix.IP_TRANSPARENT, unix.AF_INET, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVTCLASS, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVHOPLIMIT, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVERR, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MTU_DISCOVER, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, unix.AF_INET6, unix.IPPROTO_UDP},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_LOOP, unix.AF_INET6, unix.IPPROTO_UDP},
-	{unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.AF_INET6, 0},
-	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_SYNCNT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_CORK, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0, unix.IPPROTO_UDP},
-	{unix.IPPROTO_UDP, unix.UDP_GRO, 0, unix.IPPROTO_UDP},
-}
-
 func (o moreOpt) applies(s *imagepb.InetSocket) bool {
+	if o.notConn && (s.Tcp != nil || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State)))) {
+		return false
+	}
 	return (o.family == 0 || int32(o.family) == s.Family) && (o.proto == 0 || int32(o.proto) == s.Protocol)
 }
 
@@ -256,12 +217,15 @@ func dumpMoreOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP {
+			continue // not in this kernel (or not for this socket): it cannot differ from a fresh socket's
+		}
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt level %d option %d: %w", s.Ino, o.level, o.opt, err)
 		}
 		s.Opts = append(s.Opts, &imagepb.InetOpt{Level: int32(o.level), Name: int32(o.opt), Value: int32(v)})
 	}
-	return nil
+	return dumpExtra(fd, s)
 }
 
 // applyMoreOptions sets the options of s.Opts that fd reads differently;
@@ -285,5 +249,5 @@ func applyMoreOptions(fd int, s *imagepb.InetSocket) error {
 			}
 		}
 	}
-	return nil
+	return applyExtra(fd, s)
 }

@@ -2312,9 +2312,19 @@ type InetSocket struct {
 	Opts []*InetOpt `protobuf:"bytes,38,rep,name=opts,proto3" json:"opts,omitempty"`
 	// TCP connection (ESTABLISHED and the half-closed states), dumped in
 	// repair mode with --tcp-established.
-	Tcp           *TcpStream `protobuf:"bytes,39,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tcp              *TcpStream        `protobuf:"bytes,39,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	TcpCongestion    string            `protobuf:"bytes,320,opt,name=tcp_congestion,json=tcpCongestion,proto3" json:"tcp_congestion,omitempty"` // TCP_CONGESTION ("": not recorded, keep the default)
+	Filter           []byte            `protobuf:"bytes,321,opt,name=filter,proto3" json:"filter,omitempty"`                                    // classic BPF socket filter (SO_ATTACH_FILTER): struct sock_filter[], 8 bytes each, native order
+	FilterLocked     bool              `protobuf:"varint,322,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`   // SO_LOCK_FILTER
+	Txtime           bool              `protobuf:"varint,323,opt,name=txtime,proto3" json:"txtime,omitempty"`                                   // SO_TXTIME set (recorded when its clock or flags are not the defaults)
+	TxtimeClockid    int32             `protobuf:"varint,324,opt,name=txtime_clockid,json=txtimeClockid,proto3" json:"txtime_clockid,omitempty"`
+	TxtimeFlags      uint32            `protobuf:"varint,325,opt,name=txtime_flags,json=txtimeFlags,proto3" json:"txtime_flags,omitempty"`
+	MaxPacingRateSet bool              `protobuf:"varint,326,opt,name=max_pacing_rate_set,json=maxPacingRateSet,proto3" json:"max_pacing_rate_set,omitempty"` // SO_MAX_PACING_RATE is not unlimited
+	MaxPacingRate    uint64            `protobuf:"varint,327,opt,name=max_pacing_rate,json=maxPacingRate,proto3" json:"max_pacing_rate,omitempty"`
+	McastGroups      []*InetMcastGroup `protobuf:"bytes,328,rep,name=mcast_groups,json=mcastGroups,proto3" json:"mcast_groups,omitempty"` // multicast groups joined (any-source)
+	SockError        int32             `protobuf:"varint,329,opt,name=sock_error,json=sockError,proto3" json:"sock_error,omitempty"`      // SO_ERROR pending on a closed TCP socket
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *InetSocket) Reset() {
@@ -2622,6 +2632,132 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
+func (x *InetSocket) GetTcpCongestion() string {
+	if x != nil {
+		return x.TcpCongestion
+	}
+	return ""
+}
+
+func (x *InetSocket) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *InetSocket) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *InetSocket) GetTxtime() bool {
+	if x != nil {
+		return x.Txtime
+	}
+	return false
+}
+
+func (x *InetSocket) GetTxtimeClockid() int32 {
+	if x != nil {
+		return x.TxtimeClockid
+	}
+	return 0
+}
+
+func (x *InetSocket) GetTxtimeFlags() uint32 {
+	if x != nil {
+		return x.TxtimeFlags
+	}
+	return 0
+}
+
+func (x *InetSocket) GetMaxPacingRateSet() bool {
+	if x != nil {
+		return x.MaxPacingRateSet
+	}
+	return false
+}
+
+func (x *InetSocket) GetMaxPacingRate() uint64 {
+	if x != nil {
+		return x.MaxPacingRate
+	}
+	return 0
+}
+
+func (x *InetSocket) GetMcastGroups() []*InetMcastGroup {
+	if x != nil {
+		return x.McastGroups
+	}
+	return nil
+}
+
+func (x *InetSocket) GetSockError() int32 {
+	if x != nil {
+		return x.SockError
+	}
+	return 0
+}
+
+// A multicast group an inet socket joined (IP_ADD_MEMBERSHIP /
+// IPV6_ADD_MEMBERSHIP), on an interface.
+type InetMcastGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         []byte                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"` // 4 or 16 bytes
+	Ifindex       int32                  `protobuf:"varint,2,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InetMcastGroup) Reset() {
+	Init()
+	*x = InetMcastGroup{}
+	mi := &file_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InetMcastGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InetMcastGroup) ProtoMessage() {}
+
+func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
+func (*InetMcastGroup) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InetMcastGroup) GetGroup() []byte {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+func (x *InetMcastGroup) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
 // The state of a TCP connection as TCP_REPAIR shows it. Sequence numbers
 // are where each queue starts; the queue bytes follow them.
 type TcpStream struct {
@@ -2653,7 +2789,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2802,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2815,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2834,7 +2970,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +2983,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +2996,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2896,7 +3032,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3045,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3058,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2962,7 +3098,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3111,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3124,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3041,7 +3177,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3190,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3203,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3127,7 +3263,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3276,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3289,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3204,7 +3340,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3353,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3366,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3280,7 +3416,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3429,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3442,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3483,7 +3619,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3632,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3645,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3551,7 +3687,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3564,7 +3700,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3577,7 +3713,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3650,7 +3786,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3799,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3812,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3747,7 +3883,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3896,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3909,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4072,7 +4208,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
 	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
 	"\aUnixFds\x12\x19\n" +
-	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xca\v\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4116,7 +4252,21 @@ const file_image_proto_rawDesc = "" +
 	"\bbind_dev\x18$ \x01(\tR\abindDev\x12\x1a\n" +
 	"\bshutdown\x18% \x01(\rR\bshutdown\x12+\n" +
 	"\x04opts\x18& \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12+\n" +
-	"\x03tcp\x18' \x01(\v2\x19.ctrcr.image.v1.TcpStreamR\x03tcp\"\xa3\x04\n" +
+	"\x03tcp\x18' \x01(\v2\x19.ctrcr.image.v1.TcpStreamR\x03tcp\x12&\n" +
+	"\x0etcp_congestion\x18\xc0\x02 \x01(\tR\rtcpCongestion\x12\x17\n" +
+	"\x06filter\x18\xc1\x02 \x01(\fR\x06filter\x12$\n" +
+	"\rfilter_locked\x18\xc2\x02 \x01(\bR\ffilterLocked\x12\x17\n" +
+	"\x06txtime\x18\xc3\x02 \x01(\bR\x06txtime\x12&\n" +
+	"\x0etxtime_clockid\x18\xc4\x02 \x01(\x05R\rtxtimeClockid\x12\"\n" +
+	"\ftxtime_flags\x18\xc5\x02 \x01(\rR\vtxtimeFlags\x12.\n" +
+	"\x13max_pacing_rate_set\x18\xc6\x02 \x01(\bR\x10maxPacingRateSet\x12'\n" +
+	"\x0fmax_pacing_rate\x18\xc7\x02 \x01(\x04R\rmaxPacingRate\x12B\n" +
+	"\fmcast_groups\x18\xc8\x02 \x03(\v2\x1e.ctrcr.image.v1.InetMcastGroupR\vmcastGroups\x12\x1e\n" +
+	"\n" +
+	"sock_error\x18\xc9\x02 \x01(\x05R\tsockError\"@\n" +
+	"\x0eInetMcastGroup\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\fR\x05group\x12\x18\n" +
+	"\aifindex\x18\x02 \x01(\x05R\aifindex\"\xa3\x04\n" +
 	"\tTcpStream\x12\x17\n" +
 	"\asnd_seq\x18\x01 \x01(\rR\x06sndSeq\x12\x17\n" +
 	"\arcv_seq\x18\x02 \x01(\rR\x06rcvSeq\x12\x1d\n" +
@@ -4289,43 +4439,44 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),       // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),     // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),   // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),     // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),        // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),    // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),        // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),         // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil), // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),       // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),      // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),          // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),    // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),      // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
+	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
+	(*FileSum)(nil),        // 2: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),      // 3: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),    // 4: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),      // 5: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),         // 6: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),     // 7: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),         // 8: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),          // 9: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),  // 10: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),        // 11: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),       // 12: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),           // 13: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),     // 14: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),       // 15: ctrcr.image.v1.TaskCore
+	(*Vma)(nil),            // 16: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),        // 17: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),    // 18: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),   // 19: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),     // 20: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),        // 21: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),     // 22: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil), // 23: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),      // 24: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),        // 25: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),       // 26: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),    // 27: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),        // 28: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),   // 29: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),        // 30: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),      // 31: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),        // 32: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),     // 33: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),     // 34: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),            // 35: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4342,26 +4493,27 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	26, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
 	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
 	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	25, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	23, // 19: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	29, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	27, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	30, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	22, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	35, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	33, // 28: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	34, // 29: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4382,7 +4534,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
