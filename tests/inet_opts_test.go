@@ -1,0 +1,61 @@
+package tests
+
+// Socket options and socket states of core/inetsk that used to come back
+// different, be refused or fail at restore (issue 11), each checked from
+// inside the restored case.
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// TestCR_InetOpts: see tests/cases/e_inet_opts.c.
+func TestCR_InetOpts(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_opts", Src: "e_inet_opts.c", NetNS: true})
+}
+
+// refusedCase starts tests/cases/e_inet_refuse.c built with define,
+// requires its dump to fail naming fd 60 and want, and the case to go on
+// unchanged (it checks its state after "go").
+func refusedCase(t *testing.T, name, define, want string) {
+	testutil.RequiresRoot(t)
+	c := Case{Name: name, Src: "e_inet_refuse.c", CFlags: []string{"-D" + define}, NetNS: true}
+	if noCR {
+		runCase(t, c)
+		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
+	}
+	r := startCase(t, c)
+	start := procStartTime(t, r.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if !regexp.MustCompile(`\bfd\W{0,3}60\b`).MatchString(stderr) || !strings.Contains(stderr, want) {
+		t.Errorf("dump error does not name fd 60 and %q:\n%s", want, stderr)
+	}
+	requireRunningUntraced(t, r.Pid)
+	if st := procStartTime(t, r.Pid); st != start {
+		t.Fatalf("pid %d is another process now", r.Pid)
+	}
+	finishChild(t, r)
+}
+
+// TestNegative_UnixRcvtimeo: a unix socket with SO_RCVTIMEO (not kept by
+// the image) is refused by name.
+func TestNegative_UnixRcvtimeo(t *testing.T) {
+	refusedCase(t, "e_unix_rcvtimeo", "UNIX_RCVTIMEO", "SO_RCVTIMEO")
+}
+
+// TestNegative_InetEBPFFilter: an eBPF socket filter is refused by name.
+func TestNegative_InetEBPFFilter(t *testing.T) {
+	refusedCase(t, "e_inet_ebpf", "EBPF_FILTER", "SO_ATTACH_BPF")
+}
