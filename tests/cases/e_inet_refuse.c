@@ -56,6 +56,7 @@ int main(int argc, char **argv)
 	CHECK(dup2(s, FD) == FD, "dup2: %s", strerror(errno));
 	close(s);
 	CHECK(setsockopt(FD, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog) == 0, "SO_ATTACH_BPF: %s", strerror(errno));
+	close(prog);
 	case_ready();
 	case_wait_go();
 	socklen_t n = 0;
