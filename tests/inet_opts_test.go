@@ -59,3 +59,20 @@ func TestNegative_UnixRcvtimeo(t *testing.T) {
 func TestNegative_InetEBPFFilter(t *testing.T) {
 	refusedCase(t, "e_inet_ebpf", "EBPF_FILTER", "SO_ATTACH_BPF")
 }
+
+// TestCR_InetBind: see tests/cases/e_inet_bind.c (SO_REUSEPORT groups,
+// IP_FREEBIND/IPV6_FREEBIND/IP_TRANSPARENT on absent addresses).
+func TestCR_InetBind(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_bind", Src: "e_inet_bind.c", NetNS: true})
+}
+
+// TestCR_InetBindNonRoot: e_inet_bind.c as uid 1000.
+func TestCR_InetBindNonRoot(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_bind_nonroot", Src: "e_inet_bind.c", CFlags: []string{"-DNONROOT"}, Uid: 1000, NetNS: true})
+}
+
+// TestCR_InetBindEst: e_inet_bind.c with an established connection on the
+// reuseport group's port and a dual-stack reuseport pair (--tcp-established).
+func TestCR_InetBindEst(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_bind_est", Src: "e_inet_bind.c", CFlags: []string{"-DEST"}, NetNS: true, DumpArgs: []string{"--tcp-established"}})
+}
