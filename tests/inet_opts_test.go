@@ -6,6 +6,7 @@ package tests
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -75,4 +76,15 @@ func TestCR_InetBindNonRoot(t *testing.T) {
 // reuseport group's port and a dual-stack reuseport pair (--tcp-established).
 func TestCR_InetBindEst(t *testing.T) {
 	runCase(t, Case{Name: "e_inet_bind_est", Src: "e_inet_bind.c", CFlags: []string{"-DEST"}, NetNS: true, DumpArgs: []string{"--tcp-established"}})
+}
+
+// TestCR_InetBindGone: e_inet_bind.c with a socket bound to an address
+// removed before the dump: the restore binds it anyway (IP_FREEBIND for the
+// bind only).
+func TestCR_InetBindGone(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_bind_gone", Src: "e_inet_bind.c", CFlags: []string{"-DGONE"}, NetNS: true,
+		BeforeDump: func(t *testing.T, r *Run) {
+			// gone after the first dump already
+			_ = exec.Command("nsenter", "--net="+r.NetNS, "ip", "addr", "del", "10.77.0.1/32", "dev", "lo").Run()
+		}})
 }

@@ -80,6 +80,9 @@ func bind(fd int, s *imagepb.InetSocket) error {
 		return err
 	}
 	err = unix.Bind(fd, sa)
+	if err == unix.EADDRNOTAVAIL && !s.Freebind {
+		return bindFree(fd, s, sa)
+	}
 	if err != unix.EADDRINUSE || s.Protocol != unix.IPPROTO_TCP || s.SrcPort == 0 {
 		if err != nil {
 			return fmt.Errorf("bind: %w", err)
@@ -152,4 +155,26 @@ func socketAs(domain, typ, proto, uid int) (int, error) {
 	}
 	runtime.UnlockOSThread()
 	return fd, serr
+}
+
+// bindFree binds fd to sa, an address no interface holds (yet: the
+// socket was bound to it at dump time, so it was there then, or the
+// namespace allowed non-local binds), with IP_FREEBIND set for the bind
+// only: the socket is bound as it was, and receives once the address is
+// back.
+func bindFree(fd int, s *imagepb.InetSocket, sa unix.Sockaddr) error {
+	level, opt, name := unix.SOL_IP, unix.IP_FREEBIND, "IP_FREEBIND"
+	if s.Family == unix.AF_INET6 {
+		level, opt, name = unix.SOL_IPV6, unix.IPV6_FREEBIND, "IPV6_FREEBIND"
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		return fmt.Errorf("bind: address not available; setting %s for it: %w", name, err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind (address not available, with %s): %w", name, err)
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 0); err != nil {
+		return fmt.Errorf("clearing %s after bind: %w", name, err)
+	}
+	return nil
 }

@@ -11,6 +11,8 @@
  *   fd 57      (in a child) a third TCP listener of the fd 50/51 group
  *              (it accepts and tells the parent through a pipe)
  *
+ * With -DGONE, fd 58 is a UDP socket bound to 10.77.0.1, an address the
+ * test removes before each dump (so it is absent at restore).
  * With -DNONROOT it runs as uid 1000 (IP_FREEBIND instead of
  * IP_TRANSPARENT on fd 56).
  *
@@ -97,6 +99,15 @@ int main(int argc, char **argv)
 #ifdef NONROOT
 	/* the sockets are owned by uid 1000 (a reuseport group needs one owner) */
 	CHECK(setresgid(1000, 1000, 1000) == 0 && setresuid(1000, 1000, 1000) == 0, "drop ids: %s", strerror(errno));
+#endif
+#ifdef GONE
+	/* fd 58: UDP bound to 10.77.0.1, an address the test removes before
+	 * the dump (it is not there at restore) */
+	CHECK(system("ip addr add 10.77.0.1/32 dev lo") == 0, "ip addr add failed");
+	at(socket(AF_INET, SOCK_DGRAM, 0), 58);
+	bind_to(58, "10.77.0.1", 4545);
+	struct sockaddr_storage gone;
+	name_of(58, &gone);
 #endif
 	at(socket(AF_INET, SOCK_STREAM, 0), 50);
 	setint(50, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
@@ -189,6 +200,15 @@ int main(int argc, char **argv)
 		name_of(50 + i, &ss);
 		CHECK(!memcmp(&ss, &names[i], sizeof ss), "fd %d: bound to another address", 50 + i);
 	}
+#ifdef GONE
+	{
+		struct sockaddr_storage ss;
+
+		name_of(58, &ss);
+		CHECK(!memcmp(&ss, &gone, sizeof ss), "fd 58: bound to another address");
+		CHECK(getint(58, SOL_IP, IP_FREEBIND, "IP_FREEBIND") == 0, "fd 58: IP_FREEBIND left set");
+	}
+#endif
 	for (i = 50; i <= 53; i++)
 		CHECK(getint(i, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT") == 1, "fd %d: SO_REUSEPORT lost", i);
 	CHECK(getint(50, SOL_SOCKET, SO_ACCEPTCONN, "SO_ACCEPTCONN") && getint(51, SOL_SOCKET, SO_ACCEPTCONN, "SO_ACCEPTCONN"),
