@@ -88,3 +88,9 @@ func TestCR_InetBindGone(t *testing.T) {
 			_ = exec.Command("nsenter", "--net="+r.NetNS, "ip", "addr", "del", "10.77.0.1/32", "dev", "lo").Run()
 		}})
 }
+
+// TestCR_TCPState: see tests/cases/e_tcp_state.c (closed TCP sockets after
+// a refused connect, connects in progress).
+func TestCR_TCPState(t *testing.T) {
+	runCase(t, Case{Name: "e_tcp_state", Src: "e_tcp_state.c", NetNS: true})
+}

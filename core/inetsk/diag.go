@@ -50,6 +50,8 @@ const (
 	TCPLastAck     = 9
 	TCPListen      = 10
 	TCPClosing     = 11
+
+	tcpBoundInactive = 13 // TCP_BOUND_INACTIVE: inet_diag's pseudo-state of bound-only sockets
 )
 
 var stateNames = map[int]string{
@@ -91,11 +93,46 @@ type Diag struct {
 	mu      sync.Mutex
 	read    map[[2]int]bool
 	entries map[[3]uint64]DiagEntry // family, protocol, inode
+	// listsBound: see ListsBound (nil: not probed yet)
+	listsBound *bool
 }
 
 // NewDiag returns an empty snapshot; dumps are read on first Lookup.
 func NewDiag() *Diag {
 	return &Diag{read: map[[2]int]bool{}, entries: map[[3]uint64]DiagEntry{}}
+}
+
+// ListsBound reports whether sock_diag lists TCP sockets that are bound
+// but neither listening nor connected (Linux 6.7 and later): it probes
+// once with a socket bound to an ephemeral port of the wildcard address.
+func (d *Diag) ListsBound() (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listsBound != nil {
+		return *d.listsBound, nil
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("bound-socket probe: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+		return false, fmt.Errorf("bound-socket probe: bind: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, err
+	}
+	es, err := readDiag(unix.AF_INET, unix.IPPROTO_TCP, 1<<tcpBoundInactive)
+	if err != nil {
+		return false, err
+	}
+	ok := false
+	for _, e := range es {
+		ok = ok || e.Ino == st.Ino
+	}
+	d.listsBound = &ok
+	return ok, nil
 }
 
 // Lookup returns the entry of the socket with inode ino of family and

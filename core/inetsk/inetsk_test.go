@@ -202,7 +202,11 @@ func TestRefusals(t *testing.T) {
 	must(t, unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}))
 	unix.Close(a)
 	time.Sleep(50 * time.Millisecond)
-	requireRefused(t, c, "closed TCP connection")
+	requireRefused(t, c, "closed TCP socket with a pending error")
+	if v, err := unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || v != int(unix.ECONNRESET) {
+		t.Fatalf("SO_ERROR %d %v: the dump cleared the pending error", v, err)
+	}
+	requireRefused(t, c, "closed TCP connection (reset")
 
 	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
 	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))
@@ -336,5 +340,40 @@ func TestMoreOptions(t *testing.T) {
 	if fd, err := Create(s); err == nil {
 		unix.Close(fd)
 		t.Fatal("Create accepted an option outside the list")
+	}
+}
+
+// TestClosedAfterFailedConnect: a socket whose connect was refused (and
+// reported by connect) is a closed socket again: kept, with its bound
+// address but not the port it was given back.
+func TestClosedAfterFailedConnect(t *testing.T) {
+	// a port nobody listens on: bound, not listening
+	hole := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Bind(hole, loopback(unix.AF_INET, 0)))
+	sa, _ := unix.Getsockname(hole)
+	port := sa.(*unix.SockaddrInet4).Port
+	for _, bindAddr := range []bool{false, true} {
+		c := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+		if bindAddr {
+			must(t, unix.SetsockoptInt(c, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1))
+			must(t, unix.Bind(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+			must(t, unix.SetsockoptInt(c, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0))
+		}
+		if err := unix.Connect(c, loopback(unix.AF_INET, port)); err != unix.ECONNREFUSED {
+			t.Fatalf("connect: %v", err)
+		}
+		s, nfd := roundTrip(t, c)
+		if s.State != TCPClose || s.SrcPort != 0 || s.Bound != bindAddr {
+			t.Fatalf("bindAddr %v: %s bound %v", bindAddr, Describe(s), s.Bound)
+		}
+		na, _ := unix.Getsockname(nfd)
+		if a := na.(*unix.SockaddrInet4); a.Port != 0 || (a.Addr[0] == 127) != bindAddr {
+			t.Fatalf("bindAddr %v: restored socket named %v", bindAddr, a.Addr)
+		}
+		// it can connect again
+		if err := unix.Connect(nfd, loopback(unix.AF_INET, port)); err != unix.ECONNREFUSED {
+			t.Fatalf("connect again: %v", err)
+		}
+		unix.Close(nfd)
 	}
 }

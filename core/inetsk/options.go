@@ -196,11 +196,16 @@ func setBuf(fd int, name string, opt, force int, want uint32, sysctl string) err
 }
 
 func readSysctl(name string) (int, error) {
-	b, err := os.ReadFile("/proc/sys/" + name)
+	b, err := readFile("/proc/sys/" + name)
 	if err != nil {
 		return 0, err
 	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
+	return strconv.Atoi(b)
+}
+
+func readFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return strings.TrimSpace(string(b)), err
 }
 
 func (o moreOpt) applies(s *imagepb.InetSocket) bool {

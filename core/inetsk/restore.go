@@ -41,6 +41,12 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 		}
 		return fd, nil
 	}
+	if s.State == TCPSynSent {
+		if err := connectAgain(fd, s); err != nil {
+			return -1, fmt.Errorf("%s: %w", Describe(s), err)
+		}
+		return fd, nil
+	}
 	if s.Bound {
 		if err := bind(fd, s); err != nil {
 			return -1, fmt.Errorf("%s: %w", Describe(s), err)
@@ -78,6 +84,14 @@ func bind(fd int, s *imagepb.InetSocket) error {
 	sa, err := toSockaddr(s.Family, s.SrcAddr, s.SrcPort, s.SrcScope)
 	if err != nil {
 		return err
+	}
+	if s.SrcPort == 0 && !s.BindAddressNoPort {
+		// bound to an address only, without a port (IP_BIND_ADDRESS_NO_PORT
+		// then, or a port given back by a failed connection): so again
+		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			return fmt.Errorf("setsockopt IP_BIND_ADDRESS_NO_PORT for the bind: %w", err)
+		}
+		defer unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0)
 	}
 	err = unix.Bind(fd, sa)
 	if err == unix.EADDRNOTAVAIL && !s.Freebind {
@@ -120,6 +134,10 @@ func check(s *imagepb.InetSocket) error {
 	case tcp && s.Tcp != nil:
 		return fmt.Errorf("inet socket:[%d]: TCP state for a socket in state %s", s.Ino, StateName(int(s.State)))
 	case tcp && (s.State == TCPListen || s.State == TCPClose):
+	case tcp && s.State == TCPSynSent:
+		if s.DstPort == 0 || s.SrcPort == 0 {
+			return fmt.Errorf("inet socket:[%d]: connecting socket without both ports", s.Ino)
+		}
 	case udp && (s.State == TCPClose || s.State == TCPEstablished):
 	case tcp || udp:
 		return fmt.Errorf("inet socket:[%d]: cannot rebuild a socket in state %s", s.Ino, StateName(int(s.State)))
