@@ -68,24 +68,26 @@ func Dump(fd int, ino uint64, d *Diag, conn bool) (*imagepb.InetSocket, error) {
 	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return nil, fmt.Errorf("inet socket:[%d]: family %d is not AF_INET/AF_INET6", ino, family)
 	}
-	switch {
-	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
-	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
-	case typ == unix.SOCK_RAW:
-		return nil, unsupported(ino, "raw %s socket (protocol %d)", familyName(family), proto)
-	default:
-		return nil, unsupported(ino, "%s socket of type %d, protocol %d (only TCP and UDP)", familyName(family), typ, proto)
+	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid, Gid: st.Gid}
+	if !supportedKind(s) {
+		return nil, unsupported(ino, "%s socket of type %d, protocol %d (only TCP, UDP, UDP-lite, raw and ping)", familyName(family), typ, proto)
 	}
 	if d == nil {
 		d = NewDiag()
 	}
 	// Sockets that are in no hash table (never bound, or unhashed when
-	// their connection ended) are not in sock_diag.
-	e, found, err := d.Lookup(family, proto, ino)
+	// their connection ended) are not in sock_diag. Raw and ping sockets
+	// are read from /proc/net.
+	var e DiagEntry
+	var found bool
+	if isRawOrPing(s) {
+		e, found, err = procNetEntry(procTable(family, typ), family, ino)
+	} else {
+		e, found, err = d.Lookup(family, proto, ino)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
 	}
-	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid}
 	listsBound := false
 	if proto == unix.IPPROTO_TCP {
 		if listsBound, err = d.ListsBound(); err != nil {
@@ -125,10 +127,7 @@ func familyName(f int) string {
 // Describe is a one-line summary for messages and ctr-cr show:
 // "tcp 127.0.0.1:8080 LISTEN".
 func Describe(s *imagepb.InetSocket) string {
-	p := "udp"
-	if s.Protocol == unix.IPPROTO_TCP {
-		p = "tcp"
-	}
+	p := kindName(s)
 	if s.Family == unix.AF_INET6 {
 		p += "6"
 	}
@@ -137,7 +136,7 @@ func Describe(s *imagepb.InetSocket) string {
 		out += " -> " + hostPort(s.DstAddr, s.DstPort)
 	}
 	st := StateName(int(s.State))
-	if s.Protocol == unix.IPPROTO_UDP {
+	if s.Protocol != unix.IPPROTO_TCP {
 		st = "unconnected"
 		if s.State == TCPEstablished {
 			st = "connected"
@@ -162,26 +161,9 @@ func Describe(s *imagepb.InetSocket) string {
 // (Linux 6.7 and later), which tells a bound port from a stale one.
 func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn, listsBound bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
-	if s.Protocol == unix.IPPROTO_UDP {
-		if !found {
-			// unhashed: never bound, so never connected either
-			sa, err := unix.Getsockname(fd)
-			if err != nil {
-				return nil, nil, fmt.Errorf("inet socket:[%d]: getsockname: %w", ino, err)
-			}
-			if _, port, _ := fromSockaddr(sa); port != 0 {
-				return nil, nil, fmt.Errorf("inet socket:[%d]: bound UDP socket not in the sock_diag snapshot (other network namespace?)", ino)
-			}
-			e.State = TCPClose
-		}
-		s.State, s.Shutdown = int32(e.State), uint32(e.Shutdown)
-		if e.RQueue > 0 {
-			return nil, nil, unsupported(ino, "UDP socket with datagrams queued for reading (%d bytes)", e.RQueue)
-		}
-		if e.State != TCPClose && e.State != TCPEstablished {
-			return nil, nil, unsupported(ino, "UDP socket in state %d", e.State)
-		}
-		return nil, nil, nil
+	if s.Protocol != unix.IPPROTO_TCP {
+		a, err := datagramState(fd, s, e, found)
+		return nil, a, err
 	}
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
@@ -230,7 +212,8 @@ func addresses(fd int, s *imagepb.InetSocket) error {
 	}
 	s.SrcAddr, s.SrcPort, s.SrcScope = fromSockaddr(sa)
 	s.Bound = s.SrcPort != 0 || !allZero(s.SrcAddr)
-	if s.State == TCPEstablished || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State))) { // connected UDP, TCP connection
+	udp := isUDP(s.Protocol) && s.Type == unix.SOCK_DGRAM
+	if (udp && s.State == TCPEstablished) || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State))) { // connected UDP, TCP connection
 		pa, err := unix.Getpeername(fd)
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getpeername: %w", s.Ino, err)

@@ -65,6 +65,9 @@ func dumpExtra(fd int, s *imagepb.InetSocket) error {
 	if err := getsockopt(fd, unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, unsafe.Pointer(&rate), &l); err == nil && l == 8 && rate != ^uint64(0) {
 		s.MaxPacingRateSet, s.MaxPacingRate = true, rate
 	}
+	if err := dumpICMP6Filter(fd, s); err != nil {
+		return err
+	}
 	return dumpMcast(fd, s)
 }
 
@@ -136,6 +139,14 @@ func applyExtra(fd int, s *imagepb.InetSocket) error {
 		rate := s.MaxPacingRate
 		if err := setsockopt(fd, unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, unsafe.Pointer(&rate), unsafe.Sizeof(rate)); err != nil {
 			return fmt.Errorf("setsockopt SO_MAX_PACING_RATE %d: %w", rate, err)
+		}
+	}
+	if len(s.Icmp6Filter) > 0 {
+		if len(s.Icmp6Filter) != sizeofICMP6Filter {
+			return fmt.Errorf("ICMPV6_FILTER of %d bytes", len(s.Icmp6Filter))
+		}
+		if err := setsockopt(fd, solICMPv6, icmpv6Filter, unsafe.Pointer(&s.Icmp6Filter[0]), sizeofICMP6Filter); err != nil {
+			return fmt.Errorf("setsockopt ICMPV6_FILTER: %w", err)
 		}
 	}
 	if err := joinMcast(fd, s); err != nil {

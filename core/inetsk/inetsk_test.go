@@ -215,10 +215,51 @@ func TestRefusals(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	requireRefused(t, u, "datagrams queued")
 
-	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	sctp, err := unix.Socket(unix.AF_INET, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+	if err == nil {
+		defer unix.Close(sctp)
+		requireRefused(t, sctp, "only TCP, UDP, UDP-lite, raw and ping")
+	}
+}
+
+// TestRawPingUDPLite: raw (with ICMP_FILTER, IP_HDRINCL, connected),
+// ping and UDP-lite sockets come back with their addresses and options.
+func TestRawPingUDPLite(t *testing.T) {
+	r, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	must(t, err)
-	defer unix.Close(raw)
-	requireRefused(t, raw, "raw IPv4 socket")
+	must(t, unix.SetsockoptInt(r, solRaw, icmpFilter, 0x5))
+	must(t, unix.SetsockoptInt(r, unix.SOL_IP, unix.IP_HDRINCL, 1))
+	must(t, unix.Bind(r, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Connect(r, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 2}}))
+	s, nfd := roundTrip(t, r)
+	defer unix.Close(nfd)
+	if s.State != TCPEstablished || s.DstAddr[3] != 2 || s.SrcAddr[3] != 1 || !s.Bound {
+		t.Fatalf("raw: %s", Describe(s))
+	}
+	if v, _ := unix.GetsockoptInt(nfd, solRaw, icmpFilter); v != 5 {
+		t.Fatalf("ICMP_FILTER %#x", v)
+	}
+
+	p, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		t.Skipf("ping socket: %v (net.ipv4.ping_group_range)", err)
+	}
+	must(t, unix.Bind(p, &unix.SockaddrInet4{Port: 4321, Addr: [4]byte{127, 0, 0, 1}}))
+	s, nfd2 := roundTrip(t, p)
+	defer unix.Close(nfd2)
+	if s.SrcPort != 4321 || !isPing(s) {
+		t.Fatalf("ping: %s", Describe(s))
+	}
+
+	l, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDPLITE)
+	must(t, err)
+	must(t, unix.SetsockoptInt(l, solUDPLite, udpliteSendCscov, 20))
+	must(t, unix.Bind(l, loopback(unix.AF_INET6, 0)))
+	s, nfd3 := roundTrip(t, l)
+	defer unix.Close(nfd3)
+	if v, _ := unix.GetsockoptInt(nfd3, solUDPLite, udpliteSendCscov); v != 20 || s.SrcPort == 0 {
+		t.Fatalf("udplite: %s, UDPLITE_SEND_CSCOV %d", Describe(s), v)
+	}
 }
 
 func TestCreateRejectsBadEntries(t *testing.T) {

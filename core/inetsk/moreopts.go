@@ -8,6 +8,7 @@ type moreOpt struct {
 	family     int  // 0: both
 	proto      int  // 0: both
 	notConn    bool // not for TCP connections (the value read there is not the one set)
+	raw        bool // raw sockets only
 }
 
 // Option numbers of <linux/in6.h> that x/sys/unix does not carry.
@@ -120,5 +121,12 @@ var moreOpts = []moreOpt{
 	{level: unix.IPPROTO_UDP, opt: unix.UDP_NO_CHECK6_TX, family: unix.AF_INET6, proto: unix.IPPROTO_UDP},
 	{level: unix.IPPROTO_UDP, opt: unix.UDP_NO_CHECK6_RX, family: unix.AF_INET6, proto: unix.IPPROTO_UDP},
 	{level: unix.IPPROTO_UDP, opt: unix.UDP_ENCAP, proto: unix.IPPROTO_UDP},
+	{level: unix.IPPROTO_UDPLITE, opt: udpliteSendCscov, proto: unix.IPPROTO_UDPLITE},
+	{level: unix.IPPROTO_UDPLITE, opt: udpliteRecvCscov, proto: unix.IPPROTO_UDPLITE},
+	{level: unix.SOL_IP, opt: unix.IP_HDRINCL, family: unix.AF_INET, raw: true},
+	{level: unix.SOL_IP, opt: unix.IP_NODEFRAG, family: unix.AF_INET, raw: true},
+	{level: solRaw, opt: icmpFilter, family: unix.AF_INET, proto: unix.IPPROTO_ICMP, raw: true},
+	{level: unix.SOL_IPV6, opt: ipv6HdrIncl, family: unix.AF_INET6, raw: true},
+	{level: unix.SOL_IPV6, opt: unix.IPV6_CHECKSUM, family: unix.AF_INET6, raw: true},
 	{level: unix.SOL_SOCKET, opt: unix.SO_BUF_LOCK},
 }

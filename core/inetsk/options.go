@@ -212,7 +212,11 @@ func (o moreOpt) applies(s *imagepb.InetSocket) bool {
 	if o.notConn && (s.Tcp != nil || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State)))) {
 		return false
 	}
-	return (o.family == 0 || int32(o.family) == s.Family) && (o.proto == 0 || int32(o.proto) == s.Protocol)
+	if o.raw && s.Type != unix.SOCK_RAW {
+		return false
+	}
+	proto := int32(o.proto) == s.Protocol || (o.proto == unix.IPPROTO_UDP && isUDP(s.Protocol))
+	return (o.family == 0 || int32(o.family) == s.Family) && (o.proto == 0 || proto)
 }
 
 // dumpMoreOptions records moreOpts in s.Opts.

@@ -123,7 +123,7 @@ const (
 	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
 	FileKind_FILE_INOTIFY  FileKind = 15 // inotify instance, watches in inotify; flags hold O_NONBLOCK (IN_NONBLOCK)
-	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 TCP or UDP socket that is not an established connection, described by inet
+	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 socket (TCP, UDP, UDP-lite, raw, ping), described by inet
 	FileKind_FILE_PTY      FileKind = 17 // one end of a pseudo-terminal pair of the host's /dev/pts whose master is in the image, described by pty
 	// A slave of a container's console (process.terminal): a pty of the
 	// container's own devpts whose master is held outside the dump (by
@@ -2322,7 +2322,9 @@ type InetSocket struct {
 	MaxPacingRateSet bool              `protobuf:"varint,326,opt,name=max_pacing_rate_set,json=maxPacingRateSet,proto3" json:"max_pacing_rate_set,omitempty"` // SO_MAX_PACING_RATE is not unlimited
 	MaxPacingRate    uint64            `protobuf:"varint,327,opt,name=max_pacing_rate,json=maxPacingRate,proto3" json:"max_pacing_rate,omitempty"`
 	McastGroups      []*InetMcastGroup `protobuf:"bytes,328,rep,name=mcast_groups,json=mcastGroups,proto3" json:"mcast_groups,omitempty"` // multicast groups joined (any-source)
-	SockError        int32             `protobuf:"varint,329,opt,name=sock_error,json=sockError,proto3" json:"sock_error,omitempty"`      // SO_ERROR pending on a closed TCP socket
+	SockError        int32             `protobuf:"varint,329,opt,name=sock_error,json=sockError,proto3" json:"sock_error,omitempty"`      // reserved (a pending SO_ERROR is refused: reading it clears it)
+	Gid              uint32            `protobuf:"varint,330,opt,name=gid,proto3" json:"gid,omitempty"`                                   // the socket inode's group (a ping socket is created with it as egid: net.ipv4.ping_group_range)
+	Icmp6Filter      []byte            `protobuf:"bytes,331,opt,name=icmp6_filter,json=icmp6Filter,proto3" json:"icmp6_filter,omitempty"` // ICMPV6_FILTER of a raw ICMPv6 socket (struct icmp6_filter), when not a fresh socket's
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -2700,6 +2702,20 @@ func (x *InetSocket) GetSockError() int32 {
 		return x.SockError
 	}
 	return 0
+}
+
+func (x *InetSocket) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *InetSocket) GetIcmp6Filter() []byte {
+	if x != nil {
+		return x.Icmp6Filter
+	}
+	return nil
 }
 
 // A multicast group an inet socket joined (IP_ADD_MEMBERSHIP /
@@ -4208,7 +4224,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
 	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
 	"\aUnixFds\x12\x19\n" +
-	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xca\v\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\x81\f\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4263,7 +4279,9 @@ const file_image_proto_rawDesc = "" +
 	"\x0fmax_pacing_rate\x18\xc7\x02 \x01(\x04R\rmaxPacingRate\x12B\n" +
 	"\fmcast_groups\x18\xc8\x02 \x03(\v2\x1e.ctrcr.image.v1.InetMcastGroupR\vmcastGroups\x12\x1e\n" +
 	"\n" +
-	"sock_error\x18\xc9\x02 \x01(\x05R\tsockError\"@\n" +
+	"sock_error\x18\xc9\x02 \x01(\x05R\tsockError\x12\x11\n" +
+	"\x03gid\x18\xca\x02 \x01(\rR\x03gid\x12\"\n" +
+	"\ficmp6_filter\x18\xcb\x02 \x01(\fR\vicmp6Filter\"@\n" +
 	"\x0eInetMcastGroup\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\fR\x05group\x12\x18\n" +
 	"\aifindex\x18\x02 \x01(\x05R\aifindex\"\xa3\x04\n" +
