@@ -94,3 +94,8 @@ func TestCR_InetBindGone(t *testing.T) {
 func TestCR_TCPState(t *testing.T) {
 	runCase(t, Case{Name: "e_tcp_state", Src: "e_tcp_state.c", NetNS: true})
 }
+
+// TestCR_InetKinds: see tests/cases/e_inet_kinds.c (raw, ping, UDP-lite).
+func TestCR_InetKinds(t *testing.T) {
+	runCase(t, Case{Name: "e_inet_kinds", Src: "e_inet_kinds.c", NetNS: true})
+}

@@ -115,6 +115,8 @@ func mcastMember(fd int, c mcastCand) (bool, error) {
 		return false, nil
 	case unix.ENODEV, unix.EADDRNOTAVAIL:
 		return false, nil // interface gone meanwhile
+	case unix.ENOPROTOOPT:
+		return false, nil // a raw IPv6 socket: no IPv4 groups
 	}
 	return false, err
 }

@@ -83,6 +83,9 @@ func dumpOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP {
+			continue // not for this socket (IPv4 options of a raw IPv6 socket): stays 0
+		}
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt %s: %w", s.Ino, o.name, err)
 		}
@@ -138,6 +141,9 @@ func applyOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		cur, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if (err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP) && o.get(s) == 0 {
+			continue // not for this socket, and not recorded
+		}
 		if err != nil {
 			return fmt.Errorf("getsockopt %s: %w", o.name, err)
 		}
