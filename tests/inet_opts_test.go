@@ -99,3 +99,25 @@ func TestCR_TCPState(t *testing.T) {
 func TestCR_InetKinds(t *testing.T) {
 	runCase(t, Case{Name: "e_inet_kinds", Src: "e_inet_kinds.c", NetNS: true})
 }
+
+// TestCR_LowSockets: see tests/cases/e_lowsk.c (netlink, packet sockets).
+func TestCR_LowSockets(t *testing.T) {
+	runCase(t, Case{Name: "e_lowsk", Src: "e_lowsk.c", NetNS: true})
+}
+
+// TestNegative_PacketRing: a packet socket with a ring is refused by name.
+func TestNegative_PacketRing(t *testing.T) {
+	refusedCase(t, "e_packet_ring", "PACKET_RING", "PACKET_RX_RING")
+}
+
+// TestNegative_NetlinkGeneric: a generic netlink socket (whose families
+// may keep state by port id) is refused by name.
+func TestNegative_NetlinkGeneric(t *testing.T) {
+	refusedCase(t, "e_netlink_generic", "NETLINK_GEN", "netlink protocol 16")
+}
+
+// TestNegative_NetlinkQueued: a netlink socket with a message queued is
+// refused by name.
+func TestNegative_NetlinkQueued(t *testing.T) {
+	refusedCase(t, "e_netlink_queued", "NETLINK_QUEUED", "queued")
+}

@@ -94,3 +94,26 @@ func get(fd, opt int, p unsafe.Pointer, l *uint32) error {
 	}
 	return nil
 }
+
+// SetBuf makes fd's buffer size (SO_SNDBUF or SO_RCVBUF, opt; force the
+// FORCE variant) read back want (getsockopt's doubled value; 0: keep),
+// with the FORCE variant when the plain one is capped by net.core.*mem_max.
+func SetBuf(fd int, name string, opt, force int, want uint32) error {
+	cur, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+	if err != nil {
+		return fmt.Errorf("getsockopt %s: %w", name, err)
+	}
+	if want == 0 || uint32(cur) == want {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, int(want/2)); err != nil {
+		return fmt.Errorf("setsockopt %s %d: %w", name, want/2, err)
+	}
+	if cur, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt); err == nil && uint32(cur) == want {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, int(want/2)); err != nil {
+		return fmt.Errorf("setsockopt %sFORCE %d: %w", name, want/2, err)
+	}
+	return nil
+}

@@ -3,6 +3,9 @@
  * tests of tests/inet_opts_test.go. Built with one of:
  *   -DUNIX_RCVTIMEO  fd 60: a unix socketpair end with SO_RCVTIMEO
  *   -DEBPF_FILTER    fd 60: a UDP socket with an eBPF filter (SO_ATTACH_BPF)
+ *   -DPACKET_RING    fd 60: a packet socket with a PACKET_RX_RING
+ *   -DNETLINK_GEN    fd 60: a generic netlink socket (NETLINK_GENERIC)
+ *   -DNETLINK_QUEUED fd 60: a NETLINK_ROUTE socket with a reply queued
  * After "go" it checks that the state is still there (the failed dump left
  * it alone).
  */
@@ -10,6 +13,10 @@
 #include "case.h"
 
 #include <linux/bpf.h>
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -61,6 +68,41 @@ int main(int argc, char **argv)
 	case_wait_go();
 	socklen_t n = 0;
 	CHECK(getsockopt(FD, SOL_SOCKET, SO_GET_FILTER, buf, &n) == -1 && errno == EACCES, "eBPF filter gone");
+#endif
+#ifdef PACKET_RING
+	struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2 };
+	int s = socket(AF_PACKET, SOCK_RAW, 0);
+
+	CHECK(dup2(s, FD) == FD, "dup2: %s", strerror(errno));
+	close(s);
+	CHECK(setsockopt(FD, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) == 0, "PACKET_RX_RING: %s", strerror(errno));
+	case_ready();
+	case_wait_go();
+	CHECK(setsockopt(FD, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) == -1 && errno == EBUSY, "ring gone");
+#endif
+#ifdef NETLINK_GEN
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC);
+
+	CHECK(dup2(s, FD) == FD, "dup2: %s", strerror(errno));
+	close(s);
+	case_ready();
+	case_wait_go();
+#endif
+#ifdef NETLINK_QUEUED
+	struct {
+		struct nlmsghdr h;
+		struct rtgenmsg g;
+	} req = { { sizeof req, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0 }, { AF_UNSPEC } };
+	struct pollfd p = { .fd = FD, .events = POLLIN };
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+
+	CHECK(dup2(s, FD) == FD, "dup2: %s", strerror(errno));
+	close(s);
+	CHECK(send(FD, &req, sizeof req, 0) == sizeof req, "send: %s", strerror(errno));
+	CHECK(poll(&p, 1, 3000) == 1, "no reply");
+	case_ready();
+	case_wait_go();
+	CHECK(poll(&p, 1, 0) == 1, "reply gone");
 #endif
 	case_pass();
 	return 0;

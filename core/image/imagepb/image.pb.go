@@ -134,6 +134,8 @@ const (
 	// restored container's root, the console the runtime made for the
 	// restore's --console-socket, with these settings.
 	FileKind_FILE_CONSOLE FileKind = 18
+	FileKind_FILE_NETLINK FileKind = 80 // netlink socket, described by netlink
+	FileKind_FILE_PACKET  FileKind = 81 // packet socket (AF_PACKET), described by packet
 )
 
 // Enum value maps for FileKind.
@@ -158,6 +160,8 @@ var (
 		16: "FILE_INET",
 		17: "FILE_PTY",
 		18: "FILE_CONSOLE",
+		80: "FILE_NETLINK",
+		81: "FILE_PACKET",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN":  0,
@@ -179,6 +183,8 @@ var (
 		"FILE_INET":     16,
 		"FILE_PTY":      17,
 		"FILE_CONSOLE":  18,
+		"FILE_NETLINK":  80,
+		"FILE_PACKET":   81,
 	}
 )
 
@@ -1955,6 +1961,341 @@ func (x *PagemapEntry) GetNrPages() uint64 {
 	return 0
 }
 
+// A netlink socket of a protocol whose kernel side keeps nothing about it
+// beyond what is here (NETLINK_ROUTE, NETLINK_SOCK_DIAG,
+// NETLINK_KOBJECT_UEVENT); no message queued, no dump in progress.
+type NetlinkSk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"` // SOCK_RAW, SOCK_DGRAM
+	Protocol      int32                  `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Portid        uint32                 `protobuf:"varint,3,opt,name=portid,proto3" json:"portid,omitempty"`                        // bound port id (0: not bound)
+	Groups        []uint32               `protobuf:"varint,4,rep,packed,name=groups,proto3" json:"groups,omitempty"`                 // groups joined, NETLINK_LIST_MEMBERSHIPS bitmap words
+	DstPortid     uint32                 `protobuf:"varint,5,opt,name=dst_portid,json=dstPortid,proto3" json:"dst_portid,omitempty"` // connect(2)ed peer
+	DstGroup      uint32                 `protobuf:"varint,6,opt,name=dst_group,json=dstGroup,proto3" json:"dst_group,omitempty"`
+	Opts          []*InetOpt             `protobuf:"bytes,7,rep,name=opts,proto3" json:"opts,omitempty"`      // SOL_NETLINK options (NETLINK_PKTINFO, ...) as read
+	Sndbuf        uint32                 `protobuf:"varint,8,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"` // as read back (doubled)
+	Rcvbuf        uint32                 `protobuf:"varint,9,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Filter        []byte                 `protobuf:"bytes,10,opt,name=filter,proto3" json:"filter,omitempty"` // classic BPF filter (struct sock_filter[])
+	FilterLocked  bool                   `protobuf:"varint,11,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`
+	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`           // socket owner
+	Passcred      bool                   `protobuf:"varint,13,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetlinkSk) Reset() {
+	Init()
+	*x = NetlinkSk{}
+	mi := &file_image_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetlinkSk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetlinkSk) ProtoMessage() {}
+
+func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetlinkSk.ProtoReflect.Descriptor instead.
+func (*NetlinkSk) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NetlinkSk) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetPortid() uint32 {
+	if x != nil {
+		return x.Portid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetDstPortid() uint32 {
+	if x != nil {
+		return x.DstPortid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetDstGroup() uint32 {
+	if x != nil {
+		return x.DstGroup
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *NetlinkSk) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetPasscred() bool {
+	if x != nil {
+		return x.Passcred
+	}
+	return false
+}
+
+// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM) without rings,
+// fanout or queued packets.
+type PacketSk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`
+	Protocol      uint32                 `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`      // ethertype in network order, as in sockaddr_ll (0: not receiving)
+	Ifindex       int32                  `protobuf:"varint,3,opt,name=ifindex,proto3" json:"ifindex,omitempty"`        // bound interface (0: all)
+	Opts          []*InetOpt             `protobuf:"bytes,4,rep,name=opts,proto3" json:"opts,omitempty"`               // SOL_PACKET options as read
+	Memberships   []*PacketSkMembership  `protobuf:"bytes,5,rep,name=memberships,proto3" json:"memberships,omitempty"` // PACKET_ADD_MEMBERSHIP
+	Sndbuf        uint32                 `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf        uint32                 `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Filter        []byte                 `protobuf:"bytes,8,opt,name=filter,proto3" json:"filter,omitempty"`
+	FilterLocked  bool                   `protobuf:"varint,9,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`
+	Uid           uint32                 `protobuf:"varint,10,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketSk) Reset() {
+	Init()
+	*x = PacketSk{}
+	mi := &file_image_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketSk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketSk) ProtoMessage() {}
+
+func (x *PacketSk) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketSk.ProtoReflect.Descriptor instead.
+func (*PacketSk) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PacketSk) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *PacketSk) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *PacketSk) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
+func (x *PacketSk) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+func (x *PacketSk) GetMemberships() []*PacketSkMembership {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
+func (x *PacketSk) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *PacketSk) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *PacketSk) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *PacketSk) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *PacketSk) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+type PacketSkMembership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ifindex       int32                  `protobuf:"varint,1,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	Type          uint32                 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"` // PACKET_MR_*
+	Addr          []byte                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"` // times added
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketSkMembership) Reset() {
+	Init()
+	*x = PacketSkMembership{}
+	mi := &file_image_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketSkMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketSkMembership) ProtoMessage() {}
+
+func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketSkMembership.ProtoReflect.Descriptor instead.
+func (*PacketSkMembership) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PacketSkMembership) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
+func (x *PacketSkMembership) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *PacketSkMembership) GetAddr() []byte {
+	if x != nil {
+		return x.Addr
+	}
+	return nil
+}
+
+func (x *PacketSkMembership) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // A unix socket (one end). Socket pairs are rebuilt together from the two
 // ends' entries (peer_ino).
 type UnixSocket struct {
@@ -2013,7 +2354,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2367,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2380,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2228,7 +2569,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2582,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2595,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2332,7 +2673,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2686,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2699,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2731,7 +3072,7 @@ type InetMcastGroup struct {
 func (x *InetMcastGroup) Reset() {
 	Init()
 	*x = InetMcastGroup{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +3085,7 @@ func (*InetMcastGroup) ProtoMessage() {}
 
 func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3098,7 @@ func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
 func (*InetMcastGroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InetMcastGroup) GetGroup() []byte {
@@ -2805,7 +3146,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3159,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3172,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2986,7 +3327,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3340,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3353,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3048,7 +3389,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3402,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3415,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3114,7 +3455,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3468,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3481,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3193,7 +3534,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3547,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3560,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3279,7 +3620,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3633,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3646,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3356,7 +3697,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3710,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3723,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3424,6 +3765,8 @@ type FileEntry struct {
 	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
 	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
 	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Netlink       *NetlinkSk             `protobuf:"bytes,320,opt,name=netlink,proto3" json:"netlink,omitempty"`                   // FILE_NETLINK
+	Packet        *PacketSk              `protobuf:"bytes,321,opt,name=packet,proto3" json:"packet,omitempty"`                     // FILE_PACKET
 	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3432,7 +3775,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3788,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3801,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3615,6 +3958,20 @@ func (x *FileEntry) GetInet() *InetSocket {
 	return nil
 }
 
+func (x *FileEntry) GetNetlink() *NetlinkSk {
+	if x != nil {
+		return x.Netlink
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPacket() *PacketSk {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
 func (x *FileEntry) GetPty() *Pty {
 	if x != nil {
 		return x.Pty
@@ -3635,7 +3992,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3648,7 +4005,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3661,7 +4018,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3703,7 +4060,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +4073,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +4086,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3802,7 +4159,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3815,7 +4172,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3828,7 +4185,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3899,7 +4256,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4269,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4282,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4194,7 +4551,40 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xd2\x05\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xef\x02\n" +
+	"\tNetlinkSk\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\x05R\bprotocol\x12\x16\n" +
+	"\x06portid\x18\x03 \x01(\rR\x06portid\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\rR\x06groups\x12\x1d\n" +
+	"\n" +
+	"dst_portid\x18\x05 \x01(\rR\tdstPortid\x12\x1b\n" +
+	"\tdst_group\x18\x06 \x01(\rR\bdstGroup\x12+\n" +
+	"\x04opts\x18\a \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12\x16\n" +
+	"\x06sndbuf\x18\b \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\t \x01(\rR\x06rcvbuf\x12\x16\n" +
+	"\x06filter\x18\n" +
+	" \x01(\fR\x06filter\x12#\n" +
+	"\rfilter_locked\x18\v \x01(\bR\ffilterLocked\x12\x10\n" +
+	"\x03uid\x18\f \x01(\rR\x03uid\x12\x1a\n" +
+	"\bpasscred\x18\r \x01(\bR\bpasscred\"\xc6\x02\n" +
+	"\bPacketSk\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\rR\bprotocol\x12\x18\n" +
+	"\aifindex\x18\x03 \x01(\x05R\aifindex\x12+\n" +
+	"\x04opts\x18\x04 \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12D\n" +
+	"\vmemberships\x18\x05 \x03(\v2\".ctrcr.image.v1.PacketSkMembershipR\vmemberships\x12\x16\n" +
+	"\x06sndbuf\x18\x06 \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\a \x01(\rR\x06rcvbuf\x12\x16\n" +
+	"\x06filter\x18\b \x01(\fR\x06filter\x12#\n" +
+	"\rfilter_locked\x18\t \x01(\bR\ffilterLocked\x12\x10\n" +
+	"\x03uid\x18\n" +
+	" \x01(\rR\x03uid\"l\n" +
+	"\x12PacketSkMembership\x12\x18\n" +
+	"\aifindex\x18\x01 \x01(\x05R\aifindex\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
+	"\x04addr\x18\x03 \x01(\fR\x04addr\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xd2\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4343,7 +4733,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xc3\x05\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xac\x06\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4368,7 +4758,9 @@ const file_image_proto_rawDesc = "" +
 	"\atimerfd\x18\x13 \x01(\v2\x17.ctrcr.image.v1.TimerfdR\atimerfd\x12\x18\n" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
-	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
+	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x124\n" +
+	"\anetlink\x18\xc0\x02 \x01(\v2\x19.ctrcr.image.v1.NetlinkSkR\anetlink\x121\n" +
+	"\x06packet\x18\xc1\x02 \x01(\v2\x18.ctrcr.image.v1.PacketSkR\x06packet\x12%\n" +
 	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
@@ -4417,7 +4809,7 @@ const file_image_proto_rawDesc = "" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
-	"\fVMA_SYSV_SHM\x10\v*\xb9\x02\n" +
+	"\fVMA_SYSV_SHM\x10\v*\xdc\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4442,7 +4834,9 @@ const file_image_proto_rawDesc = "" +
 	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
 	"\tFILE_INET\x10\x10\x12\f\n" +
 	"\bFILE_PTY\x10\x11\x12\x10\n" +
-	"\fFILE_CONSOLE\x10\x12B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\fFILE_CONSOLE\x10\x12\x12\x10\n" +
+	"\fFILE_NETLINK\x10P\x12\x0f\n" +
+	"\vFILE_PACKET\x10QB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -4457,44 +4851,47 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),        // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),      // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),    // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),      // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),         // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),     // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),         // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),          // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil),  // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),        // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),       // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),           // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),     // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),       // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),            // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),        // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),    // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),   // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),     // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),        // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),     // 22: ctrcr.image.v1.InetSocket
-	(*InetMcastGroup)(nil), // 23: ctrcr.image.v1.InetMcastGroup
-	(*TcpStream)(nil),      // 24: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),        // 25: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),       // 26: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),    // 27: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),        // 28: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),   // 29: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),        // 30: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),      // 31: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),        // 32: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),     // 33: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),     // 34: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),            // 35: ctrcr.image.v1.Pty
+	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
+	(*FileSum)(nil),            // 2: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),          // 3: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),        // 4: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),          // 5: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),             // 6: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),         // 7: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),             // 8: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),              // 9: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),      // 10: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),            // 11: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),           // 12: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),               // 13: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),         // 14: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),           // 15: ctrcr.image.v1.TaskCore
+	(*Vma)(nil),                // 16: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 17: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 18: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 19: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 20: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 21: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 22: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 23: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 24: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 25: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 26: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 27: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 28: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 29: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 30: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 31: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 32: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 33: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),          // 34: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),            // 35: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 36: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 37: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 38: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4511,27 +4908,32 @@ var file_image_proto_depIdxs = []int32{
 	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	26, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	25, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	24, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	23, // 19: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	29, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	27, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	28, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	30, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	35, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	33, // 28: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	34, // 29: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	28, // 14: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	28, // 15: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	22, // 16: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	29, // 17: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	24, // 18: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	23, // 19: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 20: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	27, // 21: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	26, // 22: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	32, // 23: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 24: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	30, // 25: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	23, // 26: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	31, // 27: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	33, // 28: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	25, // 29: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	20, // 30: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	21, // 31: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	38, // 32: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	36, // 33: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	37, // 34: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4552,7 +4954,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
