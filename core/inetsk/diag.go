@@ -1,25 +1,28 @@
-// Package inetsk dumps and restores IPv4/IPv6 sockets (TCP and UDP) that
-// are not established connections: TCP listeners, unconnected TCP sockets
-// (maybe bound) and UDP sockets (bound or not, connected or not) whose
-// receive queue is empty.
+// Package inetsk dumps and restores IPv4/IPv6 sockets: TCP listeners,
+// unconnected, connecting (SYN_SENT) and closed TCP sockets, TCP
+// connections (in repair mode, with --tcp-established), UDP and UDP-lite
+// sockets, raw sockets and ICMP ping sockets, with their options.
 //
 // Like core/unixsk, the dumper works on its stolen copy of the socket
-// (pidfd_getfd gives the very same struct file) and only reads: options
+// (pidfd_getfd gives the very same struct file) and mostly reads: options
 // with getsockopt, addresses with getsockname/getpeername, and the facts no
-// getsockopt exposes (state, accept queue, owner, shutdown) from
-// NETLINK_SOCK_DIAG inet_diag (see Diag). Established, connecting and
-// closing TCP connections, listeners with connections waiting to be
-// accepted, UDP sockets with queued datagrams, raw sockets and other
-// protocols are refused with *UnsupportedError. Restore (Create) rebuilds
-// the socket in the caller: socket (with the dumped owner), options, bind,
-// listen or connect. A TCP port still held by connections of the dumped
-// socket in TIME_WAIT (which, without SO_REUSEADDR, block any bind for a
-// minute) is freed by destroying them with SOCK_DESTROY.
+// getsockopt exposes (state, accept queue, owner, shutdown, bound port)
+// from NETLINK_SOCK_DIAG inet_diag (see Diag), or /proc/net for raw and
+// ping sockets. Multicast memberships are found by probing (see mcast.go).
+// What cannot come back exactly (queued datagrams, pending errors, ended
+// connections, eBPF filters, ...) is refused with *UnsupportedError.
+// Restore (Create) rebuilds the socket in the caller: socket (with the
+// dumped owner), options, bind, listen or connect. A TCP port still held
+// by connections of the dumped socket in TIME_WAIT (which, without
+// SO_REUSEADDR, block any bind for a minute) is freed by destroying them
+// with SOCK_DESTROY.
 //
-// Not kept (yet): multicast group memberships, IP-level options other
-// than those in the image (IP_TTL, IP_TOS, IP_FREEBIND, ...), and
-// half-open connections of a listener (SYN_RECV, not yet in its accept
-// queue: the client's final ACK then meets no request and is reset).
+// Not kept, because no dump can see them: SO_ATTACH_REUSEPORT_CBPF/EBPF
+// programs, TCP_MD5SIG keys, an IPv4 multicast interface set by index only
+// (IP_MULTICAST_IF with ip_mreqn), SO_TXTIME set to CLOCK_REALTIME without
+// flags, and half-open connections of a listener (SYN_RECV, not yet in its
+// accept queue: the client's final ACK then meets no request and is
+// reset).
 package inetsk
 
 import (

@@ -215,7 +215,7 @@ func readFile(name string) (string, error) {
 }
 
 func (o moreOpt) applies(s *imagepb.InetSocket) bool {
-	if o.notConn && (s.Tcp != nil || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State)))) {
+	if o.notConn && (s.Tcp != nil || (s.Protocol == unix.IPPROTO_TCP && s.State != TCPClose && s.State != TCPListen)) {
 		return false
 	}
 	if o.raw && s.Type != unix.SOCK_RAW {
@@ -237,6 +237,14 @@ func dumpMoreOptions(fd int, s *imagepb.InetSocket) error {
 		}
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt level %d option %d: %w", s.Ino, o.level, o.opt, err)
+		}
+		if o.level == unix.IPPROTO_TCP && o.opt == unix.TCP_MAXSEG {
+			// the user's MSS, or else the current one (which a connect
+			// attempt sets): only a value other than the current one is
+			// the user's
+			if info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && uint32(v) == info.Snd_mss {
+				continue
+			}
 		}
 		s.Opts = append(s.Opts, &imagepb.InetOpt{Level: int32(o.level), Name: int32(o.opt), Value: int32(v)})
 	}
