@@ -121,3 +121,9 @@ func TestNegative_NetlinkGeneric(t *testing.T) {
 func TestNegative_NetlinkQueued(t *testing.T) {
 	refusedCase(t, "e_netlink_queued", "NETLINK_QUEUED", "queued")
 }
+
+// TestCR_TCPStateLocked: e_tcp_state.c with --tcp-established (the
+// connecting sockets are then under the network lock too).
+func TestCR_TCPStateLocked(t *testing.T) {
+	runCase(t, Case{Name: "e_tcp_state_locked", Src: "e_tcp_state.c", NetNS: true, DumpArgs: []string{"--tcp-established"}})
+}

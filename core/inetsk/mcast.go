@@ -117,6 +117,8 @@ func mcastMember(fd int, c mcastCand) (bool, error) {
 		return false, nil // interface gone meanwhile
 	case unix.ENOPROTOOPT:
 		return false, nil // a raw IPv6 socket: no IPv4 groups
+	case unix.ENOBUFS:
+		return false, nil // at igmp_max_memberships: a member would have answered EADDRINUSE first
 	}
 	return false, err
 }
