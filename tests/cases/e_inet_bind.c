@@ -11,6 +11,9 @@
  *   fd 57      (in a child) a third TCP listener of the fd 50/51 group
  *              (it accepts and tells the parent through a pipe)
  *
+ * With -DEST also: an established connection on the group's port (fds
+ * 60, 61), a dual-stack reuseport pair (fds 62, 63) and a socket bound to
+ * the group's port without listening (fd 64).
  * With -DGONE, fd 58 is a UDP socket bound to 10.77.0.1, an address the
  * test removes before each dump (so it is absent at restore).
  * With -DNONROOT it runs as uid 1000 (IP_FREEBIND instead of
@@ -119,6 +122,12 @@ int main(int argc, char **argv)
 	bind_to(51, "127.0.0.1", port);
 	CHECK(listen(51, 5) == 0, "listen: %s", strerror(errno));
 
+#ifdef EST
+	/* fd 64: bound into the group's port, not listening */
+	at(socket(AF_INET, SOCK_STREAM, 0), 64);
+	setint(64, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+	bind_to(64, "127.0.0.1", port);
+#endif
 	at(socket(AF_INET, SOCK_DGRAM, 0), 52);
 	setint(52, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
 	bind_to(52, "127.0.0.1", 0);
@@ -208,6 +217,9 @@ int main(int argc, char **argv)
 		CHECK(!memcmp(&ss, &gone, sizeof ss), "fd 58: bound to another address");
 		CHECK(getint(58, SOL_IP, IP_FREEBIND, "IP_FREEBIND") == 0, "fd 58: IP_FREEBIND left set");
 	}
+#endif
+#ifdef EST
+	CHECK(port_of(64) == port && !getint(64, SOL_SOCKET, SO_ACCEPTCONN, "SO_ACCEPTCONN"), "fd 64: port %d", port_of(64));
 #endif
 	for (i = 50; i <= 53; i++)
 		CHECK(getint(i, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT") == 1, "fd %d: SO_REUSEPORT lost", i);
