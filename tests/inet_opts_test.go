@@ -127,3 +127,9 @@ func TestNegative_NetlinkQueued(t *testing.T) {
 func TestCR_TCPStateLocked(t *testing.T) {
 	runCase(t, Case{Name: "e_tcp_state_locked", Src: "e_tcp_state.c", NetNS: true, DumpArgs: []string{"--tcp-established"}})
 }
+
+// TestNegative_InetSourceMulticast: a source-specific multicast membership
+// is refused by name.
+func TestNegative_InetSourceMulticast(t *testing.T) {
+	refusedCase(t, "e_inet_ssm", "MCAST_SSM", "source-specific multicast")
+}

@@ -6,7 +6,8 @@
  *          than 40 bytes, as seen by the filter), SO_LOCK_FILTER, a
  *          multicast membership (239.1.2.3 on lo), SO_TXTIME,
  *          SO_MAX_PACING_RATE and many integer options (table below)
- *   fd 51  UDP [::1] with IPv6 and IPv4-level options
+ *   fd 51  UDP [::1] with IPv6 and IPv4-level options, a multicast
+ *          membership (ff12::1234 on lo)
  *   fd 52  TCP listener on 127.0.0.1 with TCP_CONGESTION "reno" and TCP
  *          options (TCP_MAXSEG, TCP_QUICKACK, TCP_LINGER2, ...)
  *   fd 53  unbound TCP socket with TCP_CORK, SO_BUF_LOCK, ...
@@ -173,6 +174,7 @@ int main(int argc, char **argv)
 	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
 	struct sock_fprog fp = { sizeof prog / sizeof prog[0], prog };
 	struct ip_mreqn mr = { .imr_ifindex = 1 };
+	struct ipv6_mreq mr6 = { .ipv6mr_interface = 1 };
 	struct sock_txtime tt = { CLOCK_MONOTONIC, SOF_TXTIME_REPORT_ERRORS }, tt2;
 	unsigned long rate = 12345678, rate2;
 	char cc[32];
@@ -184,6 +186,7 @@ int main(int argc, char **argv)
 	a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	a6.sin6_addr = in6addr_loopback;
 	inet_pton(AF_INET, "239.1.2.3", &mr.imr_multiaddr);
+	inet_pton(AF_INET6, "ff12::1234", &mr6.ipv6mr_multiaddr);
 
 	at(socket(AF_INET, SOCK_DGRAM, 0), U4);
 	at(socket(AF_INET6, SOCK_DGRAM, 0), U6);
@@ -202,6 +205,7 @@ int main(int argc, char **argv)
 	CHECK(setsockopt(U4, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) == 0, "SO_ATTACH_FILTER: %s", strerror(errno));
 	CHECK(setsockopt(U4, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one) == 0, "SO_LOCK_FILTER: %s", strerror(errno));
 	CHECK(setsockopt(U4, SOL_IP, IP_ADD_MEMBERSHIP, &mr, sizeof mr) == 0, "IP_ADD_MEMBERSHIP: %s", strerror(errno));
+	CHECK(setsockopt(U6, SOL_IPV6, IPV6_ADD_MEMBERSHIP, &mr6, sizeof mr6) == 0, "IPV6_ADD_MEMBERSHIP: %s", strerror(errno));
 	CHECK(setsockopt(U4, SOL_SOCKET, SO_TXTIME, &tt, sizeof tt) == 0, "SO_TXTIME: %s", strerror(errno));
 	CHECK(setsockopt(U4, SOL_SOCKET, SO_MAX_PACING_RATE, &rate, sizeof rate) == 0, "SO_MAX_PACING_RATE: %s", strerror(errno));
 	CHECK(setsockopt(L4, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0, "TCP_CONGESTION: %s", strerror(errno));
@@ -226,6 +230,9 @@ int main(int argc, char **argv)
 	errno = 0;
 	CHECK(setsockopt(U4, SOL_IP, IP_ADD_MEMBERSHIP, &mr, sizeof mr) == -1 && errno == EADDRINUSE,
 	      "multicast membership lost (joining again: %s)", strerror(errno));
+	errno = 0;
+	CHECK(setsockopt(U6, SOL_IPV6, IPV6_ADD_MEMBERSHIP, &mr6, sizeof mr6) == -1 && errno == EADDRINUSE,
+	      "IPv6 multicast membership lost (joining again: %s)", strerror(errno));
 	l = sizeof tt2;
 	CHECK(getsockopt(U4, SOL_SOCKET, SO_TXTIME, &tt2, &l) == 0 && tt2.clockid == CLOCK_MONOTONIC && tt2.flags == SOF_TXTIME_REPORT_ERRORS,
 	      "SO_TXTIME: clock %d flags %#x", tt2.clockid, tt2.flags);

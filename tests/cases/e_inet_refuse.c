@@ -6,6 +6,7 @@
  *   -DPACKET_RING    fd 60: a packet socket with a PACKET_RX_RING
  *   -DNETLINK_GEN    fd 60: a generic netlink socket (NETLINK_GENERIC)
  *   -DNETLINK_QUEUED fd 60: a NETLINK_ROUTE socket with a reply queued
+ *   -DMCAST_SSM      fd 60: a UDP socket with a source-specific membership
  * After "go" it checks that the state is still there (the failed dump left
  * it alone).
  */
@@ -17,6 +18,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -103,6 +105,20 @@ int main(int argc, char **argv)
 	case_ready();
 	case_wait_go();
 	CHECK(poll(&p, 1, 0) == 1, "reply gone");
+#endif
+#ifdef MCAST_SSM
+	struct ip_mreq_source ms = { 0 };
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+
+	inet_pton(AF_INET, "232.1.2.3", &ms.imr_multiaddr);
+	inet_pton(AF_INET, "127.0.0.1", &ms.imr_interface);
+	inet_pton(AF_INET, "10.1.1.1", &ms.imr_sourceaddr);
+	CHECK(dup2(s, FD) == FD, "dup2: %s", strerror(errno));
+	close(s);
+	CHECK(setsockopt(FD, SOL_IP, IP_ADD_SOURCE_MEMBERSHIP, &ms, sizeof ms) == 0, "IP_ADD_SOURCE_MEMBERSHIP: %s", strerror(errno));
+	case_ready();
+	case_wait_go();
+	CHECK(setsockopt(FD, SOL_IP, IP_ADD_SOURCE_MEMBERSHIP, &ms, sizeof ms) == -1 && errno == EADDRNOTAVAIL, "membership gone (%s)", strerror(errno));
 #endif
 	case_pass();
 	return 0;
