@@ -2663,7 +2663,6 @@ type InetSocket struct {
 	MaxPacingRateSet bool              `protobuf:"varint,326,opt,name=max_pacing_rate_set,json=maxPacingRateSet,proto3" json:"max_pacing_rate_set,omitempty"` // SO_MAX_PACING_RATE is not unlimited
 	MaxPacingRate    uint64            `protobuf:"varint,327,opt,name=max_pacing_rate,json=maxPacingRate,proto3" json:"max_pacing_rate,omitempty"`
 	McastGroups      []*InetMcastGroup `protobuf:"bytes,328,rep,name=mcast_groups,json=mcastGroups,proto3" json:"mcast_groups,omitempty"` // multicast groups joined (any-source)
-	SockError        int32             `protobuf:"varint,329,opt,name=sock_error,json=sockError,proto3" json:"sock_error,omitempty"`      // reserved (a pending SO_ERROR is refused: reading it clears it)
 	Gid              uint32            `protobuf:"varint,330,opt,name=gid,proto3" json:"gid,omitempty"`                                   // the socket inode's group (a ping socket is created with it as egid: net.ipv4.ping_group_range)
 	Icmp6Filter      []byte            `protobuf:"bytes,331,opt,name=icmp6_filter,json=icmp6Filter,proto3" json:"icmp6_filter,omitempty"` // ICMPV6_FILTER of a raw ICMPv6 socket (struct icmp6_filter), when not a fresh socket's
 	unknownFields    protoimpl.UnknownFields
@@ -3036,13 +3035,6 @@ func (x *InetSocket) GetMcastGroups() []*InetMcastGroup {
 		return x.McastGroups
 	}
 	return nil
-}
-
-func (x *InetSocket) GetSockError() int32 {
-	if x != nil {
-		return x.SockError
-	}
-	return 0
 }
 
 func (x *InetSocket) GetGid() uint32 {
@@ -4614,7 +4606,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
 	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
 	"\aUnixFds\x12\x19\n" +
-	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\x81\f\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xe1\v\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4667,9 +4659,7 @@ const file_image_proto_rawDesc = "" +
 	"\ftxtime_flags\x18\xc5\x02 \x01(\rR\vtxtimeFlags\x12.\n" +
 	"\x13max_pacing_rate_set\x18\xc6\x02 \x01(\bR\x10maxPacingRateSet\x12'\n" +
 	"\x0fmax_pacing_rate\x18\xc7\x02 \x01(\x04R\rmaxPacingRate\x12B\n" +
-	"\fmcast_groups\x18\xc8\x02 \x03(\v2\x1e.ctrcr.image.v1.InetMcastGroupR\vmcastGroups\x12\x1e\n" +
-	"\n" +
-	"sock_error\x18\xc9\x02 \x01(\x05R\tsockError\x12\x11\n" +
+	"\fmcast_groups\x18\xc8\x02 \x03(\v2\x1e.ctrcr.image.v1.InetMcastGroupR\vmcastGroups\x12\x11\n" +
 	"\x03gid\x18\xca\x02 \x01(\rR\x03gid\x12\"\n" +
 	"\ficmp6_filter\x18\xcb\x02 \x01(\fR\vicmp6Filter\"@\n" +
 	"\x0eInetMcastGroup\x12\x14\n" +
