@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/ctr-cr
 export CGO_ENABLED := 0
 
-.PHONY: build test bench demo proto vet clean
+.PHONY: build deps test bench demo proto vet clean
 
 # Release builds drop the symbol table and DWARF (-s -w): a third of the
 # binary's size, and ~0.5 ms of every start (perf stat -r 100 of
@@ -16,20 +16,26 @@ LDFLAGS ?= -s -w
 build:
 	$(GO) build -ldflags="$(LDFLAGS)" -o $(BIN) ./cmd/ctr-cr
 
+# The Debian packages the tests, the demo and the bench need: as root,
+# scripts/deps.sh apt-get installs those missing (a no-op of a few ms when
+# all are there); otherwise it names them.
+deps:
+	./scripts/deps.sh
+
 # All tests. As root (CI), a skipped test is a failure (internal/testreport).
 # The C/R cases need root, gcc and python3. Inherited fds are closed so the
 # processes the tests checkpoint hold only what they open themselves.
 # Packages run one at a time (-p 1): the restore tests hand out pids through
 # the host-wide ns_last_pid cursor, which another package's forks (runc's
 # threads) can take first, and contend for the 2 CPUs' timing otherwise.
-test: build
+test: deps build
 	set -o pipefail; $(GO) vet ./... && \
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
 
-bench: build
+bench: deps build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench
 
-demo: build
+demo: deps build
 	./scripts/demo.sh $(CURDIR)/$(BIN)
 
 proto:

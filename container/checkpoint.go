@@ -77,15 +77,24 @@ type CheckpointOptions struct {
 // Checkpoint dumps the running container opts.ID into its image directory
 // and returns the directory. Without LeaveRunning the container's processes
 // are killed once the image is complete and the container is deleted from
-// the runtime, as `runc checkpoint` does. A failed checkpoint leaves the
-// container running as it was (core/dump's rule) and no complete-looking
-// image. The calling goroutine must be locked to its OS thread.
+// the runtime, as `runc checkpoint` does. The image is written into a fresh
+// directory beside the image directory and takes its place, replacing a
+// previous image there, only once complete and synced to disk, before any
+// process is killed (see stagedImage). A failed checkpoint leaves the
+// container running as it was (core/dump's rule) and the image directory
+// as it was. Two checkpoints of one container, or into one image
+// directory, at once: the second fails with ErrBusy. The calling goroutine
+// must be locked to its OS thread.
 func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *CheckpointStats, error) {
+	unlock, err := lockContainer(opts.Runtime, opts.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	defer unlock()
 	t0 := time.Now()
 	cst := &CheckpointStats{}
 	rt := opts.Runtime
 	st, ok := rt.runningFromDir(opts.ID)
-	var err error
 	cst.StateFrom = "state-dir"
 	if !ok {
 		cst.StateFrom = "runtime"
@@ -109,14 +118,15 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err := json.Unmarshal(specBytes, &spec); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %s/config.json: %w", opts.ID, st.Bundle, err)
 	}
-	dir := opts.ImagePath
-	if dir == "" {
-		dir = filepath.Join(st.Bundle, "checkpoint")
-	}
-	dir, err = filepath.Abs(dir)
+	dir, err := imageDir(opts.ImagePath, st.Bundle)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	stage, err := stageImage(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	defer stage.done()
 	meta := Metadata{
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
@@ -142,16 +152,18 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err := captureNamespaces(st.Pid, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
-	}
 	tm := time.Now()
 	cst.NamespacesMs = ms(tm.Sub(frozen))
-	if err := captureMounts(st.Pid, &spec, dir, &state); err != nil {
-		removeTmpfsFiles(dir, &state)
+	if err := captureMounts(st.Pid, &spec, stage.tmp, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	cst.MountsMs = ms(time.Since(tm))
+	// the container layer's files first: the dump kills the tree only
+	// once the whole image, these included, is on disk (Commit)
+	meta.Checkpointed = time.Now().UTC()
+	if err := writeContainerFiles(stage.tmp, specBytes, &state, &meta); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
@@ -159,26 +171,15 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	// its stdio is then the console the runtime made, whose master the
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
-	stats, err := dump.Dump(ctx, st.Pid, dir, dopts)
+	dopts.NoExtPipes = true // a container restore cannot hand pipes in
+	dopts.Commit = stage.commit
+	stats, err := dump.Dump(ctx, st.Pid, stage.tmp, dopts)
 	if err != nil {
-		removeTmpfsFiles(dir, &state)
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	// the tree ran again (or died) when Dump returned
 	cst.FrozenMs = ms(time.Since(frozen))
 	cst.Dump = stats
-	meta.Checkpointed = time.Now().UTC()
-	if err := writeFile(filepath.Join(dir, SpecDumpName), specBytes); err != nil {
-		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
-	}
-	sb, _ := json.MarshalIndent(state, "", "  ")
-	if err := writeFile(filepath.Join(dir, StateName), append(sb, '\n')); err != nil {
-		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
-	}
-	mb, _ := json.MarshalIndent(meta, "", "  ")
-	if err := writeFile(filepath.Join(dir, MetadataName), append(mb, '\n')); err != nil {
-		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
-	}
 	if !opts.LeaveRunning {
 		td := time.Now()
 		if err := rt.Delete(ctx, opts.ID); err != nil {
@@ -188,6 +189,38 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	}
 	cst.TotalMs = ms(time.Since(t0))
 	return dir, cst, nil
+}
+
+// imageDir is the absolute image directory of a checkpoint: imagePath, or
+// BUNDLE/checkpoint by default; an existing symbolic link is followed, so
+// that the image replaces the directory it names, not the link.
+func imageDir(imagePath, bundle string) (string, error) {
+	dir := imagePath
+	if dir == "" {
+		dir = filepath.Join(bundle, "checkpoint")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if p, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = p
+	}
+	return dir, nil
+}
+
+// writeContainerFiles writes spec.dump (config.json as checkpointed),
+// container.json and ctr-cr.json into dir.
+func writeContainerFiles(dir string, specBytes []byte, state *State, meta *Metadata) error {
+	if err := writeFile(filepath.Join(dir, SpecDumpName), specBytes); err != nil {
+		return err
+	}
+	sb, _ := json.MarshalIndent(state, "", "  ")
+	if err := writeFile(filepath.Join(dir, StateName), append(sb, '\n')); err != nil {
+		return err
+	}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	return writeFile(filepath.Join(dir, MetadataName), append(mb, '\n'))
 }
 
 // CheckpointStats are the phases of a container checkpoint (--print-stats).
@@ -209,9 +242,9 @@ type CheckpointStats struct {
 // ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// writeFile writes b to path (0600, synced).
+// writeFile writes b as the new file path (0600, synced).
 func writeFile(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -302,7 +335,7 @@ func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
 	state.Mounts = tree
 	for i, m := range tree.Tmpfs() {
 		name := fmt.Sprintf("tmpfs-%d.tar", i)
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}
@@ -329,11 +362,4 @@ func hasOpt(opts []string, o string) bool {
 		}
 	}
 	return false
-}
-
-// removeTmpfsFiles removes the tmpfs archives of a failed checkpoint.
-func removeTmpfsFiles(dir string, state *State) {
-	for _, name := range state.TmpfsFiles {
-		os.Remove(filepath.Join(dir, name))
-	}
 }

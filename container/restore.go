@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -191,7 +190,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	// poststart failures do not undo the start (runtime-spec): reported
 	ociState.Status = specs.StateRunning
 	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState); err != nil {
-		fmt.Fprintf(os.Stderr, "ctr-cr: restore %s: warning: %v\n", id, err)
+		fmt.Fprintf(os.Stderr, "Warn  (ctr-cr restore): container %s: %v\n", id, err)
 	}
 	return id, pid, nil
 }
@@ -252,98 +251,6 @@ var allCaps = []string{
 	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
 	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
 	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-}
-
-// privilegedConfig is the bundle's config for the create of a restore.
-func privilegedConfig(orig []byte) ([]byte, error) {
-	var s specs.Spec
-	if err := json.Unmarshal(orig, &s); err != nil {
-		return nil, fmt.Errorf("config.json: %w", err)
-	}
-	if s.Process == nil {
-		return nil, errors.New("config.json: no process")
-	}
-	caps, err := ownCaps()
-	if err != nil {
-		return nil, err
-	}
-	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
-	s.Process.NoNewPrivileges = false
-	// ctr-cr runs the creation hooks itself once the sandbox holds the
-	// restored state; the runtime keeps poststop
-	s.Hooks = hooks.Strip(s.Hooks)
-	s.Process.User = specs.User{UID: 0, GID: 0}
-	if s.Linux != nil {
-		s.Linux.Seccomp = nil
-	}
-	return json.MarshalIndent(&s, "", "\t")
-}
-
-// createPrivileged runs `RUNTIME create` for id from the bundle with the
-// privileged config swapped in for the duration (the user's config.json is
-// always put back), and returns the init's pid. With a console socket the
-// runtime makes the container's console and sends its master there.
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte, console string) (int, error) {
-	priv, err := privilegedConfig(orig)
-	if err != nil {
-		return 0, err
-	}
-	cfg := filepath.Join(bundle, "config.json")
-	fi, err := os.Stat(cfg)
-	if err != nil {
-		return 0, err
-	}
-	if err := os.WriteFile(cfg, priv, fi.Mode().Perm()); err != nil {
-		return 0, err
-	}
-	pidFile := filepath.Join(os.TempDir(), fmt.Sprintf("ctr-cr-%s-%d.pid", id, os.Getpid()))
-	defer os.Remove(pidFile)
-	args := []string{"create", "--bundle", bundle, "--pid-file", pidFile}
-	if console != "" {
-		args = append(args, "--console-socket", console)
-	}
-	args = append(args, id)
-	if rt.Root != "" {
-		args = append([]string{"--root", rt.Root}, args...)
-	}
-	cmd := exec.CommandContext(ctx, rt.Bin, args...)
-	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	// a file, not a pipe: the runtime's init inherits stderr and keeps it
-	// open, so a pipe would never reach its end
-	errf, ferr := os.CreateTemp("", "ctr-cr-create-")
-	if ferr != nil {
-		null.Close()
-		return 0, ferr
-	}
-	defer os.Remove(errf.Name())
-	defer errf.Close()
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, errf
-	err = cmd.Run()
-	null.Close()
-	msg, _ := os.ReadFile(errf.Name())
-	out := strings.TrimSpace(string(msg))
-	werr := os.WriteFile(cfg, orig, fi.Mode().Perm())
-	if err != nil {
-		// The runtime undoes a create that failed itself; deleting id here
-		// could remove someone else's container of that id (a concurrent
-		// restore, a state root we did not look in).
-		return 0, fmt.Errorf("%s create: %w: %s", rt.Name, err, out)
-	}
-	if werr != nil {
-		rt.Delete(context.Background(), id)
-		return 0, fmt.Errorf("%s create: putting config.json back: %w", rt.Name, werr)
-	}
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		rt.Delete(context.Background(), id)
-		return 0, fmt.Errorf("%s create: pid file: %w", rt.Name, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		rt.Delete(context.Background(), id)
-		return 0, fmt.Errorf("%s create: pid file %q", rt.Name, b)
-	}
-	return pid, nil
 }
 
 // OutsidePeersAnnotation in config.json says who wires the host side of the

@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -101,4 +102,69 @@ func (r *Runtime) runningFromDir(id string) (st *RuntimeState, ok bool) {
 func readJSONFile(path string, v any) bool {
 	b, err := os.ReadFile(path)
 	return err == nil && json.Unmarshal(b, v) == nil
+}
+
+// pointBundle makes the runtime's state of container id name bundle as
+// its bundle: the restore creates the container from a private bundle
+// (privateBundle), and `RUNTIME state`, `runc exec` (which reads the
+// bundle's config.json for the process to run) and the next checkpoint
+// must see the user's. runc keeps it as the "bundle=" label of state.json,
+// crun as "bundle" in its status file; both are rewritten through a
+// temporary file renamed over the original, as the runtimes write them.
+func (r *Runtime) pointBundle(id, bundle string) error {
+	dir := r.stateDir(id)
+	var name string
+	var doc map[string]any
+	switch r.Name {
+	case "runc":
+		name = "state.json"
+	case "crun":
+		name = "status"
+	default:
+		return fmt.Errorf("runtime %s: state file unknown", r.Name)
+	}
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	switch r.Name {
+	case "runc":
+		cfg, _ := doc["config"].(map[string]any)
+		labels, _ := cfg["labels"].([]any)
+		found := false
+		for i, l := range labels {
+			if s, _ := l.(string); strings.HasPrefix(s, "bundle=") {
+				labels[i], found = "bundle="+bundle, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("state %s: no bundle label", path)
+		}
+	case "crun":
+		if _, ok := doc["bundle"].(string); !ok {
+			return fmt.Errorf("state %s: no bundle", path)
+		}
+		doc["bundle"] = bundle
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".ctr-cr-tmp"
+	if err := os.WriteFile(tmp, out, fi.Mode().Perm()); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
 }

@@ -80,7 +80,8 @@ PY
   sleep 1
   echo "== container $id running under runc, counter at $(cat "$b/rootfs/tmp/count")"
   for round in 1 2; do
-    rm -rf "$b/checkpoint"
+    # the second round checkpoints into the same $b/checkpoint: the new
+    # image replaces the first once complete
     "$BIN" checkpoint --print-stats "$id"
     echo "== checkpointed: runc list shows $(runc list -q | grep -c "^$id$") container(s) named $id; counter stopped at $(cat "$b/rootfs/tmp/count")"
     "$BIN" restore -d "$b"

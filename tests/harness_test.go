@@ -64,6 +64,10 @@ type Case struct {
 	// dump and of each detached restore (e.g. --print-stats JSON).
 	AfterDump    func(t *testing.T, cycle int, stdout string)
 	AfterRestore func(t *testing.T, cycle int, stdout string)
+	// ExtPipe gives the case, as fd 3, the write end of a pipe whose read
+	// end the test holds (Run.ExtPipes); each restore hands a fresh pipe's
+	// write end to ctr-cr as its fd 3 with --inherit-fd fd[3]:pipe:[INO].
+	ExtPipe bool
 }
 
 // Run is a started case.
@@ -86,6 +90,9 @@ type Run struct {
 	fgErr     error
 	fgStderr  string // path of the foreground ctr-cr's stderr
 	fgPidFile string // written by the foreground ctr-cr when the restore is done
+
+	ExtPipes []int  // Case.ExtPipe: read ends of the pipes, in the order used
+	extIno   uint64 // Case.ExtPipe: the pipe the case writes to now
 }
 
 func TestMain(m *testing.M) {
@@ -174,6 +181,12 @@ func ctrcr(t *testing.T, args ...string) (stdout, stderr string, err error) {
 // ctrcrIn is ctrcr run in the network namespace at netns ("": ours).
 func ctrcrIn(t *testing.T, netns string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return ctrcrFiles(t, netns, nil, args...)
+}
+
+// ctrcrFiles is ctrcrIn with extra files, ctr-cr's fds 3 and up.
+func ctrcrFiles(t *testing.T, netns string, extra []*os.File, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	bin := testutil.BuildCtrCr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
 	defer cancel()
@@ -197,6 +210,7 @@ func ctrcrIn(t *testing.T, netns string, args ...string) (stdout, stderr string,
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = outF
 	cmd.Stderr = errF
+	cmd.ExtraFiles = extra
 	start := time.Now()
 	err = cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
@@ -296,10 +310,16 @@ func startCase(t *testing.T, c Case) *Run {
 		outF.Close()
 		t.Fatal(err)
 	}
+	files := []uintptr{devnull.Fd(), outF.Fd(), outF.Fd()}
+	if c.ExtPipe {
+		w := r.newExtPipe()
+		defer w.Close()
+		files = append(files, w.Fd())
+	}
 	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   os.Environ(),
-		Files: []uintptr{devnull.Fd(), outF.Fd(), outF.Fd()},
+		Files: files,
 		// Own session and process group: the dumped tree is self-contained.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
@@ -378,7 +398,11 @@ func runCase(t *testing.T, c Case) *Run {
 		}
 
 		if !last {
-			stdout, stderr, err := ctrcrIn(t, r.NetNS, append([]string{"restore", "-D", img, "-d"}, c.RestoreArgs...)...)
+			args, extra := r.extPipeArgs(c.RestoreArgs)
+			stdout, stderr, err := ctrcrFiles(t, r.NetNS, extra, append([]string{"restore", "-D", img, "-d"}, args...)...)
+			for _, f := range extra {
+				f.Close()
+			}
 			if err != nil {
 				r.fatalf(stderr, "cycle %d: restore -d: %v", i, err)
 			}
@@ -433,11 +457,17 @@ func (r *Run) startForeground(img string) {
 	defer stderr.Close()
 	// the pid file is written once the restore is complete
 	r.fgPidFile = filepath.Join(r.imgBase, "restore-fg.pid")
-	argv := testutil.InNetns(r.NetNS, append([]string{r.Bin, "restore", "-D", img, "--pid-file", r.fgPidFile}, r.c.RestoreArgs...)...)
+	args, extra := r.extPipeArgs(r.c.RestoreArgs)
+	argv := testutil.InNetns(r.NetNS, append([]string{r.Bin, "restore", "-D", img, "--pid-file", r.fgPidFile}, args...)...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	cmd.ExtraFiles = extra
+	err = cmd.Start()
+	for _, f := range extra {
+		f.Close()
+	}
+	if err != nil {
 		r.fatalf("", "start ctr-cr restore: %v", err)
 	}
 	r.t.Logf("ctr-cr restore -D %s: started in the foreground (pid %d)", img, cmd.Process.Pid)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,44 +41,106 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	return fs
-}
-
 func printStats(v any) {
 	b, _ := json.Marshal(v)
 	fmt.Println(string(b))
+	msgs.debugf("stats: %s", b)
+}
+
+// criuConfig holds the CRIU spellings that confirm or permit what ctr-cr
+// does anyway, or name a mode of which ctr-cr has only one.
+type criuConfig struct {
+	fileLocks     bool   // --file-locks
+	linkRemap     bool   // --link-remap: permission only, see its help
+	networkLock   string // --network-lock: nftables only
+	manageCgroups string // --manage-cgroups[=MODE]: ignore only
+	tcpClose      bool   // refused
+}
+
+// criuOptions are the CRIU options dump and restore share; confirm is the
+// help of the ones that only confirm what the image holds (restore).
+func criuOptions(c *criuConfig, fileLocksHelp string) []option {
+	return []option{
+		{names: []string{"file-locks"}, value: boolValue{&c.fileLocks}, help: fileLocksHelp},
+		{names: []string{"link-remap"}, value: boolValue{&c.linkRemap},
+			help: "accepted: files deleted while open are saved by contents (up to --ghost-limit), no link is made"},
+		{names: []string{"network-lock"}, arg: "nftables", value: stringValue{&c.networkLock},
+			help: "how TCP connections are locked: nftables, the only method (others refused)"},
+		{names: []string{"manage-cgroups"}, arg: "[=MODE]", value: modeValue{&c.manageCgroups, "soft"},
+			help: "only MODE ignore: a tree's cgroups are not saved; it is restored into the restorer's (other modes refused)"},
+		{names: []string{"tcp-close"}, value: boolValue{&c.tcpClose},
+			refuse: "ctr-cr restores established TCP connections live (--tcp-established), never closed"},
+	}
+}
+
+// check refuses the modes ctr-cr does not have, naming the flag.
+func (c *criuConfig) check(synopsis string) error {
+	if c.networkLock != "" && c.networkLock != "nftables" {
+		return usageErrorf(synopsis, "--network-lock %s: not supported: ctr-cr locks TCP connections with nftables only", c.networkLock)
+	}
+	if c.manageCgroups != "" && c.manageCgroups != "ignore" {
+		return usageErrorf(synopsis, "--manage-cgroups=%s: not supported: ctr-cr does not save or restore a process tree's cgroups (only --manage-cgroups=ignore)", c.manageCgroups)
+	}
+	return nil
+}
+
+const dumpSynopsis = "dump -t PID -D DIR [OPTIONS]"
+
+// dumpConfig is what dump's options set.
+type dumpConfig struct {
+	pid                         int
+	dir, ghost, freezeCg        string
+	leave, stats                bool
+	jobs                        int
+	shellJob, tcpEst, extUnixSk bool
+	criu                        criuConfig
+	log                         logConfig
+}
+
+func dumpOptions(c *dumpConfig) []option {
+	c.ghost, c.jobs = "1M", 4
+	opts := []option{
+		{names: []string{"t", "tree"}, arg: "PID", value: intValue{&c.pid}, help: "the process to dump, with all its descendants"},
+		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&c.dir}, help: "image directory"},
+		{names: []string{"R", "leave-running"}, value: boolValue{&c.leave}, help: "let the process run on after the dump"},
+		{names: []string{"j", "shell-job"}, value: boolValue{&c.shellJob}, help: "the tree has a terminal (a job started from a shell): dump it as external"},
+		{names: []string{"tcp-established"}, value: boolValue{&c.tcpEst}, help: "dump established TCP connections (TCP_REPAIR); they stay locked (nftables) until restore"},
+		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again"},
+		{names: []string{"freeze-cgroup"}, arg: "DIR", value: stringValue{&c.freezeCg}, help: "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized"},
+		{names: []string{"ghost-limit"}, arg: "SIZE", value: stringValue{&c.ghost}, help: "largest deleted file whose contents are saved (default 1M)"},
+		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default 4; 1: one by one)"},
+		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
+		{names: []string{"skip-in-flight"}, value: boolValue{new(bool)},
+			refuse: "ctr-cr never drops connections: a listener with connections waiting to be accepted is refused, naming it"},
+	}
+	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
+	return append(opts, logOptions(&c.log)...)
 }
 
 func cmdDump(args []string) error {
-	fs := newFlags("dump")
-	pid := fs.Int("t", 0, "pid of the process to dump")
-	dir := fs.String("D", "", "image directory")
-	leave := fs.Bool("leave-running", false, "let the process run on after the dump")
-	ghost := fs.String("ghost-limit", "1M", "largest deleted file whose contents are saved")
-	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
-	jobs := fs.Int("jobs", 4, "processes whose memory is dumped in parallel (1: one by one)")
-	shellJob := fs.Bool("shell-job", false, "the tree has a terminal (a job started from a shell): dump it as external")
-	tcpEst := fs.Bool("tcp-established", false, "dump established TCP connections (TCP_REPAIR); they stay locked (nftables) until restore")
-	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again")
-	freezeCg := fs.String("freeze-cgroup", "", "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized")
-	if err := fs.Parse(args); err != nil {
+	var c dumpConfig
+	opts := dumpOptions(&c)
+	if _, err := parseOptions("dump", dumpSynopsis, opts, args, os.Stdout); err != nil {
 		return err
 	}
-	if *pid <= 0 || *dir == "" {
-		return errors.New("-t PID and -D DIR are required")
+	if c.pid <= 0 || c.dir == "" {
+		return usageErrorf(dumpSynopsis, "-t PID and -D DIR are required")
 	}
-	gl, err := parseSize(*ghost)
+	if err := c.criu.check(dumpSynopsis); err != nil {
+		return err
+	}
+	gl, err := parseSize(c.ghost)
 	if err != nil {
-		return fmt.Errorf("--ghost-limit: %w", err)
+		return usageErrorf(dumpSynopsis, "--ghost-limit: %w", err)
+	}
+	if err := msgs.open(&c.log, c.dir); err != nil {
+		return err
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	opts := dump.Options{LeaveRunning: *leave, GhostLimit: gl, Jobs: *jobs, ShellJob: *shellJob, TCPEstablished: *tcpEst, ExtUnixSk: *extUnix}
-	if *freezeCg != "" {
-		cg, err := cgroup.OpenDir(*freezeCg)
+	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks}
+	if c.freezeCg != "" {
+		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
 			return err
 		}
@@ -86,114 +148,172 @@ func cmdDump(args []string) error {
 			return err
 		}
 		defer cg.Thaw() // on every path; a second thaw is harmless
-		opts.Thaw = cg.Thaw
+		dopts.Thaw = cg.Thaw
 	}
-	st, err := dump.Dump(ctx, *pid, *dir, opts)
+	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
 	if err != nil {
 		return err
 	}
-	if *stats {
+	if c.stats {
 		printStats(st)
+	} else if b, err := json.Marshal(st); err == nil {
+		msgs.debugf("stats: %s", b)
 	}
+	msgs.infof("Dumping finished successfully")
 	return nil
 }
 
+const checkpointSynopsis = "checkpoint [OPTIONS] CONTAINER_ID"
+
 // cmdCheckpoint checkpoints an OCI container found through its runtime.
 func cmdCheckpoint(args []string) error {
-	fs := newFlags("checkpoint")
-	root := fs.String("root", "", "the runtime's state directory (--root of runc/crun)")
-	rtName := fs.String("runtime", "", "the container's runtime: runc or crun (default: whichever knows the container)")
-	imagePath := fs.String("image-path", "", "image directory (default BUNDLE/checkpoint)")
-	leave := fs.Bool("leave-running", false, "let the container run on after the checkpoint")
-	tcpEst := fs.Bool("tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
-	extUnix := fs.Bool("ext-unix-sk", false, "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root")
-	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
-	if err := fs.Parse(args); err != nil {
+	var root, rtName, imagePath string
+	var leave, tcpEst, extUnix, stats, fileLocks bool
+	opts := []option{
+		{names: []string{"root"}, arg: "DIR", value: stringValue{&root}, help: "the runtime's state directory (--root of runc/crun)"},
+		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&rtName}, help: "the container's runtime (default: whichever knows the container)"},
+		{names: []string{"image-path"}, arg: "DIR", value: stringValue{&imagePath}, help: "image directory (default BUNDLE/checkpoint)"},
+		{names: []string{"R", "leave-running"}, value: boolValue{&leave}, help: "let the container run on after the checkpoint"},
+		{names: []string{"tcp-established"}, value: boolValue{&tcpEst}, help: "checkpoint established TCP connections (TCP_REPAIR)"},
+		{names: []string{"ext-unix-sk"}, value: boolValue{&extUnix}, help: "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root"},
+		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print timing statistics as JSON"},
+		{names: []string{"file-locks"}, value: boolValue{&fileLocks}, help: "checkpoint the file locks the container's tree holds (flock, POSIX, OFD); without it a tree holding one is refused"},
+	}
+	pos, err := parseOptions("checkpoint", checkpointSynopsis, opts, args, os.Stdout)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: ctr-cr checkpoint [--root DIR] [--runtime runc|crun] [--image-path DIR] [--leave-running] [--tcp-established] [--ext-unix-sk] CONTAINER_ID")
+	if len(pos) != 1 {
+		return usageErrorf(checkpointSynopsis, "one CONTAINER_ID is required")
 	}
+	id := pos[0]
 	ctx, stop := interruptible()
 	defer stop()
 	var rt *container.Runtime
-	var err error
-	if *rtName == "" {
-		rt, err = container.FindRuntime(ctx, fs.Arg(0), *root)
+	if rtName == "" {
+		rt, err = container.FindRuntime(ctx, id, root)
 	} else {
-		rt, err = container.NewRuntime(*rtName, *root)
+		rt, err = container.NewRuntime(rtName, root)
 	}
 	if err != nil {
 		return err
 	}
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
-		ID: fs.Arg(0), Runtime: rt, ImagePath: *imagePath, LeaveRunning: *leave,
-		Dump: dump.Options{TCPEstablished: *tcpEst, ExtUnixSk: *extUnix},
+		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave,
+		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix, FileLocks: fileLocks},
 	})
 	if err != nil {
 		return err
 	}
-	if *stats {
+	if stats {
 		printStats(st)
 	}
-	fmt.Fprintf(os.Stderr, "ctr-cr: checkpoint: %s saved in %s\n", fs.Arg(0), dir)
+	fmt.Fprintf(os.Stderr, "ctr-cr: checkpoint: %s saved in %s\n", id, dir)
 	return nil
 }
 
+const restoreSynopsis = "restore -D DIR [OPTIONS] | restore [OPTIONS] BUNDLE"
+
+// restoreConfig is what restore's options set.
+type restoreConfig struct {
+	dir, pidFile, method          string
+	detach, stats, shellJob       bool
+	tcpEst, extUnixSk             bool // confirm only: the image says
+	id, imagePath, rtRoot, rtName string
+	console                       string
+	inherit                       map[string]int // --inherit-fd: image key -> our fd
+	criu                          criuConfig
+	log                           logConfig
+}
+
+func restoreOptions(c *restoreConfig) []option {
+	c.method = string(restore.PidClone3)
+	c.inherit = map[string]int{}
+	opts := []option{
+		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&c.dir}, help: "image directory"},
+		{names: []string{"d", "detach", "restore-detached"}, value: boolValue{&c.detach}, help: "detach: return once the process runs"},
+		{names: []string{"pid-file", "pidfile"}, arg: "FILE", value: stringValue{&c.pidFile}, help: "write the restored pid to FILE (relative: in the work dir, the image dir by default; a container's: in the current dir)"},
+		{names: []string{"j", "shell-job"}, value: boolValue{&c.shellJob}, help: "restore a shell job onto this terminal (ctr-cr's stdin, stdout or stderr)"},
+		{names: []string{"pid-method"}, arg: "clone3|ns_last_pid", value: stringValue{&c.method}, help: "how to get the pid: clone3 (set_tid, default) or ns_last_pid"},
+		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
+		{names: []string{"tcp-established"}, value: boolValue{&c.tcpEst}, help: "accepted: the image's TCP connections are restored whether given or not"},
+		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accepted: the image's external unix peers are connected to again whether given or not"},
+		{names: []string{"id"}, arg: "NEW_ID", value: stringValue{&c.id}, help: "container: the restored container's id (default: the checkpointed one)"},
+		{names: []string{"image-path"}, arg: "DIR", value: stringValue{&c.imagePath}, help: "container: image directory (default BUNDLE/checkpoint)"},
+		{names: []string{"root"}, arg: "DIR", value: stringValue{&c.rtRoot}, help: "container: the runtime's state directory"},
+		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&c.rtName}, help: "container: runc or crun (default: the one that ran it at the checkpoint)"},
+		{names: []string{"inherit-fd"}, arg: "fd[N]:pipe:[INO]", value: inheritValue{c.inherit}, help: "use ctr-cr's fd N as the image's external pipe pipe:[INO] (see show); repeatable"},
+		{names: []string{"console-socket"}, arg: "PATH", value: stringValue{&c.console}, help: "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create"},
+	}
+	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
+	return append(opts, logOptions(&c.log)...)
+}
+
 func cmdRestore(args []string) (int, error) {
-	fs := newFlags("restore")
-	dir := fs.String("D", "", "image directory")
-	detach := fs.Bool("d", false, "detach: return once the process runs")
-	fs.BoolVar(detach, "detach", false, "same as -d")
-	pidFile := fs.String("pid-file", "", "write the restored pid to this file")
-	method := fs.String("pid-method", "clone3", "how to get the pid: clone3 (set_tid) or ns_last_pid")
-	stats := fs.Bool("print-stats", false, "print timing statistics as JSON")
-	shellJob := fs.Bool("shell-job", false, "restore a shell job onto this terminal (ctr-cr's stdin, stdout or stderr)")
-	newID := fs.String("id", "", "container: the restored container's id (default: the checkpointed one)")
-	imagePath := fs.String("image-path", "", "container: image directory (default BUNDLE/checkpoint)")
-	rtRoot := fs.String("root", "", "container: the runtime's state directory")
-	rtName := fs.String("runtime", "", "container: runc or crun (default: the one that ran it at the checkpoint)")
-	console := fs.String("console-socket", "", "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create")
-	if err := fs.Parse(args); err != nil {
+	var c restoreConfig
+	pos, err := parseOptions("restore", restoreSynopsis, restoreOptions(&c), args, os.Stdout)
+	if err != nil {
 		return 2, err
 	}
-	if fs.NArg() == 1 && *dir == "" {
-		return restoreContainer(fs.Arg(0), *newID, *imagePath, *rtName, *rtRoot, *pidFile, *console, *detach, *stats)
+	if err := c.criu.check(restoreSynopsis); err != nil {
+		return 2, err
 	}
-	if *console != "" {
-		return 2, errors.New("--console-socket: only for a container (ctr-cr restore --console-socket PATH BUNDLE)")
+	if len(pos) == 1 && c.dir == "" {
+		if len(c.inherit) > 0 {
+			return 2, usageErrorf(restoreSynopsis, "--inherit-fd: only for a process restore (-D DIR)")
+		}
+		if c.shellJob || c.method != string(restore.PidClone3) {
+			return 2, usageErrorf(restoreSynopsis, "--shell-job and --pid-method: only for a process restore (-D DIR); a container gets its console with --console-socket")
+		}
+		return restoreContainer(pos[0], &c)
+	}
+	if len(pos) > 0 {
+		return 2, usageErrorf(restoreSynopsis, "unexpected argument %q", pos[0])
+	}
+	if err := c.containerOnly(); err != nil {
+		return 2, err
+	}
+	if c.dir == "" {
+		return 2, usageErrorf(restoreSynopsis, "-D DIR or a BUNDLE is required")
 	}
 	term := -1
-	if *shellJob {
+	if c.shellJob {
 		if term = terminalFd(); term < 0 {
 			return 2, errors.New("--shell-job: none of stdin, stdout, stderr is a terminal")
 		}
 	}
-	if *dir == "" {
-		return 2, errors.New("-D DIR is required")
-	}
-	m := restore.PidMethod(*method)
+	m := restore.PidMethod(c.method)
 	if m != restore.PidClone3 && m != restore.PidNsLastPid {
-		return 2, fmt.Errorf("--pid-method: unknown method %q", *method)
+		return 2, usageErrorf(restoreSynopsis, "--pid-method: unknown method %q", c.method)
+	}
+	if err := msgs.open(&c.log, c.dir); err != nil {
+		return 1, err
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, *dir, restore.Options{PidMethod: m, Terminal: term, Detach: *detach})
+	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit})
 	stop()
+	for _, fd := range c.inherit {
+		unix.Close(fd) // the restored tree has its own copy
+	}
 	if err != nil {
 		return 1, err
 	}
 	for _, w := range res.Warnings {
-		fmt.Fprintln(os.Stderr, "ctr-cr: restore: warning:", w)
+		msgs.warnf("%s", w)
 	}
-	if *pidFile != "" {
-		if err := os.WriteFile(*pidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
-			return 1, fmt.Errorf("pid file: %w", err)
+	if c.pidFile != "" {
+		if err := writePidFile(c.log.inWorkDir(c.dir, c.pidFile), res.Pid); err != nil {
+			return 1, err
 		}
 	}
-	if *stats {
+	if c.stats {
 		printStats(res.Stats)
+	} else if b, err := json.Marshal(res.Stats); err == nil {
+		msgs.debugf("stats: %s", b)
 	}
-	if *detach {
+	msgs.infof("Restore finished successfully, pid %d", res.Pid)
+	msgs.close()
+	if c.detach {
 		return 0, nil
 	}
 	if term >= 0 {
@@ -216,25 +336,54 @@ func cmdRestore(args []string) (int, error) {
 	return restore.Wait(res.Pid)
 }
 
+// containerOnly refuses, for a process restore (-D DIR), the options that
+// only mean something for a container (BUNDLE); CRIU's --root, the restored
+// tree's root directory, is one of them: not silently ignored.
+func (c *restoreConfig) containerOnly() error {
+	for _, o := range []struct{ name, value string }{
+		{"--id", c.id}, {"--image-path", c.imagePath}, {"--root", c.rtRoot},
+		{"--runtime", c.rtName}, {"--console-socket", c.console},
+	} {
+		if o.value != "" {
+			return usageErrorf(restoreSynopsis, "%s: only for a container (ctr-cr restore %s ... BUNDLE); not for -D DIR", o.name, o.name)
+		}
+	}
+	return nil
+}
+
+// writePidFile writes pid and a newline to path.
+func writePidFile(path string, pid int) error {
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return nil
+}
+
+const showSynopsis = "show -f FILE | show DIR"
+
 func cmdShow(args []string) error {
-	fs := newFlags("show")
-	file := fs.String("f", "", "image file to print as JSON")
-	if err := fs.Parse(args); err != nil {
+	var file string
+	opts := []option{{names: []string{"f", "file"}, arg: "FILE", value: stringValue{&file}, help: "image file to print as JSON (without it: a summary of the image DIR)"}}
+	pos, err := parseOptions("show", showSynopsis, opts, args, os.Stdout)
+	if err != nil {
 		return err
 	}
-	if *file != "" {
-		return image.FileJSON(*file, os.Stdout)
+	if file != "" {
+		return image.FileJSON(file, os.Stdout)
 	}
-	if fs.NArg() != 1 {
-		return errors.New("give -f FILE or an image directory")
+	if len(pos) != 1 {
+		return usageErrorf(showSynopsis, "give -f FILE or an image directory")
 	}
-	return show.Summary(fs.Arg(0), os.Stdout)
+	return show.Summary(pos[0], os.Stdout)
 }
 
 func cmdCheck(args []string) (int, error) {
-	fs := newFlags("check")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseOptions("check", "check", nil, args, os.Stdout)
+	if err != nil {
 		return 2, err
+	}
+	if len(pos) > 0 {
+		return 2, usageErrorf("check", "unexpected argument %q", pos[0])
 	}
 	missing := kernel.Report(os.Stdout)
 	if missing > 0 {
@@ -271,17 +420,26 @@ func giveTerminal(fd, pgid int) {
 
 // restoreContainer restores a container from its bundle (ctr-cr restore
 // BUNDLE). Without -d it waits until the container's init is gone.
-func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile, console string, detach, stats bool) (int, error) {
-	opts := container.RestoreOptions{Bundle: bundle, ImagePath: imagePath, ID: id, RuntimeRoot: rtRoot, ConsoleSocket: console}
-	if stats {
+// A relative log file is written in the image directory; a relative pid
+// file in the current one, as runc's.
+func restoreContainer(bundle string, c *restoreConfig) (int, error) {
+	opts := container.RestoreOptions{Bundle: bundle, ImagePath: c.imagePath, ID: c.id, RuntimeRoot: c.rtRoot, ConsoleSocket: c.console}
+	if c.stats {
 		opts.Stats = &container.RestoreStats{}
 	}
-	if rtName != "" {
-		rt, err := container.NewRuntime(rtName, rtRoot)
+	if c.rtName != "" {
+		rt, err := container.NewRuntime(c.rtName, c.rtRoot)
 		if err != nil {
 			return 2, err
 		}
 		opts.Runtime = rt
+	}
+	imageDir := c.imagePath
+	if imageDir == "" {
+		imageDir = filepath.Join(bundle, "checkpoint")
+	}
+	if err := msgs.open(&c.log, imageDir); err != nil {
+		return 1, err
 	}
 	ctx, stop := interruptible()
 	id, pid, err := container.Restore(ctx, opts)
@@ -289,16 +447,18 @@ func restoreContainer(bundle, id, imagePath, rtName, rtRoot, pidFile, console st
 	if err != nil {
 		return 1, err
 	}
-	if pidFile != "" {
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-			return 1, fmt.Errorf("pid file: %w", err)
+	if c.pidFile != "" {
+		if err := writePidFile(c.pidFile, pid); err != nil {
+			return 1, err
 		}
 	}
-	if stats {
+	if c.stats {
 		printStats(opts.Stats)
 	}
 	fmt.Fprintf(os.Stderr, "ctr-cr: restore: container %s running, init pid %d\n", id, pid)
-	if detach {
+	msgs.infof("Restore finished successfully, container %s, init pid %d", id, pid)
+	msgs.close()
+	if c.detach {
 		return 0, nil
 	}
 	pfd, err := unix.PidfdOpen(pid, 0)

@@ -1,9 +1,12 @@
 // Command ctr-cr checkpoints and restores Linux processes.
 //
-//	ctr-cr dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+//	ctr-cr dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
 //	ctr-cr restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method M] [--print-stats]
 //	ctr-cr show    -f FILE | DIR
 //	ctr-cr check
+//
+// CRIU's spellings of the same options are accepted too (flags.go), and
+// every command lists its options with --help.
 package main
 
 import (
@@ -29,10 +32,16 @@ func init() {
 	runtime.LockOSThread()
 }
 
+// shortUsage is printed on stderr for a missing or unknown command.
+const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
+commands: dump, restore, checkpoint, show, check, version, hook
+ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
+`
+
 const usage = `usage: ctr-cr COMMAND [OPTIONS]
 
 Process commands:
-  dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
+  dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
           (PID and all its descendants)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
@@ -54,13 +63,18 @@ Container commands (OCI runtimes runc and crun):
            runtime sends the new console's pty master there, as for create)
   hook PHASE            as an OCI hook in config.json: records the event in
                         BUNDLE/ctr-cr-hooks.log (state JSON on stdin)
+
+CRIU's spellings work too (-R, -j, --pidfile, --restore-detached, -o FILE,
+-v4, --tcp-established on restore, ...): ctr-cr COMMAND --help lists them.
+Failures are reported on lines starting with "Error (ctr-cr COMMAND): ".
 `
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, shortUsage)
 		os.Exit(2)
 	}
+	msgs.cmd = os.Args[1]
 	if path := os.Getenv("CTRCR_CPUPROFILE"); path != "" {
 		// a developer's aid for the speed work: profile one command
 		if f, err := os.Create(path); err == nil {
@@ -68,15 +82,32 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	code, err := run(os.Args[1])
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ctr-cr: %s: %v\n", os.Args[1], err)
-		if code == 0 {
-			code = 1
-		}
-	}
+	code := report(run(os.Args[1]))
+	msgs.close()
 	pprof.StopCPUProfile()
 	os.Exit(code)
+}
+
+// report prints a command's error and returns the exit status: 0 after a
+// help, 2 for a wrong command line (with the command's usage line), the
+// command's own status otherwise (at least 1 with an error).
+func report(code int, err error) int {
+	if err == nil {
+		return code
+	}
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	msgs.errorf("%v", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(os.Stderr, "usage: ctr-cr %s\n(ctr-cr %s --help lists the options)\n", ue.synopsis, msgs.cmd)
+		return 2
+	}
+	if code == 0 {
+		code = 1
+	}
+	return code
 }
 
 func run(cmd string) (int, error) {
@@ -90,20 +121,27 @@ func run(cmd string) (int, error) {
 	case "checkpoint":
 		err = cmdCheckpoint(os.Args[2:])
 	case "hook":
+		const hookSynopsis = "hook PHASE (the OCI state on stdin)"
+		if _, err := parseOptions("hook", hookSynopsis, nil, os.Args[2:], os.Stdout); err != nil {
+			return 2, err
+		}
 		if len(os.Args) != 3 {
-			return 2, errors.New("usage: ctr-cr hook PHASE (the OCI state on stdin)")
+			return 2, usageErrorf(hookSynopsis, "one PHASE is required")
 		}
 		err = hooks.Entry(os.Args[2], os.Stdin)
 	case "show":
 		err = cmdShow(os.Args[2:])
 	case "check":
 		code, err = cmdCheck(os.Args[2:])
-	case "version", "--version":
+	case "version", "--version", "-V":
+		if _, err := parseOptions("version", "version", nil, os.Args[2:], os.Stdout); err != nil {
+			return 2, err
+		}
 		fmt.Println("ctr-cr", version.Version)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, shortUsage)
 		return 2, fmt.Errorf("unknown command %q", cmd)
 	}
 	return code, err

@@ -58,6 +58,20 @@ type Options struct {
 	// the tree; the tasks never run again and the kernel frees them in
 	// parallel, while ctr-cr exits (a restore waits for their pids).
 	WaitKilled bool
+	// NoExtPipes refuses pipes with an end held outside the tree instead
+	// of recording them as external (a container checkpoint, whose
+	// restore has no --inherit-fd).
+	NoExtPipes bool
+	// Commit, when set, is called once the image is completely written:
+	// before the tree is killed, or (LeaveRunning) once it runs again. A
+	// container checkpoint syncs its image and moves it into place there,
+	// so that nothing is killed before the image is safe on disk. An error
+	// fails the dump (the tree is released, running) and must leave the
+	// image where it was written.
+	Commit func() error
+	// FileLocks dumps the file locks the tree holds (flock, POSIX, OFD;
+	// --file-locks); without it a tree holding one is refused.
+	FileLocks bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -174,8 +188,24 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			w.Abort()
 			return nil, errors.Join(werr, err)
 		}
+		if opts.Commit != nil {
+			if cerr := opts.Commit(); cerr != nil {
+				w.Abort()
+				return nil, errors.Join(cerr, err)
+			}
+		}
 		st.TotalMs = ms(time.Since(t0))
 		return st, err
+	}
+	if opts.Commit != nil {
+		if err := opts.Commit(); err != nil {
+			w.Abort()
+			if rerr := d.release(); rerr != nil {
+				err = fmt.Errorf("%w (and releasing the processes: %v)", err, rerr)
+			}
+			return nil, err
+		}
+		tr = time.Now()
 	}
 	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
@@ -282,7 +312,7 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks}
 	if d.opts.TCPEstablished {
 		locked, err := d.lockConnections()
 		if err != nil {
@@ -323,6 +353,16 @@ func (d *dumper) run() error {
 		}
 		return false
 	}); err != nil {
+		return err
+	}
+	if err := d.files.CheckLocks(func(pid int) bool {
+		for _, t := range d.tasks {
+			if t.pid == pid && !t.zombie {
+				return true
+			}
+		}
+		return false
+	}, fopts); err != nil {
 		return err
 	}
 	tm := time.Now()

@@ -34,6 +34,12 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 		return nil, err
 	}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit}
+	var pagemap *os.File // opened for the first VMA with guard pages
+	defer func() {
+		if pagemap != nil {
+			pagemap.Close()
+		}
+	}()
 	for i := range smaps {
 		s := &smaps[i]
 		v := &imagepb.Vma{
@@ -51,6 +57,18 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			mm.Vmas = append(mm.Vmas, v)
 			continue
 		}
+		if err := memory.RefuseSpecial(s); err != nil {
+			return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
+		}
+		if s.HasFlag("ht") {
+			if err := memory.ClassifyHugetlb(v, s); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
+			}
+			if v.Kind == imagepb.VmaKind_VMA_HUGETLB_ANON {
+				mm.Vmas = append(mm.Vmas, v)
+				continue
+			}
+		}
 		switch v.Kind {
 		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
 			id, err := d.files.AddMapped(pid, s, fopts)
@@ -63,6 +81,17 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 			}
 			if exe == s.Path && mm.ExeFileId == 0 {
 				mm.ExeFileId = id
+			}
+		}
+		if s.HasFlag("gu") {
+			// may hold guard pages (MADV_GUARD_INSTALL): find them
+			if pagemap == nil {
+				if pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", pid)); err != nil {
+					return nil, err
+				}
+			}
+			if v.GuardRegions, err = memory.GuardRegions(pagemap, s.Start, s.End); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x (guard pages): %w", s.Start, s.End, err)
 			}
 		}
 		// Nothing private to save in a VMA without anonymous or swapped

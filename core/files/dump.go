@@ -58,6 +58,12 @@ type Options struct {
 	// the container's own devpts whose master is outside the dump are
 	// recorded as FILE_CONSOLE, reopened in the restored container.
 	Console bool
+	// NoExtPipes refuses a pipe with an end held outside the dump instead
+	// of recording it as external (see Check).
+	NoExtPipes bool
+	// FileLocks records the file locks of the tree (--file-locks);
+	// without it a tree holding any is refused.
+	FileLocks bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the
@@ -87,6 +93,7 @@ type Table struct {
 	ptys        []ptyEnd            // pty ends seen by DumpFds, completed by DumpPtys
 	ptyHeld     []*ptyHeld          // pairs whose queued data was read out
 	consoleHeld map[uint32]*ptyHeld // consoles whose input typed ahead was read out, by index (slave: our copy of the task's)
+	locks       lockState           // file locks read from fdinfo (see fdLocks)
 }
 
 type repairing struct {
@@ -196,6 +203,9 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			t.seen[key] = append(t.seen[key], seenFd{pid: pid, fd: fd, id: id})
 		}
 		out = append(out, &imagepb.FdEntry{Fd: int32(fd), FileId: id, Cloexec: fi.Flags&unix.O_CLOEXEC != 0})
+		if err := t.fdLocks(pid, fd, link, fi, out[len(out)-1], opts); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -273,7 +283,7 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		case "eventpoll":
 			return t.epoll(f, pid, fd, fi)
 		case "pidfd":
-			return t.pidfd(f, fd, link, fi)
+			return t.pidfd(f, fd, cp, link, fi)
 		case "timerfd":
 			return t.timerfd(f, fd, cp, link, fi)
 		case "signalfd":
@@ -338,6 +348,9 @@ func (t *Table) AddMapped(pid int, v *procfs.SmapsEntry, opts Options) (uint32, 
 		f.Path = strings.TrimPrefix(v.Path, "/memfd:")
 	case v.Shared && v.Deleted && strings.HasPrefix(v.Path, "/dev/zero"):
 		f.Kind = imagepb.FileKind_FILE_SHMEM
+	case v.Shared && v.Deleted && v.Path == "/anon_hugepage" && v.HasFlag("ht"):
+		// MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB: an object of huge pages
+		f.Kind, f.HugetlbPageSize = imagepb.FileKind_FILE_SHMEM, v.KernelPageSize
 	case v.Deleted:
 		f.Kind = imagepb.FileKind_FILE_REG
 		if err := t.ghost(f, fd, v.Path+" (deleted)", opts); err != nil {
@@ -507,14 +520,18 @@ func (t *Table) AddPath(path string) (uint32, error) {
 }
 
 // pidfd records a pidfd; the process it refers to must be in the dump (a
-// pidfd of an outside or exited process cannot be recreated).
-func (t *Table) pidfd(f *imagepb.FileEntry, fd int, link string, fi *procfs.FdInfo) (uint32, error) {
+// pidfd of a live outside process cannot be recreated), or have exited and
+// been reaped (deadPidfd).
+func (t *Table) pidfd(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
 	f.Kind = imagepb.FileKind_FILE_PIDFD
 	v, ok := fi.Field("Pid")
 	if !ok {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd without a Pid in fdinfo"}
 	}
 	pid, err := strconv.Atoi(strings.Fields(v)[0])
+	if err == nil && pid == -1 {
+		return t.deadPidfd(f, fd, cp, link)
+	}
 	if err != nil || pid <= 0 {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd of an exited process"}
 	}
@@ -525,7 +542,7 @@ func (t *Table) pidfd(f *imagepb.FileEntry, fd int, link string, fi *procfs.FdIn
 // CheckPidfds verifies that every pidfd refers to a process of the dump.
 func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
 	for _, f := range t.Files {
-		if f.Kind == imagepb.FileKind_FILE_PIDFD && !inDump(f.PidfdPid) {
+		if f.Kind == imagepb.FileKind_FILE_PIDFD && !f.PidfdDead && !inDump(f.PidfdPid) {
 			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
 		}
 	}

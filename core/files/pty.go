@@ -215,6 +215,9 @@ func (t *Table) dumpPair(m *ptyEnd, slaveHeld bool, inDump func(pid int) bool) e
 		return fmt.Errorf("TIOCGPTLCK: %w", err)
 	}
 	p.Packet, p.Locked = pkt != 0, lck != 0
+	if err := dumpSlaveOwner(fd, p); err != nil {
+		return err
+	}
 	// The session and foreground group of the slave, asked through the
 	// master (allowed to anyone holding it).
 	if sid, err := unix.IoctlGetInt(fd, unix.TIOCGSID); err == nil && sid > 0 {

@@ -153,6 +153,9 @@ func (o *Opener) ptyPair(index uint32) (*ptyPair, error) {
 		}
 		o.open[f.Id] = int(r)
 	}
+	if err := restoreSlaveOwner(m, st); err != nil {
+		return nil, err
+	}
 	if st.Exclusive {
 		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(p.slave), unix.TIOCEXCL, 0); e != 0 {
 			return nil, fmt.Errorf("TIOCEXCL: %w", e)

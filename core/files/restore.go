@@ -18,7 +18,8 @@ import (
 type Opener struct {
 	files    map[uint32]*imagepb.FileEntry
 	open     map[uint32]int
-	pipes    map[uint64][2]int
+	pipes    map[uint64]*restoredPipe         // by pipe inode of the image
+	pipeData map[[2]uint64]*imagepb.FileEntry // the entry holding a pipe's or FIFO's queued data, by (dev, ino)
 	ghosts   []string
 	ghostBy  map[[2]uint64]string // (dev, ino) of the dumped file -> recreated path
 	fifos    map[string]int       // FIFO path -> an O_RDWR fd holding it open
@@ -28,9 +29,15 @@ type Opener struct {
 	// PidOf maps a pid of the image to the restored process (our pid
 	// namespace), for pidfds.
 	PidOf func(pid int32) (int, bool)
+	// DeadPidfd makes a pidfd (flags) of a reaped process that ended
+	// with wait status (when known), for pidfds of exited processes.
+	DeadPidfd func(flags int, status int32, known bool) (int, error)
 	// Terminal is the restorer's terminal that replaces a shell job's
 	// terminal (--shell-job), or -1.
 	Terminal int
+	// Inherit are fds of ours that replace files of the image whose other
+	// side is outside it, by CRIU's key (--inherit-fd fd[N]:pipe:[INO]).
+	Inherit map[string]int
 	// unixBuilt: every unix socket of the image was created (on the
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
@@ -41,7 +48,7 @@ type Opener struct {
 
 // NewOpener indexes the file entries of an image.
 func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64][2]int{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]string{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -50,6 +57,9 @@ func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
 			return nil, fmt.Errorf("files.img: duplicate file id %d", f.Id)
 		}
 		o.files[f.Id] = f
+	}
+	if err := o.indexPipeData(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -73,6 +83,9 @@ func (o *Opener) Check() error {
 	if err := o.checkConsoles(); err != nil {
 		return err
 	}
+	if err := o.checkExternalPipes(); err != nil {
+		return err
+	}
 	for _, f := range o.files {
 		if f.Deleted {
 			dir := filepath.Dir(f.Path)
@@ -80,7 +93,7 @@ func (o *Opener) Check() error {
 			if err := o.statPath(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				return fmt.Errorf("deleted file %s: its directory is missing, cannot recreate it", f.Path)
 			}
-			if int64(len(f.GhostData)) != f.Size {
+			if f.Kind != imagepb.FileKind_FILE_FIFO && int64(len(f.GhostData)) != f.Size {
 				return fmt.Errorf("deleted file %s: image holds %d bytes, size was %d", f.Path, len(f.GhostData), f.Size)
 			}
 			continue
@@ -145,7 +158,12 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 		if !ok {
 			return -1, fmt.Errorf("file %d (%s): memory object not created", id, f.Path)
 		}
-		return fd, nil
+		if write {
+			return fd, nil
+		}
+		// a shared mapping made through a read-only fd lacks VM_MAYWRITE:
+		// map it through a read-only open of the object too
+		return o.reopenReadOnly(id, fd)
 	}
 	path := f.Path
 	if f.Deleted {
@@ -172,6 +190,20 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	}
 	o.open[key] = fd
 	return fd, nil
+}
+
+// reopenReadOnly opens memory object fd (file id) again read-only, once.
+func (o *Opener) reopenReadOnly(id uint32, fd int) (int, error) {
+	key := id | 1<<31
+	if ro, ok := o.open[key]; ok {
+		return ro, nil
+	}
+	ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("reopen memory object %d read-only: %w", id, err)
+	}
+	o.open[key] = ro
+	return ro, nil
 }
 
 func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
@@ -258,6 +290,9 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		}
 		return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
 	case imagepb.FileKind_FILE_PIDFD:
+		if f.PidfdDead {
+			return o.openDeadPidfd(f)
+		}
 		if o.PidOf == nil {
 			return -1, errors.New("pidfd: no process map")
 		}
@@ -326,44 +361,6 @@ func (o *Opener) openGhost(f *imagepb.FileEntry, path string) (int, error) {
 	return rfd, nil
 }
 
-// pipeEnd creates the pipe on first use (capacity and queued bytes restored)
-// and returns the requested end.
-func (o *Opener) pipeEnd(f *imagepb.FileEntry) (int, error) {
-	p, ok := o.pipes[f.Ino]
-	if !ok {
-		var fds [2]int
-		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-			return -1, err
-		}
-		p = fds
-		o.pipes[f.Ino] = p
-		if f.Size > 0 {
-			if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, int(f.Size)); err != nil {
-				return -1, fmt.Errorf("F_SETPIPE_SZ %d: %w", f.Size, err)
-			}
-		}
-	}
-	if len(f.GhostData) > 0 {
-		for off := 0; off < len(f.GhostData); {
-			n, err := unix.Write(p[1], f.GhostData[off:])
-			if err != nil {
-				return -1, fmt.Errorf("refill pipe: %w", err)
-			}
-			off += n
-		}
-	}
-	end := p[0]
-	if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
-		end = p[1]
-	}
-	// the two ends are separate open file descriptions: each gets its own
-	// O_NONBLOCK setting
-	if err := unix.SetNonblock(end, f.Flags&unix.O_NONBLOCK != 0); err != nil {
-		return -1, err
-	}
-	return end, nil
-}
-
 // Finish closes every fd the opener holds and unlinks recreated ghost files.
 func (o *Opener) Finish() {
 	closed := map[int]bool{}
@@ -374,7 +371,7 @@ func (o *Opener) Finish() {
 		}
 	}
 	for _, p := range o.pipes {
-		for _, fd := range p {
+		for _, fd := range p.base {
 			if !closed[fd] {
 				unix.Close(fd)
 				closed[fd] = true
@@ -396,7 +393,7 @@ func (o *Opener) Finish() {
 			closed[fd] = true
 		}
 	}
-	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64][2]int{}, map[uint32]int{}
+	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
 	for _, g := range o.ghosts {
 		o.removePath(g)
 	}
@@ -411,42 +408,6 @@ func IsMemObject(f *imagepb.FileEntry) bool {
 // MemfdName is the name to give memfd_create for an entry.
 func MemfdName(f *imagepb.FileEntry) string {
 	return strings.TrimSuffix(f.Path, " (deleted)")
-}
-
-// fifoEnd opens a named pipe end. The FIFO is first held open read-write
-// (which never blocks, and keeps the pipe alive) and refilled with the bytes
-// it queued; the end itself is then opened non-blocking, and the dumped
-// O_NONBLOCK setting applied.
-func (o *Opener) fifoEnd(f *imagepb.FileEntry) (int, error) {
-	hold, ok := o.fifos[f.Path]
-	if !ok {
-		var err error
-		if hold, err = o.openPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
-			return -1, err
-		}
-		o.fifos[f.Path] = hold
-		if f.Size > 0 {
-			unix.FcntlInt(uintptr(hold), unix.F_SETPIPE_SZ, int(f.Size))
-		}
-	}
-	if len(f.GhostData) > 0 {
-		for off := 0; off < len(f.GhostData); {
-			n, err := unix.Write(hold, f.GhostData[off:])
-			if err != nil {
-				return -1, fmt.Errorf("refill fifo: %w", err)
-			}
-			off += n
-		}
-	}
-	fd, err := o.openPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.SetNonblock(fd, f.Flags&unix.O_NONBLOCK != 0); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // HasTerminal reports whether the image holds a shell job's terminal.

@@ -68,6 +68,9 @@ var Madvise = []struct {
 	Flag   string
 	Advice uint64
 }{
+	{"rr", 1},  // MADV_RANDOM
+	{"sr", 2},  // MADV_SEQUENTIAL
+	{"mg", 12}, // MADV_MERGEABLE (KSM)
 	{"hg", 14}, // MADV_HUGEPAGE
 	{"nh", 15}, // MADV_NOHUGEPAGE
 	{"dd", 16}, // MADV_DONTDUMP

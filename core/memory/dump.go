@@ -127,6 +127,82 @@ func ZeroPFN() (uint64, bool) {
 	return zeroPFN.pfn, zeroPFN.ok
 }
 
+// hugeZeroPages is the number of base pages of the huge zero page (2 MiB
+// on x86-64).
+const hugeZeroPages = 512
+
+var hugeZeroPFN struct {
+	once sync.Once
+	pfn  uint64
+	ok   bool
+}
+
+// HugeZeroPFN returns the first frame number of the kernel's huge zero page
+// (the 2 MiB zero page a read fault maps into MADV_HUGEPAGE or THP-always
+// memory), learnt by read-faulting one 2 MiB-aligned MADV_HUGEPAGE region
+// of our own. ok is false when the kernel maps no huge zero page (THP off,
+// use_zero_page 0, or no 2 MiB page free): then no process maps it either,
+// or it is another one than ours could be. Our mm keeps its reference for
+// our lifetime, so the frame cannot change meanwhile.
+func HugeZeroPFN() (uint64, bool) {
+	hugeZeroPFN.once.Do(func() {
+		const huge = hugeZeroPages * PageSize
+		m, err := unix.Mmap(-1, 0, 2*huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return
+		}
+		defer unix.Munmap(m)
+		base := uint64(uintptrOf(m))
+		off := (huge - base%huge) % huge
+		region := m[off : off+huge]
+		if unix.Madvise(region, unix.MADV_HUGEPAGE) != nil {
+			return
+		}
+		probeSink += region[0] // read fault: the huge zero page where enabled
+		f, err := os.Open("/proc/self/pagemap")
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		var b [8]byte
+		if _, err := f.ReadAt(b[:], int64((base+off)/PageSize*8)); err != nil {
+			return
+		}
+		e := binary.LittleEndian.Uint64(b[:])
+		pfn := e & pmPfnMask
+		zpfn, _ := ZeroPFN()
+		// the huge zero page is not an anonymous page: pagemap marks it
+		// as a file page; a real THP or the small zero page would not be
+		// both that and 2 MiB-aligned
+		if e&pmPresent != 0 && e&pmFilePage != 0 && pfn != 0 && pfn%hugeZeroPages == 0 && pfn != zpfn {
+			hugeZeroPFN.pfn, hugeZeroPFN.ok = pfn, true
+		}
+	})
+	return hugeZeroPFN.pfn, hugeZeroPFN.ok
+}
+
+// probeSink keeps the probing reads from being optimised away.
+var probeSink byte
+
+// zeroFrames tells whether a present page maps one of the kernel's zero
+// pages (the small one, or a base page of the huge one): such pages read
+// as zeros and are not dumped.
+type zeroFrames struct {
+	small, huge     uint64
+	smallOK, hugeOK bool
+}
+
+func loadZeroFrames() zeroFrames {
+	var z zeroFrames
+	z.small, z.smallOK = ZeroPFN()
+	z.huge, z.hugeOK = HugeZeroPFN()
+	return z
+}
+
+func (z zeroFrames) zero(pfn uint64) bool {
+	return (z.smallOK && pfn == z.small) || (z.hugeOK && pfn >= z.huge && pfn < z.huge+hugeZeroPages)
+}
+
 // Reader reads a stopped task's memory: process_vm_readv where the mapping is
 // readable, /proc/PID/mem (FOLL_FORCE) where it is not.
 type Reader struct {
@@ -142,7 +218,7 @@ type Reader struct {
 // hands the other half's runs to sink (the page-cache copy and checksum,
 // most of a large dump's time).
 func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
-	zpfn, zok := ZeroPFN()
+	zf := loadZeroFrames()
 	var need uint64
 	for _, v := range vmas {
 		if privatePages(v) && !v.NoPages {
@@ -198,11 +274,14 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 				st.PagesScanned++
 				save := false
 				switch {
+				case e&pmGuard != 0:
+					// a guard page: no contents (reading it fails);
+					// recorded as a guard region of the VMA
 				case e&pmSwapped != 0:
 					save = true
 				case e&pmPresent != 0:
 					save = !(file && e&pmFilePage != 0)
-					if save && zok && e&pmPfnMask == zpfn {
+					if save && zf.zero(e&pmPfnMask) {
 						save = false
 						st.PagesZero++
 					}

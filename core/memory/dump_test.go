@@ -112,3 +112,42 @@ func TestDumpPrivatePipelined(t *testing.T) {
 		}
 	}
 }
+
+// DumpPrivate skips the base pages of the huge zero page that read faults
+// map into MADV_HUGEPAGE memory (4 huge pages here), and still saves the
+// page written there.
+func TestDumpPrivateSkipsHugeZeroPage(t *testing.T) {
+	const huge = hugeZeroPages * PageSize
+	m, err := unix.Mmap(-1, 0, 5*huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	base := uint64(uintptr(unsafe.Pointer(&m[0])))
+	off := (huge - base%huge) % huge
+	region := m[off : off+4*huge]
+	if err := unix.Madvise(region, unix.MADV_HUGEPAGE); err != nil {
+		t.Skipf("MADV_HUGEPAGE: %v", err)
+	}
+	var sink byte
+	for i := 0; i < 4; i++ {
+		sink += region[i*huge] // read faults
+	}
+	_ = sink
+	if _, ok := HugeZeroPFN(); !ok {
+		t.Skip("the kernel maps no huge zero page here (THP or use_zero_page off)")
+	}
+	region[2*huge+5*PageSize] = 7 // one written page in a huge zero range
+	start := base + off
+	vmas := []*imagepb.Vma{{Start: start, End: start + 4*huge, Kind: imagepb.VmaKind_VMA_ANON_PRIVATE, Prot: unix.PROT_READ | unix.PROT_WRITE}}
+	s := &orderedSink{pages: map[uint64][]byte{}}
+	var st Stats
+	if err := selfReader(t).DumpPrivate(vmas, s, &st); err != nil {
+		t.Fatal(err)
+	}
+	// a write into a huge zero range gets a whole huge page of its own
+	// (or a small page where the kernel splits): at most 512 pages
+	if len(s.pages) > hugeZeroPages || s.pages[start+2*huge+5*PageSize] == nil || s.pages[start+2*huge+5*PageSize][0] != 7 {
+		t.Fatalf("saved %d pages, want at most the written huge page, with the written byte", len(s.pages))
+	}
+}

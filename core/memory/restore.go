@@ -59,6 +59,9 @@ func CheckLayout(vmas []*imagepb.Vma, entries []*imagepb.PagemapEntry) error {
 		if v.End > 1<<47 && v.Kind != imagepb.VmaKind_VMA_VSYSCALL {
 			return fmt.Errorf("vma %d: %#x-%#x above the user address space", i, v.Start, v.End)
 		}
+		if err := checkGuards(v); err != nil {
+			return err
+		}
 		prevEnd = v.End
 	}
 	j := 0

@@ -34,6 +34,9 @@ type SmapsEntry struct {
 	Anonymous uint64   // "Anonymous:" in bytes
 	Swap      uint64   // "Swap:" in bytes
 	VmFlags   []string // two-letter flags, e.g. "rd", "gd"
+	// KernelPageSize is "KernelPageSize:" in bytes (4096, or the huge
+	// page size of a hugetlb mapping); 0 if the line is missing.
+	KernelPageSize uint64
 }
 
 // HasFlag reports whether flag (a two-letter VmFlags mnemonic) is set.
@@ -108,6 +111,8 @@ func ParseSmaps(r io.Reader) (Smaps, error) {
 			dst = &cur.Anonymous
 		case "Swap":
 			dst = &cur.Swap
+		case "KernelPageSize":
+			dst = &cur.KernelPageSize
 		default:
 			continue
 		}

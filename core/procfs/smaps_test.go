@@ -53,13 +53,13 @@ func TestParseSmaps(t *testing.T) {
 		{"empty", "", nil},
 		{"stack", stackBlock, Smaps{{
 			VMA:  VMA{Start: 0x7ffd89021000, End: 0x7ffd89042000, Perms: "rw-p", Prot: rw, Path: "[stack]"},
-			Size: 132 << 10, Rss: 24 << 10, Anonymous: 24 << 10,
+			Size: 132 << 10, Rss: 24 << 10, Anonymous: 24 << 10, KernelPageSize: 4 << 10,
 			VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"},
 		}}},
 		{"two blocks, unknown keys ignored", stackBlock + vsyscallBlock, Smaps{
 			{
 				VMA:  VMA{Start: 0x7ffd89021000, End: 0x7ffd89042000, Perms: "rw-p", Prot: rw, Path: "[stack]"},
-				Size: 132 << 10, Rss: 24 << 10, Anonymous: 24 << 10,
+				Size: 132 << 10, Rss: 24 << 10, Anonymous: 24 << 10, KernelPageSize: 4 << 10,
 				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"},
 			},
 			{

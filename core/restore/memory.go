@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -38,13 +39,20 @@ func (r *restorer) restoreMemory() error {
 	// every mapping, its madvise flags and the close of the files, in one
 	// batch (a Go program has ~30 mappings)
 	b := r.batch(0)
-	var protect, sysv []*imagepb.Vma
+	var protect, sysv, apart []*imagepb.Vma
+	var prev *imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
 		if v.Kind == imagepb.VmaKind_VMA_SYSV_SHM {
 			sysv = append(sysv, v)
+			continue
+		}
+		mapped := prev
+		prev = v
+		if staysApart(mapped, v) {
+			apart = append(apart, v)
 			continue
 		}
 		later, err := r.mapVma(b, v, stubFds)
@@ -61,6 +69,11 @@ func (r *restorer) restoreMemory() error {
 	if _, err := b.run(); err != nil {
 		return err
 	}
+	later, err := r.mapApart(apart)
+	if err != nil {
+		return err
+	}
+	protect = append(protect, later...)
 	for _, v := range sysv {
 		if err := r.attachSysv(v); err != nil {
 			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
@@ -84,14 +97,41 @@ func (r *restorer) restoreMemory() error {
 	if err := r.pr.pages.Verify(); err != nil {
 		return err
 	}
-	// Drop the write bit only once the pages are in: making an anonymous
-	// VMA read-only before it has pages would also drop VM_ACCOUNT.
+	// Guard pages go in once the pages around them are written. Drop the
+	// write bit only once the pages are in: making an anonymous VMA
+	// read-only before it has pages would also drop VM_ACCOUNT.
 	pb := r.batch(0)
+	addGuards(pb, r.pr.mm.Vmas)
 	for _, v := range protect {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
+	addLocksAndSeals(pb, r.pr.mm.Vmas)
 	_, err = pb.run()
 	return err
+}
+
+// addLocksAndSeals adds to b, for the VMAs whose VmFlags say so, mlock2
+// ("lo", with MLOCK_ONFAULT for "lf") and then mseal ("sl"): both once
+// the VMAs are complete, since guard pages cannot be installed in a
+// locked VMA and a sealed one can no longer be changed at all.
+func addLocksAndSeals(b *callBatch, vmas []*imagepb.Vma) {
+	const mlockOnfault, sysMseal = 1, 462
+	for _, v := range vmas {
+		if memory.Special(v.Kind) {
+			continue
+		}
+		switch {
+		case hasVmFlag(v, "lf"):
+			b.add(fmt.Sprintf("vma %#x-%#x: mlock2(MLOCK_ONFAULT)", v.Start, v.End), unix.SYS_MLOCK2, v.Start, v.End-v.Start, mlockOnfault)
+		case hasVmFlag(v, "lo"):
+			b.add(fmt.Sprintf("vma %#x-%#x: mlock2", v.Start, v.End), unix.SYS_MLOCK2, v.Start, v.End-v.Start, 0)
+		}
+	}
+	for _, v := range vmas {
+		if !memory.Special(v.Kind) && hasVmFlag(v, "sl") {
+			b.add(fmt.Sprintf("vma %#x-%#x: mseal", v.Start, v.End), sysMseal, v.Start, v.End-v.Start, 0)
+		}
+	}
 }
 
 // installMapFiles opens the files the private and shared file mappings
@@ -107,7 +147,7 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 		default:
 			continue
 		}
-		write := v.Shared && v.Prot&unix.PROT_WRITE != 0
+		write := mapWritable(v)
 		key := mapKey(v.FileId, write)
 		if seen[key] {
 			continue
@@ -132,6 +172,28 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 }
 
 func mapKey(fileID uint32, write bool) string { return fmt.Sprintf("%d/%v", fileID, write) }
+
+// mapWritable reports whether the file of shared mapping v must be opened
+// for writing: the original was made through a writable fd, which the
+// kernel records as VM_MAYWRITE ("mw"); mprotect cannot change it, so a
+// mapping made writable and then read-only keeps it (and may be made
+// writable again), one made through a read-only fd lacks it. Private
+// mappings never need a writable file. Images without VmFlags fall back
+// to the protection.
+func mapWritable(v *imagepb.Vma) bool {
+	if !v.Shared {
+		return false
+	}
+	if v.VmFlags == "" {
+		return v.Prot&unix.PROT_WRITE != 0
+	}
+	return hasVmFlag(v, "mw")
+}
+
+// hasVmFlag reports whether v's smaps VmFlags include flag.
+func hasVmFlag(v *imagepb.Vma, flag string) bool {
+	return strings.Contains(" "+v.VmFlags+" ", " "+flag+" ")
+}
 
 // checkSpecial verifies that the kernel put vDSO/vvar where they were.
 func (r *restorer) checkSpecial() error {
@@ -161,10 +223,19 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 		mprot |= unix.PROT_WRITE
 	}
 	flags := uint64(unix.MAP_FIXED)
-	if v.Shared {
+	const mapDroppable = 0x08
+	switch {
+	case v.Shared:
 		flags |= unix.MAP_SHARED
-	} else {
+	case hasVmFlag(v, "dp") && v.Kind == imagepb.VmaKind_VMA_ANON_PRIVATE:
+		// MAP_DROPPABLE (Linux 6.11+, vgetrandom state): its own type
+		flags |= mapDroppable
+	default:
 		flags |= unix.MAP_PRIVATE
+	}
+	if hasVmFlag(v, "nr") {
+		// VM_NORESERVE: mapped with MAP_NORESERVE, hence also no "ac"
+		flags |= unix.MAP_NORESERVE
 	}
 	what := fmt.Sprintf("vma %#x-%#x %s: mmap", v.Start, v.End, v.Name)
 	switch v.Kind {
@@ -174,9 +245,18 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 			flags |= unix.MAP_GROWSDOWN
 		}
 		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags, ^uint64(0), 0)
+	case imagepb.VmaKind_VMA_HUGETLB_ANON:
+		if v.Shared {
+			return false, fmt.Errorf("shared anonymous hugetlb mapping: not supported")
+		}
+		hf, err := memory.HugetlbMapFlags(v)
+		if err != nil {
+			return false, fmt.Errorf("hugetlb mapping: %w", err)
+		}
+		what += fmt.Sprintf(" MAP_HUGETLB (%d kB pages: are enough huge pages free? vm.nr_hugepages)", v.HugetlbPageSize>>10)
+		b.add(what, unix.SYS_MMAP, v.Start, size, mprot, flags|hf, ^uint64(0), 0)
 	case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
-		write := v.Shared && prot&unix.PROT_WRITE != 0
-		sfd, ok := stubFds[mapKey(v.FileId, write)]
+		sfd, ok := stubFds[mapKey(v.FileId, mapWritable(v))]
 		if !ok {
 			return false, fmt.Errorf("file %d not installed", v.FileId)
 		}
@@ -188,6 +268,15 @@ func (r *restorer) mapVma(b *callBatch, v *imagepb.Vma, stubFds map[string]uint6
 	return mprot != prot, nil
 }
 
+// addGuards adds the MADV_GUARD_INSTALL of every guard region to b.
+func addGuards(b *callBatch, vmas []*imagepb.Vma) {
+	for _, v := range vmas {
+		for _, g := range v.GuardRegions {
+			b.add(fmt.Sprintf("vma %#x-%#x: guard pages %#x-%#x", v.Start, v.End, g.Start, g.End), unix.SYS_MADVISE, g.Start, g.End-g.Start, memory.MadvGuardInstall)
+		}
+	}
+}
+
 // addMadvise adds the madvise calls that give v its advice flags (from
 // VmFlags) to b.
 func addMadvise(b *callBatch, v *imagepb.Vma) {
@@ -196,6 +285,13 @@ func addMadvise(b *callBatch, v *imagepb.Vma) {
 		if strings.Contains(flagSet, " "+m.Flag+" ") {
 			b.add(fmt.Sprintf("vma %#x-%#x: madvise %s", v.Start, v.End, m.Flag), unix.SYS_MADVISE, v.Start, v.End-v.Start, m.Advice)
 		}
+	}
+	if hasVmFlag(v, "gu") && len(v.GuardRegions) == 0 && v.Kind != imagepb.VmaKind_VMA_SYSV_SHM {
+		// "gu" stays once a guard page was installed, even after it is
+		// removed: install and remove one (before any page is written)
+		// to carry the flag
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardInstall)
+		b.add(fmt.Sprintf("vma %#x-%#x: madvise guard flag", v.Start, v.End), unix.SYS_MADVISE, v.Start, memory.PageSize, memory.MadvGuardRemove)
 	}
 }
 
@@ -217,7 +313,7 @@ func (r *restorer) createObjects() error {
 		if f.Kind == imagepb.FileKind_FILE_MEMFD {
 			fd, err = unix.MemfdCreate(files.MemfdName(f), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 		} else {
-			fd, err = r.shmemObject(f.Size)
+			fd, err = r.shmemObject(f.Size, f.HugetlbPageSize)
 		}
 		if err != nil {
 			return fmt.Errorf("memory object %d (%s): %w", f.Id, f.Path, err)
@@ -246,7 +342,12 @@ func (r *restorer) createObjects() error {
 				return fmt.Errorf("pagemap-%s.img: run %#x+%d pages beyond the object size %d", name, e.Vaddr, e.NrPages, f.Size)
 			}
 		}
-		_, err = memory.Fill(fdWriter(fd), entries, pages)
+		if f.HugetlbPageSize != 0 {
+			// hugetlbfs has no write(): fill through a mapping
+			err = fillMapped(fd, f.Size, entries, pages)
+		} else {
+			_, err = memory.Fill(fdWriter(fd), entries, pages)
+		}
 		if err == nil {
 			err = pages.Verify()
 		}
@@ -264,13 +365,29 @@ func (r *restorer) createObjects() error {
 
 // shmemObject creates a shared anonymous memory object of size bytes: it is
 // mapped shared and anonymous in ctr-cr and reopened through map_files, so
-// the restored mappings show "/dev/zero (deleted)" like the originals.
-func (r *restorer) shmemObject(size int64) (int, error) {
+// the restored mappings show "/dev/zero (deleted)" like the originals. With
+// hugePage non-zero it is made of huge pages of that size (MAP_HUGETLB) and
+// shows as "/anon_hugepage (deleted)".
+func (r *restorer) shmemObject(size int64, hugePage uint64) (int, error) {
 	if size <= 0 || size > 1<<40 {
 		return -1, fmt.Errorf("bad shared memory size %d", size)
 	}
-	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	flags := unix.MAP_SHARED | unix.MAP_ANONYMOUS
+	if hugePage != 0 {
+		hf, err := memory.HugetlbObjectFlags(hugePage)
+		if err != nil {
+			return -1, err
+		}
+		if uint64(size)%hugePage != 0 {
+			return -1, fmt.Errorf("hugetlb object size %d not a multiple of its page size %d", size, hugePage)
+		}
+		flags |= hf
+	}
+	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
+		if hugePage != 0 {
+			return -1, fmt.Errorf("MAP_HUGETLB of %d bytes (%d kB pages: are enough huge pages free? vm.nr_hugepages): %w", size, hugePage>>10, err)
+		}
 		return -1, err
 	}
 	defer unix.Munmap(b)
@@ -280,6 +397,28 @@ func (r *restorer) shmemObject(size int64) (int, error) {
 		return -1, fmt.Errorf("open shared memory object: %w", err)
 	}
 	return fd, nil
+}
+
+// fillMapped writes the pages of entries into memory object fd (size bytes)
+// through a shared mapping of it.
+func fillMapped(fd int, size int64, entries []*imagepb.PagemapEntry, pages io.ReaderAt) error {
+	b, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the object to fill it: %w", err)
+	}
+	defer unix.Munmap(b)
+	_, err = memory.Fill(sliceWriter(b), entries, pages)
+	return err
+}
+
+// sliceWriter writes into a byte slice at offsets, refusing writes past it.
+type sliceWriter []byte
+
+func (s sliceWriter) WriteAt(b []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(s)) || int64(len(b)) > int64(len(s))-off {
+		return 0, fmt.Errorf("write of %d bytes at %d beyond the object (%d bytes)", len(b), off, len(s))
+	}
+	return copy(s[off:], b), nil
 }
 
 type fdWriter int

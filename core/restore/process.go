@@ -176,7 +176,7 @@ func (r *restorer) restoreCreds(i int) error {
 	tc := r.threads[i].core
 	cr := tc.Creds
 	if cr == nil {
-		return nil
+		return errors.New("creds: none in the image") // load refuses such an image first
 	}
 	if len(cr.Uids) != 4 || len(cr.Gids) != 4 {
 		return fmt.Errorf("creds: %d uids, %d gids", len(cr.Uids), len(cr.Gids))

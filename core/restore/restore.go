@@ -41,6 +41,10 @@ type Options struct {
 	// their pids inside that namespace (the pids outside are the
 	// kernel's choice), and files are resolved in the process's root.
 	Adopt int
+	// Inherit are fds of ours that replace the files of the image whose
+	// other side is outside it, by CRIU's key (--inherit-fd fd[N]:KEY,
+	// e.g. pipe:[INO] for an external pipe).
+	Inherit map[string]int
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -138,6 +142,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		// pids come back as they were: outside a restored pid namespace too
 		return nil, err
 	}
+	opener.Inherit = opts.Inherit
 	if err := opener.Check(); err != nil {
 		return nil, fmt.Errorf("pid %d: %w", root, err)
 	}
@@ -223,6 +228,12 @@ func loadProc(img *image.Reader, pr *proc, opener *files.Opener) error {
 	for i, t := range pr.core.Threads {
 		if t.Tid != pr.pst.Threads[i] {
 			return fmt.Errorf("core-%d.img: thread %d is tid %d, pstree.img says %d", pid, i, t.Tid, pr.pst.Threads[i])
+		}
+		// Every task is made by the restorer with all of its privileges:
+		// only its own credentials take them away. An image without them
+		// is refused rather than leaving a task with the restorer's.
+		if c := t.Creds; c == nil || len(c.Uids) != 4 || len(c.Gids) != 4 {
+			return fmt.Errorf("core-%d.img: tid %d: %w: no complete credentials (uids, gids, capabilities): refusing to restore a task that would keep the restorer's privileges", pid, t.Tid, image.ErrCorrupt)
 		}
 		if _, err := ptrace.RegsFromBytes(t.Regs); err != nil {
 			return fmt.Errorf("core-%d.img: tid %d: %w", pid, t.Tid, err)

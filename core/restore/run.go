@@ -105,6 +105,11 @@ func (r *restorer) restoreTask() error {
 	if err := r.restoreMm(); err != nil {
 		return fmt.Errorf("mm: %w", err)
 	}
+	// after the last fd closed in the task (closing any fd of a file
+	// drops the task's POSIX locks on it)
+	if err := r.restoreLocks(); err != nil {
+		return fmt.Errorf("file locks: %w", err)
+	}
 	if err := r.restoreSignals(); err != nil {
 		return fmt.Errorf("signals: %w", err)
 	}

@@ -67,6 +67,7 @@ func (t *tree) restore() error {
 		}
 		return r.pid, true
 	}
+	t.opener.DeadPidfd = deadPidfd
 	rootPr := t.procs[0]
 	t1 := time.Now()
 	var s *stub
@@ -127,6 +128,9 @@ func (t *tree) restore() error {
 		}
 	}
 	t.st.MemoryMs = ms(time.Since(tm))
+	if err := t.opener.TakeFileLocks(); err != nil {
+		return fmt.Errorf("file locks: %w", err)
+	}
 	closed := map[uint32]bool{}
 	for i := len(t.tasks) - 1; i >= 0; i-- {
 		r := t.tasks[i]

@@ -117,6 +117,7 @@ func Summary(dir string, w io.Writer) error {
 			}
 			extra += ptyExtra(f)
 			extra += lowSocketExtra(f)
+			extra += locksExtra(f, fd)
 			if f.Inet != nil {
 				extra += " " + inetsk.Describe(f.Inet)
 				if f.Inet.State == inetsk.TCPListen {
@@ -186,8 +187,17 @@ func anonExtra(f *imagepb.FileEntry) string {
 		if f.Size > 0 {
 			s += fmt.Sprintf(", capacity %d", f.Size)
 		}
+		if len(f.PipePackets) > 0 {
+			s += fmt.Sprintf(", %d packet(s)", len(f.PipePackets))
+		}
+		if f.PipeExternal {
+			s += fmt.Sprintf(", other end outside: restore with --inherit-fd fd[N]:pipe:[%d]", f.Ino)
+		}
 		return s
 	case imagepb.FileKind_FILE_PIDFD:
+		if f.PidfdDead {
+			return deadPidfdExtra(f)
+		}
 		return fmt.Sprintf(" of pid %d", f.PidfdPid)
 	case imagepb.FileKind_FILE_MEMFD:
 		return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size)

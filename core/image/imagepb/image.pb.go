@@ -40,6 +40,9 @@ const (
 	VmaKind_VMA_STACK        VmaKind = 9
 	VmaKind_VMA_HEAP         VmaKind = 10
 	VmaKind_VMA_SYSV_SHM     VmaKind = 11 // a SysV shm attachment: shmem_id is the shmid, pgoff the offset in
+	// the segment; its contents belong to the IPC namespace (restored
+	// with it, same ids), the VMA is attached again with shmat
+	VmaKind_VMA_HUGETLB_ANON VmaKind = 75 // MAP_ANONYMOUS|MAP_HUGETLB ("/anon_hugepage (deleted)"), private;
 )
 
 // Enum value maps for VmaKind.
@@ -57,6 +60,7 @@ var (
 		9:  "VMA_STACK",
 		10: "VMA_HEAP",
 		11: "VMA_SYSV_SHM",
+		75: "VMA_HUGETLB_ANON",
 	}
 	VmaKind_value = map[string]int32{
 		"VMA_UNKNOWN":      0,
@@ -71,6 +75,7 @@ var (
 		"VMA_STACK":        9,
 		"VMA_HEAP":         10,
 		"VMA_SYSV_SHM":     11,
+		"VMA_HUGETLB_ANON": 75,
 	}
 )
 
@@ -113,12 +118,12 @@ const (
 	FileKind_FILE_CHR      FileKind = 3
 	FileKind_FILE_MEMFD    FileKind = 4  // memfd object: path holds its name, contents in pagemap-shmem-<ino>.img
 	FileKind_FILE_SHMEM    FileKind = 5  // shared anonymous memory object, contents in pagemap-shmem-<ino>.img
-	FileKind_FILE_PIPE     FileKind = 6  // pipe end: ino identifies the pipe; the read end's ghost_data holds queued bytes, size the capacity
+	FileKind_FILE_PIPE     FileKind = 6  // pipe end (one open file description): ino identifies the pipe; ghost_data holds the queued bytes (on one entry per pipe), size the capacity
 	FileKind_FILE_EVENTFD  FileKind = 7  // pos holds the counter, flags bit 0 EFD_SEMAPHORE
 	FileKind_FILE_EPOLL    FileKind = 8  // epoll_targets lists the registrations
 	FileKind_FILE_FIFO     FileKind = 9  // named pipe opened by path; ghost_data holds queued bytes (on one entry per inode)
 	FileKind_FILE_UNIX     FileKind = 10 // unix socket, described by unix
-	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
+	FileKind_FILE_PIDFD    FileKind = 11 // pidfd of pidfd_pid (a process of the image), or of a reaped process (pidfd_dead); flags hold PIDFD_NONBLOCK/PIDFD_THREAD
 	FileKind_FILE_TTY      FileKind = 12 // a terminal of a shell job (--shell-job): restored as the restorer's own terminal
 	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
@@ -216,6 +221,61 @@ func (x FileKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FileKind.Descriptor instead.
 func (FileKind) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{1}
+}
+
+type FileLockKind int32
+
+const (
+	FileLockKind_FILE_LOCK_UNKNOWN FileLockKind = 0
+	FileLockKind_FILE_LOCK_FLOCK   FileLockKind = 1 // flock(2): the open file description's
+	FileLockKind_FILE_LOCK_POSIX   FileLockKind = 2 // fcntl F_SETLK: the process's (its fd table's)
+	FileLockKind_FILE_LOCK_OFD     FileLockKind = 3 // fcntl F_OFD_SETLK: the open file description's
+)
+
+// Enum value maps for FileLockKind.
+var (
+	FileLockKind_name = map[int32]string{
+		0: "FILE_LOCK_UNKNOWN",
+		1: "FILE_LOCK_FLOCK",
+		2: "FILE_LOCK_POSIX",
+		3: "FILE_LOCK_OFD",
+	}
+	FileLockKind_value = map[string]int32{
+		"FILE_LOCK_UNKNOWN": 0,
+		"FILE_LOCK_FLOCK":   1,
+		"FILE_LOCK_POSIX":   2,
+		"FILE_LOCK_OFD":     3,
+	}
+)
+
+func (x FileLockKind) Enum() *FileLockKind {
+	p := new(FileLockKind)
+	*p = x
+	return p
+}
+
+func (x FileLockKind) String() string {
+	Init()
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileLockKind) Descriptor() protoreflect.EnumDescriptor {
+	Init()
+	return file_image_proto_enumTypes[2].Descriptor()
+}
+
+func (FileLockKind) Type() protoreflect.EnumType {
+	Init()
+	return &file_image_proto_enumTypes[2]
+}
+
+func (x FileLockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileLockKind.Descriptor instead.
+func (FileLockKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
 }
 
 // Checksum of one image file, kept in the inventory.
@@ -1558,40 +1618,32 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
-type Vma struct {
+// VmaGuardRegion is a run of guard pages (MADV_GUARD_INSTALL, Linux 6.13+)
+// inside a VMA: [start, end), page-aligned. Restore installs them again
+// once the VMA's pages are written.
+type VmaGuardRegion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Prot          uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
-	Shared        bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
-	Pgoff         uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
-	Kind          VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
-	Name          string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
-	FileId        uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
-	VmFlags       string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
-	ShmemId       uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
-	Growsdown     bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
-	Account       bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                // VM_ACCOUNT ("ac"): map writable, then mprotect
-	NoPages       bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"` // no private page of this VMA is in the image
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Vma) Reset() {
+func (x *VmaGuardRegion) Reset() {
 	Init()
-	*x = Vma{}
+	*x = VmaGuardRegion{}
 	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Vma) String() string {
+func (x *VmaGuardRegion) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Vma) ProtoMessage() {}
+func (*VmaGuardRegion) ProtoMessage() {}
 
-func (x *Vma) ProtoReflect() protoreflect.Message {
+func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
 	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
@@ -1604,9 +1656,76 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
+// Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
+func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VmaGuardRegion) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *VmaGuardRegion) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type Vma struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Start           uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End             uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Prot            uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`
+	Shared          bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"`
+	Pgoff           uint64                 `protobuf:"varint,5,opt,name=pgoff,proto3" json:"pgoff,omitempty"`
+	Kind            VmaKind                `protobuf:"varint,6,opt,name=kind,proto3,enum=ctrcr.image.v1.VmaKind" json:"kind,omitempty"`
+	Name            string                 `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`                        // path or [heap]/[stack]/[vdso]...
+	FileId          uint32                 `protobuf:"varint,8,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`     // files.img id for file-backed mappings, 0 if none
+	VmFlags         string                 `protobuf:"bytes,9,opt,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"`   // smaps VmFlags, space separated
+	ShmemId         uint64                 `protobuf:"varint,10,opt,name=shmem_id,json=shmemId,proto3" json:"shmem_id,omitempty"` // for ANON_SHARED/MEMFD: key of pagemap-shmem-<id>.img; SYSV_SHM: the shmid
+	Growsdown       bool                   `protobuf:"varint,11,opt,name=growsdown,proto3" json:"growsdown,omitempty"`
+	Account         bool                   `protobuf:"varint,12,opt,name=account,proto3" json:"account,omitempty"`                                           // VM_ACCOUNT ("ac"): map writable, then mprotect
+	NoPages         bool                   `protobuf:"varint,13,opt,name=no_pages,json=noPages,proto3" json:"no_pages,omitempty"`                            // no private page of this VMA is in the image
+	GuardRegions    []*VmaGuardRegion      `protobuf:"bytes,300,rep,name=guard_regions,json=guardRegions,proto3" json:"guard_regions,omitempty"`             // guard pages inside this VMA, ascending
+	HugetlbPageSize uint64                 `protobuf:"varint,301,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // VMA_HUGETLB_ANON: bytes per huge page
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Vma) Reset() {
+	Init()
+	*x = Vma{}
+	mi := &file_image_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Vma) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Vma) ProtoMessage() {}
+
+func (x *Vma) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1700,6 +1819,20 @@ func (x *Vma) GetNoPages() bool {
 	return false
 }
 
+func (x *Vma) GetGuardRegions() []*VmaGuardRegion {
+	if x != nil {
+		return x.GuardRegions
+	}
+	return nil
+}
+
+func (x *Vma) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
+}
+
 // mm-PID.img: one entry.
 type MmEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1724,7 +1857,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1870,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1883,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1864,7 +1997,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2010,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2023,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -1918,7 +2051,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2064,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2077,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -1986,7 +2119,7 @@ type NetlinkSk struct {
 func (x *NetlinkSk) Reset() {
 	Init()
 	*x = NetlinkSk{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2132,7 @@ func (*NetlinkSk) ProtoMessage() {}
 
 func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2145,7 @@ func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSk.ProtoReflect.Descriptor instead.
 func (*NetlinkSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NetlinkSk) GetType() int32 {
@@ -2127,7 +2260,7 @@ type PacketSk struct {
 func (x *PacketSk) Reset() {
 	Init()
 	*x = PacketSk{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2273,7 @@ func (*PacketSk) ProtoMessage() {}
 
 func (x *PacketSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2286,7 @@ func (x *PacketSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSk.ProtoReflect.Descriptor instead.
 func (*PacketSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PacketSk) GetType() int32 {
@@ -2239,7 +2372,7 @@ type PacketSkMembership struct {
 func (x *PacketSkMembership) Reset() {
 	Init()
 	*x = PacketSkMembership{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2385,7 @@ func (*PacketSkMembership) ProtoMessage() {}
 
 func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2398,7 @@ func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSkMembership.ProtoReflect.Descriptor instead.
 func (*PacketSkMembership) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PacketSkMembership) GetIfindex() int32 {
@@ -2354,7 +2487,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2500,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2513,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2569,7 +2702,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2715,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2728,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2672,7 +2805,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2685,7 +2818,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2698,7 +2831,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3064,7 +3197,7 @@ type InetMcastGroup struct {
 func (x *InetMcastGroup) Reset() {
 	Init()
 	*x = InetMcastGroup{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3210,7 @@ func (*InetMcastGroup) ProtoMessage() {}
 
 func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3223,7 @@ func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
 func (*InetMcastGroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InetMcastGroup) GetGroup() []byte {
@@ -3138,7 +3271,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3284,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3297,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -3319,7 +3452,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3465,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3478,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3381,7 +3514,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3394,7 +3527,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3407,7 +3540,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3447,7 +3580,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3593,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3606,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3526,7 +3659,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3539,7 +3672,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3552,7 +3685,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3612,7 +3745,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3758,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3771,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3689,7 +3822,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +3835,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3715,7 +3848,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3734,40 +3867,60 @@ func (x *Inotify) GetQueuedBytes() uint32 {
 
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	Flags         uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
-	Pos           int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
-	Mode          uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
-	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
-	Rdev          uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
-	Deleted       bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
-	GhostData     []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
-	MtimeNs       uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
-	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
-	Dev           uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
-	Ino           uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
-	EpollTargets  []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
-	Unix          *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
-	PidfdPid      int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
-	Timerfd       *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
-	Sigmask       uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
-	Inotify       *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
-	Inet          *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
-	Netlink       *NetlinkSk             `protobuf:"bytes,320,opt,name=netlink,proto3" json:"netlink,omitempty"`                   // FILE_NETLINK
-	Packet        *PacketSk              `protobuf:"bytes,321,opt,name=packet,proto3" json:"packet,omitempty"`                     // FILE_PACKET
-	Pty           *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind         FileKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=ctrcr.image.v1.FileKind" json:"kind,omitempty"`
+	Path         string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Flags        uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // open flags (fdinfo flags, without O_CLOEXEC)
+	Pos          int64                  `protobuf:"varint,5,opt,name=pos,proto3" json:"pos,omitempty"`
+	Mode         uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Size         int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"` // size at dump time; restore checks it
+	Rdev         uint64                 `protobuf:"varint,8,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Deleted      bool                   `protobuf:"varint,9,opt,name=deleted,proto3" json:"deleted,omitempty"` // ghost: contents in ghost_data
+	GhostData    []byte                 `protobuf:"bytes,10,opt,name=ghost_data,json=ghostData,proto3" json:"ghost_data,omitempty"`
+	MtimeNs      uint64                 `protobuf:"varint,11,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Uid          uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid          uint32                 `protobuf:"varint,13,opt,name=gid,proto3" json:"gid,omitempty"`
+	Dev          uint64                 `protobuf:"varint,14,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino          uint64                 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	EpollTargets []*EpollTarget         `protobuf:"bytes,16,rep,name=epoll_targets,json=epollTargets,proto3" json:"epoll_targets,omitempty"`
+	Unix         *UnixSocket            `protobuf:"bytes,17,opt,name=unix,proto3" json:"unix,omitempty"`
+	PidfdPid     int32                  `protobuf:"varint,18,opt,name=pidfd_pid,json=pidfdPid,proto3" json:"pidfd_pid,omitempty"` // FILE_PIDFD: the process (dumper's pid namespace)
+	Timerfd      *Timerfd               `protobuf:"bytes,19,opt,name=timerfd,proto3" json:"timerfd,omitempty"`                    // FILE_TIMERFD
+	Sigmask      uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
+	Inotify      *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
+	Inet         *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Netlink      *NetlinkSk             `protobuf:"bytes,320,opt,name=netlink,proto3" json:"netlink,omitempty"`                   // FILE_NETLINK
+	Packet       *PacketSk              `protobuf:"bytes,321,opt,name=packet,proto3" json:"packet,omitempty"`                     // FILE_PACKET
+	Pty          *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
+	// FILE_PIPE, FILE_FIFO: when set, ghost_data is a row of packets (a
+	// packet-mode pipe, pipe2(O_DIRECT)) of these lengths, written back one
+	// packet each. The queued data of a pipe is on exactly one of its entries.
+	PipePackets []uint32 `protobuf:"varint,220,rep,packed,name=pipe_packets,json=pipePackets,proto3" json:"pipe_packets,omitempty"`
+	// FILE_PIPE: the pipe's other end is held outside the dump; restore takes
+	// the pipe from --inherit-fd fd[N]:pipe:[ino].
+	PipeExternal bool `protobuf:"varint,221,opt,name=pipe_external,json=pipeExternal,proto3" json:"pipe_external,omitempty"`
+	// Locks of this open file description (dumped with --file-locks):
+	// flock(2) locks and OFD record locks; they are taken again on it at
+	// restore, before the tree runs.
+	FileLocks []*FileLock `protobuf:"bytes,260,rep,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	// FILE_PIDFD of a process that had exited and was reaped at dump time
+	// (fdinfo "Pid: -1"; pidfd_pid is then 0): restore makes a pidfd of a
+	// short-lived process that ends the same way (exit status or signal)
+	// and is reaped. pidfd_exit_status is its wait(2) status word as
+	// PIDFD_GET_INFO reported it, when pidfd_exit_known.
+	PidfdDead       bool   `protobuf:"varint,261,opt,name=pidfd_dead,json=pidfdDead,proto3" json:"pidfd_dead,omitempty"`
+	PidfdExitStatus int32  `protobuf:"varint,262,opt,name=pidfd_exit_status,json=pidfdExitStatus,proto3" json:"pidfd_exit_status,omitempty"`
+	PidfdExitKnown  bool   `protobuf:"varint,263,opt,name=pidfd_exit_known,json=pidfdExitKnown,proto3" json:"pidfd_exit_known,omitempty"`
+	HugetlbPageSize uint64 `protobuf:"varint,300,opt,name=hugetlb_page_size,json=hugetlbPageSize,proto3" json:"hugetlb_page_size,omitempty"` // FILE_SHMEM of a MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3780,7 +3933,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3793,7 +3946,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3971,12 +4124,146 @@ func (x *FileEntry) GetPty() *Pty {
 	return nil
 }
 
+func (x *FileEntry) GetPipePackets() []uint32 {
+	if x != nil {
+		return x.PipePackets
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPipeExternal() bool {
+	if x != nil {
+		return x.PipeExternal
+	}
+	return false
+}
+
+func (x *FileEntry) GetFileLocks() []*FileLock {
+	if x != nil {
+		return x.FileLocks
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPidfdDead() bool {
+	if x != nil {
+		return x.PidfdDead
+	}
+	return false
+}
+
+func (x *FileEntry) GetPidfdExitStatus() int32 {
+	if x != nil {
+		return x.PidfdExitStatus
+	}
+	return 0
+}
+
+func (x *FileEntry) GetPidfdExitKnown() bool {
+	if x != nil {
+		return x.PidfdExitKnown
+	}
+	return false
+}
+
+func (x *FileEntry) GetHugetlbPageSize() uint64 {
+	if x != nil {
+		return x.HugetlbPageSize
+	}
+	return 0
+}
+
+// A file lock held at dump time, as /proc/PID/fdinfo "lock:" showed it.
+// Ranges are absolute (SEEK_SET); flock locks cover the whole file.
+type FileLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  FileLockKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=ctrcr.image.v1.FileLockKind" json:"kind,omitempty"`
+	Write bool                   `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"` // exclusive (LOCK_EX, F_WRLCK); else shared/read
+	Start int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Len   int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"` // 0: up to EOF and beyond
+	// FLOCK: the process that took it (a holder of the file in the image,
+	// the one that takes it again); POSIX: its owner; OFD: -1.
+	Pid           int32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileLock) Reset() {
+	Init()
+	*x = FileLock{}
+	mi := &file_image_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileLock) ProtoMessage() {}
+
+func (x *FileLock) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *FileLock) GetKind() FileLockKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FileLockKind_FILE_LOCK_UNKNOWN
+}
+
+func (x *FileLock) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *FileLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetLen() int64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *FileLock) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
 // fdinfo-PID.img: one entry per fd of the task.
 type FdEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
-	FileId        uint32                 `protobuf:"varint,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	Cloexec       bool                   `protobuf:"varint,3,opt,name=cloexec,proto3" json:"cloexec,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Fd      int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
+	FileId  uint32                 `protobuf:"varint,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Cloexec bool                   `protobuf:"varint,3,opt,name=cloexec,proto3" json:"cloexec,omitempty"`
+	// POSIX record locks the task holds through this fd's open file
+	// description (--file-locks); the task takes them again at restore.
+	PosixLocks    []*FileLock `protobuf:"bytes,260,rep,name=posix_locks,json=posixLocks,proto3" json:"posix_locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3984,7 +4271,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3997,7 +4284,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4010,7 +4297,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -4034,6 +4321,13 @@ func (x *FdEntry) GetCloexec() bool {
 	return false
 }
 
+func (x *FdEntry) GetPosixLocks() []*FileLock {
+	if x != nil {
+		return x.PosixLocks
+	}
+	return nil
+}
+
 // termios of a terminal (struct termios2 of TCGETS2).
 type PtyTermios struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4052,7 +4346,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4359,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4372,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -4151,7 +4445,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4164,7 +4458,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4177,7 +4471,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -4238,9 +4532,15 @@ type Pty struct {
 	// The session (pid of its leader, a process of the image) whose
 	// controlling terminal the pair is, 0 for none; and its foreground
 	// process group.
-	Sid           int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
-	FgPgid        int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
-	SlaveClosed   bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	Sid         int32 `protobuf:"varint,10,opt,name=sid,proto3" json:"sid,omitempty"`
+	FgPgid      int32 `protobuf:"varint,11,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	SlaveClosed bool  `protobuf:"varint,12,opt,name=slave_closed,json=slaveClosed,proto3" json:"slave_closed,omitempty"` // the slave was opened and closed again: the master reads EIO
+	// The slave's inode (/dev/pts/<index>) as the master's entry saw it:
+	// owner and mode (st_mode with its type bits; 0 in images without them),
+	// e.g. chown'ed to the user by login or sshd. Restore sets them again.
+	SlaveUid      uint32 `protobuf:"varint,260,opt,name=slave_uid,json=slaveUid,proto3" json:"slave_uid,omitempty"`
+	SlaveGid      uint32 `protobuf:"varint,261,opt,name=slave_gid,json=slaveGid,proto3" json:"slave_gid,omitempty"`
+	SlaveMode     uint32 `protobuf:"varint,262,opt,name=slave_mode,json=slaveMode,proto3" json:"slave_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4248,7 +4548,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4261,7 +4561,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4274,7 +4574,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4359,6 +4659,27 @@ func (x *Pty) GetSlaveClosed() bool {
 		return x.SlaveClosed
 	}
 	return false
+}
+
+func (x *Pty) GetSlaveUid() uint32 {
+	if x != nil {
+		return x.SlaveUid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveGid() uint32 {
+	if x != nil {
+		return x.SlaveGid
+	}
+	return 0
+}
+
+func (x *Pty) GetSlaveMode() uint32 {
+	if x != nil {
+		return x.SlaveMode
+	}
+	return 0
 }
 
 var File_image_proto protoreflect.FileDescriptor
@@ -4502,7 +4823,10 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xd2\x02\n" +
+	"thpDisable\"8\n" +
+	"\x0eVmaGuardRegion\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"\xc5\x03\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4517,7 +4841,9 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\ashmemId\x12\x1c\n" +
 	"\tgrowsdown\x18\v \x01(\bR\tgrowsdown\x12\x18\n" +
 	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
-	"\bno_pages\x18\r \x01(\bR\anoPages\"\x96\x03\n" +
+	"\bno_pages\x18\r \x01(\bR\anoPages\x12D\n" +
+	"\rguard_regions\x18\xac\x02 \x03(\v2\x1e.ctrcr.image.v1.VmaGuardRegionR\fguardRegions\x12+\n" +
+	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\x96\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -4723,7 +5049,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xac\x06\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xd5\b\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4751,11 +5077,28 @@ const file_image_proto_rawDesc = "" +
 	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x124\n" +
 	"\anetlink\x18\xc0\x02 \x01(\v2\x19.ctrcr.image.v1.NetlinkSkR\anetlink\x121\n" +
 	"\x06packet\x18\xc1\x02 \x01(\v2\x18.ctrcr.image.v1.PacketSkR\x06packet\x12%\n" +
-	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\"L\n" +
+	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12\"\n" +
+	"\fpipe_packets\x18\xdc\x01 \x03(\rR\vpipePackets\x12$\n" +
+	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\x128\n" +
+	"\n" +
+	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\x12\x1e\n" +
+	"\n" +
+	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
+	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
+	"\x10pidfd_exit_known\x18\x87\x02 \x01(\bR\x0epidfdExitKnown\x12+\n" +
+	"\x11hugetlb_page_size\x18\xac\x02 \x01(\x04R\x0fhugetlbPageSize\"\x8c\x01\n" +
+	"\bFileLock\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.ctrcr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\x05R\x03pid\"\x88\x01\n" +
 	"\aFdEntry\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x17\n" +
 	"\afile_id\x18\x02 \x01(\rR\x06fileId\x12\x18\n" +
-	"\acloexec\x18\x03 \x01(\bR\acloexec\"\xb8\x01\n" +
+	"\acloexec\x18\x03 \x01(\bR\acloexec\x12:\n" +
+	"\vposix_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\n" +
+	"posixLocks\"\xb8\x01\n" +
 	"\n" +
 	"PtyTermios\x12\x14\n" +
 	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
@@ -4771,7 +5114,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
 	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
-	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xe9\x02\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xc5\x03\n" +
 	"\x03Pty\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\bR\x06master\x124\n" +
@@ -4785,7 +5128,11 @@ const file_image_proto_rawDesc = "" +
 	"\x03sid\x18\n" +
 	" \x01(\x05R\x03sid\x12\x17\n" +
 	"\afg_pgid\x18\v \x01(\x05R\x06fgPgid\x12!\n" +
-	"\fslave_closed\x18\f \x01(\bR\vslaveClosed*\xdc\x01\n" +
+	"\fslave_closed\x18\f \x01(\bR\vslaveClosed\x12\x1c\n" +
+	"\tslave_uid\x18\x84\x02 \x01(\rR\bslaveUid\x12\x1c\n" +
+	"\tslave_gid\x18\x85\x02 \x01(\rR\bslaveGid\x12\x1e\n" +
+	"\n" +
+	"slave_mode\x18\x86\x02 \x01(\rR\tslaveMode*\xf2\x01\n" +
 	"\aVmaKind\x12\x0f\n" +
 	"\vVMA_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10VMA_ANON_PRIVATE\x10\x01\x12\x13\n" +
@@ -4799,7 +5146,8 @@ const file_image_proto_rawDesc = "" +
 	"\tVMA_STACK\x10\t\x12\f\n" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
-	"\fVMA_SYSV_SHM\x10\v*\xdc\x02\n" +
+	"\fVMA_SYSV_SHM\x10\v\x12\x14\n" +
+	"\x10VMA_HUGETLB_ANON\x10K*\xdc\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4826,7 +5174,12 @@ const file_image_proto_rawDesc = "" +
 	"\bFILE_PTY\x10\x11\x12\x10\n" +
 	"\fFILE_CONSOLE\x10\x12\x12\x10\n" +
 	"\fFILE_NETLINK\x10P\x12\x0f\n" +
-	"\vFILE_PACKET\x10QB-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
+	"\vFILE_PACKET\x10Q*b\n" +
+	"\fFileLockKind\x12\x15\n" +
+	"\x11FILE_LOCK_UNKNOWN\x10\x00\x12\x13\n" +
+	"\x0fFILE_LOCK_FLOCK\x10\x01\x12\x13\n" +
+	"\x0fFILE_LOCK_POSIX\x10\x02\x12\x11\n" +
+	"\rFILE_LOCK_OFD\x10\x03B-Z+github.com/ctr-cr/ctr-cr/core/image/imagepbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -4840,90 +5193,97 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),            // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),          // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),        // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),          // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),             // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),         // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),             // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),              // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil),      // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),            // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),           // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),               // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),         // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),           // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),                // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),            // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),        // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),       // 19: ctrcr.image.v1.PagemapEntry
-	(*NetlinkSk)(nil),          // 20: ctrcr.image.v1.NetlinkSk
-	(*PacketSk)(nil),           // 21: ctrcr.image.v1.PacketSk
-	(*PacketSkMembership)(nil), // 22: ctrcr.image.v1.PacketSkMembership
-	(*UnixSocket)(nil),         // 23: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),            // 24: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),         // 25: ctrcr.image.v1.InetSocket
-	(*InetMcastGroup)(nil),     // 26: ctrcr.image.v1.InetMcastGroup
-	(*TcpStream)(nil),          // 27: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),            // 28: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),           // 29: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),        // 30: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),            // 31: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),       // 32: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),            // 33: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),          // 34: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),            // 35: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),         // 36: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),         // 37: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),                // 38: ctrcr.image.v1.Pty
+	(FileLockKind)(0),          // 2: ctrcr.image.v1.FileLockKind
+	(*FileSum)(nil),            // 3: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),          // 4: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),        // 5: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),          // 6: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),             // 7: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),         // 8: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),             // 9: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),              // 10: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),      // 11: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),            // 12: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),           // 13: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),               // 14: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),         // 15: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),           // 16: ctrcr.image.v1.TaskCore
+	(*VmaGuardRegion)(nil),     // 17: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),                // 18: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 19: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 20: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 21: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 22: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 23: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 24: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 25: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 26: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 27: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 28: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 29: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 30: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 31: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 32: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 33: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 34: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 35: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),          // 36: ctrcr.image.v1.FileEntry
+	(*FileLock)(nil),           // 37: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),            // 38: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 39: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 40: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 41: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
-	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
-	11, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
-	12, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
-	13, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
-	9,  // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
-	10, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	5,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	6,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	7,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	8,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	11, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
+	12, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
+	13, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
+	14, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
+	10, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
+	11, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
+	6,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	7,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	8,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	9,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	12, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	15, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
 	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	28, // 14: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	28, // 15: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	22, // 16: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
-	29, // 17: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	24, // 18: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	23, // 19: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	28, // 20: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	27, // 21: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	26, // 22: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	32, // 23: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 24: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	30, // 25: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	23, // 26: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	31, // 27: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	33, // 28: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	25, // 29: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	20, // 30: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	21, // 31: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	38, // 32: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	36, // 33: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	37, // 34: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	17, // 13: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	18, // 14: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	30, // 15: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	30, // 16: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 17: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	31, // 18: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	26, // 19: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	25, // 20: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	30, // 21: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	29, // 22: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	28, // 23: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	34, // 24: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 25: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	32, // 26: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	25, // 27: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	33, // 28: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	35, // 29: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	27, // 30: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	22, // 31: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	23, // 32: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	41, // 33: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	37, // 34: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 35: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	37, // 36: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	39, // 37: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	40, // 38: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4943,8 +5303,8 @@ func file_image_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   37,
+			NumEnums:      3,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
