@@ -48,8 +48,17 @@ func openInet(f *imagepb.FileEntry) (int, error) {
 // OpenListeners opens every TCP listener of the image before anything
 // else: a restored connection binds its port in repair mode (which
 // ignores conflicts), but a listener bound after it would conflict with
-// it (accepted connections share their listener's port).
+// it (accepted connections share their listener's port). Packet sockets
+// come first too: their memberships may change an interface's flags,
+// which a restored rtnetlink socket must not find queued.
 func (o *Opener) OpenListeners() error {
+	for id, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_PACKET {
+			if _, err := o.Open(id); err != nil {
+				return err
+			}
+		}
+	}
 	for id, f := range o.files {
 		if f.Kind == imagepb.FileKind_FILE_INET && f.Inet != nil && f.Inet.State == inetsk.TCPListen {
 			if _, err := o.Open(id); err != nil {

@@ -284,6 +284,8 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return o.socketEnd(f)
 	case imagepb.FileKind_FILE_INET:
 		return openInet(f)
+	case imagepb.FileKind_FILE_NETLINK, imagepb.FileKind_FILE_PACKET:
+		return openLowSocket(f)
 	case imagepb.FileKind_FILE_PTY:
 		return o.openPty(f)
 	case imagepb.FileKind_FILE_CONSOLE:

@@ -28,9 +28,9 @@ func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint
 	case unix.AF_INET, unix.AF_INET6:
 		return t.inetSocket(f, fd, cp, link, t.opts)
 	case unix.AF_PACKET:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket (AF_PACKET)"}
+		return t.packetSocket(f, fd, cp, link)
 	case unix.AF_NETLINK:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "netlink socket"}
+		return t.netlinkSocket(f, fd, cp, link)
 	default:
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
 	}

@@ -1,25 +1,28 @@
-// Package inetsk dumps and restores IPv4/IPv6 sockets (TCP and UDP) that
-// are not established connections: TCP listeners, unconnected TCP sockets
-// (maybe bound) and UDP sockets (bound or not, connected or not) whose
-// receive queue is empty.
+// Package inetsk dumps and restores IPv4/IPv6 sockets: TCP listeners,
+// unconnected, connecting (SYN_SENT) and closed TCP sockets, TCP
+// connections (in repair mode, with --tcp-established), UDP and UDP-lite
+// sockets, raw sockets and ICMP ping sockets, with their options.
 //
 // Like core/unixsk, the dumper works on its stolen copy of the socket
-// (pidfd_getfd gives the very same struct file) and only reads: options
+// (pidfd_getfd gives the very same struct file) and mostly reads: options
 // with getsockopt, addresses with getsockname/getpeername, and the facts no
-// getsockopt exposes (state, accept queue, owner, shutdown) from
-// NETLINK_SOCK_DIAG inet_diag (see Diag). Established, connecting and
-// closing TCP connections, listeners with connections waiting to be
-// accepted, UDP sockets with queued datagrams, raw sockets and other
-// protocols are refused with *UnsupportedError. Restore (Create) rebuilds
-// the socket in the caller: socket (with the dumped owner), options, bind,
-// listen or connect. A TCP port still held by connections of the dumped
-// socket in TIME_WAIT (which, without SO_REUSEADDR, block any bind for a
-// minute) is freed by destroying them with SOCK_DESTROY.
+// getsockopt exposes (state, accept queue, owner, shutdown, bound port)
+// from NETLINK_SOCK_DIAG inet_diag (see Diag), or /proc/net for raw and
+// ping sockets. Multicast memberships are found by probing (see mcast.go).
+// What cannot come back exactly (queued datagrams, pending errors, ended
+// connections, eBPF filters, ...) is refused with *UnsupportedError.
+// Restore (Create) rebuilds the socket in the caller: socket (with the
+// dumped owner), options, bind, listen or connect. A TCP port still held
+// by connections of the dumped socket in TIME_WAIT (which, without
+// SO_REUSEADDR, block any bind for a minute) is freed by destroying them
+// with SOCK_DESTROY.
 //
-// Not kept (yet): multicast group memberships, IP-level options other
-// than those in the image (IP_TTL, IP_TOS, IP_FREEBIND, ...), and
-// half-open connections of a listener (SYN_RECV, not yet in its accept
-// queue: the client's final ACK then meets no request and is reset).
+// Not kept, because no dump can see them: SO_ATTACH_REUSEPORT_CBPF/EBPF
+// programs, TCP_MD5SIG keys, an IPv4 multicast interface set by index only
+// (IP_MULTICAST_IF with ip_mreqn), SO_TXTIME set to CLOCK_REALTIME without
+// flags, and half-open connections of a listener (SYN_RECV, not yet in its
+// accept queue: the client's final ACK then meets no request and is
+// reset).
 package inetsk
 
 import (
@@ -50,6 +53,8 @@ const (
 	TCPLastAck     = 9
 	TCPListen      = 10
 	TCPClosing     = 11
+
+	tcpBoundInactive = 13 // TCP_BOUND_INACTIVE: inet_diag's pseudo-state of bound-only sockets
 )
 
 var stateNames = map[int]string{
@@ -91,11 +96,46 @@ type Diag struct {
 	mu      sync.Mutex
 	read    map[[2]int]bool
 	entries map[[3]uint64]DiagEntry // family, protocol, inode
+	// listsBound: see ListsBound (nil: not probed yet)
+	listsBound *bool
 }
 
 // NewDiag returns an empty snapshot; dumps are read on first Lookup.
 func NewDiag() *Diag {
 	return &Diag{read: map[[2]int]bool{}, entries: map[[3]uint64]DiagEntry{}}
+}
+
+// ListsBound reports whether sock_diag lists TCP sockets that are bound
+// but neither listening nor connected (Linux 6.7 and later): it probes
+// once with a socket bound to an ephemeral port of the wildcard address.
+func (d *Diag) ListsBound() (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listsBound != nil {
+		return *d.listsBound, nil
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("bound-socket probe: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+		return false, fmt.Errorf("bound-socket probe: bind: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, err
+	}
+	es, err := readDiag(unix.AF_INET, unix.IPPROTO_TCP, 1<<tcpBoundInactive)
+	if err != nil {
+		return false, err
+	}
+	ok := false
+	for _, e := range es {
+		ok = ok || e.Ino == st.Ino
+	}
+	d.listsBound = &ok
+	return ok, nil
 }
 
 // Lookup returns the entry of the socket with inode ino of family and

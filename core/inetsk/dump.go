@@ -68,30 +68,43 @@ func Dump(fd int, ino uint64, d *Diag, conn bool) (*imagepb.InetSocket, error) {
 	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return nil, fmt.Errorf("inet socket:[%d]: family %d is not AF_INET/AF_INET6", ino, family)
 	}
-	switch {
-	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
-	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
-	case typ == unix.SOCK_RAW:
-		return nil, unsupported(ino, "raw %s socket (protocol %d)", familyName(family), proto)
-	default:
-		return nil, unsupported(ino, "%s socket of type %d, protocol %d (only TCP and UDP)", familyName(family), typ, proto)
+	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid, Gid: st.Gid}
+	if !supportedKind(s) {
+		return nil, unsupported(ino, "%s socket of type %d, protocol %d (only TCP, UDP, UDP-lite, raw and ping)", familyName(family), typ, proto)
 	}
 	if d == nil {
 		d = NewDiag()
 	}
 	// Sockets that are in no hash table (never bound, or unhashed when
-	// their connection ended) are not in sock_diag.
-	e, found, err := d.Lookup(family, proto, ino)
+	// their connection ended) are not in sock_diag. Raw and ping sockets
+	// are read from /proc/net.
+	var e DiagEntry
+	var found bool
+	if isRawOrPing(s) {
+		e, found, err = procNetEntry(procTable(family, typ), family, ino)
+	} else {
+		e, found, err = d.Lookup(family, proto, ino)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
 	}
-	s := &imagepb.InetSocket{Family: int32(family), Type: int32(typ), Protocol: int32(proto), Ino: ino, Uid: st.Uid}
-	info, err := fillState(fd, s, e, found, conn)
+	listsBound := false
+	if proto == unix.IPPROTO_TCP {
+		if listsBound, err = d.ListsBound(); err != nil {
+			return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
+		}
+	}
+	info, fromDiag, err := fillState(fd, s, e, found, conn, listsBound)
 	if err != nil {
 		return nil, err
 	}
 	if err := addresses(fd, s); err != nil {
 		return nil, err
+	}
+	if fromDiag != nil {
+		// a closed or connecting TCP socket: sock_diag's addresses, not the
+		// stale or partial ones getsockname shows
+		fromDiag.set(s)
 	}
 	if err := dumpOptions(fd, s); err != nil {
 		return nil, err
@@ -114,10 +127,7 @@ func familyName(f int) string {
 // Describe is a one-line summary for messages and ctr-cr show:
 // "tcp 127.0.0.1:8080 LISTEN".
 func Describe(s *imagepb.InetSocket) string {
-	p := "udp"
-	if s.Protocol == unix.IPPROTO_TCP {
-		p = "tcp"
-	}
+	p := kindName(s)
 	if s.Family == unix.AF_INET6 {
 		p += "6"
 	}
@@ -126,7 +136,7 @@ func Describe(s *imagepb.InetSocket) string {
 		out += " -> " + hostPort(s.DstAddr, s.DstPort)
 	}
 	st := StateName(int(s.State))
-	if s.Protocol == unix.IPPROTO_UDP {
+	if s.Protocol != unix.IPPROTO_TCP {
 		st = "unconnected"
 		if s.State == TCPEstablished {
 			st = "connected"
@@ -144,67 +154,54 @@ func Describe(s *imagepb.InetSocket) string {
 // entry e (found: the socket is in sock_diag), and refuses the states
 // Create cannot rebuild. The socket owner is the socket inode's owner
 // (sk_uid follows it). For a TCP connection to dump (conn) it returns the
-// TCP_INFO read.
-func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn bool) (*unix.TCPInfo, error) {
+// TCP_INFO read. For a closed TCP socket that was used, or a connecting
+// one, it returns the addresses to record instead of getsockname's.
+//
+// listsBound tells that sock_diag lists TCP sockets that are only bound
+// (Linux 6.7 and later), which tells a bound port from a stale one.
+func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn, listsBound bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
-	if s.Protocol == unix.IPPROTO_UDP {
-		if !found {
-			// unhashed: never bound, so never connected either
-			sa, err := unix.Getsockname(fd)
-			if err != nil {
-				return nil, fmt.Errorf("inet socket:[%d]: getsockname: %w", ino, err)
-			}
-			if _, port, _ := fromSockaddr(sa); port != 0 {
-				return nil, fmt.Errorf("inet socket:[%d]: bound UDP socket not in the sock_diag snapshot (other network namespace?)", ino)
-			}
-			e.State = TCPClose
-		}
-		s.State, s.Shutdown = int32(e.State), uint32(e.Shutdown)
-		if e.RQueue > 0 {
-			return nil, unsupported(ino, "UDP socket with datagrams queued for reading (%d bytes)", e.RQueue)
-		}
-		if e.State != TCPClose && e.State != TCPEstablished {
-			return nil, unsupported(ino, "UDP socket in state %d", e.State)
-		}
-		return nil, nil
+	if s.Protocol != unix.IPPROTO_TCP {
+		a, err := datagramState(fd, s, e, found)
+		return nil, a, err
 	}
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
-		return nil, fmt.Errorf("inet socket:[%d]: getsockopt TCP_INFO: %w", ino, err)
+		return nil, nil, fmt.Errorf("inet socket:[%d]: getsockopt TCP_INFO: %w", ino, err)
 	}
 	state := int(info.State)
 	s.State, s.Shutdown = int32(state), uint32(e.Shutdown)
 	switch state {
 	case TCPListen:
 		if !found {
-			return nil, fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
+			return nil, nil, fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
 		}
 		s.Backlog = e.WQueue
 		if e.RQueue > 0 {
-			return nil, unsupported(ino, "listening socket with %d connections waiting to be accepted", e.RQueue)
+			return nil, nil, unsupported(ino, "listening socket with %d connections waiting to be accepted", e.RQueue)
 		}
-		return nil, nil
+		return nil, nil, nil
 	case TCPClose:
-		if e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0 {
-			return nil, unsupported(ino, "closed TCP connection (shut down, reset or finished)")
-		}
-		return nil, nil
-	case TCPSynSent, TCPSynRecv:
-		return nil, unsupported(ino, "connecting TCP socket, state %s", StateName(state))
+		used := e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0
+		return closedTCP(fd, s, e, found, listsBound, used)
+	case TCPSynSent:
+		return synSent(fd, s, e, found)
+	case TCPSynRecv:
+		return nil, nil, unsupported(ino, "connecting TCP socket, state %s", StateName(state))
 	}
 	if !IsConnection(state) {
-		return nil, unsupported(ino, "TCP socket in state %s", StateName(state))
+		return nil, nil, unsupported(ino, "TCP socket in state %s", StateName(state))
 	}
 	if !conn {
 		if state == TCPEstablished {
-			return nil, unsupported(ino, "established TCP connection (needs --tcp-established)")
+			return nil, nil, unsupported(ino, "established TCP connection (needs --tcp-established)")
 		}
-		return nil, unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
+		return nil, nil, unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
 	}
 	if !found {
-		return nil, fmt.Errorf("inet socket:[%d]: connection not in the sock_diag snapshot (other network namespace?)", ino)
+		return nil, nil, fmt.Errorf("inet socket:[%d]: connection not in the sock_diag snapshot (other network namespace?)", ino)
 	}
-	return info, nil
+	return info, nil, nil
 }
 
 // addresses records the bound and the connected address.
@@ -215,7 +212,8 @@ func addresses(fd int, s *imagepb.InetSocket) error {
 	}
 	s.SrcAddr, s.SrcPort, s.SrcScope = fromSockaddr(sa)
 	s.Bound = s.SrcPort != 0 || !allZero(s.SrcAddr)
-	if s.State == TCPEstablished || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State))) { // connected UDP, TCP connection
+	udp := isUDP(s.Protocol) && s.Type == unix.SOCK_DGRAM
+	if (udp && s.State == TCPEstablished) || (s.Protocol == unix.IPPROTO_TCP && IsConnection(int(s.State))) { // connected UDP, TCP connection
 		pa, err := unix.Getpeername(fd)
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getpeername: %w", s.Ino, err)

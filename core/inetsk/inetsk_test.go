@@ -202,7 +202,11 @@ func TestRefusals(t *testing.T) {
 	must(t, unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}))
 	unix.Close(a)
 	time.Sleep(50 * time.Millisecond)
-	requireRefused(t, c, "closed TCP connection")
+	requireRefused(t, c, "closed TCP socket with a pending error")
+	if v, err := unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || v != int(unix.ECONNRESET) {
+		t.Fatalf("SO_ERROR %d %v: the dump cleared the pending error", v, err)
+	}
+	requireRefused(t, c, "closed TCP connection (reset")
 
 	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
 	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))
@@ -211,10 +215,51 @@ func TestRefusals(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	requireRefused(t, u, "datagrams queued")
 
-	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	sctp, err := unix.Socket(unix.AF_INET, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+	if err == nil {
+		defer unix.Close(sctp)
+		requireRefused(t, sctp, "only TCP, UDP, UDP-lite, raw and ping")
+	}
+}
+
+// TestRawPingUDPLite: raw (with ICMP_FILTER, IP_HDRINCL, connected),
+// ping and UDP-lite sockets come back with their addresses and options.
+func TestRawPingUDPLite(t *testing.T) {
+	r, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	must(t, err)
-	defer unix.Close(raw)
-	requireRefused(t, raw, "raw IPv4 socket")
+	must(t, unix.SetsockoptInt(r, solRaw, icmpFilter, 0x5))
+	must(t, unix.SetsockoptInt(r, unix.SOL_IP, unix.IP_HDRINCL, 1))
+	must(t, unix.Bind(r, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Connect(r, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 2}}))
+	s, nfd := roundTrip(t, r)
+	defer unix.Close(nfd)
+	if s.State != TCPEstablished || s.DstAddr[3] != 2 || s.SrcAddr[3] != 1 || !s.Bound {
+		t.Fatalf("raw: %s", Describe(s))
+	}
+	if v, _ := unix.GetsockoptInt(nfd, solRaw, icmpFilter); v != 5 {
+		t.Fatalf("ICMP_FILTER %#x", v)
+	}
+
+	p, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		t.Skipf("ping socket: %v (net.ipv4.ping_group_range)", err)
+	}
+	must(t, unix.Bind(p, &unix.SockaddrInet4{Port: 4321, Addr: [4]byte{127, 0, 0, 1}}))
+	s, nfd2 := roundTrip(t, p)
+	defer unix.Close(nfd2)
+	if s.SrcPort != 4321 || !isPing(s) {
+		t.Fatalf("ping: %s", Describe(s))
+	}
+
+	l, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDPLITE)
+	must(t, err)
+	must(t, unix.SetsockoptInt(l, solUDPLite, udpliteSendCscov, 20))
+	must(t, unix.Bind(l, loopback(unix.AF_INET6, 0)))
+	s, nfd3 := roundTrip(t, l)
+	defer unix.Close(nfd3)
+	if v, _ := unix.GetsockoptInt(nfd3, solUDPLite, udpliteSendCscov); v != 20 || s.SrcPort == 0 {
+		t.Fatalf("udplite: %s, UDPLITE_SEND_CSCOV %d", Describe(s), v)
+	}
 }
 
 func TestCreateRejectsBadEntries(t *testing.T) {
@@ -336,5 +381,40 @@ func TestMoreOptions(t *testing.T) {
 	if fd, err := Create(s); err == nil {
 		unix.Close(fd)
 		t.Fatal("Create accepted an option outside the list")
+	}
+}
+
+// TestClosedAfterFailedConnect: a socket whose connect was refused (and
+// reported by connect) is a closed socket again: kept, with its bound
+// address but not the port it was given back.
+func TestClosedAfterFailedConnect(t *testing.T) {
+	// a port nobody listens on: bound, not listening
+	hole := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+	must(t, unix.Bind(hole, loopback(unix.AF_INET, 0)))
+	sa, _ := unix.Getsockname(hole)
+	port := sa.(*unix.SockaddrInet4).Port
+	for _, bindAddr := range []bool{false, true} {
+		c := sock(t, unix.AF_INET, unix.SOCK_STREAM)
+		if bindAddr {
+			must(t, unix.SetsockoptInt(c, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1))
+			must(t, unix.Bind(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+			must(t, unix.SetsockoptInt(c, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0))
+		}
+		if err := unix.Connect(c, loopback(unix.AF_INET, port)); err != unix.ECONNREFUSED {
+			t.Fatalf("connect: %v", err)
+		}
+		s, nfd := roundTrip(t, c)
+		if s.State != TCPClose || s.SrcPort != 0 || s.Bound != bindAddr {
+			t.Fatalf("bindAddr %v: %s bound %v", bindAddr, Describe(s), s.Bound)
+		}
+		na, _ := unix.Getsockname(nfd)
+		if a := na.(*unix.SockaddrInet4); a.Port != 0 || (a.Addr[0] == 127) != bindAddr {
+			t.Fatalf("bindAddr %v: restored socket named %v", bindAddr, a.Addr)
+		}
+		// it can connect again
+		if err := unix.Connect(nfd, loopback(unix.AF_INET, port)); err != unix.ECONNREFUSED {
+			t.Fatalf("connect again: %v", err)
+		}
+		unix.Close(nfd)
 	}
 }

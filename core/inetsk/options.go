@@ -83,6 +83,9 @@ func dumpOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP {
+			continue // not for this socket (IPv4 options of a raw IPv6 socket): stays 0
+		}
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt %s: %w", s.Ino, o.name, err)
 		}
@@ -138,6 +141,9 @@ func applyOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		cur, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if (err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP) && o.get(s) == 0 {
+			continue // not for this socket, and not recorded
+		}
 		if err != nil {
 			return fmt.Errorf("getsockopt %s: %w", o.name, err)
 		}
@@ -196,57 +202,27 @@ func setBuf(fd int, name string, opt, force int, want uint32, sysctl string) err
 }
 
 func readSysctl(name string) (int, error) {
-	b, err := os.ReadFile("/proc/sys/" + name)
+	b, err := readFile("/proc/sys/" + name)
 	if err != nil {
 		return 0, err
 	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
+	return strconv.Atoi(b)
 }
 
-// moreOpt is an integer option kept in InetSocket.opts.
-type moreOpt struct {
-	level, opt int
-	family     int // 0: both
-	proto      int // 0: both
-}
-
-// moreOpts are the options kept in InetSocket.opts, in this order. The
-// multicast ones are UDP only: TCP refuses IP_MULTICAST_TTL, and an
-// accepted connection inherits the SYN's TTL in it.
-var moreOpts = []moreOpt{
-	{unix.SOL_SOCKET, unix.SO_OOBINLINE, 0, unix.IPPROTO_TCP},
-	{unix.SOL_SOCKET, unix.SO_RCVLOWAT, 0, 0},
-	{unix.SOL_SOCKET, unix.SO_TIMESTAMP, 0, 0},
-	{unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 0, 0},
-	{unix.SOL_IP, unix.IP_PKTINFO, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVTOS, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVTTL, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVERR, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_RECVORIGDSTADDR, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MTU_DISCOVER, unix.AF_INET, 0},
-	{unix.SOL_IP, unix.IP_MULTICAST_TTL, unix.AF_INET, unix.IPPROTO_UDP},
-	{unix.SOL_IP, unix.IP_MULTICAST_LOOP, unix.AF_INET, unix.IPPROTO_UDP},
-	{unix.SOL_IP, unix.IP_TRANSPARENT, unix.AF_INET, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVTCLASS, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVHOPLIMIT, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_RECVERR, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MTU_DISCOVER, unix.AF_INET6, 0},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, unix.AF_INET6, unix.IPPROTO_UDP},
-	{unix.SOL_IPV6, unix.IPV6_MULTICAST_LOOP, unix.AF_INET6, unix.IPPROTO_UDP},
-	{unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.AF_INET6, 0},
-	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_SYNCNT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_TCP, unix.TCP_CORK, 0, unix.IPPROTO_TCP},
-	{unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0, unix.IPPROTO_UDP},
-	{unix.IPPROTO_UDP, unix.UDP_GRO, 0, unix.IPPROTO_UDP},
+func readFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return strings.TrimSpace(string(b)), err
 }
 
 func (o moreOpt) applies(s *imagepb.InetSocket) bool {
-	return (o.family == 0 || int32(o.family) == s.Family) && (o.proto == 0 || int32(o.proto) == s.Protocol)
+	if o.notConn && (s.Tcp != nil || (s.Protocol == unix.IPPROTO_TCP && s.State != TCPClose && s.State != TCPListen)) {
+		return false
+	}
+	if o.raw && s.Type != unix.SOCK_RAW {
+		return false
+	}
+	proto := int32(o.proto) == s.Protocol || (o.proto == unix.IPPROTO_UDP && isUDP(s.Protocol))
+	return (o.family == 0 || int32(o.family) == s.Family) && (o.proto == 0 || proto)
 }
 
 // dumpMoreOptions records moreOpts in s.Opts.
@@ -256,12 +232,23 @@ func dumpMoreOptions(fd int, s *imagepb.InetSocket) error {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if err == unix.ENOPROTOOPT || err == unix.EOPNOTSUPP {
+			continue // not in this kernel (or not for this socket): it cannot differ from a fresh socket's
+		}
 		if err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt level %d option %d: %w", s.Ino, o.level, o.opt, err)
 		}
+		if o.level == unix.IPPROTO_TCP && o.opt == unix.TCP_MAXSEG {
+			// the user's MSS, or else the current one (which a connect
+			// attempt sets): only a value other than the current one is
+			// the user's
+			if info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && uint32(v) == info.Snd_mss {
+				continue
+			}
+		}
 		s.Opts = append(s.Opts, &imagepb.InetOpt{Level: int32(o.level), Name: int32(o.opt), Value: int32(v)})
 	}
-	return nil
+	return dumpExtra(fd, s)
 }
 
 // applyMoreOptions sets the options of s.Opts that fd reads differently;
@@ -285,5 +272,5 @@ func applyMoreOptions(fd int, s *imagepb.InetSocket) error {
 			}
 		}
 	}
-	return nil
+	return applyExtra(fd, s)
 }

@@ -23,6 +23,10 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 		return -1, err
 	}
 	fd, err = socketAs(int(s.Family), int(s.Type)|unix.SOCK_CLOEXEC, int(s.Protocol), int(s.Uid))
+	if err == unix.EACCES && isPing(s) {
+		// net.ipv4.ping_group_range admits the task's group, not ours
+		fd, err = pingSocketAs(s)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("%s: socket: %w", Describe(s), err)
 	}
@@ -41,6 +45,12 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 		}
 		return fd, nil
 	}
+	if s.State == TCPSynSent {
+		if err := connectAgain(fd, s); err != nil {
+			return -1, fmt.Errorf("%s: %w", Describe(s), err)
+		}
+		return fd, nil
+	}
 	if s.Bound {
 		if err := bind(fd, s); err != nil {
 			return -1, fmt.Errorf("%s: %w", Describe(s), err)
@@ -51,7 +61,7 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 			return -1, fmt.Errorf("%s: listen(%d): %w", Describe(s), s.Backlog, err)
 		}
 	}
-	if s.Protocol == unix.IPPROTO_UDP && s.State == TCPEstablished {
+	if s.Type != unix.SOCK_STREAM && s.State == TCPEstablished {
 		sa, err := toSockaddr(s.Family, s.DstAddr, s.DstPort, s.DstScope)
 		if err != nil {
 			return -1, fmt.Errorf("%s: %w", Describe(s), err)
@@ -79,7 +89,18 @@ func bind(fd int, s *imagepb.InetSocket) error {
 	if err != nil {
 		return err
 	}
+	if s.SrcPort == 0 && !s.BindAddressNoPort && !isRawOrPing(s) {
+		// bound to an address only, without a port (IP_BIND_ADDRESS_NO_PORT
+		// then, or a port given back by a failed connection): so again
+		if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			return fmt.Errorf("setsockopt IP_BIND_ADDRESS_NO_PORT for the bind: %w", err)
+		}
+		defer unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0)
+	}
 	err = unix.Bind(fd, sa)
+	if err == unix.EADDRNOTAVAIL && !s.Freebind {
+		return bindFree(fd, s, sa)
+	}
 	if err != unix.EADDRINUSE || s.Protocol != unix.IPPROTO_TCP || s.SrcPort == 0 {
 		if err != nil {
 			return fmt.Errorf("bind: %w", err)
@@ -108,7 +129,7 @@ func check(s *imagepb.InetSocket) error {
 		return fmt.Errorf("inet socket:[%d]: bad family %d", s.Ino, s.Family)
 	}
 	tcp := s.Type == unix.SOCK_STREAM && s.Protocol == unix.IPPROTO_TCP
-	udp := s.Type == unix.SOCK_DGRAM && s.Protocol == unix.IPPROTO_UDP
+	udp := supportedKind(s) && !tcp // UDP, UDP-lite, raw, ping: datagrams
 	switch {
 	case tcp && IsConnection(int(s.State)):
 		if err := checkTCP(s); err != nil {
@@ -117,6 +138,10 @@ func check(s *imagepb.InetSocket) error {
 	case tcp && s.Tcp != nil:
 		return fmt.Errorf("inet socket:[%d]: TCP state for a socket in state %s", s.Ino, StateName(int(s.State)))
 	case tcp && (s.State == TCPListen || s.State == TCPClose):
+	case tcp && s.State == TCPSynSent:
+		if s.DstPort == 0 || s.SrcPort == 0 {
+			return fmt.Errorf("inet socket:[%d]: connecting socket without both ports", s.Ino)
+		}
 	case udp && (s.State == TCPClose || s.State == TCPEstablished):
 	case tcp || udp:
 		return fmt.Errorf("inet socket:[%d]: cannot rebuild a socket in state %s", s.Ino, StateName(int(s.State)))
@@ -152,4 +177,59 @@ func socketAs(domain, typ, proto, uid int) (int, error) {
 	}
 	runtime.UnlockOSThread()
 	return fd, serr
+}
+
+// bindFree binds fd to sa, an address no interface holds (yet: the
+// socket was bound to it at dump time, so it was there then, or the
+// namespace allowed non-local binds), with IP_FREEBIND set for the bind
+// only: the socket is bound as it was, and receives once the address is
+// back.
+func bindFree(fd int, s *imagepb.InetSocket, sa unix.Sockaddr) error {
+	level, opt, name := unix.SOL_IP, unix.IP_FREEBIND, "IP_FREEBIND"
+	if s.Family == unix.AF_INET6 {
+		level, opt, name = unix.SOL_IPV6, unix.IPV6_FREEBIND, "IPV6_FREEBIND"
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		return fmt.Errorf("bind: address not available; setting %s for it: %w", name, err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind (address not available, with %s): %w", name, err)
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 0); err != nil {
+		return fmt.Errorf("clearing %s after bind: %w", name, err)
+	}
+	return nil
+}
+
+// pingSocketAs creates the ping socket of s with the thread's effective
+// group set to the socket's group: ping sockets are open to the groups of
+// net.ipv4.ping_group_range only (the task's was, when it made it).
+func pingSocketAs(s *imagepb.InetSocket) (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	// the raw system call: this thread only (Go's Setresgid changes all)
+	if s.Uid != uint32(unix.Getuid()) {
+		prevUid, err := unix.SetfsuidRetUid(int(s.Uid))
+		if err != nil {
+			return -1, fmt.Errorf("setfsuid %d: %w", s.Uid, err)
+		}
+		defer unix.SetfsuidRetUid(prevUid)
+	}
+	prev := unix.Getegid()
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(s.Gid), ^uintptr(0)); e != 0 {
+		return -1, fmt.Errorf("setresgid -1 %d -1: %w", s.Gid, e)
+	}
+	fd, serr := unix.Socket(int(s.Family), int(s.Type)|unix.SOCK_CLOEXEC, int(s.Protocol))
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(prev), ^uintptr(0)); e != 0 {
+		if serr == nil {
+			unix.Close(fd)
+		}
+		// the thread keeps the wrong group: never reuse it
+		runtime.LockOSThread()
+		return -1, fmt.Errorf("setresgid back to %d: %w", prev, e)
+	}
+	if serr != nil {
+		return -1, fmt.Errorf("as group %d (net.ipv4.ping_group_range): %w", s.Gid, serr)
+	}
+	return fd, nil
 }

@@ -42,7 +42,9 @@ func (e DiagEntry) Conn() (local, remote netip.AddrPort) {
 // namespace (both families) that are connections (neither listening nor
 // closed nor TIME_WAIT) and whose inode is in inos.
 func Connections(inos map[uint64]bool) ([]DiagEntry, error) {
-	states := uint32(0xffffffff) &^ (1<<TCPListen | 1<<TCPClose | 1<<TCPTimeWait)
+	// the kernel's states up to TCP_CLOSING: not its request sockets
+	// (TCP_NEW_SYN_RECV) nor the bound-only ones (TCP_BOUND_INACTIVE)
+	states := uint32(1<<(TCPClosing+1)-1) &^ (1<<TCPListen | 1<<TCPClose | 1<<TCPTimeWait)
 	var out []DiagEntry
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		es, err := readDiag(fam, unix.IPPROTO_TCP, states)

@@ -116,6 +116,7 @@ func Summary(dir string, w io.Writer) error {
 				extra += " " + unixsk.Describe(f.Unix)
 			}
 			extra += ptyExtra(f)
+			extra += lowSocketExtra(f)
 			extra += locksExtra(f, fd)
 			if f.Inet != nil {
 				extra += " " + inetsk.Describe(f.Inet)

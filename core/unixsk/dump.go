@@ -276,7 +276,7 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 			return unsupported(s.Ino, "%s=%d is not kept by the image", o.name, v)
 		}
 	}
-	return nil
+	return checkGenericOptions(fd, int(s.Type), s)
 }
 
 // peekQueue reads the receive queue without consuming it.

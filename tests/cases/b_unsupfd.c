@@ -1,5 +1,5 @@
 /*
- * b_unsupfd: holds a packet socket (fd 42), a file kind the engine refuses,
+ * b_unsupfd: holds a SOCK_PACKET packet socket (fd 42), a kind the engine refuses,
  * and a unix socketpair (fds 43, 44) with a queued message. Used by
  * TestNegative_UnsupportedFD: the dump must fail naming fd 42 and leave this
  * process running undisturbed, so after "go" it checks from inside that the
@@ -32,7 +32,7 @@ int main(int argc, char **argv)
 	char buf[64];
 
 	case_init(argc, argv);
-	int pk = socket(AF_PACKET, SOCK_DGRAM, 0);
+	int pk = socket(AF_PACKET, SOCK_PACKET, 0); /* the obsolete SOCK_PACKET: refused */
 	CHECK(pk >= 0 && dup2(pk, PACKET) == PACKET, "packet socket: %s", strerror(errno));
 	close(pk);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair: %s",

@@ -5,7 +5,7 @@
  * naming fd 60 or 61 and "established", and leave this process running;
  * after "go" it checks that the connection still carries data both ways,
  * including a message queued before "ready".
- * Built with -DWITH_NETLINK it also holds a netlink socket on fd 70 (not
+ * Built with -DWITH_NETLINK it also holds a generic netlink socket on fd 70 (not
  * supported), for TestNegative_TCPDumpFails: with --tcp-established the
  * dump locks and repairs the connection first, then fails on fd 70.
  */
@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 
 #define CHECK(cond, ...)                                                       \
 	do {                                                                   \
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
 	CHECK(write(CLIENT, "queued", 6) == 6, "write: %s", strerror(errno));
 #ifdef WITH_NETLINK
 	{
-		int nl = socket(AF_NETLINK, SOCK_RAW, 0);
+		int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC); /* refused: generic netlink */
 
 		CHECK(nl >= 0 && dup2(nl, 70) == 70, "netlink socket: %s", strerror(errno));
 		close(nl);

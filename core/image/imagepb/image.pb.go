@@ -128,7 +128,7 @@ const (
 	FileKind_FILE_TIMERFD  FileKind = 13 // timerfd, described by timerfd; flags hold O_NONBLOCK (TFD_NONBLOCK)
 	FileKind_FILE_SIGNALFD FileKind = 14 // signalfd, signal set in sigmask; flags hold O_NONBLOCK (SFD_NONBLOCK)
 	FileKind_FILE_INOTIFY  FileKind = 15 // inotify instance, watches in inotify; flags hold O_NONBLOCK (IN_NONBLOCK)
-	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 TCP or UDP socket that is not an established connection, described by inet
+	FileKind_FILE_INET     FileKind = 16 // IPv4/IPv6 socket (TCP, UDP, UDP-lite, raw, ping), described by inet
 	FileKind_FILE_PTY      FileKind = 17 // one end of a pseudo-terminal pair of the host's /dev/pts whose master is in the image, described by pty
 	// A slave of a container's console (process.terminal): a pty of the
 	// container's own devpts whose master is held outside the dump (by
@@ -139,6 +139,8 @@ const (
 	// restored container's root, the console the runtime made for the
 	// restore's --console-socket, with these settings.
 	FileKind_FILE_CONSOLE FileKind = 18
+	FileKind_FILE_NETLINK FileKind = 80 // netlink socket, described by netlink
+	FileKind_FILE_PACKET  FileKind = 81 // packet socket (AF_PACKET), described by packet
 )
 
 // Enum value maps for FileKind.
@@ -163,6 +165,8 @@ var (
 		16: "FILE_INET",
 		17: "FILE_PTY",
 		18: "FILE_CONSOLE",
+		80: "FILE_NETLINK",
+		81: "FILE_PACKET",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN":  0,
@@ -184,6 +188,8 @@ var (
 		"FILE_INET":     16,
 		"FILE_PTY":      17,
 		"FILE_CONSOLE":  18,
+		"FILE_NETLINK":  80,
+		"FILE_PACKET":   81,
 	}
 )
 
@@ -2185,6 +2191,341 @@ func (x *PagemapEntry) GetNrPages() uint64 {
 	return 0
 }
 
+// A netlink socket of a protocol whose kernel side keeps nothing about it
+// beyond what is here (NETLINK_ROUTE, NETLINK_SOCK_DIAG,
+// NETLINK_KOBJECT_UEVENT); no message queued, no dump in progress.
+type NetlinkSk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"` // SOCK_RAW, SOCK_DGRAM
+	Protocol      int32                  `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Portid        uint32                 `protobuf:"varint,3,opt,name=portid,proto3" json:"portid,omitempty"`                        // bound port id (0: not bound)
+	Groups        []uint32               `protobuf:"varint,4,rep,packed,name=groups,proto3" json:"groups,omitempty"`                 // groups joined, NETLINK_LIST_MEMBERSHIPS bitmap words
+	DstPortid     uint32                 `protobuf:"varint,5,opt,name=dst_portid,json=dstPortid,proto3" json:"dst_portid,omitempty"` // connect(2)ed peer
+	DstGroup      uint32                 `protobuf:"varint,6,opt,name=dst_group,json=dstGroup,proto3" json:"dst_group,omitempty"`
+	Opts          []*InetOpt             `protobuf:"bytes,7,rep,name=opts,proto3" json:"opts,omitempty"`      // SOL_NETLINK options (NETLINK_PKTINFO, ...) as read
+	Sndbuf        uint32                 `protobuf:"varint,8,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"` // as read back (doubled)
+	Rcvbuf        uint32                 `protobuf:"varint,9,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Filter        []byte                 `protobuf:"bytes,10,opt,name=filter,proto3" json:"filter,omitempty"` // classic BPF filter (struct sock_filter[])
+	FilterLocked  bool                   `protobuf:"varint,11,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`
+	Uid           uint32                 `protobuf:"varint,12,opt,name=uid,proto3" json:"uid,omitempty"`           // socket owner
+	Passcred      bool                   `protobuf:"varint,13,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetlinkSk) Reset() {
+	Init()
+	*x = NetlinkSk{}
+	mi := &file_image_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetlinkSk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetlinkSk) ProtoMessage() {}
+
+func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetlinkSk.ProtoReflect.Descriptor instead.
+func (*NetlinkSk) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *NetlinkSk) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetProtocol() int32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetPortid() uint32 {
+	if x != nil {
+		return x.Portid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetDstPortid() uint32 {
+	if x != nil {
+		return x.DstPortid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetDstGroup() uint32 {
+	if x != nil {
+		return x.DstGroup
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *NetlinkSk) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *NetlinkSk) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *NetlinkSk) GetPasscred() bool {
+	if x != nil {
+		return x.Passcred
+	}
+	return false
+}
+
+// A packet socket (AF_PACKET, SOCK_RAW or SOCK_DGRAM) without rings,
+// fanout or queued packets.
+type PacketSk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`
+	Protocol      uint32                 `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`      // ethertype in network order, as in sockaddr_ll (0: not receiving)
+	Ifindex       int32                  `protobuf:"varint,3,opt,name=ifindex,proto3" json:"ifindex,omitempty"`        // bound interface (0: all)
+	Opts          []*InetOpt             `protobuf:"bytes,4,rep,name=opts,proto3" json:"opts,omitempty"`               // SOL_PACKET options as read
+	Memberships   []*PacketSkMembership  `protobuf:"bytes,5,rep,name=memberships,proto3" json:"memberships,omitempty"` // PACKET_ADD_MEMBERSHIP
+	Sndbuf        uint32                 `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf        uint32                 `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Filter        []byte                 `protobuf:"bytes,8,opt,name=filter,proto3" json:"filter,omitempty"`
+	FilterLocked  bool                   `protobuf:"varint,9,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`
+	Uid           uint32                 `protobuf:"varint,10,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketSk) Reset() {
+	Init()
+	*x = PacketSk{}
+	mi := &file_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketSk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketSk) ProtoMessage() {}
+
+func (x *PacketSk) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketSk.ProtoReflect.Descriptor instead.
+func (*PacketSk) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PacketSk) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *PacketSk) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *PacketSk) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
+func (x *PacketSk) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+func (x *PacketSk) GetMemberships() []*PacketSkMembership {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
+func (x *PacketSk) GetSndbuf() uint32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *PacketSk) GetRcvbuf() uint32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *PacketSk) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *PacketSk) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *PacketSk) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+type PacketSkMembership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ifindex       int32                  `protobuf:"varint,1,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	Type          uint32                 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"` // PACKET_MR_*
+	Addr          []byte                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"` // times added
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketSkMembership) Reset() {
+	Init()
+	*x = PacketSkMembership{}
+	mi := &file_image_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketSkMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketSkMembership) ProtoMessage() {}
+
+func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketSkMembership.ProtoReflect.Descriptor instead.
+func (*PacketSkMembership) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PacketSkMembership) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
+func (x *PacketSkMembership) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *PacketSkMembership) GetAddr() []byte {
+	if x != nil {
+		return x.Addr
+	}
+	return nil
+}
+
+func (x *PacketSkMembership) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // A unix socket (one end). Socket pairs are rebuilt together from the two
 // ends' entries (peer_ino).
 type UnixSocket struct {
@@ -2243,7 +2584,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2597,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2610,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2458,7 +2799,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2812,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2825,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2542,15 +2883,26 @@ type InetSocket struct {
 	Opts []*InetOpt `protobuf:"bytes,38,rep,name=opts,proto3" json:"opts,omitempty"`
 	// TCP connection (ESTABLISHED and the half-closed states), dumped in
 	// repair mode with --tcp-established.
-	Tcp           *TcpStream `protobuf:"bytes,39,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tcp              *TcpStream        `protobuf:"bytes,39,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	TcpCongestion    string            `protobuf:"bytes,320,opt,name=tcp_congestion,json=tcpCongestion,proto3" json:"tcp_congestion,omitempty"` // TCP_CONGESTION ("": not recorded, keep the default)
+	Filter           []byte            `protobuf:"bytes,321,opt,name=filter,proto3" json:"filter,omitempty"`                                    // classic BPF socket filter (SO_ATTACH_FILTER): struct sock_filter[], 8 bytes each, native order
+	FilterLocked     bool              `protobuf:"varint,322,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`   // SO_LOCK_FILTER
+	Txtime           bool              `protobuf:"varint,323,opt,name=txtime,proto3" json:"txtime,omitempty"`                                   // SO_TXTIME set (recorded when its clock or flags are not the defaults)
+	TxtimeClockid    int32             `protobuf:"varint,324,opt,name=txtime_clockid,json=txtimeClockid,proto3" json:"txtime_clockid,omitempty"`
+	TxtimeFlags      uint32            `protobuf:"varint,325,opt,name=txtime_flags,json=txtimeFlags,proto3" json:"txtime_flags,omitempty"`
+	MaxPacingRateSet bool              `protobuf:"varint,326,opt,name=max_pacing_rate_set,json=maxPacingRateSet,proto3" json:"max_pacing_rate_set,omitempty"` // SO_MAX_PACING_RATE is not unlimited
+	MaxPacingRate    uint64            `protobuf:"varint,327,opt,name=max_pacing_rate,json=maxPacingRate,proto3" json:"max_pacing_rate,omitempty"`
+	McastGroups      []*InetMcastGroup `protobuf:"bytes,328,rep,name=mcast_groups,json=mcastGroups,proto3" json:"mcast_groups,omitempty"` // multicast groups joined (any-source)
+	Gid              uint32            `protobuf:"varint,330,opt,name=gid,proto3" json:"gid,omitempty"`                                   // the socket inode's group (a ping socket is created with it as egid: net.ipv4.ping_group_range)
+	Icmp6Filter      []byte            `protobuf:"bytes,331,opt,name=icmp6_filter,json=icmp6Filter,proto3" json:"icmp6_filter,omitempty"` // ICMPV6_FILTER of a raw ICMPv6 socket (struct icmp6_filter), when not a fresh socket's
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2915,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2928,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2852,6 +3204,139 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
+func (x *InetSocket) GetTcpCongestion() string {
+	if x != nil {
+		return x.TcpCongestion
+	}
+	return ""
+}
+
+func (x *InetSocket) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *InetSocket) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
+	}
+	return false
+}
+
+func (x *InetSocket) GetTxtime() bool {
+	if x != nil {
+		return x.Txtime
+	}
+	return false
+}
+
+func (x *InetSocket) GetTxtimeClockid() int32 {
+	if x != nil {
+		return x.TxtimeClockid
+	}
+	return 0
+}
+
+func (x *InetSocket) GetTxtimeFlags() uint32 {
+	if x != nil {
+		return x.TxtimeFlags
+	}
+	return 0
+}
+
+func (x *InetSocket) GetMaxPacingRateSet() bool {
+	if x != nil {
+		return x.MaxPacingRateSet
+	}
+	return false
+}
+
+func (x *InetSocket) GetMaxPacingRate() uint64 {
+	if x != nil {
+		return x.MaxPacingRate
+	}
+	return 0
+}
+
+func (x *InetSocket) GetMcastGroups() []*InetMcastGroup {
+	if x != nil {
+		return x.McastGroups
+	}
+	return nil
+}
+
+func (x *InetSocket) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *InetSocket) GetIcmp6Filter() []byte {
+	if x != nil {
+		return x.Icmp6Filter
+	}
+	return nil
+}
+
+// A multicast group an inet socket joined (IP_ADD_MEMBERSHIP /
+// IPV6_ADD_MEMBERSHIP), on an interface.
+type InetMcastGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         []byte                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"` // 4 or 16 bytes
+	Ifindex       int32                  `protobuf:"varint,2,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InetMcastGroup) Reset() {
+	Init()
+	*x = InetMcastGroup{}
+	mi := &file_image_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InetMcastGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InetMcastGroup) ProtoMessage() {}
+
+func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
+func (*InetMcastGroup) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *InetMcastGroup) GetGroup() []byte {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+func (x *InetMcastGroup) GetIfindex() int32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
 // The state of a TCP connection as TCP_REPAIR shows it. Sequence numbers
 // are where each queue starts; the queue bytes follow them.
 type TcpStream struct {
@@ -2883,7 +3368,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2896,7 +3381,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2909,7 +3394,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -3064,7 +3549,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3562,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3575,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3126,7 +3611,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3624,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3637,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3192,7 +3677,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3690,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3703,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3271,7 +3756,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3769,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3782,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3357,7 +3842,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3855,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3868,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3434,7 +3919,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3932,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3945,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3502,6 +3987,8 @@ type FileEntry struct {
 	Sigmask      uint64                 `protobuf:"varint,20,opt,name=sigmask,proto3" json:"sigmask,omitempty"`                   // FILE_SIGNALFD: the signal set, bit n-1 for signal n
 	Inotify      *Inotify               `protobuf:"bytes,21,opt,name=inotify,proto3" json:"inotify,omitempty"`                    // FILE_INOTIFY
 	Inet         *InetSocket            `protobuf:"bytes,24,opt,name=inet,proto3" json:"inet,omitempty"`                          // FILE_INET
+	Netlink      *NetlinkSk             `protobuf:"bytes,320,opt,name=netlink,proto3" json:"netlink,omitempty"`                   // FILE_NETLINK
+	Packet       *PacketSk              `protobuf:"bytes,321,opt,name=packet,proto3" json:"packet,omitempty"`                     // FILE_PACKET
 	Pty          *Pty                   `protobuf:"bytes,25,opt,name=pty,proto3" json:"pty,omitempty"`                            // FILE_PTY, FILE_CONSOLE
 	// FILE_PIPE, FILE_FIFO: when set, ghost_data is a row of packets (a
 	// packet-mode pipe, pipe2(O_DIRECT)) of these lengths, written back one
@@ -3543,7 +4030,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3556,7 +4043,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3569,7 +4056,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3726,6 +4213,20 @@ func (x *FileEntry) GetInet() *InetSocket {
 	return nil
 }
 
+func (x *FileEntry) GetNetlink() *NetlinkSk {
+	if x != nil {
+		return x.Netlink
+	}
+	return nil
+}
+
+func (x *FileEntry) GetPacket() *PacketSk {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
 func (x *FileEntry) GetPty() *Pty {
 	if x != nil {
 		return x.Pty
@@ -3836,7 +4337,7 @@ type GhostExtent struct {
 func (x *GhostExtent) Reset() {
 	Init()
 	*x = GhostExtent{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +4350,7 @@ func (*GhostExtent) ProtoMessage() {}
 
 func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +4363,7 @@ func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
 func (*GhostExtent) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GhostExtent) GetOff() int64 {
@@ -3893,7 +4394,7 @@ type FileFown struct {
 func (x *FileFown) Reset() {
 	Init()
 	*x = FileFown{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3906,7 +4407,7 @@ func (*FileFown) ProtoMessage() {}
 
 func (x *FileFown) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3919,7 +4420,7 @@ func (x *FileFown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
 func (*FileFown) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FileFown) GetType() int32 {
@@ -3961,7 +4462,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3974,7 +4475,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3987,7 +4488,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -4041,7 +4542,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4054,7 +4555,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4067,7 +4568,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -4116,7 +4617,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4129,7 +4630,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4142,7 +4643,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -4215,7 +4716,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +4729,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +4742,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -4318,7 +4819,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4331,7 +4832,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4344,7 +4845,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -4648,7 +5149,40 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xd2\x05\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xef\x02\n" +
+	"\tNetlinkSk\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\x05R\bprotocol\x12\x16\n" +
+	"\x06portid\x18\x03 \x01(\rR\x06portid\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\rR\x06groups\x12\x1d\n" +
+	"\n" +
+	"dst_portid\x18\x05 \x01(\rR\tdstPortid\x12\x1b\n" +
+	"\tdst_group\x18\x06 \x01(\rR\bdstGroup\x12+\n" +
+	"\x04opts\x18\a \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12\x16\n" +
+	"\x06sndbuf\x18\b \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\t \x01(\rR\x06rcvbuf\x12\x16\n" +
+	"\x06filter\x18\n" +
+	" \x01(\fR\x06filter\x12#\n" +
+	"\rfilter_locked\x18\v \x01(\bR\ffilterLocked\x12\x10\n" +
+	"\x03uid\x18\f \x01(\rR\x03uid\x12\x1a\n" +
+	"\bpasscred\x18\r \x01(\bR\bpasscred\"\xc6\x02\n" +
+	"\bPacketSk\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\rR\bprotocol\x12\x18\n" +
+	"\aifindex\x18\x03 \x01(\x05R\aifindex\x12+\n" +
+	"\x04opts\x18\x04 \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12D\n" +
+	"\vmemberships\x18\x05 \x03(\v2\".ctrcr.image.v1.PacketSkMembershipR\vmemberships\x12\x16\n" +
+	"\x06sndbuf\x18\x06 \x01(\rR\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\a \x01(\rR\x06rcvbuf\x12\x16\n" +
+	"\x06filter\x18\b \x01(\fR\x06filter\x12#\n" +
+	"\rfilter_locked\x18\t \x01(\bR\ffilterLocked\x12\x10\n" +
+	"\x03uid\x18\n" +
+	" \x01(\rR\x03uid\"l\n" +
+	"\x12PacketSkMembership\x12\x18\n" +
+	"\aifindex\x18\x01 \x01(\x05R\aifindex\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
+	"\x04addr\x18\x03 \x01(\fR\x04addr\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xd2\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4678,7 +5212,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
 	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
 	"\aUnixFds\x12\x19\n" +
-	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
+	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xe1\v\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4722,7 +5256,21 @@ const file_image_proto_rawDesc = "" +
 	"\bbind_dev\x18$ \x01(\tR\abindDev\x12\x1a\n" +
 	"\bshutdown\x18% \x01(\rR\bshutdown\x12+\n" +
 	"\x04opts\x18& \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12+\n" +
-	"\x03tcp\x18' \x01(\v2\x19.ctrcr.image.v1.TcpStreamR\x03tcp\"\xa3\x04\n" +
+	"\x03tcp\x18' \x01(\v2\x19.ctrcr.image.v1.TcpStreamR\x03tcp\x12&\n" +
+	"\x0etcp_congestion\x18\xc0\x02 \x01(\tR\rtcpCongestion\x12\x17\n" +
+	"\x06filter\x18\xc1\x02 \x01(\fR\x06filter\x12$\n" +
+	"\rfilter_locked\x18\xc2\x02 \x01(\bR\ffilterLocked\x12\x17\n" +
+	"\x06txtime\x18\xc3\x02 \x01(\bR\x06txtime\x12&\n" +
+	"\x0etxtime_clockid\x18\xc4\x02 \x01(\x05R\rtxtimeClockid\x12\"\n" +
+	"\ftxtime_flags\x18\xc5\x02 \x01(\rR\vtxtimeFlags\x12.\n" +
+	"\x13max_pacing_rate_set\x18\xc6\x02 \x01(\bR\x10maxPacingRateSet\x12'\n" +
+	"\x0fmax_pacing_rate\x18\xc7\x02 \x01(\x04R\rmaxPacingRate\x12B\n" +
+	"\fmcast_groups\x18\xc8\x02 \x03(\v2\x1e.ctrcr.image.v1.InetMcastGroupR\vmcastGroups\x12\x11\n" +
+	"\x03gid\x18\xca\x02 \x01(\rR\x03gid\x12\"\n" +
+	"\ficmp6_filter\x18\xcb\x02 \x01(\fR\vicmp6Filter\"@\n" +
+	"\x0eInetMcastGroup\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\fR\x05group\x12\x18\n" +
+	"\aifindex\x18\x02 \x01(\x05R\aifindex\"\xa3\x04\n" +
 	"\tTcpStream\x12\x17\n" +
 	"\asnd_seq\x18\x01 \x01(\rR\x06sndSeq\x12\x17\n" +
 	"\arcv_seq\x18\x02 \x01(\rR\x06rcvSeq\x12\x1d\n" +
@@ -4781,7 +5329,8 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xec\t\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xd5\n" +
+	"\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -4806,7 +5355,9 @@ const file_image_proto_rawDesc = "" +
 	"\atimerfd\x18\x13 \x01(\v2\x17.ctrcr.image.v1.TimerfdR\atimerfd\x12\x18\n" +
 	"\asigmask\x18\x14 \x01(\x04R\asigmask\x121\n" +
 	"\ainotify\x18\x15 \x01(\v2\x17.ctrcr.image.v1.InotifyR\ainotify\x12.\n" +
-	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x12%\n" +
+	"\x04inet\x18\x18 \x01(\v2\x1a.ctrcr.image.v1.InetSocketR\x04inet\x124\n" +
+	"\anetlink\x18\xc0\x02 \x01(\v2\x19.ctrcr.image.v1.NetlinkSkR\anetlink\x121\n" +
+	"\x06packet\x18\xc1\x02 \x01(\v2\x18.ctrcr.image.v1.PacketSkR\x06packet\x12%\n" +
 	"\x03pty\x18\x19 \x01(\v2\x13.ctrcr.image.v1.PtyR\x03pty\x12\"\n" +
 	"\fpipe_packets\x18\xdc\x01 \x03(\rR\vpipePackets\x12$\n" +
 	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\x128\n" +
@@ -4892,7 +5443,7 @@ const file_image_proto_rawDesc = "" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
 	"\fVMA_SYSV_SHM\x10\v\x12\x14\n" +
-	"\x10VMA_HUGETLB_ANON\x10K*\xb9\x02\n" +
+	"\x10VMA_HUGETLB_ANON\x10K*\xdc\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -4917,7 +5468,9 @@ const file_image_proto_rawDesc = "" +
 	"\fFILE_INOTIFY\x10\x0f\x12\r\n" +
 	"\tFILE_INET\x10\x10\x12\f\n" +
 	"\bFILE_PTY\x10\x11\x12\x10\n" +
-	"\fFILE_CONSOLE\x10\x12*b\n" +
+	"\fFILE_CONSOLE\x10\x12\x12\x10\n" +
+	"\fFILE_NETLINK\x10P\x12\x0f\n" +
+	"\vFILE_PACKET\x10Q*b\n" +
 	"\fFileLockKind\x12\x15\n" +
 	"\x11FILE_LOCK_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fFILE_LOCK_FLOCK\x10\x01\x12\x13\n" +
@@ -4937,49 +5490,53 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
-	(FileLockKind)(0),      // 2: ctrcr.image.v1.FileLockKind
-	(*FileSum)(nil),        // 3: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),      // 4: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),    // 5: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),      // 6: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),         // 7: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),     // 8: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),         // 9: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),          // 10: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil),  // 11: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),        // 12: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),       // 13: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),           // 14: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),     // 15: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),       // 16: ctrcr.image.v1.TaskCore
-	(*GhostDir)(nil),       // 17: ctrcr.image.v1.GhostDir
-	(*VmaGuardRegion)(nil), // 18: ctrcr.image.v1.VmaGuardRegion
-	(*Vma)(nil),            // 19: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),        // 20: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),    // 21: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),   // 22: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),     // 23: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),        // 24: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),     // 25: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),      // 26: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),        // 27: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),       // 28: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),    // 29: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),        // 30: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),   // 31: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),        // 32: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),      // 33: ctrcr.image.v1.FileEntry
-	(*GhostExtent)(nil),    // 34: ctrcr.image.v1.GhostExtent
-	(*FileFown)(nil),       // 35: ctrcr.image.v1.FileFown
-	(*FileLock)(nil),       // 36: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),        // 37: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),     // 38: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),     // 39: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),            // 40: ctrcr.image.v1.Pty
+	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
+	(FileLockKind)(0),          // 2: ctrcr.image.v1.FileLockKind
+	(*FileSum)(nil),            // 3: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),          // 4: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),        // 5: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),          // 6: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),             // 7: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),         // 8: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),             // 9: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),              // 10: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),      // 11: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),            // 12: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),           // 13: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),               // 14: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),         // 15: ctrcr.image.v1.ThreadCore
+	(*TaskCore)(nil),           // 16: ctrcr.image.v1.TaskCore
+	(*GhostDir)(nil),           // 17: ctrcr.image.v1.GhostDir
+	(*VmaGuardRegion)(nil),     // 18: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),                // 19: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 20: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 21: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 22: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 23: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 24: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 25: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 26: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 27: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 28: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 29: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 30: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 31: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 32: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 33: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 34: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 35: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 36: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),          // 37: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),        // 38: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),           // 39: ctrcr.image.v1.FileFown
+	(*FileLock)(nil),           // 40: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),            // 41: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 42: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 43: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 44: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4999,31 +5556,37 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 14: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	18, // 15: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
 	19, // 16: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	28, // 17: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	24, // 18: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	23, // 19: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 20: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	26, // 21: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	31, // 22: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 23: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	29, // 24: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	23, // 25: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	30, // 26: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	32, // 27: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	25, // 28: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	40, // 29: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	36, // 30: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	34, // 31: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	35, // 32: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	2,  // 33: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	36, // 34: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	38, // 35: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	39, // 36: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	31, // 17: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	31, // 18: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	25, // 19: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	32, // 20: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	27, // 21: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	26, // 22: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	31, // 23: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	30, // 24: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 25: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	35, // 26: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 27: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	33, // 28: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	26, // 29: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	34, // 30: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	36, // 31: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	28, // 32: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	23, // 33: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	24, // 34: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	44, // 35: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	40, // 36: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	38, // 37: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	39, // 38: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	2,  // 39: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	40, // 40: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	42, // 41: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	43, // 42: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -5044,7 +5607,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   38,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,63 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/netlinksk"
+	"github.com/ctr-cr/ctr-cr/core/packetsk"
+)
+
+// netlinkSocket records a netlink socket (see core/netlinksk for what is
+// kept; the rest is refused naming the fd).
+func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+	sk, err := netlinksk.Dump(cp, f.Ino)
+	if err != nil {
+		var ue *netlinksk.UnsupportedError
+		if errors.As(err, &ue) {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "netlink socket: " + ue.Reason}
+		}
+		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+	}
+	f.Kind = imagepb.FileKind_FILE_NETLINK
+	f.Netlink = sk
+	return t.add("", f), nil
+}
+
+// packetSocket records a packet socket (see core/packetsk).
+func (t *Table) packetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+	sk, err := packetsk.Dump(cp, f.Ino)
+	if err != nil {
+		var ue *packetsk.UnsupportedError
+		if errors.As(err, &ue) {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "packet socket: " + ue.Reason}
+		}
+		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+	}
+	f.Kind = imagepb.FileKind_FILE_PACKET
+	f.Packet = sk
+	return t.add("", f), nil
+}
+
+// openLowSocket rebuilds a netlink or packet socket with its O_NONBLOCK
+// setting.
+func openLowSocket(f *imagepb.FileEntry) (int, error) {
+	var fd int
+	var err error
+	if f.Kind == imagepb.FileKind_FILE_NETLINK {
+		fd, err = netlinksk.Create(f.Netlink)
+	} else {
+		fd, err = packetsk.Create(f.Packet)
+	}
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, f.Flags&unix.O_NONBLOCK != 0); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
