@@ -5,12 +5,9 @@ package tests
 // dump/restore cycles.
 
 import (
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestCR_GhostTmpfile: O_TMPFILE files (and tmpfile()) come back as
@@ -65,26 +62,14 @@ func TestNegative_TmpfileLinked(t *testing.T) {
 // fail with exit 1 naming pid, fd 42 and wants; the case then runs on and
 // passes its own check.
 func refusedCase(t *testing.T, name string, wants ...string) {
-	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1")
-	}
-	r := startCase(t, Case{Name: name, Src: name + ".c"})
-	start := procStartTime(t, r.Pid)
-	img := filepath.Join(t.TempDir(), "img")
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	requireExitCode(t, err, stderr, 1)
-	requireNoPanic(t, stderr)
-	for _, want := range append([]string{"pid " + strconv.Itoa(r.Pid), "fd 42"}, wants...) {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("dump error does not say %q:\n%s", want, stderr)
+	t.Helper()
+	requireRefusedDump(t, Case{Name: name, Src: name + ".c"}, func(t *testing.T, stderr string, pid int) {
+		for _, want := range append([]string{"pid " + strconv.Itoa(pid), "fd 42"}, wants...) {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("dump error does not say %q:\n%s", want, stderr)
+			}
 		}
-	}
-	requireRunningUntraced(t, r.Pid)
-	if st := procStartTime(t, r.Pid); st != start {
-		t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
-	}
-	finishChild(t, r)
+	})
 }
 
 // TestCR_GhostExe: an executable deleted after its start stays the exe,

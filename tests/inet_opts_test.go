@@ -5,15 +5,10 @@ package tests
 // inside the restored case.
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestCR_InetOpts: see tests/cases/e_inet_opts.c.
@@ -24,41 +19,25 @@ func TestCR_InetOpts(t *testing.T) {
 // refusedCase starts tests/cases/e_inet_refuse.c built with define,
 // requires its dump to fail naming fd 60 and want, and the case to go on
 // unchanged (it checks its state after "go").
-func refusedCase(t *testing.T, name, define, want string) {
-	testutil.RequiresRoot(t)
+func inetRefusedCase(t *testing.T, name, define, want string) {
+	t.Helper()
 	c := Case{Name: name, Src: "e_inet_refuse.c", CFlags: []string{"-D" + define}, NetNS: true}
-	if noCR {
-		runCase(t, c)
-		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
-	}
-	r := startCase(t, c)
-	start := procStartTime(t, r.Pid)
-	img := filepath.Join(t.TempDir(), "img")
-	if err := os.Mkdir(img, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	requireExitCode(t, err, stderr, 1)
-	requireNoPanic(t, stderr)
-	if !regexp.MustCompile(`\bfd\W{0,3}60\b`).MatchString(stderr) || !strings.Contains(stderr, want) {
-		t.Errorf("dump error does not name fd 60 and %q:\n%s", want, stderr)
-	}
-	requireRunningUntraced(t, r.Pid)
-	if st := procStartTime(t, r.Pid); st != start {
-		t.Fatalf("pid %d is another process now", r.Pid)
-	}
-	finishChild(t, r)
+	requireRefusedDump(t, c, func(t *testing.T, stderr string, _ int) {
+		if !regexp.MustCompile(`\bfd\W{0,3}60\b`).MatchString(stderr) || !strings.Contains(stderr, want) {
+			t.Errorf("dump error does not name fd 60 and %q:\n%s", want, stderr)
+		}
+	})
 }
 
 // TestNegative_UnixRcvtimeo: a unix socket with SO_RCVTIMEO (not kept by
 // the image) is refused by name.
 func TestNegative_UnixRcvtimeo(t *testing.T) {
-	refusedCase(t, "e_unix_rcvtimeo", "UNIX_RCVTIMEO", "SO_RCVTIMEO")
+	inetRefusedCase(t, "e_unix_rcvtimeo", "UNIX_RCVTIMEO", "SO_RCVTIMEO")
 }
 
 // TestNegative_InetEBPFFilter: an eBPF socket filter is refused by name.
 func TestNegative_InetEBPFFilter(t *testing.T) {
-	refusedCase(t, "e_inet_ebpf", "EBPF_FILTER", "SO_ATTACH_BPF")
+	inetRefusedCase(t, "e_inet_ebpf", "EBPF_FILTER", "SO_ATTACH_BPF")
 }
 
 // TestCR_InetBind: see tests/cases/e_inet_bind.c (SO_REUSEPORT groups,
@@ -107,19 +86,19 @@ func TestCR_LowSockets(t *testing.T) {
 
 // TestNegative_PacketRing: a packet socket with a ring is refused by name.
 func TestNegative_PacketRing(t *testing.T) {
-	refusedCase(t, "e_packet_ring", "PACKET_RING", "PACKET_RX_RING")
+	inetRefusedCase(t, "e_packet_ring", "PACKET_RING", "PACKET_RX_RING")
 }
 
 // TestNegative_NetlinkGeneric: a generic netlink socket (whose families
 // may keep state by port id) is refused by name.
 func TestNegative_NetlinkGeneric(t *testing.T) {
-	refusedCase(t, "e_netlink_generic", "NETLINK_GEN", "netlink protocol 16")
+	inetRefusedCase(t, "e_netlink_generic", "NETLINK_GEN", "netlink protocol 16")
 }
 
 // TestNegative_NetlinkQueued: a netlink socket with a message queued is
 // refused by name.
 func TestNegative_NetlinkQueued(t *testing.T) {
-	refusedCase(t, "e_netlink_queued", "NETLINK_QUEUED", "queued")
+	inetRefusedCase(t, "e_netlink_queued", "NETLINK_QUEUED", "queued")
 }
 
 // TestCR_TCPStateLocked: e_tcp_state.c with --tcp-established (the
@@ -131,5 +110,5 @@ func TestCR_TCPStateLocked(t *testing.T) {
 // TestNegative_InetSourceMulticast: a source-specific multicast membership
 // is refused by name.
 func TestNegative_InetSourceMulticast(t *testing.T) {
-	refusedCase(t, "e_inet_ssm", "MCAST_SSM", "source-specific multicast")
+	inetRefusedCase(t, "e_inet_ssm", "MCAST_SSM", "source-specific multicast")
 }

@@ -516,3 +516,31 @@ func freePid(t *testing.T) int {
 	t.Fatal("no free pid")
 	return 0
 }
+
+// requireRefusedDump starts case c, dumps it and requires the dump to fail
+// with exit status 1 (no panic), stderr passing check, and the case still
+// the same process, running, untraced; then lets it finish. Under
+// CTRCR_NOCR=1 it runs the case program alone and skips.
+func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr string, pid int)) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	if noCR {
+		runCase(t, c)
+		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
+	}
+	r := startCase(t, c)
+	start := procStartTime(t, r.Pid)
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	check(t, stderr, r.Pid)
+	requireRunningUntraced(t, r.Pid)
+	if st := procStartTime(t, r.Pid); st != start {
+		t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
+	}
+	finishChild(t, r)
+}
