@@ -39,6 +39,11 @@ import (
 //     outside the image (External) connect to PeerName again;
 //  7. connected queues are refilled from the peer, options set, shutdown
 //     re-applied, and deleted names unlinked.
+//
+// A socket whose peer is gone (PeerGone) is connected to a transient peer
+// (ghost.go): accepted from its listener of the image when it carries a
+// listener's name, else made with socketpair; the transient peer is bound
+// to the dead peer's name, refills the queue and is closed last.
 func Build(socks []*imagepb.UnixSocket, open OpenFile) (fds map[uint64]int, err error) {
 	return BuildIn(socks, open, nil)
 }
@@ -72,7 +77,7 @@ func BuildIn(socks []*imagepb.UnixSocket, open OpenFile, in InRoot) (fds map[uin
 			unix.Close(fd)
 		}
 	}()
-	for _, step := range []func() error{b.create, b.bindAll, b.acceptConns, b.icons, b.dgramRefill, b.connectAll, b.streamRefill, b.finish} {
+	for _, step := range []func() error{b.create, b.bindAll, b.acceptConns, b.ghostAccept, b.icons, b.dgramRefill, b.connectAll, b.streamRefill, b.ghostRefill, b.finish, b.ghostClose} {
 		if err := step(); err != nil {
 			return nil, err
 		}
@@ -100,6 +105,7 @@ type builder struct {
 	unlink  []string                 // deleted names, removed at the end
 	created []string                 // socket files we bound (removed on error)
 	temps   []int                    // temporary dgram senders
+	ghosts  map[uint64]ghost         // transient peers of the sockets whose peer is gone
 	in      InRoot                   // where path names resolve
 }
 
@@ -162,6 +168,15 @@ func validate(s *imagepb.UnixSocket) error {
 	if s.External && (s.PeerName == "" || s.PeerName[0] != '/' && s.PeerName[0] != '@' || len(s.PeerName) > 107) {
 		return fmt.Errorf("unix socket:[%d]: external peer without a usable name %q", s.Ino, s.PeerName)
 	}
+	if s.PeerGone && (s.PeerIno != 0 || s.External || s.ListenerIno != 0 || s.State != tcpEstablished) {
+		return fmt.Errorf("unix socket:[%d]: peer gone but peer %d, listener %d, external %v, state %d", s.Ino, s.PeerIno, s.ListenerIno, s.External, s.State)
+	}
+	if s.PeerGone && (len(s.PeerName) > 107 || s.PeerName != "" && s.PeerName[0] != '/' && s.PeerName[0] != '@') {
+		return fmt.Errorf("unix socket:[%d]: bad name %q of its closed peer", s.Ino, s.PeerName)
+	}
+	if s.ErrReset && (!s.PeerGone || s.Type == unix.SOCK_DGRAM) {
+		return fmt.Errorf("unix socket:[%d]: pending ECONNRESET on a socket whose peer is not a closed stream/seqpacket peer", s.Ino)
+	}
 	for _, q := range []*imagepb.UnixSocket{s, s.Embryo} {
 		if q == nil {
 			continue
@@ -209,6 +224,12 @@ func (b *builder) create() error {
 	done := map[uint64]bool{}
 	for _, s := range b.socks {
 		if done[s.Ino] {
+			continue
+		}
+		if s.PeerGone {
+			if err := b.ghostCreate(s); err != nil {
+				return err
+			}
 			continue
 		}
 		p := b.byIno[s.PeerIno]
@@ -330,6 +351,9 @@ func (b *builder) bindAll() error {
 
 // inPair: made by socketpair or accept (its name comes with it).
 func (b *builder) inPair(s *imagepb.UnixSocket) bool {
+	if g, ok := b.ghosts[s.Ino]; ok && g.listener != nil {
+		return true // accepted from its listener
+	}
 	for _, c := range b.conns {
 		if c[1].Ino == s.Ino && b.viaAcc[c[0].Ino] {
 			return true
@@ -434,7 +458,7 @@ func (b *builder) dgramRefill() error {
 		}
 	}
 	for _, s := range b.socks {
-		if s.Type != unix.SOCK_DGRAM || b.inPair(s) || len(s.Queue) == 0 {
+		if s.Type != unix.SOCK_DGRAM || b.inPair(s) || len(s.Queue) == 0 || s.PeerGone {
 			continue
 		}
 		to, ok := b.bound[s.Ino]
@@ -546,7 +570,8 @@ func (b *builder) finish() error {
 		}
 	}
 	for _, s := range b.socks {
-		if s.Shutdown == 0 || s.State == tcpListen {
+		if s.Shutdown == 0 || s.State == tcpListen || s.PeerGone {
+			// (a closed peer shuts its other end down by itself)
 			continue
 		}
 		// sk_shutdown bits (RCV=1, SEND=2) are shutdown(2)'s how + 1.
@@ -563,6 +588,12 @@ func (b *builder) cleanup() {
 		unix.Close(fd)
 	}
 	b.fd = nil
+	for _, g := range b.ghosts {
+		if g.fd >= 0 {
+			unix.Close(g.fd)
+		}
+	}
+	b.ghosts = nil
 	for _, p := range b.created {
 		b.in.do(func() error { return os.Remove(p) })
 	}

@@ -61,10 +61,14 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // dgram sender addresses. Whether the peer is inside the dump is for the
 // caller to check (the image must hold it, or it is external).
 //
+// A socket whose peer was closed (the kernel reports peer 0 with state
+// ESTABLISHED, and getpeername still answers with the dead peer's name) is
+// recorded with PeerGone, the dead peer's name and a pending ECONNRESET
+// (ErrReset); see peerGone.
+//
 // Refusals are *UnsupportedError: unknown socket types; a name that is a
-// relative path; a stream/seqpacket socket whose peer is gone (the other
-// end was closed; the kernel then reports peer 0, or a dead inode, with
-// state ESTABLISHED) or connected elsewhere; a dgram socket connected to
+// relative path; a stream/seqpacket socket whose peer is in another network
+// namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
 // by the task; SO_PASSPIDFD/SO_PASSSEC set or SO_PASSRIGHTS cleared;
@@ -106,6 +110,10 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	if err := checkShape(e, d); err != nil {
 		return nil, err
 	}
+	gone, goneName, err := peerGone(fd, e, d)
+	if err != nil {
+		return nil, err
+	}
 
 	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State), Name: e.Name}
 	if err := describeName(s, e, o.Root); err != nil {
@@ -124,7 +132,13 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 			s.PeerName = le.Name
 		}
 	}
+	if gone {
+		s.PeerGone, s.PeerName = true, goneName
+	}
 	if err := dumpOptions(fd, s); err != nil {
+		return nil, err
+	}
+	if err := dumpSockErr(fd, s); err != nil {
 		return nil, err
 	}
 	if e.State == tcpListen {
@@ -132,6 +146,9 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	}
 	if err := dumpQueue(fd, s, e, o); err != nil {
 		return nil, err
+	}
+	if s.PeerGone {
+		return s, checkGoneQueue(s)
 	}
 	if s.Type == unix.SOCK_DGRAM && len(s.Queue) > 0 && s.Name == "" && !mutualPair(e, d) {
 		return nil, unsupported(ino, "unbound dgram socket with %d queued datagrams and no peer to send them again", len(s.Queue))
@@ -209,7 +226,7 @@ func checkShape(e DiagEntry, d *Diag) error {
 		if _, ok := d.ListenerOf(e.Ino); ok {
 			return nil // waiting in an accept queue
 		}
-		return unsupported(e.Ino, "peer is gone (the other end was closed)")
+		return nil // the peer was closed: see peerGone
 	}
 	p, ok := d.Lookup(e.PeerIno)
 	if !ok {

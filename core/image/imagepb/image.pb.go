@@ -2005,7 +2005,16 @@ type UnixSocket struct {
 	PeerName string `protobuf:"bytes,24,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`
 	// A client waiting in a listener's accept queue: the listener's inode
 	// (its icons list the order).
-	ListenerIno   uint64 `protobuf:"varint,25,opt,name=listener_ino,json=listenerIno,proto3" json:"listener_ino,omitempty"`
+	ListenerIno uint64 `protobuf:"varint,25,opt,name=listener_ino,json=listenerIno,proto3" json:"listener_ino,omitempty"`
+	// The peer was closed (stream/seqpacket: the kernel shut this end down;
+	// dgram: still connected to the dead peer, whose first send answers
+	// ECONNREFUSED). peer_name is then the dead peer's name as getpeername
+	// reports it. Restore connects this end to a transient peer bound to that
+	// name, refills the queue from it and closes it.
+	PeerGone bool `protobuf:"varint,200,opt,name=peer_gone,json=peerGone,proto3" json:"peer_gone,omitempty"`
+	// A pending ECONNRESET (sk_err, read once by SO_ERROR or by the first
+	// read past the queue): the peer was closed with data unread.
+	ErrReset      bool `protobuf:"varint,201,opt,name=err_reset,json=errReset,proto3" json:"err_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2215,6 +2224,20 @@ func (x *UnixSocket) GetListenerIno() uint64 {
 		return x.ListenerIno
 	}
 	return 0
+}
+
+func (x *UnixSocket) GetPeerGone() bool {
+	if x != nil {
+		return x.PeerGone
+	}
+	return false
+}
+
+func (x *UnixSocket) GetErrReset() bool {
+	if x != nil {
+		return x.ErrReset
+	}
+	return false
 }
 
 // File ids sent with one queued message (SCM_RIGHTS), in order.
@@ -4042,7 +4065,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xd2\x05\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\x8e\x06\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4070,7 +4093,9 @@ const file_image_proto_rawDesc = "" +
 	"\x06embryo\x18\x16 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x06embryo\x12\x1a\n" +
 	"\bexternal\x18\x17 \x01(\bR\bexternal\x12\x1b\n" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
-	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
+	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\x12\x1c\n" +
+	"\tpeer_gone\x18\xc8\x01 \x01(\bR\bpeerGone\x12\x1c\n" +
+	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
 	"\n" +
