@@ -70,3 +70,10 @@ func TestNegative_UnixLeaveRunningEmbryo(t *testing.T) {
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }
+
+// TestCR_UnixPeerGone: see tests/cases/e_unix_gone.c (sockets whose peer
+// was closed: stream, seqpacket, dgram; pending ECONNRESET; accepted from
+// or connected to a listener; dead dgram peers with a name).
+func TestCR_UnixPeerGone(t *testing.T) {
+	runCase(t, Case{Name: "e_unix_gone", Src: "e_unix_gone.c"})
+}
