@@ -194,12 +194,12 @@ func (t *Table) CheckSockets(opts Options) error {
 func (t *Table) checkListener(f *imagepb.FileEntry, socks map[uint64]*imagepb.FileEntry, opts Options) error {
 	u := f.Unix
 	for _, c := range u.Icons {
-		if socks[c] == nil && !opts.ExtUnixSk {
+		if c != 0 && socks[c] == nil && !opts.ExtUnixSk { // (0: a client closed since, see CaptureUnixEmbryos)
 			return t.unixErr(f, "unix listener %s has a connection from socket:[%d], outside the dump, waiting in its accept queue (dump with --ext-unix-sk to drop it on restore)", u.Name, c)
 		}
 	}
 	if n := len(unixsk.EmbryosWithData(u, t.diag)); n > 0 && opts.LeaveRunning {
-		return t.unixErr(f, "unix listener %s has %d unaccepted connection(s) with data queued: reading it means accepting them, which cannot be undone, so it is refused with --leave-running", u.Name, n)
+		return t.unixErr(f, "unix listener %s has %d unaccepted connection(s) with data queued or whose client is gone: reading them means accepting them, which cannot be undone, so it is refused with --leave-running", u.Name, n)
 	}
 	return nil
 }

@@ -186,6 +186,9 @@ func validate(s *imagepb.UnixSocket) error {
 			return fmt.Errorf("unix socket:[%d]: %d queued elements but %d creds, %d fd lists, %d senders", s.Ino, n, len(q.Creds), len(q.Fds), len(q.Senders))
 		}
 	}
+	if err := validateGoneIcons(s); err != nil {
+		return err
+	}
 	if s.Embryo != nil && s.ListenerIno == 0 {
 		return fmt.Errorf("unix socket:[%d]: unaccepted connection data but no listener", s.Ino)
 	}
@@ -429,7 +432,15 @@ func (b *builder) icons() error {
 		if l.State != tcpListen {
 			continue
 		}
+		gone := l.GoneIcons
 		for _, ci := range l.Icons {
+			if ci == 0 {
+				if err := b.goneClient(l, gone[0]); err != nil {
+					return err
+				}
+				gone = gone[1:]
+				continue
+			}
 			c := b.byIno[ci]
 			if c == nil || c.ListenerIno != l.Ino {
 				continue // a client outside the image (--ext-unix-sk): dropped

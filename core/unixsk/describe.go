@@ -59,6 +59,9 @@ func Describe(s *imagepb.UnixSocket) string {
 	}
 	if s.State == tcpListen {
 		fmt.Fprintf(&b, " backlog %d waiting %d", s.Backlog, len(s.Icons))
+		if len(s.GoneIcons) > 0 {
+			fmt.Fprintf(&b, " (%d closed)", len(s.GoneIcons))
+		}
 	}
 	if len(s.Queue) > 0 {
 		fmt.Fprintf(&b, " queued %d msg/%d bytes", len(s.Queue), queueBytes(s))

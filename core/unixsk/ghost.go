@@ -212,3 +212,48 @@ func onScratchThread(root string, fn func() error) error {
 	}()
 	return <-done
 }
+
+// goneClient puts back, in listener l's accept queue, the connection of a
+// client that was closed while it waited: a transient client bound to the
+// dead one's name connects, sends what it had sent and is closed.
+func (b *builder) goneClient(l, g *imagepb.UnixSocket) error {
+	fd, err := unix.Socket(unix.AF_UNIX, int(l.Type)|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("unix socket:[%d]: closed waiting client: socket: %w", l.Ino, err)
+	}
+	defer unix.Close(fd)
+	if g.PeerName != "" {
+		if err := bindDetached(fd, g.PeerName); err != nil {
+			return fmt.Errorf("unix socket:[%d]: bind its closed waiting client to %q: %w", l.Ino, g.PeerName, err)
+		}
+	}
+	if err := b.connectTo(fd, l.Ino, b.bound[l.Ino]); err != nil {
+		return fmt.Errorf("closed waiting client of %w", err)
+	}
+	e := &imagepb.UnixSocket{Ino: l.Ino, Type: l.Type, Queue: g.Queue, Creds: g.Creds, Fds: g.Fds}
+	if err := refill(fd, e, nil, b.open); err != nil {
+		return fmt.Errorf("closed waiting client's data on %w", err)
+	}
+	return nil
+}
+
+// validateGoneIcons checks a listener's closed waiting clients against its
+// accept queue (one per icon 0).
+func validateGoneIcons(s *imagepb.UnixSocket) error {
+	if n := zeroIcons(s.Icons); n != len(s.GoneIcons) || n > 0 && s.State != tcpListen {
+		return fmt.Errorf("unix socket:[%d]: %d closed waiting clients in the accept queue but %d described", s.Ino, n, len(s.GoneIcons))
+	}
+	for _, g := range s.GoneIcons {
+		if g == nil {
+			return fmt.Errorf("unix socket:[%d]: empty closed waiting client", s.Ino)
+		}
+		n := len(g.Queue)
+		if len(g.Creds) != 0 && len(g.Creds) != n || len(g.Fds) != 0 && len(g.Fds) != n {
+			return fmt.Errorf("unix socket:[%d]: closed waiting client: %d queued elements but %d creds, %d fd lists", s.Ino, n, len(g.Creds), len(g.Fds))
+		}
+		if len(g.PeerName) > 107 || g.PeerName != "" && g.PeerName[0] != '/' && g.PeerName[0] != '@' {
+			return fmt.Errorf("unix socket:[%d]: closed waiting client: bad name %q", s.Ino, g.PeerName)
+		}
+	}
+	return nil
+}

@@ -79,18 +79,11 @@ func peerName(fd int) (string, error) {
 // Restore reproduces it for a closed stream peer only; elsewhere it is
 // refused.
 func dumpSockErr(fd int, s *imagepb.UnixSocket) error {
-	pfd := []unix.PollFd{{Fd: int32(fd)}}
-	for {
-		_, err := unix.Poll(pfd, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("unix socket:[%d]: poll: %w", s.Ino, err)
-		}
-		break
+	pending, err := pendingErr(fd)
+	if err != nil {
+		return fmt.Errorf("unix socket:[%d]: %w", s.Ino, err)
 	}
-	if pfd[0].Revents&unix.POLLERR == 0 {
+	if !pending {
 		return nil
 	}
 	if !s.PeerGone || s.Type == unix.SOCK_DGRAM {
@@ -103,6 +96,21 @@ func dumpSockErr(fd int, s *imagepb.UnixSocket) error {
 	}
 	s.ErrReset = true
 	return nil
+}
+
+// pendingErr reports POLLERR on fd: sk_err is set.
+func pendingErr(fd int) (bool, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd)}}
+	for {
+		_, err := unix.Poll(pfd, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll: %w", err)
+		}
+		return pfd[0].Revents&unix.POLLERR != 0, nil
+	}
 }
 
 // checkGoneQueue refuses the queue of a dgram socket whose peer is gone

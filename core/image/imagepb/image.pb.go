@@ -2014,7 +2014,11 @@ type UnixSocket struct {
 	PeerGone bool `protobuf:"varint,200,opt,name=peer_gone,json=peerGone,proto3" json:"peer_gone,omitempty"`
 	// A pending ECONNRESET (sk_err, read once by SO_ERROR or by the first
 	// read past the queue): the peer was closed with data unread.
-	ErrReset      bool `protobuf:"varint,201,opt,name=err_reset,json=errReset,proto3" json:"err_reset,omitempty"`
+	ErrReset bool `protobuf:"varint,201,opt,name=err_reset,json=errReset,proto3" json:"err_reset,omitempty"`
+	// Listening sockets: the waiting connections whose client was closed
+	// (their icons entries are 0), in accept-queue order: each holds what the
+	// client sent (queue/creds/fds) and the client's name (peer_name).
+	GoneIcons     []*UnixSocket `protobuf:"bytes,202,rep,name=gone_icons,json=goneIcons,proto3" json:"gone_icons,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2238,6 +2242,13 @@ func (x *UnixSocket) GetErrReset() bool {
 		return x.ErrReset
 	}
 	return false
+}
+
+func (x *UnixSocket) GetGoneIcons() []*UnixSocket {
+	if x != nil {
+		return x.GoneIcons
+	}
+	return nil
 }
 
 // File ids sent with one queued message (SCM_RIGHTS), in order.
@@ -4065,7 +4076,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\x8e\x06\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xca\x06\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4095,7 +4106,9 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
 	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\x12\x1c\n" +
 	"\tpeer_gone\x18\xc8\x01 \x01(\bR\bpeerGone\x12\x1c\n" +
-	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\"$\n" +
+	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\x12:\n" +
+	"\n" +
+	"gone_icons\x18\xca\x01 \x03(\v2\x1a.ctrcr.image.v1.UnixSocketR\tgoneIcons\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
 	"\n" +
@@ -4370,23 +4383,24 @@ var file_image_proto_depIdxs = []int32{
 	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
 	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
 	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	20, // 17: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	24, // 18: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	23, // 19: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	28, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	26, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	20, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	27, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	29, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	22, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	34, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	32, // 28: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	33, // 29: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
