@@ -14,6 +14,9 @@
  *   sg   dgram connected to the abstract @ctrcr-gone-PID, closed since
  *   sh   dgram bound to @ctrcr-goneh-PID, connected to WORKDIR/dg.sock,
  *        which sent "dg" to it then closed (its file stays on disk)
+ *   l2   listener WORKDIR/l2.sock with two waiting connections: a client
+ *        bound to @ctrcr-gonec-PID that sent "early" and closed, then a
+ *        client that closed without sending
  * Checked: getsockname/getpeername, poll revents (as before the dump),
  * SO_ERROR (read once, at the end), the queued data with its boundaries,
  * then EOF, write → EPIPE (with SIGPIPE for stream), dgram send →
@@ -21,6 +24,7 @@
  */
 #include "case.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <signal.h>
@@ -175,8 +179,8 @@ static int so_error(int fd)
 
 int main(int argc, char **argv)
 {
-	char ls[PATH_MAX], dg[PATH_MAX], ab[64], abh[64];
-	int sv[2], sa, sb, sc, sd, se, sf, sg, sh, l, c, x;
+	char ls[PATH_MAX], dg[PATH_MAX], ls2[PATH_MAX], ab[64], abh[64], abc[64];
+	int sv[2], sa, sb, sc, sd, se, sf, sg, sh, l, l2, c, x;
 	short ev[8];
 	struct stat dst0, dst1;
 
@@ -186,6 +190,8 @@ int main(int argc, char **argv)
 	snprintf(dg, sizeof(dg), "%s/dg.sock", case_workdir);
 	snprintf(ab, sizeof(ab), "@ctrcr-gone-%d", (int)getpid());
 	snprintf(abh, sizeof(abh), "@ctrcr-goneh-%d", (int)getpid());
+	snprintf(abc, sizeof(abc), "@ctrcr-gonec-%d", (int)getpid());
+	snprintf(ls2, sizeof(ls2), "%s/l2.sock", case_workdir);
 
 	pair(SOCK_STREAM, sv);
 	sa = sv[0];
@@ -250,6 +256,19 @@ int main(int argc, char **argv)
 	close(x);
 	if (stat(dg, &dst0) != 0)
 		case_fail("stat %s: %s", dg, strerror(errno));
+
+	l2 = sock(SOCK_STREAM);
+	do_bind(l2, ls2);
+	if (listen(l2, 4) != 0)
+		case_fail("listen: %s", strerror(errno));
+	c = sock(SOCK_STREAM);
+	do_bind(c, abc);
+	do_connect(c, ls2);
+	put(c, "early");
+	close(c);
+	c = sock(SOCK_STREAM);
+	do_connect(c, ls2);
+	close(c);
 
 	{
 		int fds[8] = { sa, sb, sc, sd, se, sf, sg, sh };
@@ -328,7 +347,24 @@ int main(int argc, char **argv)
 	expect_err("sh send 2", send(sh, "w", 1, 0), ENOTCONN);
 	if (stat(dg, &dst1) != 0 || dst1.st_ino != dst0.st_ino)
 		case_fail("%s changed: inode %lu, was %lu", dg, (unsigned long)dst1.st_ino, (unsigned long)dst0.st_ino);
+	for (int i = 0; i < 2; i++) {
+		const char *what = i ? "second closed waiting client" : "first closed waiting client";
+
+		x = accept4(l2, NULL, NULL, SOCK_NONBLOCK);
+		if (x < 0)
+			case_fail("%s: accept: %s", what, strerror(errno));
+		expect_names(what, x, ls2, i ? "" : abc);
+		if (i == 0)
+			expect_read(what, x, "early");
+		expect_read(what, x, NULL);
+		expect_pipe(what, x, 1);
+		close(x);
+	}
+	if (fcntl(l2, F_SETFL, O_NONBLOCK) != 0)
+		case_fail("fcntl: %s", strerror(errno));
+	expect_err("third accept", accept4(l2, NULL, NULL, 0), EAGAIN);
 	unlink(ls);
 	unlink(dg);
+	unlink(ls2);
 	case_pass();
 }
