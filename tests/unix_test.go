@@ -77,3 +77,9 @@ func TestNegative_UnixLeaveRunningEmbryo(t *testing.T) {
 func TestCR_UnixPeerGone(t *testing.T) {
 	runCase(t, Case{Name: "e_unix_gone", Src: "e_unix_gone.c"})
 }
+
+// TestCR_UnixNames: see tests/cases/e_unix_names.c (deleted names stay
+// deleted and read back the same).
+func TestCR_UnixNames(t *testing.T) {
+	runCase(t, Case{Name: "e_unix_names", Src: "e_unix_names.c"})
+}

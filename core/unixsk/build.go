@@ -23,7 +23,8 @@ import (
 //  1. sockets are created; a connected pair of unbound (or autobound)
 //     sockets is made with socketpair;
 //  2. names are bound (a stale socket file at the path is removed first,
-//     see bindName), mode and owner of the socket file set; listeners
+//     see bindName), mode and owner of the socket file set; a deleted
+//     name is bound where it never shows on disk (bindScratch); listeners
 //     listen with their backlog;
 //  3. stream/seqpacket connections whose one end carries the name of a
 //     listener of the image are rebuilt by connect + accept, so both ends
@@ -37,8 +38,8 @@ import (
 //     one (the receiver then sees no sender address);
 //  6. dgram sockets connect to their peer's name; sockets whose peer is
 //     outside the image (External) connect to PeerName again;
-//  7. connected queues are refilled from the peer, options set, shutdown
-//     re-applied, and deleted names unlinked.
+//  7. connected queues are refilled from the peer, options set and
+//     shutdown re-applied.
 //
 // A socket whose peer is gone (PeerGone) is connected to a transient peer
 // (ghost.go): accepted from its listener of the image when it carries a
@@ -72,6 +73,9 @@ func BuildIn(socks []*imagepb.UnixSocket, open OpenFile, in InRoot) (fds map[uin
 	defer func() {
 		if err != nil {
 			b.cleanup()
+		}
+		if b.scratch != "" {
+			os.RemoveAll(b.scratch)
 		}
 		for _, fd := range b.temps {
 			unix.Close(fd)
@@ -107,6 +111,8 @@ type builder struct {
 	temps   []int                    // temporary dgram senders
 	ghosts  map[uint64]ghost         // transient peers of the sockets whose peer is gone
 	in      InRoot                   // where path names resolve
+	where   map[uint64]InRoot        // where a socket's bound name resolves, when not in (see bindScratch)
+	scratch string                   // the directory deleted names are bound in ("": none yet)
 }
 
 func (b *builder) index(socks []*imagepb.UnixSocket) error {
@@ -317,6 +323,12 @@ func (b *builder) bindAll() error {
 		if !ok || s.Name == "" || b.inPair(s) {
 			continue
 		}
+		if detachedName(s) {
+			if err := b.bindScratch(fd, s); err != nil {
+				return err
+			}
+			continue
+		}
 		var unlink string
 		err := b.in.do(func() (err error) {
 			unlink, err = bindName(fd, s)
@@ -379,6 +391,13 @@ func (b *builder) inConn(s *imagepb.UnixSocket) bool {
 	return false
 }
 
+// connectToSock connects fd to the name of socket target of the image,
+// resolved where that socket was bound.
+func (b *builder) connectToSock(fd int, ino, target uint64) error {
+	name := b.bound[target]
+	return b.inOf(target).do(func() error { return connectTo(fd, ino, name) })
+}
+
 // connectTo connects fd to name (a path resolved where b.in says) without
 // blocking (a full accept queue is an error, not a hang).
 func (b *builder) connectTo(fd int, ino uint64, name string) error {
@@ -408,7 +427,7 @@ func (b *builder) acceptConns() error {
 			continue
 		}
 		l := b.listenerNamed(srv)
-		if err := b.connectTo(b.fd[cl.Ino], cl.Ino, b.bound[l.Ino]); err != nil {
+		if err := b.connectToSock(b.fd[cl.Ino], cl.Ino, l.Ino); err != nil {
 			return err
 		}
 		nfd, _, err := unix.Accept4(b.fd[l.Ino], unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -445,7 +464,7 @@ func (b *builder) icons() error {
 			if c == nil || c.ListenerIno != l.Ino {
 				continue // a client outside the image (--ext-unix-sk): dropped
 			}
-			if err := b.connectTo(b.fd[c.Ino], c.Ino, b.bound[l.Ino]); err != nil {
+			if err := b.connectToSock(b.fd[c.Ino], c.Ino, l.Ino); err != nil {
 				return err
 			}
 			if c.Embryo != nil {
@@ -490,7 +509,7 @@ func (b *builder) dgramRefill() error {
 				byName[from] = fd
 			}
 			raiseSndbuf(fd, len(s.Queue[i]), 1)
-			if err := sendElem(fd, s, i, sockaddr(to), b.open, b.in); err != nil {
+			if err := sendElem(fd, s, i, sockaddr(to), b.open, b.inOf(s.Ino)); err != nil {
 				return err
 			}
 		}
@@ -529,7 +548,7 @@ func (b *builder) connectAll() error {
 		if !ok {
 			return fmt.Errorf("unix socket:[%d]: its peer socket:[%d] has no name to connect to", s.Ino, s.PeerIno)
 		}
-		if err := b.in.do(func() error { return unix.Connect(b.fd[s.Ino], sockaddr(name)) }); err != nil {
+		if err := b.inOf(s.PeerIno).do(func() error { return unix.Connect(b.fd[s.Ino], sockaddr(name)) }); err != nil {
 			return fmt.Errorf("unix socket:[%d]: connect to %q: %w", s.Ino, name, err)
 		}
 	}

@@ -69,7 +69,7 @@ func (b *builder) ghostAccept() error {
 			continue
 		}
 		l := g.server
-		if err := b.connectTo(b.fd[s.Ino], s.Ino, b.bound[l.Ino]); err != nil {
+		if err := b.connectToSock(b.fd[s.Ino], s.Ino, l.Ino); err != nil {
 			return err
 		}
 		nfd, _, err := unix.Accept4(b.fd[l.Ino], unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -85,7 +85,7 @@ func (b *builder) ghostAccept() error {
 			continue
 		}
 		l := g.listener
-		if err := b.connectTo(g.fd, s.Ino, b.bound[l.Ino]); err != nil {
+		if err := b.connectToSock(g.fd, s.Ino, l.Ino); err != nil {
 			return fmt.Errorf("transient peer of %w", err)
 		}
 		nfd, _, err := unix.Accept4(b.fd[l.Ino], unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -227,7 +227,7 @@ func (b *builder) goneClient(l, g *imagepb.UnixSocket) error {
 			return fmt.Errorf("unix socket:[%d]: bind its closed waiting client to %q: %w", l.Ino, g.PeerName, err)
 		}
 	}
-	if err := b.connectTo(fd, l.Ino, b.bound[l.Ino]); err != nil {
+	if err := b.connectToSock(fd, l.Ino, l.Ino); err != nil {
 		return fmt.Errorf("closed waiting client of %w", err)
 	}
 	e := &imagepb.UnixSocket{Ino: l.Ino, Type: l.Type, Queue: g.Queue, Creds: g.Creds, Fds: g.Fds}

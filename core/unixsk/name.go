@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -78,13 +77,13 @@ func (d *Diag) ListenerOf(ino uint64) (uint64, bool) {
 // sockaddr is the address for an image name ("@x": abstract).
 func sockaddr(name string) *unix.SockaddrUnix { return &unix.SockaddrUnix{Name: name} }
 
-// bindName binds fd to s.Name. A path still occupied by a socket file that
+// bindName binds fd to s.Name (a name still on disk, or abstract; deleted
+// names go to bindScratch). A path still occupied by a socket file that
 // nobody listens on any more (left behind by the dumped, now dead, owner:
 // connect answers ECONNREFUSED) is removed first; a path held by a live
-// socket or by another kind of file is an error. A deleted name is bound
-// at its path when free, else at a free sibling path; either way it is
-// returned in unlink, to be removed once every peer has connected to it.
-// The socket file gets its dumped mode and owner back.
+// socket or by another kind of file is an error. The socket file gets its
+// dumped mode and owner back. (unlink is always "" now: kept for the
+// callers.)
 func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 	name := s.Name
 	if name[0] == '/' {
@@ -100,9 +99,6 @@ func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 	}
 	if name[0] != '/' {
 		return "", nil
-	}
-	if s.NameDeleted {
-		return name, nil
 	}
 	if s.NameMode != 0 {
 		if err := unix.Chmod(name, s.NameMode&0o7777); err != nil {
@@ -131,24 +127,11 @@ func freePath(s *imagepb.UnixSocket) (string, error) {
 		}
 		return s.Name, nil
 	}
-	if !s.NameDeleted {
-		what := "a live socket"
-		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			what = fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT)
-		}
-		return "", fmt.Errorf("unix socket:[%d]: cannot bind %s: the path is taken by %s", s.Ino, s.Name, what)
+	what := "a live socket"
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		what = fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT)
 	}
-	// A deleted name whose path is taken again: bind nearby and unlink.
-	for i := 0; i < 100; i++ {
-		p := fmt.Sprintf("%s.ctr-cr-sk.%d", s.Name, i)
-		if len(p) > 107 {
-			p = filepath.Join(filepath.Dir(s.Name), fmt.Sprintf(".ctr-cr-sk.%d", i))
-		}
-		if _, err := os.Lstat(p); os.IsNotExist(err) {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("unix socket:[%d]: no free path near %s to bind the deleted name", s.Ino, s.Name)
+	return "", fmt.Errorf("unix socket:[%d]: cannot bind %s: the path is taken by %s", s.Ino, s.Name, what)
 }
 
 // liveSocket reports whether some socket still listens (or, for dgram,
