@@ -43,7 +43,7 @@ func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 	}
-	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid)})
+	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid), Cwd: fmt.Sprintf("/proc/%d/cwd", pid)})
 	if err != nil {
 		var ue *unixsk.UnsupportedError
 		if errors.As(err, &ue) {
@@ -178,6 +178,9 @@ func (t *Table) CheckSockets(opts Options) error {
 		}
 		if u.PeerName == "" {
 			return t.unixErr(f, "%s: the peer has no name to connect to again", what)
+		}
+		if u.PeerName[0] != '/' && u.PeerName[0] != '@' {
+			return t.unixErr(f, "%s: the peer's name is a relative path, which restore cannot resolve outside the dump", what)
 		}
 		if u.Type != unix.SOCK_DGRAM && len(u.Queue) > 0 {
 			return t.unixErr(f, "%s: %d bytes it sent are queued and would be lost", what, len(u.Queue))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -165,8 +166,11 @@ func validate(s *imagepb.UnixSocket) error {
 	default:
 		return fmt.Errorf("unix socket:[%d]: bad state %d", s.Ino, s.State)
 	}
-	if len(s.Name) > 107 || (s.Name != "" && s.Name[0] != '/' && s.Name[0] != '@') {
+	if len(s.Name) > 107 || (s.Name != "" && s.Name[0] != '/' && s.Name[0] != '@' && s.BindDir == "") {
 		return fmt.Errorf("unix socket:[%d]: bad name %q", s.Ino, s.Name)
+	}
+	if s.BindDir != "" && (s.BindDir[0] != '/' || s.Name == "" || s.Name[0] == '/' || s.Name[0] == '@' || s.NameDeleted) {
+		return fmt.Errorf("unix socket:[%d]: name %q with a binding directory %q", s.Ino, s.Name, s.BindDir)
 	}
 	if s.Shutdown&^(rcvShutdown|sendShutdown) != 0 {
 		return fmt.Errorf("unix socket:[%d]: bad shutdown bits %#x", s.Ino, s.Shutdown)
@@ -329,8 +333,16 @@ func (b *builder) bindAll() error {
 			}
 			continue
 		}
+		in := b.in
+		if s.BindDir != "" {
+			in = cwdIn(b.in, s.BindDir)
+			if b.where == nil {
+				b.where = map[uint64]InRoot{}
+			}
+			b.where[s.Ino] = in
+		}
 		var unlink string
-		err := b.in.do(func() (err error) {
+		err := in.do(func() (err error) {
 			unlink, err = bindName(fd, s)
 			return err
 		})
@@ -338,12 +350,12 @@ func (b *builder) bindAll() error {
 			return err
 		}
 		b.bound[s.Ino] = s.Name
-		if s.Name[0] == '/' {
+		if s.Name[0] != '@' {
 			sa, err := unix.Getsockname(fd)
 			if u, ok := sa.(*unix.SockaddrUnix); err == nil && ok {
 				b.bound[s.Ino] = u.Name
 			}
-			b.created = append(b.created, b.bound[s.Ino])
+			b.created = append(b.created, filepath.Join(s.BindDir, b.bound[s.Ino]))
 		}
 		if unlink != "" {
 			b.unlink = append(b.unlink, unlink)

@@ -35,6 +35,9 @@ type Options struct {
 	// the root of a process holding it (/proc/PID/root), which in a
 	// container is not ours. "": ctr-cr's own root.
 	Root string
+	// Cwd is the working directory of that process (/proc/PID/cwd), where
+	// a name bound as a relative path is looked for. "": ours.
+	Cwd string
 }
 
 // Dump describes one unix socket end with the default Options (fd passing
@@ -67,7 +70,7 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // (ErrReset); see peerGone.
 //
 // Refusals are *UnsupportedError: unknown socket types; a name that is a
-// relative path; a stream/seqpacket socket whose peer is in another network
+// relative path not leading to the socket's file from o.Cwd; a stream/seqpacket socket whose peer is in another network
 // namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
@@ -116,7 +119,7 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	}
 
 	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State), Name: e.Name}
-	if err := describeName(s, e, o.Root); err != nil {
+	if err := describeName(s, e, o); err != nil {
 		return nil, err
 	}
 	if p, ok := d.Lookup(e.PeerIno); ok && e.PeerIno != 0 {
@@ -210,9 +213,6 @@ func checkShape(e DiagEntry, d *Diag) error {
 	case unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET:
 	default:
 		return unsupported(e.Ino, "socket type %d", e.Type)
-	}
-	if e.Name != "" && e.Name[0] != '@' && e.Name[0] != '/' {
-		return unsupported(e.Ino, "socket bound to the relative path %q", e.Name)
 	}
 	if e.State == tcpListen {
 		return nil

@@ -280,3 +280,79 @@ func TestPeerGoneRefused(t *testing.T) {
 		t.Errorf("SO_ERROR after the refused dump: %d, want ECONNRESET (untouched)", v)
 	}
 }
+
+// TestRelativeName: a listener bound to a relative path, with a connected
+// client, is dumped with the directory it was bound from and rebuilt there:
+// the same names, the socket file back at its place, connectable.
+func TestRelativeName(t *testing.T) {
+	dir := t.TempDir()
+	l := mustSocket(t, unix.SOCK_STREAM)
+	c := mustSocket(t, unix.SOCK_STREAM)
+	err := onCwdThread(dir, func() error {
+		if err := unix.Bind(l, sockaddr("rel.sock")); err != nil {
+			return err
+		}
+		if err := unix.Listen(l, 4); err != nil {
+			return err
+		}
+		return unix.Connect(c, sockaddr("rel.sock"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ReadDiag()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var socks []*imagepb.UnixSocket
+	for _, fd := range []int{l, c, a} {
+		s, err := DumpWith(fd, inoOf(t, fd), d, Options{Cwd: dir})
+		if err != nil {
+			t.Fatalf("Dump: %v", err)
+		}
+		socks = append(socks, s)
+	}
+	if socks[0].BindDir != dir || socks[0].Name != "rel.sock" {
+		t.Fatalf("listener image: name %q bind dir %q, want rel.sock in %s", socks[0].Name, socks[0].BindDir, dir)
+	}
+	for _, fd := range []int{l, c, a} {
+		unix.Close(fd)
+	}
+	os.Remove(dir + "/rel.sock")
+	fds, err := Build(socks, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	nl, nc, na := fds[socks[0].Ino], fds[socks[1].Ino], fds[socks[2].Ino]
+	for _, x := range []struct {
+		fd         int
+		self, peer string
+	}{{nl, "rel.sock", "-"}, {nc, "", "rel.sock"}, {na, "rel.sock", ""}} {
+		sa, _ := unix.Getsockname(x.fd)
+		if u, _ := sa.(*unix.SockaddrUnix); u == nil || u.Name != x.self && !(x.self == "" && u.Name == "@") {
+			t.Errorf("fd %d: getsockname %v, want %q", x.fd, sa, x.self)
+		}
+		if x.peer == "-" {
+			continue
+		}
+		if n, err := peerName(x.fd); err != nil || n != x.peer {
+			t.Errorf("fd %d: getpeername %q %v, want %q", x.fd, n, err, x.peer)
+		}
+	}
+	send(t, nc, [][]byte{[]byte("hi")})
+	drain(t, na, unix.SOCK_STREAM, [][]byte{[]byte("hi")})
+	n := mustSocket(t, unix.SOCK_STREAM)
+	defer unix.Close(n)
+	if err := unix.Connect(n, sockaddr(dir+"/rel.sock")); err != nil {
+		t.Errorf("connect to the rebuilt %s/rel.sock: %v", dir, err)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -19,11 +21,15 @@ func kernelDev(dev uint64) uint32 {
 // describeName records the facts of a bound path: the socket file inode
 // the kernel holds, whether the path still leads to it (else the name was
 // deleted, or replaced by another file), and the file's mode and owner.
-func describeName(s *imagepb.UnixSocket, e DiagEntry, root string) error {
-	if s.Name == "" || s.Name[0] != '/' {
+func describeName(s *imagepb.UnixSocket, e DiagEntry, o Options) error {
+	root := o.Root
+	if s.Name == "" || s.Name[0] == '@' {
 		return nil
 	}
 	s.VfsIno, s.VfsDev = uint64(e.vfsIno), e.vfsDev
+	if s.Name[0] != '/' {
+		return describeRelName(s, o)
+	}
 	var st unix.Stat_t
 	err := statIn(root, s.Name, &st)
 	switch {
@@ -36,6 +42,52 @@ func describeName(s *imagepb.UnixSocket, e DiagEntry, root string) error {
 		return fmt.Errorf("unix socket:[%d]: stat bound path %s: %w", s.Ino, s.Name, err)
 	}
 	return nil
+}
+
+// describeRelName records where a relative name leads to the socket's
+// file: the task's cwd (o.Cwd), as a path in its root (o.Root). The name
+// is refused when it does not lead there: the file was deleted, or the
+// task changed its cwd since the bind; the two cannot be told apart.
+func describeRelName(s *imagepb.UnixSocket, o Options) error {
+	cwd, root := o.Cwd, o.Root
+	if cwd == "" {
+		cwd = "."
+	}
+	var st unix.Stat_t
+	err := unix.Stat(cwd+"/"+s.Name, &st)
+	if err != nil || st.Ino != s.VfsIno || kernelDev(st.Dev) != s.VfsDev {
+		return unsupported(s.Ino, "socket bound to the relative path %q, which no longer leads to its file from the task's cwd (deleted, or the cwd changed since the bind)", s.Name)
+	}
+	dir, err := linkOrAbs(cwd)
+	if err != nil {
+		return fmt.Errorf("unix socket:[%d]: the cwd its relative name %q resolves in: %w", s.Ino, s.Name, err)
+	}
+	if root != "" {
+		r, err := linkOrAbs(root)
+		if err != nil {
+			return fmt.Errorf("unix socket:[%d]: root: %w", s.Ino, err)
+		}
+		if r != "/" {
+			rel, err := filepath.Rel(r, dir)
+			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+				return unsupported(s.Ino, "socket bound to the relative path %q from %s, outside the task's root %s", s.Name, dir, r)
+			}
+			dir = "/" + rel
+		}
+	}
+	s.BindDir = filepath.Clean(dir)
+	s.NameMode, s.NameUid, s.NameGid = st.Mode, st.Uid, st.Gid
+	return nil
+}
+
+// linkOrAbs is where a /proc/PID/{cwd,root} link points, or p itself
+// (absolute) when it is a plain directory.
+func linkOrAbs(p string) (string, error) {
+	l, err := os.Readlink(p)
+	if errors.Is(err, unix.EINVAL) {
+		return filepath.Abs(p)
+	}
+	return l, err
 }
 
 // statIn stats path (following symlinks) as seen from root ("": ours),
@@ -86,7 +138,7 @@ func sockaddr(name string) *unix.SockaddrUnix { return &unix.SockaddrUnix{Name: 
 // callers.)
 func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 	name := s.Name
-	if name[0] == '/' {
+	if name[0] != '@' {
 		if name, err = freePath(s); err != nil {
 			return "", err
 		}
@@ -97,7 +149,7 @@ func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 		}
 		return "", fmt.Errorf("unix socket:[%d]: bind %q: %w", s.Ino, name, err)
 	}
-	if name[0] != '/' {
+	if name[0] == '@' {
 		return "", nil
 	}
 	if s.NameMode != 0 {

@@ -133,7 +133,8 @@ func TestCredentialsKept(t *testing.T) {
 }
 
 func TestRefuseShapes(t *testing.T) {
-	// A name relative to the binder's cwd cannot be bound again reliably.
+	// A name relative to the binder's cwd that no longer leads to its file
+	// from the cwd (here: the cwd changed since): where it is is unknown.
 	dir := t.TempDir()
 	wd, err := os.Getwd()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -59,4 +60,43 @@ func (b *builder) bindScratch(fd int, s *imagepb.UnixSocket) error {
 	b.where[s.Ino] = in
 	b.bound[s.Ino] = name
 	return nil
+}
+
+// cwdIn runs functions where a relative name bound from dir resolves: in
+// dir of the image's root (in). The thread of in has a cwd of its own (it
+// unshared its fs), which is put back to its root afterwards; without in,
+// a throwaway thread is used (see onScratchThread), so that the process's
+// cwd never changes.
+func cwdIn(in InRoot, dir string) InRoot {
+	if in == nil {
+		return func(fn func() error) error { return onCwdThread(dir, fn) }
+	}
+	return func(fn func() error) error {
+		return in(func() error {
+			if err := unix.Chdir(dir); err != nil {
+				return fmt.Errorf("chdir %s: %w", dir, err)
+			}
+			defer unix.Chdir("/")
+			return fn()
+		})
+	}
+}
+
+// onCwdThread runs fn on a fresh OS thread whose cwd is dir.
+func onCwdThread(dir string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		// never unlocked: the thread's fs is no longer the process's
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			done <- fmt.Errorf("unshare CLONE_FS: %w", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			done <- fmt.Errorf("chdir %s: %w", dir, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
 }

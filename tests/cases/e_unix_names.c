@@ -7,6 +7,9 @@
  *        gc connected to it sent "m"
  *   rl   stream listener bound to WORKDIR/re.sock, unlinked, and a regular
  *        file created at that path since
+ *   ql   stream listener bound to the relative "rel.sock" (cwd WORKDIR),
+ *        qc connected to it by that relative name, qa accepted
+ *   qd   dgram bound to "sub/rd.sock", holding "q" from qs
  * After the restores: every name reads back the same from getsockname /
  * getpeername and /proc/net/unix, no deleted path is on disk again (the
  * regular file is still that file), and the sockets still work.
@@ -142,7 +145,7 @@ static void echo_check(const char *what, int a, int b)
 int main(int argc, char **argv)
 {
 	char del[PATH_MAX], gdir[PATH_MAX], gdg[PATH_MAX], re[PATH_MAX];
-	int dl, dc, da, dw, gd, gc, rl, f;
+	int dl, dc, da, dw, gd, gc, rl, f, ql, qc, qa, qd, qs;
 
 	case_init(argc, argv);
 	snprintf(del, sizeof(del), "%s/del.sock", case_workdir);
@@ -184,8 +187,67 @@ int main(int argc, char **argv)
 		case_fail("create %s: %s", re, strerror(errno));
 	close(f);
 
+	ql = sock(SOCK_STREAM);
+	do_bind(ql, "rel.sock");
+	if (listen(ql, 4) != 0)
+		case_fail("listen: %s", strerror(errno));
+	qc = sock(SOCK_STREAM);
+	do_connect(qc, "rel.sock");
+	qa = accept(ql, NULL, NULL);
+	if (qa < 0)
+		case_fail("accept: %s", strerror(errno));
+	if (mkdir("sub", 0755) != 0)
+		case_fail("mkdir sub: %s", strerror(errno));
+	qd = sock(SOCK_DGRAM);
+	do_bind(qd, "sub/rd.sock");
+	qs = sock(SOCK_DGRAM);
+	{
+		struct sockaddr_un a;
+		socklen_t al = addr(&a, "sub/rd.sock");
+
+		if (sendto(qs, "q", 1, 0, (void *)&a, al) != 1)
+			case_fail("sendto: %s", strerror(errno));
+	}
+
 	case_ready();
 	case_wait_go();
+
+	expect_names("ql", ql, "rel.sock", NULL);
+	expect_proc("ql", ql, "rel.sock");
+	expect_names("qc", qc, "", "rel.sock");
+	expect_names("qa", qa, "rel.sock", "");
+	echo_check("qc→qa", qc, qa);
+	{
+		char p[PATH_MAX + 16];
+		int n = sock(SOCK_STREAM), m;
+
+		snprintf(p, sizeof(p), "%s/rel.sock", case_workdir);
+		do_connect(n, p);
+		m = accept(ql, NULL, NULL);
+		if (m < 0)
+			case_fail("accept on rel.sock: %s", strerror(errno));
+		echo_check("new client of rel.sock", n, m);
+	}
+	expect_names("qd", qd, "sub/rd.sock", NULL);
+	{
+		char buf[4];
+
+		if (recv(qd, buf, sizeof(buf), MSG_DONTWAIT) != 1 || buf[0] != 'q')
+			case_fail("qd: the queued datagram is lost");
+		if (sendto(qs, "r", 1, 0, NULL, 0) == 1)
+			case_fail("qs: connected?");
+	}
+	{
+		struct sockaddr_un a;
+		socklen_t al = addr(&a, "sub/rd.sock");
+		char buf[4];
+
+		if (sendto(qs, "s", 1, 0, (void *)&a, al) != 1 || recv(qd, buf, sizeof(buf), MSG_DONTWAIT) != 1)
+			case_fail("sub/rd.sock: datagrams do not go through: %s", strerror(errno));
+	}
+	unlink("rel.sock");
+	unlink("sub/rd.sock");
+	rmdir("sub");
 
 	expect_names("dl", dl, del, NULL);
 	expect_proc("dl", dl, del);

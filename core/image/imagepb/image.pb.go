@@ -2018,7 +2018,12 @@ type UnixSocket struct {
 	// Listening sockets: the waiting connections whose client was closed
 	// (their icons entries are 0), in accept-queue order: each holds what the
 	// client sent (queue/creds/fds) and the client's name (peer_name).
-	GoneIcons     []*UnixSocket `protobuf:"bytes,202,rep,name=gone_icons,json=goneIcons,proto3" json:"gone_icons,omitempty"`
+	GoneIcons []*UnixSocket `protobuf:"bytes,202,rep,name=gone_icons,json=goneIcons,proto3" json:"gone_icons,omitempty"`
+	// name is a relative path (bind("x.sock") in some cwd): the directory,
+	// as seen from the task's root, where it was found to lead to the
+	// socket's file at dump time; restore binds (and connects to) the same
+	// relative name from there.
+	BindDir       string `protobuf:"bytes,203,opt,name=bind_dir,json=bindDir,proto3" json:"bind_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2249,6 +2254,13 @@ func (x *UnixSocket) GetGoneIcons() []*UnixSocket {
 		return x.GoneIcons
 	}
 	return nil
+}
+
+func (x *UnixSocket) GetBindDir() string {
+	if x != nil {
+		return x.BindDir
+	}
+	return ""
 }
 
 // File ids sent with one queued message (SCM_RIGHTS), in order.
@@ -4076,7 +4088,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xca\x06\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xe6\x06\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4108,7 +4120,8 @@ const file_image_proto_rawDesc = "" +
 	"\tpeer_gone\x18\xc8\x01 \x01(\bR\bpeerGone\x12\x1c\n" +
 	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\x12:\n" +
 	"\n" +
-	"gone_icons\x18\xca\x01 \x03(\v2\x1a.ctrcr.image.v1.UnixSocketR\tgoneIcons\"$\n" +
+	"gone_icons\x18\xca\x01 \x03(\v2\x1a.ctrcr.image.v1.UnixSocketR\tgoneIcons\x12\x1a\n" +
+	"\bbind_dir\x18\xcb\x01 \x01(\tR\abindDir\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
 	"\n" +
