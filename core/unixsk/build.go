@@ -591,7 +591,9 @@ func (b *builder) streamRefill() error {
 	return nil
 }
 
-// finish sets the buffer sizes and SO_PASSCRED, then shutdown.
+// finish sets the buffer sizes and the SO_PASS* options (after the
+// refill: they change what the kernel attaches to the refilled messages
+// or allows in them), then shutdown.
 func (b *builder) finish() error {
 	for _, s := range b.socks {
 		fd := b.fd[s.Ino]
@@ -610,6 +612,9 @@ func (b *builder) finish() error {
 				return fmt.Errorf("unix socket:[%d]: set SO_PASSCRED: %w", s.Ino, err)
 			}
 		}
+		if err := setPassOptions(fd, s); err != nil {
+			return err
+		}
 	}
 	for _, s := range b.socks {
 		if s.Shutdown == 0 || s.State == tcpListen || s.PeerGone {
@@ -619,6 +624,25 @@ func (b *builder) finish() error {
 		// sk_shutdown bits (RCV=1, SEND=2) are shutdown(2)'s how + 1.
 		if err := unix.Shutdown(b.fd[s.Ino], int(s.Shutdown)-1); err != nil && !(s.Type == unix.SOCK_DGRAM || errors.Is(err, unix.ENOTCONN)) {
 			return fmt.Errorf("unix socket:[%d]: shutdown %d: %w", s.Ino, s.Shutdown, err)
+		}
+	}
+	return nil
+}
+
+// setPassOptions sets SO_PASSSEC and SO_PASSPIDFD, clears SO_PASSRIGHTS,
+// as recorded.
+func setPassOptions(fd int, s *imagepb.UnixSocket) error {
+	for _, o := range []struct {
+		on   bool
+		name string
+		opt  int
+		v    int
+	}{{s.Passsec, "SO_PASSSEC", unix.SO_PASSSEC, 1}, {s.Passpidfd, "SO_PASSPIDFD", unix.SO_PASSPIDFD, 1}, {s.NoPassrights, "SO_PASSRIGHTS", unix.SO_PASSRIGHTS, 0}} {
+		if !o.on {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.v); err != nil {
+			return fmt.Errorf("unix socket:[%d]: set %s=%d: %w", s.Ino, o.name, o.v, err)
 		}
 	}
 	return nil

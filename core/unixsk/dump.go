@@ -74,7 +74,8 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
-// by the task; SO_PASSPIDFD/SO_PASSSEC set or SO_PASSRIGHTS cleared;
+// by the task; SO_PASSPIDFD with queued messages; queued messages with a
+// security label (SCM_SECURITY);
 // MSG_OOB data in flight; fd passing in flight when o.InFlight is nil.
 // Data a waiting client sent into its unaccepted connection is not read
 // here (it cannot be without accepting it): see CaptureEmbryos.
@@ -166,6 +167,9 @@ func dumpQueue(fd int, s *imagepb.UnixSocket, e DiagEntry, o Options) error {
 	defer p.closeFds()
 	q, err := peekQueue(&p, s, e)
 	if err != nil {
+		return err
+	}
+	if err := checkPassOptions(&imagepb.UnixSocket{Ino: s.Ino, Passpidfd: s.Passpidfd, Queue: q}, p.labels); err != nil {
 		return err
 	}
 	s.Queue = q
@@ -283,15 +287,30 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 		return err
 	}
 	s.Sndbuf, s.Rcvbuf, s.Passcred = uint32(sb), uint32(rb), pc != 0
-	for _, o := range []struct {
-		name string
-		opt  int
-		def  int
-	}{{"SO_PASSPIDFD", unix.SO_PASSPIDFD, 0}, {"SO_PASSSEC", unix.SO_PASSSEC, 0}, {"SO_PASSRIGHTS", unix.SO_PASSRIGHTS, 1}} {
-		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, o.opt)
-		if err == nil && v != o.def {
-			return unsupported(s.Ino, "%s=%d is not kept by the image", o.name, v)
-		}
+	// (an older kernel without one of these answers an error: never set)
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSSEC); err == nil {
+		s.Passsec = v != 0
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSPIDFD); err == nil {
+		s.Passpidfd = v != 0
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS); err == nil {
+		s.NoPassrights = v == 0
+	}
+	return nil
+}
+
+// checkPassOptions refuses the queues the SO_PASS* options make
+// unrestorable: with SO_PASSPIDFD each queued message yields a pidfd of
+// its sender, which a refilled message cannot name again; messages that
+// carried a security label (SCM_SECURITY, SO_PASSSEC under an LSM) would
+// come back with the restorer's.
+func checkPassOptions(s *imagepb.UnixSocket, labels bool) error {
+	if s.Passpidfd && len(s.Queue) > 0 {
+		return unsupported(s.Ino, "SO_PASSPIDFD with %d queued messages (the pidfds of their senders cannot be given again)", len(s.Queue))
+	}
+	if labels {
+		return unsupported(s.Ino, "queued messages with security labels (SO_PASSSEC: SCM_SECURITY)")
 	}
 	return nil
 }

@@ -356,3 +356,43 @@ func TestRelativeName(t *testing.T) {
 		t.Errorf("connect to the rebuilt %s/rel.sock: %v", dir, err)
 	}
 }
+
+// TestPassOptions: SO_PASSSEC, SO_PASSPIDFD, SO_PASSCRED set and
+// SO_PASSRIGHTS cleared read back the same after a rebuild; SO_PASSPIDFD
+// with a queued message is refused.
+func TestPassOptions(t *testing.T) {
+	a, b := socketpair(t, unix.SOCK_STREAM)
+	opts := []struct {
+		name string
+		opt  int
+		v    int
+	}{{"SO_PASSSEC", unix.SO_PASSSEC, 1}, {"SO_PASSPIDFD", unix.SO_PASSPIDFD, 1}, {"SO_PASSCRED", unix.SO_PASSCRED, 1}, {"SO_PASSRIGHTS", unix.SO_PASSRIGHTS, 0}}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(a, unix.SOL_SOCKET, o.opt, o.v); err != nil {
+			t.Skipf("setsockopt %s: %v", o.name, err)
+		}
+	}
+	socks := dumpAll(t, a, b)
+	fds, err := Build(socks, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, o := range opts {
+		if v := getopt(t, fds[socks[0].Ino], o.opt); v != o.v {
+			t.Errorf("%s: %d after rebuild, want %d", o.name, v, o.v)
+		}
+		if v, w := getopt(t, fds[socks[1].Ino], o.opt), getopt(t, b, o.opt); v != w {
+			t.Errorf("%s on the other end: %d after rebuild, was %d", o.name, v, w)
+		}
+	}
+
+	x, y := socketpair(t, unix.SOCK_DGRAM)
+	setopt(t, x, unix.SO_PASSPIDFD, 1)
+	send(t, y, [][]byte{[]byte("m")})
+	wantUnsupported(t, x, "SO_PASSPIDFD")
+}

@@ -10,6 +10,9 @@
  *   ql   stream listener bound to the relative "rel.sock" (cwd WORKDIR),
  *        qc connected to it by that relative name, qa accepted
  *   qd   dgram bound to "sub/rd.sock", holding "q" from qs
+ *   pp   stream pair: pp[0] with SO_PASSSEC, SO_PASSCRED, SO_PASSPIDFD set,
+ *        pp[1] with SO_PASSRIGHTS cleared (where the kernel has them); they
+ *        read back the same, and a message to pp[0] carries credentials
  * After the restores: every name reads back the same from getsockname /
  * getpeername and /proc/net/unix, no deleted path is on disk again (the
  * regular file is still that file), and the sockets still work.
@@ -19,6 +22,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -145,7 +149,13 @@ static void echo_check(const char *what, int a, int b)
 int main(int argc, char **argv)
 {
 	char del[PATH_MAX], gdir[PATH_MAX], gdg[PATH_MAX], re[PATH_MAX];
-	int dl, dc, da, dw, gd, gc, rl, f, ql, qc, qa, qd, qs;
+	int dl, dc, da, dw, gd, gc, rl, f, ql, qc, qa, qd, qs, pp[2];
+	const struct {
+		const char *name;
+		int end, opt, v;
+	} po[] = { { "SO_PASSSEC", 0, SO_PASSSEC, 1 }, { "SO_PASSCRED", 0, SO_PASSCRED, 1 },
+		   { "SO_PASSPIDFD", 0, 76, 1 }, { "SO_PASSRIGHTS", 1, 83, 0 } };
+	int pov[4][2];
 
 	case_init(argc, argv);
 	snprintf(del, sizeof(del), "%s/del.sock", case_workdir);
@@ -209,8 +219,50 @@ int main(int argc, char **argv)
 			case_fail("sendto: %s", strerror(errno));
 	}
 
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pp) != 0)
+		case_fail("socketpair: %s", strerror(errno));
+	for (int i = 0; i < 4; i++) {
+		int v = po[i].v;
+
+		if (setsockopt(pp[po[i].end], SOL_SOCKET, po[i].opt, &v, sizeof(v)) != 0)
+			case_log("%s: %s (kept unset)", po[i].name, strerror(errno));
+		for (int e = 0; e < 2; e++) {
+			socklen_t l = sizeof(v);
+
+			v = -1;
+			getsockopt(pp[e], SOL_SOCKET, po[i].opt, &v, &l);
+			pov[i][e] = v;
+		}
+	}
+
 	case_ready();
 	case_wait_go();
+
+	for (int i = 0; i < 4; i++)
+		for (int e = 0; e < 2; e++) {
+			int v = -1;
+			socklen_t l = sizeof(v);
+
+			getsockopt(pp[e], SOL_SOCKET, po[i].opt, &v, &l);
+			if (v != pov[i][e])
+				case_fail("pp[%d]: %s reads %d, was %d", e, po[i].name, v, pov[i][e]);
+		}
+	{
+		char buf[8], cbuf[256];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		struct cmsghdr *c;
+		int creds = 0;
+
+		if (write(pp[1], "c", 1) != 1 || recvmsg(pp[0], &m, MSG_DONTWAIT) != 1)
+			case_fail("pp: message does not go through: %s", strerror(errno));
+		for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+			    ((struct ucred *)CMSG_DATA(c))->pid == getpid())
+				creds = 1;
+		if (!creds)
+			case_fail("pp[0]: no SCM_CREDENTIALS with our pid (SO_PASSCRED lost?)");
+	}
 
 	expect_names("ql", ql, "rel.sock", NULL);
 	expect_proc("ql", ql, "rel.sock");

@@ -2023,7 +2023,12 @@ type UnixSocket struct {
 	// as seen from the task's root, where it was found to lead to the
 	// socket's file at dump time; restore binds (and connects to) the same
 	// relative name from there.
-	BindDir       string `protobuf:"bytes,203,opt,name=bind_dir,json=bindDir,proto3" json:"bind_dir,omitempty"`
+	BindDir string `protobuf:"bytes,203,opt,name=bind_dir,json=bindDir,proto3" json:"bind_dir,omitempty"`
+	// SO_PASSSEC, SO_PASSPIDFD set; SO_PASSRIGHTS cleared (set again after
+	// the queue is refilled, like passcred).
+	Passsec       bool `protobuf:"varint,204,opt,name=passsec,proto3" json:"passsec,omitempty"`
+	Passpidfd     bool `protobuf:"varint,205,opt,name=passpidfd,proto3" json:"passpidfd,omitempty"`
+	NoPassrights  bool `protobuf:"varint,206,opt,name=no_passrights,json=noPassrights,proto3" json:"no_passrights,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2261,6 +2266,27 @@ func (x *UnixSocket) GetBindDir() string {
 		return x.BindDir
 	}
 	return ""
+}
+
+func (x *UnixSocket) GetPasssec() bool {
+	if x != nil {
+		return x.Passsec
+	}
+	return false
+}
+
+func (x *UnixSocket) GetPasspidfd() bool {
+	if x != nil {
+		return x.Passpidfd
+	}
+	return false
+}
+
+func (x *UnixSocket) GetNoPassrights() bool {
+	if x != nil {
+		return x.NoPassrights
+	}
+	return false
 }
 
 // File ids sent with one queued message (SCM_RIGHTS), in order.
@@ -4088,7 +4114,7 @@ const file_image_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\x04R\bpageSize\"?\n" +
 	"\fPagemapEntry\x12\x14\n" +
 	"\x05vaddr\x18\x01 \x01(\x04R\x05vaddr\x12\x19\n" +
-	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xe6\x06\n" +
+	"\bnr_pages\x18\x02 \x01(\x04R\anrPages\"\xc6\a\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -4121,7 +4147,10 @@ const file_image_proto_rawDesc = "" +
 	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\x12:\n" +
 	"\n" +
 	"gone_icons\x18\xca\x01 \x03(\v2\x1a.ctrcr.image.v1.UnixSocketR\tgoneIcons\x12\x1a\n" +
-	"\bbind_dir\x18\xcb\x01 \x01(\tR\abindDir\"$\n" +
+	"\bbind_dir\x18\xcb\x01 \x01(\tR\abindDir\x12\x19\n" +
+	"\apasssec\x18\xcc\x01 \x01(\bR\apasssec\x12\x1d\n" +
+	"\tpasspidfd\x18\xcd\x01 \x01(\bR\tpasspidfd\x12$\n" +
+	"\rno_passrights\x18\xce\x01 \x01(\bR\fnoPassrights\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xc1\b\n" +
 	"\n" +
