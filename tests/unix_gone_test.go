@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -139,4 +140,38 @@ func waitState(t *testing.T, pid int, st byte) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("pid %d never reached state %c", pid, st)
+}
+
+// TestNegative_UnixSeqpacketReset: a seqpacket socket whose peer was closed
+// with data unread (ECONNRESET pending) is refused by name, with and
+// without --leave-running, and the case still finds the error and its
+// queued record (see tests/cases/b_unix_reset.c).
+func TestNegative_UnixSeqpacketReset(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	for _, leave := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leave-running=%v", leave), func(t *testing.T) {
+			r := startCase(t, Case{Name: "b_unix_reset", Src: "b_unix_reset.c"})
+			img := filepath.Join(t.TempDir(), "img")
+			if err := os.Mkdir(img, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}
+			if leave {
+				args = append(args, "--leave-running")
+			}
+			_, stderr, err := ctrcr(t, args...)
+			requireExitCode(t, err, stderr, 1)
+			requireNoPanic(t, stderr)
+			for _, re := range []string{`pid \d+: fd 45\b`, `seqpacket`, `ECONNRESET`} {
+				if !regexp.MustCompile(re).MatchString(stderr) {
+					t.Errorf("dump error does not match %q:\n%s", re, stderr)
+				}
+			}
+			requireRunningUntraced(t, r.Pid)
+			finishChild(t, r)
+		})
+	}
 }
