@@ -144,6 +144,27 @@ func TestPeerGone(t *testing.T) {
 		variant{"unread", unix.SOCK_STREAM, pair(unix.SOCK_STREAM, []string{"x"}, true), true, true},
 		variant{"unread-empty", unix.SOCK_STREAM, pair(unix.SOCK_STREAM, nil, true), true, true},
 		variant{"dgram-pair", unix.SOCK_DGRAM, pair(unix.SOCK_DGRAM, []string{"d1", ""}, false), true, false},
+		variant{"client-of-outside-listener", unix.SOCK_STREAM, func(t *testing.T) (int, []int) {
+			// the listener (a path, still live) is not in the image
+			name := t.TempDir() + "/outside.sock"
+			l := mustSocket(t, unix.SOCK_STREAM)
+			t.Cleanup(func() { unix.Close(l) })
+			if err := unix.Bind(l, sockaddr(name)); err != nil {
+				t.Fatal(err)
+			}
+			unix.Listen(l, 4)
+			c := mustSocket(t, unix.SOCK_STREAM)
+			if err := unix.Connect(c, sockaddr(name)); err != nil {
+				t.Fatal(err)
+			}
+			a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send(t, a, [][]byte{[]byte("closing")})
+			unix.Close(a)
+			return c, nil
+		}, true, false},
 		variant{"dgram-path", unix.SOCK_DGRAM, func(t *testing.T) (int, []int) {
 			// the dead peer's socket file stays on disk: restore must not
 			// touch it (the transient peer is bound away from it)
