@@ -165,6 +165,41 @@ func TestPeerGone(t *testing.T) {
 			unix.Close(a)
 			return c, nil
 		}, true, false},
+		variant{"accepted-from-outside-listener", unix.SOCK_STREAM, func(t *testing.T) (int, []int) {
+			// the listener (a path, still live at restore) is not in the
+			// image: the accepted end must not take its place
+			name := t.TempDir() + "/outside.sock"
+			l := mustSocket(t, unix.SOCK_STREAM)
+			if err := unix.Bind(l, sockaddr(name)); err != nil {
+				t.Fatal(err)
+			}
+			unix.Listen(l, 4)
+			var before unix.Stat_t
+			unix.Stat(name, &before)
+			t.Cleanup(func() {
+				var after unix.Stat_t
+				if err := unix.Stat(name, &after); err != nil || after.Ino != before.Ino {
+					t.Errorf("the listener's file %s changed: %v", name, err)
+				}
+				c := mustSocket(t, unix.SOCK_STREAM)
+				if err := unix.Connect(c, sockaddr(name)); err != nil {
+					t.Errorf("the outside listener is no longer reachable: %v", err)
+				}
+				unix.Close(c)
+				unix.Close(l)
+			})
+			c := mustSocket(t, unix.SOCK_STREAM)
+			if err := unix.Connect(c, sockaddr(name)); err != nil {
+				t.Fatal(err)
+			}
+			a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send(t, c, [][]byte{[]byte("last words")})
+			unix.Close(c)
+			return a, nil
+		}, true, false},
 		variant{"dgram-path", unix.SOCK_DGRAM, func(t *testing.T) (int, []int) {
 			// the dead peer's socket file stays on disk: restore must not
 			// touch it (the transient peer is bound away from it)

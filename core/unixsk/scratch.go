@@ -14,8 +14,18 @@ import (
 // detachedName reports a socket whose bound path no longer leads to it
 // (deleted, or replaced by another file): it is bound where the path never
 // shows on disk (bindScratch).
+//
+// So is the path name of a stream/seqpacket socket whose peer is gone and
+// which is not rebuilt by accept: most likely an accepted connection whose
+// listener is outside the image (its name and file are the listener's, so
+// binding it at the path would take the listener's place); a socket that
+// bound itself before connecting cannot be connected to either, so its
+// file left on disk (stale) reads the same to everyone.
 func detachedName(s *imagepb.UnixSocket) bool {
-	return s.NameDeleted && s.Name != "" && s.Name[0] != '@'
+	if s.Name == "" || s.Name[0] == '@' {
+		return false
+	}
+	return s.NameDeleted || s.PeerGone && s.Type != unix.SOCK_DGRAM && s.State != tcpListen
 }
 
 // inOf is where the bound name of socket ino resolves: a deleted name in
