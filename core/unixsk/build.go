@@ -30,7 +30,8 @@ import (
 //  3. stream/seqpacket connections whose one end carries the name of a
 //     listener of the image are rebuilt by connect + accept, so both ends
 //     report the same names as before; without such a listener they are
-//     rebuilt with socketpair and lose their names;
+//     rebuilt with socketpair, their path names bound where they do not
+//     show on disk (abstract names are lost);
 //  4. the clients waiting in an accept queue connect again, in queue
 //     order, and send what their unaccepted connection held (embryo);
 //  5. dgram queues are refilled with sendto from their sender: the socket
@@ -324,7 +325,15 @@ func (b *builder) noteDefaults(ss ...*imagepb.UnixSocket) {
 func (b *builder) bindAll() error {
 	for _, s := range b.socks {
 		fd, ok := b.fd[s.Ino]
-		if !ok || s.Name == "" || b.inPair(s) {
+		if !ok || s.Name == "" {
+			continue
+		}
+		if b.inPair(s) {
+			if b.pairNamed(s) {
+				if err := b.bindScratch(fd, s); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if detachedName(s) {
@@ -385,6 +394,24 @@ func (b *builder) inPair(s *imagepb.UnixSocket) bool {
 		if c[1].Ino == s.Ino && b.viaAcc[c[0].Ino] {
 			return true
 		}
+		if (c[0].Ino == s.Ino || c[1].Ino == s.Ino) && !b.viaAcc[c[0].Ino] {
+			return true
+		}
+	}
+	return false
+}
+
+// pairNamed: an end of a stream/seqpacket connection rebuilt with
+// socketpair (no listener of the image gave it its name) that carries a
+// path name: most likely accepted from a listener outside the image. It
+// gets its name back without taking the path (bindScratch): nobody can
+// connect to a connected socket anyway. (Abstract names are left unbound:
+// the outside listener would hold them.)
+func (b *builder) pairNamed(s *imagepb.UnixSocket) bool {
+	if s.Type == unix.SOCK_DGRAM || s.Name[0] == '@' || s.State == tcpListen {
+		return false
+	}
+	for _, c := range b.conns {
 		if (c[0].Ino == s.Ino || c[1].Ino == s.Ino) && !b.viaAcc[c[0].Ino] {
 			return true
 		}

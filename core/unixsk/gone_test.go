@@ -452,3 +452,52 @@ func TestPassOptions(t *testing.T) {
 	send(t, y, [][]byte{[]byte("m")})
 	wantUnsupported(t, x, "SO_PASSPIDFD")
 }
+
+// TestAcceptedFromOutside: a connection accepted from a listener outside
+// the image (a path, live at restore), both ends in the image: rebuilt
+// with socketpair, the accepted end keeps the listener's name (and the
+// client sees it as its peer's) without taking the listener's file.
+func TestAcceptedFromOutside(t *testing.T) {
+	name := t.TempDir() + "/outside.sock"
+	l := mustSocket(t, unix.SOCK_STREAM)
+	defer unix.Close(l)
+	if err := unix.Bind(l, sockaddr(name)); err != nil {
+		t.Fatal(err)
+	}
+	unix.Listen(l, 4)
+	var before unix.Stat_t
+	unix.Stat(name, &before)
+	c := mustSocket(t, unix.SOCK_STREAM)
+	if err := unix.Connect(c, sockaddr(name)); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := dumpAll(t, c, a)
+	unix.Close(c)
+	unix.Close(a)
+	fds, err := Build(socks, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	nc, na := fds[socks[0].Ino], fds[socks[1].Ino]
+	if sa, _ := unix.Getsockname(na); sa.(*unix.SockaddrUnix).Name != name {
+		t.Errorf("accepted end: getsockname %v, want %s", sa, name)
+	}
+	if n, err := peerName(nc); n != name {
+		t.Errorf("client: getpeername %q %v, want %s", n, err, name)
+	}
+	var after unix.Stat_t
+	if err := unix.Stat(name, &after); err != nil || after.Ino != before.Ino {
+		t.Errorf("the listener's file changed: %v", err)
+	}
+	send(t, nc, [][]byte{[]byte("x")})
+	drain(t, na, unix.SOCK_STREAM, [][]byte{[]byte("x")})
+}
