@@ -70,3 +70,16 @@ func TestNegative_UnixLeaveRunningEmbryo(t *testing.T) {
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }
+
+// TestCR_UnixPeerGone: see tests/cases/e_unix_gone.c (sockets whose peer
+// was closed: stream, seqpacket, dgram; pending ECONNRESET; accepted from
+// or connected to a listener; dead dgram peers with a name).
+func TestCR_UnixPeerGone(t *testing.T) {
+	runCase(t, Case{Name: "e_unix_gone", Src: "e_unix_gone.c"})
+}
+
+// TestCR_UnixNames: see tests/cases/e_unix_names.c (deleted names stay
+// deleted and read back the same).
+func TestCR_UnixNames(t *testing.T) {
+	runCase(t, Case{Name: "e_unix_names", Src: "e_unix_names.c"})
+}

@@ -43,7 +43,7 @@ func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
 	}
-	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid)})
+	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid), Cwd: fmt.Sprintf("/proc/%d/cwd", pid)})
 	if err != nil {
 		var ue *unixsk.UnsupportedError
 		if errors.As(err, &ue) {
@@ -179,6 +179,9 @@ func (t *Table) CheckSockets(opts Options) error {
 		if u.PeerName == "" {
 			return t.unixErr(f, "%s: the peer has no name to connect to again", what)
 		}
+		if u.PeerName[0] != '/' && u.PeerName[0] != '@' {
+			return t.unixErr(f, "%s: the peer's name is a relative path, which restore cannot resolve outside the dump", what)
+		}
 		if u.Type != unix.SOCK_DGRAM && len(u.Queue) > 0 {
 			return t.unixErr(f, "%s: %d bytes it sent are queued and would be lost", what, len(u.Queue))
 		}
@@ -194,12 +197,12 @@ func (t *Table) CheckSockets(opts Options) error {
 func (t *Table) checkListener(f *imagepb.FileEntry, socks map[uint64]*imagepb.FileEntry, opts Options) error {
 	u := f.Unix
 	for _, c := range u.Icons {
-		if socks[c] == nil && !opts.ExtUnixSk {
+		if c != 0 && socks[c] == nil && !opts.ExtUnixSk { // (0: a client closed since, see CaptureUnixEmbryos)
 			return t.unixErr(f, "unix listener %s has a connection from socket:[%d], outside the dump, waiting in its accept queue (dump with --ext-unix-sk to drop it on restore)", u.Name, c)
 		}
 	}
 	if n := len(unixsk.EmbryosWithData(u, t.diag)); n > 0 && opts.LeaveRunning {
-		return t.unixErr(f, "unix listener %s has %d unaccepted connection(s) with data queued: reading it means accepting them, which cannot be undone, so it is refused with --leave-running", u.Name, n)
+		return t.unixErr(f, "unix listener %s has %d unaccepted connection(s) with data queued or whose client is gone: reading them means accepting them, which cannot be undone, so it is refused with --leave-running", u.Name, n)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -23,12 +24,14 @@ import (
 //  1. sockets are created; a connected pair of unbound (or autobound)
 //     sockets is made with socketpair;
 //  2. names are bound (a stale socket file at the path is removed first,
-//     see bindName), mode and owner of the socket file set; listeners
+//     see bindName), mode and owner of the socket file set; a deleted
+//     name is bound where it never shows on disk (bindScratch); listeners
 //     listen with their backlog;
 //  3. stream/seqpacket connections whose one end carries the name of a
 //     listener of the image are rebuilt by connect + accept, so both ends
 //     report the same names as before; without such a listener they are
-//     rebuilt with socketpair and lose their names;
+//     rebuilt with socketpair, their path names bound where they do not
+//     show on disk (abstract names are lost);
 //  4. the clients waiting in an accept queue connect again, in queue
 //     order, and send what their unaccepted connection held (embryo);
 //  5. dgram queues are refilled with sendto from their sender: the socket
@@ -37,8 +40,13 @@ import (
 //     one (the receiver then sees no sender address);
 //  6. dgram sockets connect to their peer's name; sockets whose peer is
 //     outside the image (External) connect to PeerName again;
-//  7. connected queues are refilled from the peer, options set, shutdown
-//     re-applied, and deleted names unlinked.
+//  7. connected queues are refilled from the peer, options set and
+//     shutdown re-applied.
+//
+// A socket whose peer is gone (PeerGone) is connected to a transient peer
+// (ghost.go): accepted from its listener of the image when it carries a
+// listener's name, else made with socketpair; the transient peer is bound
+// to the dead peer's name, refills the queue and is closed last.
 func Build(socks []*imagepb.UnixSocket, open OpenFile) (fds map[uint64]int, err error) {
 	return BuildIn(socks, open, nil)
 }
@@ -68,11 +76,14 @@ func BuildIn(socks []*imagepb.UnixSocket, open OpenFile, in InRoot) (fds map[uin
 		if err != nil {
 			b.cleanup()
 		}
+		if b.scratch != "" {
+			os.RemoveAll(b.scratch)
+		}
 		for _, fd := range b.temps {
 			unix.Close(fd)
 		}
 	}()
-	for _, step := range []func() error{b.create, b.bindAll, b.acceptConns, b.icons, b.dgramRefill, b.connectAll, b.streamRefill, b.finish} {
+	for _, step := range []func() error{b.create, b.bindAll, b.acceptConns, b.ghostAccept, b.icons, b.dgramRefill, b.connectAll, b.streamRefill, b.ghostRefill, b.finish, b.ghostClose} {
 		if err := step(); err != nil {
 			return nil, err
 		}
@@ -100,7 +111,10 @@ type builder struct {
 	unlink  []string                 // deleted names, removed at the end
 	created []string                 // socket files we bound (removed on error)
 	temps   []int                    // temporary dgram senders
+	ghosts  map[uint64]ghost         // transient peers of the sockets whose peer is gone
 	in      InRoot                   // where path names resolve
+	where   map[uint64]InRoot        // where a socket's bound name resolves, when not in (see bindScratch)
+	scratch string                   // the directory deleted names are bound in ("": none yet)
 }
 
 func (b *builder) index(socks []*imagepb.UnixSocket) error {
@@ -153,14 +167,26 @@ func validate(s *imagepb.UnixSocket) error {
 	default:
 		return fmt.Errorf("unix socket:[%d]: bad state %d", s.Ino, s.State)
 	}
-	if len(s.Name) > 107 || (s.Name != "" && s.Name[0] != '/' && s.Name[0] != '@') {
+	if len(s.Name) > 107 || (s.Name != "" && s.Name[0] != '/' && s.Name[0] != '@' && s.BindDir == "") {
 		return fmt.Errorf("unix socket:[%d]: bad name %q", s.Ino, s.Name)
+	}
+	if s.BindDir != "" && (s.BindDir[0] != '/' || s.Name == "" || s.Name[0] == '/' || s.Name[0] == '@' || s.NameDeleted) {
+		return fmt.Errorf("unix socket:[%d]: name %q with a binding directory %q", s.Ino, s.Name, s.BindDir)
 	}
 	if s.Shutdown&^(rcvShutdown|sendShutdown) != 0 {
 		return fmt.Errorf("unix socket:[%d]: bad shutdown bits %#x", s.Ino, s.Shutdown)
 	}
 	if s.External && (s.PeerName == "" || s.PeerName[0] != '/' && s.PeerName[0] != '@' || len(s.PeerName) > 107) {
 		return fmt.Errorf("unix socket:[%d]: external peer without a usable name %q", s.Ino, s.PeerName)
+	}
+	if s.PeerGone && (s.PeerIno != 0 || s.External || s.ListenerIno != 0 || s.State != tcpEstablished) {
+		return fmt.Errorf("unix socket:[%d]: peer gone but peer %d, listener %d, external %v, state %d", s.Ino, s.PeerIno, s.ListenerIno, s.External, s.State)
+	}
+	if s.PeerGone && (len(s.PeerName) > 107 || s.PeerName != "" && s.PeerName[0] != '/' && s.PeerName[0] != '@') {
+		return fmt.Errorf("unix socket:[%d]: bad name %q of its closed peer", s.Ino, s.PeerName)
+	}
+	if s.ErrReset && (!s.PeerGone || s.Type == unix.SOCK_DGRAM) {
+		return fmt.Errorf("unix socket:[%d]: pending ECONNRESET on a socket whose peer is not a closed stream/seqpacket peer", s.Ino)
 	}
 	for _, q := range []*imagepb.UnixSocket{s, s.Embryo} {
 		if q == nil {
@@ -170,6 +196,9 @@ func validate(s *imagepb.UnixSocket) error {
 		if len(q.Creds) != 0 && len(q.Creds) != n || len(q.Fds) != 0 && len(q.Fds) != n || len(q.Senders) != 0 && len(q.Senders) != n {
 			return fmt.Errorf("unix socket:[%d]: %d queued elements but %d creds, %d fd lists, %d senders", s.Ino, n, len(q.Creds), len(q.Fds), len(q.Senders))
 		}
+	}
+	if err := validateGoneIcons(s); err != nil {
+		return err
 	}
 	if s.Embryo != nil && s.ListenerIno == 0 {
 		return fmt.Errorf("unix socket:[%d]: unaccepted connection data but no listener", s.Ino)
@@ -209,6 +238,12 @@ func (b *builder) create() error {
 	done := map[uint64]bool{}
 	for _, s := range b.socks {
 		if done[s.Ino] {
+			continue
+		}
+		if s.PeerGone {
+			if err := b.ghostCreate(s); err != nil {
+				return err
+			}
 			continue
 		}
 		p := b.byIno[s.PeerIno]
@@ -290,11 +325,33 @@ func (b *builder) noteDefaults(ss ...*imagepb.UnixSocket) {
 func (b *builder) bindAll() error {
 	for _, s := range b.socks {
 		fd, ok := b.fd[s.Ino]
-		if !ok || s.Name == "" || b.inPair(s) {
+		if !ok || s.Name == "" {
 			continue
 		}
+		if b.inPair(s) {
+			if b.pairNamed(s) {
+				if err := b.bindScratch(fd, s); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if detachedName(s) {
+			if err := b.bindScratch(fd, s); err != nil {
+				return err
+			}
+			continue
+		}
+		in := b.in
+		if s.BindDir != "" {
+			in = cwdIn(b.in, s.BindDir)
+			if b.where == nil {
+				b.where = map[uint64]InRoot{}
+			}
+			b.where[s.Ino] = in
+		}
 		var unlink string
-		err := b.in.do(func() (err error) {
+		err := in.do(func() (err error) {
 			unlink, err = bindName(fd, s)
 			return err
 		})
@@ -302,12 +359,12 @@ func (b *builder) bindAll() error {
 			return err
 		}
 		b.bound[s.Ino] = s.Name
-		if s.Name[0] == '/' {
+		if s.Name[0] != '@' {
 			sa, err := unix.Getsockname(fd)
 			if u, ok := sa.(*unix.SockaddrUnix); err == nil && ok {
 				b.bound[s.Ino] = u.Name
 			}
-			b.created = append(b.created, b.bound[s.Ino])
+			b.created = append(b.created, filepath.Join(s.BindDir, b.bound[s.Ino]))
 		}
 		if unlink != "" {
 			b.unlink = append(b.unlink, unlink)
@@ -330,10 +387,31 @@ func (b *builder) bindAll() error {
 
 // inPair: made by socketpair or accept (its name comes with it).
 func (b *builder) inPair(s *imagepb.UnixSocket) bool {
+	if g, ok := b.ghosts[s.Ino]; ok && g.listener != nil {
+		return true // accepted from its listener
+	}
 	for _, c := range b.conns {
 		if c[1].Ino == s.Ino && b.viaAcc[c[0].Ino] {
 			return true
 		}
+		if (c[0].Ino == s.Ino || c[1].Ino == s.Ino) && !b.viaAcc[c[0].Ino] {
+			return true
+		}
+	}
+	return false
+}
+
+// pairNamed: an end of a stream/seqpacket connection rebuilt with
+// socketpair (no listener of the image gave it its name) that carries a
+// path name: most likely accepted from a listener outside the image. It
+// gets its name back without taking the path (bindScratch): nobody can
+// connect to a connected socket anyway. (Abstract names are left unbound:
+// the outside listener would hold them.)
+func (b *builder) pairNamed(s *imagepb.UnixSocket) bool {
+	if s.Type == unix.SOCK_DGRAM || s.Name[0] == '@' || s.State == tcpListen {
+		return false
+	}
+	for _, c := range b.conns {
 		if (c[0].Ino == s.Ino || c[1].Ino == s.Ino) && !b.viaAcc[c[0].Ino] {
 			return true
 		}
@@ -350,6 +428,13 @@ func (b *builder) inConn(s *imagepb.UnixSocket) bool {
 		}
 	}
 	return false
+}
+
+// connectToSock connects fd to the name of socket target of the image,
+// resolved where that socket was bound.
+func (b *builder) connectToSock(fd int, ino, target uint64) error {
+	name := b.bound[target]
+	return b.inOf(target).do(func() error { return connectTo(fd, ino, name) })
 }
 
 // connectTo connects fd to name (a path resolved where b.in says) without
@@ -381,7 +466,7 @@ func (b *builder) acceptConns() error {
 			continue
 		}
 		l := b.listenerNamed(srv)
-		if err := b.connectTo(b.fd[cl.Ino], cl.Ino, b.bound[l.Ino]); err != nil {
+		if err := b.connectToSock(b.fd[cl.Ino], cl.Ino, l.Ino); err != nil {
 			return err
 		}
 		nfd, _, err := unix.Accept4(b.fd[l.Ino], unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -405,12 +490,20 @@ func (b *builder) icons() error {
 		if l.State != tcpListen {
 			continue
 		}
+		gone := l.GoneIcons
 		for _, ci := range l.Icons {
+			if ci == 0 {
+				if err := b.goneClient(l, gone[0]); err != nil {
+					return err
+				}
+				gone = gone[1:]
+				continue
+			}
 			c := b.byIno[ci]
 			if c == nil || c.ListenerIno != l.Ino {
 				continue // a client outside the image (--ext-unix-sk): dropped
 			}
-			if err := b.connectTo(b.fd[c.Ino], c.Ino, b.bound[l.Ino]); err != nil {
+			if err := b.connectToSock(b.fd[c.Ino], c.Ino, l.Ino); err != nil {
 				return err
 			}
 			if c.Embryo != nil {
@@ -434,7 +527,7 @@ func (b *builder) dgramRefill() error {
 		}
 	}
 	for _, s := range b.socks {
-		if s.Type != unix.SOCK_DGRAM || b.inPair(s) || len(s.Queue) == 0 {
+		if s.Type != unix.SOCK_DGRAM || b.inPair(s) || len(s.Queue) == 0 || s.PeerGone {
 			continue
 		}
 		to, ok := b.bound[s.Ino]
@@ -455,7 +548,7 @@ func (b *builder) dgramRefill() error {
 				byName[from] = fd
 			}
 			raiseSndbuf(fd, len(s.Queue[i]), 1)
-			if err := sendElem(fd, s, i, sockaddr(to), b.open, b.in); err != nil {
+			if err := sendElem(fd, s, i, sockaddr(to), b.open, b.inOf(s.Ino)); err != nil {
 				return err
 			}
 		}
@@ -494,7 +587,7 @@ func (b *builder) connectAll() error {
 		if !ok {
 			return fmt.Errorf("unix socket:[%d]: its peer socket:[%d] has no name to connect to", s.Ino, s.PeerIno)
 		}
-		if err := b.in.do(func() error { return unix.Connect(b.fd[s.Ino], sockaddr(name)) }); err != nil {
+		if err := b.inOf(s.PeerIno).do(func() error { return unix.Connect(b.fd[s.Ino], sockaddr(name)) }); err != nil {
 			return fmt.Errorf("unix socket:[%d]: connect to %q: %w", s.Ino, name, err)
 		}
 	}
@@ -525,7 +618,9 @@ func (b *builder) streamRefill() error {
 	return nil
 }
 
-// finish sets the buffer sizes and SO_PASSCRED, then shutdown.
+// finish sets the buffer sizes and the SO_PASS* options (after the
+// refill: they change what the kernel attaches to the refilled messages
+// or allows in them), then shutdown.
 func (b *builder) finish() error {
 	for _, s := range b.socks {
 		fd := b.fd[s.Ino]
@@ -544,14 +639,37 @@ func (b *builder) finish() error {
 				return fmt.Errorf("unix socket:[%d]: set SO_PASSCRED: %w", s.Ino, err)
 			}
 		}
+		if err := setPassOptions(fd, s); err != nil {
+			return err
+		}
 	}
 	for _, s := range b.socks {
-		if s.Shutdown == 0 || s.State == tcpListen {
+		if s.Shutdown == 0 || s.State == tcpListen || s.PeerGone {
+			// (a closed peer shuts its other end down by itself)
 			continue
 		}
 		// sk_shutdown bits (RCV=1, SEND=2) are shutdown(2)'s how + 1.
 		if err := unix.Shutdown(b.fd[s.Ino], int(s.Shutdown)-1); err != nil && !(s.Type == unix.SOCK_DGRAM || errors.Is(err, unix.ENOTCONN)) {
 			return fmt.Errorf("unix socket:[%d]: shutdown %d: %w", s.Ino, s.Shutdown, err)
+		}
+	}
+	return nil
+}
+
+// setPassOptions sets SO_PASSSEC and SO_PASSPIDFD, clears SO_PASSRIGHTS,
+// as recorded.
+func setPassOptions(fd int, s *imagepb.UnixSocket) error {
+	for _, o := range []struct {
+		on   bool
+		name string
+		opt  int
+		v    int
+	}{{s.Passsec, "SO_PASSSEC", unix.SO_PASSSEC, 1}, {s.Passpidfd, "SO_PASSPIDFD", unix.SO_PASSPIDFD, 1}, {s.NoPassrights, "SO_PASSRIGHTS", unix.SO_PASSRIGHTS, 0}} {
+		if !o.on {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.v); err != nil {
+			return fmt.Errorf("unix socket:[%d]: set %s=%d: %w", s.Ino, o.name, o.v, err)
 		}
 	}
 	return nil
@@ -563,6 +681,12 @@ func (b *builder) cleanup() {
 		unix.Close(fd)
 	}
 	b.fd = nil
+	for _, g := range b.ghosts {
+		if g.fd >= 0 {
+			unix.Close(g.fd)
+		}
+	}
+	b.ghosts = nil
 	for _, p := range b.created {
 		b.in.do(func() error { return os.Remove(p) })
 	}

@@ -36,6 +36,13 @@ func TestBuildRejects(t *testing.T) {
 		{"creds", []*imagepb.UnixSocket{{Type: unix.SOCK_DGRAM, Ino: 1, Queue: [][]byte{{1}}, Creds: []*imagepb.UnixCred{{}, {}}}}, "queued elements"},
 		{"embryo", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, Embryo: &imagepb.UnixSocket{}}}, "no listener"},
 		{"shutdown", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, Shutdown: 8}}, "shutdown"},
+		{"gone with peer", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, PeerIno: 1, PeerGone: true, State: tcpEstablished}}, "peer gone"},
+		{"gone bad name", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, PeerGone: true, State: tcpEstablished, PeerName: "rel"}}, "closed peer"},
+		{"reset dgram", []*imagepb.UnixSocket{{Type: unix.SOCK_DGRAM, Ino: 1, PeerGone: true, State: tcpEstablished, ErrReset: true}}, "ECONNRESET"},
+		{"gone icons", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, State: tcpListen, Name: "@l", Icons: []uint64{0, 0}, GoneIcons: []*imagepb.UnixSocket{{}}}}, "closed waiting clients"},
+		{"gone icon nil", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, State: tcpListen, Name: "@l", Icons: []uint64{0}, GoneIcons: []*imagepb.UnixSocket{nil}}}, "empty closed"},
+		{"bind dir", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, Name: "x", BindDir: "rel"}}, "binding directory"},
+		{"bind dir abs name", []*imagepb.UnixSocket{{Type: unix.SOCK_STREAM, Ino: 1, Name: "/x", BindDir: "/d"}}, "binding directory"},
 	}
 	for _, c := range cases {
 		_, err := Build(c.socks, nil)

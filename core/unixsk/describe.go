@@ -11,7 +11,7 @@ import (
 
 // Describe names the key facts of a dumped unix socket in one line, for
 // ctr-cr show: type; LISTEN, "waiting on socket:[L]" (in an accept
-// queue), "peer socket:[P]" or unconnected; the peer's or listener's name
+// queue), "peer socket:[P]", "peer gone" (closed) or unconnected; the peer's or listener's name
 // ("to"); its own name ("bound", "(deleted)"); "external" peer; listen
 // backlog and waiting connections; queued messages and bytes, the data of
 // an unaccepted connection, files in flight, credentials, shutdown.
@@ -35,6 +35,11 @@ func Describe(s *imagepb.UnixSocket) string {
 		b.WriteString(" LISTEN")
 	case s.ListenerIno != 0 && s.PeerIno == 0:
 		fmt.Fprintf(&b, " waiting on socket:[%d]", s.ListenerIno)
+	case s.PeerGone:
+		b.WriteString(" peer gone")
+		if s.ErrReset {
+			b.WriteString(" (ECONNRESET pending)")
+		}
 	case s.PeerIno != 0:
 		fmt.Fprintf(&b, " peer socket:[%d]", s.PeerIno)
 	default:
@@ -54,6 +59,9 @@ func Describe(s *imagepb.UnixSocket) string {
 	}
 	if s.State == tcpListen {
 		fmt.Fprintf(&b, " backlog %d waiting %d", s.Backlog, len(s.Icons))
+		if len(s.GoneIcons) > 0 {
+			fmt.Fprintf(&b, " (%d closed)", len(s.GoneIcons))
+		}
 	}
 	if len(s.Queue) > 0 {
 		fmt.Fprintf(&b, " queued %d msg/%d bytes", len(s.Queue), queueBytes(s))

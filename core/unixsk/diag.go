@@ -8,11 +8,12 @@
 // bound name, queue lengths) come from NETLINK_SOCK_DIAG (see Diag).
 //
 // Supported: every type (stream, dgram, seqpacket), unbound or bound to a
-// path or an abstract name, listening (with the accept queue), connected
-// (pairs, accepted connections, dgram sockets connected to a bound one) or
-// not, with queued data, per-message credentials, files in flight and
-// dgram sender addresses (DumpWith, CaptureEmbryos), all rebuilt together
-// by Build. What cannot be rebuilt is refused with *UnsupportedError.
+// path (deleted or relative too) or an abstract name, listening (with the
+// accept queue, closed waiting clients included), connected (pairs,
+// accepted connections, dgram sockets connected to a bound one; the peer
+// maybe closed since: gone.go, ghost.go) or not, with queued data,
+// per-message credentials, files in flight and dgram sender addresses
+// (DumpWith, CaptureEmbryos), all rebuilt together by Build. What cannot be rebuilt is refused with *UnsupportedError.
 package unixsk
 
 import (

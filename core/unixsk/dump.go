@@ -35,6 +35,9 @@ type Options struct {
 	// the root of a process holding it (/proc/PID/root), which in a
 	// container is not ours. "": ctr-cr's own root.
 	Root string
+	// Cwd is the working directory of that process (/proc/PID/cwd), where
+	// a name bound as a relative path is looked for. "": ours.
+	Cwd string
 }
 
 // Dump describes one unix socket end with the default Options (fd passing
@@ -61,13 +64,18 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // dgram sender addresses. Whether the peer is inside the dump is for the
 // caller to check (the image must hold it, or it is external).
 //
+// A socket whose peer was closed (the kernel reports peer 0 with state
+// ESTABLISHED, and getpeername still answers with the dead peer's name) is
+// recorded with PeerGone, the dead peer's name and a pending ECONNRESET
+// (ErrReset); see peerGone.
+//
 // Refusals are *UnsupportedError: unknown socket types; a name that is a
-// relative path; a stream/seqpacket socket whose peer is gone (the other
-// end was closed; the kernel then reports peer 0, or a dead inode, with
-// state ESTABLISHED) or connected elsewhere; a dgram socket connected to
+// relative path not leading to the socket's file from o.Cwd; a stream/seqpacket socket whose peer is in another network
+// namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
-// by the task; SO_PASSPIDFD/SO_PASSSEC set or SO_PASSRIGHTS cleared;
+// by the task; SO_PASSPIDFD with queued messages; queued messages with a
+// security label (SCM_SECURITY);
 // MSG_OOB data in flight; fd passing in flight when o.InFlight is nil.
 // Data a waiting client sent into its unaccepted connection is not read
 // here (it cannot be without accepting it): see CaptureEmbryos.
@@ -106,9 +114,13 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	if err := checkShape(e, d); err != nil {
 		return nil, err
 	}
+	gone, goneName, err := peerGone(fd, e, d)
+	if err != nil {
+		return nil, err
+	}
 
 	s := &imagepb.UnixSocket{Type: int32(typ), Ino: ino, PeerIno: e.PeerIno, Shutdown: uint32(e.shutdown), State: int32(e.State), Name: e.Name}
-	if err := describeName(s, e, o.Root); err != nil {
+	if err := describeName(s, e, o); err != nil {
 		return nil, err
 	}
 	if p, ok := d.Lookup(e.PeerIno); ok && e.PeerIno != 0 {
@@ -124,7 +136,13 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 			s.PeerName = le.Name
 		}
 	}
+	if gone {
+		s.PeerGone, s.PeerName = true, goneName
+	}
 	if err := dumpOptions(fd, s); err != nil {
+		return nil, err
+	}
+	if err := dumpSockErr(fd, s); err != nil {
 		return nil, err
 	}
 	if e.State == tcpListen {
@@ -132,6 +150,9 @@ func DumpWith(fd int, ino uint64, d *Diag, o Options) (*imagepb.UnixSocket, erro
 	}
 	if err := dumpQueue(fd, s, e, o); err != nil {
 		return nil, err
+	}
+	if s.PeerGone {
+		return s, checkGoneQueue(s)
 	}
 	if s.Type == unix.SOCK_DGRAM && len(s.Queue) > 0 && s.Name == "" && !mutualPair(e, d) {
 		return nil, unsupported(ino, "unbound dgram socket with %d queued datagrams and no peer to send them again", len(s.Queue))
@@ -146,6 +167,9 @@ func dumpQueue(fd int, s *imagepb.UnixSocket, e DiagEntry, o Options) error {
 	defer p.closeFds()
 	q, err := peekQueue(&p, s, e)
 	if err != nil {
+		return err
+	}
+	if err := checkPassOptions(&imagepb.UnixSocket{Ino: s.Ino, Passpidfd: s.Passpidfd, Queue: q}, p.labels); err != nil {
 		return err
 	}
 	s.Queue = q
@@ -194,9 +218,6 @@ func checkShape(e DiagEntry, d *Diag) error {
 	default:
 		return unsupported(e.Ino, "socket type %d", e.Type)
 	}
-	if e.Name != "" && e.Name[0] != '@' && e.Name[0] != '/' {
-		return unsupported(e.Ino, "socket bound to the relative path %q", e.Name)
-	}
 	if e.State == tcpListen {
 		return nil
 	}
@@ -209,7 +230,7 @@ func checkShape(e DiagEntry, d *Diag) error {
 		if _, ok := d.ListenerOf(e.Ino); ok {
 			return nil // waiting in an accept queue
 		}
-		return unsupported(e.Ino, "peer is gone (the other end was closed)")
+		return nil // the peer was closed: see peerGone
 	}
 	p, ok := d.Lookup(e.PeerIno)
 	if !ok {
@@ -266,17 +287,32 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 		return err
 	}
 	s.Sndbuf, s.Rcvbuf, s.Passcred = uint32(sb), uint32(rb), pc != 0
-	for _, o := range []struct {
-		name string
-		opt  int
-		def  int
-	}{{"SO_PASSPIDFD", unix.SO_PASSPIDFD, 0}, {"SO_PASSSEC", unix.SO_PASSSEC, 0}, {"SO_PASSRIGHTS", unix.SO_PASSRIGHTS, 1}} {
-		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, o.opt)
-		if err == nil && v != o.def {
-			return unsupported(s.Ino, "%s=%d is not kept by the image", o.name, v)
-		}
+	// (an older kernel without one of these answers an error: never set)
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSSEC); err == nil {
+		s.Passsec = v != 0
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSPIDFD); err == nil {
+		s.Passpidfd = v != 0
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS); err == nil {
+		s.NoPassrights = v == 0
 	}
 	return checkGenericOptions(fd, int(s.Type), s)
+}
+
+// checkPassOptions refuses the queues the SO_PASS* options make
+// unrestorable: with SO_PASSPIDFD each queued message yields a pidfd of
+// its sender, which a refilled message cannot name again; messages that
+// carried a security label (SCM_SECURITY, SO_PASSSEC under an LSM) would
+// come back with the restorer's.
+func checkPassOptions(s *imagepb.UnixSocket, labels bool) error {
+	if s.Passpidfd && len(s.Queue) > 0 {
+		return unsupported(s.Ino, "SO_PASSPIDFD with %d queued messages (the pidfds of their senders cannot be given again)", len(s.Queue))
+	}
+	if labels {
+		return unsupported(s.Ino, "queued messages with security labels (SO_PASSSEC: SCM_SECURITY)")
+	}
+	return nil
 }
 
 // peekQueue reads the receive queue without consuming it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -20,11 +21,15 @@ func kernelDev(dev uint64) uint32 {
 // describeName records the facts of a bound path: the socket file inode
 // the kernel holds, whether the path still leads to it (else the name was
 // deleted, or replaced by another file), and the file's mode and owner.
-func describeName(s *imagepb.UnixSocket, e DiagEntry, root string) error {
-	if s.Name == "" || s.Name[0] != '/' {
+func describeName(s *imagepb.UnixSocket, e DiagEntry, o Options) error {
+	root := o.Root
+	if s.Name == "" || s.Name[0] == '@' {
 		return nil
 	}
 	s.VfsIno, s.VfsDev = uint64(e.vfsIno), e.vfsDev
+	if s.Name[0] != '/' {
+		return describeRelName(s, o)
+	}
 	var st unix.Stat_t
 	err := statIn(root, s.Name, &st)
 	switch {
@@ -37,6 +42,52 @@ func describeName(s *imagepb.UnixSocket, e DiagEntry, root string) error {
 		return fmt.Errorf("unix socket:[%d]: stat bound path %s: %w", s.Ino, s.Name, err)
 	}
 	return nil
+}
+
+// describeRelName records where a relative name leads to the socket's
+// file: the task's cwd (o.Cwd), as a path in its root (o.Root). The name
+// is refused when it does not lead there: the file was deleted, or the
+// task changed its cwd since the bind; the two cannot be told apart.
+func describeRelName(s *imagepb.UnixSocket, o Options) error {
+	cwd, root := o.Cwd, o.Root
+	if cwd == "" {
+		cwd = "."
+	}
+	var st unix.Stat_t
+	err := unix.Stat(cwd+"/"+s.Name, &st)
+	if err != nil || st.Ino != s.VfsIno || kernelDev(st.Dev) != s.VfsDev {
+		return unsupported(s.Ino, "socket bound to the relative path %q, which no longer leads to its file from the task's cwd (deleted, or the cwd changed since the bind)", s.Name)
+	}
+	dir, err := linkOrAbs(cwd)
+	if err != nil {
+		return fmt.Errorf("unix socket:[%d]: the cwd its relative name %q resolves in: %w", s.Ino, s.Name, err)
+	}
+	if root != "" {
+		r, err := linkOrAbs(root)
+		if err != nil {
+			return fmt.Errorf("unix socket:[%d]: root: %w", s.Ino, err)
+		}
+		if r != "/" {
+			rel, err := filepath.Rel(r, dir)
+			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+				return unsupported(s.Ino, "socket bound to the relative path %q from %s, outside the task's root %s", s.Name, dir, r)
+			}
+			dir = "/" + rel
+		}
+	}
+	s.BindDir = filepath.Clean(dir)
+	s.NameMode, s.NameUid, s.NameGid = st.Mode, st.Uid, st.Gid
+	return nil
+}
+
+// linkOrAbs is where a /proc/PID/{cwd,root} link points, or p itself
+// (absolute) when it is a plain directory.
+func linkOrAbs(p string) (string, error) {
+	l, err := os.Readlink(p)
+	if errors.Is(err, unix.EINVAL) {
+		return filepath.Abs(p)
+	}
+	return l, err
 }
 
 // statIn stats path (following symlinks) as seen from root ("": ours),
@@ -78,16 +129,16 @@ func (d *Diag) ListenerOf(ino uint64) (uint64, bool) {
 // sockaddr is the address for an image name ("@x": abstract).
 func sockaddr(name string) *unix.SockaddrUnix { return &unix.SockaddrUnix{Name: name} }
 
-// bindName binds fd to s.Name. A path still occupied by a socket file that
+// bindName binds fd to s.Name (a name still on disk, or abstract; deleted
+// names go to bindScratch). A path still occupied by a socket file that
 // nobody listens on any more (left behind by the dumped, now dead, owner:
 // connect answers ECONNREFUSED) is removed first; a path held by a live
-// socket or by another kind of file is an error. A deleted name is bound
-// at its path when free, else at a free sibling path; either way it is
-// returned in unlink, to be removed once every peer has connected to it.
-// The socket file gets its dumped mode and owner back.
+// socket or by another kind of file is an error. The socket file gets its
+// dumped mode and owner back. (unlink is always "" now: kept for the
+// callers.)
 func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 	name := s.Name
-	if name[0] == '/' {
+	if name[0] != '@' {
 		if name, err = freePath(s); err != nil {
 			return "", err
 		}
@@ -98,11 +149,8 @@ func bindName(fd int, s *imagepb.UnixSocket) (unlink string, err error) {
 		}
 		return "", fmt.Errorf("unix socket:[%d]: bind %q: %w", s.Ino, name, err)
 	}
-	if name[0] != '/' {
+	if name[0] == '@' {
 		return "", nil
-	}
-	if s.NameDeleted {
-		return name, nil
 	}
 	if s.NameMode != 0 {
 		if err := unix.Chmod(name, s.NameMode&0o7777); err != nil {
@@ -131,24 +179,11 @@ func freePath(s *imagepb.UnixSocket) (string, error) {
 		}
 		return s.Name, nil
 	}
-	if !s.NameDeleted {
-		what := "a live socket"
-		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			what = fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT)
-		}
-		return "", fmt.Errorf("unix socket:[%d]: cannot bind %s: the path is taken by %s", s.Ino, s.Name, what)
+	what := "a live socket"
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		what = fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT)
 	}
-	// A deleted name whose path is taken again: bind nearby and unlink.
-	for i := 0; i < 100; i++ {
-		p := fmt.Sprintf("%s.ctr-cr-sk.%d", s.Name, i)
-		if len(p) > 107 {
-			p = filepath.Join(filepath.Dir(s.Name), fmt.Sprintf(".ctr-cr-sk.%d", i))
-		}
-		if _, err := os.Lstat(p); os.IsNotExist(err) {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("unix socket:[%d]: no free path near %s to bind the deleted name", s.Ino, s.Name)
+	return "", fmt.Errorf("unix socket:[%d]: cannot bind %s: the path is taken by %s", s.Ino, s.Name, what)
 }
 
 // liveSocket reports whether some socket still listens (or, for dgram,

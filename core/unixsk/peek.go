@@ -31,6 +31,7 @@ type peeker struct {
 	keepFds bool
 	fds     [][]int  // per element: descriptors installed for it
 	senders []string // per element: the sender address ("" unbound)
+	labels  bool     // some element carried a security label (SCM_SECURITY)
 }
 
 // closeFds closes every kept descriptor not handed over yet.
@@ -117,6 +118,8 @@ func (p *peeker) peekOne(buf []byte, flags int) (peekResult, error) {
 			if c, err := unix.ParseUnixCredentials(m); err == nil && c.Pid != 0 {
 				r.cred = c
 			}
+		case unix.SCM_SECURITY:
+			p.labels = true
 		case unix.SCM_TIMESTAMP, unix.SCM_TIMESTAMPNS, unix.SO_TIMESTAMP_NEW, unix.SO_TIMESTAMPNS_NEW, unix.SCM_TIMESTAMPING:
 			r.ts = true
 		}

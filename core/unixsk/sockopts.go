@@ -11,7 +11,7 @@ import (
 
 // carriedOpts are the socket-level options the image carries (or checks
 // elsewhere): the others must read as on a fresh socket.
-var carriedOpts = map[string]bool{"SO_PASSCRED": true, "SO_PASSSEC": true, "SO_PEEK_OFF": true}
+var carriedOpts = map[string]bool{"SO_PASSCRED": true, "SO_PASSSEC": true, "SO_PASSPIDFD": true, "SO_PASSRIGHTS": true, "SO_PEEK_OFF": true}
 
 // checkGenericOptions refuses a unix socket fd of type typ with a
 // socket-level option the image does not carry set away from what a

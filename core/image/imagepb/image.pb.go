@@ -2576,7 +2576,30 @@ type UnixSocket struct {
 	PeerName string `protobuf:"bytes,24,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`
 	// A client waiting in a listener's accept queue: the listener's inode
 	// (its icons list the order).
-	ListenerIno   uint64 `protobuf:"varint,25,opt,name=listener_ino,json=listenerIno,proto3" json:"listener_ino,omitempty"`
+	ListenerIno uint64 `protobuf:"varint,25,opt,name=listener_ino,json=listenerIno,proto3" json:"listener_ino,omitempty"`
+	// The peer was closed (stream/seqpacket: the kernel shut this end down;
+	// dgram: still connected to the dead peer, whose first send answers
+	// ECONNREFUSED). peer_name is then the dead peer's name as getpeername
+	// reports it. Restore connects this end to a transient peer bound to that
+	// name, refills the queue from it and closes it.
+	PeerGone bool `protobuf:"varint,200,opt,name=peer_gone,json=peerGone,proto3" json:"peer_gone,omitempty"`
+	// A pending ECONNRESET (sk_err, read once by SO_ERROR or by the first
+	// read past the queue): the peer was closed with data unread.
+	ErrReset bool `protobuf:"varint,201,opt,name=err_reset,json=errReset,proto3" json:"err_reset,omitempty"`
+	// Listening sockets: the waiting connections whose client was closed
+	// (their icons entries are 0), in accept-queue order: each holds what the
+	// client sent (queue/creds/fds) and the client's name (peer_name).
+	GoneIcons []*UnixSocket `protobuf:"bytes,202,rep,name=gone_icons,json=goneIcons,proto3" json:"gone_icons,omitempty"`
+	// name is a relative path (bind("x.sock") in some cwd): the directory,
+	// as seen from the task's root, where it was found to lead to the
+	// socket's file at dump time; restore binds (and connects to) the same
+	// relative name from there.
+	BindDir string `protobuf:"bytes,203,opt,name=bind_dir,json=bindDir,proto3" json:"bind_dir,omitempty"`
+	// SO_PASSSEC, SO_PASSPIDFD set; SO_PASSRIGHTS cleared (set again after
+	// the queue is refilled, like passcred).
+	Passsec       bool `protobuf:"varint,204,opt,name=passsec,proto3" json:"passsec,omitempty"`
+	Passpidfd     bool `protobuf:"varint,205,opt,name=passpidfd,proto3" json:"passpidfd,omitempty"`
+	NoPassrights  bool `protobuf:"varint,206,opt,name=no_passrights,json=noPassrights,proto3" json:"no_passrights,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2786,6 +2809,55 @@ func (x *UnixSocket) GetListenerIno() uint64 {
 		return x.ListenerIno
 	}
 	return 0
+}
+
+func (x *UnixSocket) GetPeerGone() bool {
+	if x != nil {
+		return x.PeerGone
+	}
+	return false
+}
+
+func (x *UnixSocket) GetErrReset() bool {
+	if x != nil {
+		return x.ErrReset
+	}
+	return false
+}
+
+func (x *UnixSocket) GetGoneIcons() []*UnixSocket {
+	if x != nil {
+		return x.GoneIcons
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetBindDir() string {
+	if x != nil {
+		return x.BindDir
+	}
+	return ""
+}
+
+func (x *UnixSocket) GetPasssec() bool {
+	if x != nil {
+		return x.Passsec
+	}
+	return false
+}
+
+func (x *UnixSocket) GetPasspidfd() bool {
+	if x != nil {
+		return x.Passpidfd
+	}
+	return false
+}
+
+func (x *UnixSocket) GetNoPassrights() bool {
+	if x != nil {
+		return x.NoPassrights
+	}
+	return false
 }
 
 // File ids sent with one queued message (SCM_RIGHTS), in order.
@@ -5182,7 +5254,7 @@ const file_image_proto_rawDesc = "" +
 	"\aifindex\x18\x01 \x01(\x05R\aifindex\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
 	"\x04addr\x18\x03 \x01(\fR\x04addr\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\rR\x05count\"\xd2\x05\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xc6\a\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -5210,7 +5282,15 @@ const file_image_proto_rawDesc = "" +
 	"\x06embryo\x18\x16 \x01(\v2\x1a.ctrcr.image.v1.UnixSocketR\x06embryo\x12\x1a\n" +
 	"\bexternal\x18\x17 \x01(\bR\bexternal\x12\x1b\n" +
 	"\tpeer_name\x18\x18 \x01(\tR\bpeerName\x12!\n" +
-	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\"$\n" +
+	"\flistener_ino\x18\x19 \x01(\x04R\vlistenerIno\x12\x1c\n" +
+	"\tpeer_gone\x18\xc8\x01 \x01(\bR\bpeerGone\x12\x1c\n" +
+	"\terr_reset\x18\xc9\x01 \x01(\bR\berrReset\x12:\n" +
+	"\n" +
+	"gone_icons\x18\xca\x01 \x03(\v2\x1a.ctrcr.image.v1.UnixSocketR\tgoneIcons\x12\x1a\n" +
+	"\bbind_dir\x18\xcb\x01 \x01(\tR\abindDir\x12\x19\n" +
+	"\apasssec\x18\xcc\x01 \x01(\bR\apasssec\x12\x1d\n" +
+	"\tpasspidfd\x18\xcd\x01 \x01(\bR\tpasspidfd\x12$\n" +
+	"\rno_passrights\x18\xce\x01 \x01(\bR\fnoPassrights\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xe1\v\n" +
 	"\n" +
@@ -5562,31 +5642,32 @@ var file_image_proto_depIdxs = []int32{
 	32, // 20: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
 	27, // 21: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
 	26, // 22: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	31, // 23: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	30, // 24: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	29, // 25: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	35, // 26: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 27: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	33, // 28: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	26, // 29: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	34, // 30: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	36, // 31: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	28, // 32: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	23, // 33: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	24, // 34: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	44, // 35: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	40, // 36: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	38, // 37: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	39, // 38: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	2,  // 39: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	40, // 40: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	42, // 41: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	43, // 42: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	26, // 23: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	31, // 24: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	30, // 25: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 26: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	35, // 27: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 28: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	33, // 29: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	26, // 30: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	34, // 31: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	36, // 32: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	28, // 33: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	23, // 34: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	24, // 35: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	44, // 36: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	40, // 37: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	38, // 38: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	39, // 39: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	2,  // 40: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	40, // 41: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	42, // 42: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	43, // 43: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
