@@ -462,6 +462,9 @@ func (d *dumper) collectCore(t *task) error {
 	if err := collectTimers(r, pid, c); err != nil {
 		return err
 	}
+	if err := collectProcAttrs(r, pid, c); err != nil {
+		return err
+	}
 	for i, th := range t.p.Threads {
 		tc, err := collectThread(r, pid, i, th)
 		if err != nil {

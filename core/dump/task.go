@@ -113,6 +113,9 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 	}
 	tc.Regs = ptrace.RegsBytes(&regs)
 	var err error
+	if tc.Sched, err = collectSched(th.Tid); err != nil {
+		return nil, err
+	}
 	if tc.Xsave, err = ptrace.GetXState(th.Tid); err != nil {
 		return nil, err
 	}

@@ -111,7 +111,16 @@ func (r *restorer) restoreTask() error {
 	if err := r.createThreads(); err != nil {
 		return fmt.Errorf("threads: %w", err)
 	}
+	if err := r.restoreLoginuid(); err != nil {
+		return err
+	}
 	if err := r.restoreProcessState(); err != nil {
+		return err
+	}
+	if err := r.restoreOomScoreAdj(); err != nil {
+		return err
+	}
+	if err := r.restoreMembarrier(); err != nil {
 		return err
 	}
 	for i := range r.threads {
@@ -121,6 +130,9 @@ func (r *restorer) restoreTask() error {
 	}
 	if err := r.queueSignals(); err != nil {
 		return fmt.Errorf("pending signals: %w", err)
+	}
+	if err := r.restoreMlock(); err != nil {
+		return fmt.Errorf("memory locks: %w", err)
 	}
 	// Credentials, then what credential changes reset, then seccomp
 	// filters last: nothing after them may be filtered (our own injected
@@ -337,7 +349,7 @@ func (r *restorer) finishTask(closePidfd bool) error {
 	}
 	r.mem.Close()
 	r.mem = nil
-	return nil
+	return r.restoreSched()
 }
 
 // detach lets every thread run; a task dumped in a group stop goes back

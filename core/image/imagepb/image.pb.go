@@ -1212,22 +1212,26 @@ func (x *Rseq) GetSig() uint32 {
 }
 
 type ThreadCore struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tid           int32                  `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`                  // dumper's namespace
-	NsTid         int32                  `protobuf:"varint,2,opt,name=ns_tid,json=nsTid,proto3" json:"ns_tid,omitempty"` // innermost pid namespace
-	Regs          []byte                 `protobuf:"bytes,3,opt,name=regs,proto3" json:"regs,omitempty"`                 // struct user_regs_struct, 27 little-endian u64
-	Xsave         []byte                 `protobuf:"bytes,4,opt,name=xsave,proto3" json:"xsave,omitempty"`               // NT_X86_XSTATE
-	Sigmask       uint64                 `protobuf:"varint,5,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
-	Pending       []*Siginfo             `protobuf:"bytes,6,rep,name=pending,proto3" json:"pending,omitempty"`
-	Altstack      *Altstack              `protobuf:"bytes,7,opt,name=altstack,proto3" json:"altstack,omitempty"`
-	Rseq          *Rseq                  `protobuf:"bytes,8,opt,name=rseq,proto3" json:"rseq,omitempty"`
-	RobustHead    uint64                 `protobuf:"varint,9,opt,name=robust_head,json=robustHead,proto3" json:"robust_head,omitempty"`
-	RobustLen     uint64                 `protobuf:"varint,10,opt,name=robust_len,json=robustLen,proto3" json:"robust_len,omitempty"`
-	ClearTidAddr  uint64                 `protobuf:"varint,11,opt,name=clear_tid_addr,json=clearTidAddr,proto3" json:"clear_tid_addr,omitempty"`
-	Comm          string                 `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
-	Creds         *Creds                 `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
-	Seccomp       []*SeccompFilter       `protobuf:"bytes,14,rep,name=seccomp,proto3" json:"seccomp,omitempty"` // outermost (first installed) first
-	TimerSlackNs  uint64                 `protobuf:"varint,15,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Tid          int32                  `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`                  // dumper's namespace
+	NsTid        int32                  `protobuf:"varint,2,opt,name=ns_tid,json=nsTid,proto3" json:"ns_tid,omitempty"` // innermost pid namespace
+	Regs         []byte                 `protobuf:"bytes,3,opt,name=regs,proto3" json:"regs,omitempty"`                 // struct user_regs_struct, 27 little-endian u64
+	Xsave        []byte                 `protobuf:"bytes,4,opt,name=xsave,proto3" json:"xsave,omitempty"`               // NT_X86_XSTATE
+	Sigmask      uint64                 `protobuf:"varint,5,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
+	Pending      []*Siginfo             `protobuf:"bytes,6,rep,name=pending,proto3" json:"pending,omitempty"`
+	Altstack     *Altstack              `protobuf:"bytes,7,opt,name=altstack,proto3" json:"altstack,omitempty"`
+	Rseq         *Rseq                  `protobuf:"bytes,8,opt,name=rseq,proto3" json:"rseq,omitempty"`
+	RobustHead   uint64                 `protobuf:"varint,9,opt,name=robust_head,json=robustHead,proto3" json:"robust_head,omitempty"`
+	RobustLen    uint64                 `protobuf:"varint,10,opt,name=robust_len,json=robustLen,proto3" json:"robust_len,omitempty"`
+	ClearTidAddr uint64                 `protobuf:"varint,11,opt,name=clear_tid_addr,json=clearTidAddr,proto3" json:"clear_tid_addr,omitempty"`
+	Comm         string                 `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
+	Creds        *Creds                 `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
+	Seccomp      []*SeccompFilter       `protobuf:"bytes,14,rep,name=seccomp,proto3" json:"seccomp,omitempty"` // outermost (first installed) first
+	TimerSlackNs uint64                 `protobuf:"varint,15,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	// Scheduling class, nice, rt priority and I/O priority (per thread).
+	Sched *TaskSchedState `protobuf:"bytes,280,opt,name=sched,proto3" json:"sched,omitempty"`
+	// SECCOMP_MODE_STRICT: set last, by the final injected call.
+	SeccompStrict bool `protobuf:"varint,281,opt,name=seccomp_strict,json=seccompStrict,proto3" json:"seccomp_strict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1369,46 +1373,52 @@ func (x *ThreadCore) GetTimerSlackNs() uint64 {
 	return 0
 }
 
-// core-PID.img: one entry, the process and its threads (leader first).
-type TaskCore struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Pid            int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Comm           string                 `protobuf:"bytes,2,opt,name=comm,proto3" json:"comm,omitempty"`
-	Personality    uint32                 `protobuf:"varint,3,opt,name=personality,proto3" json:"personality,omitempty"`
-	Umask          uint32                 `protobuf:"varint,4,opt,name=umask,proto3" json:"umask,omitempty"`
-	Dumpable       int32                  `protobuf:"varint,5,opt,name=dumpable,proto3" json:"dumpable,omitempty"`
-	PdeathSig      int32                  `protobuf:"varint,6,opt,name=pdeath_sig,json=pdeathSig,proto3" json:"pdeath_sig,omitempty"`
-	ChildSubreaper bool                   `protobuf:"varint,7,opt,name=child_subreaper,json=childSubreaper,proto3" json:"child_subreaper,omitempty"`
-	Sigactions     []*SigAction           `protobuf:"bytes,8,rep,name=sigactions,proto3" json:"sigactions,omitempty"`
-	Itimers        []*Itimer              `protobuf:"bytes,9,rep,name=itimers,proto3" json:"itimers,omitempty"`
-	PosixTimers    []*PosixTimer          `protobuf:"bytes,10,rep,name=posix_timers,json=posixTimers,proto3" json:"posix_timers,omitempty"`
-	Rlimits        []*Rlimit              `protobuf:"bytes,11,rep,name=rlimits,proto3" json:"rlimits,omitempty"`
-	SharedPending  []*Siginfo             `protobuf:"bytes,12,rep,name=shared_pending,json=sharedPending,proto3" json:"shared_pending,omitempty"`
-	Cwd            string                 `protobuf:"bytes,13,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	Root           string                 `protobuf:"bytes,14,opt,name=root,proto3" json:"root,omitempty"`
-	Threads        []*ThreadCore          `protobuf:"bytes,15,rep,name=threads,proto3" json:"threads,omitempty"`
-	ExitSignal     int32                  `protobuf:"varint,16,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
-	SeccompMode    int32                  `protobuf:"varint,17,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
-	ThpDisable     int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+func (x *ThreadCore) GetSched() *TaskSchedState {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
 }
 
-func (x *TaskCore) Reset() {
+func (x *ThreadCore) GetSeccompStrict() bool {
+	if x != nil {
+		return x.SeccompStrict
+	}
+	return false
+}
+
+// core-PID.img: one entry, the process and its threads (leader first).
+// TaskSchedState is a thread's sched_getattr(2) result (SCHED_DEADLINE is
+// refused at dump), its nice value (kept also under a real-time policy) and
+// its ioprio_get(2) value.
+type TaskSchedState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        uint32                 `protobuf:"varint,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Flags         uint64                 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"` // SCHED_FLAG_RESET_ON_FORK ...
+	Nice          int32                  `protobuf:"varint,3,opt,name=nice,proto3" json:"nice,omitempty"`
+	RtPriority    uint32                 `protobuf:"varint,4,opt,name=rt_priority,json=rtPriority,proto3" json:"rt_priority,omitempty"`
+	UtilMin       uint32                 `protobuf:"varint,5,opt,name=util_min,json=utilMin,proto3" json:"util_min,omitempty"`
+	UtilMax       uint32                 `protobuf:"varint,6,opt,name=util_max,json=utilMax,proto3" json:"util_max,omitempty"`
+	Ioprio        int32                  `protobuf:"varint,7,opt,name=ioprio,proto3" json:"ioprio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskSchedState) Reset() {
 	Init()
-	*x = TaskCore{}
+	*x = TaskSchedState{}
 	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *TaskCore) String() string {
+func (x *TaskSchedState) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*TaskCore) ProtoMessage() {}
+func (*TaskSchedState) ProtoMessage() {}
 
-func (x *TaskCore) ProtoReflect() protoreflect.Message {
+func (x *TaskSchedState) ProtoReflect() protoreflect.Message {
 	Init()
 	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
@@ -1421,9 +1431,119 @@ func (x *TaskCore) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
+// Deprecated: Use TaskSchedState.ProtoReflect.Descriptor instead.
+func (*TaskSchedState) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TaskSchedState) GetPolicy() uint32 {
+	if x != nil {
+		return x.Policy
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetFlags() uint64 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetNice() int32 {
+	if x != nil {
+		return x.Nice
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetRtPriority() uint32 {
+	if x != nil {
+		return x.RtPriority
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetUtilMin() uint32 {
+	if x != nil {
+		return x.UtilMin
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetUtilMax() uint32 {
+	if x != nil {
+		return x.UtilMax
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetIoprio() int32 {
+	if x != nil {
+		return x.Ioprio
+	}
+	return 0
+}
+
+type TaskCore struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Pid                     int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Comm                    string                 `protobuf:"bytes,2,opt,name=comm,proto3" json:"comm,omitempty"`
+	Personality             uint32                 `protobuf:"varint,3,opt,name=personality,proto3" json:"personality,omitempty"`
+	Umask                   uint32                 `protobuf:"varint,4,opt,name=umask,proto3" json:"umask,omitempty"`
+	Dumpable                int32                  `protobuf:"varint,5,opt,name=dumpable,proto3" json:"dumpable,omitempty"`
+	PdeathSig               int32                  `protobuf:"varint,6,opt,name=pdeath_sig,json=pdeathSig,proto3" json:"pdeath_sig,omitempty"`
+	ChildSubreaper          bool                   `protobuf:"varint,7,opt,name=child_subreaper,json=childSubreaper,proto3" json:"child_subreaper,omitempty"`
+	Sigactions              []*SigAction           `protobuf:"bytes,8,rep,name=sigactions,proto3" json:"sigactions,omitempty"`
+	Itimers                 []*Itimer              `protobuf:"bytes,9,rep,name=itimers,proto3" json:"itimers,omitempty"`
+	PosixTimers             []*PosixTimer          `protobuf:"bytes,10,rep,name=posix_timers,json=posixTimers,proto3" json:"posix_timers,omitempty"`
+	Rlimits                 []*Rlimit              `protobuf:"bytes,11,rep,name=rlimits,proto3" json:"rlimits,omitempty"`
+	SharedPending           []*Siginfo             `protobuf:"bytes,12,rep,name=shared_pending,json=sharedPending,proto3" json:"shared_pending,omitempty"`
+	Cwd                     string                 `protobuf:"bytes,13,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Root                    string                 `protobuf:"bytes,14,opt,name=root,proto3" json:"root,omitempty"`
+	Threads                 []*ThreadCore          `protobuf:"bytes,15,rep,name=threads,proto3" json:"threads,omitempty"`
+	ExitSignal              int32                  `protobuf:"varint,16,opt,name=exit_signal,json=exitSignal,proto3" json:"exit_signal,omitempty"`
+	SeccompMode             int32                  `protobuf:"varint,17,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
+	ThpDisable              int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
+	OomScoreAdj             *int32                 `protobuf:"varint,280,opt,name=oom_score_adj,json=oomScoreAdj,proto3,oneof" json:"oom_score_adj,omitempty"`
+	Loginuid                *uint32                `protobuf:"varint,281,opt,name=loginuid,proto3,oneof" json:"loginuid,omitempty"`                                                        // /proc/PID/loginuid (4294967295: unset)
+	Sessionid               uint32                 `protobuf:"varint,282,opt,name=sessionid,proto3" json:"sessionid,omitempty"`                                                            // audit session: not settable, compared at restore
+	MembarrierRegistrations uint32                 `protobuf:"varint,283,opt,name=membarrier_registrations,json=membarrierRegistrations,proto3" json:"membarrier_registrations,omitempty"` // MEMBARRIER_CMD_GET_REGISTRATIONS bits
+	MlockFuture             uint32                 `protobuf:"varint,284,opt,name=mlock_future,json=mlockFuture,proto3" json:"mlock_future,omitempty"`                                     // mlockall flags in force for new mappings: MCL_FUTURE (2) | MCL_ONFAULT (4)
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *TaskCore) Reset() {
+	Init()
+	*x = TaskCore{}
+	mi := &file_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskCore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskCore) ProtoMessage() {}
+
+func (x *TaskCore) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
 // Deprecated: Use TaskCore.ProtoReflect.Descriptor instead.
 func (*TaskCore) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskCore) GetPid() int32 {
@@ -1552,6 +1672,41 @@ func (x *TaskCore) GetThpDisable() int32 {
 	return 0
 }
 
+func (x *TaskCore) GetOomScoreAdj() int32 {
+	if x != nil && x.OomScoreAdj != nil {
+		return *x.OomScoreAdj
+	}
+	return 0
+}
+
+func (x *TaskCore) GetLoginuid() uint32 {
+	if x != nil && x.Loginuid != nil {
+		return *x.Loginuid
+	}
+	return 0
+}
+
+func (x *TaskCore) GetSessionid() uint32 {
+	if x != nil {
+		return x.Sessionid
+	}
+	return 0
+}
+
+func (x *TaskCore) GetMembarrierRegistrations() uint32 {
+	if x != nil {
+		return x.MembarrierRegistrations
+	}
+	return 0
+}
+
+func (x *TaskCore) GetMlockFuture() uint32 {
+	if x != nil {
+		return x.MlockFuture
+	}
+	return 0
+}
+
 type Vma struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -1574,7 +1729,7 @@ type Vma struct {
 func (x *Vma) Reset() {
 	Init()
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1742,7 @@ func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1755,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1718,7 +1873,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1886,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1899,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -1858,7 +2013,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2026,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2039,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -1912,7 +2067,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2080,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2093,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2013,7 +2168,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2181,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2194,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2228,7 +2383,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2396,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2409,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2320,7 +2475,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2488,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2501,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2653,7 +2808,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2821,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2834,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -2834,7 +2989,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +3002,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +3015,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -2896,7 +3051,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3064,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3077,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -2962,7 +3117,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3130,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3143,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3041,7 +3196,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3209,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3222,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3127,7 +3282,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3295,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3308,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3204,7 +3359,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3372,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3385,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3280,7 +3435,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3448,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3461,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -3483,7 +3638,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3651,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3664,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -3551,7 +3706,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3564,7 +3719,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3577,7 +3732,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -3650,7 +3805,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3818,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3831,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -3747,7 +3902,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3915,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3928,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -3956,7 +4111,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04Rseq\x12\x10\n" +
 	"\x03ptr\x18\x01 \x01(\x04R\x03ptr\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\rR\x03len\x12\x10\n" +
-	"\x03sig\x18\x03 \x01(\rR\x03sig\"\x92\x04\n" +
+	"\x03sig\x18\x03 \x01(\rR\x03sig\"\xf1\x04\n" +
 	"\n" +
 	"ThreadCore\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12\x15\n" +
@@ -3976,7 +4131,18 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\f \x01(\tR\x04comm\x12+\n" +
 	"\x05creds\x18\r \x01(\v2\x15.ctrcr.image.v1.CredsR\x05creds\x127\n" +
 	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
-	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\xab\x05\n" +
+	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\x125\n" +
+	"\x05sched\x18\x98\x02 \x01(\v2\x1e.ctrcr.image.v1.TaskSchedStateR\x05sched\x12&\n" +
+	"\x0eseccomp_strict\x18\x99\x02 \x01(\bR\rseccompStrict\"\xc1\x01\n" +
+	"\x0eTaskSchedState\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\rR\x06policy\x12\x14\n" +
+	"\x05flags\x18\x02 \x01(\x04R\x05flags\x12\x12\n" +
+	"\x04nice\x18\x03 \x01(\x05R\x04nice\x12\x1f\n" +
+	"\vrt_priority\x18\x04 \x01(\rR\n" +
+	"rtPriority\x12\x19\n" +
+	"\butil_min\x18\x05 \x01(\rR\autilMin\x12\x19\n" +
+	"\butil_max\x18\x06 \x01(\rR\autilMax\x12\x16\n" +
+	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\x95\a\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -4001,7 +4167,14 @@ const file_image_proto_rawDesc = "" +
 	"exitSignal\x12!\n" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
-	"thpDisable\"\xd2\x02\n" +
+	"thpDisable\x12(\n" +
+	"\room_score_adj\x18\x98\x02 \x01(\x05H\x00R\voomScoreAdj\x88\x01\x01\x12 \n" +
+	"\bloginuid\x18\x99\x02 \x01(\rH\x01R\bloginuid\x88\x01\x01\x12\x1d\n" +
+	"\tsessionid\x18\x9a\x02 \x01(\rR\tsessionid\x12:\n" +
+	"\x18membarrier_registrations\x18\x9b\x02 \x01(\rR\x17membarrierRegistrations\x12\"\n" +
+	"\fmlock_future\x18\x9c\x02 \x01(\rR\vmlockFutureB\x10\n" +
+	"\x0e_oom_score_adjB\v\n" +
+	"\t_loginuid\"\xd2\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4289,43 +4462,44 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),          // 0: ctrcr.image.v1.VmaKind
-	(FileKind)(0),         // 1: ctrcr.image.v1.FileKind
-	(*FileSum)(nil),       // 2: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),     // 3: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),   // 4: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),     // 5: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),        // 6: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),    // 7: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),        // 8: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),         // 9: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil), // 10: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),       // 11: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),      // 12: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),          // 13: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),    // 14: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),      // 15: ctrcr.image.v1.TaskCore
-	(*Vma)(nil),           // 16: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),       // 17: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),   // 18: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),  // 19: ctrcr.image.v1.PagemapEntry
-	(*UnixSocket)(nil),    // 20: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),       // 21: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),    // 22: ctrcr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 23: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),       // 24: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),      // 25: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),   // 26: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),       // 27: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),  // 28: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),       // 29: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),     // 30: ctrcr.image.v1.FileEntry
-	(*FdEntry)(nil),       // 31: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),    // 32: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),    // 33: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),           // 34: ctrcr.image.v1.Pty
+	(VmaKind)(0),           // 0: ctrcr.image.v1.VmaKind
+	(FileKind)(0),          // 1: ctrcr.image.v1.FileKind
+	(*FileSum)(nil),        // 2: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),      // 3: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),    // 4: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),      // 5: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),         // 6: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),     // 7: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),         // 8: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),          // 9: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),  // 10: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),        // 11: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),       // 12: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),           // 13: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),     // 14: ctrcr.image.v1.ThreadCore
+	(*TaskSchedState)(nil), // 15: ctrcr.image.v1.TaskSchedState
+	(*TaskCore)(nil),       // 16: ctrcr.image.v1.TaskCore
+	(*Vma)(nil),            // 17: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),        // 18: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),    // 19: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),   // 20: ctrcr.image.v1.PagemapEntry
+	(*UnixSocket)(nil),     // 21: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),        // 22: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),     // 23: ctrcr.image.v1.InetSocket
+	(*TcpStream)(nil),      // 24: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),        // 25: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),       // 26: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),    // 27: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),        // 28: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),   // 29: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),        // 30: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),      // 31: ctrcr.image.v1.FileEntry
+	(*FdEntry)(nil),        // 32: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),     // 33: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),     // 34: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),            // 35: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	2,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -4334,34 +4508,35 @@ var file_image_proto_depIdxs = []int32{
 	13, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
 	9,  // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
 	10, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	5,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	6,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	7,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	8,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	11, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	14, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	0,  // 12: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	16, // 13: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	25, // 14: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	21, // 15: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	20, // 16: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	24, // 17: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	23, // 18: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	28, // 19: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 20: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	26, // 21: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	20, // 22: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 23: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	29, // 24: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	22, // 25: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	34, // 26: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	32, // 27: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	33, // 28: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	15, // 6: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
+	5,  // 7: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	6,  // 8: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	7,  // 9: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	8,  // 10: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	11, // 11: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	14, // 12: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	0,  // 13: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
+	17, // 14: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	26, // 15: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	22, // 16: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	21, // 17: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	25, // 18: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	24, // 19: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	29, // 20: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 21: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	27, // 22: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	21, // 23: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 24: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	30, // 25: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	23, // 26: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	35, // 27: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	33, // 28: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	34, // 29: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -4376,13 +4551,14 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
+	file_image_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,192 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// Scheduling constants (uapi/linux/sched.h, ioprio.h, membarrier.h).
+const (
+	schedDeadline           = 6
+	schedAttrSize           = 56 // SCHED_ATTR_SIZE_VER1
+	ioprioWhoProcess        = 1
+	membarrierGetRegs       = 1 << 9
+	membarrierKnownRegs     = 1<<2 | 1<<4 | 1<<6 | 1<<8 // the REGISTER_* commands
+	mclFuture, mclOnfault   = 2, 4
+	pagemapPresent          = 1 << 63
+	probeProt, probeFlags   = unix.PROT_READ, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	statusVmLckKey          = "VmLck:"
+	membarrierNotBuiltErrno = unix.ENOSYS
+)
+
+// schedAttr is struct sched_attr (VER1).
+type schedAttr struct {
+	Size     uint32
+	Policy   uint32
+	Flags    uint64
+	Nice     int32
+	Priority uint32
+	Runtime  uint64
+	Deadline uint64
+	Period   uint64
+	UtilMin  uint32
+	UtilMax  uint32
+}
+
+// collectSched reads thread tid's scheduling state from the dumper:
+// sched_getattr (policy, flags, rt priority, utilization clamps), the nice
+// value by getpriority (kept under a real-time policy too, where
+// sched_getattr does not report it) and the I/O priority. SCHED_DEADLINE
+// is refused: its bandwidth reservation is admission-controlled per root
+// domain and cannot be promised back.
+func collectSched(tid int) (*imagepb.TaskSchedState, error) {
+	var a schedAttr
+	if _, _, e := unix.Syscall6(unix.SYS_SCHED_GETATTR, uintptr(tid), uintptr(unsafe.Pointer(&a)), schedAttrSize, 0, 0, 0); e != 0 {
+		return nil, fmt.Errorf("sched_getattr: %w", e)
+	}
+	if a.Policy == schedDeadline {
+		return nil, errors.New("scheduling policy SCHED_DEADLINE: not supported")
+	}
+	// raw getpriority returns 20 - nice
+	prio, _, e := unix.Syscall(unix.SYS_GETPRIORITY, unix.PRIO_PROCESS, uintptr(tid), 0)
+	if e != 0 {
+		return nil, fmt.Errorf("getpriority: %w", e)
+	}
+	io, _, e := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
+	if e != 0 {
+		return nil, fmt.Errorf("ioprio_get: %w", e)
+	}
+	return &imagepb.TaskSchedState{
+		Policy: a.Policy, Flags: a.Flags, Nice: 20 - int32(prio), RtPriority: a.Priority,
+		UtilMin: a.UtilMin, UtilMax: a.UtilMax, Ioprio: int32(io),
+	}, nil
+}
+
+// collectProcAttrs reads the per-process attributes kept outside the
+// task's own syscalls: oom_score_adj, the audit loginuid and session id
+// (from /proc), the membarrier registrations and the mlockall flags that
+// apply to new mappings (by injected calls).
+func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
+	v, err := readProcInt(pid, "oom_score_adj")
+	if err != nil {
+		return err
+	}
+	oom := int32(v)
+	c.OomScoreAdj = &oom
+	// loginuid/sessionid exist only with CONFIG_AUDIT
+	if v, err := readProcInt(pid, "loginuid"); err == nil {
+		lu := uint32(v)
+		c.Loginuid = &lu
+		if s, err := readProcInt(pid, "sessionid"); err == nil {
+			c.Sessionid = uint32(s)
+		}
+	}
+	regs, err := r.Call(0, "membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
+	switch {
+	case errors.Is(err, membarrierNotBuiltErrno):
+		regs = 0 // no membarrier in this kernel: nothing can be registered
+	case errors.Is(err, unix.EINVAL):
+		// before 6.3 the registrations cannot be read back
+		return fmt.Errorf("membarrier registrations cannot be read on this kernel (MEMBARRIER_CMD_GET_REGISTRATIONS, 6.3+): %w", err)
+	case err != nil:
+		return err
+	}
+	if regs&^membarrierKnownRegs != 0 {
+		return fmt.Errorf("membarrier registrations %#x: unknown command bits: not supported", regs)
+	}
+	c.MembarrierRegistrations = uint32(regs)
+	fut, err := probeMlockFuture(r, pid)
+	if err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
+	}
+	c.MlockFuture = fut
+	return nil
+}
+
+// probeMlockFuture finds the mlockall flags in force for new mappings
+// (mm->def_flags, not shown in /proc): it maps one read-only anonymous
+// page in the task and unmaps it again. With MCL_FUTURE the mapping is
+// accounted locked (VmLck grows); without MCL_ONFAULT it is also populated
+// at once (pagemap shows the page present).
+func probeMlockFuture(r *ptrace.Remote, pid int) (uint32, error) {
+	before, err := vmLckKB(pid)
+	if err != nil {
+		return 0, err
+	}
+	addr, err := r.Call(0, "mmap(probe page)", unix.SYS_MMAP, 0, uint64(unix.Getpagesize()), probeProt, probeFlags, ^uint64(0), 0)
+	if errors.Is(err, unix.EAGAIN) {
+		return 0, errors.New("mlockall(MCL_FUTURE) with RLIMIT_MEMLOCK exhausted: not supported")
+	}
+	if err != nil {
+		return 0, err
+	}
+	after, lerr := vmLckKB(pid)
+	present, perr := pagePresent(pid, addr)
+	if _, err := r.Call(0, "munmap(probe page)", unix.SYS_MUNMAP, addr, uint64(unix.Getpagesize())); err != nil {
+		return 0, err
+	}
+	if lerr != nil {
+		return 0, lerr
+	}
+	if after == before {
+		return 0, nil
+	}
+	if perr != nil {
+		return 0, perr
+	}
+	if present {
+		return mclFuture, nil
+	}
+	return mclFuture | mclOnfault, nil
+}
+
+// vmLckKB is VmLck of /proc/PID/status, in kB.
+func vmLckKB(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == statusVmLckKey {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s line", pid, statusVmLckKey)
+}
+
+// pagePresent reports whether the page at addr is present in pid's page
+// tables (/proc/PID/pagemap bit 63).
+func pagePresent(pid int, addr uint64) (bool, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(addr/uint64(unix.Getpagesize())*8)); err != nil {
+		return false, err
+	}
+	return le(e[:], 0)&pagemapPresent != 0, nil
+}
+
+// readProcInt reads a one-number /proc/PID/name file.
+func readProcInt(pid int, name string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, err)
+	}
+	return v, nil
+}
