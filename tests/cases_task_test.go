@@ -3,10 +3,74 @@ package tests
 // C/R cases of per-task state that must come back exactly: scheduling,
 // OOM and audit attributes, membarrier registrations, memory locks.
 
-import "testing"
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
 
 // Per-thread scheduling policy, rt priority, reset-on-fork, nice and
 // ioprio; oom_score_adj and loginuid of the process.
 func TestCR_Sched(t *testing.T) {
 	runCase(t, Case{Name: "Sched", Src: "a_sched.c"})
+}
+
+// Membarrier registrations (private expedited, sync-core, rseq, global
+// expedited) of a multi-threaded process.
+func TestCR_Membarrier(t *testing.T) {
+	runCase(t, Case{Name: "Membarrier", Src: "a_membarrier.c"})
+}
+
+// mlock, mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE|MCL_ONFAULT), then
+// a uid change to one whose RLIMIT_MEMLOCK the restore may not exceed.
+func TestCR_Mlock(t *testing.T) {
+	runCase(t, Case{Name: "Mlock", Src: "a_mlock.c"})
+}
+
+// The same with MCL_FUTURE only: a fresh mapping after restore must be
+// locked (and populated).
+func TestCR_MlockFuture(t *testing.T) {
+	runCase(t, Case{Name: "MlockFuture", Src: "a_mlock.c", CFlags: []string{"-DNO_ONFAULT"}})
+}
+
+// A process under mlockall(MCL_FUTURE) whose RLIMIT_MEMLOCK is below what
+// it has locked can map nothing more, not even the dumper's scratch page:
+// the dump is refused naming it, and the process runs on unchanged.
+func TestNegative_MlockFutureOverLimit(t *testing.T) {
+	refuseDump(t, Case{Name: "MlockOverLimit", Src: "a_mlock.c", CFlags: []string{"-DLIMIT_KB=96"}}, "MCL_FUTURE", "RLIMIT_MEMLOCK")
+}
+
+// refuseDump starts case c, requires its dump (killing and leave-running)
+// to fail naming the pid and every word of want, and the case to run on
+// untraced and pass.
+func refuseDump(t *testing.T, c Case, want ...string) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	r := startCase(t, c)
+	start := procStartTime(t, r.Pid)
+	for _, leave := range []bool{false, true} {
+		img := filepath.Join(t.TempDir(), "img")
+		args := []string{"dump", "-t", strconv.Itoa(r.Pid), "-D", img}
+		if leave {
+			args = append(args, "--leave-running")
+		}
+		_, stderr, err := ctrcr(t, args...)
+		requireExitCode(t, err, stderr, 1)
+		requireNoPanic(t, stderr)
+		for _, w := range append(want, strconv.Itoa(r.Pid)) {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("dump error does not name %q:\n%s", w, stderr)
+			}
+		}
+		requireRunningUntraced(t, r.Pid)
+		if st := procStartTime(t, r.Pid); st != start {
+			t.Fatalf("pid %d is another process now", r.Pid)
+		}
+	}
+	finishChild(t, r)
 }

@@ -419,7 +419,7 @@ func (d *dumper) collectCore(t *task) error {
 		return errors.New("no executable mapping for syscall injection")
 	}
 	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
-		return fmt.Errorf("prepare injection: %w", err)
+		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
 	pid := t.pid
 	st := t.status

@@ -190,3 +190,17 @@ func readProcInt(pid int, name string) (int64, error) {
 	}
 	return v, nil
 }
+
+// explainNoMapping names the state that makes a task unable to take even
+// one more page: mlockall(MCL_FUTURE) with its RLIMIT_MEMLOCK reached (the
+// dumper's scratch mapping would be locked too, which the task may not).
+func explainNoMapping(pid int, err error) error {
+	if !errors.Is(err, unix.EAGAIN) {
+		return err
+	}
+	lck, lerr := vmLckKB(pid)
+	if lerr != nil || lck == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (mlockall(MCL_FUTURE) in force with RLIMIT_MEMLOCK reached, %d kB locked: not supported)", err, lck)
+}
