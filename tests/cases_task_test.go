@@ -74,3 +74,16 @@ func refuseDump(t *testing.T, c Case, want ...string) {
 	}
 	finishChild(t, r)
 }
+
+// A filter installed with SECCOMP_FILTER_FLAG_TSYNC is shared by all
+// threads after restore (a later TSYNC behaves the same), with a
+// thread-private filter on top in one thread.
+func TestCR_SeccompTsync(t *testing.T) {
+	runCase(t, Case{Name: "SeccompTsync", Src: "a_seccomp_tsync.c"})
+}
+
+// A thread in seccomp strict mode, and a filter a thread installed without
+// no_new_privs before giving up root.
+func TestCR_SeccompStrict(t *testing.T) {
+	runCase(t, Case{Name: "SeccompStrict", Src: "a_seccomp_strict.c"})
+}

@@ -177,7 +177,7 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k]})
 		}
 	} else if st.Seccomp == 1 {
-		return nil, fmt.Errorf("tid %d: seccomp strict mode is not supported", th.Tid)
+		tc.SeccompStrict = true
 	}
 	if comm, err := procfs.Comm(pid, th.Tid); err == nil {
 		tc.Comm = comm

@@ -232,31 +232,6 @@ func (r *restorer) restoreCreds(i int) error {
 	return err
 }
 
-// restoreSeccomp installs thread i's filters, in their install order.
-func (r *restorer) restoreSeccomp(i int) error {
-	tc := r.threads[i].core
-	for _, f := range tc.Seccomp {
-		if len(f.Bpf) == 0 || len(f.Bpf)%8 != 0 || len(f.Bpf) > 4096*8 {
-			return fmt.Errorf("seccomp filter of %d bytes", len(f.Bpf))
-		}
-		prog, err := r.put(64, f.Bpf)
-		if err != nil {
-			return err
-		}
-		fp := make([]byte, 16)
-		binary.LittleEndian.PutUint16(fp[0:], uint16(len(f.Bpf)/8))
-		u64(fp, 8, prog)
-		addr, err := r.put(0, fp)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, 0, addr); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // restoreDumpable sets the dumpable flag and parent-death signal, which any
 // thread's credential change resets: after all threads have their creds.
 func (r *restorer) restoreDumpable() error {

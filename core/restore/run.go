@@ -36,23 +36,24 @@ type thread struct {
 // the prepared root stub, so all share the control area address and the
 // number of the parked pidfd.
 type restorer struct {
-	ctx     context.Context
-	img     *image.Reader
-	inv     *imagepb.Inventory
-	pr      *proc
-	st      *Stats
-	opener  *files.Opener
-	pid     int // in our pid namespace
-	nsPid   int // in the restored pid namespace (== pid without one)
-	parent  *restorer
-	mem     *ptrace.Mem
-	ctl     uint64 // control area G
-	scratch uint64
-	threads []*thread // leader first
-	pidfd   uint64    // in the task: a pidfd of ours, for pidfd_getfd
-	ownsFds bool      // first of the tasks sharing its fd table: installs the fds
-	exited  bool      // a zombie made to exit, or otherwise gone
-	tree    *tree
+	ctx           context.Context
+	img           *image.Reader
+	inv           *imagepb.Inventory
+	pr            *proc
+	st            *Stats
+	opener        *files.Opener
+	pid           int // in our pid namespace
+	nsPid         int // in the restored pid namespace (== pid without one)
+	parent        *restorer
+	mem           *ptrace.Mem
+	ctl           uint64 // control area G
+	scratch       uint64
+	threads       []*thread // leader first
+	pidfd         uint64    // in the task: a pidfd of ours, for pidfd_getfd
+	ownsFds       bool      // first of the tasks sharing its fd table: installs the fds
+	seccompShared int       // leading filters the leader installed before cloning the filtered threads
+	exited        bool      // a zombie made to exit, or otherwise gone
+	tree          *tree
 	// pgidPending: the group to join is led by a task created later.
 	pgidPending bool
 	// hadChildExit: a recreated zombie child queued a SIGCHLD here.
@@ -134,9 +135,15 @@ func (r *restorer) restoreTask() error {
 	if err := r.restoreMlock(); err != nil {
 		return fmt.Errorf("memory locks: %w", err)
 	}
-	// Credentials, then what credential changes reset, then seccomp
-	// filters last: nothing after them may be filtered (our own injected
-	// calls pass thanks to PTRACE_O_SUSPEND_SECCOMP).
+	// Seccomp filters while the task is still root (CAP_SYS_ADMIN: no
+	// no_new_privs needed; our own injected calls are not filtered, thanks
+	// to PTRACE_O_SUSPEND_SECCOMP), then credentials, then what credential
+	// changes reset.
+	for i := range r.threads {
+		if err := r.restoreSeccomp(i); err != nil {
+			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
+		}
+	}
 	for i := range r.threads {
 		if err := r.restoreCreds(i); err != nil {
 			return fmt.Errorf("tid %d: creds: %w", r.threads[i].tid, err)
@@ -144,11 +151,6 @@ func (r *restorer) restoreTask() error {
 	}
 	if err := r.restoreDumpable(); err != nil {
 		return err
-	}
-	for i := range r.threads {
-		if err := r.restoreSeccomp(i); err != nil {
-			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
-		}
 	}
 	return r.ctx.Err()
 }

@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"golang.org/x/sys/unix"
 
@@ -136,9 +137,40 @@ func (r *restorer) restoreSignals() error {
 
 // createThreads clones every other thread with its tid (clone3 set_tid
 // injected into the leader); each starts stopped, auto-attached.
+// Threads without seccomp filters are cloned first, then the leader gets
+// the filters it shares with the others (see restoreSharedSeccomp), then
+// the filtered threads are cloned and inherit them; r.threads ends in image
+// order.
 func (r *restorer) createThreads() error {
-	leader := r.threads[0]
+	var plain, filtered []*imagepb.ThreadCore
 	for _, tc := range r.pr.core.Threads[1:] {
+		if len(tc.Seccomp) == 0 {
+			plain = append(plain, tc)
+		} else {
+			filtered = append(filtered, tc)
+		}
+	}
+	if err := r.cloneThreads(plain); err != nil {
+		return err
+	}
+	if err := r.restoreSharedSeccomp(); err != nil {
+		return err
+	}
+	if err := r.cloneThreads(filtered); err != nil {
+		return err
+	}
+	pos := map[*imagepb.ThreadCore]int{}
+	for i, tc := range r.pr.core.Threads {
+		pos[tc] = i
+	}
+	sort.SliceStable(r.threads, func(a, b int) bool { return pos[r.threads[a].core] < pos[r.threads[b].core] })
+	return nil
+}
+
+// cloneThreads clones the threads tcs from the leader.
+func (r *restorer) cloneThreads(tcs []*imagepb.ThreadCore) error {
+	leader := r.threads[0]
+	for _, tc := range tcs {
 		vtid := r.tree.vtid(tc)
 		ids := r.tree.ids(tc.Tid, vtid)
 		args := cloneArgs(unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_SYSVSEM, 0, r.scratch+128, len(ids))
