@@ -87,3 +87,28 @@ func TestCR_SeccompTsync(t *testing.T) {
 func TestCR_SeccompStrict(t *testing.T) {
 	runCase(t, Case{Name: "SeccompStrict", Src: "a_seccomp_strict.c"})
 }
+
+// Children stopped by SIGTSTP (one thread blocking it), SIGTTIN and
+// SIGTTOU stay stopped by that signal: the parent's waitid reports it.
+func TestTree_StopSignal(t *testing.T) {
+	runTree(t, Case{Name: "t_stopsig", Src: "t_stopsig.c"})
+}
+
+// The same children dumped twice with --leave-running: the originals stay
+// stopped by their own signals, with no signal left pending (the case
+// checks this itself after go).
+func TestTree_StopSignalLeaveRunning(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	r := startCase(t, Case{Name: "t_stopsig", Src: "t_stopsig.c"})
+	for i := 0; i < 2; i++ {
+		img := filepath.Join(t.TempDir(), "img")
+		if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
+			r.fatalf(stderr, "dump --leave-running %d: %v", i, err)
+		}
+		requireRunningUntraced(t, r.Pid)
+	}
+	finishChild(t, r)
+}

@@ -423,6 +423,9 @@ func (d *dumper) collectCore(t *task) error {
 	}
 	pid := t.pid
 	st := t.status
+	if err := dropOwnSigcont(t); err != nil {
+		return err
+	}
 	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
 		return err
@@ -538,7 +541,7 @@ func (d *dumper) planImage() *imagePlan {
 			pe.Threads = append(pe.Threads, int32(th.Tid))
 		}
 		if t.p.Threads[0].Stopped {
-			pe.Stopped, pe.StopSignal = true, int32(unix.SIGSTOP)
+			pe.Stopped, pe.StopSignal = true, int32(t.p.Threads[0].StopSig)
 		}
 		pe.FilesId, pe.FsId = fileIDs[t.pid], fsIDs[t.pid]
 		tree = append(tree, pe)

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
 
@@ -203,4 +205,27 @@ func explainNoMapping(pid int, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (mlockall(MCL_FUTURE) in force with RLIMIT_MEMLOCK reached, %d kB locked: not supported)", err, lck)
+}
+
+// dropOwnSigcont takes the SIGCONT the dumper sent to end a group stop out
+// of the task's queue when it was queued there (see endGroupStop), so that
+// neither the image nor the released task holds a signal the task never
+// got: rt_sigtimedwait with a zero timeout, injected, dequeues it.
+func dropOwnSigcont(t *task) error {
+	if !t.contQueued {
+		return nil
+	}
+	t.contQueued = false
+	st, err := procfs.ReadStatus(t.pid)
+	if err != nil || st.ShdPnd&sigcontBit == 0 {
+		return err
+	}
+	r := t.remote
+	set := make([]byte, 24) // sigset at scratch, timespec{0, 0} at +8
+	binary.LittleEndian.PutUint64(set, sigcontBit)
+	if err := r.Mem.WriteAt(set, r.Scratch); err != nil {
+		return err
+	}
+	_, err = r.Call(0, "rt_sigtimedwait(SIGCONT)", unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+	return err
 }

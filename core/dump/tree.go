@@ -28,7 +28,29 @@ type task struct {
 	mm     *imagepb.MmEntry
 	fds    []*imagepb.FdEntry
 	brk    uint64
+	// contQueued: the SIGCONT that ended the task's group stop was queued
+	// (its threads block every signal while seized) where none was
+	// pending before; collectCore takes it out of the queue again.
+	contQueued bool
 }
+
+// endGroupStop ends the group stop of seized task t: it would re-enter it
+// at every resume, so no syscall could be injected. The SIGCONT is
+// discarded at once by the kernel when not blocked and not handled;
+// otherwise it is queued, which t.contQueued records.
+func endGroupStop(t *task) error {
+	before, err := procfs.ReadStatus(t.pid)
+	if err != nil {
+		return err
+	}
+	if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+		return fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+	}
+	t.contQueued = before.ShdPnd&sigcontBit == 0
+	return nil
+}
+
+const sigcontBit = 1 << (unix.SIGCONT - 1)
 
 // seizeTree seizes root and all its descendants, parents before children:
 // a parent is stopped before its children are listed, so none can be forked
@@ -88,9 +110,9 @@ func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 			// threads are held in their ptrace traps (a default SIGCONT
 			// is discarded, nothing is queued); it is stopped again when
 			// released, and restored stopped.
-			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+			if err := endGroupStop(t); err != nil {
 				release()
-				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+				return nil, err
 			}
 		}
 		// stat again: state and ids as of the stop
@@ -252,9 +274,9 @@ func seizeTreeFrozen(root int, tracers []*ptrace.Tracer, thaw func() error) ([]*
 		}
 		if t.p.Threads[0].Stopped {
 			// see seizeTree: end the group stop while held in ptrace traps
-			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+			if err := endGroupStop(t); err != nil {
 				releaseAll(tasks)
-				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+				return nil, err
 			}
 		}
 		var err error

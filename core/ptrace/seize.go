@@ -23,8 +23,10 @@ type Thread struct {
 	// dumped with it, and re-queued if the process is released.
 	Stolen [][]byte
 	// Stopped is true when the thread sat in a group stop (SIGSTOP) when it
-	// was seized.
+	// was seized; StopSig is the signal that stopped it (SIGSTOP, SIGTSTP,
+	// SIGTTIN or SIGTTOU), which the parent's wait reports.
 	Stopped bool
+	StopSig int
 	waited  bool // its seize stop was waited for (SeizeFrozen's threads)
 }
 
@@ -140,7 +142,10 @@ func waitSeized(t *Thread) error {
 			// Interrupt stop, or a group stop when the stop signal is a
 			// job-control one.
 			sig := ws.StopSignal()
-			t.Stopped = sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+			t.Stopped = IsStopSignal(int(sig))
+			if t.Stopped {
+				t.StopSig = int(sig)
+			}
 			break
 		}
 		// Signal-delivery stop: keep the signal, suppress its delivery now.
@@ -246,6 +251,9 @@ func (p *Process) BlockSignals() error {
 // goes on past them.
 func (p *Process) Release() error {
 	var errs []error
+	stopSig := 0
+	var tids []int
+	var masks []uint64
 	for _, t := range p.Threads {
 		if err := SetRegs(t.Tid, &t.Regs); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
@@ -253,12 +261,21 @@ func (p *Process) Release() error {
 		if err := SetSigmask(t.Tid, t.Sigmask); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
-		sig := 0
-		if t.Stopped {
-			sig = int(unix.SIGSTOP) // back into the group stop it was in
+		if t.Stopped && stopSig == 0 {
+			stopSig = t.StopSig
 		}
-		if err := Detach(t.Tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		tids, masks = append(tids, t.Tid), append(masks, t.Sigmask)
+	}
+	if stopSig != 0 {
+		// back into the group stop it was in, by the same signal
+		if err := DetachIntoStop(p.Pid, tids, masks, stopSig); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
+		}
+	} else {
+		for _, tid := range tids {
+			if err := Detach(tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	p.Threads = nil

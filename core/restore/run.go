@@ -355,14 +355,22 @@ func (r *restorer) finishTask(closePidfd bool) error {
 }
 
 // detach lets every thread run; a task dumped in a group stop goes back
-// into it (SIGSTOP delivered at detach).
+// into it, by the signal that stopped it (what the parent's wait reports).
 func (r *restorer) detach() error {
-	sig := 0
 	if r.pr.pst.Stopped {
-		sig = int(unix.SIGSTOP)
+		sig := int(r.pr.pst.StopSignal)
+		if sig == 0 {
+			sig = int(unix.SIGSTOP) // image of an older ctr-cr
+		}
+		tids := make([]int, len(r.threads))
+		masks := make([]uint64, len(r.threads))
+		for i, t := range r.threads {
+			tids[i], masks[i] = t.tid, t.core.Sigmask
+		}
+		return ptrace.DetachIntoStop(r.pid, tids, masks, sig)
 	}
 	for i := len(r.threads) - 1; i >= 0; i-- {
-		if err := ptrace.Detach(r.threads[i].tid, sig); err != nil {
+		if err := ptrace.Detach(r.threads[i].tid, 0); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,84 @@
+package ptrace
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// IsStopSignal reports whether sig is one of the job-control stop signals
+// that put a thread group in a group stop.
+func IsStopSignal(sig int) bool {
+	switch unix.Signal(sig) {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return true
+	}
+	return false
+}
+
+// DetachIntoStop detaches the threads tids (of one process, each in a
+// signal-delivery stop with its signal mask already set, masks[i] for
+// tids[i]) so that the process ends in a group stop by sig, as the
+// parent's wait and the stop signal then report.
+//
+// The signal is delivered by one thread that does not block it (a blocked
+// one would be queued pending instead); once that thread has stopped the
+// group stop is in effect, and every other thread detached without a
+// signal joins it before it returns to user space (the kernel re-arms the
+// group stop on a thread leaving ptrace). A job-control signal other than
+// SIGSTOP is discarded by the kernel in an orphaned process group: that
+// case is an error, the process then runs.
+func DetachIntoStop(pid int, tids []int, masks []uint64, sig int) error {
+	if !IsStopSignal(sig) {
+		return fmt.Errorf("pid %d: signal %d is not a stop signal", pid, sig)
+	}
+	first := -1
+	for i := range tids {
+		if masks[i]&(1<<(uint(sig)-1)) == 0 || sig == int(unix.SIGSTOP) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return fmt.Errorf("pid %d: every thread blocks stop signal %d: cannot re-enter the group stop", pid, sig)
+	}
+	if err := Detach(tids[first], sig); err != nil {
+		return err
+	}
+	if err := waitThreadStopped(pid, tids[first]); err != nil {
+		return fmt.Errorf("pid %d: stop signal %d: %w", pid, sig, err)
+	}
+	for i, tid := range tids {
+		if i == first {
+			continue
+		}
+		if err := Detach(tid, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitThreadStopped waits (up to 2 s) for /proc/PID/task/TID/stat to show
+// state T.
+func waitThreadStopped(pid, tid int) error {
+	path := fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && s[i+2] == 'T' {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tid %d did not stop (state %q; an orphaned process group discards SIGTSTP/SIGTTIN/SIGTTOU)", tid, s[strings.LastIndexByte(s, ')')+2:][:1])
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}

@@ -1,0 +1,152 @@
+/*
+ * t_stopsig: children stopped by SIGTSTP, SIGTTIN and SIGTTOU come back
+ * stopped by the same signal.
+ *
+ *   R   case root (reads no stop report before the dump)
+ *   |-- S1  own process group, two threads; its main thread blocks
+ *   |       SIGTSTP, the other does not; stopped by SIGTSTP
+ *   |-- S2  own process group, stopped by SIGTTIN
+ *   `-- S3  own process group, stopped by SIGTTOU
+ *
+ * After go, R checks for each S: state T, waitid(WSTOPPED|WNOWAIT) reports
+ * CLD_STOPPED with the same signal, nothing pending in S (a stop signal
+ * put back into a queue would stop S again after SIGCONT); then SIGCONT,
+ * and every S exits 0 when told.
+ */
+#include "t_tree.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+struct shared {
+	volatile int quit;
+};
+
+static struct shared *sh;
+
+static void *s1_thread(void *arg)
+{
+	(void)arg;
+	while (!sh->quit)
+		case_sleep_ms(2);
+	return NULL;
+}
+
+static pid_t child(int threads)
+{
+	pid_t p = tt_fork();
+	pthread_t th;
+
+	if (p)
+		return p;
+	setpgid(0, 0);
+	if (threads) {
+		sigset_t m;
+
+		sigemptyset(&m);
+		sigaddset(&m, SIGTSTP);
+		pthread_sigmask(SIG_BLOCK, &m, NULL);
+		/* the new thread starts with SIGTSTP unblocked */
+		sigprocmask(SIG_UNBLOCK, &m, NULL);
+		CHECK(pthread_create(&th, NULL, s1_thread, NULL) == 0,
+		      "pthread_create");
+		pthread_sigmask(SIG_BLOCK, &m, NULL);
+	}
+	while (!sh->quit)
+		case_sleep_ms(2);
+	_exit(0);
+}
+
+/* pending reads SigPnd|ShdPnd of every thread of pid. */
+static unsigned long long pending(pid_t pid)
+{
+	char path[64], buf[4096], *p;
+	unsigned long long v = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	CHECK(case_read_file(path, buf, sizeof(buf)) > 0, "%s", path);
+	p = strstr(buf, "\nShdPnd:");
+	if (p)
+		v |= strtoull(p + 8, NULL, 16);
+	p = strstr(buf, "\nSigPnd:");
+	if (p)
+		v |= strtoull(p + 8, NULL, 16);
+	return v;
+}
+
+static void check_stopped(pid_t s, int sig, const char *when)
+{
+	long long end = case_now() + 2000000000LL;
+	siginfo_t si;
+
+	tt_wait_state(s, 'T', when);
+	for (;;) {
+		memset(&si, 0, sizeof(si));
+		CHECK(waitid(P_PID, s, &si, WSTOPPED | WNOHANG | WNOWAIT) == 0,
+		      "%s: waitid %d: %s", when, (int)s, strerror(errno));
+		if (si.si_pid == s)
+			break;
+		CHECK(case_now() < end, "%s: no stop report for %d", when,
+		      (int)s);
+		case_sleep_ms(2);
+	}
+	CHECK(si.si_code == CLD_STOPPED && si.si_status == sig,
+	      "%s: pid %d: waitid code %d status %d, want CLD_STOPPED by %d (%s)",
+	      when, (int)s, si.si_code, si.si_status, sig, strsignal(sig));
+	CHECK(pending(s) == 0, "%s: pid %d has pending signals %#llx", when,
+	      (int)s, pending(s));
+}
+
+int main(int argc, char **argv)
+{
+	static const int sigs[3] = { SIGTSTP, SIGTTIN, SIGTTOU };
+	pid_t s[3], pids[4];
+	int i;
+
+	case_init(argc, argv);
+	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		  -1, 0);
+	CHECK(sh != MAP_FAILED, "mmap");
+	for (i = 0; i < 3; i++) {
+		s[i] = child(i == 0);
+		setpgid(s[i], s[i]);
+	}
+	case_sleep_ms(50); /* S1's thread exists */
+	for (i = 0; i < 3; i++) {
+		CHECK(kill(s[i], sigs[i]) == 0, "kill: %s", strerror(errno));
+		check_stopped(s[i], sigs[i], "before ready");
+	}
+	pids[0] = getpid();
+	for (i = 0; i < 3; i++)
+		pids[i + 1] = s[i];
+	tt_write_tree(pids, 4);
+	case_ready();
+
+	case_wait_go();
+	for (i = 0; i < 3; i++)
+		check_stopped(s[i], sigs[i], "after restore");
+	sh->quit = 1;
+	for (i = 0; i < 3; i++)
+		CHECK(kill(s[i], SIGCONT) == 0, "SIGCONT: %s", strerror(errno));
+	for (i = 0; i < 3; i++) {
+		int st;
+		long long end = case_now() + TT_TIMEOUT_MS * 1000000LL;
+
+		for (;;) {
+			pid_t r = waitpid(s[i], &st, WNOHANG);
+
+			CHECK(r >= 0, "waitpid: %s", strerror(errno));
+			if (r == s[i] && WIFEXITED(st))
+				break;
+			CHECK(!(r == s[i] && WIFSIGNALED(st)),
+			      "pid %d killed by %d", (int)s[i], WTERMSIG(st));
+			CHECK(case_now() < end, "pid %d did not end (state %c)",
+			      (int)s[i], 0);
+			case_sleep_ms(2);
+		}
+		CHECK(WEXITSTATUS(st) == 0, "pid %d exit %d", (int)s[i],
+		      WEXITSTATUS(st));
+	}
+	tt_no_children();
+	case_pass();
+}
