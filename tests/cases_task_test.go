@@ -112,3 +112,33 @@ func TestTree_StopSignalLeaveRunning(t *testing.T) {
 	}
 	finishChild(t, r)
 }
+
+// A SIGTRAP handler with SIGTRAP queued (process-wide and to one thread,
+// with their siginfo), a handler alone, and SIGTRAP ignored.
+func TestCR_Sigtrap(t *testing.T) {
+	for _, m := range []struct{ name, mode string }{{"Pending", "0"}, {"Handler", "1"}, {"Ignored", "2"}} {
+		t.Run(m.name, func(t *testing.T) {
+			runCase(t, Case{Name: "Sigtrap" + m.name, Src: "a_sigtrap.c", CFlags: []string{"-DMODE=" + m.mode}})
+		})
+	}
+}
+
+// The same dumped twice with --leave-running: the original keeps its
+// SIGTRAP action and queued SIGTRAPs (the case checks after go).
+func TestCR_SigtrapLeaveRunning(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	for _, mode := range []string{"0", "1", "2"} {
+		r := startCase(t, Case{Name: "SigtrapLeave" + mode, Src: "a_sigtrap.c", CFlags: []string{"-DMODE=" + mode}})
+		for i := 0; i < 2; i++ {
+			img := filepath.Join(t.TempDir(), "img")
+			if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
+				r.fatalf(stderr, "dump --leave-running %d: %v", i, err)
+			}
+			requireRunningUntraced(t, r.Pid)
+		}
+		finishChild(t, r)
+	}
+}

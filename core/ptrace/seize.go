@@ -27,7 +27,10 @@ type Thread struct {
 	// SIGTTIN or SIGTTOU), which the parent's wait reports.
 	Stopped bool
 	StopSig int
-	waited  bool // its seize stop was waited for (SeizeFrozen's threads)
+	// quietStop: the thread's last stop is a syscall-exit stop of a quiet
+	// injection, so Release applies the restart fix-up itself.
+	quietStop bool
+	waited    bool // its seize stop was waited for (SeizeFrozen's threads)
 }
 
 // Process is a seized process: every thread stopped and its signals blocked,
@@ -36,6 +39,9 @@ type Process struct {
 	Pid     int
 	Threads []*Thread // leader first
 	blocked bool
+	// Quiet: SIGTRAP is pending or ignored in the process, so injection
+	// must not trap (see quiet.go); set by BlockSignals.
+	Quiet bool
 }
 
 // SeizeOptions are the ptrace options the dumper uses. No EXITKILL: if the
@@ -233,11 +239,22 @@ func (p *Process) Abandon() {
 	p.Threads = nil
 }
 
-// BlockSignals blocks every signal in every thread, so that injected calls
-// single-step without a signal delivery in between. Release undoes it.
+// BlockSignals blocks the signals of every thread, so that injected calls
+// single-step without a signal delivery in between: all but SIGTRAP
+// (InjectMask), or all of them for a process that must be injected into
+// quietly (SIGTRAP pending or ignored, see quiet.go). Release undoes it.
 func (p *Process) BlockSignals() error {
+	quiet, err := sigtrapTouched(p.Pid, p.Threads)
+	if err != nil {
+		return err
+	}
+	p.Quiet = quiet
+	mask := uint64(InjectMask)
+	if quiet {
+		mask = ^uint64(0)
+	}
 	for _, t := range p.Threads {
-		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		if err := SetSigmask(t.Tid, mask); err != nil {
 			return err
 		}
 	}
@@ -255,7 +272,11 @@ func (p *Process) Release() error {
 	var tids []int
 	var masks []uint64
 	for _, t := range p.Threads {
-		if err := SetRegs(t.Tid, &t.Regs); err != nil && !errors.Is(err, unix.ESRCH) {
+		regs := t.Regs
+		if t.quietStop {
+			regs = RestartFixup(regs)
+		}
+		if err := SetRegs(t.Tid, &regs); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
 		if err := SetSigmask(t.Tid, t.Sigmask); err != nil && !errors.Is(err, unix.ESRCH) {

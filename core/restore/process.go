@@ -141,6 +141,9 @@ func (r *restorer) restorePosixTimers() error {
 func (r *restorer) queueSignals() error {
 	pid := uint64(r.nsPid)
 	for _, s := range r.pr.core.SharedPending {
+		if isSigtrap(s) {
+			continue // queued last (restoreSigtrap)
+		}
 		if len(s.Raw) != 128 {
 			return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
 		}
@@ -155,6 +158,9 @@ func (r *restorer) queueSignals() error {
 	}
 	for i, t := range r.threads {
 		for _, s := range t.core.Pending {
+			if isSigtrap(s) {
+				continue // queued last (restoreSigtrap)
+			}
 			if len(s.Raw) != 128 {
 				return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
 			}

@@ -337,11 +337,19 @@ func (r *restorer) finishTask(closePidfd bool) error {
 			return err
 		}
 	}
+	if r.needsQuietFinish() {
+		if err := r.restoreSigtrap(); err != nil {
+			return fmt.Errorf("SIGTRAP state: %w", err)
+		}
+	}
 	if _, err := r.call(0, "munmap control area", unix.SYS_MUNMAP, r.ctl, ctlSize); err != nil {
 		return err
 	}
 	for _, t := range r.threads {
 		regs, _ := ptrace.RegsFromBytes(t.core.Regs)
+		if t.in.Quiet {
+			regs = ptrace.RestartFixup(regs) // resumed from a syscall-exit stop
+		}
 		if err := ptrace.SetRegs(t.tid, &regs); err != nil {
 			return err
 		}
