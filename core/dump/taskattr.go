@@ -97,8 +97,11 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 	case errors.Is(err, membarrierNotBuiltErrno):
 		regs = 0 // no membarrier in this kernel: nothing can be registered
 	case errors.Is(err, unix.EINVAL):
-		// before 6.3 the registrations cannot be read back
-		return fmt.Errorf("membarrier registrations cannot be read on this kernel (MEMBARRIER_CMD_GET_REGISTRATIONS, 6.3+): %w", err)
+		// before 6.3: probe the private commands, which fail with EPERM
+		// unless registered (GLOBAL_EXPEDITED cannot be probed this way)
+		if regs, err = probeMembarrier(r); err != nil {
+			return err
+		}
 	case err != nil:
 		return err
 	}
@@ -228,4 +231,22 @@ func dropOwnSigcont(t *task) error {
 	}
 	_, err = r.Call(0, "rt_sigtimedwait(SIGCONT)", unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
 	return err
+}
+
+// probeMembarrier finds the private expedited registrations on kernels
+// without MEMBARRIER_CMD_GET_REGISTRATIONS by running each command once
+// (a barrier among the task's own, stopped, threads): it fails with EPERM
+// unless registered.
+func probeMembarrier(r *ptrace.Remote) (uint64, error) {
+	var regs uint64
+	for _, cmd := range []uint64{1 << 3, 1 << 5, 1 << 7} { // PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ
+		v, err := r.RawCall(0, unix.SYS_MEMBARRIER, cmd, 0, 0)
+		if err != nil {
+			return 0, err
+		}
+		if v == 0 {
+			regs |= cmd << 1 // the matching REGISTER_ command
+		}
+	}
+	return regs, nil
 }
