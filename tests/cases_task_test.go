@@ -142,3 +142,9 @@ func TestCR_SigtrapLeaveRunning(t *testing.T) {
 		finishChild(t, r)
 	}
 }
+
+// Fds on /proc files of the tree's own tasks: a child's, its own (through
+// /proc/self) and its own second thread's.
+func TestTree_ProcFds(t *testing.T) {
+	runTree(t, Case{Name: "t_procfds", Src: "t_procfds.c"})
+}

@@ -48,11 +48,12 @@ type restorer struct {
 	mem           *ptrace.Mem
 	ctl           uint64 // control area G
 	scratch       uint64
-	threads       []*thread // leader first
-	pidfd         uint64    // in the task: a pidfd of ours, for pidfd_getfd
-	ownsFds       bool      // first of the tasks sharing its fd table: installs the fds
-	seccompShared int       // leading filters the leader installed before cloning the filtered threads
-	exited        bool      // a zombie made to exit, or otherwise gone
+	threads       []*thread          // leader first
+	pidfd         uint64             // in the task: a pidfd of ours, for pidfd_getfd
+	ownsFds       bool               // first of the tasks sharing its fd table: installs the fds
+	seccompShared int                // leading filters the leader installed before cloning the filtered threads
+	deferredFds   []*imagepb.FdEntry // /proc files installed once every task and thread exists
+	exited        bool               // a zombie made to exit, or otherwise gone
 	tree          *tree
 	// pgidPending: the group to join is led by a task created later.
 	pgidPending bool

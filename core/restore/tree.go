@@ -127,6 +127,11 @@ func (t *tree) restore() error {
 		}
 	}
 	t.st.MemoryMs = ms(time.Since(tm))
+	for _, r := range t.tasks {
+		if err := r.restoreDeferredFds(); err != nil {
+			return fmt.Errorf("pid %d: files: %w", r.pr.pst.Pid, err)
+		}
+	}
 	closed := map[uint32]bool{}
 	for i := len(t.tasks) - 1; i >= 0; i-- {
 		r := t.tasks[i]
