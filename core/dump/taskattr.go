@@ -92,6 +92,9 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 			c.Sessionid = uint32(s)
 		}
 	}
+	if n, ok := readAutogroupNice(pid); ok {
+		c.AutogroupNice = &n
+	}
 	regs, err := r.Call(0, "membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
 	switch {
 	case errors.Is(err, membarrierNotBuiltErrno):
@@ -249,4 +252,22 @@ func probeMembarrier(r *ptrace.Remote) (uint64, error) {
 		}
 	}
 	return regs, nil
+}
+
+// readAutogroupNice reads the nice value of pid's scheduling autogroup
+// ("/autogroup-N nice X"); false without CONFIG_SCHED_AUTOGROUP.
+func readAutogroupNice(pid int) (int32, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", pid))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[1] != "nice" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		return 0, false
+	}
+	return int32(n), true
 }

@@ -360,6 +360,9 @@ func (r *restorer) finishTask(closePidfd bool) error {
 	}
 	r.mem.Close()
 	r.mem = nil
+	if err := r.restoreAutogroupNice(); err != nil {
+		return err
+	}
 	return r.restoreSched()
 }
 

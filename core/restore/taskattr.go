@@ -244,3 +244,35 @@ func readInt(path string) (int64, error) {
 	}
 	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
+
+// restoreAutogroupNice gives the task's session autogroup its nice value
+// when it differs. The autogroup belongs to the session: it is written only
+// when the session is one the restore made (not ctr-cr's own, shared with
+// its caller); otherwise a difference is a warning.
+func (r *restorer) restoreAutogroupNice() error {
+	want := r.pr.core.AutogroupNice
+	if want == nil {
+		return nil
+	}
+	path := fmt.Sprintf("/proc/%d/autogroup", r.pid)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil // no autogroups here: nothing to give back
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 3 && f[2] == strconv.Itoa(int(*want)) {
+		return nil
+	}
+	sid, err := unix.Getsid(r.pid)
+	if err != nil {
+		return err
+	}
+	if own, _ := unix.Getsid(0); sid == own {
+		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: autogroup nice %s instead of %d (the session is ctr-cr's own)", r.pr.pst.Pid, strings.Join(f[2:], ""), *want))
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(int(*want))), 0); err != nil {
+		return fmt.Errorf("autogroup nice %d: %w", *want, err)
+	}
+	return nil
+}

@@ -7,7 +7,9 @@
  *   T3    SCHED_FIFO rt priority 10 | SCHED_RESET_ON_FORK, nice 4 underneath,
  *         ioprio none (class 0)
  *   T4    SCHED_RR rt priority 5, ioprio real-time level 2
- *   process: oom_score_adj 400, loginuid 4242 (when audit is built)
+ *   process: oom_score_adj 400, loginuid 4242 (when audit is built),
+ *            session autogroup nice 3 (when the case leads its session and
+ *            autogroups are built)
  *
  * Every thread records its own sched_getattr, getpriority and ioprio_get
  * (by its own tid) before ready and checks them again after the restores;
@@ -111,6 +113,17 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* autogroup_nice returns the nice of /proc/self/autogroup, or -100. */
+static int autogroup_nice(void)
+{
+	char buf[128], *p;
+
+	if (case_read_file("/proc/self/autogroup", buf, sizeof(buf)) <= 0)
+		return -100;
+	p = strstr(buf, " nice ");
+	return p ? atoi(p + 6) : -100;
+}
+
 static long read_num(const char *path)
 {
 	char buf[64];
@@ -123,7 +136,7 @@ static long read_num(const char *path)
 int main(int argc, char **argv)
 {
 	pthread_t th[5];
-	int i, have_loginuid;
+	int i, have_loginuid, have_ag;
 	FILE *f;
 
 	case_init(argc, argv);
@@ -137,6 +150,14 @@ int main(int argc, char **argv)
 		have_loginuid = read_num("/proc/self/loginuid") == 4242;
 	case_log("loginuid settable: %d, sessionid %ld", have_loginuid,
 		 read_num("/proc/self/sessionid"));
+	have_ag = getsid(0) == getpid() && autogroup_nice() != -100;
+	if (have_ag) {
+		f = fopen("/proc/self/autogroup", "w");
+		CHECK(f && fprintf(f, "3") > 0 && fclose(f) == 0,
+		      "autogroup: %s", strerror(errno));
+		CHECK(autogroup_nice() == 3, "autogroup nice %d", autogroup_nice());
+	}
+	case_log("autogroup checked: %d", have_ag);
 	set_self(0);
 	for (i = 1; i < 5; i++)
 		CHECK(pthread_create(&th[i], NULL, thread_main,
@@ -155,6 +176,9 @@ int main(int argc, char **argv)
 	if (have_loginuid)
 		CHECK(read_num("/proc/self/loginuid") == 4242,
 		      "loginuid %ld, want 4242", read_num("/proc/self/loginuid"));
+	if (have_ag)
+		CHECK(autogroup_nice() == 3, "autogroup nice %d, want 3",
+		      autogroup_nice());
 	case_log("sessionid after: %ld", read_num("/proc/self/sessionid"));
 	case_pass();
 }

@@ -1510,6 +1510,7 @@ type TaskCore struct {
 	Sessionid               uint32                 `protobuf:"varint,282,opt,name=sessionid,proto3" json:"sessionid,omitempty"`                                                            // audit session: not settable, compared at restore
 	MembarrierRegistrations uint32                 `protobuf:"varint,283,opt,name=membarrier_registrations,json=membarrierRegistrations,proto3" json:"membarrier_registrations,omitempty"` // MEMBARRIER_CMD_GET_REGISTRATIONS bits
 	MlockFuture             uint32                 `protobuf:"varint,284,opt,name=mlock_future,json=mlockFuture,proto3" json:"mlock_future,omitempty"`                                     // mlockall flags in force for new mappings: MCL_FUTURE (2) | MCL_ONFAULT (4)
+	AutogroupNice           *int32                 `protobuf:"varint,285,opt,name=autogroup_nice,json=autogroupNice,proto3,oneof" json:"autogroup_nice,omitempty"`                         // nice of the session's scheduling autogroup (/proc/PID/autogroup)
 	unknownFields           protoimpl.UnknownFields
 	sizeCache               protoimpl.SizeCache
 }
@@ -1703,6 +1704,13 @@ func (x *TaskCore) GetMembarrierRegistrations() uint32 {
 func (x *TaskCore) GetMlockFuture() uint32 {
 	if x != nil {
 		return x.MlockFuture
+	}
+	return 0
+}
+
+func (x *TaskCore) GetAutogroupNice() int32 {
+	if x != nil && x.AutogroupNice != nil {
+		return *x.AutogroupNice
 	}
 	return 0
 }
@@ -4142,7 +4150,7 @@ const file_image_proto_rawDesc = "" +
 	"rtPriority\x12\x19\n" +
 	"\butil_min\x18\x05 \x01(\rR\autilMin\x12\x19\n" +
 	"\butil_max\x18\x06 \x01(\rR\autilMax\x12\x16\n" +
-	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\x95\a\n" +
+	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\xd5\a\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -4172,9 +4180,11 @@ const file_image_proto_rawDesc = "" +
 	"\bloginuid\x18\x99\x02 \x01(\rH\x01R\bloginuid\x88\x01\x01\x12\x1d\n" +
 	"\tsessionid\x18\x9a\x02 \x01(\rR\tsessionid\x12:\n" +
 	"\x18membarrier_registrations\x18\x9b\x02 \x01(\rR\x17membarrierRegistrations\x12\"\n" +
-	"\fmlock_future\x18\x9c\x02 \x01(\rR\vmlockFutureB\x10\n" +
+	"\fmlock_future\x18\x9c\x02 \x01(\rR\vmlockFuture\x12+\n" +
+	"\x0eautogroup_nice\x18\x9d\x02 \x01(\x05H\x02R\rautogroupNice\x88\x01\x01B\x10\n" +
 	"\x0e_oom_score_adjB\v\n" +
-	"\t_loginuid\"\xd2\x02\n" +
+	"\t_loginuidB\x11\n" +
+	"\x0f_autogroup_nice\"\xd2\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
