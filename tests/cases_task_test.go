@@ -148,3 +148,8 @@ func TestCR_SigtrapLeaveRunning(t *testing.T) {
 func TestTree_ProcFds(t *testing.T) {
 	runTree(t, Case{Name: "t_procfds", Src: "t_procfds.c"})
 }
+
+// A thread under SCHED_DEADLINE: the dump is refused naming the policy.
+func TestNegative_SchedDeadline(t *testing.T) {
+	refuseDump(t, Case{Name: "SchedDeadline", Src: "a_sched_deadline.c"}, "SCHED_DEADLINE")
+}
