@@ -116,6 +116,11 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 	if tc.Sched, err = collectSched(th.Tid); err != nil {
 		return nil, err
 	}
+	// the audit loginuid is per thread (only with CONFIG_AUDIT)
+	if v, err := readProcInt(pid, fmt.Sprintf("task/%d/loginuid", th.Tid)); err == nil {
+		lu := uint32(v)
+		tc.Loginuid = &lu
+	}
 	if tc.Xsave, err = ptrace.GetXState(th.Tid); err != nil {
 		return nil, err
 	}

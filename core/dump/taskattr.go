@@ -84,13 +84,9 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 	}
 	oom := int32(v)
 	c.OomScoreAdj = &oom
-	// loginuid/sessionid exist only with CONFIG_AUDIT
-	if v, err := readProcInt(pid, "loginuid"); err == nil {
-		lu := uint32(v)
-		c.Loginuid = &lu
-		if s, err := readProcInt(pid, "sessionid"); err == nil {
-			c.Sessionid = uint32(s)
-		}
+	// sessionid exists only with CONFIG_AUDIT
+	if s, err := readProcInt(pid, "sessionid"); err == nil {
+		c.Sessionid = uint32(s)
 	}
 	if n, ok := readAutogroupNice(pid); ok {
 		c.AutogroupNice = &n

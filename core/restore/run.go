@@ -113,7 +113,7 @@ func (r *restorer) restoreTask() error {
 	if err := r.createThreads(); err != nil {
 		return fmt.Errorf("threads: %w", err)
 	}
-	if err := r.restoreLoginuid(); err != nil {
+	if err := r.restoreLoginuids(); err != nil {
 		return err
 	}
 	if err := r.restoreProcessState(); err != nil {

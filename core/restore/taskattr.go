@@ -136,23 +136,32 @@ func (r *restorer) restoreOomScoreAdj() error {
 	return nil
 }
 
-// restoreLoginuid sets the audit loginuid when the stub's (inherited)
-// differs: the kernel only lets a task write its own, so it is injected
-// (open/write/close of /proc/self/loginuid, before any chroot). The audit
-// session id cannot be chosen: the kernel gives a new one with every
-// loginuid write; a difference is reported as a warning.
-func (r *restorer) restoreLoginuid() error {
-	c := r.pr.core
-	if c.Loginuid == nil {
+// restoreLoginuids sets each thread's audit loginuid where the one it got
+// (inherited from ctr-cr) differs: the kernel only lets a task write its
+// own, so it is injected in the thread (open/write/close of
+// /proc/thread-self/loginuid, before any chroot). The audit session id
+// cannot be chosen: the kernel gives a new one with every loginuid write;
+// a difference is reported as a warning.
+func (r *restorer) restoreLoginuids() error {
+	for i, t := range r.threads {
+		if err := r.restoreLoginuid(i, t); err != nil {
+			return fmt.Errorf("tid %d: %w", t.tid, err)
+		}
+	}
+	r.checkSessionid()
+	return nil
+}
+
+func (r *restorer) restoreLoginuid(i int, t *thread) error {
+	want := t.core.Loginuid
+	if want == nil {
 		return nil
 	}
-	path := fmt.Sprintf("/proc/%d/loginuid", r.pid)
-	if cur, err := readInt(path); err == nil && cur == int64(*c.Loginuid) {
-		r.checkSessionid()
+	if cur, err := readInt(fmt.Sprintf("/proc/%d/task/%d/loginuid", r.pid, t.tid)); err == nil && cur == int64(*want) {
 		return nil
 	}
-	val := []byte(strconv.FormatUint(uint64(*c.Loginuid), 10))
-	pathAddr, err := r.put(0, cstr("/proc/self/loginuid"))
+	val := []byte(strconv.FormatUint(uint64(*want), 10))
+	pathAddr, err := r.put(0, cstr("/proc/thread-self/loginuid"))
 	if err != nil {
 		return err
 	}
@@ -160,18 +169,17 @@ func (r *restorer) restoreLoginuid() error {
 	if err != nil {
 		return err
 	}
-	fd, err := r.call(0, "open /proc/self/loginuid", unix.SYS_OPEN, pathAddr, unix.O_WRONLY|unix.O_CLOEXEC)
+	fd, err := r.call(i, "open /proc/thread-self/loginuid", unix.SYS_OPEN, pathAddr, unix.O_WRONLY|unix.O_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("loginuid %d: %w", *c.Loginuid, err)
+		return fmt.Errorf("loginuid %d: %w", *want, err)
 	}
-	_, werr := r.call(0, fmt.Sprintf("write loginuid %d", *c.Loginuid), unix.SYS_WRITE, fd, valAddr, uint64(len(val)))
-	if _, err := r.call(0, "close loginuid fd", unix.SYS_CLOSE, fd); err != nil {
+	_, werr := r.call(i, fmt.Sprintf("write loginuid %d", *want), unix.SYS_WRITE, fd, valAddr, uint64(len(val)))
+	if _, err := r.call(i, "close loginuid fd", unix.SYS_CLOSE, fd); err != nil {
 		return err
 	}
 	if werr != nil {
-		return fmt.Errorf("loginuid %d: %w", *c.Loginuid, werr)
+		return fmt.Errorf("loginuid %d: %w", *want, werr)
 	}
-	r.checkSessionid()
 	return nil
 }
 

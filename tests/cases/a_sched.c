@@ -7,7 +7,9 @@
  *   T3    SCHED_FIFO rt priority 10 | SCHED_RESET_ON_FORK, nice 4 underneath,
  *         ioprio none (class 0)
  *   T4    SCHED_RR rt priority 5, ioprio real-time level 2
- *   process: oom_score_adj 400, loginuid 4242 (when audit is built),
+ *   audit loginuid (when audit is built): 4242 set by main before the
+ *         threads exist (they inherit it), T4 sets its own to 4343
+ *   process: oom_score_adj 400,
  *            session autogroup nice 3 (when the case leads its session and
  *            autogroups are built)
  *
@@ -54,6 +56,17 @@ static const struct want wants[5] = {
 
 static pthread_barrier_t bar;
 static volatile int done;
+static int have_loginuid;
+
+/* thread_loginuid reads the calling thread's own loginuid. */
+static long thread_loginuid(void)
+{
+	char buf[64];
+
+	if (case_read_file("/proc/thread-self/loginuid", buf, sizeof(buf)) < 0)
+		return -1;
+	return strtol(buf, NULL, 10);
+}
 
 /* check_self compares the calling thread's state with w. */
 static void check_self(int i, const char *when)
@@ -80,6 +93,10 @@ static void check_self(int i, const char *when)
 	io = syscall(SYS_ioprio_get, 1, tid);
 	CHECK(io == w->ioprio, "%s: thread %d: ioprio %#lx, want %#x", when, i,
 	      io, w->ioprio);
+	if (have_loginuid)
+		CHECK(thread_loginuid() == (i == 4 ? 4343 : 4242),
+		      "%s: thread %d: loginuid %ld, want %d", when, i,
+		      thread_loginuid(), i == 4 ? 4343 : 4242);
 }
 
 static void set_self(int i)
@@ -97,7 +114,13 @@ static void set_self(int i)
 	CHECK(syscall(SYS_sched_setattr, tid, &a, 0) == 0,
 	      "thread %d: sched_setattr: %s", i, strerror(errno));
 	CHECK(syscall(SYS_ioprio_set, 1, tid, w->ioprio) == 0,
-		      "thread %d: ioprio_set: %s", i, strerror(errno));
+	      "thread %d: ioprio_set: %s", i, strerror(errno));
+	if (have_loginuid && i == 4) {
+		FILE *f = fopen("/proc/thread-self/loginuid", "w");
+
+		CHECK(f && fprintf(f, "4343") > 0 && fclose(f) == 0,
+		      "thread 4: loginuid: %s", strerror(errno));
+	}
 	check_self(i, "before");
 }
 
@@ -136,7 +159,7 @@ static long read_num(const char *path)
 int main(int argc, char **argv)
 {
 	pthread_t th[5];
-	int i, have_loginuid, have_ag;
+	int i, have_ag;
 	FILE *f;
 
 	case_init(argc, argv);

@@ -1231,7 +1231,8 @@ type ThreadCore struct {
 	// Scheduling class, nice, rt priority and I/O priority (per thread).
 	Sched *TaskSchedState `protobuf:"bytes,280,opt,name=sched,proto3" json:"sched,omitempty"`
 	// SECCOMP_MODE_STRICT: set last, by the final injected call.
-	SeccompStrict bool `protobuf:"varint,281,opt,name=seccomp_strict,json=seccompStrict,proto3" json:"seccomp_strict,omitempty"`
+	SeccompStrict bool    `protobuf:"varint,281,opt,name=seccomp_strict,json=seccompStrict,proto3" json:"seccomp_strict,omitempty"`
+	Loginuid      *uint32 `protobuf:"varint,282,opt,name=loginuid,proto3,oneof" json:"loginuid,omitempty"` // audit loginuid, per thread (4294967295: unset)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1387,6 +1388,13 @@ func (x *ThreadCore) GetSeccompStrict() bool {
 	return false
 }
 
+func (x *ThreadCore) GetLoginuid() uint32 {
+	if x != nil && x.Loginuid != nil {
+		return *x.Loginuid
+	}
+	return 0
+}
+
 // core-PID.img: one entry, the process and its threads (leader first).
 // TaskSchedState is a thread's sched_getattr(2) result (SCHED_DEADLINE is
 // refused at dump), its nice value (kept also under a real-time policy) and
@@ -1506,7 +1514,6 @@ type TaskCore struct {
 	SeccompMode             int32                  `protobuf:"varint,17,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
 	ThpDisable              int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
 	OomScoreAdj             *int32                 `protobuf:"varint,280,opt,name=oom_score_adj,json=oomScoreAdj,proto3,oneof" json:"oom_score_adj,omitempty"`
-	Loginuid                *uint32                `protobuf:"varint,281,opt,name=loginuid,proto3,oneof" json:"loginuid,omitempty"`                                                        // /proc/PID/loginuid (4294967295: unset)
 	Sessionid               uint32                 `protobuf:"varint,282,opt,name=sessionid,proto3" json:"sessionid,omitempty"`                                                            // audit session: not settable, compared at restore
 	MembarrierRegistrations uint32                 `protobuf:"varint,283,opt,name=membarrier_registrations,json=membarrierRegistrations,proto3" json:"membarrier_registrations,omitempty"` // MEMBARRIER_CMD_GET_REGISTRATIONS bits
 	MlockFuture             uint32                 `protobuf:"varint,284,opt,name=mlock_future,json=mlockFuture,proto3" json:"mlock_future,omitempty"`                                     // mlockall flags in force for new mappings: MCL_FUTURE (2) | MCL_ONFAULT (4)
@@ -1676,13 +1683,6 @@ func (x *TaskCore) GetThpDisable() int32 {
 func (x *TaskCore) GetOomScoreAdj() int32 {
 	if x != nil && x.OomScoreAdj != nil {
 		return *x.OomScoreAdj
-	}
-	return 0
-}
-
-func (x *TaskCore) GetLoginuid() uint32 {
-	if x != nil && x.Loginuid != nil {
-		return *x.Loginuid
 	}
 	return 0
 }
@@ -4119,7 +4119,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04Rseq\x12\x10\n" +
 	"\x03ptr\x18\x01 \x01(\x04R\x03ptr\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\rR\x03len\x12\x10\n" +
-	"\x03sig\x18\x03 \x01(\rR\x03sig\"\xf1\x04\n" +
+	"\x03sig\x18\x03 \x01(\rR\x03sig\"\xa0\x05\n" +
 	"\n" +
 	"ThreadCore\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12\x15\n" +
@@ -4141,7 +4141,9 @@ const file_image_proto_rawDesc = "" +
 	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
 	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\x125\n" +
 	"\x05sched\x18\x98\x02 \x01(\v2\x1e.ctrcr.image.v1.TaskSchedStateR\x05sched\x12&\n" +
-	"\x0eseccomp_strict\x18\x99\x02 \x01(\bR\rseccompStrict\"\xc1\x01\n" +
+	"\x0eseccomp_strict\x18\x99\x02 \x01(\bR\rseccompStrict\x12 \n" +
+	"\bloginuid\x18\x9a\x02 \x01(\rH\x00R\bloginuid\x88\x01\x01B\v\n" +
+	"\t_loginuid\"\xc1\x01\n" +
 	"\x0eTaskSchedState\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\rR\x06policy\x12\x14\n" +
 	"\x05flags\x18\x02 \x01(\x04R\x05flags\x12\x12\n" +
@@ -4150,7 +4152,7 @@ const file_image_proto_rawDesc = "" +
 	"rtPriority\x12\x19\n" +
 	"\butil_min\x18\x05 \x01(\rR\autilMin\x12\x19\n" +
 	"\butil_max\x18\x06 \x01(\rR\autilMax\x12\x16\n" +
-	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\xd5\a\n" +
+	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\xae\a\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -4176,15 +4178,13 @@ const file_image_proto_rawDesc = "" +
 	"\fseccomp_mode\x18\x11 \x01(\x05R\vseccompMode\x12\x1f\n" +
 	"\vthp_disable\x18\x12 \x01(\x05R\n" +
 	"thpDisable\x12(\n" +
-	"\room_score_adj\x18\x98\x02 \x01(\x05H\x00R\voomScoreAdj\x88\x01\x01\x12 \n" +
-	"\bloginuid\x18\x99\x02 \x01(\rH\x01R\bloginuid\x88\x01\x01\x12\x1d\n" +
+	"\room_score_adj\x18\x98\x02 \x01(\x05H\x00R\voomScoreAdj\x88\x01\x01\x12\x1d\n" +
 	"\tsessionid\x18\x9a\x02 \x01(\rR\tsessionid\x12:\n" +
 	"\x18membarrier_registrations\x18\x9b\x02 \x01(\rR\x17membarrierRegistrations\x12\"\n" +
 	"\fmlock_future\x18\x9c\x02 \x01(\rR\vmlockFuture\x12+\n" +
-	"\x0eautogroup_nice\x18\x9d\x02 \x01(\x05H\x02R\rautogroupNice\x88\x01\x01B\x10\n" +
-	"\x0e_oom_score_adjB\v\n" +
-	"\t_loginuidB\x11\n" +
-	"\x0f_autogroup_nice\"\xd2\x02\n" +
+	"\x0eautogroup_nice\x18\x9d\x02 \x01(\x05H\x01R\rautogroupNice\x88\x01\x01B\x10\n" +
+	"\x0e_oom_score_adjB\x11\n" +
+	"\x0f_autogroup_niceJ\x06\b\x99\x02\x10\x9a\x02\"\xd2\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4561,6 +4561,7 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
+	file_image_proto_msgTypes[12].OneofWrappers = []any{}
 	file_image_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
