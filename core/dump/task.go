@@ -177,9 +177,14 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 		if err != nil {
 			return nil, err
 		}
-		// the kernel numbers filters newest first; store in install order
-		for k := len(filters) - 1; k >= 0; k-- {
-			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k]})
+		// the kernel numbers filters from the first installed (index 0,
+		// the outermost) on: store them in that, their install, order
+		for k := range filters {
+			fl, err := ptrace.SeccompFilterFlags(th.Tid, k)
+			if err != nil {
+				return nil, err
+			}
+			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k], Flags: fl})
 		}
 	} else if st.Seccomp == 1 {
 		tc.SeccompStrict = true

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
 
 const (
@@ -70,7 +71,10 @@ func (r *restorer) installSeccomp(i int, fs []*imagepb.SeccompFilter) error {
 		if err != nil {
 			return err
 		}
-		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, 0, addr); err != nil {
+		if f.Flags&^ptrace.SeccompFilterFlagLog != 0 {
+			return fmt.Errorf("seccomp filter flags %#x: not supported", f.Flags)
+		}
+		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, f.Flags, addr); err != nil {
 			return err
 		}
 	}
