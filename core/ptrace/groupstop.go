@@ -1,10 +1,12 @@
 package ptrace
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +47,14 @@ func DetachIntoStop(pid int, tids []int, masks []uint64, sig int) error {
 	if first < 0 {
 		return fmt.Errorf("pid %d: every thread blocks stop signal %d: cannot re-enter the group stop", pid, sig)
 	}
+	if inEventStop(tids[first]) {
+		// a PTRACE_EVENT_STOP (a thread never injected into) drops the
+		// signal given at detach: queue it to the thread instead
+		if err := unix.Tgkill(pid, tids[first], unix.Signal(sig)); err != nil {
+			return fmt.Errorf("pid %d: tgkill %d: %w", pid, sig, err)
+		}
+		sig = 0
+	}
 	if err := Detach(tids[first], sig); err != nil {
 		return err
 	}
@@ -81,4 +91,14 @@ func waitThreadStopped(pid, tid int) error {
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
+}
+
+// inEventStop reports whether tid sits in a PTRACE_EVENT_STOP (its stop
+// siginfo's code carries the event in its high byte).
+func inEventStop(tid int) bool {
+	si := make([]byte, SiginfoSize)
+	if err := Raw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
+		return false
+	}
+	return int32(binary.LittleEndian.Uint32(si[8:]))>>8 == EventStop
 }
