@@ -426,6 +426,9 @@ func (d *dumper) collectCore(t *task) error {
 	if err := dropOwnSigcont(t); err != nil {
 		return err
 	}
+	if err := d.dropOwnSigchld(t); err != nil {
+		return err
+	}
 	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
 		return err

@@ -267,3 +267,44 @@ func readAutogroupNice(pid int) (int32, bool) {
 	}
 	return int32(n), true
 }
+
+// dropOwnSigchld takes out of parent t's queue the SIGCHLD (CLD_CONTINUED)
+// that the dumper's SIGCONT to a stopped child made the kernel queue (see
+// endGroupStop): the one queued SIGCHLD, when its siginfo is that report.
+func (d *dumper) dropOwnSigchld(t *task) error {
+	child := 0
+	for _, c := range d.tasks {
+		if c.ppid == t.pid && c.chldQueued {
+			child = c.pid
+			break
+		}
+	}
+	if child == 0 {
+		return nil
+	}
+	q, err := ptrace.PeekSiginfo(t.pid, true)
+	if err != nil {
+		return err
+	}
+	ours := false
+	for _, si := range q {
+		// siginfo: signo at 0, code at 8, pid at 16
+		if len(si) >= 20 && binary.LittleEndian.Uint32(si) == uint32(unix.SIGCHLD) &&
+			int32(binary.LittleEndian.Uint32(si[8:])) == cldContinued {
+			ours = true
+		}
+	}
+	if !ours {
+		return nil
+	}
+	r := t.remote
+	set := make([]byte, 24) // sigset at scratch, timespec{0, 0} at +8
+	binary.LittleEndian.PutUint64(set, sigchldBit)
+	if err := r.Mem.WriteAt(set, r.Scratch); err != nil {
+		return err
+	}
+	_, err = r.Call(0, "rt_sigtimedwait(SIGCHLD)", unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+	return err
+}
+
+const cldContinued = 6 // CLD_CONTINUED

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -32,25 +33,63 @@ type task struct {
 	// (its threads block every signal while seized) where none was
 	// pending before; collectCore takes it out of the queue again.
 	contQueued bool
+	// chldQueued: that SIGCONT made the kernel queue a SIGCHLD
+	// (CLD_CONTINUED) in the parent, which had none pending.
+	chldQueued bool
 }
 
 // endGroupStop ends the group stop of seized task t: it would re-enter it
 // at every resume, so no syscall could be injected. The SIGCONT is
 // discarded at once by the kernel when not blocked and not handled;
 // otherwise it is queued, which t.contQueued records.
+//
+// The kernel also tells the parent (CLD_CONTINUED), from the child the next
+// time it goes through its signal checks: that is made to happen at once
+// (ptrace.FlushNotifications), so the parent's queue holds the SIGCHLD
+// before anything of the parent is read. A traced parent gets it queued
+// even when it would ignore it. When the parent is in the tree and had no
+// SIGCHLD pending before, t.chldQueued records it, and the parent's
+// collectCore takes it out again.
 func endGroupStop(t *task) error {
 	before, err := procfs.ReadStatus(t.pid)
 	if err != nil {
 		return err
 	}
+	var parentBefore *procfs.Status
+	if t.ppid != 0 {
+		if parentBefore, err = procfs.ReadStatus(t.ppid); err != nil {
+			return err
+		}
+	}
 	if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
 		return fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
 	}
-	t.contQueued = before.ShdPnd&sigcontBit == 0
+	ours := before.ShdPnd&sigcontBit == 0
+	var taken [][]byte
+	t.tr.Do(func() { taken, err = ptrace.FlushNotifications(t.p.Threads[0].Tid) })
+	for _, si := range taken {
+		if ours && binary.LittleEndian.Uint32(si) == uint32(unix.SIGCONT) {
+			ours = false // our own SIGCONT, taken for delivery: gone
+			continue
+		}
+		t.p.Threads[0].Stolen = append(t.p.Threads[0].Stolen, si)
+	}
+	if err != nil {
+		return fmt.Errorf("pid %d: %w", t.pid, err)
+	}
+	t.contQueued = ours
+	if parentBefore != nil && parentBefore.ShdPnd&sigchldBit == 0 {
+		if after, err := procfs.ReadStatus(t.ppid); err == nil && after.ShdPnd&sigchldBit != 0 {
+			t.chldQueued = true
+		}
+	}
 	return nil
 }
 
-const sigcontBit = 1 << (unix.SIGCONT - 1)
+const (
+	sigcontBit = 1 << (unix.SIGCONT - 1)
+	sigchldBit = 1 << (unix.SIGCHLD - 1)
+)
 
 // seizeTree seizes root and all its descendants, parents before children:
 // a parent is stopped before its children are listed, so none can be forked

@@ -102,3 +102,44 @@ func inEventStop(tid int) bool {
 	}
 	return int32(binary.LittleEndian.Uint32(si[8:]))>>8 == EventStop
 }
+
+// FlushNotifications makes the stopped tracee tid go once through its
+// signal checks without returning to user space: pending job-control
+// notifications to its parent (the CLD_CONTINUED a SIGCONT leaves) are
+// sent now, and the thread is back in a PTRACE_EVENT_STOP with its
+// registers untouched. (A trap requested while it is stopped is taken in
+// the same pass, before any return to user space.) Signals dequeued for
+// delivery on the way are suppressed and returned (siginfos), for the
+// caller to keep or drop.
+func FlushNotifications(tid int) ([][]byte, error) {
+	if err := Raw(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+		return nil, fmt.Errorf("interrupt tid %d: %w", tid, err)
+	}
+	if err := Cont(tid, 0); err != nil {
+		return nil, err
+	}
+	var taken [][]byte
+	for {
+		ws, err := Wait(tid)
+		if err != nil {
+			return taken, err
+		}
+		if ws.Exited() || ws.Signaled() {
+			return taken, fmt.Errorf("tid %d: %s: %w", tid, Describe(ws), unix.ESRCH)
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if int(ws)>>16 == EventStop {
+			return taken, nil
+		}
+		si := make([]byte, SiginfoSize)
+		if err := Raw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
+			return taken, fmt.Errorf("getsiginfo tid %d: %w", tid, err)
+		}
+		taken = append(taken, si)
+		if err := Cont(tid, 0); err != nil {
+			return taken, err
+		}
+	}
+}

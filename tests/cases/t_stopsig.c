@@ -10,8 +10,9 @@
  *
  * After go, R checks for each S: state T, waitid(WSTOPPED|WNOWAIT) reports
  * CLD_STOPPED with the same signal, nothing pending in S (a stop signal
- * put back into a queue would stop S again after SIGCONT); then SIGCONT,
- * and every S exits 0 when told.
+ * put back into a queue would stop S again after SIGCONT); R's SIGCHLD
+ * handler got no CLD_CONTINUED (none of its children was continued); then
+ * SIGCONT, and every S exits 0 when told.
  */
 #include "t_tree.h"
 
@@ -23,6 +24,15 @@ struct shared {
 };
 
 static struct shared *sh;
+static volatile int continued; /* CLD_CONTINUED reports R's handler got */
+
+static void on_chld(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if (si->si_code == CLD_CONTINUED)
+		continued++;
+}
 
 static void *s1_thread(void *arg)
 {
@@ -104,6 +114,14 @@ int main(int argc, char **argv)
 	int i;
 
 	case_init(argc, argv);
+	{
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = on_chld;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		CHECK(sigaction(SIGCHLD, &sa, NULL) == 0, "sigaction");
+	}
 	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 		  -1, 0);
 	CHECK(sh != MAP_FAILED, "mmap");
@@ -120,11 +138,16 @@ int main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		pids[i + 1] = s[i];
 	tt_write_tree(pids, 4);
+
+	CHECK(continued == 0, "CLD_CONTINUED before ready: %d", continued);
 	case_ready();
 
 	case_wait_go();
 	for (i = 0; i < 3; i++)
 		check_stopped(s[i], sigs[i], "after restore");
+	CHECK(continued == 0,
+	      "R got %d CLD_CONTINUED report(s) though no child was continued",
+	      continued);
 	sh->quit = 1;
 	for (i = 0; i < 3; i++)
 		CHECK(kill(s[i], SIGCONT) == 0, "SIGCONT: %s", strerror(errno));
