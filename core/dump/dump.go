@@ -218,7 +218,10 @@ func (d *dumper) release() error {
 		}
 		d.netLock = ""
 	}
-	for _, t := range d.tasks {
+	// children first: a stopped child is back in its group stop before its
+	// parent, still seized, is settled (settleStoppedChildren)
+	for i := len(d.tasks) - 1; i >= 0; i-- {
+		t := d.tasks[i]
 		if t.p == nil {
 			continue
 		}
@@ -232,6 +235,11 @@ func (d *dumper) release() error {
 				}
 				t.remote = nil
 			}
+		})
+		if err := d.settleStoppedChildren(t); err != nil {
+			errs = append(errs, fmt.Errorf("pid %d: %w", t.pid, err))
+		}
+		t.tr.Do(func() {
 			if err := t.p.Release(); err != nil {
 				errs = append(errs, err)
 			}
@@ -545,6 +553,7 @@ func (d *dumper) planImage() *imagePlan {
 		}
 		if t.p.Threads[0].Stopped {
 			pe.Stopped, pe.StopSignal = true, int32(t.p.Threads[0].StopSig)
+			pe.StopReportTaken = t.stopReportTaken
 		}
 		pe.FilesId, pe.FsId = fileIDs[t.pid], fsIDs[t.pid]
 		tree = append(tree, pe)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -308,3 +309,139 @@ func (d *dumper) dropOwnSigchld(t *task) error {
 }
 
 const cldContinued = 6 // CLD_CONTINUED
+
+// stopReportPending asks parent, by an injected waitid(P_PID, child,
+// WSTOPPED|WNOHANG|WNOWAIT), whether the child's stop report is still to
+// be collected (the parent's own wait state; WNOWAIT leaves it as it is).
+// The parent gets a short-lived injection set-up of its own.
+func stopReportPending(parent, child *task, childStatus *procfs.Status) (bool, error) {
+	nsPid := child.pid
+	if n := len(childStatus.NSpid); n > 0 {
+		nsPid = childStatus.NSpid[n-1]
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", parent.pid))
+	if err != nil {
+		return false, err
+	}
+	gadget, ok := ptrace.FirstExec(string(maps))
+	if !ok {
+		return false, errors.New("no executable mapping for syscall injection")
+	}
+	var pending bool
+	parent.tr.Do(func() {
+		var r *ptrace.Remote
+		if r, err = ptrace.NewRemote(parent.p, gadget); err != nil {
+			return
+		}
+		defer func() {
+			if cerr := r.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		if err = r.Mem.WriteAt(make([]byte, 128), r.Scratch); err != nil {
+			return
+		}
+		if _, err = r.Call(0, "waitid(WSTOPPED|WNOHANG|WNOWAIT)", unix.SYS_WAITID, unix.P_PID, uint64(nsPid), r.Scratch, unix.WSTOPPED|unix.WNOHANG|unix.WNOWAIT, 0); err != nil {
+			return
+		}
+		si := make([]byte, 20)
+		if err = r.Mem.ReadAt(si, r.Scratch); err != nil {
+			return
+		}
+		pending = binary.LittleEndian.Uint32(si[16:]) != 0 // si_pid
+	})
+	return pending, err
+}
+
+// settleStoppedChildren runs on a released tree for seized parent t once
+// its stopped children are back in their group stops: the stops told t
+// again (a stop report, a SIGCHLD). With a short-lived injection set-up it
+// waits for each report, collects it again when t had collected it before
+// the dump, and takes the SIGCHLD out of t's queue when t had none
+// pending before.
+func (d *dumper) settleStoppedChildren(t *task) error {
+	var kids []*task
+	for _, c := range d.tasks {
+		if c.ppid == t.pid && c.p != nil && c != t && c.groupStopped {
+			kids = append(kids, c)
+		}
+	}
+	if len(kids) == 0 || t.p == nil {
+		return nil
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
+	if err != nil {
+		return err
+	}
+	gadget, ok := ptrace.FirstExec(string(maps))
+	if !ok {
+		return errors.New("no executable mapping for syscall injection")
+	}
+	t.tr.Do(func() {
+		var r *ptrace.Remote
+		if r, err = ptrace.NewRemote(t.p, gadget); err != nil {
+			return
+		}
+		defer func() {
+			if cerr := r.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		for _, c := range kids {
+			if err = settleChild(r, c); err != nil {
+				return
+			}
+		}
+		if !t.sigchldWasPending {
+			set := make([]byte, 24) // sigset, then timespec{0, 0}
+			binary.LittleEndian.PutUint64(set, sigchldBit)
+			if err = r.Mem.WriteAt(set, r.Scratch); err != nil {
+				return
+			}
+			// EAGAIN when no SIGCHLD came (SA_NOCLDSTOP, ignored)
+			r.RawCall(0, unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+		}
+	})
+	return err
+}
+
+// settleChild waits (injected waitid WNOWAIT in the parent) for child c's
+// stop report and collects it when the parent had collected it.
+func settleChild(r *ptrace.Remote, c *task) error {
+	nsPid := c.pid
+	if c.status != nil && len(c.status.NSpid) > 0 {
+		nsPid = c.status.NSpid[len(c.status.NSpid)-1]
+	}
+	waitid := func(opts uint64) (bool, error) {
+		if err := r.Mem.WriteAt(make([]byte, 128), r.Scratch); err != nil {
+			return false, err
+		}
+		if _, err := r.Call(0, "waitid(stopped child)", unix.SYS_WAITID, unix.P_PID, uint64(nsPid), r.Scratch, opts, 0); err != nil {
+			return false, err
+		}
+		si := make([]byte, 20)
+		if err := r.Mem.ReadAt(si, r.Scratch); err != nil {
+			return false, err
+		}
+		return binary.LittleEndian.Uint32(si[16:]) != 0, nil
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got, err := waitid(unix.WSTOPPED | unix.WNOHANG | unix.WNOWAIT)
+		if err != nil {
+			return err
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("child %d: no stop report after 2 s", c.pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.stopReportTaken {
+		_, err := waitid(unix.WSTOPPED | unix.WNOHANG)
+		return err
+	}
+	return nil
+}

@@ -36,6 +36,23 @@ type task struct {
 	// chldQueued: that SIGCONT made the kernel queue a SIGCHLD
 	// (CLD_CONTINUED) in the parent, which had none pending.
 	chldQueued bool
+	// stopReportTaken: stopped, and its parent (in the tree) already
+	// collected the stop report with wait.
+	stopReportTaken bool
+	// sigchldWasPending: the task had a SIGCHLD pending before the dump
+	// made any child send one (set with sigchldChecked).
+	sigchldChecked, sigchldWasPending bool
+	groupStopped                      bool // was in a group stop when seized
+}
+
+// parentOf finds t's parent among tasks.
+func parentOf(tasks []*task, t *task) *task {
+	for _, p := range tasks {
+		if p.pid == t.ppid && p != t {
+			return p
+		}
+	}
+	return nil
 }
 
 // endGroupStop ends the group stop of seized task t: it would re-enter it
@@ -50,10 +67,21 @@ type task struct {
 // even when it would ignore it. When the parent is in the tree and had no
 // SIGCHLD pending before, t.chldQueued records it, and the parent's
 // collectCore takes it out again.
-func endGroupStop(t *task) error {
+//
+// Before all that, the parent (when in the tree, seized) is asked whether
+// it still has the stop report to collect (t.stopReportTaken when not).
+func endGroupStop(t *task, parent *task) error {
+	t.groupStopped = true
 	before, err := procfs.ReadStatus(t.pid)
 	if err != nil {
 		return err
+	}
+	if parent != nil && parent.p != nil {
+		pending, err := stopReportPending(parent, t, before)
+		if err != nil {
+			return fmt.Errorf("pid %d: stop report of child %d: %w", parent.pid, t.pid, err)
+		}
+		t.stopReportTaken = !pending
 	}
 	var parentBefore *procfs.Status
 	if t.ppid != 0 {
@@ -78,6 +106,10 @@ func endGroupStop(t *task) error {
 		return fmt.Errorf("pid %d: %w", t.pid, err)
 	}
 	t.contQueued = ours
+	if parent != nil && parentBefore != nil && !parent.sigchldChecked {
+		parent.sigchldChecked = true
+		parent.sigchldWasPending = parentBefore.ShdPnd&sigchldBit != 0
+	}
 	if parentBefore != nil && parentBefore.ShdPnd&sigchldBit == 0 {
 		if after, err := procfs.ReadStatus(t.ppid); err == nil && after.ShdPnd&sigchldBit != 0 {
 			t.chldQueued = true
@@ -149,7 +181,7 @@ func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 			// threads are held in their ptrace traps (a default SIGCONT
 			// is discarded, nothing is queued); it is stopped again when
 			// released, and restored stopped.
-			if err := endGroupStop(t); err != nil {
+			if err := endGroupStop(t, parentOf(tasks, t)); err != nil {
 				release()
 				return nil, err
 			}
@@ -313,7 +345,7 @@ func seizeTreeFrozen(root int, tracers []*ptrace.Tracer, thaw func() error) ([]*
 		}
 		if t.p.Threads[0].Stopped {
 			// see seizeTree: end the group stop while held in ptrace traps
-			if err := endGroupStop(t); err != nil {
+			if err := endGroupStop(t, parentOf(tasks, t)); err != nil {
 				releaseAll(tasks)
 				return nil, err
 			}

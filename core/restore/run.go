@@ -54,6 +54,7 @@ type restorer struct {
 	seccompShared int                // leading filters the leader installed before cloning the filtered threads
 	deferredFds   []*imagepb.FdEntry // /proc files installed once every task and thread exists
 	exited        bool               // a zombie made to exit, or otherwise gone
+	detached      bool               // a stopped task already put back in its group stop
 	tree          *tree
 	// pgidPending: the group to join is led by a task created later.
 	pgidPending bool
@@ -338,6 +339,9 @@ func (r *restorer) finishTask(closePidfd bool) error {
 			return err
 		}
 	}
+	if err := r.settleStoppedChildren(); err != nil {
+		return err
+	}
 	if r.needsQuietFinish() {
 		if err := r.restoreSigtrap(); err != nil {
 			return fmt.Errorf("SIGTRAP state: %w", err)
@@ -363,12 +367,18 @@ func (r *restorer) finishTask(closePidfd bool) error {
 	if err := r.restoreAutogroupNice(); err != nil {
 		return err
 	}
-	return r.restoreSched()
+	if err := r.restoreSched(); err != nil {
+		return err
+	}
+	return r.stopEarly()
 }
 
 // detach lets every thread run; a task dumped in a group stop goes back
 // into it, by the signal that stopped it (what the parent's wait reports).
 func (r *restorer) detach() error {
+	if r.detached {
+		return nil
+	}
 	if r.pr.pst.Stopped {
 		sig := int(r.pr.pst.StopSignal)
 		if sig == 0 {

@@ -2,17 +2,19 @@
  * t_stopsig: children stopped by SIGTSTP, SIGTTIN and SIGTTOU come back
  * stopped by the same signal.
  *
- *   R   case root (reads no stop report before the dump)
+ *   R   case root; collects S2's stop report before the dump (waitpid
+ *       WUNTRACED), not S1's nor S3's
  *   |-- S1  own process group, two threads; its main thread blocks
  *   |       SIGTSTP, the other does not; stopped by SIGTSTP
  *   |-- S2  own process group, stopped by SIGTTIN
  *   `-- S3  own process group, stopped by SIGTTOU
  *
- * After go, R checks for each S: state T, waitid(WSTOPPED|WNOWAIT) reports
- * CLD_STOPPED with the same signal, nothing pending in S (a stop signal
- * put back into a queue would stop S again after SIGCONT); R's SIGCHLD
- * handler got no CLD_CONTINUED (none of its children was continued); then
- * SIGCONT, and every S exits 0 when told.
+ * After go, R checks for each S: state T, nothing pending in S (a stop
+ * signal put back into a queue would stop S again after SIGCONT);
+ * waitid(WSTOPPED|WNOHANG|WNOWAIT) reports CLD_STOPPED with the same signal
+ * for S1 and S3 and nothing for S2 (collected already); R's SIGCHLD handler
+ * got no report at all across the restores (no child stopped or continued
+ * in between); then SIGCONT, and every S exits 0 when told.
  */
 #include "t_tree.h"
 
@@ -25,6 +27,7 @@ struct shared {
 
 static struct shared *sh;
 static volatile int continued; /* CLD_CONTINUED reports R's handler got */
+static volatile int stopped;   /* CLD_STOPPED reports */
 
 static void on_chld(int sig, siginfo_t *si, void *uc)
 {
@@ -32,6 +35,8 @@ static void on_chld(int sig, siginfo_t *si, void *uc)
 	(void)uc;
 	if (si->si_code == CLD_CONTINUED)
 		continued++;
+	if (si->si_code == CLD_STOPPED)
+		stopped++;
 }
 
 static void *s1_thread(void *arg)
@@ -84,25 +89,40 @@ static unsigned long long pending(pid_t pid)
 	return v;
 }
 
-static void check_stopped(pid_t s, int sig, const char *when)
+/* report returns the stop signal of s's pending stop report (WNOWAIT: the
+ * report stays), or 0 when there is none. */
+static int report(pid_t s, const char *when)
 {
-	long long end = case_now() + 2000000000LL;
 	siginfo_t si;
 
+	memset(&si, 0, sizeof(si));
+	CHECK(waitid(P_PID, s, &si, WSTOPPED | WNOHANG | WNOWAIT) == 0,
+	      "%s: waitid %d: %s", when, (int)s, strerror(errno));
+	if (si.si_pid != s)
+		return 0;
+	CHECK(si.si_code == CLD_STOPPED, "%s: pid %d: waitid code %d", when,
+	      (int)s, si.si_code);
+	return si.si_status;
+}
+
+static void check_stopped(pid_t s, int sig, int reported, const char *when)
+{
+	long long end = case_now() + 2000000000LL;
+	int got;
+
 	tt_wait_state(s, 'T', when);
-	for (;;) {
-		memset(&si, 0, sizeof(si));
-		CHECK(waitid(P_PID, s, &si, WSTOPPED | WNOHANG | WNOWAIT) == 0,
-		      "%s: waitid %d: %s", when, (int)s, strerror(errno));
-		if (si.si_pid == s)
-			break;
+	while (reported && !report(s, when)) {
 		CHECK(case_now() < end, "%s: no stop report for %d", when,
 		      (int)s);
 		case_sleep_ms(2);
 	}
-	CHECK(si.si_code == CLD_STOPPED && si.si_status == sig,
-	      "%s: pid %d: waitid code %d status %d, want CLD_STOPPED by %d (%s)",
-	      when, (int)s, si.si_code, si.si_status, sig, strsignal(sig));
+	got = report(s, when);
+	if (reported)
+		CHECK(got == sig, "%s: pid %d: reported stopped by %d, want %d (%s)",
+		      when, (int)s, got, sig, strsignal(sig));
+	else
+		CHECK(got == 0, "%s: pid %d: a stop report (signal %d) though R collected it before the dump",
+		      when, (int)s, got);
 	CHECK(pending(s) == 0, "%s: pid %d has pending signals %#llx", when,
 	      (int)s, pending(s));
 }
@@ -111,7 +131,7 @@ int main(int argc, char **argv)
 {
 	static const int sigs[3] = { SIGTSTP, SIGTTIN, SIGTTOU };
 	pid_t s[3], pids[4];
-	int i;
+	int i, stopped0;
 
 	case_init(argc, argv);
 	{
@@ -132,8 +152,20 @@ int main(int argc, char **argv)
 	case_sleep_ms(50); /* S1's thread exists */
 	for (i = 0; i < 3; i++) {
 		CHECK(kill(s[i], sigs[i]) == 0, "kill: %s", strerror(errno));
-		check_stopped(s[i], sigs[i], "before ready");
+		check_stopped(s[i], sigs[i], 1, "before ready");
 	}
+	{
+		int st;
+
+		CHECK(waitpid(s[1], &st, WUNTRACED) == s[1] && WIFSTOPPED(st) &&
+			      WSTOPSIG(st) == SIGTTIN,
+		      "waitpid S2: %#x", st);
+		check_stopped(s[1], sigs[1], 0, "S2 collected");
+	}
+	while (stopped < 3)
+		case_sleep_ms(2);
+	case_sleep_ms(20);
+	stopped0 = stopped;
 	pids[0] = getpid();
 	for (i = 0; i < 3; i++)
 		pids[i + 1] = s[i];
@@ -144,7 +176,10 @@ int main(int argc, char **argv)
 
 	case_wait_go();
 	for (i = 0; i < 3; i++)
-		check_stopped(s[i], sigs[i], "after restore");
+		check_stopped(s[i], sigs[i], i != 1, "after restore");
+	CHECK(stopped == stopped0,
+	      "R got %d CLD_STOPPED report(s) across the restores",
+	      stopped - stopped0);
 	CHECK(continued == 0,
 	      "R got %d CLD_CONTINUED report(s) though no child was continued",
 	      continued);

@@ -432,6 +432,9 @@ type PstreeEntry struct {
 	ExitStatus int32 `protobuf:"varint,8,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"` // wait(2) status word of a zombie
 	Stopped    bool  `protobuf:"varint,9,opt,name=stopped,proto3" json:"stopped,omitempty"`                         // in a group stop (SIGSTOP/SIGTSTP...)
 	StopSignal int32 `protobuf:"varint,10,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// stopped, its parent in the image, and the parent's wait already took
+	// the stop report (waitpid WUNTRACED): it must not report it again
+	StopReportTaken bool `protobuf:"varint,280,opt,name=stop_report_taken,json=stopReportTaken,proto3" json:"stop_report_taken,omitempty"`
 	// Kernel objects shared with other tasks of the tree (equal ids mean one
 	// object, found with kcmp): fd table (CLONE_FILES), fs info (CLONE_FS).
 	FilesId       uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
@@ -540,6 +543,13 @@ func (x *PstreeEntry) GetStopSignal() int32 {
 		return x.StopSignal
 	}
 	return 0
+}
+
+func (x *PstreeEntry) GetStopReportTaken() bool {
+	if x != nil {
+		return x.StopReportTaken
+	}
+	return false
 }
 
 func (x *PstreeEntry) GetFilesId() uint32 {
@@ -4046,7 +4056,7 @@ const file_image_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x1e\n" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
-	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xae\x02\n" +
+	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xdb\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -4060,7 +4070,8 @@ const file_image_proto_rawDesc = "" +
 	"\astopped\x18\t \x01(\bR\astopped\x12\x1f\n" +
 	"\vstop_signal\x18\n" +
 	" \x01(\x05R\n" +
-	"stopSignal\x12\x19\n" +
+	"stopSignal\x12+\n" +
+	"\x11stop_report_taken\x18\x98\x02 \x01(\bR\x0fstopReportTaken\x12\x19\n" +
 	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
 	"\x05fs_id\x18\f \x01(\rR\x04fsId\"}\n" +
 	"\tSigAction\x12\x10\n" +
