@@ -248,7 +248,10 @@ func (d *dumper) release() error {
 		}
 		d.netLock = ""
 	}
-	for _, t := range d.tasks {
+	// children first: a stopped child is back in its group stop before its
+	// parent, still seized, is settled (settleStoppedChildren)
+	for i := len(d.tasks) - 1; i >= 0; i-- {
+		t := d.tasks[i]
 		if t.p == nil {
 			continue
 		}
@@ -262,6 +265,11 @@ func (d *dumper) release() error {
 				}
 				t.remote = nil
 			}
+		})
+		if err := d.settleStoppedChildren(t); err != nil {
+			errs = append(errs, fmt.Errorf("pid %d: %w", t.pid, err))
+		}
+		t.tr.Do(func() {
 			if err := t.p.Release(); err != nil {
 				errs = append(errs, err)
 			}
@@ -462,10 +470,16 @@ func (d *dumper) collectCore(t *task) error {
 		return errors.New("no executable mapping for syscall injection")
 	}
 	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
-		return fmt.Errorf("prepare injection: %w", err)
+		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
 	pid := t.pid
 	st := t.status
+	if err := dropOwnSigcont(t); err != nil {
+		return err
+	}
+	if err := d.dropOwnSigchld(t); err != nil {
+		return err
+	}
 	c := &imagepb.TaskCore{Pid: int32(pid), Comm: st.Name, Umask: st.Umask, ExitSignal: int32(t.stat.ExitSignal), SeccompMode: int32(st.Seccomp)}
 	if c.Personality, err = procfs.Personality(pid); err != nil {
 		return err
@@ -508,6 +522,9 @@ func (d *dumper) collectCore(t *task) error {
 		return err
 	}
 	if err := collectTimers(r, pid, c); err != nil {
+		return err
+	}
+	if err := collectProcAttrs(r, pid, c); err != nil {
 		return err
 	}
 	for i, th := range t.p.Threads {
@@ -583,7 +600,8 @@ func (d *dumper) planImage() *imagePlan {
 			pe.Threads = append(pe.Threads, int32(th.Tid))
 		}
 		if t.p.Threads[0].Stopped {
-			pe.Stopped, pe.StopSignal = true, int32(unix.SIGSTOP)
+			pe.Stopped, pe.StopSignal = true, int32(t.p.Threads[0].StopSig)
+			pe.StopReportTaken = t.stopReportTaken
 		}
 		pe.FilesId, pe.FsId = fileIDs[t.pid], fsIDs[t.pid]
 		tree = append(tree, pe)

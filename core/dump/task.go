@@ -113,6 +113,14 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 	}
 	tc.Regs = ptrace.RegsBytes(&regs)
 	var err error
+	if tc.Sched, err = collectSched(th.Tid); err != nil {
+		return nil, err
+	}
+	// the audit loginuid is per thread (only with CONFIG_AUDIT)
+	if v, err := readProcInt(pid, fmt.Sprintf("task/%d/loginuid", th.Tid)); err == nil {
+		lu := uint32(v)
+		tc.Loginuid = &lu
+	}
 	if tc.Xsave, err = ptrace.GetXState(th.Tid); err != nil {
 		return nil, err
 	}
@@ -169,12 +177,17 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 		if err != nil {
 			return nil, err
 		}
-		// the kernel numbers filters newest first; store in install order
-		for k := len(filters) - 1; k >= 0; k-- {
-			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k]})
+		// the kernel numbers filters from the first installed (index 0,
+		// the outermost) on: store them in that, their install, order
+		for k := range filters {
+			fl, err := ptrace.SeccompFilterFlags(th.Tid, k)
+			if err != nil {
+				return nil, err
+			}
+			tc.Seccomp = append(tc.Seccomp, &imagepb.SeccompFilter{Bpf: filters[k], Flags: fl})
 		}
 	} else if st.Seccomp == 1 {
-		return nil, fmt.Errorf("tid %d: seccomp strict mode is not supported", th.Tid)
+		tc.SeccompStrict = true
 	}
 	if comm, err := procfs.Comm(pid, th.Tid); err == nil {
 		tc.Comm = comm

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -28,7 +29,99 @@ type task struct {
 	mm     *imagepb.MmEntry
 	fds    []*imagepb.FdEntry
 	brk    uint64
+	// contQueued: the SIGCONT that ended the task's group stop was queued
+	// (its threads block every signal while seized) where none was
+	// pending before; collectCore takes it out of the queue again.
+	contQueued bool
+	// chldQueued: that SIGCONT made the kernel queue a SIGCHLD
+	// (CLD_CONTINUED) in the parent, which had none pending.
+	chldQueued bool
+	// stopReportTaken: stopped, and its parent (in the tree) already
+	// collected the stop report with wait.
+	stopReportTaken bool
+	// sigchldWasPending: the task had a SIGCHLD pending before the dump
+	// made any child send one (set with sigchldChecked).
+	sigchldChecked, sigchldWasPending bool
+	groupStopped                      bool // was in a group stop when seized
 }
+
+// parentOf finds t's parent among tasks.
+func parentOf(tasks []*task, t *task) *task {
+	for _, p := range tasks {
+		if p.pid == t.ppid && p != t {
+			return p
+		}
+	}
+	return nil
+}
+
+// endGroupStop ends the group stop of seized task t: it would re-enter it
+// at every resume, so no syscall could be injected. The SIGCONT is
+// discarded at once by the kernel when not blocked and not handled;
+// otherwise it is queued, which t.contQueued records.
+//
+// The kernel also tells the parent (CLD_CONTINUED), from the child the next
+// time it goes through its signal checks: that is made to happen at once
+// (ptrace.FlushNotifications), so the parent's queue holds the SIGCHLD
+// before anything of the parent is read. A traced parent gets it queued
+// even when it would ignore it. When the parent is in the tree and had no
+// SIGCHLD pending before, t.chldQueued records it, and the parent's
+// collectCore takes it out again.
+//
+// Before all that, the parent (when in the tree, seized) is asked whether
+// it still has the stop report to collect (t.stopReportTaken when not).
+func endGroupStop(t *task, parent *task) error {
+	t.groupStopped = true
+	before, err := procfs.ReadStatus(t.pid)
+	if err != nil {
+		return err
+	}
+	if parent != nil && parent.p != nil {
+		pending, err := stopReportPending(parent, t, before)
+		if err != nil {
+			return fmt.Errorf("pid %d: stop report of child %d: %w", parent.pid, t.pid, err)
+		}
+		t.stopReportTaken = !pending
+	}
+	var parentBefore *procfs.Status
+	if t.ppid != 0 {
+		if parentBefore, err = procfs.ReadStatus(t.ppid); err != nil {
+			return err
+		}
+	}
+	if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+		return fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+	}
+	ours := before.ShdPnd&sigcontBit == 0
+	var taken [][]byte
+	t.tr.Do(func() { taken, err = ptrace.FlushNotifications(t.p.Threads[0].Tid) })
+	for _, si := range taken {
+		if ours && binary.LittleEndian.Uint32(si) == uint32(unix.SIGCONT) {
+			ours = false // our own SIGCONT, taken for delivery: gone
+			continue
+		}
+		t.p.Threads[0].Stolen = append(t.p.Threads[0].Stolen, si)
+	}
+	if err != nil {
+		return fmt.Errorf("pid %d: %w", t.pid, err)
+	}
+	t.contQueued = ours
+	if parent != nil && parentBefore != nil && !parent.sigchldChecked {
+		parent.sigchldChecked = true
+		parent.sigchldWasPending = parentBefore.ShdPnd&sigchldBit != 0
+	}
+	if parentBefore != nil && parentBefore.ShdPnd&sigchldBit == 0 {
+		if after, err := procfs.ReadStatus(t.ppid); err == nil && after.ShdPnd&sigchldBit != 0 {
+			t.chldQueued = true
+		}
+	}
+	return nil
+}
+
+const (
+	sigcontBit = 1 << (unix.SIGCONT - 1)
+	sigchldBit = 1 << (unix.SIGCHLD - 1)
+)
 
 // seizeTree seizes root and all its descendants, parents before children:
 // a parent is stopped before its children are listed, so none can be forked
@@ -88,9 +181,9 @@ func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 			// threads are held in their ptrace traps (a default SIGCONT
 			// is discarded, nothing is queued); it is stopped again when
 			// released, and restored stopped.
-			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+			if err := endGroupStop(t, parentOf(tasks, t)); err != nil {
 				release()
-				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+				return nil, err
 			}
 		}
 		// stat again: state and ids as of the stop
@@ -252,9 +345,9 @@ func seizeTreeFrozen(root int, tracers []*ptrace.Tracer, thaw func() error) ([]*
 		}
 		if t.p.Threads[0].Stopped {
 			// see seizeTree: end the group stop while held in ptrace traps
-			if err := unix.Kill(t.pid, unix.SIGCONT); err != nil {
+			if err := endGroupStop(t, parentOf(tasks, t)); err != nil {
 				releaseAll(tasks)
-				return nil, fmt.Errorf("pid %d: SIGCONT: %w", t.pid, err)
+				return nil, err
 			}
 		}
 		var err error

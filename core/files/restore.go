@@ -106,6 +106,9 @@ func (o *Opener) Check() error {
 				return err
 			}
 		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
+			if IsProcPidPath(f.Path) {
+				continue // a task's /proc files exist once the task does
+			}
 			var st unix.Stat_t
 			if err := o.statPath(f.Path, &st); err != nil {
 				return fmt.Errorf("file %s: %w", f.Path, err)
@@ -372,4 +375,24 @@ func (o *Opener) HasTerminal() bool {
 		}
 	}
 	return false
+}
+
+// IsProcPidPath reports whether path lies under /proc/<number>/: the files
+// of one task, which may be one of the tree being restored (its /proc
+// directory appears with it).
+func IsProcPidPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return false
+	}
+	n, _, _ := strings.Cut(rest, "/")
+	if n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

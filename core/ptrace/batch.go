@@ -132,6 +132,9 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 	if b.Len()*BatchEntrySize > ScratchSize-tableOff {
 		return nil, fmt.Errorf("batch of %d calls does not fit the scratch page", b.Len())
 	}
+	if r.P.Quiet {
+		return r.batchQuiet(i, b)
+	}
 	t := r.P.Threads[i]
 	code := r.Gadget + uint64(len(Gadget))
 	orig := make([]byte, len(BatchCode))
@@ -150,4 +153,18 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// batchQuiet runs b call by call with quiet injection (no code run, whose
+// int3 would trap), with the same results and errors as a batch.
+func (r *Remote) batchQuiet(i int, b *Batch) ([]uint64, error) {
+	out := make([]uint64, 0, len(b.calls))
+	for _, c := range b.calls {
+		v, err := r.Call(i, c.what, c.nr, c.args[:]...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

@@ -20,6 +20,9 @@ type Injector struct {
 	Addr  uint64 // address of the gadget in the tracee
 	Base  Regs   // register template; rip/rax/args are overwritten per call
 	Count int    // calls made, for statistics
+	// Quiet runs calls with PTRACE_SYSCALL stops instead of a single
+	// step: no SIGTRAP is forced on the thread (see quiet.go).
+	Quiet bool
 }
 
 // Errno turns a raw syscall return value into an error (nil when >= 0 or not
@@ -40,6 +43,13 @@ func (in *Injector) Raw(nr uint64, args ...uint64) (int64, error) {
 	r.Rax = nr
 	r.Orig_rax = ^uint64(0)
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if in.Quiet {
+		v, err := in.rawQuiet(r, nr)
+		if err == nil {
+			in.Count++
+		}
+		return v, err
+	}
 	if err := SetRegs(in.Tid, &r); err != nil {
 		return 0, err
 	}

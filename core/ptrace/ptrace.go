@@ -266,8 +266,9 @@ func GetRseq(tid int) (RseqConfig, error) {
 	}, nil
 }
 
-// SeccompFilters returns the cBPF programs attached to tid, the most recently
-// installed first (index 0), as PTRACE_SECCOMP_GET_FILTER numbers them.
+// SeccompFilters returns the cBPF programs attached to tid in the order
+// PTRACE_SECCOMP_GET_FILTER numbers them: the first installed (the
+// outermost) is index 0, the most recent last.
 func SeccompFilters(tid int) ([][]byte, error) {
 	var out [][]byte
 	for i := 0; ; i++ {

@@ -58,7 +58,10 @@ func NewRemote(p *Process, execAddr uint64) (*Remote, error) {
 // Injector returns an injector for thread i of the process.
 func (r *Remote) injector(i int) *Injector {
 	t := r.P.Threads[i]
-	return &Injector{Tid: t.Tid, Addr: r.Gadget, Base: t.Regs}
+	if r.P.Quiet {
+		t.quietStop = true
+	}
+	return &Injector{Tid: t.Tid, Addr: r.Gadget, Base: t.Regs, Quiet: r.P.Quiet}
 }
 
 // Call injects a syscall into thread i (0 = leader).

@@ -23,9 +23,14 @@ type Thread struct {
 	// dumped with it, and re-queued if the process is released.
 	Stolen [][]byte
 	// Stopped is true when the thread sat in a group stop (SIGSTOP) when it
-	// was seized.
+	// was seized; StopSig is the signal that stopped it (SIGSTOP, SIGTSTP,
+	// SIGTTIN or SIGTTOU), which the parent's wait reports.
 	Stopped bool
-	waited  bool // its seize stop was waited for (SeizeFrozen's threads)
+	StopSig int
+	// quietStop: the thread's last stop is a syscall-exit stop of a quiet
+	// injection, so Release applies the restart fix-up itself.
+	quietStop bool
+	waited    bool // its seize stop was waited for (SeizeFrozen's threads)
 }
 
 // Process is a seized process: every thread stopped and its signals blocked,
@@ -34,6 +39,9 @@ type Process struct {
 	Pid     int
 	Threads []*Thread // leader first
 	blocked bool
+	// Quiet: SIGTRAP is pending or ignored in the process, so injection
+	// must not trap (see quiet.go); set by BlockSignals.
+	Quiet bool
 }
 
 // SeizeOptions are the ptrace options the dumper uses. No EXITKILL: if the
@@ -140,7 +148,10 @@ func waitSeized(t *Thread) error {
 			// Interrupt stop, or a group stop when the stop signal is a
 			// job-control one.
 			sig := ws.StopSignal()
-			t.Stopped = sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+			t.Stopped = IsStopSignal(int(sig))
+			if t.Stopped {
+				t.StopSig = int(sig)
+			}
 			break
 		}
 		// Signal-delivery stop: keep the signal, suppress its delivery now.
@@ -228,11 +239,22 @@ func (p *Process) Abandon() {
 	p.Threads = nil
 }
 
-// BlockSignals blocks every signal in every thread, so that injected calls
-// single-step without a signal delivery in between. Release undoes it.
+// BlockSignals blocks the signals of every thread, so that injected calls
+// single-step without a signal delivery in between: all but SIGTRAP
+// (InjectMask), or all of them for a process that must be injected into
+// quietly (SIGTRAP pending or ignored, see quiet.go). Release undoes it.
 func (p *Process) BlockSignals() error {
+	quiet, err := sigtrapTouched(p.Pid, p.Threads)
+	if err != nil {
+		return err
+	}
+	p.Quiet = quiet
+	mask := uint64(InjectMask)
+	if quiet {
+		mask = ^uint64(0)
+	}
 	for _, t := range p.Threads {
-		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		if err := SetSigmask(t.Tid, mask); err != nil {
 			return err
 		}
 	}
@@ -246,19 +268,35 @@ func (p *Process) BlockSignals() error {
 // goes on past them.
 func (p *Process) Release() error {
 	var errs []error
+	stopSig := 0
+	var tids []int
+	var masks []uint64
 	for _, t := range p.Threads {
-		if err := SetRegs(t.Tid, &t.Regs); err != nil && !errors.Is(err, unix.ESRCH) {
+		regs := t.Regs
+		if t.quietStop {
+			regs = RestartFixup(regs)
+		}
+		if err := SetRegs(t.Tid, &regs); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
 		if err := SetSigmask(t.Tid, t.Sigmask); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
 		}
-		sig := 0
-		if t.Stopped {
-			sig = int(unix.SIGSTOP) // back into the group stop it was in
+		if t.Stopped && stopSig == 0 {
+			stopSig = t.StopSig
 		}
-		if err := Detach(t.Tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		tids, masks = append(tids, t.Tid), append(masks, t.Sigmask)
+	}
+	if stopSig != 0 {
+		// back into the group stop it was in, by the same signal
+		if err := DetachIntoStop(p.Pid, tids, masks, stopSig); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, err)
+		}
+	} else {
+		for _, tid := range tids {
+			if err := Detach(tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	p.Threads = nil

@@ -43,6 +43,9 @@ type Sigaction struct {
 // injected call.
 func (r *Remote) Sigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 	t := r.P.Threads[0]
+	if r.P.Quiet {
+		return r.sigactionsQuiet()
+	}
 	addr := r.Gadget + uint64(len(Gadget))
 	orig := make([]byte, len(sigactionsCode))
 	if err := r.Mem.ReadAt(orig, addr); err != nil {
@@ -58,6 +61,28 @@ func (r *Remote) Sigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 	if runErr != nil {
 		return acts, ok, runErr
 	}
+	return r.readSigactions()
+}
+
+// sigactionsQuiet makes the sigaction loop's calls one by one with quiet
+// injection, leaving the same results in the scratch page.
+func (r *Remote) sigactionsQuiet() (acts [65]Sigaction, ok [65]bool, err error) {
+	ret := make([]byte, 8)
+	for sig := uint64(1); sig <= 64; sig++ {
+		v, err := r.RawCall(0, 13 /* rt_sigaction */, sig, 0, r.Scratch+sig*32, 8)
+		if err != nil {
+			return acts, ok, err
+		}
+		binary.LittleEndian.PutUint64(ret, uint64(v))
+		if err := r.Mem.WriteAt(ret, r.Scratch+sigactionsRet+sig*8); err != nil {
+			return acts, ok, err
+		}
+	}
+	return r.readSigactions()
+}
+
+// readSigactions decodes the sigaction loop's output in the scratch page.
+func (r *Remote) readSigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 	buf := make([]byte, sigactionsRet+65*8)
 	if err := r.Mem.ReadAt(buf, r.Scratch); err != nil {
 		return acts, ok, err

@@ -38,7 +38,7 @@ func stubAdopt(pid int) (*stub, error) {
 	if err := waitEvent(pid, ptrace.EventStop, "seize"); err != nil {
 		return fail(err)
 	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+	if err := ptrace.SetSigmask(pid, ptrace.InjectMask); err != nil {
 		return fail(err)
 	}
 	regs, err := ptrace.GetRegs(pid)

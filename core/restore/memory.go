@@ -105,28 +105,16 @@ func (r *restorer) restoreMemory() error {
 	for _, v := range protect {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
-	addLocksAndSeals(pb, r.pr.mm.Vmas)
+	addSeals(pb, r.pr.mm.Vmas)
 	_, err = pb.run()
 	return err
 }
 
-// addLocksAndSeals adds to b, for the VMAs whose VmFlags say so, mlock2
-// ("lo", with MLOCK_ONFAULT for "lf") and then mseal ("sl"): both once
-// the VMAs are complete, since guard pages cannot be installed in a
-// locked VMA and a sealed one can no longer be changed at all.
-func addLocksAndSeals(b *callBatch, vmas []*imagepb.Vma) {
-	const mlockOnfault, sysMseal = 1, 462
-	for _, v := range vmas {
-		if memory.Special(v.Kind) {
-			continue
-		}
-		switch {
-		case hasVmFlag(v, "lf"):
-			b.add(fmt.Sprintf("vma %#x-%#x: mlock2(MLOCK_ONFAULT)", v.Start, v.End), unix.SYS_MLOCK2, v.Start, v.End-v.Start, mlockOnfault)
-		case hasVmFlag(v, "lo"):
-			b.add(fmt.Sprintf("vma %#x-%#x: mlock2", v.Start, v.End), unix.SYS_MLOCK2, v.Start, v.End-v.Start, 0)
-		}
-	}
+// addSeals adds to b mseal for the VMAs whose VmFlags say "sl", once the
+// VMAs are complete: a sealed one can no longer be changed at all. (Locked
+// VMAs are locked again by restoreMlock, before the credentials.)
+func addSeals(b *callBatch, vmas []*imagepb.Vma) {
+	const sysMseal = 462
 	for _, v := range vmas {
 		if !memory.Special(v.Kind) && hasVmFlag(v, "sl") {
 			b.add(fmt.Sprintf("vma %#x-%#x: mseal", v.Start, v.End), sysMseal, v.Start, v.End-v.Start, 0)

@@ -147,6 +147,9 @@ func (r *restorer) restorePosixTimers() error {
 func (r *restorer) queueSignals() error {
 	pid := uint64(r.nsPid)
 	for _, s := range r.pr.core.SharedPending {
+		if isSigtrap(s) {
+			continue // queued last (restoreSigtrap)
+		}
 		if len(s.Raw) != 128 {
 			return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
 		}
@@ -161,6 +164,9 @@ func (r *restorer) queueSignals() error {
 	}
 	for i, t := range r.threads {
 		for _, s := range t.core.Pending {
+			if isSigtrap(s) {
+				continue // queued last (restoreSigtrap)
+			}
 			if len(s.Raw) != 128 {
 				return fmt.Errorf("siginfo of %d bytes", len(s.Raw))
 			}
@@ -236,31 +242,6 @@ func (r *restorer) restoreCreds(i int) error {
 	}
 	_, err := b.run()
 	return err
-}
-
-// restoreSeccomp installs thread i's filters, in their install order.
-func (r *restorer) restoreSeccomp(i int) error {
-	tc := r.threads[i].core
-	for _, f := range tc.Seccomp {
-		if len(f.Bpf) == 0 || len(f.Bpf)%8 != 0 || len(f.Bpf) > 4096*8 {
-			return fmt.Errorf("seccomp filter of %d bytes", len(f.Bpf))
-		}
-		prog, err := r.put(64, f.Bpf)
-		if err != nil {
-			return err
-		}
-		fp := make([]byte, 16)
-		binary.LittleEndian.PutUint16(fp[0:], uint16(len(f.Bpf)/8))
-		u64(fp, 8, prog)
-		addr, err := r.put(0, fp)
-		if err != nil {
-			return err
-		}
-		if _, err := r.call(i, "seccomp(SET_MODE_FILTER)", unix.SYS_SECCOMP, seccompSetModeFilter, 0, addr); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // restoreDumpable sets the dumpable flag and parent-death signal, which any

@@ -36,23 +36,26 @@ type thread struct {
 // the prepared root stub, so all share the control area address and the
 // number of the parked pidfd.
 type restorer struct {
-	ctx     context.Context
-	img     *image.Reader
-	inv     *imagepb.Inventory
-	pr      *proc
-	st      *Stats
-	opener  *files.Opener
-	pid     int // in our pid namespace
-	nsPid   int // in the restored pid namespace (== pid without one)
-	parent  *restorer
-	mem     *ptrace.Mem
-	ctl     uint64 // control area G
-	scratch uint64
-	threads []*thread // leader first
-	pidfd   uint64    // in the task: a pidfd of ours, for pidfd_getfd
-	ownsFds bool      // first of the tasks sharing its fd table: installs the fds
-	exited  bool      // a zombie made to exit, or otherwise gone
-	tree    *tree
+	ctx           context.Context
+	img           *image.Reader
+	inv           *imagepb.Inventory
+	pr            *proc
+	st            *Stats
+	opener        *files.Opener
+	pid           int // in our pid namespace
+	nsPid         int // in the restored pid namespace (== pid without one)
+	parent        *restorer
+	mem           *ptrace.Mem
+	ctl           uint64 // control area G
+	scratch       uint64
+	threads       []*thread          // leader first
+	pidfd         uint64             // in the task: a pidfd of ours, for pidfd_getfd
+	ownsFds       bool               // first of the tasks sharing its fd table: installs the fds
+	seccompShared int                // leading filters the leader installed before cloning the filtered threads
+	deferredFds   []*imagepb.FdEntry // /proc files installed once every task and thread exists
+	exited        bool               // a zombie made to exit, or otherwise gone
+	detached      bool               // a stopped task already put back in its group stop
+	tree          *tree
 	// pgidPending: the group to join is led by a task created later.
 	pgidPending bool
 	// hadChildExit: a recreated zombie child queued a SIGCHLD here.
@@ -116,7 +119,16 @@ func (r *restorer) restoreTask() error {
 	if err := r.createThreads(); err != nil {
 		return fmt.Errorf("threads: %w", err)
 	}
+	if err := r.restoreLoginuids(); err != nil {
+		return err
+	}
 	if err := r.restoreProcessState(); err != nil {
+		return err
+	}
+	if err := r.restoreOomScoreAdj(); err != nil {
+		return err
+	}
+	if err := r.restoreMembarrier(); err != nil {
 		return err
 	}
 	for i := range r.threads {
@@ -127,9 +139,18 @@ func (r *restorer) restoreTask() error {
 	if err := r.queueSignals(); err != nil {
 		return fmt.Errorf("pending signals: %w", err)
 	}
-	// Credentials, then what credential changes reset, then seccomp
-	// filters last: nothing after them may be filtered (our own injected
-	// calls pass thanks to PTRACE_O_SUSPEND_SECCOMP).
+	if err := r.restoreMlock(); err != nil {
+		return fmt.Errorf("memory locks: %w", err)
+	}
+	// Seccomp filters while the task is still root (CAP_SYS_ADMIN: no
+	// no_new_privs needed; our own injected calls are not filtered, thanks
+	// to PTRACE_O_SUSPEND_SECCOMP), then credentials, then what credential
+	// changes reset.
+	for i := range r.threads {
+		if err := r.restoreSeccomp(i); err != nil {
+			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
+		}
+	}
 	for i := range r.threads {
 		if err := r.restoreCreds(i); err != nil {
 			return fmt.Errorf("tid %d: creds: %w", r.threads[i].tid, err)
@@ -137,11 +158,6 @@ func (r *restorer) restoreTask() error {
 	}
 	if err := r.restoreDumpable(); err != nil {
 		return err
-	}
-	for i := range r.threads {
-		if err := r.restoreSeccomp(i); err != nil {
-			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
-		}
 	}
 	return r.ctx.Err()
 }
@@ -328,11 +344,22 @@ func (r *restorer) finishTask(closePidfd bool) error {
 			return err
 		}
 	}
+	if err := r.settleStoppedChildren(); err != nil {
+		return err
+	}
+	if r.needsQuietFinish() {
+		if err := r.restoreSigtrap(); err != nil {
+			return fmt.Errorf("SIGTRAP state: %w", err)
+		}
+	}
 	if _, err := r.call(0, "munmap control area", unix.SYS_MUNMAP, r.ctl, ctlSize); err != nil {
 		return err
 	}
 	for _, t := range r.threads {
 		regs, _ := ptrace.RegsFromBytes(t.core.Regs)
+		if t.in.Quiet {
+			regs = ptrace.RestartFixup(regs) // resumed from a syscall-exit stop
+		}
 		if err := ptrace.SetRegs(t.tid, &regs); err != nil {
 			return err
 		}
@@ -342,18 +369,35 @@ func (r *restorer) finishTask(closePidfd bool) error {
 	}
 	r.mem.Close()
 	r.mem = nil
-	return nil
+	if err := r.restoreAutogroupNice(); err != nil {
+		return err
+	}
+	if err := r.restoreSched(); err != nil {
+		return err
+	}
+	return r.stopEarly()
 }
 
 // detach lets every thread run; a task dumped in a group stop goes back
-// into it (SIGSTOP delivered at detach).
+// into it, by the signal that stopped it (what the parent's wait reports).
 func (r *restorer) detach() error {
-	sig := 0
+	if r.detached {
+		return nil
+	}
 	if r.pr.pst.Stopped {
-		sig = int(unix.SIGSTOP)
+		sig := int(r.pr.pst.StopSignal)
+		if sig == 0 {
+			sig = int(unix.SIGSTOP) // image of an older ctr-cr
+		}
+		tids := make([]int, len(r.threads))
+		masks := make([]uint64, len(r.threads))
+		for i, t := range r.threads {
+			tids[i], masks[i] = t.tid, t.core.Sigmask
+		}
+		return ptrace.DetachIntoStop(r.pid, tids, masks, sig)
 	}
 	for i := len(r.threads) - 1; i >= 0; i-- {
-		if err := ptrace.Detach(r.threads[i].tid, sig); err != nil {
+		if err := ptrace.Detach(r.threads[i].tid, 0); err != nil {
 			return err
 		}
 	}

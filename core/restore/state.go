@@ -2,10 +2,14 @@ package restore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
@@ -39,35 +43,52 @@ func (r *restorer) restoreFds() error {
 		return nil // the fd table is shared with a task that installs it
 	}
 	for _, e := range r.pr.fds {
-		our, err := r.opener.Open(e.FileId)
-		if err != nil {
-			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		if r.deferProcFd(e) {
+			continue
 		}
-		tmp, err := r.install(our)
-		if err != nil {
-			return fmt.Errorf("fd %d: %w", e.Fd, err)
-		}
-		want := uint64(e.Fd)
-		if tmp != want {
-			fl := uint64(0)
-			if e.Cloexec {
-				fl = unix.O_CLOEXEC
-			}
-			if _, err := r.call(0, "dup3", unix.SYS_DUP3, tmp, want, fl); err != nil {
-				return fmt.Errorf("fd %d: %w", e.Fd, err)
-			}
-			if _, err := r.call(0, "close", unix.SYS_CLOSE, tmp); err != nil {
-				return err
-			}
-		} else if !e.Cloexec {
-			if _, err := r.call(0, "fcntl(F_SETFD)", unix.SYS_FCNTL, want, unix.F_SETFD, 0); err != nil {
-				return fmt.Errorf("fd %d: %w", e.Fd, err)
-			}
+		if err := r.installFd(e); err != nil {
+			return err
 		}
 		if err := r.setAsync(e); err != nil {
 			return fmt.Errorf("fd %d: %w", e.Fd, err)
 		}
 	}
+	return r.restoreEpollTargets()
+}
+
+// installFd opens the file of entry e and installs it at its number with
+// its close-on-exec flag.
+func (r *restorer) installFd(e *imagepb.FdEntry) error {
+	our, err := r.opener.Open(e.FileId)
+	if err != nil {
+		return fmt.Errorf("fd %d: %w", e.Fd, err)
+	}
+	tmp, err := r.install(our)
+	if err != nil {
+		return fmt.Errorf("fd %d: %w", e.Fd, err)
+	}
+	want := uint64(e.Fd)
+	if tmp != want {
+		fl := uint64(0)
+		if e.Cloexec {
+			fl = unix.O_CLOEXEC
+		}
+		if _, err := r.call(0, "dup3", unix.SYS_DUP3, tmp, want, fl); err != nil {
+			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		}
+		if _, err := r.call(0, "close", unix.SYS_CLOSE, tmp); err != nil {
+			return err
+		}
+	} else if !e.Cloexec {
+		if _, err := r.call(0, "fcntl(F_SETFD)", unix.SYS_FCNTL, want, unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("fd %d: %w", e.Fd, err)
+		}
+	}
+	return nil
+}
+
+// restoreEpollTargets re-registers the targets of the task's epoll sets.
+func (r *restorer) restoreEpollTargets() error {
 	for _, e := range r.pr.fds {
 		f, _ := r.opener.Entry(e.FileId)
 		if f.Kind != imagepb.FileKind_FILE_EPOLL {
@@ -139,9 +160,40 @@ func (r *restorer) restoreSignals() error {
 
 // createThreads clones every other thread with its tid (clone3 set_tid
 // injected into the leader); each starts stopped, auto-attached.
+// Threads without seccomp filters are cloned first, then the leader gets
+// the filters it shares with the others (see restoreSharedSeccomp), then
+// the filtered threads are cloned and inherit them; r.threads ends in image
+// order.
 func (r *restorer) createThreads() error {
-	leader := r.threads[0]
+	var plain, filtered []*imagepb.ThreadCore
 	for _, tc := range r.pr.core.Threads[1:] {
+		if len(tc.Seccomp) == 0 {
+			plain = append(plain, tc)
+		} else {
+			filtered = append(filtered, tc)
+		}
+	}
+	if err := r.cloneThreads(plain); err != nil {
+		return err
+	}
+	if err := r.restoreSharedSeccomp(); err != nil {
+		return err
+	}
+	if err := r.cloneThreads(filtered); err != nil {
+		return err
+	}
+	pos := map[*imagepb.ThreadCore]int{}
+	for i, tc := range r.pr.core.Threads {
+		pos[tc] = i
+	}
+	sort.SliceStable(r.threads, func(a, b int) bool { return pos[r.threads[a].core] < pos[r.threads[b].core] })
+	return nil
+}
+
+// cloneThreads clones the threads tcs from the leader.
+func (r *restorer) cloneThreads(tcs []*imagepb.ThreadCore) error {
+	leader := r.threads[0]
+	for _, tc := range tcs {
 		vtid := r.tree.vtid(tc)
 		ids := r.tree.ids(tc.Tid, vtid)
 		args := cloneArgs(unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|unix.CLONE_THREAD|unix.CLONE_SYSVSEM, 0, r.scratch+128, len(ids))
@@ -286,4 +338,30 @@ func (r *restorer) epollAdd(efd int32, t *imagepb.EpollTarget, addr uint64) erro
 		return err
 	}
 	return aerr
+}
+
+// deferProcFd reports whether fd entry e is a /proc file that does not
+// exist yet, e.g. of a thread of the tree not created yet, and keeps it
+// for restoreDeferredFds, which runs once every task and thread exists.
+func (r *restorer) deferProcFd(e *imagepb.FdEntry) bool {
+	f, err := r.opener.Entry(e.FileId)
+	if err != nil || f.Kind != imagepb.FileKind_FILE_REG || !files.IsProcPidPath(f.Path) {
+		return false
+	}
+	if _, err := os.Lstat(f.Path); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	r.deferredFds = append(r.deferredFds, e)
+	return true
+}
+
+// restoreDeferredFds installs the fds deferProcFd kept back.
+func (r *restorer) restoreDeferredFds() error {
+	for _, e := range r.deferredFds {
+		if err := r.installFd(e); err != nil {
+			return err
+		}
+	}
+	r.deferredFds = nil
+	return nil
 }

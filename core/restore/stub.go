@@ -89,7 +89,7 @@ func armStub(pid int) (ptrace.Regs, error) {
 	if err := ptrace.SetOptions(pid, stubOptions); err != nil {
 		return regs, err
 	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+	if err := ptrace.SetSigmask(pid, ptrace.InjectMask); err != nil {
 		return regs, err
 	}
 	regs, err := ptrace.GetRegs(pid)

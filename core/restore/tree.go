@@ -128,6 +128,11 @@ func (t *tree) restore() error {
 		}
 	}
 	t.st.MemoryMs = ms(time.Since(tm))
+	for _, r := range t.tasks {
+		if err := r.restoreDeferredFds(); err != nil {
+			return fmt.Errorf("pid %d: files: %w", r.pr.pst.Pid, err)
+		}
+	}
 	if err := t.opener.TakeFileLocks(); err != nil {
 		return fmt.Errorf("file locks: %w", err)
 	}

@@ -498,6 +498,9 @@ type PstreeEntry struct {
 	ExitStatus int32 `protobuf:"varint,8,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"` // wait(2) status word of a zombie
 	Stopped    bool  `protobuf:"varint,9,opt,name=stopped,proto3" json:"stopped,omitempty"`                         // in a group stop (SIGSTOP/SIGTSTP...)
 	StopSignal int32 `protobuf:"varint,10,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// stopped, its parent in the image, and the parent's wait already took
+	// the stop report (waitpid WUNTRACED): it must not report it again
+	StopReportTaken bool `protobuf:"varint,280,opt,name=stop_report_taken,json=stopReportTaken,proto3" json:"stop_report_taken,omitempty"`
 	// Kernel objects shared with other tasks of the tree (equal ids mean one
 	// object, found with kcmp): fd table (CLONE_FILES), fs info (CLONE_FS).
 	FilesId       uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
@@ -606,6 +609,13 @@ func (x *PstreeEntry) GetStopSignal() int32 {
 		return x.StopSignal
 	}
 	return 0
+}
+
+func (x *PstreeEntry) GetStopReportTaken() bool {
+	if x != nil {
+		return x.StopReportTaken
+	}
+	return false
 }
 
 func (x *PstreeEntry) GetFilesId() uint32 {
@@ -1278,22 +1288,27 @@ func (x *Rseq) GetSig() uint32 {
 }
 
 type ThreadCore struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tid           int32                  `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`                  // dumper's namespace
-	NsTid         int32                  `protobuf:"varint,2,opt,name=ns_tid,json=nsTid,proto3" json:"ns_tid,omitempty"` // innermost pid namespace
-	Regs          []byte                 `protobuf:"bytes,3,opt,name=regs,proto3" json:"regs,omitempty"`                 // struct user_regs_struct, 27 little-endian u64
-	Xsave         []byte                 `protobuf:"bytes,4,opt,name=xsave,proto3" json:"xsave,omitempty"`               // NT_X86_XSTATE
-	Sigmask       uint64                 `protobuf:"varint,5,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
-	Pending       []*Siginfo             `protobuf:"bytes,6,rep,name=pending,proto3" json:"pending,omitempty"`
-	Altstack      *Altstack              `protobuf:"bytes,7,opt,name=altstack,proto3" json:"altstack,omitempty"`
-	Rseq          *Rseq                  `protobuf:"bytes,8,opt,name=rseq,proto3" json:"rseq,omitempty"`
-	RobustHead    uint64                 `protobuf:"varint,9,opt,name=robust_head,json=robustHead,proto3" json:"robust_head,omitempty"`
-	RobustLen     uint64                 `protobuf:"varint,10,opt,name=robust_len,json=robustLen,proto3" json:"robust_len,omitempty"`
-	ClearTidAddr  uint64                 `protobuf:"varint,11,opt,name=clear_tid_addr,json=clearTidAddr,proto3" json:"clear_tid_addr,omitempty"`
-	Comm          string                 `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
-	Creds         *Creds                 `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
-	Seccomp       []*SeccompFilter       `protobuf:"bytes,14,rep,name=seccomp,proto3" json:"seccomp,omitempty"` // outermost (first installed) first
-	TimerSlackNs  uint64                 `protobuf:"varint,15,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Tid          int32                  `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`                  // dumper's namespace
+	NsTid        int32                  `protobuf:"varint,2,opt,name=ns_tid,json=nsTid,proto3" json:"ns_tid,omitempty"` // innermost pid namespace
+	Regs         []byte                 `protobuf:"bytes,3,opt,name=regs,proto3" json:"regs,omitempty"`                 // struct user_regs_struct, 27 little-endian u64
+	Xsave        []byte                 `protobuf:"bytes,4,opt,name=xsave,proto3" json:"xsave,omitempty"`               // NT_X86_XSTATE
+	Sigmask      uint64                 `protobuf:"varint,5,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
+	Pending      []*Siginfo             `protobuf:"bytes,6,rep,name=pending,proto3" json:"pending,omitempty"`
+	Altstack     *Altstack              `protobuf:"bytes,7,opt,name=altstack,proto3" json:"altstack,omitempty"`
+	Rseq         *Rseq                  `protobuf:"bytes,8,opt,name=rseq,proto3" json:"rseq,omitempty"`
+	RobustHead   uint64                 `protobuf:"varint,9,opt,name=robust_head,json=robustHead,proto3" json:"robust_head,omitempty"`
+	RobustLen    uint64                 `protobuf:"varint,10,opt,name=robust_len,json=robustLen,proto3" json:"robust_len,omitempty"`
+	ClearTidAddr uint64                 `protobuf:"varint,11,opt,name=clear_tid_addr,json=clearTidAddr,proto3" json:"clear_tid_addr,omitempty"`
+	Comm         string                 `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
+	Creds        *Creds                 `protobuf:"bytes,13,opt,name=creds,proto3" json:"creds,omitempty"`
+	Seccomp      []*SeccompFilter       `protobuf:"bytes,14,rep,name=seccomp,proto3" json:"seccomp,omitempty"` // outermost (first installed) first
+	TimerSlackNs uint64                 `protobuf:"varint,15,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	// Scheduling class, nice, rt priority and I/O priority (per thread).
+	Sched *TaskSchedState `protobuf:"bytes,280,opt,name=sched,proto3" json:"sched,omitempty"`
+	// SECCOMP_MODE_STRICT: set last, by the final injected call.
+	SeccompStrict bool    `protobuf:"varint,281,opt,name=seccomp_strict,json=seccompStrict,proto3" json:"seccomp_strict,omitempty"`
+	Loginuid      *uint32 `protobuf:"varint,282,opt,name=loginuid,proto3,oneof" json:"loginuid,omitempty"` // audit loginuid, per thread (4294967295: unset)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1435,7 +1450,125 @@ func (x *ThreadCore) GetTimerSlackNs() uint64 {
 	return 0
 }
 
+func (x *ThreadCore) GetSched() *TaskSchedState {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
+}
+
+func (x *ThreadCore) GetSeccompStrict() bool {
+	if x != nil {
+		return x.SeccompStrict
+	}
+	return false
+}
+
+func (x *ThreadCore) GetLoginuid() uint32 {
+	if x != nil && x.Loginuid != nil {
+		return *x.Loginuid
+	}
+	return 0
+}
+
 // core-PID.img: one entry, the process and its threads (leader first).
+// TaskSchedState is a thread's sched_getattr(2) result (SCHED_DEADLINE is
+// refused at dump), its nice value (kept also under a real-time policy) and
+// its ioprio_get(2) value.
+type TaskSchedState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        uint32                 `protobuf:"varint,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Flags         uint64                 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"` // SCHED_FLAG_RESET_ON_FORK ...
+	Nice          int32                  `protobuf:"varint,3,opt,name=nice,proto3" json:"nice,omitempty"`
+	RtPriority    uint32                 `protobuf:"varint,4,opt,name=rt_priority,json=rtPriority,proto3" json:"rt_priority,omitempty"`
+	UtilMin       uint32                 `protobuf:"varint,5,opt,name=util_min,json=utilMin,proto3" json:"util_min,omitempty"`
+	UtilMax       uint32                 `protobuf:"varint,6,opt,name=util_max,json=utilMax,proto3" json:"util_max,omitempty"`
+	Ioprio        int32                  `protobuf:"varint,7,opt,name=ioprio,proto3" json:"ioprio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskSchedState) Reset() {
+	Init()
+	*x = TaskSchedState{}
+	mi := &file_image_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskSchedState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskSchedState) ProtoMessage() {}
+
+func (x *TaskSchedState) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskSchedState.ProtoReflect.Descriptor instead.
+func (*TaskSchedState) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TaskSchedState) GetPolicy() uint32 {
+	if x != nil {
+		return x.Policy
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetFlags() uint64 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetNice() int32 {
+	if x != nil {
+		return x.Nice
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetRtPriority() uint32 {
+	if x != nil {
+		return x.RtPriority
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetUtilMin() uint32 {
+	if x != nil {
+		return x.UtilMin
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetUtilMax() uint32 {
+	if x != nil {
+		return x.UtilMax
+	}
+	return 0
+}
+
+func (x *TaskSchedState) GetIoprio() int32 {
+	if x != nil {
+		return x.Ioprio
+	}
+	return 0
+}
+
 type TaskCore struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Pid            int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -1458,16 +1591,21 @@ type TaskCore struct {
 	ThpDisable     int32                  `protobuf:"varint,18,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`
 	// cwd or root was rmdir'ed (its path ends in " (deleted)"): the
 	// directory's inode, recreated empty at restore, entered, removed again.
-	CwdGhost      *GhostDir `protobuf:"bytes,246,opt,name=cwd_ghost,json=cwdGhost,proto3" json:"cwd_ghost,omitempty"`
-	RootGhost     *GhostDir `protobuf:"bytes,247,opt,name=root_ghost,json=rootGhost,proto3" json:"root_ghost,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CwdGhost                *GhostDir `protobuf:"bytes,246,opt,name=cwd_ghost,json=cwdGhost,proto3" json:"cwd_ghost,omitempty"`
+	RootGhost               *GhostDir `protobuf:"bytes,247,opt,name=root_ghost,json=rootGhost,proto3" json:"root_ghost,omitempty"`
+	OomScoreAdj             *int32    `protobuf:"varint,280,opt,name=oom_score_adj,json=oomScoreAdj,proto3,oneof" json:"oom_score_adj,omitempty"`
+	Sessionid               uint32    `protobuf:"varint,282,opt,name=sessionid,proto3" json:"sessionid,omitempty"`                                                            // audit session: not settable, compared at restore
+	MembarrierRegistrations uint32    `protobuf:"varint,283,opt,name=membarrier_registrations,json=membarrierRegistrations,proto3" json:"membarrier_registrations,omitempty"` // MEMBARRIER_CMD_GET_REGISTRATIONS bits
+	MlockFuture             uint32    `protobuf:"varint,284,opt,name=mlock_future,json=mlockFuture,proto3" json:"mlock_future,omitempty"`                                     // mlockall flags in force for new mappings: MCL_FUTURE (2) | MCL_ONFAULT (4)
+	AutogroupNice           *int32    `protobuf:"varint,285,opt,name=autogroup_nice,json=autogroupNice,proto3,oneof" json:"autogroup_nice,omitempty"`                         // nice of the session's scheduling autogroup (/proc/PID/autogroup)
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *TaskCore) Reset() {
 	Init()
 	*x = TaskCore{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1618,7 @@ func (*TaskCore) ProtoMessage() {}
 
 func (x *TaskCore) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1631,7 @@ func (x *TaskCore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskCore.ProtoReflect.Descriptor instead.
 func (*TaskCore) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskCore) GetPid() int32 {
@@ -1636,6 +1774,41 @@ func (x *TaskCore) GetRootGhost() *GhostDir {
 	return nil
 }
 
+func (x *TaskCore) GetOomScoreAdj() int32 {
+	if x != nil && x.OomScoreAdj != nil {
+		return *x.OomScoreAdj
+	}
+	return 0
+}
+
+func (x *TaskCore) GetSessionid() uint32 {
+	if x != nil {
+		return x.Sessionid
+	}
+	return 0
+}
+
+func (x *TaskCore) GetMembarrierRegistrations() uint32 {
+	if x != nil {
+		return x.MembarrierRegistrations
+	}
+	return 0
+}
+
+func (x *TaskCore) GetMlockFuture() uint32 {
+	if x != nil {
+		return x.MlockFuture
+	}
+	return 0
+}
+
+func (x *TaskCore) GetAutogroupNice() int32 {
+	if x != nil && x.AutogroupNice != nil {
+		return *x.AutogroupNice
+	}
+	return 0
+}
+
 // A deleted directory a task is in (cwd, root): its identity and attributes.
 type GhostDir struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1651,7 +1824,7 @@ type GhostDir struct {
 func (x *GhostDir) Reset() {
 	Init()
 	*x = GhostDir{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1837,7 @@ func (*GhostDir) ProtoMessage() {}
 
 func (x *GhostDir) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1850,7 @@ func (x *GhostDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostDir.ProtoReflect.Descriptor instead.
 func (*GhostDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GhostDir) GetDev() uint64 {
@@ -1729,7 +1902,7 @@ type VmaGuardRegion struct {
 func (x *VmaGuardRegion) Reset() {
 	Init()
 	*x = VmaGuardRegion{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1915,7 @@ func (*VmaGuardRegion) ProtoMessage() {}
 
 func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1928,7 @@ func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
 func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VmaGuardRegion) GetStart() uint64 {
@@ -1796,7 +1969,7 @@ type Vma struct {
 func (x *Vma) Reset() {
 	Init()
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1982,7 @@ func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1995,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -1954,7 +2127,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2140,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2153,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -2094,7 +2267,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2280,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2293,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -2148,7 +2321,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2334,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2347,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2216,7 +2389,7 @@ type NetlinkSk struct {
 func (x *NetlinkSk) Reset() {
 	Init()
 	*x = NetlinkSk{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2402,7 @@ func (*NetlinkSk) ProtoMessage() {}
 
 func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2415,7 @@ func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSk.ProtoReflect.Descriptor instead.
 func (*NetlinkSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetlinkSk) GetType() int32 {
@@ -2357,7 +2530,7 @@ type PacketSk struct {
 func (x *PacketSk) Reset() {
 	Init()
 	*x = PacketSk{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2543,7 @@ func (*PacketSk) ProtoMessage() {}
 
 func (x *PacketSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2556,7 @@ func (x *PacketSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSk.ProtoReflect.Descriptor instead.
 func (*PacketSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PacketSk) GetType() int32 {
@@ -2469,7 +2642,7 @@ type PacketSkMembership struct {
 func (x *PacketSkMembership) Reset() {
 	Init()
 	*x = PacketSkMembership{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2655,7 @@ func (*PacketSkMembership) ProtoMessage() {}
 
 func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2668,7 @@ func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSkMembership.ProtoReflect.Descriptor instead.
 func (*PacketSkMembership) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PacketSkMembership) GetIfindex() int32 {
@@ -2607,7 +2780,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2793,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2806,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -2871,7 +3044,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3057,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3070,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -2974,7 +3147,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3160,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3173,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3366,7 +3539,7 @@ type InetMcastGroup struct {
 func (x *InetMcastGroup) Reset() {
 	Init()
 	*x = InetMcastGroup{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +3552,7 @@ func (*InetMcastGroup) ProtoMessage() {}
 
 func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +3565,7 @@ func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
 func (*InetMcastGroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InetMcastGroup) GetGroup() []byte {
@@ -3440,7 +3613,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3626,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3639,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -3621,7 +3794,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3634,7 +3807,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3647,7 +3820,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3683,7 +3856,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3696,7 +3869,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3709,7 +3882,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -3749,7 +3922,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3935,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3948,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -3828,7 +4001,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3841,7 +4014,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3854,7 +4027,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -3914,7 +4087,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4100,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4113,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3991,7 +4164,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4004,7 +4177,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4017,7 +4190,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4102,7 +4275,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4115,7 +4288,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4128,7 +4301,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -4409,7 +4582,7 @@ type GhostExtent struct {
 func (x *GhostExtent) Reset() {
 	Init()
 	*x = GhostExtent{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4422,7 +4595,7 @@ func (*GhostExtent) ProtoMessage() {}
 
 func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4435,7 +4608,7 @@ func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
 func (*GhostExtent) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GhostExtent) GetOff() int64 {
@@ -4466,7 +4639,7 @@ type FileFown struct {
 func (x *FileFown) Reset() {
 	Init()
 	*x = FileFown{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4479,7 +4652,7 @@ func (*FileFown) ProtoMessage() {}
 
 func (x *FileFown) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4492,7 +4665,7 @@ func (x *FileFown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
 func (*FileFown) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FileFown) GetType() int32 {
@@ -4534,7 +4707,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4720,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4733,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -4614,7 +4787,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4627,7 +4800,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4640,7 +4813,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -4689,7 +4862,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4702,7 +4875,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4715,7 +4888,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -4788,7 +4961,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4801,7 +4974,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4814,7 +4987,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -4891,7 +5064,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4904,7 +5077,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4917,7 +5090,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -5048,7 +5221,7 @@ const file_image_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x1e\n" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
-	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xae\x02\n" +
+	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xdb\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5062,7 +5235,8 @@ const file_image_proto_rawDesc = "" +
 	"\astopped\x18\t \x01(\bR\astopped\x12\x1f\n" +
 	"\vstop_signal\x18\n" +
 	" \x01(\x05R\n" +
-	"stopSignal\x12\x19\n" +
+	"stopSignal\x12+\n" +
+	"\x11stop_report_taken\x18\x98\x02 \x01(\bR\x0fstopReportTaken\x12\x19\n" +
 	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
 	"\x05fs_id\x18\f \x01(\rR\x04fsId\"}\n" +
 	"\tSigAction\x12\x10\n" +
@@ -5121,7 +5295,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04Rseq\x12\x10\n" +
 	"\x03ptr\x18\x01 \x01(\x04R\x03ptr\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\rR\x03len\x12\x10\n" +
-	"\x03sig\x18\x03 \x01(\rR\x03sig\"\x92\x04\n" +
+	"\x03sig\x18\x03 \x01(\rR\x03sig\"\xa0\x05\n" +
 	"\n" +
 	"ThreadCore\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\x05R\x03tid\x12\x15\n" +
@@ -5141,7 +5315,20 @@ const file_image_proto_rawDesc = "" +
 	"\x04comm\x18\f \x01(\tR\x04comm\x12+\n" +
 	"\x05creds\x18\r \x01(\v2\x15.ctrcr.image.v1.CredsR\x05creds\x127\n" +
 	"\aseccomp\x18\x0e \x03(\v2\x1d.ctrcr.image.v1.SeccompFilterR\aseccomp\x12$\n" +
-	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\"\x9d\x06\n" +
+	"\x0etimer_slack_ns\x18\x0f \x01(\x04R\ftimerSlackNs\x125\n" +
+	"\x05sched\x18\x98\x02 \x01(\v2\x1e.ctrcr.image.v1.TaskSchedStateR\x05sched\x12&\n" +
+	"\x0eseccomp_strict\x18\x99\x02 \x01(\bR\rseccompStrict\x12 \n" +
+	"\bloginuid\x18\x9a\x02 \x01(\rH\x00R\bloginuid\x88\x01\x01B\v\n" +
+	"\t_loginuid\"\xc1\x01\n" +
+	"\x0eTaskSchedState\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\rR\x06policy\x12\x14\n" +
+	"\x05flags\x18\x02 \x01(\x04R\x05flags\x12\x12\n" +
+	"\x04nice\x18\x03 \x01(\x05R\x04nice\x12\x1f\n" +
+	"\vrt_priority\x18\x04 \x01(\rR\n" +
+	"rtPriority\x12\x19\n" +
+	"\butil_min\x18\x05 \x01(\rR\autilMin\x12\x19\n" +
+	"\butil_max\x18\x06 \x01(\rR\autilMax\x12\x16\n" +
+	"\x06ioprio\x18\a \x01(\x05R\x06ioprio\"\xa0\b\n" +
 	"\bTaskCore\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12 \n" +
@@ -5169,7 +5356,14 @@ const file_image_proto_rawDesc = "" +
 	"thpDisable\x126\n" +
 	"\tcwd_ghost\x18\xf6\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\bcwdGhost\x128\n" +
 	"\n" +
-	"root_ghost\x18\xf7\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\trootGhost\"f\n" +
+	"root_ghost\x18\xf7\x01 \x01(\v2\x18.ctrcr.image.v1.GhostDirR\trootGhost\x12(\n" +
+	"\room_score_adj\x18\x98\x02 \x01(\x05H\x00R\voomScoreAdj\x88\x01\x01\x12\x1d\n" +
+	"\tsessionid\x18\x9a\x02 \x01(\rR\tsessionid\x12:\n" +
+	"\x18membarrier_registrations\x18\x9b\x02 \x01(\rR\x17membarrierRegistrations\x12\"\n" +
+	"\fmlock_future\x18\x9c\x02 \x01(\rR\vmlockFuture\x12+\n" +
+	"\x0eautogroup_nice\x18\x9d\x02 \x01(\x05H\x01R\rautogroupNice\x88\x01\x01B\x10\n" +
+	"\x0e_oom_score_adjB\x11\n" +
+	"\x0f_autogroup_niceJ\x06\b\x99\x02\x10\x9a\x02\"f\n" +
 	"\bGhostDir\x12\x10\n" +
 	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
@@ -5570,7 +5764,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
@@ -5588,35 +5782,36 @@ var file_image_proto_goTypes = []any{
 	(*Altstack)(nil),           // 13: ctrcr.image.v1.Altstack
 	(*Rseq)(nil),               // 14: ctrcr.image.v1.Rseq
 	(*ThreadCore)(nil),         // 15: ctrcr.image.v1.ThreadCore
-	(*TaskCore)(nil),           // 16: ctrcr.image.v1.TaskCore
-	(*GhostDir)(nil),           // 17: ctrcr.image.v1.GhostDir
-	(*VmaGuardRegion)(nil),     // 18: ctrcr.image.v1.VmaGuardRegion
-	(*Vma)(nil),                // 19: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),            // 20: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),        // 21: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),       // 22: ctrcr.image.v1.PagemapEntry
-	(*NetlinkSk)(nil),          // 23: ctrcr.image.v1.NetlinkSk
-	(*PacketSk)(nil),           // 24: ctrcr.image.v1.PacketSk
-	(*PacketSkMembership)(nil), // 25: ctrcr.image.v1.PacketSkMembership
-	(*UnixSocket)(nil),         // 26: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),            // 27: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),         // 28: ctrcr.image.v1.InetSocket
-	(*InetMcastGroup)(nil),     // 29: ctrcr.image.v1.InetMcastGroup
-	(*TcpStream)(nil),          // 30: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),            // 31: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),           // 32: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),        // 33: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),            // 34: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),       // 35: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),            // 36: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),          // 37: ctrcr.image.v1.FileEntry
-	(*GhostExtent)(nil),        // 38: ctrcr.image.v1.GhostExtent
-	(*FileFown)(nil),           // 39: ctrcr.image.v1.FileFown
-	(*FileLock)(nil),           // 40: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),            // 41: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),         // 42: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),         // 43: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),                // 44: ctrcr.image.v1.Pty
+	(*TaskSchedState)(nil),     // 16: ctrcr.image.v1.TaskSchedState
+	(*TaskCore)(nil),           // 17: ctrcr.image.v1.TaskCore
+	(*GhostDir)(nil),           // 18: ctrcr.image.v1.GhostDir
+	(*VmaGuardRegion)(nil),     // 19: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),                // 20: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 21: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 22: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 23: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 24: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 25: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 26: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 27: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 28: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 29: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 30: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 31: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 32: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 33: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 34: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 35: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 36: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 37: ctrcr.image.v1.Inotify
+	(*FileEntry)(nil),          // 38: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),        // 39: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),           // 40: ctrcr.image.v1.FileFown
+	(*FileLock)(nil),           // 41: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),            // 42: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 43: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 44: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 45: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
@@ -5625,49 +5820,50 @@ var file_image_proto_depIdxs = []int32{
 	14, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
 	10, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
 	11, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	6,  // 6: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	7,  // 7: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	8,  // 8: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	9,  // 9: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	12, // 10: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	15, // 11: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	17, // 12: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
-	17, // 13: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
-	0,  // 14: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	18, // 15: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
-	19, // 16: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	31, // 17: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	31, // 18: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	25, // 19: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
-	32, // 20: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	27, // 21: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	26, // 22: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	26, // 23: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
-	31, // 24: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	30, // 25: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	29, // 26: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	35, // 27: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 28: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	33, // 29: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	26, // 30: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	34, // 31: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	36, // 32: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	28, // 33: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	23, // 34: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	24, // 35: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	44, // 36: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	40, // 37: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	38, // 38: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	39, // 39: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	2,  // 40: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	40, // 41: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	42, // 42: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	43, // 43: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	16, // 6: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
+	6,  // 7: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	7,  // 8: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	8,  // 9: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	9,  // 10: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	12, // 11: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	15, // 12: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	18, // 13: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
+	18, // 14: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
+	0,  // 15: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
+	19, // 16: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	20, // 17: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	32, // 18: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	32, // 19: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	26, // 20: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	33, // 21: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	28, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	27, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	27, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	32, // 25: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	31, // 26: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	30, // 27: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	36, // 28: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	1,  // 29: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	34, // 30: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	27, // 31: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	35, // 32: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	37, // 33: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	29, // 34: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	24, // 35: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	25, // 36: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	45, // 37: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	41, // 38: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	39, // 39: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	40, // 40: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	2,  // 41: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	41, // 42: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	43, // 43: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	44, // 44: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -5682,13 +5878,15 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
+	file_image_proto_msgTypes[12].OneofWrappers = []any{}
+	file_image_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,447 @@
+package dump
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/core/ptrace"
+)
+
+// Scheduling constants (uapi/linux/sched.h, ioprio.h, membarrier.h).
+const (
+	schedDeadline           = 6
+	schedAttrSize           = 56 // SCHED_ATTR_SIZE_VER1
+	ioprioWhoProcess        = 1
+	membarrierGetRegs       = 1 << 9
+	membarrierKnownRegs     = 1<<2 | 1<<4 | 1<<6 | 1<<8 // the REGISTER_* commands
+	mclFuture, mclOnfault   = 2, 4
+	pagemapPresent          = 1 << 63
+	probeProt, probeFlags   = unix.PROT_READ, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	statusVmLckKey          = "VmLck:"
+	membarrierNotBuiltErrno = unix.ENOSYS
+)
+
+// schedAttr is struct sched_attr (VER1).
+type schedAttr struct {
+	Size     uint32
+	Policy   uint32
+	Flags    uint64
+	Nice     int32
+	Priority uint32
+	Runtime  uint64
+	Deadline uint64
+	Period   uint64
+	UtilMin  uint32
+	UtilMax  uint32
+}
+
+// collectSched reads thread tid's scheduling state from the dumper:
+// sched_getattr (policy, flags, rt priority, utilization clamps), the nice
+// value by getpriority (kept under a real-time policy too, where
+// sched_getattr does not report it) and the I/O priority. SCHED_DEADLINE
+// is refused: its bandwidth reservation is admission-controlled per root
+// domain and cannot be promised back.
+func collectSched(tid int) (*imagepb.TaskSchedState, error) {
+	var a schedAttr
+	if _, _, e := unix.Syscall6(unix.SYS_SCHED_GETATTR, uintptr(tid), uintptr(unsafe.Pointer(&a)), schedAttrSize, 0, 0, 0); e != 0 {
+		return nil, fmt.Errorf("sched_getattr: %w", e)
+	}
+	if a.Policy == schedDeadline {
+		return nil, errors.New("scheduling policy SCHED_DEADLINE: not supported")
+	}
+	// raw getpriority returns 20 - nice
+	prio, _, e := unix.Syscall(unix.SYS_GETPRIORITY, unix.PRIO_PROCESS, uintptr(tid), 0)
+	if e != 0 {
+		return nil, fmt.Errorf("getpriority: %w", e)
+	}
+	io, _, e := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
+	if e != 0 {
+		return nil, fmt.Errorf("ioprio_get: %w", e)
+	}
+	return &imagepb.TaskSchedState{
+		Policy: a.Policy, Flags: a.Flags, Nice: 20 - int32(prio), RtPriority: a.Priority,
+		UtilMin: a.UtilMin, UtilMax: a.UtilMax, Ioprio: int32(io),
+	}, nil
+}
+
+// collectProcAttrs reads the per-process attributes kept outside the
+// task's own syscalls: oom_score_adj, the audit loginuid and session id
+// (from /proc), the membarrier registrations and the mlockall flags that
+// apply to new mappings (by injected calls).
+func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
+	v, err := readProcInt(pid, "oom_score_adj")
+	if err != nil {
+		return err
+	}
+	oom := int32(v)
+	c.OomScoreAdj = &oom
+	// sessionid exists only with CONFIG_AUDIT
+	if s, err := readProcInt(pid, "sessionid"); err == nil {
+		c.Sessionid = uint32(s)
+	}
+	if n, ok := readAutogroupNice(pid); ok {
+		c.AutogroupNice = &n
+	}
+	regs, err := r.Call(0, "membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
+	switch {
+	case errors.Is(err, membarrierNotBuiltErrno):
+		regs = 0 // no membarrier in this kernel: nothing can be registered
+	case errors.Is(err, unix.EINVAL):
+		// before 6.3: probe the private commands, which fail with EPERM
+		// unless registered (GLOBAL_EXPEDITED cannot be probed this way)
+		if regs, err = probeMembarrier(r); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	}
+	if regs&^membarrierKnownRegs != 0 {
+		return fmt.Errorf("membarrier registrations %#x: unknown command bits: not supported", regs)
+	}
+	c.MembarrierRegistrations = uint32(regs)
+	fut, err := probeMlockFuture(r, pid)
+	if err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
+	}
+	c.MlockFuture = fut
+	return nil
+}
+
+// probeMlockFuture finds the mlockall flags in force for new mappings
+// (mm->def_flags, not shown in /proc): it maps one read-only anonymous
+// page in the task and unmaps it again. With MCL_FUTURE the mapping is
+// accounted locked (VmLck grows); without MCL_ONFAULT it is also populated
+// at once (pagemap shows the page present).
+func probeMlockFuture(r *ptrace.Remote, pid int) (uint32, error) {
+	before, err := vmLckKB(pid)
+	if err != nil {
+		return 0, err
+	}
+	addr, err := r.Call(0, "mmap(probe page)", unix.SYS_MMAP, 0, uint64(unix.Getpagesize()), probeProt, probeFlags, ^uint64(0), 0)
+	if errors.Is(err, unix.EAGAIN) {
+		return 0, errors.New("mlockall(MCL_FUTURE) with RLIMIT_MEMLOCK exhausted: not supported")
+	}
+	if err != nil {
+		return 0, err
+	}
+	after, lerr := vmLckKB(pid)
+	present, perr := pagePresent(pid, addr)
+	if _, err := r.Call(0, "munmap(probe page)", unix.SYS_MUNMAP, addr, uint64(unix.Getpagesize())); err != nil {
+		return 0, err
+	}
+	if lerr != nil {
+		return 0, lerr
+	}
+	if after == before {
+		return 0, nil
+	}
+	if perr != nil {
+		return 0, perr
+	}
+	if present {
+		return mclFuture, nil
+	}
+	return mclFuture | mclOnfault, nil
+}
+
+// vmLckKB is VmLck of /proc/PID/status, in kB.
+func vmLckKB(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == statusVmLckKey {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s line", pid, statusVmLckKey)
+}
+
+// pagePresent reports whether the page at addr is present in pid's page
+// tables (/proc/PID/pagemap bit 63).
+func pagePresent(pid int, addr uint64) (bool, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(addr/uint64(unix.Getpagesize())*8)); err != nil {
+		return false, err
+	}
+	return le(e[:], 0)&pagemapPresent != 0, nil
+}
+
+// readProcInt reads a one-number /proc/PID/name file.
+func readProcInt(pid int, name string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/%s: %w", pid, name, err)
+	}
+	return v, nil
+}
+
+// explainNoMapping names the state that makes a task unable to take even
+// one more page: mlockall(MCL_FUTURE) with its RLIMIT_MEMLOCK reached (the
+// dumper's scratch mapping would be locked too, which the task may not).
+func explainNoMapping(pid int, err error) error {
+	if !errors.Is(err, unix.EAGAIN) {
+		return err
+	}
+	lck, lerr := vmLckKB(pid)
+	if lerr != nil || lck == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (mlockall(MCL_FUTURE) in force with RLIMIT_MEMLOCK reached, %d kB locked: not supported)", err, lck)
+}
+
+// dropOwnSigcont takes the SIGCONT the dumper sent to end a group stop out
+// of the task's queue when it was queued there (see endGroupStop), so that
+// neither the image nor the released task holds a signal the task never
+// got: rt_sigtimedwait with a zero timeout, injected, dequeues it.
+func dropOwnSigcont(t *task) error {
+	if !t.contQueued {
+		return nil
+	}
+	t.contQueued = false
+	st, err := procfs.ReadStatus(t.pid)
+	if err != nil || st.ShdPnd&sigcontBit == 0 {
+		return err
+	}
+	r := t.remote
+	set := make([]byte, 24) // sigset at scratch, timespec{0, 0} at +8
+	binary.LittleEndian.PutUint64(set, sigcontBit)
+	if err := r.Mem.WriteAt(set, r.Scratch); err != nil {
+		return err
+	}
+	_, err = r.Call(0, "rt_sigtimedwait(SIGCONT)", unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+	return err
+}
+
+// probeMembarrier finds the private expedited registrations on kernels
+// without MEMBARRIER_CMD_GET_REGISTRATIONS by running each command once
+// (a barrier among the task's own, stopped, threads): it fails with EPERM
+// unless registered.
+func probeMembarrier(r *ptrace.Remote) (uint64, error) {
+	var regs uint64
+	for _, cmd := range []uint64{1 << 3, 1 << 5, 1 << 7} { // PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ
+		v, err := r.RawCall(0, unix.SYS_MEMBARRIER, cmd, 0, 0)
+		if err != nil {
+			return 0, err
+		}
+		if v == 0 {
+			regs |= cmd << 1 // the matching REGISTER_ command
+		}
+	}
+	return regs, nil
+}
+
+// readAutogroupNice reads the nice value of pid's scheduling autogroup
+// ("/autogroup-N nice X"); false without CONFIG_SCHED_AUTOGROUP.
+func readAutogroupNice(pid int) (int32, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", pid))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[1] != "nice" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		return 0, false
+	}
+	return int32(n), true
+}
+
+// dropOwnSigchld takes out of parent t's queue the SIGCHLD (CLD_CONTINUED)
+// that the dumper's SIGCONT to a stopped child made the kernel queue (see
+// endGroupStop): the one queued SIGCHLD, when its siginfo is that report.
+func (d *dumper) dropOwnSigchld(t *task) error {
+	child := 0
+	for _, c := range d.tasks {
+		if c.ppid == t.pid && c.chldQueued {
+			child = c.pid
+			break
+		}
+	}
+	if child == 0 {
+		return nil
+	}
+	q, err := ptrace.PeekSiginfo(t.pid, true)
+	if err != nil {
+		return err
+	}
+	ours := false
+	for _, si := range q {
+		// siginfo: signo at 0, code at 8, pid at 16
+		if len(si) >= 20 && binary.LittleEndian.Uint32(si) == uint32(unix.SIGCHLD) &&
+			int32(binary.LittleEndian.Uint32(si[8:])) == cldContinued {
+			ours = true
+		}
+	}
+	if !ours {
+		return nil
+	}
+	r := t.remote
+	set := make([]byte, 24) // sigset at scratch, timespec{0, 0} at +8
+	binary.LittleEndian.PutUint64(set, sigchldBit)
+	if err := r.Mem.WriteAt(set, r.Scratch); err != nil {
+		return err
+	}
+	_, err = r.Call(0, "rt_sigtimedwait(SIGCHLD)", unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+	return err
+}
+
+const cldContinued = 6 // CLD_CONTINUED
+
+// stopReportPending asks parent, by an injected waitid(P_PID, child,
+// WSTOPPED|WNOHANG|WNOWAIT), whether the child's stop report is still to
+// be collected (the parent's own wait state; WNOWAIT leaves it as it is).
+// The parent gets a short-lived injection set-up of its own.
+func stopReportPending(parent, child *task, childStatus *procfs.Status) (bool, error) {
+	nsPid := child.pid
+	if n := len(childStatus.NSpid); n > 0 {
+		nsPid = childStatus.NSpid[n-1]
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", parent.pid))
+	if err != nil {
+		return false, err
+	}
+	gadget, ok := ptrace.FirstExec(string(maps))
+	if !ok {
+		return false, errors.New("no executable mapping for syscall injection")
+	}
+	var pending bool
+	parent.tr.Do(func() {
+		var r *ptrace.Remote
+		if r, err = ptrace.NewRemote(parent.p, gadget); err != nil {
+			return
+		}
+		defer func() {
+			if cerr := r.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		if err = r.Mem.WriteAt(make([]byte, 128), r.Scratch); err != nil {
+			return
+		}
+		if _, err = r.Call(0, "waitid(WSTOPPED|WNOHANG|WNOWAIT)", unix.SYS_WAITID, unix.P_PID, uint64(nsPid), r.Scratch, unix.WSTOPPED|unix.WNOHANG|unix.WNOWAIT, 0); err != nil {
+			return
+		}
+		si := make([]byte, 20)
+		if err = r.Mem.ReadAt(si, r.Scratch); err != nil {
+			return
+		}
+		pending = binary.LittleEndian.Uint32(si[16:]) != 0 // si_pid
+	})
+	return pending, err
+}
+
+// settleStoppedChildren runs on a released tree for seized parent t once
+// its stopped children are back in their group stops: the stops told t
+// again (a stop report, a SIGCHLD). With a short-lived injection set-up it
+// waits for each report, collects it again when t had collected it before
+// the dump, and takes the SIGCHLD out of t's queue when t had none
+// pending before.
+func (d *dumper) settleStoppedChildren(t *task) error {
+	var kids []*task
+	for _, c := range d.tasks {
+		if c.ppid == t.pid && c.p != nil && c != t && c.groupStopped {
+			kids = append(kids, c)
+		}
+	}
+	if len(kids) == 0 || t.p == nil {
+		return nil
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
+	if err != nil {
+		return err
+	}
+	gadget, ok := ptrace.FirstExec(string(maps))
+	if !ok {
+		return errors.New("no executable mapping for syscall injection")
+	}
+	t.tr.Do(func() {
+		var r *ptrace.Remote
+		if r, err = ptrace.NewRemote(t.p, gadget); err != nil {
+			return
+		}
+		defer func() {
+			if cerr := r.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		for _, c := range kids {
+			if err = settleChild(r, c); err != nil {
+				return
+			}
+		}
+		if !t.sigchldWasPending {
+			set := make([]byte, 24) // sigset, then timespec{0, 0}
+			binary.LittleEndian.PutUint64(set, sigchldBit)
+			if err = r.Mem.WriteAt(set, r.Scratch); err != nil {
+				return
+			}
+			// EAGAIN when no SIGCHLD came (SA_NOCLDSTOP, ignored)
+			r.RawCall(0, unix.SYS_RT_SIGTIMEDWAIT, r.Scratch, 0, r.Scratch+8, 8)
+		}
+	})
+	return err
+}
+
+// settleChild waits (injected waitid WNOWAIT in the parent) for child c's
+// stop report and collects it when the parent had collected it.
+func settleChild(r *ptrace.Remote, c *task) error {
+	nsPid := c.pid
+	if c.status != nil && len(c.status.NSpid) > 0 {
+		nsPid = c.status.NSpid[len(c.status.NSpid)-1]
+	}
+	waitid := func(opts uint64) (bool, error) {
+		if err := r.Mem.WriteAt(make([]byte, 128), r.Scratch); err != nil {
+			return false, err
+		}
+		if _, err := r.Call(0, "waitid(stopped child)", unix.SYS_WAITID, unix.P_PID, uint64(nsPid), r.Scratch, opts, 0); err != nil {
+			return false, err
+		}
+		si := make([]byte, 20)
+		if err := r.Mem.ReadAt(si, r.Scratch); err != nil {
+			return false, err
+		}
+		return binary.LittleEndian.Uint32(si[16:]) != 0, nil
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got, err := waitid(unix.WSTOPPED | unix.WNOHANG | unix.WNOWAIT)
+		if err != nil {
+			return err
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("child %d: no stop report after 2 s", c.pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.stopReportTaken {
+		_, err := waitid(unix.WSTOPPED | unix.WNOHANG)
+		return err
+	}
+	return nil
+}
