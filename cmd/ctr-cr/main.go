@@ -94,6 +94,9 @@ func run(cmd string) (int, error) {
 			return 2, errors.New("usage: ctr-cr hook PHASE (the OCI state on stdin)")
 		}
 		err = hooks.Entry(os.Args[2], os.Stdin)
+	case hooks.ExecArg:
+		// ctr-cr itself runs this to put a hook in a container (not for users)
+		err = hooks.Exec(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
 	case "check":
