@@ -242,7 +242,7 @@ func testRestoreHooks(t *testing.T, rt string) {
 			return []specs.Hook{{Path: "/bin/busybox", Args: []string{"busybox", "sh", "-c", "read -r s; echo \"" + p + " $s\" >> " + log}}}
 		}
 		s.Hooks = &specs.Hooks{
-			CreateRuntime: h("createRuntime", hostLog), CreateContainer: h("createContainer", "/tmp/hooks.log"),
+			CreateRuntime: h("createRuntime", hostLog), CreateContainer: h("createContainer", hostLog),
 			StartContainer: h("startContainer", "/tmp/hooks.log"), Poststart: h("poststart", hostLog), Poststop: h("poststop", hostLog),
 		}
 		s.Hooks.Poststart = append(s.Hooks.Poststart, specs.Hook{Path: bin, Args: []string{"ctr-cr", "hook", "poststart"}})

@@ -17,8 +17,10 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/hooks"
+	"github.com/ctr-cr/ctr-cr/internal/capnames"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
@@ -164,8 +166,12 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	th := time.Now()
 	rst.NamespacesMs = ms(th.Sub(tn))
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
+	sb, err := hookSandbox(pid, bundle, dir, rt.Name, &spec)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore %s: hooks: %w", id, err)
+	}
 	for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
-		if err := hooks.Run(ctx, spec.Hooks, p, ociState); err != nil {
+		if err := hooks.Run(ctx, spec.Hooks, p, ociState, sb); err != nil {
 			return "", 0, fmt.Errorf("restore %s: %w", id, err)
 		}
 	}
@@ -189,10 +195,69 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	rst.TotalMs = ms(time.Since(t0))
 	// poststart failures do not undo the start (runtime-spec): reported
 	ociState.Status = specs.StateRunning
-	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState); err != nil {
+	if err := hooks.Run(ctx, spec.Hooks, hooks.Poststart, ociState, nil); err != nil {
 		fmt.Fprintf(os.Stderr, "Warn  (ctr-cr restore): container %s: %v\n", id, err)
 	}
 	return id, pid, nil
+}
+
+// hookSandbox describes the restored container for its createContainer and
+// startContainer hooks (nil when it has none): the bundle's own process
+// (not the privileged copy the sandbox was created from), its rootfs on
+// the host, and the seccomp filter chain of its init as dumped (what the
+// runtime installed from linux.seccomp).
+func hookSandbox(pid int, bundle, dir, runtime string, spec *specs.Spec) (*hooks.Sandbox, error) {
+	if len(hooks.Of(spec.Hooks, hooks.CreateContainer)) == 0 && len(hooks.Of(spec.Hooks, hooks.StartContainer)) == 0 {
+		return nil, nil
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, errors.New("config.json has no root.path")
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	sb := &hooks.Sandbox{Pid: pid, Rootfs: rootfs, Process: spec.Process, Exe: "/proc/self/exe", Bundle: bundle, Runtime: runtime,
+		SpecSeccomp: spec.Linux != nil && spec.Linux.Seccomp != nil}
+	if len(hooks.Of(spec.Hooks, hooks.StartContainer)) > 0 {
+		chain, err := initSeccomp(dir)
+		if err != nil {
+			return nil, err
+		}
+		sb.Seccomp = chain
+	}
+	return sb, nil
+}
+
+// initSeccomp reads the seccomp filter chain of the image's root task (the
+// container's init) from the checkpoint.
+func initSeccomp(dir string) ([][]byte, error) {
+	img, err := image.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	pst, err := img.Pstree()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range pst {
+		if e.Ppid != 0 {
+			continue
+		}
+		core, err := img.Core(int(e.Pid))
+		if err != nil {
+			return nil, err
+		}
+		if len(core.Threads) == 0 {
+			return nil, fmt.Errorf("core-%d.img: no thread", e.Pid)
+		}
+		var chain [][]byte
+		for _, f := range core.Threads[0].Seccomp {
+			chain = append(chain, f.Bpf)
+		}
+		return chain, nil
+	}
+	return nil, errors.New("pstree.img: no root task")
 }
 
 func readJSON(path string, v any) error {
@@ -239,18 +304,6 @@ func (s *State) validate() error {
 		}
 	}
 	return nil
-}
-
-// allCaps names the capabilities by number (CAP_CHOWN is 0).
-var allCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-	"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-	"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 }
 
 // OutsidePeersAnnotation in config.json says who wires the host side of the
@@ -387,13 +440,7 @@ func ownCaps() ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("CapBnd %q: %w", v, err)
 			}
-			var caps []string
-			for i, c := range allCaps {
-				if mask&(1<<i) != 0 {
-					caps = append(caps, c)
-				}
-			}
-			return caps, nil
+			return capnames.FromMask(mask), nil
 		}
 	}
 	return nil, errors.New("no CapBnd in /proc/self/status")

@@ -8,8 +8,9 @@
 // container layer strips them from the config the runtime creates the
 // sandbox from and runs them here once the sandbox holds the restored
 // state: prestart and createRuntime (runtime namespace), createContainer
-// and startContainer (inside the container's namespaces), then poststart
-// once the restored tree runs. poststop stays with the runtime, which runs
+// and startContainer (in the container, where and with the privileges the
+// runtime gives them: see Sandbox), then poststart once the restored tree
+// runs. poststop stays with the runtime, which runs
 // it at delete.
 package hooks
 
@@ -19,7 +20,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
@@ -64,24 +64,26 @@ func Of(h *specs.Hooks, p Phase) []specs.Hook {
 }
 
 // Run runs the hooks of phase in order with the state as JSON on their
-// standard input. createContainer and startContainer hooks run through
-// nsenter in the namespaces of state.Pid, mount namespace included (their
-// path resolves in the container's root, as with runc). The first failure stops the phase and is returned, naming the
-// hook and its output.
-func Run(ctx context.Context, h *specs.Hooks, p Phase, state *specs.State) error {
+// standard input. prestart, createRuntime and poststart hooks run as
+// ctr-cr's children in the runtime namespace; createContainer and
+// startContainer hooks run in the container sb describes, with the place
+// and privileges runc gives them (see Sandbox; sb is required for them).
+// The first failure stops the phase and is returned, naming the hook and
+// its output.
+func Run(ctx context.Context, h *specs.Hooks, p Phase, state *specs.State, sb *Sandbox) error {
 	in, err := json.Marshal(state)
 	if err != nil {
 		return err
 	}
 	for i, hk := range Of(h, p) {
-		if err := runOne(ctx, hk, p, state.Pid, in); err != nil {
+		if err := runOne(ctx, hk, p, sb, in); err != nil {
 			return fmt.Errorf("%s hook %d (%s): %w", p, i, hk.Path, err)
 		}
 	}
 	return nil
 }
 
-func runOne(ctx context.Context, hk specs.Hook, p Phase, pid int, state []byte) error {
+func runOne(ctx context.Context, hk specs.Hook, p Phase, sb *Sandbox, state []byte) error {
 	timeout := 60 * time.Second
 	if hk.Timeout != nil {
 		if *hk.Timeout <= 0 {
@@ -91,25 +93,36 @@ func runOne(ctx context.Context, hk specs.Hook, p Phase, pid int, state []byte) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := hk.Args
-	if len(args) == 0 {
-		args = []string{hk.Path}
-	}
-	var cmd *exec.Cmd
-	if p == CreateContainer || p == StartContainer {
-		// in the container's namespaces, mount namespace included, as
-		// runc runs them: the path resolves in the container's root
-		ns := []string{"--target", strconv.Itoa(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--"}
-		cmd = exec.CommandContext(ctx, "nsenter", append(ns, append([]string{hk.Path}, args[1:]...)...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, hk.Path, args[1:]...)
-		cmd.Args[0] = args[0]
-	}
-	cmd.Env = hk.Env
-	cmd.Stdin = bytes.NewReader(state)
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	var err error
+	if p == CreateContainer || p == StartContainer {
+		if sb == nil {
+			return fmt.Errorf("%s hooks need the container", p)
+		}
+		plan, perr := sb.planFor(hk, p)
+		if perr != nil {
+			return perr
+		}
+		cmd, barrier, cerr := sb.command(ctx, plan)
+		if cerr != nil {
+			return cerr
+		}
+		cmd.Stdin = bytes.NewReader(state)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err = sb.runInSandbox(cmd, barrier)
+	} else {
+		args := hk.Args
+		if len(args) == 0 {
+			args = []string{hk.Path}
+		}
+		cmd := exec.CommandContext(ctx, hk.Path, args[1:]...)
+		cmd.Args[0] = args[0]
+		cmd.Env = hk.Env
+		cmd.Stdin = bytes.NewReader(state)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err = cmd.Run()
+	}
+	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("timed out after %v", timeout)
 		}

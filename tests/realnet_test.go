@@ -223,18 +223,18 @@ func TestReal_HTTPServer(t *testing.T) {
 	}
 }
 
-// redisCli is a redis-cli process reading commands from a pipe: one
-// connection for its whole life (a reconnection would show as a new
-// CLIENT ID).
-type redisCli struct {
+// lineClient is a client process (redis-cli, ssh, mariadb) reading
+// commands from a pipe and answering each with one line: one connection
+// for its whole life (a reconnection would show, e.g. as a new CLIENT ID).
+type lineClient struct {
 	in  io.WriteCloser
 	out *bufio.Reader
 }
 
-func (c *redisCli) do(t *testing.T, cmd string) string {
+func (c *lineClient) do(t *testing.T, cmd string) string {
 	t.Helper()
 	if _, err := io.WriteString(c.in, cmd+"\n"); err != nil {
-		t.Fatalf("redis-cli %s: %v", cmd, err)
+		t.Fatalf("client: %s: %v", cmd, err)
 	}
 	type res struct {
 		line string
@@ -248,11 +248,11 @@ func (c *redisCli) do(t *testing.T, cmd string) string {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			t.Fatalf("redis-cli %s: %v", cmd, r.err)
+			t.Fatalf("client: %s: %v", cmd, r.err)
 		}
 		return r.line
 	case <-time.After(20 * time.Second):
-		t.Fatalf("redis-cli %s: no answer in 20 s", cmd)
+		t.Fatalf("client: %s: no answer in 20 s", cmd)
 	}
 	return ""
 }
@@ -314,7 +314,7 @@ func TestReal_Redis(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	rc := &redisCli{in: in, out: bufio.NewReader(stdout)}
+	rc := &lineClient{in: in, out: bufio.NewReader(stdout)}
 	id := rc.do(t, "CLIENT ID")
 	if rc.do(t, "SET before restore") != "OK" {
 		t.Fatal("SET before")

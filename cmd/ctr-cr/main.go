@@ -129,6 +129,9 @@ func run(cmd string) (int, error) {
 			return 2, usageErrorf(hookSynopsis, "one PHASE is required")
 		}
 		err = hooks.Entry(os.Args[2], os.Stdin)
+	case hooks.ExecArg:
+		// ctr-cr itself runs this to put a hook in a container (not for users)
+		err = hooks.Exec(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
 	case "check":
