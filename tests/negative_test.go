@@ -518,8 +518,9 @@ func freePid(t *testing.T) int {
 }
 
 // requireRefusedDump starts case c, dumps it and requires the dump to fail
-// with exit status 1 (no panic), stderr passing check, and the case still
-// the same process, running, untraced; then lets it finish. Under
+// with exit status 1 (no panic), stderr passing check, no complete-looking
+// image, and the case still the same process, running, untraced; then lets
+// it finish. Under
 // CTRCR_NOCR=1 it runs the case program alone and skips.
 func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr string, pid int)) {
 	t.Helper()
@@ -538,6 +539,9 @@ func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr st
 	requireExitCode(t, err, stderr, 1)
 	requireNoPanic(t, stderr)
 	check(t, stderr, r.Pid)
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("the failed dump left a complete-looking image")
+	}
 	requireRunningUntraced(t, r.Pid)
 	if st := procStartTime(t, r.Pid); st != start {
 		t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
