@@ -124,6 +124,14 @@ func TestNegative_FileLockInFlight(t *testing.T) {
 		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock)", "in flight")
 }
 
+// TestNegative_FileLockMappedTwice: an flock held only through mappings,
+// on a file mapped twice (which one's open file holds it is unknown), is
+// refused, naming it and the two mappings.
+func TestNegative_FileLockMappedTwice(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_lockmaptwice", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=2"}},
+		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock) held through a mapping", "mapped 2 times")
+}
+
 // TestCR_FileLockMapped: an flock and an OFD write lock each held only
 // through a mapping (the fd closed after mmap, as a JVM's hsperfdata
 // file), dumped with --file-locks: /proc/locks shows the same locks (kind,
@@ -156,6 +164,15 @@ func TestCR_FileLockMapped(t *testing.T) {
 			}
 			if strings.Join(after, "\n") != strings.Join(before, "\n") {
 				t.Errorf("/proc/locks after restore:\n%s\nbefore the dumps:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+			out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
+			if err != nil {
+				t.Fatalf("show: %v\n%s", err, stderr)
+			}
+			for _, want := range []string{"lockmap.dat locks of its file: exclusive flock", "lockmap_ofd.dat locks of its file: OFD write lock on bytes 0-99"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("show does not say %q:\n%s", want, out)
+				}
 			}
 		}})
 }

@@ -64,8 +64,12 @@ func (t *Table) lockOnMapping(l *lockLine, fl *imagepb.FileLock) (bool, error) {
 		what = fmt.Sprintf("pid %d: %s", l.pid, what)
 	}
 	if len(uses) > 1 {
-		return false, fmt.Errorf("%s of a file mapped %d times in the dump (VMAs %#x-%#x of pid %d, %#x-%#x of pid %d...: which one's open file holds the lock is unknown): not supported",
-			what, len(uses), uses[0].start, uses[0].end, uses[0].pid, uses[1].start, uses[1].end, uses[1].pid)
+		more := ""
+		if len(uses) > 2 {
+			more = ", ..."
+		}
+		return false, fmt.Errorf("%s of a file mapped %d times in the dump (VMAs %#x-%#x of pid %d and %#x-%#x of pid %d%s: which one's open file holds the lock is unknown): not supported",
+			what, len(uses), uses[0].start, uses[0].end, uses[0].pid, uses[1].start, uses[1].end, uses[1].pid, more)
 	}
 	u := uses[0]
 	what = fmt.Sprintf("%s (VMA %#x-%#x of pid %d)", what, u.start, u.end, u.pid)

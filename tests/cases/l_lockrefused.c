@@ -4,8 +4,10 @@
  * WORKDIR/mapped.dat whose open file was sent in a unix socket (queued,
  * not received) and its fd closed, the same file mapped through another
  * open file (no fdinfo shows the lock; the mapping's file does not hold
- * it). After the refused dumps, from inside: the lease or lock is still
- * held.
+ * it); 2: an exclusive flock on WORKDIR/mapped.dat whose fd was closed
+ * after two mmaps of it (which mapping's open file holds the lock cannot
+ * be told from outside). After the refused dumps, from inside: the lease
+ * or lock is still held.
  */
 #include "case.h"
 
@@ -35,6 +37,30 @@ int main(int argc, char **argv)
 	case_wait_go();
 	if (fcntl(fd, F_GETLEASE) != F_RDLCK)
 		case_fail("F_GETLEASE: %d, want F_RDLCK", fcntl(fd, F_GETLEASE));
+#elif LOCK_VARIANT == 2
+	char *p, *q;
+	int fresh;
+
+	fd = open("mapped.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || ftruncate(fd, 4096))
+		case_fail("create: %s", strerror(errno));
+	if (flock(fd, LOCK_EX))
+		case_fail("flock: %s", strerror(errno));
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	q = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED || q == MAP_FAILED)
+		case_fail("mmap: %s", strerror(errno));
+	close(fd);
+	case_ready();
+	case_wait_go();
+	fresh = open("mapped.dat", O_RDWR);
+	if (fresh < 0)
+		case_fail("open: %s", strerror(errno));
+	if (flock(fresh, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)
+		case_fail("the mapped file's flock is gone (flock: %s)", strerror(errno));
+	p[0] = 1;
+	if (q[0] != 1)
+		case_fail("the two mappings do not share the file");
 #else
 	char *p, c = 0;
 	int sv[2], mfd, fresh;
