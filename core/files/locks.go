@@ -76,7 +76,7 @@ type lockState struct {
 	posixOf  map[[2]int]bool     // (pid, file id) whose POSIX locks are read
 	fileOf   map[uint32]bool     // file ids whose flock/OFD locks are read
 	maps     map[string][]mapUse // file VMAs of the dump by inode (NoteMapping)
-	inFlight map[string]bool     // inodes of files in flight (noteInFlight)
+	inFlight map[uint64]bool     // inode numbers of files in flight (noteInFlight)
 }
 
 // fdLocks records the locks fdinfo shows for fd of pid (entry e, file

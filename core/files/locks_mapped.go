@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
@@ -34,11 +37,13 @@ func (t *Table) NoteMapping(pid int, v *procfs.SmapsEntry, id uint32) {
 // noteInFlight records the inode of a file in flight in a socket queue
 // (received by ctr-cr, not read through any fd of the dump): a lock on
 // that inode may be that file's, so none is given to a mapping of it.
-func (t *Table) noteInFlight(major, minor uint32, ino uint64) {
+// (By inode number only: fstat's device may not be the one /proc/locks
+// prints, e.g. on btrfs.)
+func (t *Table) noteInFlight(ino uint64) {
 	if t.locks.inFlight == nil {
-		t.locks.inFlight = map[string]bool{}
+		t.locks.inFlight = map[uint64]bool{}
 	}
-	t.locks.inFlight[inodeKey(major, minor, ino)] = true
+	t.locks.inFlight[ino] = true
 }
 
 // lockOnMapping gives flock or OFD lock l, which the fdinfo of no fd of the
@@ -73,7 +78,7 @@ func (t *Table) lockOnMapping(l *lockLine, fl *imagepb.FileLock) (bool, error) {
 	}
 	u := uses[0]
 	what = fmt.Sprintf("%s (VMA %#x-%#x of pid %d)", what, u.start, u.end, u.pid)
-	if t.locks.inFlight[l.file] {
+	if t.locks.inFlight[lockIno(l)] {
 		return false, fmt.Errorf("%s: the file is also in flight in a socket (which one holds the lock is unknown): not supported", what)
 	}
 	if fl.Kind == imagepb.FileLockKind_FILE_LOCK_FLOCK && u.pid != l.pid {
@@ -92,9 +97,11 @@ func (t *Table) lockOnMapping(l *lockLine, fl *imagepb.FileLock) (bool, error) {
 
 // lockShownByFd reports whether the fdinfo of some fd of the system shows
 // lock l: then an fd (outside the dump: those of the dump were read) holds
-// it, not a mapping. Read only for a lock left over on a mapped inode.
+// it, not a mapping. Read only for a lock left over on a mapped inode; only
+// the fds of that inode number (stat of the fd link) have their fdinfo
+// read.
 func lockShownByFd(l *lockLine) (bool, error) {
-	dirs, err := filepath.Glob("/proc/[0-9]*/fdinfo")
+	dirs, err := filepath.Glob("/proc/[0-9]*/fd")
 	if err != nil {
 		return false, err
 	}
@@ -105,22 +112,41 @@ func lockShownByFd(l *lockLine) (bool, error) {
 			continue // exited, or not ours to read
 		}
 		for _, e := range ents {
-			b, err := os.ReadFile(filepath.Join(d, e.Name()))
-			if err != nil || !strings.Contains(string(b), "lock:") {
+			var st unix.Stat_t
+			// the inode number only: stat's device may not be the one
+			// /proc/locks prints (btrfs); the fdinfo line is exact
+			if unix.Stat(filepath.Join(d, e.Name()), &st) != nil || !strings.HasSuffix(l.file, fmt.Sprintf(":%d", st.Ino)) {
 				continue
 			}
-			for _, s := range strings.Split(string(b), "\n") {
-				rest, ok := strings.CutPrefix(s, "lock:")
-				if !ok {
-					continue
-				}
-				if fl, _, err := parseLockLine(rest); err == nil && fl.key() == key {
-					return true, nil
-				}
+			if fdinfoShowsLock(filepath.Join(filepath.Dir(d), "fdinfo", e.Name()), key) {
+				return true, nil
 			}
 		}
 	}
 	return false, nil
+}
+
+// fdinfoShowsLock reports whether fdinfo file path has a "lock:" line of
+// the lock with key.
+func fdinfoShowsLock(path, key string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, s := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(s, "lock:"); ok {
+			if fl, _, err := parseLockLine(rest); err == nil && fl.key() == key {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lockIno is the inode number of the file of l.
+func lockIno(l *lockLine) uint64 {
+	n, _ := strconv.ParseUint(l.file[strings.LastIndexByte(l.file, ':')+1:], 10, 64)
+	return n
 }
 
 // inodeKey is an inode as /proc/locks and smaps print it: "maj:min:ino"

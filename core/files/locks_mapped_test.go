@@ -56,7 +56,7 @@ func TestLockOnMapping(t *testing.T) {
 	} {
 		tb := mappedTable(c.kind, c.vmas...)
 		if c.inFlight {
-			tb.noteInFlight(0xfe, 0, 4000000001)
+			tb.noteInFlight(4000000001)
 		}
 		l, _, err := parseLockLine(c.line)
 		if err != nil {

@@ -19,7 +19,9 @@ import (
 func (r *restorer) addMapLocks(b *callBatch, stubFds map[string]uint64) error {
 	done := map[string]bool{}
 	for _, v := range r.pr.mm.Vmas {
-		if v.Kind != imagepb.VmaKind_VMA_FILE_PRIVATE && v.Kind != imagepb.VmaKind_VMA_FILE_SHARED {
+		switch v.Kind {
+		case imagepb.VmaKind_VMA_FILE_PRIVATE, imagepb.VmaKind_VMA_FILE_SHARED, imagepb.VmaKind_VMA_MEMFD, imagepb.VmaKind_VMA_ANON_SHARED:
+		default:
 			continue
 		}
 		f, err := r.opener.Entry(v.FileId)
@@ -29,6 +31,10 @@ func (r *restorer) addMapLocks(b *callBatch, stubFds map[string]uint64) error {
 		key := mapKey(v.FileId, mapWritable(v))
 		if len(f.MapLocks) == 0 || done[key] {
 			continue
+		}
+		if f.Kind != imagepb.FileKind_FILE_REG {
+			// a memory object's fd is shared with its fds: never dumped so
+			return fmt.Errorf("vma %#x-%#x %s: file locks on a memory object's mapping", v.Start, v.End, v.Name)
 		}
 		done[key] = true
 		sfd, ok := stubFds[key]
