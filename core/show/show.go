@@ -96,7 +96,7 @@ func Summary(dir string, w io.Writer) error {
 			len(core.Sigactions), len(core.Itimers), len(core.PosixTimers), len(core.SharedPending), core.Cwd)
 		fmt.Fprintf(w, "  memory: %d VMA(s)\n", len(mm.Vmas))
 		for _, v := range mm.Vmas {
-			fmt.Fprintf(w, "    %012x-%012x %9s %s %-12s %s\n", v.Start, v.End, bytes(v.End-v.Start), prot(v), kind(v.Kind), v.Name)
+			fmt.Fprintf(w, "    %012x-%012x %9s %s %-12s %s%s\n", v.Start, v.End, bytes(v.End-v.Start), prot(v), kind(v.Kind), v.Name, mapLocksExtra(byID[v.FileId]))
 		}
 		fmt.Fprintf(w, "  files: %d fd(s)\n", len(fds))
 		for _, fd := range fds {

@@ -4264,10 +4264,16 @@ type FileEntry struct {
 	// The inode was made by open(O_TMPFILE) (the kernel named it
 	// "<dir>/#<ino>"): restored as an O_TMPFILE in the same directory, so it
 	// can still be linked with linkat(AT_EMPTY_PATH).
-	GhostTmpfile  bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
-	InodeFlags    uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
-	MemfdSeals    uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
-	Fown          *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
+	GhostTmpfile bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
+	InodeFlags   uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
+	MemfdSeals   uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
+	Fown         *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
+	// Locks (flock, OFD) of the open file description of this mapped file's
+	// only mapping, kept open by that mapping alone (no fd holds it; e.g. a
+	// JVM's hsperfdata file): taken again at restore on the file installed
+	// for the mapping, before it is mapped and closed (flocks by the task
+	// that took them). Dumped with --file-locks.
+	MapLocks      []*FileLock `protobuf:"bytes,360,rep,name=map_locks,json=mapLocks,proto3" json:"map_locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4566,6 +4572,13 @@ func (x *FileEntry) GetMemfdSeals() uint32 {
 func (x *FileEntry) GetFown() *FileFown {
 	if x != nil {
 		return x.Fown
+	}
+	return nil
+}
+
+func (x *FileEntry) GetMapLocks() []*FileLock {
+	if x != nil {
+		return x.MapLocks
 	}
 	return nil
 }
@@ -5603,8 +5616,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xd5\n" +
-	"\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\x8d\v\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -5649,7 +5661,8 @@ const file_image_proto_rawDesc = "" +
 	"inodeFlags\x12 \n" +
 	"\vmemfd_seals\x18\xf4\x01 \x01(\rR\n" +
 	"memfdSeals\x12-\n" +
-	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\"1\n" +
+	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\x126\n" +
+	"\tmap_locks\x18\xe8\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\bmapLocks\"1\n" +
 	"\vGhostExtent\x12\x10\n" +
 	"\x03off\x18\x01 \x01(\x03R\x03off\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\x03R\x03len\"H\n" +
@@ -5855,15 +5868,16 @@ var file_image_proto_depIdxs = []int32{
 	41, // 38: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
 	39, // 39: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
 	40, // 40: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	2,  // 41: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	41, // 42: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	43, // 43: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	44, // 44: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	41, // 41: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 42: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	41, // 43: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	43, // 44: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	44, // 45: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
