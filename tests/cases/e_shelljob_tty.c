@@ -6,7 +6,7 @@
  * goes to WORKDIR/out. Each line read from the terminal is answered with
  * "echo:<line>"; "verify" checks from inside that every fd is the same
  * file (name, device, flags), that /dev/tty is the terminal of stdin (the
- * restorer's), writes "via-devtty" through fd 11 and ends the case.
+ * restorer's), writes "via-devtty " through fd 11 (then "bye" on stdout) and ends the case.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -85,7 +85,7 @@ static void verify(void)
 	}
 	if (fcntl(10, F_SETFL, O_RDWR) || !(fcntl(11, F_GETFL) & O_WRONLY))
 		fail("fd 10 and 11 share their flags", 10);
-	if (dprintf(11, "via-devtty\n") < 0)
+	if (dprintf(11, "via-devtty ") < 0)
 		fail("write", 11);
 }
 
