@@ -49,7 +49,7 @@ func (d *dumper) checkNamespaces() error {
 				return fmt.Errorf("pid %d: %s namespace: %w", t.pid, k, err)
 			}
 			if l != want {
-				return fmt.Errorf("pid %d lives in another %s namespace (%s) than ctr-cr (%s): a process restore would move it into ctr-cr's; checkpoint its container with `ctr-cr checkpoint`, or dump and restore from inside that namespace (nsenter)", t.pid, k, l, want)
+				return fmt.Errorf("pid %d lives in another %s namespace (%s) than ctr-cr (%s): a process restore would move it into ctr-cr's; checkpoint its container with `ctr-cr checkpoint ID`, or dump and restore from inside that namespace (nsenter)", t.pid, k, l, want)
 			}
 		}
 	}
@@ -62,7 +62,7 @@ func (d *dumper) checkNamespaces() error {
 		return fmt.Errorf("pid %d: pid namespace: %w", root.pid, err)
 	}
 	if l != own["pid"] && len(root.status.NSpid) > 0 && root.status.NSpid[len(root.status.NSpid)-1] != 1 {
-		return fmt.Errorf("pid %d lives in another pid namespace (%s) and is not its init (pid %d there): a process restore would give it a pid of ctr-cr's namespace; checkpoint its container, or dump the namespace's init", root.pid, l, root.status.NSpid[len(root.status.NSpid)-1])
+		return fmt.Errorf("pid %d lives in another pid namespace (%s) and is not its init (pid %d there): a process restore would give it a pid of ctr-cr's namespace; checkpoint its container with `ctr-cr checkpoint ID`, or dump the namespace's init", root.pid, l, root.status.NSpid[len(root.status.NSpid)-1])
 	}
 	return nil
 }
