@@ -59,7 +59,8 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // Recorded: type, state, bound name (path: also its socket file's inode,
 // mode and owner, and whether the path was deleted; abstract "@name"),
 // listen backlog and accept queue (icons: client inodes, oldest first),
-// peer inode and name, a waiting client's listener, options, shutdown, the
+// peer inode and name, a waiting client's listener, options (the
+// socket-level ones read back exactly: opts.go), shutdown, the
 // queue with per-element credentials, SCM_RIGHTS file ids (o.InFlight) and
 // dgram sender addresses. Whether the peer is inside the dump is for the
 // caller to check (the image must hold it, or it is external).
@@ -264,8 +265,9 @@ func autobound(name string) bool {
 	return true
 }
 
-// dumpOptions records the options in the image and refuses the unix
-// options the image cannot carry when they are not at their default.
+// dumpOptions records the options in the image (opts.go for the
+// socket-level ones beyond the buffers and SO_PASS*) and refuses those
+// the image cannot carry when they are not at their default.
 func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 	get := func(name string, opt int) (int, error) {
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
@@ -297,7 +299,7 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS); err == nil {
 		s.NoPassrights = v == 0
 	}
-	return checkGenericOptions(fd, int(s.Type), s)
+	return dumpGenericOptions(fd, s)
 }
 
 // checkPassOptions refuses the queues the SO_PASS* options make
