@@ -83,3 +83,11 @@ func TestCR_UnixPeerGone(t *testing.T) {
 func TestCR_UnixNames(t *testing.T) {
 	runCase(t, Case{Name: "e_unix_names", Src: "e_unix_names.c"})
 }
+
+// TestCR_UnixOptions: see tests/cases/e_unix_opts.c (socket-level options
+// of listener, accepted, dgram, seqpacket and stream pair sockets read
+// back the same, the classic BPF filters still filter, the locked one
+// stays locked).
+func TestCR_UnixOptions(t *testing.T) {
+	runCase(t, Case{Name: "e_unix_opts", Src: "e_unix_opts.c"})
+}
