@@ -75,7 +75,7 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
-// by the task; SO_PASSPIDFD with queued messages; queued messages with a
+// by the task on a dgram/seqpacket socket (a stream socket's is carried); SO_PASSPIDFD with queued messages; queued messages with a
 // security label (SCM_SECURITY);
 // MSG_OOB data in flight; fd passing in flight when o.InFlight is nil.
 // Data a waiting client sent into its unaccepted connection is not read
@@ -335,8 +335,14 @@ func peekQueue(p *peeker, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err e
 	if err != nil {
 		return nil, fmt.Errorf("unix socket:[%d]: getsockopt SO_PEEK_OFF: %w", ino, err)
 	}
-	if prev >= 0 {
-		return nil, unsupported(ino, "SO_PEEK_OFF=%d in use by the task", prev)
+	if prev >= 0 && s.Type != unix.SOCK_STREAM {
+		// the walk below marks the zero-length messages it passes as
+		// peeked, which a task peeking with an offset would notice
+		kind := "dgram"
+		if s.Type == unix.SOCK_SEQPACKET {
+			kind = "seqpacket"
+		}
+		return nil, unsupported(ino, "SO_PEEK_OFF=%d in use by the task on a %s socket", prev, kind)
 	}
 	// Whatever happens below, put the task's peek offset back.
 	defer func() {

@@ -12,10 +12,10 @@ import (
 
 // unixInts are the integer socket-level options the image carries for a
 // unix socket (UnixSocket.opts), in the order they are set again: those
-// of every family (internal/sockopt.Generic) but SO_PEEK_OFF, which the
-// dump itself moves (a task's own offset is refused, see peekQueue), and
-// SO_BUF_LOCK last, after the buffer sizes whose setting also sets its
-// bits.
+// of every family (internal/sockopt.Generic; SO_PEEK_OFF is read before
+// the dump moves it to peek the queue, and refused on dgram/seqpacket
+// sockets by peekQueue) and SO_BUF_LOCK last, after the buffer sizes
+// whose setting also sets its bits.
 var unixInts = func() []sockopt.Int {
 	l := []sockopt.Int{
 		{Name: "SO_REUSEADDR", Opt: unix.SO_REUSEADDR}, {Name: "SO_REUSEPORT", Opt: unix.SO_REUSEPORT},
@@ -23,19 +23,14 @@ var unixInts = func() []sockopt.Int {
 		{Name: "SO_OOBINLINE", Opt: unix.SO_OOBINLINE}, {Name: "SO_PRIORITY", Opt: unix.SO_PRIORITY},
 		{Name: "SO_MARK", Opt: unix.SO_MARK},
 	}
-	for _, o := range sockopt.Generic {
-		if o.Opt != unix.SO_PEEK_OFF {
-			l = append(l, o)
-		}
-	}
+	l = append(l, sockopt.Generic...)
 	return append(l, sockopt.Int{Name: "SO_BUF_LOCK", Opt: unix.SO_BUF_LOCK})
 }()
 
-// carriedOpts are the socket-level options the image carries (or checks
-// elsewhere: SO_PEEK_OFF): internal/sockcheck compares only the others
-// with a fresh socket's.
+// carriedOpts are the socket-level options the image carries:
+// internal/sockcheck compares only the others with a fresh socket's.
 var carriedOpts = func() map[string]bool {
-	m := map[string]bool{"SO_PASSCRED": true, "SO_PASSSEC": true, "SO_PASSPIDFD": true, "SO_PASSRIGHTS": true, "SO_PEEK_OFF": true,
+	m := map[string]bool{"SO_PASSCRED": true, "SO_PASSSEC": true, "SO_PASSPIDFD": true, "SO_PASSRIGHTS": true,
 		"SO_RCVTIMEO": true, "SO_SNDTIMEO": true, "SO_LINGER": true, "SO_BINDTODEVICE": true, "SO_ATTACH_FILTER": true, "SO_LOCK_FILTER": true}
 	for _, o := range unixInts {
 		m[o.Name] = true

@@ -81,6 +81,40 @@ func TestGenericOptions(t *testing.T) {
 	}
 }
 
+// TestStreamPeekOff: a stream socket's own SO_PEEK_OFF is carried: the
+// next peek goes on where the task's left off.
+func TestStreamPeekOff(t *testing.T) {
+	a, b := socketpair(t, unix.SOCK_STREAM)
+	send(t, b, [][]byte{[]byte("hello world")})
+	setopt(t, a, unix.SO_PEEK_OFF, 0)
+	buf := make([]byte, 3)
+	if n, _, err := unix.Recvfrom(a, buf, unix.MSG_PEEK); err != nil || n != 3 {
+		t.Fatalf("peek: %d, %v", n, err)
+	}
+	socks := dumpAll(t, a, b)
+	if v := getopt(t, a, unix.SO_PEEK_OFF); v != 3 {
+		t.Fatalf("the dump left SO_PEEK_OFF at %d, want 3", v)
+	}
+	fds, err := Build(socks, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	na := fds[socks[0].Ino]
+	buf = make([]byte, 64)
+	n, _, err := unix.Recvfrom(na, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err != nil || string(buf[:n]) != "lo world" {
+		t.Errorf("peek after rebuild: %q, %v; want \"lo world\"", buf[:n], err)
+	}
+	if v := getopt(t, na, unix.SO_PEEK_OFF); v != 11 {
+		t.Errorf("SO_PEEK_OFF after the peek: %d, want 11", v)
+	}
+}
+
 // TestGenericOptionsRefused: options the image does not carry are refused
 // by name.
 func TestGenericOptionsRefused(t *testing.T) {
@@ -102,7 +136,7 @@ func TestOptionsRejected(t *testing.T) {
 		want string
 	}{
 		{&imagepb.UnixSocket{Opts: []*imagepb.InetOpt{{Level: unix.SOL_IP, Name: unix.IP_TTL, Value: 1}}}, "not one the image may carry"},
-		{&imagepb.UnixSocket{Opts: []*imagepb.InetOpt{{Level: unix.SOL_SOCKET, Name: unix.SO_PEEK_OFF, Value: 1}}}, "not one the image may carry"},
+		{&imagepb.UnixSocket{Opts: []*imagepb.InetOpt{{Level: unix.SOL_SOCKET, Name: unix.SO_ACCEPTCONN, Value: 1}}}, "not one the image may carry"},
 		{&imagepb.UnixSocket{RcvtimeoUs: -1}, "negative"},
 		{&imagepb.UnixSocket{LingerSecs: -3}, "negative"},
 		{&imagepb.UnixSocket{BindDev: strings.Repeat("e", 20)}, "SO_BINDTODEVICE"},
