@@ -29,10 +29,11 @@ func inetRefusedCase(t *testing.T, name, define, want string) {
 	})
 }
 
-// TestNegative_UnixRcvtimeo: a unix socket with SO_RCVTIMEO (not kept by
-// the image) is refused by name.
-func TestNegative_UnixRcvtimeo(t *testing.T) {
-	inetRefusedCase(t, "e_unix_rcvtimeo", "UNIX_RCVTIMEO", "SO_RCVTIMEO")
+// TestNegative_UnixTxtime: a unix socket with SO_TXTIME (not kept by the
+// image, unlike the other socket-level options, see TestCR_UnixOptions)
+// is refused by name.
+func TestNegative_UnixTxtime(t *testing.T) {
+	inetRefusedCase(t, "e_unix_txtime", "UNIX_TXTIME", "SO_TXTIME")
 }
 
 // TestNegative_InetEBPFFilter: an eBPF socket filter is refused by name.

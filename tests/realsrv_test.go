@@ -259,17 +259,24 @@ func TestReal_MariaDB(t *testing.T) {
 	if len(locks) == 0 {
 		t.Fatalf("mariadbd holds no file lock (/proc/locks)")
 	}
+	rows, sum := 1000, 500500 // of scratch: each cycle inserts one more row
 	for i := 0; i < 2; i++ {
 		srv.cycle(t, i, nil, "--tcp-established", "--file-locks")
 		when := fmt.Sprintf("cycle %d", i)
 		expect(when, "SELECT CONNECTION_ID();", id)
 		expect(when, "SELECT COUNT(*), SUM(id) FROM k;", "20000\t200010000")
 		expect(when, "SELECT v FROM k WHERE id = 20000;", "value-140000")
-		expect(when, "SELECT COUNT(*), SUM(x) FROM scratch;", "1000\t500500")
+		expect(when, "SELECT COUNT(*), SUM(x) FROM scratch;", fmt.Sprintf("%d\t%d", rows, sum))
 		expect(when, "SELECT v FROM k WHERE id = 1;", "in-flight")
-		expect(when, fmt.Sprintf("INSERT INTO scratch VALUES (%d); SELECT COUNT(*) FROM scratch;", 5000+i), strconv.Itoa(1000+i+1))
+		expect(when, fmt.Sprintf("INSERT INTO scratch VALUES (%d); SELECT COUNT(*) FROM scratch;", 5000+i), strconv.Itoa(rows+1))
+		rows, sum = rows+1, sum+5000+i
 		if out, err := client("-e", "SELECT v FROM cr.k WHERE id = 1").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "value-7" {
 			t.Fatalf("%s: a new connection: %v: %q (the open transaction's change must not show)", when, err, out)
+		}
+		// the unix listener (SO_REUSEADDR set: carried) takes connections
+		argv := testutil.InNetns(ns, "mariadb", "--no-defaults", "--socket="+filepath.Join(dir, "sock"), "-u", "root", "-N", "-B", "-e", "SELECT 'unix'")
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "unix" {
+			t.Fatalf("%s: a connection on the unix socket: %v: %q", when, err, out)
 		}
 		if got := heldLocks(t, srv.pid); strings.Join(got, "\n") != strings.Join(locks, "\n") {
 			t.Fatalf("%s: file locks held by mariadbd:\n%s\nbefore the dumps:\n%s", when, strings.Join(got, "\n"), strings.Join(locks, "\n"))

@@ -83,3 +83,32 @@ func TestCR_UnixPeerGone(t *testing.T) {
 func TestCR_UnixNames(t *testing.T) {
 	runCase(t, Case{Name: "e_unix_names", Src: "e_unix_names.c"})
 }
+
+// TestCR_UnixOptions: see tests/cases/e_unix_opts.c (socket-level options
+// of listener, accepted, dgram, seqpacket and stream pair sockets read
+// back the same, the classic BPF filters still filter, the locked one
+// stays locked).
+func TestCR_UnixOptions(t *testing.T) {
+	runCase(t, Case{
+		Name: "e_unix_opts",
+		Src:  "e_unix_opts.c",
+		Verify: func(t *testing.T, w *Run) {
+			if len(w.Images) == 0 {
+				return // CTRCR_NOCR
+			}
+			out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
+			if err != nil {
+				t.Fatalf("show: %v\n%s", err, stderr)
+			}
+			for _, re := range []string{
+				`stream LISTEN bound "ls\.sock" backlog 4 waiting 0 options SO_REUSEADDR=1,SO_KEEPALIVE=1,SO_RCVTIMEO=1.5s$`,
+				`dgram unconnected bound "@ctrcr-uo-\d+" queued 1 msg/5 bytes options .*SO_TIMESTAMP=1.*SO_ATTACH_FILTER=4 insns$`,
+				`seqpacket peer socket:\[\d+\] queued 1 msg/4 bytes options SO_OOBINLINE=1,SO_ATTACH_FILTER=4 insns,SO_LOCK_FILTER=1$`,
+			} {
+				if !regexp.MustCompile(`(?m)` + re).MatchString(out) {
+					t.Errorf("ctr-cr show has no line matching %q:\n%s", re, out)
+				}
+			}
+		},
+	})
+}

@@ -1,21 +1,13 @@
 package inetsk
 
 import (
-	"encoding/binary"
 	"fmt"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-)
-
-// Flags of SO_TIMESTAMPING (<linux/net_tstamp.h>) whose state no
-// getsockopt shows: OPT_ID's counter, BIND_PHC's clock index.
-const (
-	tsOptID    = 1 << 7
-	tsBindPHC  = 1 << 15
-	sizeofFilt = 8 // struct sock_filter
+	"github.com/ctr-cr/ctr-cr/internal/sockopt"
 )
 
 // dumpExtra reads the options that are not plain integers: the classic
@@ -37,10 +29,8 @@ func dumpExtra(fd int, s *imagepb.InetSocket) error {
 	}
 	for _, o := range s.Opts {
 		switch {
-		case o.Level == unix.SOL_SOCKET && o.Name == unix.SO_TIMESTAMPING && o.Value&tsOptID != 0:
-			return unsupported(s.Ino, "SO_TIMESTAMPING with SOF_TIMESTAMPING_OPT_ID (its counter is not kept)")
-		case o.Level == unix.SOL_SOCKET && o.Name == unix.SO_TIMESTAMPING && o.Value&tsBindPHC != 0:
-			return unsupported(s.Ino, "SO_TIMESTAMPING with SOF_TIMESTAMPING_BIND_PHC")
+		case o.Level == unix.SOL_SOCKET && o.Name == unix.SO_TIMESTAMPING && sockopt.TimestampingRefusal(int(o.Value)) != "":
+			return unsupported(s.Ino, "%s", sockopt.TimestampingRefusal(int(o.Value)))
 		case o.Level == unix.IPPROTO_UDP && o.Name == unix.UDP_CORK && o.Value != 0:
 			if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || n > 0 {
 				return unsupported(s.Ino, "UDP_CORK with corked data (%d bytes)", n)
@@ -71,49 +61,12 @@ func dumpExtra(fd int, s *imagepb.InetSocket) error {
 	return dumpMcast(fd, s)
 }
 
-// GetFilter returns the classic BPF filter attached to fd (nil: none) as
-// struct sock_filter bytes. An eBPF program (SO_ATTACH_BPF) has no
-// classic form: EACCES.
-func GetFilter(fd int) ([]byte, error) {
-	var one [sizeofFilt]byte
-	n := uint32(0) // SO_GET_FILTER counts in instructions, not bytes
-	if err := getsockopt(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, unsafe.Pointer(&one[0]), &n); err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, int(n)*sizeofFilt)
-	if err := getsockopt(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, unsafe.Pointer(&buf[0]), &n); err != nil {
-		return nil, err
-	}
-	return buf[:int(n)*sizeofFilt], nil
-}
+// GetFilter is sockopt.GetFilter (kept here for the other socket kinds
+// that use it).
+func GetFilter(fd int) ([]byte, error) { return sockopt.GetFilter(fd) }
 
-// SetFilter attaches the classic BPF filter prog (GetFilter's bytes) to
-// fd, and locks it when locked.
-func SetFilter(fd int, prog []byte, locked bool) error {
-	if len(prog) > 0 {
-		if len(prog)%sizeofFilt != 0 || len(prog)/sizeofFilt > unix.BPF_MAXINSNS {
-			return fmt.Errorf("socket filter of %d bytes", len(prog))
-		}
-		ins := make([]unix.SockFilter, len(prog)/sizeofFilt)
-		for i := range ins {
-			b := prog[i*sizeofFilt:]
-			ins[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
-		}
-		prog := unix.SockFprog{Len: uint16(len(ins)), Filter: &ins[0]}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
-			return fmt.Errorf("SO_ATTACH_FILTER (%d instructions): %w", len(ins), err)
-		}
-	}
-	if locked {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1); err != nil {
-			return fmt.Errorf("SO_LOCK_FILTER: %w", err)
-		}
-	}
-	return nil
-}
+// SetFilter is sockopt.SetFilter.
+func SetFilter(fd int, prog []byte, locked bool) error { return sockopt.SetFilter(fd, prog, locked) }
 
 // applyExtra sets on fd what dumpExtra recorded; the filter is last
 // (locking it would refuse nothing else, but a locked filter is final).

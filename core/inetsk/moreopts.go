@@ -1,6 +1,10 @@
 package inetsk
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/sockopt"
+)
 
 // moreOpt is an integer option kept in InetSocket.opts.
 type moreOpt struct {
@@ -18,7 +22,8 @@ const (
 )
 
 // moreOpts are the options kept in InetSocket.opts, in this order (the
-// order they are set in). Every integer option getsockopt reads back as
+// order they are set in); the socket-level ones all families share come
+// from internal/sockopt. Every integer option getsockopt reads back as
 // it was set is here; an option this kernel does not know is skipped at
 // dump (it cannot differ from a fresh socket's).
 //
@@ -31,26 +36,10 @@ const (
 // SO_RCVLOWAT (which may grow a TCP receive buffer) comes after the
 // buffers, and SO_BUF_LOCK last: it puts back exactly the "size set by
 // the user" bits that setting the buffers also sets.
-var moreOpts = []moreOpt{
+var moreOpts = append(append([]moreOpt{
 	{level: unix.SOL_SOCKET, opt: unix.SO_OOBINLINE, proto: unix.IPPROTO_TCP},
-	{level: unix.SOL_SOCKET, opt: unix.SO_RCVLOWAT},
-	{level: unix.SOL_SOCKET, opt: unix.SO_TIMESTAMP},
-	{level: unix.SOL_SOCKET, opt: unix.SO_TIMESTAMPNS},
-	{level: unix.SOL_SOCKET, opt: unix.SO_TIMESTAMPING},
-	{level: unix.SOL_SOCKET, opt: unix.SO_DONTROUTE},
 	{level: unix.SOL_SOCKET, opt: unix.SO_NO_CHECK, proto: unix.IPPROTO_UDP},
-	{level: unix.SOL_SOCKET, opt: unix.SO_BUSY_POLL},
-	{level: unix.SOL_SOCKET, opt: unix.SO_PREFER_BUSY_POLL},
-	{level: unix.SOL_SOCKET, opt: unix.SO_BUSY_POLL_BUDGET},
-	{level: unix.SOL_SOCKET, opt: unix.SO_INCOMING_CPU},
-	{level: unix.SOL_SOCKET, opt: unix.SO_RXQ_OVFL},
-	{level: unix.SOL_SOCKET, opt: unix.SO_WIFI_STATUS},
-	{level: unix.SOL_SOCKET, opt: unix.SO_SELECT_ERR_QUEUE},
-	{level: unix.SOL_SOCKET, opt: unix.SO_ZEROCOPY},
-	{level: unix.SOL_SOCKET, opt: unix.SO_TXREHASH},
-	{level: unix.SOL_SOCKET, opt: unix.SO_RCVMARK},
-	{level: unix.SOL_SOCKET, opt: unix.SO_PEEK_OFF},
-	{level: unix.SOL_SOCKET, opt: unix.SO_RESERVE_MEM},
+}, genericOpts()...), []moreOpt{
 	{level: unix.SOL_IP, opt: unix.IP_TTL, family: unix.AF_INET6},
 	{level: unix.SOL_IP, opt: unix.IP_TOS, family: unix.AF_INET6},
 	{level: unix.SOL_IP, opt: unix.IP_FREEBIND, family: unix.AF_INET6},
@@ -129,4 +118,14 @@ var moreOpts = []moreOpt{
 	{level: unix.SOL_IPV6, opt: ipv6HdrIncl, family: unix.AF_INET6, raw: true},
 	{level: unix.SOL_IPV6, opt: unix.IPV6_CHECKSUM, family: unix.AF_INET6, raw: true},
 	{level: unix.SOL_SOCKET, opt: unix.SO_BUF_LOCK},
+}...)
+
+// genericOpts are the socket-level options every family shares
+// (internal/sockopt.Generic).
+func genericOpts() []moreOpt {
+	var l []moreOpt
+	for _, o := range sockopt.Generic {
+		l = append(l, moreOpt{level: unix.SOL_SOCKET, opt: o.Opt})
+	}
+	return l
 }

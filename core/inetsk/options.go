@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/internal/sockopt"
 )
 
 // intOpt is an integer socket option kept in the image. Create sets it
@@ -107,11 +108,10 @@ func dumpOptions(fd int, s *imagepb.InetSocket) error {
 		opt  int
 		v    *int64
 	}{{"SO_RCVTIMEO", unix.SO_RCVTIMEO, &s.RcvtimeoUs}, {"SO_SNDTIMEO", unix.SO_SNDTIMEO, &s.SndtimeoUs}} {
-		tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt)
-		if err != nil {
+		var err error
+		if *t.v, err = sockopt.TimeoutUs(fd, t.opt); err != nil {
 			return fmt.Errorf("inet socket:[%d]: getsockopt %s: %w", s.Ino, t.name, err)
 		}
-		*t.v = tv.Sec*1e6 + tv.Usec
 	}
 	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
 	if err != nil {
@@ -167,8 +167,7 @@ func applyOptions(fd int, s *imagepb.InetSocket) error {
 		if t.us == 0 {
 			continue
 		}
-		tv := unix.NsecToTimeval(t.us * 1000)
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt, &tv); err != nil {
+		if err := sockopt.SetTimeoutUs(fd, t.opt, t.us); err != nil {
 			return fmt.Errorf("setsockopt %s: %w", t.name, err)
 		}
 	}

@@ -40,8 +40,8 @@ import (
 //     one (the receiver then sees no sender address);
 //  6. dgram sockets connect to their peer's name; sockets whose peer is
 //     outside the image (External) connect to PeerName again;
-//  7. connected queues are refilled from the peer, options set and
-//     shutdown re-applied.
+//  7. connected queues are refilled from the peer, options set (the
+//     socket filter and its lock last) and shutdown re-applied.
 //
 // A socket whose peer is gone (PeerGone) is connected to a transient peer
 // (ghost.go): accepted from its listener of the image when it carries a
@@ -198,6 +198,9 @@ func validate(s *imagepb.UnixSocket) error {
 		}
 	}
 	if err := validateGoneIcons(s); err != nil {
+		return err
+	}
+	if err := validateOpts(s); err != nil {
 		return err
 	}
 	if s.Embryo != nil && s.ListenerIno == 0 {
@@ -618,9 +621,10 @@ func (b *builder) streamRefill() error {
 	return nil
 }
 
-// finish sets the buffer sizes and the SO_PASS* options (after the
-// refill: they change what the kernel attaches to the refilled messages
-// or allows in them), then shutdown.
+// finish sets the buffer sizes, the SO_PASS* options and the other
+// socket-level options (after the refill: they change what the kernel
+// attaches to the refilled messages or allows in them, a filter would
+// drop them, a send timeout would cut a refill short), then shutdown.
 func (b *builder) finish() error {
 	for _, s := range b.socks {
 		fd := b.fd[s.Ino]
@@ -640,6 +644,9 @@ func (b *builder) finish() error {
 			}
 		}
 		if err := setPassOptions(fd, s); err != nil {
+			return err
+		}
+		if err := applyGenericOptions(fd, s); err != nil {
 			return err
 		}
 	}

@@ -14,7 +14,8 @@ import (
 // queue), "peer socket:[P]", "peer gone" (closed) or unconnected; the peer's or listener's name
 // ("to"); its own name ("bound", "(deleted)"); "external" peer; listen
 // backlog and waiting connections; queued messages and bytes, the data of
-// an unaccepted connection, files in flight, credentials, shutdown.
+// an unaccepted connection, files in flight, credentials, shutdown, the
+// socket-level options away from a fresh socket's.
 func Describe(s *imagepb.UnixSocket) string {
 	if s == nil {
 		return "unix socket (no description)"
@@ -89,5 +90,42 @@ func Describe(s *imagepb.UnixSocket) string {
 	if s.Shutdown != 0 {
 		fmt.Fprintf(&b, " shutdown %s", map[uint32]string{1: "rd", 2: "wr", 3: "rdwr"}[s.Shutdown&3])
 	}
+	if o := describeOpts(s); o != "" {
+		b.WriteString(" options " + o)
+	}
 	return b.String()
+}
+
+// describeOpts lists the socket-level options of s set away from a fresh
+// socket's ("" when none): SO_REUSEADDR=1,SO_RCVTIMEO=1.5s,...
+func describeOpts(s *imagepb.UnixSocket) string {
+	var l []string
+	for _, o := range s.Opts {
+		name := fmt.Sprintf("option-%d", o.Name)
+		if io := intOpt(int(o.Name)); io != nil {
+			name = io.Name
+		}
+		l = append(l, fmt.Sprintf("%s=%d", name, o.Value))
+	}
+	for _, t := range []struct {
+		name string
+		us   int64
+	}{{"SO_RCVTIMEO", s.RcvtimeoUs}, {"SO_SNDTIMEO", s.SndtimeoUs}} {
+		if t.us != 0 {
+			l = append(l, fmt.Sprintf("%s=%gs", t.name, float64(t.us)/1e6))
+		}
+	}
+	if s.LingerOn || s.LingerSecs != 0 {
+		l = append(l, fmt.Sprintf("SO_LINGER=%v/%ds", s.LingerOn, s.LingerSecs))
+	}
+	if s.BindDev != "" {
+		l = append(l, fmt.Sprintf("SO_BINDTODEVICE=%q", s.BindDev))
+	}
+	if len(s.Filter) > 0 {
+		l = append(l, fmt.Sprintf("SO_ATTACH_FILTER=%d insns", len(s.Filter)/8))
+	}
+	if s.FilterLocked {
+		l = append(l, "SO_LOCK_FILTER=1")
+	}
+	return strings.Join(l, ",")
 }

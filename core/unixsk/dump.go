@@ -59,7 +59,8 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // Recorded: type, state, bound name (path: also its socket file's inode,
 // mode and owner, and whether the path was deleted; abstract "@name"),
 // listen backlog and accept queue (icons: client inodes, oldest first),
-// peer inode and name, a waiting client's listener, options, shutdown, the
+// peer inode and name, a waiting client's listener, options (the
+// socket-level ones read back exactly: opts.go), shutdown, the
 // queue with per-element credentials, SCM_RIGHTS file ids (o.InFlight) and
 // dgram sender addresses. Whether the peer is inside the dump is for the
 // caller to check (the image must hold it, or it is external).
@@ -74,7 +75,7 @@ func Dump(fd int, ino uint64, d *Diag) (*imagepb.UnixSocket, error) {
 // namespace or connected elsewhere; a dgram socket connected to
 // an unbound socket that is not connected back; an unbound dgram socket
 // with queued datagrams that is not one end of a pair; SO_PEEK_OFF in use
-// by the task; SO_PASSPIDFD with queued messages; queued messages with a
+// by the task on a dgram/seqpacket socket (a stream socket's is carried); SO_PASSPIDFD with queued messages; queued messages with a
 // security label (SCM_SECURITY);
 // MSG_OOB data in flight; fd passing in flight when o.InFlight is nil.
 // Data a waiting client sent into its unaccepted connection is not read
@@ -264,8 +265,9 @@ func autobound(name string) bool {
 	return true
 }
 
-// dumpOptions records the options in the image and refuses the unix
-// options the image cannot carry when they are not at their default.
+// dumpOptions records the options in the image (opts.go for the
+// socket-level ones beyond the buffers and SO_PASS*) and refuses those
+// the image cannot carry when they are not at their default.
 func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 	get := func(name string, opt int) (int, error) {
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
@@ -297,7 +299,7 @@ func dumpOptions(fd int, s *imagepb.UnixSocket) error {
 	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS); err == nil {
 		s.NoPassrights = v == 0
 	}
-	return checkGenericOptions(fd, int(s.Type), s)
+	return dumpGenericOptions(fd, s)
 }
 
 // checkPassOptions refuses the queues the SO_PASS* options make
@@ -333,8 +335,14 @@ func peekQueue(p *peeker, s *imagepb.UnixSocket, e DiagEntry) (q [][]byte, err e
 	if err != nil {
 		return nil, fmt.Errorf("unix socket:[%d]: getsockopt SO_PEEK_OFF: %w", ino, err)
 	}
-	if prev >= 0 {
-		return nil, unsupported(ino, "SO_PEEK_OFF=%d in use by the task", prev)
+	if prev >= 0 && s.Type != unix.SOCK_STREAM {
+		// the walk below marks the zero-length messages it passes as
+		// peeked, which a task peeking with an offset would notice
+		kind := "dgram"
+		if s.Type == unix.SOCK_SEQPACKET {
+			kind = "seqpacket"
+		}
+		return nil, unsupported(ino, "SO_PEEK_OFF=%d in use by the task on a %s socket", prev, kind)
 	}
 	// Whatever happens below, put the task's peek offset back.
 	defer func() {

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/sockopt"
 )
 
 // intOpts are the integer SOL_SOCKET options compared.
@@ -27,6 +29,7 @@ var intOpts = []struct {
 	{"SO_RCVMARK", unix.SO_RCVMARK}, {"SO_RESERVE_MEM", unix.SO_RESERVE_MEM}, {"SO_LOCK_FILTER", unix.SO_LOCK_FILTER},
 	{"SO_PASSCRED", unix.SO_PASSCRED}, {"SO_PASSSEC", unix.SO_PASSSEC}, {"SO_PEEK_OFF", unix.SO_PEEK_OFF},
 	{"SO_ZEROCOPY", unix.SO_ZEROCOPY},
+	{"SO_TIMESTAMP_NEW", sockopt.SoTimestampNew}, {"SO_TIMESTAMPNS_NEW", sockopt.SoTimestampNSNew},
 }
 
 // NonDefault returns a description ("SO_RCVTIMEO=3.000000s") of the first

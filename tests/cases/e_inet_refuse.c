@@ -1,7 +1,7 @@
 /*
  * e_inet_refuse: socket state the image cannot carry, for the negative
  * tests of tests/inet_opts_test.go. Built with one of:
- *   -DUNIX_RCVTIMEO  fd 60: a unix socketpair end with SO_RCVTIMEO
+ *   -DUNIX_TXTIME    fd 60: a unix socketpair end with SO_TXTIME
  *   -DEBPF_FILTER    fd 60: a UDP socket with an eBPF filter (SO_ATTACH_BPF)
  *   -DPACKET_RING    fd 60: a packet socket with a PACKET_RX_RING
  *   -DNETLINK_GEN    fd 60: a generic netlink socket (NETLINK_GENERIC)
@@ -15,6 +15,7 @@
 
 #include <linux/bpf.h>
 #include <linux/if_packet.h>
+#include <linux/net_tstamp.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
@@ -34,18 +35,18 @@
 int main(int argc, char **argv)
 {
 	case_init(argc, argv);
-#ifdef UNIX_RCVTIMEO
-	struct timeval tv = { 3, 0 }, got;
+#ifdef UNIX_TXTIME
+	struct sock_txtime tt = { CLOCK_MONOTONIC, 0 }, got;
 	socklen_t l = sizeof got;
 	int sv[2];
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair: %s", strerror(errno));
 	CHECK(dup2(sv[0], FD) == FD, "dup2: %s", strerror(errno));
 	close(sv[0]);
-	CHECK(setsockopt(FD, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO: %s", strerror(errno));
+	CHECK(setsockopt(FD, SOL_SOCKET, SO_TXTIME, &tt, sizeof tt) == 0, "SO_TXTIME: %s", strerror(errno));
 	case_ready();
 	case_wait_go();
-	CHECK(getsockopt(FD, SOL_SOCKET, SO_RCVTIMEO, &got, &l) == 0 && got.tv_sec == 3, "SO_RCVTIMEO changed");
+	CHECK(getsockopt(FD, SOL_SOCKET, SO_TXTIME, &got, &l) == 0 && got.clockid == CLOCK_MONOTONIC, "SO_TXTIME changed");
 #endif
 #ifdef EBPF_FILTER
 	struct bpf_insn insns[] = {

@@ -2825,9 +2825,24 @@ type UnixSocket struct {
 	BindDir string `protobuf:"bytes,203,opt,name=bind_dir,json=bindDir,proto3" json:"bind_dir,omitempty"`
 	// SO_PASSSEC, SO_PASSPIDFD set; SO_PASSRIGHTS cleared (set again after
 	// the queue is refilled, like passcred).
-	Passsec       bool `protobuf:"varint,204,opt,name=passsec,proto3" json:"passsec,omitempty"`
-	Passpidfd     bool `protobuf:"varint,205,opt,name=passpidfd,proto3" json:"passpidfd,omitempty"`
-	NoPassrights  bool `protobuf:"varint,206,opt,name=no_passrights,json=noPassrights,proto3" json:"no_passrights,omitempty"`
+	Passsec      bool `protobuf:"varint,204,opt,name=passsec,proto3" json:"passsec,omitempty"`
+	Passpidfd    bool `protobuf:"varint,205,opt,name=passpidfd,proto3" json:"passpidfd,omitempty"`
+	NoPassrights bool `protobuf:"varint,206,opt,name=no_passrights,json=noPassrights,proto3" json:"no_passrights,omitempty"`
+	// Socket-level options away from a fresh socket's value (set again
+	// after the queues are refilled, see core/unixsk/opts.go): integer
+	// options (level SOL_SOCKET; SO_BUF_LOCK after the buffers), the
+	// timeouts in microseconds (0: none), SO_LINGER (its on/off flag and
+	// seconds: both read back), SO_BINDTODEVICE, and the classic BPF filter
+	// (struct sock_filter[], 8 bytes each, native order) with its lock,
+	// attached last.
+	Opts          []*InetOpt `protobuf:"bytes,370,rep,name=opts,proto3" json:"opts,omitempty"`
+	RcvtimeoUs    int64      `protobuf:"varint,371,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"`
+	SndtimeoUs    int64      `protobuf:"varint,372,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"`
+	LingerOn      bool       `protobuf:"varint,373,opt,name=linger_on,json=lingerOn,proto3" json:"linger_on,omitempty"`
+	LingerSecs    int32      `protobuf:"varint,374,opt,name=linger_secs,json=lingerSecs,proto3" json:"linger_secs,omitempty"`
+	BindDev       string     `protobuf:"bytes,375,opt,name=bind_dev,json=bindDev,proto3" json:"bind_dev,omitempty"`
+	Filter        []byte     `protobuf:"bytes,376,opt,name=filter,proto3" json:"filter,omitempty"`
+	FilterLocked  bool       `protobuf:"varint,377,opt,name=filter_locked,json=filterLocked,proto3" json:"filter_locked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3084,6 +3099,62 @@ func (x *UnixSocket) GetPasspidfd() bool {
 func (x *UnixSocket) GetNoPassrights() bool {
 	if x != nil {
 		return x.NoPassrights
+	}
+	return false
+}
+
+func (x *UnixSocket) GetOpts() []*InetOpt {
+	if x != nil {
+		return x.Opts
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetRcvtimeoUs() int64 {
+	if x != nil {
+		return x.RcvtimeoUs
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetSndtimeoUs() int64 {
+	if x != nil {
+		return x.SndtimeoUs
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetLingerOn() bool {
+	if x != nil {
+		return x.LingerOn
+	}
+	return false
+}
+
+func (x *UnixSocket) GetLingerSecs() int32 {
+	if x != nil {
+		return x.LingerSecs
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetBindDev() string {
+	if x != nil {
+		return x.BindDev
+	}
+	return ""
+}
+
+func (x *UnixSocket) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetFilterLocked() bool {
+	if x != nil {
+		return x.FilterLocked
 	}
 	return false
 }
@@ -5706,7 +5777,7 @@ const file_image_proto_rawDesc = "" +
 	"\aifindex\x18\x01 \x01(\x05R\aifindex\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
 	"\x04addr\x18\x03 \x01(\fR\x04addr\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\rR\x05count\"\xc6\a\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xd3\t\n" +
 	"\n" +
 	"UnixSocket\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
@@ -5742,7 +5813,18 @@ const file_image_proto_rawDesc = "" +
 	"\bbind_dir\x18\xcb\x01 \x01(\tR\abindDir\x12\x19\n" +
 	"\apasssec\x18\xcc\x01 \x01(\bR\apasssec\x12\x1d\n" +
 	"\tpasspidfd\x18\xcd\x01 \x01(\bR\tpasspidfd\x12$\n" +
-	"\rno_passrights\x18\xce\x01 \x01(\bR\fnoPassrights\"$\n" +
+	"\rno_passrights\x18\xce\x01 \x01(\bR\fnoPassrights\x12,\n" +
+	"\x04opts\x18\xf2\x02 \x03(\v2\x17.ctrcr.image.v1.InetOptR\x04opts\x12 \n" +
+	"\vrcvtimeo_us\x18\xf3\x02 \x01(\x03R\n" +
+	"rcvtimeoUs\x12 \n" +
+	"\vsndtimeo_us\x18\xf4\x02 \x01(\x03R\n" +
+	"sndtimeoUs\x12\x1c\n" +
+	"\tlinger_on\x18\xf5\x02 \x01(\bR\blingerOn\x12 \n" +
+	"\vlinger_secs\x18\xf6\x02 \x01(\x05R\n" +
+	"lingerSecs\x12\x1a\n" +
+	"\bbind_dev\x18\xf7\x02 \x01(\tR\abindDev\x12\x17\n" +
+	"\x06filter\x18\xf8\x02 \x01(\fR\x06filter\x12$\n" +
+	"\rfilter_locked\x18\xf9\x02 \x01(\bR\ffilterLocked\"$\n" +
 	"\aUnixFds\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\rR\afileIds\"\xe1\v\n" +
 	"\n" +
@@ -6122,35 +6204,36 @@ var file_image_proto_depIdxs = []int32{
 	29, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
 	28, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
 	28, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
-	33, // 25: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	32, // 26: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	31, // 27: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	37, // 28: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	3,  // 29: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
-	39, // 30: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
-	1,  // 31: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	35, // 32: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	28, // 33: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	36, // 34: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	38, // 35: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	30, // 36: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	25, // 37: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	26, // 38: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	48, // 39: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	44, // 40: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	40, // 41: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
-	42, // 42: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	43, // 43: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	44, // 44: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
-	2,  // 45: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	44, // 46: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	46, // 47: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	47, // 48: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	33, // 25: ctrcr.image.v1.UnixSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	33, // 26: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	32, // 27: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	31, // 28: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	37, // 29: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	3,  // 30: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
+	39, // 31: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
+	1,  // 32: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	35, // 33: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	28, // 34: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	36, // 35: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	38, // 36: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	30, // 37: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	25, // 38: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	26, // 39: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	48, // 40: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	44, // 41: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	40, // 42: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
+	42, // 43: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	43, // 44: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	44, // 45: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 46: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	44, // 47: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	46, // 48: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	47, // 49: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
