@@ -449,6 +449,11 @@ func requireInFlightAndClose(t *testing.T, l, c int) {
 	if _, err := unix.SendmsgN(fd, []byte("x"), nil, nil, unix.MSG_NOSIGNAL); err != unix.EPIPE {
 		t.Errorf("send on the closed connection: %v, want EPIPE", err)
 	}
+	// dumped again (a second cycle), it stays shut down
+	again, err := Dump(fd, inode(t, fd), nil, false)
+	if err != nil || again.State != TCPClose || again.Shutdown != 3 {
+		t.Fatalf("Dump of the closed connection: %v, %v (want CLOSE, shut down both ways)", again, err)
+	}
 }
 
 func inode(t *testing.T, fd int) uint64 {

@@ -46,6 +46,9 @@ func diagAddr(family int32, b [16]byte) []byte {
 // socket (bound explicitly: the port stays); an address bound explicitly
 // survives the failure, so getsockname's address is the bound one.
 // Without listsBound (older kernels) a used socket is refused.
+//
+// An unused socket not in sock_diag that poll shows shut down for reading
+// is recorded shut down both ways (see the comment in the code).
 func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, used bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
 	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
@@ -54,6 +57,14 @@ func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, us
 	}
 	if p[0].Revents&unix.POLLERR != 0 {
 		return nil, nil, unsupported(ino, "closed TCP socket with a pending error (SO_ERROR or error queue)")
+	}
+	if !used && !found && p[0].Revents&unix.POLLRDHUP != 0 {
+		// shut down while unconnected (as restore --tcp-close leaves a
+		// connection): sock_diag does not list the socket, poll shows
+		// the read half; the send half cannot be read in state CLOSE,
+		// where writes fail with EPIPE either way, and is taken as shut
+		// down too (see inetsk.CloseConnection)
+		s.Shutdown = 3
 	}
 	if used {
 		if p[0].Revents&unix.POLLRDHUP != 0 || (found && e.Shutdown != 0) {
