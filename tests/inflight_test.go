@@ -42,13 +42,14 @@ func TestNegative_TCPInFlight(t *testing.T) {
 }
 
 // TestCR_TCPClose: see tests/cases/e_tcp_close.c (connections dumped and
-// restored with --tcp-close come back closed). An image dumped with
+// restored with --tcp-close come back closed, and so do connections that
+// ended before the dump, reset or finished). An image dumped with
 // --tcp-close is refused by a restore without it, naming the flag.
 func TestCR_TCPClose(t *testing.T) {
 	if noCR {
 		t.Skip("CTRCR_NOCR=1: the case checks what the restore closes")
 	}
-	runCase(t, Case{Name: "e_tcp_close", Src: "e_tcp_close.c", NetNS: true,
+	runCase(t, Case{Name: "e_tcp_close", Src: "e_tcp_close.c", CFlags: []string{"-DENDED"}, NetNS: true,
 		DumpArgs: []string{"--tcp-close"}, RestoreArgs: []string{"--tcp-close"},
 		Verify: func(t *testing.T, r *Run) {
 			_, stderr, err := ctrcrIn(t, r.NetNS, "restore", "-D", r.Images[0], "-d")

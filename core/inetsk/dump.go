@@ -206,7 +206,7 @@ func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found bool, o DumpOpt
 		return nil, nil, nil
 	case TCPClose:
 		used := e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0
-		return closedTCP(fd, s, e, found, listsBound, used)
+		return closedTCP(fd, s, e, found, listsBound, used, o.CloseConn)
 	case TCPSynSent:
 		return synSent(fd, s, e, found)
 	case TCPSynRecv:

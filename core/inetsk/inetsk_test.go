@@ -208,6 +208,9 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("SO_ERROR %d %v: the dump cleared the pending error", v, err)
 	}
 	requireRefused(t, c, "closed TCP connection (reset")
+	if cs, err := DumpWith(c, inode(t, c), nil, DumpOptions{CloseConn: true}); err != nil || cs.State != TCPClose || cs.Shutdown != 3 || cs.Bound {
+		t.Fatalf("DumpWith CloseConn of a reset connection: %v, %v (want CLOSE, shut down both ways)", cs, err)
+	}
 
 	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
 	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))

@@ -49,7 +49,13 @@ func diagAddr(family int32, b [16]byte) []byte {
 //
 // An unused socket not in sock_diag that poll shows shut down for reading
 // is recorded shut down both ways (see the comment in the code).
-func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, used bool) (*unix.TCPInfo, *diagAddrs, error) {
+//
+// With closeConn (--tcp-close, which CRIU documents as covering "the
+// connection once established but now closed" too), a connection that
+// ended (reset and its error read, or finished) is recorded as restore
+// --tcp-close gives every connection back: shut down both ways, its
+// unread data dropped.
+func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, used, closeConn bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
 	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
 	if _, err := unix.Poll(p, 0); err != nil {
@@ -65,6 +71,13 @@ func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, us
 		// where writes fail with EPIPE either way, and is taken as shut
 		// down too (see inetsk.CloseConnection)
 		s.Shutdown = 3
+	}
+	if used && closeConn && (p[0].Revents&unix.POLLRDHUP != 0 || (found && e.Shutdown != 0)) {
+		s.Shutdown = 3
+		if found { // its port bound explicitly, still held
+			return nil, &diagAddrs{src: diagAddr(s.Family, e.Src), srcPort: uint32(e.SrcPort), bound: true}, nil
+		}
+		return nil, &diagAddrs{src: diagAddr(s.Family, [16]byte{})}, nil // unbound, as CloseConnection
 	}
 	if used {
 		if p[0].Revents&unix.POLLRDHUP != 0 || (found && e.Shutdown != 0) {

@@ -7,7 +7,10 @@
  * gives end of file, send EPIPE (write: EPIPE and SIGPIPE), poll POLLHUP
  * and POLLRDHUP, getpeername ENOTCONN, no pending error; TCP_NODELAY set
  * on 60 is kept. The listener (fd 59) is restored as it was and accepts a
- * new connection.
+ * new connection. Built with -DENDED (dumped with --tcp-close: CRIU's
+ * "connections once established but now closed"), two connections that
+ * ended before the dump come back the same way: 64 reset by its peer (the
+ * error read), 65 finished (FIN both ways).
  */
 #include "case.h"
 
@@ -76,6 +79,9 @@ int main(int argc, char **argv)
 	socklen_t al = sizeof(a);
 	char buf[8];
 	int l, one = 1, v = 0, nc, ac, fd;
+#ifdef ENDED
+	struct tcp_info ti;
+#endif
 
 	case_init(argc, argv);
 	signal(SIGPIPE, onpipe);
@@ -93,12 +99,34 @@ int main(int argc, char **argv)
 	pair(&a, 62, 63);
 	if (shutdown(63, SHUT_WR))
 		case_fail("shutdown: %s", strerror(errno));
+#ifdef ENDED
+	pair(&a, 64, 66);
+	if (setsockopt(66, SOL_SOCKET, SO_LINGER, &(struct linger){ 1, 0 }, sizeof(struct linger)))
+		case_fail("SO_LINGER: %s", strerror(errno));
+	close(66); /* reset */
+	pair(&a, 65, 66);
+	if (shutdown(65, SHUT_WR))
+		case_fail("shutdown: %s", strerror(errno));
+	case_sleep_ms(50);
+	close(66); /* finished: 65 goes through TIME_WAIT */
+	case_sleep_ms(50);
+	if (read(64, buf, sizeof(buf)) != -1 || errno != ECONNRESET)
+		case_fail("fd 64: not reset: %s", strerror(errno));
+	if (read(65, buf, sizeof(buf)) != 0)
+		case_fail("fd 65: no end of file");
+	if (getsockopt(65, IPPROTO_TCP, TCP_INFO, &ti, &(socklen_t){ sizeof(ti) }) || ti.tcpi_state != TCP_CLOSE)
+		case_fail("fd 65: state %d, want CLOSE", ti.tcpi_state);
+#endif
 	case_sleep_ms(50);
 	case_ready();
 	case_wait_go();
 
 	for (fd = 60; fd <= 63; fd++)
 		check_closed(fd);
+#ifdef ENDED
+	check_closed(64);
+	check_closed(65);
+#endif
 	if (getsockopt(60, IPPROTO_TCP, TCP_NODELAY, &v, &(socklen_t){ sizeof(v) }) || v != 1)
 		case_fail("fd 60: TCP_NODELAY %d, want 1", v);
 	nc = socket(AF_INET, SOCK_STREAM, 0);
