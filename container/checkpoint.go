@@ -175,7 +175,8 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
-	dopts.WaitKilled = true // the runtime deletes the container (its cgroup) next
+	dopts.WaitKilled = true    // the runtime deletes the container (its cgroup) next
+	dopts.OwnNamespaces = true // rebuilt by the runtime and this layer at restore
 	// its stdio is then the console the runtime made, whose master the
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal

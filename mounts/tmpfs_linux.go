@@ -8,10 +8,13 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/extents"
 )
 
 // SaveTmpfs writes to w a tar (PAX) of the tmpfs mounted at mountPoint in
@@ -183,11 +186,31 @@ func (s *saver) entry(dirfd int, name, leaf string) error {
 		if err := addXattrs(h, fd); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+		// a file with holes is saved by its data (a `truncate -s 2G`
+		// file holds nothing): the entry holds the data extents one
+		// after the other, and the PAX records say where they go
+		exts, data, err := extents.Data(fd, st2.Size)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		sparse := data < st2.Size
+		if sparse {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords[sparseMapKey] = extents.Format(exts)
+			h.PAXRecords[sparseSizeKey] = strconv.FormatInt(st2.Size, 10)
+			h.Size = data
+		} else {
+			exts = []extents.Extent{{Off: 0, Len: st2.Size}}
+		}
 		if err := s.write(h); err != nil {
 			return err
 		}
-		if n, err := io.CopyN(s.tw, f, st2.Size); err != nil {
-			return fmt.Errorf("copy %s (%d of %d bytes): %w", name, n, st2.Size, err)
+		for _, e := range exts {
+			if n, err := io.Copy(s.tw, io.NewSectionReader(f, e.Off, e.Len)); err != nil || n != e.Len {
+				return fmt.Errorf("copy %s (%d of %d bytes at %d): %v", name, n, e.Len, e.Off, err)
+			}
 		}
 		return nil
 	case unix.S_IFLNK:
@@ -213,6 +236,47 @@ func (s *saver) entry(dirfd int, name, leaf string) error {
 	default: // sockets: no contents to archive
 		return nil
 	}
+}
+
+// PAX records of a file saved by its data extents (see saver.entry).
+const (
+	sparseMapKey  = "CTRCR.sparse.map"  // extents.Format of the data extents
+	sparseSizeKey = "CTRCR.sparse.size" // the file's size
+	maxExtents    = 1 << 20
+)
+
+// writeRegular writes the contents of entry h, read from r, into f: the
+// data as it is, or the data extents of a sparse entry at their offsets
+// over a file truncated to its size (holes stay holes). Sparse records are
+// checked first: they come from an image.
+func writeRegular(f *os.File, h *tar.Header, r io.Reader) error {
+	m, ok := h.PAXRecords[sparseMapKey]
+	if !ok {
+		if n, err := io.Copy(f, r); err != nil {
+			return fmt.Errorf("write (%d of %d bytes): %w", n, h.Size, err)
+		}
+		return nil
+	}
+	size, err := strconv.ParseInt(h.PAXRecords[sparseSizeKey], 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: sparse size %q", ErrUnsafeEntry, h.PAXRecords[sparseSizeKey])
+	}
+	exts, err := extents.Parse(m, maxExtents)
+	if err == nil {
+		err = extents.Check(exts, size, h.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: sparse map: %v", ErrUnsafeEntry, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate to %d: %w", size, err)
+	}
+	for _, e := range exts {
+		if n, err := io.CopyN(io.NewOffsetWriter(f, e.Off), r, e.Len); err != nil {
+			return fmt.Errorf("write (%d of %d bytes at %d): %w", n, e.Len, e.Off, err)
+		}
+	}
+	return nil
 }
 
 func (s *saver) write(h *tar.Header) error {
@@ -516,8 +580,8 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader, merge bool
 		}
 		f := os.NewFile(uintptr(fd), name)
 		defer f.Close()
-		if n, err := io.Copy(f, r); err != nil {
-			return fmt.Errorf("write (%d of %d bytes): %w", n, h.Size, err)
+		if err := writeRegular(f, h, r); err != nil {
+			return err
 		}
 		if err := f.Chown(h.Uid, h.Gid); err != nil {
 			return fmt.Errorf("chown: %w", err)

@@ -236,3 +236,83 @@ func TestMergeTmpfs(t *testing.T) {
 		t.Error("merge replaced a file by a directory")
 	}
 }
+
+// TestSparseRoundTrip: a 2 GiB file holding 8 KiB is saved by its data
+// (the tar stays small, as `truncate -s 2G /dev/shm/x` in a container
+// must not make a 2 GB archive) and comes back with its size, its data at
+// their offsets and its holes (SEEK_DATA finds the same data).
+func TestSparseRoundTrip(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	f, err := os.Create(filepath.Join(src, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 2 << 30
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte("a"), 4096), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte("z"), 4096), size-4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var buf bytes.Buffer
+	if err := SaveDir(openDir(t, src), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() > 1<<20 {
+		t.Fatalf("tar of a 2 GiB file holding 8 KiB: %d bytes", buf.Len())
+	}
+	if err := RestoreTmpfs(openDir(t, dst), bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	g, err := os.Open(filepath.Join(dst, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if fi, _ := g.Stat(); fi.Size() != size {
+		t.Fatalf("size %d, want %d", fi.Size(), size)
+	}
+	b := make([]byte, 4096)
+	for _, c := range []struct {
+		off  int64
+		want byte
+	}{{1 << 20, 'a'}, {size - 4096, 'z'}, {0, 0}, {1 << 30, 0}} {
+		if _, err := g.ReadAt(b, c.off); err != nil || !bytes.Equal(b, bytes.Repeat([]byte{c.want}, 4096)) {
+			t.Fatalf("at %d: %v, want %q", c.off, err, c.want)
+		}
+	}
+	if d, err := unix.Seek(int(g.Fd()), 0, unix.SEEK_DATA); err != nil || d > 1<<20 || d == 0 {
+		t.Fatalf("SEEK_DATA from 0: %d %v, want the first data at 1 MiB (a hole before it)", d, err)
+	}
+}
+
+// TestSparseRejectsBadMaps: sparse records from a hostile image (extents
+// out of the file, overlapping, not adding up, a huge count) are refused
+// with ErrUnsafeEntry before anything is written.
+func TestSparseRejectsBadMaps(t *testing.T) {
+	for _, c := range []struct{ m, size, body string }{
+		{"0+4,2+4", "100", "12345678"},
+		{"96+8", "100", "12345678"},
+		{"0+4", "100", "12345678"},
+		{"0+8", "-1", "12345678"},
+		{"x", "100", "12345678"},
+	} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		h := &tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(c.body)), Format: tar.FormatPAX,
+			PAXRecords: map[string]string{sparseMapKey: c.m, sparseSizeKey: c.size}}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(c.body))
+		tw.Close()
+		err := RestoreTmpfs(openDir(t, t.TempDir()), &buf)
+		if !errors.Is(err, ErrUnsafeEntry) {
+			t.Errorf("map %q size %s: %v, want ErrUnsafeEntry", c.m, c.size, err)
+		}
+	}
+}

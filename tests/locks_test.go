@@ -115,11 +115,66 @@ func TestNegative_FileLease(t *testing.T) {
 	refusedLockDump(t, Case{Name: "l_lease", Src: "l_lockrefused.c"}, []string{"--file-locks"}, "file lease (LEASE", "not supported")
 }
 
-// TestNegative_FileLockMappedOnly: an flock on a file only a mapping keeps
-// open (no fd shows it) is refused, naming it, not lost.
-func TestNegative_FileLockMappedOnly(t *testing.T) {
-	refusedLockDump(t, Case{Name: "l_lockmapped", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=1"}},
-		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock)", "held through no fd")
+// TestNegative_FileLockInFlight: an flock whose open file is in flight in
+// a unix socket's queue (no fd shows it), on a file the process also maps
+// through another open file, is refused, naming it, not lost nor given to
+// the mapping.
+func TestNegative_FileLockInFlight(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_lockinflight", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=1"}},
+		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock)", "in flight")
+}
+
+// TestNegative_FileLockMappedTwice: an flock held only through mappings,
+// on a file mapped twice (which one's open file holds it is unknown), is
+// refused, naming it and the two mappings.
+func TestNegative_FileLockMappedTwice(t *testing.T) {
+	refusedLockDump(t, Case{Name: "l_lockmaptwice", Src: "l_lockrefused.c", CFlags: []string{"-DLOCK_VARIANT=2"}},
+		[]string{"--file-locks"}, "file lock (FLOCK WRITE lock) held through a mapping", "mapped 2 times")
+}
+
+// TestCR_FileLockMapped: an flock and an OFD write lock each held only
+// through a mapping (the fd closed after mmap, as a JVM's hsperfdata
+// file), dumped with --file-locks: /proc/locks shows the same locks (kind,
+// type, pid, inode) after each restore, and from inside the locks hold
+// and go with the munmap (l_lockmap.c).
+func TestCR_FileLockMapped(t *testing.T) {
+	var before []string
+	var inos []uint64
+	runCase(t, Case{Name: "l_lockmap", Src: "l_lockmap.c", DumpArgs: []string{"--file-locks"}, RestoreArgs: []string{"--file-locks"},
+		BeforeDump: func(t *testing.T, r *Run) {
+			if before != nil {
+				return
+			}
+			for _, n := range []string{"lockmap.dat", "lockmap_ofd.dat"} {
+				var st unix.Stat_t
+				if err := unix.Stat(filepath.Join(r.Dir, n), &st); err != nil {
+					t.Fatal(err)
+				}
+				inos = append(inos, st.Ino)
+				before = append(before, locksOn(t, st.Ino)...)
+			}
+			if len(before) != 2 || !strings.HasPrefix(before[0], "FLOCK ADVISORY WRITE "+strconv.Itoa(r.Pid)+" ") || !strings.HasPrefix(before[1], "OFDLCK ADVISORY WRITE -1 ") {
+				t.Fatalf("locks before the dumps:\n%s", strings.Join(before, "\n"))
+			}
+		},
+		Verify: func(t *testing.T, w *Run) {
+			var after []string
+			for _, ino := range inos {
+				after = append(after, locksOn(t, ino)...)
+			}
+			if strings.Join(after, "\n") != strings.Join(before, "\n") {
+				t.Errorf("/proc/locks after restore:\n%s\nbefore the dumps:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+			out, stderr, err := ctrcr(t, "show", w.Images[len(w.Images)-1])
+			if err != nil {
+				t.Fatalf("show: %v\n%s", err, stderr)
+			}
+			for _, want := range []string{"lockmap.dat locks of its file: exclusive flock", "lockmap_ofd.dat locks of its file: OFD write lock on bytes 0-99"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("show does not say %q:\n%s", want, out)
+				}
+			}
+		}})
 }
 
 // TestCR_DeadPidfd: pidfds of processes that exited and were reaped

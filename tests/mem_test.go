@@ -7,7 +7,6 @@ package tests
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,7 +98,7 @@ func TestCR_MemHugetlbShared(t *testing.T) {
 func TestNegative_MemHugetlbFile(t *testing.T) {
 	reserveHugePages(t, 8)
 	t.Setenv("M_HUGETLB_MEMFD", "1")
-	requireDumpRefused(t, Case{Name: "m_hugetlb_memfd", Src: "m_hugetlb.c"}, "hugetlbfs file mapping")
+	requireDumpRefused(t, Case{Name: "m_hugetlb_memfd", Src: "m_hugetlb.c"}, "MFD_HUGETLB")
 }
 
 // reserveHugePages raises vm.nr_hugepages (2 MiB pages) by n for the test
@@ -136,24 +135,11 @@ func reserveHugePages(t *testing.T, n int) {
 // image, and the process to run on untraced and finish with PASS.
 func requireDumpRefused(t *testing.T, c Case, kind string) {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	if noCR {
-		runCase(t, c)
-		t.Skip("CTRCR_NOCR=1: case program checked, ctr-cr part skipped")
-	}
-	r := startCase(t, c)
-	img := filepath.Join(t.TempDir(), "img")
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	requireExitCode(t, err, stderr, 1)
-	requireNoPanic(t, stderr)
-	if !strings.Contains(stderr, kind) || !strings.Contains(stderr, strconv.Itoa(r.Pid)) {
-		t.Errorf("dump error does not name pid %d and %q:\n%s", r.Pid, kind, stderr)
-	}
-	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
-		t.Errorf("failed dump left a complete-looking image")
-	}
-	requireRunningUntraced(t, r.Pid)
-	finishChild(t, r)
+	requireRefusedDump(t, c, func(t *testing.T, stderr string, pid int) {
+		if !strings.Contains(stderr, kind) || !strings.Contains(stderr, strconv.Itoa(pid)) {
+			t.Errorf("dump error does not name pid %d and %q:\n%s", pid, kind, stderr)
+		}
+	})
 }
 
 // TestNegative_MemAio: a process with an aio context is refused by name

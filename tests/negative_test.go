@@ -518,8 +518,9 @@ func freePid(t *testing.T) int {
 }
 
 // requireRefusedDump starts case c, dumps it and requires the dump to fail
-// with exit status 1 (no panic), stderr passing check, and the case still
-// the same process, running, untraced; then lets it finish. Under
+// with exit status 1 (no panic), stderr passing check, no complete-looking
+// image, and the case still the same process, running, untraced; then lets
+// it finish. Under
 // CTRCR_NOCR=1 it runs the case program alone and skips.
 func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr string, pid int)) {
 	t.Helper()
@@ -538,9 +539,41 @@ func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr st
 	requireExitCode(t, err, stderr, 1)
 	requireNoPanic(t, stderr)
 	check(t, stderr, r.Pid)
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("the failed dump left a complete-looking image")
+	}
 	requireRunningUntraced(t, r.Pid)
 	if st := procStartTime(t, r.Pid); st != start {
 		t.Fatalf("pid %d is another process now (start time %s, was %s)", r.Pid, st, start)
 	}
 	finishChild(t, r)
+}
+
+// TestNegative_ForeignNamespaces: `dump -t` of a process living in a
+// mount, UTS or IPC namespace other than ctr-cr's, or in another pid
+// namespace without being its init, is refused naming the namespace: a
+// process restore would move it into the restorer's (the host's /etc for a
+// container's process, another hostname, other pids), silently. The
+// process runs on untouched.
+func TestNegative_ForeignNamespaces(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireTools(t, "unshare")
+	bin := buildCase(t, "b_brk.c", nil)
+	for _, c := range []struct {
+		name string
+		argv []string
+		want string
+	}{
+		{"mnt", []string{"unshare", "--mount", "--", bin, "{WORKDIR}"}, "another mnt namespace"},
+		{"uts", []string{"unshare", "--uts", "--", bin, "{WORKDIR}"}, "another uts namespace"},
+		{"ipc", []string{"unshare", "--ipc", "--", bin, "{WORKDIR}"}, "another ipc namespace"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			requireRefusedDump(t, Case{Name: "ns_" + c.name, Cmd: c.argv}, func(t *testing.T, stderr string, pid int) {
+				if !strings.Contains(stderr, c.want) || !strings.Contains(stderr, strconv.Itoa(pid)) {
+					t.Errorf("dump error does not name pid %d and %q:\n%s", pid, c.want, stderr)
+				}
+			})
+		})
+	}
 }

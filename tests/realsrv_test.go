@@ -134,8 +134,10 @@ func TestReal_Sshd(t *testing.T) {
 
 // TestReal_JVM: a JVM (tests/progs/Heap.java) holding 300 MiB of filled
 // heap in a 512 MiB heap, with 20 counting threads beside the JVM's own
-// (GC, compiler, ...), dumped and restored twice; then it checks its heap
-// and its threads from inside and runs a full GC.
+// (GC, compiler, ...), dumped (with --file-locks) and restored twice: the
+// flock of its hsperfdata file, held only through its mapping, is held
+// again after each restore; then it checks its heap and its threads from
+// inside and runs a full GC.
 func TestReal_JVM(t *testing.T) {
 	testutil.RequiresRoot(t)
 	requireTools(t, "java", "javac")
@@ -156,8 +158,17 @@ func TestReal_JVM(t *testing.T) {
 	if len(tids) < 30 {
 		t.Fatalf("the JVM has %d threads, want 30 or more", len(tids))
 	}
+	// the hsperfdata file (/tmp/hsperfdata_<user>/<pid>): flock'ed,
+	// mapped, its fd closed: the lock lives in the mapping only
+	locks := heldLocks(t, jvm.pid)
+	if !slices.ContainsFunc(locks, func(l string) bool { return strings.HasPrefix(l, "FLOCK ADVISORY WRITE ") }) {
+		t.Fatalf("the JVM holds no flock (its hsperfdata file's): %q", locks)
+	}
 	for i := 0; i < 2; i++ {
-		jvm.cycle(t, i, nil)
+		jvm.cycle(t, i, nil, "--file-locks")
+		if got := heldLocks(t, jvm.pid); strings.Join(got, "\n") != strings.Join(locks, "\n") {
+			t.Fatalf("cycle %d: file locks held by the JVM:\n%s\nbefore the dumps:\n%s", i, strings.Join(got, "\n"), strings.Join(locks, "\n"))
+		}
 	}
 	if err := os.WriteFile(filepath.Join(work, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)

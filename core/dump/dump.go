@@ -58,6 +58,11 @@ type Options struct {
 	// the tree; the tasks never run again and the kernel frees them in
 	// parallel, while ctr-cr exits (a restore waits for their pids).
 	WaitKilled bool
+	// OwnNamespaces says the caller carries the tree's namespaces (mount,
+	// UTS, IPC, user, cgroup, time, pid) itself: a container checkpoint.
+	// Without it a tree living in namespaces other than ctr-cr's is
+	// refused (a process restore would move it into the restorer's).
+	OwnNamespaces bool
 	// NoExtPipes refuses pipes with an end held outside the tree instead
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
@@ -158,6 +163,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 	}
 	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: files.NewTable()}
+	if err := d.checkNamespaces(); err != nil {
+		d.release()
+		return nil, err
+	}
 	// Sockets are looked up (sock_diag) and locked in the tree's network
 	// namespace, from this thread.
 	back, err := threadns.EnterNetns(pid)

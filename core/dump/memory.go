@@ -76,6 +76,7 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 				return nil, fmt.Errorf("vma %#x-%#x: %w", s.Start, s.End, err)
 			}
 			v.FileId = id
+			d.files.NoteMapping(pid, s, id) // for the locks held through it
 			if v.Kind == imagepb.VmaKind_VMA_MEMFD || v.Kind == imagepb.VmaKind_VMA_ANON_SHARED {
 				v.ShmemId = s.Inode
 			}

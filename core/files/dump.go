@@ -262,6 +262,9 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
 			return id, err
 		}
+		if id, ok, err := t.jobTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
+			return id, err
+		}
 		if IsTerminal(st.Rdev) {
 			if !opts.ShellJob {
 				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}
@@ -300,6 +303,8 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 			return t.signalfd(f, fd, link, fi)
 		case "inotify":
 			return t.inotify(f, fd, cp, link, fi)
+		case "fanotify":
+			return t.fanotify(f, fd, cp, link, fi)
 		}
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
 	}

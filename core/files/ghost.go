@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/internal/extents"
 )
 
 // oTmpfile is __O_TMPFILE without O_DIRECTORY: the kernel keeps it in the
@@ -84,34 +85,16 @@ func reopenNoatime(fd int) (int, error) {
 	return rfd, err
 }
 
-// dataExtents lists the data extents of the first size bytes of fd with
-// SEEK_DATA/SEEK_HOLE, and their total length. A file system without
-// holes reports the whole file as data.
+// dataExtents lists the data extents of the first size bytes of fd
+// (internal/extents), as image entries, and their total length.
 func dataExtents(fd int, size int64) ([]*imagepb.GhostExtent, int64, error) {
-	var out []*imagepb.GhostExtent
-	var total int64
-	for off := int64(0); off < size; {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if err == unix.ENXIO {
-			break
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("SEEK_DATA at %d: %w", off, err)
-		}
-		if d >= size {
-			break
-		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, 0, fmt.Errorf("SEEK_HOLE at %d: %w", d, err)
-		}
-		h = min(h, size)
-		if h <= d {
-			return nil, 0, fmt.Errorf("SEEK_HOLE at %d gave %d", d, h)
-		}
-		out = append(out, &imagepb.GhostExtent{Off: d, Len: h - d})
-		total += h - d
-		off = h
+	exts, total, err := extents.Data(fd, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]*imagepb.GhostExtent, len(exts))
+	for i, e := range exts {
+		out[i] = &imagepb.GhostExtent{Off: e.Off, Len: e.Len}
 	}
 	return out, total, nil
 }
@@ -152,16 +135,12 @@ func checkGhost(f *imagepb.FileEntry) error {
 		}
 		return nil
 	}
-	var end, total int64
-	for _, e := range f.GhostExtents {
-		if e.Off < end || e.Len <= 0 || e.Off > f.Size || e.Len > f.Size-e.Off {
-			return fmt.Errorf("deleted file %s: bad data extent %d+%d (size %d)", f.Path, e.Off, e.Len, f.Size)
-		}
-		end = e.Off + e.Len
-		total += e.Len
+	exts := make([]extents.Extent, len(f.GhostExtents))
+	for i, e := range f.GhostExtents {
+		exts[i] = extents.Extent{Off: e.Off, Len: e.Len}
 	}
-	if total != int64(len(f.GhostData)) {
-		return fmt.Errorf("deleted file %s: image holds %d bytes, extents %d", f.Path, len(f.GhostData), total)
+	if err := extents.Check(exts, f.Size, int64(len(f.GhostData))); err != nil {
+		return fmt.Errorf("deleted file %s: %w", f.Path, err)
 	}
 	return nil
 }

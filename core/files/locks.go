@@ -72,9 +72,11 @@ func parseLockLine(s string) (l lockLine, blocked bool, err error) {
 // lockState is what the dump learnt about file locks: the locks recorded
 // (by key, for CheckLocks) and which (pid, file) and file were read.
 type lockState struct {
-	recorded map[string]bool
-	posixOf  map[[2]int]bool // (pid, file id) whose POSIX locks are read
-	fileOf   map[uint32]bool // file ids whose flock/OFD locks are read
+	recorded map[string]int      // how many of each lock (identical ones may be held through several files)
+	posixOf  map[[2]int]bool     // (pid, file id) whose POSIX locks are read
+	fileOf   map[uint32]bool     // file ids whose flock/OFD locks are read
+	maps     map[string][]mapUse // file VMAs of the dump by inode (NoteMapping)
+	inFlight map[uint64]bool     // inode numbers of files in flight (noteInFlight)
 }
 
 // fdLocks records the locks fdinfo shows for fd of pid (entry e, file
@@ -88,7 +90,7 @@ func (t *Table) fdLocks(pid, fd int, link string, fi *procfs.FdInfo, e *imagepb.
 	}
 	ls := &t.locks
 	if ls.recorded == nil {
-		ls.recorded, ls.posixOf, ls.fileOf = map[string]bool{}, map[[2]int]bool{}, map[uint32]bool{}
+		ls.recorded, ls.posixOf, ls.fileOf = map[string]int{}, map[[2]int]bool{}, map[uint32]bool{}
 	}
 	f := t.fileByID(e.FileId)
 	doPosix, doFile := !ls.posixOf[[2]int{pid, int(e.FileId)}], !ls.fileOf[e.FileId]
@@ -119,7 +121,7 @@ func (t *Table) fdLocks(pid, fd int, link string, fi *procfs.FdInfo, e *imagepb.
 			}
 			f.FileLocks = append(f.FileLocks, fl)
 		}
-		ls.recorded[l.key()] = true
+		ls.recorded[l.key()]++
 	}
 	return nil
 }
@@ -169,12 +171,13 @@ func (t *Table) fileByID(id uint32) *imagepb.FileEntry {
 	return nil
 }
 
-// CheckLocks verifies, once every fd of the dump is read, that every lock
-// /proc/locks lists for a process of the dump was recorded: a lock the
-// fdinfo of no fd shows (a flock on a file kept open only by a mapping
-// or in flight in a socket, or any lock without --file-locks) is refused,
-// naming it, instead of being lost. OFD locks print no pid and are not
-// attributed.
+// CheckLocks verifies, once every fd and mapping of the dump is read, that
+// every lock /proc/locks lists for a process of the dump was recorded: a
+// flock or OFD lock the fdinfo of no fd shows is given to the mapping that
+// holds it (lockOnMapping); any other (a flock on a file in flight in a
+// socket, any lock without --file-locks) is refused, naming it, instead of
+// being lost. OFD locks print no pid: one counts as the dump's only on an
+// inode the dump maps and no fd outside it shows the lock.
 func (t *Table) CheckLocks(inDump func(pid int) bool, opts Options) error {
 	fh, err := os.Open("/proc/locks")
 	if err != nil {
@@ -187,16 +190,48 @@ func (t *Table) CheckLocks(inDump func(pid int) bool, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("/proc/locks: %w", err)
 		}
-		if blocked || l.pid <= 0 || !inDump(l.pid) || t.locks.recorded[l.key()] {
+		if blocked {
 			continue
 		}
-		if _, err := lockEntry(&l); err != nil {
-			return fmt.Errorf("pid %d: inode %s: %w", l.pid, l.file, err)
+		if k := l.key(); t.locks.recorded[k] > 0 {
+			t.locks.recorded[k]-- // this line is one of those recorded
+			continue
 		}
-		if !opts.FileLocks {
-			return fmt.Errorf("pid %d: inode %s: file lock (%s): not supported without --file-locks (dump with --file-locks to carry file locks)", l.pid, l.file, l.String())
+		if err := t.checkUnrecorded(&l, inDump, opts); err != nil {
+			return err
 		}
-		return fmt.Errorf("pid %d: inode %s: file lock (%s) held through no fd of the dump (the file is only mapped, or in flight in a socket): not supported", l.pid, l.file, l.String())
 	}
 	return sc.Err()
+}
+
+// checkUnrecorded records lock l, which no fd of the dump showed, on the
+// mapping that holds it, skips it if it is not the dump's, or refuses it.
+func (t *Table) checkUnrecorded(l *lockLine, inDump func(pid int) bool, opts Options) error {
+	ofd := l.kind == "OFDLCK" && l.pid <= 0
+	switch {
+	case ofd && len(t.locks.maps[l.file]) == 0:
+		return nil // on no inode of the dump's mappings: not the dump's
+	case ofd:
+		if outside, err := lockShownByFd(l); err != nil || outside {
+			return err
+		}
+	case l.pid <= 0 || !inDump(l.pid):
+		return nil
+	}
+	name := fmt.Sprintf("inode %s", l.file)
+	if !ofd {
+		name = fmt.Sprintf("pid %d: %s", l.pid, name)
+	}
+	fl, err := lockEntry(l)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if !opts.FileLocks {
+		return fmt.Errorf("%s: file lock (%s): not supported without --file-locks (dump with --file-locks to carry file locks)", name, l.String())
+	}
+	ok, err := t.lockOnMapping(l, fl)
+	if err != nil || ok || ofd {
+		return err
+	}
+	return fmt.Errorf("%s: file lock (%s) held through no fd of the dump (the file is in flight in a socket, or mapped by a process outside the dump): not supported", name, l.String())
 }

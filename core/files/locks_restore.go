@@ -123,3 +123,12 @@ func takeFileLock(fd int, fl *imagepb.FileLock) error {
 	}
 	return fmt.Errorf("a %s is not a lock of an open file description", LockName(fl))
 }
+
+// TakeOFDLock takes OFD lock fl on our fd of its open file description
+// (the file of a mapping: its map_locks).
+func TakeOFDLock(fd int, fl *imagepb.FileLock) error {
+	if fl.Kind != imagepb.FileLockKind_FILE_LOCK_OFD {
+		return fmt.Errorf("a %s is not an OFD lock", LockName(fl))
+	}
+	return takeFileLock(fd, fl)
+}

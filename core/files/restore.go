@@ -105,6 +105,10 @@ func (o *Opener) Check() error {
 			if err := checkInotify(f); err != nil {
 				return err
 			}
+		case imagepb.FileKind_FILE_FANOTIFY:
+			if err := checkFanotify(f); err != nil {
+				return err
+			}
 		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
 			if IsProcPidPath(f.Path) {
 				continue // a task's /proc files exist once the task does
@@ -225,6 +229,10 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		if err != nil {
 			return -1, err
 		}
+		if err := checkVtDev(f, fd); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
 		if f.Kind != imagepb.FileKind_FILE_CHR && f.Flags&unix.O_PATH == 0 && f.Pos != 0 {
 			if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
 				unix.Close(fd)
@@ -283,6 +291,8 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	case imagepb.FileKind_FILE_TIMERFD, imagepb.FileKind_FILE_SIGNALFD, imagepb.FileKind_FILE_INOTIFY:
 		return o.openAnon(f)
+	case imagepb.FileKind_FILE_FANOTIFY:
+		return openFanotify(f)
 	case imagepb.FileKind_FILE_UNIX:
 		return o.socketEnd(f)
 	case imagepb.FileKind_FILE_INET:
@@ -296,6 +306,9 @@ func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
 	case imagepb.FileKind_FILE_TTY:
 		if o.Terminal < 0 {
 			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
+		}
+		if f.TtyDevTty {
+			return openDevTty(f, o.Terminal)
 		}
 		return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
 	case imagepb.FileKind_FILE_PIDFD:

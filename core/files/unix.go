@@ -80,6 +80,7 @@ func (t *Table) inFlight(fds []int) ([]uint32, error) {
 		if ids[i] != 0 {
 			continue
 		}
+		t.noteInFlight(st.Ino)
 		link, err := procfs.FdLink(self, fd)
 		if err != nil {
 			return nil, fmt.Errorf("file in flight: %w", err)

@@ -2,6 +2,8 @@ package inetsk
 
 import (
 	"errors"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -244,16 +246,16 @@ func TestRawPingUDPLite(t *testing.T) {
 		t.Fatalf("ICMP_FILTER %#x", v)
 	}
 
-	p, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
-	if err != nil {
-		t.Skipf("ping socket: %v (net.ipv4.ping_group_range)", err)
-	}
-	must(t, unix.Bind(p, &unix.SockaddrInet4{Port: 4321, Addr: [4]byte{127, 0, 0, 1}}))
-	s, nfd2 := roundTrip(t, p)
-	defer unix.Close(nfd2)
-	if s.SrcPort != 4321 || !isPing(s) {
-		t.Fatalf("ping: %s", Describe(s))
-	}
+	inPingNetns(t, func() {
+		p, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		must(t, err)
+		must(t, unix.Bind(p, &unix.SockaddrInet4{Port: 4321, Addr: [4]byte{127, 0, 0, 1}}))
+		s, nfd2 := roundTrip(t, p)
+		defer unix.Close(nfd2)
+		if s.SrcPort != 4321 || !isPing(s) {
+			t.Errorf("ping: %s", Describe(s))
+		}
+	})
 
 	l, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDPLITE)
 	must(t, err)
@@ -464,4 +466,49 @@ func inode(t *testing.T, fd int) uint64 {
 	var st unix.Stat_t
 	must(t, unix.Fstat(fd, &st))
 	return st.Ino
+}
+
+// inPingNetns runs fn on a thread of its own in a fresh network namespace
+// whose loopback is up and whose net.ipv4.ping_group_range admits root's
+// group (the host's may admit no group: ping sockets need it). The thread
+// is thrown away afterwards.
+func inPingNetns(t *testing.T, fn func()) {
+	t.Helper()
+	if unix.Getuid() != 0 {
+		t.Skip("needs root (a network namespace)")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			t.Errorf("unshare(CLONE_NEWNET): %v", err)
+			return
+		}
+		sk, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("socket: %v", err)
+			return
+		}
+		defer unix.Close(sk)
+		ifr, err := unix.NewIfreq("lo")
+		if err == nil {
+			err = unix.IoctlIfreq(sk, unix.SIOCGIFFLAGS, ifr)
+		}
+		if err == nil {
+			ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+			err = unix.IoctlIfreq(sk, unix.SIOCSIFFLAGS, ifr)
+		}
+		if err != nil {
+			t.Errorf("lo up: %v", err)
+			return
+		}
+		// /proc/sys/net is the writing thread's network namespace's
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 0"), 0); err != nil {
+			t.Errorf("ping_group_range: %v", err)
+			return
+		}
+		fn()
+	}()
+	<-done
 }

@@ -39,6 +39,9 @@ func (r *restorer) restoreMemory() error {
 	// every mapping, its madvise flags and the close of the files, in one
 	// batch (a Go program has ~30 mappings)
 	b := r.batch(0)
+	if err := r.addMapLocks(b, stubFds); err != nil {
+		return err
+	}
 	var protect, sysv, apart []*imagepb.Vma
 	var prev *imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {

@@ -26,6 +26,19 @@ func locksExtra(f *imagepb.FileEntry, fd *imagepb.FdEntry) string {
 	return " locks: " + strings.Join(names, ", ")
 }
 
+// mapLocksExtra describes the locks of the open file description only a
+// mapping of f keeps (f nil: an anonymous mapping).
+func mapLocksExtra(f *imagepb.FileEntry) string {
+	if f == nil || len(f.MapLocks) == 0 {
+		return ""
+	}
+	var names []string
+	for _, l := range f.MapLocks {
+		names = append(names, files.LockName(l))
+	}
+	return " locks of its file: " + strings.Join(names, ", ")
+}
+
 // deadPidfdExtra describes a pidfd of a process gone at dump time.
 func deadPidfdExtra(f *imagepb.FileEntry) string {
 	ws := unix.WaitStatus(f.PidfdExitStatus)

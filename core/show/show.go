@@ -96,7 +96,7 @@ func Summary(dir string, w io.Writer) error {
 			len(core.Sigactions), len(core.Itimers), len(core.PosixTimers), len(core.SharedPending), core.Cwd)
 		fmt.Fprintf(w, "  memory: %d VMA(s)\n", len(mm.Vmas))
 		for _, v := range mm.Vmas {
-			fmt.Fprintf(w, "    %012x-%012x %9s %s %-12s %s\n", v.Start, v.End, bytes(v.End-v.Start), prot(v), kind(v.Kind), v.Name)
+			fmt.Fprintf(w, "    %012x-%012x %9s %s %-12s %s%s\n", v.Start, v.End, bytes(v.End-v.Start), prot(v), kind(v.Kind), v.Name, mapLocksExtra(byID[v.FileId]))
 		}
 		fmt.Fprintf(w, "  files: %d fd(s)\n", len(fds))
 		for _, fd := range fds {
@@ -215,8 +215,29 @@ func anonExtra(f *imagepb.FileEntry) string {
 			s += fmt.Sprintf("; %d bytes of events queued at dump are lost", in.QueuedBytes)
 		}
 		return s
+	case imagepb.FileKind_FILE_FANOTIFY:
+		return fanotifyExtra(f.Fanotify)
 	}
 	return ""
+}
+
+// fanotifyExtra tells a fanotify group's flags and marks.
+func fanotifyExtra(g *imagepb.FanotifyGroup) string {
+	if g == nil {
+		return ""
+	}
+	var ms []string
+	for _, m := range g.Marks {
+		s := fmt.Sprintf("%s mask %#x", m.Path, m.Mask)
+		if m.Type != imagepb.FanotifyMark_INODE {
+			s = strings.ToLower(m.Type.String()) + " " + s
+		}
+		if m.IgnoredMask != 0 || m.Mflags != 0 {
+			s += fmt.Sprintf(" ignored %#x mflags %#x", m.IgnoredMask, m.Mflags)
+		}
+		ms = append(ms, s)
+	}
+	return fmt.Sprintf(" init flags %#x event flags %#x, %d mark(s) [%s]", g.InitFlags, g.EventFFlags, len(g.Marks), strings.Join(ms, ", "))
 }
 
 func kindName(k imagepb.FileKind) string {

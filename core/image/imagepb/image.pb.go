@@ -138,9 +138,10 @@ const (
 	// side is not ours to read). Restored as /dev/pts/<index> in the
 	// restored container's root, the console the runtime made for the
 	// restore's --console-socket, with these settings.
-	FileKind_FILE_CONSOLE FileKind = 18
-	FileKind_FILE_NETLINK FileKind = 80 // netlink socket, described by netlink
-	FileKind_FILE_PACKET  FileKind = 81 // packet socket (AF_PACKET), described by packet
+	FileKind_FILE_CONSOLE  FileKind = 18
+	FileKind_FILE_NETLINK  FileKind = 80 // netlink socket, described by netlink
+	FileKind_FILE_PACKET   FileKind = 81 // packet socket (AF_PACKET), described by packet
+	FileKind_FILE_FANOTIFY FileKind = 90 // fanotify group, described by fanotify; flags hold O_NONBLOCK
 )
 
 // Enum value maps for FileKind.
@@ -167,6 +168,7 @@ var (
 		18: "FILE_CONSOLE",
 		80: "FILE_NETLINK",
 		81: "FILE_PACKET",
+		90: "FILE_FANOTIFY",
 	}
 	FileKind_value = map[string]int32{
 		"FILE_UNKNOWN":  0,
@@ -190,6 +192,7 @@ var (
 		"FILE_CONSOLE":  18,
 		"FILE_NETLINK":  80,
 		"FILE_PACKET":   81,
+		"FILE_FANOTIFY": 90,
 	}
 )
 
@@ -276,6 +279,58 @@ func (x FileLockKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FileLockKind.Descriptor instead.
 func (FileLockKind) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+type FanotifyMark_Type int32
+
+const (
+	FanotifyMark_INODE      FanotifyMark_Type = 0
+	FanotifyMark_MOUNT      FanotifyMark_Type = 1 // FAN_MARK_MOUNT
+	FanotifyMark_FILESYSTEM FanotifyMark_Type = 2 // FAN_MARK_FILESYSTEM
+)
+
+// Enum value maps for FanotifyMark_Type.
+var (
+	FanotifyMark_Type_name = map[int32]string{
+		0: "INODE",
+		1: "MOUNT",
+		2: "FILESYSTEM",
+	}
+	FanotifyMark_Type_value = map[string]int32{
+		"INODE":      0,
+		"MOUNT":      1,
+		"FILESYSTEM": 2,
+	}
+)
+
+func (x FanotifyMark_Type) Enum() *FanotifyMark_Type {
+	p := new(FanotifyMark_Type)
+	*p = x
+	return p
+}
+
+func (x FanotifyMark_Type) String() string {
+	Init()
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FanotifyMark_Type) Descriptor() protoreflect.EnumDescriptor {
+	Init()
+	return file_image_proto_enumTypes[3].Descriptor()
+}
+
+func (FanotifyMark_Type) Type() protoreflect.EnumType {
+	Init()
+	return &file_image_proto_enumTypes[3]
+}
+
+func (x FanotifyMark_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FanotifyMark_Type.Descriptor instead.
+func (FanotifyMark_Type) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{35, 0}
 }
 
 // Checksum of one image file, kept in the inventory.
@@ -4217,6 +4272,167 @@ func (x *Inotify) GetQueuedBytes() uint32 {
 	return 0
 }
 
+// One fanotify mark, as fdinfo shows it. Its object is found again by
+// path: the inode (from its file handle at dump), a path of the mount
+// (mnt_id) or of the file system (sdev).
+type FanotifyMark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          FanotifyMark_Type      `protobuf:"varint,1,opt,name=type,proto3,enum=ctrcr.image.v1.FanotifyMark_Type" json:"type,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`      // where the object is reached at dump
+	Mflags        uint32                 `protobuf:"varint,3,opt,name=mflags,proto3" json:"mflags,omitempty"` // FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE
+	Mask          uint32                 `protobuf:"varint,4,opt,name=mask,proto3" json:"mask,omitempty"`
+	IgnoredMask   uint32                 `protobuf:"varint,5,opt,name=ignored_mask,json=ignoredMask,proto3" json:"ignored_mask,omitempty"`
+	Dev           uint64                 `protobuf:"varint,6,opt,name=dev,proto3" json:"dev,omitempty"` // INODE: the marked inode (st_dev, st_ino); FILESYSTEM: st_dev
+	Ino           uint64                 `protobuf:"varint,7,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanotifyMark) Reset() {
+	Init()
+	*x = FanotifyMark{}
+	mi := &file_image_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanotifyMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanotifyMark) ProtoMessage() {}
+
+func (x *FanotifyMark) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanotifyMark.ProtoReflect.Descriptor instead.
+func (*FanotifyMark) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *FanotifyMark) GetType() FanotifyMark_Type {
+	if x != nil {
+		return x.Type
+	}
+	return FanotifyMark_INODE
+}
+
+func (x *FanotifyMark) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FanotifyMark) GetMflags() uint32 {
+	if x != nil {
+		return x.Mflags
+	}
+	return 0
+}
+
+func (x *FanotifyMark) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
+func (x *FanotifyMark) GetIgnoredMask() uint32 {
+	if x != nil {
+		return x.IgnoredMask
+	}
+	return 0
+}
+
+func (x *FanotifyMark) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *FanotifyMark) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+// A fanotify group of class FAN_CLASS_NOTIF (permission classes are
+// refused), with no event queued at dump (refused otherwise).
+type FanotifyGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InitFlags     uint32                 `protobuf:"varint,1,opt,name=init_flags,json=initFlags,proto3" json:"init_flags,omitempty"`         // fanotify_init flags as fdinfo shows them
+	EventFFlags   uint32                 `protobuf:"varint,2,opt,name=event_f_flags,json=eventFFlags,proto3" json:"event_f_flags,omitempty"` // event_f_flags (with O_LARGEFILE as the kernel keeps it)
+	Marks         []*FanotifyMark        `protobuf:"bytes,3,rep,name=marks,proto3" json:"marks,omitempty"`                                   // oldest first (the order they are added back)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanotifyGroup) Reset() {
+	Init()
+	*x = FanotifyGroup{}
+	mi := &file_image_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanotifyGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanotifyGroup) ProtoMessage() {}
+
+func (x *FanotifyGroup) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanotifyGroup.ProtoReflect.Descriptor instead.
+func (*FanotifyGroup) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FanotifyGroup) GetInitFlags() uint32 {
+	if x != nil {
+		return x.InitFlags
+	}
+	return 0
+}
+
+func (x *FanotifyGroup) GetEventFFlags() uint32 {
+	if x != nil {
+		return x.EventFFlags
+	}
+	return 0
+}
+
+func (x *FanotifyGroup) GetMarks() []*FanotifyMark {
+	if x != nil {
+		return x.Marks
+	}
+	return nil
+}
+
 // files.img: one entry per open file description or mapped file.
 type FileEntry struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -4256,6 +4472,14 @@ type FileEntry struct {
 	// flock(2) locks and OFD record locks; they are taken again on it at
 	// restore, before the tree runs.
 	FileLocks []*FileLock `protobuf:"bytes,260,rep,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	// FILE_TTY of a shell job opened as /dev/tty (5:0): reopened as /dev/tty
+	// of the restorer (its controlling terminal, which must be the terminal
+	// the job is restored onto) with these flags.
+	TtyDevTty bool `protobuf:"varint,380,opt,name=tty_dev_tty,json=ttyDevTty,proto3" json:"tty_dev_tty,omitempty"`
+	// FILE_CHR of /dev/tty0: the virtual console it was bound to at open
+	// (TIOCGDEV, the kernel's encoding); the restored open must give the same.
+	VtDev    uint32         `protobuf:"varint,381,opt,name=vt_dev,json=vtDev,proto3" json:"vt_dev,omitempty"`
+	Fanotify *FanotifyGroup `protobuf:"bytes,382,opt,name=fanotify,proto3" json:"fanotify,omitempty"` // FILE_FANOTIFY
 	// FILE_PIDFD of a process that had exited and was reaped at dump time
 	// (fdinfo "Pid: -1"; pidfd_pid is then 0): restore makes a pidfd of a
 	// short-lived process that ends the same way (exit status or signal)
@@ -4274,10 +4498,16 @@ type FileEntry struct {
 	// The inode was made by open(O_TMPFILE) (the kernel named it
 	// "<dir>/#<ino>"): restored as an O_TMPFILE in the same directory, so it
 	// can still be linked with linkat(AT_EMPTY_PATH).
-	GhostTmpfile  bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
-	InodeFlags    uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
-	MemfdSeals    uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
-	Fown          *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
+	GhostTmpfile bool      `protobuf:"varint,242,opt,name=ghost_tmpfile,json=ghostTmpfile,proto3" json:"ghost_tmpfile,omitempty"`
+	InodeFlags   uint32    `protobuf:"varint,243,opt,name=inode_flags,json=inodeFlags,proto3" json:"inode_flags,omitempty"` // ghost files: FS_IOC_GETFLAGS (append-only, noatime, ...)
+	MemfdSeals   uint32    `protobuf:"varint,244,opt,name=memfd_seals,json=memfdSeals,proto3" json:"memfd_seals,omitempty"` // FILE_MEMFD: F_GET_SEALS
+	Fown         *FileFown `protobuf:"bytes,245,opt,name=fown,proto3" json:"fown,omitempty"`                                // F_SETOWN_EX owner and F_SETSIG signal, when set
+	// Locks (flock, OFD) of the open file description of this mapped file's
+	// only mapping, kept open by that mapping alone (no fd holds it; e.g. a
+	// JVM's hsperfdata file): taken again at restore on the file installed
+	// for the mapping, before it is mapped and closed (flocks by the task
+	// that took them). Dumped with --file-locks.
+	MapLocks      []*FileLock `protobuf:"bytes,360,rep,name=map_locks,json=mapLocks,proto3" json:"map_locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4285,7 +4515,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4528,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4541,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -4510,6 +4740,27 @@ func (x *FileEntry) GetFileLocks() []*FileLock {
 	return nil
 }
 
+func (x *FileEntry) GetTtyDevTty() bool {
+	if x != nil {
+		return x.TtyDevTty
+	}
+	return false
+}
+
+func (x *FileEntry) GetVtDev() uint32 {
+	if x != nil {
+		return x.VtDev
+	}
+	return 0
+}
+
+func (x *FileEntry) GetFanotify() *FanotifyGroup {
+	if x != nil {
+		return x.Fanotify
+	}
+	return nil
+}
+
 func (x *FileEntry) GetPidfdDead() bool {
 	if x != nil {
 		return x.PidfdDead
@@ -4580,6 +4831,13 @@ func (x *FileEntry) GetFown() *FileFown {
 	return nil
 }
 
+func (x *FileEntry) GetMapLocks() []*FileLock {
+	if x != nil {
+		return x.MapLocks
+	}
+	return nil
+}
+
 // A data extent [off, off+len) of a ghost file (SEEK_DATA/SEEK_HOLE).
 type GhostExtent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4592,7 +4850,7 @@ type GhostExtent struct {
 func (x *GhostExtent) Reset() {
 	Init()
 	*x = GhostExtent{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4605,7 +4863,7 @@ func (*GhostExtent) ProtoMessage() {}
 
 func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4618,7 +4876,7 @@ func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
 func (*GhostExtent) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GhostExtent) GetOff() int64 {
@@ -4649,7 +4907,7 @@ type FileFown struct {
 func (x *FileFown) Reset() {
 	Init()
 	*x = FileFown{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4662,7 +4920,7 @@ func (*FileFown) ProtoMessage() {}
 
 func (x *FileFown) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4675,7 +4933,7 @@ func (x *FileFown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
 func (*FileFown) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FileFown) GetType() int32 {
@@ -4717,7 +4975,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +4988,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +5001,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -4797,7 +5055,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +5068,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +5081,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -4872,7 +5130,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4885,7 +5143,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4898,7 +5156,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -4971,7 +5229,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4984,7 +5242,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4997,7 +5255,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -5074,7 +5332,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5087,7 +5345,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5100,7 +5358,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -5614,8 +5872,25 @@ const file_image_proto_rawDesc = "" +
 	"\x03ino\x18\x05 \x01(\x04R\x03ino\"d\n" +
 	"\aInotify\x126\n" +
 	"\awatches\x18\x01 \x03(\v2\x1c.ctrcr.image.v1.InotifyWatchR\awatches\x12!\n" +
-	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xd5\n" +
+	"\fqueued_bytes\x18\x02 \x01(\rR\vqueuedBytes\"\xfa\x01\n" +
+	"\fFanotifyMark\x125\n" +
+	"\x04type\x18\x01 \x01(\x0e2!.ctrcr.image.v1.FanotifyMark.TypeR\x04type\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06mflags\x18\x03 \x01(\rR\x06mflags\x12\x12\n" +
+	"\x04mask\x18\x04 \x01(\rR\x04mask\x12!\n" +
+	"\fignored_mask\x18\x05 \x01(\rR\vignoredMask\x12\x10\n" +
+	"\x03dev\x18\x06 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\a \x01(\x04R\x03ino\",\n" +
+	"\x04Type\x12\t\n" +
+	"\x05INODE\x10\x00\x12\t\n" +
+	"\x05MOUNT\x10\x01\x12\x0e\n" +
 	"\n" +
+	"FILESYSTEM\x10\x02\"\x86\x01\n" +
+	"\rFanotifyGroup\x12\x1d\n" +
+	"\n" +
+	"init_flags\x18\x01 \x01(\rR\tinitFlags\x12\"\n" +
+	"\revent_f_flags\x18\x02 \x01(\rR\veventFFlags\x122\n" +
+	"\x05marks\x18\x03 \x03(\v2\x1c.ctrcr.image.v1.FanotifyMarkR\x05marks\"\x82\f\n" +
 	"\tFileEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.ctrcr.image.v1.FileKindR\x04kind\x12\x12\n" +
@@ -5647,7 +5922,10 @@ const file_image_proto_rawDesc = "" +
 	"\fpipe_packets\x18\xdc\x01 \x03(\rR\vpipePackets\x12$\n" +
 	"\rpipe_external\x18\xdd\x01 \x01(\bR\fpipeExternal\x128\n" +
 	"\n" +
-	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\x12\x1e\n" +
+	"file_locks\x18\x84\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\tfileLocks\x12\x1f\n" +
+	"\vtty_dev_tty\x18\xfc\x02 \x01(\bR\tttyDevTty\x12\x16\n" +
+	"\x06vt_dev\x18\xfd\x02 \x01(\rR\x05vtDev\x12:\n" +
+	"\bfanotify\x18\xfe\x02 \x01(\v2\x1d.ctrcr.image.v1.FanotifyGroupR\bfanotify\x12\x1e\n" +
 	"\n" +
 	"pidfd_dead\x18\x85\x02 \x01(\bR\tpidfdDead\x12+\n" +
 	"\x11pidfd_exit_status\x18\x86\x02 \x01(\x05R\x0fpidfdExitStatus\x12)\n" +
@@ -5660,7 +5938,8 @@ const file_image_proto_rawDesc = "" +
 	"inodeFlags\x12 \n" +
 	"\vmemfd_seals\x18\xf4\x01 \x01(\rR\n" +
 	"memfdSeals\x12-\n" +
-	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\"1\n" +
+	"\x04fown\x18\xf5\x01 \x01(\v2\x18.ctrcr.image.v1.FileFownR\x04fown\x126\n" +
+	"\tmap_locks\x18\xe8\x02 \x03(\v2\x18.ctrcr.image.v1.FileLockR\bmapLocks\"1\n" +
 	"\vGhostExtent\x12\x10\n" +
 	"\x03off\x18\x01 \x01(\x03R\x03off\x12\x10\n" +
 	"\x03len\x18\x02 \x01(\x03R\x03len\"H\n" +
@@ -5728,7 +6007,7 @@ const file_image_proto_rawDesc = "" +
 	"\bVMA_HEAP\x10\n" +
 	"\x12\x10\n" +
 	"\fVMA_SYSV_SHM\x10\v\x12\x14\n" +
-	"\x10VMA_HUGETLB_ANON\x10K*\xdc\x02\n" +
+	"\x10VMA_HUGETLB_ANON\x10K*\xef\x02\n" +
 	"\bFileKind\x12\x10\n" +
 	"\fFILE_UNKNOWN\x10\x00\x12\f\n" +
 	"\bFILE_REG\x10\x01\x12\f\n" +
@@ -5755,7 +6034,8 @@ const file_image_proto_rawDesc = "" +
 	"\bFILE_PTY\x10\x11\x12\x10\n" +
 	"\fFILE_CONSOLE\x10\x12\x12\x10\n" +
 	"\fFILE_NETLINK\x10P\x12\x0f\n" +
-	"\vFILE_PACKET\x10Q*b\n" +
+	"\vFILE_PACKET\x10Q\x12\x11\n" +
+	"\rFILE_FANOTIFY\x10Z*b\n" +
 	"\fFileLockKind\x12\x15\n" +
 	"\x11FILE_LOCK_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fFILE_LOCK_FLOCK\x10\x01\x12\x13\n" +
@@ -5774,107 +6054,114 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
 	(FileLockKind)(0),          // 2: ctrcr.image.v1.FileLockKind
-	(*FileSum)(nil),            // 3: ctrcr.image.v1.FileSum
-	(*Inventory)(nil),          // 4: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),        // 5: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),          // 6: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),             // 7: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),         // 8: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),             // 9: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),              // 10: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil),      // 11: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),            // 12: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),           // 13: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),               // 14: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),         // 15: ctrcr.image.v1.ThreadCore
-	(*TaskSchedState)(nil),     // 16: ctrcr.image.v1.TaskSchedState
-	(*TaskCore)(nil),           // 17: ctrcr.image.v1.TaskCore
-	(*GhostDir)(nil),           // 18: ctrcr.image.v1.GhostDir
-	(*VmaGuardRegion)(nil),     // 19: ctrcr.image.v1.VmaGuardRegion
-	(*Vma)(nil),                // 20: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),            // 21: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),        // 22: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),       // 23: ctrcr.image.v1.PagemapEntry
-	(*NetlinkSk)(nil),          // 24: ctrcr.image.v1.NetlinkSk
-	(*PacketSk)(nil),           // 25: ctrcr.image.v1.PacketSk
-	(*PacketSkMembership)(nil), // 26: ctrcr.image.v1.PacketSkMembership
-	(*UnixSocket)(nil),         // 27: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),            // 28: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),         // 29: ctrcr.image.v1.InetSocket
-	(*InetMcastGroup)(nil),     // 30: ctrcr.image.v1.InetMcastGroup
-	(*TcpStream)(nil),          // 31: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),            // 32: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),           // 33: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),        // 34: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),            // 35: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),       // 36: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),            // 37: ctrcr.image.v1.Inotify
-	(*FileEntry)(nil),          // 38: ctrcr.image.v1.FileEntry
-	(*GhostExtent)(nil),        // 39: ctrcr.image.v1.GhostExtent
-	(*FileFown)(nil),           // 40: ctrcr.image.v1.FileFown
-	(*FileLock)(nil),           // 41: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),            // 42: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),         // 43: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),         // 44: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),                // 45: ctrcr.image.v1.Pty
+	(FanotifyMark_Type)(0),     // 3: ctrcr.image.v1.FanotifyMark.Type
+	(*FileSum)(nil),            // 4: ctrcr.image.v1.FileSum
+	(*Inventory)(nil),          // 5: ctrcr.image.v1.Inventory
+	(*PstreeEntry)(nil),        // 6: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),          // 7: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),             // 8: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),         // 9: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),             // 10: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),              // 11: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),      // 12: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),            // 13: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),           // 14: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),               // 15: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),         // 16: ctrcr.image.v1.ThreadCore
+	(*TaskSchedState)(nil),     // 17: ctrcr.image.v1.TaskSchedState
+	(*TaskCore)(nil),           // 18: ctrcr.image.v1.TaskCore
+	(*GhostDir)(nil),           // 19: ctrcr.image.v1.GhostDir
+	(*VmaGuardRegion)(nil),     // 20: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),                // 21: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 22: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 23: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 24: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 25: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 26: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 27: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 28: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 29: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 30: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 31: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 32: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 33: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 34: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 35: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 36: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 37: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 38: ctrcr.image.v1.Inotify
+	(*FanotifyMark)(nil),       // 39: ctrcr.image.v1.FanotifyMark
+	(*FanotifyGroup)(nil),      // 40: ctrcr.image.v1.FanotifyGroup
+	(*FileEntry)(nil),          // 41: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),        // 42: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),           // 43: ctrcr.image.v1.FileFown
+	(*FileLock)(nil),           // 44: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),            // 45: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 46: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 47: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 48: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
-	3,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
-	12, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
-	13, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
-	14, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
-	10, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
-	11, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	16, // 6: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
-	6,  // 7: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	7,  // 8: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	8,  // 9: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	9,  // 10: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	12, // 11: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	15, // 12: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	18, // 13: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
-	18, // 14: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
+	4,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
+	13, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
+	14, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
+	15, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
+	11, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
+	12, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
+	17, // 6: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
+	7,  // 7: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	8,  // 8: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	9,  // 9: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	10, // 10: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	13, // 11: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	16, // 12: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	19, // 13: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
+	19, // 14: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
 	0,  // 15: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	19, // 16: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
-	20, // 17: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	32, // 18: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	32, // 19: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	26, // 20: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
-	33, // 21: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	28, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	27, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	27, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
-	32, // 25: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	31, // 26: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	30, // 27: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	36, // 28: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	1,  // 29: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	34, // 30: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	27, // 31: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	35, // 32: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	37, // 33: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	29, // 34: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	24, // 35: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	25, // 36: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	45, // 37: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	41, // 38: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	39, // 39: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	40, // 40: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	2,  // 41: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	41, // 42: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	43, // 43: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	44, // 44: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	20, // 16: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	21, // 17: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	33, // 18: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	33, // 19: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	27, // 20: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	34, // 21: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	29, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	28, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	33, // 25: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	32, // 26: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	31, // 27: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	37, // 28: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	3,  // 29: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
+	39, // 30: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
+	1,  // 31: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	35, // 32: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	28, // 33: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	36, // 34: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	38, // 35: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	30, // 36: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	25, // 37: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	26, // 38: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	48, // 39: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	44, // 40: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	40, // 41: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
+	42, // 42: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	43, // 43: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	44, // 44: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 45: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	44, // 46: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	46, // 47: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	47, // 48: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -5896,8 +6183,8 @@ func file_image_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   43,
+			NumEnums:      4,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
