@@ -11,12 +11,13 @@ import (
 // TestCR_CRIUCommandLine: a script written for CRIU runs unchanged. A case
 // is dumped and restored twice with CRIU's spellings (-o/-v4 log files,
 // --shell-job/-j, --tcp-established, --file-locks, --link-remap,
-// --ext-unix-sk, --network-lock nftables, --manage-cgroups=ignore on dump;
-// --restore-detached, --pidfile, --tcp-established ... on restore); the log
-// files and the relative pid file land in the image directory as CRIU's
-// do, and the case continues. Before that, an option asking for what
-// ctr-cr does not do (--tcp-close) is refused with exit 2 and an "Error"
-// line naming it, and the target runs on untouched.
+// --ext-unix-sk, --network-lock nftables, --manage-cgroups=ignore and
+// LXC's --skip-in-flight on dump; --restore-detached, --pidfile,
+// --tcp-established, --skip-in-flight ... on restore); the log files and
+// the relative pid file land in the image directory as CRIU's do, and the
+// case continues. Before that, an option asking for what ctr-cr does not
+// do (--network-lock iptables) is refused with exit 2 and an "Error" line
+// naming it, and the target runs on untouched.
 func TestCR_CRIUCommandLine(t *testing.T) {
 	r := startCase(t, Case{Name: "CRIUCommandLine", Src: "a_sleep_read.c"})
 	if noCR {
@@ -24,10 +25,10 @@ func TestCR_CRIUCommandLine(t *testing.T) {
 	}
 	pid := strconv.Itoa(r.Pid)
 
-	_, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", filepath.Join(r.imgBase, "refused"), "--tcp-close")
+	_, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", filepath.Join(r.imgBase, "refused"), "--network-lock", "iptables")
 	requireExitCode(t, err, stderr, 2)
-	if !strings.HasPrefix(stderr, "Error (ctr-cr dump): --tcp-close: not supported") {
-		t.Errorf("--tcp-close: stderr does not start with the Error line naming it:\n%s", stderr)
+	if !strings.HasPrefix(stderr, "Error (ctr-cr dump): --network-lock iptables: not supported") {
+		t.Errorf("--network-lock iptables: stderr does not start with the Error line naming it:\n%s", stderr)
 	}
 	requireRunningUntraced(t, r.Pid)
 
@@ -43,7 +44,7 @@ func TestCR_CRIUCommandLine(t *testing.T) {
 		desc := descendants(r.Pid)
 		_, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", img, "-o", "dump.log", "-v4", "-j",
 			"--tcp-established", "--file-locks", "--link-remap", "--ext-unix-sk",
-			"--network-lock", "nftables", "--manage-cgroups=ignore")
+			"--network-lock", "nftables", "--manage-cgroups=ignore", "--skip-in-flight")
 		if err != nil {
 			r.fatalf(stderr, "cycle %d: dump: %v", i, err)
 		}
@@ -56,7 +57,7 @@ func TestCR_CRIUCommandLine(t *testing.T) {
 		requireLogSays(t, filepath.Join(img, "dump.log"), "Dumping finished successfully", "stats: {")
 
 		_, stderr, err = ctrcr(t, "restore", "-D", img, "--restore-detached", "--pidfile", "restore.pid",
-			"-o", "restore.log", "-v4", "--tcp-established", "--ext-unix-sk", "--file-locks", "--manage-cgroups=ignore")
+			"-o", "restore.log", "-v4", "--tcp-established", "--ext-unix-sk", "--file-locks", "--manage-cgroups=ignore", "--skip-in-flight")
 		if err != nil {
 			r.fatalf(stderr, "cycle %d: restore: %v", i, err)
 		}

@@ -147,3 +147,10 @@ func requireDumpRefused(t *testing.T, c Case, kind string) {
 func TestNegative_MemAio(t *testing.T) {
 	requireDumpRefused(t, Case{Name: "m_aio", Src: "m_aio.c"}, "aio ring")
 }
+
+// TestNegative_MemAioInFlight: an aio context with a request in flight
+// (IOCB_CMD_POLL on an empty pipe) is refused by name, and the request is
+// still pending afterwards and completes when the pipe gets data.
+func TestNegative_MemAioInFlight(t *testing.T) {
+	requireDumpRefused(t, Case{Name: "m_aio_inflight", Src: "m_aio.c", CFlags: []string{"-DPOLL_PENDING"}}, "aio ring")
+}

@@ -54,7 +54,7 @@ type criuConfig struct {
 	linkRemap     bool   // --link-remap: permission only, see its help
 	networkLock   string // --network-lock: nftables only
 	manageCgroups string // --manage-cgroups[=MODE]: ignore only
-	tcpClose      bool   // refused
+	tcpClose      bool   // --tcp-close: see its help in dump and restore
 }
 
 // criuOptions are the CRIU options dump and restore share; confirm is the
@@ -68,8 +68,6 @@ func criuOptions(c *criuConfig, fileLocksHelp string) []option {
 			help: "how TCP connections are locked: nftables, the only method (others refused)"},
 		{names: []string{"manage-cgroups"}, arg: "[=MODE]", value: modeValue{&c.manageCgroups, "soft"},
 			help: "only MODE ignore: a tree's cgroups are not saved; it is restored into the restorer's (other modes refused)"},
-		{names: []string{"tcp-close"}, value: boolValue{&c.tcpClose},
-			refuse: "ctr-cr restores established TCP connections live (--tcp-established), never closed"},
 	}
 }
 
@@ -93,6 +91,7 @@ type dumpConfig struct {
 	leave, stats                bool
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
+	skipInFlight                bool
 	criu                        criuConfig
 	log                         logConfig
 }
@@ -110,8 +109,10 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"ghost-limit"}, arg: "SIZE", value: stringValue{&c.ghost}, help: "largest deleted file whose contents are saved (default 1M)"},
 		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default 4; 1: one by one)"},
 		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
-		{names: []string{"skip-in-flight"}, value: boolValue{new(bool)},
-			refuse: "ctr-cr never drops connections: a listener with connections waiting to be accepted is refused, naming it"},
+		{names: []string{"skip-in-flight"}, value: boolValue{&c.skipInFlight},
+			help: "dump TCP listeners without the connections waiting to be accepted (their peers see a reset); without it such a listener is refused"},
+		{names: []string{"tcp-close"}, value: boolValue{&c.criu.tcpClose},
+			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
 	}
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
@@ -138,7 +139,8 @@ func cmdDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks}
+	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -244,6 +246,10 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&c.rtName}, help: "container: runc or crun (default: the one that ran it at the checkpoint)"},
 		{names: []string{"inherit-fd"}, arg: "fd[N]:pipe:[INO]", value: inheritValue{c.inherit}, help: "use ctr-cr's fd N as the image's external pipe pipe:[INO] (see show); repeatable"},
 		{names: []string{"console-socket"}, arg: "PATH", value: stringValue{&c.console}, help: "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create"},
+		{names: []string{"tcp-close"}, value: boolValue{&c.criu.tcpClose},
+			help: "restore the image's TCP connections as closed sockets (read: end of file, write: EPIPE); needed for an image dumped with --tcp-close"},
+		{names: []string{"skip-in-flight"}, value: boolValue{new(bool)},
+			help: "accepted: a dump option (restored listeners have what the image holds)"},
 	}
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
@@ -261,6 +267,9 @@ func cmdRestore(args []string) (int, error) {
 	if len(pos) == 1 && c.dir == "" {
 		if len(c.inherit) > 0 {
 			return 2, usageErrorf(restoreSynopsis, "--inherit-fd: only for a process restore (-D DIR)")
+		}
+		if c.criu.tcpClose {
+			return 2, usageErrorf(restoreSynopsis, "--tcp-close: only for a process restore (-D DIR)")
 		}
 		if c.shellJob || c.method != string(restore.PidClone3) {
 			return 2, usageErrorf(restoreSynopsis, "--shell-job and --pid-method: only for a process restore (-D DIR); a container gets its console with --console-socket")
@@ -290,7 +299,7 @@ func cmdRestore(args []string) (int, error) {
 		return 1, err
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit})
+	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose})
 	stop()
 	for _, fd := range c.inherit {
 		unix.Close(fd) // the restored tree has its own copy

@@ -40,6 +40,8 @@ func TestDumpFlags(t *testing.T) {
 			base(func(c *dumpConfig) { c.log.level = 1 })},
 		{"value starting with a dash", []string{"-t", "42", "-D", "/img", "-o", "-weird.log"},
 			base(func(c *dumpConfig) { c.log.file = "-weird.log" })},
+		{"LXC's in-flight and closing", []string{"-t", "42", "-D", "/img", "--skip-in-flight", "--tcp-close"},
+			base(func(c *dumpConfig) { c.skipInFlight, c.criu.tcpClose = true, true })},
 		{"ghost limit and jobs", []string{"-t", "42", "-D", "/img", "--ghost-limit", "4M", "--jobs=1", "--freeze-cgroup", "/cg"},
 			base(func(c *dumpConfig) { c.ghost, c.jobs, c.freezeCg = "4M", 1, "/cg" })},
 	} {
@@ -74,6 +76,7 @@ func TestRestoreFlags(t *testing.T) {
 		{"-j", []string{"-D", "/img", "-j"}, func(c *restoreConfig) bool { return c.shellJob }},
 		{"confirmations", []string{"-D", "/img", "--tcp-established", "--ext-unix-sk", "--file-locks"},
 			func(c *restoreConfig) bool { return c.tcpEst && c.extUnixSk && c.criu.fileLocks }},
+		{"--tcp-close, --skip-in-flight", []string{"-D", "/img", "--tcp-close", "--skip-in-flight"}, func(c *restoreConfig) bool { return c.criu.tcpClose }},
 		{"log", []string{"--images-dir", "/img", "-o", "restore.log", "-v4"},
 			func(c *restoreConfig) bool { return c.dir == "/img" && c.log.file == "restore.log" && c.log.level == 4 }},
 		{"default pid method", []string{"-D", "/img"}, func(c *restoreConfig) bool { return c.method == "clone3" && c.log.level == defaultLevel }},
@@ -106,15 +109,12 @@ func TestFlagErrors(t *testing.T) {
 		{"dump", []string{"--bogus"}, "unknown option --bogus"},
 		{"dump", []string{"-x"}, "unknown option -x"},
 		{"dump", []string{"-t", "x"}, "-t"},
-		{"dump", []string{"--tcp-close"}, "--tcp-close: not supported"},
-		{"dump", []string{"--skip-in-flight"}, "--skip-in-flight: not supported"},
 		{"dump", []string{"--network-lock", "iptables"}, "--network-lock iptables: not supported"},
 		{"dump", []string{"--network-lock=skip"}, "--network-lock skip: not supported"},
 		{"dump", []string{"--manage-cgroups"}, "--manage-cgroups=soft: not supported"},
 		{"dump", []string{"--manage-cgroups=full"}, "--manage-cgroups=full: not supported"},
 		{"dump", []string{"-v9"}, "verbosity"},
 		{"dump", []string{"--shell-job=yes please"}, "takes no value"},
-		{"restore", []string{"--tcp-close"}, "--tcp-close: not supported"},
 		{"restore", []string{"--manage-cgroups=soft"}, "--manage-cgroups=soft: not supported"},
 		{"restore", []string{"--bogus"}, "unknown option --bogus"},
 		{"restore", []string{"/bundle", "--pidfile"}, "needs an argument"},
@@ -159,7 +159,7 @@ func TestFlagHelp(t *testing.T) {
 		if !errors.Is(err, errHelp) {
 			t.Fatalf("%s: got %v, want errHelp", h, err)
 		}
-		for _, want := range []string{"usage: ctr-cr restore", "--restore-detached", "--pid-file, --pidfile", "-o, --log-file FILE", "--tcp-close", "refused"} {
+		for _, want := range []string{"usage: ctr-cr restore", "--restore-detached", "--pid-file, --pidfile", "-o, --log-file FILE", "--tcp-close", "--skip-in-flight", "refused"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s: help lacks %q:\n%s", h, want, out.String())
 			}

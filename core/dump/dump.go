@@ -77,6 +77,15 @@ type Options struct {
 	// FileLocks dumps the file locks the tree holds (flock, POSIX, OFD;
 	// --file-locks); without it a tree holding one is refused.
 	FileLocks bool
+	// SkipInFlight dumps TCP listeners without the connections waiting
+	// to be accepted (--skip-in-flight): the restored listener's accept
+	// queue is empty; without it such a listener is refused.
+	SkipInFlight bool
+	// TCPClose records TCP connections without their state, neither
+	// locked nor put in repair mode (--tcp-close, which wins over
+	// TCPEstablished); the image then needs restore --tcp-close, which
+	// gives closed sockets in their place.
+	TCPClose bool
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -329,8 +338,8 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks}
-	if d.opts.TCPEstablished {
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		locked, err := d.lockConnections()
 		if err != nil {
 			return fmt.Errorf("network lock: %w", err)
@@ -648,6 +657,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
 		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
 		NetLock:   plan.netLock,
+		TcpClose:  d.opts.TCPClose,
 	}
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {

@@ -64,6 +64,13 @@ type Options struct {
 	// FileLocks records the file locks of the tree (--file-locks);
 	// without it a tree holding any is refused.
 	FileLocks bool
+	// SkipInFlight dumps TCP listeners without the connections waiting
+	// in their accept queue (--skip-in-flight); without it such a
+	// listener is refused.
+	SkipInFlight bool
+	// TCPClose records TCP connections without their state, to be
+	// restored closed (--tcp-close); TCPLocked is then empty.
+	TCPClose bool
 }
 
 // IsTerminal reports whether a character device number is a tty: the

@@ -16,7 +16,7 @@ func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts O
 	if t.inet == nil {
 		t.inet = inetsk.NewDiag()
 	}
-	sk, err := inetsk.Dump(cp, f.Ino, t.inet, opts.TCPLocked[f.Ino])
+	sk, err := inetsk.DumpWith(cp, f.Ino, t.inet, inetsk.DumpOptions{Conn: opts.TCPLocked[f.Ino], SkipInFlight: opts.SkipInFlight, CloseConn: opts.TCPClose})
 	if err != nil {
 		var ue *inetsk.UnsupportedError
 		if errors.As(err, &ue) {
@@ -30,6 +30,17 @@ func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts O
 	f.Kind = imagepb.FileKind_FILE_INET
 	f.Inet = sk
 	return t.add("", f), nil
+}
+
+// CloseConnections makes every TCP connection of the image come back as
+// a closed socket (restore --tcp-close; see inetsk.CloseConnection). Call
+// it before anything is opened.
+func (o *Opener) CloseConnections() {
+	for _, f := range o.files {
+		if f.Kind == imagepb.FileKind_FILE_INET {
+			inetsk.CloseConnection(f.Inet)
+		}
+	}
 }
 
 // openInet rebuilds an inet socket with its O_NONBLOCK setting.

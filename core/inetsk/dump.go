@@ -39,6 +39,29 @@ func unsupported(ino uint64, format string, a ...any) error {
 // listeners with connections waiting to be accepted, and UDP sockets with
 // datagrams queued for reading.
 func Dump(fd int, ino uint64, d *Diag, conn bool) (*imagepb.InetSocket, error) {
+	return DumpWith(fd, ino, d, DumpOptions{Conn: conn})
+}
+
+// DumpOptions say which TCP sockets Dump may take that it otherwise
+// refuses (CRIU's --tcp-established, --skip-in-flight, --tcp-close).
+type DumpOptions struct {
+	// Conn: the socket is a TCP connection the network lock covers; it
+	// is dumped in repair mode (see Dump).
+	Conn bool
+	// SkipInFlight: a listener with connections waiting to be accepted
+	// is dumped without them (--skip-in-flight): the restored listener's
+	// accept queue is empty, and those connections end when the dumped
+	// tree is killed (their peers see a reset).
+	SkipInFlight bool
+	// CloseConn: a TCP connection (established or half-closed) is
+	// recorded without its state, neither locked nor put in repair mode
+	// (--tcp-close): restore gives a closed socket in its place (see
+	// CloseConnection). Takes precedence over Conn.
+	CloseConn bool
+}
+
+// DumpWith is Dump with the options o.
+func DumpWith(fd int, ino uint64, d *Diag, o DumpOptions) (*imagepb.InetSocket, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("inet socket:[%d]: fstat: %w", ino, err)
@@ -94,7 +117,7 @@ func Dump(fd int, ino uint64, d *Diag, conn bool) (*imagepb.InetSocket, error) {
 			return nil, fmt.Errorf("inet socket:[%d]: %w", ino, err)
 		}
 	}
-	info, fromDiag, err := fillState(fd, s, e, found, conn, listsBound)
+	info, fromDiag, err := fillState(fd, s, e, found, o, listsBound)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +182,7 @@ func Describe(s *imagepb.InetSocket) string {
 //
 // listsBound tells that sock_diag lists TCP sockets that are only bound
 // (Linux 6.7 and later), which tells a bound port from a stale one.
-func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn, listsBound bool) (*unix.TCPInfo, *diagAddrs, error) {
+func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found bool, o DumpOptions, listsBound bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
 	if s.Protocol != unix.IPPROTO_TCP {
 		a, err := datagramState(fd, s, e, found)
@@ -177,13 +200,13 @@ func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn, listsBou
 			return nil, nil, fmt.Errorf("inet socket:[%d]: listening socket not in the sock_diag snapshot (other network namespace?)", ino)
 		}
 		s.Backlog = e.WQueue
-		if e.RQueue > 0 {
-			return nil, nil, unsupported(ino, "listening socket with %d connections waiting to be accepted", e.RQueue)
+		if e.RQueue > 0 && !o.SkipInFlight {
+			return nil, nil, unsupported(ino, "listening socket with %d connections waiting to be accepted (in-flight connections: --skip-in-flight drops them)", e.RQueue)
 		}
 		return nil, nil, nil
 	case TCPClose:
 		used := e.Shutdown != 0 || info.Segs_in != 0 || info.Segs_out != 0
-		return closedTCP(fd, s, e, found, listsBound, used)
+		return closedTCP(fd, s, e, found, listsBound, used, o.CloseConn)
 	case TCPSynSent:
 		return synSent(fd, s, e, found)
 	case TCPSynRecv:
@@ -192,11 +215,15 @@ func fillState(fd int, s *imagepb.InetSocket, e DiagEntry, found, conn, listsBou
 	if !IsConnection(state) {
 		return nil, nil, unsupported(ino, "TCP socket in state %s", StateName(state))
 	}
-	if !conn {
+	if o.CloseConn {
+		// recorded as it is; restore closes it (no repair, no lock)
+		return nil, nil, nil
+	}
+	if !o.Conn {
 		if state == TCPEstablished {
-			return nil, nil, unsupported(ino, "established TCP connection (needs --tcp-established)")
+			return nil, nil, unsupported(ino, "established TCP connection (needs --tcp-established, or --tcp-close to restore it closed)")
 		}
-		return nil, nil, unsupported(ino, "closing TCP connection, state %s (needs --tcp-established)", StateName(state))
+		return nil, nil, unsupported(ino, "closing TCP connection, state %s (needs --tcp-established, or --tcp-close to restore it closed)", StateName(state))
 	}
 	if !found {
 		return nil, nil, fmt.Errorf("inet socket:[%d]: connection not in the sock_diag snapshot (other network namespace?)", ino)

@@ -195,8 +195,9 @@ func TestRefusals(t *testing.T) {
 	port := sa.(*unix.SockaddrInet4).Port
 	c := sock(t, unix.AF_INET, unix.SOCK_STREAM)
 	must(t, unix.Connect(c, loopback(unix.AF_INET, port)))
-	requireRefused(t, c, "established TCP connection (needs --tcp-established)")
-	requireRefused(t, l, "listening socket with 1 connections waiting to be accepted")
+	requireRefused(t, c, "established TCP connection (needs --tcp-established")
+	requireRefused(t, l, "listening socket with 1 connections waiting to be accepted (in-flight connections: --skip-in-flight")
+	requireInFlightAndClose(t, l, c)
 
 	// reset by the peer: CLOSE, but not a fresh socket
 	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
@@ -209,6 +210,9 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("SO_ERROR %d %v: the dump cleared the pending error", v, err)
 	}
 	requireRefused(t, c, "closed TCP connection (reset")
+	if cs, err := DumpWith(c, inode(t, c), nil, DumpOptions{CloseConn: true}); err != nil || cs.State != TCPClose || cs.Shutdown != 3 || cs.Bound {
+		t.Fatalf("DumpWith CloseConn of a reset connection: %v, %v (want CLOSE, shut down both ways)", cs, err)
+	}
 
 	u := sock(t, unix.AF_INET, unix.SOCK_DGRAM)
 	must(t, unix.Bind(u, loopback(unix.AF_INET, 0)))
@@ -419,6 +423,49 @@ func TestClosedAfterFailedConnect(t *testing.T) {
 		}
 		unix.Close(nfd)
 	}
+}
+
+// requireInFlightAndClose: with SkipInFlight the listener l (one
+// connection waiting) is dumped as a plain listener; with CloseConn the
+// connection c is recorded without its TCP state, and CloseConnection
+// makes an entry that Create rebuilds as a socket shut down both ways.
+func requireInFlightAndClose(t *testing.T, l, c int) {
+	t.Helper()
+	ls, err := DumpWith(l, inode(t, l), nil, DumpOptions{SkipInFlight: true})
+	if err != nil || ls.State != TCPListen || ls.Backlog != 4 {
+		t.Fatalf("DumpWith SkipInFlight: %v, %v", ls, err)
+	}
+	cs, err := DumpWith(c, inode(t, c), nil, DumpOptions{CloseConn: true})
+	if err != nil || cs.State != TCPEstablished || cs.Tcp != nil || cs.DstPort == 0 {
+		t.Fatalf("DumpWith CloseConn: %v, %v", cs, err)
+	}
+	if _, err := Create(cs); err == nil {
+		t.Fatalf("Create of a connection without its TCP state: no error")
+	}
+	if !CloseConnection(cs) || CloseConnection(ls) {
+		t.Fatalf("CloseConnection: a connection is one, a listener is not")
+	}
+	fd, err := Create(cs)
+	must(t, err)
+	defer unix.Close(fd)
+	if n, err := unix.Read(fd, make([]byte, 4)); n != 0 || err != nil {
+		t.Errorf("read on the closed connection: %d, %v (want 0: end of file)", n, err)
+	}
+	if _, err := unix.SendmsgN(fd, []byte("x"), nil, nil, unix.MSG_NOSIGNAL); err != unix.EPIPE {
+		t.Errorf("send on the closed connection: %v, want EPIPE", err)
+	}
+	// dumped again (a second cycle), it stays shut down
+	again, err := Dump(fd, inode(t, fd), nil, false)
+	if err != nil || again.State != TCPClose || again.Shutdown != 3 {
+		t.Fatalf("Dump of the closed connection: %v, %v (want CLOSE, shut down both ways)", again, err)
+	}
+}
+
+func inode(t *testing.T, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Fstat(fd, &st))
+	return st.Ino
 }
 
 // inPingNetns runs fn on a thread of its own in a fresh network namespace

@@ -80,6 +80,23 @@ func Create(s *imagepb.InetSocket) (fd int, err error) {
 	return fd, nil
 }
 
+// CloseConnection turns the entry of a TCP connection (established or
+// half-closed, with or without its repair state) into that of the closed
+// socket restore --tcp-close gives in its place, as CRIU does: a fresh TCP
+// socket with the connection's options, unbound, shut down both ways, so
+// that reads give end of file, writes EPIPE (and SIGPIPE), poll POLLHUP,
+// and getpeername ENOTCONN. It reports whether s was such a connection.
+func CloseConnection(s *imagepb.InetSocket) bool {
+	if s == nil || s.Protocol != unix.IPPROTO_TCP || !IsConnection(int(s.State)) {
+		return false
+	}
+	s.Tcp = nil
+	s.State = TCPClose
+	s.Bound = false
+	s.Shutdown = 3 // RCV_SHUTDOWN | SEND_SHUTDOWN
+	return true
+}
+
 // bind binds fd to the address of s. When a TCP port is held only by
 // connections in TIME_WAIT (left by the dumped socket, which had no
 // SO_REUSEADDR: theirs is off too, so even SO_REUSEADDR would not do),

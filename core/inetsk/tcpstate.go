@@ -46,7 +46,16 @@ func diagAddr(family int32, b [16]byte) []byte {
 // socket (bound explicitly: the port stays); an address bound explicitly
 // survives the failure, so getsockname's address is the bound one.
 // Without listsBound (older kernels) a used socket is refused.
-func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, used bool) (*unix.TCPInfo, *diagAddrs, error) {
+//
+// An unused socket not in sock_diag that poll shows shut down for reading
+// is recorded shut down both ways (see the comment in the code).
+//
+// With closeConn (--tcp-close, which CRIU documents as covering "the
+// connection once established but now closed" too), a connection that
+// ended (reset and its error read, or finished) is recorded as restore
+// --tcp-close gives every connection back: shut down both ways, its
+// unread data dropped.
+func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, used, closeConn bool) (*unix.TCPInfo, *diagAddrs, error) {
 	ino := s.Ino
 	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
 	if _, err := unix.Poll(p, 0); err != nil {
@@ -54,6 +63,21 @@ func closedTCP(fd int, s *imagepb.InetSocket, e DiagEntry, found, listsBound, us
 	}
 	if p[0].Revents&unix.POLLERR != 0 {
 		return nil, nil, unsupported(ino, "closed TCP socket with a pending error (SO_ERROR or error queue)")
+	}
+	if !used && !found && p[0].Revents&unix.POLLRDHUP != 0 {
+		// shut down while unconnected (as restore --tcp-close leaves a
+		// connection): sock_diag does not list the socket, poll shows
+		// the read half; the send half cannot be read in state CLOSE,
+		// where writes fail with EPIPE either way, and is taken as shut
+		// down too (see inetsk.CloseConnection)
+		s.Shutdown = 3
+	}
+	if used && closeConn && (p[0].Revents&unix.POLLRDHUP != 0 || (found && e.Shutdown != 0)) {
+		s.Shutdown = 3
+		if found { // its port bound explicitly, still held
+			return nil, &diagAddrs{src: diagAddr(s.Family, e.Src), srcPort: uint32(e.SrcPort), bound: true}, nil
+		}
+		return nil, &diagAddrs{src: diagAddr(s.Family, [16]byte{})}, nil // unbound, as CloseConnection
 	}
 	if used {
 		if p[0].Revents&unix.POLLRDHUP != 0 || (found && e.Shutdown != 0) {

@@ -79,11 +79,17 @@ func HugetlbMapFlags(v *imagepb.Vma) (uint64, error) {
 const aioRingPath = "/[aio]"
 
 // RefuseSpecial returns an error naming the kind of the VMA of s when the
-// engine cannot carry it: the ring of an aio context (its kernel context,
-// limits and requests in flight are not in the image).
+// engine cannot carry it: the ring of an aio context. Its ring (head, tail,
+// completed events) is in the task's memory and its size gives nr_events,
+// but requests still in flight (an O_DIRECT read, an IOCB_CMD_POLL waiting
+// for its file) are nowhere the kernel shows: no /proc file, no syscall
+// counts them without submitting requests of its own, which moves the
+// ring's head and tail for good. A restore would lose their completions,
+// so an idle context cannot be told from a busy one and both are refused.
+// (CRIU dumps the ring without looking for them.)
 func RefuseSpecial(s *procfs.SmapsEntry) error {
 	if s.Path == aioRingPath {
-		return fmt.Errorf("aio ring (io_setup context %#x): not supported", s.Start)
+		return fmt.Errorf("aio ring (io_setup context %#x): not supported: requests in flight cannot be seen, and a restore would lose them", s.Start)
 	}
 	return nil
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// other side is outside it, by CRIU's key (--inherit-fd fd[N]:KEY,
 	// e.g. pipe:[INO] for an external pipe).
 	Inherit map[string]int
+	// TCPClose restores the image's TCP connections as closed sockets
+	// (--tcp-close; see files.Opener.CloseConnections). An image dumped
+	// with --tcp-close needs it.
+	TCPClose bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -119,9 +123,15 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 			}
 		}()
 	}
+	if inv.TcpClose && !opts.TCPClose {
+		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
+	}
 	procs, opener, err := load(img)
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
+	}
+	if opts.TCPClose {
+		opener.CloseConnections()
 	}
 	defer func() {
 		for _, p := range procs {

@@ -424,7 +424,10 @@ type Inventory struct {
 	RootPidNs bool `protobuf:"varint,10,opt,name=root_pid_ns,json=rootPidNs,proto3" json:"root_pid_ns,omitempty"`
 	// nftables table (in the tree's network namespace) that keeps the
 	// dumped TCP connections silent until restore removes it; "" if none.
-	NetLock       string `protobuf:"bytes,11,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
+	NetLock string `protobuf:"bytes,11,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
+	// dumped with --tcp-close: its TCP connections were recorded without
+	// their state; restore needs --tcp-close and gives them back closed.
+	TcpClose      bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +539,13 @@ func (x *Inventory) GetNetLock() string {
 		return x.NetLock
 	}
 	return ""
+}
+
+func (x *Inventory) GetTcpClose() bool {
+	if x != nil {
+		return x.TcpClose
+	}
+	return false
 }
 
 // pstree.img: one entry per process of the tree.
@@ -5536,7 +5546,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
-	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xf8\x02\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\x96\x03\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
@@ -5550,7 +5560,8 @@ const file_image_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12\x1e\n" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
-	"\bnet_lock\x18\v \x01(\tR\anetLock\"\xdb\x02\n" +
+	"\bnet_lock\x18\v \x01(\tR\anetLock\x12\x1c\n" +
+	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\"\xdb\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
