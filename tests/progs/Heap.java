@@ -7,6 +7,7 @@
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
 import java.util.concurrent.atomic.AtomicLongArray;
 
 public class Heap {
@@ -66,6 +67,8 @@ public class Heap {
             }
         }
         System.gc(); // the collector walks the whole restored heap
-        Files.writeString(dir.resolve("result"), result + "\n");
+        // written whole, then renamed: the test reads it once it exists
+        Files.writeString(dir.resolve("result.tmp"), result + "\n");
+        Files.move(dir.resolve("result.tmp"), dir.resolve("result"), StandardCopyOption.ATOMIC_MOVE);
     }
 }
