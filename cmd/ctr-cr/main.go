@@ -34,7 +34,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, restore, checkpoint, show, check, version, hook
+commands: dump, restore, checkpoint, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -47,6 +47,8 @@ Process commands:
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
+  keygen  --out PREFIX  Ed25519 key pair for --sign-key (PREFIX.key) and
+                        --verify-key (PREFIX.pub) of dump, checkpoint, restore
   version               print ctr-cr's version
 
 Container commands (OCI runtimes runc and crun):
@@ -134,6 +136,8 @@ func run(cmd string) (int, error) {
 		err = hooks.Exec(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
+	case "keygen":
+		err = cmdKeygen(os.Args[2:])
 	case "check":
 		code, err = cmdCheck(os.Args[2:])
 	case "version", "--version", "-V":
