@@ -43,6 +43,8 @@ const usage = `usage: ctr-cr COMMAND [OPTIONS]
 Process commands:
   dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
           (PID and all its descendants)
+          dump, checkpoint --sign-key FILE and restore --verify-key FILE sign
+          and verify an image (docs/trust.md)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image

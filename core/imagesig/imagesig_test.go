@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // coveredFiles are the files of the fake image, each covered.
@@ -127,6 +129,15 @@ func TestVerifyChangedSet(t *testing.T) {
 		dir, pub := signed(t)
 		os.Remove(filepath.Join(dir, "container.json"))
 		requireErr(t, Verify(dir, pub), ErrModified, "container.json")
+	})
+	t.Run("fifo", func(t *testing.T) {
+		dir, pub := signed(t)
+		p := filepath.Join(dir, "core-1.img")
+		os.Remove(p)
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		requireErr(t, Verify(dir, pub), ErrModified, "core-1.img")
 	})
 	t.Run("symlink", func(t *testing.T) {
 		dir, pub := signed(t)

@@ -137,10 +137,11 @@ func coveredNames(dir string) ([]string, error) {
 }
 
 // hashFile hashes dir/name, a regular file opened without following a
-// symbolic link.
+// symbolic link (and without blocking: a FIFO put in its place is refused,
+// not waited on).
 func hashFile(dir, name string) (fileSum, error) {
 	p := filepath.Join(dir, name)
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return fileSum{}, err
 	}
@@ -191,7 +192,7 @@ func Verify(dir string, pub ed25519.PublicKey) error {
 // readSigFile reads dir/image.sig, a regular file of bounded size.
 func readSigFile(dir string) ([]byte, error) {
 	p := filepath.Join(dir, Name)
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("verify: %s: %w (no %s: dumped without --sign-key?)", dir, ErrNotSigned, Name)
 	}
