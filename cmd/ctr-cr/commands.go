@@ -471,7 +471,8 @@ func restoreContainer(bundle string, c *restoreConfig) (int, error) {
 	if err := msgs.open(&c.log, imageDir); err != nil {
 		return 1, err
 	}
-	// before anything of the image is read, the runtime's create first
+	// verified before anything of the image is read, so before the
+	// runtime's create
 	if err := verifyImage(c.verifyKey, imageDir); err != nil {
 		return 1, err
 	}
