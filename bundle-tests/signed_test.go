@@ -12,8 +12,9 @@ import (
 // TestRestore_Signed: a container checkpointed with --sign-key restores
 // with --verify-key, twice; its image.sig covers container.json,
 // spec.dump, ctr-cr.json and the tmpfs archive too. A copy whose
-// container.json says another hostname (valid JSON, a restore without
-// --verify-key would take it) or whose tmpfs archive changed is refused
+// container.json says another hostname (valid JSON, and no checksum of
+// the inventory covers container.json) or whose tmpfs archive changed is
+// refused
 // before the runtime's create: no container is left.
 func TestRestore_Signed(t *testing.T) { forRuntimes(t, testRestoreSigned) }
 
