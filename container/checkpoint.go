@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
+	"github.com/ctr-cr/ctr-cr/core/imagesig"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -73,6 +75,10 @@ type CheckpointOptions struct {
 	ImagePath    string // "": BUNDLE/checkpoint
 	LeaveRunning bool
 	Dump         dump.Options // engine options (TCPEstablished, Jobs, ...)
+	// SignKey, when set, signs the image (image.sig, core/imagesig) in
+	// its staging directory, before it takes its place and before the
+	// container is killed.
+	SignKey ed25519.PrivateKey
 }
 
 // Checkpoint dumps the running container opts.ID into its image directory
@@ -182,6 +188,14 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
 	dopts.Commit = stage.commit
+	if opts.SignKey != nil {
+		dopts.Commit = func() error {
+			if err := imagesig.Sign(stage.tmp, opts.SignKey); err != nil {
+				return err
+			}
+			return stage.commit()
+		}
+	}
 	stats, err := dump.Dump(ctx, st.Pid, stage.tmp, dopts)
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)

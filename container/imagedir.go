@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/imagesig"
 )
 
 // ErrBusy: another checkpoint of the same container, or into the same
@@ -163,7 +165,7 @@ func replaceable(final string) error {
 // container layer's files and tmpfs archives, logs and pid files.
 func imageFileName(name string) bool {
 	switch name {
-	case SpecDumpName, MetadataName, StateName:
+	case SpecDumpName, MetadataName, StateName, imagesig.Name:
 		return true
 	}
 	for _, suf := range []string{".img", ".tar", ".log", ".pid"} {

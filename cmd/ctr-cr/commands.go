@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/container"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/imagesig"
 	"github.com/ctr-cr/ctr-cr/core/kernel"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
@@ -92,6 +94,7 @@ type dumpConfig struct {
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
+	signKey                     string // --sign-key FILE
 	criu                        criuConfig
 	log                         logConfig
 }
@@ -113,6 +116,7 @@ func dumpOptions(c *dumpConfig) []option {
 			help: "dump TCP listeners without the connections waiting to be accepted (their peers see a reset); without it such a listener is refused"},
 		{names: []string{"tcp-close"}, value: boolValue{&c.criu.tcpClose},
 			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
+		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
 	}
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
@@ -134,13 +138,17 @@ func cmdDump(args []string) error {
 	if err != nil {
 		return usageErrorf(dumpSynopsis, "--ghost-limit: %w", err)
 	}
+	sign, err := signer(c.signKey, c.dir)
+	if err != nil {
+		return err
+	}
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return err
 	}
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -169,7 +177,7 @@ const checkpointSynopsis = "checkpoint [OPTIONS] CONTAINER_ID"
 
 // cmdCheckpoint checkpoints an OCI container found through its runtime.
 func cmdCheckpoint(args []string) error {
-	var root, rtName, imagePath string
+	var root, rtName, imagePath, signKey string
 	var leave, tcpEst, extUnix, stats, fileLocks bool
 	opts := []option{
 		{names: []string{"root"}, arg: "DIR", value: stringValue{&root}, help: "the runtime's state directory (--root of runc/crun)"},
@@ -180,6 +188,7 @@ func cmdCheckpoint(args []string) error {
 		{names: []string{"ext-unix-sk"}, value: boolValue{&extUnix}, help: "accept unix sockets connected to a peer outside the container's tree: restore connects them to the peer's name again, in the container's root"},
 		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print timing statistics as JSON"},
 		{names: []string{"file-locks"}, value: boolValue{&fileLocks}, help: "checkpoint the file locks the container's tree holds (flock, POSIX, OFD); without it a tree holding one is refused"},
+		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&signKey}, help: signKeyHelp},
 	}
 	pos, err := parseOptions("checkpoint", checkpointSynopsis, opts, args, os.Stdout)
 	if err != nil {
@@ -189,6 +198,12 @@ func cmdCheckpoint(args []string) error {
 		return usageErrorf(checkpointSynopsis, "one CONTAINER_ID is required")
 	}
 	id := pos[0]
+	var key ed25519.PrivateKey
+	if signKey != "" {
+		if key, err = imagesig.ReadPrivateKey(signKey); err != nil {
+			return fmt.Errorf("--sign-key: %w", err)
+		}
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	var rt *container.Runtime
@@ -201,7 +216,7 @@ func cmdCheckpoint(args []string) error {
 		return err
 	}
 	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
-		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave,
+		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave, SignKey: key,
 		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix, FileLocks: fileLocks},
 	})
 	if err != nil {
@@ -223,6 +238,7 @@ type restoreConfig struct {
 	tcpEst, extUnixSk             bool // confirm only: the image says
 	id, imagePath, rtRoot, rtName string
 	console                       string
+	verifyKey                     string         // --verify-key FILE
 	inherit                       map[string]int // --inherit-fd: image key -> our fd
 	criu                          criuConfig
 	log                           logConfig
@@ -250,6 +266,8 @@ func restoreOptions(c *restoreConfig) []option {
 			help: "restore the image's TCP connections as closed sockets (read: end of file, write: EPIPE); needed for an image dumped with --tcp-close"},
 		{names: []string{"skip-in-flight"}, value: boolValue{new(bool)},
 			help: "accepted: a dump option (restored listeners have what the image holds)"},
+		{names: []string{"verify-key"}, arg: "FILE", value: stringValue{&c.verifyKey},
+			help: "refuse the image unless its image.sig verifies with this Ed25519 public key (PEM) and every file it covers is as signed (docs/trust.md)"},
 	}
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
@@ -296,6 +314,9 @@ func cmdRestore(args []string) (int, error) {
 		return 2, usageErrorf(restoreSynopsis, "--pid-method: unknown method %q", c.method)
 	}
 	if err := msgs.open(&c.log, c.dir); err != nil {
+		return 1, err
+	}
+	if err := verifyImage(c.verifyKey, c.dir); err != nil {
 		return 1, err
 	}
 	ctx, stop := interruptible()
@@ -448,6 +469,11 @@ func restoreContainer(bundle string, c *restoreConfig) (int, error) {
 		imageDir = filepath.Join(bundle, "checkpoint")
 	}
 	if err := msgs.open(&c.log, imageDir); err != nil {
+		return 1, err
+	}
+	// verified before anything of the image is read, so before the
+	// runtime's create
+	if err := verifyImage(c.verifyKey, imageDir); err != nil {
 		return 1, err
 	}
 	ctx, stop := interruptible()

@@ -42,6 +42,8 @@ func TestDumpFlags(t *testing.T) {
 			base(func(c *dumpConfig) { c.log.file = "-weird.log" })},
 		{"LXC's in-flight and closing", []string{"-t", "42", "-D", "/img", "--skip-in-flight", "--tcp-close"},
 			base(func(c *dumpConfig) { c.skipInFlight, c.criu.tcpClose = true, true })},
+		{"--sign-key", []string{"-t", "42", "-D", "/img", "--sign-key", "/k.key"},
+			base(func(c *dumpConfig) { c.signKey = "/k.key" })},
 		{"ghost limit and jobs", []string{"-t", "42", "-D", "/img", "--ghost-limit", "4M", "--jobs=1", "--freeze-cgroup", "/cg"},
 			base(func(c *dumpConfig) { c.ghost, c.jobs, c.freezeCg = "4M", 1, "/cg" })},
 	} {
@@ -80,6 +82,8 @@ func TestRestoreFlags(t *testing.T) {
 		{"log", []string{"--images-dir", "/img", "-o", "restore.log", "-v4"},
 			func(c *restoreConfig) bool { return c.dir == "/img" && c.log.file == "restore.log" && c.log.level == 4 }},
 		{"default pid method", []string{"-D", "/img"}, func(c *restoreConfig) bool { return c.method == "clone3" && c.log.level == defaultLevel }},
+		{"--verify-key", []string{"-D", "/img", "--verify-key=/k.pub"}, func(c *restoreConfig) bool { return c.verifyKey == "/k.pub" }},
+		{"--verify-key, container", []string{"--verify-key", "/k.pub", "/bundle"}, func(c *restoreConfig) bool { return c.verifyKey == "/k.pub" }},
 		{"container form", []string{"--id", "x", "-d", "/bundle"}, func(c *restoreConfig) bool { return c.id == "x" && c.detach }},
 		{"options after the bundle", []string{"/bundle", "-d", "--pidfile", "p"}, func(c *restoreConfig) bool { return c.detach && c.pidFile == "p" }},
 	} {

@@ -34,7 +34,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, restore, checkpoint, show, check, version, hook
+commands: dump, restore, checkpoint, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -43,10 +43,14 @@ const usage = `usage: ctr-cr COMMAND [OPTIONS]
 Process commands:
   dump    -t PID -D DIR [--leave-running] [--shell-job] [--tcp-established] [--ext-unix-sk] [--file-locks] [--freeze-cgroup DIR] [--ghost-limit SIZE] [--jobs N] [--print-stats]
           (PID and all its descendants)
+          dump, checkpoint --sign-key FILE and restore --verify-key FILE sign
+          and verify an image (docs/trust.md)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
+  keygen  --out PREFIX  Ed25519 key pair for --sign-key (PREFIX.key) and
+                        --verify-key (PREFIX.pub) of dump, checkpoint, restore
   version               print ctr-cr's version
 
 Container commands (OCI runtimes runc and crun):
@@ -134,6 +138,8 @@ func run(cmd string) (int, error) {
 		err = hooks.Exec(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
+	case "keygen":
+		err = cmdKeygen(os.Args[2:])
 	case "check":
 		code, err = cmdCheck(os.Args[2:])
 	case "version", "--version", "-V":
