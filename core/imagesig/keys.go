@@ -13,10 +13,10 @@
 package imagesig
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -38,6 +38,16 @@ func Fingerprint(pub ed25519.PublicKey) string {
 	return "SHA256:" + base64.RawStdEncoding.EncodeToString(h[:])
 }
 
+// The DER of Ed25519 keys is fixed (RFC 8410): a prefix naming the
+// algorithm (OID 1.3.101.112), then the 32-byte seed or public key. Keys
+// are read and written with these prefixes rather than through
+// crypto/x509, whose package initialisation every ctr-cr command would
+// pay at start-up. openssl genpkey -algorithm ed25519 writes the same form.
+var (
+	pkcs8Ed25519Prefix = []byte{0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20}
+	pkixEd25519Prefix  = []byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}
+)
+
 // GenerateKeyFiles makes a new key pair and writes prefix.key (PKCS#8
 // PEM, mode 0600) and prefix.pub (PKIX PEM, mode 0644). Neither file may
 // exist already: a key is never overwritten.
@@ -46,14 +56,8 @@ func GenerateKeyFiles(prefix string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	pder, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
+	der := append(append([]byte(nil), pkcs8Ed25519Prefix...), priv.Seed()...)
+	pder := append(append([]byte(nil), pkixEd25519Prefix...), pub...)
 	keyPath, pubPath := prefix+".key", prefix+".pub"
 	for _, p := range []string{keyPath, pubPath} {
 		if _, err := os.Lstat(p); err == nil {
@@ -131,15 +135,11 @@ func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		return nil, fmt.Errorf("%w %s: permissions %04o are too open: a signing key must be readable by its owner only (chmod 600 %s)", ErrKey, path, m, path)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrKey, path, err)
+	seed, ok := bytes.CutPrefix(b.Bytes, pkcs8Ed25519Prefix)
+	if !ok || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%w %s: not an Ed25519 private key in PKCS#8 (RFC 8410) form", ErrKey, path)
 	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%w %s: a %T, not an Ed25519 key", ErrKey, path, k)
-	}
-	return priv, nil
+	return ed25519.NewKeyFromSeed(seed), nil
 }
 
 // ReadPublicKey reads an Ed25519 public key (PEM PKIX).
@@ -155,13 +155,9 @@ func ReadPublicKey(path string) (ed25519.PublicKey, error) {
 		}
 		return nil, fmt.Errorf("%w %s: holds a PEM %q, want an Ed25519 \"PUBLIC KEY\" (PKIX)%s", ErrKey, path, b.Type, hint)
 	}
-	k, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrKey, path, err)
+	pub, ok := bytes.CutPrefix(b.Bytes, pkixEd25519Prefix)
+	if !ok || len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w %s: not an Ed25519 public key in PKIX (RFC 8410) form", ErrKey, path)
 	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%w %s: a %T, not an Ed25519 key", ErrKey, path, k)
-	}
-	return pub, nil
+	return ed25519.PublicKey(pub), nil
 }
