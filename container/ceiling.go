@@ -273,7 +273,7 @@ func hasCap(s *specs.Spec, name string) bool {
 //     remounted read-write nor covered by a writable mount; under a
 //     readonlyPath no new writable mount appears;
 //   - a masked path is still covered by the runtime's mask (the same
-//     mount; a tmpfs mask still read-only), with nothing new mounted under it;
+//     mount, still read-only if it was), with nothing new mounted under it;
 //   - no new proc or sysfs mount appears (it would show everything the
 //     masked and read-only paths hide) unless the config's bounding set has
 //     CAP_SYS_ADMIN, with which the container could have made it itself.
@@ -292,8 +292,8 @@ func checkMountCeiling(s *specs.Spec, before, after []mountInfo) error {
 		a := av.visible(pp.path)
 		switch {
 		case pp.masked:
-			if a == nil || a.ID != b.ID || (b.FSType == "tmpfs" && !a.ReadOnly) {
-				return fmt.Errorf("mount %s: no longer masked after container.json's mounts: %w (%s)", pp.path, ErrAboveConfig, pp.field)
+			if a == nil || a.ID != b.ID || (b.ReadOnly && !a.ReadOnly) {
+				return fmt.Errorf("mount %s: no longer masked after container.json's mounts: %w (%s; the runtime's mask is mount %d, a lookup now finds %s)", pp.path, ErrAboveConfig, pp.field, b.ID, describe(a))
 			}
 		default:
 			if !b.ReadOnly {
@@ -349,4 +349,16 @@ func readMounts(pid int) ([]mountInfo, error) {
 			ReadOnly: mounts.HasOption(in.Options, "ro") || mounts.HasOption(in.SuperOptions, "ro")}
 	}
 	return out, nil
+}
+
+// describe names a mount for an error.
+func describe(m *mountInfo) string {
+	if m == nil {
+		return "no mount"
+	}
+	ro := "rw"
+	if m.ReadOnly {
+		ro = "ro"
+	}
+	return fmt.Sprintf("mount %d (%s %s at %s)", m.ID, m.FSType, ro, m.MountPoint)
 }
