@@ -59,7 +59,7 @@ func testRestoreCeilingMounts(t *testing.T, rt string) {
 		t.Fatal(err)
 	}
 	out, err := ctrcr(t, "restore", "-d", b.dir)
-	if err == nil || !strings.Contains(out, "mount /proc/sys: read-write") || !strings.Contains(out, "linux.readonlyPaths") {
+	if err == nil || !strings.Contains(out, "mount /proc/sys: container.json makes it read-write") || !strings.Contains(out, "linux.readonlyPaths") {
 		t.Fatalf("restore of a container.json with /proc/sys read-write: %v\n%s", err, out)
 	}
 	if _, err := b.state(); err == nil {

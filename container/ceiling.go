@@ -362,3 +362,65 @@ func describe(m *mountInfo) string {
 	}
 	return fmt.Sprintf("mount %d (%s %s at %s)", m.ID, m.FSType, ro, m.MountPoint)
 }
+
+// precheckMounts refuses, before mounts.Apply changes anything, the saved
+// mounts of tree that would break checkMountCeiling. It pairs them with
+// the runtime's mounts (before) as Apply does (same mount point and type,
+// the topmost first); the rest are the mounts Apply would create. Refused:
+// a created mount at or above a path the runtime made read-only or
+// masked (it covers it), a created mount under a masked path or a
+// writable one under a readonlyPath, a read-only or mask mount of the
+// runtime's that the tree makes writable, and a created proc or sysfs
+// without CAP_SYS_ADMIN in the bounding set. checkMountCeiling still
+// checks the result: this only refuses earlier, with nothing to undo.
+func precheckMounts(s *specs.Spec, tree *mounts.Tree, before []mountInfo) error {
+	bv := newMountView(before)
+	if bv.root == nil || tree == nil || len(tree.Mounts) == 0 {
+		return nil // Apply and checkMountCeiling refuse these
+	}
+	avail := map[string][]*mountInfo{}
+	for i := range before {
+		k := before[i].MountPoint + "\x00" + before[i].FSType
+		avail[k] = append(avail[k], &before[i])
+	}
+	var created []*mounts.Mount
+	matched := map[int]*mounts.Mount{} // runtime mount id -> saved mount
+	for i := 1; i < len(tree.Mounts); i++ {
+		m := &tree.Mounts[i]
+		k := m.MountPoint + "\x00" + m.FSType
+		if l := avail[k]; len(l) > 0 {
+			matched[l[len(l)-1].ID] = m
+			avail[k] = l[:len(l)-1]
+		} else {
+			created = append(created, m)
+		}
+	}
+	ro := func(m *mounts.Mount) bool { return m.Flags.ReadOnly || m.SuperReadOnly }
+	for _, pp := range protectedPaths(s) {
+		b := bv.visible(pp.path)
+		if b == nil || b.MountPoint != pp.path || !pp.masked && !b.ReadOnly {
+			continue
+		}
+		if m := matched[b.ID]; m != nil && b.ReadOnly && !ro(m) {
+			return fmt.Errorf("mount %s: container.json makes it read-write: %w (%s)", pp.path, ErrAboveConfig, pp.field)
+		}
+		for _, c := range created {
+			switch {
+			case pathUnder(c.MountPoint, pp.path):
+				return fmt.Errorf("mount %s: container.json mounts a %s over %s: %w (%s)", c.MountPoint, c.FSType, pp.path, ErrAboveConfig, pp.field)
+			case pp.path == "/" || !pathUnder(pp.path, c.MountPoint):
+			case pp.masked || pp.field == "linux.readonlyPaths" && !ro(c):
+				return fmt.Errorf("mount %s: a new mount under %s from container.json: %w (%s)", c.MountPoint, pp.path, ErrAboveConfig, pp.field)
+			}
+		}
+	}
+	if hasCap(s, "CAP_SYS_ADMIN") {
+		return nil
+	}
+	for _, c := range created {
+		if c.FSType == "proc" || c.FSType == "sysfs" {
+			return fmt.Errorf("mount %s: a new %s mount from container.json: %w (it shows what linux.maskedPaths and readonlyPaths hide, and without CAP_SYS_ADMIN in process.capabilities.bounding the container could not have made it)", c.MountPoint, c.FSType, ErrAboveConfig)
+		}
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/mounts"
 )
 
 const (
@@ -175,5 +176,75 @@ func TestMountViewVisible(t *testing.T) {
 		if got := v.visible(p); got == nil || got.ID != want {
 			t.Errorf("visible(%s) = %+v, want id %d", p, got, want)
 		}
+	}
+}
+
+// savedTree is runtimeTree as container.json saves it, changed by edit.
+func savedTree(edit func(t *mounts.Tree)) *mounts.Tree {
+	t := &mounts.Tree{Version: mounts.TreeVersion}
+	for i, m := range runtimeTree() {
+		k := mounts.Kind(m.FSType)
+		if i == 0 {
+			k = mounts.KindRoot
+		} else if m.FSType == "ext4" || m.FSType == "devtmpfs" {
+			k = mounts.KindExternal
+		}
+		t.Mounts = append(t.Mounts, mounts.Mount{ID: m.ID, ParentID: m.Parent, MountPoint: m.MountPoint, Kind: k, FSType: m.FSType, Flags: mounts.Flags{ReadOnly: m.ReadOnly}})
+	}
+	if edit != nil {
+		edit(t)
+	}
+	return t
+}
+
+func TestPrecheckMounts(t *testing.T) {
+	rw := func(mp string) func(t *mounts.Tree) {
+		return func(t *mounts.Tree) {
+			for i := range t.Mounts {
+				if t.Mounts[i].MountPoint == mp {
+					t.Mounts[i].Flags.ReadOnly = false
+				}
+			}
+		}
+	}
+	add := func(m mounts.Mount) func(t *mounts.Tree) {
+		return func(t *mounts.Tree) { m.ID = 99; t.Mounts = append(t.Mounts, m) }
+	}
+	tests := []struct {
+		name      string
+		sysAdmin  bool
+		edit      func(t *mounts.Tree)
+		wantError string
+	}{
+		{"unchanged", false, nil, ""},
+		{"tmpfs on /tmp", false, add(mounts.Mount{ParentID: 10, MountPoint: "/tmp", Kind: mounts.KindTmpfs, FSType: "tmpfs"}), ""},
+		{"/proc/sys rw", false, rw("/proc/sys"), "mount /proc/sys: container.json makes it read-write"},
+		{"ro bind rw", false, rw("/data"), "mount /data: container.json makes it read-write"},
+		{"masked tmpfs rw", false, rw("/proc/acpi"), "mount /proc/acpi: container.json makes it read-write"},
+		{"second proc on /proc", true, add(mounts.Mount{ParentID: 11, MountPoint: "/proc", Kind: mounts.KindProc, FSType: "proc"}), "mount /proc: container.json mounts a proc over /proc/sys"},
+		{"tmpfs over /proc/kcore", true, add(mounts.Mount{ParentID: 11, MountPoint: "/proc/kcore", Kind: mounts.KindTmpfs, FSType: "tmpfs"}), "over /proc/kcore"},
+		{"rw tmpfs under /proc/sys", true, add(mounts.Mount{ParentID: 13, MountPoint: "/proc/sys/kernel", Kind: mounts.KindTmpfs, FSType: "tmpfs"}), "a new mount under /proc/sys"},
+		{"ro tmpfs under /proc/sys", true, add(mounts.Mount{ParentID: 13, MountPoint: "/proc/sys/kernel", Kind: mounts.KindTmpfs, FSType: "tmpfs", Flags: mounts.Flags{ReadOnly: true}}), ""},
+		{"tmpfs under masked dir", true, add(mounts.Mount{ParentID: 15, MountPoint: "/proc/acpi/x", Kind: mounts.KindTmpfs, FSType: "tmpfs", Flags: mounts.Flags{ReadOnly: true}}), "a new mount under /proc/acpi"},
+		{"new proc", false, add(mounts.Mount{ParentID: 12, MountPoint: "/dev/p", Kind: mounts.KindProc, FSType: "proc"}), "mount /dev/p: a new proc mount"},
+		{"new proc with CAP_SYS_ADMIN", true, add(mounts.Mount{ParentID: 12, MountPoint: "/dev/p", Kind: mounts.KindProc, FSType: "proc"}), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mountSpec()
+			if tc.sysAdmin {
+				s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+			}
+			err := precheckMounts(s, savedTree(tc.edit), runtimeTree())
+			if tc.wantError == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantError) || !errors.Is(err, ErrAboveConfig) {
+				t.Fatalf("got %v, want an ErrAboveConfig with %q", err, tc.wantError)
+			}
+		})
 	}
 }

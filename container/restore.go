@@ -386,6 +386,9 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 		if err != nil {
 			return err
 		}
+		if err := precheckMounts(spec, st.Mounts, before); err != nil {
+			return err
+		}
 		if _, err := mounts.Apply(pid, plan); err != nil {
 			return err
 		}
