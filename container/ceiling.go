@@ -36,6 +36,11 @@ type taskCeiling struct {
 	inh, prm, eff, bnd, amb uint64
 	nnp                     bool // every task keeps no_new_privs
 	seccomp                 bool // every task has at least one filter
+	// uid/gid (as the host sees them) every task has for all of its real,
+	// effective, saved and fs ids, when the config leaves no way to change
+	// them: no_new_privs (no set-user-ID exec) and no CAP_SETUID
+	// (CAP_SETGID) in the bounding set; -1 when not fixed
+	uid, gid int64
 }
 
 // ceilingOf reads the task ceiling from the config's process and
@@ -48,6 +53,13 @@ func ceilingOf(s *specs.Spec) (taskCeiling, error) {
 	}
 	c.nnp = s.Process.NoNewPrivileges
 	c.seccomp = s.Linux != nil && s.Linux.Seccomp != nil
+	c.uid, c.gid = -1, -1
+	if c.nnp && !hasCap(s, "CAP_SETUID") {
+		c.uid = hostID(s, s.Process.User.UID, func(l *specs.Linux) []specs.LinuxIDMapping { return l.UIDMappings })
+	}
+	if c.nnp && !hasCap(s, "CAP_SETGID") {
+		c.gid = hostID(s, s.Process.User.GID, func(l *specs.Linux) []specs.LinuxIDMapping { return l.GIDMappings })
+	}
 	pc := s.Process.Capabilities
 	if pc == nil {
 		return c, nil
@@ -93,6 +105,12 @@ func (c taskCeiling) check(pid int, t *imagepb.ThreadCore) error {
 			return fmt.Errorf("%s: %s capabilities %s: %w (not in process.capabilities.bounding)", where, s.name, capList(extra), ErrAboveConfig)
 		}
 	}
+	if err := checkIDs(where, "uid", "process.user.uid", "CAP_SETUID", cr.Uids, c.uid); err != nil {
+		return err
+	}
+	if err := checkIDs(where, "gid", "process.user.gid", "CAP_SETGID", cr.Gids, c.gid); err != nil {
+		return err
+	}
 	if c.nnp && !cr.NoNewPrivs {
 		return fmt.Errorf("%s: no_new_privs is off: %w (process.noNewPrivileges is true)", where, ErrAboveConfig)
 	}
@@ -100,6 +118,45 @@ func (c taskCeiling) check(pid int, t *imagepb.ThreadCore) error {
 		return fmt.Errorf("%s: no seccomp filter: %w (linux.seccomp is set)", where, ErrAboveConfig)
 	}
 	return nil
+}
+
+// checkIDs checks that each of a task's ids is want (unless want is -1).
+func checkIDs(where, kind, field, capName string, ids []uint32, want int64) error {
+	if want < 0 {
+		return nil
+	}
+	for _, id := range ids {
+		if int64(id) != want {
+			return fmt.Errorf("%s: %ss %v: %w (%s is %d as the host sees it, and with no_new_privs and no %s in process.capabilities.bounding no task can change it)", where, kind, ids, ErrAboveConfig, field, want, capName)
+		}
+	}
+	return nil
+}
+
+// hostID is the config's container id as the host sees it (what the
+// image records): the same without a user namespace of the container's
+// own, mapped through the config's id mappings with one; -1 (no check)
+// when it cannot be known (a user namespace joined by path, an id no
+// mapping covers).
+func hostID(s *specs.Spec, id uint32, maps func(*specs.Linux) []specs.LinuxIDMapping) int64 {
+	if s.Linux == nil {
+		return int64(id)
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type != specs.UserNamespace {
+			continue
+		}
+		if ns.Path != "" {
+			return -1
+		}
+		for _, m := range maps(s.Linux) {
+			if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
+				return int64(m.HostID) + int64(id-m.ContainerID)
+			}
+		}
+		return -1
+	}
+	return int64(id)
 }
 
 // capList names the capabilities of mask, numbers past capnames' list as

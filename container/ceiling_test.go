@@ -58,6 +58,9 @@ func TestTaskCeiling(t *testing.T) {
 		{"filter missing", ceilingSpec(false, true), &imagepb.ThreadCore{Tid: 7, Creds: creds(nil)}, "no seccomp filter"},
 		{"strict mode counts", ceilingSpec(false, true), &imagepb.ThreadCore{Tid: 7, Creds: creds(nil), SeccompStrict: true}, ""},
 		{"no creds", ceilingSpec(false, false), &imagepb.ThreadCore{Tid: 7}, "no credentials"},
+		{"uid changed under nnp", ceilingSpec(true, false), &imagepb.ThreadCore{Tid: 7, Creds: creds(func(c *imagepb.Creds) { c.Uids = []uint32{0, 1000, 0, 0} })}, "pid 7: uids [0 1000 0 0]"},
+		{"gid changed under nnp", ceilingSpec(true, false), &imagepb.ThreadCore{Tid: 7, Creds: creds(func(c *imagepb.Creds) { c.Gids = []uint32{5, 5, 5, 5} })}, "pid 7: gids [5 5 5 5]"},
+		{"uid changed without nnp", ceilingSpec(false, false), &imagepb.ThreadCore{Tid: 7, Creds: creds(func(c *imagepb.Creds) { c.Uids = []uint32{0, 1000, 0, 0}; c.NoNewPrivs = false })}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,5 +249,27 @@ func TestPrecheckMounts(t *testing.T) {
 				t.Fatalf("got %v, want an ErrAboveConfig with %q", err, tc.wantError)
 			}
 		})
+	}
+}
+
+func TestTaskCeilingIDs(t *testing.T) {
+	s := ceilingSpec(true, false)
+	s.Process.User = specs.User{UID: 1000, GID: 100}
+	c, err := ceilingOf(s)
+	if err != nil || c.uid != 1000 || c.gid != 100 {
+		t.Fatalf("no user namespace: uid %d gid %d, %v", c.uid, c.gid, err)
+	}
+	s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.UserNamespace}}
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 10}}
+	if c, _ = ceilingOf(s); c.uid != 101000 {
+		t.Fatalf("mapped: uid %d gid %d", c.uid, c.gid)
+	}
+	if c.gid != -1 { // 100 is outside the gid mapping
+		t.Fatalf("unmapped gid: %d", c.gid)
+	}
+	s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SETUID")
+	if c, _ = ceilingOf(s); c.uid != -1 {
+		t.Fatalf("with CAP_SETUID: uid %d", c.uid)
 	}
 }
