@@ -183,7 +183,8 @@ func checkTaskCeiling(s *specs.Spec, dir string) error {
 	if err != nil {
 		return err
 	}
-	img, err := image.Open(dir)
+	// the pages are hashed once, by the restore that reads them
+	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
 		return err
 	}
