@@ -141,6 +141,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	case !terminal && opts.ConsoleSocket != "":
 		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
 	}
+	if err := checkTaskCeiling(&spec, dir); err != nil {
+		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
+	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
 	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
@@ -160,7 +163,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restore.Relock(dir, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
-	if err := restoreNamespaces(pid, dir, &state, byHook, rst); err != nil {
+	if err := restoreNamespaces(pid, dir, &spec, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	th := time.Now()
@@ -315,8 +318,9 @@ func (s *State) validate() error {
 const OutsidePeersAnnotation = "org.ctr-cr.network.outside-peers"
 
 // restoreNamespaces puts the saved namespace state into the sandbox whose
-// init is pid, before any task is restored.
-func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool, rst *RestoreStats) error {
+// init is pid, before any task is restored. The mounts container.json
+// adds or changes are held to config.json's ceiling (checkMountCeiling).
+func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outsideByHook bool, rst *RestoreStats) error {
 	rst.NamespaceMs = map[string]float64{}
 	t := time.Now()
 	lap := func(what string) {
@@ -378,7 +382,21 @@ func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool, rst *
 			delete(tars, m.MountPoint) // Apply closes it
 			return f, nil
 		}}
+		before, err := readMounts(pid)
+		if err != nil {
+			return err
+		}
+		if err := precheckMounts(spec, st.Mounts, before); err != nil {
+			return err
+		}
 		if _, err := mounts.Apply(pid, plan); err != nil {
+			return err
+		}
+		after, err := readMounts(pid)
+		if err != nil {
+			return err
+		}
+		if err := checkMountCeiling(spec, before, after); err != nil {
 			return err
 		}
 	}
