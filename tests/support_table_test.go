@@ -9,6 +9,7 @@ package tests
 
 import (
 	"bufio"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -83,24 +84,31 @@ func parseSupportTable(t *testing.T, path string) []supportRow {
 }
 
 // declaredTests returns the test functions declared in the _test.go files
-// of the given directories.
-func declaredTests(t *testing.T, dirs ...string) map[string]bool {
+// under root (rows may name unit tests too).
+func declaredTests(t *testing.T, root string) map[string]bool {
 	t.Helper()
 	have := map[string]bool{}
-	for _, dir := range dirs {
-		files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range testFuncRE.FindAllStringSubmatch(string(b), -1) {
-				have[m[1]] = true
-			}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
 		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range testFuncRE.FindAllStringSubmatch(string(b), -1) {
+			have[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return have
 }
@@ -112,7 +120,7 @@ func TestSupportTable(t *testing.T) {
 	if len(rows) < 20 {
 		t.Fatalf("%s: %d rows: the table is missing or was not parsed", path, len(rows))
 	}
-	have := declaredTests(t, filepath.Join(root, "tests"), filepath.Join(root, "bundle-tests"))
+	have := declaredTests(t, root)
 	named := map[string]bool{}
 	for _, r := range rows {
 		if !slices.ContainsFunc(supportStatuses, func(s string) bool { return strings.HasPrefix(r.status, s) }) {
