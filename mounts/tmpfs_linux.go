@@ -383,7 +383,11 @@ var ErrUnsafeEntry = errors.New("unsafe archive entry")
 // archive is created as data but never followed, and nothing is written
 // outside dirfd's directory on its filesystem. Entries are created anew
 // (O_EXCL): an existing file of the same name is an error, an existing
-// directory is reused. Mode (with setuid/setgid/sticky), owner and mtime are
+// directory is reused; an existing entry that is a mount point (something
+// mounted on the target's tree) is never changed (ErrUnsafeEntry). GNU
+// sparse entries, which SaveDir never writes, are refused (ErrUnsafeEntry):
+// the tar reader would expand them to their stated size in zeros. Mode
+// (with setuid/setgid/sticky), owner and mtime are
 // applied (directory mtimes last), and the extended attributes SaveDir keeps
 // (user.*, trusted.*, security.capability, POSIX ACLs; any other is refused).
 // Hard links must point to an earlier entry.
@@ -419,6 +423,9 @@ func restoreArchive(dirfd int, r io.Reader, merge bool) error {
 			return fmt.Errorf("restore tmpfs: read archive: %w", err)
 		}
 		name, err := entryName(h.Name)
+		if err == nil {
+			err = checkHeader(h)
+		}
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: entry %q: %w", h.Name, err)
 		}
@@ -464,6 +471,55 @@ func entryName(n string) (string, error) {
 	return c, nil
 }
 
+// checkHeader refuses what SaveDir never writes and the restore must not
+// act on: GNU sparse records, which archive/tar's reader expands into the
+// entry's "real size" of zero bytes (a few hundred bytes of archive would
+// write terabytes), and owners outside the uid_t range (the kernel would
+// take them modulo 2^32, or -1 as "leave unchanged").
+func checkHeader(h *tar.Header) error {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return fmt.Errorf("%w: GNU sparse entry", ErrUnsafeEntry)
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return fmt.Errorf("%w: GNU sparse record %s", ErrUnsafeEntry, k)
+		}
+	}
+	if h.Uid < 0 || h.Gid < 0 || int64(h.Uid) >= 1<<32-1 || int64(h.Gid) >= 1<<32-1 {
+		return fmt.Errorf("%w: owner %d:%d", ErrUnsafeEntry, h.Uid, h.Gid)
+	}
+	return nil
+}
+
+// notMountPoint refuses an existing leaf under pfd that is the root of a
+// mount: changing it (chown, chmod, xattrs, a rewrite) would change the
+// mounted file or directory, which belongs to whatever is mounted there
+// (a host path bound into the container), not to the archive's target.
+// A leaf that does not exist is fine. Where statx does not report mount
+// roots (before Linux 5.8), a leaf on another device counts as one.
+func notMountPoint(pfd int, leaf string) error {
+	var stx unix.Statx_t
+	err := unix.Statx(pfd, leaf, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_BASIC_STATS, &stx)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("statx: %w", err)
+	}
+	mount := stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+		var pst unix.Stat_t
+		if err := unix.Fstat(pfd, &pst); err != nil {
+			return fmt.Errorf("fstat: %w", err)
+		}
+		mount = unix.Mkdev(stx.Dev_major, stx.Dev_minor) != pst.Dev
+	}
+	if mount {
+		return fmt.Errorf("%w: a mount point", ErrUnsafeEntry)
+	}
+	return nil
+}
+
 // openParent opens the parent directory of name (clean, relative) under
 // dirfd without following symlinks, and returns it with the last element
 // ("." for the root itself).
@@ -503,6 +559,11 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader, merge bool
 		return err
 	}
 	defer unix.Close(pfd)
+	if leaf != "." {
+		if err := notMountPoint(pfd, leaf); err != nil {
+			return err
+		}
+	}
 	mode := uint32(h.Mode & 07777)
 	owner := func() error {
 		if err := unix.Fchownat(pfd, leaf, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
