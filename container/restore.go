@@ -85,6 +85,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
+	if err := meta.validate(); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %s: %w", dir, MetadataName, err)
+	}
 	var state State
 	if err := readJSON(filepath.Join(dir, StateName), &state); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
@@ -298,12 +301,7 @@ func (s *State) validate() error {
 			return err
 		}
 	}
-	for mp, name := range s.TmpfsFiles {
-		if !strings.HasPrefix(name, "tmpfs-") || strings.ContainsAny(name, "/\x00") || !strings.HasPrefix(mp, "/") {
-			return fmt.Errorf("tmpfs file %q for %q", name, mp)
-		}
-	}
-	return nil
+	return validateTmpfsFiles(s.TmpfsFiles, s.Mounts)
 }
 
 // OutsidePeersAnnotation in config.json says who wires the host side of the
