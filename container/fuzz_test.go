@@ -36,7 +36,7 @@ func seedState() *State {
 		UTS: &nsdump.UTS{Hostname: "box", Domainname: "(none)"},
 		IPC: &nsdump.IPC{
 			Sysctls: nsdump.IPCSysctls{ShmMax: 1 << 30, ShmAll: 1 << 20, ShmMni: 4096, MsgMax: 8192, MsgMnb: 16384, MsgMni: 32000,
-				Sem: [4]int64{32000, 1024000000, 500, 32000},
+				Sem:    [4]int64{32000, 1024000000, 500, 32000},
 				Mqueue: &nsdump.MqueueSysctls{QueuesMax: 256, MsgMax: 10, MsgsizeMax: 8192, MsgDefault: 10, MsgsizeDefault: 8192}},
 			Shm: []nsdump.ShmSegment{{IPCPerm: nsdump.IPCPerm{ID: 0, Key: 7, Mode: 0o600}, Size: 8192,
 				Chunks: []nsdump.ShmChunk{{Offset: 4096, Data: []byte("hello")}}}},
@@ -110,10 +110,10 @@ func TestSeedStateValid(t *testing.T) {
 	}
 	checkStateInvariants(t, s)
 	for _, bad := range []func(*State){
-		func(s *State) { s.TmpfsFiles["/proc"] = "tmpfs-9.tar" },      // not a tmpfs
-		func(s *State) { s.TmpfsFiles["/dev/"] = "tmpfs-9.tar" },      // not clean
-		func(s *State) { s.TmpfsFiles["/dev"] = "tmpfs-../x" },        // a path
-		func(s *State) { s.Mounts = nil },                             // files without a tree
+		func(s *State) { s.TmpfsFiles["/proc"] = "tmpfs-9.tar" }, // not a tmpfs
+		func(s *State) { s.TmpfsFiles["/dev/"] = "tmpfs-9.tar" }, // not clean
+		func(s *State) { s.TmpfsFiles["/dev"] = "tmpfs-../x" },   // a path
+		func(s *State) { s.Mounts = nil },                        // files without a tree
 		func(s *State) { s.TmpfsFiles["/dev"] = "tmpfs-" + strings.Repeat("x", 300) },
 	} {
 		s := seedState()

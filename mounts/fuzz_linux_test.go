@@ -39,6 +39,12 @@ func FuzzRestoreTmpfs(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, merge bool) {
 		base := t.TempDir()
+		wd := time.AfterFunc(5*time.Second, func() {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			panic(fmt.Sprintf("restore of a %d-byte archive (merge %v) still running after 5s:\n%s", len(data), merge, buf[:n]))
+		})
+		defer wd.Stop()
 		if err := inFuzzMountNS(base, func(mounted bool) error { return fuzzRestoreOnce(base, data, merge, mounted) }); err != nil {
 			t.Fatal(err)
 		}
