@@ -2,12 +2,15 @@ package container
 
 import (
 	"encoding/json"
+	"fmt"
 	"path"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -22,6 +25,18 @@ import (
 //	go test -run '^$' -fuzz '^FuzzStateValidate$' -fuzztime 60s ./container
 
 func ptr[T any](v T) *T { return &v }
+
+// watchdog panics with every goroutine's stack (so that the fuzzer
+// records the input as a crasher, with where it was) when the returned
+// stop is not called within 5 s.
+func watchdog(data []byte) (stop func()) {
+	tm := time.AfterFunc(5*time.Second, func() {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		panic(fmt.Sprintf("input of %d bytes still running after 5s:\n%s", len(data), buf[:n]))
+	})
+	return func() { tm.Stop() }
+}
 
 // seedState is a container.json with every part filled in, as Checkpoint
 // writes it.
@@ -81,6 +96,7 @@ func FuzzStateValidate(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"mounts":{"version":1,"mounts":[{"id":1,"mount_point":"/","kind":"root","fstype":"overlay"}]},"tmpfs_files":{"/x":"tmpfs-0.tar"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		defer watchdog(data)()
 		var s State
 		if json.Unmarshal(data, &s) != nil {
 			return
@@ -382,4 +398,24 @@ func FuzzMetadata(f *testing.F) {
 			t.Fatalf("id %q: state directory %s is not an entry of %s", m.ID, d, root)
 		}
 	})
+}
+
+func TestMetadataValidate(t *testing.T) {
+	good := Metadata{Format: 1, ID: "c1.x_y+z-2", Runtime: "crun", RuntimeRoot: "state"}
+	if err := good.validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []Metadata{
+		{Format: 2, ID: "c", Runtime: "runc"},
+		{Format: 1, ID: "c", Runtime: "docker"},
+		{Format: 1, ID: "", Runtime: "runc"},
+		{Format: 1, ID: "..", Runtime: "runc"},
+		{Format: 1, ID: "a/b", Runtime: "runc"},
+		{Format: 1, ID: "-h", Runtime: "runc"},
+		{Format: 1, ID: "c", Runtime: "runc", RuntimeRoot: "/run\x00x"},
+	} {
+		if err := bad.validate(); err == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
 }
