@@ -3,6 +3,7 @@ package mounts
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -332,4 +333,25 @@ func ustarBlock(name string, typ byte, size int) []byte {
 	}
 	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
 	return b
+}
+
+// TestRestoreTmpfsRefusesGNUSparse: a PAX GNU sparse entry of 1 TiB held
+// in 3 KiB is refused before anything is written.
+func TestRestoreTmpfsRefusesGNUSparse(t *testing.T) {
+	dir := t.TempDir()
+	for _, merge := range []bool{false, true} {
+		fd := openDir(t, dir)
+		var err error
+		if merge {
+			err = MergeTmpfs(fd, bytes.NewReader(gnuSparseTar(1<<40)))
+		} else {
+			err = RestoreTmpfs(fd, bytes.NewReader(gnuSparseTar(1<<40)))
+		}
+		if !errors.Is(err, ErrUnsafeEntry) {
+			t.Fatalf("merge %v: %v, want ErrUnsafeEntry", merge, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Fatalf("merge %v: wrote %v", merge, ents)
+		}
+	}
 }

@@ -384,7 +384,8 @@ var ErrUnsafeEntry = errors.New("unsafe archive entry")
 // outside dirfd's directory on its filesystem. Entries are created anew
 // (O_EXCL): an existing file of the same name is an error, an existing
 // directory is reused; an existing entry that is a mount point (something
-// mounted on the target's tree) is never changed (ErrUnsafeEntry). GNU
+// mounted on the target's tree) is left as it is, whatever the archive says
+// of it. GNU
 // sparse entries, which SaveDir never writes, are refused (ErrUnsafeEntry):
 // the tar reader would expand them to their stated size in zeros. Mode
 // (with setuid/setgid/sticky), owner and mtime are
@@ -442,7 +443,13 @@ func restoreArchive(dirfd int, r io.Reader, merge bool) error {
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: directory %q: %w", d.name, err)
 		}
-		err = unix.UtimesNanoAt(pfd, leaf, d.ts, unix.AT_SYMLINK_NOFOLLOW)
+		mp := false
+		if leaf != "." {
+			mp, err = isMountPoint(pfd, leaf) // left alone (restoreEntry)
+		}
+		if err == nil && !mp {
+			err = unix.UtimesNanoAt(pfd, leaf, d.ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
 		unix.Close(pfd)
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: directory %q: utimensat: %w", d.name, err)
@@ -491,33 +498,26 @@ func checkHeader(h *tar.Header) error {
 	return nil
 }
 
-// notMountPoint refuses an existing leaf under pfd that is the root of a
-// mount: changing it (chown, chmod, xattrs, a rewrite) would change the
-// mounted file or directory, which belongs to whatever is mounted there
-// (a host path bound into the container), not to the archive's target.
-// A leaf that does not exist is fine. Where statx does not report mount
+// isMountPoint reports whether the existing leaf under pfd is the root of
+// a mount (false when it does not exist). Where statx does not report mount
 // roots (before Linux 5.8), a leaf on another device counts as one.
-func notMountPoint(pfd int, leaf string) error {
+func isMountPoint(pfd int, leaf string) (bool, error) {
 	var stx unix.Statx_t
 	err := unix.Statx(pfd, leaf, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_BASIC_STATS, &stx)
 	if errors.Is(err, unix.ENOENT) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("statx: %w", err)
+		return false, fmt.Errorf("statx: %w", err)
 	}
-	mount := stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
-	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-		var pst unix.Stat_t
-		if err := unix.Fstat(pfd, &pst); err != nil {
-			return fmt.Errorf("fstat: %w", err)
-		}
-		mount = unix.Mkdev(stx.Dev_major, stx.Dev_minor) != pst.Dev
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 	}
-	if mount {
-		return fmt.Errorf("%w: a mount point", ErrUnsafeEntry)
+	var pst unix.Stat_t
+	if err := unix.Fstat(pfd, &pst); err != nil {
+		return false, fmt.Errorf("fstat: %w", err)
 	}
-	return nil
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor) != pst.Dev, nil
 }
 
 // openParent opens the parent directory of name (clean, relative) under
@@ -559,9 +559,16 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader, merge bool
 		return err
 	}
 	defer unix.Close(pfd)
+	// An entry that is a mount point in the target (a present tmpfs
+	// walked in place) is left alone: what SaveDir saved there was the
+	// mounted file or directory, which belongs to that mount (a host path
+	// bound into the container), not to this tmpfs; changing it would
+	// chown, chmod or rewrite the mounted object.
 	if leaf != "." {
-		if err := notMountPoint(pfd, leaf); err != nil {
+		if mp, err := isMountPoint(pfd, leaf); err != nil {
 			return err
+		} else if mp {
+			return nil
 		}
 	}
 	mode := uint32(h.Mode & 07777)
