@@ -38,7 +38,10 @@ type Report struct {
 // target mount matches one saved mount); the root mount is never touched.
 // Saved tmpfs contents are merged (MergeTmpfs) into present tmpfs mounts
 // whose superblock is writable (runtime-made /dev, /dev/shm, config.json
-// tmpfs), and written into created ones.
+// tmpfs), and written into created ones. A superblock that is also mounted
+// in the caller's own namespace (the host's: a host tmpfs bound in, the
+// host's sysfs or cgroup2 of a container sharing those namespaces) is never
+// merged into nor made read-only (ownSuperblocks).
 // Missing mounts are created parent first, from a locked OS thread that has
 // joined pid's mount, network, IPC and cgroup namespaces and chrooted to its
 // root: tmpfs (options, then contents via RestoreTmpfs before it is
@@ -65,6 +68,10 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: target %w", pid, err)
+	}
+	ownSB, err := ownSuperblocks()
+	if err != nil {
+		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
 	}
 	avail := map[string][]Info{}
 	for _, in := range infos {
@@ -153,7 +160,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		// the way); a read-only superblock (a masked path) is left alone.
 		for _, w := range ws {
 			if w.existing == nil || w.m.Kind != KindTmpfs || plan.Tmpfs == nil || w.existing.Root != "/" ||
-				HasOption(w.existing.SuperOptions, "ro") {
+				HasOption(w.existing.SuperOptions, "ro") || ownSB[[2]uint32{w.existing.Major, w.existing.Minor}] {
 				continue
 			}
 			if err := mergePresent(w.fd, w.m, plan.Tmpfs); err != nil {
@@ -221,7 +228,8 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				}
 				changed = true
 			}
-			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] {
+			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] &&
+				!sharedSuperblock(w.fd, ownSB) {
 				if err := superReadOnly(w.fd); err != nil {
 					return fmt.Errorf("mount %s: superblock read-only: %w", m.MountPoint, err)
 				}
@@ -281,6 +289,40 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 	}
 	defer unix.Close(cfd)
 	return MergeTmpfs(cfd, r)
+}
+
+// ownSuperblocks returns the device numbers of the filesystems mounted in
+// the calling thread's own mount namespace (the host's, for a restore).
+// A superblock among them is not the target's alone (a host tmpfs bound
+// into the container, the host's sysfs, proc, cgroup2 or mqueue instance
+// that a container sharing those namespaces gets again): Apply never
+// merges saved contents into it nor makes it read-only, whatever the
+// image says.
+func ownSuperblocks() (map[[2]uint32]bool, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	infos, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("own mountinfo: %w", err)
+	}
+	sb := map[[2]uint32]bool{}
+	for _, in := range infos {
+		sb[[2]uint32{in.Major, in.Minor}] = true
+	}
+	return sb, nil
+}
+
+// sharedSuperblock reports whether the mount fd is of a superblock in
+// own (see ownSuperblocks); an fd that cannot be examined counts as shared.
+func sharedSuperblock(fd int, own map[[2]uint32]bool) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return true
+	}
+	return own[[2]uint32{unix.Major(st.Dev), unix.Minor(st.Dev)}]
 }
 
 // newFS makes a detached mount of a new filesystem of m.FSType with

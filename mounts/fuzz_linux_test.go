@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -353,5 +355,45 @@ func TestRestoreTmpfsRefusesGNUSparse(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 			t.Fatalf("merge %v: wrote %v", merge, ents)
 		}
+	}
+}
+
+// TestApplyLeavesHostSuperblocks: a saved tree (hostile, or taken from
+// another host) that calls a config.json bind of a host tmpfs a tmpfs of
+// the container, read-only superblock and contents included, must not get
+// the host's tmpfs written into nor made read-only. "The host" is a private
+// mount namespace of this test's thread.
+func TestApplyLeavesHostSuperblocks(t *testing.T) {
+	testutil.RequiresRoot(t)
+	root := newRoot(t)
+	host := t.TempDir()
+	tarball := fuzzTarSeeds(t)[7] // "f" = "merged"
+	err := inFuzzMountNS(host, func(bool) error {
+		pid := startContainer(t, root, "mkdir $R/data\nmount --bind "+host+" $R/data\nmount -o remount,bind,ro $R/data")
+		tree, err := ReadTree(pid, TreeOptions{})
+		if err != nil {
+			return err
+		}
+		for i := range tree.Mounts {
+			if m := &tree.Mounts[i]; m.MountPoint == "/data" {
+				m.Kind, m.SuperReadOnly, m.BindOf, m.BindPath = KindTmpfs, true, 0, ""
+			}
+		}
+		_, err = Apply(pid, Plan{Tree: tree, Tmpfs: func(*Mount) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(tarball)), nil
+		}})
+		if err != nil {
+			return fmt.Errorf("Apply: %w", err)
+		}
+		if _, err := os.Lstat(filepath.Join(host, "f")); err == nil {
+			return errors.New("the saved contents were written into the host's tmpfs")
+		}
+		if err := os.WriteFile(filepath.Join(host, "still-rw"), nil, 0o644); err != nil {
+			return fmt.Errorf("the host's tmpfs was made read-only: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
