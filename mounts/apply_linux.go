@@ -69,9 +69,13 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: target %w", pid, err)
 	}
-	ownSB, err := ownSuperblocks()
+	own, err := ownMounts()
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
+	}
+	ownSB := map[[2]uint32]bool{}
+	for _, in := range own {
+		ownSB[[2]uint32{in.Major, in.Minor}] = true
 	}
 	avail := map[string][]Info{}
 	for _, in := range infos {
@@ -107,6 +111,10 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		if l := avail[k]; len(l) > 0 {
 			w.existing = &l[len(l)-1] // the last listed is the topmost
 			avail[k] = l[:len(l)-1]
+		} else if m.Kind == KindCgroup2 {
+			if err := checkNewCgroup2(pid, m, own); err != nil {
+				return nil, fmt.Errorf("apply mounts to pid %d: mount %s: %w", pid, m.MountPoint, err)
+			}
 		} else if m.Kind == KindExternal {
 			src, ok := plan.Externals[m.External]
 			if !ok || src == "" {
@@ -291,14 +299,13 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 	return MergeTmpfs(cfd, r)
 }
 
-// ownSuperblocks returns the device numbers of the filesystems mounted in
-// the calling thread's own mount namespace (the host's, for a restore).
-// A superblock among them is not the target's alone (a host tmpfs bound
-// into the container, the host's sysfs, proc, cgroup2 or mqueue instance
-// that a container sharing those namespaces gets again): Apply never
-// merges saved contents into it nor makes it read-only, whatever the
-// image says.
-func ownSuperblocks() (map[[2]uint32]bool, error) {
+// ownMounts reads the mounts of the calling thread's own mount namespace
+// (the host's, for a restore). A superblock among them is not the
+// target's alone (a host tmpfs bound into the container, the host's sysfs,
+// proc, cgroup2 or mqueue instance that a container sharing those
+// namespaces gets again): Apply never merges saved contents into it nor
+// makes it read-only, whatever the image says.
+func ownMounts() ([]Info, error) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -308,11 +315,53 @@ func ownSuperblocks() (map[[2]uint32]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("own mountinfo: %w", err)
 	}
-	sb := map[[2]uint32]bool{}
-	for _, in := range infos {
-		sb[[2]uint32{in.Major, in.Minor}] = true
+	return infos, nil
+}
+
+// checkNewCgroup2 refuses a new cgroup2 mount for a target that shares the
+// caller's cgroup namespace with options other than those of the caller's
+// own cgroup2 mount (none when it has none): in the initial cgroup
+// namespace, mounting cgroup2 sets the hierarchy-wide options (nsdelegate,
+// memory_recursiveprot, ...) to the new mount's, for the whole host.
+func checkNewCgroup2(pid int, m *Mount, own []Info) error {
+	var a, b unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/cgroup", pid), &a); err != nil {
+		return fmt.Errorf("cgroup namespace: %w", err)
 	}
-	return sb, nil
+	if err := unix.Stat("/proc/thread-self/ns/cgroup", &b); err != nil {
+		return fmt.Errorf("own cgroup namespace: %w", err)
+	}
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		return nil
+	}
+	var have []string
+	for _, in := range own {
+		if in.FSType == "cgroup2" {
+			have = fsOptions(KindCgroup2, in.SuperOptions)
+			break
+		}
+	}
+	if !sameOptionSet(have, m.FSOptions) {
+		return fmt.Errorf("a new cgroup2 mount with options %v in the host's cgroup namespace would change the host's cgroup2 options %v", m.FSOptions, have)
+	}
+	return nil
+}
+
+// sameOptionSet reports whether a and b hold the same options.
+func sameOptionSet(a, b []string) bool {
+	set := map[string]int{}
+	for _, o := range a {
+		set[o] |= 1
+	}
+	for _, o := range b {
+		set[o] |= 2
+	}
+	for _, v := range set {
+		if v != 3 {
+			return false
+		}
+	}
+	return true
 }
 
 // sharedSuperblock reports whether the mount fd is of a superblock in

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -395,5 +396,43 @@ func TestApplyLeavesHostSuperblocks(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckNewCgroup2: a new cgroup2 mount for a target in the caller's
+// own cgroup namespace must carry exactly the options of the caller's
+// cgroup2 mount (mounting it would set them hierarchy-wide). Only the
+// check runs here: nothing is mounted.
+func TestCheckNewCgroup2(t *testing.T) {
+	own, err := ownMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var have []string
+	found := false
+	for _, in := range own {
+		if in.FSType == "cgroup2" {
+			have, found = fsOptions(KindCgroup2, in.SuperOptions), true
+			break
+		}
+	}
+	same := &Mount{MountPoint: "/cg", Kind: KindCgroup2, FSType: "cgroup2", FSOptions: have}
+	if err := checkNewCgroup2(os.Getpid(), same, own); err != nil {
+		t.Errorf("the caller's own options refused: %v", err)
+	}
+	other := append([]string(nil), have...)
+	if HasOption(strings.Join(have, ","), "nsdelegate") {
+		other = other[:0]
+		for _, o := range have {
+			if o != "nsdelegate" {
+				other = append(other, o)
+			}
+		}
+	} else {
+		other = append(other, "nsdelegate")
+	}
+	diff := &Mount{MountPoint: "/cg", Kind: KindCgroup2, FSType: "cgroup2", FSOptions: other}
+	if err := checkNewCgroup2(os.Getpid(), diff, own); err == nil {
+		t.Errorf("options %v accepted against the host's %v (cgroup2 mounted: %v)", other, have, found)
 	}
 }
