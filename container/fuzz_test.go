@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/mounts"
@@ -417,5 +419,38 @@ func TestMetadataValidate(t *testing.T) {
 		if err := bad.validate(); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
+	}
+}
+
+// TestImageFilesRegularOnly: the container layer's files are read only as
+// regular files: a symlink (to a host file) or a FIFO (which would block
+// the restore) is refused at once.
+func TestImageFilesRegularOnly(t *testing.T) {
+	dir := t.TempDir()
+	host := filepath.Join(t.TempDir(), "secret.tar")
+	if err := os.WriteFile(host, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ok"), []byte(`{"format":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var m Metadata
+	for _, name := range []string{"link", "fifo"} {
+		if err := readJSON(filepath.Join(dir, name), &m); err == nil {
+			t.Errorf("%s read", name)
+		}
+		if f, err := openImageFile(filepath.Join(dir, name)); err == nil {
+			f.Close()
+			t.Errorf("%s opened", name)
+		}
+	}
+	if err := readJSON(filepath.Join(dir, "ok"), &m); err != nil || m.Format != 1 {
+		t.Errorf("regular file: %v %+v", err, m)
 	}
 }

@@ -3,8 +3,11 @@ package container
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/ctr-cr/ctr-cr/mounts"
 )
@@ -77,4 +80,49 @@ func safeID(id string) bool {
 		}
 	}
 	return true
+}
+
+// maxImageJSON bounds what readImageFile reads: container.json holds the
+// IPC contents (at most nsdump.MaxIPCData, base64) besides small parts.
+const maxImageJSON = 1 << 30
+
+// openImageFile opens a file of the container layer in an image for
+// reading: a regular file only, never through a symlink (which could make
+// the restore read a host file into the container) nor a FIFO or device
+// (which would block or never end).
+func openImageFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s: is a symbolic link, want a regular file", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file (%v)", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// readImageFile reads a file of the container layer (openImageFile), at
+// most maxImageJSON bytes.
+func readImageFile(path string) ([]byte, error) {
+	f, err := openImageFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxImageJSON+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxImageJSON {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxImageJSON)
+	}
+	return b, nil
 }

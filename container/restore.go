@@ -92,7 +92,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := readJSON(filepath.Join(dir, StateName), &state); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
-	dumped, err := os.ReadFile(filepath.Join(dir, SpecDumpName))
+	dumped, err := readImageFile(filepath.Join(dir, SpecDumpName))
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
@@ -264,7 +264,7 @@ func initSeccomp(dir string) ([][]byte, error) {
 }
 
 func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := readImageFile(path)
 	if err != nil {
 		return err
 	}
@@ -362,7 +362,7 @@ func restoreNamespaces(pid int, dir string, st *State, outsideByHook bool, rst *
 			}
 		}()
 		for mp, name := range st.TmpfsFiles {
-			f, err := os.Open(filepath.Join(dir, name))
+			f, err := openImageFile(filepath.Join(dir, name))
 			if err != nil {
 				return fmt.Errorf("tmpfs %s: %w", mp, err)
 			}
