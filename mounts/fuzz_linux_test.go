@@ -3,13 +3,11 @@ package mounts
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -442,106 +440,4 @@ func TestCheckNewCgroup2(t *testing.T) {
 	if err := checkNewCgroup2(os.Getpid(), diff, own); err == nil {
 		t.Errorf("options %v accepted against the host's %v (cgroup2 mounted: %v)", other, have, found)
 	}
-}
-
-// FuzzApplyTree applies an arbitrary saved tree (JSON, as container.json
-// holds it) that passes Validate to a throwaway container: a process in
-// new mount, network, IPC, cgroup and pid namespaces (so that the new
-// sysfs, mqueue, cgroup2 and proc superblocks are its own) chrooted into a
-// root that holds symlinks out of it, all inside this test's own private
-// mount namespace on a small tmpfs. Whatever the tree says, Apply must not
-// panic, must change nothing beside the root, and must mount nothing in
-// the caller's namespace. Root only (it mounts).
-func FuzzApplyTree(f *testing.F) {
-	testutil.RequiresRoot(f)
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		f.Fatalf("needs a static busybox on the PATH: %v", err)
-	}
-	busybox, err := os.ReadFile(bb)
-	if err != nil {
-		f.Fatal(err)
-	}
-	seed := func(ms ...Mount) []byte {
-		b, err := json.Marshal(&Tree{Version: TreeVersion, Mounts: append([]Mount{{ID: 1, MountPoint: "/", Kind: KindRoot, FSType: "tmpfs", External: "/"}}, ms...)})
-		if err != nil {
-			f.Fatal(err)
-		}
-		return b
-	}
-	f.Add(seed(
-		Mount{ID: 2, ParentID: 1, MountPoint: "/proc", Kind: KindProc, FSType: "proc", FSOptions: []string{"hidepid=2"}},
-		Mount{ID: 3, ParentID: 1, MountPoint: "/dev", Kind: KindTmpfs, FSType: "tmpfs", FSOptions: []string{"size=64k", "mode=755"}},
-		Mount{ID: 4, ParentID: 3, MountPoint: "/dev/pts", Kind: KindDevpts, FSType: "devpts", FSOptions: []string{"ptmxmode=666"}},
-		Mount{ID: 5, ParentID: 3, MountPoint: "/dev/mqueue", Kind: KindMqueue, FSType: "mqueue"},
-		Mount{ID: 6, ParentID: 1, MountPoint: "/sys", Kind: KindSysfs, FSType: "sysfs", Flags: Flags{ReadOnly: true}, SuperReadOnly: true},
-		Mount{ID: 7, ParentID: 6, MountPoint: "/sys/fs/cgroup", Kind: KindCgroup2, FSType: "cgroup2", SuperReadOnly: true},
-		Mount{ID: 8, ParentID: 1, MountPoint: "/data", Kind: KindBind, FSType: "tmpfs", BindOf: 3, BindPath: "."},
-	))
-	f.Add(seed(Mount{ID: 2, ParentID: 1, MountPoint: "/esc/x", Kind: KindTmpfs, FSType: "tmpfs"}))
-	f.Add(seed(Mount{ID: 2, ParentID: 1, MountPoint: "/abs", Kind: KindTmpfs, FSType: "tmpfs", SuperReadOnly: true}))
-	f.Add(seed(Mount{ID: 2, ParentID: 1, MountPoint: "/", Kind: KindTmpfs, FSType: "tmpfs", SuperReadOnly: true, Flags: Flags{ReadOnly: true}}))
-	f.Add(seed(Mount{ID: 2, ParentID: 1, MountPoint: "/b", Kind: KindBind, FSType: "tmpfs", BindOf: 1, BindPath: "esc"}))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var tree Tree
-		if json.Unmarshal(data, &tree) != nil || tree.Validate() != nil {
-			return
-		}
-		base := t.TempDir()
-		err := inFuzzMountNS(base, func(bool) error {
-			out := filepath.Join(base, "outside")
-			root := filepath.Join(base, "root")
-			for _, d := range []string{out, root, filepath.Join(root, "bin")} {
-				if err := os.Mkdir(d, 0o755); err != nil {
-					return err
-				}
-			}
-			if err := os.WriteFile(filepath.Join(out, "secret"), []byte("s"), 0o644); err != nil {
-				return err
-			}
-			if err := os.WriteFile(filepath.Join(root, "bin/busybox"), busybox, 0o755); err != nil {
-				return err
-			}
-			for name, to := range map[string]string{"esc": "../outside", "abs": out} {
-				if err := os.Symlink(to, filepath.Join(root, name)); err != nil {
-					return err
-				}
-			}
-			before, err := snapshotOutsideOf(base, "root")
-			if err != nil {
-				return err
-			}
-			mountsBefore, err := os.ReadFile("/proc/thread-self/mountinfo")
-			if err != nil {
-				return err
-			}
-			pid := startContainerNS(t, root, "", "-n", "-i", "-C", "-p")
-			if _, err := Apply(pid, Plan{Tree: &tree}); err != nil {
-				t.Logf("apply: %v", err)
-			}
-			mountsAfter, err := os.ReadFile("/proc/thread-self/mountinfo")
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(mountsBefore, mountsAfter) {
-				return fmt.Errorf("the caller's mounts changed:\n%s\n->\n%s", mountsBefore, mountsAfter)
-			}
-			after, err := snapshotOutsideOf(base, "root")
-			if err != nil {
-				return err
-			}
-			for k, v := range before {
-				if after[k] != v {
-					return fmt.Errorf("beside the root, %s changed: %q -> %q", k, v, after[k])
-				}
-			}
-			if len(after) != len(before) {
-				return fmt.Errorf("beside the root, entries appeared: %v", after)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
 }
