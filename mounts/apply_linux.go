@@ -39,9 +39,10 @@ type Report struct {
 // Saved tmpfs contents are merged (MergeTmpfs) into present tmpfs mounts
 // whose superblock is writable (runtime-made /dev, /dev/shm, config.json
 // tmpfs), and written into created ones. A superblock that is also mounted
-// in the caller's own namespace (the host's: a host tmpfs bound in, the
-// host's sysfs or cgroup2 of a container sharing those namespaces) is never
-// merged into nor made read-only (ownSuperblocks).
+// in the caller's own namespace outside the container's root (the host's: a
+// host tmpfs bound in, the host's sysfs or cgroup2 of a container sharing
+// those namespaces) is never merged into nor made read-only: a tree that
+// asks for it is refused (ErrInvalidTree), nothing written.
 // Missing mounts are created parent first, from a locked OS thread that has
 // joined pid's mount, network, IPC and cgroup namespaces and chrooted to its
 // root: tmpfs (options, then contents via RestoreTmpfs before it is
@@ -73,10 +74,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
 	}
-	ownSB := map[[2]uint32]bool{}
-	for _, in := range own {
-		ownSB[[2]uint32{in.Major, in.Minor}] = true
-	}
+	hostSB := hostSuperblocks(pid, own)
 	avail := map[string][]Info{}
 	for _, in := range infos {
 		k := path.Clean(in.MountPoint) + "\x00" + in.FSType
@@ -168,10 +166,11 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		// the way); a read-only superblock (a masked path) is left alone.
 		for _, w := range ws {
 			if w.existing == nil || w.m.Kind != KindTmpfs || plan.Tmpfs == nil || w.existing.Root != "/" ||
-				HasOption(w.existing.SuperOptions, "ro") || ownSB[[2]uint32{w.existing.Major, w.existing.Minor}] {
+				HasOption(w.existing.SuperOptions, "ro") {
 				continue
 			}
-			if err := mergePresent(w.fd, w.m, plan.Tmpfs); err != nil {
+			hostAt := hostSB[[2]uint32{w.existing.Major, w.existing.Minor}]
+			if err := mergePresent(w.fd, w.m, plan.Tmpfs, hostAt); err != nil {
 				return fmt.Errorf("mount %s: present tmpfs: %w", w.m.MountPoint, err)
 			}
 			rep.Filled = append(rep.Filled, w.m.MountPoint)
@@ -236,8 +235,10 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				}
 				changed = true
 			}
-			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] &&
-				!sharedSuperblock(w.fd, ownSB) {
+			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] {
+				if at := sharedSuperblock(w.fd, hostSB); at != "" {
+					return fmt.Errorf("mount %s: %w: its %s superblock is mounted at %s outside the container too; not made read-only", m.MountPoint, ErrInvalidTree, m.FSType, at)
+				}
 				if err := superReadOnly(w.fd); err != nil {
 					return fmt.Errorf("mount %s: superblock read-only: %w", m.MountPoint, err)
 				}
@@ -276,8 +277,10 @@ func fillTmpfs(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error
 
 // mergePresent merges the saved contents of m into the present tmpfs
 // mount fd (O_PATH of its root) through a writable clone of the mount alone;
-// an unbindable mount is written in place.
-func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error {
+// an unbindable mount is written in place. hostAt, when not "", is where
+// the same superblock is mounted outside the container: saved contents for
+// it are refused (ErrInvalidTree), not written into the host's tmpfs.
+func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error), hostAt string) error {
 	r, err := open(m)
 	if err != nil {
 		return fmt.Errorf("open saved tmpfs contents: %w", err)
@@ -286,6 +289,9 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 		return nil
 	}
 	defer r.Close()
+	if hostAt != "" {
+		return fmt.Errorf("%w: the tmpfs is mounted at %s outside the container too; saved contents are not written into it", ErrInvalidTree, hostAt)
+	}
 	cfd, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if errors.Is(err, unix.EINVAL) {
 		cfd, err = unix.Dup(fd)
@@ -300,11 +306,7 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 }
 
 // ownMounts reads the mounts of the calling thread's own mount namespace
-// (the host's, for a restore). A superblock among them is not the
-// target's alone (a host tmpfs bound into the container, the host's sysfs,
-// proc, cgroup2 or mqueue instance that a container sharing those
-// namespaces gets again): Apply never merges saved contents into it nor
-// makes it read-only, whatever the image says.
+// (the host's, for a restore; see hostSuperblocks).
 func ownMounts() ([]Info, error) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
@@ -364,14 +366,34 @@ func sameOptionSet(a, b []string) bool {
 	return true
 }
 
-// sharedSuperblock reports whether the mount fd is of a superblock in
-// own (see ownSuperblocks); an fd that cannot be examined counts as shared.
-func sharedSuperblock(fd int, own map[[2]uint32]bool) bool {
+// hostSuperblocks maps the device numbers of the superblocks mounted in
+// the caller's namespace (own) outside the root of pid (the container's
+// rootfs as the host sees it: mounts propagated from the container are
+// its own) to one of their mount points there.
+func hostSuperblocks(pid int, own []Info) map[[2]uint32]string {
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+	if err != nil || !strings.HasPrefix(root, "/") {
+		root = "/"
+	}
+	sb := map[[2]uint32]string{}
+	for _, in := range own {
+		if root != "/" && (in.MountPoint == root || strings.HasPrefix(in.MountPoint, root+"/")) {
+			continue
+		}
+		sb[[2]uint32{in.Major, in.Minor}] = in.MountPoint
+	}
+	return sb
+}
+
+// sharedSuperblock returns where the superblock of the mount fd is
+// mounted outside the container (hostSuperblocks), "" when nowhere; an fd
+// that cannot be examined counts as shared.
+func sharedSuperblock(fd int, host map[[2]uint32]string) string {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return true
+		return "(fstat failed)"
 	}
-	return own[[2]uint32{unix.Major(st.Dev), unix.Minor(st.Dev)}]
+	return host[[2]uint32{unix.Major(st.Dev), unix.Minor(st.Dev)}]
 }
 
 // newFS makes a detached mount of a new filesystem of m.FSType with

@@ -366,8 +366,8 @@ func TestRestoreTmpfsRefusesGNUSparse(t *testing.T) {
 
 // TestApplyLeavesHostSuperblocks: a saved tree (hostile, or taken from
 // another host) that calls a config.json bind of a host tmpfs a tmpfs of
-// the container, read-only superblock and contents included, must not get
-// the host's tmpfs written into nor made read-only. "The host" is a private
+// the container, read-only superblock and contents included, is refused
+// by name: the host's tmpfs is neither written into nor made read-only. "The host" is a private
 // mount namespace of this test's thread.
 func TestApplyLeavesHostSuperblocks(t *testing.T) {
 	testutil.RequiresRoot(t)
@@ -388,9 +388,16 @@ func TestApplyLeavesHostSuperblocks(t *testing.T) {
 		_, err = Apply(pid, Plan{Tree: tree, Tmpfs: func(*Mount) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(tarball)), nil
 		}})
-		if err != nil {
-			return fmt.Errorf("Apply: %w", err)
+		if !errors.Is(err, ErrInvalidTree) || !strings.Contains(err.Error(), "/data") {
+			return fmt.Errorf("Apply: %v, want ErrInvalidTree naming /data", err)
 		}
+		t.Logf("error: %v", err)
+		// without saved contents, only the read-only superblock is asked for
+		_, err = Apply(pid, Plan{Tree: tree})
+		if !errors.Is(err, ErrInvalidTree) || !strings.Contains(err.Error(), "read-only") {
+			return fmt.Errorf("Apply without contents: %v, want ErrInvalidTree (read-only)", err)
+		}
+		t.Logf("error: %v", err)
 		if _, err := os.Lstat(filepath.Join(host, "f")); err == nil {
 			return errors.New("the saved contents were written into the host's tmpfs")
 		}
