@@ -85,11 +85,14 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
+	if err := meta.validate(); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %s: %w", dir, MetadataName, err)
+	}
 	var state State
 	if err := readJSON(filepath.Join(dir, StateName), &state); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
-	dumped, err := os.ReadFile(filepath.Join(dir, SpecDumpName))
+	dumped, err := readImageFile(filepath.Join(dir, SpecDumpName))
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
@@ -264,7 +267,7 @@ func initSeccomp(dir string) ([][]byte, error) {
 }
 
 func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := readImageFile(path)
 	if err != nil {
 		return err
 	}
@@ -301,12 +304,7 @@ func (s *State) validate() error {
 			return err
 		}
 	}
-	for mp, name := range s.TmpfsFiles {
-		if !strings.HasPrefix(name, "tmpfs-") || strings.ContainsAny(name, "/\x00") || !strings.HasPrefix(mp, "/") {
-			return fmt.Errorf("tmpfs file %q for %q", name, mp)
-		}
-	}
-	return nil
+	return validateTmpfsFiles(s.TmpfsFiles, s.Mounts)
 }
 
 // OutsidePeersAnnotation in config.json says who wires the host side of the
@@ -368,7 +366,7 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 			}
 		}()
 		for mp, name := range st.TmpfsFiles {
-			f, err := os.Open(filepath.Join(dir, name))
+			f, err := openImageFile(filepath.Join(dir, name))
 			if err != nil {
 				return fmt.Errorf("tmpfs %s: %w", mp, err)
 			}

@@ -1,8 +1,12 @@
 package container
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -26,11 +30,12 @@ var allowedChanges = []string{
 // checkpoint's spec.dump (dumped) and returns an error naming the first
 // field that changed outside allowedChanges, in a stable order.
 func CompareSpecs(dumped, current []byte) error {
-	var a, b any
-	if err := json.Unmarshal(dumped, &a); err != nil {
+	a, err := decodeSpecTree(dumped)
+	if err != nil {
 		return fmt.Errorf("spec.dump: %w", err)
 	}
-	if err := json.Unmarshal(current, &b); err != nil {
+	b, err := decodeSpecTree(current)
+	if err != nil {
 		return fmt.Errorf("config.json: %w", err)
 	}
 	var diffs []string
@@ -40,6 +45,61 @@ func CompareSpecs(dumped, current []byte) error {
 	}
 	return fmt.Errorf("config.json differs from the checkpoint's spec.dump in a field that may not change: %s", strings.Join(diffs, "; "))
 }
+
+// decodeSpecTree decodes a JSON document into maps, slices and leaves,
+// keeping numbers as their text (json.Number): through float64, two
+// different 64-bit limits above 2^53 (memory limits in bytes) would
+// compare equal.
+func decodeSpecTree(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("data after the top-level value")
+	}
+	return v, nil
+}
+
+// leafEqual compares two leaves of decodeSpecTree: numbers by value
+// (integers exactly, "1" and "1.0" alike), anything else deeply.
+func leafEqual(a, b any) bool {
+	an, aok := a.(json.Number)
+	bn, bok := b.(json.Number)
+	if !aok || !bok {
+		return reflect.DeepEqual(a, b)
+	}
+	if an == bn {
+		return true
+	}
+	if x, err := strconv.ParseInt(string(an), 10, 64); err == nil {
+		if y, err := strconv.ParseInt(string(bn), 10, 64); err == nil {
+			return x == y
+		}
+	}
+	if x, err := strconv.ParseUint(string(an), 10, 64); err == nil {
+		if y, err := strconv.ParseUint(string(bn), 10, 64); err == nil {
+			return x == y
+		}
+	}
+	x, errx := strconv.ParseFloat(string(an), 64)
+	y, erry := strconv.ParseFloat(string(bn), 64)
+	if errx != nil || erry != nil {
+		return false
+	}
+	// an integer beyond float64's exact range only equals itself
+	if isInt(an) || isInt(bn) {
+		if math.Abs(x) >= 1<<53 || math.Abs(y) >= 1<<53 {
+			return false
+		}
+	}
+	return x == y
+}
+
+// isInt reports whether n is written as an integer.
+func isInt(n json.Number) bool { return !strings.ContainsAny(string(n), ".eE") }
 
 // allowed reports whether the field at path may change.
 func allowed(path []string) bool {
@@ -102,7 +162,7 @@ func diff(prefix string, a, b any, out *[]string) {
 		}
 		return
 	}
-	if !reflect.DeepEqual(a, b) {
+	if !leafEqual(a, b) {
 		*out = append(*out, fmt.Sprintf("%s (was %s, now %s)", prefix, short(a), short(b)))
 	}
 }

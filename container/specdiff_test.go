@@ -25,6 +25,8 @@ func TestCompareSpecs(t *testing.T) {
 		{"env added", strings.Replace(base, `["A=1"]`, `["A=1","B=2"]`, 1), "process.env"},
 		{"memory", strings.Replace(base, `"limit":1000`, `"limit":2000`, 1), "linux.resources.memory.limit"},
 		{"mount dest", strings.Replace(base, `"/data"`, `"/data2"`, 1), "mounts.0.destination"},
+		{"same number spelt otherwise", strings.Replace(base, `"limit":1000`, `"limit":1000.0`, 1), ""},
+		{"memory above 2^53", strings.Replace(base, `"limit":1000`, `"limit":9007199254740993`, 1), "linux.resources.memory.limit"},
 		{"field removed", strings.Replace(base, `"hostname":"box",`, ``, 1), "hostname (was \"box\", now absent)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,6 +41,10 @@ func TestCompareSpecs(t *testing.T) {
 				t.Fatalf("err %v, want it to name %q", err, tc.want)
 			}
 		})
+	}
+	big := strings.Replace(base, `"limit":1000`, `"limit":9007199254740992`, 1)
+	if err := CompareSpecs([]byte(big), []byte(strings.Replace(big, "9007199254740992", "9007199254740993", 1))); err == nil {
+		t.Errorf("a memory limit changed by one above 2^53 was taken as unchanged")
 	}
 	if err := CompareSpecs([]byte("{"), []byte(base)); err == nil || !strings.Contains(err.Error(), "spec.dump") {
 		t.Errorf("bad spec.dump: %v", err)

@@ -38,7 +38,11 @@ type Report struct {
 // target mount matches one saved mount); the root mount is never touched.
 // Saved tmpfs contents are merged (MergeTmpfs) into present tmpfs mounts
 // whose superblock is writable (runtime-made /dev, /dev/shm, config.json
-// tmpfs), and written into created ones.
+// tmpfs), and written into created ones. A superblock that is also mounted
+// in the caller's own namespace outside the container's root (the host's: a
+// host tmpfs bound in, the host's sysfs or cgroup2 of a container sharing
+// those namespaces) is never merged into nor made read-only: a tree that
+// asks for it is refused (ErrInvalidTree), nothing written.
 // Missing mounts are created parent first, from a locked OS thread that has
 // joined pid's mount, network, IPC and cgroup namespaces and chrooted to its
 // root: tmpfs (options, then contents via RestoreTmpfs before it is
@@ -66,6 +70,11 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: target %w", pid, err)
 	}
+	own, err := ownMounts()
+	if err != nil {
+		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
+	}
+	hostSB := hostSuperblocks(pid, own)
 	avail := map[string][]Info{}
 	for _, in := range infos {
 		k := path.Clean(in.MountPoint) + "\x00" + in.FSType
@@ -100,6 +109,10 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		if l := avail[k]; len(l) > 0 {
 			w.existing = &l[len(l)-1] // the last listed is the topmost
 			avail[k] = l[:len(l)-1]
+		} else if m.Kind == KindCgroup2 {
+			if err := checkNewCgroup2(pid, m, own); err != nil {
+				return nil, fmt.Errorf("apply mounts to pid %d: mount %s: %w", pid, m.MountPoint, err)
+			}
 		} else if m.Kind == KindExternal {
 			src, ok := plan.Externals[m.External]
 			if !ok || src == "" {
@@ -156,7 +169,8 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				HasOption(w.existing.SuperOptions, "ro") {
 				continue
 			}
-			if err := mergePresent(w.fd, w.m, plan.Tmpfs); err != nil {
+			hostAt := hostSB[[2]uint32{w.existing.Major, w.existing.Minor}]
+			if err := mergePresent(w.fd, w.m, plan.Tmpfs, hostAt); err != nil {
 				return fmt.Errorf("mount %s: present tmpfs: %w", w.m.MountPoint, err)
 			}
 			rep.Filled = append(rep.Filled, w.m.MountPoint)
@@ -222,6 +236,9 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				changed = true
 			}
 			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] {
+				if at := sharedSuperblock(w.fd, hostSB); at != "" {
+					return fmt.Errorf("mount %s: %w: its %s superblock is mounted at %s outside the container too; not made read-only", m.MountPoint, ErrInvalidTree, m.FSType, at)
+				}
 				if err := superReadOnly(w.fd); err != nil {
 					return fmt.Errorf("mount %s: superblock read-only: %w", m.MountPoint, err)
 				}
@@ -260,8 +277,10 @@ func fillTmpfs(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error
 
 // mergePresent merges the saved contents of m into the present tmpfs
 // mount fd (O_PATH of its root) through a writable clone of the mount alone;
-// an unbindable mount is written in place.
-func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) error {
+// an unbindable mount is written in place. hostAt, when not "", is where
+// the same superblock is mounted outside the container: saved contents for
+// it are refused (ErrInvalidTree), not written into the host's tmpfs.
+func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error), hostAt string) error {
 	r, err := open(m)
 	if err != nil {
 		return fmt.Errorf("open saved tmpfs contents: %w", err)
@@ -270,6 +289,9 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 		return nil
 	}
 	defer r.Close()
+	if hostAt != "" {
+		return fmt.Errorf("%w: the tmpfs is mounted at %s outside the container too; saved contents are not written into it", ErrInvalidTree, hostAt)
+	}
 	cfd, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if errors.Is(err, unix.EINVAL) {
 		cfd, err = unix.Dup(fd)
@@ -281,6 +303,97 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error)) er
 	}
 	defer unix.Close(cfd)
 	return MergeTmpfs(cfd, r)
+}
+
+// ownMounts reads the mounts of the calling thread's own mount namespace
+// (the host's, for a restore; see hostSuperblocks).
+func ownMounts() ([]Info, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	infos, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("own mountinfo: %w", err)
+	}
+	return infos, nil
+}
+
+// checkNewCgroup2 refuses a new cgroup2 mount for a target that shares the
+// caller's cgroup namespace with options other than those of the caller's
+// own cgroup2 mount (none when it has none): in the initial cgroup
+// namespace, mounting cgroup2 sets the hierarchy-wide options (nsdelegate,
+// memory_recursiveprot, ...) to the new mount's, for the whole host.
+func checkNewCgroup2(pid int, m *Mount, own []Info) error {
+	var a, b unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/cgroup", pid), &a); err != nil {
+		return fmt.Errorf("cgroup namespace: %w", err)
+	}
+	if err := unix.Stat("/proc/thread-self/ns/cgroup", &b); err != nil {
+		return fmt.Errorf("own cgroup namespace: %w", err)
+	}
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		return nil
+	}
+	var have []string
+	for _, in := range own {
+		if in.FSType == "cgroup2" {
+			have = fsOptions(KindCgroup2, in.SuperOptions)
+			break
+		}
+	}
+	if !sameOptionSet(have, m.FSOptions) {
+		return fmt.Errorf("a new cgroup2 mount with options %v in the host's cgroup namespace would change the host's cgroup2 options %v", m.FSOptions, have)
+	}
+	return nil
+}
+
+// sameOptionSet reports whether a and b hold the same options.
+func sameOptionSet(a, b []string) bool {
+	set := map[string]int{}
+	for _, o := range a {
+		set[o] |= 1
+	}
+	for _, o := range b {
+		set[o] |= 2
+	}
+	for _, v := range set {
+		if v != 3 {
+			return false
+		}
+	}
+	return true
+}
+
+// hostSuperblocks maps the device numbers of the superblocks mounted in
+// the caller's namespace (own) outside the root of pid (the container's
+// rootfs as the host sees it: mounts propagated from the container are
+// its own) to one of their mount points there.
+func hostSuperblocks(pid int, own []Info) map[[2]uint32]string {
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+	if err != nil || !strings.HasPrefix(root, "/") {
+		root = "/"
+	}
+	sb := map[[2]uint32]string{}
+	for _, in := range own {
+		if root != "/" && (in.MountPoint == root || strings.HasPrefix(in.MountPoint, root+"/")) {
+			continue
+		}
+		sb[[2]uint32{in.Major, in.Minor}] = in.MountPoint
+	}
+	return sb
+}
+
+// sharedSuperblock returns where the superblock of the mount fd is
+// mounted outside the container (hostSuperblocks), "" when nowhere; an fd
+// that cannot be examined counts as shared.
+func sharedSuperblock(fd int, host map[[2]uint32]string) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "(fstat failed)"
+	}
+	return host[[2]uint32{unix.Major(st.Dev), unix.Minor(st.Dev)}]
 }
 
 // newFS makes a detached mount of a new filesystem of m.FSType with

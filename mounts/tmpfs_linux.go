@@ -383,7 +383,12 @@ var ErrUnsafeEntry = errors.New("unsafe archive entry")
 // archive is created as data but never followed, and nothing is written
 // outside dirfd's directory on its filesystem. Entries are created anew
 // (O_EXCL): an existing file of the same name is an error, an existing
-// directory is reused. Mode (with setuid/setgid/sticky), owner and mtime are
+// directory is reused; an existing entry that is a mount point (something
+// mounted on the target's tree) is left as it is, whatever the archive says
+// of it. GNU
+// sparse entries, which SaveDir never writes, are refused (ErrUnsafeEntry):
+// the tar reader would expand them to their stated size in zeros. Mode
+// (with setuid/setgid/sticky), owner and mtime are
 // applied (directory mtimes last), and the extended attributes SaveDir keeps
 // (user.*, trusted.*, security.capability, POSIX ACLs; any other is refused).
 // Hard links must point to an earlier entry.
@@ -419,6 +424,9 @@ func restoreArchive(dirfd int, r io.Reader, merge bool) error {
 			return fmt.Errorf("restore tmpfs: read archive: %w", err)
 		}
 		name, err := entryName(h.Name)
+		if err == nil {
+			err = checkHeader(h)
+		}
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: entry %q: %w", h.Name, err)
 		}
@@ -435,7 +443,13 @@ func restoreArchive(dirfd int, r io.Reader, merge bool) error {
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: directory %q: %w", d.name, err)
 		}
-		err = unix.UtimesNanoAt(pfd, leaf, d.ts, unix.AT_SYMLINK_NOFOLLOW)
+		mp := false
+		if leaf != "." {
+			mp, err = isMountPoint(pfd, leaf) // left alone (restoreEntry)
+		}
+		if err == nil && !mp {
+			err = unix.UtimesNanoAt(pfd, leaf, d.ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
 		unix.Close(pfd)
 		if err != nil {
 			return fmt.Errorf("restore tmpfs: directory %q: utimensat: %w", d.name, err)
@@ -462,6 +476,48 @@ func entryName(n string) (string, error) {
 		c = "."
 	}
 	return c, nil
+}
+
+// checkHeader refuses what SaveDir never writes and the restore must not
+// act on: GNU sparse records, which archive/tar's reader expands into the
+// entry's "real size" of zero bytes (a few hundred bytes of archive would
+// write terabytes), and owners outside the uid_t range (the kernel would
+// take them modulo 2^32, or -1 as "leave unchanged").
+func checkHeader(h *tar.Header) error {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return fmt.Errorf("%w: GNU sparse entry", ErrUnsafeEntry)
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return fmt.Errorf("%w: GNU sparse record %s", ErrUnsafeEntry, k)
+		}
+	}
+	if h.Uid < 0 || h.Gid < 0 || int64(h.Uid) >= 1<<32-1 || int64(h.Gid) >= 1<<32-1 {
+		return fmt.Errorf("%w: owner %d:%d", ErrUnsafeEntry, h.Uid, h.Gid)
+	}
+	return nil
+}
+
+// isMountPoint reports whether the existing leaf under pfd is the root of
+// a mount (false when it does not exist). Where statx does not report mount
+// roots (before Linux 5.8), a leaf on another device counts as one.
+func isMountPoint(pfd int, leaf string) (bool, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(pfd, leaf, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_BASIC_STATS, &stx)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("statx: %w", err)
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
+	var pst unix.Stat_t
+	if err := unix.Fstat(pfd, &pst); err != nil {
+		return false, fmt.Errorf("fstat: %w", err)
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor) != pst.Dev, nil
 }
 
 // openParent opens the parent directory of name (clean, relative) under
@@ -503,6 +559,18 @@ func restoreEntry(dirfd int, name string, h *tar.Header, r io.Reader, merge bool
 		return err
 	}
 	defer unix.Close(pfd)
+	// An entry that is a mount point in the target (a present tmpfs
+	// walked in place) is left alone: what SaveDir saved there was the
+	// mounted file or directory, which belongs to that mount (a host path
+	// bound into the container), not to this tmpfs; changing it would
+	// chown, chmod or rewrite the mounted object.
+	if leaf != "." {
+		if mp, err := isMountPoint(pfd, leaf); err != nil {
+			return err
+		} else if mp {
+			return nil
+		}
+	}
 	mode := uint32(h.Mode & 07777)
 	owner := func() error {
 		if err := unix.Fchownat(pfd, leaf, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
