@@ -226,6 +226,32 @@ func TestReal_HTTPServer(t *testing.T) {
 // lineClient is a client process (redis-cli, ssh, mariadb) reading
 // commands from a pipe and answering each with one line: one connection
 // for its whole life (a reconnection would show, e.g. as a new CLIENT ID).
+// startLineClient starts cmd with its stdin and stdout as the client's
+// pipes (stderr too with errToOut) and registers its end.
+func startLineClient(t *testing.T, cmd *exec.Cmd, errToOut bool) *lineClient {
+	t.Helper()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errToOut {
+		cmd.Stderr = cmd.Stdout
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return &lineClient{in: in, out: bufio.NewReader(stdout)}
+}
+
 type lineClient struct {
 	in  io.WriteCloser
 	out *bufio.Reader
@@ -297,24 +323,7 @@ func TestReal_Redis(t *testing.T) {
 
 	// the client that stays connected
 	argv = testutil.InNetns(ns, "redis-cli", "-p", "16379")
-	cmd := exec.Command(argv[0], argv[1:]...)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	rc := &lineClient{in: in, out: bufio.NewReader(stdout)}
+	rc := startLineClient(t, exec.Command(argv[0], argv[1:]...), false)
 	id := rc.do(t, "CLIENT ID")
 	if rc.do(t, "SET before restore") != "OK" {
 		t.Fatal("SET before")

@@ -7,7 +7,6 @@ package tests
 // shell answers with its own pid, the JVM checks its heap and threads).
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,24 +91,7 @@ func TestReal_Sshd(t *testing.T) {
 	}
 
 	// the session that stays open across the restores
-	cmd := ssh(`while read l; do echo "got-$l-$$"; done`)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	sess := &lineClient{in: in, out: bufio.NewReader(stdout)}
+	sess := startLineClient(t, ssh(`while read l; do echo "got-$l-$$"; done`), false)
 	first := sess.do(t, "hello")
 	shellPid := strings.TrimPrefix(first, "got-hello-")
 	if shellPid == first {
@@ -225,25 +207,7 @@ func TestReal_MariaDB(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	cmd := client("-n") // unbuffered: one answer line per statement, at once
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	sql := &lineClient{in: in, out: bufio.NewReader(stdout)}
+	sql := startLineClient(t, client("-n"), true) // -n: one answer line per statement, at once
 	expect := func(when, stmt, want string) {
 		t.Helper()
 		if got := sql.do(t, stmt); got != want {
