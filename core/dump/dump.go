@@ -146,7 +146,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 	}()
 	var tasks []*task
+	ft := files.NewTable()
 	if opts.Thaw != nil {
+		// frozen by the caller already: its locks cannot change
+		ft.PrefetchLocks()
 		tasks, err = seizeTreeFrozen(pid, tracers, opts.Thaw)
 	} else {
 		tasks, err = seizeTree(pid, tracers)
@@ -162,7 +165,11 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			st.Processes++
 		}
 	}
-	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: files.NewTable()}
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft}
+	if opts.Thaw == nil {
+		// the tree holds still now: /proc/locks is read while the rest is
+		ft.PrefetchLocks()
+	}
 	if err := d.checkNamespaces(); err != nil {
 		d.release()
 		return nil, err
@@ -384,6 +391,14 @@ func (d *dumper) run() error {
 	if err := d.files.CheckOwners(d.ownerInDump); err != nil {
 		return err
 	}
+	tm := time.Now()
+	d.st.ProcMs = ms(tm.Sub(tp))
+	if err := d.dumpPages(); err != nil {
+		return err
+	}
+	d.st.MemdumpMs = ms(time.Since(tm))
+	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
+	// had the page copy's time to come back
 	if err := d.files.CheckLocks(func(pid int) bool {
 		for _, t := range d.tasks {
 			if t.pid == pid && !t.zombie {
@@ -394,12 +409,6 @@ func (d *dumper) run() error {
 	}, fopts); err != nil {
 		return err
 	}
-	tm := time.Now()
-	d.st.ProcMs = ms(tm.Sub(tp))
-	if err := d.dumpPages(); err != nil {
-		return err
-	}
-	d.st.MemdumpMs = ms(time.Since(tm))
 	if err := d.interrupted(); err != nil {
 		return err
 	}

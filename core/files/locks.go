@@ -2,7 +2,9 @@ package files
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -72,6 +74,7 @@ func parseLockLine(s string) (l lockLine, blocked bool, err error) {
 // lockState is what the dump learnt about file locks: the locks recorded
 // (by key, for CheckLocks) and which (pid, file) and file were read.
 type lockState struct {
+	listing  chan lockListing    // /proc/locks read ahead (PrefetchLocks), or nil
 	recorded map[string]int      // how many of each lock (identical ones may be held through several files)
 	posixOf  map[[2]int]bool     // (pid, file id) whose POSIX locks are read
 	fileOf   map[uint32]bool     // file ids whose flock/OFD locks are read
@@ -179,12 +182,16 @@ func (t *Table) fileByID(id uint32) *imagepb.FileEntry {
 // being lost. OFD locks print no pid: one counts as the dump's only on an
 // inode the dump maps and no fd outside it shows the lock.
 func (t *Table) CheckLocks(inDump func(pid int) bool, opts Options) error {
-	fh, err := os.Open("/proc/locks")
-	if err != nil {
-		return fmt.Errorf("file locks: %w", err)
+	var ls lockListing
+	if t.locks.listing != nil {
+		ls = <-t.locks.listing
+	} else {
+		ls = readLockListing()
 	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
+	if ls.err != nil {
+		return fmt.Errorf("file locks: %w", ls.err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(ls.data))
 	for sc.Scan() {
 		l, blocked, err := parseLockLine(sc.Text())
 		if err != nil {
@@ -202,6 +209,53 @@ func (t *Table) CheckLocks(inDump func(pid int) bool, opts Options) error {
 		}
 	}
 	return sc.Err()
+}
+
+// lockListing is /proc/locks as read once.
+type lockListing struct {
+	data []byte
+	err  error
+}
+
+// readLockListing reads /proc/locks. Every read(2) of it takes the
+// kernel's file_rwsem for writing, which waits for an RCU grace period:
+// 10-30 ms on this machine kind, whatever the listing holds. So it is read
+// in as few calls as possible. seq_file hands out at most one page of
+// whole lines a call, stopping only at a line that no longer fits: a read
+// that leaves more than a line's room free (lock lines are well under
+// 256 bytes) has reached the end, and the usual extra read that returns 0
+// is skipped. (The rest of the latency is hidden by PrefetchLocks.)
+func readLockListing() lockListing {
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		return lockListing{err: err}
+	}
+	defer f.Close()
+	var data []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.Read(buf)
+		data = append(data, buf[:n]...)
+		if err == io.EOF || n == 0 {
+			return lockListing{data: data}
+		}
+		if err != nil {
+			return lockListing{err: err}
+		}
+		if n < os.Getpagesize()-512 {
+			return lockListing{data: data}
+		}
+	}
+}
+
+// PrefetchLocks starts reading /proc/locks on another goroutine, for
+// CheckLocks. Called once the tree can no longer change its locks (seized
+// or frozen), it takes that read's fixed latency (see readLockListing)
+// off the frozen time: the rest of the dump's reading overlaps it.
+func (t *Table) PrefetchLocks() {
+	ch := make(chan lockListing, 1)
+	t.locks.listing = ch
+	go func() { ch <- readLockListing() }()
 }
 
 // checkUnrecorded records lock l, which no fd of the dump showed, on the

@@ -1,8 +1,13 @@
 package files
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
@@ -71,5 +76,36 @@ func TestFlockStruct(t *testing.T) {
 		if _, err := FlockStruct(fl); err == nil {
 			t.Errorf("FlockStruct(%v): no error", fl)
 		}
+	}
+}
+
+// TestReadLockListingLarge: a /proc/locks listing larger than the first
+// read's buffer is read whole (the read that fills the buffer is followed
+// by more, never taken for the end).
+func TestReadLockListingLarge(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "locked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const n = 3000 // ~60 bytes a line: well past 64 KiB
+	for i := 0; i < n; i++ {
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: int64(2 * i), Len: 1}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+			t.Fatalf("lock %d: %v", i, err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	ls := readLockListing()
+	if ls.err != nil {
+		t.Fatal(ls.err)
+	}
+	ino := fmt.Sprintf(":%d ", st.Ino)
+	got := strings.Count(string(ls.data), ino)
+	if len(ls.data) < 64<<10 || got != n {
+		t.Fatalf("listing of %d bytes holds %d of our %d locks", len(ls.data), got, n)
 	}
 }
