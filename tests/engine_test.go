@@ -339,25 +339,35 @@ func expectOutput(t *testing.T, m *os.File, want string) {
 	}
 }
 
+// startShellJobCase starts case src as a job on a new pty (master m,
+// slave), in a work directory of its own, waits for it to be ready and
+// checks that it answers on the terminal ("one" -> "echo:one").
+func startShellJobCase(t *testing.T, src string) (m *os.File, slave string, job *exec.Cmd, dir string) {
+	t.Helper()
+	prog := buildCase(t, src, nil)
+	dir = t.TempDir()
+	os.Chmod(dir, 0o755)
+	m, slave = openPty(t)
+	job = startOnTerminal(t, slave, prog, dir)
+	pid := job.Process.Pid
+	t.Cleanup(func() { killAndReap(pid) })
+	if err := waitReady(t, pid, filepath.Join(dir, "out"), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.Write([]byte("one\n"))
+	expectOutput(t, m, "echo:one")
+	return m, slave, job, dir
+}
+
 // TestShellJob: a job on a terminal is refused without --shell-job; with it
 // the job is dumped and restored onto the restorer's terminal, where it
 // still reads and answers.
 func TestShellJob(t *testing.T) {
 	testutil.RequiresRoot(t)
 	bin := testutil.BuildCtrCr(t)
-	prog := buildCase(t, "e_shelljob.c", nil)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	m, slave := openPty(t)
-	job := startOnTerminal(t, slave, prog, dir)
+	m, slave, job, dir := startShellJobCase(t, "e_shelljob.c")
 	pid := job.Process.Pid
-	t.Cleanup(func() { killAndReap(pid) })
 	out := filepath.Join(dir, "out")
-	if err := waitReady(t, pid, out, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	m.Write([]byte("one\n"))
-	expectOutput(t, m, "echo:one")
 
 	img := filepath.Join(t.TempDir(), "img")
 	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(pid), "-D", img)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,19 +20,9 @@ import (
 func TestShellJobDevTty(t *testing.T) {
 	testutil.RequiresRoot(t)
 	bin := testutil.BuildCtrCr(t)
-	prog := buildCase(t, "e_shelljob_tty.c", nil)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	m, slave := openPty(t)
-	job := startOnTerminal(t, slave, prog, dir)
+	m, slave, job, dir := startShellJobCase(t, "e_shelljob_tty.c")
 	pid := job.Process.Pid
-	t.Cleanup(func() { killAndReap(pid) })
 	out := filepath.Join(dir, "out")
-	if err := waitReady(t, pid, out, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	m.Write([]byte("one\n"))
-	expectOutput(t, m, "echo:one")
 	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
 	if err == nil || !strings.Contains(stderr, "/dev/tty") || !strings.Contains(stderr, "--shell-job") {
 		t.Fatalf("dump of a job holding /dev/tty without --shell-job: err %v, stderr:\n%s", err, stderr)

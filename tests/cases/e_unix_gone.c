@@ -23,6 +23,7 @@
  * ECONNREFUSED once then ENOTCONN; dg.sock is the same file as before.
  */
 #include "case.h"
+#include "unix_addr.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -38,45 +39,6 @@ static void on_pipe(int sig)
 {
 	(void)sig;
 	pipes++;
-}
-
-static socklen_t addr(struct sockaddr_un *a, const char *name)
-{
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	if (name[0] == '@') {
-		memcpy(a->sun_path + 1, name + 1, strlen(name) - 1);
-		return offsetof(struct sockaddr_un, sun_path) + strlen(name);
-	}
-	strcpy(a->sun_path, name);
-	return offsetof(struct sockaddr_un, sun_path) + strlen(name) + 1;
-}
-
-static int sock(int type)
-{
-	int fd = socket(AF_UNIX, type, 0);
-
-	if (fd < 0)
-		case_fail("socket: %s", strerror(errno));
-	return fd;
-}
-
-static void do_bind(int fd, const char *name)
-{
-	struct sockaddr_un a;
-	socklen_t l = addr(&a, name);
-
-	if (bind(fd, (void *)&a, l) != 0)
-		case_fail("bind %s: %s", name, strerror(errno));
-}
-
-static void do_connect(int fd, const char *name)
-{
-	struct sockaddr_un a;
-	socklen_t l = addr(&a, name);
-
-	if (connect(fd, (void *)&a, l) != 0)
-		case_fail("connect %s: %s", name, strerror(errno));
 }
 
 static void pair(int type, int sv[2])
