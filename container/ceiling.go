@@ -41,6 +41,12 @@ type taskCeiling struct {
 	// them: no_new_privs (no set-user-ID exec) and no CAP_SETUID
 	// (CAP_SETGID) in the bounding set; -1 when not fixed
 	uid, gid int64
+	// hardLimit is, per resource (RLIMIT_*), the highest hard limit a
+	// task may have when the config leaves no way to raise one (no
+	// CAP_SYS_RESOURCE in the bounding set): process.rlimits' hard value,
+	// or for a resource the config does not list, the one the runtime
+	// inherits from ctr-cr. nil when CAP_SYS_RESOURCE is there.
+	hardLimit map[int]uint64
 }
 
 // ceilingOf reads the task ceiling from the config's process and
@@ -59,6 +65,12 @@ func ceilingOf(s *specs.Spec) (taskCeiling, error) {
 	}
 	if c.nnp && !hasCap(s, "CAP_SETGID") {
 		c.gid = hostID(s, s.Process.User.GID, func(l *specs.Linux) []specs.LinuxIDMapping { return l.GIDMappings })
+	}
+	if !hasCap(s, "CAP_SYS_RESOURCE") {
+		var err error
+		if c.hardLimit, err = hardLimits(s.Process.Rlimits); err != nil {
+			return c, err
+		}
 	}
 	pc := s.Process.Capabilities
 	if pc == nil {
@@ -204,6 +216,9 @@ func checkTaskCeiling(s *specs.Spec, dir string) error {
 			if err := c.check(int(e.Pid), t); err != nil {
 				return err
 			}
+		}
+		if err := c.checkRlimits(int(e.Pid), core.Rlimits); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -147,6 +147,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := checkTaskCeiling(&spec, dir); err != nil {
 		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
 	}
+	if err := checkStateCeiling(&spec, &state); err != nil {
+		return "", 0, fmt.Errorf("restore %s: image %s: %s: %w", id, dir, StateName, err)
+	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
 	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
@@ -349,7 +352,7 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 			ns.Close()
 			return err
 		}
-		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook})
+		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook, CheckSysctl: netSysctlCheck(spec)})
 		ns.Close()
 		outside.Close()
 		if err != nil {
