@@ -189,20 +189,23 @@ func capList(mask uint64) string {
 }
 
 // checkTaskCeiling checks every live task of the image in dir against the
-// config's ceiling, before the restore creates anything.
-func checkTaskCeiling(s *specs.Spec, dir string) error {
+// config's ceiling, before the restore creates anything. It returns the
+// oldest seccomp filter of the image's init (the root task's leader
+// thread): the one the runtime installed from linux.seccomp, which crun
+// also keeps for the processes `crun exec` starts (execstate.go).
+func checkTaskCeiling(s *specs.Spec, dir string) (initFilter []byte, err error) {
 	c, err := ceilingOf(s)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// the pages are hashed once, by the restore that reads them
 	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pst, err := img.Pstree()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, e := range pst {
 		if e.Zombie {
@@ -210,18 +213,21 @@ func checkTaskCeiling(s *specs.Spec, dir string) error {
 		}
 		core, err := img.Core(int(e.Pid))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, t := range core.Threads {
 			if err := c.check(int(e.Pid), t); err != nil {
-				return err
+				return nil, err
+			}
+			if e.Ppid == 0 && t.Tid == e.Pid && len(t.Seccomp) > 0 {
+				initFilter = t.Seccomp[0].Bpf
 			}
 		}
 		if err := c.checkRlimits(int(e.Pid), core.Rlimits); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return initFilter, nil
 }
 
 // mountView indexes one mountinfo (as seen from the container's root).

@@ -144,7 +144,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	case !terminal && opts.ConsoleSocket != "":
 		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
 	}
-	if err := checkTaskCeiling(&spec, dir); err != nil {
+	initFilter, err := checkTaskCeiling(&spec, dir)
+	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
 	}
 	if err := checkStateCeiling(&spec, &state); err != nil {
@@ -152,7 +153,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, initFilter, opts.ConsoleSocket)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
