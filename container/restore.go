@@ -100,7 +100,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if rt == nil {
 		// the runtime that ran the container at the checkpoint
 		root := opts.RuntimeRoot
-		if root == "" {
+		if root == "" && meta.RuntimeRoot != "" {
+			if err := trustedRuntimeRoot(meta.RuntimeRoot); err != nil {
+				return "", 0, fmt.Errorf("restore: image %s: %s: runtime root %q (give --root to choose one): %w", dir, MetadataName, meta.RuntimeRoot, err)
+			}
 			root = meta.RuntimeRoot
 		}
 		if rt, err = NewRuntime(meta.Runtime, root); err != nil {
