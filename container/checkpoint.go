@@ -16,6 +16,8 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -134,6 +136,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	defer stage.done()
+	if err := oprec.AddPartial(oprec.Partial{Dir: stage.tmp, Staging: true}); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	meta := Metadata{
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
@@ -149,6 +154,11 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
+	if fd, err := cg.FreezerDir(); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	} else if err := oprec.AddFrozen(fd); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	tf := time.Now()
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
@@ -172,6 +182,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	cst.MountsMs = ms(time.Since(tm))
+	fault.Point("checkpoint:frozen") // tmpfs tars written, cgroup frozen
 	// the container layer's files first: the dump kills the tree only
 	// once the whole image, these included, is on disk (Commit)
 	meta.Checkpointed = time.Now().UTC()

@@ -145,6 +145,14 @@ func cmdDump(args []string) error {
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return err
 	}
+	end, err := beginOp("dump")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := recordImageDir(c.dir); err != nil {
+		return err
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
@@ -152,6 +160,9 @@ func cmdDump(args []string) error {
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
+			return err
+		}
+		if err := recordFreeze(cg); err != nil {
 			return err
 		}
 		if err := cg.Freeze(ctx); err != nil {
@@ -204,6 +215,11 @@ func cmdCheckpoint(args []string) error {
 			return fmt.Errorf("--sign-key: %w", err)
 		}
 	}
+	end, err := beginOp("checkpoint")
+	if err != nil {
+		return err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	defer stop()
 	var rt *container.Runtime
@@ -319,6 +335,11 @@ func cmdRestore(args []string) (int, error) {
 	if err := verifyImage(c.verifyKey, c.dir); err != nil {
 		return 1, err
 	}
+	end, err := beginOp("restore")
+	if err != nil {
+		return 1, err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose})
 	stop()
@@ -476,6 +497,11 @@ func restoreContainer(bundle string, c *restoreConfig) (int, error) {
 	if err := verifyImage(c.verifyKey, imageDir); err != nil {
 		return 1, err
 	}
+	end, err := beginOp("restore")
+	if err != nil {
+		return 1, err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	id, pid, err := container.Restore(ctx, opts)
 	stop()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -270,6 +271,13 @@ func (w *Writer) Finish(inv *imagepb.Inventory) error {
 	if err != nil {
 		return l.err(err)
 	}
+	// Every file is on disk before the inventory names it, and the
+	// inventory (and the directory entries) before Finish returns: a dump
+	// kills its tree only after Finish, so a crash or power cut then must
+	// find the whole image (issue 12, item 7).
+	if err := syncFiles(w.created); err != nil {
+		return l.err(fmt.Errorf("sync: %w", err))
+	}
 	tmp := filepath.Join(w.dir, inventoryTemp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -286,11 +294,66 @@ func (w *Writer) Finish(inv *imagepb.Inventory) error {
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(w.dir, InventoryName))
 	}
+	if err == nil {
+		err = syncDir(w.dir, w.createdDir)
+	}
 	if err != nil {
 		return l.err(err)
 	}
 	w.created[len(w.created)-1] = filepath.Join(w.dir, InventoryName)
 	w.state = stateFinished
+	return nil
+}
+
+// syncFiles fdatasyncs the files at paths, a few at a time (the journal
+// commits of parallel syncs are shared).
+func syncFiles(paths []string) error {
+	const par = 8
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = syncPath(p, false)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// syncDir fsyncs dir, so that the names of its files (the inventory's
+// rename last) are on disk, and its parent too when the dump created dir.
+func syncDir(dir string, parent bool) error {
+	if err := syncPath(dir, true); err != nil {
+		return err
+	}
+	if parent {
+		return syncPath(filepath.Dir(dir), true)
+	}
+	return nil
+}
+
+// syncPath flushes the file (fdatasync: its data and size) or directory
+// (fsync) at p to disk.
+func syncPath(p string, dir bool) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	if dir {
+		err = f.Sync()
+	} else {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
 	return nil
 }
 
