@@ -255,3 +255,83 @@ func (b *bundle) checkpointKillable(t *testing.T) {
 	b.waitCount(1)
 	b.checkpoint(9)
 }
+
+// TestStress_CrashesAmongCheckpoints (make stress): three ctr-cr
+// processes at a time on one container, for rounds: checkpoints with
+// --leave-running and checkpoints killed with the cgroup frozen. The
+// sweeps every run starts with must undo only the dead ones' leftovers,
+// never a live checkpoint's: every run that is not killed either works or
+// is busy (or finds the container paused by a crash not yet swept); at
+// the end, after one cleanup, the container runs, nothing is left beside
+// the image, no record remains, and the image restores.
+func TestStress_CrashesAmongCheckpoints(t *testing.T) {
+	forRuntimes(t, testStressCrashesAmongCheckpoints)
+}
+
+func testStressCrashesAmongCheckpoints(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
+	b.start()
+	b.waitCount(1)
+	bin := testutil.BuildCtrCr(t)
+	var worked, busy, killed int
+	var mu sync.Mutex
+	for round := range 15 {
+		var wg sync.WaitGroup
+		for w := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := exec.Command(bin, "checkpoint", "--leave-running", b.id)
+				crash := (round+w)%3 == 0
+				if crash {
+					cmd.Env = append(os.Environ(), "CTRCR_FAULT=checkpoint:frozen")
+				}
+				out, err := cmd.CombinedOutput()
+				mu.Lock()
+				defer mu.Unlock()
+				ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+				switch {
+				case err == nil:
+					worked++
+				case crash && ws.Signaled() && ws.Signal() == syscall.SIGKILL:
+					killed++
+				case strings.Contains(string(out), "busy"), strings.Contains(string(out), `"paused"`):
+					busy++
+				default:
+					t.Errorf("round %d: checkpoint: %v\n%s", round, err, out)
+				}
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	t.Logf("%d worked, %d busy or paused, %d killed", worked, busy, killed)
+	if out, err := exec.Command(bin, "cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	b.waitStatus("running")
+	b.waitCount(b.count())
+	img := filepath.Join(b.dir, "checkpoint")
+	if s := staged(img); len(s) != 0 {
+		t.Fatalf("left beside the image: %v", s)
+	}
+	ents, _ := os.ReadDir("/run/ctr-cr/ops")
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".json") {
+			t.Errorf("record left: %s", e.Name())
+		}
+	}
+	if worked == 0 {
+		t.Fatal("no checkpoint worked")
+	}
+	b.rt("kill", b.id, "KILL")
+	b.waitStatus("stopped")
+	if out, err := b.rt("delete", b.id); err != nil {
+		t.Fatalf("delete: %v: %s", err, out)
+	}
+	at := b.count()
+	b.restore(1)
+	b.waitCount(at)
+}
