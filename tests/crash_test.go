@@ -224,3 +224,42 @@ func TestCrash_TCPDumpLocked(t *testing.T) {
 	requireNoRecords(t)
 	finishChild(t, r)
 }
+
+// TestConcurrent_DumpDirBusy: a dump into a directory another dump is
+// writing (its flock held) is refused as busy, writes nothing there and
+// leaves its target running untraced; once the directory is free the dump
+// works.
+func TestConcurrent_DumpDirBusy(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+	}
+	r := startCase(t, Case{Name: "b_brk", Src: "b_brk.c"})
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	if !strings.Contains(stderr, "busy") {
+		t.Errorf("dump into a directory being written: want a busy error:\n%s", stderr)
+	}
+	if f := imageFiles(t, img); len(f) != 0 {
+		t.Errorf("the refused dump wrote %v", f)
+	}
+	requireRunningUntraced(t, r.Pid)
+	syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
+		t.Fatalf("dump once the directory is free: %v\n%s", err, stderr)
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}

@@ -39,6 +39,7 @@ type Writer struct {
 
 	mu         sync.Mutex
 	createdDir bool
+	lock       *os.File // the directory, flocked (lockDir)
 	names      map[string]bool             // names reserved or written
 	sums       map[string]*imagepb.FileSum // files completely written
 	created    []string                    // every path created, for Abort
@@ -70,11 +71,17 @@ func Create(dir string) (*Writer, error) {
 			return nil, l.err(err)
 		}
 		w.createdDir = true
+		if err := w.lockDir(); err != nil {
+			return nil, err
+		}
 		return w, nil
 	case err != nil:
 		return nil, l.err(err)
 	case !fi.IsDir():
 		return nil, l.err(errors.New("not a directory"))
+	}
+	if err := w.lockDir(); err != nil {
+		return nil, err
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -82,10 +89,41 @@ func Create(dir string) (*Writer, error) {
 	}
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".img") || e.Name() == inventoryTemp {
+			w.unlockDir()
 			return nil, l.err(fmt.Errorf("directory already holds %s; refusing to write an image over another", e.Name()))
 		}
 	}
 	return w, nil
+}
+
+// ErrBusy: another writer holds the image directory.
+var ErrBusy = errors.New("busy")
+
+// lockDir takes an exclusive flock on the image directory, held until
+// Finish or Abort (or the writer's death): two dumps into one directory at
+// once would mix their files; the second is refused as busy.
+func (w *Writer) lockDir() error {
+	f, err := os.Open(w.dir)
+	if err != nil {
+		return loc{dir: w.dir}.err(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return loc{dir: w.dir}.err(fmt.Errorf("%w: another dump is writing into this directory", ErrBusy))
+		}
+		return loc{dir: w.dir}.err(fmt.Errorf("lock: %w", err))
+	}
+	w.lock = f
+	return nil
+}
+
+// unlockDir releases lockDir's lock.
+func (w *Writer) unlockDir() {
+	if w.lock != nil {
+		w.lock.Close()
+		w.lock = nil
+	}
 }
 
 // Dir returns the image directory.
@@ -302,6 +340,7 @@ func (w *Writer) Finish(inv *imagepb.Inventory) error {
 	}
 	w.created[len(w.created)-1] = filepath.Join(w.dir, InventoryName)
 	w.state = stateFinished
+	w.unlockDir()
 	return nil
 }
 
@@ -384,5 +423,6 @@ func (w *Writer) Abort() error {
 			errs = append(errs, err)
 		}
 	}
+	w.unlockDir()
 	return errors.Join(errs...)
 }
