@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/internal/oprec"
@@ -52,10 +53,16 @@ func cmdCleanup(args []string) error {
 // warning: this operation may still succeed) and starts this process's
 // record of op; the returned function ends it.
 func beginOp(op string) (end func(), err error) {
-	if err := oprec.Sweep(false, func(line string) { msgs.warnf("cleanup: %s", line) }); err != nil {
+	if err := oprec.Sweep(false, func(line string) { msgs.warnf("cleanup: %s", line) }); err != nil && !errors.Is(err, fs.ErrPermission) {
 		msgs.warnf("cleanup: %v", err)
 	}
 	if err := oprec.Begin(op); err != nil {
+		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+			// not root: nothing of ctr-cr's under /run; a crash is then
+			// cleaned up by hand (docs/crash.md)
+			msgs.infof("no operation record (%v): a crash of this run would not be cleaned up by `ctr-cr cleanup`", err)
+			return func() {}, nil
+		}
 		return nil, err
 	}
 	return oprec.End, nil

@@ -129,7 +129,11 @@ func Begin(op string) error {
 	mu.Lock()
 	defer mu.Unlock()
 	cur = &Record{Proc: self, Op: op, Began: time.Now().UTC()}
-	return saveLocked()
+	if err := saveLocked(); err != nil {
+		cur = nil // no record: the Add functions do nothing
+		return err
+	}
+	return nil
 }
 
 // End removes this process's record: everything it listed is undone or
