@@ -39,7 +39,7 @@ type Writer struct {
 
 	mu         sync.Mutex
 	createdDir bool
-	lock       *os.File // the directory, flocked (lockDir)
+	lock       *os.File                    // the directory, flocked (lockDir)
 	names      map[string]bool             // names reserved or written
 	sums       map[string]*imagepb.FileSum // files completely written
 	created    []string                    // every path created, for Abort
