@@ -103,21 +103,24 @@ func (d *dumper) recordLock(name string, locked map[uint64]bool, held []heldSock
 	if err != nil {
 		return err
 	}
+	var repairs []oprec.Repair
+	procs := map[int]oprec.Proc{}
 	for _, h := range held {
 		if !locked[h.ino] {
 			continue
 		}
-		p, err := oprec.ProcOf(h.pid)
-		if err != nil {
-			return err
+		p, ok := procs[h.pid]
+		if !ok {
+			if p, err = oprec.ProcOf(h.pid); err != nil {
+				return err
+			}
+			procs[h.pid] = p
 		}
-		if err := oprec.AddRepair(oprec.Repair{Target: p, Fd: h.fd, Ino: h.ino}); err != nil {
-			return err
-		}
+		repairs = append(repairs, oprec.Repair{Target: p, Fd: h.fd, Ino: h.ino})
 	}
 	img, err := filepath.Abs(d.w.Dir())
 	if err != nil {
 		return err
 	}
-	return oprec.AddNetLock(oprec.NetLock{Table: name, Netns: st.Ino, Target: target, Image: img})
+	return oprec.AddNetLock(oprec.NetLock{Table: name, Netns: st.Ino, Target: target, Image: img}, repairs)
 }

@@ -163,14 +163,14 @@ func AddFrozen(dir string) error {
 	return add(func(r *Record) { r.Frozen = append(r.Frozen, dir) })
 }
 
-// AddNetLock records a lock table about to be installed.
-func AddNetLock(l NetLock) error {
-	return add(func(r *Record) { r.NetLocks = append(r.NetLocks, l) })
-}
-
-// AddRepair records a connection about to be put in repair mode.
-func AddRepair(rp Repair) error {
-	return add(func(r *Record) { r.Repairs = append(r.Repairs, rp) })
+// AddNetLock records a lock table about to be installed and the
+// connections about to be put in repair mode behind it (one write for
+// all).
+func AddNetLock(l NetLock, repairs []Repair) error {
+	return add(func(r *Record) {
+		r.NetLocks = append(r.NetLocks, l)
+		r.Repairs = append(r.Repairs, repairs...)
+	})
 }
 
 // AddPartial records a directory about to be written.
