@@ -263,3 +263,44 @@ func TestConcurrent_DumpDirBusy(t *testing.T) {
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }
+
+// cgroupFrozen reports whether the freezer of cgroup dir (v1 or v2)
+// reports it frozen.
+func cgroupFrozen(t *testing.T, dir string) bool {
+	t.Helper()
+	if b, err := os.ReadFile(filepath.Join(dir, "freezer.state")); err == nil {
+		return strings.TrimSpace(string(b)) != "THAWED"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), "frozen 1")
+}
+
+// TestCrash_DumpFrozenCgroup: ctr-cr killed while the cgroup of
+// --freeze-cgroup is frozen: it stays frozen (the crash undoes nothing)
+// until `ctr-cr cleanup` thaws it; the process then runs on and passes.
+func TestCrash_DumpFrozenCgroup(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if noCR {
+		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+	}
+	cg := freezerCgroup(t)
+	r := startCase(t, Case{Name: "a_tls_threads", Src: "a_tls_threads.c"})
+	moveTree(t, cg, r)
+	ctrcrKilledAt(t, "dump:frozen", "dump", "-t", strconv.Itoa(r.Pid), "-D", filepath.Join(t.TempDir(), "img"), "--freeze-cgroup", cg)
+	if !cgroupFrozen(t, cg) {
+		t.Fatal("the cgroup is not frozen after the crash: the fault point is not while frozen")
+	}
+	out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "thaw cgroup") {
+		t.Fatalf("cleanup: %v, want it to thaw %s:\n%s", err, cg, out)
+	}
+	if cgroupFrozen(t, cg) {
+		t.Fatalf("cleanup left %s frozen", cg)
+	}
+	requireNoRecords(t)
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/kernel"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,6 +170,7 @@ func cmdDump(args []string) error {
 			return err
 		}
 		defer cg.Thaw() // on every path; a second thaw is harmless
+		fault.Point("dump:frozen")
 		dopts.Thaw = cg.Thaw
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
