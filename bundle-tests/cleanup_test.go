@@ -175,6 +175,33 @@ func testCrashRestoreCreated(t *testing.T, rt string) {
 	}
 }
 
+// TestCrash_CheckpointKilled: ctr-cr killed after its checkpoint killed
+// the container (the image complete and in place) and before the
+// runtime's delete: the runtime shows it stopped; `ctr-cr cleanup` deletes
+// it as the checkpoint would have, and the image restores under the same
+// id.
+func TestCrash_CheckpointKilled(t *testing.T) { forRuntimes(t, testCrashCheckpointKilled) }
+
+func testCrashCheckpointKilled(t *testing.T, rt string) {
+	b := newBundle(t, rt, counterScript)
+	b.start()
+	b.waitCount(1)
+	crashAt(t, "checkpoint:killed", "checkpoint", b.id)
+	b.waitStatus("stopped")
+	at := b.count()
+	out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "delete container "+b.id) {
+		t.Fatalf("cleanup: %v, want it to delete %s:\n%s", err, b.id, out)
+	}
+	if st, err := b.state(); err == nil {
+		t.Fatalf("after cleanup the container is still there: %v", st)
+	}
+	b.restore(1)
+	if c := b.waitCount(at + 1); c < at+1 {
+		t.Fatalf("the image restores and counts from %d: %d", at, c)
+	}
+}
+
 // TestConcurrent_CheckpointRestore: checkpoints of one container at once,
 // and restores of one image at once: each either works or fails with a
 // "busy" error (or, for a restore that comes second, "exists already"),

@@ -189,6 +189,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err := writeContainerFiles(stage.tmp, specBytes, &state, &meta); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
+	if !opts.LeaveRunning {
+		// a crash between the kill and the runtime's delete leaves a
+		// stopped container in the way of the image's restore
+		if err := oprec.AddCheckpointed(oprec.Checkpointed{Runtime: rt.Bin, Root: rt.Root, ID: opts.ID, Image: dir, Stamp: meta.Checkpointed}); err != nil {
+			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+		}
+	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
@@ -215,6 +222,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	cst.FrozenMs = ms(time.Since(frozen))
 	cst.Dump = stats
 	if !opts.LeaveRunning {
+		fault.Point("checkpoint:killed") // image in place, container killed, not deleted
 		td := time.Now()
 		if err := rt.Delete(ctx, opts.ID); err != nil {
 			return dir, cst, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)

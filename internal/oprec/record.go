@@ -45,6 +45,23 @@ type Record struct {
 	Repairs    []Repair    `json:"repairs,omitempty"`
 	Partials   []Partial   `json:"partials,omitempty"`
 	Containers []Container `json:"containers,omitempty"`
+	// Checkpointed are containers a checkpoint kills once their image is
+	// in place, then deletes from the runtime.
+	Checkpointed []Checkpointed `json:"checkpointed,omitempty"`
+}
+
+// Checkpointed is a container whose checkpoint, without --leave-running,
+// kills it once the image is in Image: if the runtime reports it stopped
+// and Image holds the complete image of that checkpoint (ctr-cr.json's
+// checkpointed time is Stamp), the checkpoint died between the kill and
+// the runtime's delete, and cleanup deletes it as the checkpoint would
+// have (a restore of the image then finds the id free).
+type Checkpointed struct {
+	Runtime string    `json:"runtime"` // program path
+	Root    string    `json:"root,omitempty"`
+	ID      string    `json:"id"`
+	Image   string    `json:"image"`
+	Stamp   time.Time `json:"stamp"`
 }
 
 // Proc names a process by pid and start time (clock ticks since boot,
@@ -176,6 +193,12 @@ func AddNetLock(l NetLock, repairs []Repair) error {
 // AddPartial records a directory about to be written.
 func AddPartial(p Partial) error {
 	return add(func(r *Record) { r.Partials = append(r.Partials, p) })
+}
+
+// AddCheckpointed records a container about to be checkpointed and
+// killed.
+func AddCheckpointed(c Checkpointed) error {
+	return add(func(r *Record) { r.Checkpointed = append(r.Checkpointed, c) })
 }
 
 // AddContainer records a container about to be created.

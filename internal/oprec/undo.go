@@ -124,6 +124,12 @@ func undo(r *Record, dryRun bool, report func(string)) error {
 	for _, c := range r.Containers {
 		step(fmt.Sprintf("delete container %s (%s), left created by the restore", c.ID, filepath.Base(c.Runtime)), func() (bool, error) { return deleteCreated(c) })
 	}
+	for _, c := range r.Checkpointed {
+		if !checkpointedImage(c) {
+			continue
+		}
+		step(fmt.Sprintf("delete container %s (%s), killed by its checkpoint", c.ID, filepath.Base(c.Runtime)), func() (bool, error) { return deleteStopped(c) })
+	}
 	for _, rp := range r.Repairs {
 		if !rp.Target.Alive() {
 			continue // the connection went with its process
@@ -349,6 +355,28 @@ func removePartial(p Partial) (bool, error) {
 	return did, nil
 }
 
+// checkpointedImage reports whether c.Image holds the complete image of
+// c's checkpoint.
+func checkpointedImage(c Checkpointed) bool {
+	if !complete(c.Image) {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(c.Image, "ctr-cr.json"))
+	if err != nil {
+		return false
+	}
+	var meta struct {
+		ID           string    `json:"id"`
+		Checkpointed time.Time `json:"checkpointed"`
+	}
+	return json.Unmarshal(b, &meta) == nil && meta.ID == c.ID && meta.Checkpointed.Equal(c.Stamp)
+}
+
+// deleteStopped deletes c if its runtime reports it stopped.
+func deleteStopped(c Checkpointed) (bool, error) {
+	return deleteIn(Container{Runtime: c.Runtime, Root: c.Root, ID: c.ID}, func(status, _ string) bool { return status == "stopped" })
+}
+
 // PrivateBundleRoot is where a container restore keeps the bundle it
 // gives the runtime's create (container.privateBundleRoot).
 const PrivateBundleRoot = "/run/ctr-cr/restore"
@@ -356,6 +384,16 @@ const PrivateBundleRoot = "/run/ctr-cr/restore"
 // deleteCreated deletes c if its runtime reports it created from c.Bundle
 // (a restore that died before starting it); anything else is left alone.
 func deleteCreated(c Container) (bool, error) {
+	return deleteIn(c, func(status, bundle string) bool {
+		// before the restore points the state back at the user's
+		// bundle, it names the private one
+		return status == "created" && (bundle == c.Bundle || strings.HasPrefix(bundle, PrivateBundleRoot+"/"))
+	})
+}
+
+// deleteIn deletes container c (RUNTIME delete --force) when the runtime
+// knows it and its state's status and bundle pass ours.
+func deleteIn(c Container, ours func(status, bundle string) bool) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rt := func(args ...string) *exec.Cmd {
@@ -372,12 +410,7 @@ func deleteCreated(c Container) (bool, error) {
 		Status string `json:"status"`
 		Bundle string `json:"bundle"`
 	}
-	if json.Unmarshal(out, &st) != nil || st.Status != "created" {
-		return false, nil
-	}
-	// before the restore points the state back at the user's bundle, it
-	// names the private one
-	if st.Bundle != c.Bundle && !strings.HasPrefix(st.Bundle, PrivateBundleRoot+"/") {
+	if json.Unmarshal(out, &st) != nil || !ours(st.Status, st.Bundle) {
 		return false, nil
 	}
 	if out, err := rt("delete", "--force", c.ID).CombinedOutput(); err != nil {
