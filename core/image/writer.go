@@ -112,7 +112,10 @@ func (w *Writer) lockDir() error {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return loc{dir: w.dir}.err(fmt.Errorf("%w: another dump is writing into this directory", ErrBusy))
 		}
-		return loc{dir: w.dir}.err(fmt.Errorf("lock: %w", err))
+		// a file system without flock on directories (NFS emulates it
+		// with write locks): the files' O_EXCL still keeps two writers
+		// from sharing a file
+		return nil
 	}
 	w.lock = f
 	return nil
