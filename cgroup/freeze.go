@@ -229,3 +229,11 @@ func (c *Cgroup) Kill() error {
 	}
 	return errors.Join(errs...)
 }
+
+// FreezerDir returns the directory of the freezer Freeze and Thaw use (v1
+// freezer or cgroup2), for a record that may have to thaw it after a crash
+// (OpenDir(dir).Thaw()).
+func (c *Cgroup) FreezerDir() (string, error) {
+	dir, _, err := c.freezer()
+	return dir, err
+}

@@ -16,6 +16,8 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -134,6 +136,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	defer stage.done()
+	if err := oprec.AddPartial(oprec.Partial{Dir: stage.tmp, Staging: true}); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	meta := Metadata{
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
@@ -149,6 +154,11 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
+	if fd, err := cg.FreezerDir(); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	} else if err := oprec.AddFrozen(fd); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	tf := time.Now()
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
@@ -172,11 +182,19 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	cst.MountsMs = ms(time.Since(tm))
+	fault.Point("checkpoint:frozen") // tmpfs tars written, cgroup frozen
 	// the container layer's files first: the dump kills the tree only
 	// once the whole image, these included, is on disk (Commit)
 	meta.Checkpointed = time.Now().UTC()
 	if err := writeContainerFiles(stage.tmp, specBytes, &state, &meta); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if !opts.LeaveRunning {
+		// a crash between the kill and the runtime's delete leaves a
+		// stopped container in the way of the image's restore
+		if err := oprec.AddCheckpointed(oprec.Checkpointed{Runtime: rt.Bin, Root: rt.Root, ID: opts.ID, Image: dir, Stamp: meta.Checkpointed}); err != nil {
+			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+		}
 	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
@@ -204,6 +222,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	cst.FrozenMs = ms(time.Since(frozen))
 	cst.Dump = stats
 	if !opts.LeaveRunning {
+		fault.Point("checkpoint:killed") // image in place, container killed, not deleted
 		td := time.Now()
 		if err := rt.Delete(ctx, opts.ID); err != nil {
 			return dir, cst, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)
