@@ -90,7 +90,7 @@ func benchContainer(bin, name, rt, script string, mib, runs int) (*result, error
 	for i := 0; i < warmup+runs; i++ {
 		img := filepath.Join(dir, "checkpoint")
 		os.RemoveAll(img)
-		if err := r.timeDump(bin, []string{"checkpoint", "--print-stats", id}); err != nil {
+		if err := r.timeDump(engine{name: "ctr-cr", bin: bin, frozen: frozenFromStats}, img, []string{"checkpoint", "--print-stats", id}); err != nil {
 			return nil, err
 		}
 		r.image = dirMiB(img)
