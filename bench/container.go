@@ -87,14 +87,15 @@ func benchContainer(bin, name, rt, script string, mib, runs int) (*result, error
 		time.Sleep(500 * time.Millisecond)
 	}
 	defer r.dropWarmup()
+	ct := engine{name: "ctr-cr", bin: bin, frozen: frozenFromStats, phases: true}
 	for i := 0; i < warmup+runs; i++ {
 		img := filepath.Join(dir, "checkpoint")
 		os.RemoveAll(img)
-		if err := r.timeDump(engine{name: "ctr-cr", bin: bin, frozen: frozenFromStats}, img, []string{"checkpoint", "--print-stats", id}); err != nil {
+		if err := r.timeDump(ct, img, []string{"checkpoint", "--print-stats", id}); err != nil {
 			return nil, err
 		}
 		r.image = dirMiB(img)
-		if err := r.timeRestore(bin, []string{"restore", "-d", dir}); err != nil {
+		if err := r.timeRestore(ct, []string{"restore", "-d", "--print-stats", dir}); err != nil {
 			return nil, err
 		}
 		if mib > 0 {

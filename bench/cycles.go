@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ type engine struct {
 	prepare func(img string) error                          // before the dump (nil: nothing)
 	frozen  func(img string, stdout []byte) (float64, bool) // the dump's frozen ms
 	logs    func(img string) string                         // what to add to a failed dump or restore's error
+	phases  bool                                            // dump and restore print --print-stats JSON
 }
 
 func (e engine) fail(img string, err error) error {
@@ -39,8 +42,9 @@ func ctrcrEngine(bin string, dumpArgs []string) engine {
 		dump: func(pid int, img string) []string {
 			return append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)
 		},
-		restore: func(img string) []string { return []string{"restore", "-D", img, "-d"} },
+		restore: func(img string) []string { return []string{"restore", "-D", img, "-d", "--print-stats"} },
 		frozen:  frozenFromStats,
+		phases:  true,
 	}
 }
 
@@ -130,7 +134,7 @@ func (in *instance) cycle(e engine, r *result, round int) error {
 		}
 	}
 	r.image = dirMiB(img)
-	if err := r.timeRestore(e.bin, e.restore(img)); err != nil {
+	if err := r.timeRestore(e, e.restore(img)); err != nil {
 		return e.fail(img, err)
 	}
 	before := countLines(in.out, "verified ok")
@@ -190,6 +194,48 @@ type result struct {
 	name                  string
 	dump, frozen, restore []float64
 	image, rss            float64
+	// the --print-stats figures of each dump and restore, by "dump." or
+	// "restore." and the JSON name (ctr-cr only)
+	phases map[string][]float64
+}
+
+// addPhases keeps the numbers of a --print-stats JSON object, under
+// prefix.
+func (r *result) addPhases(prefix string, stdout []byte) {
+	var m map[string]any
+	if json.Unmarshal(stdout, &m) != nil {
+		return
+	}
+	if r.phases == nil {
+		r.phases = map[string][]float64{}
+	}
+	for k, v := range m {
+		if f, ok := v.(float64); ok {
+			r.phases[prefix+k] = append(r.phases[prefix+k], f)
+		}
+	}
+}
+
+// phaseLine returns the medians of r's --print-stats figures as one line
+// ("" when there are none), for -phases.
+func (r *result) phaseLine() string {
+	if len(r.phases) == 0 {
+		return ""
+	}
+	var keys []string
+	for k := range r.phases {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "phases name=%s", r.name)
+	for _, k := range keys {
+		v := r.phases[k][min(warmup, len(r.phases[k])):]
+		if len(v) > 0 {
+			fmt.Fprintf(&b, " %s=%.4g", k, median(v))
+		}
+	}
+	return b.String()
 }
 
 // report prints r's table row and returns its machine-readable line.
@@ -243,6 +289,9 @@ func (r *result) timeDump(e engine, img string, args []string) error {
 		return err
 	}
 	r.dump = append(r.dump, d)
+	if e.phases {
+		r.addPhases("dump.", out)
+	}
 	if f, ok := e.frozen(img, out); ok {
 		r.frozen = append(r.frozen, f)
 	}
@@ -250,10 +299,13 @@ func (r *result) timeDump(e engine, img string, args []string) error {
 }
 
 // timeRestore runs a restore and records its time.
-func (r *result) timeRestore(bin string, args []string) error {
-	d, _, err := r.run(bin, args)
+func (r *result) timeRestore(e engine, args []string) error {
+	d, out, err := r.run(e.bin, args)
 	if err != nil {
 		return err
+	}
+	if e.phases {
+		r.addPhases("restore.", out)
 	}
 	r.restore = append(r.restore, d)
 	return nil

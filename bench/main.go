@@ -44,6 +44,7 @@ func main() {
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
+	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
 	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -70,6 +71,9 @@ func main() {
 	stopLoad()
 	os.Exit(code)
 }
+
+// showPhases is -phases.
+var showPhases bool
 
 // reexec runs the workload or load process named by the first argument
 // (this binary re-executed by the bench) and reports whether it was one.
@@ -136,6 +140,9 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 			return 1
 		}
 		lines = append(lines, res[0].report())
+		if showPhases {
+			lines = append(lines, res[0].phaseLine())
+		}
 		if len(res) > 1 {
 			res[1].report()
 			ratios = append(ratios, ratioLines(res[0], res[1])...)
@@ -193,6 +200,9 @@ func benchContainers(bin string, runs, ctMiB int) ([]string, error) {
 			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
 		lines = append(lines, r.report())
+		if showPhases {
+			lines = append(lines, r.phaseLine())
+		}
 	}
 	return lines, nil
 }
