@@ -210,8 +210,15 @@ func (r *result) addPhases(prefix string, stdout []byte) {
 		r.phases = map[string][]float64{}
 	}
 	for k, v := range m {
-		if f, ok := v.(float64); ok {
-			r.phases[prefix+k] = append(r.phases[prefix+k], f)
+		switch v := v.(type) {
+		case float64:
+			r.phases[prefix+k] = append(r.phases[prefix+k], v)
+		case map[string]any: // a container's engine figures ("dump")
+			for k2, v2 := range v {
+				if f, ok := v2.(float64); ok {
+					r.phases[prefix+k+"."+k2] = append(r.phases[prefix+k+"."+k2], f)
+				}
+			}
 		}
 	}
 }

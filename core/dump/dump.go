@@ -147,6 +147,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}()
 	var tasks []*task
 	ft := files.NewTable()
+	// the /proc/locks read after the freeze is short when the kernel's
+	// lock listing is warm (files.WarmLocks)
+	ft.WarmLocks()
+	defer ft.StopWarmLocks()
 	if opts.Thaw != nil {
 		// frozen by the caller already: its locks cannot change
 		ft.PrefetchLocks()
