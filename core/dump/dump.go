@@ -503,6 +503,11 @@ func (d *dumper) collectCore(t *task) error {
 	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
+	// first, while the scratch page NewRemote mapped is untouched
+	mlockFut, mlockKnown, err := mlockFutureFromScratch(t.remote, t)
+	if err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
+	}
 	pid := t.pid
 	st := t.status
 	if err := dropOwnSigcont(t); err != nil {
@@ -546,18 +551,23 @@ func (d *dumper) collectCore(t *task) error {
 		c.SharedPending = append(c.SharedPending, &imagepb.Siginfo{Raw: s})
 	}
 	r := t.remote
-	if t.brk, err = r.Call(0, "brk(0)", unix.SYS_BRK, 0); err != nil {
+	ans, err := collectTask(r, c)
+	if err != nil {
 		return err
 	}
-	if err := collectTask(r, c); err != nil {
-		return err
-	}
+	t.brk = ans.brk
 	if err := collectTimers(r, pid, c); err != nil {
 		return err
 	}
-	if err := collectProcAttrs(r, pid, c); err != nil {
+	if err := collectProcAttrs(r, pid, c, ans.membarrier); err != nil {
 		return err
 	}
+	if !mlockKnown {
+		if mlockFut, err = probeMlockFuture(r, pid); err != nil {
+			return fmt.Errorf("mlockall flags: %w", err)
+		}
+	}
+	c.MlockFuture = mlockFut
 	for i, th := range t.p.Threads {
 		tc, err := collectThread(r, pid, i, th)
 		if err != nil {

@@ -22,15 +22,25 @@ const (
 	restartBlockSyscall = ptrace.ErestartRestartBlock
 )
 
+// taskAnswers are the answers of collectTask's batch that go elsewhere
+// than the core's fields it fills.
+type taskAnswers struct {
+	brk        uint64 // brk(0): the program break
+	membarrier int64  // membarrier(GET_REGISTRATIONS), raw: a negative errno before 6.3 or without membarrier
+}
+
 // collectTask fills the per-process part of the core by injected syscalls:
 // the state only the task itself can report. The signal actions come from
 // one run of the sigaction loop, the rest from one batch of calls whose
-// outputs go to the first half of the scratch page.
-func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
+// outputs go to the first half of the scratch page (brk and the membarrier
+// registrations included: each injection round trip wakes the task, which
+// on a busy machine waits for a CPU).
+func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) (taskAnswers, error) {
+	var ans taskAnswers
 	sc := r.Scratch
 	acts, ok, err := r.Sigactions()
 	if err != nil {
-		return fmt.Errorf("sigactions: %w", err)
+		return ans, fmt.Errorf("sigactions: %w", err)
 	}
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) || !ok[sig] {
@@ -50,13 +60,16 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 	b.Add("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, prGetPdeathsig, sc+96)
 	b.Add("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prGetChildSubreaper, sc+100)
 	b.Add("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, prGetThpDisable)
+	b.Add("brk(0)", unix.SYS_BRK, 0)
+	// last: it may fail (EINVAL before 6.3, ENOSYS without membarrier)
+	b.AddMayFail("membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
 	res, err := r.Batch(0, &b)
 	if err != nil {
-		return err
+		return ans, err
 	}
 	out := make([]byte, 104)
 	if err := r.Mem.ReadAt(out, sc); err != nil {
-		return err
+		return ans, err
 	}
 	for which := 0; which < 3; which++ {
 		t := out[32*which:]
@@ -69,7 +82,8 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 	c.PdeathSig = int32(binary.LittleEndian.Uint32(out[96:]))
 	c.ChildSubreaper = binary.LittleEndian.Uint32(out[100:]) != 0
 	c.ThpDisable = int32(res[6])
-	return nil
+	ans.brk, ans.membarrier = res[7], int64(res[8])
+	return ans, nil
 }
 
 // collectTimers reads the POSIX timers listed in /proc/PID/timers, their
