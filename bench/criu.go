@@ -196,11 +196,12 @@ func protoField(m []byte, num protowire.Number) ([]byte, bool) {
 }
 
 // ratioLines returns the machine-readable lines comparing ctr-cr's run r
-// with criu's run c of the same workload: criu's medians, then one ratio
-// line per phase (ctr-cr/criu; below 1: ctr-cr is faster).
-func ratioLines(r, c *result) []string {
-	lines := []string{fmt.Sprintf("criu name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
-		r.name, median(c.dump), median(c.frozen), median(c.restore), c.image, c.rss)}
+// with the run c of the same workload by other ("criu", "runc+criu"):
+// other's medians, then one ratio line per phase (ctr-cr/other; below 1:
+// ctr-cr is faster).
+func ratioLines(r, c *result, other string) []string {
+	lines := []string{fmt.Sprintf("%s name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
+		other, r.name, median(c.dump), median(c.frozen), median(c.restore), c.image, c.rss)}
 	for _, ph := range []struct {
 		name string
 		a, b []float64
@@ -210,8 +211,8 @@ func ratioLines(r, c *result) []string {
 		if b > 0 && len(ph.a) > 0 {
 			q = fmt.Sprintf("%.2f", a/b)
 		}
-		lines = append(lines, fmt.Sprintf("ratio name=%s phase=%s ctrcr_ms=%.1f criu_ms=%.1f ratio=%s (ctr-cr/criu, medians of %d alternating rounds)",
-			r.name, ph.name, a, b, q, len(ph.a)))
+		lines = append(lines, fmt.Sprintf("ratio name=%s phase=%s ctrcr_ms=%.1f %s_ms=%.1f ratio=%s (ctr-cr/%s, medians of %d alternating rounds)",
+			r.name, ph.name, a, strings.ReplaceAll(other, "+", "_"), b, q, other, len(ph.a)))
 	}
 	return lines
 }

@@ -26,6 +26,9 @@ type engine struct {
 	frozen  func(img string, stdout []byte) (float64, bool) // the dump's frozen ms
 	logs    func(img string) string                         // what to add to a failed dump or restore's error
 	phases  bool                                            // dump and restore print --print-stats JSON
+	// nullStdio runs the tool with /dev/null as stdin, stdout and stderr
+	// (runc restore: the restored container keeps them)
+	nullStdio bool
 }
 
 func (e engine) fail(img string, err error) error {
@@ -267,11 +270,19 @@ func (r *result) dropWarmup() {
 
 // run runs bin with args, returns its wall time and standard output, and
 // keeps the largest peak RSS in r.
-func (r *result) run(bin string, args []string) (float64, []byte, error) {
+func (r *result) run(bin string, args []string, nullStdio bool) (float64, []byte, error) {
 	t0 := time.Now()
 	c := exec.Command(bin, args...)
 	var so, se bytes.Buffer
 	c.Stdout, c.Stderr = &so, &se
+	if nullStdio {
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer null.Close()
+		c.Stdin, c.Stdout, c.Stderr = null, null, null
+	}
 	if err := c.Run(); err != nil {
 		return 0, nil, fmt.Errorf("%s: %v: %s", args[0], err, se.String())
 	}
@@ -291,7 +302,7 @@ func (r *result) timeDump(e engine, img string, args []string) error {
 	// (With -load, the load's writer dirties more at once: that is the
 	// loaded case.)
 	unix.Sync()
-	d, out, err := r.run(e.bin, args)
+	d, out, err := r.run(e.bin, args, e.nullStdio)
 	if err != nil {
 		return err
 	}
@@ -307,7 +318,7 @@ func (r *result) timeDump(e engine, img string, args []string) error {
 
 // timeRestore runs a restore and records its time.
 func (r *result) timeRestore(e engine, args []string) error {
-	d, out, err := r.run(e.bin, args)
+	d, out, err := r.run(e.bin, args, e.nullStdio)
 	if err != nil {
 		return err
 	}

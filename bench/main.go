@@ -145,16 +145,17 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 		}
 		if len(res) > 1 {
 			res[1].report()
-			ratios = append(ratios, ratioLines(res[0], res[1])...)
+			ratios = append(ratios, ratioLines(res[0], res[1], "criu")...)
 		}
 	}
 	if containers {
-		cl, err := benchContainers(bin, runs, ctMiB)
+		cl, cr, err := benchContainers(bin, criu, runs, ctMiB)
 		if err != nil {
 			fmt.Printf("bench: %v\n", err)
 			return 1
 		}
 		lines = append(lines, cl...)
+		ratios = append(ratios, cr...)
 	}
 	for _, l := range lines {
 		fmt.Println(l)
@@ -166,18 +167,19 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 	return 0
 }
 
-// benchContainers runs the container workloads and returns their lines.
-func benchContainers(bin string, runs, ctMiB int) ([]string, error) {
+// benchContainers runs the container workloads and returns their lines
+// and (runc workloads, with a criu) the ratio lines against runc + criu.
+func benchContainers(bin, criu string, runs, ctMiB int) ([]string, []string, error) {
 	// crun refuses this machine kind's hybrid cgroup layout unless the
 	// cgroup2 hierarchy is hidden from it (as in bundle-tests)
 	wrapper, err := testutil.CrunWrapper()
 	if err != nil {
-		return nil, fmt.Errorf("crun wrapper: %w", err)
+		return nil, nil, fmt.Errorf("crun wrapper: %w", err)
 	} else if wrapper != "" {
 		defer os.RemoveAll(wrapper)
 	}
 	counter := "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
-	var lines []string
+	var lines, ratios []string
 	for _, c := range []struct {
 		name    string
 		runtime string
@@ -195,16 +197,24 @@ func benchContainers(bin string, runs, ctMiB int) ([]string, error) {
 			fmt.Printf("bench: %s: %s is not installed: skipped\n", c.name, c.runtime)
 			continue
 		}
-		r, err := benchContainer(bin, c.name, c.runtime, c.script, c.mib, runs)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", c.name, err)
+		engines := []ctEngine{ctrcrContainer(bin)}
+		if criu != "" && c.runtime == "runc" {
+			engines = append(engines, runcCRIUContainer(criu))
 		}
-		lines = append(lines, r.report())
+		res, err := benchContainer(c.name, c.runtime, c.script, c.mib, runs, engines)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		lines = append(lines, res[0].report())
 		if showPhases {
-			lines = append(lines, r.phaseLine())
+			lines = append(lines, res[0].phaseLine())
+		}
+		if len(res) > 1 {
+			res[1].report()
+			ratios = append(ratios, ratioLines(res[0], res[1], "runc+criu")...)
 		}
 	}
-	return lines, nil
+	return lines, ratios, nil
 }
 
 // benchStartup times `ctr-cr --version` (start-up and exit, nothing else)
