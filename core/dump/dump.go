@@ -569,7 +569,11 @@ func (d *dumper) collectCore(t *task) error {
 	}
 	c.MlockFuture = mlockFut
 	for i, th := range t.p.Threads {
-		tc, err := collectThread(r, pid, i, th)
+		var pre *threadAnswers
+		if i == 0 {
+			pre = &ans.thread0 // read in collectTask's batch
+		}
+		tc, err := collectThread(r, pid, i, th, pre)
 		if err != nil {
 			return fmt.Errorf("tid %d: %w", th.Tid, err)
 		}
