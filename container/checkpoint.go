@@ -100,8 +100,10 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	}
 	defer unlock()
 	// warm from the start, so that the dump's /proc/locks read, after the
-	// freeze, finds the kernel's lock listing warm (files.WarmLocks)
-	defer files.WarmLocks()()
+	// freeze, finds the kernel's lock listing warm (files.WarmLocks); the
+	// dump keeps it warm from its own start until its read is done
+	unwarm := files.WarmLocks()
+	defer unwarm()
 	t0 := time.Now()
 	cst := &CheckpointStats{}
 	rt := opts.Runtime
@@ -213,6 +215,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 			return stage.commit()
 		}
 	}
+	unwarm() // Dump warms from here on, while it needs it
 	stats, err := dump.Dump(ctx, st.Pid, stage.tmp, dopts)
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
