@@ -206,9 +206,17 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
-	dopts.Commit = stage.commit
+	// the image's disk writes start while the dump writes it; the commit
+	// stops that and fsyncs
+	stopWriteback := stage.startWriteback()
+	defer stopWriteback()
+	dopts.Commit = func() error {
+		stopWriteback()
+		return stage.commit()
+	}
 	if opts.SignKey != nil {
 		dopts.Commit = func() error {
+			stopWriteback()
 			if err := imagesig.Sign(stage.tmp, opts.SignKey); err != nil {
 				return err
 			}
