@@ -66,7 +66,11 @@ func main() {
 		fmt.Println("bench: load:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("load: %d CPU hogs + %d buffered writer (loadavg at start %s)\n", *load, min(*load, 1), loadAvg())
+	if *load > 0 {
+		fmt.Printf("load: %d CPU hogs + 1 buffered writer (loadavg at start %s)\n", *load, loadAvg())
+	} else {
+		fmt.Printf("load: none added (loadavg at start %s)\n", loadAvg())
+	}
 	code := runBench(bin, criu, procWorkloads(*sizes, *goMiB, *treeN), *runs, *containers, *ctMiB)
 	stopLoad()
 	os.Exit(code)
