@@ -148,6 +148,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}()
 	var tasks []*task
 	ft := files.NewTable()
+	// the /proc/locks read after the freeze is short when the kernel's
+	// lock listing is warm (files.WarmLocks)
+	ft.WarmLocks()
+	defer ft.StopWarmLocks()
 	if opts.Thaw != nil {
 		// frozen by the caller already: its locks cannot change
 		ft.PrefetchLocks()
@@ -508,6 +512,11 @@ func (d *dumper) collectCore(t *task) error {
 	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
+	// first, while the scratch page NewRemote mapped is untouched
+	mlockFut, mlockKnown, err := mlockFutureFromScratch(t.remote, t)
+	if err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
+	}
 	pid := t.pid
 	st := t.status
 	if err := dropOwnSigcont(t); err != nil {
@@ -551,20 +560,29 @@ func (d *dumper) collectCore(t *task) error {
 		c.SharedPending = append(c.SharedPending, &imagepb.Siginfo{Raw: s})
 	}
 	r := t.remote
-	if t.brk, err = r.Call(0, "brk(0)", unix.SYS_BRK, 0); err != nil {
+	ans, err := collectTask(r, c)
+	if err != nil {
 		return err
 	}
-	if err := collectTask(r, c); err != nil {
-		return err
-	}
+	t.brk = ans.brk
 	if err := collectTimers(r, pid, c); err != nil {
 		return err
 	}
-	if err := collectProcAttrs(r, pid, c); err != nil {
+	if err := collectProcAttrs(r, pid, c, ans.membarrier); err != nil {
 		return err
 	}
+	if !mlockKnown {
+		if mlockFut, err = probeMlockFuture(r, pid); err != nil {
+			return fmt.Errorf("mlockall flags: %w", err)
+		}
+	}
+	c.MlockFuture = mlockFut
 	for i, th := range t.p.Threads {
-		tc, err := collectThread(r, pid, i, th)
+		var pre *threadAnswers
+		if i == 0 {
+			pre = &ans.thread0 // read in collectTask's batch
+		}
+		tc, err := collectThread(r, pid, i, th, pre)
 		if err != nil {
 			return fmt.Errorf("tid %d: %w", th.Tid, err)
 		}
