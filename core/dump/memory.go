@@ -123,6 +123,9 @@ func (d *dumper) dumpPages() error {
 		first error
 		total memory.Stats
 	)
+	if err := d.findCowShared(); err != nil {
+		return err
+	}
 	sem := make(chan struct{}, max(1, d.opts.Jobs))
 	for _, t := range d.tasks {
 		if t.zombie {
@@ -183,9 +186,13 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 		return err
 	}
 	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
-	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+	sink := cowSink(t, pw)
+	if err := r.DumpPrivate(t.mm.Vmas, sink, st); err != nil {
 		pw.Close()
 		return err
+	}
+	if s, ok := sink.(*memory.SkipRuns); ok {
+		st.PagesWritten -= s.Skipped
 	}
 	return pw.Close()
 }

@@ -54,6 +54,9 @@ func (r *restorer) restoreMemory() error {
 		}
 		mapped := prev
 		prev = v
+		if r.cow.isEarly(v) {
+			continue // mapped and filled before the fork (cowfork.go)
+		}
 		if staysApart(mapped, v) {
 			apart = append(apart, v)
 			continue
@@ -90,7 +93,7 @@ func (r *restorer) restoreMemory() error {
 	if err := r.checkSpecial(); err != nil {
 		return err
 	}
-	n, err := memory.Fill(memAt{r.mem}, r.pr.pmap, r.pr.pages)
+	n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
 	r.st.PagesRestored += n
 	if err != nil {
 		return err
