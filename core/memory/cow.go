@@ -25,7 +25,8 @@ const pmExclusive = 1 << 56
 // writable (mapped with its final protection, no mprotect afterwards), has
 // no guard pages and none of the flags that fork does not carry over as
 // they are or that the restore sets up later: MADV_DONTFORK, WIPEONFORK,
-// MAP_DROPPABLE, mseal, guard pages, hugetlb.
+// MAP_DROPPABLE, mseal, guard pages, hugetlb, mlock (which, made after
+// the fork, would fault every page in for writing: a copy).
 func CowEligible(v *imagepb.Vma) bool {
 	switch v.Kind {
 	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
@@ -35,7 +36,7 @@ func CowEligible(v *imagepb.Vma) bool {
 	if v.Shared || v.Prot&unix.PROT_WRITE == 0 || len(v.GuardRegions) > 0 || v.HugetlbPageSize != 0 {
 		return false
 	}
-	for _, f := range []string{"dc", "wf", "dp", "sl", "gu", "ht"} {
+	for _, f := range []string{"dc", "wf", "dp", "sl", "gu", "ht", "lo", "lf"} {
 		if hasFlag(v.VmFlags, f) {
 			return false
 		}

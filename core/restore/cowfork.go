@@ -70,10 +70,10 @@ func (t *tree) planCow() error {
 		cs, ps := state(pid), state(p.pst.Pid)
 		var prevEnd uint64
 		for _, run := range c.mm.CowParentRuns {
-			end := run.Vaddr + run.NrPages*memory.PageSize
-			if run.NrPages == 0 || run.Vaddr%memory.PageSize != 0 || end < run.Vaddr || run.Vaddr < prevEnd {
+			if run.NrPages == 0 || run.NrPages > 1<<36 || run.Vaddr%memory.PageSize != 0 || run.Vaddr >= 1<<57 || run.Vaddr < prevEnd {
 				return bad("run %#x+%d pages: not page-aligned, empty, or out of order", run.Vaddr, run.NrPages)
 			}
+			end := run.Vaddr + run.NrPages*memory.PageSize
 			prevEnd = end
 			i := vmaIndex(c.mm.Vmas, run.Vaddr)
 			if i < 0 || end > c.mm.Vmas[i].End {
@@ -175,9 +175,8 @@ func (t *tree) stageCow(r, from *restorer, fromParentMemory bool) error {
 				return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 			}
 		}
-		n, err := fillRange(r.mem, r.pr.pmap, r.pr.pages.Raw(), v.Start, v.End)
-		r.st.PagesRestored += n
-		if err != nil {
+		// (counted in PagesRestored by restoreMemory's pass)
+		if _, err := fillRange(r.mem, r.pr.pmap, r.pr.pages.Raw(), v.Start, v.End); err != nil {
 			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 		}
 	}

@@ -8,9 +8,12 @@
  * pages, the shared ones, the parent's later write that only the parent
  * sees) and, from /proc/self/smaps, that the region is still shared: its
  * private pages are its own written pages, not the whole region (a restore
- * that gives each process its own copy makes every page private).
+ * that gives each process its own copy makes every page private). The
+ * second child has a second thread. The region's address is written to
+ * WORKDIR/region for the test to compare frame numbers from outside.
  */
 #include "case.h"
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -107,6 +110,15 @@ static int check_shared(const char *who)
 	return 0;
 }
 
+/* idle is a thread that only sleeps (the second child's). */
+static void *idle(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 /* child waits for go, then checks its view and its sharing. */
 static void child_wait_check(const int *writers, const char *who)
 {
@@ -177,12 +189,18 @@ int main(int argc, char **argv)
 		}
 		char who[32];
 		snprintf(who, sizeof(who), "child %d", c + 1);
+		pthread_t th;
+		if (c == 1 && pthread_create(&th, NULL, idle, NULL) != 0)
+			_exit(4);
 		child_wait_check(writers, who);
 	}
 	fill_page(PARENT_PAGE, 0x5a5a5a5a);
 	int none[NCHILD + 2] = { 0 };
 	if (check_shared("parent before the dump"))
 		case_fail("no sharing to start with");
+	FILE *f = fopen("region", "w");
+	if (!f || fprintf(f, "%lx\n", (unsigned long)region) < 0 || fclose(f) != 0)
+		case_fail("write region: %s", strerror(errno));
 	case_ready();
 	case_wait_go();
 	if (check_region(none, 1, "parent") || check_shared("parent"))
