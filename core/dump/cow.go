@@ -2,77 +2,205 @@ package dump
 
 import (
 	"fmt"
+	"io"
 	"os"
 
+	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 )
 
 // findCowShared records, for every live process of the tree whose parent
-// is in the tree too, the pages it still shares copy-on-write with that
-// parent (mm.cow_parent_runs): in each VMA it inherited unchanged, the
-// pages whose frame is the parent's at the same address. Those pages are
-// left out of its pages file (cowSink); the restore puts them back shared.
-// Runs in the whole tree, seized, before any page is read, so the frames
-// cannot change in between.
+// is in the tree too, the pages it still has from the fork
+// (mm.cow_parent_runs; memory.ForkPages): in each VMA it inherited
+// unchanged, the pages whose frame is its parent's at the same address,
+// or, where the parent has written its own since, the frame its siblings
+// share. Those pages are left out of its pages file (cowSink); the
+// latter are saved once, in the parent's pages-cowbase-PID.img, from one
+// of the children. The restore gives them back shared. Runs with the whole
+// tree seized, before any page is read, so the frames cannot change in
+// between.
 func (d *dumper) findCowShared() error {
-	for _, t := range d.tasks {
-		if t.zombie || t.mm == nil {
-			continue
+	// parents before their children: a parent's own cow_parent_runs
+	// bound what its children may share (memory.ForkPages)
+	done := map[*task]bool{}
+	for len(done) < len(d.tasks) {
+		progress := false
+		for _, p := range d.tasks {
+			if done[p] {
+				continue
+			}
+			if pp := parentOf(d.tasks, p); pp != nil && !done[pp] {
+				continue
+			}
+			done[p], progress = true, true
+			if err := d.findCowChildren(p); err != nil {
+				return err
+			}
 		}
-		p := parentOf(d.tasks, t)
-		if p == nil || p.zombie || p.mm == nil {
-			continue
-		}
-		if err := findCowWith(t, p); err != nil {
-			return fmt.Errorf("pid %d: memory shared with parent %d: %w", t.pid, p.pid, err)
+		if !progress {
+			return fmt.Errorf("process tree has a cycle")
 		}
 	}
 	return nil
 }
 
-// findCowWith fills t.mm.CowParentRuns with the pages t shares with p.
-func findCowWith(t, p *task) error {
-	var cpm, ppm *os.File
+// findCowChildren finds what p's live children still have from the fork.
+func (d *dumper) findCowChildren(p *task) error {
+	if p.zombie || p.mm == nil {
+		return nil
+	}
+	var kids []*task
+	for _, t := range d.tasks {
+		if t != p && t.ppid == p.pid && !t.zombie && t.mm != nil {
+			kids = append(kids, t)
+		}
+	}
+	if len(kids) == 0 {
+		return nil
+	}
+	if err := d.findCowFamily(p, kids); err != nil {
+		return fmt.Errorf("pid %d: memory shared with its children: %w", p.pid, err)
+	}
+	return nil
+}
+
+// cowFamily holds the files findCowFamily reads and writes.
+type cowFamily struct {
+	files []*os.File          // opened pagemaps and mems, closed at the end
+	pm    map[int]io.ReaderAt // pagemap by pid
+	base  *image.PagesWriter  // pages-cowbase-PID.img, made at the first base run
+	buf   []byte
+}
+
+func (f *cowFamily) open(path string) (*os.File, error) {
+	o, err := os.Open(path)
+	if err == nil {
+		f.files = append(f.files, o)
+	}
+	return o, err
+}
+
+func (f *cowFamily) pagemap(pid int) (io.ReaderAt, error) {
+	if r, ok := f.pm[pid]; ok {
+		return r, nil
+	}
+	o, err := f.open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	f.pm[pid] = o
+	return o, nil
+}
+
+func (f *cowFamily) close() {
+	for _, o := range f.files {
+		o.Close()
+	}
+}
+
+// findCowFamily finds what p's children kids still have from the fork, VMA
+// by VMA of p.
+func (d *dumper) findCowFamily(p *task, kids []*task) (err error) {
+	fam := &cowFamily{pm: map[int]io.ReaderAt{}}
+	defer fam.close()
 	defer func() {
-		if cpm != nil {
-			cpm.Close()
-			ppm.Close()
+		if fam.base != nil {
+			if cerr := fam.base.Close(); err == nil {
+				err = cerr
+			}
 		}
 	}()
 	pv := p.mm.Vmas
-	j := 0
-	for i, v := range t.mm.Vmas {
-		if v.NoPages || !memory.CowEligible(v) || !memory.CowAlone(t.mm.Vmas, i) {
+	next := make([]int, len(kids)) // per kid: its first VMA not yet passed
+	for _, v := range pv {
+		if !memory.CowEligible(v) {
 			continue
 		}
-		for j < len(pv) && pv[j].Start < v.Start {
-			j++
+		var members []*task
+		var readers []io.ReaderAt
+		for k, t := range kids {
+			kv := t.mm.Vmas
+			for next[k] < len(kv) && kv[next[k]].Start < v.Start {
+				next[k]++
+			}
+			i := next[k]
+			if i == len(kv) || kv[i].NoPages || !memory.CowSameVma(v, kv[i]) {
+				continue
+			}
+			r, err := fam.pagemap(t.pid)
+			if err != nil {
+				return err
+			}
+			members, readers = append(members, t), append(readers, r)
 		}
-		if j == len(pv) || !memory.CowSameVma(pv[j], v) || pv[j].NoPages || !memory.CowAlone(pv, j) {
+		if len(members) == 0 {
 			continue
 		}
-		if cpm == nil {
-			var err error
-			if cpm, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", t.pid)); err != nil {
-				return err
-			}
-			if ppm, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", p.pid)); err != nil {
-				cpm.Close()
-				cpm = nil
-				return err
-			}
+		ppm, err := fam.pagemap(p.pid)
+		if err != nil {
+			return err
 		}
-		runs, err := memory.SharedWithParent(cpm, ppm, v)
+		runs, base, err := memory.ForkPages(ppm, readers, v, p.mm.CowParentRuns)
 		if err != nil {
 			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 		}
-		t.mm.CowParentRuns = append(t.mm.CowParentRuns, runs...)
+		for k, t := range members {
+			t.mm.CowParentRuns = append(t.mm.CowParentRuns, runs[k]...)
+		}
+		if err := d.saveCowBase(fam, p, members, base); err != nil {
+			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+		}
 	}
 	return nil
 }
 
-// cowSink is the sink of t's private pages: without the pages t shares
-// with its parent, which the parent's image holds.
+// saveCowBase writes the pages of base (the children's shared pages that
+// p no longer has), read from the child each names, to p's
+// pages-cowbase-PID.img.
+func (d *dumper) saveCowBase(fam *cowFamily, p *task, members []*task, base []memory.BaseRun) error {
+	if len(base) == 0 {
+		return nil
+	}
+	if fam.base == nil {
+		w, err := d.w.CreatePages(cowBaseName(p.pid))
+		if err != nil {
+			return err
+		}
+		fam.base = w
+		fam.buf = make([]byte, 1<<20)
+	}
+	mems := map[int]*os.File{}
+	for _, b := range base {
+		t := members[b.Kid]
+		m := mems[t.pid]
+		if m == nil {
+			var err error
+			if m, err = fam.open(fmt.Sprintf("/proc/%d/mem", t.pid)); err != nil {
+				return err
+			}
+			mems[t.pid] = m
+		}
+		addr, end := b.Vaddr, b.Vaddr+b.NrPages*memory.PageSize
+		for addr < end {
+			n := min(end-addr, uint64(len(fam.buf)))
+			if _, err := m.ReadAt(fam.buf[:n], int64(addr)); err != nil {
+				return fmt.Errorf("read pid %d memory at %#x: %w", t.pid, addr, err)
+			}
+			if err := fam.base.WritePages(addr, fam.buf[:n]); err != nil {
+				return err
+			}
+			addr += n
+		}
+	}
+	return nil
+}
+
+// cowBaseName is the <name> of the pages file holding the pages p's
+// children share that p has no longer.
+func cowBaseName(pid int) string { return fmt.Sprintf("cowbase-%d", pid) }
+
+// cowSink is the sink of t's private pages: without the pages t has from
+// the fork, which the parent's image holds.
 func cowSink(t *task, next memory.Sink) memory.Sink {
 	if len(t.mm.CowParentRuns) == 0 {
 		return next

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -12,10 +13,12 @@ import (
 
 // Copy-on-write sharing between a parent and its forked child: a private
 // anonymous page neither has written since the fork is one physical page
-// mapped by both. The dump finds such pages (SharedWithParent) in VMAs
-// the child inherited unchanged (CowEligible, CowSameVma); the restore
-// fills the parent's VMA before it forks the child, so the child inherits
-// the pages copy-on-write again instead of getting a copy of its own.
+// mapped by both; once the parent writes its own, the children still
+// share the old one among themselves. The dump finds such pages
+// (ForkPages) in VMAs the children inherited unchanged (CowEligible,
+// CowSameVma); the restore fills the parent's VMA with what the children
+// had from the fork before it forks them, so they inherit the pages
+// copy-on-write again instead of getting a copy each.
 
 // pmExclusive is pagemap's PM_MMAP_EXCLUSIVE: the page is mapped once only.
 const pmExclusive = 1 << 56
@@ -51,30 +54,6 @@ func CowSameVma(p, c *imagepb.Vma) bool {
 		p.VmFlags == c.VmFlags && p.Name == c.Name && p.Growsdown == c.Growsdown && p.Account == c.Account && !p.Shared && !c.Shared
 }
 
-// CowAlone reports whether vmas[i] has no neighbour it could merge with
-// when mapped on its own before them: an adjacent private anonymous VMA
-// with the same protection, flags and name. Such a pair stays apart only
-// through how it was made (restore keeps it apart, see staysApart), which
-// mapping one of them early would undo.
-func CowAlone(vmas []*imagepb.Vma, i int) bool {
-	v := vmas[i]
-	mergeable := func(n *imagepb.Vma) bool {
-		switch n.Kind {
-		case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
-		default:
-			return false
-		}
-		return !n.Shared && n.Prot == v.Prot && n.VmFlags == v.VmFlags
-	}
-	if i > 0 && vmas[i-1].End == v.Start && mergeable(vmas[i-1]) {
-		return false
-	}
-	if i+1 < len(vmas) && vmas[i+1].Start == v.End && mergeable(vmas[i+1]) {
-		return false
-	}
-	return true
-}
-
 func hasFlag(flags, f string) bool {
 	for i := 0; i+len(f) <= len(flags); i += 3 {
 		if flags[i:i+len(f)] == f && (i+len(f) == len(flags) || flags[i+len(f)] == ' ') {
@@ -84,45 +63,115 @@ func hasFlag(flags, f string) bool {
 	return false
 }
 
-// SharedWithParent returns the runs of pages of VMA v (the same range in
-// both) that the child (pagemap child) maps to the same physical page as
-// its parent (pagemap parent): present, anonymous, not the zero page, not
-// mapped once only. The frame numbers are only visible to CAP_SYS_ADMIN;
-// without them no page is found shared (each process keeps its copy).
-func SharedWithParent(child, parent io.ReaderAt, v *imagepb.Vma) ([]*imagepb.PagemapEntry, error) {
+// BaseRun is a run of pages that a parent's children share among
+// themselves but the parent no longer has (it wrote its own copy after
+// forking them): the parent must hold child Kid's page there while it
+// forks them, and its own afterwards.
+type BaseRun struct {
+	Vaddr, NrPages uint64
+	Kid            int
+}
+
+// ForkPages finds, in VMA v (the same range in the parent, pagemap
+// parent, and in each child, pagemaps kids), the page each child still
+// has from the fork: for each page, the parent's frame if a child maps it,
+// else the frame most children map if at least two do. It returns, per
+// child, the runs of pages that are that frame (kidRuns) and the runs
+// where the frame is not the parent's (base, with a child that maps it).
+// Where the parent's own page is one it shares with its own parent
+// (parentShared, its cow_parent_runs, ascending), only that page counts:
+// it must keep it. Frames are only visible to CAP_SYS_ADMIN: without them
+// nothing is found.
+func ForkPages(parent io.ReaderAt, kids []io.ReaderAt, v *imagepb.Vma, parentShared []*imagepb.PagemapEntry) (kidRuns [][]*imagepb.PagemapEntry, base []BaseRun, err error) {
 	zf := loadZeroFrames()
+	frame := func(e uint64) uint64 {
+		pfn := e & pmPfnMask
+		if e&pmPresent == 0 || e&(pmSwapped|pmFilePage|pmExclusive|pmGuard) != 0 || zf.zero(pfn) {
+			return 0
+		}
+		return pfn
+	}
 	const window = 4096
-	cw := make([]byte, 8*window)
 	pw := make([]byte, 8*window)
-	var runs []*imagepb.PagemapEntry
+	kw := make([][]byte, len(kids))
+	for k := range kw {
+		kw[k] = make([]byte, 8*window)
+	}
+	kidRuns = make([][]*imagepb.PagemapEntry, len(kids))
+	frames := make([]uint64, len(kids))
 	for addr := v.Start; addr < v.End; {
 		n := min((v.End-addr)/PageSize, window)
 		off := int64(addr / PageSize * 8)
-		if _, err := child.ReadAt(cw[:n*8], off); err != nil {
-			return nil, fmt.Errorf("read child pagemap at %#x: %w", addr, err)
-		}
 		if _, err := parent.ReadAt(pw[:n*8], off); err != nil {
-			return nil, fmt.Errorf("read parent pagemap at %#x: %w", addr, err)
+			return nil, nil, fmt.Errorf("read the parent's pagemap at %#x: %w", addr, err)
+		}
+		for k, r := range kids {
+			if _, err := r.ReadAt(kw[k][:n*8], off); err != nil {
+				return nil, nil, fmt.Errorf("read child %d's pagemap at %#x: %w", k, addr, err)
+			}
 		}
 		for i := uint64(0); i < n; i++ {
-			c := binary.LittleEndian.Uint64(cw[i*8:])
-			p := binary.LittleEndian.Uint64(pw[i*8:])
-			pfn := c & pmPfnMask
-			same := c&pmPresent != 0 && p&pmPresent != 0 && c&(pmSwapped|pmFilePage|pmExclusive|pmGuard) == 0 &&
-				pfn != 0 && pfn == p&pmPfnMask && !zf.zero(pfn)
-			if !same {
-				continue
-			}
 			pa := addr + i*PageSize
-			if k := len(runs); k > 0 && runs[k-1].Vaddr+runs[k-1].NrPages*PageSize == pa {
-				runs[k-1].NrPages++
+			for k := range kids {
+				frames[k] = frame(binary.LittleEndian.Uint64(kw[k][i*8:]))
+			}
+			for len(parentShared) > 0 && parentShared[0].Vaddr+parentShared[0].NrPages*PageSize <= pa {
+				parentShared = parentShared[1:]
+			}
+			f, kid := forkFrame(frame(binary.LittleEndian.Uint64(pw[i*8:])), frames)
+			if f == 0 || kid >= 0 && len(parentShared) > 0 && parentShared[0].Vaddr <= pa {
 				continue
 			}
-			runs = append(runs, &imagepb.PagemapEntry{Vaddr: pa, NrPages: 1})
+			for k, g := range frames {
+				if g == f {
+					kidRuns[k] = addPage(kidRuns[k], pa)
+				}
+			}
+			if kid >= 0 {
+				if b := len(base); b > 0 && base[b-1].Kid == kid && base[b-1].Vaddr+base[b-1].NrPages*PageSize == pa {
+					base[b-1].NrPages++
+				} else {
+					base = append(base, BaseRun{Vaddr: pa, NrPages: 1, Kid: kid})
+				}
+			}
 		}
 		addr += n * PageSize
 	}
-	return runs, nil
+	return kidRuns, base, nil
+}
+
+// forkFrame picks the frame of one page the children had from the fork:
+// the parent's (p) if a child maps it (kid -1), else the frame mapped by
+// the most children, at least two (kid: the first of them); 0 if none.
+func forkFrame(p uint64, frames []uint64) (f uint64, kid int) {
+	if p != 0 && slices.Contains(frames, p) {
+		return p, -1
+	}
+	best, bestN, bestK := uint64(0), 1, -1
+	for k, g := range frames {
+		if g == 0 || g == best || slices.Index(frames, g) < k {
+			continue // none, or counted from its first child already
+		}
+		n := 0
+		for _, h := range frames[k:] {
+			if h == g {
+				n++
+			}
+		}
+		if n > bestN {
+			best, bestN, bestK = g, n, k
+		}
+	}
+	return best, bestK
+}
+
+// addPage appends the page at pa to runs, extending the last run.
+func addPage(runs []*imagepb.PagemapEntry, pa uint64) []*imagepb.PagemapEntry {
+	if k := len(runs); k > 0 && runs[k-1].Vaddr+runs[k-1].NrPages*PageSize == pa {
+		runs[k-1].NrPages++
+		return runs
+	}
+	return append(runs, &imagepb.PagemapEntry{Vaddr: pa, NrPages: 1})
 }
 
 // SkipRuns is a Sink that passes to Next only the parts of each run outside

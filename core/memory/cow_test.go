@@ -2,6 +2,8 @@ package memory
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"testing"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -38,7 +40,7 @@ func TestSkipRuns(t *testing.T) {
 	}
 }
 
-func TestCowEligibleAndAlone(t *testing.T) {
+func TestCowEligible(t *testing.T) {
 	mk := func() *imagepb.Vma {
 		return &imagepb.Vma{Start: 0x1000, End: 0x3000, Prot: 3, Kind: imagepb.VmaKind_VMA_ANON_PRIVATE, VmFlags: "rd wr mr mw me ac"}
 	}
@@ -58,47 +60,54 @@ func TestCowEligibleAndAlone(t *testing.T) {
 	if CowEligible(ro) {
 		t.Error("read-only VMA eligible")
 	}
-	n := mk()
-	n.Start, n.End = 0x3000, 0x4000
-	if CowAlone([]*imagepb.Vma{v, n}, 0) {
-		t.Error("VMA with a mergeable neighbour counted alone")
-	}
-	n.Prot = 1
-	if !CowAlone([]*imagepb.Vma{v, n}, 0) {
-		t.Error("VMA whose neighbour differs not alone")
-	}
 	if hasFlag("rd wr", "w") || !hasFlag("rd wr", "wr") || hasFlag("", "rd") {
 		t.Error("hasFlag")
 	}
 }
 
-// SharedWithParent finds the pages with the same frame, present and
-// anonymous, not exclusive, not the zero page.
-func TestSharedWithParent(t *testing.T) {
-	ent := func(pfn uint64, flags uint64) []byte {
-		b := make([]byte, 8)
-		for i := 0; i < 8; i++ {
-			b[i] = byte((pfn | flags) >> (8 * i))
-		}
-		return b
+func ent(pfn uint64, flags uint64) []byte {
+	b := make([]byte, 8)
+	for i := 0; i < 8; i++ {
+		b[i] = byte((pfn | flags) >> (8 * i))
 	}
-	var c, p bytes.Buffer
-	c.Write(ent(100, pmPresent))
-	p.Write(ent(100, pmPresent)) // shared
-	c.Write(ent(101, pmPresent))
-	p.Write(ent(101, pmPresent)) // shared
-	c.Write(ent(102, pmPresent|pmExclusive))
-	p.Write(ent(102, pmPresent)) // exclusive: no
-	c.Write(ent(103, pmPresent))
-	p.Write(ent(104, pmPresent)) // differs
-	c.Write(ent(105, pmPresent))
-	p.Write(ent(105, pmPresent)) // shared
+	return b
+}
+
+// ForkPages finds the pages with the parent's frame (present, anonymous,
+// not exclusive, not the zero page), else the frame most children share.
+func TestForkPages(t *testing.T) {
+	var p, a, b, c bytes.Buffer
+	row := func(pp, pa, pb, pc []byte) { p.Write(pp); a.Write(pa); b.Write(pb); c.Write(pc) }
+	row(ent(100, pmPresent), ent(100, pmPresent), ent(100, pmPresent), ent(7, pmPresent))     // 0: parent's, a and b
+	row(ent(101, pmPresent), ent(101, pmPresent), ent(101, pmPresent|pmExclusive), ent(0, 0)) // 1: parent's, a only
+	row(ent(102, pmPresent), ent(200, pmPresent), ent(200, pmPresent), ent(200, pmPresent))   // 2: siblings' 200
+	row(ent(0, 0), ent(300, pmPresent), ent(301, pmPresent), ent(300, pmPresent))             // 3: siblings' 300 (a, c)
+	row(ent(0, 0), ent(400, pmPresent), ent(401, pmPresent), ent(402, pmPresent))             // 4: nothing shared
 	v := &imagepb.Vma{Start: 0, End: 5 * PageSize}
-	runs, err := SharedWithParent(bytes.NewReader(c.Bytes()), bytes.NewReader(p.Bytes()), v)
+	kids := []io.ReaderAt{bytes.NewReader(a.Bytes()), bytes.NewReader(b.Bytes()), bytes.NewReader(c.Bytes())}
+	runs, base, err := ForkPages(bytes.NewReader(p.Bytes()), kids, v, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(runs) != 2 || runs[0].Vaddr != 0 || runs[0].NrPages != 2 || runs[1].Vaddr != 4*PageSize || runs[1].NrPages != 1 {
-		t.Fatalf("runs %v", runs)
+	str := func(rs []*imagepb.PagemapEntry) string {
+		out := ""
+		for _, r := range rs {
+			out += fmt.Sprintf("%d+%d ", r.Vaddr/PageSize, r.NrPages)
+		}
+		return out
+	}
+	if got := []string{str(runs[0]), str(runs[1]), str(runs[2])}; got[0] != "0+4 " || got[1] != "0+1 2+1 " || got[2] != "2+2 " {
+		t.Fatalf("runs %q", got)
+	}
+	if len(base) != 1 || base[0] != (BaseRun{2 * PageSize, 2, 0}) {
+		t.Fatalf("base %+v", base)
+	}
+	// the parent keeps page 3 from its own parent: no base page there
+	runs, base, err = ForkPages(bytes.NewReader(p.Bytes()), kids, v, []*imagepb.PagemapEntry{{Vaddr: 3 * PageSize, NrPages: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(base) != 1 || base[0] != (BaseRun{2 * PageSize, 1, 0}) || str(runs[0]) != "0+3 " || str(runs[2]) != "2+1 " {
+		t.Fatalf("with the parent's own shared page: base %+v, runs %q %q", base, str(runs[0]), str(runs[2]))
 	}
 }

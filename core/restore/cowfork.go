@@ -33,6 +33,10 @@ type cowState struct {
 	// early: the VMAs mapped and filled before it forks, ascending: those
 	// it keeps and those its children keep.
 	early []*imagepb.Vma
+	// base: pages its children share that it no longer has
+	// (pages-cowbase-PID.img): it holds them while it forks the children,
+	// its own afterwards (finishCowBases).
+	base []*imagepb.PagemapEntry
 	// staged: early is in place in the task.
 	staged bool
 }
@@ -40,7 +44,7 @@ type cowState struct {
 // planCow checks every process's cow_parent_runs against its VMAs and its
 // parent's and builds the plan: a run must lie in one VMA that the
 // process inherited unchanged from its parent (same range, protection,
-// flags) and that may be mapped early (memory.CowEligible, CowAlone).
+// flags) and that may be mapped early (memory.CowEligible).
 func (t *tree) planCow() error {
 	t.cow = map[int32]*cowState{}
 	byPid := map[int32]*proc{}
@@ -81,7 +85,7 @@ func (t *tree) planCow() error {
 			}
 			v := c.mm.Vmas[i]
 			j := vmaIndex(p.mm.Vmas, v.Start)
-			if !memory.CowEligible(v) || !memory.CowAlone(c.mm.Vmas, i) || j < 0 || !memory.CowSameVma(p.mm.Vmas[j], v) || !memory.CowAlone(p.mm.Vmas, j) {
+			if !memory.CowEligible(v) || j < 0 || !memory.CowSameVma(p.mm.Vmas[j], v) {
 				return bad("run %#x+%d pages: its VMA %#x-%#x is not one inherited unchanged from parent %d", run.Vaddr, run.NrPages, v.Start, v.End, p.pst.Pid)
 			}
 			cs.shared = append(cs.shared, run)
@@ -92,7 +96,122 @@ func (t *tree) planCow() error {
 			ps.early = addEarly(ps.early, p.mm.Vmas[j])
 		}
 	}
+	return t.planCowBases()
+}
+
+// cowBaseName is the <name> of the pages file of pid's cowbase pages.
+func cowBaseName(pid int32) string { return fmt.Sprintf("cowbase-%d", pid) }
+
+// planCowBases loads each process's cowbase pagemap: its runs must lie in
+// VMAs that its children keep (early ones).
+func (t *tree) planCowBases() error {
+	if t.img == nil {
+		return nil
+	}
+	for _, p := range t.procs {
+		name := cowBaseName(p.pst.Pid)
+		if !t.img.Has("pagemap-" + name + ".img") {
+			continue
+		}
+		_, runs, err := t.img.Pagemap(name)
+		if err != nil {
+			return err
+		}
+		st := t.cow[p.pst.Pid]
+		var prevEnd uint64
+		for _, run := range runs {
+			if run.Vaddr < prevEnd {
+				return fmt.Errorf("pagemap-%s.img: %w: runs out of order at %#x", name, image.ErrCorrupt, run.Vaddr)
+			}
+			prevEnd = run.Vaddr + run.NrPages*memory.PageSize
+			if st == nil || p.mm == nil || !covered(st.early, run) {
+				return fmt.Errorf("pagemap-%s.img: %w: run %#x+%d pages is not in VMAs its children share", name, image.ErrCorrupt, run.Vaddr, run.NrPages)
+			}
+		}
+		if st != nil && runsOverlap(runs, st.shared) {
+			// it would lose the page it keeps from its own parent
+			return fmt.Errorf("pagemap-%s.img: %w: runs over pages it shares with its parent", name, image.ErrCorrupt)
+		}
+		if st != nil {
+			st.base = runs
+		}
+	}
 	return nil
+}
+
+// runsOverlap reports whether a page is in both a and b (each ascending).
+func runsOverlap(a, b []*imagepb.PagemapEntry) bool {
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		ae, be := a[i].Vaddr+a[i].NrPages*memory.PageSize, b[j].Vaddr+b[j].NrPages*memory.PageSize
+		if a[i].Vaddr < be && b[j].Vaddr < ae {
+			return true
+		}
+		if ae <= be {
+			i++
+		} else {
+			j++
+		}
+	}
+	return false
+}
+
+// covered reports whether run lies in the VMAs of vmas (sorted, maybe one
+// after the other).
+func covered(vmas []*imagepb.Vma, run *imagepb.PagemapEntry) bool {
+	if run.NrPages == 0 || run.NrPages > 1<<36 || run.Vaddr >= 1<<57 {
+		return false
+	}
+	pos, end := run.Vaddr, run.Vaddr+run.NrPages*memory.PageSize
+	for pos < end {
+		i := vmaIndex(vmas, pos)
+		if i < 0 {
+			return false
+		}
+		pos = vmas[i].End
+	}
+	return true
+}
+
+// finishCowBases gives every process with cowbase pages, once all its
+// children are forked, its own pages there: the children keep the ones
+// they share.
+func (t *tree) finishCowBases() error {
+	for _, r := range t.tasks {
+		if r.cow == nil || len(r.cow.base) == 0 || r.exited {
+			continue
+		}
+		b := r.batch(0)
+		for _, run := range r.cow.base {
+			b.add(fmt.Sprintf("drop the children's pages %#x+%d", run.Vaddr, run.NrPages), unix.SYS_MADVISE, run.Vaddr, run.NrPages*memory.PageSize, unix.MADV_DONTNEED)
+		}
+		if _, err := b.run(); err != nil {
+			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+		}
+		for _, run := range r.cow.base {
+			if _, err := fillRange(r.mem, r.pr.pmap, r.pr.pages.Raw(), run.Vaddr, run.Vaddr+run.NrPages*memory.PageSize); err != nil {
+				return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// fillCowBase writes r's cowbase pages (what its children share) into
+// its early VMAs, checking the file's checksum.
+func (r *restorer) fillCowBase() error {
+	if len(r.cow.base) == 0 {
+		return nil
+	}
+	name := cowBaseName(r.pr.pst.Pid)
+	pages, err := r.img.OpenPages(name)
+	if err != nil {
+		return err
+	}
+	defer pages.Close()
+	if _, err := memory.Fill(memAt{r.mem}, r.cow.base, pages); err != nil {
+		return fmt.Errorf("pages-%s.img: %w", name, err)
+	}
+	return pages.Verify()
 }
 
 // vmaIndex returns the index of the VMA of vmas (sorted) containing addr,
@@ -154,18 +273,36 @@ func (t *tree) stageCow(r, from *restorer, fromParentMemory bool) error {
 		_, err := b.run()
 		return err
 	}
-	for _, v := range st.early {
-		if kept[v.Start] {
+	var apart []*imagepb.Vma
+	for i, v := range st.early {
+		switch {
+		case kept[v.Start]:
 			// the parent's pages where r has none of its own or shared
 			zapOutside(b, v, st.shared)
-			continue
-		}
-		if _, err := r.mapVma(b, v, nil); err != nil {
-			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		case i > 0 && staysApart(st.early[i-1], v):
+			// next to another early VMA it must not merge with
+			apart = append(apart, v)
+		default:
+			if _, err := r.mapVma(b, v, nil); err != nil {
+				return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+			}
 		}
 	}
 	if _, err := b.run(); err != nil {
 		return err
+	}
+	protect, err := r.mapApart(apart)
+	if err != nil {
+		return err
+	}
+	if len(protect) > 0 {
+		pb := r.batch(0)
+		for _, v := range protect {
+			pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
+		}
+		if _, err := pb.run(); err != nil {
+			return err
+		}
 	}
 	r.cow = st
 	for _, v := range st.early {
@@ -179,6 +316,9 @@ func (t *tree) stageCow(r, from *restorer, fromParentMemory bool) error {
 		if _, err := fillRange(r.mem, r.pr.pmap, r.pr.pages.Raw(), v.Start, v.End); err != nil {
 			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 		}
+	}
+	if err := r.fillCowBase(); err != nil {
+		return err
 	}
 	st.staged = true
 	return nil
@@ -271,6 +411,13 @@ func (s *cowState) isEarly(v *imagepb.Vma) bool {
 	}
 	_, found := slices.BinarySearchFunc(s.early, v.Start, func(e *imagepb.Vma, a uint64) int { return cmp.Compare(e.Start, a) })
 	return found
+}
+
+// mergesIntoNext reports whether vmas[i], mapped in place, would merge
+// with the next VMA, already there because it was mapped early: it must
+// then be kept apart (mapApart), as the original was.
+func (s *cowState) mergesIntoNext(vmas []*imagepb.Vma, i int) bool {
+	return i+1 < len(vmas) && s.isEarly(vmas[i+1]) && staysApart(vmas[i], vmas[i+1])
 }
 
 // fillDst is where restoreMemory's single in-order pass over the pages

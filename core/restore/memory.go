@@ -44,7 +44,7 @@ func (r *restorer) restoreMemory() error {
 	}
 	var protect, sysv, apart []*imagepb.Vma
 	var prev *imagepb.Vma
-	for _, v := range r.pr.mm.Vmas {
+	for i, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
@@ -57,7 +57,7 @@ func (r *restorer) restoreMemory() error {
 		if r.cow.isEarly(v) {
 			continue // mapped and filled before the fork (cowfork.go)
 		}
-		if staysApart(mapped, v) {
+		if staysApart(mapped, v) || r.cow.mergesIntoNext(r.pr.mm.Vmas, i) {
 			apart = append(apart, v)
 			continue
 		}

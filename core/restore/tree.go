@@ -113,6 +113,9 @@ func (t *tree) restore() error {
 	if err := t.createChildren(); err != nil {
 		return err
 	}
+	if err := t.finishCowBases(); err != nil {
+		return fmt.Errorf("memory shared by children: %w", err)
+	}
 	if err := t.setForeground(); err != nil {
 		return err
 	}
