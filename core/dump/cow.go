@@ -14,7 +14,7 @@ import (
 // (mm.cow_parent_runs; memory.ForkPages): in each VMA it inherited
 // unchanged, the pages whose frame is its parent's at the same address,
 // or, where the parent has written its own since, the frame its siblings
-// share. Those pages are left out of its pages file (cowSink); the
+// share. Those pages are not read into its pages file (Reader.Skip); the
 // latter are saved once, in the parent's pages-cowbase-PID.img, from one
 // of the children. The restore gives them back shared. Runs with the whole
 // tree seized, before any page is read, so the frames cannot change in
@@ -198,12 +198,3 @@ func (d *dumper) saveCowBase(fam *cowFamily, p *task, members []*task, base []me
 // cowBaseName is the <name> of the pages file holding the pages p's
 // children share that p has no longer.
 func cowBaseName(pid int) string { return fmt.Sprintf("cowbase-%d", pid) }
-
-// cowSink is the sink of t's private pages: without the pages t has from
-// the fork, which the parent's image holds.
-func cowSink(t *task, next memory.Sink) memory.Sink {
-	if len(t.mm.CowParentRuns) == 0 {
-		return next
-	}
-	return &memory.SkipRuns{Next: next, Skip: t.mm.CowParentRuns}
-}

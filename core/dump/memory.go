@@ -185,14 +185,10 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 	if err != nil {
 		return err
 	}
-	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
-	sink := cowSink(t, pw)
-	if err := r.DumpPrivate(t.mm.Vmas, sink, st); err != nil {
+	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx, Skip: t.mm.CowParentRuns}
+	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
 		pw.Close()
 		return err
-	}
-	if s, ok := sink.(*memory.SkipRuns); ok {
-		st.PagesWritten -= s.Skipped
 	}
 	return pw.Close()
 }

@@ -174,38 +174,11 @@ func addPage(runs []*imagepb.PagemapEntry, pa uint64) []*imagepb.PagemapEntry {
 	return append(runs, &imagepb.PagemapEntry{Vaddr: pa, NrPages: 1})
 }
 
-// SkipRuns is a Sink that passes to Next only the parts of each run outside
-// the sorted, non-overlapping runs skip (pages the image holds elsewhere).
-type SkipRuns struct {
-	Next Sink
-	Skip []*imagepb.PagemapEntry
-	i    int // first run of Skip that may still matter (runs come in order)
-	// Skipped counts the pages dropped.
-	Skipped uint64
-}
-
-// WritePages implements Sink.
-func (s *SkipRuns) WritePages(vaddr uint64, data []byte) error {
-	end := vaddr + uint64(len(data))
-	for vaddr < end {
-		for s.i < len(s.Skip) && s.Skip[s.i].Vaddr+s.Skip[s.i].NrPages*PageSize <= vaddr {
-			s.i++
-		}
-		if s.i == len(s.Skip) || s.Skip[s.i].Vaddr >= end {
-			return s.Next.WritePages(vaddr, data)
-		}
-		r := s.Skip[s.i]
-		if r.Vaddr > vaddr {
-			n := r.Vaddr - vaddr
-			if err := s.Next.WritePages(vaddr, data[:n]); err != nil {
-				return err
-			}
-			vaddr, data = r.Vaddr, data[n:]
-			continue
-		}
-		n := min(r.Vaddr+r.NrPages*PageSize, end) - vaddr
-		s.Skipped += n / PageSize
-		vaddr, data = vaddr+n, data[n:]
+// skip reports whether the page at pa is in r.Skip; pages are asked for
+// in ascending order, so the runs before pa are dropped as it goes.
+func (r *Reader) skip(pa uint64) bool {
+	for len(r.Skip) > 0 && r.Skip[0].Vaddr+r.Skip[0].NrPages*PageSize <= pa {
+		r.Skip = r.Skip[1:]
 	}
-	return nil
+	return len(r.Skip) > 0 && r.Skip[0].Vaddr <= pa
 }
