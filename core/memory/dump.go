@@ -297,7 +297,8 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 				if save && r.skip(pa) {
 					save = false
 				}
-				shared := e&(pmPresent|pmExclusive) == pmPresent
+				// (a swapped page may be shared too: read in, it would be)
+				shared := e&(pmPresent|pmExclusive) == pmPresent || e&pmSwapped != 0
 				if save && runLen > 0 && runStart+runLen*PageSize == pa {
 					runLen++
 					runShared = runShared || shared
