@@ -125,3 +125,25 @@ func regionFrames(pid int, addr uint64, n int) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// TestNegative_MemSharedVM: a process made with clone(CLONE_VM) without
+// CLONE_THREAD shares its parent's address space: the dump refuses it
+// (two processes would come back with one memory each), naming both pids,
+// and the tree runs on (the two still share their memory).
+func TestNegative_MemSharedVM(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r := startCase(t, Case{Name: "m_sharedvm", Src: "m_sharedvm.c"})
+	kids := descendants(r.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("%d children, want 1", len(kids))
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
+	requireExitCode(t, err, stderr, 1)
+	requireNoPanic(t, stderr)
+	if !strings.Contains(stderr, "address space") || !strings.Contains(stderr, strconv.Itoa(r.Pid)) || !strings.Contains(stderr, strconv.Itoa(kids[0])) {
+		t.Errorf("dump error does not name the shared address space and both pids %d, %d:\n%s", r.Pid, kids[0], stderr)
+	}
+	requireRunningUntraced(t, r.Pid)
+	finishChild(t, r)
+}

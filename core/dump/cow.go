@@ -198,3 +198,27 @@ func (d *dumper) saveCowBase(fam *cowFamily, p *task, members []*task, base []me
 // cowBaseName is the <name> of the pages file holding the pages p's
 // children share that p has no longer.
 func cowBaseName(pid int) string { return fmt.Sprintf("cowbase-%d", pid) }
+
+// kcmpVM compares address spaces (KCMP_VM).
+const kcmpVM = 1
+
+// refuseSharedMm refuses two processes of the tree that share one address
+// space (clone with CLONE_VM but not CLONE_THREAD, e.g. a vfork child):
+// each would come back with an address space of its own, no longer
+// seeing the other's writes. Checked first, before any syscall is
+// injected: an injection in one of them changes the other's memory too.
+func (d *dumper) refuseSharedMm() error {
+	ids := sharedIDs(d.tasks, kcmpVM)
+	first := map[uint32]int{}
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		id := ids[t.pid]
+		if other, ok := first[id]; ok {
+			return fmt.Errorf("pid %d: shares its address space with pid %d (a process made with CLONE_VM but not CLONE_THREAD, e.g. by vfork): not supported", t.pid, other)
+		}
+		first[id] = t.pid
+	}
+	return nil
+}

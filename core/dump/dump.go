@@ -335,6 +335,9 @@ func (d *dumper) kill() error {
 }
 
 func (d *dumper) run() error {
+	if err := d.refuseSharedMm(); err != nil {
+		return err
+	}
 	tc := time.Now()
 	if err := d.collectAll(); err != nil {
 		return err
