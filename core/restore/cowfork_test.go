@@ -109,3 +109,25 @@ func TestFillRangeAndSkipEarly(t *testing.T) {
 		}
 	}
 }
+
+// runsOverlap and covered: a cowbase run must lie in early VMAs (maybe
+// several one after the other) and never over the process's own shared
+// pages.
+func TestCowRunChecks(t *testing.T) {
+	run := func(a, n uint64) *imagepb.PagemapEntry { return &imagepb.PagemapEntry{Vaddr: a * pg, NrPages: n} }
+	if !runsOverlap([]*imagepb.PagemapEntry{run(1, 2), run(10, 1)}, []*imagepb.PagemapEntry{run(5, 6)}) {
+		t.Error("overlap at page 10 not seen")
+	}
+	if runsOverlap([]*imagepb.PagemapEntry{run(1, 2), run(11, 1)}, []*imagepb.PagemapEntry{run(3, 8)}) {
+		t.Error("adjacent runs taken for overlapping")
+	}
+	early := []*imagepb.Vma{anonVma(0, 4*pg), anonVma(4*pg, 8*pg), anonVma(10*pg, 12*pg)}
+	if !covered(early, run(2, 5)) {
+		t.Error("run across two adjacent early VMAs not covered")
+	}
+	for _, r := range []*imagepb.PagemapEntry{run(7, 2), run(8, 3), run(12, 1), run(0, 0)} {
+		if covered(early, r) {
+			t.Errorf("run %d+%d taken as covered", r.Vaddr/pg, r.NrPages)
+		}
+	}
+}
