@@ -343,6 +343,9 @@ func (d *dumper) kill() error {
 }
 
 func (d *dumper) run() error {
+	if err := d.refuseSharedMm(); err != nil {
+		return err
+	}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
 	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		// the tree holds still (seized): its connections are locked

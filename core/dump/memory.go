@@ -123,6 +123,9 @@ func (d *dumper) dumpPages() error {
 		first error
 		total memory.Stats
 	)
+	if err := d.findCowShared(); err != nil {
+		return err
+	}
 	sem := make(chan struct{}, max(1, d.opts.Jobs))
 	for _, t := range d.tasks {
 		if t.zombie {
@@ -182,7 +185,7 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 	if err != nil {
 		return err
 	}
-	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
+	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx, Skip: t.mm.CowParentRuns}
 	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
 		pw.Close()
 		return err

@@ -2170,21 +2170,28 @@ func (x *Vma) GetHugetlbPageSize() uint64 {
 
 // mm-PID.img: one entry.
 type MmEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StartCode     uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
-	EndCode       uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
-	StartData     uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
-	EndData       uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
-	StartBrk      uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
-	Brk           uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
-	StartStack    uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
-	ArgStart      uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
-	ArgEnd        uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
-	EnvStart      uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
-	EnvEnd        uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
-	Auxv          []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
-	ExeFileId     uint32                 `protobuf:"varint,13,opt,name=exe_file_id,json=exeFileId,proto3" json:"exe_file_id,omitempty"`
-	Vmas          []*Vma                 `protobuf:"bytes,14,rep,name=vmas,proto3" json:"vmas,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StartCode  uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
+	EndCode    uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
+	StartData  uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
+	EndData    uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
+	StartBrk   uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
+	Brk        uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
+	StartStack uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
+	ArgStart   uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
+	ArgEnd     uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
+	EnvStart   uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
+	EnvEnd     uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
+	Auxv       []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
+	ExeFileId  uint32                 `protobuf:"varint,13,opt,name=exe_file_id,json=exeFileId,proto3" json:"exe_file_id,omitempty"`
+	Vmas       []*Vma                 `protobuf:"bytes,14,rep,name=vmas,proto3" json:"vmas,omitempty"`
+	// Pages this process still shared with its parent (the same physical
+	// page at the same address, copy-on-write since the fork), by address,
+	// ascending, each run inside one VMA the parent has identically. They
+	// are not in pages-PID.img: the parent's memory holds them, and restore
+	// forks this process once the parent's VMA is filled, so that they are
+	// shared again.
+	CowParentRuns []*PagemapEntry `protobuf:"bytes,570,rep,name=cow_parent_runs,json=cowParentRuns,proto3" json:"cow_parent_runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2315,6 +2322,13 @@ func (x *MmEntry) GetExeFileId() uint32 {
 func (x *MmEntry) GetVmas() []*Vma {
 	if x != nil {
 		return x.Vmas
+	}
+	return nil
+}
+
+func (x *MmEntry) GetCowParentRuns() []*PagemapEntry {
+	if x != nil {
+		return x.CowParentRuns
 	}
 	return nil
 }
@@ -5729,7 +5743,7 @@ const file_image_proto_rawDesc = "" +
 	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
 	"\bno_pages\x18\r \x01(\bR\anoPages\x12D\n" +
 	"\rguard_regions\x18\xac\x02 \x03(\v2\x1e.ctrcr.image.v1.VmaGuardRegionR\fguardRegions\x12+\n" +
-	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\x96\x03\n" +
+	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\xdd\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -5748,7 +5762,8 @@ const file_image_proto_rawDesc = "" +
 	"\aenv_end\x18\v \x01(\x04R\x06envEnd\x12\x12\n" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x1e\n" +
 	"\vexe_file_id\x18\r \x01(\rR\texeFileId\x12'\n" +
-	"\x04vmas\x18\x0e \x03(\v2\x13.ctrcr.image.v1.VmaR\x04vmas\"I\n" +
+	"\x04vmas\x18\x0e \x03(\v2\x13.ctrcr.image.v1.VmaR\x04vmas\x12E\n" +
+	"\x0fcow_parent_runs\x18\xba\x04 \x03(\v2\x1c.ctrcr.image.v1.PagemapEntryR\rcowParentRuns\"I\n" +
 	"\vPagemapHead\x12\x1d\n" +
 	"\n" +
 	"pages_file\x18\x01 \x01(\tR\tpagesFile\x12\x1b\n" +
@@ -6208,43 +6223,44 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 15: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
 	20, // 16: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
 	21, // 17: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	33, // 18: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	33, // 19: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	27, // 20: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
-	34, // 21: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	29, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	28, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	28, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
-	33, // 25: ctrcr.image.v1.UnixSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	33, // 26: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	32, // 27: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	31, // 28: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	37, // 29: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	3,  // 30: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
-	39, // 31: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
-	1,  // 32: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	35, // 33: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	28, // 34: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	36, // 35: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	38, // 36: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	30, // 37: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	25, // 38: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	26, // 39: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	48, // 40: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	44, // 41: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	40, // 42: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
-	42, // 43: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	43, // 44: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	44, // 45: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
-	2,  // 46: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	44, // 47: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	46, // 48: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	47, // 49: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	24, // 18: ctrcr.image.v1.MmEntry.cow_parent_runs:type_name -> ctrcr.image.v1.PagemapEntry
+	33, // 19: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	33, // 20: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	27, // 21: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	34, // 22: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	29, // 23: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	28, // 24: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	28, // 25: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	33, // 26: ctrcr.image.v1.UnixSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	33, // 27: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	32, // 28: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	31, // 29: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	37, // 30: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	3,  // 31: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
+	39, // 32: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
+	1,  // 33: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	35, // 34: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	28, // 35: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	36, // 36: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	38, // 37: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	30, // 38: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	25, // 39: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	26, // 40: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	48, // 41: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	44, // 42: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	40, // 43: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
+	42, // 44: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	43, // 45: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	44, // 46: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 47: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	44, // 48: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	46, // 49: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	47, // 50: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
