@@ -94,6 +94,7 @@ type dumpConfig struct {
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
+	parent                      string // --parent-path DIR
 	signKey                     string // --sign-key FILE
 	criu                        criuConfig
 	log                         logConfig
@@ -117,6 +118,7 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"tcp-close"}, value: boolValue{&c.criu.tcpClose},
 			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
+		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&c.parent}, help: parentPathHelp},
 	}
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
@@ -148,7 +150,7 @@ func cmdDump(args []string) error {
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, ParentPath: c.parent, Warn: msgs.warnf}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {

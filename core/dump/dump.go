@@ -86,6 +86,12 @@ type Options struct {
 	// TCPEstablished); the image then needs restore --tcp-close, which
 	// gives closed sockets in their place.
 	TCPClose bool
+	// ParentPath makes the dump the last round of a pre-copy chain: the
+	// image of the round before, relative to dir (premig.go). Pages not
+	// written since that round are left to it; the tracking ends.
+	ParentPath string
+	// Warn receives what makes a pre-copy round copy more than it needs.
+	Warn func(format string, args ...any)
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -101,6 +107,8 @@ type Stats struct {
 	PagesScanned     uint64  `json:"pages_scanned"`
 	PagesWritten     uint64  `json:"pages_written"`
 	PagesZero        uint64  `json:"pages_zero"`
+	PagesFromParent  uint64  `json:"pages_from_parent,omitempty"` // left to the parent image (pre-copy)
+	PagesDirty       uint64  `json:"pages_dirty,omitempty"`       // tracked pages written since the parent round
 	InjectedSyscalls int     `json:"injected_syscalls"`
 	Threads          int     `json:"threads"`
 	Processes        int     `json:"processes"`
@@ -128,6 +136,11 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: no such process: %w", pid, err)
 	}
+	pm, err := openParent(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer pm.finish(&err)
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
 	}
@@ -165,7 +178,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			st.Processes++
 		}
 	}
-	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft}
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft, pm: pm}
 	if opts.Thaw == nil {
 		// the tree holds still now: /proc/locks is read while the rest is
 		ft.PrefetchLocks()
@@ -254,6 +267,7 @@ type dumper struct {
 	// none).
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
+	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
 }
 
 // release undoes the seize of every process: gadget bytes, scratch page,
@@ -668,6 +682,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		NetLock:   plan.netLock,
 		TcpClose:  d.opts.TCPClose,
 	}
+	d.pm.inventory(inv)
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {
 			inv.XsaveFeatures, inv.XsaveSize = f, size

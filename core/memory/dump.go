@@ -210,6 +210,13 @@ type Reader struct {
 	Mem     io.ReaderAt     // /proc/PID/mem
 	Pagemap io.ReaderAt     // /proc/PID/pagemap
 	Ctx     context.Context // checked between VMAs: a cancelled dump stops
+	// FromParent, when set, leaves out the pages it takes: unchanged
+	// since the parent image of a pre-copy chain, which has them.
+	FromParent *ParentFilter
+	// Live says the task runs while its pages are read (a pre-dump): a
+	// run that can no longer be read is left out (it was unmapped, so the
+	// next round finds it written or gone).
+	Live bool
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
@@ -249,10 +256,15 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 				if err != nil {
 					return err
 				}
+				n := uint64(len(b)) / PageSize
 				if err := r.read(runStart, b, readable); err != nil {
+					if r.Live {
+						runStart += n * PageSize
+						runLen -= n
+						continue
+					}
 					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 				}
-				n := uint64(len(b)) / PageSize
 				pl.add(runStart, b)
 				st.PagesWritten += n
 				runStart += n * PageSize
@@ -287,6 +299,9 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 					}
 				}
 				pa := addr + i*PageSize
+				if save && r.FromParent != nil && r.FromParent.Take(pa) {
+					save = false
+				}
 				if save && runLen > 0 && runStart+runLen*PageSize == pa {
 					runLen++
 					continue

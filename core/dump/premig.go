@@ -1,0 +1,260 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/memory"
+)
+
+// premig is the pre-copy side of a dump round (issue 16): the parent image
+// it writes only the changes against, and the dirty tracking of each
+// process (memory.ScanWritten).
+type premig struct {
+	parent     *image.Reader // nil: a first round
+	parentPath string        // as given, relative to the new image
+	parentSum  []byte        // SHA-256 of the parent's inventory.img
+	rec        *imagepb.PremigTracker
+	warn       func(format string, args ...any)
+
+	mu      sync.Mutex
+	tracked map[int]*tracked // pid: its userfaultfd, held by this ctr-cr
+	filters map[int]*memory.ParentFilter
+	stats   struct{ fromParent, dirty uint64 }
+}
+
+// openPremig validates the parent image (and its whole chain: a missing or
+// altered ancestor fails here, before the tree is touched) and takes the
+// userfaultfds its holder keeps. parentPath is relative to dir.
+func openPremig(dir, parentPath string, warn func(string, ...any)) (*premig, error) {
+	pm := &premig{parentPath: parentPath, warn: warn, tracked: map[int]*tracked{}, filters: map[int]*memory.ParentFilter{}}
+	if parentPath == "" {
+		return pm, nil
+	}
+	pdir := image.ParentDir(dir, parentPath)
+	p, err := image.Open(pdir)
+	if err != nil {
+		return nil, fmt.Errorf("parent image %s: %w: %w", pdir, image.ErrChain, err)
+	}
+	if _, err := image.OpenChain(p); err != nil {
+		return nil, err
+	}
+	if pm.parentSum, err = image.InventorySum(pdir); err != nil {
+		return nil, err
+	}
+	pm.parent = p
+	pm.rec = p.Inventory().GetPremigTracker()
+	if pm.rec == nil {
+		warn("parent image %s has no dirty tracking armed (a dump, or a kernel without it): every page is copied", pdir)
+		return pm, nil
+	}
+	if pm.tracked, err = fetchTracked(pm.rec); err != nil {
+		warn("dirty tracking of parent image %s lost (%v): every page is copied", pdir, err)
+		pm.tracked, pm.rec = map[int]*tracked{}, nil
+	}
+	return pm, nil
+}
+
+// close drops this ctr-cr's copies of the userfaultfds (the holder keeps
+// the tracking alive).
+func (pm *premig) close() {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	closeTracked(pm.tracked)
+	pm.tracked = map[int]*tracked{}
+}
+
+// trackable reports VMAs whose pages are tracked: private ones with pages
+// read through the pagemap (not hugetlb, SysV or kernel-made).
+func trackable(v *imagepb.Vma) bool {
+	if v.Shared || memory.Special(v.Kind) {
+		return false
+	}
+	switch v.Kind {
+	case imagepb.VmaKind_VMA_SYSV_SHM, imagepb.VmaKind_VMA_HUGETLB_ANON:
+		return false
+	}
+	flags := " " + v.VmFlags + " "
+	return !strings.Contains(flags, " ht ") && !strings.Contains(flags, " dp ")
+}
+
+// prepare registers the trackable VMAs of t (frozen) with its userfaultfd,
+// reads which pages were written since the last round (rearm: and
+// protects them again) and sets the filter that leaves out of this
+// image the pages the parent holds unchanged. Without a userfaultfd for
+// t nothing is left out.
+func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
+	pm.mu.Lock()
+	tk := pm.tracked[pid]
+	pm.mu.Unlock()
+	if tk == nil {
+		return nil
+	}
+	pmf, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return err
+	}
+	defer pmf.Close()
+	// spans: registered with our userfaultfd now (scanned, re-armed);
+	// kept: registered already before this round. A mapping registered
+	// only now is new, or was moved by mremap (the kernel drops the
+	// registration of the moved VMA, and moving whole page tables keeps
+	// the bits of the old place): none of its pages is taken from the
+	// parent.
+	var spans, kept memory.Spans
+	foreign := 0
+	for _, v := range mm.Vmas {
+		if !trackable(v) {
+			continue
+		}
+		registered := strings.Contains(" "+v.VmFlags+" ", " uw ")
+		err := memory.RegisterWP(tk.fd, v.Start, v.End)
+		switch {
+		case err == nil:
+			spans = append(spans, memory.Span{Start: v.Start, End: v.End})
+			if registered {
+				kept = append(kept, memory.Span{Start: v.Start, End: v.End})
+			}
+			v.VmFlags = dropFlag(v.VmFlags, "uw") // ours, not the program's
+		case errors.Is(err, unix.EBUSY):
+			foreign++
+		case errors.Is(err, unix.ESRCH):
+			// the userfaultfd's mm is gone: the process exec'd
+			pm.warn("pid %d: its address space changed since the parent round (exec): every page is copied", pid)
+			pm.untrack(pid)
+			return nil
+		}
+	}
+	if foreign > 0 {
+		pm.warn("pid %d: %d mappings are registered with the program's own userfaultfd: their pages are copied in every round", pid, foreign)
+	}
+	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
+	if err != nil {
+		pm.warn("pid %d: %v: every page is copied", pid, err)
+		pm.untrack(pid)
+		return nil
+	}
+	pm.mu.Lock()
+	pm.stats.dirty += written.Pages()
+	pm.mu.Unlock()
+	if pm.parent == nil {
+		return nil
+	}
+	have, err := parentPages(pm.parent, pid)
+	if err != nil {
+		return err
+	}
+	reuse := kept.Subtract(written).Intersect(have)
+	pm.mu.Lock()
+	pm.filters[pid] = memory.NewParentFilter(reuse)
+	pm.mu.Unlock()
+	return nil
+}
+
+// untrack forgets pid's userfaultfd (its pages are all copied).
+func (pm *premig) untrack(pid int) {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	if tk := pm.tracked[pid]; tk != nil {
+		unix.Close(tk.fd)
+		delete(pm.tracked, pid)
+	}
+}
+
+// filter returns pid's filter for memory.Reader.FromParent (nil: none).
+func (pm *premig) filter(pid int) *memory.ParentFilter {
+	if pm == nil {
+		return nil
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	return pm.filters[pid]
+}
+
+// writeParentmap writes parentmap-<pid>.img for the pages the filter took.
+func (pm *premig) writeParentmap(w *image.Writer, pid int) error {
+	f := pm.filter(pid)
+	if f == nil {
+		return nil
+	}
+	taken := f.Taken()
+	pm.mu.Lock()
+	pm.stats.fromParent += taken.Pages()
+	pm.mu.Unlock()
+	if len(taken) == 0 {
+		return nil
+	}
+	return w.WriteParentmap(pid, taken.Runs())
+}
+
+// inventory records the parent in inv.
+func (pm *premig) inventory(inv *imagepb.Inventory) {
+	if pm == nil || pm.parent == nil {
+		return
+	}
+	inv.ParentPath, inv.ParentInventorySha256 = pm.parentPath, pm.parentSum
+}
+
+// parentPages returns the pages of pid the parent image has: in its pages
+// file or, in turn, in its parent.
+func parentPages(p *image.Reader, pid int) (memory.Spans, error) {
+	name := strconv.Itoa(pid)
+	var have memory.Spans
+	if p.Has("pagemap-" + name + ".img") {
+		_, runs, err := p.Pagemap(name)
+		if err != nil {
+			return nil, err
+		}
+		have = memory.SpansOf(runs)
+	}
+	runs, err := p.Parentmap(pid)
+	if err != nil {
+		return nil, err
+	}
+	return have.Union(memory.SpansOf(runs)), nil
+}
+
+// dropFlag removes the two-letter flag from a VmFlags string.
+func dropFlag(flags, flag string) string {
+	f := strings.Fields(flags)
+	out := f[:0]
+	for _, x := range f {
+		if x != flag {
+			out = append(out, x)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// openParent is openPremig for Dump: nil without opts.ParentPath.
+func openParent(dir string, opts Options) (*premig, error) {
+	if opts.ParentPath == "" {
+		return nil, nil
+	}
+	warn := opts.Warn
+	if warn == nil {
+		warn = func(string, ...any) {}
+	}
+	return openPremig(dir, opts.ParentPath, warn)
+}
+
+// finish ends the round of a final dump: our copies of the userfaultfds
+// are closed and, when the dump succeeded, the holder is ended, which
+// ends the tracking (a failed dump keeps it for another try).
+func (pm *premig) finish(err *error) {
+	if pm == nil {
+		return
+	}
+	pm.close()
+	if *err == nil && pm.rec != nil {
+		endHolder(pm.rec)
+	}
+}

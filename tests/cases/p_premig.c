@@ -1,0 +1,251 @@
+/*
+ * p_premig.c - memory that changes between pre-copy rounds (issue 16).
+ *
+ * After "ready" the case waits for WORKDIR/step1, step2, ... (created by
+ * the test between pre-dump rounds) and changes its memory in every way
+ * dirty tracking must see, printing "step N done" after each:
+ *   - writes 5% of the pages of a 32 MiB region (a new generation each);
+ *   - MADV_DONTNEED of other pages (they must read zero afterwards);
+ *   - munmap + mmap of a new region at the same address, new contents;
+ *   - two regions of one size swapped with mremap (same layout, contents
+ *     moved), a region moved elsewhere, a region munmapped for good;
+ *   - a forked child writing its copy-on-write pages (the parent's must
+ *     not change) while the parent writes too;
+ *   - mprotect read-only and back, then a write;
+ *   - its own userfaultfd on a fresh mapping (UFFDIO_COPY, ZEROPAGE);
+ *   - a new mapping per step.
+ * On go it checks every page against what it wrote, from inside.
+ */
+#include "case.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define PG 4096UL
+#define A_PAGES 8192 /* 32 MiB */
+#define B_PAGES 256
+#define C_PAGES 512
+#define E_PAGES 16
+#define G_PAGES 4
+#define N_PAGES 64
+#define MAXSTEP 16
+
+static uint64_t *A, *B, *C1, *C2, *E, *G, *M;
+static int gen[A_PAGES]; /* -1: zero (MADV_DONTNEED) */
+static int bgen, c1tag = 1, c2tag = 2, egen, ggen;
+static uint64_t *news[MAXSTEP + 1];
+static int moved_steps;
+
+static uint64_t word(uint64_t tag, uint64_t page, uint64_t j)
+{
+	return (tag * 0x9e3779b97f4a7c15ULL) ^ (page << 20) ^ j ^ 0x5a5a5a5a00000000ULL;
+}
+
+static void fill(uint64_t *p, uint64_t tag, uint64_t page)
+{
+	for (uint64_t j = 0; j < PG / 8; j++)
+		p[j] = word(tag, page, j);
+}
+
+static int check(const uint64_t *p, uint64_t tag, uint64_t page)
+{
+	for (uint64_t j = 0; j < PG / 8; j++)
+		if (p[j] != word(tag, page, j))
+			return 0;
+	return 1;
+}
+
+static int zero(const uint64_t *p)
+{
+	for (uint64_t j = 0; j < PG / 8; j++)
+		if (p[j])
+			return 0;
+	return 1;
+}
+
+static void *map(size_t pages)
+{
+	void *p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		case_fail("mmap: %s", strerror(errno));
+	return p;
+}
+
+static uint64_t *pg(uint64_t *base, size_t i) { return base + i * (PG / 8); }
+
+static void own_userfaultfd(int k)
+{
+	int uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (uffd < 0)
+		case_fail("step %d: userfaultfd: %s", k, strerror(errno));
+	struct uffdio_api api = {.api = UFFD_API};
+	if (ioctl(uffd, UFFDIO_API, &api))
+		case_fail("step %d: UFFDIO_API: %s", k, strerror(errno));
+	void *g = mmap(NULL, G_PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct uffdio_register reg = {.range = {(uintptr_t)g, G_PAGES * PG}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+		case_fail("step %d: UFFDIO_REGISTER on its own mapping: %s", k, strerror(errno));
+	static uint64_t src[PG / 8] __attribute__((aligned(4096)));
+	ggen = 100 + k;
+	for (int i = 0; i < G_PAGES - 1; i++) {
+		fill(src, ggen, i);
+		struct uffdio_copy cp = {.dst = (uintptr_t)g + i * PG, .src = (uintptr_t)src, .len = PG};
+		if (ioctl(uffd, UFFDIO_COPY, &cp) || cp.copy != (long)PG)
+			case_fail("step %d: UFFDIO_COPY: %s", k, strerror(errno));
+	}
+	struct uffdio_zeropage zp = {.range = {(uintptr_t)g + (G_PAGES - 1) * PG, PG}};
+	if (ioctl(uffd, UFFDIO_ZEROPAGE, &zp))
+		case_fail("step %d: UFFDIO_ZEROPAGE: %s", k, strerror(errno));
+	struct uffdio_range ur = {(uintptr_t)g, G_PAGES * PG};
+	if (ioctl(uffd, UFFDIO_UNREGISTER, &ur))
+		case_fail("step %d: UFFDIO_UNREGISTER: %s", k, strerror(errno));
+	close(uffd);
+	if (G)
+		munmap(G, G_PAGES * PG);
+	G = g;
+}
+
+static void step(int k)
+{
+	/* 5% of A written */
+	for (int i = 0; i < A_PAGES; i++)
+		if ((i * 13 + k) % 20 == 0) {
+			gen[i] = k;
+			fill(pg(A, i), k, i);
+		}
+	/* some dropped */
+	for (int i = 0; i < A_PAGES; i++)
+		if ((i * 7 + k) % 97 == 1) {
+			if (madvise(pg(A, i), PG, MADV_DONTNEED))
+				case_fail("madvise: %s", strerror(errno));
+			gen[i] = -1;
+		}
+	/* B replaced at the same address */
+	if (munmap(B, B_PAGES * PG))
+		case_fail("munmap B: %s", strerror(errno));
+	void *nb = mmap(B, B_PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (nb != B)
+		case_fail("remap B: %s", strerror(errno));
+	bgen = 200 + k;
+	for (int i = 0; i < B_PAGES; i++)
+		fill(pg(B, i), bgen, i);
+	/* C1 and C2 swap places (same layout, contents moved) */
+	void *tmp = mmap(NULL, C_PAGES * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mremap(C1, C_PAGES * PG, C_PAGES * PG, MREMAP_MAYMOVE | MREMAP_FIXED, tmp) != tmp ||
+	    mremap(C2, C_PAGES * PG, C_PAGES * PG, MREMAP_MAYMOVE | MREMAP_FIXED, C1) != (void *)C1 ||
+	    mremap(tmp, C_PAGES * PG, C_PAGES * PG, MREMAP_MAYMOVE | MREMAP_FIXED, C2) != (void *)C2)
+		case_fail("mremap swap: %s", strerror(errno));
+	int t = c1tag;
+	c1tag = c2tag;
+	c2tag = t;
+	/* a region moved elsewhere (new address each step) */
+	void *dst = mmap(NULL, N_PAGES * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mremap(M, N_PAGES * PG, N_PAGES * PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != dst)
+		case_fail("mremap M: %s", strerror(errno));
+	M = dst;
+	moved_steps++;
+	/* fork: the child writes its copies, the parent writes after it */
+	pid_t c = fork();
+	if (c < 0)
+		case_fail("fork: %s", strerror(errno));
+	if (c == 0) {
+		for (int i = 0; i < A_PAGES; i += 3)
+			pg(A, i)[1] ^= 0xdeadbeef;
+		for (int i = 0; i < B_PAGES; i++)
+			pg(B, i)[0] = 0;
+		_exit(0);
+	}
+	int status;
+	if (waitpid(c, &status, 0) != c || !WIFEXITED(status))
+		case_fail("child: %s", strerror(errno));
+	for (int i = 0; i < A_PAGES; i++)
+		if ((i * 11 + k) % 40 == 3) {
+			gen[i] = 50 + k;
+			fill(pg(A, i), gen[i], i);
+		}
+	/* mprotect read-only and back, then written */
+	if (mprotect(E, E_PAGES * PG, PROT_READ) || mprotect(E, E_PAGES * PG, PROT_READ | PROT_WRITE))
+		case_fail("mprotect: %s", strerror(errno));
+	egen = 300 + k;
+	for (int i = 0; i < E_PAGES; i += 2)
+		fill(pg(E, i), egen, i);
+	/* its own userfaultfd */
+	own_userfaultfd(k);
+	/* a new mapping */
+	news[k] = map(N_PAGES);
+	for (int i = 0; i < N_PAGES; i++)
+		fill(pg(news[k], i), 400 + k, i);
+}
+
+static void verify(int steps)
+{
+	for (int i = 0; i < A_PAGES; i++) {
+		if (gen[i] < 0 ? !zero(pg(A, i)) : !check(pg(A, i), gen[i], i))
+			case_fail("A page %d: not generation %d", i, gen[i]);
+	}
+	for (int i = 0; i < B_PAGES; i++)
+		if (!check(pg(B, i), bgen, i))
+			case_fail("B page %d: not generation %d", i, bgen);
+	for (int i = 0; i < C_PAGES; i++)
+		if (!check(pg(C1, i), c1tag, i) || !check(pg(C2, i), c2tag, i))
+			case_fail("C page %d: mremap'd contents wrong (c1 %d c2 %d)", i, c1tag, c2tag);
+	for (int i = 0; i < N_PAGES; i++)
+		if (!check(pg(M, i), 7, i))
+			case_fail("moved region page %d wrong", i);
+	for (int i = 0; i < E_PAGES; i++)
+		if (!check(pg(E, i), i % 2 == 0 && egen ? egen : 8, i))
+			case_fail("E page %d wrong", i);
+	for (int i = 0; G && i < G_PAGES; i++)
+		if (i == G_PAGES - 1 ? !zero(pg(G, i)) : !check(pg(G, i), ggen, i))
+			case_fail("userfaultfd page %d wrong", i);
+	for (int k = 1; k <= steps; k++)
+		for (int i = 0; news[k] && i < N_PAGES; i++)
+			if (!check(pg(news[k], i), 400 + k, i))
+				case_fail("new mapping of step %d page %d wrong", k, i);
+}
+
+int main(int argc, char **argv)
+{
+	case_init(argc, argv);
+	A = map(A_PAGES);
+	for (int i = 0; i < A_PAGES; i++)
+		fill(pg(A, i), 0, i);
+	B = map(B_PAGES);
+	bgen = 9;
+	for (int i = 0; i < B_PAGES; i++)
+		fill(pg(B, i), bgen, i);
+	C1 = map(C_PAGES);
+	C2 = map(C_PAGES);
+	for (int i = 0; i < C_PAGES; i++) {
+		fill(pg(C1, i), 1, i);
+		fill(pg(C2, i), 2, i);
+	}
+	M = map(N_PAGES);
+	for (int i = 0; i < N_PAGES; i++)
+		fill(pg(M, i), 7, i);
+	E = map(E_PAGES);
+	for (int i = 0; i < E_PAGES; i++)
+		fill(pg(E, i), 8, i);
+	case_ready();
+	int k = 0;
+	char path[PATH_MAX + 32];
+	while (!case_go_requested()) {
+		snprintf(path, sizeof(path), "%s/step%d", case_workdir, k + 1);
+		if (access(path, F_OK) == 0 && k < MAXSTEP) {
+			step(++k);
+			verify(k);
+			case_log("step %d done", k);
+			continue;
+		}
+		case_sleep_ms(5);
+	}
+	verify(k);
+	case_log("%d steps, %d moves", k, moved_steps);
+	case_pass();
+}
