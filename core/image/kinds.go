@@ -87,13 +87,13 @@ var kinds = []*Kind{
 		Head:  func() proto.Message { return new(imagepb.PagemapHead) },
 		Entry: func() proto.Message { return new(imagepb.PagemapEntry) }},
 	{Name: "pages", Pattern: "pages-<name>.img", Raw: true},
-	// pages of a pre-copy chain's image that are in its parent (parent.go)
-	{Name: "parentmap", Pattern: "parentmap-<pid>.img", Magic: Magic{'C', 'R', 'P', 'A'},
-		Entry: func() proto.Message { return new(imagepb.PagemapEntry) }},
 	{Name: "files", Pattern: "files.img", Magic: Magic{'C', 'R', 'F', 'L'},
 		Entry: func() proto.Message { return new(imagepb.FileEntry) }},
 	{Name: "fdinfo", Pattern: "fdinfo-<pid>.img", Magic: Magic{'C', 'R', 'F', 'D'},
 		Entry: func() proto.Message { return new(imagepb.FdEntry) }},
+	// pages of a pre-copy chain's image that are in its parent (parent.go)
+	{Name: "parentmap", Pattern: "parentmap-<pid>.img", Magic: Magic{'C', 'R', 'P', 'A'},
+		Entry: func() proto.Message { return new(imagepb.PagemapEntry) }},
 }
 
 // Names of kinds used by the typed API.
