@@ -141,6 +141,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	defer pm.finish(&err)
+	tSeize := time.Now() // after the parent chain's validation
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
 	}
@@ -171,7 +172,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, fmt.Errorf("seize: %w", err)
 	}
 	tFrozen := time.Now()
-	st.FreezingMs = ms(tFrozen.Sub(t0))
+	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
 			st.Threads += len(t.p.Threads)

@@ -14,7 +14,9 @@
  *   - a forked child writing its copy-on-write pages (the parent's must
  *     not change) while the parent writes too;
  *   - mprotect read-only and back, then a write;
- *   - its own userfaultfd on a fresh mapping (UFFDIO_COPY, ZEROPAGE);
+ *   - its own userfaultfd on a fresh mapping (UFFDIO_COPY, ZEROPAGE), and
+ *     its own async write-protect userfaultfd on U, registered before the
+ *     first round and held until step 2;
  *   - a new mapping per step.
  * On go it checks every page against what it wrote, from inside.
  */
@@ -29,6 +31,10 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15) /* Linux 6.7; older uapi headers lack it */
+#endif
+
 #define PG 4096UL
 #define A_PAGES 8192 /* 32 MiB */
 #define B_PAGES 256
@@ -40,6 +46,8 @@
 
 static uint64_t *A, *B, *C1, *C2, *E, *G, *M, *H;
 static int hgen[64], hmid, htop;
+static uint64_t *U;
+static int ugen, uffd_held = -1;
 static int gen[A_PAGES]; /* -1: zero (MADV_DONTNEED) */
 static int bgen, c1tag = 1, c2tag = 2, egen, ggen;
 static uint64_t *news[MAXSTEP + 1];
@@ -143,6 +151,36 @@ static void own_userfaultfd(int k)
 	G = g;
 }
 
+/* The program's own write-protect userfaultfd on U (async: its writes go
+ * on), registered before the first pre-dump round and held until step 2:
+ * the rounds in between find U registered by it and copy U in full. (Had
+ * it registered U only after a round, it would get EBUSY: a mapping has
+ * one userfaultfd, and the tracking holds U's.) */
+static void own_userfaultfd_hold(void)
+{
+	uffd_held = syscall(SYS_userfaultfd, O_CLOEXEC);
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
+	if (uffd_held < 0 || ioctl(uffd_held, UFFDIO_API, &api))
+		case_fail("userfaultfd(WP_ASYNC): %s", strerror(errno));
+	struct uffdio_register reg = {.range = {(uintptr_t)U, 16 * PG}, .mode = UFFDIO_REGISTER_MODE_WP};
+	if (ioctl(uffd_held, UFFDIO_REGISTER, &reg))
+		case_fail("UFFDIO_REGISTER(WP) of its own memory: %s", strerror(errno));
+	struct uffdio_writeprotect wp = {.range = {(uintptr_t)U, 16 * PG}, .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+	if (ioctl(uffd_held, UFFDIO_WRITEPROTECT, &wp))
+		case_fail("UFFDIO_WRITEPROTECT: %s", strerror(errno));
+}
+
+static void own_userfaultfd_write(int k)
+{
+	ugen = 700 + k;
+	for (int i = 0; i < 16; i += 2)
+		fill(pg(U, i), ugen, i);
+	if (k == 2) {
+		close(uffd_held); /* a dump refuses a userfaultfd it holds */
+		uffd_held = -1;
+	}
+}
+
 static void step(int k)
 {
 	/* 5% of A written */
@@ -224,6 +262,7 @@ static void step(int k)
 		hgen[i] = 600 + k;
 		fill(pg(H, i), hgen[i], i);
 	}
+	own_userfaultfd_write(k);
 	/* a new mapping */
 	news[k] = map(N_PAGES);
 	for (int i = 0; i < N_PAGES; i++)
@@ -254,6 +293,9 @@ static void verify(int steps)
 	for (int i = 0; i < 64; i++)
 		if (!check(pg(H, i), hgen[i], i) || !check(pg(H, 64 + i), hmid, i) || !check(pg(H, 128 + i), htop, i))
 			case_fail("H page %d wrong", i);
+	for (int i = 0; i < 16; i++)
+		if (!check(pg(U, i), i % 2 == 0 && ugen ? ugen : 9, i))
+			case_fail("U page %d wrong (its own userfaultfd's memory)", i);
 	for (int k = 1; k <= steps; k++)
 		for (int i = 0; news[k] && i < N_PAGES; i++)
 			if (!check(pg(news[k], i), 400 + k, i))
@@ -282,6 +324,10 @@ int main(int argc, char **argv)
 	E = map(E_PAGES);
 	for (int i = 0; i < E_PAGES; i++)
 		fill(pg(E, i), 8, i);
+	U = map(16);
+	for (int i = 0; i < 16; i++)
+		fill(pg(U, i), 9, i);
+	own_userfaultfd_hold();
 	H = map(192);
 	hmid = 1;
 	htop = 2;
