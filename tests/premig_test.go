@@ -55,7 +55,7 @@ func premigRounds(t *testing.T, r *Run, cycle int, step *int) []string {
 		r.fatalf(stderr, "cycle %d: pre-dump: %v", cycle, err)
 	}
 	// the case holds its own userfaultfd on some memory until step 2
-	if own := strings.Contains(stderr, "registered with the program's own userfaultfd"); own != (cycle == 0) {
+	if own := strings.Contains(stderr, "registered with another userfaultfd (the program's own)"); own != (cycle == 0) {
 		r.fatalf(stderr, "cycle %d: pre-dump: warning about the program's own userfaultfd: %v", cycle, own)
 	}
 	*step++

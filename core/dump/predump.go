@@ -83,6 +83,13 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 			st.Processes++
 		}
 	}
+	var pids []int
+	for _, t := range tasks {
+		if !t.zombie {
+			pids = append(pids, t.pid)
+		}
+	}
+	orphans := adoptOrphans(pids, pm.tracked)
 	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: Options{Jobs: opts.Jobs}, st: st, files: files.NewTable(), pm: pm}
 	tree, err := d.armAll(warn)
 	if rerr := d.release(); err == nil && rerr != nil {
@@ -111,6 +118,9 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 	// the new holder has the tracking now: the old one can go
 	if pm.rec != nil {
 		endHolder(pm.rec)
+	}
+	for _, rec := range orphans {
+		endHolder(rec)
 	}
 	st.PagesFromParent, st.PagesDirty = pm.stats.fromParent, pm.stats.dirty
 	st.TotalMs = ms(time.Since(t0))

@@ -29,6 +29,7 @@ type premig struct {
 	tracked map[int]*tracked // pid: its userfaultfd, held by this ctr-cr
 	filters map[int]*memory.ParentFilter
 	stats   struct{ fromParent, dirty uint64 }
+	used    bool // some page was left to the parent
 }
 
 // openPremig validates the parent image (and its whole chain: a missing or
@@ -134,7 +135,7 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		}
 	}
 	if foreign > 0 {
-		pm.warn("pid %d: %d mappings are registered with the program's own userfaultfd: their pages are copied in every round", pid, foreign)
+		pm.warn("pid %d: %d mapping(s) registered with another userfaultfd (the program's own): their pages are copied in full", pid, foreign)
 	}
 	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
 	if err != nil {
@@ -188,6 +189,9 @@ func (pm *premig) writeParentmap(w *image.Writer, pid int) error {
 	taken := f.Taken()
 	pm.mu.Lock()
 	pm.stats.fromParent += taken.Pages()
+	if len(taken) > 0 {
+		pm.used = true
+	}
 	pm.mu.Unlock()
 	if len(taken) == 0 {
 		return nil
@@ -195,9 +199,10 @@ func (pm *premig) writeParentmap(w *image.Writer, pid int) error {
 	return w.WriteParentmap(pid, taken.Runs())
 }
 
-// inventory records the parent in inv.
+// inventory records the parent in inv, when the image needs it (an image
+// that took nothing from its parent stands alone).
 func (pm *premig) inventory(inv *imagepb.Inventory) {
-	if pm == nil || pm.parent == nil {
+	if pm == nil || pm.parent == nil || !pm.used {
 		return
 	}
 	inv.ParentPath, inv.ParentInventorySha256 = pm.parentPath, pm.parentSum

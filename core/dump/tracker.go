@@ -179,3 +179,62 @@ func RunHolder(args []string) error {
 	}
 	return nil
 }
+
+// adoptOrphans takes, for the pids of want that have no tracking yet, the
+// userfaultfds of other live holders (a pre-dump without --parent-path
+// while an earlier chain's tracking runs: its registration would make ours
+// fail with EBUSY). It returns the holders taken from, for the caller to
+// end once its own holder runs.
+func adoptOrphans(want []int, have map[int]*tracked) []*imagepb.PremigTracker {
+	missing := map[int]bool{}
+	for _, p := range want {
+		if have[p] == nil {
+			missing[p] = true
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	ents, _ := os.ReadDir("/proc")
+	var from []*imagepb.PremigTracker
+	for _, e := range ents {
+		hpid, err := strconv.Atoi(e.Name())
+		if err != nil || hpid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", hpid))
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if err != nil || len(args) < 3 || args[1] != HolderArg {
+			continue
+		}
+		st, err := procfs.ReadStat(hpid)
+		if err != nil {
+			continue
+		}
+		rec := &imagepb.PremigTracker{HolderPid: int32(hpid), HolderStartTime: st.StartTime}
+		for i, a := range args[2:] {
+			p, _ := strconv.Atoi(a)
+			if !missing[p] {
+				continue
+			}
+			pst, err := procfs.ReadStat(p)
+			if err != nil {
+				continue
+			}
+			rec.Tracks = append(rec.Tracks, &imagepb.PremigTrack{Pid: int32(p), StartTime: pst.StartTime, HolderFd: int32(3 + i)})
+		}
+		if len(rec.Tracks) == 0 {
+			continue
+		}
+		got, err := fetchTracked(rec)
+		if err != nil {
+			continue
+		}
+		for p, tk := range got {
+			have[p] = tk
+			delete(missing, p)
+		}
+		from = append(from, rec)
+	}
+	return from
+}
