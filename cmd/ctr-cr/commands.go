@@ -95,6 +95,7 @@ type dumpConfig struct {
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
 	parent                      string // --parent-path DIR
+	pageServer                  string // --page-server HOST:PORT
 	signKey                     string // --sign-key FILE
 	criu                        criuConfig
 	log                         logConfig
@@ -119,6 +120,7 @@ func dumpOptions(c *dumpConfig) []option {
 			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
 		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&c.parent}, help: parentPathHelp},
+		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&c.pageServer}, help: pageServerHelp},
 	}
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
@@ -162,8 +164,17 @@ func cmdDump(args []string) error {
 		defer cg.Thaw() // on every path; a second thaw is harmless
 		dopts.Thaw = cg.Thaw
 	}
+	sink, commit, abort, err := pageServerSink(c.pageServer)
+	if err != nil {
+		return err
+	}
+	if sink != nil {
+		dopts.PagesSink = sink
+		dopts.Commit = chainCommit(commit, dopts.Commit)
+	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
 	if err != nil {
+		abort()
 		return err
 	}
 	if c.stats {

@@ -35,7 +35,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, pre-dump, restore, checkpoint, show, check, version, hook, keygen
+commands: dump, pre-dump, page-server, restore, checkpoint, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -49,6 +49,10 @@ Process commands:
   pre-dump -t PID -D DIR [--parent-path DIR] [--print-stats]
           copy memory while the tree runs; the next pre-dump or a
           dump --parent-path DIR writes only the pages written since
+  page-server --address ADDR --port PORT -D DIR
+          receive the pages files of a dump|pre-dump --page-server HOST:PORT
+          (not encrypted: bind to an address only the source reaches, or
+          tunnel it over SSH/TLS)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
@@ -126,6 +130,8 @@ func run(cmd string) (int, error) {
 		err = cmdDump(os.Args[2:])
 	case "pre-dump":
 		err = cmdPreDump(os.Args[2:])
+	case "page-server":
+		err = cmdPageServer(os.Args[2:])
 	case dump.HolderArg:
 		// ctr-cr itself runs this to hold the pre-dump tracking (not for users)
 		err = dump.RunHolder(os.Args[2:])

@@ -16,7 +16,7 @@ const parentPathHelp = "the image of the previous pre-dump round, relative to -D
 // dirty tracking left armed for the next round (core/dump/predump.go).
 func cmdPreDump(args []string) error {
 	var pid, jobs int
-	var dir, parent string
+	var dir, parent, pageServer string
 	var stats bool
 	var lc logConfig
 	jobs = 4
@@ -24,6 +24,7 @@ func cmdPreDump(args []string) error {
 		{names: []string{"t", "tree"}, arg: "PID", value: intValue{&pid}, help: "the process to pre-dump, with all its descendants"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&dir}, help: "image directory"},
 		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&parent}, help: parentPathHelp},
+		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&pageServer}, help: pageServerHelp},
 		{names: []string{"track-mem"}, value: boolValue{new(bool)}, help: "accepted: memory is always tracked (userfaultfd write-protect, no soft-dirty)"},
 		{names: []string{"jobs"}, arg: "N", value: intValue{&jobs}, help: "processes whose memory is copied in parallel (default 4)"},
 		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print statistics as JSON (frozen_ms, pages_written, pages_dirty, pages_from_parent)"},
@@ -40,8 +41,13 @@ func cmdPreDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	st, err := dump.PreDump(ctx, pid, dir, dump.PreDumpOptions{ParentPath: parent, Jobs: jobs, Warn: msgs.warnf})
+	sink, commit, abort, err := pageServerSink(pageServer)
 	if err != nil {
+		return err
+	}
+	st, err := dump.PreDump(ctx, pid, dir, dump.PreDumpOptions{ParentPath: parent, Jobs: jobs, Warn: msgs.warnf, PagesSink: sink, Commit: commit})
+	if err != nil {
+		abort()
 		return err
 	}
 	if stats {
@@ -51,4 +57,19 @@ func cmdPreDump(args []string) error {
 	}
 	msgs.infof("Pre-dump finished successfully")
 	return nil
+}
+
+// chainCommit runs a, then b (either may be nil).
+func chainCommit(a, b func() error) func() error {
+	return func() error {
+		if a != nil {
+			if err := a(); err != nil {
+				return err
+			}
+		}
+		if b != nil {
+			return b()
+		}
+		return nil
+	}
 }

@@ -92,6 +92,10 @@ type Options struct {
 	ParentPath string
 	// Warn receives what makes a pre-copy round copy more than it needs.
 	Warn func(format string, args ...any)
+	// PagesSink, when set, takes the pages files (a page server's
+	// streams, image.Writer.SetPagesSink); the parent chain's pages are
+	// then elsewhere too. Commit should confirm them.
+	PagesSink func(name string) (*os.File, error)
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -206,6 +210,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	d.w = w
+	if opts.PagesSink != nil {
+		w.SetPagesSink(opts.PagesSink)
+	}
 	err = d.run()
 	if err != nil {
 		w.Abort()

@@ -30,6 +30,10 @@ type PreDumpOptions struct {
 	// Warn receives what makes the round copy more than it needs (no
 	// tracking, tracking lost); nil: discarded.
 	Warn func(format string, args ...any)
+	// PagesSink and Commit: as in Options (a page server). Commit is
+	// called before the image's inventory is written.
+	PagesSink func(name string) (*os.File, error)
+	Commit    func() error
 }
 
 // PreDump is a pre-copy round (issue 16): the tree is frozen only to list
@@ -57,7 +61,7 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 	if status.Tgid != pid || pid == os.Getpid() {
 		return nil, fmt.Errorf("pid %d: not a process that can be dumped", pid)
 	}
-	pm, err := openPremig(dir, opts.ParentPath, warn)
+	pm, err := openPremig(dir, opts.ParentPath, warn, opts.PagesSink != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +109,11 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 		return nil, err
 	}
 	d.w = w
+	if opts.PagesSink != nil {
+		w.SetPagesSink(opts.PagesSink)
+	}
 	tm := time.Now()
-	rec, err := d.writePreDump(tree)
+	rec, err := d.writePreDump(tree, opts.Commit)
 	st.MemdumpMs = ms(time.Since(tm))
 	if err != nil {
 		w.Abort()
@@ -271,7 +278,7 @@ func listVmas(pid int) ([]*imagepb.Vma, error) {
 // writePreDump copies the pages of every process (running) and writes
 // the pre-dump image; it starts the holder of the tracking and returns
 // its record (also on a later failure, for the caller to end it).
-func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry) (*imagepb.PremigTracker, error) {
+func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry, commit func() error) (*imagepb.PremigTracker, error) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -303,6 +310,11 @@ func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry) (*imagepb.PremigTrack
 	}
 	if err := d.w.WritePstree(tree); err != nil {
 		return nil, err
+	}
+	if commit != nil {
+		if err := commit(); err != nil {
+			return nil, err
+		}
 	}
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),

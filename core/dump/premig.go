@@ -35,17 +35,18 @@ type premig struct {
 // openPremig validates the parent image (and its whole chain: a missing or
 // altered ancestor fails here, before the tree is touched) and takes the
 // userfaultfds its holder keeps. parentPath is relative to dir.
-func openPremig(dir, parentPath string, warn func(string, ...any)) (*premig, error) {
+func openPremig(dir, parentPath string, warn func(string, ...any), pagesElsewhere bool) (*premig, error) {
 	pm := &premig{parentPath: parentPath, warn: warn, tracked: map[int]*tracked{}, filters: map[int]*memory.ParentFilter{}}
 	if parentPath == "" {
 		return pm, nil
 	}
 	pdir := image.ParentDir(dir, parentPath)
-	p, err := image.Open(pdir)
+	o := image.OpenOptions{PagesElsewhere: pagesElsewhere}
+	p, err := image.OpenWith(pdir, o)
 	if err != nil {
 		return nil, fmt.Errorf("parent image %s: %w: %w", pdir, image.ErrChain, err)
 	}
-	if _, err := image.OpenChain(p); err != nil {
+	if _, err := image.OpenChainWith(p, o); err != nil {
 		return nil, err
 	}
 	if pm.parentSum, err = image.InventorySum(pdir); err != nil {
@@ -248,7 +249,7 @@ func openParent(dir string, opts Options) (*premig, error) {
 	if warn == nil {
 		warn = func(string, ...any) {}
 	}
-	return openPremig(dir, opts.ParentPath, warn)
+	return openPremig(dir, opts.ParentPath, warn, opts.PagesSink != nil)
 }
 
 // finish ends the round of a final dump: our copies of the userfaultfds

@@ -87,7 +87,10 @@ func ParentDir(dir, parentPath string) string {
 // child was made against (its inventory's SHA-256) and pass Open's checks
 // (every file's checksum, pages included). Errors wrap ErrChain and name the
 // image and the parent.
-func OpenChain(r *Reader) ([]*Reader, error) {
+func OpenChain(r *Reader) ([]*Reader, error) { return OpenChainWith(r, OpenOptions{}) }
+
+// OpenChainWith is OpenChain opening the parents with options o.
+func OpenChainWith(r *Reader, o OpenOptions) ([]*Reader, error) {
 	var chain []*Reader
 	seen := map[string]bool{}
 	if abs, err := filepath.Abs(r.Dir()); err == nil {
@@ -98,7 +101,7 @@ func OpenChain(r *Reader) ([]*Reader, error) {
 		if len(chain) >= MaxChain {
 			return nil, fmt.Errorf("%w: %s: more than %d parents", ErrChain, r.Dir(), MaxChain)
 		}
-		p, err := OpenParent(cur)
+		p, err := OpenParentWith(cur, o)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +118,10 @@ func OpenChain(r *Reader) ([]*Reader, error) {
 
 // OpenParent opens and validates the parent of r (see OpenChain), not its
 // ancestors.
-func OpenParent(r *Reader) (*Reader, error) {
+func OpenParent(r *Reader) (*Reader, error) { return OpenParentWith(r, OpenOptions{}) }
+
+// OpenParentWith is OpenParent with options o.
+func OpenParentWith(r *Reader, o OpenOptions) (*Reader, error) {
 	inv := r.inv
 	dir := ParentDir(r.Dir(), inv.GetParentPath())
 	what := fmt.Sprintf("%s: parent image %s", r.Dir(), dir)
@@ -129,7 +135,7 @@ func OpenParent(r *Reader) (*Reader, error) {
 	if string(sum) != string(inv.GetParentInventorySha256()) {
 		return nil, fmt.Errorf("%w: %s is not the image this one was dumped against (its inventory changed: replaced, re-dumped or altered)", ErrChain, what)
 	}
-	p, err := Open(dir)
+	p, err := OpenWith(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrChain, what, err)
 	}
