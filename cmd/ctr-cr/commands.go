@@ -164,18 +164,17 @@ func cmdDump(args []string) error {
 		defer cg.Thaw() // on every path; a second thaw is harmless
 		dopts.Thaw = cg.Thaw
 	}
-	sink, commit, abort, err := pageServerSink(c.pageServer)
+	ps, err := dialPageServer(c.pageServer)
 	if err != nil {
 		return err
 	}
-	if sink != nil {
-		dopts.PagesSink = sink
-		dopts.Commit = chainCommit(commit, dopts.Commit)
+	if ps != nil {
+		dopts.PagesSink, dopts.PagesDone = ps.Create, ps.Wait
+		dopts.Commit = chainCommit(ps.Finish, dopts.Commit)
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
 	if err != nil {
-		abort()
-		return err
+		return pageServerFailed(ps, err)
 	}
 	if c.stats {
 		printStats(st)

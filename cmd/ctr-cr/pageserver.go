@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/ctr-cr/ctr-cr/core/pageserver"
 )
@@ -49,18 +50,28 @@ func cmdPageServer(args []string) error {
 	return nil
 }
 
-// pageServerSink connects to the page server for a dump: the sink and
-// commit for dump.Options, and abort for a failed dump.
-func pageServerSink(addr string) (sink func(string) (*os.File, error), commit func() error, abort func(), err error) {
+// dialPageServer connects to the page server at addr for a dump ("":
+// none, nil).
+func dialPageServer(addr string) (*pageserver.Client, error) {
 	if addr == "" {
-		return nil, nil, func() {}, nil
+		return nil, nil
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %v", pageserver.ErrNoServer, err)
+		return nil, fmt.Errorf("%w: %v", pageserver.ErrNoServer, err)
 	}
-	cl, err := pageserver.Dial(addr)
-	if err != nil {
-		return nil, nil, nil, err
+	return pageserver.Dial(addr)
+}
+
+// pageServerFailed ends cl's session after a failed dump; a failure of
+// the page server is what err reports first.
+func pageServerFailed(cl *pageserver.Client, err error) error {
+	if cl == nil {
+		return err
 	}
-	return cl.Create, cl.Finish, cl.Abort, nil
+	cerr := cl.Err()
+	cl.Abort()
+	if cerr != nil && !strings.Contains(err.Error(), cerr.Error()) {
+		return fmt.Errorf("%w (the dump: %v)", cerr, err)
+	}
+	return err
 }

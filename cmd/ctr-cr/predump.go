@@ -41,14 +41,17 @@ func cmdPreDump(args []string) error {
 	}
 	ctx, stop := interruptible()
 	defer stop()
-	sink, commit, abort, err := pageServerSink(pageServer)
+	ps, err := dialPageServer(pageServer)
 	if err != nil {
 		return err
 	}
-	st, err := dump.PreDump(ctx, pid, dir, dump.PreDumpOptions{ParentPath: parent, Jobs: jobs, Warn: msgs.warnf, PagesSink: sink, Commit: commit})
+	popts := dump.PreDumpOptions{ParentPath: parent, Jobs: jobs, Warn: msgs.warnf}
+	if ps != nil {
+		popts.PagesSink, popts.Commit = ps.Create, ps.Finish
+	}
+	st, err := dump.PreDump(ctx, pid, dir, popts)
 	if err != nil {
-		abort()
-		return err
+		return pageServerFailed(ps, err)
 	}
 	if stats {
 		printStats(st)

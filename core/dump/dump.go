@@ -96,6 +96,10 @@ type Options struct {
 	// streams, image.Writer.SetPagesSink); the parent chain's pages are
 	// then elsewhere too. Commit should confirm them.
 	PagesSink func(name string) (*os.File, error)
+	// PagesDone, when set, is called once the pages are written (while
+	// the tree is still held): the page server confirms them, or the
+	// dump fails before anything else of the image is written.
+	PagesDone func() error
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -417,6 +421,11 @@ func (d *dumper) run() error {
 	d.st.ProcMs = ms(tm.Sub(tp))
 	if err := d.dumpPages(); err != nil {
 		return err
+	}
+	if d.opts.PagesDone != nil {
+		if err := d.opts.PagesDone(); err != nil {
+			return err
+		}
 	}
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has

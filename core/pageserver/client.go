@@ -133,13 +133,26 @@ func send(c net.Conn, r io.Reader) error {
 	return nil
 }
 
+// Wait waits for every file created so far to be confirmed by the server
+// and returns the first failure.
+func (cl *Client) Wait() error {
+	cl.wg.Wait()
+	return cl.Err()
+}
+
+// Err returns the first failure of a file stream so far.
+func (cl *Client) Err() error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.err
+}
+
 // Finish waits for every file to be confirmed and ends the session: the
 // server has the complete pages then. Any failure is returned.
 func (cl *Client) Finish() error {
-	cl.wg.Wait()
-	if cl.err != nil {
+	if err := cl.Wait(); err != nil {
 		cl.Abort()
-		return cl.err
+		return err
 	}
 	defer cl.session.Close()
 	if _, err := cl.session.Write([]byte{opEnd}); err != nil {
