@@ -47,9 +47,20 @@ func startHolder(ts []*tracked) (*imagepb.PremigTracker, error) {
 	}
 	args := []string{HolderArg}
 	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	for _, t := range ts {
 		args = append(args, strconv.Itoa(t.pid))
-		files = append(files, os.NewFile(uintptr(t.fd), "userfaultfd"))
+		// a copy: an *os.File closes its fd when collected, and ours
+		// is closed by whoever holds t
+		d, err := unix.FcntlInt(uintptr(t.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("tracking holder: %w", err)
+		}
+		files = append(files, os.NewFile(uintptr(d), "userfaultfd"))
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = "/"
