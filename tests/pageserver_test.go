@@ -159,8 +159,10 @@ func TestCR_PageServerChain(t *testing.T) {
 }
 
 // TestNegative_PageServerDrop: a page server whose connection drops in the
-// middle of a pages file fails the dump (the case runs on unchanged), and
-// a page server whose client drops exits with an error and keeps no file.
+// middle of a pages file fails the dump (the case runs on unchanged) and a
+// pre-dump round (whose tracking then ends: a retry copies everything),
+// and a page server whose client drops exits with an error and keeps no
+// file.
 func TestNegative_PageServerDrop(t *testing.T) {
 	testutil.RequiresRoot(t)
 	if noCR {
@@ -198,8 +200,22 @@ func TestNegative_PageServerDrop(t *testing.T) {
 			}()
 		}
 	}()
+	// a pre-dump round that fails after re-arming the tracking ends it:
+	// a retry from the same parent must copy everything, not trust it
+	base := t.TempDir()
+	pid := strconv.Itoa(r.Pid)
+	if _, stderr, err := ctrcr(t, "pre-dump", "-t", pid, "-D", filepath.Join(base, "r1")); err != nil {
+		t.Fatalf("pre-dump: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := ctrcr(t, "pre-dump", "-t", pid, "-D", filepath.Join(base, "r2"), "--parent-path", "../r1", "--page-server", l.Addr().String()); err == nil {
+		t.Fatalf("pre-dump to a dropping page server succeeded:\n%s", stderr)
+	}
+	_, stderr, err := ctrcr(t, "pre-dump", "-t", pid, "-D", filepath.Join(base, "r2"), "--parent-path", "../r1")
+	if err != nil || !strings.Contains(stderr, "tracking of parent image") || !strings.Contains(stderr, "every page is copied") {
+		t.Fatalf("pre-dump again after a failed round: err %v, want the tracking lost, stderr:\n%s", err, stderr)
+	}
 	img := filepath.Join(t.TempDir(), "img")
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--page-server", l.Addr().String())
+	_, stderr, err = ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--page-server", l.Addr().String())
 	if err == nil || !strings.Contains(stderr, "page server") {
 		t.Fatalf("dump to a dropping page server: err %v, stderr:\n%s", err, stderr)
 	}

@@ -95,6 +95,19 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 	}
 	orphans := adoptOrphans(pids, pm.tracked)
 	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: Options{Jobs: opts.Jobs}, st: st, files: files.NewTable(), pm: pm}
+	// From here on the tracking is re-armed: what it says is relative to
+	// this round, no longer to the parent's. A round that fails ends it
+	// (the next round from the parent then copies everything) rather
+	// than let a retry from the parent miss what was written before.
+	defer func() {
+		if err != nil {
+			pm.close()
+			endHolder(pm.rec)
+			for _, rec := range orphans {
+				endHolder(rec)
+			}
+		}
+	}()
 	tree, err := d.armAll(warn)
 	if rerr := d.release(); err == nil && rerr != nil {
 		err = rerr
