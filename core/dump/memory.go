@@ -191,9 +191,8 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 			pw.Close()
 			return err
 		}
-		r.FromParent = d.pm.filter(t.pid)
 	}
-	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+	if err := r.DumpPrivate(d.pm.vmas(t.pid, t.mm.Vmas), pw, st); err != nil {
 		pw.Close()
 		return err
 	}

@@ -368,8 +368,8 @@ func (d *dumper) copyLive(t *task, st *memory.Stats) error {
 	if err != nil {
 		return err
 	}
-	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pmf, Ctx: d.ctx, Live: true, FromParent: d.pm.filter(t.pid)}
-	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pmf, Ctx: d.ctx, Live: true}
+	if err := r.DumpPrivate(d.pm.vmas(t.pid, t.mm.Vmas), pw, st); err != nil {
 		pw.Close()
 		return err
 	}

@@ -26,8 +26,8 @@ type premig struct {
 	warn       func(format string, args ...any)
 
 	mu      sync.Mutex
-	tracked map[int]*tracked // pid: its userfaultfd, held by this ctr-cr
-	filters map[int]*memory.ParentFilter
+	tracked map[int]*tracked     // pid: its userfaultfd, held by this ctr-cr
+	reuse   map[int]memory.Spans // pid: its pages the parent stands for
 	stats   struct{ fromParent, dirty uint64 }
 	used    bool // some page was left to the parent
 }
@@ -36,7 +36,7 @@ type premig struct {
 // altered ancestor fails here, before the tree is touched) and takes the
 // userfaultfds its holder keeps. parentPath is relative to dir.
 func openPremig(dir, parentPath string, warn func(string, ...any), pagesElsewhere bool) (*premig, error) {
-	pm := &premig{parentPath: parentPath, warn: warn, tracked: map[int]*tracked{}, filters: map[int]*memory.ParentFilter{}}
+	pm := &premig{parentPath: parentPath, warn: warn, tracked: map[int]*tracked{}, reuse: map[int]memory.Spans{}}
 	if parentPath == "" {
 		return pm, nil
 	}
@@ -138,6 +138,22 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	if foreign > 0 {
 		pm.warn("pid %d: %d mapping(s) registered with another userfaultfd (the program's own): their pages are copied in full", pid, foreign)
 	}
+	// first what the parent stands for (before re-arming, which makes
+	// every page look unwritten), then what was written (re-armed)
+	var reuse memory.Spans
+	if pm.parent != nil && len(kept) > 0 {
+		have, err := parentPages(pm.parent, pid)
+		if err != nil {
+			return err
+		}
+		clean, err := memory.ScanReusable(int(pmf.Fd()), kept)
+		if err != nil {
+			pm.warn("pid %d: %v: every page is copied", pid, err)
+			pm.untrack(pid)
+			return nil
+		}
+		reuse = clean.Intersect(have)
+	}
 	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
 	if err != nil {
 		pm.warn("pid %d: %v: every page is copied", pid, err)
@@ -145,19 +161,11 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		return nil
 	}
 	pm.mu.Lock()
+	defer pm.mu.Unlock()
 	pm.stats.dirty += written.Pages()
-	pm.mu.Unlock()
-	if pm.parent == nil {
-		return nil
+	if len(reuse) > 0 {
+		pm.reuse[pid] = reuse
 	}
-	have, err := parentPages(pm.parent, pid)
-	if err != nil {
-		return err
-	}
-	reuse := kept.Subtract(written).Intersect(have)
-	pm.mu.Lock()
-	pm.filters[pid] = memory.NewParentFilter(reuse)
-	pm.mu.Unlock()
 	return nil
 }
 
@@ -171,33 +179,34 @@ func (pm *premig) untrack(pid int) {
 	}
 }
 
-// filter returns pid's filter for memory.Reader.FromParent (nil: none).
-func (pm *premig) filter(pid int) *memory.ParentFilter {
+// vmas returns the VMAs of pid whose pages are to be read: without the
+// pages the parent stands for (pm may be nil).
+func (pm *premig) vmas(pid int, vmas []*imagepb.Vma) []*imagepb.Vma {
+	if pm == nil {
+		return vmas
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	return memory.Without(vmas, pm.reuse[pid])
+}
+
+// writeParentmap writes parentmap-<pid>.img: the pages the parent stands
+// for.
+func (pm *premig) writeParentmap(w *image.Writer, pid int) error {
 	if pm == nil {
 		return nil
 	}
 	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	return pm.filters[pid]
-}
-
-// writeParentmap writes parentmap-<pid>.img for the pages the filter took.
-func (pm *premig) writeParentmap(w *image.Writer, pid int) error {
-	f := pm.filter(pid)
-	if f == nil {
-		return nil
-	}
-	taken := f.Taken()
-	pm.mu.Lock()
-	pm.stats.fromParent += taken.Pages()
-	if len(taken) > 0 {
+	reuse := pm.reuse[pid]
+	pm.stats.fromParent += reuse.Pages()
+	if len(reuse) > 0 {
 		pm.used = true
 	}
 	pm.mu.Unlock()
-	if len(taken) == 0 {
+	if len(reuse) == 0 {
 		return nil
 	}
-	return w.WriteParentmap(pid, taken.Runs())
+	return w.WriteParentmap(pid, reuse.Runs())
 }
 
 // inventory records the parent in inv, when the image needs it (an image

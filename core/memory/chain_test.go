@@ -29,15 +29,16 @@ func TestSpansOps(t *testing.T) {
 	if got := s.Pages(); got != 3+5+1 {
 		t.Fatalf("Pages: %d", got)
 	}
-	f := NewParentFilter(Spans{{PageSize, 3 * PageSize}})
-	var took []uint64
-	for p := uint64(0); p < 4; p++ {
-		if f.Take(p * PageSize) {
-			took = append(took, p)
-		}
+	vmas := []*imagepb.Vma{
+		{Start: 0, End: 16 * PageSize, Kind: imagepb.VmaKind_VMA_ANON_PRIVATE},
+		{Start: 16 * PageSize, End: 20 * PageSize, Kind: imagepb.VmaKind_VMA_ANON_SHARED, Shared: true},
 	}
-	if fmt.Sprint(took) != "[1 2]" || fmt.Sprint(f.Taken()) != "[{4096 12288}]" {
-		t.Fatalf("filter took %v, recorded %v", took, f.Taken())
+	var got []string
+	for _, v := range Without(vmas, s) {
+		got = append(got, fmt.Sprintf("%d-%d", v.Start/PageSize, v.End/PageSize))
+	}
+	if fmt.Sprint(got) != "[3-10 15-16 16-20]" {
+		t.Fatalf("Without: %v", got)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
 // Dirty tracking without soft-dirty (issue 16): a userfaultfd created in
@@ -77,14 +79,20 @@ func ScanWritten(pagemap int, spans Spans, rearm bool) (Spans, error) {
 	if rearm {
 		flags |= pmScanWPMatching
 	}
+	return scan(pagemap, spans, pmScanArg{Flags: flags, CategoryMask: pageIsWritten, ReturnMask: pageIsWritten})
+}
+
+// scan runs PAGEMAP_SCAN with the flags and categories of q over every
+// span and returns the regions found, merged.
+func scan(pagemap int, spans Spans, q pmScanArg) (Spans, error) {
 	vec := make([]pageRegion, pmScanVecLen)
 	var out Spans
 	for _, s := range spans {
 		start := s.Start
 		for start < s.End {
-			a := pmScanArg{Size: pmScanArgSize, Flags: flags, Start: start, End: s.End,
-				Vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), VecLen: uint64(len(vec)),
-				CategoryMask: pageIsWritten, ReturnMask: pageIsWritten}
+			a := q
+			a.Size, a.Start, a.End = pmScanArgSize, start, s.End
+			a.Vec, a.VecLen = uint64(uintptr(unsafe.Pointer(&vec[0]))), uint64(len(vec))
 			n, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(pagemap), pagemapScanIoctl, uintptr(unsafe.Pointer(&a)))
 			if e != 0 {
 				if e == unix.ENOTTY || e == unix.EINVAL && len(out) == 0 {
@@ -112,32 +120,42 @@ func ScanWritten(pagemap int, spans Spans, rearm bool) (Spans, error) {
 	return out.normalize(), nil
 }
 
-// ParentFilter tells DumpPrivate which pages to leave out because the
-// parent image has them unchanged, and records those it left out.
-type ParentFilter struct {
-	cur   spanCursor
-	taken Spans
+// ScanReusable returns the pages of spans (registered with async
+// write-protection) that a parent image can stand for: not written since
+// they were last protected, and holding data DumpPrivate would save
+// (present or swapped, not a zero page, not a page of the mapped file).
+func ScanReusable(pagemap int, spans Spans) (Spans, error) {
+	const (
+		pageIsFile    = 1 << 2
+		pageIsPresent = 1 << 3
+		pageIsSwapped = 1 << 4
+		pageIsPfnzero = 1 << 5
+		none          = pageIsWritten | pageIsFile | pageIsPfnzero
+	)
+	return scan(pagemap, spans, pmScanArg{Flags: pmScanCheckWPAsync,
+		CategoryInverted: none, CategoryMask: none,
+		CategoryAnyofMask: pageIsPresent | pageIsSwapped, ReturnMask: pageIsPresent | pageIsSwapped})
 }
 
-// NewParentFilter returns a filter for the pages in reuse: pages tracked
-// since the parent round, not written since, and in the parent's image.
-func NewParentFilter(reuse Spans) *ParentFilter {
-	return &ParentFilter{cur: spanCursor{s: reuse}}
-}
-
-// Take reports whether the page at addr is taken from the parent, and
-// records it if so. Addresses come in ascending order.
-func (f *ParentFilter) Take(addr uint64) bool {
-	if !f.cur.has(addr) {
-		return false
+// Without returns vmas with the pages of s cut out of the private ones
+// (those DumpPrivate reads): a VMA partly in s comes back as the pieces
+// outside it, each a Vma of its own with the same kind and protection, so
+// that DumpPrivate neither reads nor walks the pagemap of the pages a
+// parent image stands for. Other VMAs come back as they are.
+func Without(vmas []*imagepb.Vma, s Spans) []*imagepb.Vma {
+	if len(s) == 0 {
+		return vmas
 	}
-	if n := len(f.taken); n > 0 && f.taken[n-1].End == addr {
-		f.taken[n-1].End += PageSize
-	} else {
-		f.taken = append(f.taken, Span{addr, addr + PageSize})
+	out := make([]*imagepb.Vma, 0, len(vmas))
+	for _, v := range vmas {
+		if !privatePages(v) || v.NoPages {
+			out = append(out, v)
+			continue
+		}
+		for _, g := range (Spans{{v.Start, v.End}}).Subtract(s) {
+			out = append(out, &imagepb.Vma{Start: g.Start, End: g.End, Prot: v.Prot, Shared: v.Shared,
+				Kind: v.Kind, Name: v.Name, NoPages: v.NoPages})
+		}
 	}
-	return true
+	return out
 }
-
-// Taken returns the pages taken from the parent, as sorted spans.
-func (f *ParentFilter) Taken() Spans { return f.taken.normalize() }

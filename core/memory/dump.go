@@ -210,9 +210,6 @@ type Reader struct {
 	Mem     io.ReaderAt     // /proc/PID/mem
 	Pagemap io.ReaderAt     // /proc/PID/pagemap
 	Ctx     context.Context // checked between VMAs: a cancelled dump stops
-	// FromParent, when set, leaves out the pages it takes: unchanged
-	// since the parent image of a pre-copy chain, which has them.
-	FromParent *ParentFilter
 	// Live says the task runs while its pages are read (a pre-dump): a
 	// run that can no longer be read is left out (it was unmapped, so the
 	// next round finds it written or gone).
@@ -299,9 +296,6 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 					}
 				}
 				pa := addr + i*PageSize
-				if save && r.FromParent != nil && r.FromParent.Take(pa) {
-					save = false
-				}
 				if save && runLen > 0 && runStart+runLen*PageSize == pa {
 					runLen++
 					continue

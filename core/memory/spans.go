@@ -111,22 +111,3 @@ func (s Spans) Runs() []*imagepb.PagemapEntry {
 	}
 	return out
 }
-
-// spanCursor answers "is addr in s" for ascending addresses in amortised
-// constant time (it starts over when addr goes back).
-type spanCursor struct {
-	s    Spans
-	i    int
-	last uint64
-}
-
-func (c *spanCursor) has(addr uint64) bool {
-	if addr < c.last {
-		c.i = 0
-	}
-	c.last = addr
-	for c.i < len(c.s) && c.s[c.i].End <= addr {
-		c.i++
-	}
-	return c.i < len(c.s) && c.s[c.i].Start <= addr
-}
