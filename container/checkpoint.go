@@ -16,6 +16,8 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -134,6 +136,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	defer stage.done()
+	if err := oprec.AddPartial(oprec.Partial{Dir: stage.tmp, Staging: true}); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	meta := Metadata{
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
@@ -149,6 +154,11 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
+	if fd, err := cg.FreezerDir(); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	} else if err := oprec.AddFrozen(fd); err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
 	tf := time.Now()
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
@@ -163,7 +173,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if len(strays) > 0 {
 		return "", nil, fmt.Errorf("checkpoint %s: processes in the container's cgroup outside its init's tree would be lost (a `%s exec` session?): %s; end them or let them exit first", opts.ID, rt.Name, strings.Join(strays, ", "))
 	}
-	if err := captureNamespaces(st.Pid, &state); err != nil {
+	if err := captureNamespaces(st.Pid, &spec, &state); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	tm := time.Now()
@@ -172,11 +182,19 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	cst.MountsMs = ms(time.Since(tm))
+	fault.Point("checkpoint:frozen") // tmpfs tars written, cgroup frozen
 	// the container layer's files first: the dump kills the tree only
 	// once the whole image, these included, is on disk (Commit)
 	meta.Checkpointed = time.Now().UTC()
 	if err := writeContainerFiles(stage.tmp, specBytes, &state, &meta); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if !opts.LeaveRunning {
+		// a crash between the kill and the runtime's delete leaves a
+		// stopped container in the way of the image's restore
+		if err := oprec.AddCheckpointed(oprec.Checkpointed{Runtime: rt.Bin, Root: rt.Root, ID: opts.ID, Image: dir, Stamp: meta.Checkpointed}); err != nil {
+			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+		}
 	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
@@ -204,6 +222,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	cst.FrozenMs = ms(time.Since(frozen))
 	cst.Dump = stats
 	if !opts.LeaveRunning {
+		fault.Point("checkpoint:killed") // image in place, container killed, not deleted
 		td := time.Now()
 		if err := rt.Delete(ctx, opts.ID); err != nil {
 			return dir, cst, fmt.Errorf("checkpoint %s: the image is complete, but removing the container failed: %w", opts.ID, err)
@@ -282,6 +301,20 @@ func writeFile(path string, b []byte) error {
 	return f.Close()
 }
 
+// joinedByPath reports whether the config makes the container join an
+// existing namespace of kind (linux.namespaces[].path set).
+func joinedByPath(spec *specs.Spec, kind specs.LinuxNamespaceType) bool {
+	if spec == nil || spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == kind && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // ownNamespace reports whether pid has a namespace of kind other than
 // ctr-cr's (only a container's own namespaces are saved).
 func ownNamespace(pid int, kind string) (bool, error) {
@@ -296,26 +329,28 @@ func ownNamespace(pid int, kind string) (bool, error) {
 	return theirs != ours, nil
 }
 
-// captureNamespaces saves the UTS and IPC namespaces of the frozen
-// container whose init is pid.
-func captureNamespaces(pid int, state *State) error {
+// captureNamespaces saves the UTS, IPC and network namespaces of the
+// frozen container whose init is pid; not those its config joins by path
+// (a pod's, a platform's network namespace): those belong to whoever made
+// them, and a restore joins them again as they are then.
+func captureNamespaces(pid int, spec *specs.Spec, state *State) error {
 	if own, err := ownNamespace(pid, "uts"); err != nil {
 		return err
-	} else if own {
+	} else if own && !joinedByPath(spec, specs.UTSNamespace) {
 		if state.UTS, err = nsdump.DumpUTS(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "ipc"); err != nil {
 		return err
-	} else if own {
+	} else if own && !joinedByPath(spec, specs.IPCNamespace) {
 		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "net"); err != nil {
 		return err
-	} else if own {
+	} else if own && !joinedByPath(spec, specs.NetworkNamespace) {
 		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
 		if err != nil {
 			return fmt.Errorf("network namespace of pid %d: %w", pid, err)
@@ -335,7 +370,7 @@ func captureNamespaces(pid int, state *State) error {
 // and linux.maskedPaths as externals too (the runtime masks them again), and
 // the contents of each tmpfs as tmpfs-N.tar in dir.
 func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
-	if own, err := ownNamespace(pid, "mnt"); err != nil || !own {
+	if own, err := ownNamespace(pid, "mnt"); err != nil || !own || joinedByPath(spec, specs.MountNamespace) {
 		return err
 	}
 	var ext []string

@@ -59,8 +59,8 @@ func lockFile(path string) (unlock func(), err error) {
 	}
 }
 
-// lockContainer takes the lock of one container's checkpoints, keyed by
-// runtime, state root and id.
+// lockContainer takes the lock of one container's checkpoints and
+// restores, keyed by runtime, state root and id.
 func lockContainer(rt *Runtime, id string) (func(), error) {
 	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -68,7 +68,17 @@ func lockContainer(rt *Runtime, id string) (func(), error) {
 	h := sha256.Sum256([]byte(rt.Name + "\x00" + rt.stateRoot() + "\x00" + id))
 	unlock, err := lockFile(filepath.Join(lockDir, "checkpoint-"+hex.EncodeToString(h[:8])+".lock"))
 	if errors.Is(err, ErrBusy) {
-		return nil, fmt.Errorf("%w: another checkpoint of container %s is running", ErrBusy, id)
+		return nil, fmt.Errorf("%w: another checkpoint or restore of container %s is running", ErrBusy, id)
+	}
+	return unlock, err
+}
+
+// lockImageDir takes the lock of the image directory final (final.lock
+// beside it): one checkpoint writing, or restore reading, at a time.
+func lockImageDir(final string) (func(), error) {
+	unlock, err := lockFile(final + ".lock")
+	if errors.Is(err, ErrBusy) {
+		return nil, fmt.Errorf("%w: another checkpoint or restore is using the image directory %s", ErrBusy, final)
 	}
 	return unlock, err
 }
@@ -90,10 +100,7 @@ func stageImage(final string) (*stagedImage, error) {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(final + ".lock")
-	if errors.Is(err, ErrBusy) {
-		return nil, fmt.Errorf("%w: another checkpoint is writing into %s", ErrBusy, final)
-	}
+	unlock, err := lockImageDir(final)
 	if err != nil {
 		return nil, err
 	}

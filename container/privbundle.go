@@ -15,6 +15,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 )
 
 // privateBundleRoot holds the bundles ctr-cr gives the runtime for the
@@ -123,6 +124,10 @@ func privateBundle(orig []byte, bundle, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := oprec.AddPartial(oprec.Partial{Dir: dir, Staging: true}); err != nil {
+		os.Remove(dir)
+		return "", err
+	}
 	f, err := os.OpenFile(filepath.Join(dir, "config.json"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err == nil {
 		_, err = f.Write(priv)
@@ -152,7 +157,22 @@ func safeName(id string) string {
 // state back at the user's bundle, and returns the init's pid. With a
 // console socket the runtime makes the container's console and sends its
 // master there.
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte, console string) (int, error) {
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig, initFilter []byte, console string) (int, error) {
+	var user specs.Spec
+	if err := json.Unmarshal(orig, &user); err != nil {
+		return 0, fmt.Errorf("config.json: %w", err)
+	}
+	if rt.Name == "runc" && user.Linux != nil && user.Linux.Seccomp != nil {
+		// checked before the create: the exec state needs it (execstate.go)
+		if _, err := libcontainerSeccomp(user.Linux.Seccomp); err != nil {
+			return 0, fmt.Errorf("config.json: linux.seccomp: %w", err)
+		}
+	}
+	// written down first: a crash after the create leaves the container
+	// "created", which cleanup deletes
+	if err := oprec.AddContainer(oprec.Container{Runtime: rt.Bin, Root: rt.Root, ID: id, Bundle: bundle}); err != nil {
+		return 0, err
+	}
 	priv, err := privateBundle(orig, bundle, id)
 	if err != nil {
 		return 0, fmt.Errorf("private bundle: %w", err)
@@ -195,7 +215,7 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	if err := os.WriteFile(filepath.Join(priv, "config.json.user"), userConfigAbs(orig, bundle), 0o600); err == nil {
 		os.Rename(filepath.Join(priv, "config.json.user"), filepath.Join(priv, "config.json"))
 	}
-	if err := rt.pointBundle(id, bundle); err != nil {
+	if err := rt.pointBundle(id, bundle, &user, initFilter); err != nil {
 		rt.Delete(context.Background(), id)
 		return 0, fmt.Errorf("%s create: %w", rt.Name, err)
 	}

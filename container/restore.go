@@ -77,10 +77,20 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	dir := opts.ImagePath
-	if dir == "" {
-		dir = filepath.Join(bundle, "checkpoint")
+	dir, err := imageDir(opts.ImagePath, bundle)
+	if err != nil {
+		return "", 0, err
 	}
+	// a checkpoint must not replace the image while it is read
+	unlockImg, err := lockImageDir(dir)
+	switch {
+	case errors.Is(err, ErrBusy):
+		return "", 0, fmt.Errorf("restore: %w", err)
+	case err != nil:
+		// no lock file beside a read-only image: nothing checkpoints there
+		unlockImg = func() {}
+	}
+	defer unlockImg()
 	var meta Metadata
 	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
@@ -100,7 +110,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if rt == nil {
 		// the runtime that ran the container at the checkpoint
 		root := opts.RuntimeRoot
-		if root == "" {
+		if root == "" && meta.RuntimeRoot != "" {
+			if err := trustedRuntimeRoot(meta.RuntimeRoot); err != nil {
+				return "", 0, fmt.Errorf("restore: image %s: %s: runtime root %q (give --root to choose one): %w", dir, MetadataName, meta.RuntimeRoot, err)
+			}
 			root = meta.RuntimeRoot
 		}
 		if rt, err = NewRuntime(meta.Runtime, root); err != nil {
@@ -134,6 +147,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if id == "" {
 		id = meta.ID
 	}
+	unlock, err := lockContainer(rt, id)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	defer unlock()
 	if rt.Exists(ctx, id) {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}
@@ -144,12 +162,16 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	case !terminal && opts.ConsoleSocket != "":
 		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
 	}
-	if err := checkTaskCeiling(&spec, dir); err != nil {
+	initFilter, err := checkTaskCeiling(&spec, dir)
+	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
+	}
+	if err := checkStateCeiling(&spec, &state); err != nil {
+		return "", 0, fmt.Errorf("restore %s: image %s: %s: %w", id, dir, StateName, err)
 	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket)
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, initFilter, opts.ConsoleSocket)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -349,7 +371,7 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 			ns.Close()
 			return err
 		}
-		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook})
+		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook, CheckSysctl: netSysctlCheck(spec)})
 		ns.Close()
 		outside.Close()
 		if err != nil {

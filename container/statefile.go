@@ -42,7 +42,7 @@ type crunStatusFile struct {
 // process start, 15-20 ms of a ~75 ms checkpoint). It answers only for a
 // container it is sure is running, by the runtimes' own rule: the init is
 // alive with the start time the runtime recorded, the exec fifo is gone
-// (else: created) and its cgroup is not frozen (else: paused). Anything
+// (else: created) and its cgroup is thawed (else: paused, or being paused). Anything
 // else (files missing or of another shape, another status) gives ok
 // false, and the caller asks the runtime, which then also words the
 // status or the error.
@@ -90,8 +90,8 @@ func (r *Runtime) runningFromDir(id string) (st *RuntimeState, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	if frozen, err := cg.Frozen(); err != nil || frozen {
-		return nil, false
+	if thawed, err := cg.Thawed(); err != nil || !thawed {
+		return nil, false // paused, or being paused (v1 FREEZING)
 	}
 	return &RuntimeState{
 		State:   specs.State{Version: specs.Version, ID: id, Status: specs.StateRunning, Pid: pid, Bundle: bundle},
@@ -111,7 +111,9 @@ func readJSONFile(path string, v any) bool {
 // must see the user's. runc keeps it as the "bundle=" label of state.json,
 // crun as "bundle" in its status file; both are rewritten through a
 // temporary file renamed over the original, as the runtimes write them.
-func (r *Runtime) pointBundle(id, bundle string) error {
+// What `exec` takes from the config is put back to user's too
+// (userExecState).
+func (r *Runtime) pointBundle(id, bundle string, user *specs.Spec, initFilter []byte) error {
 	dir := r.stateDir(id)
 	var name string
 	var doc map[string]any
@@ -150,21 +152,8 @@ func (r *Runtime) pointBundle(id, bundle string) error {
 		}
 		doc["bundle"] = bundle
 	}
-	out, err := json.Marshal(doc)
-	if err != nil {
+	if err := r.userExecState(id, doc, user, initFilter); err != nil {
 		return err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".ctr-cr-tmp"
-	if err := os.WriteFile(tmp, out, fi.Mode().Perm()); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("state: %w", err)
-	}
-	return nil
+	return replaceJSON(path, doc)
 }

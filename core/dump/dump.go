@@ -23,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
@@ -257,6 +258,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 		tr = time.Now()
 	}
+	// the image is complete and on disk (Finish synced it, Commit moved
+	// it into place): a crash from here on leaves a restorable image
+	fault.Point("dump:before-kill")
 	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
@@ -361,6 +365,17 @@ func (d *dumper) kill() error {
 }
 
 func (d *dumper) run() error {
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	if d.opts.TCPEstablished && !d.opts.TCPClose {
+		// the tree holds still (seized): its connections are locked
+		// before anything is injected into it
+		locked, err := d.lockConnections()
+		if err != nil {
+			return fmt.Errorf("network lock: %w", err)
+		}
+		fopts.TCPLocked = locked
+		fault.Point("dump:netlocked")
+	}
 	tc := time.Now()
 	if err := d.collectAll(); err != nil {
 		return err
@@ -371,14 +386,6 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
-	if d.opts.TCPEstablished && !d.opts.TCPClose {
-		locked, err := d.lockConnections()
-		if err != nil {
-			return fmt.Errorf("network lock: %w", err)
-		}
-		fopts.TCPLocked = locked
-	}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -419,6 +426,7 @@ func (d *dumper) run() error {
 	}
 	tm := time.Now()
 	d.st.ProcMs = ms(tm.Sub(tp))
+	fault.Point("dump:fds") // TCP connections in repair mode
 	if err := d.dumpPages(); err != nil {
 		return err
 	}
@@ -427,6 +435,7 @@ func (d *dumper) run() error {
 			return err
 		}
 	}
+	fault.Point("dump:pages") // pages files written, the rest not
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back
@@ -691,6 +700,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 	if err := d.w.WriteFiles(d.files.Files); err != nil {
 		return err
 	}
+	fault.Point("dump:writing") // all but the inventory written
 	root := d.tasks[0]
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
