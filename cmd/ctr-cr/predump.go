@@ -39,6 +39,14 @@ func cmdPreDump(args []string) error {
 	if err := msgs.open(&lc, dir); err != nil {
 		return err
 	}
+	end, err := beginOp("pre-dump")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := recordImageDir(dir); err != nil {
+		return err
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	ps, err := dialPageServer(pageServer)
