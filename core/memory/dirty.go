@@ -26,18 +26,20 @@ import (
 
 // userfaultfd ABI (uapi/linux/userfaultfd.h) and PAGEMAP_SCAN (uapi/linux/fs.h).
 const (
-	uffdAPI             = 0xaa
-	uffdioAPI           = 0xc018aa3f
-	uffdioRegister      = 0xc020aa00
-	uffdRegisterModeWP  = 1 << 1
-	uffdFeatureWPUnpop  = 1 << 13
-	uffdFeatureWPAsync  = 1 << 15
-	pageIsWritten       = 1 << 1
-	pmScanWPMatching    = 1 << 0
-	pmScanCheckWPAsync  = 1 << 1
-	pmScanArgSize       = 96
-	pmScanVecLen        = 1024
-	uffdRequiredFeature = uffdFeatureWPAsync | uffdFeatureWPUnpop
+	uffdAPI            = 0xaa
+	uffdioAPI          = 0xc018aa3f
+	uffdioRegister     = 0xc020aa00
+	uffdRegisterModeWP = 1 << 1
+	uffdFeatureWPAsync = 1 << 15
+	pageIsWritten      = 1 << 1
+	pmScanWPMatching   = 1 << 0
+	pmScanCheckWPAsync = 1 << 1
+	pmScanArgSize      = 96
+	pmScanVecLen       = 1024
+	// Not WP_UNPOPULATED: unpopulated pages count as written anyway, and
+	// its markers would make the arm populate the page tables of sparse
+	// mappings and show in pagemap as swapped pages.
+	uffdRequiredFeature = uffdFeatureWPAsync
 )
 
 // ErrNoTracking is wrapped when this kernel cannot track written pages
@@ -45,14 +47,14 @@ const (
 var ErrNoTracking = errors.New("dirty-page tracking (userfaultfd WP_ASYNC + PAGEMAP_SCAN) not available")
 
 // EnableTracking performs the UFFDIO_API handshake on a fresh userfaultfd,
-// asking for asynchronous write-protection.
+// asking for asynchronous write-protection (Linux 6.7+).
 func EnableTracking(uffd int) error {
 	api := [3]uint64{uffdAPI, uffdRequiredFeature, 0}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(uffd), uffdioAPI, uintptr(unsafe.Pointer(&api))); e != 0 {
-		return fmt.Errorf("%w: UFFDIO_API(WP_ASYNC|WP_UNPOPULATED): %w", ErrNoTracking, e)
+		return fmt.Errorf("%w: UFFDIO_API(WP_ASYNC): %w", ErrNoTracking, e)
 	}
 	if api[1]&uffdRequiredFeature != uffdRequiredFeature {
-		return fmt.Errorf("%w: the kernel offers userfaultfd features %#x, without WP_ASYNC|WP_UNPOPULATED", ErrNoTracking, api[1])
+		return fmt.Errorf("%w: the kernel offers userfaultfd features %#x, without WP_ASYNC", ErrNoTracking, api[1])
 	}
 	return nil
 }
@@ -122,19 +124,21 @@ func scan(pagemap int, spans Spans, q pmScanArg) (Spans, error) {
 
 // ScanReusable returns the pages of spans (registered with async
 // write-protection) that a parent image can stand for: not written since
-// they were last protected, and holding data DumpPrivate would save
-// (present or swapped, not a zero page, not a page of the mapped file).
+// they were last protected, present, neither a zero page nor a page of the
+// mapped file. Swapped pages are not among them: PAGEMAP_SCAN (like
+// pagemap) reports the kernel's uffd-wp markers as swapped, and a marker
+// is what MADV_DONTNEED leaves in a private file mapping, whose page then
+// reads from the file again (DumpPrivate reads such pages afresh).
 func ScanReusable(pagemap int, spans Spans) (Spans, error) {
 	const (
 		pageIsFile    = 1 << 2
 		pageIsPresent = 1 << 3
-		pageIsSwapped = 1 << 4
 		pageIsPfnzero = 1 << 5
 		none          = pageIsWritten | pageIsFile | pageIsPfnzero
 	)
 	return scan(pagemap, spans, pmScanArg{Flags: pmScanCheckWPAsync,
 		CategoryInverted: none, CategoryMask: none,
-		CategoryAnyofMask: pageIsPresent | pageIsSwapped, ReturnMask: pageIsPresent | pageIsSwapped})
+		CategoryAnyofMask: pageIsPresent, ReturnMask: pageIsPresent})
 }
 
 // Without returns vmas with the pages of s cut out of the private ones

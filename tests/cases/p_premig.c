@@ -17,6 +17,8 @@
  *   - its own userfaultfd on a fresh mapping (UFFDIO_COPY, ZEROPAGE), and
  *     its own async write-protect userfaultfd on U, registered before the
  *     first round and held until step 2;
+ *   - a copied-on-write page of a private file mapping dropped (it reads
+ *     the file again) and another written;
  *   - a new mapping per step.
  * On go it checks every page against what it wrote, from inside.
  */
@@ -46,7 +48,8 @@
 
 static uint64_t *A, *B, *C1, *C2, *E, *G, *M, *H;
 static int hgen[64], hmid, htop;
-static uint64_t *U;
+static uint64_t *U, *F;
+static int fgen[16]; /* 0: the file's contents */
 static int ugen, uffd_held = -1;
 static int gen[A_PAGES]; /* -1: zero (MADV_DONTNEED) */
 static int bgen, c1tag = 1, c2tag = 2, egen, ggen;
@@ -263,6 +266,13 @@ static void step(int k)
 		fill(pg(H, i), hgen[i], i);
 	}
 	own_userfaultfd_write(k);
+	/* F: a private file mapping; a copied-on-write page dropped reads
+	 * the file again, another is written */
+	if (madvise(pg(F, k % 16), PG, MADV_DONTNEED))
+		case_fail("madvise F: %s", strerror(errno));
+	fgen[k % 16] = 0;
+	fgen[(k + 5) % 16] = 800 + k;
+	fill(pg(F, (k + 5) % 16), 800 + k, (k + 5) % 16);
 	/* a new mapping */
 	news[k] = map(N_PAGES);
 	for (int i = 0; i < N_PAGES; i++)
@@ -296,6 +306,9 @@ static void verify(int steps)
 	for (int i = 0; i < 16; i++)
 		if (!check(pg(U, i), i % 2 == 0 && ugen ? ugen : 9, i))
 			case_fail("U page %d wrong (its own userfaultfd's memory)", i);
+	for (int i = 0; i < 16; i++)
+		if (!check(pg(F, i), fgen[i] ? fgen[i] : 900, i))
+			case_fail("F page %d wrong (file mapping, generation %d)", i, fgen[i]);
 	for (int k = 1; k <= steps; k++)
 		for (int i = 0; news[k] && i < N_PAGES; i++)
 			if (!check(pg(news[k], i), 400 + k, i))
@@ -324,6 +337,24 @@ int main(int argc, char **argv)
 	E = map(E_PAGES);
 	for (int i = 0; i < E_PAGES; i++)
 		fill(pg(E, i), 8, i);
+	/* F: 16 pages of a file, mapped private, all copied on write */
+	int ffd = open("premig.file", O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (ffd < 0)
+		case_fail("open: %s", strerror(errno));
+	static uint64_t fb[PG / 8];
+	for (int i = 0; i < 16; i++) {
+		fill(fb, 900, i);
+		if (write(ffd, fb, PG) != (ssize_t)PG)
+			case_fail("write: %s", strerror(errno));
+	}
+	F = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, ffd, 0);
+	if (F == MAP_FAILED)
+		case_fail("mmap file: %s", strerror(errno));
+	close(ffd);
+	for (int i = 0; i < 16; i++) {
+		fgen[i] = 800;
+		fill(pg(F, i), 800, i);
+	}
 	U = map(16);
 	for (int i = 0; i < 16; i++)
 		fill(pg(U, i), 9, i);
