@@ -88,11 +88,11 @@ func trackable(v *imagepb.Vma) bool {
 	return !strings.Contains(flags, " ht ") && !strings.Contains(flags, " dp ")
 }
 
-// prepare registers the trackable VMAs of t (frozen) with its userfaultfd,
-// reads which pages were written since the last round (rearm: and
-// protects them again) and sets the filter that leaves out of this
-// image the pages the parent holds unchanged. Without a userfaultfd for
-// t nothing is left out.
+// prepare registers the trackable VMAs of process pid (frozen) with its
+// userfaultfd, finds the pages the parent image holds unchanged (left out
+// of this image: vmas, writeParentmap) and which pages were written since
+// the last round (rearm: and protects them again). Without a userfaultfd
+// for pid nothing is left out.
 func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	pm.mu.Lock()
 	tk := pm.tracked[pid]
@@ -107,10 +107,11 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	defer pmf.Close()
 	// spans: registered with our userfaultfd now (scanned, re-armed);
 	// kept: registered already before this round. A mapping registered
-	// only now is new, or was moved by mremap (the kernel drops the
-	// registration of the moved VMA, and moving whole page tables keeps
-	// the bits of the old place): none of its pages is taken from the
-	// parent.
+	// only now is new, or lost its registration since: mremap drops the
+	// registration of a moved VMA and of any VMA the moved part merges
+	// into, whose pages keep their uffd-wp bits and look unwritten when
+	// written (the case p_premig.c's H region): none of its pages is
+	// taken from the parent.
 	var spans, kept memory.Spans
 	foreign := 0
 	for _, v := range mm.Vmas {
