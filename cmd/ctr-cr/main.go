@@ -35,7 +35,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, pre-dump, page-server, restore, checkpoint, cleanup, show, check, version, hook, keygen
+commands: dump, pre-dump, page-server, migrate, migrate-receive, restore, checkpoint, cleanup, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -53,6 +53,10 @@ Process commands:
           receive the pages files of a dump|pre-dump --page-server HOST:PORT
           (not encrypted: bind to an address only the source reaches, or
           tunnel it over SSH/TLS)
+  migrate -t PID --to HOST:PORT -D WORKDIR [--max-rounds N]
+          pre-copy rounds, final dump, restore by the destination's
+  migrate-receive --address ADDR --port PORT -D DIR
+          (the tree is killed here only once it runs there)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
@@ -134,6 +138,10 @@ func run(cmd string) (int, error) {
 		err = cmdPreDump(os.Args[2:])
 	case "page-server":
 		err = cmdPageServer(os.Args[2:])
+	case "migrate":
+		err = cmdMigrate(os.Args[2:])
+	case "migrate-receive":
+		err = cmdMigrateReceive(os.Args[2:])
 	case dump.HolderArg:
 		// ctr-cr itself runs this to hold the pre-dump tracking (not for users)
 		err = dump.RunHolder(os.Args[2:])

@@ -172,3 +172,40 @@ func (cl *Client) Abort() {
 
 // ErrNoServer is returned for a malformed --page-server argument.
 var ErrNoServer = errors.New("--page-server wants HOST:PORT")
+
+// SendFile sends the file at path as image file name (a migration sends
+// every file of its images this way).
+func (cl *Client) SendFile(name, path string) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := cl.Create(name)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(dst, src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// FinishRestore is Finish for a migration's last round: the receiver
+// restores the round's image and reports back; info is what it says of the
+// restored tree. An error means nothing runs on the receiver.
+func (cl *Client) FinishRestore() (info string, err error) {
+	if err := cl.Wait(); err != nil {
+		cl.Abort()
+		return "", err
+	}
+	defer cl.session.Close()
+	if _, err := cl.session.Write([]byte{opRestore}); err != nil {
+		return "", fmt.Errorf("migration receiver %s: %w", cl.addr, err)
+	}
+	if err := readStatus(cl.session); err != nil {
+		return "", fmt.Errorf("migration receiver %s: restore: %w", cl.addr, err)
+	}
+	return readString(cl.session)
+}

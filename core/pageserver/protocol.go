@@ -42,6 +42,7 @@ const (
 	opFile    = 'F'
 	opEnd     = 'E'
 	opAbort   = 'A'
+	opRestore = 'R' // end of a migration's last round: restore it
 
 	maxChunk = 8 << 20
 )
@@ -107,4 +108,23 @@ func readStatus(r io.Reader) error {
 		return err
 	}
 	return fmt.Errorf("page server: %s", msg)
+}
+
+func writeString(w io.Writer, msg string) error {
+	if len(msg) > 4000 {
+		msg = msg[:4000]
+	}
+	b := binary.LittleEndian.AppendUint16(nil, uint16(len(msg)))
+	_, err := w.Write(append(b, msg...))
+	return err
+}
+
+func readString(r io.Reader) (string, error) {
+	var b [2]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", err
+	}
+	msg := make([]byte, binary.LittleEndian.Uint16(b[:]))
+	_, err := io.ReadFull(r, msg)
+	return string(msg), err
 }

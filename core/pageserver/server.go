@@ -17,24 +17,71 @@ import (
 // Serve receives one dump's pages files into dir over connections accepted
 // on l, until the session ends: nil once the client says the image is
 // complete; an error (and every file it wrote removed) when the client
-// aborts, the session connection drops or a file arrives damaged.
+// aborts, the session connection drops or a file arrives damaged. It
+// closes l.
 func Serve(l net.Listener, dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+	defer l.Close()
+	_, err := serveSession(acceptAll(l), dir, nil)
+	return err
+}
+
+// ServeMigration receives the images of a migration (`ctr-cr migrate`)
+// into dir/round1, dir/round2, ... one session each, every file of the
+// images (not only pages), until a session ends with a restore request:
+// restore(dir of that round) then runs and its outcome goes back to the
+// source, which kills its tree only once the restore succeeded. It closes
+// l.
+func ServeMigration(l net.Listener, dir string, restore func(dir string) (string, error)) error {
+	defer l.Close()
+	conns := acceptAll(l)
+	for k := 1; ; k++ {
+		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore)
+		if err != nil || restored {
+			return err
+		}
 	}
-	s := &server{dir: dir, done: make(chan error, 1)}
+}
+
+// RoundName is the directory of round k of a migration, on both sides.
+func RoundName(k int) string { return fmt.Sprintf("round%d", k) }
+
+// acceptAll passes the connections accepted on l to the channel, which is
+// closed when l is.
+func acceptAll(l net.Listener) chan net.Conn {
+	conns := make(chan net.Conn)
 	go func() {
+		defer close(conns)
 		for {
 			c, err := l.Accept()
 			if err != nil {
-				s.finish(fmt.Errorf("accept: %w", err))
 				return
 			}
-			go s.handle(c)
+			conns <- c
 		}
 	}()
-	err := <-s.done
-	l.Close()
+	return conns
+}
+
+// serveSession serves one session into dir from conns: see Serve. With
+// restore non-nil, a session may end with a restore request (restored).
+func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error)) (restored bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	s := &server{dir: dir, done: make(chan error, 1), restore: restore}
+	for err == nil {
+		select {
+		case c, ok := <-conns:
+			if !ok {
+				err = errors.New("the listener closed")
+				break
+			}
+			go s.handle(c)
+			continue
+		case err = <-s.done:
+		}
+		break
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ended = true
@@ -43,7 +90,7 @@ func Serve(l net.Listener, dir string) error {
 			os.Remove(p)
 		}
 	}
-	return err
+	return s.restored, err
 }
 
 type server struct {
@@ -54,6 +101,9 @@ type server struct {
 	names   map[string]bool
 	session bool
 	ended   bool
+	// restore runs the restore of a migration's last round
+	restore  func(dir string) (string, error)
+	restored bool
 }
 
 func (s *server) finish(err error) {
@@ -90,6 +140,21 @@ func (s *server) handle(c net.Conn) {
 		case opEnd:
 			writeStatus(c, nil)
 			s.finish(nil)
+		case opRestore:
+			if s.restore == nil {
+				writeStatus(c, errors.New("not a migration receiver: no restore here"))
+				s.finish(fmt.Errorf("%w: a restore request", ErrProtocol))
+				return
+			}
+			info, err := s.restore(s.dir)
+			writeStatus(c, err)
+			if err == nil {
+				writeString(c, info)
+				s.mu.Lock()
+				s.restored = true
+				s.mu.Unlock()
+			}
+			s.finish(err)
 		case opAbort:
 			s.finish(errors.New("the dump failed: pages removed"))
 		default:
@@ -123,7 +188,7 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 	}
 	name := string(nb)
 	k, _, err := image.KindOf(name)
-	if err != nil || k.Name != "pages" || filepath.Base(name) != name {
+	if err != nil || filepath.Base(name) != name || k.Name != "pages" && s.restore == nil {
 		return 0, 0, fmt.Errorf("%w: %q is not the name of a pages file", ErrProtocol, name)
 	}
 	s.mu.Lock()
