@@ -40,8 +40,9 @@ func premigStep(t *testing.T, r *Run, n int) {
 	r.fatalf("", "step %d not done in time", n)
 }
 
-// premigRounds runs pre-dump, step, pre-dump, step, dump on r and returns
-// the image directories (the last one the tip).
+// premigRounds runs pre-dump, step, pre-dump, step (after cycle 0: one
+// more pre-dump and step), dump on r and returns the image directories
+// (the last one the tip).
 func premigRounds(t *testing.T, r *Run, cycle int, step *int) []string {
 	t.Helper()
 	pid := strconv.Itoa(r.Pid)
@@ -67,7 +68,19 @@ func premigRounds(t *testing.T, r *Run, cycle int, step *int) []string {
 	}
 	*step++
 	premigStep(t, r, *step)
-	stdout, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", dirs[2], "--parent-path", "../"+filepath.Base(dirs[1]), "--print-stats")
+	if cycle > 0 {
+		// a chain one round deeper
+		pre3 := filepath.Join(r.imgBase, fmt.Sprintf("c%d-pre3", cycle))
+		if _, stderr, err := ctrcr(t, "pre-dump", "-t", pid, "-D", pre3, "--parent-path", "../"+filepath.Base(dirs[1])); err != nil {
+			r.fatalf(stderr, "cycle %d: third pre-dump: %v", cycle, err)
+		}
+		dirs = []string{dirs[0], dirs[1], pre3, dirs[2]}
+		*step++
+		premigStep(t, r, *step)
+	}
+	parent := dirs[len(dirs)-2]
+	tip := dirs[len(dirs)-1]
+	stdout, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", tip, "--parent-path", "../"+filepath.Base(parent), "--print-stats")
 	if err != nil {
 		r.fatalf(stderr, "cycle %d: dump --parent-path: %v", cycle, err)
 	}
@@ -90,15 +103,16 @@ func premigRounds(t *testing.T, r *Run, cycle int, step *int) []string {
 	if err := waitGone(r.Pid, goneTimeout); err != nil {
 		r.fatalf(stderr, "cycle %d: after dump: %v", cycle, err)
 	}
-	out, stderr, err := ctrcr(t, "show", dirs[2])
-	if err != nil || !strings.Contains(out, "pre-copy chain: 2 parent image(s)") {
-		r.fatalf(stderr, "cycle %d: show %s: %v\n%s", cycle, dirs[2], err, out)
+	out, stderr, err := ctrcr(t, "show", tip)
+	if want := fmt.Sprintf("pre-copy chain: %d parent image(s)", len(dirs)-1); err != nil || !strings.Contains(out, want) {
+		r.fatalf(stderr, "cycle %d: show %s: %v\n%s", cycle, tip, err, out)
 	}
 	return dirs
 }
 
-// TestCR_PreCopyChain: two cycles of pre-dump, pre-dump --parent-path,
-// dump --parent-path and restore from the tip, the case changing its
+// TestCR_PreCopyChain: two cycles of pre-dump, pre-dump --parent-path (a
+// third one in the second cycle), dump --parent-path and restore from the
+// tip, the case changing its
 // memory between the rounds (writes, MADV_DONTNEED, munmap + mmap at the
 // same place, mremap swaps and moves, fork COW, mprotect, its own
 // userfaultfd, new mappings); it checks every page from inside.
@@ -115,7 +129,7 @@ func TestCR_PreCopyChain(t *testing.T) {
 			t.Fatal(err)
 		}
 		dirs := premigRounds(t, r, cycle, &step)
-		tip := dirs[2]
+		tip := dirs[len(dirs)-1]
 		if cycle == 0 {
 			if _, stderr, err := ctrcr(t, "restore", "-D", tip, "-d"); err != nil {
 				r.fatalf(stderr, "restore -d: %v", err)
