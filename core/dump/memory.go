@@ -167,6 +167,9 @@ func (d *dumper) dumpPages() error {
 		}
 	}
 	d.st.PagesScanned, d.st.PagesWritten, d.st.PagesZero = total.PagesScanned, total.PagesWritten, total.PagesZero
+	if d.pm != nil {
+		d.st.PagesFromParent, d.st.PagesDirty = d.pm.stats.fromParent, d.pm.stats.dirty
+	}
 	return nil
 }
 
@@ -186,9 +189,18 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 		return err
 	}
 	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx, Skip: t.mm.CowParentRuns}
-	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+	if d.pm != nil {
+		if err := d.pm.prepare(t.pid, t.mm, false); err != nil {
+			pw.Close()
+			return err
+		}
+	}
+	if err := r.DumpPrivate(d.pm.vmas(t.pid, t.mm.Vmas), pw, st); err != nil {
 		pw.Close()
 		return err
 	}
-	return pw.Close()
+	if err := pw.Close(); err != nil {
+		return err
+	}
+	return d.pm.writeParentmap(d.w, t.pid)
 }

@@ -108,7 +108,7 @@ func ZeroPFN() (uint64, bool) {
 			return
 		}
 		defer unix.Munmap(m)
-		_ = m[0] // read fault maps the zero page
+		probeSink += m[0] // read fault maps the zero page (a plain `_ = m[0]` is compiled away)
 		f, err := os.Open("/proc/self/pagemap")
 		if err != nil {
 			return
@@ -213,6 +213,10 @@ type Reader struct {
 	// Skip lists pages (ascending) not to read: saved elsewhere (the
 	// pages a child shares with its parent, cow.go).
 	Skip []*imagepb.PagemapEntry
+	// Live says the task runs while its pages are read (a pre-dump): a
+	// run that can no longer be read is left out (it was unmapped, so the
+	// next round finds it written or gone).
+	Live bool
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
@@ -256,10 +260,15 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 				if err != nil {
 					return err
 				}
+				n := uint64(len(b)) / PageSize
 				if err := r.read(runStart, b, readable && !runShared); err != nil {
+					if r.Live {
+						runStart += n * PageSize
+						runLen -= n
+						continue
+					}
 					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 				}
-				n := uint64(len(b)) / PageSize
 				pl.add(runStart, b)
 				st.PagesWritten += n
 				runStart += n * PageSize

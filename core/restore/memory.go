@@ -103,6 +103,13 @@ func (r *restorer) restoreMemory() error {
 	if err := r.pr.pages.Verify(); err != nil {
 		return err
 	}
+	if r.pr.chain != nil {
+		n, err := r.pr.chain.fill(memAt{r.mem})
+		r.st.PagesRestored += n
+		if err != nil {
+			return fmt.Errorf("pages from the parent images: %w", err)
+		}
+	}
 	// Guard pages go in once the pages around them are written. Drop the
 	// write bit only once the pages are in: making an anonymous VMA
 	// read-only before it has pages would also drop VM_ACCOUNT.

@@ -23,6 +23,9 @@ func Summary(dir string, w io.Writer) error {
 	inv := img.Inventory()
 	fmt.Fprintf(w, "image %s: format v%d, ctr-cr %s, kernel %s, %s, xsave features %#x (%d bytes)\n",
 		dir, inv.FormatVersion, inv.ToolVersion, inv.Kernel, inv.Arch, inv.XsaveFeatures, inv.XsaveSize)
+	if done, err := chainSummary(img, w); done || err != nil {
+		return err
+	}
 	tree, err := img.Pstree()
 	if err != nil {
 		return err
