@@ -1,4 +1,4 @@
-// Package image reads and writes ctr-cr image directories, format version 1.
+// Package image reads and writes ctr-cr image directories, format version 2 (it reads version 1 too).
 //
 // # Layout
 //

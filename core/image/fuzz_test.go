@@ -115,12 +115,12 @@ func inventorySeeds() map[string][]byte {
 		{Name: "pages-1.img", Size: 8192, Checksum: sum},
 	}}
 	v2 := proto.CloneOf(good)
-	v2.FormatVersion = 2
+	v2.FormatVersion = 3
 	dup := proto.CloneOf(good)
 	dup.Files = append(dup.Files, dup.Files[0])
 	return map[string][]byte{
 		"valid":       frame(m, good),
-		"version2":    frame(m, v2),
+		"version3":    frame(m, v2),
 		"duplicate":   frame(m, dup),
 		"two-entries": frame(m, good, good),
 		"bad-magic":   append([]byte("CRIU"), frame(m, good)[4:]...),
@@ -141,7 +141,7 @@ func FuzzInventory(f *testing.F) {
 			return
 		}
 		inv := msgs[0].(*imagepb.Inventory)
-		if inv.FormatVersion != FormatVersion {
+		if inv.FormatVersion < MinFormatVersion || inv.FormatVersion > FormatVersion {
 			t.Fatalf("version %d accepted", inv.FormatVersion)
 		}
 		sums, err := checkFileList(l, inv)

@@ -10,10 +10,18 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
-// FormatVersion is the image format version this package reads and writes.
-// The inventory's magic, its framing and its format_version field are kept
-// stable across versions so that any version can be recognised.
-const FormatVersion = 1
+// FormatVersion is the image format version this package writes; it reads
+// MinFormatVersion to FormatVersion. The inventory's magic, its framing and
+// its format_version field are kept stable across versions so that any
+// version can be recognised. Version 2 images may hold what a version-1
+// reader would silently ignore (pages shared copy-on-write with a parent
+// process, MmEntry.cow_parent_runs and pages-cowbase-*; pages left to a
+// parent image, Inventory.parent_path and parentmap-*): a ctr-cr that
+// reads only version 1 refuses them instead.
+const (
+	FormatVersion    = 2
+	MinFormatVersion = 1
+)
 
 // PageSize is the size of one page in pages-*.img and pagemap-*.img.
 const PageSize = 4096

@@ -228,19 +228,19 @@ func TestOpenErrors(t *testing.T) {
 	}, {
 		name: "future format version",
 		mutate: func(t *testing.T, dir string) {
-			resign(t, dir, func(inv *imagepb.Inventory) { inv.FormatVersion = 2 })
+			resign(t, dir, func(inv *imagepb.Inventory) { inv.FormatVersion = 3 })
 		},
 		is:  ErrVersion,
-		msg: "image DIR: inventory.img: unsupported image format version 2 (this ctr-cr reads version 1)",
+		msg: "image DIR: inventory.img: unsupported image format version 3 (this ctr-cr reads versions 1 to 2)",
 	}, {
 		name: "future inventory with more entries",
 		mutate: func(t *testing.T, dir string) {
 			inv := readInv(t, dir)
-			inv.FormatVersion = 3
+			inv.FormatVersion = 4
 			writeFile(t, dir, InventoryName, frame(magicOf(InventoryName), inv, inv))
 		},
 		is:  ErrVersion,
-		msg: "unsupported image format version 3",
+		msg: "unsupported image format version 4",
 	}, {
 		name: "inventory lists an unknown name",
 		mutate: func(t *testing.T, dir string) {

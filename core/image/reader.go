@@ -139,8 +139,8 @@ func readInventory(dir string) (*imagepb.Inventory, error) {
 
 func checkVersion(l loc) func(int, proto.Message) error {
 	return func(idx int, m proto.Message) error {
-		if v := m.(*imagepb.Inventory).GetFormatVersion(); idx == 0 && v != FormatVersion {
-			return l.err(fmt.Errorf("%w %d (this ctr-cr reads version %d)", ErrVersion, v, FormatVersion))
+		if v := m.(*imagepb.Inventory).GetFormatVersion(); idx == 0 && (v < MinFormatVersion || v > FormatVersion) {
+			return l.err(fmt.Errorf("%w %d (this ctr-cr reads versions %d to %d)", ErrVersion, v, MinFormatVersion, FormatVersion))
 		}
 		return nil
 	}
