@@ -79,6 +79,10 @@ type CheckpointOptions struct {
 	// its staging directory, before it takes its place and before the
 	// container is killed.
 	SignKey ed25519.PrivateKey
+	// Platform holds what an OCI runtime's checkpoint under a container
+	// platform asks for (ctr-cr as `runc`, platform.go); zero: the
+	// command-line checkpoint of a container started by hand.
+	Platform PlatformCheckpoint
 }
 
 // Checkpoint dumps the running container opts.ID into its image directory
@@ -111,7 +115,8 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	if st.Status != specs.StateRunning {
+	paused := st.Status == specs.ContainerState("paused") && opts.Platform.AcceptPaused
+	if st.Status != specs.StateRunning && !paused {
 		return "", nil, fmt.Errorf("checkpoint %s: status %q: %w", opts.ID, st.Status, ErrNotRunning)
 	}
 	if st.Pid <= 0 {
@@ -153,7 +158,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	defer cg.Thaw() // on every path (a second thaw is harmless)
+	// on every path the freezer is left as found: thawed (a second thaw
+	// is harmless), or frozen again for a paused container
+	defer leaveFreezer(cg, paused)
 	frozen := time.Now()
 	cst.FreezingMs = ms(frozen.Sub(tf))
 	strays, err := strayProcesses(cg, st.Pid)
@@ -163,7 +170,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if len(strays) > 0 {
 		return "", nil, fmt.Errorf("checkpoint %s: processes in the container's cgroup outside its init's tree would be lost (a `%s exec` session?): %s; end them or let them exit first", opts.ID, rt.Name, strings.Join(strays, ", "))
 	}
-	if err := captureNamespaces(st.Pid, &state); err != nil {
+	if err := captureNamespaces(st.Pid, &state, externalNamespaces(&spec, opts.Platform.EmptyNet)); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	tm := time.Now()
@@ -187,6 +194,13 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
+	if opts.Platform.ExternalStdio {
+		// ... except its stdio pipes to the platform's monitor, which the
+		// runtime's restore is given again (descriptors.json)
+		if dopts.ExtPipes, err = saveStdio(st.Pid, stage.tmp); err != nil {
+			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+		}
+	}
 	dopts.Commit = stage.commit
 	if opts.SignKey != nil {
 		dopts.Commit = func() error {
@@ -296,26 +310,28 @@ func ownNamespace(pid int, kind string) (bool, error) {
 	return theirs != ours, nil
 }
 
-// captureNamespaces saves the UTS and IPC namespaces of the frozen
-// container whose init is pid.
-func captureNamespaces(pid int, state *State) error {
+// captureNamespaces saves the UTS, IPC and network namespaces of the frozen
+// container whose init is pid, but not those external ones (by /proc/PID/ns
+// name): joined by path, or the network with runc's --empty-ns network,
+// which the platform sets up again at restore (externalNamespaces).
+func captureNamespaces(pid int, state *State, external map[string]bool) error {
 	if own, err := ownNamespace(pid, "uts"); err != nil {
 		return err
-	} else if own {
+	} else if own && !external["uts"] {
 		if state.UTS, err = nsdump.DumpUTS(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "ipc"); err != nil {
 		return err
-	} else if own {
+	} else if own && !external["ipc"] {
 		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "net"); err != nil {
 		return err
-	} else if own {
+	} else if own && !external["net"] {
 		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
 		if err != nil {
 			return fmt.Errorf("network namespace of pid %d: %w", pid, err)

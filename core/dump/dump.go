@@ -67,6 +67,9 @@ type Options struct {
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
 	NoExtPipes bool
+	// ExtPipes are pipes (by inode) recorded as external even with
+	// NoExtPipes (files.Options.ExtPipes).
+	ExtPipes map[uint64]bool
 	// Commit, when set, is called once the image is completely written:
 	// before the tree is killed, or (LeaveRunning) once it runs again. A
 	// container checkpoint syncs its image and moves it into place there,
@@ -345,7 +348,7 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
 	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		locked, err := d.lockConnections()
 		if err != nil {

@@ -1,0 +1,143 @@
+package container
+
+// What a container platform (podman with conmon, containerd's runc shim)
+// needs of an OCI runtime's checkpoint and restore beyond a container
+// started by hand: ctr-cr installed as `runc` (cmd/ctr-cr
+// personality_runc.go) passes these.
+//
+// Stdio: a container without a terminal has pipes to the platform's
+// monitor as its init's fds 0-2. As runc does, the checkpoint records
+// what the init's fds 0-2 were (descriptors.json, runc's file and format:
+// a JSON array of the three /proc/PID/fd link texts) and lets exactly
+// those pipes be external; the restore's own fds 0-2, which the monitor
+// set up for the new container, take their place (CRIU's inherit-fd).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctr-cr/ctr-cr/cgroup"
+)
+
+// StdioName is the image file naming the container init's fds 0-2.
+const StdioName = "descriptors.json"
+
+// PlatformCheckpoint is what a platform's checkpoint asks beyond the
+// defaults.
+type PlatformCheckpoint struct {
+	// ExternalStdio lets the init's stdio pipes have their other end
+	// outside the container (recorded in descriptors.json); any other
+	// pipe to the outside is still refused.
+	ExternalStdio bool
+	// AcceptPaused checkpoints a paused container (containerd and CRI-O
+	// pause first); its freezer is left frozen afterwards.
+	AcceptPaused bool
+	// EmptyNet does not save the network namespace's contents (runc's
+	// --empty-ns network): the platform sets it up at restore.
+	EmptyNet bool
+}
+
+// pipeLink is the /proc/PID/fd link text of a pipe.
+var pipeLink = regexp.MustCompile(`^pipe:\[([0-9]+)\]$`)
+
+// saveStdio writes descriptors.json for the init pid into dir and returns
+// the inodes of the pipes among its fds 0-2.
+func saveStdio(pid int, dir string) (map[uint64]bool, error) {
+	desc := make([]string, 3)
+	pipes := map[uint64]bool{}
+	for fd := range desc {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue // closed: recorded as ""
+			}
+			return nil, fmt.Errorf("stdio of pid %d: %w", pid, err)
+		}
+		desc[fd] = l
+		if m := pipeLink.FindStringSubmatch(l); m != nil {
+			ino, _ := strconv.ParseUint(m[1], 10, 64)
+			pipes[ino] = true
+		}
+	}
+	b, _ := json.Marshal(desc)
+	if err := writeFile(filepath.Join(dir, StdioName), append(b, '\n')); err != nil {
+		return nil, err
+	}
+	return pipes, nil
+}
+
+// StdioInherit reads descriptors.json of an image (if any) and returns the
+// inherit map a restore with the caller's fds 0-2 as the new container's
+// stdio needs: each pipe of the old stdio -> the fd number it had.
+func StdioInherit(dir string) (map[string]int, error) {
+	b, err := readImageFile(filepath.Join(dir, StdioName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var desc []string
+	if err := json.Unmarshal(b, &desc); err != nil {
+		return nil, fmt.Errorf("%s: %w", StdioName, err)
+	}
+	if len(desc) > 3 {
+		return nil, fmt.Errorf("%s: %d entries, want at most 3", StdioName, len(desc))
+	}
+	m := map[string]int{}
+	for fd, l := range desc {
+		if pipeLink.MatchString(l) {
+			if _, dup := m[l]; !dup {
+				m[l] = fd
+			}
+		}
+	}
+	return m, nil
+}
+
+// externalNamespaces lists the namespaces (by /proc/PID/ns name) a
+// checkpoint leaves to the platform: those config.json joins by path (a
+// pod's shared namespaces, podman's network namespace from netavark or
+// CNI: runc treats them as external too) and, with emptyNet, the network.
+func externalNamespaces(spec *specs.Spec, emptyNet bool) map[string]bool {
+	ext := map[string]bool{}
+	if emptyNet {
+		ext["net"] = true
+	}
+	if spec.Linux == nil {
+		return ext
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" {
+			continue
+		}
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			ext["net"] = true
+		case specs.IPCNamespace:
+			ext["ipc"] = true
+		case specs.UTSNamespace:
+			ext["uts"] = true
+		}
+	}
+	return ext
+}
+
+// leaveFreezer puts the container's freezer back as the checkpoint found
+// it: thawed, or frozen again (a paused container).
+func leaveFreezer(cg *cgroup.Cgroup, paused bool) {
+	if !paused {
+		cg.Thaw()
+		return
+	}
+	cg.Freeze(context.Background())
+}
