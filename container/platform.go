@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -140,4 +141,119 @@ func leaveFreezer(cg *cgroup.Cgroup, paused bool) {
 		return
 	}
 	cg.Freeze(context.Background())
+}
+
+// platformSpec rewrites, for the comparison with spec.dump only, the
+// current config.json of a platform's restore where a platform rebuilding
+// the spec (podman's restore of an exported checkpoint) changes nothing
+// the container sees: mounts listed in another order, where no mount moves
+// across one it is nested in or stacked on (the runtime then makes the
+// same tree), and the propagation of a non-recursive bind spelled
+// recursive or not (rprivate, private: such a bind has no submounts for
+// the r to reach). Anything else is returned as it is, for CompareSpecs
+// to judge.
+func platformSpec(dumped, current []byte) []byte {
+	var d, c map[string]any
+	if json.Unmarshal(dumped, &d) != nil || json.Unmarshal(current, &c) != nil {
+		return current
+	}
+	dm, _ := d["mounts"].([]any)
+	cm, _ := c["mounts"].([]any)
+	if len(dm) != len(cm) {
+		return current
+	}
+	normalizeBindPropagation(dm)
+	normalizeBindPropagation(cm)
+	if order := sameMountsReordered(dm, cm); order != nil {
+		re := make([]any, len(cm))
+		for i, j := range order {
+			re[i] = cm[j]
+		}
+		c["mounts"] = re
+	} else {
+		c["mounts"] = cm
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return current
+	}
+	return b
+}
+
+// platformSpecDumped applies normalizeBindPropagation to spec.dump too.
+func platformSpecDumped(dumped []byte) []byte {
+	var d map[string]any
+	if json.Unmarshal(dumped, &d) != nil {
+		return dumped
+	}
+	dm, _ := d["mounts"].([]any)
+	normalizeBindPropagation(dm)
+	b, err := json.Marshal(d)
+	if err != nil {
+		return dumped
+	}
+	return b
+}
+
+// normalizeBindPropagation spells the propagation of non-recursive binds
+// without the r.
+func normalizeBindPropagation(ms []any) {
+	for _, m := range ms {
+		mm, _ := m.(map[string]any)
+		opts, _ := mm["options"].([]any)
+		bind := false
+		for _, o := range opts {
+			if o == "bind" {
+				bind = true
+			}
+			if o == "rbind" {
+				bind = false
+				break
+			}
+		}
+		if !bind {
+			continue
+		}
+		for i, o := range opts {
+			switch o {
+			case "rprivate", "rslave", "rshared", "runbindable":
+				opts[i] = o.(string)[1:]
+			}
+		}
+	}
+}
+
+// sameMountsReordered returns, when cm holds dm's mounts by destination in
+// another order that keeps every pair of nested or stacked mounts in the
+// same order, the index in cm of each of dm's mounts; nil otherwise.
+func sameMountsReordered(dm, cm []any) []int {
+	dest := func(m any) string {
+		mm, _ := m.(map[string]any)
+		s, _ := mm["destination"].(string)
+		return filepath.Clean(s)
+	}
+	used := make([]bool, len(cm))
+	order := make([]int, len(dm))
+	for i, m := range dm {
+		order[i] = -1
+		for j := range cm {
+			if !used[j] && dest(cm[j]) == dest(m) {
+				used[j], order[i] = true, j
+				break
+			}
+		}
+		if order[i] < 0 {
+			return nil
+		}
+	}
+	for i := range dm {
+		for k := i + 1; k < len(dm); k++ {
+			a, b := dest(dm[i]), dest(dm[k])
+			related := a == b || strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/") || a == "/" || b == "/"
+			if related && order[i] > order[k] {
+				return nil
+			}
+		}
+	}
+	return order
 }

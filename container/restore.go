@@ -57,6 +57,9 @@ type PlatformRestore struct {
 	// EmptyNet leaves the new network namespace as the platform set it
 	// up (runc's --empty-ns network).
 	EmptyNet bool
+	// LooseMountOrder accepts a config.json whose mounts a platform listed
+	// in another order that makes the same tree (platformSpec).
+	LooseMountOrder bool
 }
 
 // RestoreStats are the phases of a container restore (--print-stats).
@@ -129,7 +132,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: bundle: %w", err)
 	}
-	if err := CompareSpecs(dumped, orig); err != nil {
+	cmpDumped, cmpCurrent := dumped, orig
+	if opts.Platform.LooseMountOrder {
+		cmpDumped, cmpCurrent = platformSpecDumped(dumped), platformSpec(dumped, orig)
+	}
+	if err := CompareSpecs(cmpDumped, cmpCurrent); err != nil {
 		return "", 0, fmt.Errorf("restore: %w", err)
 	}
 	var spec specs.Spec

@@ -202,7 +202,7 @@ func runcRestore(rt *container.Runtime, c *runcRestoreConfig) (int, error) {
 	opts := container.RestoreOptions{
 		Bundle: bundle, ImagePath: image, ID: c.id, Runtime: rt, ConsoleSocket: c.consoleSocket,
 		Stats: &container.RestoreStats{},
-		Platform: container.PlatformRestore{Inherit: inherit, TCPClose: c.tcpClose, EmptyNet: c.emptyNet,
+		Platform: container.PlatformRestore{Inherit: inherit, TCPClose: c.tcpClose, EmptyNet: c.emptyNet, LooseMountOrder: true,
 			CreateArgs: c.createArgs()},
 	}
 	ctx, stop := interruptible()
