@@ -1,0 +1,241 @@
+package platformtests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// podman runs podman with ctr-cr as its runtime (by the path of the runc
+// symlink) and ctr-cr as the criu of its version probe first on the PATH.
+// No systemd here: cgroupfs.
+type podman struct {
+	t       *testing.T
+	runtime string
+	path    string
+}
+
+func newPodman(t *testing.T) *podman {
+	t.Helper()
+	requireTools(t, "podman", "conmon", "busybox")
+	rt, cr := runtimeDirs(t)
+	return &podman{t: t, runtime: filepath.Join(rt, "runc"), path: cr + ":" + os.Getenv("PATH")}
+}
+
+// run runs podman with args and returns its combined output.
+func (p *podman) run(args ...string) (string, error) {
+	all := append([]string{"--cgroup-manager", "cgroupfs", "--runtime", p.runtime}, args...)
+	cmd := exec.Command("podman", all...)
+	cmd.Env = append(os.Environ(), "PATH="+p.path)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// must runs podman and fails the test on an error.
+func (p *podman) must(args ...string) string {
+	p.t.Helper()
+	out, err := p.run(args...)
+	if err != nil {
+		p.t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+var (
+	podImageOnce sync.Once
+	podImage     string
+	podImageErr  error
+)
+
+// image imports the busybox root file system as a local image once (removed
+// when the tests end).
+func (p *podman) image() string {
+	p.t.Helper()
+	podImageOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ctrcr-podimg-")
+		if err != nil {
+			podImageErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		f, err := os.Create(filepath.Join(dir, "rootfs.tar"))
+		if err != nil {
+			podImageErr = err
+			return
+		}
+		err = busyboxTar(f)
+		f.Close()
+		if err != nil {
+			podImageErr = err
+			return
+		}
+		name := "localhost/" + uniqueName("busybox") + ":test"
+		if out, err := p.run("import", f.Name(), name); err != nil {
+			podImageErr = err
+			podImage = out
+			return
+		}
+		podImage = name
+		cleanups = append(cleanups, func() { exec.Command("podman", "rmi", "-f", name).Run() })
+	})
+	if podImageErr != nil {
+		p.t.Fatalf("podman import: %v %s", podImageErr, podImage)
+	}
+	return podImage
+}
+
+// startCounter runs the counter in a new container (no network of the
+// host's: --network none) and waits for it to count; extra are more run
+// options (-t). The container is removed when the test ends.
+func (p *podman) startCounter(extra ...string) string {
+	p.t.Helper()
+	img := p.image()
+	name := uniqueName("pod")
+	p.t.Cleanup(func() { p.run("rm", "-f", "-t", "0", name) })
+	// root here lacks CAP_SYS_RESOURCE: runc cannot raise podman's
+	// default rlimits
+	args := []string{"run", "-d", "--name", name, "--network", "none", "--tmpfs", "/data",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"}
+	args = append(append(args, extra...), img, "sh", "-c", counterScript)
+	p.must(args...)
+	p.waitCount(name, 3)
+	return name
+}
+
+// logCounts reads the container's log as counts.
+func (p *podman) logCounts(name string) []int {
+	p.t.Helper()
+	return counts(p.t, p.must("logs", name))
+}
+
+// waitCount waits until the counter's log reaches n.
+func (p *podman) waitCount(name string, n int) {
+	p.t.Helper()
+	waitFor(p.t, "the counter to reach "+itoa(n), func() bool {
+		out, err := p.run("logs", name)
+		return err == nil && last(counts(p.t, out)) >= n
+	})
+}
+
+// checkpoint checkpoints name with ctr-cr under podman, --print-stats
+// included, checks the stats podman read from stats-dump, and returns the
+// count the log had reached.
+func (p *podman) checkpoint(name string, opts ...string) int {
+	p.t.Helper()
+	t0 := time.Now()
+	out := p.must(append(append([]string{"container", "checkpoint", "--print-stats"}, opts...), name)...)
+	p.t.Logf("podman container checkpoint %s: %v", strings.Join(opts, " "), time.Since(t0))
+	var st struct {
+		Stats []struct {
+			Criu struct {
+				Frozen  int64 `json:"frozen_time"`
+				Written int64 `json:"pages_written"`
+			} `json:"criu_statistics"`
+		} `json:"container_statistics"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Stats) != 1 || st.Stats[0].Criu.Frozen <= 0 || st.Stats[0].Criu.Written <= 0 {
+		p.t.Errorf("checkpoint --print-stats: %v\n%s", err, out)
+	}
+	return last(p.logCounts(name))
+}
+
+// restore restores name (opts: --import FILE ...) and checks that it runs
+// under podman, counts on from where it was checkpointed, and that exec
+// works in it.
+func (p *podman) restore(name string, at int, opts ...string) {
+	p.t.Helper()
+	t0 := time.Now()
+	target := []string{name}
+	if len(opts) > 0 && opts[0] == "--import" {
+		target = nil
+	}
+	p.must(append(append([]string{"container", "restore"}, opts...), target...)...)
+	p.t.Logf("podman container restore %s: %v", strings.Join(opts, " "), time.Since(t0))
+	if st := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Status}}", name)); st != "running" {
+		p.t.Fatalf("after restore the container is %q", st)
+	}
+	p.waitCount(name, at+3)
+	if out := strings.TrimSpace(p.must("exec", name, "cat", "/data/c")); out == "" || out == "0" {
+		p.t.Errorf("exec cat /data/c: %q", out)
+	}
+}
+
+func itoa(n int) string { return fmtInt(n) }
+
+func fmtInt(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// A counter container under podman, checkpointed and restored twice in
+// place with ctr-cr as the engine: its log never restarts or skips, its
+// tmpfs and memory agree from inside, exec works after each restore, and
+// podman removes it at the end.
+func TestReal_PodmanCounter(t *testing.T) {
+	p := newPodman(t)
+	name := p.startCounter()
+	for round := 1; round <= 2; round++ {
+		at := p.checkpoint(name)
+		if st := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Status}}", name)); st != "exited" {
+			t.Fatalf("round %d: after checkpoint the container is %q, want exited", round, st)
+		}
+		p.restore(name, at)
+	}
+	checkContinuous(t, p.logCounts(name))
+	p.must("rm", "-f", "-t", "0", name)
+}
+
+// The same with a terminal (podman run -t: conmon's console socket).
+func TestReal_PodmanTerminal(t *testing.T) {
+	p := newPodman(t)
+	name := p.startCounter("-t")
+	for round := 1; round <= 2; round++ {
+		at := p.checkpoint(name)
+		p.restore(name, at)
+	}
+	checkContinuous(t, p.logCounts(name))
+}
+
+// checkpoint --export, remove the container, restore --import the archive
+// (podman rebuilds the spec: mounts in another order), twice.
+func TestReal_PodmanExportImport(t *testing.T) {
+	p := newPodman(t)
+	name := p.startCounter()
+	dir := t.TempDir()
+	for round := 1; round <= 2; round++ {
+		archive := filepath.Join(dir, "cp"+itoa(round)+".tar")
+		at := p.checkpoint(name, "--export", archive)
+		p.must("rm", "-f", "-t", "0", name)
+		p.restore(name, at, "--import", archive)
+	}
+	checkContinuous(t, p.logCounts(name))
+}
+
+// checkpoint --leave-running: the container counts on, untouched; stopped
+// and restored from that checkpoint, it counts on from the checkpoint's
+// state (memory and tmpfs agreeing), twice.
+func TestReal_PodmanLeaveRunning(t *testing.T) {
+	p := newPodman(t)
+	name := p.startCounter()
+	for round := 1; round <= 2; round++ {
+		at := p.checkpoint(name, "--leave-running")
+		if st := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Status}}", name)); st != "running" {
+			t.Fatalf("after checkpoint --leave-running the container is %q", st)
+		}
+		p.waitCount(name, at+5)
+		p.must("stop", "-t", "0", name)
+		before := len(p.logCounts(name))
+		p.restore(name, at)
+		// counting on from the checkpoint: the first count after the
+		// restore follows the checkpoint's, not the stopped container's
+		ns := p.logCounts(name)
+		if len(ns) <= before || ns[before] > at+2 {
+			t.Errorf("round %d: after the restore the count went on from %v, want from about %d", round, ns[before:min(len(ns), before+3)], at)
+		}
+	}
+}
