@@ -188,6 +188,10 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
+	if paused {
+		// frozen again before a task can run: it stays paused
+		dopts.Refreeze = func() error { return cg.Freeze(context.Background()) }
+	}
 	dopts.WaitKilled = true    // the runtime deletes the container (its cgroup) next
 	dopts.OwnNamespaces = true // rebuilt by the runtime and this layer at restore
 	// its stdio is then the console the runtime made, whose master the
