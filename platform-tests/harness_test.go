@@ -101,7 +101,7 @@ func busyboxTar(w io.Writer) error {
 	if _, err := tw.Write(data); err != nil {
 		return err
 	}
-	for _, app := range []string{"sh", "cat", "sleep", "echo", "ls", "ps", "true"} {
+	for _, app := range []string{"sh", "cat", "sleep", "echo", "ls", "ps", "true", "readlink", "hostname"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + app, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
 			return err
 		}

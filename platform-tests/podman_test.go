@@ -91,7 +91,8 @@ func (p *podman) image() string {
 
 // startCounter runs the counter in a new container (no network of the
 // host's: --network none) and waits for it to count; extra are more run
-// options (-t). The container is removed when the test ends.
+// options (-t, another --network). The container is removed when the test
+// ends.
 func (p *podman) startCounter(extra ...string) string {
 	p.t.Helper()
 	img := p.image()
@@ -99,8 +100,11 @@ func (p *podman) startCounter(extra ...string) string {
 	p.t.Cleanup(func() { p.run("rm", "-f", "-t", "0", name) })
 	// root here lacks CAP_SYS_RESOURCE: runc cannot raise podman's
 	// default rlimits
-	args := []string{"run", "-d", "--name", name, "--network", "none", "--tmpfs", "/data",
+	args := []string{"run", "-d", "--name", name, "--tmpfs", "/data",
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"}
+	if !strings.Contains(strings.Join(extra, " "), "--network") {
+		args = append(args, "--network", "none")
+	}
 	args = append(append(args, extra...), img, "sh", "-c", counterScript)
 	p.must(args...)
 	p.waitCount(name, 3)
@@ -237,5 +241,58 @@ func TestReal_PodmanLeaveRunning(t *testing.T) {
 		if len(ns) <= before || ns[before] > at+2 {
 			t.Errorf("round %d: after the restore the count went on from %v, want from about %d", round, ns[before:min(len(ns), before+3)], at)
 		}
+	}
+}
+
+// A container joining another's network, IPC and UTS namespaces by path
+// (podman run --network/--ipc/--uts container:OTHER, as in a pod): those
+// namespaces are the platform's, neither saved nor rebuilt; restored twice,
+// the container is in the other's namespaces again and counts on.
+func TestReal_PodmanJoinedNamespaces(t *testing.T) {
+	p := newPodman(t)
+	img := p.image()
+	owner := uniqueName("owner")
+	t.Cleanup(func() { p.run("rm", "-f", "-t", "0", owner) })
+	p.must("run", "-d", "--name", owner, "--network", "none", "--hostname", "owner-host",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", img, "sleep", "1000")
+	ns := "container:" + owner
+	name := p.startCounter("--network", ns, "--ipc", ns, "--uts", ns)
+	// removed before the owner (registered after it: cleanups run last first)
+	same := func() {
+		t.Helper()
+		for _, kind := range []string{"net", "ipc", "uts"} {
+			a := strings.TrimSpace(p.must("exec", owner, "readlink", "/proc/1/ns/"+kind))
+			b := strings.TrimSpace(p.must("exec", name, "readlink", "/proc/1/ns/"+kind))
+			if a != b || a == "" {
+				t.Errorf("%s namespace: owner %q, container %q", kind, a, b)
+			}
+		}
+		if h := strings.TrimSpace(p.must("exec", name, "hostname")); h != "owner-host" {
+			t.Errorf("hostname %q", h)
+		}
+	}
+	same()
+	for round := 1; round <= 2; round++ {
+		at := p.checkpoint(name)
+		p.restore(name, at)
+		same()
+	}
+	checkContinuous(t, p.logCounts(name))
+}
+
+// A restore that fails shows the user ctr-cr's message: podman reads it
+// from the --log file in the JSON format it asked for.
+func TestReal_PodmanRestoreError(t *testing.T) {
+	p := newPodman(t)
+	name := p.startCounter()
+	p.checkpoint(name)
+	dir := strings.TrimSpace(p.must("inspect", "--format", "{{.StaticDir}}", name))
+	meta := filepath.Join(dir, "checkpoint", "ctr-cr.json")
+	if err := os.WriteFile(meta, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.run("container", "restore", name)
+	if err == nil || !strings.Contains(out, "ctr-cr restore: restore: image") || !strings.Contains(out, "ctr-cr.json") {
+		t.Fatalf("restore of a damaged image: %v\n%s", err, out)
 	}
 }
