@@ -1,6 +1,7 @@
 package bundletests
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,4 +127,25 @@ func TestCheckpoint_RuncExternalPipe(t *testing.T) {
 		t.Fatalf("after the refused checkpoint the container is %q", s)
 	}
 	b.waitCount(b.count() + 3)
+}
+
+// Without --detach, runc's restore stays in the foreground as the
+// container's subreaper and exits with its init's status.
+func TestRestore_RuncForeground(t *testing.T) {
+	b := newBundle(t, "runc", `i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done; exit 7`)
+	b.start()
+	b.waitCount(5)
+	img := filepath.Join(b.dir, "img")
+	if out, err := asRunc(t, "checkpoint", "--image-path", img, b.id); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, out)
+	}
+	at := b.count()
+	out, err := asRunc(t, "restore", "--image-path", img, "--bundle", b.dir, b.id)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Fatalf("foreground restore: %v (want exit status 7)\n%s", err, out)
+	}
+	if c := b.count(); c != 40 || at >= 40 {
+		t.Errorf("the restored container ended at %d (checkpointed at %d), want 40", c, at)
+	}
 }
