@@ -71,6 +71,10 @@ func runAsRunc(args []string) int {
 		return execRealRunc(args)
 	}
 	msgs.cmd = cmd
+	if os.Geteuid() != 0 {
+		// ptrace of the container's tasks, its namespaces and cgroup
+		return g.fail(errors.New("needs root: rootless containers are not supported by ctr-cr"))
+	}
 	real, err := realRunc()
 	if err != nil {
 		return g.fail(err)
