@@ -71,6 +71,19 @@ func runAsRunc(args []string) int {
 		return execRealRunc(args)
 	}
 	msgs.cmd = cmd
+	var cc *runcCheckpointConfig
+	var rc *runcRestoreConfig
+	if cmd == "checkpoint" {
+		cc, err = parseRuncCheckpoint(rest, os.Stdout)
+	} else {
+		rc, err = parseRuncRestore(rest, os.Stdout)
+	}
+	if errors.Is(err, errHelp) {
+		return 0 // podman's probe: checkpoint --help
+	}
+	if err != nil {
+		return g.fail(err)
+	}
 	if os.Geteuid() != 0 {
 		// ptrace of the container's tasks, its namespaces and cgroup
 		return g.fail(errors.New("needs root: rootless containers are not supported by ctr-cr"))
@@ -82,23 +95,9 @@ func runAsRunc(args []string) int {
 	rt := &container.Runtime{Name: "runc", Bin: real, Root: g.root, Args: g.forward()}
 	switch cmd {
 	case "checkpoint":
-		c, err := parseRuncCheckpoint(rest, os.Stdout)
-		if errors.Is(err, errHelp) {
-			return 0
-		}
-		if err != nil {
-			return g.fail(err)
-		}
-		return g.result(runcCheckpoint(rt, c))
+		return g.result(runcCheckpoint(rt, cc))
 	default:
-		c, err := parseRuncRestore(rest, os.Stdout)
-		if errors.Is(err, errHelp) {
-			return 0
-		}
-		if err != nil {
-			return g.fail(err)
-		}
-		code, err := runcRestore(rt, c)
+		code, err := runcRestore(rt, rc)
 		if err != nil {
 			return g.fail(err)
 		}
