@@ -193,7 +193,8 @@ const containerdCounter = `i=0; while :; do i=$((i+1)); if [ $i -gt 1 ] && [ "$(
 // it), the container removed, `ctr containers restore --live` from the
 // checkpoint image, twice: the counter goes on from where it was, memory
 // and tmpfs agreeing, exec works, and the task is killed and removed by
-// containerd at the end.
+// containerd at the end; finally `ctr tasks checkpoint --exit` leaves the
+// task stopped with its checkpoint image made.
 func TestReal_ContainerdCounter(t *testing.T) {
 	c := newContainerd(t)
 	img := "localhost/" + uniqueName("busybox") + ":test"
@@ -225,5 +226,13 @@ func TestReal_ContainerdCounter(t *testing.T) {
 		// blob exists already (the previous checkpoint's: the same
 		// spec): the next round needs that one gone
 		c.must("images", "rm", "--sync", ref)
+	}
+	// ctr tasks checkpoint --exit: checkpointed paused, then ended
+	out := c.must("tasks", "checkpoint", "--exit", id)
+	if !strings.Contains(out, "containerd.io/checkpoint/"+id) {
+		t.Errorf("tasks checkpoint --exit: no checkpoint image named: %s", out)
+	}
+	if out := c.must("tasks", "ls"); !strings.Contains(out, "STOPPED") {
+		t.Errorf("after tasks checkpoint --exit the task is not stopped:\n%s", out)
 	}
 }
