@@ -49,6 +49,7 @@ func main() {
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
+	platforms := flag.Bool("platforms", true, "podman's checkpoint/restore of a busybox counter with ctr-cr as its runtime (bin/runtime/runc), and with runc and criu when criu is found")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -145,6 +146,9 @@ func main() {
 			}
 			lines = append(lines, r.report())
 		}
+	}
+	if *platforms {
+		lines = append(lines, benchPlatforms(bin, criu, *runs)...)
 	}
 	for _, l := range lines {
 		fmt.Println(l)
