@@ -296,3 +296,33 @@ func TestReal_PodmanRestoreError(t *testing.T) {
 		t.Fatalf("restore of a damaged image: %v\n%s", err, out)
 	}
 }
+
+// A container with stdin open (podman run -i: conmon's pipe as fd 0):
+// after two restores, a line written through podman attach reaches the
+// restored shell (ending the attach session closes the shell's stdin, so
+// it is done once).
+func TestReal_PodmanInteractive(t *testing.T) {
+	p := newPodman(t)
+	img := p.image()
+	name := uniqueName("podi")
+	t.Cleanup(func() { p.run("rm", "-f", "-t", "0", name) })
+	p.must("run", "-d", "-i", "--name", name, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+		img, "sh", "-c", `n=0; echo ready; while read l; do n=$((n+1)); echo "got $n $l"; done`)
+	waitFor(t, "the shell to start", func() bool { return strings.Contains(p.must("logs", name), "ready") })
+	for round := 1; round <= 2; round++ {
+		p.checkpoint(name)
+		p.must("container", "restore", name)
+	}
+	cmd := exec.Command("podman", "--cgroup-manager", "cgroupfs", "--runtime", p.runtime, "attach", "--sig-proxy=false", name)
+	cmd.Env = append(os.Environ(), "PATH="+p.path)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	in.Write([]byte("hello\n"))
+	waitFor(t, "the restored shell to read the line", func() bool { return strings.Contains(p.must("logs", name), "got 1 hello") })
+}
