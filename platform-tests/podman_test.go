@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // podman runs podman with ctr-cr as its runtime (by the path of the runc
@@ -18,6 +20,9 @@ type podman struct {
 	t       *testing.T
 	runtime string
 	path    string
+	// netns, when set, is the network namespace podman runs in (its
+	// bridge, veths and firewall rules are made there, not on the host's)
+	netns string
 }
 
 func newPodman(t *testing.T) *podman {
@@ -29,8 +34,9 @@ func newPodman(t *testing.T) *podman {
 
 // run runs podman with args and returns its combined output.
 func (p *podman) run(args ...string) (string, error) {
-	all := append([]string{"--cgroup-manager", "cgroupfs", "--runtime", p.runtime}, args...)
-	cmd := exec.Command("podman", all...)
+	all := append([]string{"podman", "--cgroup-manager", "cgroupfs", "--runtime", p.runtime}, args...)
+	all = testutil.InNetns(p.netns, all...)
+	cmd := exec.Command(all[0], all[1:]...)
 	cmd.Env = append(os.Environ(), "PATH="+p.path)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -325,4 +331,54 @@ func TestReal_PodmanInteractive(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	in.Write([]byte("hello\n"))
 	waitFor(t, "the restored shell to read the line", func() bool { return strings.Contains(p.must("logs", name), "got 1 hello") })
+}
+
+// A container on podman's default network (the CNI bridge, podman run
+// --network bridge), with podman itself run in a network namespace of the
+// test's own so that the bridge and its firewall rules are made there,
+// never on the host: its network namespace is podman's, joined by path,
+// neither saved nor rebuilt by ctr-cr; podman gives the restored container
+// the same address again. Restored twice, it counts on and reaches the
+// bridge's address.
+func TestReal_PodmanBridgeNetwork(t *testing.T) {
+	p := newPodman(t)
+	p.netns = testutil.NewNetns(t) // deleted after the container (cleanups run last first)
+	name := p.startCounter("--network", "bridge")
+	ip := func() string {
+		return strings.TrimSpace(p.must("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name))
+	}
+	addr := ip()
+	if addr == "" {
+		t.Fatal("no address on the bridge")
+	}
+	for round := 1; round <= 2; round++ {
+		at := p.checkpoint(name)
+		p.restore(name, at)
+		if a := ip(); a != addr {
+			t.Errorf("round %d: address %q after the restore, %q before", round, a, addr)
+		}
+		// the restored container reaches a listener on the bridge
+		gw := strings.TrimSpace(p.must("exec", name, "sh", "-c", "busybox ip route | busybox awk '/default/ {print $3}'"))
+		lis := exec.Command("nsenter", "--net="+p.netns, "--", "busybox", "nc", "-l", "-p", "9999")
+		var got strings.Builder
+		lis.Stdout = &got
+		if err := lis.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		msg := "hello-" + itoa(round)
+		p.must("exec", name, "sh", "-c", "echo "+msg+" | busybox nc -w 2 "+gw+" 9999")
+		done := make(chan struct{})
+		go func() { lis.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			lis.Process.Kill()
+			<-done
+		}
+		if !strings.Contains(got.String(), msg) {
+			t.Errorf("round %d: the listener on the bridge (%s) got %q, want %q", round, gw, got.String(), msg)
+		}
+	}
+	checkContinuous(t, p.logCounts(name))
 }
