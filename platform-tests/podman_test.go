@@ -191,18 +191,21 @@ func fmtInt(n int) string {
 }
 
 // A counter container under podman, checkpointed and restored twice in
-// place with ctr-cr as the engine: its log never restarts or skips, its
+// place with ctr-cr as the engine (--keep: the second checkpoint replaces
+// the first's image): its log never restarts or skips, its
 // tmpfs and memory agree from inside, exec works after each restore, and
 // podman removes it at the end.
 func TestReal_PodmanCounter(t *testing.T) {
 	p := newPodman(t)
 	name := p.startCounter()
 	for round := 1; round <= 2; round++ {
-		at := p.checkpoint(name)
+		// round 1 keeps its image and logs (--keep): round 2 checkpoints
+		// into that directory again
+		at := p.checkpoint(name, "--keep")
 		if st := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Status}}", name)); st != "exited" {
 			t.Fatalf("round %d: after checkpoint the container is %q, want exited", round, st)
 		}
-		p.restore(name, at)
+		p.restore(name, at, "--keep")
 	}
 	checkContinuous(t, p.logCounts(name))
 	p.must("rm", "-f", "-t", "0", name)
