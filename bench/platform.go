@@ -18,7 +18,8 @@ import (
 // work) of a busybox counter (--network none, a tmpfs), with ctr-cr as the
 // runtime (bin/runtime/runc, bin/criu first on PATH for podman's version
 // probe) and, when criu is given, with runc driving that CRIU. The frozen
-// column is what each engine reports in stats-dump.
+// column is what each engine reports in stats-dump. The same for
+// containerd (benchContainerd; no frozen column).
 func benchPlatforms(bin, criu string, runs int) []string {
 	if _, err := exec.LookPath("podman"); err != nil {
 		return []string{"bench: podman is not installed: platform workloads skipped"}
@@ -35,6 +36,15 @@ func benchPlatforms(bin, criu string, runs int) []string {
 		r, err := benchPodman(e.name, e.runtime, e.pathDir, runs)
 		if err != nil {
 			lines = append(lines, fmt.Sprintf("bench: %s: %v", e.name, err))
+			continue
+		}
+		lines = append(lines, r.report())
+	}
+	for _, e := range engines {
+		name := strings.Replace(e.name, "podman", "ctrd", 1)
+		r, err := benchContainerd(name, e.runtime, e.pathDir, runs)
+		if err != nil {
+			lines = append(lines, fmt.Sprintf("bench: %s: %v", name, err))
 			continue
 		}
 		lines = append(lines, r.report())
