@@ -41,6 +41,12 @@ type taskCeiling struct {
 	// them: no_new_privs (no set-user-ID exec) and no CAP_SETUID
 	// (CAP_SETGID) in the bounding set; -1 when not fixed
 	uid, gid int64
+	// hardLimit is, per resource (RLIMIT_*), the highest hard limit a
+	// task may have when the config leaves no way to raise one (no
+	// CAP_SYS_RESOURCE in the bounding set): process.rlimits' hard value,
+	// or for a resource the config does not list, the one the runtime
+	// inherits from ctr-cr. nil when CAP_SYS_RESOURCE is there.
+	hardLimit map[int]uint64
 }
 
 // ceilingOf reads the task ceiling from the config's process and
@@ -59,6 +65,12 @@ func ceilingOf(s *specs.Spec) (taskCeiling, error) {
 	}
 	if c.nnp && !hasCap(s, "CAP_SETGID") {
 		c.gid = hostID(s, s.Process.User.GID, func(l *specs.Linux) []specs.LinuxIDMapping { return l.GIDMappings })
+	}
+	if !hasCap(s, "CAP_SYS_RESOURCE") {
+		var err error
+		if c.hardLimit, err = hardLimits(s.Process.Rlimits); err != nil {
+			return c, err
+		}
 	}
 	pc := s.Process.Capabilities
 	if pc == nil {
@@ -177,20 +189,23 @@ func capList(mask uint64) string {
 }
 
 // checkTaskCeiling checks every live task of the image in dir against the
-// config's ceiling, before the restore creates anything.
-func checkTaskCeiling(s *specs.Spec, dir string) error {
+// config's ceiling, before the restore creates anything. It returns the
+// oldest seccomp filter of the image's init (the root task's leader
+// thread): the one the runtime installed from linux.seccomp, which crun
+// also keeps for the processes `crun exec` starts (execstate.go).
+func checkTaskCeiling(s *specs.Spec, dir string) (initFilter []byte, err error) {
 	c, err := ceilingOf(s)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// the pages are hashed once, by the restore that reads them
 	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pst, err := img.Pstree()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, e := range pst {
 		if e.Zombie {
@@ -198,15 +213,21 @@ func checkTaskCeiling(s *specs.Spec, dir string) error {
 		}
 		core, err := img.Core(int(e.Pid))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, t := range core.Threads {
 			if err := c.check(int(e.Pid), t); err != nil {
-				return err
+				return nil, err
+			}
+			if e.Ppid == 0 && t.Tid == e.Pid && len(t.Seccomp) > 0 {
+				initFilter = t.Seccomp[0].Bpf
 			}
 		}
+		if err := c.checkRlimits(int(e.Pid), core.Rlimits); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	return initFilter, nil
 }
 
 // mountView indexes one mountinfo (as seen from the container's root).

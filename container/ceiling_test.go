@@ -9,6 +9,8 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/mounts"
+	"github.com/ctr-cr/ctr-cr/nsdump"
+	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
 )
 
 const (
@@ -272,4 +274,89 @@ func TestTaskCeilingIDs(t *testing.T) {
 	if c, _ = ceilingOf(s); c.uid != -1 {
 		t.Fatalf("with CAP_SETUID: uid %d", c.uid)
 	}
+}
+
+func TestRlimitCeiling(t *testing.T) {
+	saved := ownHardLimit
+	ownHardLimit = func(res int) (uint64, error) { return 4096, nil }
+	defer func() { ownHardLimit = saved }()
+	withResource := ceilingSpec(false, false)
+	withResource.Process.Capabilities.Bounding = append(withResource.Process.Capabilities.Bounding, "CAP_SYS_RESOURCE")
+	listed := ceilingSpec(false, false)
+	listed.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1024}}
+	tests := []struct {
+		name      string
+		spec      *specs.Spec
+		limits    []*imagepb.Rlimit
+		wantError string
+	}{
+		{"as inherited", ceilingSpec(false, false), []*imagepb.Rlimit{{Resource: 7, Cur: 1024, Max: 4096}}, ""},
+		{"lowered", ceilingSpec(false, false), []*imagepb.Rlimit{{Resource: 7, Cur: 10, Max: 10}}, ""},
+		{"raised", ceilingSpec(false, false), []*imagepb.Rlimit{{Resource: 7, Cur: 1024, Max: 8192}}, "pid 7: hard RLIMIT_NOFILE 8192"},
+		{"unlimited", ceilingSpec(false, false), []*imagepb.Rlimit{{Resource: 4, Max: ^uint64(0)}}, "hard RLIMIT_CORE unlimited"},
+		{"listed in config", listed, []*imagepb.Rlimit{{Resource: 7, Cur: 1024, Max: 1 << 20}}, ""},
+		{"above listed", listed, []*imagepb.Rlimit{{Resource: 7, Cur: 1024, Max: 1<<20 + 1}}, "hard RLIMIT_NOFILE 1048577"},
+		{"CAP_SYS_RESOURCE may raise", withResource, []*imagepb.Rlimit{{Resource: 7, Max: 1 << 30}}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ceilingOf(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.checkRlimits(7, tc.limits)
+			if tc.wantError == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantError) || !errors.Is(err, ErrAboveConfig) {
+				t.Fatalf("error %v, want one containing %q wrapping ErrAboveConfig", err, tc.wantError)
+			}
+		})
+	}
+	bad := ceilingSpec(false, false)
+	bad.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS", Hard: 1}}
+	if _, err := ceilingOf(bad); err == nil || !strings.Contains(err.Error(), "RLIMIT_BOGUS") {
+		t.Fatalf("unknown rlimit type: error %v", err)
+	}
+}
+
+func TestJoinedAndSysctlCeiling(t *testing.T) {
+	joined := ceilingSpec(false, false)
+	joined.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/var/run/netns/pod"}, {Type: specs.UTSNamespace}}
+	if err := checkJoinedState(joined, &State{UTS: &nsdump.UTS{}}); err != nil {
+		t.Fatalf("own UTS namespace: %v", err)
+	}
+	err := checkJoinedState(joined, &State{Net: &netdev.State{}})
+	if err == nil || !strings.Contains(err.Error(), "joins an existing network namespace by path") {
+		t.Fatalf("network state for a joined netns: %v", err)
+	}
+
+	if netSysctlCheck(withCaps(ceilingSpec(false, false), "CAP_NET_ADMIN")) != nil {
+		t.Fatal("CAP_NET_ADMIN and a writable /proc/sys: sysctls should not be checked")
+	}
+	ro := withCaps(ceilingSpec(false, false), "CAP_NET_ADMIN")
+	ro.Linux.ReadonlyPaths = []string{"/proc/sys"}
+	ro.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"}
+	check := netSysctlCheck(ro)
+	if check == nil {
+		t.Fatal("read-only /proc/sys: sysctls should be checked")
+	}
+	if err := check("ipv4/ip_forward", "0", "1"); err != nil {
+		t.Fatalf("a value linux.sysctl sets: %v", err)
+	}
+	if err := check("ipv4/ip_forward", "0", "0 "); err == nil {
+		t.Fatal("a value other than linux.sysctl's was allowed")
+	}
+	err = check("ipv4/ping_group_range", "1 0", "0 2147483647")
+	if err == nil || !errors.Is(err, ErrAboveConfig) || !strings.Contains(err.Error(), "linux.sysctl") {
+		t.Fatalf("an unlisted sysctl: %v", err)
+	}
+}
+
+func withCaps(s *specs.Spec, caps ...string) *specs.Spec {
+	s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, caps...)
+	return s
 }

@@ -170,7 +170,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if len(strays) > 0 {
 		return "", nil, fmt.Errorf("checkpoint %s: processes in the container's cgroup outside its init's tree would be lost (a `%s exec` session?): %s; end them or let them exit first", opts.ID, rt.Name, strings.Join(strays, ", "))
 	}
-	if err := captureNamespaces(st.Pid, &state, externalNamespaces(&spec, opts.Platform.EmptyNet)); err != nil {
+	if err := captureNamespaces(st.Pid, &spec, &state, opts.Platform.EmptyNet); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	tm := time.Now()
@@ -300,6 +300,20 @@ func writeFile(path string, b []byte) error {
 	return f.Close()
 }
 
+// joinedByPath reports whether the config makes the container join an
+// existing namespace of kind (linux.namespaces[].path set).
+func joinedByPath(spec *specs.Spec, kind specs.LinuxNamespaceType) bool {
+	if spec == nil || spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == kind && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // ownNamespace reports whether pid has a namespace of kind other than
 // ctr-cr's (only a container's own namespaces are saved).
 func ownNamespace(pid int, kind string) (bool, error) {
@@ -314,28 +328,30 @@ func ownNamespace(pid int, kind string) (bool, error) {
 	return theirs != ours, nil
 }
 
-// captureNamespaces saves the UTS, IPC and network namespaces of the frozen
-// container whose init is pid, but not those external ones (by /proc/PID/ns
-// name): joined by path, or the network with runc's --empty-ns network,
-// which the platform sets up again at restore (externalNamespaces).
-func captureNamespaces(pid int, state *State, external map[string]bool) error {
+// captureNamespaces saves the UTS, IPC and network namespaces of the
+// frozen container whose init is pid; not those its config joins by path
+// (a pod's, a platform's network namespace): those belong to whoever made
+// them, and a restore joins them again as they are then. With emptyNet
+// (runc's --empty-ns network) the network's contents are not saved either:
+// the platform sets the new one up at restore.
+func captureNamespaces(pid int, spec *specs.Spec, state *State, emptyNet bool) error {
 	if own, err := ownNamespace(pid, "uts"); err != nil {
 		return err
-	} else if own && !external["uts"] {
+	} else if own && !joinedByPath(spec, specs.UTSNamespace) {
 		if state.UTS, err = nsdump.DumpUTS(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "ipc"); err != nil {
 		return err
-	} else if own && !external["ipc"] {
+	} else if own && !joinedByPath(spec, specs.IPCNamespace) {
 		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
 			return err
 		}
 	}
 	if own, err := ownNamespace(pid, "net"); err != nil {
 		return err
-	} else if own && !external["net"] {
+	} else if own && !joinedByPath(spec, specs.NetworkNamespace) && !emptyNet {
 		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
 		if err != nil {
 			return fmt.Errorf("network namespace of pid %d: %w", pid, err)
@@ -355,7 +371,7 @@ func captureNamespaces(pid int, state *State, external map[string]bool) error {
 // and linux.maskedPaths as externals too (the runtime masks them again), and
 // the contents of each tmpfs as tmpfs-N.tar in dir.
 func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
-	if own, err := ownNamespace(pid, "mnt"); err != nil || !own {
+	if own, err := ownNamespace(pid, "mnt"); err != nil || !own || joinedByPath(spec, specs.MountNamespace) {
 		return err
 	}
 	var ext []string

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -125,4 +126,36 @@ func readImageFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxImageJSON)
 	}
 	return b, nil
+}
+
+// trustedRuntimeRoot accepts a runtime state root read from an image
+// (ctr-cr.json) only when root could have put it there: an absolute, clean
+// path whose every component is a real directory (no symbolic link)
+// owned by root and writable by no one else. The runtime keeps its
+// containers' state and ctr-cr writes the privileged parts of a restore
+// there; a root an image names must not be one someone else controls.
+func trustedRuntimeRoot(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return errors.New("not an absolute, clean path")
+	}
+	for dir := p; ; dir = filepath.Dir(dir) {
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", dir)
+		case !ok || st.Uid != 0:
+			return fmt.Errorf("%s is not owned by root", dir)
+		case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+			return fmt.Errorf("%s is writable by others (mode %v)", dir, fi.Mode())
+		case fi.Mode().Perm()&0o022 != 0 && dir == p:
+			return fmt.Errorf("%s is writable by others (mode %v)", dir, fi.Mode())
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
 }

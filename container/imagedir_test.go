@@ -200,3 +200,34 @@ func TestStageRefusesMountPoint(t *testing.T) {
 		t.Errorf("left beside the image: %v", left)
 	}
 }
+
+func TestTrustedRuntimeRoot(t *testing.T) {
+	testutil.RequiresRoot(t) // the directories must be root's
+	base := t.TempDir()
+	good := filepath.Join(base, "good")
+	open := filepath.Join(base, "open")
+	link := filepath.Join(base, "link")
+	for _, d := range []string{good, open} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		ok   bool
+	}{
+		{good, true}, {"/run", true},
+		{open, false}, {filepath.Join(open, "x"), false}, {link, false},
+		{"run/runc", false}, {good + "/../good", false}, {filepath.Join(base, "missing"), false},
+	} {
+		if err := trustedRuntimeRoot(c.path); (err == nil) != c.ok {
+			t.Errorf("%s: error %v, want ok=%v", c.path, err, c.ok)
+		}
+	}
+}

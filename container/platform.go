@@ -24,8 +24,6 @@ import (
 	"strconv"
 	"strings"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
 	"github.com/ctr-cr/ctr-cr/cgroup"
 )
 
@@ -103,34 +101,6 @@ func StdioInherit(dir string) (map[string]int, error) {
 		}
 	}
 	return m, nil
-}
-
-// externalNamespaces lists the namespaces (by /proc/PID/ns name) a
-// checkpoint leaves to the platform: those config.json joins by path (a
-// pod's shared namespaces, podman's network namespace from netavark or
-// CNI: runc treats them as external too) and, with emptyNet, the network.
-func externalNamespaces(spec *specs.Spec, emptyNet bool) map[string]bool {
-	ext := map[string]bool{}
-	if emptyNet {
-		ext["net"] = true
-	}
-	if spec.Linux == nil {
-		return ext
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Path == "" {
-			continue
-		}
-		switch ns.Type {
-		case specs.NetworkNamespace:
-			ext["net"] = true
-		case specs.IPCNamespace:
-			ext["ipc"] = true
-		case specs.UTSNamespace:
-			ext["uts"] = true
-		}
-	}
-	return ext
 }
 
 // leaveFreezer puts the container's freezer back as the checkpoint found

@@ -6,8 +6,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // podman's restore --import rebuilds config.json: the same mounts in
@@ -51,19 +49,6 @@ func TestPlatformSpecMountOrder(t *testing.T) {
 	changed := strings.Replace(current, `"type":"cgroup"`, `"type":"tmpfs"`, 1)
 	if err := CompareSpecs(platformSpecDumped([]byte(dumped)), platformSpec([]byte(dumped), []byte(changed))); err == nil {
 		t.Error("a changed mount accepted")
-	}
-}
-
-func TestExternalNamespaces(t *testing.T) {
-	s := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
-		{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/proc/42/ns/net"},
-		{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, {Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
-	}}}
-	if got, want := externalNamespaces(s, false), map[string]bool{"net": true, "ipc": true}; !reflect.DeepEqual(got, want) {
-		t.Errorf("joined: %v, want %v", got, want)
-	}
-	if got := externalNamespaces(&specs.Spec{}, true); !got["net"] || len(got) != 1 {
-		t.Errorf("--empty-ns network: %v", got)
 	}
 }
 

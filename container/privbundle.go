@@ -152,7 +152,17 @@ func safeName(id string) string {
 // state back at the user's bundle, and returns the init's pid. With a
 // console socket the runtime makes the container's console and sends its
 // master there. extra are more options of create (--no-pivot).
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig []byte, console string, extra []string) (int, error) {
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig, initFilter []byte, console string, extra []string) (int, error) {
+	var user specs.Spec
+	if err := json.Unmarshal(orig, &user); err != nil {
+		return 0, fmt.Errorf("config.json: %w", err)
+	}
+	if rt.Name == "runc" && user.Linux != nil && user.Linux.Seccomp != nil {
+		// checked before the create: the exec state needs it (execstate.go)
+		if _, err := libcontainerSeccomp(user.Linux.Seccomp); err != nil {
+			return 0, fmt.Errorf("config.json: linux.seccomp: %w", err)
+		}
+	}
 	priv, err := privateBundle(orig, bundle, id)
 	if err != nil {
 		return 0, fmt.Errorf("private bundle: %w", err)
@@ -193,7 +203,7 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig 
 	if err := os.WriteFile(filepath.Join(priv, "config.json.user"), userConfigAbs(orig, bundle), 0o600); err == nil {
 		os.Rename(filepath.Join(priv, "config.json.user"), filepath.Join(priv, "config.json"))
 	}
-	if err := rt.pointBundle(id, bundle); err != nil {
+	if err := rt.pointBundle(id, bundle, &user, initFilter); err != nil {
 		rt.Delete(context.Background(), id)
 		return 0, fmt.Errorf("%s create: %w", rt.Name, err)
 	}

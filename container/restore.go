@@ -120,7 +120,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if rt == nil {
 		// the runtime that ran the container at the checkpoint
 		root := opts.RuntimeRoot
-		if root == "" {
+		if root == "" && meta.RuntimeRoot != "" {
+			if err := trustedRuntimeRoot(meta.RuntimeRoot); err != nil {
+				return "", 0, fmt.Errorf("restore: image %s: %s: runtime root %q (give --root to choose one): %w", dir, MetadataName, meta.RuntimeRoot, err)
+			}
 			root = meta.RuntimeRoot
 		}
 		if rt, err = NewRuntime(meta.Runtime, root); err != nil {
@@ -168,12 +171,16 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	case !terminal && opts.ConsoleSocket != "":
 		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
 	}
-	if err := checkTaskCeiling(&spec, dir); err != nil {
+	initFilter, err := checkTaskCeiling(&spec, dir)
+	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
+	}
+	if err := checkStateCeiling(&spec, &state); err != nil {
+		return "", 0, fmt.Errorf("restore %s: image %s: %s: %w", id, dir, StateName, err)
 	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig, opts.ConsoleSocket, opts.Platform.CreateArgs)
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, initFilter, opts.ConsoleSocket, opts.Platform.CreateArgs)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -190,8 +197,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restore.Relock(dir, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
-	if opts.Platform.EmptyNet || externalNamespaces(&spec, false)["net"] {
-		state.Net = nil // the platform's: joined by path, or set up empty
+	if opts.Platform.EmptyNet {
+		state.Net = nil // runc's --empty-ns network: the platform sets it up
 	}
 	if err := restoreNamespaces(pid, dir, &spec, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
@@ -377,7 +384,7 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 			ns.Close()
 			return err
 		}
-		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook})
+		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook, CheckSysctl: netSysctlCheck(spec)})
 		ns.Close()
 		outside.Close()
 		if err != nil {

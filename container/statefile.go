@@ -111,7 +111,9 @@ func readJSONFile(path string, v any) bool {
 // must see the user's. runc keeps it as the "bundle=" label of state.json,
 // crun as "bundle" in its status file; both are rewritten through a
 // temporary file renamed over the original, as the runtimes write them.
-func (r *Runtime) pointBundle(id, bundle string) error {
+// What `exec` takes from the config is put back to user's too
+// (userExecState).
+func (r *Runtime) pointBundle(id, bundle string, user *specs.Spec, initFilter []byte) error {
 	dir := r.stateDir(id)
 	var name string
 	var doc map[string]any
@@ -150,21 +152,8 @@ func (r *Runtime) pointBundle(id, bundle string) error {
 		}
 		doc["bundle"] = bundle
 	}
-	out, err := json.Marshal(doc)
-	if err != nil {
+	if err := r.userExecState(id, doc, user, initFilter); err != nil {
 		return err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".ctr-cr-tmp"
-	if err := os.WriteFile(tmp, out, fi.Mode().Perm()); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("state: %w", err)
-	}
-	return nil
+	return replaceJSON(path, doc)
 }

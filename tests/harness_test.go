@@ -66,6 +66,12 @@ type Case struct {
 	// end the test holds (Run.ExtPipes); each restore hands a fresh pipe's
 	// write end to ctr-cr as its fd 3 with --inherit-fd fd[3]:pipe:[INO].
 	ExtPipe bool
+	// ExtSock gives the case, as fd 3, one end of a stream socketpair
+	// whose other end the test holds (Run.ExtSocks): a unix peer outside
+	// the dump without a name. Each dump passes --ext-unix-sk, each
+	// restore hands a fresh pair's end to ctr-cr as its fd 3 with
+	// --inherit-fd fd[3]:socket:[INO].
+	ExtSock bool
 }
 
 // Run is a started case.
@@ -90,7 +96,8 @@ type Run struct {
 	fgPidFile string // written by the foreground ctr-cr when the restore is done
 
 	ExtPipes []int  // Case.ExtPipe: read ends of the pipes, in the order used
-	extIno   uint64 // Case.ExtPipe: the pipe the case writes to now
+	extIno   uint64 // Case.ExtPipe: the pipe the case writes to now; Case.ExtSock: the case's socket
+	ExtSocks []int  // Case.ExtSock: the test's ends of the socketpairs, in the order used
 }
 
 func TestMain(m *testing.M) {
@@ -311,6 +318,11 @@ func startCase(t *testing.T, c Case) *Run {
 	files := []uintptr{devnull.Fd(), outF.Fd(), outF.Fd()}
 	if c.ExtPipe {
 		w := r.newExtPipe()
+		defer w.Close()
+		files = append(files, w.Fd())
+	}
+	if c.ExtSock {
+		w := r.newExtSock()
 		defer w.Close()
 		files = append(files, w.Fd())
 	}

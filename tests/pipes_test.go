@@ -41,10 +41,35 @@ func (r *Run) newExtPipe() *os.File {
 	return os.NewFile(uintptr(p[1]), "ext-pipe-w")
 }
 
+// newExtSock makes a stream socketpair for Case.ExtSock: the test's end is
+// kept in r.ExtSocks (closed at cleanup), the case's end returned; its
+// inode is the --inherit-fd key of the next restore.
+func (r *Run) newExtSock() *os.File {
+	r.t.Helper()
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(p[1], &st); err != nil {
+		r.t.Fatal(err)
+	}
+	r.ExtSocks = append(r.ExtSocks, p[0])
+	r.t.Cleanup(func() { unix.Close(p[0]) })
+	r.extIno = st.Ino
+	return os.NewFile(uintptr(p[1]), "ext-sock")
+}
+
 // extPipeArgs returns the restore arguments and ctr-cr's extra files: for
 // Case.ExtPipe, a fresh pipe's write end as fd 3 replacing the pipe the
-// case writes to now.
+// case writes to now; for Case.ExtSock, a fresh socketpair's end replacing
+// the case's socket.
 func (r *Run) extPipeArgs(args []string) ([]string, []*os.File) {
+	if r.c.ExtSock {
+		key := fmt.Sprintf("fd[3]:socket:[%d]", r.extIno)
+		w := r.newExtSock()
+		return append(slices.Clone(args), "--inherit-fd", key), []*os.File{w}
+	}
 	if !r.c.ExtPipe {
 		return args, nil
 	}
@@ -132,9 +157,9 @@ func TestCR_PipeExternalMissing(t *testing.T) {
 	if err := unix.Kill(r.Pid, 0); err != unix.ESRCH {
 		t.Errorf("pid %d exists after the failed restore (%v)", r.Pid, err)
 	}
-	_, stderr, err = ctrcr(t, "restore", "-D", img, "-d", "--inherit-fd", "fd[3]:socket:[1]")
-	if err == nil || !strings.Contains(stderr, "socket") {
-		t.Errorf("--inherit-fd with a socket key: %v %s", err, stderr)
+	_, stderr, err = ctrcr(t, "restore", "-D", img, "-d", "--inherit-fd", "fd[1]:tty[8801:d]")
+	if err == nil || !strings.Contains(stderr, "terminal") {
+		t.Errorf("--inherit-fd with a terminal key: %v %s", err, stderr)
 	}
 }
 

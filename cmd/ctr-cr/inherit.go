@@ -11,8 +11,9 @@ import (
 // --inherit-fd fd[N]:KEY (CRIU's syntax, used by runc too): ctr-cr's own fd
 // N replaces, in the restored tree, the file of the image named KEY, whose
 // other side was outside the dump. Supported keys: pipe:[INO] (an external
-// pipe; "ctr-cr show" lists them). CRIU's other keys are recognised and
-// refused by name.
+// pipe) and socket:[INO] (a unix socket whose peer was outside, dumped
+// with --ext-unix-sk); "ctr-cr show" lists them. CRIU's other keys are
+// recognised and refused by name.
 
 var (
 	inheritArg  = regexp.MustCompile(`^fd\[([0-9]+)\]:(.+)$`)
@@ -54,11 +55,10 @@ func parseInheritFd(s string) (int, string, error) {
 	switch {
 	case inheritPipe.MatchString(key):
 	case inheritSock.MatchString(key):
-		return -1, "", fmt.Errorf("%q: inheriting a socket (%s) is not supported, only pipe:[INO]", s, key)
 	case inheritTty.MatchString(key):
-		return -1, "", fmt.Errorf("%q: inheriting a terminal (%s) is not supported, only pipe:[INO] (a shell job's terminal: --shell-job)", s, key)
+		return -1, "", fmt.Errorf("%q: inheriting a terminal (%s) is not supported, only pipe:[INO] and socket:[INO] (a shell job's terminal: --shell-job)", s, key)
 	default:
-		return -1, "", fmt.Errorf("%q: unsupported key %q, only pipe:[INO]", s, key)
+		return -1, "", fmt.Errorf("%q: unsupported key %q, only pipe:[INO] and socket:[INO]", s, key)
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
 		return -1, "", fmt.Errorf("%q: fd %d: %w", s, fd, err)

@@ -5,15 +5,18 @@ import (
 	"testing"
 )
 
-// TestParseInheritFd: CRIU's fd[N]:KEY syntax; pipe keys accepted, the
+// TestParseInheritFd: CRIU's fd[N]:KEY syntax; pipe and socket keys accepted, the
 // other CRIU keys refused by name, bad syntax and closed fds refused.
 func TestParseInheritFd(t *testing.T) {
 	fd, key, err := parseInheritFd("fd[2]:pipe:[12345]")
 	if err != nil || fd != 2 || key != "pipe:[12345]" {
 		t.Fatalf("pipe key: %d %q %v", fd, key, err)
 	}
+	fd, key, err = parseInheritFd("fd[2]:socket:[7]")
+	if err != nil || fd != 2 || key != "socket:[7]" {
+		t.Fatalf("socket key: %d %q %v", fd, key, err)
+	}
 	for arg, want := range map[string]string{
-		"fd[2]:socket:[7]":     "socket",
 		"fd[2]:tty[8801:d]":    "terminal",
 		"fd[2]:/var/log/x.log": "unsupported key",
 		"2:pipe:[1]":           "want fd[N]:KEY",

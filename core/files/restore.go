@@ -86,6 +86,9 @@ func (o *Opener) Check() error {
 	if err := o.checkExternalPipes(); err != nil {
 		return err
 	}
+	if err := o.checkExternalSockets(); err != nil {
+		return err
+	}
 	for _, f := range o.files {
 		if f.Deleted {
 			dir := filepath.Dir(f.Path)

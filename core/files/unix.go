@@ -173,14 +173,16 @@ func (t *Table) CheckSockets(opts Options) error {
 		}
 		if !opts.ExtUnixSk {
 			if u.PeerName == "" {
-				return t.unixErr(f, "%s", what)
+				return t.unixErr(f, "%s: dump with --ext-unix-sk and restore with --inherit-fd fd[N]:%s to hand in the socket to use", what, InheritSocketKey(u.Ino))
 			}
 			return t.unixErr(f, "%s: dump with --ext-unix-sk to connect it to %q again on restore", what, u.PeerName)
 		}
-		if u.PeerName == "" {
-			return t.unixErr(f, "%s: the peer has no name to connect to again", what)
+		if u.PeerName == "" && u.PeerIno == 0 {
+			return t.unixErr(f, "%s: the listener has no name to connect to again", what)
 		}
-		if u.PeerName[0] != '/' && u.PeerName[0] != '@' {
+		// a peer without a name: restore hands a socket in with
+		// --inherit-fd fd[N]:socket:[INO] (unix_inherit.go)
+		if u.PeerName != "" && u.PeerName[0] != '/' && u.PeerName[0] != '@' {
 			return t.unixErr(f, "%s: the peer's name is a relative path, which restore cannot resolve outside the dump", what)
 		}
 		if u.Type != unix.SOCK_DGRAM && len(u.Queue) > 0 {
@@ -288,7 +290,25 @@ func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Id < entries[j].Id })
+	inherited := map[uint64]int{} // ino -> our duplicate of the caller's socket
+	defer func() {
+		if !o.unixBuilt {
+			for _, fd := range inherited {
+				unix.Close(fd)
+			}
+		}
+	}()
 	for _, e := range entries {
+		if n, ok := o.inheritedSocket(e.Unix); ok && e.Unix.External {
+			if _, done := inherited[e.Unix.Ino]; !done {
+				dup, err := unix.FcntlInt(uintptr(n), unix.F_DUPFD_CLOEXEC, 0)
+				if err != nil {
+					return -1, fmt.Errorf("--inherit-fd fd[%d]:%s: %w", n, InheritSocketKey(e.Unix.Ino), err)
+				}
+				inherited[e.Unix.Ino] = dup
+			}
+			continue // the caller's socket replaces it (unix_inherit.go)
+		}
 		socks = append(socks, e.Unix)
 	}
 	in, done, err := o.inRoot()
@@ -308,6 +328,9 @@ func (o *Opener) socketEnd(f *imagepb.FileEntry) (int, error) {
 		return -1, err
 	}
 	o.unixBuilt = true
+	for ino, fd := range inherited {
+		fds[ino] = fd
+	}
 	for _, e := range entries {
 		fd := fds[e.Unix.Ino]
 		o.open[e.Id] = fd

@@ -114,6 +114,12 @@ func Summary(dir string, w io.Writer) error {
 			extra += anonExtra(f)
 			if f.Kind == imagepb.FileKind_FILE_UNIX {
 				extra += " " + unixsk.Describe(f.Unix)
+				if f.Unix != nil && f.Unix.External {
+					extra += fmt.Sprintf("; peer outside: restore with --inherit-fd fd[N]:socket:[%d]", f.Unix.Ino)
+					if f.Unix.PeerName != "" {
+						extra += fmt.Sprintf(" or let it connect to %q again", f.Unix.PeerName)
+					}
+				}
 			}
 			extra += ptyExtra(f)
 			extra += lowSocketExtra(f)

@@ -72,7 +72,7 @@ func readSysctls(ns netns.NsHandle, keys []string) (map[string]string, error) {
 // writeSysctls writes m under /proc/sys/net inside ns, in sysctlOrder, each
 // key only when its current value differs. A key this kernel does not have
 // (another kernel, ipv6 disabled) is skipped with a note to logf.
-func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...any)) error {
+func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...any), check func(key, have, want string) error) error {
 	return inNetns(ns, func() error {
 		for _, k := range sysctlOrder(m) {
 			p := filepath.Join("/proc/sys/net", k)
@@ -86,6 +86,11 @@ func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...a
 			}
 			if normSysctl(string(cur)) == normSysctl(m[k]) {
 				continue
+			}
+			if check != nil {
+				if err := check(k, normSysctl(string(cur)), m[k]); err != nil {
+					return fmt.Errorf("sysctl net/%s: %w", k, err)
+				}
 			}
 			if err := os.WriteFile(p, []byte(m[k]), 0); err != nil {
 				return fmt.Errorf("sysctl net/%s = %q: %w", k, m[k], err)

@@ -26,6 +26,11 @@ type RestoreOptions struct {
 	// Logf, when set, receives notes about choices Restore made (an outside
 	// peer that could not keep its ifindex, a recorded bridge missing).
 	Logf func(format string, args ...any)
+	// CheckSysctl, when set, is asked before each sysctl write (a key
+	// under /proc/sys/net whose value in the fresh namespace differs from
+	// the saved one); an error stops the restore. The caller holds an
+	// image's sysctls to what its container may set itself.
+	CheckSysctl func(key, have, want string) error
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {
@@ -326,7 +331,7 @@ func (r *restorer) sysctls() error {
 	if len(r.st.Sysctls) == 0 {
 		return nil
 	}
-	return writeSysctls(r.ns, r.st.Sysctls, r.opts.logf)
+	return writeSysctls(r.ns, r.st.Sysctls, r.opts.logf, r.opts.CheckSysctl)
 }
 
 func (r *restorer) masters() error {
