@@ -24,7 +24,7 @@ import (
 // on (its check is 3.11 for containers, 3.16 for pods) are the runtime's.
 const (
 	swrkVersionMajor = 4
-	swrkVersionMinor = 0
+	swrkVersionMinor = 2
 	criuReqVersion   = 10 // criu_req_type VERSION
 )
 
