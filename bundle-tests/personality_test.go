@@ -140,6 +140,13 @@ func TestRestore_RuncForeground(t *testing.T) {
 		t.Fatalf("checkpoint: %v\n%s", err, out)
 	}
 	at := b.count()
+	// the work path is the image path by default: the log and the stats
+	// are in the image directory that replaced the one there before
+	for _, f := range []string{"dump.log", "stats-dump", "inventory.img"} {
+		if _, err := os.Stat(filepath.Join(img, f)); err != nil {
+			t.Errorf("image directory: %v", err)
+		}
+	}
 	out, err := asRunc(t, "restore", "--image-path", img, "--bundle", b.dir, b.id)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 7 {

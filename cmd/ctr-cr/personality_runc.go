@@ -149,11 +149,23 @@ func runcCheckpoint(rt *container.Runtime, c *runcCheckpointConfig) error {
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return fmt.Errorf("--work-path: %w", err)
 	}
-	logc := logConfig{file: filepath.Join(work, "dump.log"), level: levelInfo}
+	logPath := filepath.Join(work, "dump.log")
+	final := logPath
+	if work == image {
+		// the image directory is replaced whole once the new image is
+		// complete: the log is written beside it and moved in at the end
+		logPath = filepath.Join(filepath.Dir(image), "."+filepath.Base(image)+"-dump.log")
+	}
+	logc := logConfig{file: logPath, level: levelInfo}
 	if err := msgs.open(&logc, work); err != nil {
 		return err
 	}
-	defer msgs.close()
+	defer func() {
+		msgs.close()
+		if logPath != final {
+			os.Rename(logPath, final)
+		}
+	}()
 	ctx, stop := interruptible()
 	defer stop()
 	_, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
