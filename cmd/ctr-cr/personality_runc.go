@@ -45,14 +45,20 @@ func realRunc() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cands := realRuncPaths
 	if p := os.Getenv("CTRCR_RUNC"); p != "" {
 		if !filepath.IsAbs(p) {
 			return "", fmt.Errorf("CTRCR_RUNC=%q: not an absolute path", p)
 		}
-		cands = []string{p}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("CTRCR_RUNC: %w", err)
+		}
+		if os.SameFile(fi, self) {
+			return "", fmt.Errorf("CTRCR_RUNC=%s is ctr-cr itself, not the real runc", p)
+		}
+		return p, nil
 	}
-	for _, p := range cands {
+	for _, p := range realRuncPaths {
 		fi, err := os.Stat(p)
 		if err != nil || fi.IsDir() || os.SameFile(fi, self) {
 			continue
