@@ -171,8 +171,24 @@ func (p *podman) restore(name string, at int, opts ...string) {
 	if len(opts) > 0 && opts[0] == "--import" {
 		target = nil
 	}
-	p.must(append(append([]string{"container", "restore"}, opts...), target...)...)
+	out := p.must(append(append([]string{"container", "restore", "--print-stats"}, opts...), target...)...)
 	p.t.Logf("podman container restore %s: %v", strings.Join(opts, " "), time.Since(t0))
+	// what podman read from ctr-cr's stats-restore
+	var st struct {
+		Stats []struct {
+			Criu struct {
+				Restore int64 `json:"restore_time"`
+				Pages   int64 `json:"pages_restored"`
+			} `json:"criu_statistics"`
+		} `json:"container_statistics"`
+	}
+	js := out
+	if i := strings.Index(out, "{"); i >= 0 {
+		js = out[i:]
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil || len(st.Stats) != 1 || st.Stats[0].Criu.Restore <= 0 || st.Stats[0].Criu.Pages <= 0 {
+		p.t.Errorf("restore --print-stats: %v\n%s", err, out)
+	}
 	if st := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Status}}", name)); st != "running" {
 		p.t.Fatalf("after restore the container is %q", st)
 	}
