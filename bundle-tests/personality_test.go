@@ -100,7 +100,7 @@ func TestCheckpoint_RuncPaused(t *testing.T) {
 
 // A pipe to the outside that is not the init's stdio (one the platform
 // would not hand back) is refused at checkpoint, naming it; the container
-// runs on.
+// runs on, or, paused, stays paused.
 func TestCheckpoint_RuncExternalPipe(t *testing.T) {
 	b := newBundle(t, "runc", counterScript)
 	r, w, err := os.Pipe()
@@ -127,6 +127,26 @@ func TestCheckpoint_RuncExternalPipe(t *testing.T) {
 		t.Fatalf("after the refused checkpoint the container is %q", s)
 	}
 	b.waitCount(b.count() + 3)
+	// paused (as containerd pauses first): refused the same, and still
+	// paused after, nothing having run
+	if out, err := b.rt("pause", b.id); err != nil {
+		t.Fatalf("runc pause: %v %s", err, out)
+	}
+	at := b.count()
+	if out, err := asRunc(t, "checkpoint", "--image-path", filepath.Join(b.dir, "img"), b.id); err == nil || !strings.Contains(out, "pipe with an end held outside the dump") {
+		t.Fatalf("checkpoint of the paused container: %v\n%s", err, out)
+	}
+	if s := b.status(); s != "paused" {
+		t.Fatalf("after the refused checkpoint the paused container is %q", s)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if c := b.count(); c != at {
+		t.Fatalf("the paused container ran during or after the refused checkpoint (%d -> %d)", at, c)
+	}
+	if out, err := b.rt("resume", b.id); err != nil {
+		t.Fatalf("runc resume: %v %s", err, out)
+	}
+	b.waitCount(at + 3)
 }
 
 // Without --detach, runc's restore stays in the foreground as the
