@@ -239,7 +239,8 @@ func TestReal_PodmanTerminal(t *testing.T) {
 }
 
 // checkpoint --export, remove the container, restore --import the archive
-// (podman rebuilds the spec: mounts in another order), twice.
+// (podman rebuilds the spec: mounts in another order), twice; then a copy
+// restored beside the running original (--import --name).
 func TestReal_PodmanExportImport(t *testing.T) {
 	p := newPodman(t)
 	name := p.startCounter()
@@ -251,6 +252,39 @@ func TestReal_PodmanExportImport(t *testing.T) {
 		p.restore(name, at, "--import", archive)
 	}
 	checkContinuous(t, p.logCounts(name))
+	// a copy beside the running original: --import --name, from a
+	// --leave-running export; each counts on in its own memory and tmpfs
+	archive := filepath.Join(dir, "copy.tar")
+	at := p.checkpoint(name, "--leave-running", "--export", archive)
+	copyName := name + "-copy"
+	t.Cleanup(func() { p.run("rm", "-f", "-t", "0", copyName) })
+	p.must("container", "restore", "--import", archive, "--name", copyName)
+	p.waitCount(copyName, at+5)
+	orig, cp := p.logCounts(name), p.logCounts(copyName)
+	checkContinuous(t, orig)
+	// the copy's log starts with the original's as exported, which the
+	// running original wrote on after the checkpoint: the copy, counting
+	// on from the checkpoint, repeats those last lines once, never more
+	// than the export's lag and never from the start
+	k := 0
+	for i := 1; i < len(cp); i++ {
+		if cp[i] <= cp[i-1] {
+			if k != 0 {
+				t.Fatalf("the copy's log goes back twice: %v", cp)
+			}
+			k = i
+		}
+	}
+	if k > 0 && (cp[k] < at-20 || cp[k] > at+1) {
+		t.Errorf("the copy counted on from %d, the checkpoint was at about %d: %v", cp[k], at, cp)
+	}
+	checkContinuous(t, cp[:max(k, 1)])
+	for i := k + 1; i < len(cp); i++ {
+		if cp[i] != cp[i-1]+1 {
+			t.Errorf("the copy's count is not continuous after its restore: %v", cp[k:])
+			break
+		}
+	}
 }
 
 // checkpoint --leave-running: the container counts on, untouched; stopped
