@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/ctr-cr
 export CGO_ENABLED := 0
 
-.PHONY: build deps test bench demo proto vet clean
+.PHONY: build deps test stress bench demo proto vet clean
 
 # Release builds drop the symbol table and DWARF (-s -w): a third of the
 # binary's size, and ~0.5 ms of every start (perf stat -r 100 of
@@ -38,7 +38,14 @@ deps:
 # threads) can take first, and contend for the 2 CPUs' timing otherwise.
 test: deps build
 	set -o pipefail; $(GO) vet ./... && \
-	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
+	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m -skip '^TestStress' ./... | $(GO) run ./internal/testreport
+
+# The long runs (CI runs them after make test): crash sweeps and concurrency
+# stress, TestStress_* (only here), and again the shorter TestCrash_* and
+# TestConcurrent_* (docs/crash.md).
+stress: deps build
+	set -o pipefail; CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 20m \
+		-run '^(TestStress|TestCrash|TestConcurrent)' ./tests/ ./bundle-tests/ | $(GO) run ./internal/testreport
 
 bench: deps build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench

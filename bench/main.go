@@ -1,24 +1,26 @@
-// Command bench measures ctr-cr on fixed workloads (make bench): for each, it
-// dumps and restores the same process several times and reports medians and
-// min-max of dump ms, frozen ms, restore ms, image MiB and ctr-cr's peak RSS,
-// as a table and as one machine-readable line per workload:
+// Command bench measures ctr-cr on fixed workloads (make bench) and, when a
+// criu is found (on PATH or in ../shared/anchors/criu-4.2), compares it
+// with CRIU in the same run: for each process workload, a ctr-cr instance
+// and a criu instance are dumped and restored in alternating rounds. It
+// reports medians and min-max of dump ms, frozen ms, restore ms, image MiB
+// and the tool's peak RSS, as a table and as machine-readable lines:
 //
 //	bench name=anon-64M dump_ms=... frozen_ms=... restore_ms=... image_mib=... rss_mib=...
+//	criu name=anon-64M dump_ms=... frozen_ms=... restore_ms=... image_mib=... rss_mib=...
+//	ratio name=anon-64M phase=dump ctrcr_ms=... criu_ms=... ratio=... (ctr-cr/criu, ...)
 //
 // The workload is this binary re-executed: it maps N MiB of anonymous memory,
 // fills it with a pattern, and on SIGUSR1 verifies the whole region and
 // reports the result, so every restore is checked, not only timed.
+// -load N runs N CPU hogs and a buffered writer for the whole bench.
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,26 +33,20 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 2 && os.Args[1] == "workload" {
-		workload(os.Args[2], os.Args[3])
-		return
-	}
-	if len(os.Args) > 2 && os.Args[1] == "goheap-workload" {
-		goHeapWorkload(os.Args[2])
-		return
-	}
-	if len(os.Args) > 3 && os.Args[1] == "tree-workload" {
-		treeWorkload(os.Args[2], os.Args[3])
+	if len(os.Args) > 1 && reexec(os.Args[1], os.Args[2:]) {
 		return
 	}
 	sizes := flag.String("sizes", "64,256,1024", "MiB of anonymous memory per workload (empty: none)")
-	runs := flag.Int("runs", 5, "dump/restore cycles per workload")
+	runs := flag.Int("runs", 5, "dump/restore cycles per workload (per tool)")
 	flag.IntVar(&warmup, "warmup", 1, "untimed dump/restore cycles before the timed ones (the first cycle also pays for first use of the VM's memory)")
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
-	platforms := flag.Bool("platforms", true, "podman's checkpoint/restore of a busybox counter with ctr-cr as its runtime (bin/runtime/runc), and with runc and criu when criu is found")
+	flag.BoolVar(&platforms, "platforms", true, "podman's checkpoint/restore of a busybox counter with ctr-cr as its runtime (bin/runtime/runc), and with runc and criu when criu is found")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
+	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
+	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
+	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
 	if bin == "" {
@@ -64,10 +60,53 @@ func main() {
 	// to us so we can reap them
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	criu, why := findCRIU()
+	criu, why := findCRIU(*criuFlag)
 	fmt.Println("criu:", why)
+	stopLoad, err := startLoad(*load)
+	if err != nil {
+		fmt.Println("bench: load:", err)
+		os.Exit(1)
+	}
+	if *load > 0 {
+		fmt.Printf("load: %d CPU hogs + 1 buffered writer (loadavg at start %s)\n", *load, loadAvg())
+	} else {
+		fmt.Printf("load: none added (loadavg at start %s)\n", loadAvg())
+	}
+	code := runBench(bin, criu, procWorkloads(*sizes, *goMiB, *treeN), *runs, *containers, *ctMiB)
+	stopLoad()
+	os.Exit(code)
+}
+
+// showPhases is -phases.
+var showPhases bool
+
+// platforms is -platforms (platform.go).
+var platforms bool
+
+// reexec runs the workload or load process named by the first argument
+// (this binary re-executed by the bench) and reports whether it was one.
+func reexec(what string, args []string) bool {
+	switch {
+	case what == "workload" && len(args) >= 2:
+		workload(args[0], args[1])
+	case what == "goheap-workload" && len(args) >= 1:
+		goHeapWorkload(args[0])
+	case what == "tree-workload" && len(args) >= 3:
+		treeWorkload(args[0], args[1], args[2])
+	case what == "hog-load":
+		hogLoad()
+	case what == "writer-load" && len(args) >= 1:
+		writerLoad(args[0])
+	default:
+		return false
+	}
+	return true
+}
+
+// procWorkloads lists the process workloads the flags ask for.
+func procWorkloads(sizes string, goMiB, treeN int) []procWorkload {
 	var work []procWorkload
-	for _, s := range strings.Split(*sizes, ",") {
+	for _, s := range strings.Split(sizes, ",") {
 		if strings.TrimSpace(s) == "" {
 			continue
 		}
@@ -78,77 +117,56 @@ func main() {
 		}
 		work = append(work, procWorkload{name: fmt.Sprintf("anon-%dM", mib), args: []string{"workload", strconv.Itoa(mib)}, procs: 1, criu: true})
 	}
-	if *goMiB > 0 {
-		work = append(work, procWorkload{name: fmt.Sprintf("go-%dM", *goMiB), args: []string{"goheap-workload", strconv.Itoa(*goMiB)}, procs: 1, criu: true})
+	if goMiB > 0 {
+		work = append(work, procWorkload{name: fmt.Sprintf("go-%dM", goMiB), args: []string{"goheap-workload", strconv.Itoa(goMiB)}, procs: 1, criu: true})
 	}
-	if *treeN > 0 {
+	if treeN > 0 {
 		// n processes with 8 MiB each; --jobs is ctr-cr dump's
 		// parallelism (1: one process at a time)
 		for _, jobs := range []int{1, 4} {
-			work = append(work, procWorkload{name: fmt.Sprintf("tree-%d-j%d", *treeN, jobs), args: []string{"tree-workload", strconv.Itoa(*treeN), "8"},
-				procs: *treeN, dumpArgs: []string{"--jobs", strconv.Itoa(jobs)}, criu: jobs == 1})
+			work = append(work, procWorkload{name: fmt.Sprintf("tree-%d-j%d", treeN, jobs), args: []string{"tree-workload", strconv.Itoa(treeN), "8"},
+				procs: treeN, dumpArgs: []string{"--jobs", strconv.Itoa(jobs)}, criu: jobs == 1})
 		}
 	}
-	var lines []string
-	var ratios []string
+	return work
+}
+
+// runBench runs every workload, prints the table and then the
+// machine-readable lines, and returns the exit code.
+func runBench(bin, criu string, work []procWorkload, runs int, containers bool, ctMiB int) int {
+	var lines, ratios []string
 	lines = append(lines, benchStartup(bin, 30))
-	fmt.Printf("%-16s %5s %22s %22s %22s %10s %8s\n", "workload", "runs", "dump ms med [min-max]", "frozen ms med [min-max]", "restore ms med [min-max]", "image MiB", "rss MiB")
+	fmt.Printf("%-22s %5s %22s %22s %22s %10s %8s\n", "workload", "runs", "dump ms med [min-max]", "frozen ms med [min-max]", "restore ms med [min-max]", "image MiB", "rss MiB")
 	for _, w := range work {
-		r, err := benchCycles(w.name, ctrcrEngine(bin, w.dumpArgs), w.args, w.procs, *runs)
+		engines := []engine{ctrcrEngine(bin, w.dumpArgs)}
+		if criu != "" && w.criu {
+			engines = append(engines, criuEngine(criu))
+		}
+		res, err := benchAlternating(w.name, engines, w.args, w.procs, runs)
 		if err != nil {
 			fmt.Printf("bench: %s: %v\n", w.name, err)
-			os.Exit(1)
+			return 1
 		}
-		lines = append(lines, r.report())
-		if criu != "" && w.criu {
-			// the same workload, launched the same way, through criu
-			c, err := benchCycles(w.name, criuEngine(criu), w.args, w.procs, *runs)
-			if err != nil {
-				fmt.Printf("criu: %s: %v (no ratio)\n", w.name, err)
-				continue
-			}
-			c.name = "criu:" + w.name
-			c.report()
-			ratios = append(ratios, criuLines(r, c)...)
+		lines = append(lines, res[0].report())
+		if showPhases {
+			lines = append(lines, res[0].phaseLine())
+		}
+		if len(res) > 1 {
+			res[1].report()
+			ratios = append(ratios, ratioLines(res[0], res[1], "criu")...)
 		}
 	}
-	if *containers {
-		// crun refuses this machine kind's hybrid cgroup layout unless
-		// the cgroup2 hierarchy is hidden from it (as in bundle-tests)
-		if wrapper, err := testutil.CrunWrapper(); err != nil {
-			fmt.Printf("bench: crun wrapper: %v\n", err)
-			os.Exit(1)
-		} else if wrapper != "" {
-			defer os.RemoveAll(wrapper)
+	if containers {
+		cl, cr, err := benchContainers(bin, criu, runs, ctMiB)
+		if err != nil {
+			fmt.Printf("bench: %v\n", err)
+			return 1
 		}
-		counter := "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
-		for _, c := range []struct {
-			name    string
-			runtime string
-			script  string
-			mib     int
-		}{
-			{"ct-busybox", "runc", counter, 0},
-			{"ct-busybox-crun", "crun", counter, 0},
-			{fmt.Sprintf("ct-%dM", *ctMiB), "runc", "", *ctMiB},
-		} {
-			if c.name == "ct-0M" {
-				continue
-			}
-			if _, err := exec.LookPath(c.runtime); err != nil {
-				fmt.Printf("bench: %s: %s is not installed: skipped\n", c.name, c.runtime)
-				continue
-			}
-			r, err := benchContainer(bin, c.name, c.runtime, c.script, c.mib, *runs)
-			if err != nil {
-				fmt.Printf("bench: %s: %v\n", c.name, err)
-				os.Exit(1)
-			}
-			lines = append(lines, r.report())
-		}
+		lines = append(lines, cl...)
+		ratios = append(ratios, cr...)
 	}
-	if *platforms {
-		lines = append(lines, benchPlatforms(bin, criu, *runs)...)
+	if platforms {
+		lines = append(lines, benchPlatforms(bin, criu, runs)...)
 	}
 	for _, l := range lines {
 		fmt.Println(l)
@@ -156,6 +174,58 @@ func main() {
 	for _, l := range ratios {
 		fmt.Println(l)
 	}
+	fmt.Printf("loadavg at end: %s\n", loadAvg())
+	return 0
+}
+
+// benchContainers runs the container workloads and returns their lines
+// and (runc workloads, with a criu) the ratio lines against runc + criu.
+func benchContainers(bin, criu string, runs, ctMiB int) ([]string, []string, error) {
+	// crun refuses this machine kind's hybrid cgroup layout unless the
+	// cgroup2 hierarchy is hidden from it (as in bundle-tests)
+	wrapper, err := testutil.CrunWrapper()
+	if err != nil {
+		return nil, nil, fmt.Errorf("crun wrapper: %w", err)
+	} else if wrapper != "" {
+		defer os.RemoveAll(wrapper)
+	}
+	counter := "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+	var lines, ratios []string
+	for _, c := range []struct {
+		name    string
+		runtime string
+		script  string
+		mib     int
+	}{
+		{"ct-busybox", "runc", counter, 0},
+		{"ct-busybox-crun", "crun", counter, 0},
+		{fmt.Sprintf("ct-%dM", ctMiB), "runc", "", ctMiB},
+	} {
+		if c.name == "ct-0M" {
+			continue
+		}
+		if _, err := exec.LookPath(c.runtime); err != nil {
+			fmt.Printf("bench: %s: %s is not installed: skipped\n", c.name, c.runtime)
+			continue
+		}
+		engines := []ctEngine{ctrcrContainer(bin)}
+		if criu != "" && c.runtime == "runc" {
+			engines = append(engines, runcCRIUContainer(criu))
+		}
+		res, err := benchContainer(c.name, c.runtime, c.script, c.mib, runs, engines)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		lines = append(lines, res[0].report())
+		if showPhases {
+			lines = append(lines, res[0].phaseLine())
+		}
+		if len(res) > 1 {
+			res[1].report()
+			ratios = append(ratios, ratioLines(res[0], res[1], "runc+criu")...)
+		}
+	}
+	return lines, ratios, nil
 }
 
 // benchStartup times `ctr-cr --version` (start-up and exit, nothing else)
@@ -189,189 +259,6 @@ type procWorkload struct {
 	procs    int
 	dumpArgs []string // extra ctr-cr dump arguments
 	criu     bool     // also through criu when it is there
-}
-
-// engine is the tool a process workload is dumped and restored with.
-type engine struct {
-	bin     string
-	dump    func(pid int, img string) []string
-	restore func(img string) []string
-	logs    func(img string) string // what to add to a failed dump or restore's error
-}
-
-func (e engine) fail(img string, err error) error {
-	if e.logs != nil {
-		return fmt.Errorf("%v%s", err, e.logs(img))
-	}
-	return err
-}
-
-func ctrcrEngine(bin string, dumpArgs []string) engine {
-	return engine{
-		bin: bin,
-		dump: func(pid int, img string) []string {
-			return append([]string{"dump", "-t", strconv.Itoa(pid), "-D", img, "--print-stats"}, dumpArgs...)
-		},
-		restore: func(img string) []string { return []string{"restore", "-D", img, "-d"} },
-	}
-}
-
-// report prints r's table row and returns its machine-readable line.
-func (r *result) report() string {
-	fmt.Printf("%-16s %5d %22s %22s %22s %10.1f %8.1f\n", r.name, len(r.dump), stat(r.dump), stat(r.frozen), stat(r.restore), r.image, r.rss)
-	return fmt.Sprintf("bench name=%s dump_ms=%.1f frozen_ms=%.1f restore_ms=%.1f image_mib=%.1f rss_mib=%.1f",
-		r.name, median(r.dump), median(r.frozen), median(r.restore), r.image, r.rss)
-}
-
-type result struct {
-	name                  string
-	dump, frozen, restore []float64
-	image, rss            float64
-}
-
-// warmup is the number of untimed cycles each workload starts with: on
-// this VM the first write of page cache onto memory the guest has not used
-// since boot costs several times a later one (the host backs it then), so
-// a first cycle can take 2-5x the steady state. Its timings are dropped;
-// everything else (the memory check after restore) is done as usual.
-var warmup = 1
-
-// dropWarmup removes the timings of the warm-up cycles.
-func (r *result) dropWarmup() {
-	cut := func(s []float64) []float64 { return s[min(warmup, len(s)):] }
-	r.dump, r.frozen, r.restore = cut(r.dump), cut(r.frozen), cut(r.restore)
-}
-
-// benchCycles starts the workload (argv after the binary; its processes
-// print "ready" once each), then dumps and restores it runs times, checking
-// after each restore that every process verifies its memory.
-func benchCycles(name string, e engine, wargs []string, procs, runs int) (*result, error) {
-	r := &result{name: name}
-	dir, err := os.MkdirTemp("", "ctr-cr-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	self, _ := os.Executable()
-	out := filepath.Join(dir, "out")
-	of, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, append(append([]string(nil), wargs...), dir)...)
-	cmd.Stdout, cmd.Stderr = of, of
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	of.Close()
-	pid := cmd.Process.Pid
-	defer func() {
-		for _, p := range append(descendants(pid), pid) {
-			unix.Kill(p, unix.SIGKILL)
-		}
-		time.Sleep(50 * time.Millisecond)
-		reapAll()
-	}()
-	if err := waitForN(out, "ready", procs, 120*time.Second); err != nil {
-		return nil, err
-	}
-	defer r.dropWarmup()
-	for i := 0; i < warmup+runs; i++ {
-		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
-		tree := append([]int{pid}, descendants(pid)...)
-		if err := r.timeDump(e.bin, e.dump(pid, img)); err != nil {
-			return nil, e.fail(img, err)
-		}
-		// the killed tree is ours to reap (its root is our child, the
-		// rest reparented to us, the subreaper)
-		for _, p := range tree {
-			for k := 0; k < 2000; k++ {
-				reapAll()
-				if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err != nil {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}
-		r.image = dirMiB(img)
-		if err := r.timeRestore(e.bin, e.restore(img)); err != nil {
-			return nil, e.fail(img, err)
-		}
-		// verify the restored memory from inside
-		before := countLines(out, "verified ok")
-		for _, p := range tree {
-			unix.Kill(p, unix.SIGUSR1)
-		}
-		deadline := time.Now().Add(60 * time.Second)
-		for countLines(out, "verified ok") < before+len(tree) {
-			if time.Now().After(deadline) || countLines(out, "verify FAILED") > 0 {
-				b, _ := os.ReadFile(out)
-				return nil, fmt.Errorf("restored workload did not verify: %s", b)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		os.RemoveAll(img)
-	}
-	return r, nil
-}
-
-// run runs ctr-cr with args, returns its wall time and standard output,
-// and keeps the largest peak RSS in r.
-func (r *result) run(bin string, args []string) (float64, []byte, error) {
-	t0 := time.Now()
-	c := exec.Command(bin, args...)
-	var so, se bytes.Buffer
-	c.Stdout, c.Stderr = &so, &se
-	if err := c.Run(); err != nil {
-		return 0, nil, fmt.Errorf("%s: %v: %s", args[0], err, se.String())
-	}
-	d := ms(time.Since(t0))
-	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rss = max(r.rss, float64(ru.Maxrss)/1024)
-	}
-	return d, so.Bytes(), nil
-}
-
-// timeDump runs a dump (or checkpoint) with --print-stats and records its
-// time and frozen time.
-func (r *result) timeDump(bin string, args []string) error {
-	// Each timed dump starts with no dirty page cache from earlier work
-	// (the bench's own build, the images of other workloads), so that its
-	// writeback does not compete with the dump's own writes on a 2-CPU VM.
-	unix.Sync()
-	d, out, err := r.run(bin, args)
-	if err != nil {
-		return err
-	}
-	var st struct {
-		FrozenMs *float64 `json:"frozen_ms"`
-	}
-	r.dump = append(r.dump, d)
-	if json.Unmarshal(out, &st) == nil && st.FrozenMs != nil {
-		r.frozen = append(r.frozen, *st.FrozenMs)
-	}
-	return nil
-}
-
-// timeRestore runs a restore and records its time.
-func (r *result) timeRestore(bin string, args []string) error {
-	d, _, err := r.run(bin, args)
-	if err != nil {
-		return err
-	}
-	r.restore = append(r.restore, d)
-	return nil
-}
-
-func reapAll() {
-	for {
-		var ws unix.WaitStatus
-		p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if p <= 0 || err != nil {
-			return
-		}
-	}
 }
 
 func workload(mibs, dir string) {
@@ -453,10 +340,9 @@ func stat(v []float64) string {
 
 // treeWorkload starts n-1 children (memory workloads of mib MiB each) and is
 // one itself, so the tree has n processes that all verify on SIGUSR1.
-func treeWorkload(ns, mibs string) {
+func treeWorkload(ns, mibs, dir string) {
 	n, _ := strconv.Atoi(ns)
 	self, _ := os.Executable()
-	dir := os.Args[4]
 	for i := 1; i < n; i++ {
 		c := exec.Command(self, "workload", mibs, dir)
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr

@@ -17,50 +17,95 @@ import (
 // `podman container checkpoint|restore`, which includes podman's own
 // work) of a busybox counter (--network none, a tmpfs), with ctr-cr as the
 // runtime (bin/runtime/runc, bin/criu first on PATH for podman's version
-// probe) and, when criu is given, with runc driving that CRIU. The frozen
+// probe) and, when criu is given, with runc driving that CRIU, in
+// alternating rounds (each engine's container runs the whole time; the
+// order rotates), so that a busy machine weighs on both alike. The frozen
 // column is what each engine reports in stats-dump. The same for
-// containerd (benchContainerd; no frozen column).
+// containerd (setupContainerd; no frozen column).
 func benchPlatforms(bin, criu string, runs int) []string {
-	if _, err := exec.LookPath("podman"); err != nil {
-		return []string{"bench: podman is not installed: platform workloads skipped"}
-	}
 	binDir := filepath.Dir(bin)
-	var lines []string
-	engines := []struct{ name, runtime, pathDir string }{
-		{"podman-ctr-cr", filepath.Join(binDir, "runtime", "runc"), filepath.Join(binDir, "criu")},
-	}
+	engines := []platformEngine{{"ctr-cr", filepath.Join(binDir, "runtime", "runc"), filepath.Join(binDir, "criu")}}
 	if criu != "" {
-		engines = append(engines, struct{ name, runtime, pathDir string }{"podman-runc-criu", "/usr/sbin/runc", filepath.Dir(criu)})
+		engines = append(engines, platformEngine{"runc-criu", "/usr/sbin/runc", filepath.Dir(criu)})
 	}
-	for _, e := range engines {
-		r, err := benchPodman(e.name, e.runtime, e.pathDir, runs)
-		if err != nil {
-			lines = append(lines, fmt.Sprintf("bench: %s: %v", e.name, err))
+	var lines []string
+	for _, pf := range []struct {
+		name, tool string
+		setup      func(platformEngine) (platformCycle, func(), error)
+	}{{"podman", "podman", setupPodman}, {"ctrd", "containerd", setupContainerd}} {
+		if _, err := exec.LookPath(pf.tool); err != nil {
+			lines = append(lines, fmt.Sprintf("bench: %s is not installed: its workloads skipped", pf.tool))
 			continue
 		}
-		lines = append(lines, r.report())
-	}
-	for _, e := range engines {
-		name := strings.Replace(e.name, "podman", "ctrd", 1)
-		r, err := benchContainerd(name, e.runtime, e.pathDir, runs)
+		var cycles []platformCycle
+		var names []string
+		for _, e := range engines {
+			c, done, err := pf.setup(e)
+			if err != nil {
+				lines = append(lines, fmt.Sprintf("bench: %s-%s: %v", pf.name, e.name, err))
+				continue
+			}
+			defer done()
+			cycles, names = append(cycles, c), append(names, pf.name+"-"+e.name)
+		}
+		res, err := alternate(names, cycles, runs)
 		if err != nil {
-			lines = append(lines, fmt.Sprintf("bench: %s: %v", name, err))
+			lines = append(lines, fmt.Sprintf("bench: %s: %v", pf.name, err))
 			continue
 		}
-		lines = append(lines, r.report())
+		for _, r := range res {
+			lines = append(lines, r.report())
+		}
 	}
 	return lines
 }
 
-// benchPodman runs the counter under podman with runtime, pathDir first on
-// podman's PATH, and times warmup+runs checkpoint/restore cycles.
-func benchPodman(name, runtime, pathDir string, runs int) (*result, error) {
-	if _, err := os.Stat(runtime); err != nil {
-		return nil, err
+// platformEngine is a runtime binary for the platform and the directory
+// put first on its PATH (where its criu is).
+type platformEngine struct{ name, runtime, pathDir string }
+
+// platformCycle checkpoints and restores its container once and returns
+// the checkpoint's and the restore's wall time and the frozen time (ms; 0:
+// not known).
+type platformCycle func() (dump, frozen, restore float64, err error)
+
+// alternate runs warmup+runs rounds of every cycle, the order rotating by
+// round, and returns each one's result without the warm-up rounds.
+func alternate(names []string, cycles []platformCycle, runs int) ([]*result, error) {
+	res := make([]*result, len(cycles))
+	for i := range res {
+		res[i] = &result{name: names[i]}
 	}
-	env := append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"))
+	for round := 0; round < warmup+runs; round++ {
+		for k := range cycles {
+			j := (k + round) % len(cycles)
+			unix.Sync()
+			d, f, r, err := cycles[j]()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", names[j], err)
+			}
+			res[j].dump, res[j].restore = append(res[j].dump, d), append(res[j].restore, r)
+			if f > 0 {
+				res[j].frozen = append(res[j].frozen, f)
+			}
+		}
+	}
+	for _, r := range res {
+		r.dropWarmup()
+	}
+	return res, nil
+}
+
+// setupPodman runs the counter under podman with the engine's runtime,
+// its directory first on podman's PATH; the cycle checkpoints (with
+// --print-stats, for the frozen time) and restores it and checks it runs.
+func setupPodman(e platformEngine) (platformCycle, func(), error) {
+	if _, err := os.Stat(e.runtime); err != nil {
+		return nil, nil, err
+	}
+	env := append(os.Environ(), "PATH="+e.pathDir+":"+os.Getenv("PATH"))
 	podman := func(args ...string) ([]byte, float64, error) {
-		all := append([]string{"--cgroup-manager", "cgroupfs", "--runtime", runtime}, args...)
+		all := append([]string{"--cgroup-manager", "cgroupfs", "--runtime", e.runtime}, args...)
 		c := exec.Command("podman", all...)
 		c.Env = env
 		t0 := time.Now()
@@ -70,28 +115,27 @@ func benchPodman(name, runtime, pathDir string, runs int) (*result, error) {
 		}
 		return out, ms(time.Since(t0)), nil
 	}
-	img, cleanup, err := podmanBusybox(podman)
+	img, rmi, err := podmanBusybox(podman, e.name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer cleanup()
-	id := fmt.Sprintf("ctr-cr-bench-%s-%d", name, os.Getpid())
-	defer podman("rm", "-f", "-t", "0", id)
+	id := fmt.Sprintf("ctr-cr-bench-%s-%d", e.name, os.Getpid())
+	done := func() {
+		podman("rm", "-f", "-t", "0", id)
+		rmi()
+	}
 	counter := "i=0; while true; do i=$((i+1)); echo $i > /data/c; echo $i; sleep 0.1; done"
 	if _, _, err := podman("run", "-d", "--name", id, "--network", "none", "--tmpfs", "/data",
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", img, "sh", "-c", counter); err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
 	time.Sleep(500 * time.Millisecond)
-	r := &result{name: name}
-	defer r.dropWarmup()
-	for i := 0; i < warmup+runs; i++ {
-		unix.Sync()
+	cycle := func() (float64, float64, float64, error) {
 		out, d, err := podman("container", "checkpoint", "--print-stats", id)
 		if err != nil {
-			return nil, err
+			return 0, 0, 0, err
 		}
-		r.dump = append(r.dump, d)
 		var st struct {
 			Stats []struct {
 				Criu struct {
@@ -99,24 +143,26 @@ func benchPodman(name, runtime, pathDir string, runs int) (*result, error) {
 				} `json:"criu_statistics"`
 			} `json:"container_statistics"`
 		}
+		frozen := 0.0
 		if json.Unmarshal(out, &st) == nil && len(st.Stats) == 1 {
-			r.frozen = append(r.frozen, st.Stats[0].Criu.Frozen/1000)
+			frozen = st.Stats[0].Criu.Frozen / 1000
 		}
-		if _, d, err = podman("container", "restore", id); err != nil {
-			return nil, err
+		_, r, err := podman("container", "restore", id)
+		if err != nil {
+			return 0, 0, 0, err
 		}
-		r.restore = append(r.restore, d)
 		out, _, err = podman("inspect", "--format", "{{.State.Status}}", id)
 		if err != nil || strings.TrimSpace(string(out)) != "running" {
-			return nil, fmt.Errorf("restored container not running: %v %s", err, out)
+			return 0, 0, 0, fmt.Errorf("restored container not running: %v %s", err, out)
 		}
+		return d, frozen, r, nil
 	}
-	return r, nil
+	return cycle, done, nil
 }
 
 // podmanBusybox imports a busybox root file system as a podman image and
 // returns its name and its removal.
-func podmanBusybox(podman func(args ...string) ([]byte, float64, error)) (string, func(), error) {
+func podmanBusybox(podman func(args ...string) ([]byte, float64, error), tag string) (string, func(), error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		return "", nil, err
@@ -141,7 +187,7 @@ func podmanBusybox(podman func(args ...string) ([]byte, float64, error)) (string
 	}
 	tw.Close()
 	f.Close()
-	name := fmt.Sprintf("localhost/ctr-cr-bench-busybox:%d", os.Getpid())
+	name := fmt.Sprintf("localhost/ctr-cr-bench-busybox:%s-%d", tag, os.Getpid())
 	if _, _, err := podman("import", f.Name(), name); err != nil {
 		return "", nil, err
 	}

@@ -15,39 +15,48 @@ import (
 	"time"
 )
 
-// benchContainerd times `ctr containers checkpoint --task` (pause,
-// checkpoint leaving it running, resume) and `ctr containers restore --live`
-// of a busybox counter under a containerd daemon of the bench's own, with
-// runtime as the runc shim's binary and pathDir first on the daemon's PATH
-// (where runc finds criu).
-func benchContainerd(name, runtime, pathDir string, runs int) (*result, error) {
+// setupContainerd runs the counter under a containerd daemon of the
+// bench's own, with the engine's runtime as the runc shim's binary and its
+// directory first on the daemon's PATH (where runc finds criu); the cycle
+// is `ctr containers checkpoint --task` (pause, checkpoint leaving it
+// running, resume), the container removed (untimed), `ctr containers
+// restore --live`.
+func setupContainerd(e platformEngine) (platformCycle, func(), error) {
 	for _, tool := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "busybox"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is needed: %v", tool, err)
+			return nil, nil, fmt.Errorf("%s is needed: %v", tool, err)
+		}
+	}
+	var undo []func()
+	done := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
 		}
 	}
 	dir, err := os.MkdirTemp("", "ctr-cr-bench-ctrd-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer os.RemoveAll(dir)
-	state := fmt.Sprintf("/run/ctr-cr-bench-ctrd-%d", os.Getpid())
-	defer os.RemoveAll(state)
+	undo = append(undo, func() { os.RemoveAll(dir) })
+	state := fmt.Sprintf("/run/ctr-cr-bench-ctrd-%s-%d", e.name, os.Getpid())
+	undo = append(undo, func() { os.RemoveAll(state) })
 	sock := filepath.Join(state, "containerd.sock")
 	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n",
 		filepath.Join(dir, "root"), state, sock)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
 	d := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
-	d.Env = append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"))
+	d.Env = append(os.Environ(), "PATH="+e.pathDir+":"+os.Getenv("PATH"))
 	if err := d.Start(); err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
-	defer func() {
+	undo = append(undo, func() {
 		d.Process.Signal(syscall.SIGTERM)
 		d.Wait()
-	}()
+	})
 	ctr := func(args ...string) (float64, error) {
 		t0 := time.Now()
 		out, err := exec.Command("ctr", append([]string{"--address", sock}, args...)...).CombinedOutput()
@@ -60,22 +69,25 @@ func benchContainerd(name, runtime, pathDir string, runs int) (*result, error) {
 		if _, err := ctr("version"); err == nil {
 			break
 		} else if i > 100 {
-			return nil, err
+			done()
+			return nil, nil, err
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	arch, err := ociBusybox("localhost/ctr-cr-bench:1")
+	if err == nil {
+		p := filepath.Join(dir, "image.tar")
+		if err = os.WriteFile(p, arch, 0o600); err == nil {
+			_, err = ctr("images", "import", p)
+		}
+	}
 	if err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
-	p := filepath.Join(dir, "image.tar")
-	if err := os.WriteFile(p, arch, 0o600); err != nil {
-		return nil, err
-	}
-	if _, err := ctr("images", "import", p); err != nil {
-		return nil, err
-	}
-	id := "bench"
+	// runc's state root is the shim's, shared by every daemon: an id of
+	// the engine's own
+	id := fmt.Sprintf("bench-%s-%d", e.name, os.Getpid())
 	remove := func() {
 		ctr("tasks", "kill", "-s", "KILL", id)
 		for i := 0; i < 100; i++ {
@@ -86,35 +98,35 @@ func benchContainerd(name, runtime, pathDir string, runs int) (*result, error) {
 		}
 		ctr("containers", "rm", id)
 	}
-	defer remove()
+	undo = append(undo, remove)
 	counter := "i=0; while true; do i=$((i+1)); echo $i > /data/c; sleep 0.1; done"
-	if _, err := ctr("run", "-d", "--null-io", "--runc-binary", runtime, "--mount", "type=tmpfs,src=tmpfs,dst=/data,options=rw",
+	if _, err := ctr("run", "-d", "--null-io", "--runc-binary", e.runtime, "--mount", "type=tmpfs,src=tmpfs,dst=/data,options=rw",
 		"localhost/ctr-cr-bench:1", id, "sh", "-c", counter); err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
 	time.Sleep(500 * time.Millisecond)
-	r := &result{name: name}
-	defer r.dropWarmup()
-	for i := 0; i < warmup+runs; i++ {
-		ref := fmt.Sprintf("localhost/ctr-cr-bench-cp:%d", i)
+	n := 0
+	cycle := func() (float64, float64, float64, error) {
+		n++
+		ref := fmt.Sprintf("localhost/ctr-cr-bench-cp:%d", n)
 		dt, err := ctr("containers", "checkpoint", "--task", id, ref)
 		if err != nil {
-			return nil, err
+			return 0, 0, 0, err
 		}
-		r.dump = append(r.dump, dt)
 		remove()
 		rt, err := ctr("containers", "restore", "--live", id, ref)
 		if err != nil {
-			return nil, err
+			return 0, 0, 0, err
 		}
-		r.restore = append(r.restore, rt)
 		// containerd 1.6 leaves the task out of a checkpoint whose spec
 		// blob it holds already: the next one needs this one gone
 		if _, err := ctr("images", "rm", "--sync", ref); err != nil {
-			return nil, err
+			return 0, 0, 0, err
 		}
+		return dt, 0, rt, nil
 	}
-	return r, nil
+	return cycle, done, nil
 }
 
 // ociBusybox is an OCI image archive (one uncompressed layer: busybox and

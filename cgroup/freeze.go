@@ -81,6 +81,34 @@ func (c *Cgroup) Frozen() (bool, error) {
 	return readFrozen(dir, v1)
 }
 
+// Thawed tells whether the cgroup's freezer is neither frozen nor asked to
+// freeze: v1 freezer.state THAWED (FREEZING is a pause under way), v2
+// cgroup.freeze 0 (the request; cgroup.events says "frozen 0" until every
+// task has stopped). A caller that takes a cgroup for running on its own
+// (without asking the runtime) must see Thawed, not just !Frozen.
+func (c *Cgroup) Thawed() (bool, error) {
+	dir, v1, err := c.freezer()
+	if err != nil {
+		return false, err
+	}
+	if v1 {
+		s, err := readString(dir, "freezer.state")
+		if err != nil {
+			return false, fmt.Errorf("cgroup %s: read freezer.state: %w", dir, err)
+		}
+		return s == "THAWED", nil
+	}
+	s, err := readString(dir, "cgroup.freeze")
+	if err != nil {
+		return false, fmt.Errorf("cgroup %s: read cgroup.freeze: %w", dir, err)
+	}
+	if s != "0" {
+		return false, nil
+	}
+	frozen, err := readFrozen(dir, false)
+	return err == nil && !frozen, err
+}
+
 func readFrozen(dir string, v1 bool) (bool, error) {
 	if v1 {
 		s, err := readString(dir, "freezer.state")
@@ -200,4 +228,12 @@ func (c *Cgroup) Kill() error {
 		errs = append(errs, fmt.Errorf("kill: %w", ferr))
 	}
 	return errors.Join(errs...)
+}
+
+// FreezerDir returns the directory of the freezer Freeze and Thaw use (v1
+// freezer or cgroup2), for a record that may have to thaw it after a crash
+// (OpenDir(dir).Thaw()).
+func (c *Cgroup) FreezerDir() (string, error) {
+	dir, _, err := c.freezer()
+	return dir, err
 }

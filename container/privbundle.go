@@ -15,6 +15,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 )
 
 // privateBundleRoot holds the bundles ctr-cr gives the runtime for the
@@ -123,6 +124,10 @@ func privateBundle(orig []byte, bundle, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := oprec.AddPartial(oprec.Partial{Dir: dir, Staging: true}); err != nil {
+		os.Remove(dir)
+		return "", err
+	}
 	f, err := os.OpenFile(filepath.Join(dir, "config.json"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err == nil {
 		_, err = f.Write(priv)
@@ -162,6 +167,11 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig,
 		if _, err := libcontainerSeccomp(user.Linux.Seccomp); err != nil {
 			return 0, fmt.Errorf("config.json: linux.seccomp: %w", err)
 		}
+	}
+	// written down first: a crash after the create leaves the container
+	// "created", which cleanup deletes
+	if err := oprec.AddContainer(oprec.Container{Runtime: rt.Bin, Root: rt.Root, ID: id, Bundle: bundle}); err != nil {
+		return 0, err
 	}
 	priv, err := privateBundle(orig, bundle, id)
 	if err != nil {

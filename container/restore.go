@@ -97,10 +97,20 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	dir := opts.ImagePath
-	if dir == "" {
-		dir = filepath.Join(bundle, "checkpoint")
+	dir, err := imageDir(opts.ImagePath, bundle)
+	if err != nil {
+		return "", 0, err
 	}
+	// a checkpoint must not replace the image while it is read
+	unlockImg, err := lockImageDir(dir)
+	switch {
+	case errors.Is(err, ErrBusy):
+		return "", 0, fmt.Errorf("restore: %w", err)
+	case err != nil:
+		// no lock file beside a read-only image: nothing checkpoints there
+		unlockImg = func() {}
+	}
+	defer unlockImg()
 	var meta Metadata
 	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
@@ -161,6 +171,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if id == "" {
 		id = meta.ID
 	}
+	unlock, err := lockContainer(rt, id)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	}
+	defer unlock()
 	if rt.Exists(ctx, id) {
 		return "", 0, fmt.Errorf("restore: container %s exists already (restore a copy with --id NEW_ID)", id)
 	}

@@ -42,7 +42,7 @@ type crunStatusFile struct {
 // process start, 15-20 ms of a ~75 ms checkpoint). It answers only for a
 // container it is sure is running, by the runtimes' own rule: the init is
 // alive with the start time the runtime recorded, the exec fifo is gone
-// (else: created) and its cgroup is not frozen (else: paused). Anything
+// (else: created) and its cgroup is thawed (else: paused, or being paused). Anything
 // else (files missing or of another shape, another status) gives ok
 // false, and the caller asks the runtime, which then also words the
 // status or the error.
@@ -90,8 +90,8 @@ func (r *Runtime) runningFromDir(id string) (st *RuntimeState, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	if frozen, err := cg.Frozen(); err != nil || frozen {
-		return nil, false
+	if thawed, err := cg.Thawed(); err != nil || !thawed {
+		return nil, false // paused, or being paused (v1 FREEZING)
 	}
 	return &RuntimeState{
 		State:   specs.State{Version: specs.Version, ID: id, Status: specs.StateRunning, Pid: pid, Bundle: bundle},

@@ -432,3 +432,20 @@ func TestCR_EpollMovedTargets(t *testing.T) {
 		}
 	}})
 }
+
+// TestCR_RestoreRetried: a restore that starts over after a pid race (made
+// once per restore with CTRCR_FAULT_ONCE=restore:pid-race, right before
+// the tasks' file locks: memory, files and unix sockets already restored
+// once) restores the same state the second time: the pages are read and
+// checksummed afresh, the files and sockets opened anew. Cases with
+// threads, with every kind of unix socket, with deleted files.
+func TestCR_RestoreRetried(t *testing.T) {
+	t.Setenv("CTRCR_FAULT_ONCE", "restore:pid-race")
+	for _, c := range []Case{
+		{Name: "retry_threads", Src: "a_tls_threads.c", RestoreArgs: []string{"--pid-method", "ns_last_pid"}},
+		{Name: "retry_unix", Src: "e_unix.c"},
+		{Name: "retry_deleted", Src: "b_deleted.c"},
+	} {
+		t.Run(c.Name, func(t *testing.T) { runCase(t, c) })
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/kernel"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,6 +146,14 @@ func cmdDump(args []string) error {
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return err
 	}
+	end, err := beginOp("dump")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := recordImageDir(c.dir); err != nil {
+		return err
+	}
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
@@ -154,10 +163,14 @@ func cmdDump(args []string) error {
 		if err != nil {
 			return err
 		}
+		if err := recordFreeze(cg); err != nil {
+			return err
+		}
 		if err := cg.Freeze(ctx); err != nil {
 			return err
 		}
 		defer cg.Thaw() // on every path; a second thaw is harmless
+		fault.Point("dump:frozen")
 		dopts.Thaw = cg.Thaw
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
@@ -204,6 +217,11 @@ func cmdCheckpoint(args []string) error {
 			return fmt.Errorf("--sign-key: %w", err)
 		}
 	}
+	end, err := beginOp("checkpoint")
+	if err != nil {
+		return err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	defer stop()
 	var rt *container.Runtime
@@ -319,6 +337,11 @@ func cmdRestore(args []string) (int, error) {
 	if err := verifyImage(c.verifyKey, c.dir); err != nil {
 		return 1, err
 	}
+	end, err := beginOp("restore")
+	if err != nil {
+		return 1, err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose})
 	stop()
@@ -476,6 +499,11 @@ func restoreContainer(bundle string, c *restoreConfig) (int, error) {
 	if err := verifyImage(c.verifyKey, imageDir); err != nil {
 		return 1, err
 	}
+	end, err := beginOp("restore")
+	if err != nil {
+		return 1, err
+	}
+	defer end()
 	ctx, stop := interruptible()
 	id, pid, err := container.Restore(ctx, opts)
 	stop()

@@ -34,7 +34,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, restore, checkpoint, show, check, version, hook, keygen
+commands: dump, restore, checkpoint, cleanup, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -49,6 +49,8 @@ Process commands:
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses
+  cleanup [--dry-run]   undo what a ctr-cr killed mid-operation left (frozen
+                        cgroups, lock tables, partial images; docs/crash.md)
   keygen  --out PREFIX  Ed25519 key pair for --sign-key (PREFIX.key) and
                         --verify-key (PREFIX.pub) of dump, checkpoint, restore
   version               print ctr-cr's version
@@ -146,6 +148,8 @@ func run(cmd string) (int, error) {
 		err = hooks.Exec(os.Args[2:])
 	case "show":
 		err = cmdShow(os.Args[2:])
+	case "cleanup":
+		err = cmdCleanup(os.Args[2:])
 	case "keygen":
 		err = cmdKeygen(os.Args[2:])
 	case "check":

@@ -23,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
@@ -155,6 +156,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}()
 	var tasks []*task
 	ft := files.NewTable()
+	// the /proc/locks read after the freeze is short when the kernel's
+	// lock listing is warm (files.WarmLocks)
+	ft.WarmLocks()
+	defer ft.StopWarmLocks()
 	if opts.Thaw != nil {
 		// frozen by the caller already: its locks cannot change
 		ft.PrefetchLocks()
@@ -240,6 +245,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 		tr = time.Now()
 	}
+	// the image is complete and on disk (Finish synced it, Commit moved
+	// it into place): a crash from here on leaves a restorable image
+	fault.Point("dump:before-kill")
 	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
@@ -363,6 +371,17 @@ func (d *dumper) kill() error {
 }
 
 func (d *dumper) run() error {
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	if d.opts.TCPEstablished && !d.opts.TCPClose {
+		// the tree holds still (seized): its connections are locked
+		// before anything is injected into it
+		locked, err := d.lockConnections()
+		if err != nil {
+			return fmt.Errorf("network lock: %w", err)
+		}
+		fopts.TCPLocked = locked
+		fault.Point("dump:netlocked")
+	}
 	tc := time.Now()
 	if err := d.collectAll(); err != nil {
 		return err
@@ -373,14 +392,6 @@ func (d *dumper) run() error {
 	d.st.CollectMs = ms(time.Since(tc))
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
-	if d.opts.TCPEstablished && !d.opts.TCPClose {
-		locked, err := d.lockConnections()
-		if err != nil {
-			return fmt.Errorf("network lock: %w", err)
-		}
-		fopts.TCPLocked = locked
-	}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -421,9 +432,11 @@ func (d *dumper) run() error {
 	}
 	tm := time.Now()
 	d.st.ProcMs = ms(tm.Sub(tp))
+	fault.Point("dump:fds") // TCP connections in repair mode
 	if err := d.dumpPages(); err != nil {
 		return err
 	}
+	fault.Point("dump:pages") // pages files written, the rest not
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back
@@ -527,6 +540,11 @@ func (d *dumper) collectCore(t *task) error {
 	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
+	// first, while the scratch page NewRemote mapped is untouched
+	mlockFut, mlockKnown, err := mlockFutureFromScratch(t.remote, t)
+	if err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
+	}
 	pid := t.pid
 	st := t.status
 	if err := dropOwnSigcont(t); err != nil {
@@ -570,20 +588,29 @@ func (d *dumper) collectCore(t *task) error {
 		c.SharedPending = append(c.SharedPending, &imagepb.Siginfo{Raw: s})
 	}
 	r := t.remote
-	if t.brk, err = r.Call(0, "brk(0)", unix.SYS_BRK, 0); err != nil {
+	ans, err := collectTask(r, c)
+	if err != nil {
 		return err
 	}
-	if err := collectTask(r, c); err != nil {
-		return err
-	}
+	t.brk = ans.brk
 	if err := collectTimers(r, pid, c); err != nil {
 		return err
 	}
-	if err := collectProcAttrs(r, pid, c); err != nil {
+	if err := collectProcAttrs(r, pid, c, ans.membarrier); err != nil {
 		return err
 	}
+	if !mlockKnown {
+		if mlockFut, err = probeMlockFuture(r, pid); err != nil {
+			return fmt.Errorf("mlockall flags: %w", err)
+		}
+	}
+	c.MlockFuture = mlockFut
 	for i, th := range t.p.Threads {
-		tc, err := collectThread(r, pid, i, th)
+		var pre *threadAnswers
+		if i == 0 {
+			pre = &ans.thread0 // read in collectTask's batch
+		}
+		tc, err := collectThread(r, pid, i, th, pre)
 		if err != nil {
 			return fmt.Errorf("tid %d: %w", th.Tid, err)
 		}
@@ -688,6 +715,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 	if err := d.w.WriteFiles(d.files.Files); err != nil {
 		return err
 	}
+	fault.Point("dump:writing") // all but the inventory written
 	root := d.tasks[0]
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),

@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/inetsk"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/oprec"
 )
 
 // lockConnections finds the TCP connections the frozen tree holds and
@@ -26,6 +28,7 @@ func (d *dumper) lockConnections() (map[uint64]bool, error) {
 		return nil, err
 	}
 	inos := map[uint64]bool{}
+	var held []heldSocket // for the operation record
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -47,6 +50,7 @@ func (d *dumper) lockConnections() (map[uint64]bool, error) {
 			if s, ok := strings.CutPrefix(link, "socket:["); ok {
 				if ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64); err == nil {
 					inos[ino] = true
+					held = append(held, heldSocket{t.pid, fd, ino})
 					sockets++
 				}
 			}
@@ -70,9 +74,53 @@ func (d *dumper) lockConnections() (map[uint64]bool, error) {
 		locked[e.Ino] = true
 	}
 	name := netlock.NewName()
+	if err := d.recordLock(name, locked, held); err != nil {
+		return nil, err
+	}
 	if err := netlock.Lock(name, nc); err != nil {
 		return nil, err
 	}
 	d.netLock = name
 	return locked, nil
+}
+
+// heldSocket is fd of pid, a socket of inode ino.
+type heldSocket struct {
+	pid, fd int
+	ino     uint64
+}
+
+// recordLock writes down, before the lock table name is installed and the
+// connections put in repair mode, what a crash of ctr-cr would leave: the
+// table (in the calling thread's network namespace) and every fd of the
+// tree holding a locked connection (see internal/oprec).
+func (d *dumper) recordLock(name string, locked map[uint64]bool, held []heldSocket) error {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &st); err != nil {
+		return err
+	}
+	target, err := oprec.ProcOf(d.root)
+	if err != nil {
+		return err
+	}
+	var repairs []oprec.Repair
+	procs := map[int]oprec.Proc{}
+	for _, h := range held {
+		if !locked[h.ino] {
+			continue
+		}
+		p, ok := procs[h.pid]
+		if !ok {
+			if p, err = oprec.ProcOf(h.pid); err != nil {
+				return err
+			}
+			procs[h.pid] = p
+		}
+		repairs = append(repairs, oprec.Repair{Target: p, Fd: h.fd, Ino: h.ino})
+	}
+	img, err := filepath.Abs(d.w.Dir())
+	if err != nil {
+		return err
+	}
+	return oprec.AddNetLock(oprec.NetLock{Table: name, Netns: st.Ino, Target: target, Image: img}, repairs)
 }

@@ -22,15 +22,59 @@ const (
 	restartBlockSyscall = ptrace.ErestartRestartBlock
 )
 
+// taskAnswers are the answers of collectTask's batch that go elsewhere
+// than the core's fields it fills.
+type taskAnswers struct {
+	brk        uint64 // brk(0): the program break
+	membarrier int64  // membarrier(GET_REGISTRATIONS), raw: a negative errno before 6.3 or without membarrier
+	thread0    threadAnswers
+}
+
+// threadAnswers are the per-thread values only the thread itself can
+// report, read by one batch of calls in it (threadCalls).
+type threadAnswers struct {
+	clearTidAddr           uint64
+	altstack               *imagepb.Altstack
+	securebits, timerslack uint64
+}
+
+// threadCallsOut is the size of the outputs threadCalls writes at its
+// offset of the scratch page.
+const threadCallsOut = 96
+
+// threadCalls queues the per-thread calls; their outputs go to
+// scratch+off: the tid address at +0, the alternate stack at +64.
+func threadCalls(b *ptrace.Batch, scratch, off uint64) {
+	b.Add("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddress, scratch+off)
+	b.Add("sigaltstack", unix.SYS_SIGALTSTACK, 0, scratch+off+64)
+	b.Add("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, prGetSecurebits)
+	b.Add("prctl(PR_GET_TIMERSLACK)", unix.SYS_PRCTL, prGetTimerslack)
+}
+
+// threadAnswersFrom reads threadCalls' answers: res, their four results;
+// out, the threadCallsOut bytes at their offset.
+func threadAnswersFrom(res []uint64, out []byte) threadAnswers {
+	return threadAnswers{
+		clearTidAddr: le(out, 0),
+		altstack:     &imagepb.Altstack{Sp: le(out, 64), Flags: uint32(le(out, 72)), Size: le(out, 80)},
+		securebits:   res[2],
+		timerslack:   res[3],
+	}
+}
+
 // collectTask fills the per-process part of the core by injected syscalls:
 // the state only the task itself can report. The signal actions come from
 // one run of the sigaction loop, the rest from one batch of calls whose
-// outputs go to the first half of the scratch page.
-func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
+// outputs go to the first half of the scratch page (brk, the membarrier
+// registrations and the leader thread's threadCalls included: each
+// injection round trip wakes the task, which on a busy machine waits for a
+// CPU).
+func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) (taskAnswers, error) {
+	var ans taskAnswers
 	sc := r.Scratch
 	acts, ok, err := r.Sigactions()
 	if err != nil {
-		return fmt.Errorf("sigactions: %w", err)
+		return ans, fmt.Errorf("sigactions: %w", err)
 	}
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) || !ok[sig] {
@@ -50,13 +94,18 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 	b.Add("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, prGetPdeathsig, sc+96)
 	b.Add("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, prGetChildSubreaper, sc+100)
 	b.Add("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, prGetThpDisable)
+	b.Add("brk(0)", unix.SYS_BRK, 0)
+	const thread0Off = 128 // the leader's threadCalls outputs, after the ones above
+	threadCalls(&b, sc, thread0Off)
+	// last: it may fail (EINVAL before 6.3, ENOSYS without membarrier)
+	b.AddMayFail("membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
 	res, err := r.Batch(0, &b)
 	if err != nil {
-		return err
+		return ans, err
 	}
-	out := make([]byte, 104)
+	out := make([]byte, thread0Off+threadCallsOut)
 	if err := r.Mem.ReadAt(out, sc); err != nil {
-		return err
+		return ans, err
 	}
 	for which := 0; which < 3; which++ {
 		t := out[32*which:]
@@ -69,7 +118,10 @@ func collectTask(r *ptrace.Remote, c *imagepb.TaskCore) error {
 	c.PdeathSig = int32(binary.LittleEndian.Uint32(out[96:]))
 	c.ChildSubreaper = binary.LittleEndian.Uint32(out[100:]) != 0
 	c.ThpDisable = int32(res[6])
-	return nil
+	ans.brk = res[7]
+	ans.thread0 = threadAnswersFrom(res[8:12], out[thread0Off:])
+	ans.membarrier = int64(res[12])
+	return ans, nil
 }
 
 // collectTimers reads the POSIX timers listed in /proc/PID/timers, their
@@ -101,8 +153,10 @@ func collectTimers(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 	return nil
 }
 
-// collectThread fills the per-thread core of thread i.
-func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.ThreadCore, error) {
+// collectThread fills the per-thread core of thread i. pre, when not
+// nil, holds thread i's threadCalls answers already read (the leader's,
+// from collectTask's batch); otherwise they are read by a batch here.
+func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread, pre *threadAnswers) (*imagepb.ThreadCore, error) {
 	tc := &imagepb.ThreadCore{Tid: int32(th.Tid), Sigmask: th.Sigmask}
 	regs := th.Regs
 	if int64(regs.Orig_rax) >= 0 && int64(regs.Rax) == -restartBlockSyscall {
@@ -139,24 +193,25 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread) (*imagepb.Th
 		return nil, fmt.Errorf("get_robust_list tid %d: %w", th.Tid, e)
 	}
 	tc.RobustHead, tc.RobustLen = head, hlen
-	// one batch: tid address out at scratch+0, the alternate stack at +64
-	var bt ptrace.Batch
-	bt.Add("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddress, r.Scratch)
-	bt.Add("sigaltstack", unix.SYS_SIGALTSTACK, 0, r.Scratch+64)
-	bt.Add("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, prGetSecurebits)
-	bt.Add("prctl(PR_GET_TIMERSLACK)", unix.SYS_PRCTL, prGetTimerslack)
-	res, err := r.Batch(i, &bt)
-	if err != nil {
-		return nil, err
+	ta := pre
+	if ta == nil {
+		var bt ptrace.Batch
+		threadCalls(&bt, r.Scratch, 0)
+		res, err := r.Batch(i, &bt)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]byte, threadCallsOut)
+		if err := r.Mem.ReadAt(out, r.Scratch); err != nil {
+			return nil, err
+		}
+		a := threadAnswersFrom(res, out)
+		ta = &a
 	}
-	b := make([]byte, 96)
-	if err := r.Mem.ReadAt(b, r.Scratch); err != nil {
-		return nil, err
-	}
-	tc.ClearTidAddr = le(b, 0)
-	tc.Altstack = &imagepb.Altstack{Sp: le(b, 64), Flags: uint32(le(b, 72)), Size: le(b, 80)}
-	sb := res[2]
-	tc.TimerSlackNs = res[3]
+	tc.ClearTidAddr = ta.clearTidAddr
+	tc.Altstack = ta.altstack
+	sb := ta.securebits
+	tc.TimerSlackNs = ta.timerslack
 	st, err := procfs.ReadTaskStatus(pid, th.Tid)
 	if err != nil {
 		return nil, err

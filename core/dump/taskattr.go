@@ -76,9 +76,10 @@ func collectSched(tid int) (*imagepb.TaskSchedState, error) {
 
 // collectProcAttrs reads the per-process attributes kept outside the
 // task's own syscalls: oom_score_adj, the audit loginuid and session id
-// (from /proc), the membarrier registrations and the mlockall flags that
-// apply to new mappings (by injected calls).
-func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
+// (from /proc) and the membarrier registrations, from membarrierRaw, the
+// raw result of an injected membarrier(GET_REGISTRATIONS) (collectTask's
+// batch). (The mlockall flags are collectCore's: mlockFutureFromScratch.)
+func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore, membarrierRaw int64) error {
 	v, err := readProcInt(pid, "oom_score_adj")
 	if err != nil {
 		return err
@@ -92,7 +93,8 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 	if n, ok := readAutogroupNice(pid); ok {
 		c.AutogroupNice = &n
 	}
-	regs, err := r.Call(0, "membarrier(GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
+	regs := uint64(membarrierRaw)
+	err = ptrace.Errno(membarrierRaw)
 	switch {
 	case errors.Is(err, membarrierNotBuiltErrno):
 		regs = 0 // no membarrier in this kernel: nothing can be registered
@@ -103,18 +105,55 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 			return err
 		}
 	case err != nil:
-		return err
+		return fmt.Errorf("membarrier(GET_REGISTRATIONS): %w", err)
 	}
 	if regs&^membarrierKnownRegs != 0 {
 		return fmt.Errorf("membarrier registrations %#x: unknown command bits: not supported", regs)
 	}
 	c.MembarrierRegistrations = uint32(regs)
-	fut, err := probeMlockFuture(r, pid)
-	if err != nil {
-		return fmt.Errorf("mlockall flags: %w", err)
-	}
-	c.MlockFuture = fut
 	return nil
+}
+
+// mlockFutureFromScratch finds the mlockall flags in force for new
+// mappings (see probeMlockFuture) from the scratch page NewRemote has just
+// mapped in t, sparing the probe's own mmap and munmap round trips: with
+// MCL_FUTURE that mapping was accounted locked (VmLck grew since the
+// status read at the seize, the task stopped in between) and, without
+// MCL_ONFAULT, populated at once. It must run before anything touches the
+// scratch page. known is false when the seize's status had no VmLck:
+// probeMlockFuture must then probe with a page of its own.
+func mlockFutureFromScratch(r *ptrace.Remote, t *task) (flags uint32, known bool, err error) {
+	if t.status == nil {
+		return 0, false, nil
+	}
+	before, err := statusKB(t.status.Other[strings.TrimSuffix(statusVmLckKey, ":")])
+	if err != nil {
+		return 0, false, nil
+	}
+	after, err := vmLckKB(t.pid)
+	if err != nil {
+		return 0, false, err
+	}
+	if after == before {
+		return 0, true, nil
+	}
+	present, err := pagePresent(t.pid, r.Scratch)
+	if err != nil {
+		return 0, false, err
+	}
+	if present {
+		return mclFuture, true, nil
+	}
+	return mclFuture | mclOnfault, true, nil
+}
+
+// statusKB parses a "4 kB" value of /proc/PID/status.
+func statusKB(v string) (uint64, error) {
+	f := strings.Fields(v)
+	if len(f) != 2 || f[1] != "kB" {
+		return 0, fmt.Errorf("status value %q: not N kB", v)
+	}
+	return strconv.ParseUint(f[0], 10, 64)
 }
 
 // probeMlockFuture finds the mlockall flags in force for new mappings

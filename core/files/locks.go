@@ -80,6 +80,7 @@ type lockState struct {
 	fileOf   map[uint32]bool     // file ids whose flock/OFD locks are read
 	maps     map[string][]mapUse // file VMAs of the dump by inode (NoteMapping)
 	inFlight map[uint64]bool     // inode numbers of files in flight (noteInFlight)
+	unwarm   func()              // ends WarmLocks (nil: not warming)
 }
 
 // fdLocks records the locks fdinfo shows for fd of pid (entry e, file
@@ -251,11 +252,18 @@ func readLockListing() lockListing {
 // PrefetchLocks starts reading /proc/locks on another goroutine, for
 // CheckLocks. Called once the tree can no longer change its locks (seized
 // or frozen), it takes that read's fixed latency (see readLockListing)
-// off the frozen time: the rest of the dump's reading overlaps it.
+// off the frozen time: the rest of the dump's reading overlaps it; with
+// WarmLocks called earlier, the read itself is short too.
 func (t *Table) PrefetchLocks() {
 	ch := make(chan lockListing, 1)
 	t.locks.listing = ch
-	go func() { ch <- readLockListing() }()
+	unwarm := t.locks.unwarm
+	go func() {
+		ch <- readLockListing()
+		if unwarm != nil {
+			unwarm() // the listing is in: no more warming needed
+		}
+	}()
 }
 
 // checkUnrecorded records lock l, which no fd of the dump showed, on the

@@ -337,7 +337,8 @@ func putU64(b []byte, v uint64) {
 	}
 }
 
-// Finish closes every fd the opener holds and unlinks recreated ghost files.
+// Finish closes every fd the opener holds and unlinks recreated ghost
+// files; the opener can then open the image's files again from scratch.
 func (o *Opener) Finish() {
 	closed := map[int]bool{}
 	for _, fd := range o.open {
@@ -371,6 +372,8 @@ func (o *Opener) Finish() {
 	}
 	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
 	o.closeGhosts()
+	// a restore tried again (a pid race, see core/restore) builds them anew
+	o.unixBuilt, o.unixBuilding, o.asyncDone = false, false, nil
 }
 
 // IsMemObject reports kinds whose contents come from pagemap-shmem-<ino>.

@@ -494,6 +494,15 @@ func (p *Pages) Verify() error {
 	return finishSum(p.l, p.sum, rest, p.h, p.next, func() []byte { return p.h.Sum(nil) })
 }
 
+// Rewind starts the reads over from offset 0 (a restore tried again reads
+// the pages again): a deferred checksum is computed afresh.
+func (p *Pages) Rewind() {
+	if p.h != nil {
+		p.h.Reset()
+	}
+	p.next, p.err = 0, nil
+}
+
 // Close closes the file.
 func (p *Pages) Close() error { return p.f.Close() }
 

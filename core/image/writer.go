@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -38,6 +39,7 @@ type Writer struct {
 
 	mu         sync.Mutex
 	createdDir bool
+	lock       *os.File                    // the directory, flocked (lockDir)
 	names      map[string]bool             // names reserved or written
 	sums       map[string]*imagepb.FileSum // files completely written
 	created    []string                    // every path created, for Abort
@@ -69,11 +71,17 @@ func Create(dir string) (*Writer, error) {
 			return nil, l.err(err)
 		}
 		w.createdDir = true
+		if err := w.lockDir(); err != nil {
+			return nil, err
+		}
 		return w, nil
 	case err != nil:
 		return nil, l.err(err)
 	case !fi.IsDir():
 		return nil, l.err(errors.New("not a directory"))
+	}
+	if err := w.lockDir(); err != nil {
+		return nil, err
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -81,10 +89,44 @@ func Create(dir string) (*Writer, error) {
 	}
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".img") || e.Name() == inventoryTemp {
+			w.unlockDir()
 			return nil, l.err(fmt.Errorf("directory already holds %s; refusing to write an image over another", e.Name()))
 		}
 	}
 	return w, nil
+}
+
+// ErrBusy: another writer holds the image directory.
+var ErrBusy = errors.New("busy")
+
+// lockDir takes an exclusive flock on the image directory, held until
+// Finish or Abort (or the writer's death): two dumps into one directory at
+// once would mix their files; the second is refused as busy.
+func (w *Writer) lockDir() error {
+	f, err := os.Open(w.dir)
+	if err != nil {
+		return loc{dir: w.dir}.err(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return loc{dir: w.dir}.err(fmt.Errorf("%w: another dump is writing into this directory", ErrBusy))
+		}
+		// a file system without flock on directories (NFS emulates it
+		// with write locks): the files' O_EXCL still keeps two writers
+		// from sharing a file
+		return nil
+	}
+	w.lock = f
+	return nil
+}
+
+// unlockDir releases lockDir's lock.
+func (w *Writer) unlockDir() {
+	if w.lock != nil {
+		w.lock.Close()
+		w.lock = nil
+	}
 }
 
 // Dir returns the image directory.
@@ -270,6 +312,13 @@ func (w *Writer) Finish(inv *imagepb.Inventory) error {
 	if err != nil {
 		return l.err(err)
 	}
+	// Every file is on disk before the inventory names it, and the
+	// inventory (and the directory entries) before Finish returns: a dump
+	// kills its tree only after Finish, so a crash or power cut then must
+	// find the whole image (issue 12, item 7).
+	if err := syncFiles(w.created); err != nil {
+		return l.err(fmt.Errorf("sync: %w", err))
+	}
 	tmp := filepath.Join(w.dir, inventoryTemp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -286,11 +335,67 @@ func (w *Writer) Finish(inv *imagepb.Inventory) error {
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(w.dir, InventoryName))
 	}
+	if err == nil {
+		err = syncDir(w.dir, w.createdDir)
+	}
 	if err != nil {
 		return l.err(err)
 	}
 	w.created[len(w.created)-1] = filepath.Join(w.dir, InventoryName)
 	w.state = stateFinished
+	w.unlockDir()
+	return nil
+}
+
+// syncFiles fdatasyncs the files at paths, a few at a time (the journal
+// commits of parallel syncs are shared).
+func syncFiles(paths []string) error {
+	const par = 8
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = syncPath(p, false)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// syncDir fsyncs dir, so that the names of its files (the inventory's
+// rename last) are on disk, and its parent too when the dump created dir.
+func syncDir(dir string, parent bool) error {
+	if err := syncPath(dir, true); err != nil {
+		return err
+	}
+	if parent {
+		return syncPath(filepath.Dir(dir), true)
+	}
+	return nil
+}
+
+// syncPath flushes the file (fdatasync: its data and size) or directory
+// (fsync) at p to disk.
+func syncPath(p string, dir bool) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	if dir {
+		err = f.Sync()
+	} else {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
 	return nil
 }
 
@@ -321,5 +426,6 @@ func (w *Writer) Abort() error {
 			errs = append(errs, err)
 		}
 	}
+	w.unlockDir()
 	return errors.Join(errs...)
 }

@@ -46,16 +46,31 @@ type Batch struct {
 }
 
 type batchCall struct {
-	what string
-	nr   uint64
-	args [6]uint64
+	what    string
+	nr      uint64
+	args    [6]uint64
+	mayFail bool // its result is the raw return value, errors included
 }
 
 // Add queues syscall nr with args; what names it in errors.
 func (b *Batch) Add(what string, nr uint64, args ...uint64) {
+	if n := len(b.calls); n > 0 && b.calls[n-1].mayFail {
+		panic("ptrace: Batch.Add after AddMayFail") // a failure stops the batch
+	}
 	c := batchCall{what: what, nr: nr}
 	copy(c.args[:], args)
 	b.calls = append(b.calls, c)
+}
+
+// AddMayFail queues syscall nr as the batch's last call, one whose failure
+// is an answer, not an error: its result is the raw return value (a
+// negative errno on failure; see Errno). The batch stops at a failure, so
+// nothing may be added after it. It spares a call whose error tells
+// something (ENOSYS, EINVAL on an older kernel) an injection round trip of
+// its own.
+func (b *Batch) AddMayFail(what string, nr uint64, args ...uint64) {
+	b.Add(what, nr, args...)
+	b.calls[len(b.calls)-1].mayFail = true
 }
 
 // Len is the number of queued calls.
@@ -89,7 +104,7 @@ func (b *Batch) Results(table []byte) ([]uint64, error) {
 		if r == notRun {
 			return nil, fmt.Errorf("%s: not run by the batch (an earlier call stopped it?)", c.what)
 		}
-		if e := Errno(int64(r)); e != nil {
+		if e := Errno(int64(r)); e != nil && !c.mayFail {
 			return nil, fmt.Errorf("%s: %w", c.what, e)
 		}
 		out[i] = r
@@ -160,6 +175,14 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 func (r *Remote) batchQuiet(i int, b *Batch) ([]uint64, error) {
 	out := make([]uint64, 0, len(b.calls))
 	for _, c := range b.calls {
+		if c.mayFail {
+			v, err := r.RawCall(i, c.nr, c.args[:]...)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", c.what, err)
+			}
+			out = append(out, uint64(v))
+			continue
+		}
 		v, err := r.Call(i, c.what, c.nr, c.args[:]...)
 		if err != nil {
 			return nil, err

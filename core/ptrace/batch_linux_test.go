@@ -92,3 +92,40 @@ func TestRemoteBatch(t *testing.T) {
 		t.Fatalf("sleep not running after release: %s %v", b, err)
 	}
 }
+
+// TestBatchMayFail: a last call queued with AddMayFail gives its raw
+// result, a negative errno included, without failing the batch; the calls
+// before it still fail it; nothing may follow it.
+func TestBatchMayFail(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	withRemote(t, cmd, func(p *Process, r *Remote) {
+		var b Batch
+		b.Add("getpid", unix.SYS_GETPID)
+		b.AddMayFail("close(-1)", unix.SYS_CLOSE, ^uint64(0))
+		res, err := r.Batch(0, &b)
+		if err != nil {
+			t.Errorf("batch with a failing may-fail call: %v", err)
+			return
+		}
+		if res[0] != uint64(cmd.Process.Pid) || !errors.Is(Errno(int64(res[1])), unix.EBADF) {
+			t.Errorf("results %v, want pid %d and -EBADF", res, cmd.Process.Pid)
+		}
+		var ok Batch
+		ok.AddMayFail("getppid", unix.SYS_GETPPID)
+		if res, err := r.Batch(0, &ok); err != nil || res[0] != uint64(os.Getpid()) {
+			t.Errorf("may-fail call that succeeds: %v %v", res, err)
+		}
+		var bad Batch
+		bad.Add("close(-1)", unix.SYS_CLOSE, ^uint64(0))
+		bad.AddMayFail("getpid", unix.SYS_GETPID)
+		if _, err := r.Batch(0, &bad); !errors.Is(err, unix.EBADF) {
+			t.Errorf("ordinary call failing before a may-fail one: %v, want EBADF", err)
+		}
+		defer func() {
+			if recover() == nil {
+				t.Error("Add after AddMayFail did not panic")
+			}
+		}()
+		bad.Add("getpid", unix.SYS_GETPID)
+	})
+}

@@ -178,6 +178,9 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 			return nil, err
 		}
 		*st = Stats{}
+		for _, p := range procs {
+			p.pages.Rewind() // read again from the start, checksum afresh
+		}
 	}
 	st.TotalMs = ms(time.Since(t0))
 	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings}, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 )
 
 // tree restores a process tree: the root stub is prepared once (control
@@ -132,6 +133,10 @@ func (t *tree) restore() error {
 		if err := r.restoreDeferredFds(); err != nil {
 			return fmt.Errorf("pid %d: files: %w", r.pr.pst.Pid, err)
 		}
+	}
+	if fault.Once("restore:pid-race") {
+		// tests: as if another fork had taken a thread's pid, once
+		return fmt.Errorf("pid %d: injected fault: %w", t.root.pr.pst.Pid, errPidRace)
 	}
 	if err := t.opener.TakeFileLocks(); err != nil {
 		return fmt.Errorf("file locks: %w", err)

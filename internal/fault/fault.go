@@ -7,6 +7,7 @@ package fault
 
 import (
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -17,3 +18,16 @@ func Point(name string) {
 		select {} // SIGKILL is on its way
 	}
 }
+
+// Once reports true the first time it is called with the name that
+// CTRCR_FAULT_ONCE holds, in this process, and false otherwise: a test
+// makes ctr-cr take a failure path once (e.g. a pid race that makes a
+// restore start over). Unset (always, outside tests), it is false.
+func Once(name string) bool {
+	if v := os.Getenv("CTRCR_FAULT_ONCE"); v == "" || v != name {
+		return false
+	}
+	return !onceFired.Swap(true)
+}
+
+var onceFired atomic.Bool
