@@ -95,6 +95,8 @@ type dumpConfig struct {
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
+	parent                      string // --parent-path DIR
+	pageServer                  string // --page-server HOST:PORT
 	signKey                     string // --sign-key FILE
 	criu                        criuConfig
 	log                         logConfig
@@ -118,6 +120,8 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"tcp-close"}, value: boolValue{&c.criu.tcpClose},
 			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
+		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&c.parent}, help: parentPathHelp},
+		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&c.pageServer}, help: pageServerHelp},
 	}
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
@@ -157,7 +161,7 @@ func cmdDump(args []string) error {
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, ParentPath: c.parent, Warn: msgs.warnf}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -173,9 +177,17 @@ func cmdDump(args []string) error {
 		fault.Point("dump:frozen")
 		dopts.Thaw = cg.Thaw
 	}
-	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
+	ps, err := dialPageServer(c.pageServer)
 	if err != nil {
 		return err
+	}
+	if ps != nil {
+		dopts.PagesSink, dopts.PagesDone = ps.Create, ps.Wait
+		dopts.Commit = chainCommit(ps.Finish, dopts.Commit)
+	}
+	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
+	if err != nil {
+		return pageServerFailed(ps, err)
 	}
 	if c.stats {
 		printStats(st)

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 
+	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/version"
@@ -34,7 +35,7 @@ func init() {
 
 // shortUsage is printed on stderr for a missing or unknown command.
 const shortUsage = `usage: ctr-cr COMMAND [OPTIONS]
-commands: dump, restore, checkpoint, cleanup, show, check, version, hook, keygen
+commands: dump, pre-dump, page-server, migrate, migrate-receive, restore, checkpoint, cleanup, show, check, version, hook, keygen
 ctr-cr --help describes them; ctr-cr COMMAND --help lists a command's options
 `
 
@@ -45,6 +46,17 @@ Process commands:
           (PID and all its descendants)
           dump, checkpoint --sign-key FILE and restore --verify-key FILE sign
           and verify an image (docs/trust.md)
+  pre-dump -t PID -D DIR [--parent-path DIR] [--print-stats]
+          copy memory while the tree runs; the next pre-dump or a
+          dump --parent-path DIR writes only the pages written since
+  page-server --address ADDR --port PORT -D DIR
+          receive the pages files of a dump|pre-dump --page-server HOST:PORT
+          (not encrypted: bind to an address only the source reaches, or
+          tunnel it over SSH/TLS)
+  migrate -t PID --to HOST:PORT -D WORKDIR [--max-rounds N]
+          pre-copy rounds, final dump, restore by the destination's
+  migrate-receive --address ADDR --port PORT -D DIR
+          (the tree is killed here only once it runs there)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
@@ -130,6 +142,17 @@ func run(cmd string) (int, error) {
 	switch cmd {
 	case "dump":
 		err = cmdDump(os.Args[2:])
+	case "pre-dump":
+		err = cmdPreDump(os.Args[2:])
+	case "page-server":
+		err = cmdPageServer(os.Args[2:])
+	case "migrate":
+		err = cmdMigrate(os.Args[2:])
+	case "migrate-receive":
+		err = cmdMigrateReceive(os.Args[2:])
+	case dump.HolderArg:
+		// ctr-cr itself runs this to hold the pre-dump tracking (not for users)
+		err = dump.RunHolder(os.Args[2:])
 	case "restore":
 		code, err = cmdRestore(os.Args[2:])
 	case "checkpoint":

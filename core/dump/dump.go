@@ -95,6 +95,20 @@ type Options struct {
 	// TCPEstablished); the image then needs restore --tcp-close, which
 	// gives closed sockets in their place.
 	TCPClose bool
+	// ParentPath makes the dump the last round of a pre-copy chain: the
+	// image of the round before, relative to dir (premig.go). Pages not
+	// written since that round are left to it; the tracking ends.
+	ParentPath string
+	// Warn receives what makes a pre-copy round copy more than it needs.
+	Warn func(format string, args ...any)
+	// PagesSink, when set, takes the pages files (a page server's
+	// streams, image.Writer.SetPagesSink); the parent chain's pages are
+	// then elsewhere too. Commit should confirm them.
+	PagesSink func(name string) (*os.File, error)
+	// PagesDone, when set, is called once the pages are written (while
+	// the tree is still held): the page server confirms them, or the
+	// dump fails before anything else of the image is written.
+	PagesDone func() error
 }
 
 // Stats reports where a dump spent its time, for --print-stats.
@@ -110,6 +124,8 @@ type Stats struct {
 	PagesScanned     uint64  `json:"pages_scanned"`
 	PagesWritten     uint64  `json:"pages_written"`
 	PagesZero        uint64  `json:"pages_zero"`
+	PagesFromParent  uint64  `json:"pages_from_parent,omitempty"` // left to the parent image (pre-copy)
+	PagesDirty       uint64  `json:"pages_dirty,omitempty"`       // tracked pages written since the parent round
 	InjectedSyscalls int     `json:"injected_syscalls"`
 	Threads          int     `json:"threads"`
 	Processes        int     `json:"processes"`
@@ -137,6 +153,12 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: no such process: %w", pid, err)
 	}
+	pm, err := openParent(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer pm.finish(&err)
+	tSeize := time.Now() // after the parent chain's validation
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
 	}
@@ -171,14 +193,14 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, fmt.Errorf("seize: %w", err)
 	}
 	tFrozen := time.Now()
-	st.FreezingMs = ms(tFrozen.Sub(t0))
+	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
 			st.Threads += len(t.p.Threads)
 			st.Processes++
 		}
 	}
-	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft}
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft, pm: pm}
 	if opts.Thaw == nil {
 		// the tree holds still now: /proc/locks is read while the rest is
 		ft.PrefetchLocks()
@@ -205,6 +227,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	d.w = w
+	if opts.PagesSink != nil {
+		w.SetPagesSink(opts.PagesSink)
+	}
 	err = d.run()
 	if err != nil {
 		w.Abort()
@@ -270,6 +295,7 @@ type dumper struct {
 	// none).
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
+	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
 }
 
 // release undoes the seize of every process: gadget bytes, scratch page,
@@ -371,6 +397,9 @@ func (d *dumper) kill() error {
 }
 
 func (d *dumper) run() error {
+	if err := d.refuseSharedMm(); err != nil {
+		return err
+	}
 	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
 	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		// the tree holds still (seized): its connections are locked
@@ -435,6 +464,11 @@ func (d *dumper) run() error {
 	fault.Point("dump:fds") // TCP connections in repair mode
 	if err := d.dumpPages(); err != nil {
 		return err
+	}
+	if d.opts.PagesDone != nil {
+		if err := d.opts.PagesDone(); err != nil {
+			return err
+		}
 	}
 	fault.Point("dump:pages") // pages files written, the rest not
 	d.st.MemdumpMs = ms(time.Since(tm))
@@ -724,6 +758,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		NetLock:   plan.netLock,
 		TcpClose:  d.opts.TCPClose,
 	}
+	d.pm.inventory(inv)
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {
 			inv.XsaveFeatures, inv.XsaveSize = f, size

@@ -123,6 +123,9 @@ func (d *dumper) dumpPages() error {
 		first error
 		total memory.Stats
 	)
+	if err := d.findCowShared(); err != nil {
+		return err
+	}
 	sem := make(chan struct{}, max(1, d.opts.Jobs))
 	for _, t := range d.tasks {
 		if t.zombie {
@@ -164,6 +167,9 @@ func (d *dumper) dumpPages() error {
 		}
 	}
 	d.st.PagesScanned, d.st.PagesWritten, d.st.PagesZero = total.PagesScanned, total.PagesWritten, total.PagesZero
+	if d.pm != nil {
+		d.st.PagesFromParent, d.st.PagesDirty = d.pm.stats.fromParent, d.pm.stats.dirty
+	}
 	return nil
 }
 
@@ -182,10 +188,19 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 	if err != nil {
 		return err
 	}
-	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx}
-	if err := r.DumpPrivate(t.mm.Vmas, pw, st); err != nil {
+	r := &memory.Reader{Pid: t.pid, Mem: mf, Pagemap: pm, Ctx: d.ctx, Skip: t.mm.CowParentRuns}
+	if d.pm != nil {
+		if err := d.pm.prepare(t.pid, t.mm, false); err != nil {
+			pw.Close()
+			return err
+		}
+	}
+	if err := r.DumpPrivate(d.pm.vmas(t.pid, t.mm.Vmas), pw, st); err != nil {
 		pw.Close()
 		return err
 	}
-	return pw.Close()
+	if err := pw.Close(); err != nil {
+		return err
+	}
+	return d.pm.writeParentmap(d.w, t.pid)
 }

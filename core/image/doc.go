@@ -36,7 +36,9 @@
 //	fdinfo-<pid>.img     CRFD   FdEntry*
 //
 // <pid> is a decimal pid in 1..2^31-1 without leading zeros; <name> is one or
-// more of [A-Za-z0-9_-], by convention "<pid>" or "shmem-<id>".
+// more of [A-Za-z0-9_-], by convention "<pid>", "shmem-<id>" or
+// "cowbase-<pid>" (pages a process's children share that it no longer has:
+// see MmEntry.cow_parent_runs).
 //
 // # Validation
 //

@@ -91,6 +91,9 @@ var kinds = []*Kind{
 		Entry: func() proto.Message { return new(imagepb.FileEntry) }},
 	{Name: "fdinfo", Pattern: "fdinfo-<pid>.img", Magic: Magic{'C', 'R', 'F', 'D'},
 		Entry: func() proto.Message { return new(imagepb.FdEntry) }},
+	// pages of a pre-copy chain's image that are in its parent (parent.go)
+	{Name: "parentmap", Pattern: "parentmap-<pid>.img", Magic: Magic{'C', 'R', 'P', 'A'},
+		Entry: func() proto.Message { return new(imagepb.PagemapEntry) }},
 }
 
 // Names of kinds used by the typed API.
@@ -103,6 +106,7 @@ const (
 	kindPages     = "pages"
 	kindFiles     = "files"
 	kindFdinfo    = "fdinfo"
+	kindParentmap = "parentmap"
 )
 
 // newEntry returns a new message for entry idx of a file of kind k.

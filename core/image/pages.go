@@ -71,7 +71,12 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 	if err := w.reserve(pagesName, mapName); err != nil {
 		return nil, err
 	}
-	f, err := w.createFile(pagesName)
+	var f *os.File
+	if w.pagesSink != nil {
+		f, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
+	} else {
+		f, err = w.createFile(pagesName)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,10 @@ type OpenOptions struct {
 	// including the pages files' sizes against their pagemaps, is still
 	// checked by Open.
 	DeferPages bool
+	// PagesElsewhere leaves the pages files alone: not opened, not even
+	// looked for (a dump sent them to a page server); their sizes come
+	// from the inventory. OpenPages must not be used then.
+	PagesElsewhere bool
 }
 
 // Open reads inventory.img of the image in dir and validates the whole
@@ -84,6 +88,9 @@ func OpenWith(dir string, o OpenOptions) (*Reader, error) {
 	for _, name := range names {
 		k, arg, _ := kindOf(name) // checked by checkFileList
 		if k.Raw {
+			if o.PagesElsewhere && k.Name == kindPages {
+				continue
+			}
 			if o.DeferPages && k.Name == kindPages {
 				r.deferred[name] = true
 				continue

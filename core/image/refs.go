@@ -137,6 +137,14 @@ func (x *refIndex) add(l loc, k *Kind, arg string, msgs []proto.Message) error {
 			fds[fd.Fd] = true
 			x.fileRefs = append(x.fileRefs, fileRef{l, i, fmt.Sprintf("fd %d file_id", fd.Fd), fd.FileId})
 		}
+	case kindParentmap:
+		x.pidFiles = append(x.pidFiles, pidRef{l.file, pid()})
+		if err := checkParentmapRef(l, x.inv); err != nil {
+			return err
+		}
+		if err := checkRuns(entriesAs[*imagepb.PagemapEntry](msgs)); err != nil {
+			return l.err(err)
+		}
 	case kindPagemap:
 		x.pagemaps = append(x.pagemaps, pagemapRef{l, arg, msgs})
 	}

@@ -45,6 +45,17 @@ type Writer struct {
 	created    []string                    // every path created, for Abort
 	open       map[*PagesWriter]struct{}   // pages writers not yet closed
 	state      int                         // stateOpen, stateFinished, stateAborted
+	pagesSink  func(name string) (*os.File, error)
+}
+
+// SetPagesSink makes CreatePages write each pages file into the file sink
+// returns (a page server's stream) instead of dir: the inventory still
+// lists it with its size and checksum, and a reader finds it where the
+// sink put it. Abort does not remove it: the sink's owner does.
+func (w *Writer) SetPagesSink(sink func(name string) (*os.File, error)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pagesSink = sink
 }
 
 const (

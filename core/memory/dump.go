@@ -108,7 +108,7 @@ func ZeroPFN() (uint64, bool) {
 			return
 		}
 		defer unix.Munmap(m)
-		_ = m[0] // read fault maps the zero page
+		probeSink += m[0] // read fault maps the zero page (a plain `_ = m[0]` is compiled away)
 		f, err := os.Open("/proc/self/pagemap")
 		if err != nil {
 			return
@@ -210,6 +210,13 @@ type Reader struct {
 	Mem     io.ReaderAt     // /proc/PID/mem
 	Pagemap io.ReaderAt     // /proc/PID/pagemap
 	Ctx     context.Context // checked between VMAs: a cancelled dump stops
+	// Skip lists pages (ascending) not to read: saved elsewhere (the
+	// pages a child shares with its parent, cow.go).
+	Skip []*imagepb.PagemapEntry
+	// Live says the task runs while its pages are read (a pre-dump): a
+	// run that can no longer be read is left out (it was unmapped, so the
+	// next round finds it written or gone).
+	Live bool
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
@@ -241,18 +248,27 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 		}
 		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD
 		readable := v.Prot&unix.PROT_READ != 0
-		// Runs of pages to save, collected per pagemap window.
+		// Runs of pages to save, collected per pagemap window. A run
+		// with a page mapped more than once (copy-on-write shared) is
+		// read through /proc/PID/mem: process_vm_readv pins the pages,
+		// which makes the kernel give the task a copy of each shared one.
 		var runStart, runLen uint64
+		var runShared bool
 		flush := func() error {
 			for runLen > 0 {
 				b, err := pl.next(runLen)
 				if err != nil {
 					return err
 				}
-				if err := r.read(runStart, b, readable); err != nil {
+				n := uint64(len(b)) / PageSize
+				if err := r.read(runStart, b, readable && !runShared); err != nil {
+					if r.Live {
+						runStart += n * PageSize
+						runLen -= n
+						continue
+					}
 					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 				}
-				n := uint64(len(b)) / PageSize
 				pl.add(runStart, b)
 				st.PagesWritten += n
 				runStart += n * PageSize
@@ -287,15 +303,21 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 					}
 				}
 				pa := addr + i*PageSize
+				if save && r.skip(pa) {
+					save = false
+				}
+				// (a swapped page may be shared too: read in, it would be)
+				shared := e&(pmPresent|pmExclusive) == pmPresent || e&pmSwapped != 0
 				if save && runLen > 0 && runStart+runLen*PageSize == pa {
 					runLen++
+					runShared = runShared || shared
 					continue
 				}
 				if err := flush(); err != nil {
 					return err
 				}
 				if save {
-					runStart, runLen = pa, 1
+					runStart, runLen, runShared = pa, 1, shared
 				}
 			}
 			addr += n * PageSize

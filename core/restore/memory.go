@@ -44,7 +44,7 @@ func (r *restorer) restoreMemory() error {
 	}
 	var protect, sysv, apart []*imagepb.Vma
 	var prev *imagepb.Vma
-	for _, v := range r.pr.mm.Vmas {
+	for i, v := range r.pr.mm.Vmas {
 		if memory.Special(v.Kind) {
 			continue
 		}
@@ -54,7 +54,10 @@ func (r *restorer) restoreMemory() error {
 		}
 		mapped := prev
 		prev = v
-		if staysApart(mapped, v) {
+		if r.cow.isEarly(v) {
+			continue // mapped and filled before the fork (cowfork.go)
+		}
+		if staysApart(mapped, v) || r.cow.mergesIntoNext(r.pr.mm.Vmas, i) {
 			apart = append(apart, v)
 			continue
 		}
@@ -90,7 +93,7 @@ func (r *restorer) restoreMemory() error {
 	if err := r.checkSpecial(); err != nil {
 		return err
 	}
-	n, err := memory.Fill(memAt{r.mem}, r.pr.pmap, r.pr.pages)
+	n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
 	r.st.PagesRestored += n
 	if err != nil {
 		return err
@@ -99,6 +102,13 @@ func (r *restorer) restoreMemory() error {
 	// mismatch fails the restore before the task ever runs
 	if err := r.pr.pages.Verify(); err != nil {
 		return err
+	}
+	if r.pr.chain != nil {
+		n, err := r.pr.chain.fill(memAt{r.mem})
+		r.st.PagesRestored += n
+		if err != nil {
+			return fmt.Errorf("pages from the parent images: %w", err)
+		}
 	}
 	// Guard pages go in once the pages around them are written. Drop the
 	// write bit only once the pages are in: making an anonymous VMA

@@ -80,6 +80,7 @@ type proc struct {
 	fds   []*imagepb.FdEntry
 	pmap  []*imagepb.PagemapEntry
 	pages *image.Pages
+	chain *chainFill // pages in the parent images (chain.go), or nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -126,7 +127,14 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 	if inv.TcpClose && !opts.TCPClose {
 		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
 	}
+	chain, err := checkTip(img)
+	if err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
 	procs, opener, err := load(img)
+	if err == nil {
+		err = attachChain(procs, img, chain)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}

@@ -60,6 +60,9 @@ type restorer struct {
 	pgidPending bool
 	// hadChildExit: a recreated zombie child queued a SIGCHLD here.
 	hadChildExit bool
+	// cow: its VMAs mapped and filled before its children were forked
+	// (cowfork.go), nil if none.
+	cow *cowState
 }
 
 func (r *restorer) calls() int {

@@ -40,6 +40,9 @@ type tree struct {
 	byPid map[int32]*restorer
 	// warnings: what was not restored exactly (reported, not fatal).
 	warnings []string
+	// cow: each process's part in restoring the pages it shares with
+	// its parent (cowfork.go), by pid; nil entries for the others.
+	cow map[int32]*cowState
 }
 
 // vpid is the pid a process gets in the namespace it is restored in.
@@ -70,6 +73,9 @@ func (t *tree) restore() error {
 	}
 	t.opener.DeadPidfd = deadPidfd
 	rootPr := t.procs[0]
+	if err := t.planCow(); err != nil {
+		return err
+	}
 	t1 := time.Now()
 	var s *stub
 	var err error
@@ -99,11 +105,17 @@ func (t *tree) restore() error {
 	if err := r.prepareStub(t.procs, s.pidfd, maxFd); err != nil {
 		return fmt.Errorf("pid %d: prepare: %w", rootPr.pst.Pid, err)
 	}
+	if err := t.stageCow(r, nil, false); err != nil {
+		return fmt.Errorf("pid %d: memory shared with its children: %w", rootPr.pst.Pid, err)
+	}
 	if err := t.setSession(r, nil); err != nil {
 		return err
 	}
 	if err := t.createChildren(); err != nil {
 		return err
+	}
+	if err := t.finishCowBases(); err != nil {
+		return fmt.Errorf("memory shared by children: %w", err)
 	}
 	if err := t.setForeground(); err != nil {
 		return err
@@ -216,6 +228,7 @@ func (t *tree) createChildren() error {
 		}
 		var c *restorer
 		var err error
+		from := parent // whose memory c copied
 		if pe := pr.pst; pe.Sid != parent.pr.pst.Sid && pe.Sid != pe.Pid && t.byPid[pe.Sid] == nil && !t.inImage(pe.Sid) {
 			if m := t.sessionMember(pe.Sid, parent); m != nil {
 				// the session exists already (its pid is held by it):
@@ -223,6 +236,7 @@ func (t *tree) createChildren() error {
 				if c, err = t.forkFrom(m, pr, unix.CLONE_PARENT, 0); err == nil {
 					c.parent = parent
 				}
+				from = m
 			} else {
 				c, err = t.forkInSession(parent, pr)
 			}
@@ -231,6 +245,9 @@ func (t *tree) createChildren() error {
 		}
 		if err != nil {
 			return fmt.Errorf("pid %d: create task: %w", pr.pst.Pid, err)
+		}
+		if err := t.stageCow(c, from, from == parent); err != nil {
+			return fmt.Errorf("pid %d: memory shared with its parent: %w", pr.pst.Pid, err)
 		}
 		if err := t.setSession(c, parent); err != nil {
 			return err

@@ -23,6 +23,9 @@ func Summary(dir string, w io.Writer) error {
 	inv := img.Inventory()
 	fmt.Fprintf(w, "image %s: format v%d, ctr-cr %s, kernel %s, %s, xsave features %#x (%d bytes)\n",
 		dir, inv.FormatVersion, inv.ToolVersion, inv.Kernel, inv.Arch, inv.XsaveFeatures, inv.XsaveSize)
+	if done, err := chainSummary(img, w); done || err != nil {
+		return err
+	}
 	tree, err := img.Pstree()
 	if err != nil {
 		return err
@@ -95,6 +98,9 @@ func Summary(dir string, w io.Writer) error {
 		fmt.Fprintf(w, "  %d signal handler(s), %d itimer(s), %d POSIX timer(s), %d shared pending signal(s), cwd %s\n",
 			len(core.Sigactions), len(core.Itimers), len(core.PosixTimers), len(core.SharedPending), core.Cwd)
 		fmt.Fprintf(w, "  memory: %d VMA(s)\n", len(mm.Vmas))
+		if err := showCow(w, img, pid, mm); err != nil {
+			return err
+		}
 		for _, v := range mm.Vmas {
 			fmt.Fprintf(w, "    %012x-%012x %9s %s %-12s %s%s\n", v.Start, v.End, bytes(v.End-v.Start), prot(v), kind(v.Kind), v.Name, mapLocksExtra(byID[v.FileId]))
 		}

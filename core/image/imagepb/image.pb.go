@@ -330,7 +330,7 @@ func (x FanotifyMark_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanotifyMark_Type.Descriptor instead.
 func (FanotifyMark_Type) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35, 0}
+	return file_image_proto_rawDescGZIP(), []int{37, 0}
 }
 
 // Checksum of one image file, kept in the inventory.
@@ -427,7 +427,18 @@ type Inventory struct {
 	NetLock string `protobuf:"bytes,11,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
 	// dumped with --tcp-close: its TCP connections were recorded without
 	// their state; restore needs --tcp-close and gives them back closed.
-	TcpClose      bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
+	TcpClose bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
+	// Pre-copy chain (issue 16): the image of the round before, relative to
+	// this directory ("" for a standalone image), and the SHA-256 of its
+	// inventory.img (which lists every file's checksum): restore reads the
+	// pages listed in parentmap-<pid>.img from there, after checking that
+	// the parent is the very image this one was made against.
+	ParentPath            string `protobuf:"bytes,540,opt,name=parent_path,json=parentPath,proto3" json:"parent_path,omitempty"`
+	ParentInventorySha256 []byte `protobuf:"bytes,541,opt,name=parent_inventory_sha256,json=parentInventorySha256,proto3" json:"parent_inventory_sha256,omitempty"`
+	// a pre-dump round: pstree, mm and pages only, never restored itself
+	PreDump bool `protobuf:"varint,542,opt,name=pre_dump,json=preDump,proto3" json:"pre_dump,omitempty"`
+	// the dirty tracking left armed by a pre-dump round, for the next round
+	PremigTracker *PremigTracker `protobuf:"bytes,543,opt,name=premig_tracker,json=premigTracker,proto3" json:"premig_tracker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,6 +559,163 @@ func (x *Inventory) GetTcpClose() bool {
 	return false
 }
 
+func (x *Inventory) GetParentPath() string {
+	if x != nil {
+		return x.ParentPath
+	}
+	return ""
+}
+
+func (x *Inventory) GetParentInventorySha256() []byte {
+	if x != nil {
+		return x.ParentInventorySha256
+	}
+	return nil
+}
+
+func (x *Inventory) GetPreDump() bool {
+	if x != nil {
+		return x.PreDump
+	}
+	return false
+}
+
+func (x *Inventory) GetPremigTracker() *PremigTracker {
+	if x != nil {
+		return x.PremigTracker
+	}
+	return nil
+}
+
+// PremigTracker names the process holding the userfaultfds whose
+// write-protect registration tracks the pages written since a pre-dump
+// round (ctr-cr's own helper, never the dumped tree).
+type PremigTracker struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	HolderPid       int32                  `protobuf:"varint,1,opt,name=holder_pid,json=holderPid,proto3" json:"holder_pid,omitempty"`
+	HolderStartTime uint64                 `protobuf:"varint,2,opt,name=holder_start_time,json=holderStartTime,proto3" json:"holder_start_time,omitempty"` // /proc/PID/stat starttime: a reused pid is not taken for it
+	Tracks          []*PremigTrack         `protobuf:"bytes,3,rep,name=tracks,proto3" json:"tracks,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PremigTracker) Reset() {
+	Init()
+	*x = PremigTracker{}
+	mi := &file_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PremigTracker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PremigTracker) ProtoMessage() {}
+
+func (x *PremigTracker) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PremigTracker.ProtoReflect.Descriptor instead.
+func (*PremigTracker) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PremigTracker) GetHolderPid() int32 {
+	if x != nil {
+		return x.HolderPid
+	}
+	return 0
+}
+
+func (x *PremigTracker) GetHolderStartTime() uint64 {
+	if x != nil {
+		return x.HolderStartTime
+	}
+	return 0
+}
+
+func (x *PremigTracker) GetTracks() []*PremigTrack {
+	if x != nil {
+		return x.Tracks
+	}
+	return nil
+}
+
+// PremigTrack is the userfaultfd of one dumped process, as fd holder_fd of
+// the holder.
+type PremigTrack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime     uint64                 `protobuf:"varint,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // of the dumped process: a reused pid is not taken for it
+	HolderFd      int32                  `protobuf:"varint,3,opt,name=holder_fd,json=holderFd,proto3" json:"holder_fd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PremigTrack) Reset() {
+	Init()
+	*x = PremigTrack{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PremigTrack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PremigTrack) ProtoMessage() {}
+
+func (x *PremigTrack) ProtoReflect() protoreflect.Message {
+	Init()
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PremigTrack.ProtoReflect.Descriptor instead.
+func (*PremigTrack) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PremigTrack) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *PremigTrack) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *PremigTrack) GetHolderFd() int32 {
+	if x != nil {
+		return x.HolderFd
+	}
+	return 0
+}
+
 // pstree.img: one entry per process of the tree.
 type PstreeEntry struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -577,7 +745,7 @@ type PstreeEntry struct {
 func (x *PstreeEntry) Reset() {
 	Init()
 	*x = PstreeEntry{}
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +758,7 @@ func (*PstreeEntry) ProtoMessage() {}
 
 func (x *PstreeEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +771,7 @@ func (x *PstreeEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PstreeEntry.ProtoReflect.Descriptor instead.
 func (*PstreeEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PstreeEntry) GetPid() int32 {
@@ -711,7 +879,7 @@ type SigAction struct {
 func (x *SigAction) Reset() {
 	Init()
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +892,7 @@ func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +905,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SigAction) GetSig() uint32 {
@@ -787,7 +955,7 @@ type Itimer struct {
 func (x *Itimer) Reset() {
 	Init()
 	*x = Itimer{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +968,7 @@ func (*Itimer) ProtoMessage() {}
 
 func (x *Itimer) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +981,7 @@ func (x *Itimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Itimer.ProtoReflect.Descriptor instead.
 func (*Itimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Itimer) GetWhich() uint32 {
@@ -855,7 +1023,7 @@ type PosixTimer struct {
 func (x *PosixTimer) Reset() {
 	Init()
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1036,7 @@ func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1049,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -959,7 +1127,7 @@ type Rlimit struct {
 func (x *Rlimit) Reset() {
 	Init()
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1140,7 @@ func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1153,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rlimit) GetResource() uint32 {
@@ -1028,7 +1196,7 @@ type Creds struct {
 func (x *Creds) Reset() {
 	Init()
 	*x = Creds{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1209,7 @@ func (*Creds) ProtoMessage() {}
 
 func (x *Creds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1222,7 @@ func (x *Creds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Creds.ProtoReflect.Descriptor instead.
 func (*Creds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Creds) GetUids() []uint32 {
@@ -1138,7 +1306,7 @@ type SeccompFilter struct {
 func (x *SeccompFilter) Reset() {
 	Init()
 	*x = SeccompFilter{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1319,7 @@ func (*SeccompFilter) ProtoMessage() {}
 
 func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1332,7 @@ func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeccompFilter.ProtoReflect.Descriptor instead.
 func (*SeccompFilter) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SeccompFilter) GetBpf() []byte {
@@ -1192,7 +1360,7 @@ type Siginfo struct {
 func (x *Siginfo) Reset() {
 	Init()
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1373,7 @@ func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1386,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Siginfo) GetRaw() []byte {
@@ -1240,7 +1408,7 @@ type Altstack struct {
 func (x *Altstack) Reset() {
 	Init()
 	*x = Altstack{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1421,7 @@ func (*Altstack) ProtoMessage() {}
 
 func (x *Altstack) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1434,7 @@ func (x *Altstack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Altstack.ProtoReflect.Descriptor instead.
 func (*Altstack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Altstack) GetSp() uint64 {
@@ -1302,7 +1470,7 @@ type Rseq struct {
 func (x *Rseq) Reset() {
 	Init()
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1483,7 @@ func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1496,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rseq) GetPtr() uint64 {
@@ -1381,7 +1549,7 @@ type ThreadCore struct {
 func (x *ThreadCore) Reset() {
 	Init()
 	*x = ThreadCore{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1562,7 @@ func (*ThreadCore) ProtoMessage() {}
 
 func (x *ThreadCore) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1575,7 @@ func (x *ThreadCore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThreadCore.ProtoReflect.Descriptor instead.
 func (*ThreadCore) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ThreadCore) GetTid() int32 {
@@ -1556,7 +1724,7 @@ type TaskSchedState struct {
 func (x *TaskSchedState) Reset() {
 	Init()
 	*x = TaskSchedState{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1737,7 @@ func (*TaskSchedState) ProtoMessage() {}
 
 func (x *TaskSchedState) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1750,7 @@ func (x *TaskSchedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSchedState.ProtoReflect.Descriptor instead.
 func (*TaskSchedState) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskSchedState) GetPolicy() uint32 {
@@ -1670,7 +1838,7 @@ type TaskCore struct {
 func (x *TaskCore) Reset() {
 	Init()
 	*x = TaskCore{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1851,7 @@ func (*TaskCore) ProtoMessage() {}
 
 func (x *TaskCore) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1864,7 @@ func (x *TaskCore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskCore.ProtoReflect.Descriptor instead.
 func (*TaskCore) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskCore) GetPid() int32 {
@@ -1889,7 +2057,7 @@ type GhostDir struct {
 func (x *GhostDir) Reset() {
 	Init()
 	*x = GhostDir{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2070,7 @@ func (*GhostDir) ProtoMessage() {}
 
 func (x *GhostDir) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2083,7 @@ func (x *GhostDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostDir.ProtoReflect.Descriptor instead.
 func (*GhostDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GhostDir) GetDev() uint64 {
@@ -1967,7 +2135,7 @@ type VmaGuardRegion struct {
 func (x *VmaGuardRegion) Reset() {
 	Init()
 	*x = VmaGuardRegion{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2148,7 @@ func (*VmaGuardRegion) ProtoMessage() {}
 
 func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2161,7 @@ func (x *VmaGuardRegion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmaGuardRegion.ProtoReflect.Descriptor instead.
 func (*VmaGuardRegion) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VmaGuardRegion) GetStart() uint64 {
@@ -2034,7 +2202,7 @@ type Vma struct {
 func (x *Vma) Reset() {
 	Init()
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2215,7 @@ func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2228,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2170,21 +2338,28 @@ func (x *Vma) GetHugetlbPageSize() uint64 {
 
 // mm-PID.img: one entry.
 type MmEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StartCode     uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
-	EndCode       uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
-	StartData     uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
-	EndData       uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
-	StartBrk      uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
-	Brk           uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
-	StartStack    uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
-	ArgStart      uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
-	ArgEnd        uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
-	EnvStart      uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
-	EnvEnd        uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
-	Auxv          []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
-	ExeFileId     uint32                 `protobuf:"varint,13,opt,name=exe_file_id,json=exeFileId,proto3" json:"exe_file_id,omitempty"`
-	Vmas          []*Vma                 `protobuf:"bytes,14,rep,name=vmas,proto3" json:"vmas,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StartCode  uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
+	EndCode    uint64                 `protobuf:"varint,2,opt,name=end_code,json=endCode,proto3" json:"end_code,omitempty"`
+	StartData  uint64                 `protobuf:"varint,3,opt,name=start_data,json=startData,proto3" json:"start_data,omitempty"`
+	EndData    uint64                 `protobuf:"varint,4,opt,name=end_data,json=endData,proto3" json:"end_data,omitempty"`
+	StartBrk   uint64                 `protobuf:"varint,5,opt,name=start_brk,json=startBrk,proto3" json:"start_brk,omitempty"`
+	Brk        uint64                 `protobuf:"varint,6,opt,name=brk,proto3" json:"brk,omitempty"`
+	StartStack uint64                 `protobuf:"varint,7,opt,name=start_stack,json=startStack,proto3" json:"start_stack,omitempty"`
+	ArgStart   uint64                 `protobuf:"varint,8,opt,name=arg_start,json=argStart,proto3" json:"arg_start,omitempty"`
+	ArgEnd     uint64                 `protobuf:"varint,9,opt,name=arg_end,json=argEnd,proto3" json:"arg_end,omitempty"`
+	EnvStart   uint64                 `protobuf:"varint,10,opt,name=env_start,json=envStart,proto3" json:"env_start,omitempty"`
+	EnvEnd     uint64                 `protobuf:"varint,11,opt,name=env_end,json=envEnd,proto3" json:"env_end,omitempty"`
+	Auxv       []byte                 `protobuf:"bytes,12,opt,name=auxv,proto3" json:"auxv,omitempty"`
+	ExeFileId  uint32                 `protobuf:"varint,13,opt,name=exe_file_id,json=exeFileId,proto3" json:"exe_file_id,omitempty"`
+	Vmas       []*Vma                 `protobuf:"bytes,14,rep,name=vmas,proto3" json:"vmas,omitempty"`
+	// Pages this process still shared with its parent (the same physical
+	// page at the same address, copy-on-write since the fork), by address,
+	// ascending, each run inside one VMA the parent has identically. They
+	// are not in pages-PID.img: the parent's memory holds them, and restore
+	// forks this process once the parent's VMA is filled, so that they are
+	// shared again.
+	CowParentRuns []*PagemapEntry `protobuf:"bytes,570,rep,name=cow_parent_runs,json=cowParentRuns,proto3" json:"cow_parent_runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2192,7 +2367,7 @@ type MmEntry struct {
 func (x *MmEntry) Reset() {
 	Init()
 	*x = MmEntry{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2380,7 @@ func (*MmEntry) ProtoMessage() {}
 
 func (x *MmEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2393,7 @@ func (x *MmEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmEntry.ProtoReflect.Descriptor instead.
 func (*MmEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MmEntry) GetStartCode() uint64 {
@@ -2319,6 +2494,13 @@ func (x *MmEntry) GetVmas() []*Vma {
 	return nil
 }
 
+func (x *MmEntry) GetCowParentRuns() []*PagemapEntry {
+	if x != nil {
+		return x.CowParentRuns
+	}
+	return nil
+}
+
 // pagemap-<name>.img: first entry is a PagemapHead, then PagemapEntry runs in
 // the order their pages follow each other in pages-<name>.img.
 type PagemapHead struct {
@@ -2332,7 +2514,7 @@ type PagemapHead struct {
 func (x *PagemapHead) Reset() {
 	Init()
 	*x = PagemapHead{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2527,7 @@ func (*PagemapHead) ProtoMessage() {}
 
 func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2540,7 @@ func (x *PagemapHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapHead.ProtoReflect.Descriptor instead.
 func (*PagemapHead) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PagemapHead) GetPagesFile() string {
@@ -2386,7 +2568,7 @@ type PagemapEntry struct {
 func (x *PagemapEntry) Reset() {
 	Init()
 	*x = PagemapEntry{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2581,7 @@ func (*PagemapEntry) ProtoMessage() {}
 
 func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2594,7 @@ func (x *PagemapEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagemapEntry.ProtoReflect.Descriptor instead.
 func (*PagemapEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PagemapEntry) GetVaddr() uint64 {
@@ -2454,7 +2636,7 @@ type NetlinkSk struct {
 func (x *NetlinkSk) Reset() {
 	Init()
 	*x = NetlinkSk{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2649,7 @@ func (*NetlinkSk) ProtoMessage() {}
 
 func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2662,7 @@ func (x *NetlinkSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetlinkSk.ProtoReflect.Descriptor instead.
 func (*NetlinkSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NetlinkSk) GetType() int32 {
@@ -2595,7 +2777,7 @@ type PacketSk struct {
 func (x *PacketSk) Reset() {
 	Init()
 	*x = PacketSk{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2790,7 @@ func (*PacketSk) ProtoMessage() {}
 
 func (x *PacketSk) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2803,7 @@ func (x *PacketSk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSk.ProtoReflect.Descriptor instead.
 func (*PacketSk) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PacketSk) GetType() int32 {
@@ -2707,7 +2889,7 @@ type PacketSkMembership struct {
 func (x *PacketSkMembership) Reset() {
 	Init()
 	*x = PacketSkMembership{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2902,7 @@ func (*PacketSkMembership) ProtoMessage() {}
 
 func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2915,7 @@ func (x *PacketSkMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketSkMembership.ProtoReflect.Descriptor instead.
 func (*PacketSkMembership) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PacketSkMembership) GetIfindex() int32 {
@@ -2860,7 +3042,7 @@ type UnixSocket struct {
 func (x *UnixSocket) Reset() {
 	Init()
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3055,7 @@ func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3068,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UnixSocket) GetType() int32 {
@@ -3180,7 +3362,7 @@ type UnixFds struct {
 func (x *UnixFds) Reset() {
 	Init()
 	*x = UnixFds{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3375,7 @@ func (*UnixFds) ProtoMessage() {}
 
 func (x *UnixFds) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3388,7 @@ func (x *UnixFds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixFds.ProtoReflect.Descriptor instead.
 func (*UnixFds) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UnixFds) GetFileIds() []uint32 {
@@ -3283,7 +3465,7 @@ type InetSocket struct {
 func (x *InetSocket) Reset() {
 	Init()
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3478,7 @@ func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3491,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3675,7 +3857,7 @@ type InetMcastGroup struct {
 func (x *InetMcastGroup) Reset() {
 	Init()
 	*x = InetMcastGroup{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3870,7 @@ func (*InetMcastGroup) ProtoMessage() {}
 
 func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3883,7 @@ func (x *InetMcastGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetMcastGroup.ProtoReflect.Descriptor instead.
 func (*InetMcastGroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InetMcastGroup) GetGroup() []byte {
@@ -3749,7 +3931,7 @@ type TcpStream struct {
 func (x *TcpStream) Reset() {
 	Init()
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3944,7 @@ func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3957,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TcpStream) GetSndSeq() uint32 {
@@ -3930,7 +4112,7 @@ type InetOpt struct {
 func (x *InetOpt) Reset() {
 	Init()
 	*x = InetOpt{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3943,7 +4125,7 @@ func (*InetOpt) ProtoMessage() {}
 
 func (x *InetOpt) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3956,7 +4138,7 @@ func (x *InetOpt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetOpt.ProtoReflect.Descriptor instead.
 func (*InetOpt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *InetOpt) GetLevel() int32 {
@@ -3992,7 +4174,7 @@ type UnixCred struct {
 func (x *UnixCred) Reset() {
 	Init()
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4005,7 +4187,7 @@ func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,7 +4200,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -4058,7 +4240,7 @@ type EpollTarget struct {
 func (x *EpollTarget) Reset() {
 	Init()
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4071,7 +4253,7 @@ func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4084,7 +4266,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EpollTarget) GetTfd() int32 {
@@ -4137,7 +4319,7 @@ type Timerfd struct {
 func (x *Timerfd) Reset() {
 	Init()
 	*x = Timerfd{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4150,7 +4332,7 @@ func (*Timerfd) ProtoMessage() {}
 
 func (x *Timerfd) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4163,7 +4345,7 @@ func (x *Timerfd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timerfd.ProtoReflect.Descriptor instead.
 func (*Timerfd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Timerfd) GetClockId() int32 {
@@ -4223,7 +4405,7 @@ type InotifyWatch struct {
 func (x *InotifyWatch) Reset() {
 	Init()
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4236,7 +4418,7 @@ func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4249,7 +4431,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4300,7 +4482,7 @@ type Inotify struct {
 func (x *Inotify) Reset() {
 	Init()
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4495,7 @@ func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4508,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4362,7 +4544,7 @@ type FanotifyMark struct {
 func (x *FanotifyMark) Reset() {
 	Init()
 	*x = FanotifyMark{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4375,7 +4557,7 @@ func (*FanotifyMark) ProtoMessage() {}
 
 func (x *FanotifyMark) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4388,7 +4570,7 @@ func (x *FanotifyMark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanotifyMark.ProtoReflect.Descriptor instead.
 func (*FanotifyMark) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FanotifyMark) GetType() FanotifyMark_Type {
@@ -4454,7 +4636,7 @@ type FanotifyGroup struct {
 func (x *FanotifyGroup) Reset() {
 	Init()
 	*x = FanotifyGroup{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4467,7 +4649,7 @@ func (*FanotifyGroup) ProtoMessage() {}
 
 func (x *FanotifyGroup) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4480,7 +4662,7 @@ func (x *FanotifyGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanotifyGroup.ProtoReflect.Descriptor instead.
 func (*FanotifyGroup) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FanotifyGroup) GetInitFlags() uint32 {
@@ -4586,7 +4768,7 @@ type FileEntry struct {
 func (x *FileEntry) Reset() {
 	Init()
 	*x = FileEntry{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4599,7 +4781,7 @@ func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4612,7 +4794,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FileEntry) GetId() uint32 {
@@ -4921,7 +5103,7 @@ type GhostExtent struct {
 func (x *GhostExtent) Reset() {
 	Init()
 	*x = GhostExtent{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4934,7 +5116,7 @@ func (*GhostExtent) ProtoMessage() {}
 
 func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4947,7 +5129,7 @@ func (x *GhostExtent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GhostExtent.ProtoReflect.Descriptor instead.
 func (*GhostExtent) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GhostExtent) GetOff() int64 {
@@ -4978,7 +5160,7 @@ type FileFown struct {
 func (x *FileFown) Reset() {
 	Init()
 	*x = FileFown{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4991,7 +5173,7 @@ func (*FileFown) ProtoMessage() {}
 
 func (x *FileFown) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5004,7 +5186,7 @@ func (x *FileFown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileFown.ProtoReflect.Descriptor instead.
 func (*FileFown) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FileFown) GetType() int32 {
@@ -5046,7 +5228,7 @@ type FileLock struct {
 func (x *FileLock) Reset() {
 	Init()
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5059,7 +5241,7 @@ func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5072,7 +5254,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -5126,7 +5308,7 @@ type FdEntry struct {
 func (x *FdEntry) Reset() {
 	Init()
 	*x = FdEntry{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5139,7 +5321,7 @@ func (*FdEntry) ProtoMessage() {}
 
 func (x *FdEntry) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5152,7 +5334,7 @@ func (x *FdEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdEntry.ProtoReflect.Descriptor instead.
 func (*FdEntry) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FdEntry) GetFd() int32 {
@@ -5201,7 +5383,7 @@ type PtyTermios struct {
 func (x *PtyTermios) Reset() {
 	Init()
 	*x = PtyTermios{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5214,7 +5396,7 @@ func (*PtyTermios) ProtoMessage() {}
 
 func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5227,7 +5409,7 @@ func (x *PtyTermios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyTermios.ProtoReflect.Descriptor instead.
 func (*PtyTermios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PtyTermios) GetIflag() uint32 {
@@ -5300,7 +5482,7 @@ type PtyWinsize struct {
 func (x *PtyWinsize) Reset() {
 	Init()
 	*x = PtyWinsize{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5313,7 +5495,7 @@ func (*PtyWinsize) ProtoMessage() {}
 
 func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5326,7 +5508,7 @@ func (x *PtyWinsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyWinsize.ProtoReflect.Descriptor instead.
 func (*PtyWinsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PtyWinsize) GetRows() uint32 {
@@ -5403,7 +5585,7 @@ type Pty struct {
 func (x *Pty) Reset() {
 	Init()
 	*x = Pty{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5416,7 +5598,7 @@ func (*Pty) ProtoMessage() {}
 
 func (x *Pty) ProtoReflect() protoreflect.Message {
 	Init()
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5429,7 +5611,7 @@ func (x *Pty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pty.ProtoReflect.Descriptor instead.
 func (*Pty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Pty) GetIndex() uint32 {
@@ -5546,7 +5728,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
-	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\x96\x03\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xd4\x04\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
@@ -5561,7 +5743,22 @@ const file_image_proto_rawDesc = "" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
 	"\bnet_lock\x18\v \x01(\tR\anetLock\x12\x1c\n" +
-	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\"\xdb\x02\n" +
+	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\x12 \n" +
+	"\vparent_path\x18\x9c\x04 \x01(\tR\n" +
+	"parentPath\x127\n" +
+	"\x17parent_inventory_sha256\x18\x9d\x04 \x01(\fR\x15parentInventorySha256\x12\x1a\n" +
+	"\bpre_dump\x18\x9e\x04 \x01(\bR\apreDump\x12E\n" +
+	"\x0epremig_tracker\x18\x9f\x04 \x01(\v2\x1d.ctrcr.image.v1.PremigTrackerR\rpremigTracker\"\x8f\x01\n" +
+	"\rPremigTracker\x12\x1d\n" +
+	"\n" +
+	"holder_pid\x18\x01 \x01(\x05R\tholderPid\x12*\n" +
+	"\x11holder_start_time\x18\x02 \x01(\x04R\x0fholderStartTime\x123\n" +
+	"\x06tracks\x18\x03 \x03(\v2\x1b.ctrcr.image.v1.PremigTrackR\x06tracks\"[\n" +
+	"\vPremigTrack\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\x04R\tstartTime\x12\x1b\n" +
+	"\tholder_fd\x18\x03 \x01(\x05R\bholderFd\"\xdb\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5729,7 +5926,7 @@ const file_image_proto_rawDesc = "" +
 	"\aaccount\x18\f \x01(\bR\aaccount\x12\x19\n" +
 	"\bno_pages\x18\r \x01(\bR\anoPages\x12D\n" +
 	"\rguard_regions\x18\xac\x02 \x03(\v2\x1e.ctrcr.image.v1.VmaGuardRegionR\fguardRegions\x12+\n" +
-	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\x96\x03\n" +
+	"\x11hugetlb_page_size\x18\xad\x02 \x01(\x04R\x0fhugetlbPageSize\"\xdd\x03\n" +
 	"\aMmEntry\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -5748,7 +5945,8 @@ const file_image_proto_rawDesc = "" +
 	"\aenv_end\x18\v \x01(\x04R\x06envEnd\x12\x12\n" +
 	"\x04auxv\x18\f \x01(\fR\x04auxv\x12\x1e\n" +
 	"\vexe_file_id\x18\r \x01(\rR\texeFileId\x12'\n" +
-	"\x04vmas\x18\x0e \x03(\v2\x13.ctrcr.image.v1.VmaR\x04vmas\"I\n" +
+	"\x04vmas\x18\x0e \x03(\v2\x13.ctrcr.image.v1.VmaR\x04vmas\x12E\n" +
+	"\x0fcow_parent_runs\x18\xba\x04 \x03(\v2\x1c.ctrcr.image.v1.PagemapEntryR\rcowParentRuns\"I\n" +
 	"\vPagemapHead\x12\x1d\n" +
 	"\n" +
 	"pages_file\x18\x01 \x01(\tR\tpagesFile\x12\x1b\n" +
@@ -6137,7 +6335,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),               // 0: ctrcr.image.v1.VmaKind
 	(FileKind)(0),              // 1: ctrcr.image.v1.FileKind
@@ -6145,106 +6343,111 @@ var file_image_proto_goTypes = []any{
 	(FanotifyMark_Type)(0),     // 3: ctrcr.image.v1.FanotifyMark.Type
 	(*FileSum)(nil),            // 4: ctrcr.image.v1.FileSum
 	(*Inventory)(nil),          // 5: ctrcr.image.v1.Inventory
-	(*PstreeEntry)(nil),        // 6: ctrcr.image.v1.PstreeEntry
-	(*SigAction)(nil),          // 7: ctrcr.image.v1.SigAction
-	(*Itimer)(nil),             // 8: ctrcr.image.v1.Itimer
-	(*PosixTimer)(nil),         // 9: ctrcr.image.v1.PosixTimer
-	(*Rlimit)(nil),             // 10: ctrcr.image.v1.Rlimit
-	(*Creds)(nil),              // 11: ctrcr.image.v1.Creds
-	(*SeccompFilter)(nil),      // 12: ctrcr.image.v1.SeccompFilter
-	(*Siginfo)(nil),            // 13: ctrcr.image.v1.Siginfo
-	(*Altstack)(nil),           // 14: ctrcr.image.v1.Altstack
-	(*Rseq)(nil),               // 15: ctrcr.image.v1.Rseq
-	(*ThreadCore)(nil),         // 16: ctrcr.image.v1.ThreadCore
-	(*TaskSchedState)(nil),     // 17: ctrcr.image.v1.TaskSchedState
-	(*TaskCore)(nil),           // 18: ctrcr.image.v1.TaskCore
-	(*GhostDir)(nil),           // 19: ctrcr.image.v1.GhostDir
-	(*VmaGuardRegion)(nil),     // 20: ctrcr.image.v1.VmaGuardRegion
-	(*Vma)(nil),                // 21: ctrcr.image.v1.Vma
-	(*MmEntry)(nil),            // 22: ctrcr.image.v1.MmEntry
-	(*PagemapHead)(nil),        // 23: ctrcr.image.v1.PagemapHead
-	(*PagemapEntry)(nil),       // 24: ctrcr.image.v1.PagemapEntry
-	(*NetlinkSk)(nil),          // 25: ctrcr.image.v1.NetlinkSk
-	(*PacketSk)(nil),           // 26: ctrcr.image.v1.PacketSk
-	(*PacketSkMembership)(nil), // 27: ctrcr.image.v1.PacketSkMembership
-	(*UnixSocket)(nil),         // 28: ctrcr.image.v1.UnixSocket
-	(*UnixFds)(nil),            // 29: ctrcr.image.v1.UnixFds
-	(*InetSocket)(nil),         // 30: ctrcr.image.v1.InetSocket
-	(*InetMcastGroup)(nil),     // 31: ctrcr.image.v1.InetMcastGroup
-	(*TcpStream)(nil),          // 32: ctrcr.image.v1.TcpStream
-	(*InetOpt)(nil),            // 33: ctrcr.image.v1.InetOpt
-	(*UnixCred)(nil),           // 34: ctrcr.image.v1.UnixCred
-	(*EpollTarget)(nil),        // 35: ctrcr.image.v1.EpollTarget
-	(*Timerfd)(nil),            // 36: ctrcr.image.v1.Timerfd
-	(*InotifyWatch)(nil),       // 37: ctrcr.image.v1.InotifyWatch
-	(*Inotify)(nil),            // 38: ctrcr.image.v1.Inotify
-	(*FanotifyMark)(nil),       // 39: ctrcr.image.v1.FanotifyMark
-	(*FanotifyGroup)(nil),      // 40: ctrcr.image.v1.FanotifyGroup
-	(*FileEntry)(nil),          // 41: ctrcr.image.v1.FileEntry
-	(*GhostExtent)(nil),        // 42: ctrcr.image.v1.GhostExtent
-	(*FileFown)(nil),           // 43: ctrcr.image.v1.FileFown
-	(*FileLock)(nil),           // 44: ctrcr.image.v1.FileLock
-	(*FdEntry)(nil),            // 45: ctrcr.image.v1.FdEntry
-	(*PtyTermios)(nil),         // 46: ctrcr.image.v1.PtyTermios
-	(*PtyWinsize)(nil),         // 47: ctrcr.image.v1.PtyWinsize
-	(*Pty)(nil),                // 48: ctrcr.image.v1.Pty
+	(*PremigTracker)(nil),      // 6: ctrcr.image.v1.PremigTracker
+	(*PremigTrack)(nil),        // 7: ctrcr.image.v1.PremigTrack
+	(*PstreeEntry)(nil),        // 8: ctrcr.image.v1.PstreeEntry
+	(*SigAction)(nil),          // 9: ctrcr.image.v1.SigAction
+	(*Itimer)(nil),             // 10: ctrcr.image.v1.Itimer
+	(*PosixTimer)(nil),         // 11: ctrcr.image.v1.PosixTimer
+	(*Rlimit)(nil),             // 12: ctrcr.image.v1.Rlimit
+	(*Creds)(nil),              // 13: ctrcr.image.v1.Creds
+	(*SeccompFilter)(nil),      // 14: ctrcr.image.v1.SeccompFilter
+	(*Siginfo)(nil),            // 15: ctrcr.image.v1.Siginfo
+	(*Altstack)(nil),           // 16: ctrcr.image.v1.Altstack
+	(*Rseq)(nil),               // 17: ctrcr.image.v1.Rseq
+	(*ThreadCore)(nil),         // 18: ctrcr.image.v1.ThreadCore
+	(*TaskSchedState)(nil),     // 19: ctrcr.image.v1.TaskSchedState
+	(*TaskCore)(nil),           // 20: ctrcr.image.v1.TaskCore
+	(*GhostDir)(nil),           // 21: ctrcr.image.v1.GhostDir
+	(*VmaGuardRegion)(nil),     // 22: ctrcr.image.v1.VmaGuardRegion
+	(*Vma)(nil),                // 23: ctrcr.image.v1.Vma
+	(*MmEntry)(nil),            // 24: ctrcr.image.v1.MmEntry
+	(*PagemapHead)(nil),        // 25: ctrcr.image.v1.PagemapHead
+	(*PagemapEntry)(nil),       // 26: ctrcr.image.v1.PagemapEntry
+	(*NetlinkSk)(nil),          // 27: ctrcr.image.v1.NetlinkSk
+	(*PacketSk)(nil),           // 28: ctrcr.image.v1.PacketSk
+	(*PacketSkMembership)(nil), // 29: ctrcr.image.v1.PacketSkMembership
+	(*UnixSocket)(nil),         // 30: ctrcr.image.v1.UnixSocket
+	(*UnixFds)(nil),            // 31: ctrcr.image.v1.UnixFds
+	(*InetSocket)(nil),         // 32: ctrcr.image.v1.InetSocket
+	(*InetMcastGroup)(nil),     // 33: ctrcr.image.v1.InetMcastGroup
+	(*TcpStream)(nil),          // 34: ctrcr.image.v1.TcpStream
+	(*InetOpt)(nil),            // 35: ctrcr.image.v1.InetOpt
+	(*UnixCred)(nil),           // 36: ctrcr.image.v1.UnixCred
+	(*EpollTarget)(nil),        // 37: ctrcr.image.v1.EpollTarget
+	(*Timerfd)(nil),            // 38: ctrcr.image.v1.Timerfd
+	(*InotifyWatch)(nil),       // 39: ctrcr.image.v1.InotifyWatch
+	(*Inotify)(nil),            // 40: ctrcr.image.v1.Inotify
+	(*FanotifyMark)(nil),       // 41: ctrcr.image.v1.FanotifyMark
+	(*FanotifyGroup)(nil),      // 42: ctrcr.image.v1.FanotifyGroup
+	(*FileEntry)(nil),          // 43: ctrcr.image.v1.FileEntry
+	(*GhostExtent)(nil),        // 44: ctrcr.image.v1.GhostExtent
+	(*FileFown)(nil),           // 45: ctrcr.image.v1.FileFown
+	(*FileLock)(nil),           // 46: ctrcr.image.v1.FileLock
+	(*FdEntry)(nil),            // 47: ctrcr.image.v1.FdEntry
+	(*PtyTermios)(nil),         // 48: ctrcr.image.v1.PtyTermios
+	(*PtyWinsize)(nil),         // 49: ctrcr.image.v1.PtyWinsize
+	(*Pty)(nil),                // 50: ctrcr.image.v1.Pty
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: ctrcr.image.v1.Inventory.files:type_name -> ctrcr.image.v1.FileSum
-	13, // 1: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
-	14, // 2: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
-	15, // 3: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
-	11, // 4: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
-	12, // 5: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
-	17, // 6: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
-	7,  // 7: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
-	8,  // 8: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
-	9,  // 9: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
-	10, // 10: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
-	13, // 11: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
-	16, // 12: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
-	19, // 13: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
-	19, // 14: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
-	0,  // 15: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
-	20, // 16: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
-	21, // 17: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
-	33, // 18: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	33, // 19: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
-	27, // 20: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
-	34, // 21: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
-	29, // 22: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
-	28, // 23: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
-	28, // 24: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
-	33, // 25: ctrcr.image.v1.UnixSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	33, // 26: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
-	32, // 27: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
-	31, // 28: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
-	37, // 29: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
-	3,  // 30: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
-	39, // 31: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
-	1,  // 32: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
-	35, // 33: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
-	28, // 34: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
-	36, // 35: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
-	38, // 36: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
-	30, // 37: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
-	25, // 38: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
-	26, // 39: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
-	48, // 40: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
-	44, // 41: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
-	40, // 42: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
-	42, // 43: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
-	43, // 44: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
-	44, // 45: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
-	2,  // 46: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
-	44, // 47: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
-	46, // 48: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
-	47, // 49: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	6,  // 1: ctrcr.image.v1.Inventory.premig_tracker:type_name -> ctrcr.image.v1.PremigTracker
+	7,  // 2: ctrcr.image.v1.PremigTracker.tracks:type_name -> ctrcr.image.v1.PremigTrack
+	15, // 3: ctrcr.image.v1.ThreadCore.pending:type_name -> ctrcr.image.v1.Siginfo
+	16, // 4: ctrcr.image.v1.ThreadCore.altstack:type_name -> ctrcr.image.v1.Altstack
+	17, // 5: ctrcr.image.v1.ThreadCore.rseq:type_name -> ctrcr.image.v1.Rseq
+	13, // 6: ctrcr.image.v1.ThreadCore.creds:type_name -> ctrcr.image.v1.Creds
+	14, // 7: ctrcr.image.v1.ThreadCore.seccomp:type_name -> ctrcr.image.v1.SeccompFilter
+	19, // 8: ctrcr.image.v1.ThreadCore.sched:type_name -> ctrcr.image.v1.TaskSchedState
+	9,  // 9: ctrcr.image.v1.TaskCore.sigactions:type_name -> ctrcr.image.v1.SigAction
+	10, // 10: ctrcr.image.v1.TaskCore.itimers:type_name -> ctrcr.image.v1.Itimer
+	11, // 11: ctrcr.image.v1.TaskCore.posix_timers:type_name -> ctrcr.image.v1.PosixTimer
+	12, // 12: ctrcr.image.v1.TaskCore.rlimits:type_name -> ctrcr.image.v1.Rlimit
+	15, // 13: ctrcr.image.v1.TaskCore.shared_pending:type_name -> ctrcr.image.v1.Siginfo
+	18, // 14: ctrcr.image.v1.TaskCore.threads:type_name -> ctrcr.image.v1.ThreadCore
+	21, // 15: ctrcr.image.v1.TaskCore.cwd_ghost:type_name -> ctrcr.image.v1.GhostDir
+	21, // 16: ctrcr.image.v1.TaskCore.root_ghost:type_name -> ctrcr.image.v1.GhostDir
+	0,  // 17: ctrcr.image.v1.Vma.kind:type_name -> ctrcr.image.v1.VmaKind
+	22, // 18: ctrcr.image.v1.Vma.guard_regions:type_name -> ctrcr.image.v1.VmaGuardRegion
+	23, // 19: ctrcr.image.v1.MmEntry.vmas:type_name -> ctrcr.image.v1.Vma
+	26, // 20: ctrcr.image.v1.MmEntry.cow_parent_runs:type_name -> ctrcr.image.v1.PagemapEntry
+	35, // 21: ctrcr.image.v1.NetlinkSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	35, // 22: ctrcr.image.v1.PacketSk.opts:type_name -> ctrcr.image.v1.InetOpt
+	29, // 23: ctrcr.image.v1.PacketSk.memberships:type_name -> ctrcr.image.v1.PacketSkMembership
+	36, // 24: ctrcr.image.v1.UnixSocket.creds:type_name -> ctrcr.image.v1.UnixCred
+	31, // 25: ctrcr.image.v1.UnixSocket.fds:type_name -> ctrcr.image.v1.UnixFds
+	30, // 26: ctrcr.image.v1.UnixSocket.embryo:type_name -> ctrcr.image.v1.UnixSocket
+	30, // 27: ctrcr.image.v1.UnixSocket.gone_icons:type_name -> ctrcr.image.v1.UnixSocket
+	35, // 28: ctrcr.image.v1.UnixSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	35, // 29: ctrcr.image.v1.InetSocket.opts:type_name -> ctrcr.image.v1.InetOpt
+	34, // 30: ctrcr.image.v1.InetSocket.tcp:type_name -> ctrcr.image.v1.TcpStream
+	33, // 31: ctrcr.image.v1.InetSocket.mcast_groups:type_name -> ctrcr.image.v1.InetMcastGroup
+	39, // 32: ctrcr.image.v1.Inotify.watches:type_name -> ctrcr.image.v1.InotifyWatch
+	3,  // 33: ctrcr.image.v1.FanotifyMark.type:type_name -> ctrcr.image.v1.FanotifyMark.Type
+	41, // 34: ctrcr.image.v1.FanotifyGroup.marks:type_name -> ctrcr.image.v1.FanotifyMark
+	1,  // 35: ctrcr.image.v1.FileEntry.kind:type_name -> ctrcr.image.v1.FileKind
+	37, // 36: ctrcr.image.v1.FileEntry.epoll_targets:type_name -> ctrcr.image.v1.EpollTarget
+	30, // 37: ctrcr.image.v1.FileEntry.unix:type_name -> ctrcr.image.v1.UnixSocket
+	38, // 38: ctrcr.image.v1.FileEntry.timerfd:type_name -> ctrcr.image.v1.Timerfd
+	40, // 39: ctrcr.image.v1.FileEntry.inotify:type_name -> ctrcr.image.v1.Inotify
+	32, // 40: ctrcr.image.v1.FileEntry.inet:type_name -> ctrcr.image.v1.InetSocket
+	27, // 41: ctrcr.image.v1.FileEntry.netlink:type_name -> ctrcr.image.v1.NetlinkSk
+	28, // 42: ctrcr.image.v1.FileEntry.packet:type_name -> ctrcr.image.v1.PacketSk
+	50, // 43: ctrcr.image.v1.FileEntry.pty:type_name -> ctrcr.image.v1.Pty
+	46, // 44: ctrcr.image.v1.FileEntry.file_locks:type_name -> ctrcr.image.v1.FileLock
+	42, // 45: ctrcr.image.v1.FileEntry.fanotify:type_name -> ctrcr.image.v1.FanotifyGroup
+	44, // 46: ctrcr.image.v1.FileEntry.ghost_extents:type_name -> ctrcr.image.v1.GhostExtent
+	45, // 47: ctrcr.image.v1.FileEntry.fown:type_name -> ctrcr.image.v1.FileFown
+	46, // 48: ctrcr.image.v1.FileEntry.map_locks:type_name -> ctrcr.image.v1.FileLock
+	2,  // 49: ctrcr.image.v1.FileLock.kind:type_name -> ctrcr.image.v1.FileLockKind
+	46, // 50: ctrcr.image.v1.FdEntry.posix_locks:type_name -> ctrcr.image.v1.FileLock
+	48, // 51: ctrcr.image.v1.Pty.termios:type_name -> ctrcr.image.v1.PtyTermios
+	49, // 52: ctrcr.image.v1.Pty.winsize:type_name -> ctrcr.image.v1.PtyWinsize
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 // Init registers this file's descriptors with the protobuf runtime, once.
@@ -6259,15 +6462,15 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[12].OneofWrappers = []any{}
 	file_image_proto_msgTypes[14].OneofWrappers = []any{}
+	file_image_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,252 @@
+package pageserver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ctr-cr/ctr-cr/core/image"
+)
+
+// Serve receives one dump's pages files into dir over connections accepted
+// on l, until the session ends: nil once the client says the image is
+// complete; an error (and every file it wrote removed) when the client
+// aborts, the session connection drops or a file arrives damaged. It
+// closes l.
+func Serve(l net.Listener, dir string) error {
+	defer l.Close()
+	_, err := serveSession(acceptAll(l), dir, nil)
+	return err
+}
+
+// ServeMigration receives the images of a migration (`ctr-cr migrate`)
+// into dir/round1, dir/round2, ... one session each, every file of the
+// images (not only pages), until a session ends with a restore request:
+// restore(dir of that round) then runs and its outcome goes back to the
+// source, which kills its tree only once the restore succeeded. It closes
+// l.
+func ServeMigration(l net.Listener, dir string, restore func(dir string) (string, error)) error {
+	defer l.Close()
+	conns := acceptAll(l)
+	for k := 1; ; k++ {
+		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore)
+		if err != nil || restored {
+			return err
+		}
+	}
+}
+
+// RoundName is the directory of round k of a migration, on both sides.
+func RoundName(k int) string { return fmt.Sprintf("round%d", k) }
+
+// acceptAll passes the connections accepted on l to the channel, which is
+// closed when l is.
+func acceptAll(l net.Listener) chan net.Conn {
+	conns := make(chan net.Conn)
+	go func() {
+		defer close(conns)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	return conns
+}
+
+// serveSession serves one session into dir from conns: see Serve. With
+// restore non-nil, a session may end with a restore request (restored).
+func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error)) (restored bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	s := &server{dir: dir, done: make(chan error, 1), restore: restore}
+	for err == nil {
+		select {
+		case c, ok := <-conns:
+			if !ok {
+				err = errors.New("the listener closed")
+				break
+			}
+			go s.handle(c)
+			continue
+		case err = <-s.done:
+		}
+		break
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	if err != nil {
+		for _, p := range s.written {
+			os.Remove(p)
+		}
+	}
+	return s.restored, err
+}
+
+type server struct {
+	dir     string
+	done    chan error
+	mu      sync.Mutex
+	written []string
+	names   map[string]bool
+	session bool
+	ended   bool
+	// restore runs the restore of a migration's last round
+	restore  func(dir string) (string, error)
+	restored bool
+}
+
+func (s *server) finish(err error) {
+	select {
+	case s.done <- err:
+	default:
+	}
+}
+
+func (s *server) handle(c net.Conn) {
+	defer c.Close()
+	op, err := readHello(c)
+	if err != nil {
+		s.finish(fmt.Errorf("connection from %s: %w", c.RemoteAddr(), err))
+		return
+	}
+	switch op {
+	case opSession:
+		s.mu.Lock()
+		dup := s.session
+		s.session = true
+		s.mu.Unlock()
+		if dup {
+			writeStatus(c, errors.New("a dump is already being received"))
+			return
+		}
+		writeStatus(c, nil)
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			s.finish(fmt.Errorf("the dump's connection dropped before the image was complete: %w", err))
+			return
+		}
+		switch b[0] {
+		case opEnd:
+			writeStatus(c, nil)
+			s.finish(nil)
+		case opRestore:
+			if s.restore == nil {
+				writeStatus(c, errors.New("not a migration receiver: no restore here"))
+				s.finish(fmt.Errorf("%w: a restore request", ErrProtocol))
+				return
+			}
+			info, err := s.restore(s.dir)
+			writeStatus(c, err)
+			if err == nil {
+				writeString(c, info)
+				s.mu.Lock()
+				s.restored = true
+				s.mu.Unlock()
+			}
+			s.finish(err)
+		case opAbort:
+			s.finish(errors.New("the dump failed: pages removed"))
+		default:
+			s.finish(fmt.Errorf("%w: request %q", ErrProtocol, b[0]))
+		}
+	case opFile:
+		size, sum, err := s.receive(c)
+		if err != nil {
+			writeStatus(c, err)
+			s.finish(err)
+			return
+		}
+		var b [13]byte
+		binary.LittleEndian.PutUint64(b[1:], uint64(size))
+		binary.LittleEndian.PutUint32(b[9:], sum)
+		c.Write(b[:])
+	default:
+		s.finish(fmt.Errorf("%w: request %q", ErrProtocol, op))
+	}
+}
+
+// receive writes one pages file from c; it returns its size and CRC-32C.
+func (s *server) receive(c net.Conn) (int64, uint32, error) {
+	var hb [2]byte
+	if _, err := io.ReadFull(c, hb[:]); err != nil {
+		return 0, 0, fmt.Errorf("file header: %w", err)
+	}
+	nb := make([]byte, binary.LittleEndian.Uint16(hb[:]))
+	if _, err := io.ReadFull(c, nb); err != nil {
+		return 0, 0, fmt.Errorf("file name: %w", err)
+	}
+	name := string(nb)
+	k, _, err := image.KindOf(name)
+	if err != nil || filepath.Base(name) != name || k.Name != "pages" && s.restore == nil {
+		return 0, 0, fmt.Errorf("%w: %q is not the name of a pages file", ErrProtocol, name)
+	}
+	s.mu.Lock()
+	if s.ended || s.names[name] {
+		s.mu.Unlock()
+		return 0, 0, fmt.Errorf("%s received twice", name)
+	}
+	if s.names == nil {
+		s.names = map[string]bool{}
+	}
+	s.names[name] = true
+	path := filepath.Join(s.dir, name)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		s.written = append(s.written, path)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var size int64
+	var sum uint32
+	buf := make([]byte, maxChunk)
+	for {
+		var ch [8]byte
+		if _, err := io.ReadFull(c, ch[:]); err != nil {
+			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
+		}
+		n := binary.LittleEndian.Uint32(ch[:])
+		if n == 0 {
+			var tb [8]byte
+			if _, err := io.ReadFull(c, tb[:]); err != nil {
+				return 0, 0, fmt.Errorf("%s: end: %w", name, err)
+			}
+			if total := int64(binary.LittleEndian.Uint64(tb[:])); total != size {
+				return 0, 0, fmt.Errorf("%s: %d bytes received, the sender sent %d", name, size, total)
+			}
+			break
+		}
+		if n > maxChunk {
+			return 0, 0, fmt.Errorf("%w: %s: chunk of %d bytes", ErrProtocol, name, n)
+		}
+		b := buf[:n]
+		if _, err := io.ReadFull(c, b); err != nil {
+			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
+		}
+		if crc32.Checksum(b, castagnoli) != binary.LittleEndian.Uint32(ch[4:]) {
+			return 0, 0, fmt.Errorf("%s: chunk at %d arrived damaged (CRC-32C mismatch)", name, size)
+		}
+		if _, err := f.Write(b); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		sum = crc32.Update(sum, castagnoli, b)
+		size += int64(n)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, 0, err
+	}
+	return size, sum, f.Close()
+}
