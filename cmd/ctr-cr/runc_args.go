@@ -245,7 +245,7 @@ func parseRuncCheckpoint(args []string, out io.Writer) (*runcCheckpointConfig, e
 		{c.pageServer != "", "--page-server"}, {c.statusFd != "", "--status-fd"},
 	} {
 		if r.on {
-			return nil, fmt.Errorf("%s: not supported by ctr-cr (no pre-dump, page server or status fd yet)", r.flag)
+			return nil, fmt.Errorf("%s: not supported for containers by ctr-cr yet (pre-dump, parent images and the page server exist for process trees only: ctr-cr pre-dump, dump --parent-path, page-server)", r.flag)
 		}
 	}
 	return c, nil
