@@ -13,8 +13,16 @@ export CGO_ENABLED := 0
 # for perf or a debugger.
 LDFLAGS ?= -s -w
 
+# bin/runtime/runc -> ../ctr-cr is ctr-cr as a runc-compatible OCI runtime
+# for podman and containerd (`podman --runtime bin/runtime/runc`), and
+# bin/criu/criu -> ../ctr-cr answers their criu version probe
+# (docs/platforms.md): each in a directory of its own, so that adding one
+# to a PATH shadows nothing else.
 build:
 	$(GO) build -ldflags="$(LDFLAGS)" -o $(BIN) ./cmd/ctr-cr
+	mkdir -p bin/runtime bin/criu
+	ln -sfn ../ctr-cr bin/runtime/runc
+	ln -sfn ../ctr-cr bin/criu/criu
 
 # The Debian packages the tests, the demo and the bench need: as root,
 # scripts/deps.sh apt-get installs those missing (a no-op of a few ms when

@@ -42,6 +42,7 @@ func main() {
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
+	flag.BoolVar(&platforms, "platforms", true, "podman's checkpoint/restore of a busybox counter with ctr-cr as its runtime (bin/runtime/runc), and with runc and criu when criu is found")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
@@ -78,6 +79,9 @@ func main() {
 
 // showPhases is -phases.
 var showPhases bool
+
+// platforms is -platforms (platform.go).
+var platforms bool
 
 // reexec runs the workload or load process named by the first argument
 // (this binary re-executed by the bench) and reports whether it was one.
@@ -160,6 +164,9 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 		}
 		lines = append(lines, cl...)
 		ratios = append(ratios, cr...)
+	}
+	if platforms {
+		lines = append(lines, benchPlatforms(bin, criu, runs)...)
 	}
 	for _, l := range lines {
 		fmt.Println(l)

@@ -82,6 +82,10 @@ type CheckpointOptions struct {
 	// its staging directory, before it takes its place and before the
 	// container is killed.
 	SignKey ed25519.PrivateKey
+	// Platform holds what an OCI runtime's checkpoint under a container
+	// platform asks for (ctr-cr as `runc`, platform.go); zero: the
+	// command-line checkpoint of a container started by hand.
+	Platform PlatformCheckpoint
 }
 
 // Checkpoint dumps the running container opts.ID into its image directory
@@ -119,7 +123,8 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	if st.Status != specs.StateRunning {
+	paused := st.Status == specs.ContainerState("paused") && opts.Platform.AcceptPaused
+	if st.Status != specs.StateRunning && !paused {
 		return "", nil, fmt.Errorf("checkpoint %s: status %q: %w", opts.ID, st.Status, ErrNotRunning)
 	}
 	if st.Pid <= 0 {
@@ -169,7 +174,9 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	if err := cg.Freeze(ctx); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	defer cg.Thaw() // on every path (a second thaw is harmless)
+	// on every path the freezer is left as found: thawed (a second thaw
+	// is harmless), or frozen again for a paused container
+	defer leaveFreezer(cg, paused)
 	frozen := time.Now()
 	cst.FreezingMs = ms(frozen.Sub(tf))
 	// The stray scan (every process of the host, 2-8 ms on a busy host)
@@ -184,7 +191,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		s, err := strayProcesses(cg, st.Pid)
 		scan <- strayScan{s, err}
 	}()
-	nsErr := captureNamespaces(st.Pid, &spec, &state)
+	nsErr := captureNamespaces(st.Pid, &spec, &state, opts.Platform.EmptyNet)
 	sc := <-scan
 	if sc.err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, sc.err)
@@ -218,12 +225,23 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
 	dopts.Thaw = cg.Thaw
+	if paused {
+		// frozen again before a task can run: it stays paused
+		dopts.Refreeze = func() error { return cg.Freeze(context.Background()) }
+	}
 	dopts.WaitKilled = true    // the runtime deletes the container (its cgroup) next
 	dopts.OwnNamespaces = true // rebuilt by the runtime and this layer at restore
 	// its stdio is then the console the runtime made, whose master the
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
+	if opts.Platform.ExternalStdio {
+		// ... except its stdio pipes to the platform's monitor, which the
+		// runtime's restore is given again (descriptors.json)
+		if dopts.ExtPipes, err = saveStdio(st.Pid, stage.tmp); err != nil {
+			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+		}
+	}
 	// the image's disk writes start while the dump writes it; the commit
 	// stops that and fsyncs
 	stopWriteback := stage.startWriteback()
@@ -359,8 +377,10 @@ func ownNamespace(pid int, kind string) (bool, error) {
 // captureNamespaces saves the UTS, IPC and network namespaces of the
 // frozen container whose init is pid; not those its config joins by path
 // (a pod's, a platform's network namespace): those belong to whoever made
-// them, and a restore joins them again as they are then.
-func captureNamespaces(pid int, spec *specs.Spec, state *State) error {
+// them, and a restore joins them again as they are then. With emptyNet
+// (runc's --empty-ns network) the network's contents are not saved either:
+// the platform sets the new one up at restore.
+func captureNamespaces(pid int, spec *specs.Spec, state *State, emptyNet bool) error {
 	if own, err := ownNamespace(pid, "uts"); err != nil {
 		return err
 	} else if own && !joinedByPath(spec, specs.UTSNamespace) {
@@ -377,7 +397,7 @@ func captureNamespaces(pid int, spec *specs.Spec, state *State) error {
 	}
 	if own, err := ownNamespace(pid, "net"); err != nil {
 		return err
-	} else if own && !joinedByPath(spec, specs.NetworkNamespace) {
+	} else if own && !joinedByPath(spec, specs.NetworkNamespace) && !emptyNet {
 		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
 		if err != nil {
 			return fmt.Errorf("network namespace of pid %d: %w", pid, err)

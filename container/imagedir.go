@@ -174,7 +174,9 @@ func replaceable(final string) error {
 // container layer's files and tmpfs archives, logs and pid files.
 func imageFileName(name string) bool {
 	switch name {
-	case SpecDumpName, MetadataName, StateName, imagesig.Name:
+	case SpecDumpName, MetadataName, StateName, imagesig.Name, StdioName:
+		return true
+	case "stats-dump", "stats-restore": // a platform's work path may be the image's
 		return true
 	}
 	for _, suf := range []string{".img", ".tar", ".log", ".pid"} {

@@ -156,8 +156,8 @@ func safeName(id string) string {
 // holding the privileged config (privateBundle), points the runtime's
 // state back at the user's bundle, and returns the init's pid. With a
 // console socket the runtime makes the container's console and sends its
-// master there.
-func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig, initFilter []byte, console string) (int, error) {
+// master there. extra are more options of create (--no-pivot).
+func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig, initFilter []byte, console string, extra []string) (int, error) {
 	var user specs.Spec
 	if err := json.Unmarshal(orig, &user); err != nil {
 		return 0, fmt.Errorf("config.json: %w", err)
@@ -183,10 +183,8 @@ func createPrivileged(ctx context.Context, rt *Runtime, bundle, id string, orig,
 	if console != "" {
 		args = append(args, "--console-socket", console)
 	}
-	args = append(args, id)
-	if rt.Root != "" {
-		args = append([]string{"--root", rt.Root}, args...)
-	}
+	args = append(append(args, extra...), id)
+	args = rt.globalArgs(args)
 	cmd := exec.CommandContext(ctx, rt.Bin, args...)
 	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	// a file, not a pipe: the runtime's init inherits stderr and keeps it

@@ -40,6 +40,26 @@ type RestoreOptions struct {
 	ConsoleSocket string
 	// Stats, when set, receives the restore's phase times.
 	Stats *RestoreStats
+	// Platform holds what a platform's restore asks for (ctr-cr as
+	// `runc`); zero for a restore by hand.
+	Platform PlatformRestore
+}
+
+// PlatformRestore is what a platform's restore asks beyond the defaults.
+type PlatformRestore struct {
+	// Inherit are fds of ours that replace the image's external pipes
+	// (StdioInherit: our fds 0-2, which the platform's monitor gave).
+	Inherit map[string]int
+	// CreateArgs are more options for the runtime's create (--no-pivot).
+	CreateArgs []string
+	// TCPClose restores TCP connections as closed sockets (--tcp-close).
+	TCPClose bool
+	// EmptyNet leaves the new network namespace as the platform set it
+	// up (runc's --empty-ns network).
+	EmptyNet bool
+	// LooseMountOrder accepts a config.json whose mounts a platform listed
+	// in another order that makes the same tree (platformSpec).
+	LooseMountOrder bool
 }
 
 // RestoreStats are the phases of a container restore (--print-stats).
@@ -125,7 +145,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: bundle: %w", err)
 	}
-	if err := CompareSpecs(dumped, orig); err != nil {
+	cmpDumped, cmpCurrent := dumped, orig
+	if opts.Platform.LooseMountOrder {
+		cmpDumped, cmpCurrent = platformSpecDumped(dumped), platformSpec(dumped, orig)
+	}
+	if err := CompareSpecs(cmpDumped, cmpCurrent); err != nil {
 		return "", 0, fmt.Errorf("restore: %w", err)
 	}
 	var spec specs.Spec
@@ -171,7 +195,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	}
 	tc := time.Now()
 	rst.ValidateMs = ms(tc.Sub(t0))
-	pid, err := createPrivileged(ctx, rt, bundle, id, orig, initFilter, opts.ConsoleSocket)
+	pid, err := createPrivileged(ctx, rt, bundle, id, orig, initFilter, opts.ConsoleSocket, opts.Platform.CreateArgs)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
@@ -187,6 +211,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	// connections again in the new one before its links come up
 	if err := restore.Relock(dir, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
+	}
+	if opts.Platform.EmptyNet {
+		state.Net = nil // runc's --empty-ns network: the platform sets it up
 	}
 	if err := restoreNamespaces(pid, dir, &spec, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
@@ -204,7 +231,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		}
 	}
 	rst.HooksMs = ms(time.Since(th))
-	res, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid})
+	res, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid,
+		Inherit: opts.Platform.Inherit, TCPClose: opts.Platform.TCPClose})
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}

@@ -39,6 +39,10 @@ type Runtime struct {
 	Name string // "runc" or "crun"
 	Bin  string // resolved program path
 	Root string // --root of the runtime ("": its default)
+	// Args are more global options given to every run of the runtime,
+	// before the command (a platform's --systemd-cgroup, --log FILE
+	// --log-format json, as it gave them to ctr-cr as `runc`).
+	Args []string
 }
 
 // NewRuntime finds the runtime program name ("runc" or "crun") on the PATH.
@@ -127,9 +131,7 @@ func (r *Runtime) lookDir(id string) (found, decided bool) {
 
 // run runs the runtime with args and returns its standard output.
 func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
-	if r.Root != "" {
-		args = append([]string{"--root", r.Root}, args...)
-	}
+	args = r.globalArgs(args)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.Bin, args...)
@@ -143,6 +145,16 @@ func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w: %s", r.Name, strings.Join(args, " "), err, msg)
 	}
 	return out.Bytes(), nil
+}
+
+// globalArgs puts the runtime's global options (--root, Args) before a
+// command line.
+func (r *Runtime) globalArgs(args []string) []string {
+	g := append([]string(nil), r.Args...)
+	if r.Root != "" {
+		g = append(g, "--root", r.Root)
+	}
+	return append(g, args...)
 }
 
 // RuntimeState is the OCI state of a container as its runtime reports it, with

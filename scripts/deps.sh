@@ -12,6 +12,8 @@ PACKAGES=(
 	gcc libc6-dev binutils make python3 gzip tar util-linux
 	# container tests and demo
 	runc crun busybox-static
+	# platform tests: ctr-cr as the runtime of podman (with conmon) and containerd
+	podman conmon containerd containernetworking-plugins
 	# network tests: namespaces, addresses, the TCP network lock
 	iproute2 nftables
 	# real programs checkpointed by the tests

@@ -88,6 +88,14 @@ Failures are reported on lines starting with "Error (ctr-cr COMMAND): ".
 `
 
 func main() {
+	// other personalities by argv[0]'s basename: runc (an OCI runtime
+	// for container platforms), criu swrk (their version probe)
+	if code, ok := runcMain(os.Args); ok {
+		os.Exit(code)
+	}
+	if code, ok := criuSwrkMain(os.Args); ok {
+		os.Exit(code)
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, shortUsage)
 		os.Exit(2)

@@ -41,6 +41,11 @@ type Options struct {
 	// every thread has a stop queued (see seizeTreeFrozen). The caller
 	// still thaws on its own failure paths.
 	Thaw func() error
+	// Refreeze, when set, freezes the tree's cgroup again as the tree is
+	// released (with LeaveRunning, or after a failed dump) while its tasks
+	// are still in their ptrace stops, so that none runs in between: a
+	// paused container stays paused. Every task is detached after it.
+	Refreeze func() error
 	// TCPEstablished dumps TCP connections in repair mode behind a
 	// network lock that restore removes (--tcp-established).
 	TCPEstablished bool
@@ -68,6 +73,9 @@ type Options struct {
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
 	NoExtPipes bool
+	// ExtPipes are pipes (by inode) recorded as external even with
+	// NoExtPipes (files.Options.ExtPipes).
+	ExtPipes map[uint64]bool
 	// Commit, when set, is called once the image is completely written:
 	// before the tree is killed, or (LeaveRunning) once it runs again. A
 	// container checkpoint syncs its image and moves it into place there,
@@ -294,6 +302,7 @@ type dumper struct {
 // stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
+	var later []*task // with Refreeze: detached once the cgroup is frozen
 	if err := d.files.EndRepair(); err != nil {
 		errs = append(errs, err)
 	}
@@ -328,11 +337,30 @@ func (d *dumper) release() error {
 		if err := d.settleStoppedChildren(t); err != nil {
 			errs = append(errs, fmt.Errorf("pid %d: %w", t.pid, err))
 		}
+		if d.opts.Refreeze != nil && !t.groupStopped {
+			// it would run once detached: after the freeze (a group
+			// stopped one stays stopped; its parent's settling needs it
+			// detached first)
+			later = append(later, t)
+			continue
+		}
 		t.tr.Do(func() {
 			if err := t.p.Release(); err != nil {
 				errs = append(errs, err)
 			}
 		})
+	}
+	if d.opts.Refreeze != nil {
+		if err := d.opts.Refreeze(); err != nil {
+			errs = append(errs, fmt.Errorf("freezing the cgroup again: %w", err))
+		}
+		for _, t := range later {
+			t.tr.Do(func() {
+				if err := t.p.Release(); err != nil {
+					errs = append(errs, err)
+				}
+			})
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -372,7 +400,7 @@ func (d *dumper) run() error {
 	if err := d.refuseSharedMm(); err != nil {
 		return err
 	}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
 	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		// the tree holds still (seized): its connections are locked
 		// before anything is injected into it

@@ -61,6 +61,10 @@ type Options struct {
 	// NoExtPipes refuses a pipe with an end held outside the dump instead
 	// of recording it as external (see Check).
 	NoExtPipes bool
+	// ExtPipes are the pipes (by inode) that are recorded as external even
+	// with NoExtPipes: a container's stdio pipes to its monitor (conmon,
+	// a containerd shim), which the runtime's restore hands back.
+	ExtPipes map[uint64]bool
 	// FileLocks records the file locks of the tree (--file-locks);
 	// without it a tree holding any is refused.
 	FileLocks bool

@@ -157,7 +157,7 @@ func (t *Table) Check(fdTables map[int][]*imagepb.FdEntry) error {
 		if !outside[f.Ino] {
 			continue
 		}
-		if t.opts.NoExtPipes {
+		if t.opts.NoExtPipes && !t.opts.ExtPipes[f.Ino] {
 			pid, fd := holderOf(fdTables, f.Id)
 			return &UnsupportedError{Pid: pid, Fd: fd, Link: InheritPipeKey(f.Ino), Kind: "pipe with an end held outside the dump"}
 		}
