@@ -365,4 +365,3 @@ func testStressCrashesAmongCheckpoints(t *testing.T, rt string) {
 	b.restore(1)
 	b.waitCount(b.count())
 }
-

@@ -306,4 +306,3 @@ func TestCrash_DumpFrozenCgroup(t *testing.T) {
 	requireRunningUntraced(t, r.Pid)
 	finishChild(t, r)
 }
-
