@@ -38,45 +38,10 @@ type Sigaction struct {
 
 // Sigactions returns the actions of signals 1..64 of the process (thread
 // 0), indexed by signal number; ok[sig] is false where rt_sigaction failed.
-// The code runs from the gadget's executable page (the bytes under it are
-// saved and put back) with the thread's signals blocked, and counts as one
-// injected call.
+// The loop runs from the injection area and counts as one injected call.
 func (r *Remote) Sigactions() (acts [65]Sigaction, ok [65]bool, err error) {
-	t := r.P.Threads[0]
-	if r.P.Quiet {
-		return r.sigactionsQuiet()
-	}
-	addr := r.Gadget + uint64(len(Gadget))
-	orig := make([]byte, len(sigactionsCode))
-	if err := r.Mem.ReadAt(orig, addr); err != nil {
-		return acts, ok, fmt.Errorf("save code under the sigaction loop: %w", err)
-	}
-	if err := r.Mem.WriteAt(sigactionsCode, addr); err != nil {
-		return acts, ok, fmt.Errorf("write the sigaction loop: %w", err)
-	}
-	runErr := r.run(t.Tid, t.Regs, addr, len(sigactionsCode))
-	if err := r.Mem.WriteAt(orig, addr); err != nil && runErr == nil {
-		runErr = fmt.Errorf("restore code under the sigaction loop: %w", err)
-	}
-	if runErr != nil {
-		return acts, ok, runErr
-	}
-	return r.readSigactions()
-}
-
-// sigactionsQuiet makes the sigaction loop's calls one by one with quiet
-// injection, leaving the same results in the scratch page.
-func (r *Remote) sigactionsQuiet() (acts [65]Sigaction, ok [65]bool, err error) {
-	ret := make([]byte, 8)
-	for sig := uint64(1); sig <= 64; sig++ {
-		v, err := r.RawCall(0, 13 /* rt_sigaction */, sig, 0, r.Scratch+sig*32, 8)
-		if err != nil {
-			return acts, ok, err
-		}
-		binary.LittleEndian.PutUint64(ret, uint64(v))
-		if err := r.Mem.WriteAt(ret, r.Scratch+sigactionsRet+sig*8); err != nil {
-			return acts, ok, err
-		}
+	if err := r.runArea(0, codeSigacts, r.Scratch, 1); err != nil {
+		return acts, ok, fmt.Errorf("tid %d: sigaction loop: %w", r.P.Threads[0].Tid, err)
 	}
 	return r.readSigactions()
 }
@@ -97,16 +62,6 @@ func (r *Remote) readSigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 		ok[sig] = true
 	}
 	return acts, ok, nil
-}
-
-// run executes code at addr in thread tid (see RunCode) with rbx = the
-// scratch page and r12 = 1, and counts it as one injected call.
-func (r *Remote) run(tid int, base Regs, addr uint64, size int) error {
-	if err := RunCode(tid, base, addr, size, r.Scratch, 1); err != nil {
-		return err
-	}
-	r.calls++
-	return nil
 }
 
 // RunCode executes the code at addr (size bytes, ending with int3) in the

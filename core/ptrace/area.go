@@ -1,0 +1,575 @@
+package ptrace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/fault"
+)
+
+// Crash safety of injection. The dumper may die (kill -9, OOM, a panic) at
+// any instant; the kernel then detaches every tracee and lets it run from
+// the state it is in. So a seized thread must never be in a state that
+// kills or changes it when simply resumed:
+//
+//   - the program's code is not modified: injected code lives in an area
+//     of our own mapped into the target (runArea); only while that area is
+//     mapped and unmapped are nine bytes at the ELF entry point (_start,
+//     which a program never runs again) borrowed;
+//   - a thread runs injected code with its signals blocked and rsp pointing
+//     at an rt_sigreturn frame that holds its original registers, signal
+//     mask and FPU state; the code ends in a park (rt_sigtimedwait for 1 s)
+//     followed by rt_sigreturn. The tracer interrupts the thread in the
+//     park (PTRACE_INTERRUPT, no trap, no signal). If the tracer is gone,
+//     the thread finishes the calls, waits out the park and returns by
+//     rt_sigreturn exactly where it was, with its own mask;
+//   - no single step and no int3: both leave a SIGTRAP (or the trap flag)
+//     behind that kills a thread the tracer abandoned;
+//   - between runs, and on every thread not being injected into, the
+//     registers and the signal mask are the original ones.
+//
+// What a crash can leave: the area (an anonymous mapping of AreaSize bytes,
+// never used by the program), a modified private copy of the nine bytes at
+// the entry point, and a frame's bytes in a never-touched page at the
+// bottom of the main stack (used as the stack is). A thread interrupted in
+// a sleep with a restart block (clock_nanosleep, ...) that was the one being
+// injected into sees EINTR, as after a signal handler (rt_sigreturn cancels
+// the restart block). Injected calls that run after the crash run under
+// the target's seccomp filter (the suspension ends with the tracer).
+
+// Layout of the area: code, then scratch, control and a stack whose top
+// holds the rt_sigreturn frame of the thread being injected into.
+const (
+	areaCodeOff    = 0
+	areaScratchOff = 0x1000
+	areaCtlOff     = 0x2000
+	areaFrameOff   = 0xc000 // the frame; 36 KiB of stack below it
+	areaFrameMax   = 0x5000
+	// AreaSize is the size of the mapping the injector adds to a target.
+	AreaSize = areaFrameOff + areaFrameMax
+)
+
+// Entry points into areaCode.
+const (
+	codeTail     = 0x00 // park: publish r14 at [r13], wait, rt_sigreturn
+	codeParkFrom = 0x04 // the park starts after the store
+	codeParkTo   = 0x1b // after the rt_sigtimedwait syscall
+	codeBatch    = 0x30 // the batch loop (see BatchCode), then the park
+	codeSigacts  = 0x70 // the sigaction loop (see sigactionsCode), then the park
+)
+
+// areaCode is the injector's code. Registers: rbx = table or scratch, r12
+// = count or first signal, r13 = control block (seq at 0, an empty signal
+// set at 8, the park's timeout at 16), r14 = the run's sequence number,
+// rsp = the thread's rt_sigreturn frame + 8.
+var areaCode = []byte{
+	// tail: mov [r13], r14; mov eax, SYS_rt_sigtimedwait; lea rdi, [r13+8];
+	// xor esi, esi; lea rdx, [r13+16]; mov r10d, 8; syscall
+	0x4d, 0x89, 0x75, 0x00, 0xb8, 0x80, 0x00, 0x00, 0x00, 0x49, 0x8d, 0x7d, 0x08,
+	0x31, 0xf6, 0x49, 0x8d, 0x55, 0x10, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05,
+	// 0x1b: mov eax, SYS_rt_sigreturn; syscall; ud2
+	0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x0b,
+	// padding to 0x30
+	0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+	// 0x30 batch: test r12, r12; jz tail; load nr and args from [rbx];
+	// syscall; store rax at [rbx+56]; jae tail on error; next entry
+	0x4d, 0x85, 0xe4, 0x74, 0xcb, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08,
+	0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20,
+	0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89,
+	0x43, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x73, 0xa2, 0x48, 0x83,
+	0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xc9,
+	// padding to 0x70
+	0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+	// 0x70 sigacts: rt_sigaction(r12, NULL, rbx+r12*32, 8) for r12 = 1..64,
+	// results at rbx+0xa00+r12*8, then jmp tail
+	0x44, 0x89, 0xe7, 0x31, 0xf6, 0x4c, 0x89, 0xe2, 0x48, 0xc1, 0xe2, 0x05,
+	0x48, 0x01, 0xda, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0xb8, 0x0d, 0x00,
+	0x00, 0x00, 0x0f, 0x05, 0x4a, 0x89, 0x84, 0xe3, 0x00, 0x0a, 0x00, 0x00,
+	0x49, 0xff, 0xc4, 0x49, 0x83, 0xfc, 0x41, 0x75, 0xd3, 0xe9, 0x5e, 0xff,
+	0xff, 0xff,
+}
+
+// bootCode is written at the entry point to map and unmap the area: the
+// call, then rt_sigreturn (from a frame at the bottom of the main stack).
+var bootCode = []byte{0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05}
+
+// parkTimeoutSec is how long a thread whose tracer died waits in the park
+// before it returns; the tracer must interrupt it within that time.
+const parkTimeoutSec = 1
+
+// auxEntry is AT_ENTRY.
+const auxEntry = 9
+
+// bootSite finds where the area is mapped from: the entry point of the
+// program (when executable) for the code, and never-touched pages at the
+// bottom of the main stack for the frame (else below the red zone of
+// thread 0's stack, as the kernel puts a signal frame).
+func bootSite(pid int, rsp uint64, frameLen int) (code, frame uint64, err error) {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	vmas := parseMaps(string(maps))
+	if aux, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", pid)); err == nil {
+		for i := 0; i+16 <= len(aux); i += 16 {
+			if binary.LittleEndian.Uint64(aux[i:]) == auxEntry {
+				e := binary.LittleEndian.Uint64(aux[i+8:])
+				if v := vmaOf(vmas, e); v != nil && v.exec && e+uint64(len(bootCode)) <= v.end {
+					code = e
+				}
+			}
+		}
+	}
+	if code == 0 {
+		var ok bool
+		if code, ok = FirstExec(string(maps)); !ok {
+			return 0, 0, errors.New("no executable mapping for syscall injection")
+		}
+	}
+	need := uint64(frameLen+4095) &^ 4095
+	for _, v := range vmas {
+		if v.name == "[stack]" && v.write {
+			if free, err := untouchedBottom(pid, v); err == nil && free >= need {
+				return code, v.start, nil
+			}
+		}
+	}
+	f := (rsp - 128 - uint64(frameLen)) &^ 63
+	if v := vmaOf(vmas, rsp-1); v != nil && v.write && f >= v.start {
+		return code, f, nil
+	}
+	return 0, 0, fmt.Errorf("no room for a signal frame on the stack of pid %d (rsp %#x)", pid, rsp)
+}
+
+type vma struct {
+	start, end  uint64
+	write, exec bool
+	name        string
+}
+
+func parseMaps(maps string) []vma {
+	var out []vma
+	for _, l := range strings.Split(maps, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 || len(f[1]) < 3 {
+			continue
+		}
+		var v vma
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &v.start, &v.end); err != nil {
+			continue
+		}
+		v.write, v.exec = f[1][1] == 'w', f[1][2] == 'x'
+		if len(f) >= 6 {
+			v.name = f[5]
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func vmaOf(vmas []vma, addr uint64) *vma {
+	for i := range vmas {
+		if addr >= vmas[i].start && addr < vmas[i].end {
+			return &vmas[i]
+		}
+	}
+	return nil
+}
+
+// untouchedBottom returns how many bytes at the bottom of the stack vma
+// lie below its lowest present or swapped page: memory the program never
+// touched.
+func untouchedBottom(pid int, v vma) (uint64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	const chunk = 64
+	buf := make([]byte, 8*chunk)
+	for page := v.start; page < v.end; {
+		n := min(uint64(chunk), (v.end-page)/4096)
+		b := buf[:8*n]
+		if _, err := f.ReadAt(b, int64(page/4096*8)); err != nil {
+			return 0, err
+		}
+		for i := uint64(0); i < n; i++ {
+			if binary.LittleEndian.Uint64(b[8*i:])&(3<<62) != 0 {
+				return page + i*4096 - v.start, nil
+			}
+		}
+		page += n * 4096
+	}
+	return v.end - v.start, nil
+}
+
+// sigreturn frame (struct rt_sigframe, x86-64) offsets.
+const (
+	frameUcFlags  = 8
+	frameSsFlags  = 32
+	frameMctx     = 48
+	frameSigmask  = 304
+	frameFpOff    = 512 // the XSAVE area, 64-byte aligned
+	fpMagic1      = 0x46505853
+	fpMagic2      = 0x46505845
+	ucFlagsXstate = 1 | 2 | 4 // UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+	// an alternate-stack mode rt_sigreturn refuses (EINVAL, ignored): the
+	// thread's sigaltstack is left as it is
+	ssFlagsKeep = 4
+)
+
+// buildFrame encodes the rt_sigreturn frame, to live at addr, that puts
+// the thread back to regs, mask and its XSAVE state xs (as read by
+// GetXState).
+func buildFrame(addr uint64, regs Regs, mask uint64, xs []byte) []byte {
+	b := make([]byte, frameFpOff+len(xs)+4)
+	le := binary.LittleEndian
+	le.PutUint64(b[frameUcFlags:], ucFlagsXstate)
+	le.PutUint32(b[frameSsFlags:], ssFlagsKeep)
+	mc := b[frameMctx:]
+	for i, v := range []uint64{regs.R8, regs.R9, regs.R10, regs.R11, regs.R12, regs.R13, regs.R14, regs.R15,
+		regs.Rdi, regs.Rsi, regs.Rbp, regs.Rbx, regs.Rdx, regs.Rax, regs.Rcx, regs.Rsp, regs.Rip, regs.Eflags} {
+		le.PutUint64(mc[8*i:], v)
+	}
+	le.PutUint16(mc[144:], uint16(regs.Cs))
+	le.PutUint16(mc[150:], uint16(regs.Ss))
+	le.PutUint64(mc[168:], mask) // oldmask
+	le.PutUint64(mc[184:], addr+frameFpOff)
+	le.PutUint64(b[frameSigmask:], mask)
+	fp := b[frameFpOff:]
+	copy(fp, xs)
+	features, _, _ := XStateFeatures(xs)
+	sw := fp[xsaveSwReservedOffset : xsaveSwReservedOffset+48]
+	clear(sw)
+	le.PutUint32(sw[0:], fpMagic1)
+	le.PutUint32(sw[4:], uint32(len(xs)+4))
+	le.PutUint64(sw[8:], features)
+	le.PutUint32(sw[16:], uint32(len(xs)))
+	le.PutUint32(fp[len(xs):], fpMagic2)
+	return b
+}
+
+// resumeRegs are the registers thread t resumes with when it leaves a
+// stop of the given kind without the tracer: the original ones, with the
+// kernel's restart fix-up applied when the stop is a syscall-exit stop.
+func resumeRegs(t *Thread) Regs {
+	if t.quietStop {
+		return RestartFixup(t.Regs)
+	}
+	return t.Regs
+}
+
+// bootCall makes one syscall in thread 0 from the boot code at r.boot,
+// with PTRACE_SYSCALL stops (entry, exit), and leaves the thread in the
+// exit stop with its original registers and mask. The rt_sigreturn frame
+// at r.bootFrame must be in place: a tracer that dies at any point leaves
+// the thread to finish the call and return by rt_sigreturn.
+func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
+	t := r.P.Threads[0]
+	regs := RestartFixup(t.Regs)
+	var a [6]uint64
+	copy(a[:], args)
+	regs.Rip, regs.Rax, regs.Orig_rax, regs.Rsp = r.boot, nr, ^uint64(0), r.bootFrame+8
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return 0, err
+	}
+	if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		return 0, err
+	}
+	fault.Step("inject")
+	for _, want := range []uint64{1, 2} {
+		for retry := 0; ; retry++ {
+			if err := Raw(unix.PTRACE_SYSCALL, t.Tid, 0, 0); err != nil {
+				return 0, fmt.Errorf("ptrace syscall tid %d: %w", t.Tid, err)
+			}
+			fault.Step("inject")
+			ws, err := Wait(t.Tid)
+			if err != nil {
+				return 0, err
+			}
+			if ws.Stopped() && int(ws)>>16 == EventStop && retry < 8 {
+				continue // a pending job-control notification
+			}
+			if !ws.Stopped() || ws.StopSignal()&0x7f != unix.SIGTRAP {
+				return 0, fmt.Errorf("injected syscall %d in tid %d: %s", nr, t.Tid, Describe(ws))
+			}
+			break
+		}
+		t.quietStop = true // a syscall stop from here on
+		if op, err := syscallStopKind(t.Tid); err != nil {
+			return 0, err
+		} else if op != want {
+			return 0, fmt.Errorf("injected syscall %d in tid %d: stop of kind %d, want %d", nr, t.Tid, op, want)
+		}
+		fault.Step("inject")
+	}
+	out, err := GetRegs(t.Tid)
+	if err != nil {
+		return 0, err
+	}
+	r.calls++
+	// back to the original state (mask first: never the original
+	// registers with every signal blocked)
+	if err := SetSigmask(t.Tid, t.Sigmask); err != nil {
+		return 0, err
+	}
+	back := resumeRegs(t)
+	if err := SetRegs(t.Tid, &back); err != nil {
+		return 0, err
+	}
+	if out.Rip != r.boot+2 {
+		return 0, fmt.Errorf("injected syscall %d in tid %d: stopped at rip %#x, want %#x", nr, t.Tid, out.Rip, r.boot+2)
+	}
+	return out.Rax, nil
+}
+
+// withBoot writes the boot code and thread 0's frame, runs f, and puts
+// the borrowed bytes back (the code's first: a crash in between leaves
+// only the frame's bytes in untouched stack).
+func (r *Remote) withBoot(f func() error) error {
+	t := r.P.Threads[0]
+	xs, err := GetXState(t.Tid)
+	if err != nil {
+		return err
+	}
+	frameLen := frameFpOff + len(xs) + 4
+	code, frame, err := bootSite(r.P.Pid, t.Regs.Rsp, frameLen)
+	if err != nil {
+		return err
+	}
+	r.boot, r.bootFrame = code, frame
+	savedCode := make([]byte, len(bootCode))
+	if err := r.Mem.ReadAt(savedCode, code); err != nil {
+		return fmt.Errorf("save code at the entry point: %w", err)
+	}
+	savedFrame := make([]byte, frameLen)
+	if err := r.Mem.ReadAt(savedFrame, frame); err != nil {
+		return fmt.Errorf("save stack under the frame: %w", err)
+	}
+	if err := r.Mem.WriteAt(buildFrame(frame, RestartFixup(t.Regs), t.Sigmask, xs), frame); err != nil {
+		return err
+	}
+	fault.Step("inject")
+	if err := r.Mem.WriteAt(bootCode, code); err != nil {
+		return fmt.Errorf("write boot code: %w", err)
+	}
+	ferr := f()
+	if err := r.Mem.WriteAt(savedCode, code); err != nil && ferr == nil {
+		ferr = fmt.Errorf("restore code at the entry point: %w", err)
+	}
+	fault.Step("inject")
+	if err := r.Mem.WriteAt(savedFrame, frame); err != nil && ferr == nil {
+		ferr = fmt.Errorf("restore stack under the frame: %w", err)
+	}
+	return ferr
+}
+
+// mapArea maps the area (its code page read-execute, the rest read-write)
+// and writes the code and control block.
+func (r *Remote) mapArea() error {
+	err := r.withBoot(func() error {
+		addr, err := r.bootCall(unix.SYS_MMAP, 0, AreaSize, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return fmt.Errorf("mmap injection area: %w", err)
+		}
+		if e := Errno(int64(addr)); e != nil {
+			return fmt.Errorf("mmap injection area: %w", e)
+		}
+		r.area = addr
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Mem.WriteAt(areaCode, r.area+areaCodeOff); err != nil {
+		return err
+	}
+	ctl := make([]byte, 32)
+	binary.LittleEndian.PutUint64(ctl[16:], parkTimeoutSec)
+	if err := r.Mem.WriteAt(ctl, r.area+areaCtlOff); err != nil {
+		return err
+	}
+	r.framed = -1
+	r.Scratch = r.area + areaScratchOff
+	// the thread writes its results and the sequence number
+	if _, err := r.Call(0, "mprotect injection area", unix.SYS_MPROTECT, r.area+areaScratchOff, AreaSize-areaScratchOff, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		return err
+	}
+	return nil
+}
+
+// unmapArea puts every thread back and unmaps the area (from the boot
+// code: not from the area itself, which would vanish under the thread).
+func (r *Remote) unmapArea() error {
+	if r.area == 0 {
+		return nil
+	}
+	var errs []error
+	if err := r.unpark(); err != nil {
+		errs = append(errs, err)
+	}
+	err := r.withBoot(func() error {
+		v, err := r.bootCall(unix.SYS_MUNMAP, r.area, AreaSize)
+		if err == nil {
+			err = Errno(int64(v))
+		}
+		if err != nil {
+			return fmt.Errorf("munmap injection area: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	r.area, r.Scratch = 0, 0
+	return errors.Join(errs...)
+}
+
+// unpark puts the thread that ran injected code last back to its original
+// mask and registers.
+func (r *Remote) unpark() error {
+	if r.framed < 0 || !r.parked {
+		return nil
+	}
+	t := r.P.Threads[r.framed]
+	r.parked = false
+	if err := SetSigmask(t.Tid, t.Sigmask); err != nil {
+		return err
+	}
+	regs := resumeRegs(t)
+	return SetRegs(t.Tid, &regs)
+}
+
+// runArea runs the code at offset entry of the area in thread i with rbx
+// and r12 set, until it parks, and leaves the thread parked (see the
+// package comment on crash safety). Counts as one injected call.
+func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
+	t := r.P.Threads[i]
+	frame := r.area + areaFrameOff
+	if r.framed != i {
+		if err := r.unpark(); err != nil {
+			return err
+		}
+		xs, err := GetXState(t.Tid)
+		if err != nil {
+			return err
+		}
+		if frameFpOff+len(xs)+4 > areaFrameMax {
+			return fmt.Errorf("tid %d: XSAVE area of %d bytes too large", t.Tid, len(xs))
+		}
+		if err := r.Mem.WriteAt(buildFrame(frame, RestartFixup(t.Regs), t.Sigmask, xs), frame); err != nil {
+			return err
+		}
+		r.framed = i
+	}
+	r.seq++
+	regs := RestartFixup(t.Regs)
+	regs.Rip, regs.Orig_rax, regs.Rax, regs.Rsp = r.area+areaCodeOff+entry, ^uint64(0), 0, frame+8
+	regs.Rbx, regs.R12, regs.R13, regs.R14 = rbx, r12, r.area+areaCtlOff, r.seq
+	// registers first, then the mask: never the original registers with
+	// every signal blocked
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return err
+	}
+	if !r.parked {
+		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+			return err
+		}
+		r.parked = true
+	}
+	t.quietStop = false // it will stop in an interrupt stop
+	fault.Step("inject")
+	if err := Cont(t.Tid, 0); err != nil {
+		return err
+	}
+	fault.Step("inject")
+	if err := r.waitParked(t); err != nil {
+		return err
+	}
+	fault.Step("inject")
+	r.calls++
+	return nil
+}
+
+// waitParked waits until thread t has published this run's sequence
+// number, interrupts it and checks that it stopped in the park. Stops that
+// come first (a job-control stop, a stale interrupt) are let go.
+func (r *Remote) waitParked(t *Thread) error {
+	seqAddr := r.area + areaCtlOff
+	buf := make([]byte, 8)
+	local := []unix.Iovec{{Base: &buf[0], Len: 8}}
+	remote := []unix.RemoteIovec{{Base: uintptr(seqAddr), Len: 8}}
+	for n, stops := 0, 0; ; n++ {
+		if _, err := unix.ProcessVMReadv(r.P.Pid, local, remote, 0); err != nil {
+			return fmt.Errorf("read injection state of pid %d: %w", r.P.Pid, err)
+		}
+		if binary.LittleEndian.Uint64(buf) == r.seq || n > 1000000 {
+			break
+		}
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(t.Tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("wait tid %d: %w", t.Tid, err)
+		}
+		if wpid == t.Tid {
+			if !ws.Stopped() {
+				r.parked = false
+				return fmt.Errorf("injected code in tid %d: %s", t.Tid, Describe(ws))
+			}
+			if int(ws)>>16 != EventStop || stops > 8 {
+				return fmt.Errorf("injected code in tid %d: %s", t.Tid, Describe(ws))
+			}
+			stops++
+			if err := Cont(t.Tid, 0); err != nil {
+				return err
+			}
+			continue
+		}
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+	if err := Interrupt(t.Tid); err != nil {
+		return err
+	}
+	ws, err := Wait(t.Tid)
+	if err != nil {
+		return err
+	}
+	if !ws.Stopped() {
+		r.parked = false
+		return fmt.Errorf("injected code in tid %d: %s", t.Tid, Describe(ws))
+	}
+	cur, err := GetRegs(t.Tid)
+	if err != nil {
+		return err
+	}
+	park := r.area + areaCodeOff
+	if cur.Rip >= park+codeParkFrom && cur.Rip <= park+codeParkTo {
+		if int(ws)>>16 != EventStop {
+			// a signal stop (it will be suppressed when the thread is
+			// resumed); the interrupt is still pending: take it now
+			if err := Cont(t.Tid, 0); err != nil {
+				return err
+			}
+			if _, err := Wait(t.Tid); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if cur.Rip < r.area || cur.Rip >= r.area+AreaSize {
+		// the park timed out and the thread went back to its program
+		r.parked = false
+		t.Regs = cur
+		if m, err := GetSigmask(t.Tid); err == nil {
+			t.Sigmask = m
+		}
+		return fmt.Errorf("injected code in tid %d: the tracer was too slow (the thread returned after %d s)", t.Tid, parkTimeoutSec)
+	}
+	return fmt.Errorf("injected code in tid %d: %s at rip %#x, not in the park", t.Tid, Describe(ws), cur.Rip)
+}

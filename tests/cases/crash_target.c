@@ -1,0 +1,176 @@
+/* crash_target.c - the workload of the TestCrash_* tests: ctr-cr is killed
+ * at points of a dump of it, and it must run on unchanged.
+ *
+ * crash_target WORKDIR NTHREADS [PORT]
+ *
+ * Every thread has a signal mask of its own (the main thread blocks
+ * SIGUSR2 and SIGRTMIN+3, thread k also signal 40+k%20), counts in a loop
+ * and checks from inside, each round, that its mask is the one it set and
+ * that a floating-point accumulator kept in a register is intact; half the
+ * threads sleep in clock_nanosleep between rounds, the others in a read of
+ * a pipe that never gets data (restartable calls, interrupted by the
+ * seize). With PORT, a listener on 127.0.0.1:PORT and a connection to
+ * it carry an echo loop (an established TCP connection). The main thread
+ * writes the total count and the echo count to WORKDIR/count every 10 ms; any failure is
+ * printed as "FAIL: ..." and the program exits 1. */
+#include "case.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#define MAXT 256
+
+static atomic_ulong counts[MAXT + 2];
+static int idle_pipe[2];
+
+static void fail(const char *what, int k)
+{
+	printf("FAIL: %s (thread %d)\n", what, k);
+	fflush(stdout);
+	_exit(1);
+}
+
+static void own_mask(int k, sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGUSR2);
+	sigaddset(set, SIGRTMIN + 3);
+	if (k > 0)
+		sigaddset(set, 40 + k % 20);
+}
+
+static void check_mask(int k, const sigset_t *want)
+{
+	sigset_t cur;
+	pthread_sigmask(SIG_SETMASK, NULL, &cur);
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP && sigismember(&cur, s) != sigismember(want, s))
+			fail("signal mask changed", k);
+}
+
+static void *worker(void *arg)
+{
+	int k = (int)(long)arg;
+	sigset_t set;
+	own_mask(k, &set);
+	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	double acc = 0.5;
+	for (unsigned long n = 1;; n++) {
+		acc += 1.0;
+		if (acc != (double)n + 0.5)
+			fail("floating-point state changed", k);
+		check_mask(k, &set);
+		atomic_fetch_add(&counts[k], 1);
+		if (k % 2) {
+			struct timespec ts = {0, 2000000};
+			clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+		} else {
+			fd_set rd;
+			FD_ZERO(&rd);
+			FD_SET(idle_pipe[0], &rd);
+			struct timeval tv = {0, 2000};
+			int r = select(idle_pipe[0] + 1, &rd, NULL, NULL, &tv);
+			if (r != 0 && !(r < 0 && errno == EINTR))
+				fail("select on an idle pipe returned", k);
+		}
+	}
+	return NULL;
+}
+
+static int tcp_fd[2];
+
+static void *echo(void *arg)
+{
+	(void)arg;
+	char c;
+	for (;;) {
+		ssize_t n = read(tcp_fd[1], &c, 1);
+		if (n != 1)
+			fail("echo read", MAXT);
+		if (write(tcp_fd[1], &c, 1) != 1)
+			fail("echo write", MAXT);
+	}
+	return NULL;
+}
+
+static void *client(void *arg)
+{
+	(void)arg;
+	for (unsigned char i = 0;; i++) {
+		char c;
+		if (write(tcp_fd[0], &i, 1) != 1 || read(tcp_fd[0], &c, 1) != 1)
+			fail("client i/o", MAXT + 1);
+		if ((unsigned char)c != i)
+			fail("echo mismatch", MAXT + 1);
+		atomic_fetch_add(&counts[MAXT + 1], 1);
+		usleep(2000);
+	}
+	return NULL;
+}
+
+static void setup_tcp(int port)
+{
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	int one = 1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (void *)&a, sizeof(a)) || listen(l, 4))
+		fail("listen", 0);
+	tcp_fd[0] = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(tcp_fd[0], (void *)&a, sizeof(a)))
+		fail("connect", 0);
+	tcp_fd[1] = accept(l, NULL, NULL);
+	if (tcp_fd[1] < 0)
+		fail("accept", 0);
+	pthread_t t;
+	pthread_create(&t, NULL, echo, NULL);
+	pthread_create(&t, NULL, client, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	case_init(argc, argv);
+	int n = argc > 2 ? atoi(argv[2]) : 0;
+	if (n > MAXT)
+		n = MAXT;
+	if (pipe(idle_pipe))
+		fail("pipe", 0);
+	sigset_t set;
+	own_mask(0, &set);
+	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	for (int k = 1; k <= n; k++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, worker, (void *)(long)k))
+			fail("pthread_create", k);
+	}
+	if (argc > 3)
+		setup_tcp(atoi(argv[3]));
+	int out = open("count", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (out < 0)
+		fail("open count", 0);
+	case_ready();
+	double acc = 0.25;
+	for (unsigned long r = 1;; r++) {
+		acc += 2.0;
+		if (acc != 2.0 * r + 0.25)
+			fail("floating-point state changed", 0);
+		check_mask(0, &set);
+		unsigned long sum = r;
+		for (int k = 0; k < MAXT + 2; k++)
+			sum += atomic_load(&counts[k]);
+		char buf[64];
+		int len = snprintf(buf, sizeof(buf), "%lu %lu\n", sum,
+				   atomic_load(&counts[MAXT + 1]));
+		if (pwrite(out, buf, len, 0) != len)
+			fail("write count", 0);
+		struct timespec ts = {0, 10000000};
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+}
