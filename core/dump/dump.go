@@ -23,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
@@ -157,6 +158,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if err != nil {
 		return nil, fmt.Errorf("seize: %w", err)
 	}
+	fault.Point("dump:seized")
 	tFrozen := time.Now()
 	st.FreezingMs = ms(tFrozen.Sub(t0))
 	for _, t := range tasks {
@@ -206,6 +208,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		// files are written, which takes that time off its frozen time. A
 		// failed write then fails the dump with the tree running, as the
 		// rule for a failed dump wants.
+		fault.Point("dump:before-release")
 		err = d.release()
 		st.ReleaseMs = ms(time.Since(tr))
 		st.FrozenMs = ms(time.Since(tFrozen))
@@ -232,6 +235,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		}
 		tr = time.Now()
 	}
+	fault.Point("dump:before-kill")
 	err = d.kill()
 	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
@@ -305,8 +309,11 @@ func (d *dumper) release() error {
 
 // kill ends every dumped process once the image is complete.
 func (d *dumper) kill() error {
-	d.files.Close()
 	var errs []error
+	if err := d.files.RepairForKill(); err != nil {
+		errs = append(errs, err)
+	}
+	d.files.Close()
 	for _, t := range d.tasks {
 		if t.p != nil {
 			if err := unix.Kill(t.pid, unix.SIGKILL); err != nil {
@@ -339,6 +346,7 @@ func (d *dumper) run() error {
 	if err := d.collectAll(); err != nil {
 		return err
 	}
+	fault.Point("dump:collected")
 	if err := d.interrupted(); err != nil {
 		return err
 	}
@@ -396,6 +404,7 @@ func (d *dumper) run() error {
 	if err := d.dumpPages(); err != nil {
 		return err
 	}
+	fault.Point("dump:pages")
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back

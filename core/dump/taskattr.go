@@ -25,9 +25,6 @@ const (
 	membarrierGetRegs       = 1 << 9
 	membarrierKnownRegs     = 1<<2 | 1<<4 | 1<<6 | 1<<8 // the REGISTER_* commands
 	mclFuture, mclOnfault   = 2, 4
-	pagemapPresent          = 1 << 63
-	probeProt, probeFlags   = unix.PROT_READ, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
-	statusVmLckKey          = "VmLck:"
 	membarrierNotBuiltErrno = unix.ENOSYS
 )
 
@@ -118,69 +115,22 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore) error {
 }
 
 // probeMlockFuture finds the mlockall flags in force for new mappings
-// (mm->def_flags, not shown in /proc): it maps one read-only anonymous
-// page in the task and unmaps it again. With MCL_FUTURE the mapping is
-// accounted locked (VmLck grows); without MCL_ONFAULT it is also populated
-// at once (pagemap shows the page present).
+// (mm->def_flags, not shown in /proc) from what the mapping of the
+// injection area showed (ptrace.MapProbe): with MCL_FUTURE the area was
+// accounted locked; without MCL_ONFAULT it was also populated at once. No
+// mapping of its own: a crash in between would leave it behind.
 func probeMlockFuture(r *ptrace.Remote, pid int) (uint32, error) {
-	before, err := vmLckKB(pid)
-	if err != nil {
-		return 0, err
+	p := r.MapProbe
+	if p.Err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, p.Err)
 	}
-	addr, err := r.Call(0, "mmap(probe page)", unix.SYS_MMAP, 0, uint64(unix.Getpagesize()), probeProt, probeFlags, ^uint64(0), 0)
-	if errors.Is(err, unix.EAGAIN) {
-		return 0, errors.New("mlockall(MCL_FUTURE) with RLIMIT_MEMLOCK exhausted: not supported")
-	}
-	if err != nil {
-		return 0, err
-	}
-	after, lerr := vmLckKB(pid)
-	present, perr := pagePresent(pid, addr)
-	if _, err := r.Call(0, "munmap(probe page)", unix.SYS_MUNMAP, addr, uint64(unix.Getpagesize())); err != nil {
-		return 0, err
-	}
-	if lerr != nil {
-		return 0, lerr
-	}
-	if after == before {
+	if p.LockedAfter == p.LockedBefore {
 		return 0, nil
 	}
-	if perr != nil {
-		return 0, perr
-	}
-	if present {
+	if p.Present {
 		return mclFuture, nil
 	}
 	return mclFuture | mclOnfault, nil
-}
-
-// vmLckKB is VmLck of /proc/PID/status, in kB.
-func vmLckKB(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == statusVmLckKey {
-			return strconv.ParseUint(f[1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s line", pid, statusVmLckKey)
-}
-
-// pagePresent reports whether the page at addr is present in pid's page
-// tables (/proc/PID/pagemap bit 63).
-func pagePresent(pid int, addr uint64) (bool, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var e [8]byte
-	if _, err := f.ReadAt(e[:], int64(addr/uint64(unix.Getpagesize())*8)); err != nil {
-		return false, err
-	}
-	return le(e[:], 0)&pagemapPresent != 0, nil
 }
 
 // readProcInt reads a one-number /proc/PID/name file.
@@ -198,12 +148,12 @@ func readProcInt(pid int, name string) (int64, error) {
 
 // explainNoMapping names the state that makes a task unable to take even
 // one more page: mlockall(MCL_FUTURE) with its RLIMIT_MEMLOCK reached (the
-// dumper's scratch mapping would be locked too, which the task may not).
+// dumper's injection area would be locked too, which the task may not).
 func explainNoMapping(pid int, err error) error {
 	if !errors.Is(err, unix.EAGAIN) {
 		return err
 	}
-	lck, lerr := vmLckKB(pid)
+	lck, lerr := ptrace.VmLckKB(pid)
 	if lerr != nil || lck == 0 {
 		return err
 	}

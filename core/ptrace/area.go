@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -23,7 +25,7 @@ import (
 //     which a program never runs again) borrowed;
 //   - a thread runs injected code with its signals blocked and rsp pointing
 //     at an rt_sigreturn frame that holds its original registers, signal
-//     mask and FPU state; the code ends in a park (rt_sigtimedwait for 1 s)
+//     mask and FPU state; the code ends in a park (rt_sigtimedwait for parkTimeout)
 //     followed by rt_sigreturn. The tracer interrupts the thread in the
 //     park (PTRACE_INTERRUPT, no trap, no signal). If the tracer is gone,
 //     the thread finishes the calls, waits out the park and returns by
@@ -48,7 +50,8 @@ const (
 	areaCodeOff    = 0
 	areaScratchOff = 0x1000
 	areaCtlOff     = 0x2000
-	areaFrameOff   = 0xc000 // the frame; 36 KiB of stack below it
+	areaProbeOff   = 0x3000 // a page no one touches (see MapProbe)
+	areaFrameOff   = 0x6000 // the frame; 12 KiB of stack below it
 	areaFrameMax   = 0x5000
 	// AreaSize is the size of the mapping the injector adds to a target.
 	AreaSize = areaFrameOff + areaFrameMax
@@ -98,9 +101,11 @@ var areaCode = []byte{
 // call, then rt_sigreturn (from a frame at the bottom of the main stack).
 var bootCode = []byte{0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05}
 
-// parkTimeoutSec is how long a thread whose tracer died waits in the park
-// before it returns; the tracer must interrupt it within that time.
-const parkTimeoutSec = 1
+// parkTimeout is how long a thread whose tracer died waits in the park
+// before it returns; the tracer must interrupt it within that time (it
+// polls for the park as the thread runs, so it is late only when it is
+// not scheduled for that long).
+const parkTimeout = 500 * time.Millisecond
 
 // auxEntry is AT_ENTRY.
 const auxEntry = 9
@@ -373,6 +378,7 @@ func (r *Remote) withBoot(f func() error) error {
 // mapArea maps the area (its code page read-execute, the rest read-write)
 // and writes the code and control block.
 func (r *Remote) mapArea() error {
+	before, berr := VmLckKB(r.P.Pid)
 	err := r.withBoot(func() error {
 		addr, err := r.bootCall(unix.SYS_MMAP, 0, AreaSize, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 		if err != nil {
@@ -387,11 +393,19 @@ func (r *Remote) mapArea() error {
 	if err != nil {
 		return err
 	}
+	r.MapProbe = MapProbe{LockedBefore: before, Err: berr}
+	if berr == nil {
+		r.MapProbe.LockedAfter, r.MapProbe.Err = VmLckKB(r.P.Pid)
+	}
+	if r.MapProbe.Err == nil {
+		r.MapProbe.Present, r.MapProbe.Err = pagePresent(r.P.Pid, r.area+areaProbeOff)
+	}
 	if err := r.Mem.WriteAt(areaCode, r.area+areaCodeOff); err != nil {
 		return err
 	}
 	ctl := make([]byte, 32)
-	binary.LittleEndian.PutUint64(ctl[16:], parkTimeoutSec)
+	binary.LittleEndian.PutUint64(ctl[16:], uint64(parkTimeout/time.Second))
+	binary.LittleEndian.PutUint64(ctl[24:], uint64(parkTimeout%time.Second))
 	if err := r.Mem.WriteAt(ctl, r.area+areaCtlOff); err != nil {
 		return err
 	}
@@ -569,7 +583,47 @@ func (r *Remote) waitParked(t *Thread) error {
 		if m, err := GetSigmask(t.Tid); err == nil {
 			t.Sigmask = m
 		}
-		return fmt.Errorf("injected code in tid %d: the tracer was too slow (the thread returned after %d s)", t.Tid, parkTimeoutSec)
+		return fmt.Errorf("injected code in tid %d: the tracer was too slow (the thread returned after %v)", t.Tid, parkTimeout)
 	}
 	return fmt.Errorf("injected code in tid %d: %s at rip %#x, not in the park", t.Tid, Describe(ws), cur.Rip)
+}
+
+// MapProbe is what the mapping of the area showed about the mlockall
+// flags that apply to new mappings (mm->def_flags, not shown in /proc):
+// with MCL_FUTURE the area is accounted locked (VmLck grows); without
+// MCL_ONFAULT it is also populated at once (an untouched page of it is
+// present).
+type MapProbe struct {
+	LockedBefore, LockedAfter uint64 // VmLck in kB
+	Present                   bool
+	Err                       error
+}
+
+// VmLckKB is VmLck of /proc/PID/status (memory locked), in kB.
+func VmLckKB(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmLck:" {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmLck line", pid)
+}
+
+// pagePresent reports whether the page at addr is present in pid's page
+// tables (/proc/PID/pagemap bit 63).
+func pagePresent(pid int, addr uint64) (bool, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(addr/4096*8)); err != nil {
+		return false, err
+	}
+	return binary.LittleEndian.Uint64(e[:])&(1<<63) != 0, nil
 }

@@ -26,6 +26,9 @@ type Remote struct {
 	framed    int    // the thread whose frame is in the area (-1: none)
 	parked    bool   // framed thread is parked in the area (mask all blocked)
 	seq       uint64 // sequence number of the last run
+	// MapProbe tells the mlockall flags for new mappings, as the mapping
+	// of the area showed them.
+	MapProbe MapProbe
 }
 
 // ScratchSize is the size of the scratch area mapped in the target.

@@ -1,0 +1,288 @@
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// Crash consistency of dump (issue 12 #11): ctr-cr is SIGKILLed
+// (CTRCR_FAULT, internal/fault) at named points of a dump and at the N-th
+// step of syscall injection (inject:N), and the target must run on
+// unchanged: alive, not traced, every thread's signal mask as before (from
+// /proc and checked by the target itself), its floating-point state intact
+// (checked inside), counting on, its mappings as before but for areas the
+// injector may leave (anonymous, a multiple of the area's size).
+//
+// The sweep takes every stride-th step; CTRCR_CRASH_STRIDE=1 (make stress)
+// takes every step.
+
+// areaSize is ptrace.AreaSize: the anonymous mapping a crash may leave.
+const areaSize = 0xb000
+
+type crashTarget struct {
+	t       *testing.T
+	pid     int
+	dir     string
+	netns   string
+	masks   map[string]string // tid -> SigBlk
+	named   map[string]bool   // file-backed and special mappings
+	anon    uint64            // bytes of anonymous mappings
+	crashes int
+}
+
+// startCrashTarget starts crash_target with n extra threads (and a TCP echo
+// connection in a fresh network namespace when tcp).
+func startCrashTarget(t *testing.T, threads int, tcp bool) *crashTarget {
+	testutil.RequiresRoot(t)
+	bin := buildCase(t, "crash_target.c", nil)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	ct := &crashTarget{t: t, dir: dir}
+	args := []string{bin, dir, strconv.Itoa(threads)}
+	if tcp {
+		ct.netns = testutil.NewNetns(t)
+		if out, err := exec.Command("nsenter", "--net="+ct.netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("lo up: %v %s", err, out)
+		}
+		args = append(args, "7777")
+	}
+	argv := testutil.InNetns(ct.netns, args...)
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr, cmd.Dir = out, out, dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ct.pid = cmd.Process.Pid
+	t.Cleanup(func() { killAndReap(ct.pid) })
+	if err := waitReady(t, ct.pid, filepath.Join(dir, "out"), 20*time.Second); err != nil {
+		t.Fatalf("crash_target: %v\n%s", err, tail(filepath.Join(dir, "out"), 5))
+	}
+	ct.masks = ct.readMasks()
+	if len(ct.masks) != threads+1+map[bool]int{true: 2}[tcp] {
+		t.Fatalf("crash_target has %d threads, want %d", len(ct.masks), threads+1)
+	}
+	ct.named, ct.anon = ct.readMaps()
+	return ct
+}
+
+func (ct *crashTarget) readMasks() map[string]string {
+	out := map[string]string{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", ct.pid))
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", ct.pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "SigBlk:"); ok {
+				out[e.Name()] = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(l, "TracerPid:"); ok && strings.TrimSpace(v) != "0" {
+				out[e.Name()] += " traced by " + strings.TrimSpace(v)
+			}
+		}
+	}
+	return out
+}
+
+// readMaps returns the named mappings (as lines) and the total size of the
+// anonymous ones.
+func (ct *crashTarget) readMaps() (map[string]bool, uint64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", ct.pid))
+	if err != nil {
+		ct.t.Fatalf("maps: %v", err)
+	}
+	named := map[string]bool{}
+	var anon uint64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 {
+			named[l] = true
+			continue
+		}
+		var s, e uint64
+		fmt.Sscanf(f[0], "%x-%x", &s, &e)
+		anon += e - s
+	}
+	return named, anon
+}
+
+func (ct *crashTarget) count() (total, echo uint64) {
+	b, _ := os.ReadFile(filepath.Join(ct.dir, "count"))
+	fmt.Sscan(string(b), &total, &echo)
+	return
+}
+
+// dump runs ctr-cr dump of the target with CTRCR_FAULT=fault; killed
+// reports whether the fault point was reached (ctr-cr died of SIGKILL).
+func (ct *crashTarget) dump(fault string, extra ...string) (killed bool, stderr string) {
+	bin := testutil.BuildCtrCr(ct.t)
+	img := filepath.Join(ct.t.TempDir(), "img")
+	argv := testutil.InNetns(ct.netns, append([]string{bin, "dump", "-t", strconv.Itoa(ct.pid), "-D", img}, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+fault)
+	var eb strings.Builder
+	cmd.Stderr = &eb
+	err := cmd.Run()
+	os.RemoveAll(img)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true, eb.String()
+		}
+	}
+	if err != nil {
+		ct.t.Fatalf("dump with CTRCR_FAULT=%s failed: %v\n%s", fault, err, eb.String())
+	}
+	return false, eb.String()
+}
+
+// checkUnchanged checks the target after a crash of ctr-cr at fault.
+func (ct *crashTarget) checkUnchanged(fault string) {
+	t := ct.t
+	t.Helper()
+	ct.crashes++
+	if ct.netns != "" {
+		dropLockTables(t, ct.netns)
+	}
+	// A thread the crash caught in injected code finishes it, waits out
+	// the park (500 ms) and returns by rt_sigreturn.
+	deadline := time.Now().Add(5 * time.Second)
+	var masks map[string]string
+	for {
+		if err := syscall.Kill(ct.pid, 0); err != nil {
+			t.Fatalf("%s: target gone: %v\n%s", fault, err, tail(filepath.Join(ct.dir, "out"), 5))
+		}
+		if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
+			t.Fatalf("%s: the target reports %s", fault, l)
+		}
+		masks = ct.readMasks()
+		if fmt.Sprint(masks) == fmt.Sprint(ct.masks) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: thread masks (SigBlk) / tracer now\n%v\nwant\n%v", fault, masks, ct.masks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := procState(ct.pid); st == "t" || st == "T" || st == "Z" {
+		t.Fatalf("%s: target in state %s", fault, st)
+	}
+	c0, e0 := ct.count()
+	for {
+		time.Sleep(30 * time.Millisecond)
+		c1, e1 := ct.count()
+		if c1 > c0 && (ct.netns == "" || e1 > e0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the target does not count on (%d %d -> %d %d)\n%s", fault, c0, e0, c1, e1, tail(filepath.Join(ct.dir, "out"), 5))
+		}
+	}
+	named, anon := ct.readMaps()
+	for l := range ct.named {
+		if !named[l] {
+			t.Fatalf("%s: mapping %q gone or changed", fault, l)
+		}
+	}
+	for l := range named {
+		if !ct.named[l] {
+			t.Fatalf("%s: new mapping %q", fault, l)
+		}
+	}
+	if extra := anon - ct.anon; anon < ct.anon || extra%areaSize != 0 || extra/areaSize > uint64(ct.crashes) {
+		t.Fatalf("%s: anonymous mappings %d bytes, were %d (leftover areas are %#x each)", fault, anon, ct.anon, areaSize)
+	}
+	if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
+		t.Fatalf("%s: the target reports %s", fault, l)
+	}
+}
+
+// dropLockTables deletes the network lock tables a killed ctr-cr left in
+// netns (their cleanup is ctr-cr cleanup's, not this test's subject).
+func dropLockTables(t *testing.T, netns string) {
+	out, err := exec.Command("nsenter", "--net="+netns, "nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "table" && strings.HasPrefix(f[2], "ctrcr") {
+			exec.Command("nsenter", "--net="+netns, "nft", "delete", "table", f[1], f[2]).Run()
+		}
+	}
+}
+
+func crashStride(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("CTRCR_CRASH_STRIDE")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// sweep kills ctr-cr at the named points and at every stride-th injection
+// step of a dump with args, checking the target after each.
+func (ct *crashTarget) sweep(stride int, args ...string) {
+	points := []string{"dump:seized", "dump:collected", "dump:pages"}
+	leave := false
+	for _, a := range args {
+		leave = leave || a == "--leave-running"
+	}
+	if leave {
+		points = append(points, "dump:before-release")
+	} else {
+		points = append(points, "dump:before-kill")
+	}
+	for _, p := range points {
+		if killed, stderr := ct.dump(p, args...); !killed {
+			ct.t.Fatalf("%s: ctr-cr not killed there\n%s", p, stderr)
+		}
+		ct.checkUnchanged(p)
+	}
+	n := 1
+	for ; ; n += stride {
+		f := fmt.Sprintf("inject:%d", n)
+		killed, _ := ct.dump(f, args...)
+		if !killed {
+			break
+		}
+		ct.checkUnchanged(f)
+	}
+	ct.t.Logf("killed ctr-cr at %d points, the target runs on unchanged", len(points)+(n-1)/stride)
+	if n == 1 {
+		ct.t.Fatal("no injection step reached")
+	}
+}
+
+func TestCrash_DumpSingleThread(t *testing.T) {
+	ct := startCrashTarget(t, 0, false)
+	ct.sweep(crashStride(3), "--leave-running")
+	ct.sweep(crashStride(11))
+}
+
+func TestCrash_DumpThreads(t *testing.T) {
+	ct := startCrashTarget(t, 50, false)
+	ct.sweep(crashStride(23), "--leave-running")
+	ct.sweep(crashStride(97))
+}
+
+func TestCrash_DumpTCPServer(t *testing.T) {
+	ct := startCrashTarget(t, 4, true)
+	ct.sweep(crashStride(7), "--leave-running", "--tcp-established")
+	ct.sweep(crashStride(29), "--tcp-established")
+}
