@@ -41,8 +41,10 @@ type crashTarget struct {
 }
 
 // startCrashTarget starts crash_target with n extra threads (and a TCP echo
-// connection in a fresh network namespace when tcp).
-func startCrashTarget(t *testing.T, threads int, tcp bool) *crashTarget {
+// connection in a fresh network namespace when tcp; catching every signal
+// whose default is to ignore it when catch, so that injection cannot end
+// runs with a signal stop and parks).
+func startCrashTarget(t *testing.T, threads int, tcp, catch bool) *crashTarget {
 	testutil.RequiresRoot(t)
 	bin := buildCase(t, "crash_target.c", nil)
 	dir := t.TempDir()
@@ -55,6 +57,11 @@ func startCrashTarget(t *testing.T, threads int, tcp bool) *crashTarget {
 			t.Fatalf("lo up: %v %s", err, out)
 		}
 		args = append(args, "7777")
+	} else {
+		args = append(args, "0")
+	}
+	if catch {
+		args = append(args, "catch")
 	}
 	argv := testutil.InNetns(ct.netns, args...)
 	out, err := os.Create(filepath.Join(dir, "out"))
@@ -270,19 +277,27 @@ func (ct *crashTarget) sweep(stride int, args ...string) {
 }
 
 func TestCrash_DumpSingleThread(t *testing.T) {
-	ct := startCrashTarget(t, 0, false)
+	ct := startCrashTarget(t, 0, false, false)
+	ct.sweep(crashStride(3), "--leave-running")
+	ct.sweep(crashStride(11))
+}
+
+// TestCrash_DumpSingleThreadParked: a target that catches SIGURG,
+// SIGWINCH and SIGCHLD (as Go programs do): injected runs end in the park.
+func TestCrash_DumpSingleThreadParked(t *testing.T) {
+	ct := startCrashTarget(t, 2, false, true)
 	ct.sweep(crashStride(3), "--leave-running")
 	ct.sweep(crashStride(11))
 }
 
 func TestCrash_DumpThreads(t *testing.T) {
-	ct := startCrashTarget(t, 50, false)
+	ct := startCrashTarget(t, 50, false, false)
 	ct.sweep(crashStride(23), "--leave-running")
 	ct.sweep(crashStride(97))
 }
 
 func TestCrash_DumpTCPServer(t *testing.T) {
-	ct := startCrashTarget(t, 4, true)
+	ct := startCrashTarget(t, 4, true, false)
 	ct.sweep(crashStride(7), "--leave-running", "--tcp-established")
 	ct.sweep(crashStride(29), "--tcp-established")
 }

@@ -59,41 +59,46 @@ const (
 
 // Entry points into areaCode.
 const (
-	codeTail     = 0x00 // park: publish r14 at [r13], wait, rt_sigreturn
-	codeParkFrom = 0x04 // the park starts after the store
-	codeParkTo   = 0x1b // after the rt_sigtimedwait syscall
-	codeBatch    = 0x30 // the batch loop (see BatchCode), then the park
-	codeSigacts  = 0x70 // the sigaction loop (see sigactionsCode), then the park
+	codeTail     = 0x00 // publish r14 at [r13]; then the park or the signal
+	codeParkFrom = 0x04 // the poll park starts after the store
+	codeParkTo   = 0x20 // after its rt_sigtimedwait syscall
+	codeSigStop  = 0x3c // after the tkill of the signal stop
+	codeBatch    = 0x80 // the batch loop (see BatchCode), then the tail
+	codeSigacts  = 0xc0 // the sigaction loop (see sigactionsCode), then the tail
 )
 
-// areaCode is the injector's code. Registers: rbx = table or scratch, r12
-// = count or first signal, r13 = control block (seq at 0, an empty signal
-// set at 8, the park's timeout at 16), r14 = the run's sequence number,
+// areaCode is the injector's code (assembled from the listing below).
+// Registers: rbx = table or scratch, r12 = count or first signal, r13 =
+// control block (seq at 0, an empty signal set at 8, the park's timeout at
+// 16), r14 = the run's sequence number, r15 = the stop signal (0: park),
 // rsp = the thread's rt_sigreturn frame + 8.
+//
+//	00 tail:    mov [r13], r14; test r15, r15; jnz sigtail
+//	            rt_sigtimedwait(r13+8 (empty set), NULL, r13+16, 8)
+//	20          rt_sigreturn; ud2
+//	29 sigtail: tkill(gettid(), r15d)
+//	3c          rt_sigreturn; ud2
+//	80 batch:   while r12: load nr and args from [rbx], syscall,
+//	            [rbx+56] = rax, to tail on error; rbx += 64, r12--
+//	            to tail
+//	c0 sigacts: for r12 = 1..64: rt_sigaction(r12, NULL, rbx+r12*32, 8),
+//	            [rbx+0xa00+r12*8] = rax; to tail
 var areaCode = []byte{
-	// tail: mov [r13], r14; mov eax, SYS_rt_sigtimedwait; lea rdi, [r13+8];
-	// xor esi, esi; lea rdx, [r13+16]; mov r10d, 8; syscall
-	0x4d, 0x89, 0x75, 0x00, 0xb8, 0x80, 0x00, 0x00, 0x00, 0x49, 0x8d, 0x7d, 0x08,
-	0x31, 0xf6, 0x49, 0x8d, 0x55, 0x10, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05,
-	// 0x1b: mov eax, SYS_rt_sigreturn; syscall; ud2
-	0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x0b,
-	// padding to 0x30
-	0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
-	// 0x30 batch: test r12, r12; jz tail; load nr and args from [rbx];
-	// syscall; store rax at [rbx+56]; jae tail on error; next entry
-	0x4d, 0x85, 0xe4, 0x74, 0xcb, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08,
-	0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20,
-	0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89,
-	0x43, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x73, 0xa2, 0x48, 0x83,
-	0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xc9,
-	// padding to 0x70
-	0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
-	// 0x70 sigacts: rt_sigaction(r12, NULL, rbx+r12*32, 8) for r12 = 1..64,
-	// results at rbx+0xa00+r12*8, then jmp tail
-	0x44, 0x89, 0xe7, 0x31, 0xf6, 0x4c, 0x89, 0xe2, 0x48, 0xc1, 0xe2, 0x05,
-	0x48, 0x01, 0xda, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0xb8, 0x0d, 0x00,
-	0x00, 0x00, 0x0f, 0x05, 0x4a, 0x89, 0x84, 0xe3, 0x00, 0x0a, 0x00, 0x00,
-	0x49, 0xff, 0xc4, 0x49, 0x83, 0xfc, 0x41, 0x75, 0xd3, 0xe9, 0x5e, 0xff,
+	0x4d, 0x89, 0x75, 0x00, 0x4d, 0x85, 0xff, 0x75, 0x20, 0xb8, 0x80, 0x00, 0x00, 0x00, 0x49, 0x8d,
+	0x7d, 0x08, 0x31, 0xf6, 0x49, 0x8d, 0x55, 0x10, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05,
+	0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x0b, 0xb8, 0xba, 0x00, 0x00, 0x00, 0x0f, 0x05,
+	0x89, 0xc7, 0x44, 0x89, 0xfe, 0xb8, 0xc8, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00,
+	0x00, 0x0f, 0x05, 0x0f, 0x0b, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x66, 0x66, 0x2e, 0x0f, 0x1f,
+	0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x1f, 0x40, 0x00,
+	0x4d, 0x85, 0xe4, 0x0f, 0x84, 0x77, 0xff, 0xff, 0xff, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08,
+	0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28,
+	0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff,
+	0x0f, 0x83, 0x4a, 0xff, 0xff, 0xff, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xc1, 0x90,
+	0x44, 0x89, 0xe7, 0x31, 0xf6, 0x4c, 0x89, 0xe2, 0x48, 0xc1, 0xe2, 0x05, 0x48, 0x01, 0xda, 0x41,
+	0xba, 0x08, 0x00, 0x00, 0x00, 0xb8, 0x0d, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x4a, 0x89, 0x84, 0xe3,
+	0x00, 0x0a, 0x00, 0x00, 0x49, 0xff, 0xc4, 0x49, 0x83, 0xfc, 0x41, 0x75, 0xd3, 0xe9, 0x0e, 0xff,
 	0xff, 0xff,
 }
 
@@ -339,7 +344,7 @@ func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
 // only the frame's bytes in untouched stack).
 func (r *Remote) withBoot(f func() error) error {
 	t := r.P.Threads[0]
-	xs, err := GetXState(t.Tid)
+	xs, err := t.XState()
 	if err != nil {
 		return err
 	}
@@ -470,7 +475,7 @@ func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
 		if err := r.unpark(); err != nil {
 			return err
 		}
-		xs, err := GetXState(t.Tid)
+		xs, err := t.XState()
 		if err != nil {
 			return err
 		}
@@ -485,30 +490,105 @@ func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
 	r.seq++
 	regs := RestartFixup(t.Regs)
 	regs.Rip, regs.Orig_rax, regs.Rax, regs.Rsp = r.area+areaCodeOff+entry, ^uint64(0), 0, frame+8
-	regs.Rbx, regs.R12, regs.R13, regs.R14 = rbx, r12, r.area+areaCtlOff, r.seq
+	regs.Rbx, regs.R12, regs.R13, regs.R14, regs.R15 = rbx, r12, r.area+areaCtlOff, r.seq, uint64(r.stopSig)
 	// registers first, then the mask: never the original registers with
 	// every signal blocked
 	if err := SetRegs(t.Tid, &regs); err != nil {
 		return err
 	}
 	if !r.parked {
-		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		mask := ^uint64(0)
+		if r.stopSig != 0 {
+			mask &^= 1 << (r.stopSig - 1)
+		}
+		if err := SetSigmask(t.Tid, mask); err != nil {
 			return err
 		}
 		r.parked = true
 	}
-	t.quietStop = false // it will stop in an interrupt stop
+	t.quietStop = false // it will stop in an interrupt or signal stop
 	fault.Step("inject")
 	if err := Cont(t.Tid, 0); err != nil {
 		return err
 	}
 	fault.Step("inject")
-	if err := r.waitParked(t); err != nil {
+	var err error
+	if r.stopSig != 0 {
+		err = r.waitSignalStop(t)
+	} else {
+		err = r.waitParked(t)
+	}
+	if err != nil {
 		return err
 	}
 	fault.Step("inject")
 	r.calls++
 	return nil
+}
+
+// pickStopSignal picks the signal that ends injected runs with a
+// signal-delivery stop: one the process ignores (SIG_IGN, or SIG_DFL of a
+// signal whose default is to ignore it) and that is not pending, so that a
+// tracer that dies leaves it to be discarded. 0: none (Go programs catch
+// every signal), the runs end in the park, which the tracer polls for.
+func pickStopSignal(pid int) int {
+	m, err := statusMasks(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	ign, cgt, pnd := m["SigIgn"], m["SigCgt"], m["ShdPnd"]
+	usable := func(sig int) bool {
+		bit := uint64(1) << (sig - 1)
+		return pnd&bit == 0 && (ign&bit != 0 || cgt&bit == 0)
+	}
+	// default action: ignore
+	for _, sig := range []int{int(unix.SIGURG), int(unix.SIGWINCH), int(unix.SIGCHLD)} {
+		if usable(sig) {
+			return sig
+		}
+	}
+	for sig := 1; sig <= 64; sig++ {
+		switch unix.Signal(sig) {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCONT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+			continue // their generation has side effects even when ignored
+		}
+		if bit := uint64(1) << (sig - 1); ign&bit != 0 && pnd&bit == 0 {
+			return sig
+		}
+	}
+	return 0
+}
+
+// waitSignalStop waits for the signal stop that ends a run in thread t.
+// Stops that come first are let go: job-control stops, and the stop
+// signal when it is not ours (sent by someone else, or pending before:
+// the process ignores it, so suppressing it changes nothing).
+func (r *Remote) waitSignalStop(t *Thread) error {
+	for stops := 0; ; stops++ {
+		ws, err := Wait(t.Tid)
+		if err != nil {
+			return err
+		}
+		if !ws.Stopped() {
+			r.parked = false
+			return fmt.Errorf("injected code in tid %d: %s", t.Tid, Describe(ws))
+		}
+		if int(ws)>>16 == 0 && int(ws.StopSignal()) == r.stopSig {
+			cur, err := GetRegs(t.Tid)
+			if err != nil {
+				return err
+			}
+			if cur.Rip == r.area+areaCodeOff+codeSigStop {
+				return nil
+			}
+		}
+		if stops > 16 || (int(ws)>>16 == 0 && int(ws.StopSignal()) != r.stopSig) {
+			return fmt.Errorf("injected code in tid %d: %s", t.Tid, Describe(ws))
+		}
+		if err := Cont(t.Tid, 0); err != nil {
+			return err
+		}
+	}
 }
 
 // waitParked waits until thread t has published this run's sequence
@@ -545,7 +625,14 @@ func (r *Remote) waitParked(t *Thread) error {
 			}
 			continue
 		}
-		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		// sleep rather than yield: a woken sleeper gets the CPU back at
+		// once on a busy machine, a yielder waits behind everyone
+		if n < 4 {
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		} else {
+			ts := unix.Timespec{Nsec: 20000}
+			unix.Nanosleep(&ts, nil)
+		}
 	}
 	if err := Interrupt(t.Tid); err != nil {
 		return err
@@ -626,4 +713,17 @@ func pagePresent(pid int, addr uint64) (bool, error) {
 		return false, err
 	}
 	return binary.LittleEndian.Uint64(e[:])&(1<<63) != 0, nil
+}
+
+// XState returns the thread's NT_X86_XSTATE register set as at the seize
+// (read once: the injector never changes it).
+func (t *Thread) XState() ([]byte, error) {
+	if t.xstate == nil {
+		xs, err := GetXState(t.Tid)
+		if err != nil {
+			return nil, err
+		}
+		t.xstate = xs
+	}
+	return t.xstate, nil
 }

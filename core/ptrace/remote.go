@@ -26,6 +26,7 @@ type Remote struct {
 	framed    int    // the thread whose frame is in the area (-1: none)
 	parked    bool   // framed thread is parked in the area (mask all blocked)
 	seq       uint64 // sequence number of the last run
+	stopSig   int    // the signal that ends runs (0: they end in the park)
 	// MapProbe tells the mlockall flags for new mappings, as the mapping
 	// of the area showed them.
 	MapProbe MapProbe
@@ -42,7 +43,7 @@ func NewRemote(p *Process, execAddr uint64) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Remote{P: p, Mem: m, framed: -1}
+	r := &Remote{P: p, Mem: m, framed: -1, stopSig: pickStopSignal(p.Pid)}
 	if err := r.mapArea(); err != nil {
 		r.Close()
 		return nil, err

@@ -30,7 +30,8 @@ type Thread struct {
 	// quietStop: the thread's last stop is a syscall-exit stop of a quiet
 	// injection, so Release applies the restart fix-up itself.
 	quietStop bool
-	waited    bool // its seize stop was waited for (SeizeFrozen's threads)
+	waited    bool   // its seize stop was waited for (SeizeFrozen's threads)
+	xstate    []byte // see XState
 }
 
 // Process is a seized process: every thread stopped and its signals blocked,

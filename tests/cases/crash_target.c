@@ -1,7 +1,7 @@
 /* crash_target.c - the workload of the TestCrash_* tests: ctr-cr is killed
  * at points of a dump of it, and it must run on unchanged.
  *
- * crash_target WORKDIR NTHREADS [PORT]
+ * crash_target WORKDIR NTHREADS [PORT [catch]]
  *
  * Every thread has a signal mask of its own (the main thread blocks
  * SIGUSR2 and SIGRTMIN+3, thread k also signal 40+k%20), counts in a loop
@@ -11,7 +11,9 @@
  * a pipe that never gets data (restartable calls, interrupted by the
  * seize). With PORT, a listener on 127.0.0.1:PORT and a connection to
  * it carry an echo loop (an established TCP connection). The main thread
- * writes the total count and the echo count to WORKDIR/count every 10 ms; any failure is
+ * writes the total count and the echo count to WORKDIR/count every 10 ms;
+ * with "catch", it has handlers for SIGURG, SIGWINCH and SIGCHLD (no
+ * signal it ignores, as a Go program); any failure is
  * printed as "FAIL: ..." and the program exits 1. */
 #include "case.h"
 
@@ -83,6 +85,14 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+static atomic_int caught;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&caught, 1);
+}
+
 static int tcp_fd[2];
 
 static void *echo(void *arg)
@@ -150,8 +160,14 @@ int main(int argc, char **argv)
 		if (pthread_create(&t, NULL, worker, (void *)(long)k))
 			fail("pthread_create", k);
 	}
-	if (argc > 3)
+	if (argc > 3 && atoi(argv[3]) > 0)
 		setup_tcp(atoi(argv[3]));
+	if (argc > 4 && strcmp(argv[4], "catch") == 0) {
+		struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+		sigaction(SIGURG, &sa, NULL);
+		sigaction(SIGWINCH, &sa, NULL);
+		sigaction(SIGCHLD, &sa, NULL);
+	}
 	int out = open("count", O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (out < 0)
 		fail("open count", 0);
