@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/ctr-cr
 export CGO_ENABLED := 0
 
-.PHONY: build deps test bench demo proto vet clean
+.PHONY: build deps test stress bench demo proto vet clean
 
 # Release builds drop the symbol table and DWARF (-s -w): a third of the
 # binary's size, and ~0.5 ms of every start (perf stat -r 100 of
@@ -31,6 +31,13 @@ deps:
 test: deps build
 	set -o pipefail; $(GO) vet ./... && \
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m ./... | $(GO) run ./internal/testreport
+
+# The long versions of the tests that sweep many points: the crash tests
+# kill ctr-cr at every step of injection (CTRCR_CRASH_STRIDE=1) instead of
+# every n-th. STRESS selects the tests (extend the pattern with |).
+STRESS ?= ^TestCrash_
+stress: deps build
+	CTRCR_BIN=$(CURDIR)/$(BIN) CTRCR_CRASH_STRIDE=1 $(GO) test -p 1 -count=1 -timeout 30m -run '$(STRESS)' ./tests/
 
 bench: deps build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench

@@ -64,7 +64,7 @@ const (
 	codeParkTo   = 0x20 // after its rt_sigtimedwait syscall
 	codeSigStop  = 0x3c // after the tkill of the signal stop
 	codeBatch    = 0x80 // the batch loop (see BatchCode), then the tail
-	codeSigacts  = 0xc0 // the sigaction loop (see sigactionsCode), then the tail
+	codeSigacts  = 0xc0 // the sigaction loop (see Sigactions), then the tail
 )
 
 // areaCode is the injector's code (assembled from the listing below).
@@ -529,14 +529,20 @@ func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
 // pickStopSignal picks the signal that ends injected runs with a
 // signal-delivery stop: one the process ignores (SIG_IGN, or SIG_DFL of a
 // signal whose default is to ignore it) and that is not pending, so that a
-// tracer that dies leaves it to be discarded. 0: none (Go programs catch
-// every signal), the runs end in the park, which the tracer polls for.
-func pickStopSignal(pid int) int {
-	m, err := statusMasks(fmt.Sprintf("/proc/%d/status", pid))
+// tracer that dies leaves it to be discarded. It must be blocked in no
+// thread: a blocked signal is queued even when ignored, for sigwait or a
+// signalfd to take, and one sent by someone else during a run would be
+// lost. 0: none (Go programs catch every signal), the runs end in the
+// park, which the tracer polls for.
+func pickStopSignal(p *Process) int {
+	m, err := statusMasks(fmt.Sprintf("/proc/%d/status", p.Pid))
 	if err != nil {
 		return 0
 	}
 	ign, cgt, pnd := m["SigIgn"], m["SigCgt"], m["ShdPnd"]
+	for _, t := range p.Threads {
+		pnd |= t.Sigmask // blocked somewhere: not usable either
+	}
 	usable := func(sig int) bool {
 		bit := uint64(1) << (sig - 1)
 		return pnd&bit == 0 && (ign&bit != 0 || cgt&bit == 0)
@@ -599,11 +605,12 @@ func (r *Remote) waitParked(t *Thread) error {
 	buf := make([]byte, 8)
 	local := []unix.Iovec{{Base: &buf[0], Len: 8}}
 	remote := []unix.RemoteIovec{{Base: uintptr(seqAddr), Len: 8}}
+	deadline := time.Now().Add(10 * time.Second) // then see where it is
 	for n, stops := 0, 0; ; n++ {
 		if _, err := unix.ProcessVMReadv(r.P.Pid, local, remote, 0); err != nil {
 			return fmt.Errorf("read injection state of pid %d: %w", r.P.Pid, err)
 		}
-		if binary.LittleEndian.Uint64(buf) == r.seq || n > 1000000 {
+		if binary.LittleEndian.Uint64(buf) == r.seq || (n%64 == 63 && time.Now().After(deadline)) {
 			break
 		}
 		var ws unix.WaitStatus

@@ -43,7 +43,7 @@ func NewRemote(p *Process, execAddr uint64) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Remote{P: p, Mem: m, framed: -1, stopSig: pickStopSignal(p.Pid)}
+	r := &Remote{P: p, Mem: m, framed: -1, stopSig: pickStopSignal(p)}
 	if err := r.mapArea(); err != nil {
 		r.Close()
 		return nil, err

@@ -5,30 +5,9 @@ import (
 	"fmt"
 )
 
-// sigactionsCode reads the actions of signals 1..64 in one run inside the
-// tracee instead of 64 injected syscalls (each a register set, a step, a
-// wait and a register read from here: most of a small process's collect
-// time). With rbx = the scratch page and r12 = 1 it does, for each sig,
-// rt_sigaction(sig, NULL, rbx+sig*32, 8) and stores the return value at
-// rbx+0xa00+sig*8, then stops on int3.
-var sigactionsCode = []byte{
-	// loop:
-	0x44, 0x89, 0xe7, // mov edi, r12d
-	0x31, 0xf6, // xor esi, esi
-	0x4c, 0x89, 0xe2, // mov rdx, r12
-	0x48, 0xc1, 0xe2, 0x05, // shl rdx, 5
-	0x48, 0x01, 0xda, // add rdx, rbx
-	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8
-	0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, SYS_rt_sigaction
-	0x0f, 0x05, // syscall
-	0x4a, 0x89, 0x84, 0xe3, 0x00, 0x0a, 0x00, 0x00, // mov [rbx+r12*8+0xa00], rax
-	0x49, 0xff, 0xc4, // inc r12
-	0x49, 0x83, 0xfc, 0x41, // cmp r12, 65
-	0x75, 0xd3, // jne loop
-	0xcc, // int3
-}
-
-const sigactionsRet = 0xa00 // offset of the return values in the scratch page
+// sigactionsRet is the offset of the sigaction loop's return values in
+// the scratch page (the actions are at sig*32).
+const sigactionsRet = 0xa00
 
 // Sigaction is one signal's struct kernel_sigaction as rt_sigaction
 // returns it.
