@@ -233,11 +233,43 @@ const (
 	ssFlagsKeep = 4
 )
 
+// xfeatureTileData is the AMX tile data component: the one XSAVE feature
+// the kernel gives a task only on use (after arch_prctl permission), the
+// last of the standard layout and 8 KiB long.
+const (
+	xfeatureTileData     = 1 << 18
+	xfeatureTileDataSize = 8192
+	xstateBvOffset       = 512
+)
+
+// sigframeXState returns how much of the XSAVE area xs (GETREGSET's, as
+// long as the largest the CPU has) goes into a signal frame, and the
+// features it holds: rt_sigreturn falls back to the legacy FXSAVE part
+// (and resets the AVX state) when the size is larger than the task's own
+// buffer, which holds the tile data only once the task has used it.
+func sigframeXState(xs []byte) (size int, features uint64) {
+	features, _, _ = XStateFeatures(xs)
+	size = len(xs)
+	if features&xfeatureTileData != 0 && len(xs) >= xstateBvOffset+8 &&
+		binary.LittleEndian.Uint64(xs[xstateBvOffset:])&xfeatureTileData == 0 && size > xfeatureTileDataSize {
+		size -= xfeatureTileDataSize
+		features &^= xfeatureTileData
+	}
+	return size, features
+}
+
+// frameSize is the size of the frame buildFrame makes for XSAVE area xs.
+func frameSize(xs []byte) int {
+	n, _ := sigframeXState(xs)
+	return frameFpOff + n + 4
+}
+
 // buildFrame encodes the rt_sigreturn frame, to live at addr, that puts
 // the thread back to regs, mask and its XSAVE state xs (as read by
 // GetXState).
 func buildFrame(addr uint64, regs Regs, mask uint64, xs []byte) []byte {
-	b := make([]byte, frameFpOff+len(xs)+4)
+	n, features := sigframeXState(xs)
+	b := make([]byte, frameFpOff+n+4)
 	le := binary.LittleEndian
 	le.PutUint64(b[frameUcFlags:], ucFlagsXstate)
 	le.PutUint32(b[frameSsFlags:], ssFlagsKeep)
@@ -252,15 +284,14 @@ func buildFrame(addr uint64, regs Regs, mask uint64, xs []byte) []byte {
 	le.PutUint64(mc[184:], addr+frameFpOff)
 	le.PutUint64(b[frameSigmask:], mask)
 	fp := b[frameFpOff:]
-	copy(fp, xs)
-	features, _, _ := XStateFeatures(xs)
+	copy(fp[:n], xs)
 	sw := fp[xsaveSwReservedOffset : xsaveSwReservedOffset+48]
 	clear(sw)
 	le.PutUint32(sw[0:], fpMagic1)
-	le.PutUint32(sw[4:], uint32(len(xs)+4))
+	le.PutUint32(sw[4:], uint32(n+4))
 	le.PutUint64(sw[8:], features)
-	le.PutUint32(sw[16:], uint32(len(xs)))
-	le.PutUint32(fp[len(xs):], fpMagic2)
+	le.PutUint32(sw[16:], uint32(n))
+	le.PutUint32(fp[n:], fpMagic2)
 	return b
 }
 
@@ -348,7 +379,7 @@ func (r *Remote) withBoot(f func() error) error {
 	if err != nil {
 		return err
 	}
-	frameLen := frameFpOff + len(xs) + 4
+	frameLen := frameSize(xs)
 	code, frame, err := bootSite(r.P.Pid, t.Regs.Rsp, frameLen)
 	if err != nil {
 		return err
@@ -479,7 +510,7 @@ func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
 		if err != nil {
 			return err
 		}
-		if frameFpOff+len(xs)+4 > areaFrameMax {
+		if frameSize(xs) > areaFrameMax {
 			return fmt.Errorf("tid %d: XSAVE area of %d bytes too large", t.Tid, len(xs))
 		}
 		if err := r.Mem.WriteAt(buildFrame(frame, RestartFixup(t.Regs), t.Sigmask, xs), frame); err != nil {

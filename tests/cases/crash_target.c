@@ -6,7 +6,11 @@
  * Every thread has a signal mask of its own (the main thread blocks
  * SIGUSR2 and SIGRTMIN+3, thread k also signal 40+k%20), counts in a loop
  * and checks from inside, each round, that its mask is the one it set and
- * that a floating-point accumulator kept in a register is intact; half the
+ * that a floating-point accumulator and the rounding mode (MXCSR) are
+ * intact, the main thread and thread 1 also that a burst of arithmetic
+ * kept in registers gives the same result each time, and a spinner thread
+ * (with AVX2) that its general and vector registers keep their values
+ * across raw syscalls; half the
  * threads sleep in clock_nanosleep between rounds, the others in a read of
  * a pipe that never gets data (restartable calls, interrupted by the
  * seize). With PORT, a listener on 127.0.0.1:PORT and a connection to
@@ -19,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fenv.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -36,6 +41,26 @@ static void fail(const char *what, int k)
 	printf("FAIL: %s (thread %d)\n", what, k);
 	fflush(stdout);
 	_exit(1);
+}
+
+/* burst runs 200000 rounds of arithmetic in registers (about 0.3 ms): a
+ * thread seized in it and resumed with any register or the rounding mode
+ * changed gets another result. */
+static __attribute__((noinline)) double burst(double x)
+{
+	for (int i = 0; i < 200000; i++)
+		x = x * 1.0000001 + 0.25;
+	return x;
+}
+
+static double burst_want;
+
+static void check_fp(int k)
+{
+	if (fegetround() != FE_TOWARDZERO)
+		fail("rounding mode changed", k);
+	if (k <= 1 && burst(1.5) != burst_want)
+		fail("register state changed in a burst", k);
 }
 
 static void own_mask(int k, sigset_t *set)
@@ -62,12 +87,14 @@ static void *worker(void *arg)
 	sigset_t set;
 	own_mask(k, &set);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	fesetround(FE_TOWARDZERO);
 	double acc = 0.5;
 	for (unsigned long n = 1;; n++) {
 		acc += 1.0;
 		if (acc != (double)n + 0.5)
 			fail("floating-point state changed", k);
 		check_mask(k, &set);
+		check_fp(k);
 		atomic_fetch_add(&counts[k], 1);
 		if (k % 2) {
 			struct timespec ts = {0, 2000000};
@@ -91,6 +118,49 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	atomic_fetch_add(&caught, 1);
+}
+
+/* spinner keeps known values in rbx, rbp, r12-r15, xmm8-xmm15 and the
+ * upper halves of ymm8-ymm15 across raw nanosleep syscalls (the kernel
+ * keeps every register but rax, rcx, r11), checks them after each and
+ * fails on any change: a thread resumed with another register state than
+ * its own is caught. */
+static const unsigned long long pattern[4] = {0x0123456789abcdefULL, 0xfedcba9876543210ULL, 0x1111222233334444ULL, 0x5555666677778888ULL};
+
+static struct timespec spin_ts = {0, 1000000};
+
+static void *spinner(void *arg)
+{
+	(void)arg;
+	sigset_t set;
+	own_mask(1000, &set);
+	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	__asm__ volatile(
+		"push %%rbp\n"
+		"vmovdqu %[p], %%ymm8\n"
+		"vmovdqa %%ymm8, %%ymm9\n vmovdqa %%ymm8, %%ymm10\n vmovdqa %%ymm8, %%ymm11\n"
+		"vmovdqa %%ymm8, %%ymm12\n vmovdqa %%ymm8, %%ymm13\n vmovdqa %%ymm8, %%ymm14\n vmovdqa %%ymm8, %%ymm15\n"
+		"mov $0x1234567812345678, %%rbx\n mov %%rbx, %%rbp\n mov %%rbx, %%r12\n mov %%rbx, %%r13\n"
+		"mov %%rbx, %%r14\n mov %%rbx, %%r15\n"
+		"1: mov $35, %%eax\n lea %[ts], %%rdi\n xor %%esi, %%esi\n syscall\n"
+		"mov $0x1234567812345678, %%rax\n"
+		"cmp %%rax, %%rbx\n jne 2f\n cmp %%rax, %%rbp\n jne 2f\n cmp %%rax, %%r12\n jne 2f\n"
+		"cmp %%rax, %%r13\n jne 2f\n cmp %%rax, %%r14\n jne 2f\n cmp %%rax, %%r15\n jne 2f\n"
+		"vmovdqu %[p], %%ymm0\n"
+		"vpcmpeqq %%ymm0, %%ymm8, %%ymm1\n vpcmpeqq %%ymm0, %%ymm9, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n"
+		"vpcmpeqq %%ymm0, %%ymm10, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n vpcmpeqq %%ymm0, %%ymm11, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n"
+		"vpcmpeqq %%ymm0, %%ymm12, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n vpcmpeqq %%ymm0, %%ymm13, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n"
+		"vpcmpeqq %%ymm0, %%ymm14, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n vpcmpeqq %%ymm0, %%ymm15, %%ymm2\n vpand %%ymm1, %%ymm2, %%ymm1\n"
+		"vpmovmskb %%ymm1, %%eax\n cmp $-1, %%eax\n jne 2f\n"
+		"lock incq %[cnt]\n"
+		"jmp 1b\n"
+		"2: pop %%rbp\n"
+		: [cnt] "+m"(counts[MAXT])
+		: [p] "m"(pattern), [ts] "m"(spin_ts)
+		: "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+		  "xmm0", "xmm1", "xmm2", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+	fail("register state changed in the spinner", 1000);
+	return NULL;
 }
 
 static int tcp_fd[2];
@@ -155,10 +225,16 @@ int main(int argc, char **argv)
 	sigset_t set;
 	own_mask(0, &set);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	fesetround(FE_TOWARDZERO);
+	burst_want = burst(1.5);
 	for (int k = 1; k <= n; k++) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, worker, (void *)(long)k))
 			fail("pthread_create", k);
+	}
+	if (__builtin_cpu_supports("avx2")) {
+		pthread_t t;
+		pthread_create(&t, NULL, spinner, NULL);
 	}
 	if (argc > 3 && atoi(argv[3]) > 0)
 		setup_tcp(atoi(argv[3]));
@@ -178,6 +254,7 @@ int main(int argc, char **argv)
 		if (acc != 2.0 * r + 0.25)
 			fail("floating-point state changed", 0);
 		check_mask(0, &set);
+		check_fp(0);
 		unsigned long sum = r;
 		for (int k = 0; k < MAXT + 2; k++)
 			sum += atomic_load(&counts[k]);
