@@ -216,7 +216,7 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: thread masks (SigBlk) / tracer now\n%v\nwant\n%v", fault, masks, ct.masks)
+			t.Fatalf("%s: thread masks (SigBlk) / tracer now\n%v\nwant\n%v\nstate %s, output:\n%s", fault, masks, ct.masks, procState(ct.pid), tail(filepath.Join(ct.dir, "out"), 20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
