@@ -22,18 +22,26 @@ import (
 //   - the program's code is not modified: injected code lives in an area
 //     of our own mapped into the target (runArea); only while that area is
 //     mapped and unmapped are nine bytes at the ELF entry point (_start,
-//     which a program never runs again) borrowed;
+//     which a program never runs again) borrowed (bootCall);
 //   - a thread runs injected code with its signals blocked and rsp pointing
 //     at an rt_sigreturn frame that holds its original registers, signal
-//     mask and FPU state; the code ends in a park (rt_sigtimedwait for parkTimeout)
-//     followed by rt_sigreturn. The tracer interrupts the thread in the
-//     park (PTRACE_INTERRUPT, no trap, no signal). If the tracer is gone,
-//     the thread finishes the calls, waits out the park and returns by
-//     rt_sigreturn exactly where it was, with its own mask;
+//     mask and FPU state; the code's last steps are a stop for the tracer
+//     and rt_sigreturn. The stop is a signal-delivery stop of a signal the
+//     process ignores (tkill to itself; a dead tracer leaves the signal to
+//     be discarded), or, when the process ignores none (Go programs), a
+//     park: rt_sigtimedwait for parkTimeout, which the tracer interrupts
+//     (PTRACE_INTERRUPT). If the tracer is gone, the thread finishes the
+//     calls, (waits out the park,) and returns by rt_sigreturn exactly
+//     where it was, with its own mask;
 //   - no single step and no int3: both leave a SIGTRAP (or the trap flag)
 //     behind that kills a thread the tracer abandoned;
-//   - between runs, and on every thread not being injected into, the
-//     registers and the signal mask are the original ones.
+//   - a thread is in injected code (with all but the stop signal blocked)
+//     only from its first run until the tracer moves on to another thread
+//     or closes the area (unpark); every other thread, and that one
+//     before and after, has its original registers and signal mask;
+//   - registers are set before the mask is blocked, and the mask put back
+//     before the registers: never the original registers with the signals
+//     blocked.
 //
 // What a crash can leave: the area (an anonymous mapping of AreaSize bytes,
 // never used by the program), a modified private copy of the nine bytes at
