@@ -346,3 +346,66 @@ func TestCrash_DumpTCPServer(t *testing.T) {
 	ct.sweep(crashStride(7), "--leave-running", "--tcp-established")
 	ct.sweep(crashStride(29), "--tcp-established")
 }
+
+// killAfter runs a dump of the target and SIGKILLs ctr-cr after d (from
+// outside, between any two of its instructions); killed reports whether
+// it was still running then.
+func (ct *crashTarget) killAfter(d time.Duration, extra ...string) bool {
+	bin := testutil.BuildCtrCr(ct.t)
+	img := filepath.Join(ct.t.TempDir(), "img")
+	defer os.RemoveAll(img)
+	argv := testutil.InNetns(ct.netns, append([]string{bin, "dump", "-t", strconv.Itoa(ct.pid), "-D", img}, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if err := cmd.Start(); err != nil {
+		ct.t.Fatal(err)
+	}
+	timer := time.AfterFunc(d, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true
+		}
+	}
+	if err != nil {
+		ct.t.Fatalf("dump: %v", err)
+	}
+	return false
+}
+
+// killAnytime SIGKILLs ctr-cr from outside at moments spread over
+// --leave-running dumps of the target (the moments between the fault
+// points too), checking the target after each.
+func (ct *crashTarget) killAnytime(n int) {
+	t := ct.t
+	if crashStride(0) == 1 {
+		n *= 8
+	}
+	// how long a whole dump takes, to aim inside it
+	start := time.Now()
+	if ct.killAfter(time.Hour, "--leave-running") {
+		t.Fatal("dump killed without a kill")
+	}
+	whole := time.Since(start)
+	killed := 0
+	for i := 0; i < n; i++ {
+		d := time.Duration(int64(whole) * int64(i) / int64(n))
+		if ct.killAfter(d, "--leave-running") {
+			killed++
+			ct.checkUnchanged(fmt.Sprintf("kill after %v", d))
+		}
+	}
+	t.Logf("killed ctr-cr %d times within a %v dump, the target runs on unchanged", killed, whole)
+}
+
+// TestCrash_DumpKilledAnytime: ctr-cr is SIGKILLed from outside at
+// moments spread over dumps of a multi-threaded target and of a Go program.
+func TestCrash_DumpKilledAnytime(t *testing.T) {
+	startCrashTarget(t, 8, false, false).killAnytime(20)
+	bin := buildGoCase(t, "crash_gotarget")
+	dir := t.TempDir()
+	ct := startCrashProc(t, dir, "", []string{bin, dir}, 2)
+	ct.mapsOwn = true
+	ct.killAnytime(20)
+}
