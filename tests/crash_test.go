@@ -149,6 +149,9 @@ func (ct *crashTarget) readMaps() (map[string]bool, uint64) {
 	}
 	named := map[string]bool{}
 	var anon uint64
+	if len(b) == 0 {
+		ct.t.Fatalf("target gone (no mappings), state %s, output:\n%s", procState(ct.pid), tail(filepath.Join(ct.dir, "out"), 30))
+	}
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(l)
 		if len(f) >= 6 {
