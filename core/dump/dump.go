@@ -260,7 +260,7 @@ type dumper struct {
 	plan    *imagePlan // the pstree, planned while the tree is seized
 }
 
-// release undoes the seize of every process: gadget bytes, scratch page,
+// release undoes the seize of every process: injection area,
 // stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
@@ -497,15 +497,8 @@ func (d *dumper) interrupted() error {
 // collectCore gathers the registers, signals, timers and credentials of
 // process t, by ptrace and by syscalls injected into it.
 func (d *dumper) collectCore(t *task) error {
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
-	if err != nil {
-		return err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return errors.New("no executable mapping for syscall injection")
-	}
-	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
+	var err error
+	if t.remote, err = ptrace.NewRemote(t.p); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
 	pid := t.pid
@@ -577,7 +570,7 @@ func (d *dumper) collectCore(t *task) error {
 	if err := r.RequeueStolen(); err != nil {
 		return err
 	}
-	// Put the code under the gadget back before memory is read.
+	// Unmap the injection area before memory is read.
 	d.mu.Lock()
 	d.st.InjectedSyscalls += r.Calls()
 	d.mu.Unlock()

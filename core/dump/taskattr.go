@@ -269,18 +269,11 @@ func stopReportPending(parent, child *task, childStatus *procfs.Status) (bool, e
 	if n := len(childStatus.NSpid); n > 0 {
 		nsPid = childStatus.NSpid[n-1]
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", parent.pid))
-	if err != nil {
-		return false, err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return false, errors.New("no executable mapping for syscall injection")
-	}
 	var pending bool
+	var err error
 	parent.tr.Do(func() {
 		var r *ptrace.Remote
-		if r, err = ptrace.NewRemote(parent.p, gadget); err != nil {
+		if r, err = ptrace.NewRemote(parent.p); err != nil {
 			return
 		}
 		defer func() {
@@ -319,17 +312,10 @@ func (d *dumper) settleStoppedChildren(t *task) error {
 	if len(kids) == 0 || t.p == nil {
 		return nil
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
-	if err != nil {
-		return err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return errors.New("no executable mapping for syscall injection")
-	}
+	var err error
 	t.tr.Do(func() {
 		var r *ptrace.Remote
-		if r, err = ptrace.NewRemote(t.p, gadget); err != nil {
+		if r, err = ptrace.NewRemote(t.p); err != nil {
 			return
 		}
 		defer func() {

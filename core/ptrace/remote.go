@@ -35,10 +35,10 @@ type Remote struct {
 // ScratchSize is the size of the scratch area mapped in the target.
 const ScratchSize = 4096
 
-// NewRemote prepares syscall injection into p: the area is mapped. The
-// threads keep their registers and signal masks; execAddr is unused (the
-// area is mapped from the program's entry point, see area.go).
-func NewRemote(p *Process, execAddr uint64) (*Remote, error) {
+// NewRemote prepares syscall injection into p: the area is mapped (from
+// the program's entry point, see area.go). The threads keep their
+// registers and signal masks.
+func NewRemote(p *Process) (*Remote, error) {
 	m, err := OpenMem(p.Pid)
 	if err != nil {
 		return nil, err
