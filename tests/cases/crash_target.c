@@ -34,6 +34,7 @@
 #define MAXT 256
 
 static atomic_ulong counts[MAXT + 2];
+static atomic_int started; /* threads that have set their mask up */
 static int idle_pipe[2];
 
 static void fail(const char *what, int k)
@@ -88,6 +89,7 @@ static void *worker(void *arg)
 	own_mask(k, &set);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
 	fesetround(FE_TOWARDZERO);
+	atomic_fetch_add(&started, 1);
 	double acc = 0.5;
 	for (unsigned long n = 1;; n++) {
 		acc += 1.0;
@@ -135,6 +137,7 @@ static void *spinner(void *arg)
 	sigset_t set;
 	own_mask(1000, &set);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	atomic_fetch_add(&started, 1);
 	__asm__ volatile(
 		"push %%rbp\n"
 		"vmovdqu %[p], %%ymm8\n"
@@ -168,6 +171,7 @@ static int tcp_fd[2];
 static void *echo(void *arg)
 {
 	(void)arg;
+	atomic_fetch_add(&started, 1);
 	char c;
 	for (;;) {
 		ssize_t n = read(tcp_fd[1], &c, 1);
@@ -182,6 +186,7 @@ static void *echo(void *arg)
 static void *client(void *arg)
 {
 	(void)arg;
+	atomic_fetch_add(&started, 1);
 	for (unsigned char i = 0;; i++) {
 		char c;
 		if (write(tcp_fd[0], &i, 1) != 1 || read(tcp_fd[0], &c, 1) != 1)
@@ -232,12 +237,19 @@ int main(int argc, char **argv)
 		if (pthread_create(&t, NULL, worker, (void *)(long)k))
 			fail("pthread_create", k);
 	}
+	int want = n;
 	if (__builtin_cpu_supports("avx2")) {
 		pthread_t t;
 		pthread_create(&t, NULL, spinner, NULL);
+		want++;
 	}
-	if (argc > 3 && atoi(argv[3]) > 0)
+	if (argc > 3 && atoi(argv[3]) > 0) {
 		setup_tcp(atoi(argv[3]));
+		want += 2;
+	}
+	/* ready only once every thread runs with its own mask */
+	while (atomic_load(&started) < want)
+		usleep(1000);
 	if (argc > 4 && strcmp(argv[4], "catch") == 0) {
 		struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
 		sigaction(SIGURG, &sa, NULL);
