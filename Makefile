@@ -41,11 +41,14 @@ test: deps build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 25m -skip '^TestStress' ./... | $(GO) run ./internal/testreport
 
 # The long runs (CI runs them after make test): crash sweeps and concurrency
-# stress, TestStress_* (only here), and again the shorter TestCrash_* and
-# TestConcurrent_* (docs/crash.md).
+# stress, TestStress_* (only here), and again TestCrash_* and TestConcurrent_*,
+# the crash tests killing ctr-cr at every step of injection
+# (CTRCR_CRASH_STRIDE=1) instead of every n-th (docs/crash.md). STRESS
+# selects the tests.
+STRESS ?= ^(TestStress|TestCrash|TestConcurrent)
 stress: deps build
-	set -o pipefail; CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) test -p 1 -json -count=1 -timeout 20m \
-		-run '^(TestStress|TestCrash|TestConcurrent)' ./tests/ ./bundle-tests/ | $(GO) run ./internal/testreport
+	set -o pipefail; CTRCR_BIN=$(CURDIR)/$(BIN) CTRCR_CRASH_STRIDE=1 $(GO) test -p 1 -json -count=1 -timeout 30m \
+		-run '$(STRESS)' ./tests/ ./bundle-tests/ | $(GO) run ./internal/testreport
 
 bench: deps build
 	CTRCR_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench

@@ -1,13 +1,8 @@
 package tests
 
-// ctr-cr killed (SIGKILL through the CTRCR_FAULT hook, internal/fault) in
-// the middle of a process dump: the target runs on, or was killed only
-// after a complete, synced image exists; what the crash left (partial
-// image, network lock, connections in repair mode) goes with `ctr-cr
-// cleanup` (internal/oprec). See docs/crash.md.
-
 import (
-	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,289 +15,400 @@ import (
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
-// ctrcrKilledAt runs ctr-cr with CTRCR_FAULT=point and requires that it
-// died by SIGKILL there; it returns ctr-cr's output.
-func ctrcrKilledAt(t *testing.T, point string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, testutil.BuildCtrCr(t), args...)
-	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+point)
-	out, err := cmd.CombinedOutput()
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("ctr-cr %s with CTRCR_FAULT=%s: %v, want killed by SIGKILL at the fault point\n%s", strings.Join(args, " "), point, err, out)
-	}
-	t.Logf("ctr-cr %s: killed at %s", strings.Join(args, " "), point)
-	return string(out)
+// Crash consistency of dump (issue 12 #11): ctr-cr is SIGKILLed
+// (CTRCR_FAULT, internal/fault) at named points of a dump and at the N-th
+// step of syscall injection (inject:N), and the target must run on
+// unchanged: alive, not traced, every thread's signal mask as before (from
+// /proc and checked by the target itself), its floating-point state intact
+// (accumulators, rounding mode, bursts of arithmetic in registers: checked
+// inside), counting on, its mappings as before but for areas the
+// injector may leave (anonymous, a multiple of the area's size).
+//
+// The sweep takes every stride-th step; CTRCR_CRASH_STRIDE=1 (make stress)
+// takes every step.
+
+// areaSize is ptrace.AreaSize: the anonymous mapping a crash may leave.
+const areaSize = 0xb000
+
+type crashTarget struct {
+	t       *testing.T
+	pid     int
+	dir     string
+	netns   string
+	masks   map[string]string // tid -> SigBlk
+	named   map[string]bool   // file-backed and special mappings
+	anon    uint64            // bytes of anonymous mappings
+	crashes int
+	// mapsOwn: the target maps and unmaps anonymous memory and makes
+	// threads itself (the Go runtime): only its named mappings are
+	// compared, and the threads it had
+	mapsOwn bool
 }
 
-// imageFiles lists the image files (*.img and the inventory being
-// written) in dir.
-func imageFiles(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".img") || strings.HasSuffix(e.Name(), ".img.tmp") {
-			names = append(names, e.Name())
-		}
-	}
-	return names
-}
-
-// requireNoRecords requires that no operation record of a dead ctr-cr is
-// left (a record of a live one is another operation under way: another
-// test binary, a user's ctr-cr on a shared host).
-func requireNoRecords(t *testing.T) {
-	t.Helper()
-	ents, _ := os.ReadDir("/run/ctr-cr/ops")
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".json") && !testutil.OpRecordOfLive(e.Name()) {
-			t.Errorf("operation record left: /run/ctr-cr/ops/%s", e.Name())
-		}
-	}
-}
-
-// TestCrash_DumpBeforeKill: ctr-cr killed after it wrote the image and
-// just before it would kill the target: the image is complete (the kill
-// comes only after every file, pages included, is written and synced), the
-// target is still alive and untraced, and once the target is gone the
-// image restores and passes its check.
-func TestCrash_DumpBeforeKill(t *testing.T) {
+// startCrashTarget starts crash_target with n extra threads (and a TCP echo
+// connection in a fresh network namespace when tcp; catching every signal
+// whose default is to ignore it when catch, so that injection cannot end
+// runs with a signal stop and parks).
+func startCrashTarget(t *testing.T, threads int, tcp, catch bool) *crashTarget {
 	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
-	}
-	r := startCase(t, Case{Name: "b_brk", Src: "b_brk.c"})
-	tids, err := listTids(r.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(t.TempDir(), "img")
-	ctrcrKilledAt(t, "dump:before-kill", "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err != nil {
-		t.Fatalf("killed just before the target's kill, the image is not complete: %v (files: %v)", err, imageFiles(t, img))
-	}
-	// ctr-cr did not kill it (whether the target outlives its tracer
-	// with the borrowed registers still in place is the injection's
-	// business, core/ptrace)
-	if ws, err := waitChild(r.Pid, 300*time.Millisecond); err == nil {
-		r.reaped = true
-		if ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			t.Fatalf("the target was killed (SIGKILL) by a dump that died before its kill")
+	bin := buildCase(t, "crash_target.c", []string{"-lm"})
+	dir := t.TempDir()
+	args := []string{bin, dir, strconv.Itoa(threads)}
+	netns := ""
+	if tcp {
+		netns = testutil.NewNetns(t)
+		if out, err := exec.Command("nsenter", "--net="+netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("lo up: %v %s", err, out)
 		}
-		t.Logf("the target ended after its tracer's death: %s", describeStatus(ws))
+		args = append(args, "7777")
 	} else {
-		killAndReap(r.Pid)
+		args = append(args, "0")
 	}
-	if out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput(); err != nil {
-		t.Fatalf("cleanup: %v\n%s", err, out)
+	if catch {
+		args = append(args, "catch")
 	}
-	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err != nil {
-		t.Fatalf("cleanup removed the complete image: %v", err)
-	}
-	requireNoRecords(t)
-	// the image is as good as a finished dump's
-	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
-		t.Fatalf("restore of the image the crash left: %v\n%s", err, stderr)
-	}
-	if err := waitBack(r.Pid, tids, backTimeout, nil); err != nil {
-		t.Fatal(err)
-	}
-	r.reaped = true // the restored case is not our child
-	r.requestGo()
-	if err := waitGone(r.Pid, goTimeout); err != nil {
-		t.Fatal(err)
-	}
-	r.requirePass("")
+	// (plus a spinner thread on CPUs with AVX2)
+	return startCrashProc(t, dir, netns, args, threads+1+map[bool]int{true: 2}[tcp])
 }
 
-// TestCrash_DumpMidWrite: ctr-cr killed while it writes a --leave-running
-// dump's image (every file but the inventory written, the tree released
-// already): the target runs on untraced;
-// `cleanup --dry-run` names the partial image and changes nothing;
-// `cleanup` removes it (the files the dump wrote, not the directory's
-// other files) and its record; a dump into the same directory then works
-// and restores.
-func TestCrash_DumpMidWrite(t *testing.T) {
-	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
-	}
-	r := startCase(t, Case{Name: "b_brk", Src: "b_brk.c"})
-	tids, err := listTids(r.Pid)
+// startCrashProc starts argv (with its work directory dir, in netns) and
+// waits for it to be ready, with at least threads threads.
+func startCrashProc(t *testing.T, dir, netns string, args []string, threads int) *crashTarget {
+	os.Chmod(dir, 0o755)
+	ct := &crashTarget{t: t, dir: dir, netns: netns}
+	argv := testutil.InNetns(ct.netns, args...)
+	out, err := os.Create(filepath.Join(dir, "out"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(t.TempDir(), "img")
-	if err := os.Mkdir(img, 0o755); err != nil {
+	defer out.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr, cmd.Dir = out, out, dir
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	keep := filepath.Join(img, "notes.txt")
-	if err := os.WriteFile(keep, []byte("the user's\n"), 0o644); err != nil {
-		t.Fatal(err)
+	ct.pid = cmd.Process.Pid
+	t.Cleanup(func() { killAndReap(ct.pid) })
+	if err := waitReady(t, ct.pid, filepath.Join(dir, "out"), 20*time.Second); err != nil {
+		t.Fatalf("%s: %v\n%s", filepath.Base(args[0]), err, tail(filepath.Join(dir, "out"), 5))
 	}
-	ctrcrKilledAt(t, "dump:writing", "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running")
-	left := imageFiles(t, img)
-	if len(left) == 0 {
-		t.Fatal("the crash left no partial image: the fault point is not mid-write")
+	ct.masks = ct.readMasks()
+	if len(ct.masks) < threads {
+		t.Fatalf("%s has %d threads, want %d", filepath.Base(args[0]), len(ct.masks), threads)
 	}
-	requireRunningUntraced(t, r.Pid)
-	bin := testutil.BuildCtrCr(t)
-	out, err := exec.Command(bin, "cleanup", "--dry-run").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "would remove the partial image in "+img) {
-		t.Fatalf("cleanup --dry-run: %v, want it to name the partial image in %s:\n%s", err, img, out)
-	}
-	if now := imageFiles(t, img); len(now) != len(left) {
-		t.Fatalf("cleanup --dry-run changed the image directory: %v, was %v", now, left)
-	}
-	out, err = exec.Command(bin, "cleanup").CombinedOutput()
-	if err != nil {
-		t.Fatalf("cleanup: %v\n%s", err, out)
-	}
-	t.Logf("cleanup:\n%s", out)
-	if now := imageFiles(t, img); len(now) != 0 {
-		t.Fatalf("cleanup left the partial image's files: %v", now)
-	}
-	if _, err := os.Stat(keep); err != nil {
-		t.Fatalf("cleanup removed a file the dump did not write: %v", err)
-	}
-	requireNoRecords(t)
-	if out, _ := exec.Command(bin, "cleanup").CombinedOutput(); !strings.Contains(string(out), "nothing to clean up") {
-		t.Errorf("a second cleanup found more: %s", out)
-	}
-	// the directory takes a whole dump again
-	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img); err != nil {
-		t.Fatalf("dump after cleanup: %v\n%s", err, stderr)
-	}
-	if err := waitGone(r.Pid, goneTimeout); err != nil {
-		t.Fatal(err)
-	}
-	if _, stderr, err := ctrcr(t, "restore", "-D", img, "-d"); err != nil {
-		t.Fatalf("restore: %v\n%s", err, stderr)
-	}
-	if err := waitBack(r.Pid, tids, backTimeout, nil); err != nil {
-		t.Fatal(err)
-	}
-	r.requestGo()
-	if err := waitGone(r.Pid, goTimeout); err != nil {
-		t.Fatal(err)
-	}
-	r.requirePass("")
+	ct.named, ct.anon = ct.readMaps()
+	return ct
 }
 
-// TestCrash_TCPDumpLocked: ctr-cr killed during a --tcp-established dump,
-// with the connection locked (nftables): the lock table is still there
-// (the crash itself undoes nothing) and the connection silent; `cleanup`
-// removes it, after which the process finds its connection carrying data
-// both ways, the message queued before included.
-func TestCrash_TCPDumpLocked(t *testing.T) {
-	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+func (ct *crashTarget) readMasks() map[string]string {
+	out := map[string]string{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", ct.pid))
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", ct.pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "SigBlk:"); ok {
+				out[e.Name()] = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(l, "TracerPid:"); ok && strings.TrimSpace(v) != "0" {
+				out[e.Name()] += " traced by " + strings.TrimSpace(v)
+			}
+		}
 	}
-	r := startCase(t, Case{Name: "e_inet_est", Src: "e_inet_est.c", NetNS: true})
-	img := filepath.Join(t.TempDir(), "img")
-	ctrcrKilledAt(t, "dump:netlocked", "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--tcp-established")
-	if n := lockTables(t, r.NetNS); len(n) != 1 {
-		t.Fatalf("after the crash: lock tables %v, want the dump's one", n)
-	}
-	requireRunningUntraced(t, r.Pid)
-	out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput()
-	if err != nil {
-		t.Fatalf("cleanup: %v\n%s", err, out)
-	}
-	t.Logf("cleanup:\n%s", out)
-	if n := lockTables(t, r.NetNS); len(n) != 0 {
-		t.Fatalf("cleanup left lock tables: %v", n)
-	}
-	if now := imageFiles(t, img); len(now) != 0 {
-		t.Errorf("cleanup left the partial image's files: %v", now)
-	}
-	requireNoRecords(t)
-	finishChild(t, r)
+	return out
 }
 
-// TestConcurrent_DumpDirBusy: a dump into a directory another dump is
-// writing (its flock held) is refused as busy, writes nothing there and
-// leaves its target running untraced; once the directory is free the dump
-// works.
-func TestConcurrent_DumpDirBusy(t *testing.T) {
-	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+// masksAsBefore reports whether every thread has the signal mask it had
+// and no tracer; a target that makes threads of its own (mapsOwn: the Go
+// runtime) may have more, untraced.
+func (ct *crashTarget) masksAsBefore(now map[string]string) bool {
+	if !ct.mapsOwn {
+		return fmt.Sprint(now) == fmt.Sprint(ct.masks)
 	}
-	r := startCase(t, Case{Name: "b_brk", Src: "b_brk.c"})
-	img := filepath.Join(t.TempDir(), "img")
-	if err := os.Mkdir(img, 0o755); err != nil {
-		t.Fatal(err)
+	for tid, m := range ct.masks {
+		if now[tid] != m {
+			return false
+		}
 	}
-	d, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
+	for _, m := range now {
+		if strings.Contains(m, "traced") {
+			return false
+		}
 	}
-	defer d.Close()
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	_, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img)
-	requireExitCode(t, err, stderr, 1)
-	if !strings.Contains(stderr, "busy") {
-		t.Errorf("dump into a directory being written: want a busy error:\n%s", stderr)
-	}
-	if f := imageFiles(t, img); len(f) != 0 {
-		t.Errorf("the refused dump wrote %v", f)
-	}
-	requireRunningUntraced(t, r.Pid)
-	syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
-	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img, "--leave-running"); err != nil {
-		t.Fatalf("dump once the directory is free: %v\n%s", err, stderr)
-	}
-	requireRunningUntraced(t, r.Pid)
-	finishChild(t, r)
+	return true
 }
 
-// cgroupFrozen reports whether the freezer of cgroup dir (v1 or v2)
-// reports it frozen.
-func cgroupFrozen(t *testing.T, dir string) bool {
+// readMaps returns the named mappings (as lines) and the total size of the
+// anonymous ones.
+func (ct *crashTarget) readMaps() (map[string]bool, uint64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", ct.pid))
+	if err != nil {
+		ct.t.Fatalf("maps: %v", err)
+	}
+	named := map[string]bool{}
+	var anon uint64
+	if len(b) == 0 {
+		ct.t.Fatalf("target gone (no mappings), state %s, output:\n%s", procState(ct.pid), tail(filepath.Join(ct.dir, "out"), 30))
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 {
+			named[l] = true
+			continue
+		}
+		var s, e uint64
+		fmt.Sscanf(f[0], "%x-%x", &s, &e)
+		anon += e - s
+	}
+	return named, anon
+}
+
+func (ct *crashTarget) count() (total, echo uint64) {
+	b, _ := os.ReadFile(filepath.Join(ct.dir, "count"))
+	fmt.Sscan(string(b), &total, &echo)
+	return
+}
+
+// dump runs ctr-cr dump of the target with CTRCR_FAULT=fault; killed
+// reports whether the fault point was reached (ctr-cr died of SIGKILL).
+func (ct *crashTarget) dump(fault string, extra ...string) (killed bool, stderr string) {
+	bin := testutil.BuildCtrCr(ct.t)
+	img := filepath.Join(ct.t.TempDir(), "img")
+	argv := testutil.InNetns(ct.netns, append([]string{bin, "dump", "-t", strconv.Itoa(ct.pid), "-D", img}, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+fault)
+	var eb strings.Builder
+	cmd.Stderr = &eb
+	err := cmd.Run()
+	os.RemoveAll(img)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true, eb.String()
+		}
+	}
+	if err != nil {
+		ct.t.Fatalf("dump with CTRCR_FAULT=%s failed: %v\n%s", fault, err, eb.String())
+	}
+	return false, eb.String()
+}
+
+// checkUnchanged checks the target after a crash of ctr-cr at fault.
+func (ct *crashTarget) checkUnchanged(fault string) {
+	t := ct.t
 	t.Helper()
-	if b, err := os.ReadFile(filepath.Join(dir, "freezer.state")); err == nil {
-		return strings.TrimSpace(string(b)) != "THAWED"
+	ct.crashes++
+	if ct.netns != "" {
+		dropLockTables(t, ct.netns)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
-	if err != nil {
-		t.Fatal(err)
+	// A thread the crash caught in injected code finishes it, waits out
+	// the park (500 ms) and returns by rt_sigreturn.
+	deadline := time.Now().Add(5 * time.Second)
+	var masks map[string]string
+	for {
+		if err := syscall.Kill(ct.pid, 0); err != nil {
+			t.Fatalf("%s: target gone: %v\n%s", fault, err, tail(filepath.Join(ct.dir, "out"), 5))
+		}
+		if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
+			t.Fatalf("%s: the target reports %s", fault, l)
+		}
+		masks = ct.readMasks()
+		if ct.masksAsBefore(masks) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: thread masks (SigBlk) / tracer now\n%v\nwant\n%v\nstate %s, output:\n%s", fault, masks, ct.masks, procState(ct.pid), tail(filepath.Join(ct.dir, "out"), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return strings.Contains(string(b), "frozen 1")
+	if st := procState(ct.pid); st == "t" || st == "T" || st == "Z" {
+		t.Fatalf("%s: target in state %s", fault, st)
+	}
+	c0, e0 := ct.count()
+	for {
+		time.Sleep(30 * time.Millisecond)
+		c1, e1 := ct.count()
+		if c1 > c0 && (ct.netns == "" || e1 > e0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the target does not count on (%d %d -> %d %d)\n%s", fault, c0, e0, c1, e1, tail(filepath.Join(ct.dir, "out"), 5))
+		}
+	}
+	named, anon := ct.readMaps()
+	for l := range ct.named {
+		if !named[l] {
+			t.Fatalf("%s: mapping %q gone or changed", fault, l)
+		}
+	}
+	for l := range named {
+		if !ct.named[l] {
+			t.Fatalf("%s: new mapping %q", fault, l)
+		}
+	}
+	if extra := anon - ct.anon; !ct.mapsOwn && (anon < ct.anon || extra%areaSize != 0 || extra/areaSize > uint64(ct.crashes)) {
+		t.Fatalf("%s: anonymous mappings %d bytes, were %d (leftover areas are %#x each)", fault, anon, ct.anon, areaSize)
+	}
+	if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
+		t.Fatalf("%s: the target reports %s", fault, l)
+	}
 }
 
-// TestCrash_DumpFrozenCgroup: ctr-cr killed while the cgroup of
-// --freeze-cgroup is frozen: it stays frozen (the crash undoes nothing)
-// until `ctr-cr cleanup` thaws it; the process then runs on and passes.
-func TestCrash_DumpFrozenCgroup(t *testing.T) {
+// dropLockTables deletes the network lock tables a killed ctr-cr left in
+// netns (their cleanup is ctr-cr cleanup's, not this test's subject).
+func dropLockTables(t *testing.T, netns string) {
+	out, err := exec.Command("nsenter", "--net="+netns, "nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "table" && strings.HasPrefix(f[2], "ctrcr") {
+			exec.Command("nsenter", "--net="+netns, "nft", "delete", "table", f[1], f[2]).Run()
+		}
+	}
+}
+
+func crashStride(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("CTRCR_CRASH_STRIDE")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// sweep kills ctr-cr at the named points and at every stride-th injection
+// step of a dump with args, checking the target after each.
+func (ct *crashTarget) sweep(stride int, args ...string) {
+	points := []string{"dump:seized", "dump:collected", "dump:pages"}
+	leave := false
+	for _, a := range args {
+		leave = leave || a == "--leave-running"
+	}
+	if leave {
+		points = append(points, "dump:before-release")
+	} else {
+		points = append(points, "dump:before-kill")
+	}
+	for _, p := range points {
+		if killed, stderr := ct.dump(p, args...); !killed {
+			ct.t.Fatalf("%s: ctr-cr not killed there\n%s", p, stderr)
+		}
+		ct.checkUnchanged(p)
+	}
+	n := 1
+	for ; ; n += stride {
+		f := fmt.Sprintf("inject:%d", n)
+		killed, _ := ct.dump(f, args...)
+		if !killed {
+			break
+		}
+		ct.checkUnchanged(f)
+	}
+	ct.t.Logf("killed ctr-cr at %d points, the target runs on unchanged", len(points)+(n-1)/stride)
+	if n == 1 {
+		ct.t.Fatal("no injection step reached")
+	}
+}
+
+func TestCrash_DumpSingleThread(t *testing.T) {
+	ct := startCrashTarget(t, 0, false, false)
+	ct.sweep(crashStride(3), "--leave-running")
+	ct.sweep(crashStride(11))
+}
+
+// TestCrash_DumpSingleThreadParked: a target that catches SIGURG,
+// SIGWINCH and SIGCHLD (as Go programs do): injected runs end in the park.
+func TestCrash_DumpSingleThreadParked(t *testing.T) {
+	ct := startCrashTarget(t, 2, false, true)
+	ct.sweep(crashStride(3), "--leave-running")
+	ct.sweep(crashStride(11))
+}
+
+// TestCrash_DumpGo: a Go program (the runtime catches every signal:
+// injected runs end in the park; goroutines preempted by SIGURG, the GC).
+func TestCrash_DumpGo(t *testing.T) {
 	testutil.RequiresRoot(t)
-	if noCR {
-		t.Skip("CTRCR_NOCR=1: nothing to check without ctr-cr")
+	bin := buildGoCase(t, "crash_gotarget")
+	dir := t.TempDir()
+	ct := startCrashProc(t, dir, "", []string{bin, dir}, 2)
+	ct.mapsOwn = true
+	ct.sweep(crashStride(5), "--leave-running")
+	ct.sweep(crashStride(17))
+}
+
+func TestCrash_DumpThreads(t *testing.T) {
+	ct := startCrashTarget(t, 50, false, false)
+	ct.sweep(crashStride(23), "--leave-running")
+	ct.sweep(crashStride(97))
+}
+
+func TestCrash_DumpTCPServer(t *testing.T) {
+	ct := startCrashTarget(t, 4, true, false)
+	ct.sweep(crashStride(7), "--leave-running", "--tcp-established")
+	ct.sweep(crashStride(29), "--tcp-established")
+}
+
+// killAfter runs a dump of the target and SIGKILLs ctr-cr after d (from
+// outside, between any two of its instructions); killed reports whether
+// it was still running then.
+func (ct *crashTarget) killAfter(d time.Duration, extra ...string) bool {
+	bin := testutil.BuildCtrCr(ct.t)
+	img := filepath.Join(ct.t.TempDir(), "img")
+	defer os.RemoveAll(img)
+	argv := testutil.InNetns(ct.netns, append([]string{bin, "dump", "-t", strconv.Itoa(ct.pid), "-D", img}, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if err := cmd.Start(); err != nil {
+		ct.t.Fatal(err)
 	}
-	cg := freezerCgroup(t)
-	r := startCase(t, Case{Name: "a_tls_threads", Src: "a_tls_threads.c"})
-	moveTree(t, cg, r)
-	ctrcrKilledAt(t, "dump:frozen", "dump", "-t", strconv.Itoa(r.Pid), "-D", filepath.Join(t.TempDir(), "img"), "--freeze-cgroup", cg)
-	if !cgroupFrozen(t, cg) {
-		t.Fatal("the cgroup is not frozen after the crash: the fault point is not while frozen")
+	timer := time.AfterFunc(d, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true
+		}
 	}
-	out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "thaw cgroup") {
-		t.Fatalf("cleanup: %v, want it to thaw %s:\n%s", err, cg, out)
+	if err != nil {
+		ct.t.Fatalf("dump: %v", err)
 	}
-	if cgroupFrozen(t, cg) {
-		t.Fatalf("cleanup left %s frozen", cg)
+	return false
+}
+
+// killAnytime SIGKILLs ctr-cr from outside at moments spread over
+// --leave-running dumps of the target (the moments between the fault
+// points too), checking the target after each.
+func (ct *crashTarget) killAnytime(n int) {
+	t := ct.t
+	if crashStride(0) == 1 {
+		n *= 8
 	}
-	requireNoRecords(t)
-	requireRunningUntraced(t, r.Pid)
-	finishChild(t, r)
+	// how long a whole dump takes, to aim inside it
+	start := time.Now()
+	if ct.killAfter(time.Hour, "--leave-running") {
+		t.Fatal("dump killed without a kill")
+	}
+	whole := time.Since(start)
+	killed := 0
+	for i := 0; i < n; i++ {
+		d := time.Duration(int64(whole) * int64(i) / int64(n))
+		if ct.killAfter(d, "--leave-running") {
+			killed++
+			ct.checkUnchanged(fmt.Sprintf("kill after %v", d))
+		}
+	}
+	t.Logf("killed ctr-cr %d times within a %v dump, the target runs on unchanged", killed, whole)
+}
+
+// TestCrash_DumpKilledAnytime: ctr-cr is SIGKILLed from outside at
+// moments spread over dumps of a multi-threaded target and of a Go program.
+func TestCrash_DumpKilledAnytime(t *testing.T) {
+	startCrashTarget(t, 8, false, false).killAnytime(20)
+	bin := buildGoCase(t, "crash_gotarget")
+	dir := t.TempDir()
+	ct := startCrashProc(t, dir, "", []string{bin, dir}, 2)
+	ct.mapsOwn = true
+	ct.killAnytime(20)
 }

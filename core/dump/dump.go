@@ -192,6 +192,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if err != nil {
 		return nil, fmt.Errorf("seize: %w", err)
 	}
+	fault.Point("dump:seized")
 	tFrozen := time.Now()
 	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
@@ -244,6 +245,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		// files are written, which takes that time off its frozen time. A
 		// failed write then fails the dump with the tree running, as the
 		// rule for a failed dump wants.
+		fault.Point("dump:before-release")
 		err = d.release()
 		st.ReleaseMs = ms(time.Since(tr))
 		st.FrozenMs = ms(time.Since(tFrozen))
@@ -298,7 +300,7 @@ type dumper struct {
 	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
 }
 
-// release undoes the seize of every process: gadget bytes, scratch page,
+// release undoes the seize of every process: injection area,
 // stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
@@ -367,8 +369,11 @@ func (d *dumper) release() error {
 
 // kill ends every dumped process once the image is complete.
 func (d *dumper) kill() error {
-	d.files.Close()
 	var errs []error
+	if err := d.files.RepairForKill(); err != nil {
+		errs = append(errs, err)
+	}
+	d.files.Close()
 	for _, t := range d.tasks {
 		if t.p != nil {
 			if err := unix.Kill(t.pid, unix.SIGKILL); err != nil {
@@ -415,6 +420,7 @@ func (d *dumper) run() error {
 	if err := d.collectAll(); err != nil {
 		return err
 	}
+	fault.Point("dump:collected")
 	if err := d.interrupted(); err != nil {
 		return err
 	}
@@ -563,21 +569,9 @@ func (d *dumper) interrupted() error {
 // collectCore gathers the registers, signals, timers and credentials of
 // process t, by ptrace and by syscalls injected into it.
 func (d *dumper) collectCore(t *task) error {
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
-	if err != nil {
-		return err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return errors.New("no executable mapping for syscall injection")
-	}
-	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
+	var err error
+	if t.remote, err = ptrace.NewRemote(t.p); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
-	}
-	// first, while the scratch page NewRemote mapped is untouched
-	mlockFut, mlockKnown, err := mlockFutureFromScratch(t.remote, t)
-	if err != nil {
-		return fmt.Errorf("mlockall flags: %w", err)
 	}
 	pid := t.pid
 	st := t.status
@@ -633,12 +627,9 @@ func (d *dumper) collectCore(t *task) error {
 	if err := collectProcAttrs(r, pid, c, ans.membarrier); err != nil {
 		return err
 	}
-	if !mlockKnown {
-		if mlockFut, err = probeMlockFuture(r, pid); err != nil {
-			return fmt.Errorf("mlockall flags: %w", err)
-		}
+	if c.MlockFuture, err = probeMlockFuture(r, pid); err != nil {
+		return fmt.Errorf("mlockall flags: %w", err)
 	}
-	c.MlockFuture = mlockFut
 	for i, th := range t.p.Threads {
 		var pre *threadAnswers
 		if i == 0 {
@@ -657,7 +648,7 @@ func (d *dumper) collectCore(t *task) error {
 	if err := r.RequeueStolen(); err != nil {
 		return err
 	}
-	// Put the code under the gadget back before memory is read.
+	// Unmap the injection area before memory is read.
 	d.mu.Lock()
 	d.st.InjectedSyscalls += r.Calls()
 	d.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/memory"
@@ -157,8 +159,17 @@ func (d *dumper) dumpPages() error {
 		if err != nil {
 			return err
 		}
-		f := os.NewFile(uintptr(o.Fd), "shmem")
+		// an *os.File of its own (a dup): the table closes o.Fd itself,
+		// and an os.File on o.Fd would close that number again when the
+		// GC finalizes it, whatever file has it by then (an image file)
+		nfd, err := unix.Dup(o.Fd)
+		if err != nil {
+			ow.Close()
+			return fmt.Errorf("shared memory object ino %d: dup: %w", o.Ino, err)
+		}
+		f := os.NewFile(uintptr(nfd), "shmem")
 		err = memory.DumpObject(f, o.Size, ow, &total)
+		f.Close()
 		if cerr := ow.Close(); err == nil {
 			err = cerr
 		}

@@ -187,15 +187,7 @@ func (d *dumper) armTask(t *task, warn func(string, ...any)) error {
 		return err
 	}
 	t.mm = &imagepb.MmEntry{Vmas: vmas}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
-	if err != nil {
-		return err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return errors.New("no executable mapping for syscall injection")
-	}
-	if t.remote, err = ptrace.NewRemote(t.p, gadget); err != nil {
+	if t.remote, err = ptrace.NewRemote(t.p); err != nil {
 		return fmt.Errorf("prepare injection: %w", explainNoMapping(t.pid, err))
 	}
 	if err := dropOwnSigcont(t); err != nil {

@@ -175,7 +175,7 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread, pre *threadA
 		lu := uint32(v)
 		tc.Loginuid = &lu
 	}
-	if tc.Xsave, err = ptrace.GetXState(th.Tid); err != nil {
+	if tc.Xsave, err = th.XState(); err != nil {
 		return nil, err
 	}
 	q, err := ptrace.PeekSiginfo(th.Tid, false)

@@ -25,9 +25,6 @@ const (
 	membarrierGetRegs       = 1 << 9
 	membarrierKnownRegs     = 1<<2 | 1<<4 | 1<<6 | 1<<8 // the REGISTER_* commands
 	mclFuture, mclOnfault   = 2, 4
-	pagemapPresent          = 1 << 63
-	probeProt, probeFlags   = unix.PROT_READ, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
-	statusVmLckKey          = "VmLck:"
 	membarrierNotBuiltErrno = unix.ENOSYS
 )
 
@@ -78,7 +75,7 @@ func collectSched(tid int) (*imagepb.TaskSchedState, error) {
 // task's own syscalls: oom_score_adj, the audit loginuid and session id
 // (from /proc) and the membarrier registrations, from membarrierRaw, the
 // raw result of an injected membarrier(GET_REGISTRATIONS) (collectTask's
-// batch). (The mlockall flags are collectCore's: mlockFutureFromScratch.)
+// batch). (The mlockall flags are collectCore's: probeMlockFuture.)
 func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore, membarrierRaw int64) error {
 	v, err := readProcInt(pid, "oom_score_adj")
 	if err != nil {
@@ -114,112 +111,23 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore, membarrier
 	return nil
 }
 
-// mlockFutureFromScratch finds the mlockall flags in force for new
-// mappings (see probeMlockFuture) from the scratch page NewRemote has just
-// mapped in t, sparing the probe's own mmap and munmap round trips: with
-// MCL_FUTURE that mapping was accounted locked (VmLck grew since the
-// status read at the seize, the task stopped in between) and, without
-// MCL_ONFAULT, populated at once. It must run before anything touches the
-// scratch page. known is false when the seize's status had no VmLck:
-// probeMlockFuture must then probe with a page of its own.
-func mlockFutureFromScratch(r *ptrace.Remote, t *task) (flags uint32, known bool, err error) {
-	if t.status == nil {
-		return 0, false, nil
-	}
-	before, err := statusKB(t.status.Other[strings.TrimSuffix(statusVmLckKey, ":")])
-	if err != nil {
-		return 0, false, nil
-	}
-	after, err := vmLckKB(t.pid)
-	if err != nil {
-		return 0, false, err
-	}
-	if after == before {
-		return 0, true, nil
-	}
-	present, err := pagePresent(t.pid, r.Scratch)
-	if err != nil {
-		return 0, false, err
-	}
-	if present {
-		return mclFuture, true, nil
-	}
-	return mclFuture | mclOnfault, true, nil
-}
-
-// statusKB parses a "4 kB" value of /proc/PID/status.
-func statusKB(v string) (uint64, error) {
-	f := strings.Fields(v)
-	if len(f) != 2 || f[1] != "kB" {
-		return 0, fmt.Errorf("status value %q: not N kB", v)
-	}
-	return strconv.ParseUint(f[0], 10, 64)
-}
-
 // probeMlockFuture finds the mlockall flags in force for new mappings
-// (mm->def_flags, not shown in /proc): it maps one read-only anonymous
-// page in the task and unmaps it again. With MCL_FUTURE the mapping is
-// accounted locked (VmLck grows); without MCL_ONFAULT it is also populated
-// at once (pagemap shows the page present).
+// (mm->def_flags, not shown in /proc) from what the mapping of the
+// injection area showed (ptrace.MapProbe): with MCL_FUTURE the area was
+// accounted locked; without MCL_ONFAULT it was also populated at once. No
+// mapping of its own: a crash in between would leave it behind.
 func probeMlockFuture(r *ptrace.Remote, pid int) (uint32, error) {
-	before, err := vmLckKB(pid)
-	if err != nil {
-		return 0, err
+	p := r.MapProbe
+	if p.Err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, p.Err)
 	}
-	addr, err := r.Call(0, "mmap(probe page)", unix.SYS_MMAP, 0, uint64(unix.Getpagesize()), probeProt, probeFlags, ^uint64(0), 0)
-	if errors.Is(err, unix.EAGAIN) {
-		return 0, errors.New("mlockall(MCL_FUTURE) with RLIMIT_MEMLOCK exhausted: not supported")
-	}
-	if err != nil {
-		return 0, err
-	}
-	after, lerr := vmLckKB(pid)
-	present, perr := pagePresent(pid, addr)
-	if _, err := r.Call(0, "munmap(probe page)", unix.SYS_MUNMAP, addr, uint64(unix.Getpagesize())); err != nil {
-		return 0, err
-	}
-	if lerr != nil {
-		return 0, lerr
-	}
-	if after == before {
+	if p.LockedAfter == p.LockedBefore {
 		return 0, nil
 	}
-	if perr != nil {
-		return 0, perr
-	}
-	if present {
+	if p.Present {
 		return mclFuture, nil
 	}
 	return mclFuture | mclOnfault, nil
-}
-
-// vmLckKB is VmLck of /proc/PID/status, in kB.
-func vmLckKB(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == statusVmLckKey {
-			return strconv.ParseUint(f[1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s line", pid, statusVmLckKey)
-}
-
-// pagePresent reports whether the page at addr is present in pid's page
-// tables (/proc/PID/pagemap bit 63).
-func pagePresent(pid int, addr uint64) (bool, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var e [8]byte
-	if _, err := f.ReadAt(e[:], int64(addr/uint64(unix.Getpagesize())*8)); err != nil {
-		return false, err
-	}
-	return le(e[:], 0)&pagemapPresent != 0, nil
 }
 
 // readProcInt reads a one-number /proc/PID/name file.
@@ -237,12 +145,12 @@ func readProcInt(pid int, name string) (int64, error) {
 
 // explainNoMapping names the state that makes a task unable to take even
 // one more page: mlockall(MCL_FUTURE) with its RLIMIT_MEMLOCK reached (the
-// dumper's scratch mapping would be locked too, which the task may not).
+// dumper's injection area would be locked too, which the task may not).
 func explainNoMapping(pid int, err error) error {
 	if !errors.Is(err, unix.EAGAIN) {
 		return err
 	}
-	lck, lerr := vmLckKB(pid)
+	lck, lerr := ptrace.VmLckKB(pid)
 	if lerr != nil || lck == 0 {
 		return err
 	}
@@ -358,18 +266,11 @@ func stopReportPending(parent, child *task, childStatus *procfs.Status) (bool, e
 	if n := len(childStatus.NSpid); n > 0 {
 		nsPid = childStatus.NSpid[n-1]
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", parent.pid))
-	if err != nil {
-		return false, err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return false, errors.New("no executable mapping for syscall injection")
-	}
 	var pending bool
+	var err error
 	parent.tr.Do(func() {
 		var r *ptrace.Remote
-		if r, err = ptrace.NewRemote(parent.p, gadget); err != nil {
+		if r, err = ptrace.NewRemote(parent.p); err != nil {
 			return
 		}
 		defer func() {
@@ -408,17 +309,10 @@ func (d *dumper) settleStoppedChildren(t *task) error {
 	if len(kids) == 0 || t.p == nil {
 		return nil
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", t.pid))
-	if err != nil {
-		return err
-	}
-	gadget, ok := ptrace.FirstExec(string(maps))
-	if !ok {
-		return errors.New("no executable mapping for syscall injection")
-	}
+	var err error
 	t.tr.Do(func() {
 		var r *ptrace.Remote
-		if r, err = ptrace.NewRemote(t.p, gadget); err != nil {
+		if r, err = ptrace.NewRemote(t.p); err != nil {
 			return
 		}
 		defer func() {

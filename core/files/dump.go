@@ -99,7 +99,7 @@ type Table struct {
 	inet        *inetsk.Diag        // inet sockets of our network namespace, read on first use
 	opts        Options             // of the DumpFds call in progress (for files in flight)
 	unixAt      map[uint64]fdRef    // unix socket inode -> where it was first seen
-	repairs     []repairing         // TCP connections our copies put in repair mode
+	repairs     []repairing         // TCP connections dumped (in repair mode only for a kill)
 	epolls      []epollRef          // epoll sets whose targets ResolveEpoll finds
 	ptys        []ptyEnd            // pty ends seen by DumpFds, completed by DumpPtys
 	ptyHeld     []*ptyHeld          // pairs whose queued data was read out
@@ -115,7 +115,8 @@ type repairing struct {
 // EndRepair takes every TCP connection the dump put in repair mode out of
 // it, for a dump that leaves its tasks running (or failed). Call it
 // before Close; a dump whose tasks are killed must not (their connections
-// then end silently).
+// then end silently). Connections are out of repair mode once dumped
+// (see inetSocket): this is for safety.
 func (t *Table) EndRepair() error {
 	var errs []error
 	for _, r := range t.repairs {
@@ -124,6 +125,20 @@ func (t *Table) EndRepair() error {
 		}
 	}
 	t.repairs = nil
+	return errors.Join(errs...)
+}
+
+// RepairForKill puts every dumped TCP connection back in repair mode just
+// before its tasks are killed, so that the connections end silently (no
+// FIN, no RST, no socket left in the kernel on their address). Call it
+// before Close.
+func (t *Table) RepairForKill() error {
+	var errs []error
+	for _, r := range t.repairs {
+		if err := unix.SetsockoptInt(r.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+			errs = append(errs, fmt.Errorf("%s: TCP_REPAIR on: %w", inetsk.Describe(r.s), err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

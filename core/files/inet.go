@@ -25,6 +25,12 @@ func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts O
 		return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 	}
 	if sk.Tcp != nil {
+		// Out of repair mode at once: a dumper that dies must not leave
+		// the connection frozen (the network lock keeps it still).
+		// RepairForKill puts it back before the task is killed.
+		if err := inetsk.EndRepair(cp, sk); err != nil {
+			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
+		}
 		t.repairs = append(t.repairs, repairing{cp, sk})
 	}
 	f.Kind = imagepb.FileKind_FILE_INET

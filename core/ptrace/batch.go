@@ -134,9 +134,8 @@ func RunBatch(m *Mem, tid int, base Regs, code, tableAddr uint64, b *Batch) ([]u
 	return res, nil
 }
 
-// Batch runs b in thread i of a seized process in one go: BatchCode is
-// written beside the gadget for the run (the code under it is put back
-// after), the table goes in the second half of the scratch page, so
+// Batch runs b in thread i of a seized process in one go, from the
+// injection area: the table goes in the second half of the scratch page, so
 // memory arguments of the calls must lie in its first half. It counts as
 // one injected call.
 func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
@@ -147,47 +146,21 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 	if b.Len()*BatchEntrySize > ScratchSize-tableOff {
 		return nil, fmt.Errorf("batch of %d calls does not fit the scratch page", b.Len())
 	}
-	if r.P.Quiet {
-		return r.batchQuiet(i, b)
-	}
 	t := r.P.Threads[i]
-	code := r.Gadget + uint64(len(Gadget))
-	orig := make([]byte, len(BatchCode))
-	if err := r.Mem.ReadAt(orig, code); err != nil {
-		return nil, fmt.Errorf("save code under the batch loop: %w", err)
-	}
-	if err := r.Mem.WriteAt(BatchCode, code); err != nil {
-		return nil, fmt.Errorf("write the batch loop: %w", err)
-	}
-	res, err := RunBatch(r.Mem, t.Tid, t.Regs, code, r.Scratch+tableOff, b)
-	r.calls++
-	if werr := r.Mem.WriteAt(orig, code); werr != nil && err == nil {
-		err = fmt.Errorf("restore code under the batch loop: %w", werr)
-	}
-	if err != nil {
+	table := b.Table()
+	addr := r.Scratch + tableOff
+	if err := r.Mem.WriteAt(table, addr); err != nil {
 		return nil, err
 	}
-	return res, nil
-}
-
-// batchQuiet runs b call by call with quiet injection (no code run, whose
-// int3 would trap), with the same results and errors as a batch.
-func (r *Remote) batchQuiet(i int, b *Batch) ([]uint64, error) {
-	out := make([]uint64, 0, len(b.calls))
-	for _, c := range b.calls {
-		if c.mayFail {
-			v, err := r.RawCall(i, c.nr, c.args[:]...)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", c.what, err)
-			}
-			out = append(out, uint64(v))
-			continue
-		}
-		v, err := r.Call(i, c.what, c.nr, c.args[:]...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
+	if err := r.runArea(i, codeBatch, addr, uint64(b.Len())); err != nil {
+		return nil, fmt.Errorf("tid %d: syscall batch: %w", t.Tid, err)
 	}
-	return out, nil
+	if err := r.Mem.ReadAt(table, addr); err != nil {
+		return nil, err
+	}
+	res, err := b.Results(table)
+	if err != nil {
+		return nil, fmt.Errorf("tid %d: %w", t.Tid, err)
+	}
+	return res, nil
 }

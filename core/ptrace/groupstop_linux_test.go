@@ -3,7 +3,6 @@ package ptrace
 import (
 	"os"
 	"os/exec"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -49,9 +48,7 @@ func TestReleaseKeepsStopSignal(t *testing.T) {
 				}
 				unix.Kill(pid, unix.SIGCONT)
 				if c.inject {
-					maps, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
-					gadget, _ := FirstExec(string(maps))
-					r, err := NewRemote(p, gadget)
+					r, err := NewRemote(p)
 					if err != nil {
 						t.Error(err)
 					} else {

@@ -11,7 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SIGTRAP and injection. The injector's single step and the int3 that ends
+// SIGTRAP and injection into the restore stub (Injector; the dump's
+// injection into a live process traps nowhere, see area.go). The single step and the int3 that ends
 // a code run make the kernel force a SIGTRAP on the thread, which the
 // tracer sees as a signal-delivery stop and suppresses. Forcing a signal
 // that is blocked or ignored resets its action to SIG_DFL (and unblocks
@@ -36,33 +37,6 @@ const SigtrapBit = 1 << (unix.SIGTRAP - 1)
 // InjectMask is the signal mask of a thread while syscalls are injected
 // with traps: everything blocked but SIGTRAP.
 const InjectMask = ^uint64(0) &^ SigtrapBit
-
-// sigtrapTouched reports whether pid has SIGTRAP pending (shared, or in one
-// of tids) or ignored: then traps would lose or change it.
-func sigtrapTouched(pid int, threads []*Thread) (bool, error) {
-	proc, err := statusMasks(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return false, err
-	}
-	if (proc["ShdPnd"]|proc["SigIgn"])&SigtrapBit != 0 {
-		return true, nil
-	}
-	for _, t := range threads {
-		for _, si := range t.Stolen {
-			if len(si) >= 4 && binary.LittleEndian.Uint32(si) == uint32(unix.SIGTRAP) {
-				return true, nil
-			}
-		}
-		m, err := statusMasks(fmt.Sprintf("/proc/%d/task/%d/status", pid, t.Tid))
-		if err != nil {
-			return false, err
-		}
-		if m["SigPnd"]&SigtrapBit != 0 {
-			return true, nil
-		}
-	}
-	return false, nil
-}
 
 // statusMasks reads the hexadecimal signal-mask lines of a status file.
 func statusMasks(path string) (map[string]uint64, error) {

@@ -1,109 +1,100 @@
 package ptrace
 
 import (
-	"errors"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// Remote runs syscalls inside a seized process without any code of ours in
-// it beyond a 4-byte gadget: the gadget is written over the first bytes of the
-// first executable mapping (all threads are stopped, so nobody executes
-// them), and a scratch page is mapped for arguments and results. Close puts
-// the original bytes back and unmaps the scratch page.
+// Remote runs syscalls inside a seized process from an injection area of
+// its own mapped into it (see area.go for how every step survives the
+// death of the tracer): code, a scratch page for arguments and results,
+// and the rt_sigreturn frame that takes a thread back to where it was.
+// Close puts every thread back and unmaps the area.
 type Remote struct {
 	P       *Process
 	Mem     *Mem
-	Gadget  uint64
-	Scratch uint64 // one page, RW, in the target
-	saved   []byte
+	Scratch uint64 // ScratchSize bytes, RW, in the target
 	calls   int
+
+	area      uint64 // the injection area (AreaSize bytes)
+	boot      uint64 // where the boot code is written (the entry point)
+	bootFrame uint64 // where thread 0's boot frame is written
+	framed    int    // the thread whose frame is in the area (-1: none)
+	parked    bool   // framed thread is parked in the area (mask all blocked)
+	seq       uint64 // sequence number of the last run
+	stopSig   int    // the signal that ends runs (0: they end in the park)
+	// MapProbe tells the mlockall flags for new mappings, as the mapping
+	// of the area showed them.
+	MapProbe MapProbe
 }
 
 // ScratchSize is the size of the scratch area mapped in the target.
 const ScratchSize = 4096
 
-// NewRemote prepares syscall injection into p: signals blocked, gadget
-// written at execAddr (the start of an executable mapping), scratch mapped.
-func NewRemote(p *Process, execAddr uint64) (*Remote, error) {
-	if err := p.BlockSignals(); err != nil {
-		return nil, err
-	}
+// NewRemote prepares syscall injection into p: the area is mapped (from
+// the program's entry point, see area.go). The threads keep their
+// registers and signal masks.
+func NewRemote(p *Process) (*Remote, error) {
 	m, err := OpenMem(p.Pid)
 	if err != nil {
 		return nil, err
 	}
-	r := &Remote{P: p, Mem: m, Gadget: execAddr}
-	orig := make([]byte, len(Gadget))
-	if err := m.ReadAt(orig, execAddr); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("save code at gadget: %w", err)
-	}
-	if err := m.WriteAt(Gadget, execAddr); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("write gadget: %w", err)
-	}
-	r.saved = orig
-	addr, err := r.Call(0, "mmap scratch", unix.SYS_MMAP, 0, ScratchSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
+	r := &Remote{P: p, Mem: m, framed: -1, stopSig: pickStopSignal(p)}
+	if err := r.mapArea(); err != nil {
 		r.Close()
 		return nil, err
 	}
-	r.Scratch = addr
 	return r, nil
-}
-
-// Injector returns an injector for thread i of the process.
-func (r *Remote) injector(i int) *Injector {
-	t := r.P.Threads[i]
-	if r.P.Quiet {
-		t.quietStop = true
-	}
-	return &Injector{Tid: t.Tid, Addr: r.Gadget, Base: t.Regs, Quiet: r.P.Quiet}
 }
 
 // Call injects a syscall into thread i (0 = leader).
 func (r *Remote) Call(i int, what string, nr uint64, args ...uint64) (uint64, error) {
-	in := r.injector(i)
-	v, err := in.Call(what, nr, args...)
-	r.calls += in.Count
+	v, err := r.RawCall(i, nr, args...)
 	if err != nil {
-		return 0, fmt.Errorf("tid %d: %w", in.Tid, err)
+		return 0, fmt.Errorf("tid %d: %s: %w", r.P.Threads[i].Tid, what, err)
 	}
-	return v, nil
+	if e := Errno(v); e != nil {
+		return 0, fmt.Errorf("tid %d: %s: %w", r.P.Threads[i].Tid, what, e)
+	}
+	return uint64(v), nil
 }
 
 // RawCall is Call returning the raw rax (negative errno) without conversion.
 func (r *Remote) RawCall(i int, nr uint64, args ...uint64) (int64, error) {
-	in := r.injector(i)
-	v, err := in.Raw(nr, args...)
-	r.calls += in.Count
-	return v, err
+	var b Batch
+	b.Add("call", nr, args...)
+	table := b.Table()
+	addr := r.Scratch + ScratchSize - BatchEntrySize
+	if err := r.Mem.WriteAt(table, addr); err != nil {
+		return 0, err
+	}
+	if err := r.runArea(i, codeBatch, addr, 1); err != nil {
+		return 0, err
+	}
+	res := make([]byte, 8)
+	if err := r.Mem.ReadAt(res, addr+56); err != nil {
+		return 0, err
+	}
+	v := int64(binary.LittleEndian.Uint64(res))
+	if traceInject {
+		fmt.Fprintf(os.Stderr, "inject tid %d: syscall %d(%#x) = %d\n", r.P.Threads[i].Tid, nr, args, v)
+	}
+	return v, nil
 }
 
 // Calls is the number of syscalls injected so far.
 func (r *Remote) Calls() int { return r.calls }
 
-// Close unmaps the scratch page and restores the code under the gadget. The
+// Close puts the last thread injected into back and unmaps the area. The
 // threads stay stopped (Process.Release resumes them).
 func (r *Remote) Close() error {
-	var errs []error
-	if r.Scratch != 0 {
-		if _, err := r.Call(0, "munmap scratch", unix.SYS_MUNMAP, r.Scratch, ScratchSize); err != nil {
-			errs = append(errs, err)
-		}
-		r.Scratch = 0
-	}
-	if r.saved != nil {
-		if err := r.Mem.WriteAt(r.saved, r.Gadget); err != nil {
-			errs = append(errs, fmt.Errorf("restore code under gadget: %w", err))
-		}
-		r.saved = nil
-	}
+	err := r.unmapArea()
 	r.Mem.Close()
-	return errors.Join(errs...)
+	return err
 }
 
 // RequeueStolen queues signals taken out of the queues during the seize back

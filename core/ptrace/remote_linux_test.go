@@ -3,7 +3,6 @@ package ptrace
 import (
 	"os"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -33,17 +32,7 @@ func withRemote(t *testing.T, cmd *exec.Cmd, fn func(p *Process, r *Remote)) {
 			return
 		}
 		defer p.Release()
-		maps, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/maps")
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		gadget, ok := FirstExec(string(maps))
-		if !ok {
-			t.Error("no gadget site")
-			return
-		}
-		r, err := NewRemote(p, gadget)
+		r, err := NewRemote(p)
 		if err != nil {
 			t.Error(err)
 			return

@@ -27,10 +27,11 @@ type Thread struct {
 	// SIGTTIN or SIGTTOU), which the parent's wait reports.
 	Stopped bool
 	StopSig int
-	// quietStop: the thread's last stop is a syscall-exit stop of a quiet
-	// injection, so Release applies the restart fix-up itself.
+	// quietStop: the thread's last stop is a syscall-exit stop (of the
+	// injector's boot calls), so Release applies the restart fix-up itself.
 	quietStop bool
-	waited    bool // its seize stop was waited for (SeizeFrozen's threads)
+	waited    bool   // its seize stop was waited for (SeizeFrozen's threads)
+	xstate    []byte // see XState
 }
 
 // Process is a seized process: every thread stopped and its signals blocked,
@@ -38,10 +39,6 @@ type Thread struct {
 type Process struct {
 	Pid     int
 	Threads []*Thread // leader first
-	blocked bool
-	// Quiet: SIGTRAP is pending or ignored in the process, so injection
-	// must not trap (see quiet.go); set by BlockSignals.
-	Quiet bool
 }
 
 // SeizeOptions are the ptrace options the dumper uses. No EXITKILL: if the
@@ -237,29 +234,6 @@ func (p *Process) Abandon() {
 		Detach(t.Tid, 0)
 	}
 	p.Threads = nil
-}
-
-// BlockSignals blocks the signals of every thread, so that injected calls
-// single-step without a signal delivery in between: all but SIGTRAP
-// (InjectMask), or all of them for a process that must be injected into
-// quietly (SIGTRAP pending or ignored, see quiet.go). Release undoes it.
-func (p *Process) BlockSignals() error {
-	quiet, err := sigtrapTouched(p.Pid, p.Threads)
-	if err != nil {
-		return err
-	}
-	p.Quiet = quiet
-	mask := uint64(InjectMask)
-	if quiet {
-		mask = ^uint64(0)
-	}
-	for _, t := range p.Threads {
-		if err := SetSigmask(t.Tid, mask); err != nil {
-			return err
-		}
-	}
-	p.blocked = true
-	return nil
 }
 
 // Release puts registers and signal masks back and detaches every thread, so

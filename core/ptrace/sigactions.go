@@ -5,30 +5,9 @@ import (
 	"fmt"
 )
 
-// sigactionsCode reads the actions of signals 1..64 in one run inside the
-// tracee instead of 64 injected syscalls (each a register set, a step, a
-// wait and a register read from here: most of a small process's collect
-// time). With rbx = the scratch page and r12 = 1 it does, for each sig,
-// rt_sigaction(sig, NULL, rbx+sig*32, 8) and stores the return value at
-// rbx+0xa00+sig*8, then stops on int3.
-var sigactionsCode = []byte{
-	// loop:
-	0x44, 0x89, 0xe7, // mov edi, r12d
-	0x31, 0xf6, // xor esi, esi
-	0x4c, 0x89, 0xe2, // mov rdx, r12
-	0x48, 0xc1, 0xe2, 0x05, // shl rdx, 5
-	0x48, 0x01, 0xda, // add rdx, rbx
-	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8
-	0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, SYS_rt_sigaction
-	0x0f, 0x05, // syscall
-	0x4a, 0x89, 0x84, 0xe3, 0x00, 0x0a, 0x00, 0x00, // mov [rbx+r12*8+0xa00], rax
-	0x49, 0xff, 0xc4, // inc r12
-	0x49, 0x83, 0xfc, 0x41, // cmp r12, 65
-	0x75, 0xd3, // jne loop
-	0xcc, // int3
-}
-
-const sigactionsRet = 0xa00 // offset of the return values in the scratch page
+// sigactionsRet is the offset of the sigaction loop's return values in
+// the scratch page (the actions are at sig*32).
+const sigactionsRet = 0xa00
 
 // Sigaction is one signal's struct kernel_sigaction as rt_sigaction
 // returns it.
@@ -38,45 +17,10 @@ type Sigaction struct {
 
 // Sigactions returns the actions of signals 1..64 of the process (thread
 // 0), indexed by signal number; ok[sig] is false where rt_sigaction failed.
-// The code runs from the gadget's executable page (the bytes under it are
-// saved and put back) with the thread's signals blocked, and counts as one
-// injected call.
+// The loop runs from the injection area and counts as one injected call.
 func (r *Remote) Sigactions() (acts [65]Sigaction, ok [65]bool, err error) {
-	t := r.P.Threads[0]
-	if r.P.Quiet {
-		return r.sigactionsQuiet()
-	}
-	addr := r.Gadget + uint64(len(Gadget))
-	orig := make([]byte, len(sigactionsCode))
-	if err := r.Mem.ReadAt(orig, addr); err != nil {
-		return acts, ok, fmt.Errorf("save code under the sigaction loop: %w", err)
-	}
-	if err := r.Mem.WriteAt(sigactionsCode, addr); err != nil {
-		return acts, ok, fmt.Errorf("write the sigaction loop: %w", err)
-	}
-	runErr := r.run(t.Tid, t.Regs, addr, len(sigactionsCode))
-	if err := r.Mem.WriteAt(orig, addr); err != nil && runErr == nil {
-		runErr = fmt.Errorf("restore code under the sigaction loop: %w", err)
-	}
-	if runErr != nil {
-		return acts, ok, runErr
-	}
-	return r.readSigactions()
-}
-
-// sigactionsQuiet makes the sigaction loop's calls one by one with quiet
-// injection, leaving the same results in the scratch page.
-func (r *Remote) sigactionsQuiet() (acts [65]Sigaction, ok [65]bool, err error) {
-	ret := make([]byte, 8)
-	for sig := uint64(1); sig <= 64; sig++ {
-		v, err := r.RawCall(0, 13 /* rt_sigaction */, sig, 0, r.Scratch+sig*32, 8)
-		if err != nil {
-			return acts, ok, err
-		}
-		binary.LittleEndian.PutUint64(ret, uint64(v))
-		if err := r.Mem.WriteAt(ret, r.Scratch+sigactionsRet+sig*8); err != nil {
-			return acts, ok, err
-		}
+	if err := r.runArea(0, codeSigacts, r.Scratch, 1); err != nil {
+		return acts, ok, fmt.Errorf("tid %d: sigaction loop: %w", r.P.Threads[0].Tid, err)
 	}
 	return r.readSigactions()
 }
@@ -97,16 +41,6 @@ func (r *Remote) readSigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 		ok[sig] = true
 	}
 	return acts, ok, nil
-}
-
-// run executes code at addr in thread tid (see RunCode) with rbx = the
-// scratch page and r12 = 1, and counts it as one injected call.
-func (r *Remote) run(tid int, base Regs, addr uint64, size int) error {
-	if err := RunCode(tid, base, addr, size, r.Scratch, 1); err != nil {
-		return err
-	}
-	r.calls++
-	return nil
 }
 
 // RunCode executes the code at addr (size bytes, ending with int3) in the

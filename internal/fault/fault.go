@@ -2,11 +2,17 @@
 // crash there leaves the workload, the bundle and the runtime's state as
 // the failure rules say. CTRCR_FAULT=NAME makes Point(NAME) SIGKILL the
 // process: no deferred cleanup runs, as with kill -9, the OOM killer or a
-// power cut. Unset (always, outside tests), Point does nothing.
+// power cut. CTRCR_FAULT=NAME:N makes the N-th Step(NAME) (counted from 1
+// over the whole process) do the same, for points passed many times, such
+// as each step of syscall injection ("inject:N"). Unset (always, outside
+// tests), Point and Step do nothing.
 package fault
 
 import (
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -14,8 +20,7 @@ import (
 // Point kills the process with SIGKILL when CTRCR_FAULT names this point.
 func Point(name string) {
 	if v := os.Getenv("CTRCR_FAULT"); v != "" && v == name {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // SIGKILL is on its way
+		die()
 	}
 }
 
@@ -31,3 +36,35 @@ func Once(name string) bool {
 }
 
 var onceFired atomic.Bool
+var (
+	stepOnce sync.Once
+	stepName string
+	stepAt   int64
+	steps    atomic.Int64
+)
+
+// Step counts a pass through the counted point name and kills the process
+// with SIGKILL at the pass CTRCR_FAULT=name:N asks for.
+func Step(name string) {
+	stepOnce.Do(func() {
+		v := os.Getenv("CTRCR_FAULT")
+		n, at, ok := strings.Cut(v, ":")
+		if !ok {
+			return
+		}
+		if k, err := strconv.ParseInt(at, 10, 64); err == nil && k > 0 {
+			stepName, stepAt = n, k
+		}
+	})
+	if stepAt == 0 || name != stepName {
+		return
+	}
+	if steps.Add(1) == stepAt {
+		die()
+	}
+}
+
+func die() {
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // SIGKILL is on its way
+}
