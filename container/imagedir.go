@@ -16,11 +16,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
+	"github.com/ctr-cr/ctr-cr/internal/writeback"
 )
 
 // ErrBusy: another checkpoint of the same container, or into the same
@@ -292,55 +292,13 @@ func syncTree(dir string) error {
 	return syncPath(dir)
 }
 
-// writebackPeriod is how often startWriteback goes over the stage.
-const writebackPeriod = 20 * time.Millisecond
-
 // startWriteback starts the disk writes of the staged image's files while
-// the dump is still writing them: every writebackPeriod it calls
-// sync_file_range(SYNC_FILE_RANGE_WRITE) on each regular file of the
-// stage, which starts the writeback of its dirty pages without waiting for
-// it. The commit's fsyncs, in the frozen time, then wait for what is left
-// (for a 256 MiB container they had taken ~120 ms). Durability still comes
-// from the commit's fsyncs only. It returns what stops it (idempotent; it
-// returns once the loop has ended).
+// the dump is still writing them (internal/writeback): the commit's
+// fsyncs, in the frozen time, then wait for what is left (for a 256 MiB
+// container they had taken ~120 ms). Durability still comes from the
+// commit's fsyncs only. It returns what stops it.
 func (s *stagedImage) startWriteback() (stop func()) {
-	quit, ended := make(chan struct{}), make(chan struct{})
-	dir := s.tmp
-	go func() {
-		defer close(ended)
-		tick := time.NewTicker(writebackPeriod)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-			}
-			writeBackDir(dir)
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(quit); <-ended }) }
-}
-
-// writeBackDir starts the writeback of every regular file directly in
-// dir (best effort: errors are left to the commit's fsyncs).
-func writeBackDir(dir string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-		f.Close()
-	}
+	return writeback.Start(writeback.Dir(s.tmp))
 }
 
 // syncTreeJobs bounds the fsyncs syncTree runs at once.
