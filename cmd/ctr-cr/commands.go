@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/kernel"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
+	"github.com/ctr-cr/ctr-cr/procns"
 
 	"golang.org/x/sys/unix"
 )
@@ -148,7 +149,7 @@ func cmdDump(args []string) error {
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, CarryNamespaces: procns.Capture}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -313,15 +314,32 @@ func cmdRestore(args []string) (int, error) {
 	if m != restore.PidClone3 && m != restore.PidNsLastPid {
 		return 2, usageErrorf(restoreSynopsis, "--pid-method: unknown method %q", c.method)
 	}
+	// an unreadable inventory is reported by the restore below
+	kinds, _ := imageNamespaces(c.dir)
+	if len(kinds) > 0 && !inNamespacesChild() {
+		return restoreInNewNamespaces(kinds, c.inherit)
+	}
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return 1, err
 	}
 	if err := verifyImage(c.verifyKey, c.dir); err != nil {
 		return 1, err
 	}
+	var nsState *procns.State
+	if len(kinds) > 0 {
+		if nsState, err = fillNamespaces(c.dir, kinds); err != nil {
+			return 1, err
+		}
+	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose})
+	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose,
+		InNamespaces: nsState != nil})
 	stop()
+	if err == nil && nsState != nil {
+		if err = nsState.Finish(); err != nil {
+			unix.Kill(res.Pid, unix.SIGKILL) // rare; the tree is not as dumped
+		}
+	}
 	for _, fd := range c.inherit {
 		unix.Close(fd) // the restored tree has its own copy
 	}

@@ -63,6 +63,14 @@ type Options struct {
 	// Without it a tree living in namespaces other than ctr-cr's is
 	// refused (a process restore would move it into the restorer's).
 	OwnNamespaces bool
+	// CarryNamespaces, when set, lets a process dump carry the root's
+	// namespaces of the kinds in CarriedKinds that differ from ctr-cr's
+	// (a tree under `unshare --ipc`): it is called while the tree is
+	// seized with the root's pid and those kinds and returns their
+	// contents, which the image holds as NamespacesFile (its SHA-256 in the
+	// inventory, with the kinds, so that a restore creates them again).
+	// Without it such a tree is refused.
+	CarryNamespaces func(pid int, kinds []string) ([]byte, error)
 	// NoExtPipes refuses pipes with an end held outside the tree instead
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
@@ -254,6 +262,10 @@ type dumper struct {
 	// none).
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
+	// namespaces are the root's namespaces the image carries
+	// (CarryNamespaces).
+	namespaces []string
+	nsData     []byte
 }
 
 // release undoes the seize of every process: gadget bytes, scratch page,
@@ -661,12 +673,21 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		return err
 	}
 	root := d.tasks[0]
+	var nsSum []byte
+	if d.nsData != nil {
+		sum, err := d.w.WriteSide(NamespacesFile, d.nsData)
+		if err != nil {
+			return err
+		}
+		nsSum = sum
+	}
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
 		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
-		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
-		NetLock:   plan.netLock,
-		TcpClose:  d.opts.TCPClose,
+		RootPidNs:  len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
+		NetLock:    plan.netLock,
+		TcpClose:   d.opts.TCPClose,
+		Namespaces: d.namespaces, NamespacesSum: nsSum,
 	}
 	if len(root.core.Threads) > 0 {
 		if f, size, ok := ptrace.XStateFeatures(root.core.Threads[0].Xsave); ok {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,11 @@ type Options struct {
 	// (--tcp-close; see files.Opener.CloseConnections). An image dumped
 	// with --tcp-close needs it.
 	TCPClose bool
+	// InNamespaces says the caller has created the namespaces the image
+	// carries (Inventory.Namespaces) and filled them: ctr-cr runs in them.
+	// An image that carries namespaces is refused without it, so that no
+	// tree is ever restored into the restorer's own.
+	InNamespaces bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -122,6 +128,9 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 				}
 			}
 		}()
+	}
+	if len(inv.Namespaces) > 0 && !opts.InNamespaces {
+		return nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
 	}
 	if inv.TcpClose && !opts.TCPClose {
 		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")

@@ -427,7 +427,12 @@ type Inventory struct {
 	NetLock string `protobuf:"bytes,11,opt,name=net_lock,json=netLock,proto3" json:"net_lock,omitempty"`
 	// dumped with --tcp-close: its TCP connections were recorded without
 	// their state; restore needs --tcp-close and gives them back closed.
-	TcpClose      bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
+	TcpClose bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
+	// Namespaces of the tree's root other than the dumper's that the image
+	// carries ("ipc", "uts", "net", "cgroup"): their contents are in
+	// namespaces.json, and a restore creates them again around the tree.
+	Namespaces    []string `protobuf:"bytes,460,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	NamespacesSum []byte   `protobuf:"bytes,461,opt,name=namespaces_sum,json=namespacesSum,proto3" json:"namespaces_sum,omitempty"` // SHA-256 of namespaces.json
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,6 +551,20 @@ func (x *Inventory) GetTcpClose() bool {
 		return x.TcpClose
 	}
 	return false
+}
+
+func (x *Inventory) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *Inventory) GetNamespacesSum() []byte {
+	if x != nil {
+		return x.NamespacesSum
+	}
+	return nil
 }
 
 // pstree.img: one entry per process of the tree.
@@ -5546,7 +5565,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
-	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\x96\x03\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xdf\x03\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
@@ -5561,7 +5580,11 @@ const file_image_proto_rawDesc = "" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
 	"\bnet_lock\x18\v \x01(\tR\anetLock\x12\x1c\n" +
-	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\"\xdb\x02\n" +
+	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\x12\x1f\n" +
+	"\n" +
+	"namespaces\x18\xcc\x03 \x03(\tR\n" +
+	"namespaces\x12&\n" +
+	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\"\xdb\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +

@@ -1,0 +1,230 @@
+// Package procns carries the namespaces of a dumped process tree's root
+// that differ from ctr-cr's (a tree under `unshare --ipc --uts --net`): at
+// dump time it saves their contents with the container layer's tools
+// (nsdump: SysV IPC objects and sysctls, hostname and domainname;
+// nsdump/netdev: links with their ifindex, addresses, routes, rules,
+// sysctls) into the image's namespaces.json; at restore it tells the
+// clone flags that create them anew, checks that the restorer runs in
+// fresh ones, and fills them before the tree is restored inside.
+//
+// The process level differs from a container's in who makes the
+// namespaces: here ctr-cr does, by running its restore in a child cloned
+// with CLONE_NEW* (cmd/ctr-cr), so that every thread of the restorer, and
+// every task it creates, lives in them.
+package procns
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/dump"
+	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/nsdump"
+	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
+)
+
+// FormatVersion is the version of namespaces.json.
+const FormatVersion = 1
+
+// maxFile bounds namespaces.json: IPC contents (nsdump.MaxIPCData) in
+// base64 plus the small parts.
+const maxFile = nsdump.MaxIPCData/3*4 + 64<<20
+
+// State is the contents of namespaces.json: one part per carried kind.
+type State struct {
+	Version int           `json:"version"`
+	UTS     *nsdump.UTS   `json:"uts,omitempty"`
+	IPC     *nsdump.IPC   `json:"ipc,omitempty"`
+	Net     *netdev.State `json:"net,omitempty"`
+}
+
+// cloneFlag is the CLONE_NEW* flag of each carried kind.
+var cloneFlag = map[string]uintptr{
+	"uts": unix.CLONE_NEWUTS,
+	"ipc": unix.CLONE_NEWIPC,
+	"net": unix.CLONE_NEWNET,
+}
+
+// Capture saves the namespaces of kinds of the seized tree whose root is
+// pid (core/dump Options.CarryNamespaces) and returns namespaces.json.
+// Network devices whose peer is outside (a veth) are looked for in the
+// calling thread's network namespace.
+func Capture(pid int, kinds []string) ([]byte, error) {
+	st := &State{Version: FormatVersion}
+	var err error
+	for _, k := range kinds {
+		switch k {
+		case "uts":
+			st.UTS, err = nsdump.DumpUTS(pid)
+		case "ipc":
+			st.IPC, err = nsdump.DumpIPC(pid)
+		case "net":
+			st.Net, err = dumpNet(pid)
+		default:
+			err = fmt.Errorf("%s namespace: not supported", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(st)
+}
+
+func dumpNet(pid int) (*netdev.State, error) {
+	ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
+	if err != nil {
+		return nil, fmt.Errorf("network namespace of pid %d: %w", pid, err)
+	}
+	defer ns.Close()
+	return netdev.Dump(ns, nil)
+}
+
+// Load reads and validates the namespaces.json of the image in dir whose
+// inventory is inv; nil when the image carries no namespace. Every kind the
+// inventory lists must have its part, and no other part may be there.
+func Load(dir string, inv *imagepb.Inventory) (*State, error) {
+	if len(inv.Namespaces) == 0 {
+		return nil, nil
+	}
+	b, err := image.ReadSide(dir, dump.NamespacesFile, inv.NamespacesSum, maxFile)
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", dump.NamespacesFile, err)
+	}
+	if err := st.validate(inv.Namespaces); err != nil {
+		return nil, fmt.Errorf("%s: %w", dump.NamespacesFile, err)
+	}
+	return &st, nil
+}
+
+func (st *State) validate(kinds []string) error {
+	if st.Version != FormatVersion {
+		return fmt.Errorf("version %d, this ctr-cr reads %d", st.Version, FormatVersion)
+	}
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		if seen[k] {
+			return fmt.Errorf("%s namespace listed twice", k)
+		}
+		seen[k] = true
+		var err error
+		switch k {
+		case "uts":
+			err = st.UTS.Validate()
+		case "ipc":
+			if st.IPC == nil {
+				err = errors.New("ipc: missing")
+			} else {
+				err = st.IPC.Validate()
+			}
+		case "net":
+			if st.Net == nil {
+				err = errors.New("net: missing")
+			} else {
+				err = st.Net.Validate()
+			}
+		default:
+			err = fmt.Errorf("%s namespace: not one ctr-cr restores", k)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if (st.UTS != nil && !seen["uts"]) || (st.IPC != nil && !seen["ipc"]) || (st.Net != nil && !seen["net"]) {
+		return errors.New("holds a namespace the inventory does not list")
+	}
+	return nil
+}
+
+// CloneFlags are the CLONE_NEW* flags that create the kinds.
+func CloneFlags(kinds []string) (uintptr, error) {
+	var f uintptr
+	for _, k := range kinds {
+		c, ok := cloneFlag[k]
+		if !ok {
+			return 0, fmt.Errorf("%s namespace: not one ctr-cr restores", k)
+		}
+		f |= c
+	}
+	return f, nil
+}
+
+// CheckFresh fails unless this process lives, for each kind, in another
+// namespace than its parent (the ctr-cr that cloned it with CloneFlags):
+// never is a tree restored into the namespaces it should have left.
+func CheckFresh(kinds []string) error {
+	pp := os.Getppid()
+	for _, k := range kinds {
+		ours, err := os.Readlink("/proc/self/ns/" + k)
+		if err != nil {
+			return err
+		}
+		theirs, err := os.Readlink(nsdump.NSPath(pp, k))
+		if err != nil {
+			return err
+		}
+		if ours == theirs {
+			return fmt.Errorf("%s namespace: the restorer is still in its parent's (%s), not in a new one", k, ours)
+		}
+	}
+	return nil
+}
+
+// Fill puts the saved contents into this process's namespaces (fresh ones,
+// CheckFresh): IPC objects, hostname and domainname, network devices. The
+// outside ends of veths go into the parent's network namespace.
+func (st *State) Fill() error {
+	if st.IPC != nil {
+		if err := nsdump.RestoreIPC("/proc/self/ns/ipc", st.IPC); err != nil {
+			return err
+		}
+	}
+	if st.UTS != nil {
+		if err := nsdump.RestoreUTS("/proc/self/ns/uts", st.UTS); err != nil {
+			return err
+		}
+	}
+	if st.Net != nil {
+		ns, err := netns.GetFromPath("/proc/self/ns/net")
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		outside, err := netns.GetFromPath(nsdump.NSPath(os.Getppid(), "net"))
+		if err != nil {
+			return err
+		}
+		defer outside.Close()
+		if err := netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Finish completes Fill once the tree is restored (the IPC segments dumped
+// as removed are removed now that their users are attached again).
+func (st *State) Finish() error {
+	if st.IPC != nil {
+		return nsdump.FinishIPC("/proc/self/ns/ipc", st.IPC)
+	}
+	return nil
+}
+
+// Kinds lists the kinds for messages.
+func Kinds(kinds []string) string {
+	k := slices.Clone(kinds)
+	slices.Sort(k)
+	return strings.Join(k, ", ")
+}
