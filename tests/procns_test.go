@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -33,4 +34,33 @@ func TestCR_IPCUTSNamespaces(t *testing.T) {
 	runCase(t, Case{Name: "n_ipcuts", Src: "n_ipcuts.c", Verify: func(t *testing.T, w *Run) {
 		nsDiffers(t, w.Pid, "ipc", "uts")
 	}})
+}
+
+// TestCR_NetNamespace: a process in a network namespace of its own (made
+// by itself with unshare(CLONE_NEWNET), unnamed, nobody else in it) is
+// dumped with it: restore creates a new one with its links (lo, a dummy
+// and a veth pair the test adds from outside, one end with an address), and the listener, an
+// established connection (--tcp-established) and a UDP socket come back
+// in it.
+func TestCR_NetNamespace(t *testing.T) {
+	requireTools(t, "ip", "nsenter", "nft")
+	runCase(t, Case{Name: "n_net", Src: "n_net.c", DumpArgs: []string{"--tcp-established"},
+		BeforeDump: func(t *testing.T, r *Run) {
+			ns := fmt.Sprintf("--net=/proc/%d/ns/net", r.Pid)
+			if exec.Command("nsenter", ns, "ip", "link", "show", "ctrdummy0").Run() == nil {
+				return // restored by the previous cycle
+			}
+			for _, args := range [][]string{
+				{"ip", "link", "add", "ctrdummy0", "type", "veth", "peer", "name", "ctrdummy1"},
+				{"ip", "addr", "add", "192.0.2.1/24", "dev", "ctrdummy0"},
+				{"ip", "link", "set", "ctrdummy0", "up"},
+			} {
+				if out, err := exec.Command("nsenter", append([]string{ns}, args...)...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v: %s", args, err, out)
+				}
+			}
+		},
+		Verify: func(t *testing.T, w *Run) {
+			nsDiffers(t, w.Pid, "net")
+		}})
 }

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/ctr-cr/ctr-cr/core/image"
+	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/procns"
 )
 
@@ -106,6 +108,13 @@ func fillNamespaces(dir string, kinds []string) (*procns.State, error) {
 	st, err := procns.Load(dir, inv)
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
+	}
+	if inv.NetLock != "" && slices.Contains(kinds, "net") {
+		// the dump's lock went with the old namespace: lock the
+		// connections again in the new one before its links come up
+		if err := restore.Relock(dir, os.Getpid()); err != nil {
+			return nil, fmt.Errorf("restore: network lock: %w", err)
+		}
 	}
 	if err := st.Fill(); err != nil {
 		return nil, fmt.Errorf("restore: namespaces: %w", err)
