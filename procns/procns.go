@@ -27,6 +27,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
 )
@@ -44,6 +45,14 @@ type State struct {
 	UTS     *nsdump.UTS   `json:"uts,omitempty"`
 	IPC     *nsdump.IPC   `json:"ipc,omitempty"`
 	Net     *netdev.State `json:"net,omitempty"`
+	// Mounts is the mount namespace's tree as the root saw it; its root
+	// mount is the restore's --root. ExtKeys names external mounts by
+	// mount point (dump --ext-mount-map MOUNTPOINT:KEY; the mount point
+	// itself otherwise); Tmpfs holds each tmpfs mount's contents (a tar,
+	// mounts.SaveTmpfs) by mount point.
+	Mounts  *mounts.Tree      `json:"mounts,omitempty"`
+	ExtKeys map[string]string `json:"ext_keys,omitempty"`
+	Tmpfs   map[string][]byte `json:"tmpfs,omitempty"`
 }
 
 // cloneFlag is the CLONE_NEW* flag of each carried kind.
@@ -51,13 +60,24 @@ var cloneFlag = map[string]uintptr{
 	"uts": unix.CLONE_NEWUTS,
 	"ipc": unix.CLONE_NEWIPC,
 	"net": unix.CLONE_NEWNET,
+	// the mount namespace is made by the sandbox (sandbox.go), not by
+	// the restoring child
+	"mnt": 0,
+}
+
+// Capturer saves namespaces at dump time (Capture).
+type Capturer struct {
+	// ExtMounts maps the mount point of a mount that comes from outside
+	// (a bind of a host directory, the host's /dev) to the key a restore
+	// maps back to a host path (--ext-mount-map MOUNTPOINT:KEY).
+	ExtMounts map[string]string
 }
 
 // Capture saves the namespaces of kinds of the seized tree whose root is
 // pid (core/dump Options.CarryNamespaces) and returns namespaces.json.
 // Network devices whose peer is outside (a veth) are looked for in the
 // calling thread's network namespace.
-func Capture(pid int, kinds []string) ([]byte, error) {
+func (c *Capturer) Capture(pid int, kinds []string) ([]byte, error) {
 	st := &State{Version: FormatVersion}
 	var err error
 	for _, k := range kinds {
@@ -68,6 +88,8 @@ func Capture(pid int, kinds []string) ([]byte, error) {
 			st.IPC, err = nsdump.DumpIPC(pid)
 		case "net":
 			st.Net, err = dumpNet(pid)
+		case "mnt":
+			err = c.dumpMounts(pid, st)
 		default:
 			err = fmt.Errorf("%s namespace: not supported", k)
 		}
@@ -134,6 +156,8 @@ func (st *State) validate(kinds []string) error {
 			} else {
 				err = st.Net.Validate()
 			}
+		case "mnt":
+			err = st.validateMounts()
 		default:
 			err = fmt.Errorf("%s namespace: not one ctr-cr restores", k)
 		}
@@ -141,7 +165,7 @@ func (st *State) validate(kinds []string) error {
 			return err
 		}
 	}
-	if (st.UTS != nil && !seen["uts"]) || (st.IPC != nil && !seen["ipc"]) || (st.Net != nil && !seen["net"]) {
+	if (st.UTS != nil && !seen["uts"]) || (st.IPC != nil && !seen["ipc"]) || (st.Net != nil && !seen["net"]) || (st.Mounts != nil && !seen["mnt"]) {
 		return errors.New("holds a namespace the inventory does not list")
 	}
 	return nil
@@ -160,22 +184,29 @@ func CloneFlags(kinds []string) (uintptr, error) {
 	return f, nil
 }
 
-// CheckFresh fails unless this process lives, for each kind, in another
-// namespace than its parent (the ctr-cr that cloned it with CloneFlags):
-// never is a tree restored into the namespaces it should have left.
-func CheckFresh(kinds []string) error {
-	pp := os.Getppid()
+// CheckFresh fails unless this process lives, for each kind but mnt (the
+// tree's own: MountNS), in another namespace than the one open at left[kind]
+// (the namespaces the restoring ctr-cr left): never is a tree restored into
+// the namespaces it should have left.
+func CheckFresh(kinds []string, left map[string]int) error {
 	for _, k := range kinds {
+		if k == "mnt" {
+			continue
+		}
+		fd, ok := left[k]
+		if !ok {
+			return fmt.Errorf("%s namespace: the one the restorer left is not known", k)
+		}
 		ours, err := os.Readlink("/proc/self/ns/" + k)
 		if err != nil {
 			return err
 		}
-		theirs, err := os.Readlink(nsdump.NSPath(pp, k))
+		theirs, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 		if err != nil {
 			return err
 		}
 		if ours == theirs {
-			return fmt.Errorf("%s namespace: the restorer is still in its parent's (%s), not in a new one", k, ours)
+			return fmt.Errorf("%s namespace: the restorer is still in the one it left (%s), not in a new one", k, ours)
 		}
 	}
 	return nil
@@ -183,8 +214,8 @@ func CheckFresh(kinds []string) error {
 
 // Fill puts the saved contents into this process's namespaces (fresh ones,
 // CheckFresh): IPC objects, hostname and domainname, network devices. The
-// outside ends of veths go into the parent's network namespace.
-func (st *State) Fill() error {
+// outside ends of veths go into the network namespace open at outsideNet.
+func (st *State) Fill(outsideNet int) error {
 	if st.IPC != nil {
 		if err := nsdump.RestoreIPC("/proc/self/ns/ipc", st.IPC); err != nil {
 			return err
@@ -201,12 +232,7 @@ func (st *State) Fill() error {
 			return err
 		}
 		defer ns.Close()
-		outside, err := netns.GetFromPath(nsdump.NSPath(os.Getppid(), "net"))
-		if err != nil {
-			return err
-		}
-		defer outside.Close()
-		if err := netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside}); err != nil {
+		if err := netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: netns.NsHandle(outsideNet)}); err != nil {
 			return err
 		}
 	}

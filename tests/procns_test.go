@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 // nsDiffers fails the test unless pid lives in another namespace of each
@@ -63,4 +65,43 @@ func TestCR_NetNamespace(t *testing.T) {
 		Verify: func(t *testing.T, w *Run) {
 			nsDiffers(t, w.Pid, "net")
 		}})
+}
+
+// TestTree_MountPidNS: the init of a pid namespace living in a mount
+// namespace of its own with its own root (pivot_root into WORKDIR/rootfs:
+// host binds of /usr read-only, /tmp and /dev, a proc of its namespace, a
+// tmpfs with files and a bind of a part of it) is dumped with the mount
+// tree and the tmpfs contents; restore rebuilds the namespace on --root,
+// the external mounts from --ext-mount-map (/dev under the key the dump
+// gave it), and the init finds its mounts and files from inside.
+func TestTree_MountPidNS(t *testing.T) {
+	tr := startTree(t, Case{Name: "t_mntns", Src: "t_mntns.c"}, treeOpts{rootFile: "dumpme"})
+	tr.c.DumpArgs = []string{"--ext-mount-map", "/dev:dev"}
+	tr.c.RestoreArgs = []string{"--root", filepath.Join(tr.Dir, "rootfs"),
+		"--ext-mount-map", "dev:/dev", "--ext-mount-map", "/usr:/usr", "--external", "mnt[/tmp]:/tmp"}
+	tr.cycles(t)
+	tr.verify(t)
+	if !noCR {
+		nsDiffers(t, tr.root, "mnt", "pid")
+	}
+	tr.requestGo()
+	if !noCR {
+		select {
+		case <-tr.fgDone:
+		case <-time.After(goTimeout):
+			tr.fatalf(tr.fgStderrText(), "the restored ns init did not end within %v after go", goTimeout)
+		}
+		if tr.fgErr != nil {
+			tr.fatalf(tr.fgStderrText(), "ctr-cr restore (foreground), i.e. the restored ns init: %v", tr.fgErr)
+		}
+	}
+	status, err := waitChild(tr.Pid, goTimeout)
+	if err != nil {
+		tr.fatalf(tr.fgStderrText(), "case root after go: %v", err)
+	}
+	tr.reaped = true
+	if !status.Exited() || status.ExitStatus() != 0 {
+		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
+	}
+	tr.requirePass(tr.fgStderrText())
 }

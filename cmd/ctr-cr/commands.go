@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,7 +96,8 @@ type dumpConfig struct {
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
-	signKey                     string // --sign-key FILE
+	signKey                     string            // --sign-key FILE
+	extMounts                   map[string]string // --ext-mount-map MOUNTPOINT:KEY
 	criu                        criuConfig
 	log                         logConfig
 }
@@ -119,6 +121,8 @@ func dumpOptions(c *dumpConfig) []option {
 			help: "record TCP connections without their state, neither locked nor repaired (the image then needs restore --tcp-close)"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
 	}
+	c.extMounts = map[string]string{}
+	opts = append(opts, extMountOptions(c.extMounts, false)...)
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -149,7 +153,8 @@ func cmdDump(args []string) error {
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, CarryNamespaces: procns.Capture}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign,
+		CarryNamespaces: (&procns.Capturer{ExtMounts: c.extMounts}).Capture}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -239,8 +244,9 @@ type restoreConfig struct {
 	tcpEst, extUnixSk             bool // confirm only: the image says
 	id, imagePath, rtRoot, rtName string
 	console                       string
-	verifyKey                     string         // --verify-key FILE
-	inherit                       map[string]int // --inherit-fd: image key -> our fd
+	verifyKey                     string            // --verify-key FILE
+	inherit                       map[string]int    // --inherit-fd: image key -> our fd
+	extMounts                     map[string]string // --ext-mount-map KEY:PATH
 	criu                          criuConfig
 	log                           logConfig
 }
@@ -259,7 +265,7 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accepted: the image's external unix peers are connected to again whether given or not"},
 		{names: []string{"id"}, arg: "NEW_ID", value: stringValue{&c.id}, help: "container: the restored container's id (default: the checkpointed one)"},
 		{names: []string{"image-path"}, arg: "DIR", value: stringValue{&c.imagePath}, help: "container: image directory (default BUNDLE/checkpoint)"},
-		{names: []string{"root"}, arg: "DIR", value: stringValue{&c.rtRoot}, help: "container: the runtime's state directory"},
+		{names: []string{"root"}, arg: "DIR", value: stringValue{&c.rtRoot}, help: "container: the runtime's state directory; -D DIR: the root of the restored mount namespace (an image that carries one)"},
 		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&c.rtName}, help: "container: runc or crun (default: the one that ran it at the checkpoint)"},
 		{names: []string{"inherit-fd"}, arg: "fd[N]:pipe:[INO]", value: inheritValue{c.inherit}, help: "use ctr-cr's fd N as the image's external pipe pipe:[INO] (see show); repeatable"},
 		{names: []string{"console-socket"}, arg: "PATH", value: stringValue{&c.console}, help: "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create"},
@@ -270,6 +276,8 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"verify-key"}, arg: "FILE", value: stringValue{&c.verifyKey},
 			help: "refuse the image unless its image.sig verifies with this Ed25519 public key (PEM) and every file it covers is as signed (docs/trust.md)"},
 	}
+	c.extMounts = map[string]string{}
+	opts = append(opts, extMountOptions(c.extMounts, true)...)
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -316,8 +324,12 @@ func cmdRestore(args []string) (int, error) {
 	}
 	// an unreadable inventory is reported by the restore below
 	kinds, _ := imageNamespaces(c.dir)
-	if len(kinds) > 0 && !inNamespacesChild() {
-		return restoreInNewNamespaces(kinds, c.inherit)
+	left, err := namespacesLeft()
+	if err != nil {
+		return 1, err
+	}
+	if needsNewNamespaces(kinds) && left == nil {
+		return 1, execInNewNamespaces(kinds)
 	}
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return 1, err
@@ -325,15 +337,22 @@ func cmdRestore(args []string) (int, error) {
 	if err := verifyImage(c.verifyKey, c.dir); err != nil {
 		return 1, err
 	}
+	if err := checkRootOption(&c, kinds); err != nil {
+		return 2, err
+	}
 	var nsState *procns.State
+	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose}
 	if len(kinds) > 0 {
-		if nsState, err = fillNamespaces(c.dir, kinds); err != nil {
+		if nsState, err = fillNamespaces(c.dir, kinds, left); err != nil {
 			return 1, err
 		}
+		ropts.InNamespaces = true
+	}
+	if slices.Contains(kinds, "mnt") {
+		ropts.MountNS = nsState.MountNS(c.rtRoot, c.extMounts)
 	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose,
-		InNamespaces: nsState != nil})
+	res, err := restore.Restore(ctx, c.dir, ropts)
 	stop()
 	if err == nil && nsState != nil {
 		if err = nsState.Finish(); err != nil {
@@ -389,7 +408,7 @@ func cmdRestore(args []string) (int, error) {
 // tree's root directory, is one of them: not silently ignored.
 func (c *restoreConfig) containerOnly() error {
 	for _, o := range []struct{ name, value string }{
-		{"--id", c.id}, {"--image-path", c.imagePath}, {"--root", c.rtRoot},
+		{"--id", c.id}, {"--image-path", c.imagePath},
 		{"--runtime", c.rtName}, {"--console-socket", c.console},
 	} {
 		if o.value != "" {

@@ -5,22 +5,23 @@ package main
 // which fills them and restores the tree inside.
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"slices"
-	"syscall"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/procns"
 )
 
-// nsChildEnv marks the child that restores inside the new namespaces; it
-// checks that they are new (procns.CheckFresh), so the mark cannot make a
-// tree land in the caller's namespaces.
+// nsChildEnv marks the ctr-cr that restores inside the new namespaces:
+// its value lists, as KIND=FD, fds open on the namespaces it left, so that
+// it checks it is in new ones (procns.CheckFresh) and knows the outside
+// network namespace (veth peers).
 const nsChildEnv = "CTRCR_RESTORE_IN_NAMESPACES"
 
 // imageNamespaces returns the kinds of namespaces the image in dir
@@ -33,72 +34,72 @@ func imageNamespaces(dir string) ([]string, error) {
 	return inv.Namespaces, nil
 }
 
-// inNamespacesChild reports whether this ctr-cr is the child that
-// restores inside new namespaces, and forgets the mark (the tasks it
-// creates must not inherit it).
-func inNamespacesChild() bool {
-	v := os.Getenv(nsChildEnv)
+// namespacesLeft returns, in the ctr-cr that restores inside new
+// namespaces, the namespaces it left by kind (nil in any other), and
+// forgets the mark (the tasks it creates must not inherit it).
+func namespacesLeft() (map[string]int, error) {
+	v, ok := os.LookupEnv(nsChildEnv)
+	if !ok {
+		return nil, nil
+	}
 	os.Unsetenv(nsChildEnv)
-	return v == "1"
+	left := map[string]int{}
+	for _, kv := range strings.Split(v, ",") {
+		k, f, _ := strings.Cut(kv, "=")
+		fd, err := strconv.Atoi(f)
+		if err != nil || fd < 3 {
+			return nil, fmt.Errorf("restore: bad %s %q", nsChildEnv, v)
+		}
+		unix.CloseOnExec(fd)
+		left[k] = fd
+	}
+	return left, nil
 }
 
-// restoreInNewNamespaces runs this same restore command line in a child
-// cloned with new namespaces of kinds, passing the terminal and the
-// --inherit-fd fds at their numbers, and returns its exit status.
-// Termination signals are passed on to it (it passes them on to the
-// restored tree when it stays its parent).
-func restoreInNewNamespaces(kinds []string, inherit map[string]int) (int, error) {
+// needsNewNamespaces reports whether the image's kinds need ctr-cr itself
+// in new namespaces (a mount namespace alone is made for the tree only).
+func needsNewNamespaces(kinds []string) bool {
+	f, err := procns.CloneFlags(kinds)
+	return err != nil || f != 0
+}
+
+// execInNewNamespaces moves this thread into new namespaces of kinds and
+// execs this same restore command line there: ctr-cr keeps its pid (it
+// stays the parent of the restored tree, as without namespaces), its fds
+// (terminal, --inherit-fd) and its caller, and the new image runs wholly
+// in the new namespaces. It returns only on failure.
+func execInNewNamespaces(kinds []string) error {
 	flags, err := procns.CloneFlags(kinds)
 	if err != nil {
-		return 1, err
+		return err
 	}
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Args[0] = os.Args[0]
-	cmd.Env = append(os.Environ(), nsChildEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	maxFd := 2
-	for _, fd := range inherit {
-		maxFd = max(maxFd, fd)
-	}
-	if maxFd > 2 {
-		cmd.ExtraFiles = make([]*os.File, maxFd-2)
-		for _, fd := range inherit {
-			if fd > 2 {
-				cmd.ExtraFiles[fd-3] = os.NewFile(uintptr(fd), fmt.Sprintf("fd %d", fd))
-			}
+	var marks []string
+	for _, k := range kinds {
+		if k == "mnt" {
+			continue
 		}
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		return 1, fmt.Errorf("restore: creating the image's %s namespaces: %w", procns.Kinds(kinds), err)
-	}
-	go func() {
-		for s := range sigs {
-			cmd.Process.Signal(s)
+		// no O_CLOEXEC: the exec'd ctr-cr gets it
+		fd, err := unix.Open("/proc/thread-self/ns/"+k, unix.O_RDONLY, 0)
+		if err != nil {
+			return fmt.Errorf("restore: %s namespace: %w", k, err)
 		}
-	}()
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), nil
-		}
-		return ee.ExitCode(), nil
+		marks = append(marks, fmt.Sprintf("%s=%d", k, fd))
 	}
-	if err != nil {
-		return 1, err
+	// the main goroutine is locked to this thread (main.go): the
+	// namespaces are this thread's, and exec makes them the process's
+	if err := unix.Unshare(int(flags)); err != nil {
+		return fmt.Errorf("restore: creating the image's %s namespaces: %w", procns.Kinds(kinds), err)
 	}
-	return 0, nil
+	env := append(os.Environ(), nsChildEnv+"="+strings.Join(marks, ","))
+	err = unix.Exec("/proc/self/exe", os.Args, env)
+	return fmt.Errorf("restore: exec in the new namespaces: %w", err)
 }
 
 // fillNamespaces, in the child, checks that it runs in new namespaces of
 // the image's kinds and puts their saved contents in; the returned State
 // is finished (Finish) once the tree is restored.
-func fillNamespaces(dir string, kinds []string) (*procns.State, error) {
-	if err := procns.CheckFresh(kinds); err != nil {
+func fillNamespaces(dir string, kinds []string, left map[string]int) (*procns.State, error) {
+	if err := procns.CheckFresh(kinds, left); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	inv, err := image.ReadInventory(dir)
@@ -116,8 +117,24 @@ func fillNamespaces(dir string, kinds []string) (*procns.State, error) {
 			return nil, fmt.Errorf("restore: network lock: %w", err)
 		}
 	}
-	if err := st.Fill(); err != nil {
+	if err := st.Fill(left["net"]); err != nil {
 		return nil, fmt.Errorf("restore: namespaces: %w", err)
 	}
 	return st, nil
+}
+
+// checkRootOption: --root (for -D DIR) gives the root of the mount
+// namespace an image carries, and is needed for it; an image without one
+// refuses it (never silently ignored).
+func checkRootOption(c *restoreConfig, kinds []string) error {
+	mnt := slices.Contains(kinds, "mnt")
+	switch {
+	case mnt && c.rtRoot == "":
+		return usageErrorf(restoreSynopsis, "the image carries the tree's mount namespace: --root DIR (the root of the restored mount namespace) is required")
+	case !mnt && c.rtRoot != "":
+		return usageErrorf(restoreSynopsis, "--root: the image carries no mount namespace; for a container: ctr-cr restore --root DIR ... BUNDLE")
+	case !mnt && len(c.extMounts) > 0:
+		return usageErrorf(restoreSynopsis, "--ext-mount-map/--external mnt[]: the image carries no mount namespace")
+	}
+	return nil
 }

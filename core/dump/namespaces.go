@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,8 +27,11 @@ const NamespacesFile = "namespaces.json"
 // CarriedKinds are the namespaces of the tree's root that a process dump
 // carries when they differ from ctr-cr's (Options.CarryNamespaces): their
 // contents are saved by the caller and a restore creates them anew around
-// the tree. The others (mnt, user, cgroup, time) are refused by name.
-var CarriedKinds = map[string]bool{"uts": true, "ipc": true, "net": true}
+// the tree. A mount namespace is carried only with a pid namespace whose
+// init is the root (the restored tree's root is then the sandbox that
+// holds the new mount namespace; procns). The others (user, cgroup, time)
+// are refused by name.
+var CarriedKinds = map[string]bool{"uts": true, "ipc": true, "net": true, "mnt": true}
 
 // checkNamespaces refuses a process dump of a tree with a process in a
 // namespace other than ctr-cr's own, naming it, unless the caller carries
@@ -96,6 +100,9 @@ func (d *dumper) checkNamespaces() error {
 	}
 	if len(carried) == 0 {
 		return nil
+	}
+	if slices.Contains(carried, "mnt") && l == own["pid"] {
+		return fmt.Errorf("pid %d lives in another mnt namespace than ctr-cr but in ctr-cr's pid namespace: a mount namespace is carried only with the tree's own pid namespace (unshare --fork --pid --mount), whose init is the dumped root", root.pid)
 	}
 	data, err := d.opts.CarryNamespaces(root.pid, carried)
 	if err != nil {

@@ -55,6 +55,12 @@ type Options struct {
 	// An image that carries namespaces is refused without it, so that no
 	// tree is ever restored into the restorer's own.
 	InNamespaces bool
+	// MountNS, when set, makes the root (pid 1 of a new pid namespace:
+	// the image's root must be one) in a new mount namespace too, and is
+	// called with its pid as soon as it exists, before anything else is
+	// restored: it builds that namespace's mounts (procns). Files are then
+	// resolved in the root's root, as for Adopt.
+	MountNS func(pid int) error
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -157,6 +163,8 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		if err := opener.SetRoot(opts.Adopt); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
+	} else if opts.MountNS != nil && !inv.RootPidNs {
+		return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
 	} else if err := checkFree(procs); err != nil {
 		// pids come back as they were: outside a restored pid namespace too
 		return nil, err

@@ -75,12 +75,20 @@ func (t *tree) restore() error {
 	if t.opts.Adopt != 0 {
 		s, err = stubAdopt(t.opts.Adopt)
 	} else {
-		s, err = newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
+		s, err = newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns, t.opts.MountNS != nil)
 	}
 	if err != nil {
 		return fmt.Errorf("pid %d: create task: %w", rootPr.pst.Pid, err)
 	}
 	t.stub = s
+	if t.opts.MountNS != nil && t.opts.Adopt == 0 {
+		if err := t.opts.MountNS(s.pid); err != nil {
+			return fmt.Errorf("pid %d: mount namespace: %w", rootPr.pst.Pid, err)
+		}
+		if err := t.opener.SetRoot(s.pid); err != nil {
+			return fmt.Errorf("pid %d: %w", rootPr.pst.Pid, err)
+		}
+	}
 	r := t.newRestorer(rootPr, s.pid, s.regs, s.gadget)
 	t.root = r
 	if r.mem, err = ptrace.OpenMem(r.pid); err != nil {
