@@ -53,6 +53,9 @@ type State struct {
 	Mounts  *mounts.Tree      `json:"mounts,omitempty"`
 	ExtKeys map[string]string `json:"ext_keys,omitempty"`
 	Tmpfs   map[string][]byte `json:"tmpfs,omitempty"`
+	// Cgroup: the tree had a cgroup namespace of its own, every task at
+	// its root; the restored one is rooted at the restorer's cgroup.
+	Cgroup bool `json:"cgroup,omitempty"`
 }
 
 // cloneFlag is the CLONE_NEW* flag of each carried kind.
@@ -62,7 +65,8 @@ var cloneFlag = map[string]uintptr{
 	"net": unix.CLONE_NEWNET,
 	// the mount namespace is made by the sandbox (sandbox.go), not by
 	// the restoring child
-	"mnt": 0,
+	"mnt":    0,
+	"cgroup": unix.CLONE_NEWCGROUP,
 }
 
 // Capturer saves namespaces at dump time (Capture).
@@ -77,8 +81,9 @@ type Capturer struct {
 // pid (core/dump Options.CarryNamespaces) and returns namespaces.json.
 // Network devices whose peer is outside (a veth) are looked for in the
 // calling thread's network namespace.
-func (c *Capturer) Capture(pid int, kinds []string) ([]byte, error) {
+func (c *Capturer) Capture(pids []int, kinds []string) ([]byte, error) {
 	st := &State{Version: FormatVersion}
+	pid := pids[0]
 	var err error
 	for _, k := range kinds {
 		switch k {
@@ -90,6 +95,8 @@ func (c *Capturer) Capture(pid int, kinds []string) ([]byte, error) {
 			st.Net, err = dumpNet(pid)
 		case "mnt":
 			err = c.dumpMounts(pid, st)
+		case "cgroup":
+			st.Cgroup, err = true, atCgroupRoots(pids)
 		default:
 			err = fmt.Errorf("%s namespace: not supported", k)
 		}
@@ -158,6 +165,10 @@ func (st *State) validate(kinds []string) error {
 			}
 		case "mnt":
 			err = st.validateMounts()
+		case "cgroup":
+			if !st.Cgroup {
+				err = errors.New("cgroup: missing")
+			}
 		default:
 			err = fmt.Errorf("%s namespace: not one ctr-cr restores", k)
 		}
@@ -165,7 +176,7 @@ func (st *State) validate(kinds []string) error {
 			return err
 		}
 	}
-	if (st.UTS != nil && !seen["uts"]) || (st.IPC != nil && !seen["ipc"]) || (st.Net != nil && !seen["net"]) || (st.Mounts != nil && !seen["mnt"]) {
+	if (st.UTS != nil && !seen["uts"]) || (st.IPC != nil && !seen["ipc"]) || (st.Net != nil && !seen["net"]) || (st.Mounts != nil && !seen["mnt"]) || (st.Cgroup && !seen["cgroup"]) {
 		return errors.New("holds a namespace the inventory does not list")
 	}
 	return nil
@@ -253,4 +264,25 @@ func Kinds(kinds []string) string {
 	k := slices.Clone(kinds)
 	slices.Sort(k)
 	return strings.Join(k, ", ")
+}
+
+// atCgroupRoots fails unless every task of pids (in the cgroup namespace
+// of pids[0]) sits at the root of that namespace in every hierarchy: the
+// restored tree goes into one cgroup, the restored namespace's root.
+func atCgroupRoots(pids []int) error {
+	return nsdump.RunInNS(nsdump.NSPath(pids[0], "cgroup"), unix.CLONE_NEWCGROUP, func() error {
+		for _, pid := range pids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				parts := strings.SplitN(line, ":", 3)
+				if len(parts) == 3 && parts[2] != "/" {
+					return fmt.Errorf("pid %d is in cgroup %s of %q below its cgroup namespace's root: not supported (the restored tree goes into the namespace's root)", pid, parts[2], parts[1])
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -247,6 +247,8 @@ type restoreConfig struct {
 	verifyKey                     string            // --verify-key FILE
 	inherit                       map[string]int    // --inherit-fd: image key -> our fd
 	extMounts                     map[string]string // --ext-mount-map KEY:PATH
+	cgroupRoots                   []string          // --cgroup-root
+	sibling                       bool              // --restore-sibling
 	criu                          criuConfig
 	log                           logConfig
 }
@@ -278,6 +280,7 @@ func restoreOptions(c *restoreConfig) []option {
 	}
 	c.extMounts = map[string]string{}
 	opts = append(opts, extMountOptions(c.extMounts, true)...)
+	opts = append(opts, placeOptions(c)...)
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -312,8 +315,8 @@ func cmdRestore(args []string) (int, error) {
 	if c.dir == "" {
 		return 2, usageErrorf(restoreSynopsis, "-D DIR or a BUNDLE is required")
 	}
-	term := -1
-	if c.shellJob {
+	term := inheritedTerminal(c.inherit)
+	if c.shellJob && term < 0 {
 		if term = terminalFd(); term < 0 {
 			return 2, errors.New("--shell-job: none of stdin, stdout, stderr is a terminal")
 		}
@@ -327,6 +330,12 @@ func cmdRestore(args []string) (int, error) {
 	left, err := namespacesLeft()
 	if err != nil {
 		return 1, err
+	}
+	if left == nil {
+		// before the namespaces: a new cgroup namespace is rooted here
+		if err := enterCgroupRoots(c.cgroupRoots); err != nil {
+			return 1, err
+		}
 	}
 	if needsNewNamespaces(kinds) && left == nil {
 		return 1, execInNewNamespaces(kinds)
@@ -348,7 +357,22 @@ func cmdRestore(args []string) (int, error) {
 		}
 		ropts.InNamespaces = true
 	}
-	if slices.Contains(kinds, "mnt") {
+	switch {
+	case c.sibling && !slices.Contains(kinds, "mnt"):
+		return 2, usageErrorf(restoreSynopsis, "--restore-sibling: only for an image whose root is a pid namespace init in its own mount namespace")
+	case c.sibling:
+		var sb *procns.Sandbox
+		if sb, err = startSandbox(nsState, c.rtRoot, c.extMounts); err != nil {
+			return 1, err
+		}
+		ropts.Adopt, ropts.Detach, ropts.Sibling = sb.Pid, true, true
+		c.detach = true
+		defer func() {
+			if err != nil {
+				sb.Kill()
+			}
+		}()
+	case slices.Contains(kinds, "mnt"):
 		ropts.MountNS = nsState.MountNS(c.rtRoot, c.extMounts)
 	}
 	ctx, stop := interruptible()

@@ -138,3 +138,25 @@ func checkRootOption(c *restoreConfig, kinds []string) error {
 	}
 	return nil
 }
+
+func init() {
+	// The sandbox of a restore --restore-sibling (procns.Sandbox) runs
+	// this same binary; it never returns.
+	if len(os.Args) > 1 && os.Args[1] == procns.SandboxArg {
+		procns.SandboxMain(os.Args[2:])
+	}
+}
+
+// startSandbox starts the sibling sandbox rooted at root and recreates the
+// saved mounts in it (restore --restore-sibling).
+func startSandbox(st *procns.State, root string, ext map[string]string) (*procns.Sandbox, error) {
+	sb, err := procns.StartSandbox(root)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := st.ApplyMounts(sb.Pid, ext); err != nil {
+		sb.Kill()
+		return nil, fmt.Errorf("restore: mounts: %w", err)
+	}
+	return sb, nil
+}

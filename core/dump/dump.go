@@ -66,11 +66,12 @@ type Options struct {
 	// CarryNamespaces, when set, lets a process dump carry the root's
 	// namespaces of the kinds in CarriedKinds that differ from ctr-cr's
 	// (a tree under `unshare --ipc`): it is called while the tree is
-	// seized with the root's pid and those kinds and returns their
+	// seized with the tree's pids (root first, zombies left out) and those
+	// kinds and returns their
 	// contents, which the image holds as NamespacesFile (its SHA-256 in the
 	// inventory, with the kinds, so that a restore creates them again).
 	// Without it such a tree is refused.
-	CarryNamespaces func(pid int, kinds []string) ([]byte, error)
+	CarryNamespaces func(pids []int, kinds []string) ([]byte, error)
 	// NoExtPipes refuses pipes with an end held outside the tree instead
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).

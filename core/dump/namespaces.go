@@ -29,9 +29,11 @@ const NamespacesFile = "namespaces.json"
 // contents are saved by the caller and a restore creates them anew around
 // the tree. A mount namespace is carried only with a pid namespace whose
 // init is the root (the restored tree's root is then the sandbox that
-// holds the new mount namespace; procns). The others (user, cgroup, time)
-// are refused by name.
-var CarriedKinds = map[string]bool{"uts": true, "ipc": true, "net": true, "mnt": true}
+// holds the new mount namespace; procns). A cgroup namespace is carried
+// when every task sits at its root (the restored one is rooted where the
+// restorer puts the tree: --cgroup-root). The others (user, time) are
+// refused by name.
+var CarriedKinds = map[string]bool{"uts": true, "ipc": true, "net": true, "mnt": true, "cgroup": true}
 
 // checkNamespaces refuses a process dump of a tree with a process in a
 // namespace other than ctr-cr's own, naming it, unless the caller carries
@@ -104,7 +106,13 @@ func (d *dumper) checkNamespaces() error {
 	if slices.Contains(carried, "mnt") && l == own["pid"] {
 		return fmt.Errorf("pid %d lives in another mnt namespace than ctr-cr but in ctr-cr's pid namespace: a mount namespace is carried only with the tree's own pid namespace (unshare --fork --pid --mount), whose init is the dumped root", root.pid)
 	}
-	data, err := d.opts.CarryNamespaces(root.pid, carried)
+	pids := []int{}
+	for _, t := range d.tasks {
+		if !t.zombie {
+			pids = append(pids, t.pid)
+		}
+	}
+	data, err := d.opts.CarryNamespaces(pids, carried)
 	if err != nil {
 		return fmt.Errorf("pid %d: namespaces %s: %w", root.pid, strings.Join(carried, ","), err)
 	}

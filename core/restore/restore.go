@@ -61,6 +61,10 @@ type Options struct {
 	// restored: it builds that namespace's mounts (procns). Files are then
 	// resolved in the root's root, as for Adopt.
 	MountNS func(pid int) error
+	// Sibling says the root (Adopt) is a child of ctr-cr's parent, which
+	// stays (restore --restore-sibling): its parent-death signal is
+	// restored even with Detach.
+	Sibling bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
