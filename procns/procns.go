@@ -279,7 +279,11 @@ func atCgroupRoots(pids []int) error {
 			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 				parts := strings.SplitN(line, ":", 3)
 				if len(parts) == 3 && parts[2] != "/" {
-					return fmt.Errorf("pid %d is in cgroup %s of %q below its cgroup namespace's root: not supported (the restored tree goes into the namespace's root)", pid, parts[2], parts[1])
+					h := parts[1]
+					if h == "" {
+						h = "cgroup2"
+					}
+					return fmt.Errorf("pid %d is in cgroup %s of %s below its cgroup namespace's root: not supported (the restored tree goes into the namespace's root)", pid, parts[2], h)
 				}
 			}
 		}

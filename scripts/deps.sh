@@ -12,6 +12,8 @@ PACKAGES=(
 	gcc libc6-dev binutils make python3 gzip tar util-linux
 	# container tests and demo
 	runc crun busybox-static
+	# LXC, checkpointed by lxc-checkpoint with ctr-cr as its criu
+	lxc
 	# network tests: namespaces, addresses, the TCP network lock
 	iproute2 nftables
 	# real programs checkpointed by the tests

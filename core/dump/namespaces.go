@@ -100,6 +100,11 @@ func (d *dumper) checkNamespaces() error {
 	if l != own["pid"] && len(root.status.NSpid) > 0 && root.status.NSpid[len(root.status.NSpid)-1] != 1 {
 		return fmt.Errorf("pid %d lives in another pid namespace (%s) and is not its init (pid %d there): a process restore would give it a pid of ctr-cr's namespace; checkpoint its container with `ctr-cr checkpoint ID`, or dump the namespace's init", root.pid, l, root.status.NSpid[len(root.status.NSpid)-1])
 	}
+	if l != own["pid"] {
+		if err := d.wholePidNamespace(l); err != nil {
+			return err
+		}
+	}
 	if len(carried) == 0 {
 		return nil
 	}
@@ -200,4 +205,30 @@ func nsfsMounted(link string) (bool, error) {
 		}
 	}
 	return false, sc.Err()
+}
+
+// wholePidNamespace refuses a tree whose root is the init of pid namespace
+// ns when another process lives in that namespace outside the tree (one
+// entered from outside: lxc-attach, nsenter): the restore makes a new
+// namespace with the tree alone, and that process would be lost silently.
+func (d *dumper) wholePidNamespace(ns string) error {
+	inTree := map[int]bool{}
+	for _, t := range d.tasks {
+		inTree[t.pid] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || inTree[pid] {
+			continue
+		}
+		if other, err := os.Readlink(procfs.PidPath(pid, "ns/pid")); err == nil && other == ns {
+			comm, _ := os.ReadFile(procfs.PidPath(pid, "comm"))
+			return fmt.Errorf("pid %d (%s) lives in the tree's pid namespace (%s) but is not a descendant of its init %d (entered from outside: lxc-attach, nsenter?): the restored namespace would lose it; end it or dump without it", pid, strings.TrimSpace(string(comm)), ns, d.root)
+		}
+	}
+	return nil
 }
