@@ -28,13 +28,14 @@ func nsDiffers(t *testing.T, pid int, kinds ...string) {
 	}
 }
 
-// TestCR_IPCUTSNamespaces: a process in IPC and UTS namespaces of its own
-// (unshare --ipc --uts) is dumped with them; restore creates both again
+// TestCR_IPCUTSNamespaces: a process in IPC, UTS and cgroup namespaces of
+// its own (unshare --ipc --uts --cgroup) is dumped with them; restore
+// creates them again (the cgroup one rooted at the restorer's cgroup)
 // with the hostname, domainname, SysV shm segments (same ids and key,
 // attached where they were, contents), semaphores and queued messages.
 func TestCR_IPCUTSNamespaces(t *testing.T) {
 	runCase(t, Case{Name: "n_ipcuts", Src: "n_ipcuts.c", Verify: func(t *testing.T, w *Run) {
-		nsDiffers(t, w.Pid, "ipc", "uts")
+		nsDiffers(t, w.Pid, "ipc", "uts", "cgroup")
 	}})
 }
 

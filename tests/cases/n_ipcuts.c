@@ -1,10 +1,12 @@
 /*
- * n_ipcuts: a process in IPC and UTS namespaces of its own (as under
- * `unshare --ipc --uts`, or postgres started that way), dumped with
+ * n_ipcuts: a process in IPC, UTS and cgroup namespaces of its own (as
+ * under `unshare --ipc --uts --cgroup`, or postgres started that way),
+ * dumped with
  * `dump -t`: the image carries both namespaces and restore creates them
  * again around the process.
  *
- * Before ready: unshare(CLONE_NEWIPC | CLONE_NEWUTS); sethostname and
+ * Before ready: unshare(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP);
+ * sethostname and
  * setdomainname; a keyed SysV shm segment attached at a fixed place with a
  * pattern written through the mapping, a second private segment attached
  * read-only; a semaphore set with values; a message queue with two
@@ -14,7 +16,7 @@
  * domainname as set; the same shm ids and key, still attached here with
  * the pattern (writes through the mapping reach the segment: shmctl
  * IPC_STAT counts one attach each); semaphore values; the messages in
- * order. Nothing of this exists in the IPC namespace of the test (checked
+ * order; /proc/self/cgroup shows the namespace's root. Nothing of this exists in the IPC namespace of the test (checked
  * from outside by the Go side: the namespaces differ from the test's).
  */
 #include "case.h"
@@ -55,8 +57,8 @@ int main(int argc, char **argv)
 	unsigned char *p, *p2;
 
 	case_init(argc, argv);
-	CHECK(unshare(CLONE_NEWIPC | CLONE_NEWUTS) == 0, "unshare: %s",
-	      strerror(errno));
+	CHECK(unshare(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) == 0,
+	      "unshare: %s", strerror(errno));
 	CHECK(sethostname("ctrcr-ns-host", 13) == 0, "sethostname: %s",
 	      strerror(errno));
 	CHECK(setdomainname("ctrcr.example", 13) == 0, "setdomainname: %s",
@@ -138,5 +140,19 @@ int main(int argc, char **argv)
 	      "msgrcv 2: %s", strerror(errno));
 	CHECK(m.type == 9 && strcmp(m.text, "second") == 0, "msg 2 %ld %s",
 	      m.type, m.text);
+	/* the cgroup namespace: rooted where the process sits */
+	{
+		char cg[4096], *line, *save = NULL;
+
+		CHECK(case_read_file("/proc/self/cgroup", cg, sizeof(cg)) > 0,
+		      "read /proc/self/cgroup");
+		for (line = strtok_r(cg, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save)) {
+			char *path = strrchr(line, ':');
+
+			CHECK(path && strcmp(path, ":/") == 0,
+			      "cgroup line %s: not at the namespace's root", line);
+		}
+	}
 	case_pass();
 }
