@@ -79,7 +79,9 @@ func newLXC(t *testing.T) *lxcContainer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.WriteString("\nsetsid /bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; usleep 50000; done' </dev/null >/dev/null 2>&1 &\n")
+	// a subshell of rcS, which exits: its session and group have no
+	// leader any more
+	_, err = f.WriteString("\n(i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; usleep 50000; done) </dev/null >/dev/null 2>&1 &\n")
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -181,7 +183,9 @@ func (c *lxcContainer) inside(loopPid string) string {
 	}
 	pid := ""
 	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) > 3 && f[1] == "/bin/sh" && f[2] == "-c" && strings.Contains(l, "count.new") {
+		// busybox ps names the forked subshell of rcS {rcS}; its children
+		// of the moment show their applet ({usleep}, {mv})
+		if f := strings.Fields(l); len(f) > 1 && f[1] == "{rcS}" {
 			pid = f[0]
 		}
 	}

@@ -636,6 +636,9 @@ func (d *dumper) planImage() *imagePlan {
 		for _, ns := range t.status.NSpid {
 			pe.NsPid = append(pe.NsPid, int32(ns))
 		}
+		if n := len(t.status.NSsid); n > 1 {
+			pe.NsSid = int32(t.status.NSsid[n-1])
+		}
 		for _, th := range t.p.Threads {
 			pe.Threads = append(pe.Threads, int32(th.Tid))
 		}

@@ -359,11 +359,15 @@ func (t *tree) spawn(parent *restorer, ids []int32, flags, exitSig uint64) (int,
 // exits; the parent reaps it at once.
 func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	sid := pr.pst.Sid
+	ids := []int32{sid}
 	if t.pidns {
-		return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace: unsupported", sid)
+		if pr.pst.NsSid <= 0 {
+			return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace, its id there not recorded: unsupported", sid)
+		}
+		ids = t.ids(sid, pr.pst.NsSid)
 	}
 	var c *restorer
-	err := t.helperTask(parent, sid, "session", func(h *restorer) error {
+	err := t.helperTask(parent, ids, "session", func(h *restorer) error {
 		if _, err := h.call(0, "setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
@@ -377,11 +381,13 @@ func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	return c, err
 }
 
-// helperTask forks a temporary task with pid from parent (a kernel-faithful
+// helperTask forks a temporary task with ids (set_tid: its pid, with a
+// restored pid namespace [inside, ours]) from parent (a kernel-faithful
 // tree needs them for sessions and groups whose leader is gone), runs setup
 // in it, then makes it exit and has the parent reap it at once.
-func (t *tree) helperTask(parent *restorer, pid int32, what string, setup func(h *restorer) error) error {
-	hpid, hregs, err := t.spawn(parent, []int32{pid}, 0, uint64(unix.SIGCHLD))
+func (t *tree) helperTask(parent *restorer, ids []int32, what string, setup func(h *restorer) error) error {
+	pid := ids[0] // in the namespace it is created in
+	hpid, hregs, err := t.spawn(parent, ids, 0, uint64(unix.SIGCHLD))
 	if err != nil {
 		return fmt.Errorf("helper for %s %d: %w", what, pid, err)
 	}
@@ -707,7 +713,7 @@ func (t *tree) groupHelper(c *restorer, pgid int32) error {
 	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid || t.pidns {
 		return errors.New("its leader is gone and it cannot be recreated from the parent's session: unsupported")
 	}
-	return t.helperTask(parent, pgid, "group", func(h *restorer) error {
+	return t.helperTask(parent, []int32{pgid}, "group", func(h *restorer) error {
 		if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
 			return err
 		}

@@ -587,8 +587,12 @@ type PstreeEntry struct {
 	StopReportTaken bool `protobuf:"varint,280,opt,name=stop_report_taken,json=stopReportTaken,proto3" json:"stop_report_taken,omitempty"`
 	// Kernel objects shared with other tasks of the tree (equal ids mean one
 	// object, found with kcmp): fd table (CLONE_FILES), fs info (CLONE_FS).
-	FilesId       uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
-	FsId          uint32 `protobuf:"varint,12,opt,name=fs_id,json=fsId,proto3" json:"fs_id,omitempty"`
+	FilesId uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
+	FsId    uint32 `protobuf:"varint,12,opt,name=fs_id,json=fsId,proto3" json:"fs_id,omitempty"`
+	// The session id in the innermost pid namespace of the task (NSsid), when
+	// that is not the dumper's: a session whose leader is gone is recreated
+	// there with it. 0: not recorded.
+	NsSid         int32 `protobuf:"varint,460,opt,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +716,13 @@ func (x *PstreeEntry) GetFilesId() uint32 {
 func (x *PstreeEntry) GetFsId() uint32 {
 	if x != nil {
 		return x.FsId
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetNsSid() int32 {
+	if x != nil {
+		return x.NsSid
 	}
 	return 0
 }
@@ -5584,7 +5595,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"namespaces\x18\xcc\x03 \x03(\tR\n" +
 	"namespaces\x12&\n" +
-	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\"\xdb\x02\n" +
+	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\"\xf3\x02\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5601,7 +5612,8 @@ const file_image_proto_rawDesc = "" +
 	"stopSignal\x12+\n" +
 	"\x11stop_report_taken\x18\x98\x02 \x01(\bR\x0fstopReportTaken\x12\x19\n" +
 	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
-	"\x05fs_id\x18\f \x01(\rR\x04fsId\"}\n" +
+	"\x05fs_id\x18\f \x01(\rR\x04fsId\x12\x16\n" +
+	"\x06ns_sid\x18\xcc\x03 \x01(\x05R\x05nsSid\"}\n" +
 	"\tSigAction\x12\x10\n" +
 	"\x03sig\x18\x01 \x01(\rR\x03sig\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\x04R\ahandler\x12\x14\n" +
