@@ -18,7 +18,7 @@ PACKAGES=(
 	iproute2 nftables
 	# real programs checkpointed by the tests
 	redis-server redis-tools tmux openssh-server openssh-client mariadb-server mariadb-client
-	default-jdk-headless
+	default-jdk-headless postgresql
 	# criu 4.2's runtime libraries, for the bench's comparison runs
 	libprotobuf-c1 libnl-3-200 libnet1 libnftables1 libbsd0 libgnutls30 libuuid1
 )

@@ -5,8 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // nsDiffers fails the test unless pid lives in another namespace of each
@@ -105,4 +109,74 @@ func TestTree_MountPidNS(t *testing.T) {
 		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
 	}
 	tr.requirePass(tr.fgStderrText())
+}
+
+// TestReal_PostgresIPC: postgres 15 started in an IPC namespace of its own
+// (`unshare --ipc`, as it was reported: its SysV shared memory segment,
+// attached by the postmaster and every backend, lives there), listening in
+// a network namespace of the test, dumped and restored twice: the IPC
+// namespace comes back with the segment, new connections see the table
+// written before, write to it, and postgres's checkpointer and background
+// workers run on (a CHECKPOINT succeeds).
+func TestReal_PostgresIPC(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireTools(t, "psql", "unshare", "setpriv", "nsenter", "ip")
+	bin := "/usr/lib/postgresql/15/bin"
+	if _, err := os.Stat(bin + "/postgres"); err != nil {
+		t.Fatalf("postgres 15 (postgresql) is needed: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "ctrcr-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	asPg := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
+	if out, err := exec.Command("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", data).CombinedOutput(); err != nil {
+		t.Fatalf("install -d: %v: %s", err, out)
+	}
+	initdb := exec.Command(asPg[0], append(asPg[1:], bin+"/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")...)
+	if out, err := initdb.CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v: %s", err, out)
+	}
+	ns := testutil.NewNetns(t)
+	argv := append([]string{"unshare", "--ipc", "--"}, asPg...)
+	argv = append(argv, bin+"/postgres", "-D", data, "-c", "listen_addresses=127.0.0.1", "-c", "port=15432",
+		"-c", "unix_socket_directories="+data, "-c", "shared_buffers=16MB", "-c", "max_connections=10")
+	srv := startDaemon(t, ns, "postgres", argv...)
+	psql := func(sql string) (string, error) {
+		a := testutil.InNetns(ns, "psql", "-h", "127.0.0.1", "-p", "15432", "-U", "postgres", "-d", "postgres", "-tA", "-c", sql)
+		out, err := exec.Command(a[0], a[1:]...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if out, err := psql("SELECT 'up'"); err == nil && out == "up" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("postgres does not answer: %v: %s\n%s", err, out, tail(srv.out, 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/ipc", srv.pid)); l == "" {
+		t.Fatal("no ipc namespace")
+	}
+	nsDiffers(t, srv.pid, "ipc")
+	if out, err := psql("CREATE TABLE k AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 10000) g; SELECT count(*) FROM k"); err != nil || !strings.HasSuffix(out, "\n10000") {
+		t.Fatalf("setup: %v: %s", err, out)
+	}
+	for i := 0; i < 2; i++ {
+		srv.cycle(t, i, nil)
+		nsDiffers(t, srv.pid, "ipc")
+		want := strconv.Itoa(10001 + i)
+		if out, err := psql(fmt.Sprintf("INSERT INTO k VALUES (%d, 'cycle'); SELECT count(*) FROM k", 20000+i)); err != nil || out != "INSERT 0 1\n"+want {
+			t.Fatalf("cycle %d: %v: %q, want %s\n%s", i, err, out, want, tail(srv.out, 20))
+		}
+		if out, err := psql("CHECKPOINT; SELECT v FROM k WHERE id = 7"); err != nil || !strings.HasSuffix(out, "8f14e45fceea167a5a36dedd4bea2543") {
+			t.Fatalf("cycle %d: %v: %q\n%s", i, err, out, tail(srv.out, 20))
+		}
+	}
 }
