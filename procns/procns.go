@@ -290,3 +290,37 @@ func atCgroupRoots(pids []int) error {
 		return nil
 	})
 }
+
+// CheckVeths applies restore's --external veth[IF]:HOST[@BRIDGE] entries
+// (LXC's) to the image: each must name a veth IF of the carried network
+// namespace with an outside end; that end is created as HOST (LXC names
+// the host side anew at each start), a port of BRIDGE, which must be the
+// bridge it was a port of (the network the container was on).
+func (st *State) CheckVeths(veths []string) error {
+	for _, v := range veths {
+		rest, ok := strings.CutPrefix(v, "veth[")
+		ifname, rest, ok2 := strings.Cut(rest, "]:")
+		host, bridge, _ := strings.Cut(rest, "@")
+		if !ok || !ok2 || ifname == "" || host == "" || len(host) > 15 || strings.ContainsAny(host, "/ \x00") {
+			return fmt.Errorf("--external %s: want veth[IF]:HOST[@BRIDGE]", v)
+		}
+		if st.Net == nil {
+			return fmt.Errorf("--external %s: the image carries no network namespace", v)
+		}
+		found := false
+		for _, l := range st.Net.Links {
+			if l.Name != ifname || l.Peer == nil || l.Peer.Where != netdev.PeerOutside {
+				continue
+			}
+			if bridge != "" && l.Peer.Master != bridge {
+				return fmt.Errorf("--external %s: the image's %s had its outside end on bridge %q: another bridge is not supported", v, ifname, l.Peer.Master)
+			}
+			l.Peer.Name = host
+			found = true
+		}
+		if !found {
+			return fmt.Errorf("--external %s: the image has no veth %s with an outside end", v, ifname)
+		}
+	}
+	return nil
+}

@@ -18,6 +18,7 @@ import (
 // first on PATH.
 type lxcContainer struct {
 	t      *testing.T
+	netns  string // the network namespace LXC runs in ("": ours)
 	path   string // lxcpath
 	name   string
 	env    []string // PATH with the criu symlink first
@@ -29,10 +30,17 @@ type lxcContainer struct {
 // real directories of this merged-/usr system; a shell loop inside counts
 // in a variable and writes it to /tmp/count every 50 ms.
 func newLXC(t *testing.T) *lxcContainer {
+	return newLXCWith(t, "", "lxc.net.0.type = empty\n", "")
+}
+
+// newLXCWith is newLXC with LXC run in the network namespace netns (""
+// ours), the network config lines net, and loop (a shell command) instead
+// of the counting loop.
+func newLXCWith(t *testing.T, netns, net, loop string) *lxcContainer {
 	testutil.RequiresRoot(t)
 	requireTools(t, "lxc-create", "lxc-start", "lxc-checkpoint", "lxc-attach", "lxc-info", "lxc-stop", "lxc-destroy", "busybox")
 	bin := testutil.BuildCtrCr(t)
-	c := &lxcContainer{t: t, path: t.TempDir(), name: fmt.Sprintf("ctrcr%d", os.Getpid())}
+	c := &lxcContainer{t: t, netns: netns, path: t.TempDir(), name: fmt.Sprintf("ctrcr%d", os.Getpid())}
 	c.rootfs = filepath.Join(c.path, c.name, "rootfs")
 	pathDir := filepath.Join(c.path, "bin")
 	if err := os.Mkdir(pathDir, 0o755); err != nil {
@@ -43,12 +51,13 @@ func newLXC(t *testing.T) *lxcContainer {
 	}
 	c.env = append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"))
 	base := filepath.Join(c.path, "base.conf")
-	if err := os.WriteFile(base, []byte("lxc.net.0.type = empty\nlxc.tty.max = 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(base, []byte(net+"lxc.tty.max = 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c.run("lxc-create", "-P", c.path, "-n", c.name, "-t", "busybox", "-f", base)
 	t.Cleanup(func() {
-		exec.Command("lxc-stop", "-P", c.path, "-n", c.name, "-k").Run()
+		stop := lxcInNetns(netns, "lxc-stop", "-P", c.path, "-n", c.name, "-k")
+		exec.Command(stop[0], stop[1:]...).Run()
 		exec.Command("lxc-destroy", "-P", c.path, "-n", c.name).Run()
 	})
 	cfgPath := filepath.Join(c.path, c.name, "config")
@@ -75,21 +84,43 @@ func newLXC(t *testing.T) *lxcContainer {
 	// (what lxc-attach starts goes into a cgroup below it, which is
 	// refused while it runs)
 	rcs := filepath.Join(c.rootfs, "etc", "init.d", "rcS")
+	if strings.Contains(net, "ipv4.address") {
+		// the template's rcS asks DHCP, which takes the static address off
+		b, err := os.ReadFile(rcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if !strings.Contains(l, "udhcpc") {
+				keep = append(keep, l)
+			}
+		}
+		if err := os.WriteFile(rcs, []byte(strings.Join(keep, "\n")), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f, err := os.OpenFile(rcs, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// a subshell of rcS, which exits: its session and group have no
 	// leader any more
-	_, err = f.WriteString("\n(i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; usleep 50000; done) </dev/null >/dev/null 2>&1 &\n")
+	if loop == "" {
+		loop = "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; usleep 50000; done) </dev/null >/dev/null 2>&1 &"
+	}
+	_, err = f.WriteString("\n" + loop + "\n")
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.run("lxc-start", "-P", c.path, "-n", c.name, "-d")
+	c.run("lxc-start", "-P", c.path, "-n", c.name, "-d", "-l", "ERROR", "-o", filepath.Join(c.path, "lxc.log"))
 	c.waitState("RUNNING")
+	if !strings.Contains(loop, "count.new") {
+		return c
+	}
 	c.waitCount(10)
 	return c
 }
@@ -105,7 +136,8 @@ func (c *lxcContainer) run(name string, args ...string) string {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	cmd := exec.Command(name, args...)
+	argv := lxcInNetns(c.netns, append([]string{name}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = c.env
 	cmd.Stdout, cmd.Stderr = f, f
 	err = cmd.Run()
@@ -121,6 +153,7 @@ func (c *lxcContainer) run(name string, args ...string) string {
 func (c *lxcContainer) criuLogs() string {
 	var b strings.Builder
 	logs, _ := filepath.Glob(filepath.Join(c.path, "img*", "*.log"))
+	logs = append(logs, filepath.Join(c.path, "lxc.log"))
 	for _, l := range logs {
 		data, _ := os.ReadFile(l)
 		s := string(data)
@@ -133,7 +166,8 @@ func (c *lxcContainer) criuLogs() string {
 }
 
 func (c *lxcContainer) state() string {
-	out, _ := exec.Command("lxc-info", "-P", c.path, "-n", c.name, "-s").CombinedOutput()
+	argv := lxcInNetns(c.netns, "lxc-info", "-P", c.path, "-n", c.name, "-s")
+	out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "State:"))
 }
 
@@ -330,4 +364,104 @@ func TestNegative_LXCAttachedTask(t *testing.T) {
 	}
 	c.waitState("RUNNING")
 	c.waitCount(c.count() + 5)
+}
+
+// lxcPeer is a TCP sink in the test's network namespace: it accepts one
+// connection at a time on 192.0.2.1:5000 and records the number of
+// connections it accepted and the last line received.
+const lxcPeer = `
+import os, socket, sys
+d = sys.argv[1]
+def put(name, v):
+    open(os.path.join(d, name + ".new"), "w").write(v)
+    os.rename(os.path.join(d, name + ".new"), os.path.join(d, name))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.0.2.1", 5000))
+s.listen(1)
+n = 0
+while True:
+    c, _ = s.accept()
+    n += 1
+    put("accepts", str(n))
+    for line in c.makefile():
+        put("last", line.strip())
+`
+
+// TestCheckpoint_LXCVeth: a busybox container of LXC with a veth on a
+// bridge of a network namespace the test owns (LXC and lxc-checkpoint run
+// there), whose loop sends a counter over an established TCP connection to
+// a peer in that namespace: checkpointed (-s) and restored twice, the
+// connection survives (the peer accepted one connection only, and the
+// counter goes on from where it was at the checkpoint).
+func TestCheckpoint_LXCVeth(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireTools(t, "ip", "nsenter", "python3", "nft")
+	ns := testutil.NewNetns(t)
+	for _, a := range [][]string{
+		{"link", "add", "ctrcrbr0", "type", "bridge"},
+		{"addr", "add", "192.0.2.1/24", "dev", "ctrcrbr0"},
+		{"link", "set", "ctrcrbr0", "up"},
+	} {
+		argv := testutil.InNetns(ns, append([]string{"ip"}, a...)...)
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", a, err, out)
+		}
+	}
+	peerDir := t.TempDir()
+	peer := startDaemon(t, ns, "peer", "python3", "-c", lxcPeer, peerDir)
+	var c *lxcContainer
+	read := func(name string) int {
+		b, _ := os.ReadFile(filepath.Join(peerDir, name))
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	waitPast := func(what string, n int) int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for read("last") <= n {
+			if time.Now().After(deadline) {
+				inside := c.run("lxc-attach", "-P", c.path, "-n", c.name, "--", "/bin/sh", "-c", "ip addr; ip route; ps")
+				t.Fatalf("%s: the peer's counter is stuck at %d (accepts %d)\ninside:\n%s\npeer:\n%s", what, read("last"), read("accepts"), inside, tail(peer.out, 10))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return read("last")
+	}
+	c = newLXCWith(t, ns, "lxc.net.0.type = veth\nlxc.net.0.link = ctrcrbr0\nlxc.net.0.flags = up\nlxc.net.0.name = eth0\nlxc.net.0.ipv4.address = 192.0.2.2/24\n",
+		"(i=0; while :; do i=$((i+1)); echo $i; usleep 50000; done | nc 192.0.2.1 5000) </dev/null >/dev/null 2>&1 &")
+	waitPast("start", 10)
+	for i := 0; i < 2; i++ {
+		img := filepath.Join(c.path, fmt.Sprintf("img%d", i))
+		if err := os.Mkdir(img, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		c.run("lxc-checkpoint", "-P", c.path, "-n", c.name, "-s", "-D", img)
+		c.waitState("STOPPED")
+		atDump := read("last")
+		time.Sleep(300 * time.Millisecond) // the peer sees nothing meanwhile: no reset, no data
+		if read("last") != atDump || read("accepts") != 1 {
+			t.Fatalf("cycle %d: while checkpointed the peer saw %d (was %d), %d connections", i, read("last"), atDump, read("accepts"))
+		}
+		c.run("lxc-checkpoint", "-P", c.path, "-n", c.name, "-r", "-D", img)
+		c.waitState("RUNNING")
+		waitPast(fmt.Sprintf("cycle %d", i), atDump+5)
+		if n := read("accepts"); n != 1 {
+			t.Fatalf("cycle %d: the peer accepted %d connections: the connection did not survive", i, n)
+		}
+	}
+	c.run("lxc-stop", "-P", c.path, "-n", c.name, "-k")
+	c.waitState("STOPPED")
+}
+
+// lxcInNetns prefixes argv to run in the network namespace at path, in a
+// private mount namespace whose /sys/class/net is that of a sysfs mounted
+// there (LXC finds bridges through it); the rest of /sys, the cgroup
+// hierarchies included, stays (`ip netns exec` would hide them).
+func lxcInNetns(path string, argv ...string) []string {
+	if path == "" {
+		return argv
+	}
+	const script = `d=$(mktemp -d) && mount -t sysfs sysfs "$d" && mount --bind "$d/class/net" /sys/class/net && mount --bind "$d/devices/virtual/net" /sys/devices/virtual/net && umount -l "$d" && rmdir "$d" && exec "$@"`
+	return append([]string{"nsenter", "--net=" + path, "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"}, argv...)
 }

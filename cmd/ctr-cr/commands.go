@@ -122,7 +122,7 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&c.signKey}, help: signKeyHelp},
 	}
 	c.extMounts = map[string]string{}
-	opts = append(opts, extMountOptions(c.extMounts, false)...)
+	opts = append(opts, extMountOptions(c.extMounts, nil)...)
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -249,6 +249,7 @@ type restoreConfig struct {
 	extMounts                     map[string]string // --ext-mount-map KEY:PATH
 	cgroupRoots                   []string          // --cgroup-root
 	sibling                       bool              // --restore-sibling
+	veths                         []string          // --external veth[IF]:HOST[@BRIDGE]
 	criu                          criuConfig
 	log                           logConfig
 }
@@ -279,7 +280,7 @@ func restoreOptions(c *restoreConfig) []option {
 			help: "refuse the image unless its image.sig verifies with this Ed25519 public key (PEM) and every file it covers is as signed (docs/trust.md)"},
 	}
 	c.extMounts = map[string]string{}
-	opts = append(opts, extMountOptions(c.extMounts, true)...)
+	opts = append(opts, extMountOptions(c.extMounts, &c.veths)...)
 	opts = append(opts, placeOptions(c)...)
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
@@ -352,7 +353,7 @@ func cmdRestore(args []string) (int, error) {
 	var nsState *procns.State
 	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose}
 	if len(kinds) > 0 {
-		if nsState, err = fillNamespaces(c.dir, kinds, left); err != nil {
+		if nsState, err = fillNamespaces(c.dir, kinds, left, c.veths); err != nil {
 			return 1, err
 		}
 		ropts.InNamespaces = true

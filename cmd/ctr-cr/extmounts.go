@@ -42,8 +42,13 @@ func (v extMountValue) add(a, b string) error {
 }
 
 // externalValue is the repeatable --external option; mnt[A]:B is
-// --ext-mount-map A:B, other kinds are refused by name.
-type externalValue struct{ mnt extMountValue }
+// --ext-mount-map A:B; at restore veth[IF]:HOST[@BRIDGE] (LXC's) is
+// collected in veths, checked against the image (procns.CheckVeths);
+// other kinds are refused by name.
+type externalValue struct {
+	mnt   extMountValue
+	veths *[]string
+}
 
 func (v externalValue) String() string { return "" }
 
@@ -51,11 +56,17 @@ func (v externalValue) Set(s string) error {
 	if m := externalMnt.FindStringSubmatch(s); m != nil {
 		return v.mnt.add(m[1], m[2])
 	}
-	return fmt.Errorf("%q: not supported: ctr-cr takes --external mnt[...]:... only", s)
+	if v.veths != nil && strings.HasPrefix(s, "veth[") {
+		*v.veths = append(*v.veths, s)
+		return nil
+	}
+	return fmt.Errorf("%q: not supported: ctr-cr takes --external mnt[...]:... (and veth[...] on restore) only", s)
 }
 
-// extMountOptions are the options of dump or restore that fill m.
-func extMountOptions(m map[string]string, restore bool) []option {
+// extMountOptions are the options of dump or restore that fill m (and,
+// restore, veths).
+func extMountOptions(m map[string]string, veths *[]string) []option {
+	restore := veths != nil
 	help := "a mount of the tree that comes from outside (a host bind, the host's /dev), by mount point, and the key a restore maps back; repeatable"
 	arg := "MOUNTPOINT:KEY"
 	if restore {
@@ -64,6 +75,7 @@ func extMountOptions(m map[string]string, restore bool) []option {
 	}
 	return []option{
 		{names: []string{"ext-mount-map"}, arg: arg, value: extMountValue{m}, help: help},
-		{names: []string{"external"}, arg: "mnt[" + strings.Replace(arg, ":", "]:", 1), value: externalValue{extMountValue{m}}, help: "the same as --ext-mount-map"},
+		{names: []string{"external"}, arg: "mnt[" + strings.Replace(arg, ":", "]:", 1), value: externalValue{extMountValue{m}, veths},
+			help: "the same as --ext-mount-map; restore: also veth[IF]:HOST[@BRIDGE], which must name the image's veth IF, its outside end and bridge"},
 	}
 }

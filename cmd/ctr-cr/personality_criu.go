@@ -67,7 +67,8 @@ func init() {
 // fd[N]:tty[...] gives the new console (kept: ctr-cr's --inherit-fd takes
 // tty keys as the shell job's terminal). Other --external entries than
 // mnt[] and tty[] are dropped at dump (LXC may repeat a stale buffer as
-// the last one) and kept at restore (refused there by name, e.g. veth).
+// the last one) and kept at restore (veth[] checked against the image,
+// others refused by name).
 func criuArgs(cmd string, args []string) []string {
 	var out []string
 	shellJob := false

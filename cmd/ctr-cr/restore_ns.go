@@ -98,7 +98,7 @@ func execInNewNamespaces(kinds []string) error {
 // fillNamespaces, in the child, checks that it runs in new namespaces of
 // the image's kinds and puts their saved contents in; the returned State
 // is finished (Finish) once the tree is restored.
-func fillNamespaces(dir string, kinds []string, left map[string]int) (*procns.State, error) {
+func fillNamespaces(dir string, kinds []string, left map[string]int, veths []string) (*procns.State, error) {
 	if err := procns.CheckFresh(kinds, left); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -108,6 +108,9 @@ func fillNamespaces(dir string, kinds []string, left map[string]int) (*procns.St
 	}
 	st, err := procns.Load(dir, inv)
 	if err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
+	if err := st.CheckVeths(veths); err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
 	if inv.NetLock != "" && slices.Contains(kinds, "net") {
