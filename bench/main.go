@@ -49,6 +49,7 @@ func main() {
 	goMiB := flag.Int("go-mib", 512, "MiB of live Go heap in the multi-threaded Go workload (0: skip)")
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
+	lxc := flag.Bool("lxc", true, "LXC: a busybox container checkpointed (-s) and restored by lxc-checkpoint with ctr-cr as its criu (and with criu 4.2 when found); checkpoint and restore columns are lxc-checkpoint's whole time")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -144,6 +145,27 @@ func main() {
 				os.Exit(1)
 			}
 			lines = append(lines, r.report())
+		}
+	}
+	if *lxc {
+		if _, err := exec.LookPath("lxc-checkpoint"); err != nil {
+			fmt.Println("bench: lxc: lxc-checkpoint is not installed: skipped")
+		} else {
+			abs, _ := filepath.Abs(bin)
+			r, err := benchLXC("lxc-busybox", abs, *runs)
+			if err != nil {
+				fmt.Printf("bench: lxc-busybox: %v\n", err)
+				os.Exit(1)
+			}
+			lines = append(lines, r.report())
+			if criu != "" {
+				if c, err := benchLXC("criu:lxc-busybox", criu, *runs); err != nil {
+					fmt.Printf("criu: lxc-busybox: %v (no ratio)\n", err)
+				} else {
+					c.report()
+					ratios = append(ratios, criuLines(r, c)...)
+				}
+			}
 		}
 	}
 	for _, l := range lines {
