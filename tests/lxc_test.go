@@ -379,6 +379,7 @@ s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("192.0.2.1", 5000))
 s.listen(1)
+put("ready", "1")
 n = 0
 while True:
     c, _ = s.accept()
@@ -428,8 +429,15 @@ func TestCheckpoint_LXCVeth(t *testing.T) {
 		}
 		return read("last")
 	}
+	for deadline := time.Now().Add(10 * time.Second); read("ready") != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer does not listen:\n%s", tail(peer.out, 10))
+		}
+	}
+	// the connection is retried until the container's network is up; a
+	// second accepted connection would show a broken one
 	c = newLXCWith(t, ns, "lxc.net.0.type = veth\nlxc.net.0.link = ctrcrbr0\nlxc.net.0.flags = up\nlxc.net.0.name = eth0\nlxc.net.0.ipv4.address = 192.0.2.2/24\n",
-		"(i=0; while :; do i=$((i+1)); echo $i; usleep 50000; done | nc 192.0.2.1 5000) </dev/null >/dev/null 2>&1 &")
+		"(while :; do (i=0; while :; do i=$((i+1)); echo $i; usleep 50000; done) | nc 192.0.2.1 5000; usleep 100000; done) </dev/null >/dev/null 2>&1 &")
 	waitPast("start", 10)
 	for i := 0; i < 2; i++ {
 		img := filepath.Join(c.path, fmt.Sprintf("img%d", i))
