@@ -168,7 +168,29 @@ func TestReal_PostgresIPC(t *testing.T) {
 	if out, err := psql("CREATE TABLE k AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 10000) g; SELECT count(*) FROM k"); err != nil || !strings.HasSuffix(out, "\n10000") {
 		t.Fatalf("setup: %v: %s", err, out)
 	}
+	// a backend of a finished psql may still be closing its connection
+	// (CLOSE_WAIT, which a dump without --tcp-established refuses)
+	noBackends := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			busy := false
+			for _, p := range descendants(srv.pid) {
+				if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), "127.0.0.1(") {
+					busy = true
+				}
+			}
+			if !busy {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a client backend of postgres does not end")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	for i := 0; i < 2; i++ {
+		noBackends()
 		srv.cycle(t, i, nil)
 		nsDiffers(t, srv.pid, "ipc")
 		want := strconv.Itoa(10001 + i)
