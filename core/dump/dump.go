@@ -639,6 +639,9 @@ func (d *dumper) planImage() *imagePlan {
 		if n := len(t.status.NSsid); n > 1 {
 			pe.NsSid = int32(t.status.NSsid[n-1])
 		}
+		if n := len(t.status.NSpgid); n > 1 {
+			pe.NsPgid = int32(t.status.NSpgid[n-1])
+		}
 		for _, th := range t.p.Threads {
 			pe.Threads = append(pe.Threads, int32(th.Tid))
 		}

@@ -251,6 +251,9 @@ func (t *tree) createChildren() error {
 		case leader != nil:
 			vpgid = int32(leader.nsPid)
 		case groups[pgid]:
+			if t.pidns && c.pr.pst.NsPgid > 0 {
+				vpgid = c.pr.pst.NsPgid // recreated inside the namespace
+			}
 		default:
 			// the group's leader is gone: a helper with its pid, in
 			// the same session, makes the group again
@@ -710,14 +713,22 @@ func readU64(tid int, addr uint64) (uint64, error) {
 // reaped by the parent. The group lives on as long as c is in it.
 func (t *tree) groupHelper(c *restorer, pgid int32) error {
 	parent := c.parent
-	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid || t.pidns {
+	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid {
 		return errors.New("its leader is gone and it cannot be recreated from the parent's session: unsupported")
 	}
-	return t.helperTask(parent, []int32{pgid}, "group", func(h *restorer) error {
+	ids, join := []int32{pgid}, pgid
+	if t.pidns {
+		// recreated with its id inside the namespace (and ours)
+		if c.pr.pst.NsPgid <= 0 {
+			return errors.New("its leader is gone and its id in the pid namespace is not recorded: unsupported")
+		}
+		ids, join = t.ids(pgid, c.pr.pst.NsPgid), c.pr.pst.NsPgid
+	}
+	return t.helperTask(parent, ids, "group", func(h *restorer) error {
 		if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
 			return err
 		}
-		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(join)); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 		return nil

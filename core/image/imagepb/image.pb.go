@@ -592,7 +592,10 @@ type PstreeEntry struct {
 	// The session id in the innermost pid namespace of the task (NSsid), when
 	// that is not the dumper's: a session whose leader is gone is recreated
 	// there with it. 0: not recorded.
-	NsSid         int32 `protobuf:"varint,460,opt,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	NsSid int32 `protobuf:"varint,460,opt,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	// The same for the process group (NSpgid): a group whose leader is gone
+	// is recreated there with it.
+	NsPgid        int32 `protobuf:"varint,461,opt,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,6 +726,13 @@ func (x *PstreeEntry) GetFsId() uint32 {
 func (x *PstreeEntry) GetNsSid() int32 {
 	if x != nil {
 		return x.NsSid
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetNsPgid() int32 {
+	if x != nil {
+		return x.NsPgid
 	}
 	return 0
 }
@@ -5595,7 +5605,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"namespaces\x18\xcc\x03 \x03(\tR\n" +
 	"namespaces\x12&\n" +
-	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\"\xf3\x02\n" +
+	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\"\x8d\x03\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5613,7 +5623,8 @@ const file_image_proto_rawDesc = "" +
 	"\x11stop_report_taken\x18\x98\x02 \x01(\bR\x0fstopReportTaken\x12\x19\n" +
 	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
 	"\x05fs_id\x18\f \x01(\rR\x04fsId\x12\x16\n" +
-	"\x06ns_sid\x18\xcc\x03 \x01(\x05R\x05nsSid\"}\n" +
+	"\x06ns_sid\x18\xcc\x03 \x01(\x05R\x05nsSid\x12\x18\n" +
+	"\ans_pgid\x18\xcd\x03 \x01(\x05R\x06nsPgid\"}\n" +
 	"\tSigAction\x12\x10\n" +
 	"\x03sig\x18\x01 \x01(\rR\x03sig\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\x04R\ahandler\x12\x14\n" +
