@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"os/signal"
 	"sort"
 	"strconv"
@@ -43,6 +44,7 @@ func main() {
 	treeN := flag.Int("tree", 20, "processes in the tree workload (0: skip)")
 	ctMiB := flag.Int("ct-mib", 256, "MiB of memory for a second container workload (the bench binary as the container's init); 0: skip")
 	flag.BoolVar(&platforms, "platforms", true, "podman's checkpoint/restore of a busybox counter with ctr-cr as its runtime (bin/runtime/runc), and with runc and criu when criu is found")
+	flag.BoolVar(&lxcBench, "lxc", true, "LXC: a busybox container checkpointed (-s) and restored by lxc-checkpoint with ctr-cr as its criu (and with criu 4.2 when found); checkpoint and restore columns are lxc-checkpoint's whole time")
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
@@ -82,6 +84,9 @@ var showPhases bool
 
 // platforms is -platforms (platform.go).
 var platforms bool
+
+// lxcBench is -lxc (lxc.go).
+var lxcBench bool
 
 // reexec runs the workload or load process named by the first argument
 // (this binary re-executed by the bench) and reports whether it was one.
@@ -167,6 +172,27 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 	}
 	if platforms {
 		lines = append(lines, benchPlatforms(bin, criu, runs)...)
+	}
+	if lxcBench {
+		if _, err := exec.LookPath("lxc-checkpoint"); err != nil {
+			fmt.Println("bench: lxc: lxc-checkpoint is not installed: skipped")
+		} else {
+			abs, _ := filepath.Abs(bin)
+			r, err := benchLXC("lxc-busybox", abs, runs)
+			if err != nil {
+				fmt.Printf("bench: lxc-busybox: %v\n", err)
+				return 1
+			}
+			lines = append(lines, r.report())
+			if criu != "" {
+				if c, err := benchLXC("criu:lxc-busybox", criu, runs); err != nil {
+					fmt.Printf("criu: lxc-busybox: %v (no ratio)\n", err)
+				} else {
+					c.report()
+					ratios = append(ratios, ratioLines(r, c, "criu")...)
+				}
+			}
+		}
 	}
 	for _, l := range lines {
 		fmt.Println(l)

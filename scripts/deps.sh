@@ -14,11 +14,13 @@ PACKAGES=(
 	runc crun busybox-static
 	# platform tests: ctr-cr as the runtime of podman (with conmon) and containerd
 	podman conmon containerd containernetworking-plugins
+	# LXC, checkpointed by lxc-checkpoint with ctr-cr as its criu
+	lxc
 	# network tests: namespaces, addresses, the TCP network lock
 	iproute2 nftables
 	# real programs checkpointed by the tests
 	redis-server redis-tools tmux openssh-server openssh-client mariadb-server mariadb-client
-	default-jdk-headless
+	default-jdk-headless postgresql
 	# criu 4.2's runtime libraries, for the bench's comparison runs
 	libprotobuf-c1 libnl-3-200 libnet1 libnftables1 libbsd0 libgnutls30 libuuid1
 )

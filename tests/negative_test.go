@@ -550,7 +550,9 @@ func requireRefusedDump(t *testing.T, c Case, check func(t *testing.T, stderr st
 }
 
 // TestNegative_ForeignNamespaces: `dump -t` of a process living in a
-// mount, UTS or IPC namespace other than ctr-cr's, or in another pid
+// mount namespace other than ctr-cr's (without its own pid namespace) or
+// a time namespace, a tree whose tasks do not
+// share the root's UTS or IPC namespace, or a root in another pid
 // namespace without being its init, is refused naming the namespace: a
 // process restore would move it into the restorer's (the host's /etc for a
 // container's process, another hostname, other pids), silently. The
@@ -565,8 +567,10 @@ func TestNegative_ForeignNamespaces(t *testing.T) {
 		want string
 	}{
 		{"mnt", []string{"unshare", "--mount", "--", bin, "{WORKDIR}"}, "another mnt namespace"},
-		{"uts", []string{"unshare", "--uts", "--", bin, "{WORKDIR}"}, "another uts namespace"},
-		{"ipc", []string{"unshare", "--ipc", "--", bin, "{WORKDIR}"}, "another ipc namespace"},
+		{"time", []string{"unshare", "--time", "--", bin, "{WORKDIR}"}, "another time namespace"},
+		// carried kinds (ipc, uts) are refused when the tree does not share
+		// the root's: one namespace of each kind per restored tree
+		{"uts-child", []string{"unshare", "--uts", "--", "sh", "-c", "unshare --uts -- " + bin + " {WORKDIR} & wait"}, "another uts namespace"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			requireRefusedDump(t, Case{Name: "ns_" + c.name, Cmd: c.argv}, func(t *testing.T, stderr string, pid int) {

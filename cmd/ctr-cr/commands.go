@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/core/show"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
+	"github.com/ctr-cr/ctr-cr/procns"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,9 +97,10 @@ type dumpConfig struct {
 	jobs                        int
 	shellJob, tcpEst, extUnixSk bool
 	skipInFlight                bool
-	parent                      string // --parent-path DIR
-	pageServer                  string // --page-server HOST:PORT
-	signKey                     string // --sign-key FILE
+	parent                      string            // --parent-path DIR
+	pageServer                  string            // --page-server HOST:PORT
+	signKey                     string            // --sign-key FILE
+	extMounts                   map[string]string // --ext-mount-map MOUNTPOINT:KEY
 	criu                        criuConfig
 	log                         logConfig
 }
@@ -123,6 +126,8 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&c.parent}, help: parentPathHelp},
 		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&c.pageServer}, help: pageServerHelp},
 	}
+	c.extMounts = map[string]string{}
+	opts = append(opts, extMountOptions(c.extMounts, nil)...)
 	opts = append(opts, criuOptions(&c.criu, "dump the file locks the tree holds (flock, POSIX, OFD); without it a tree holding one is refused")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -161,7 +166,8 @@ func cmdDump(args []string) error {
 	ctx, stop := interruptible()
 	defer stop()
 	dopts := dump.Options{LeaveRunning: c.leave, GhostLimit: gl, Jobs: c.jobs, ShellJob: c.shellJob, TCPEstablished: c.tcpEst, ExtUnixSk: c.extUnixSk, FileLocks: c.criu.fileLocks,
-		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, ParentPath: c.parent, Warn: msgs.warnf}
+		SkipInFlight: c.skipInFlight, TCPClose: c.criu.tcpClose, Commit: sign, ParentPath: c.parent, Warn: msgs.warnf,
+		CarryNamespaces: (&procns.Capturer{ExtMounts: c.extMounts}).Capture}
 	if c.freezeCg != "" {
 		cg, err := cgroup.OpenDir(c.freezeCg)
 		if err != nil {
@@ -268,8 +274,12 @@ type restoreConfig struct {
 	tcpEst, extUnixSk             bool // confirm only: the image says
 	id, imagePath, rtRoot, rtName string
 	console                       string
-	verifyKey                     string         // --verify-key FILE
-	inherit                       map[string]int // --inherit-fd: image key -> our fd
+	verifyKey                     string            // --verify-key FILE
+	inherit                       map[string]int    // --inherit-fd: image key -> our fd
+	extMounts                     map[string]string // --ext-mount-map KEY:PATH
+	cgroupRoots                   []string          // --cgroup-root
+	sibling                       bool              // --restore-sibling
+	veths                         []string          // --external veth[IF]:HOST[@BRIDGE]
 	criu                          criuConfig
 	log                           logConfig
 }
@@ -288,7 +298,7 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accepted: the image's external unix peers are connected to again whether given or not"},
 		{names: []string{"id"}, arg: "NEW_ID", value: stringValue{&c.id}, help: "container: the restored container's id (default: the checkpointed one)"},
 		{names: []string{"image-path"}, arg: "DIR", value: stringValue{&c.imagePath}, help: "container: image directory (default BUNDLE/checkpoint)"},
-		{names: []string{"root"}, arg: "DIR", value: stringValue{&c.rtRoot}, help: "container: the runtime's state directory"},
+		{names: []string{"root"}, arg: "DIR", value: stringValue{&c.rtRoot}, help: "container: the runtime's state directory; -D DIR: the root of the restored mount namespace (an image that carries one)"},
 		{names: []string{"runtime"}, arg: "runc|crun", value: stringValue{&c.rtName}, help: "container: runc or crun (default: the one that ran it at the checkpoint)"},
 		{names: []string{"inherit-fd"}, arg: "fd[N]:pipe:[INO]", value: inheritValue{c.inherit}, help: "use ctr-cr's fd N as the image's external pipe pipe:[INO] (see show); repeatable"},
 		{names: []string{"console-socket"}, arg: "PATH", value: stringValue{&c.console}, help: "container with a terminal (process.terminal): unix socket that receives the new console's pty master (SCM_RIGHTS), passed to the runtime's create"},
@@ -299,6 +309,9 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"verify-key"}, arg: "FILE", value: stringValue{&c.verifyKey},
 			help: "refuse the image unless its image.sig verifies with this Ed25519 public key (PEM) and every file it covers is as signed (docs/trust.md)"},
 	}
+	c.extMounts = map[string]string{}
+	opts = append(opts, extMountOptions(c.extMounts, &c.veths)...)
+	opts = append(opts, placeOptions(c)...)
 	opts = append(opts, criuOptions(&c.criu, "accepted: the image's file locks are restored whether given or not")...)
 	return append(opts, logOptions(&c.log)...)
 }
@@ -333,8 +346,8 @@ func cmdRestore(args []string) (int, error) {
 	if c.dir == "" {
 		return 2, usageErrorf(restoreSynopsis, "-D DIR or a BUNDLE is required")
 	}
-	term := -1
-	if c.shellJob {
+	term := inheritedTerminal(c.inherit)
+	if c.shellJob && term < 0 {
 		if term = terminalFd(); term < 0 {
 			return 2, errors.New("--shell-job: none of stdin, stdout, stderr is a terminal")
 		}
@@ -342,6 +355,21 @@ func cmdRestore(args []string) (int, error) {
 	m := restore.PidMethod(c.method)
 	if m != restore.PidClone3 && m != restore.PidNsLastPid {
 		return 2, usageErrorf(restoreSynopsis, "--pid-method: unknown method %q", c.method)
+	}
+	// an unreadable inventory is reported by the restore below
+	kinds, _ := imageNamespaces(c.dir)
+	left, err := namespacesLeft()
+	if err != nil {
+		return 1, err
+	}
+	if left == nil {
+		// before the namespaces: a new cgroup namespace is rooted here
+		if err := enterCgroupRoots(c.cgroupRoots); err != nil {
+			return 1, err
+		}
+	}
+	if needsNewNamespaces(kinds) && left == nil {
+		return 1, execInNewNamespaces(kinds)
 	}
 	if err := msgs.open(&c.log, c.dir); err != nil {
 		return 1, err
@@ -354,9 +382,43 @@ func cmdRestore(args []string) (int, error) {
 		return 1, err
 	}
 	defer end()
+	if err := checkRootOption(&c, kinds); err != nil {
+		return 2, err
+	}
+	var nsState *procns.State
+	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose}
+	if len(kinds) > 0 {
+		if nsState, err = fillNamespaces(c.dir, kinds, left, c.veths); err != nil {
+			return 1, err
+		}
+		ropts.InNamespaces = true
+	}
+	switch {
+	case c.sibling && !slices.Contains(kinds, "mnt"):
+		return 2, usageErrorf(restoreSynopsis, "--restore-sibling: only for an image whose root is a pid namespace init in its own mount namespace")
+	case c.sibling:
+		var sb *procns.Sandbox
+		if sb, err = startSandbox(nsState, c.rtRoot, c.extMounts); err != nil {
+			return 1, err
+		}
+		ropts.Adopt, ropts.Detach, ropts.Sibling = sb.Pid, true, true
+		c.detach = true
+		defer func() {
+			if err != nil {
+				sb.Kill()
+			}
+		}()
+	case slices.Contains(kinds, "mnt"):
+		ropts.MountNS = nsState.MountNS(c.rtRoot, c.extMounts)
+	}
 	ctx, stop := interruptible()
-	res, err := restore.Restore(ctx, c.dir, restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose})
+	res, err := restore.Restore(ctx, c.dir, ropts)
 	stop()
+	if err == nil && nsState != nil {
+		if err = nsState.Finish(); err != nil {
+			unix.Kill(res.Pid, unix.SIGKILL) // rare; the tree is not as dumped
+		}
+	}
 	for _, fd := range c.inherit {
 		unix.Close(fd) // the restored tree has its own copy
 	}
@@ -406,7 +468,7 @@ func cmdRestore(args []string) (int, error) {
 // tree's root directory, is one of them: not silently ignored.
 func (c *restoreConfig) containerOnly() error {
 	for _, o := range []struct{ name, value string }{
-		{"--id", c.id}, {"--image-path", c.imagePath}, {"--root", c.rtRoot},
+		{"--id", c.id}, {"--image-path", c.imagePath},
 		{"--runtime", c.rtName}, {"--console-socket", c.console},
 	} {
 		if o.value != "" {

@@ -13,7 +13,7 @@ import (
 // same configuration.
 func TestDumpFlags(t *testing.T) {
 	base := func(f func(c *dumpConfig)) dumpConfig {
-		c := dumpConfig{pid: 42, dir: "/img", ghost: "1M", jobs: 4, log: logConfig{level: defaultLevel}}
+		c := dumpConfig{pid: 42, dir: "/img", ghost: "1M", jobs: 4, log: logConfig{level: defaultLevel}, extMounts: map[string]string{}}
 		f(&c)
 		return c
 	}
@@ -122,7 +122,7 @@ func TestFlagErrors(t *testing.T) {
 		{"restore", []string{"--manage-cgroups=soft"}, "--manage-cgroups=soft: not supported"},
 		{"restore", []string{"--bogus"}, "unknown option --bogus"},
 		{"restore", []string{"/bundle", "--pidfile"}, "needs an argument"},
-		{"restore", []string{"-D", "/img", "--root", "/r"}, "--root: only for a container"},
+		{"restore", []string{"-D", "/img", "--id", "x"}, "--id: only for a container"},
 		{"restore", []string{"-D", "/img", "--console-socket", "/s"}, "--console-socket: only for a container"},
 	} {
 		t.Run(strings.Join(append([]string{tc.cmd}, tc.args...), " "), func(t *testing.T) {

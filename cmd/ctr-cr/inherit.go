@@ -56,12 +56,26 @@ func parseInheritFd(s string) (int, string, error) {
 	case inheritPipe.MatchString(key):
 	case inheritSock.MatchString(key):
 	case inheritTty.MatchString(key):
-		return -1, "", fmt.Errorf("%q: inheriting a terminal (%s) is not supported, only pipe:[INO] and socket:[INO] (a shell job's terminal: --shell-job)", s, key)
+		// the terminal of a tree dumped with --shell-job (LXC's console)
 	default:
-		return -1, "", fmt.Errorf("%q: unsupported key %q, only pipe:[INO] and socket:[INO]", s, key)
+		return -1, "", fmt.Errorf("%q: unsupported key %q, only pipe:[INO], socket:[INO] and tty[RDEV:DEV]", s, key)
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
 		return -1, "", fmt.Errorf("%q: fd %d: %w", s, fd, err)
 	}
 	return fd, key, nil
+}
+
+// inheritedTerminal takes the tty[RDEV:DEV] entry out of inherit, if any,
+// and returns its fd: the terminal that replaces the image's external one
+// (a shell job's, LXC's console), as --shell-job does with ctr-cr's own;
+// -1 without one.
+func inheritedTerminal(inherit map[string]int) int {
+	for k, fd := range inherit {
+		if inheritTty.MatchString(k) {
+			delete(inherit, k)
+			return fd
+		}
+	}
+	return -1
 }

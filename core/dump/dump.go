@@ -69,6 +69,15 @@ type Options struct {
 	// Without it a tree living in namespaces other than ctr-cr's is
 	// refused (a process restore would move it into the restorer's).
 	OwnNamespaces bool
+	// CarryNamespaces, when set, lets a process dump carry the root's
+	// namespaces of the kinds in CarriedKinds that differ from ctr-cr's
+	// (a tree under `unshare --ipc`): it is called while the tree is
+	// seized with the tree's pids (root first, zombies left out) and those
+	// kinds and returns their
+	// contents, which the image holds as NamespacesFile (its SHA-256 in the
+	// inventory, with the kinds, so that a restore creates them again).
+	// Without it such a tree is refused.
+	CarryNamespaces func(pids []int, kinds []string) ([]byte, error)
 	// NoExtPipes refuses pipes with an end held outside the tree instead
 	// of recording them as external (a container checkpoint, whose
 	// restore has no --inherit-fd).
@@ -298,6 +307,10 @@ type dumper struct {
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
 	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
+	// namespaces are the root's namespaces the image carries
+	// (CarryNamespaces).
+	namespaces []string
+	nsData     []byte
 }
 
 // release undoes the seize of every process: injection area,
@@ -703,6 +716,12 @@ func (d *dumper) planImage() *imagePlan {
 		for _, ns := range t.status.NSpid {
 			pe.NsPid = append(pe.NsPid, int32(ns))
 		}
+		if n := len(t.status.NSsid); n > 1 {
+			pe.NsSid = int32(t.status.NSsid[n-1])
+		}
+		if n := len(t.status.NSpgid); n > 1 {
+			pe.NsPgid = int32(t.status.NSpgid[n-1])
+		}
 		for _, th := range t.p.Threads {
 			pe.Threads = append(pe.Threads, int32(th.Tid))
 		}
@@ -742,12 +761,21 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 	}
 	fault.Point("dump:writing") // all but the inventory written
 	root := d.tasks[0]
+	var nsSum []byte
+	if d.nsData != nil {
+		sum, err := d.w.WriteSide(NamespacesFile, d.nsData)
+		if err != nil {
+			return err
+		}
+		nsSum = sum
+	}
 	inv := &imagepb.Inventory{
 		FormatVersion: image.FormatVersion, ToolVersion: version.Version, Kernel: kernelRelease(),
 		Arch: runtime.GOARCH, RootPid: int32(d.root), CreatedUnixNano: time.Now().UnixNano(),
-		RootPidNs: len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
-		NetLock:   plan.netLock,
-		TcpClose:  d.opts.TCPClose,
+		RootPidNs:  len(root.status.NSpid) > 1 && root.status.NSpid[len(root.status.NSpid)-1] == 1,
+		NetLock:    plan.netLock,
+		TcpClose:   d.opts.TCPClose,
+		Namespaces: d.namespaces, NamespacesSum: nsSum,
 	}
 	d.pm.inventory(inv)
 	if len(root.core.Threads) > 0 {

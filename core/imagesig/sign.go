@@ -60,10 +60,11 @@ var (
 // Covered reports whether the file name of an image directory is one a
 // restore reads, so one a signature covers: *.img (the core image),
 // *.tar (a container's tmpfs contents) and the container layer's
-// spec.dump, container.json and ctr-cr.json.
+// spec.dump, container.json and ctr-cr.json, and a process image's
+// namespaces.json.
 func Covered(name string) bool {
 	switch name {
-	case "spec.dump", "container.json", "ctr-cr.json":
+	case "spec.dump", "container.json", "ctr-cr.json", "namespaces.json":
 		return true
 	}
 	return strings.HasSuffix(name, ".img") || strings.HasSuffix(name, ".tar")

@@ -251,7 +251,7 @@ func (r *restorer) restoreDumpable() error {
 	if _, err := r.call(0, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable)); err != nil {
 		return err
 	}
-	if c.PdeathSig != 0 && r.parent == nil && r.tree.opts.Detach {
+	if c.PdeathSig != 0 && r.parent == nil && r.tree.opts.Detach && !r.tree.opts.Sibling {
 		// The root's parent is now ctr-cr, which exits at once with -d:
 		// the signal would fire right away.
 		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: parent-death signal %d not restored (its parent is gone with a detached restore)", r.pr.pst.Pid, c.PdeathSig))

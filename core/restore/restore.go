@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,21 @@ type Options struct {
 	// (--tcp-close; see files.Opener.CloseConnections). An image dumped
 	// with --tcp-close needs it.
 	TCPClose bool
+	// InNamespaces says the caller has created the namespaces the image
+	// carries (Inventory.Namespaces) and filled them: ctr-cr runs in them.
+	// An image that carries namespaces is refused without it, so that no
+	// tree is ever restored into the restorer's own.
+	InNamespaces bool
+	// MountNS, when set, makes the root (pid 1 of a new pid namespace:
+	// the image's root must be one) in a new mount namespace too, and is
+	// called with its pid as soon as it exists, before anything else is
+	// restored: it builds that namespace's mounts (procns). Files are then
+	// resolved in the root's root, as for Adopt.
+	MountNS func(pid int) error
+	// Sibling says the root (Adopt) is a child of ctr-cr's parent, which
+	// stays (restore --restore-sibling): its parent-death signal is
+	// restored even with Detach.
+	Sibling bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -124,6 +140,9 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 			}
 		}()
 	}
+	if len(inv.Namespaces) > 0 && !opts.InNamespaces {
+		return nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
+	}
 	if inv.TcpClose && !opts.TCPClose {
 		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
 	}
@@ -156,6 +175,8 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		if err := opener.SetRoot(opts.Adopt); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
+	} else if opts.MountNS != nil && !inv.RootPidNs {
+		return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
 	} else if err := checkFree(procs); err != nil {
 		// pids come back as they were: outside a restored pid namespace too
 		return nil, err

@@ -113,19 +113,20 @@ func killCmd(c *exec.Cmd) {
 }
 
 // newStub creates the stub with pid; with pidns, as pid 1 of a new pid
-// namespace with pid outer in ours.
-func newStub(pid, outer int, method PidMethod, pidns bool) (*stub, error) {
+// namespace with pid outer in ours (and, with mntns, in a new mount
+// namespace too).
+func newStub(pid, outer int, method PidMethod, pidns, mntns bool) (*stub, error) {
 	if pidns {
 		if method == PidNsLastPid {
 			return nil, errors.New("a pid namespace init is restored with clone3 set_tid only")
 		}
-		return stubClone3(pid, true, outer)
+		return stubClone3(pid, true, outer, mntns)
 	}
 	switch method {
 	case PidNsLastPid:
 		return stubNsLastPid(pid)
 	default:
-		s, err := stubClone3(pid, false, 0)
+		s, err := stubClone3(pid, false, 0, false)
 		if err != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.E2BIG)) {
 			return stubNsLastPid(pid)
 		}
@@ -146,7 +147,7 @@ func cloneArgs(flags uint64, exitSignal uint64, setTid uint64, nTid int) []byte 
 // stubClone3 starts a helper and injects clone3(CLONE_PARENT, set_tid=[pid])
 // into it: the child, a copy of the untouched helper, gets exactly pid and
 // has ctr-cr as its parent. The helper is then killed.
-func stubClone3(pid int, pidns bool, outer int) (*stub, error) {
+func stubClone3(pid int, pidns bool, outer int, mntns bool) (*stub, error) {
 	h, regs, err := startHelper(nil)
 	if err != nil {
 		return nil, err
@@ -175,6 +176,9 @@ func stubClone3(pid int, pidns bool, outer int) (*stub, error) {
 		}
 		pidfd = int(fd)
 		flags |= unix.CLONE_NEWPID
+		if mntns {
+			flags |= unix.CLONE_NEWNS
+		}
 	}
 	// exit_signal must be 0 with CLONE_PARENT: the child inherits ours (SIGCHLD)
 	ids := []int32{int32(pid)}

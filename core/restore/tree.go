@@ -82,12 +82,20 @@ func (t *tree) restore() error {
 	if t.opts.Adopt != 0 {
 		s, err = stubAdopt(t.opts.Adopt)
 	} else {
-		s, err = newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns)
+		s, err = newStub(int(t.vpid(rootPr.pst)), int(rootPr.pst.Pid), t.opts.PidMethod, t.pidns, t.opts.MountNS != nil)
 	}
 	if err != nil {
 		return fmt.Errorf("pid %d: create task: %w", rootPr.pst.Pid, err)
 	}
 	t.stub = s
+	if t.opts.MountNS != nil && t.opts.Adopt == 0 {
+		if err := t.opts.MountNS(s.pid); err != nil {
+			return fmt.Errorf("pid %d: mount namespace: %w", rootPr.pst.Pid, err)
+		}
+		if err := t.opener.SetRoot(s.pid); err != nil {
+			return fmt.Errorf("pid %d: %w", rootPr.pst.Pid, err)
+		}
+	}
 	r := t.newRestorer(rootPr, s.pid, s.regs, s.gadget)
 	t.root = r
 	if r.mem, err = ptrace.OpenMem(r.pid); err != nil {
@@ -265,6 +273,9 @@ func (t *tree) createChildren() error {
 		case leader != nil:
 			vpgid = int32(leader.nsPid)
 		case groups[pgid]:
+			if t.pidns && c.pr.pst.NsPgid > 0 {
+				vpgid = c.pr.pst.NsPgid // recreated inside the namespace
+			}
 		default:
 			// the group's leader is gone: a helper with its pid, in
 			// the same session, makes the group again
@@ -373,11 +384,15 @@ func (t *tree) spawn(parent *restorer, ids []int32, flags, exitSig uint64) (int,
 // exits; the parent reaps it at once.
 func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	sid := pr.pst.Sid
+	ids := []int32{sid}
 	if t.pidns {
-		return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace: unsupported", sid)
+		if pr.pst.NsSid <= 0 {
+			return nil, fmt.Errorf("session %d led by a process outside the image, in a pid namespace, its id there not recorded: unsupported", sid)
+		}
+		ids = t.ids(sid, pr.pst.NsSid)
 	}
 	var c *restorer
-	err := t.helperTask(parent, sid, "session", func(h *restorer) error {
+	err := t.helperTask(parent, ids, "session", func(h *restorer) error {
 		if _, err := h.call(0, "setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
@@ -391,11 +406,13 @@ func (t *tree) forkInSession(parent *restorer, pr *proc) (*restorer, error) {
 	return c, err
 }
 
-// helperTask forks a temporary task with pid from parent (a kernel-faithful
+// helperTask forks a temporary task with ids (set_tid: its pid, with a
+// restored pid namespace [inside, ours]) from parent (a kernel-faithful
 // tree needs them for sessions and groups whose leader is gone), runs setup
 // in it, then makes it exit and has the parent reap it at once.
-func (t *tree) helperTask(parent *restorer, pid int32, what string, setup func(h *restorer) error) error {
-	hpid, hregs, err := t.spawn(parent, []int32{pid}, 0, uint64(unix.SIGCHLD))
+func (t *tree) helperTask(parent *restorer, ids []int32, what string, setup func(h *restorer) error) error {
+	pid := ids[0] // in the namespace it is created in
+	hpid, hregs, err := t.spawn(parent, ids, 0, uint64(unix.SIGCHLD))
 	if err != nil {
 		return fmt.Errorf("helper for %s %d: %w", what, pid, err)
 	}
@@ -718,14 +735,22 @@ func readU64(tid int, addr uint64) (uint64, error) {
 // reaped by the parent. The group lives on as long as c is in it.
 func (t *tree) groupHelper(c *restorer, pgid int32) error {
 	parent := c.parent
-	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid || t.pidns {
+	if parent == nil || parent.pr.pst.Sid != c.pr.pst.Sid {
 		return errors.New("its leader is gone and it cannot be recreated from the parent's session: unsupported")
 	}
-	return t.helperTask(parent, pgid, "group", func(h *restorer) error {
+	ids, join := []int32{pgid}, pgid
+	if t.pidns {
+		// recreated with its id inside the namespace (and ours)
+		if c.pr.pst.NsPgid <= 0 {
+			return errors.New("its leader is gone and its id in the pid namespace is not recorded: unsupported")
+		}
+		ids, join = t.ids(pgid, c.pr.pst.NsPgid), c.pr.pst.NsPgid
+	}
+	return t.helperTask(parent, ids, "group", func(h *restorer) error {
 		if _, err := h.call(0, "setpgid", unix.SYS_SETPGID, 0, 0); err != nil {
 			return err
 		}
-		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+		if _, err := c.call(0, "setpgid", unix.SYS_SETPGID, 0, uint64(join)); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 		return nil

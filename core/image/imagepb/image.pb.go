@@ -428,6 +428,11 @@ type Inventory struct {
 	// dumped with --tcp-close: its TCP connections were recorded without
 	// their state; restore needs --tcp-close and gives them back closed.
 	TcpClose bool `protobuf:"varint,390,opt,name=tcp_close,json=tcpClose,proto3" json:"tcp_close,omitempty"`
+	// Namespaces of the tree's root other than the dumper's that the image
+	// carries ("ipc", "uts", "net", "cgroup"): their contents are in
+	// namespaces.json, and a restore creates them again around the tree.
+	Namespaces    []string `protobuf:"bytes,460,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	NamespacesSum []byte   `protobuf:"bytes,461,opt,name=namespaces_sum,json=namespacesSum,proto3" json:"namespaces_sum,omitempty"` // SHA-256 of namespaces.json
 	// Pre-copy chain (issue 16): the image of the round before, relative to
 	// this directory ("" for a standalone image), and the SHA-256 of its
 	// inventory.img (which lists every file's checksum): restore reads the
@@ -557,6 +562,20 @@ func (x *Inventory) GetTcpClose() bool {
 		return x.TcpClose
 	}
 	return false
+}
+
+func (x *Inventory) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *Inventory) GetNamespacesSum() []byte {
+	if x != nil {
+		return x.NamespacesSum
+	}
+	return nil
 }
 
 func (x *Inventory) GetParentPath() string {
@@ -736,8 +755,15 @@ type PstreeEntry struct {
 	StopReportTaken bool `protobuf:"varint,280,opt,name=stop_report_taken,json=stopReportTaken,proto3" json:"stop_report_taken,omitempty"`
 	// Kernel objects shared with other tasks of the tree (equal ids mean one
 	// object, found with kcmp): fd table (CLONE_FILES), fs info (CLONE_FS).
-	FilesId       uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
-	FsId          uint32 `protobuf:"varint,12,opt,name=fs_id,json=fsId,proto3" json:"fs_id,omitempty"`
+	FilesId uint32 `protobuf:"varint,11,opt,name=files_id,json=filesId,proto3" json:"files_id,omitempty"`
+	FsId    uint32 `protobuf:"varint,12,opt,name=fs_id,json=fsId,proto3" json:"fs_id,omitempty"`
+	// The session id in the innermost pid namespace of the task (NSsid), when
+	// that is not the dumper's: a session whose leader is gone is recreated
+	// there with it. 0: not recorded.
+	NsSid int32 `protobuf:"varint,460,opt,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	// The same for the process group (NSpgid): a group whose leader is gone
+	// is recreated there with it.
+	NsPgid        int32 `protobuf:"varint,461,opt,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +887,20 @@ func (x *PstreeEntry) GetFilesId() uint32 {
 func (x *PstreeEntry) GetFsId() uint32 {
 	if x != nil {
 		return x.FsId
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetNsSid() int32 {
+	if x != nil {
+		return x.NsSid
+	}
+	return 0
+}
+
+func (x *PstreeEntry) GetNsPgid() int32 {
+	if x != nil {
+		return x.NsPgid
 	}
 	return 0
 }
@@ -5728,7 +5768,7 @@ const file_image_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12#\n" +
-	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\xd4\x04\n" +
+	"\rchecksum_algo\x18\x04 \x01(\tR\fchecksumAlgo\"\x9d\x05\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12!\n" +
 	"\ftool_version\x18\x02 \x01(\tR\vtoolVersion\x12\x16\n" +
@@ -5743,7 +5783,11 @@ const file_image_proto_rawDesc = "" +
 	"\vroot_pid_ns\x18\n" +
 	" \x01(\bR\trootPidNs\x12\x19\n" +
 	"\bnet_lock\x18\v \x01(\tR\anetLock\x12\x1c\n" +
-	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\x12 \n" +
+	"\ttcp_close\x18\x86\x03 \x01(\bR\btcpClose\x12\x1f\n" +
+	"\n" +
+	"namespaces\x18\xcc\x03 \x03(\tR\n" +
+	"namespaces\x12&\n" +
+	"\x0enamespaces_sum\x18\xcd\x03 \x01(\fR\rnamespacesSum\x12 \n" +
 	"\vparent_path\x18\x9c\x04 \x01(\tR\n" +
 	"parentPath\x127\n" +
 	"\x17parent_inventory_sha256\x18\x9d\x04 \x01(\fR\x15parentInventorySha256\x12\x1a\n" +
@@ -5758,7 +5802,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1d\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\x04R\tstartTime\x12\x1b\n" +
-	"\tholder_fd\x18\x03 \x01(\x05R\bholderFd\"\xdb\x02\n" +
+	"\tholder_fd\x18\x03 \x01(\x05R\bholderFd\"\x8d\x03\n" +
 	"\vPstreeEntry\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
@@ -5775,7 +5819,9 @@ const file_image_proto_rawDesc = "" +
 	"stopSignal\x12+\n" +
 	"\x11stop_report_taken\x18\x98\x02 \x01(\bR\x0fstopReportTaken\x12\x19\n" +
 	"\bfiles_id\x18\v \x01(\rR\afilesId\x12\x13\n" +
-	"\x05fs_id\x18\f \x01(\rR\x04fsId\"}\n" +
+	"\x05fs_id\x18\f \x01(\rR\x04fsId\x12\x16\n" +
+	"\x06ns_sid\x18\xcc\x03 \x01(\x05R\x05nsSid\x12\x18\n" +
+	"\ans_pgid\x18\xcd\x03 \x01(\x05R\x06nsPgid\"}\n" +
 	"\tSigAction\x12\x10\n" +
 	"\x03sig\x18\x01 \x01(\rR\x03sig\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\x04R\ahandler\x12\x14\n" +
