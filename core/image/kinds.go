@@ -16,7 +16,8 @@ import (
 // version can be recognised. Version 2 images may hold what a version-1
 // reader would silently ignore (pages shared copy-on-write with a parent
 // process, MmEntry.cow_parent_runs and pages-cowbase-*; pages left to a
-// parent image, Inventory.parent_path and parentmap-*): a ctr-cr that
+// parent image, Inventory.parent_path and parentmap-*; namespaces the tree
+// had of its own, Inventory.namespaces and namespaces.json): a ctr-cr that
 // reads only version 1 refuses them instead.
 const (
 	FormatVersion    = 2
