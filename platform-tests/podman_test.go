@@ -423,12 +423,25 @@ func TestReal_PodmanBridgeNetwork(t *testing.T) {
 		lis := exec.Command("nsenter", "--net="+p.netns, "--", "busybox", "nc", "-l", "-p", "9999")
 		var got strings.Builder
 		lis.Stdout = &got
-		if err := lis.Start(); err != nil {
+		// stdin held open: busybox nc ends the connection at its stdin's
+		// EOF, which could come before the client's line
+		stdinR, stdinW, err := os.Pipe()
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		lis.Stdin = stdinR
+		err = lis.Start()
+		stdinR.Close()
+		if err != nil {
+			stdinW.Close()
+			t.Fatal(err)
+		}
+		waitFor(t, "the listener on the bridge", func() bool {
+			out, _ := exec.Command("nsenter", "--net="+p.netns, "--", "ss", "-Hltn", "sport = :9999").Output()
+			return strings.Contains(string(out), "9999")
+		})
 		msg := "hello-" + itoa(round)
-		p.must("exec", name, "sh", "-c", "echo "+msg+" | busybox nc -w 2 "+gw+" 9999")
+		ncOut, ncErr := p.run("exec", name, "sh", "-c", "echo "+msg+" | busybox nc -w 2 "+gw+" 9999; echo nc exit $?")
 		done := make(chan struct{})
 		go func() { lis.Wait(); close(done) }()
 		select {
@@ -437,8 +450,11 @@ func TestReal_PodmanBridgeNetwork(t *testing.T) {
 			lis.Process.Kill()
 			<-done
 		}
+		stdinW.Close()
 		if !strings.Contains(got.String(), msg) {
-			t.Errorf("round %d: the listener on the bridge (%s) got %q, want %q", round, gw, got.String(), msg)
+			neigh, _ := exec.Command("nsenter", "--net="+p.netns, "--", "ip", "neigh").CombinedOutput()
+			cneigh, _ := p.run("exec", name, "sh", "-c", "busybox ip neigh; busybox ip link")
+			t.Errorf("round %d: the listener on the bridge (%s) got %q, want %q (nc: %s %v; bridge side neighbours:\n%s; container:\n%s)", round, gw, got.String(), msg, ncOut, ncErr, neigh, cneigh)
 		}
 	}
 	checkContinuous(t, p.logCounts(name))
