@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/capnames"
+	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
@@ -218,6 +219,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restoreNamespaces(pid, dir, &spec, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
+	fault.Point("restore:namespaces")
 	th := time.Now()
 	rst.NamespacesMs = ms(th.Sub(tn))
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
@@ -237,6 +239,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	rst.Restore = res.Stats
+	fault.Point("restore:restored") // the tree runs in a created container
 	if state.IPC != nil {
 		if err := nsdump.FinishIPC(nsdump.NSPath(pid, "ipc"), state.IPC); err != nil {
 			return "", 0, fmt.Errorf("restore %s: %w", id, err)
@@ -247,6 +250,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	ok = true
+	fault.Point("restore:started")
 	rst.StartMs = ms(time.Since(ts))
 	rst.TotalMs = ms(time.Since(t0))
 	// poststart failures do not undo the start (runtime-spec): reported

@@ -4,11 +4,14 @@
 // process: no deferred cleanup runs, as with kill -9, the OOM killer or a
 // power cut. CTRCR_FAULT=NAME:N makes the N-th Step(NAME) (counted from 1
 // over the whole process) do the same, for points passed many times, such
-// as each step of syscall injection ("inject:N"). Unset (always, outside
-// tests), Point and Step do nothing.
+// as each step of syscall injection ("inject:N"). CTRCR_FAULT=point:N
+// kills at the N-th Point of any name, to sweep every named point of an
+// operation in turn (the name is written to stderr first). Unset (always,
+// outside tests), Point and Step do nothing.
 package fault
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -17,9 +20,14 @@ import (
 	"syscall"
 )
 
-// Point kills the process with SIGKILL when CTRCR_FAULT names this point.
+// Point kills the process with SIGKILL when CTRCR_FAULT names this point,
+// or when it is the N-th point passed and CTRCR_FAULT is point:N.
 func Point(name string) {
 	if v := os.Getenv("CTRCR_FAULT"); v != "" && v == name {
+		die()
+	}
+	if hit("point") {
+		fmt.Fprintf(os.Stderr, "fault: killed at point %s\n", name)
 		die()
 	}
 }
@@ -46,6 +54,14 @@ var (
 // Step counts a pass through the counted point name and kills the process
 // with SIGKILL at the pass CTRCR_FAULT=name:N asks for.
 func Step(name string) {
+	if hit(name) {
+		die()
+	}
+}
+
+// hit counts a pass through the counted point name and reports whether it
+// is the pass CTRCR_FAULT=name:N asks for.
+func hit(name string) bool {
 	stepOnce.Do(func() {
 		v := os.Getenv("CTRCR_FAULT")
 		n, at, ok := strings.Cut(v, ":")
@@ -56,12 +72,7 @@ func Step(name string) {
 			stepName, stepAt = n, k
 		}
 	})
-	if stepAt == 0 || name != stepName {
-		return
-	}
-	if steps.Add(1) == stepAt {
-		die()
-	}
+	return stepAt != 0 && name == stepName && steps.Add(1) == stepAt
 }
 
 func die() {
