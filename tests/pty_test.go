@@ -92,9 +92,12 @@ func TestCR_PtyLeaveRunning(t *testing.T) {
 	tr.requirePass(tr.fgStderrText())
 }
 
-// tmuxScript runs in the tmux pane: a counter printed about three times a
-// second, and every line typed into the pane run as a command.
-const tmuxScript = `i=0; while :; do i=$((i+1)); echo "count $i"; if read -r -t 0.3 line; then eval "$line"; fi; done`
+// tmuxScript runs in the tmux pane: a counter printed every 2 s and after
+// every line typed into the pane, which is run as a command.
+// (bash reads a terminal line a byte at a time: a timeout that fires in
+// the middle of a line, when a loaded host keeps the shell off the CPU,
+// loses its start; 2 s make that vanishingly rare)
+const tmuxScript = `i=0; while :; do i=$((i+1)); echo "count $i"; if read -r -t 2 line; then eval "$line"; fi; done`
 
 // tmuxRun is a tmux server on its own socket, started by the test.
 type tmuxRun struct {

@@ -131,3 +131,35 @@ func TestBeginEnd(t *testing.T) {
 		t.Fatal("End left the record")
 	}
 }
+
+// TestStaleOtherPidNS: a record written in another pid namespace is not
+// judged from this one (its pid may name no process, or another one,
+// here), so a sweep never undoes a live operation of a ctr-cr running in
+// a container or a pid namespace of its own.
+func TestStaleOtherPidNS(t *testing.T) {
+	Dir = filepath.Join(t.TempDir(), "ops")
+	self, err := Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := filepath.Join(t.TempDir(), "partial")
+	os.Mkdir(part, 0o755)
+	touch(t, filepath.Join(part, "pages-1.img"))
+	foreign := &Record{Proc: Proc{Pid: self.Pid, Start: self.Start + 1}, PidNS: ownPidNS() + 1, Op: "dump", Partials: []Partial{{Dir: part}}}
+	writeRecord(t, foreign)
+	recs, err := Stale()
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("Stale: %v %v, want no record of another pid namespace", recs, err)
+	}
+	if err := Sweep(false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(part, "pages-1.img")); err != nil {
+		t.Fatalf("a sweep removed another pid namespace's partial image: %v", err)
+	}
+	same := &Record{Proc: Proc{Pid: self.Pid, Start: self.Start + 2}, PidNS: ownPidNS(), Op: "dump"}
+	writeRecord(t, same)
+	if recs, err := Stale(); err != nil || len(recs) != 1 {
+		t.Fatalf("Stale: %v %v, want the dead record of this pid namespace", recs, err)
+	}
+}

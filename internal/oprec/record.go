@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,6 +38,11 @@ var Dir = "/run/ctr-cr/ops"
 // Record is what one ctr-cr process has done that a crash would leave.
 type Record struct {
 	Proc
+	// PidNS is the inode of the writer's pid namespace: its pids (the
+	// file name's, the targets') mean something only there, and a sweep
+	// from another pid namespace (a ctr-cr run in a container, a migrate
+	// destination in a pid namespace of its own) leaves it alone.
+	PidNS uint64    `json:"pid_ns,omitempty"`
 	Op    string    `json:"op"`
 	Began time.Time `json:"began"`
 	// Frozen are the freezer directories (v1 freezer or cgroup2) it froze.
@@ -145,7 +151,7 @@ func Begin(op string) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	cur = &Record{Proc: self, Op: op, Began: time.Now().UTC()}
+	cur = &Record{Proc: self, PidNS: ownPidNS(), Op: op, Began: time.Now().UTC()}
 	if err := saveLocked(); err != nil {
 		cur = nil // no record: the Add functions do nothing
 		return err
@@ -239,6 +245,7 @@ func Stale() ([]*Record, error) {
 	}
 	var out []*Record
 	var errs []error
+	own := ownPidNS()
 	for _, e := range ents {
 		p, ok := parseName(e.Name())
 		if !ok || p.Alive() {
@@ -251,6 +258,9 @@ func Stale() ([]*Record, error) {
 		}
 		if r == nil {
 			continue // removed by another cleaner meanwhile
+		}
+		if r.PidNS != 0 && r.PidNS != own {
+			continue // another pid namespace's: its pids are not ours to judge
 		}
 		r.Proc = p // the name is authoritative
 		out = append(out, r)
@@ -300,4 +310,13 @@ func remove(r *Record) error {
 		return nil
 	}
 	return err
+}
+
+// ownPidNS is the inode of this process's pid namespace (0 if unknown).
+func ownPidNS() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }

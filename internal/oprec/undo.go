@@ -98,6 +98,12 @@ func lockSweep() (func(), error) {
 func removeStaleTemps() {
 	tmps, _ := filepath.Glob(filepath.Join(Dir, "*.json.tmp"))
 	for _, t := range tmps {
+		// old ones only: a writer in another pid namespace (see
+		// Record.PidNS) may look dead from here while it saves
+		fi, err := os.Stat(t)
+		if err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
 		if p, ok := parseName(strings.TrimSuffix(filepath.Base(t), ".tmp")); ok && !p.Alive() {
 			os.Remove(t)
 		}
