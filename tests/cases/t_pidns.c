@@ -29,43 +29,11 @@
  * its verdict; when N is still its child (no C/R) it also reaps N with
  * status 0.
  */
-#include "t_tree.h"
-
-#include <sched.h>
+#include "t_pidns.h"
 
 struct report {
 	int inner, outer, ppid, sid, pgid, phase;
 };
-
-static char result_path[PATH_MAX + 16];
-
-/* ns_fail: N's failure: the verdict goes to ns.result, then exit 1. */
-__attribute__((format(printf, 1, 2), noreturn)) static void
-ns_fail(const char *fmt, ...)
-{
-	char msg[512], tmp[PATH_MAX + 32];
-	va_list ap;
-	FILE *f;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	case_log("ns init: FAIL: %s", msg);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", result_path);
-	f = fopen(tmp, "we");
-	if (f) {
-		fprintf(f, "FAIL: %s\n", msg);
-		fclose(f);
-		rename(tmp, result_path);
-	}
-	_exit(1);
-}
-
-#define NCHECK(cond, ...)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			ns_fail(__VA_ARGS__);                                  \
-	} while (0)
 
 /* outer_pid returns the first NSpid of /proc/self/status: our pid in the
  * root namespace (/proc is the root namespace's proc). */
@@ -86,28 +54,6 @@ static void report(int fd, int phase)
 			    getpgid(0), phase };
 
 	tt_write_full(fd, &r, sizeof(r), "report");
-}
-
-/* write_file writes s to WORKDIR/name atomically. */
-static void write_file(const char *name, const char *s)
-{
-	char path[PATH_MAX + 32], tmp[PATH_MAX + 40];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", case_workdir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "we");
-	CHECK(f && fputs(s, f) >= 0 && fclose(f) == 0, "write %s: %s", tmp,
-	      strerror(errno));
-	CHECK(rename(tmp, path) == 0, "rename %s: %s", tmp, strerror(errno));
-}
-
-static int exists(const char *name)
-{
-	char path[PATH_MAX + 32];
-
-	snprintf(path, sizeof(path), "%s/%s", case_workdir, name);
-	return access(path, F_OK) == 0;
 }
 
 static __attribute__((noreturn)) void kid(int inner, int fd)
@@ -199,77 +145,7 @@ static __attribute__((noreturn)) void ns_init(void)
 	_exit(0);
 }
 
-/* gone reports whether pid n (not our child) has ended: no process, or a
- * zombie waiting for its parent. */
-static int gone(pid_t n)
-{
-	struct tt_stat st;
-
-	return tt_stat(n, &st) != 0 || st.state == 'Z' || st.state == 'X';
-}
-
 int main(int argc, char **argv)
 {
-	char buf[600];
-	long long end;
-	pid_t n, r;
-	int st, ours = 1, status = -1;
-
-	case_init(argc, argv);
-	snprintf(result_path, sizeof(result_path), "%s/ns.result", case_workdir);
-	CHECK(unshare(CLONE_NEWPID) == 0, "unshare(CLONE_NEWPID): %s",
-	      strerror(errno));
-	n = tt_fork();
-	if (n == 0)
-		ns_init();
-	snprintf(buf, sizeof(buf), "%d\n", (int)n);
-	write_file("dumpme", buf);
-
-	end = case_now() + TT_TIMEOUT_MS * 1000000LL;
-	while (!exists("ns.ready")) {
-		r = waitpid(n, &st, WNOHANG);
-		if (r == n) {
-			if (case_read_file(result_path, buf, sizeof(buf)) > 0)
-				case_fail("ns init: %s", buf);
-			case_fail("ns init %d ended before ready: status %#x",
-				  (int)n, st);
-		}
-		CHECK(case_now() < end, "ns init %d: not ready", (int)n);
-		case_sleep_ms(5);
-	}
-	case_ready();
-
-	/* Reap N when the dump kills it: its pid must be free for the
-	 * restore. */
-	while (!case_go_requested()) {
-		if (ours && waitpid(n, &st, WNOHANG) == n) {
-			/* No output here: the dumped tree holds the out file,
-			 * whose size must not change before the restore. */
-			ours = 0;
-		}
-		case_sleep_ms(5);
-	}
-
-	end = case_now() + TT_TIMEOUT_MS * 1000000LL;
-	for (;;) {
-		if (ours && waitpid(n, &st, WNOHANG) == n) {
-			ours = 0;
-			status = st;
-		}
-		if (exists("ns.result"))
-			break;
-		if (!ours && gone(n) && !exists("ns.result"))
-			case_fail("ns init %d ended without a result", (int)n);
-		CHECK(case_now() < end, "no result from the ns init %d", (int)n);
-		case_sleep_ms(5);
-	}
-	if (ours)
-		status = tt_wait(n, "ns init");
-	CHECK(case_read_file(result_path, buf, sizeof(buf)) > 0, "read ns.result");
-	buf[strcspn(buf, "\n")] = 0;
-	if (strcmp(buf, "PASS") != 0)
-		case_fail("ns init: %s", buf);
-	CHECK(status == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
-	      "ns init ended with status %#x", status);
-	case_pass();
+	return pidns_main(argc, argv, ns_init);
 }
