@@ -89,26 +89,7 @@ func TestTree_MountPidNS(t *testing.T) {
 	if !noCR {
 		nsDiffers(t, tr.root, "mnt", "pid")
 	}
-	tr.requestGo()
-	if !noCR {
-		select {
-		case <-tr.fgDone:
-		case <-time.After(goTimeout):
-			tr.fatalf(tr.fgStderrText(), "the restored ns init did not end within %v after go", goTimeout)
-		}
-		if tr.fgErr != nil {
-			tr.fatalf(tr.fgStderrText(), "ctr-cr restore (foreground), i.e. the restored ns init: %v", tr.fgErr)
-		}
-	}
-	status, err := waitChild(tr.Pid, goTimeout)
-	if err != nil {
-		tr.fatalf(tr.fgStderrText(), "case root after go: %v", err)
-	}
-	tr.reaped = true
-	if !status.Exited() || status.ExitStatus() != 0 {
-		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
-	}
-	tr.requirePass(tr.fgStderrText())
+	tr.finishNsInit()
 }
 
 // TestReal_PostgresIPC: postgres 15 started in an IPC namespace of its own
@@ -210,24 +191,5 @@ func TestTree_PidNSGroups(t *testing.T) {
 	tr := startTree(t, Case{Name: "t_pidns_group", Src: "t_pidns_group.c"}, treeOpts{rootFile: "dumpme"})
 	tr.cycles(t)
 	tr.verify(t)
-	tr.requestGo()
-	if !noCR {
-		select {
-		case <-tr.fgDone:
-		case <-time.After(goTimeout):
-			tr.fatalf(tr.fgStderrText(), "the restored ns init did not end within %v after go", goTimeout)
-		}
-		if tr.fgErr != nil {
-			tr.fatalf(tr.fgStderrText(), "ctr-cr restore (foreground), i.e. the restored ns init: %v", tr.fgErr)
-		}
-	}
-	status, err := waitChild(tr.Pid, goTimeout)
-	if err != nil {
-		tr.fatalf(tr.fgStderrText(), "case root after go: %v", err)
-	}
-	tr.reaped = true
-	if !status.Exited() || status.ExitStatus() != 0 {
-		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
-	}
-	tr.requirePass(tr.fgStderrText())
+	tr.finishNsInit()
 }

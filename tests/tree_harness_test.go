@@ -639,3 +639,30 @@ func requireTools(t *testing.T, names ...string) {
 		}
 	}
 }
+
+// finishNsInit ends a tree whose root is a pid namespace init restored in
+// the foreground (t_pidns.h): it asks for go, waits for the foreground
+// ctr-cr (the init's parent, which exits with its status), reaps the case
+// root and requires its PASS.
+func (tr *treeRun) finishNsInit() {
+	tr.requestGo()
+	if !noCR {
+		select {
+		case <-tr.fgDone:
+		case <-time.After(goTimeout):
+			tr.fatalf(tr.fgStderrText(), "the restored ns init did not end within %v after go", goTimeout)
+		}
+		if tr.fgErr != nil {
+			tr.fatalf(tr.fgStderrText(), "ctr-cr restore (foreground), i.e. the restored ns init: %v", tr.fgErr)
+		}
+	}
+	status, err := waitChild(tr.Pid, goTimeout)
+	if err != nil {
+		tr.fatalf(tr.fgStderrText(), "case root after go: %v", err)
+	}
+	tr.reaped = true
+	if !status.Exited() || status.ExitStatus() != 0 {
+		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
+	}
+	tr.requirePass(tr.fgStderrText())
+}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // ---------------------------------------------------------------------------
@@ -199,26 +198,5 @@ func TestTree_PidNS(t *testing.T) {
 	tr.verify(t)
 	check("after the last restore")
 
-	tr.requestGo()
-	if !noCR {
-		// The foreground ctr-cr is the init's parent: it exits with the
-		// init's status.
-		select {
-		case <-tr.fgDone:
-		case <-time.After(goTimeout):
-			tr.fatalf(tr.fgStderrText(), "the restored ns init did not end within %v after go", goTimeout)
-		}
-		if tr.fgErr != nil {
-			tr.fatalf(tr.fgStderrText(), "ctr-cr restore (foreground), i.e. the restored ns init: %v", tr.fgErr)
-		}
-	}
-	status, err := waitChild(tr.Pid, goTimeout)
-	if err != nil {
-		tr.fatalf(tr.fgStderrText(), "case root after go: %v", err)
-	}
-	tr.reaped = true
-	if !status.Exited() || status.ExitStatus() != 0 {
-		tr.fatalf(tr.fgStderrText(), "case root ended with %s", describeStatus(status))
-	}
-	tr.requirePass(tr.fgStderrText())
+	tr.finishNsInit()
 }
