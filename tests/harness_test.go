@@ -436,6 +436,15 @@ func runCase(t *testing.T, c Case) *Run {
 	if c.Verify != nil {
 		c.Verify(t, r)
 	}
+	r.finishForeground()
+	return r
+}
+
+// finishForeground asks the case restored by startForeground for go,
+// waits for the foreground ctr-cr (its parent, which reaps it and exits
+// with its status) and requires the case's PASS.
+func (r *Run) finishForeground() {
+	r.t.Helper()
 	r.requestGo()
 	select {
 	case <-r.fgDone:
@@ -447,7 +456,6 @@ func runCase(t *testing.T, c Case) *Run {
 		r.fatalf(r.fgStderrText(), "ctr-cr restore (foreground): %v", r.fgErr)
 	}
 	r.requirePass(r.fgStderrText())
-	return r
 }
 
 // startForeground starts "ctr-cr restore -D img" as our child; ctr-cr stays

@@ -145,17 +145,7 @@ func TestCR_PageServerChain(t *testing.T) {
 			r.fatalf(r.fgStderrText(), "restore did not complete: %v", err)
 		}
 	}
-	r.requestGo()
-	select {
-	case <-r.fgDone:
-	case <-time.After(goTimeout):
-		r.fatalf(r.fgStderrText(), "ctr-cr restore did not exit after go")
-	}
-	r.reaped = true
-	if r.fgErr != nil {
-		r.fatalf(r.fgStderrText(), "ctr-cr restore: %v", r.fgErr)
-	}
-	r.requirePass(r.fgStderrText())
+	r.finishForeground()
 }
 
 // TestNegative_PageServerDrop: a page server whose connection drops in the

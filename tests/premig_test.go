@@ -147,17 +147,7 @@ func TestCR_PreCopyChain(t *testing.T) {
 			r.fatalf(r.fgStderrText(), "restore did not complete: %v", err)
 		}
 	}
-	r.requestGo()
-	select {
-	case <-r.fgDone:
-	case <-time.After(goTimeout):
-		r.fatalf(r.fgStderrText(), "ctr-cr restore did not exit after go")
-	}
-	r.reaped = true
-	if r.fgErr != nil {
-		r.fatalf(r.fgStderrText(), "ctr-cr restore: %v", r.fgErr)
-	}
-	r.requirePass(r.fgStderrText())
+	r.finishForeground()
 }
 
 // TestNegative_PreCopyBrokenChain: a dump against a missing parent fails
@@ -231,15 +221,5 @@ func TestNegative_PreCopyBrokenChain(t *testing.T) {
 	if err := waitFile(r.fgPidFile, backTimeout, r.fgDone); err != nil {
 		r.fatalf(r.fgStderrText(), "restore did not complete: %v", err)
 	}
-	r.requestGo()
-	select {
-	case <-r.fgDone:
-	case <-time.After(goTimeout):
-		r.fatalf(r.fgStderrText(), "ctr-cr restore did not exit after go")
-	}
-	r.reaped = true
-	if r.fgErr != nil {
-		r.fatalf(r.fgStderrText(), "ctr-cr restore: %v", r.fgErr)
-	}
-	r.requirePass(r.fgStderrText())
+	r.finishForeground()
 }
