@@ -1,7 +1,6 @@
 package bundletests
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,14 +45,7 @@ func testRestoreCeilingRlimits(t *testing.T, rt string) {
 	if !edited {
 		t.Fatalf("%s has no RLIMIT_NOFILE", name)
 	}
-	out, err := ctrcr(t, "restore", "-d", b.dir)
-	want := fmt.Sprintf("pid %d: hard RLIMIT_NOFILE 1048576", pid)
-	if err == nil || !strings.Contains(out, want) || !strings.Contains(out, "process.rlimits") {
-		t.Fatalf("restore of a task with a raised hard RLIMIT_NOFILE: %v (want %q)\n%s", err, want, out)
-	}
-	if _, err := b.state(); err == nil {
-		t.Fatalf("a container %s exists after the refused restore", b.id)
-	}
+	b.requireRefused("a task with a raised hard RLIMIT_NOFILE", fmt.Sprintf("pid %d: hard RLIMIT_NOFILE 1048576", pid), "process.rlimits")
 	restoreFiles()
 	b.restore(1)
 	b.waitCount(b.count())
@@ -98,30 +90,15 @@ func testRestoreCeilingCgroup(t *testing.T, rt string) {
 		{"memory_limit", "cgroup memory limit unlimited"},
 		{"pids_max", "cgroup pids.max unlimited"},
 	} {
-		var st map[string]any
-		if err := json.Unmarshal(orig, &st); err != nil {
-			t.Fatal(err)
-		}
-		cg, _ := st["cgroup"].(map[string]any)
-		set, _ := cg["settings"].(map[string]any)
-		if _, ok := set[c.field]; !ok {
-			t.Fatalf("container.json has no cgroup settings %s:\n%s", c.field, orig)
-		}
-		set[c.field] = -1
-		edited, err := json.Marshal(st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, edited, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		out, err := ctrcr(t, "restore", "-d", b.dir)
-		if err == nil || !strings.Contains(out, c.want) || !strings.Contains(out, "linux.resources") {
-			t.Fatalf("restore with %s lifted: %v (want %q)\n%s", c.field, err, c.want, out)
-		}
-		if _, err := b.state(); err == nil {
-			t.Fatalf("a container %s exists after the refused restore", b.id)
-		}
+		writeEditedState(t, path, orig, func(st map[string]any) {
+			cg, _ := st["cgroup"].(map[string]any)
+			set, _ := cg["settings"].(map[string]any)
+			if _, ok := set[c.field]; !ok {
+				t.Fatalf("container.json has no cgroup settings %s:\n%s", c.field, orig)
+			}
+			set[c.field] = -1
+		})
+		b.requireRefused(c.field+" lifted", c.want, "linux.resources")
 	}
 	if err := os.WriteFile(path, orig, 0o600); err != nil {
 		t.Fatal(err)
@@ -206,31 +183,16 @@ func testRestoreCeilingNetSysctl(t *testing.T, rt string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st map[string]any
-	if err := json.Unmarshal(orig, &st); err != nil {
-		t.Fatal(err)
-	}
-	net, _ := st["net"].(map[string]any)
-	sc, _ := net["sysctls"].(map[string]any)
 	const key = "ipv4/ip_unprivileged_port_start"
-	if _, ok := sc[key]; !ok {
-		t.Fatalf("container.json has no net sysctl %s:\n%s", key, orig)
-	}
-	sc[key] = "0"
-	edited, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, edited, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := ctrcr(t, "restore", "-d", b.dir)
-	if err == nil || !strings.Contains(out, "sysctl net/"+key) || !strings.Contains(out, "CAP_NET_ADMIN") {
-		t.Fatalf("restore with %s=0: %v\n%s", key, err, out)
-	}
-	if _, err := b.state(); err == nil {
-		t.Fatalf("a container %s exists after the refused restore", b.id)
-	}
+	writeEditedState(t, path, orig, func(st map[string]any) {
+		net, _ := st["net"].(map[string]any)
+		sc, _ := net["sysctls"].(map[string]any)
+		if _, ok := sc[key]; !ok {
+			t.Fatalf("container.json has no net sysctl %s:\n%s", key, orig)
+		}
+		sc[key] = "0"
+	})
+	b.requireRefused(key+"=0", "sysctl net/"+key, "CAP_NET_ADMIN")
 	if err := os.WriteFile(path, orig, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -34,37 +34,22 @@ func testRestoreCeilingMounts(t *testing.T, rt string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st map[string]any
-	if err := json.Unmarshal(orig, &st); err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	tree, _ := st["mounts"].(map[string]any)
-	ms, _ := tree["mounts"].([]any)
-	for _, m := range ms {
-		m := m.(map[string]any)
-		if m["mount_point"] == "/proc/sys" {
-			delete(m["flags"].(map[string]any), "ro")
-			found = true
+	writeEditedState(t, path, orig, func(st map[string]any) {
+		found := false
+		tree, _ := st["mounts"].(map[string]any)
+		ms, _ := tree["mounts"].([]any)
+		for _, m := range ms {
+			m := m.(map[string]any)
+			if m["mount_point"] == "/proc/sys" {
+				delete(m["flags"].(map[string]any), "ro")
+				found = true
+			}
 		}
-	}
-	if !found {
-		t.Fatalf("container.json has no /proc/sys mount:\n%s", orig)
-	}
-	edited, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, edited, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := ctrcr(t, "restore", "-d", b.dir)
-	if err == nil || !strings.Contains(out, "mount /proc/sys: container.json makes it read-write") || !strings.Contains(out, "linux.readonlyPaths") {
-		t.Fatalf("restore of a container.json with /proc/sys read-write: %v\n%s", err, out)
-	}
-	if _, err := b.state(); err == nil {
-		t.Fatalf("a container %s exists after the refused restore", b.id)
-	}
+		if !found {
+			t.Fatalf("container.json has no /proc/sys mount:\n%s", orig)
+		}
+	})
+	b.requireRefused("a container.json with /proc/sys read-write", "mount /proc/sys: container.json makes it read-write", "linux.readonlyPaths")
 	if err := os.WriteFile(path, orig, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -95,27 +80,12 @@ func testRestoreCeilingCaps(t *testing.T, rt string) {
 		t.Fatalf("checkpoint: %v\n%s", err, out)
 	}
 	dir := filepath.Join(b.dir, "checkpoint")
-	cores, _ := filepath.Glob(filepath.Join(dir, "core-*.img"))
-	if len(cores) == 0 {
-		t.Fatalf("no core-*.img in %s", dir)
-	}
-	name := filepath.Base(cores[0])
-	var pid int
-	if _, err := fmt.Sscanf(name, "core-%d.img", &pid); err != nil {
-		t.Fatal(err)
-	}
+	name, pid := firstCore(t, dir)
 	restoreFiles := saveFiles(t, dir, name, image.InventoryName)
 	editImageEntry(t, dir, name, &imagepb.TaskCore{}, func(m proto.Message) {
 		m.(*imagepb.TaskCore).Threads[0].Creds.CapPrm |= 1 << 21 // CAP_SYS_ADMIN
 	})
-	out, err := ctrcr(t, "restore", "-d", b.dir)
-	want := fmt.Sprintf("pid %d: permitted capabilities CAP_SYS_ADMIN", pid)
-	if err == nil || !strings.Contains(out, want) {
-		t.Fatalf("restore of a task with CAP_SYS_ADMIN: %v (want %q)\n%s", err, want, out)
-	}
-	if _, err := b.state(); err == nil {
-		t.Fatalf("a container %s exists after the refused restore", b.id)
-	}
+	b.requireRefused("a task with CAP_SYS_ADMIN", fmt.Sprintf("pid %d: permitted capabilities CAP_SYS_ADMIN", pid))
 	restoreFiles()
 	b.restore(1)
 	b.waitCount(b.count())
@@ -207,4 +177,37 @@ func writeImageFile(t *testing.T, dir, name string, data []byte, msg proto.Messa
 		t.Fatal(err)
 	}
 	return out
+}
+
+// requireRefused runs `ctr-cr restore -d BUNDLE` and requires it to fail
+// with every one of wants in its output, and no container left behind.
+func (b *bundle) requireRefused(what string, wants ...string) {
+	b.t.Helper()
+	out, err := ctrcr(b.t, "restore", "-d", b.dir)
+	for _, w := range wants {
+		if err == nil || !strings.Contains(out, w) {
+			b.t.Fatalf("restore of %s: %v (want %q)\n%s", what, err, w, out)
+		}
+	}
+	if _, err := b.state(); err == nil {
+		b.t.Fatalf("a container %s exists after the refused restore", b.id)
+	}
+}
+
+// writeEditedState writes over path (container.json) the JSON document
+// orig edited by fn.
+func writeEditedState(t *testing.T, path string, orig []byte, fn func(st map[string]any)) {
+	t.Helper()
+	var st map[string]any
+	if err := json.Unmarshal(orig, &st); err != nil {
+		t.Fatal(err)
+	}
+	fn(st)
+	edited, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
