@@ -3,9 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // setupContainerd runs the counter under a containerd daemon of the
@@ -151,35 +150,5 @@ func ociBusybox(name string) ([]byte, error) {
 		tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	tw.Close()
-	blobs := map[string][]byte{}
-	put := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		blobs[hex.EncodeToString(sum[:])] = b
-		return "sha256:" + hex.EncodeToString(sum[:]), len(b)
-	}
-	ld, ls := put(layer.Bytes())
-	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": map[string]any{"Env": []string{"PATH=/bin"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}}})
-	cd, cs := put(cfg)
-	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}}})
-	md, ms := put(man)
-	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": []any{map[string]any{
-		"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-		"annotations": map[string]string{"io.containerd.image.name": name},
-		"platform":    map[string]string{"architecture": "amd64", "os": "linux"}}}})
-	var arch bytes.Buffer
-	aw := tar.NewWriter(&arch)
-	add := func(n string, b []byte) {
-		aw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
-		aw.Write(b)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", idx)
-	for d, b := range blobs {
-		add("blobs/sha256/"+d, b)
-	}
-	aw.Close()
-	return arch.Bytes(), nil
+	return testutil.OCIArchive(name, layer.Bytes())
 }

@@ -1,11 +1,7 @@
 package platformtests
 
 import (
-	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // containerd is a containerd daemon of the test's own (its root, state
@@ -103,39 +101,12 @@ func (c *containerd) importImage(name string) {
 	if err := busyboxTar(&layer); err != nil {
 		c.t.Fatal(err)
 	}
-	blobs := map[string][]byte{}
-	put := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		d := hex.EncodeToString(sum[:])
-		blobs[d] = b
-		return "sha256:" + d, len(b)
+	arch, err := testutil.OCIArchive(name, layer.Bytes())
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	ld, ls := put(layer.Bytes())
-	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": map[string]any{"Env": []string{"PATH=/bin"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}}})
-	cd, cs := put(cfg)
-	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}}})
-	md, ms := put(man)
-	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": []any{map[string]any{
-		"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-		"annotations": map[string]string{"io.containerd.image.name": name},
-		"platform":    map[string]string{"architecture": "amd64", "os": "linux"}}}})
-	var arch bytes.Buffer
-	tw := tar.NewWriter(&arch)
-	add := func(n string, b []byte) {
-		tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
-		tw.Write(b)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", idx)
-	for d, b := range blobs {
-		add("blobs/sha256/"+d, b)
-	}
-	tw.Close()
 	p := filepath.Join(c.dir, "image.tar")
-	if err := os.WriteFile(p, arch.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(p, arch, 0o600); err != nil {
 		c.t.Fatal(err)
 	}
 	c.must("images", "import", p)
