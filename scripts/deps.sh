@@ -10,6 +10,8 @@ set -euo pipefail
 PACKAGES=(
 	# building and running the C/R cases
 	gcc libc6-dev binutils make python3 gzip tar util-linux
+	# keys made by openssl read by the image signing tests
+	openssl
 	# container tests and demo
 	runc crun busybox-static
 	# platform tests: ctr-cr as the runtime of podman (with conmon) and containerd

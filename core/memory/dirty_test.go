@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestDirtyTracking tracks a mapping of this test process with its own
@@ -14,9 +16,7 @@ import (
 // ones count as written), re-armed pages are clean again, and only clean
 // present pages are reusable.
 func TestDirtyTracking(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("userfaultfd for kernel faults needs root")
-	}
+	testutil.RequiresRoot(t) // userfaultfd for kernel faults
 	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
 	if e != 0 {
 		t.Skipf("userfaultfd: %v", e)
