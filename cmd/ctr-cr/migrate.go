@@ -191,13 +191,29 @@ func restoreDetached(dir string) (int, error) {
 	pidFile := filepath.Join(dir, "restored.pid")
 	out, err := exec.Command(exe, "restore", "-D", dir, "-d", "--pid-file", pidFile).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+		return 0, fmt.Errorf("%w: %s", err, restoreOutput(dir, out))
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return 0, errors.New("restore left no pid file")
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// restoreOutput is what a failed restore printed, for the error sent back
+// to the source. A crash's goroutine dump is cut to its header and the
+// first frames (the rest goes to DIR/restore.log): the header names the
+// cause and must survive the source's and a CI log's truncation.
+func restoreOutput(dir string, out []byte) string {
+	s := strings.TrimSpace(string(out))
+	i := strings.Index(s, "\ngoroutine ")
+	if i < 0 {
+		return s
+	}
+	log := filepath.Join(dir, "restore.log")
+	os.WriteFile(log, out, 0o600)
+	lines := strings.SplitN(s[i+1:], "\n", 12)
+	return fmt.Sprintf("%s\n%s\n[... the whole output: %s]", s[:i], strings.Join(lines[:min(len(lines), 11)], "\n"), log)
 }
 
 // waitGone waits until pid has exited, reaping whatever child ends
