@@ -127,10 +127,15 @@ func procWorkloads(sizes string, goMiB, treeN int) []procWorkload {
 	}
 	if treeN > 0 {
 		// n processes with 8 MiB each; --jobs is ctr-cr dump's
-		// parallelism (1: one process at a time)
-		for _, jobs := range []int{1, 4} {
-			work = append(work, procWorkload{name: fmt.Sprintf("tree-%d-j%d", treeN, jobs), args: []string{"tree-workload", strconv.Itoa(treeN), "8"},
-				procs: treeN, dumpArgs: []string{"--jobs", strconv.Itoa(jobs)}, criu: jobs == 1})
+		// parallelism (1: one process at a time; 0: not given, the
+		// default by idle CPUs)
+		for _, jobs := range []int{1, 4, 0} {
+			name, args := fmt.Sprintf("tree-%d-j%d", treeN, jobs), []string{"--jobs", strconv.Itoa(jobs)}
+			if jobs == 0 {
+				name, args = fmt.Sprintf("tree-%d-auto", treeN), nil
+			}
+			work = append(work, procWorkload{name: name, args: []string{"tree-workload", strconv.Itoa(treeN), "8"},
+				procs: treeN, dumpArgs: args, criu: jobs == 1})
 		}
 	}
 	return work

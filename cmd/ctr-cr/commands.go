@@ -106,7 +106,7 @@ type dumpConfig struct {
 }
 
 func dumpOptions(c *dumpConfig) []option {
-	c.ghost, c.jobs = "1M", 4
+	c.ghost = "1M"
 	opts := []option{
 		{names: []string{"t", "tree"}, arg: "PID", value: intValue{&c.pid}, help: "the process to dump, with all its descendants"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&c.dir}, help: "image directory"},
@@ -116,7 +116,7 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again"},
 		{names: []string{"freeze-cgroup"}, arg: "DIR", value: stringValue{&c.freezeCg}, help: "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized"},
 		{names: []string{"ghost-limit"}, arg: "SIZE", value: stringValue{&c.ghost}, help: "largest deleted file whose contents are saved (default 1M)"},
-		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default 4; 1: one by one)"},
+		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default: two per idle CPU, 1 to 4; 1: one by one)"},
 		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
 		{names: []string{"skip-in-flight"}, value: boolValue{&c.skipInFlight},
 			help: "dump TCP listeners without the connections waiting to be accepted (their peers see a reset); without it such a listener is refused"},

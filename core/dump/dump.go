@@ -32,7 +32,7 @@ import (
 type Options struct {
 	LeaveRunning bool
 	GhostLimit   int64 // bytes of a deleted file saved at most; 0 means 1 MiB
-	Jobs         int   // processes whose memory is dumped at once; 0 means 4
+	Jobs         int   // processes whose memory is dumped at once; 0: DefaultJobs
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
@@ -154,7 +154,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		opts.GhostLimit = 1 << 20
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = 4
+		opts.Jobs = DefaultJobs()
 	}
 	st = &Stats{}
 	t0 := time.Now()

@@ -26,7 +26,7 @@ type PreDumpOptions struct {
 	// ParentPath is the image of the round before, relative to the new
 	// image's directory ("": a first round).
 	ParentPath string
-	Jobs       int // processes whose memory is copied at once; 0 means 4
+	Jobs       int // processes whose memory is copied at once; 0: DefaultJobs
 	// Warn receives what makes the round copy more than it needs (no
 	// tracking, tracking lost); nil: discarded.
 	Warn func(format string, args ...any)
@@ -46,7 +46,7 @@ type PreDumpOptions struct {
 func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st *Stats, err error) {
 	go imagepb.Init()
 	if opts.Jobs <= 0 {
-		opts.Jobs = 4
+		opts.Jobs = DefaultJobs()
 	}
 	warn := opts.Warn
 	if warn == nil {
