@@ -48,6 +48,8 @@ func main() {
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
+	flag.IntVar(&preCopyMiB, "precopy-mib", 1024, "pre-copy: a process of this many MiB writing -precopy-dirty-kib KiB a second, pre-dumped twice (the first round through a page server) and dumped with --parent-path (0: skip)")
+	flag.IntVar(&preCopyDirtyKiB, "precopy-dirty-kib", 1024, "KiB a second the pre-copy workload writes")
 	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -79,6 +81,10 @@ func main() {
 	os.Exit(code)
 }
 
+// preCopyMiB and preCopyDirtyKiB are -precopy-mib and -precopy-dirty-kib
+// (premig.go).
+var preCopyMiB, preCopyDirtyKiB int
+
 // showPhases is -phases.
 var showPhases bool
 
@@ -96,6 +102,8 @@ func reexec(what string, args []string) bool {
 		workload(args[0], args[1])
 	case what == "goheap-workload" && len(args) >= 1:
 		goHeapWorkload(args[0])
+	case what == "dirty-workload" && len(args) >= 3:
+		dirtyWorkload(args[0], args[1], args[2])
 	case what == "tree-workload" && len(args) >= 3:
 		treeWorkload(args[0], args[1], args[2])
 	case what == "hog-load":
@@ -165,6 +173,14 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 			res[1].report()
 			ratios = append(ratios, ratioLines(res[0], res[1], "criu")...)
 		}
+	}
+	if preCopyMiB > 0 {
+		pl, err := benchPreCopy(bin, preCopyMiB, preCopyDirtyKiB, runs)
+		if err != nil {
+			fmt.Printf("bench: %v\n", err)
+			return 1
+		}
+		lines = append(lines, pl...)
 	}
 	if containers {
 		cl, cr, err := benchContainers(bin, criu, runs, ctMiB)
