@@ -38,7 +38,7 @@ func (pc *preCopyConfig) checkpoint(ctx context.Context, copts *container.Checkp
 		return "", nil, err
 	}
 	if ps != nil {
-		copts.Dump.PagesSink, copts.Dump.PagesDone = ps.Create, ps.Wait
+		copts.Dump.PagesSink, copts.Dump.PagesDone = hostSideCreate(ps), ps.Wait
 		copts.Deliver = func(string) error { return ps.Finish() }
 	}
 	dir, st, err := container.Checkpoint(ctx, *copts)

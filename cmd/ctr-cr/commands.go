@@ -188,7 +188,7 @@ func cmdDump(args []string) error {
 		return err
 	}
 	if ps != nil {
-		dopts.PagesSink, dopts.PagesDone = ps.Create, ps.Wait
+		dopts.PagesSink, dopts.PagesDone = hostSideCreate(ps), ps.Wait
 		dopts.Commit = chainCommit(ps.Finish, dopts.Commit)
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
