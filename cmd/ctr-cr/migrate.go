@@ -19,7 +19,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/pageserver"
 )
 
-const migrateSynopsis = "migrate -t PID|CONTAINER_ID --to HOST:PORT -D WORKDIR [--max-rounds N] [--print-stats]"
+const migrateSynopsis = "migrate (-t PID | CONTAINER_ID) --to HOST:PORT -D WORKDIR [--max-rounds N] [--print-stats]"
 
 // cmdMigrate moves a process tree to `ctr-cr migrate-receive` at HOST:PORT:
 // pre-copy rounds (each image sent whole as it is written, kept in
