@@ -188,7 +188,7 @@ func cmdDump(args []string) error {
 		return err
 	}
 	if ps != nil {
-		dopts.PagesSink, dopts.PagesDone = ps.Create, ps.Wait
+		dopts.PagesSink, dopts.PagesDone = hostSideCreate(ps), ps.Wait
 		dopts.Commit = chainCommit(ps.Finish, dopts.Commit)
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
@@ -204,7 +204,7 @@ func cmdDump(args []string) error {
 	return nil
 }
 
-const checkpointSynopsis = "checkpoint [OPTIONS] CONTAINER_ID"
+const checkpointSynopsis = "checkpoint [--pre-dump] [--parent-path DIR] [OPTIONS] CONTAINER_ID"
 
 // cmdCheckpoint checkpoints an OCI container found through its runtime.
 func cmdCheckpoint(args []string) error {
@@ -221,6 +221,8 @@ func cmdCheckpoint(args []string) error {
 		{names: []string{"file-locks"}, value: boolValue{&fileLocks}, help: "checkpoint the file locks the container's tree holds (flock, POSIX, OFD); without it a tree holding one is refused"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&signKey}, help: signKeyHelp},
 	}
+	var pc preCopyConfig
+	opts = append(opts, pc.options()...)
 	pos, err := parseOptions("checkpoint", checkpointSynopsis, opts, args, os.Stdout)
 	if err != nil {
 		return err
@@ -251,10 +253,14 @@ func cmdCheckpoint(args []string) error {
 	if err != nil {
 		return err
 	}
-	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
+	copts := container.CheckpointOptions{
 		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave, SignKey: key,
 		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix, FileLocks: fileLocks},
-	})
+	}
+	if pc.preDump {
+		return checkpointPreDump(ctx, &copts, &pc, stats)
+	}
+	dir, st, err := pc.checkpoint(ctx, &copts)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ import (
 // closes l.
 func Serve(l net.Listener, dir string) error {
 	defer l.Close()
-	_, err := serveSession(acceptAll(l), dir, nil)
+	_, err := serveSession(acceptAll(l), dir, nil, nil)
 	return err
 }
 
@@ -32,10 +32,18 @@ func Serve(l net.Listener, dir string) error {
 // source, which kills its tree only once the restore succeeded. It closes
 // l.
 func ServeMigration(l net.Listener, dir string, restore func(dir string) (string, error)) error {
+	return ServeMigrationAccepting(l, dir, restore, nil)
+}
+
+// ServeMigrationAccepting is ServeMigration that also takes the files
+// whose (plain) names accept approves besides the image's own: the
+// files a layer above the process image writes into it (a container's
+// checkpoint: container.LayerFile). nil accepts none.
+func ServeMigrationAccepting(l net.Listener, dir string, restore func(dir string) (string, error), accept func(name string) bool) error {
 	defer l.Close()
 	conns := acceptAll(l)
 	for k := 1; ; k++ {
-		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore)
+		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore, accept)
 		if err != nil || restored {
 			return err
 		}
@@ -64,11 +72,11 @@ func acceptAll(l net.Listener) chan net.Conn {
 
 // serveSession serves one session into dir from conns: see Serve. With
 // restore non-nil, a session may end with a restore request (restored).
-func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error)) (restored bool, err error) {
+func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error), accept func(string) bool) (restored bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	s := &server{dir: dir, done: make(chan error, 1), restore: restore}
+	s := &server{dir: dir, done: make(chan error, 1), restore: restore, accept: accept}
 	for err == nil {
 		select {
 		case c, ok := <-conns:
@@ -104,6 +112,8 @@ type server struct {
 	// restore runs the restore of a migration's last round
 	restore  func(dir string) (string, error)
 	restored bool
+	// accept approves more file names of a migration (ServeMigrationAccepting)
+	accept func(name string) bool
 }
 
 func (s *server) finish(err error) {
@@ -188,6 +198,9 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 	}
 	name := string(nb)
 	k, _, err := image.KindOf(name)
+	if s.restore != nil && s.accept != nil && err != nil && filepath.Base(name) == name && s.accept(name) {
+		k, err = image.Kind{Name: "layer"}, nil // a file of the layer above
+	}
 	if err != nil || filepath.Base(name) != name || k.Name != "pages" && s.restore == nil {
 		return 0, 0, fmt.Errorf("%w: %q is not the name of a pages file", ErrProtocol, name)
 	}
