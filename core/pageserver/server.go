@@ -53,42 +53,64 @@ func ServeMigrationAccepting(l net.Listener, dir string, restore func(dir string
 // RoundName is the directory of round k of a migration, on both sides.
 func RoundName(k int) string { return fmt.Sprintf("round%d", k) }
 
-// acceptAll passes the connections accepted on l to the channel, which is
-// closed when l is.
-func acceptAll(l net.Listener) chan net.Conn {
-	conns := make(chan net.Conn)
+// connQueue is the connections accepted on a listener, for one session
+// after the other: held are those that came after a session had begun to
+// end (the next round's), handed to the next session first.
+type connQueue struct {
+	ch   chan net.Conn
+	held []net.Conn
+}
+
+// acceptAll queues the connections accepted on l; its channel is closed
+// when l is.
+func acceptAll(l net.Listener) *connQueue {
+	q := &connQueue{ch: make(chan net.Conn)}
 	go func() {
-		defer close(conns)
+		defer close(q.ch)
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			conns <- c
+			q.ch <- c
 		}
 	}()
-	return conns
+	return q
 }
 
-// serveSession serves one session into dir from conns: see Serve. With
+// serveSession serves one session into dir from q: see Serve. With
 // restore non-nil, a session may end with a restore request (restored).
-func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error), accept func(string) bool) (restored bool, err error) {
+// A connection accepted once the session is ending (the source was told
+// the round is complete and may begin the next) is left in q for the next
+// session: it must not land in this round's directory.
+func serveSession(q *connQueue, dir string, restore func(string) (string, error), accept func(string) bool) (restored bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
 	s := &server{dir: dir, done: make(chan error, 1), restore: restore, accept: accept}
-	for err == nil {
+	for _, c := range q.held {
+		go s.handle(c)
+	}
+	q.held = nil
+loop:
+	for {
 		select {
-		case c, ok := <-conns:
+		case c, ok := <-q.ch:
 			if !ok {
 				err = errors.New("the listener closed")
-				break
+				break loop
+			}
+			s.mu.Lock()
+			ending := s.ending
+			s.mu.Unlock()
+			if ending {
+				q.held = append(q.held, c)
+				continue
 			}
 			go s.handle(c)
-			continue
 		case err = <-s.done:
+			break loop
 		}
-		break
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -109,6 +131,9 @@ type server struct {
 	names   map[string]bool
 	session bool
 	ended   bool
+	// ending is set before the source is told the session is complete:
+	// from then on new connections are the next session's
+	ending bool
 	// restore runs the restore of a migration's last round
 	restore  func(dir string) (string, error)
 	restored bool
@@ -148,6 +173,9 @@ func (s *server) handle(c net.Conn) {
 		}
 		switch b[0] {
 		case opEnd:
+			s.mu.Lock()
+			s.ending = true
+			s.mu.Unlock()
 			writeStatus(c, nil)
 			s.finish(nil)
 		case opRestore:
