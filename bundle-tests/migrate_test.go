@@ -64,16 +64,28 @@ func twoHosts(t *testing.T, hostA string, pid int) (string, string) {
 	return hostB, client
 }
 
-// copyBundle copies b's config.json and rootfs into a new directory (the
-// destination host's bundle), with edit applied to its config.
+// copyBundle makes the destination host's bundle: a copy of b's
+// config.json, with edit applied, whose root is b's rootfs itself: the
+// container's files are on storage both hosts see, as a migration needs
+// (a copy of the rootfs taken before the migration lacks what the
+// container wrote since, e.g. a file it holds open at the checkpoint).
 func copyBundle(t *testing.T, b *bundle, edit func(*specs.Spec)) string {
 	t.Helper()
 	dst := t.TempDir()
-	if out, err := exec.Command("cp", "-a", filepath.Join(b.dir, "config.json"), filepath.Join(b.dir, "rootfs"), dst).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", filepath.Join(b.dir, "config.json"), dst).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, out)
 	}
+	rootfs, err := filepath.Abs(filepath.Join(b.dir, "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &bundle{t: t, dir: dst}
-	c.editSpec(edit)
+	c.editSpec(func(s *specs.Spec) {
+		s.Root.Path = rootfs
+		if edit != nil {
+			edit(s)
+		}
+	})
 	return dst
 }
 
