@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // Plan is what Apply recreates in a target mount namespace.
@@ -134,8 +135,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	for i := range mounts {
 		byID[mounts[i].ID] = &mounts[i]
 	}
-	joins := []nsJoin{{"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC}, {"cgroup", unix.CLONE_NEWCGROUP}}
-	err = inTarget(pid, joins, func() (err error) {
+	err = threadns.RunInRoot(pid, []string{"net", "ipc", "cgroup"}, func() (err error) {
 		defer func() {
 			if err == nil {
 				return

@@ -121,7 +121,7 @@ func findMount(infos []mountinfo.Info, mp, fstype string) *mountinfo.Info {
 	return found
 }
 
-// TestSetnsNeedsUnshareFS checks the kernel rule inTarget relies on:
+// TestSetnsNeedsUnshareFS checks the kernel rule threadns.RunInRoot relies on:
 // setns(CLONE_NEWNS) fails with EINVAL while the fs struct is shared with the
 // other threads of the process, and works after unshare(CLONE_FS).
 func TestSetnsNeedsUnshareFS(t *testing.T) {
