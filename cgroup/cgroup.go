@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
@@ -299,7 +300,7 @@ func selfMounts() ([]Mount, error) {
 // through /proc/self/mountinfo, so the caller must be in the mount namespace
 // where it means to use them.
 func ForPid(pid int) (*Cgroup, error) {
-	name := fmt.Sprintf("/proc/%d/cgroup", pid)
+	name := procfs.PidPath(pid, "cgroup")
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of pid %d: %w", pid, err)

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
@@ -124,7 +125,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		}
 		ws = append(ws, w)
 	}
-	pidns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	pidns, err := unix.Open(procfs.PidPath(pid, "ns/pid"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: open pid namespace: %w", pid, err)
 	}
@@ -315,7 +316,7 @@ func ownMounts() ([]mountinfo.Info, error) {
 // memory_recursiveprot, ...) to the new mount's, for the whole host.
 func checkNewCgroup2(pid int, m *Mount, own []mountinfo.Info) error {
 	var a, b unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/cgroup", pid), &a); err != nil {
+	if err := unix.Stat(procfs.PidPath(pid, "ns/cgroup"), &a); err != nil {
 		return fmt.Errorf("cgroup namespace: %w", err)
 	}
 	if err := unix.Stat("/proc/thread-self/ns/cgroup", &b); err != nil {
@@ -359,7 +360,7 @@ func sameOptionSet(a, b []string) bool {
 // rootfs as the host sees it: mounts propagated from the container are
 // its own) to one of their mount points there.
 func hostSuperblocks(pid int, own []mountinfo.Info) map[[2]uint32]string {
-	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+	root, err := os.Readlink(procfs.PidPath(pid, "root"))
 	if err != nil || !strings.HasPrefix(root, "/") {
 		root = "/"
 	}

@@ -14,11 +14,11 @@
 package nsdump
 
 import (
-	"strconv"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // NSPath returns the path of namespace file kind ("ipc", "uts", ...) of
 // process pid: /proc/PID/ns/KIND.
 func NSPath(pid int, kind string) string {
-	return "/proc/" + strconv.Itoa(pid) + "/ns/" + kind
+	return procfs.PidPath(pid, "ns/"+kind)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -273,7 +274,7 @@ func Kinds(kinds []string) string {
 func atCgroupRoots(pids []int) error {
 	return threadns.RunInPath(nsdump.NSPath(pids[0], "cgroup"), unix.CLONE_NEWCGROUP, func() error {
 		for _, pid := range pids {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			b, err := os.ReadFile(procfs.PidPath(pid, "cgroup"))
 			if err != nil {
 				return err
 			}
