@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 )
 
 func main() {
@@ -365,7 +366,7 @@ func dirMiB(dir string) float64 {
 	return float64(total) / (1 << 20)
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)

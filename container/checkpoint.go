@@ -19,6 +19,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/oprec"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -341,8 +342,7 @@ type CheckpointStats struct {
 	Dump         *dump.Stats `json:"dump"`
 }
 
-// ms is d in milliseconds.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 // writeFile writes b as the new file path (0600) of the staged image. It
 // is not synced here: the stage's commit fsyncs every file of the image,

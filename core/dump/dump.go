@@ -25,6 +25,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
 
@@ -243,7 +244,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	return conclude(d, opts, st, t0, tFrozen)
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 type dumper struct {
 	mu    sync.Mutex // guards st across collecting goroutines

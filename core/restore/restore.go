@@ -25,6 +25,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 )
 
 // Options control a restore.
@@ -99,7 +100,7 @@ type proc struct {
 	chain *chainFill // pages in the parent images (chain.go), or nil
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 // Restore rebuilds the process tree in dir and lets it run. The calling
 // goroutine must be locked to its OS thread. A cancelled ctx stops the
