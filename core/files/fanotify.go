@@ -237,6 +237,35 @@ func mountPathByID(id uint64) (string, error) {
 	return "", fmt.Errorf("mount %d is not in our mount namespace", id)
 }
 
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FANOTIFY, anonInode: "fanotify",
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.fanotify(f, d.fd, d.cp, d.link, d.fi)
+		},
+		check:    func(_ *Opener, f *imagepb.FileEntry) error { return checkFanotify(f) },
+		open:     func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openFanotify(f) },
+		describe: func(f *imagepb.FileEntry) string { return describeFanotify(f.Fanotify) }})
+}
+
+// describeFanotify tells a fanotify group's flags and marks.
+func describeFanotify(g *imagepb.FanotifyGroup) string {
+	if g == nil {
+		return ""
+	}
+	var ms []string
+	for _, m := range g.Marks {
+		s := fmt.Sprintf("%s mask %#x", m.Path, m.Mask)
+		if m.Type != imagepb.FanotifyMark_INODE {
+			s = strings.ToLower(m.Type.String()) + " " + s
+		}
+		if m.IgnoredMask != 0 || m.Mflags != 0 {
+			s += fmt.Sprintf(" ignored %#x mflags %#x", m.IgnoredMask, m.Mflags)
+		}
+		ms = append(ms, s)
+	}
+	return fmt.Sprintf(" init flags %#x event flags %#x, %d mark(s) [%s]", g.InitFlags, g.EventFFlags, len(g.Marks), strings.Join(ms, ", "))
+}
+
 // openFanotify creates the group with its dumped flags and adds its marks
 // back, oldest first (fdinfo then lists them as at dump).
 func openFanotify(f *imagepb.FileEntry) (int, error) {

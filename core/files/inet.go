@@ -10,6 +10,25 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/inetsk"
 )
 
+// IPv4/IPv6 sockets (FILE_INET): recorded by Table.socket with
+// core/inetsk.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET,
+		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openInet(f) }, describe: describeInet})
+}
+
+// describeInet names an inet socket, and a listener's backlog.
+func describeInet(f *imagepb.FileEntry) string {
+	if f.Inet == nil {
+		return ""
+	}
+	s := " " + inetsk.Describe(f.Inet)
+	if f.Inet.State == inetsk.TCPListen {
+		s += fmt.Sprintf(" backlog %d", f.Inet.Backlog)
+	}
+	return s
+}
+
 // inetSocket records an IPv4/IPv6 socket (see core/inetsk for what is
 // supported; the rest is refused naming the fd).
 func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {

@@ -11,6 +11,33 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/packetsk"
 )
 
+// Netlink and packet sockets (FILE_NETLINK, FILE_PACKET): recorded by
+// Table.socket with core/netlinksk and core/packetsk.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_NETLINK,
+		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
+			fd, err := netlinksk.Create(f.Netlink)
+			return openLowSocket(f, fd, err)
+		},
+		describe: func(f *imagepb.FileEntry) string {
+			if f.Netlink == nil {
+				return ""
+			}
+			return " " + netlinksk.Describe(f.Netlink)
+		}})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PACKET,
+		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
+			fd, err := packetsk.Create(f.Packet)
+			return openLowSocket(f, fd, err)
+		},
+		describe: func(f *imagepb.FileEntry) string {
+			if f.Packet == nil {
+				return ""
+			}
+			return " " + packetsk.Describe(f.Packet)
+		}})
+}
+
 // netlinkSocket records a netlink socket (see core/netlinksk for what is
 // kept; the rest is refused naming the fd).
 func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
@@ -42,16 +69,9 @@ func (t *Table) packetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uin
 	return t.add("", f), nil
 }
 
-// openLowSocket rebuilds a netlink or packet socket with its O_NONBLOCK
-// setting.
-func openLowSocket(f *imagepb.FileEntry) (int, error) {
-	var fd int
-	var err error
-	if f.Kind == imagepb.FileKind_FILE_NETLINK {
-		fd, err = netlinksk.Create(f.Netlink)
-	} else {
-		fd, err = packetsk.Create(f.Packet)
-	}
+// openLowSocket gives a netlink or packet socket just rebuilt (fd, err of
+// its Create) its O_NONBLOCK setting.
+func openLowSocket(f *imagepb.FileEntry, fd int, err error) (int, error) {
 	if err != nil {
 		return -1, err
 	}

@@ -13,6 +13,25 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
+// Unix sockets (FILE_UNIX): recorded by Table.socket with core/unixsk,
+// built all at once on the first open (socketEnd).
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_UNIX, open: (*Opener).socketEnd, describe: describeUnix})
+}
+
+// describeUnix names a unix socket, and for one whose peer is outside the
+// image how the restore gives it back.
+func describeUnix(f *imagepb.FileEntry) string {
+	s := " " + unixsk.Describe(f.Unix)
+	if f.Unix != nil && f.Unix.External {
+		s += fmt.Sprintf("; peer outside: restore with --inherit-fd fd[N]:socket:[%d]", f.Unix.Ino)
+		if f.Unix.PeerName != "" {
+			s += fmt.Sprintf(" or let it connect to %q again", f.Unix.PeerName)
+		}
+	}
+	return s
+}
+
 // socket records a socket: unix sockets (core/unixsk: every type, bound,
 // listening, connected, with their queues and the files in flight; peers
 // are checked by CheckSockets once every process is recorded), and IPv4/

@@ -1,0 +1,86 @@
+package files
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+)
+
+// TestKindDrivers: every file kind of the image format has its driver (a
+// new FileKind value without one fails here), every anon inode name leads
+// to a kind whose driver records it, and only FILE_SHMEM is never opened as
+// an fd of its own.
+func TestKindDrivers(t *testing.T) {
+	for n, name := range imagepb.FileKind_name {
+		k := imagepb.FileKind(n)
+		if k == imagepb.FileKind_FILE_UNKNOWN {
+			continue
+		}
+		d, err := driverOf(k)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if d.kind != k {
+			t.Errorf("%s: the driver of kind %v", name, d.kind)
+		}
+		if (d.open == nil) != (k == imagepb.FileKind_FILE_SHMEM) {
+			t.Errorf("%s: open set %v", name, d.open != nil)
+		}
+	}
+	for name, d := range anonDrivers {
+		if d.anonInode != name || d.dump == nil || kindDrivers[d.kind] != d {
+			t.Errorf("anon inode %q: driver of %v inconsistent", name, d.kind)
+		}
+	}
+	want := []string{"eventfd", "eventpoll", "fanotify", "inotify", "pidfd", "signalfd", "timerfd"}
+	if len(anonDrivers) != len(want) {
+		t.Errorf("%d anon inode kinds, want %d (%v)", len(anonDrivers), len(want), want)
+	}
+	for _, name := range want {
+		if anonDrivers[name] == nil {
+			t.Errorf("anon inode %q has no driver", name)
+		}
+	}
+}
+
+// TestUnknownKind: an entry of a kind this ctr-cr does not know (a hostile
+// image, or one of a newer ctr-cr) is refused by Check before anything is
+// restored, and by Open, with one message; show describes it as nothing.
+func TestUnknownKind(t *testing.T) {
+	for _, k := range []imagepb.FileKind{imagepb.FileKind_FILE_UNKNOWN, 77} {
+		f := &imagepb.FileEntry{Id: 3, Kind: k, Path: "/x"}
+		o, err := NewOpener([]*imagepb.FileEntry{f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = o.Check()
+		if err == nil || !strings.Contains(err.Error(), "file 3 (/x): unsupported file kind") {
+			t.Errorf("kind %d: Check: %v", k, err)
+		}
+		if _, err := o.Open(3); err == nil || !strings.Contains(err.Error(), "file 3 (/x): unsupported file kind") {
+			t.Errorf("kind %d: Open: %v", k, err)
+		}
+		if s := Describe(f); s != "" {
+			t.Errorf("kind %d: Describe %q", k, s)
+		}
+	}
+	shm := &imagepb.FileEntry{Id: 4, Kind: imagepb.FileKind_FILE_SHMEM, Path: "/dev/zero"}
+	o, err := NewOpener([]*imagepb.FileEntry{shm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Open(4); err == nil || !strings.Contains(err.Error(), "unsupported file kind FILE_SHMEM") {
+		t.Errorf("shmem: Open: %v", err)
+	}
+}
+
+// TestDescribeEmptyEntries: an entry that lacks its kind's description (a
+// hostile image) is described without a panic.
+func TestDescribeEmptyEntries(t *testing.T) {
+	for n := range imagepb.FileKind_name {
+		f := &imagepb.FileEntry{Kind: imagepb.FileKind(n), PidfdDead: n%2 == 0}
+		_ = Describe(f)
+	}
+}
