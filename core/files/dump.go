@@ -303,14 +303,10 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.pipe(f, fd, cp, link)
 	case unix.S_IFSOCK:
-		return t.socket(f, pid, fd, cp, link)
+		return t.dumpSocket(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts})
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
-		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
-		if d := anonDrivers[kind]; d != nil {
-			return d.dump(t, f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts})
-		}
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
+		return t.dumpAnon(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts})
 	}
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }

@@ -10,10 +10,12 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/inetsk"
 )
 
-// IPv4/IPv6 sockets (FILE_INET): recorded by Table.socket with
-// core/inetsk.
+// IPv4/IPv6 sockets (FILE_INET): recorded by inetSocket with core/inetsk.
 func init() {
-	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET,
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET, sockFamilies: []int{unix.AF_INET, unix.AF_INET6},
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.inetSocket(f, d.fd, d.cp, d.link, t.opts)
+		},
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openInet(f) }, describe: describeInet})
 }
 

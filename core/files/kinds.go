@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -18,20 +19,24 @@ import (
 // code, so that a new kind is one file plus its enum value.
 //
 // What stays outside the drivers, on purpose: the choice, at dump, of the
-// kind of an fd that is not an anon inode (DumpFds looks at its file type
-// first: a regular file may be a memfd, a character device a pty, a tty or
-// a console, a socket one of four families: see Table.describe), the
+// kind of an fd that is neither an anon inode nor a socket (Table.describe
+// looks at its file type: a regular file may be a memfd, a character
+// device a pty, a tty, a console or another device, a FIFO a pipe), the
 // checks that span the whole image (pty pairs, consoles, external pipes
 // and sockets: Opener.Check) and the phases of a dump that look at all the
 // entries of one kind at once (DumpPtys, ResolveEpoll, CheckSockets, ...).
 type kindDriver struct {
 	kind imagepb.FileKind
 	// anonInode is the NAME of the "anon_inode:[NAME]" link that makes
-	// an fd this kind at dump; "" for the kinds found by file type.
+	// an fd this kind at dump.
 	anonInode string
+	// sockFamilies are the socket families (SO_DOMAIN) that make a
+	// socket this kind at dump.
+	sockFamilies []int
 	// dump records a newly seen open file description of the kind, found
-	// by anonInode: it fills f (Kind included) and adds it to t,
-	// returning its id, or refuses it naming the fd.
+	// by anonInode or sockFamilies (the other kinds are found by file
+	// type, see Table.describe): it fills f (Kind included) and adds it
+	// to t, returning its id, or refuses it naming the fd.
 	dump func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error)
 	// check validates an entry of the kind that is not a deleted file
 	// (Opener.Check checks those), before anything is restored: what
@@ -62,6 +67,7 @@ type fdBeingDumped struct {
 var (
 	kindDrivers = map[imagepb.FileKind]*kindDriver{}
 	anonDrivers = map[string]*kindDriver{} // by anonInode
+	sockDrivers = map[int]*kindDriver{}    // by socket family
 )
 
 // registerKind adds the driver of one kind. Registering a kind or an anon
@@ -72,13 +78,44 @@ func registerKind(d *kindDriver) {
 		panic(fmt.Sprintf("files: file kind %v registered twice or unknown", d.kind))
 	}
 	kindDrivers[d.kind] = d
-	if d.anonInode == "" {
-		return
+	if (d.anonInode != "" || len(d.sockFamilies) > 0) != (d.dump != nil) {
+		panic(fmt.Sprintf("files: file kind %v: a dump without an anon inode or socket family to find it by, or the reverse", d.kind))
 	}
-	if _, dup := anonDrivers[d.anonInode]; dup || d.dump == nil {
-		panic(fmt.Sprintf("files: anon inode %q registered twice or without a dump", d.anonInode))
+	if d.anonInode != "" {
+		if _, dup := anonDrivers[d.anonInode]; dup {
+			panic(fmt.Sprintf("files: anon inode %q registered twice", d.anonInode))
+		}
+		anonDrivers[d.anonInode] = d
 	}
-	anonDrivers[d.anonInode] = d
+	for _, fam := range d.sockFamilies {
+		if _, dup := sockDrivers[fam]; dup {
+			panic(fmt.Sprintf("files: socket family %d registered twice", fam))
+		}
+		sockDrivers[fam] = d
+	}
+}
+
+// dumpAnon records an anon inode fd (link "anon_inode:[NAME]") through the
+// driver of its NAME; other anon inodes are refused, naming the fd.
+func (t *Table) dumpAnon(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	name := strings.Trim(strings.TrimPrefix(d.link, "anon_inode:"), "[]")
+	if drv := anonDrivers[name]; drv != nil {
+		return drv.dump(t, f, d)
+	}
+	return 0, &UnsupportedError{Fd: d.fd, Link: d.link, Kind: name}
+}
+
+// dumpSocket records a socket through the driver of its family
+// (SO_DOMAIN); other families are refused, naming the fd.
+func (t *Table) dumpSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	domain, err := unix.GetsockoptInt(d.cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", d.fd, d.link, err)
+	}
+	if drv := sockDrivers[domain]; drv != nil {
+		return drv.dump(t, f, d)
+	}
+	return 0, &UnsupportedError{Fd: d.fd, Link: d.link, Kind: fmt.Sprintf("socket of family %d", domain)}
 }
 
 // unsupportedKind is the error for an entry whose kind this ctr-cr cannot

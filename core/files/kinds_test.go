@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
@@ -41,6 +43,16 @@ func TestKindDrivers(t *testing.T) {
 	for _, name := range want {
 		if anonDrivers[name] == nil {
 			t.Errorf("anon inode %q has no driver", name)
+		}
+	}
+	socks := map[int]imagepb.FileKind{unix.AF_UNIX: imagepb.FileKind_FILE_UNIX, unix.AF_INET: imagepb.FileKind_FILE_INET,
+		unix.AF_INET6: imagepb.FileKind_FILE_INET, unix.AF_NETLINK: imagepb.FileKind_FILE_NETLINK, unix.AF_PACKET: imagepb.FileKind_FILE_PACKET}
+	if len(sockDrivers) != len(socks) {
+		t.Errorf("%d socket families, want %d", len(sockDrivers), len(socks))
+	}
+	for fam, k := range socks {
+		if d := sockDrivers[fam]; d == nil || d.kind != k || d.dump == nil {
+			t.Errorf("socket family %d: driver %v, want one of %v", fam, d, k)
 		}
 	}
 }

@@ -11,10 +11,13 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/packetsk"
 )
 
-// Netlink and packet sockets (FILE_NETLINK, FILE_PACKET): recorded by
-// Table.socket with core/netlinksk and core/packetsk.
+// Netlink and packet sockets (FILE_NETLINK, FILE_PACKET): recorded with
+// core/netlinksk and core/packetsk.
 func init() {
-	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_NETLINK,
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_NETLINK, sockFamilies: []int{unix.AF_NETLINK},
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.netlinkSocket(f, d.fd, d.cp, d.link)
+		},
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
 			fd, err := netlinksk.Create(f.Netlink)
 			return openLowSocket(f, fd, err)
@@ -25,7 +28,10 @@ func init() {
 			}
 			return " " + netlinksk.Describe(f.Netlink)
 		}})
-	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PACKET,
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PACKET, sockFamilies: []int{unix.AF_PACKET},
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.packetSocket(f, d.fd, d.cp, d.link)
+		},
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
 			fd, err := packetsk.Create(f.Packet)
 			return openLowSocket(f, fd, err)

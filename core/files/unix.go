@@ -13,10 +13,15 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
-// Unix sockets (FILE_UNIX): recorded by Table.socket with core/unixsk,
-// built all at once on the first open (socketEnd).
+// Unix sockets (FILE_UNIX): recorded by unixSocket with core/unixsk (their
+// peers checked by CheckSockets once every process is recorded), built all
+// at once on the first open (socketEnd).
 func init() {
-	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_UNIX, open: (*Opener).socketEnd, describe: describeUnix})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_UNIX, sockFamilies: []int{unix.AF_UNIX},
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.unixSocket(f, d.pid, d.fd, d.cp, d.link)
+		},
+		open: (*Opener).socketEnd, describe: describeUnix})
 }
 
 // describeUnix names a unix socket, and for one whose peer is outside the
@@ -32,35 +37,19 @@ func describeUnix(f *imagepb.FileEntry) string {
 	return s
 }
 
-// socket records a socket: unix sockets (core/unixsk: every type, bound,
-// listening, connected, with their queues and the files in flight; peers
-// are checked by CheckSockets once every process is recorded), and IPv4/
-// IPv6 sockets that are not established connections (core/inetsk); other
-// families are refused, naming the fd.
-func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint32, error) {
-	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
-	}
-	switch domain {
-	case unix.AF_UNIX:
-	case unix.AF_INET, unix.AF_INET6:
-		return t.inetSocket(f, fd, cp, link, t.opts)
-	case unix.AF_PACKET:
-		return t.packetSocket(f, fd, cp, link)
-	case unix.AF_NETLINK:
-		return t.netlinkSocket(f, fd, cp, link)
-	default:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
-	}
+// unixSocket records a unix socket (core/unixsk: every type, bound,
+// listening, connected, with their queues and the files in flight).
+func (t *Table) unixSocket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint32, error) {
 	if pid == os.Getpid() {
 		// a unix socket in flight in another one's queue
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
 	}
 	if t.diag == nil {
-		if t.diag, err = unixsk.ReadDiag(); err != nil {
+		diag, err := unixsk.ReadDiag()
+		if err != nil {
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
+		t.diag = diag
 	}
 	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid), Cwd: fmt.Sprintf("/proc/%d/cwd", pid)})
 	if err != nil {
