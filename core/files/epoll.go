@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // Epoll sets (FILE_EPOLL): their registrations in epoll_targets, each
@@ -19,9 +18,7 @@ import (
 // every fd of the task is in place.
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_EPOLL, anonInode: "eventpoll",
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.epoll(f, d.pid, d.fd, d.fi)
-		},
+		dump:     (*Table).epoll,
 		open:     func(*Opener, *imagepb.FileEntry) (int, error) { return unix.EpollCreate1(unix.EPOLL_CLOEXEC) },
 		describe: describeEpoll})
 }
@@ -37,7 +34,8 @@ func describeEpoll(f *imagepb.FileEntry) string {
 
 // epoll records the targets of an epoll set from its fdinfo "tfd:" lines;
 // ResolveEpoll later finds each target's file.
-func (t *Table) epoll(f *imagepb.FileEntry, pid, fd int, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) epoll(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	pid, fd, fi := d.pid, d.fd, d.fi
 	f.Kind = imagepb.FileKind_FILE_EPOLL
 	id := t.add("", f)
 	ref := epollRef{pid: pid, fd: fd, f: f}

@@ -7,15 +7,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // Eventfds (FILE_EVENTFD): the counter in pos, EFD_SEMAPHORE in flags bit 0.
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_EVENTFD, anonInode: "eventfd",
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.eventfd(f, d.fi)
-		},
+		dump: (*Table).eventfd,
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openEventfd(f) },
 		describe: func(f *imagepb.FileEntry) string {
 			s := fmt.Sprintf(" count %d", f.Pos)
@@ -26,7 +23,8 @@ func init() {
 		}})
 }
 
-func (t *Table) eventfd(f *imagepb.FileEntry, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) eventfd(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fi := d.fi
 	f.Kind = imagepb.FileKind_FILE_EVENTFD
 	cnt, ok := fieldUint(fi, "eventfd-count", 16)
 	if !ok {

@@ -136,7 +136,8 @@ func fanotifyMarkOf(kv map[string]uint64, rest string) (fanotifyMark, error) {
 }
 
 // fanotify records a fanotify group (see the file comment).
-func (t *Table) fanotify(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) fanotify(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, fi := d.fd, d.cp, d.link, d.fi
 	flags, eventFlags, marks, err := parseFanotify(fi)
 	if err != nil {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
@@ -239,9 +240,7 @@ func mountPathByID(id uint64) (string, error) {
 
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FANOTIFY, anonInode: "fanotify",
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.fanotify(f, d.fd, d.cp, d.link, d.fi)
-		},
+		dump:     (*Table).fanotify,
 		check:    func(_ *Opener, f *imagepb.FileEntry) error { return checkFanotify(f) },
 		open:     func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openFanotify(f) },
 		describe: func(f *imagepb.FileEntry) string { return describeFanotify(f.Fanotify) }})

@@ -13,9 +13,7 @@ import (
 // IPv4/IPv6 sockets (FILE_INET): recorded by inetSocket with core/inetsk.
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET, sockFamilies: []int{unix.AF_INET, unix.AF_INET6},
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.inetSocket(f, d.fd, d.cp, d.link, t.opts)
-		},
+		dump: (*Table).inetSocket,
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openInet(f) }, describe: describeInet})
 }
 
@@ -33,7 +31,8 @@ func describeInet(f *imagepb.FileEntry) string {
 
 // inetSocket records an IPv4/IPv6 socket (see core/inetsk for what is
 // supported; the rest is refused naming the fd).
-func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {
+func (t *Table) inetSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, opts := d.fd, d.cp, d.link, d.opts
 	if t.inet == nil {
 		t.inet = inetsk.NewDiag()
 	}

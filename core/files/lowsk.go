@@ -15,9 +15,7 @@ import (
 // core/netlinksk and core/packetsk.
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_NETLINK, sockFamilies: []int{unix.AF_NETLINK},
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.netlinkSocket(f, d.fd, d.cp, d.link)
-		},
+		dump: (*Table).netlinkSocket,
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
 			fd, err := netlinksk.Create(f.Netlink)
 			return openLowSocket(f, fd, err)
@@ -29,9 +27,7 @@ func init() {
 			return " " + netlinksk.Describe(f.Netlink)
 		}})
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PACKET, sockFamilies: []int{unix.AF_PACKET},
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.packetSocket(f, d.fd, d.cp, d.link)
-		},
+		dump: (*Table).packetSocket,
 		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
 			fd, err := packetsk.Create(f.Packet)
 			return openLowSocket(f, fd, err)
@@ -46,7 +42,8 @@ func init() {
 
 // netlinkSocket records a netlink socket (see core/netlinksk for what is
 // kept; the rest is refused naming the fd).
-func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) netlinkSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link := d.fd, d.cp, d.link
 	sk, err := netlinksk.Dump(cp, f.Ino)
 	if err != nil {
 		var ue *netlinksk.UnsupportedError
@@ -61,7 +58,8 @@ func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (ui
 }
 
 // packetSocket records a packet socket (see core/packetsk).
-func (t *Table) packetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) packetSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link := d.fd, d.cp, d.link
 	sk, err := packetsk.Dump(cp, f.Ino)
 	if err != nil {
 		var ue *packetsk.UnsupportedError

@@ -9,23 +9,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // Pidfds (FILE_PIDFD): of a process of the dump (pidfd_pid), or of one
 // that had exited and been reaped at dump time (pidfd_dead.go).
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PIDFD, anonInode: "pidfd",
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.pidfd(f, d.fd, d.cp, d.link, d.fi)
-		},
-		open: (*Opener).openPidfd, describe: describePidfd})
+		dump: (*Table).pidfd, open: (*Opener).openPidfd, describe: describePidfd})
 }
 
 // pidfd records a pidfd; the process it refers to must be in the dump (a
 // pidfd of a live outside process cannot be recreated), or have exited and
 // been reaped (deadPidfd).
-func (t *Table) pidfd(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) pidfd(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, fi := d.fd, d.cp, d.link, d.fi
 	f.Kind = imagepb.FileKind_FILE_PIDFD
 	v, ok := fi.Field("Pid")
 	if !ok {

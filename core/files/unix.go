@@ -18,10 +18,7 @@ import (
 // at once on the first open (socketEnd).
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_UNIX, sockFamilies: []int{unix.AF_UNIX},
-		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
-			return t.unixSocket(f, d.pid, d.fd, d.cp, d.link)
-		},
-		open: (*Opener).socketEnd, describe: describeUnix})
+		dump: (*Table).unixSocket, open: (*Opener).socketEnd, describe: describeUnix})
 }
 
 // describeUnix names a unix socket, and for one whose peer is outside the
@@ -39,7 +36,8 @@ func describeUnix(f *imagepb.FileEntry) string {
 
 // unixSocket records a unix socket (core/unixsk: every type, bound,
 // listening, connected, with their queues and the files in flight).
-func (t *Table) unixSocket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint32, error) {
+func (t *Table) unixSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	pid, fd, cp, link := d.pid, d.fd, d.cp, d.link
 	if pid == os.Getpid() {
 		// a unix socket in flight in another one's queue
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
