@@ -4,6 +4,13 @@
 // signalfds, inotify instances, pseudo-terminals), with open flags, offsets and
 // close-on-exec, deduplicated by open file description so that dup'd fds
 // keep sharing one offset after restore.
+//
+// Each file kind of the image (imagepb.FileKind) is one driver entry
+// (kinds.go): how the dump records it, how an image entry of it is checked,
+// how the restore reopens it and how `ctr-cr show` describes it, registered
+// from the file that holds the kind's code. To add a kind: its enum value
+// in image.proto, and one file that registers its driver (TestKindDrivers
+// fails for a kind without one).
 package files
 
 import (
