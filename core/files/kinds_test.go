@@ -96,3 +96,30 @@ func TestDescribeEmptyEntries(t *testing.T) {
 		_ = Describe(f)
 	}
 }
+
+// TestEmptyEntries: an entry of each kind that lacks everything but its
+// kind (a hostile image) is refused by Check or Open with an error, or
+// opens as an empty object of the kind: never a panic.
+func TestEmptyEntries(t *testing.T) {
+	for n, name := range imagepb.FileKind_name {
+		t.Run(name, func(t *testing.T) {
+			f := &imagepb.FileEntry{Id: 1, Kind: imagepb.FileKind(n), Path: "/nonexistent-ctr-cr-test"}
+			o, err := NewOpener([]*imagepb.FileEntry{f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Finish()
+			if err := o.Check(); err != nil {
+				return
+			}
+			if _, err := o.Open(1); err != nil {
+				return
+			}
+			switch f.Kind {
+			case imagepb.FileKind_FILE_EVENTFD, imagepb.FileKind_FILE_SIGNALFD, imagepb.FileKind_FILE_EPOLL, imagepb.FileKind_FILE_PIPE:
+			default:
+				t.Errorf("an empty %s entry opened", name)
+			}
+		})
+	}
+}
