@@ -310,10 +310,10 @@ func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *un
 		}
 		return t.pipe(f, fd, cp, link)
 	case unix.S_IFSOCK:
-		return t.dumpSocket(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts})
+		return t.dumpSocket(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, opts: opts})
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
-		return t.dumpAnon(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts})
+		return t.dumpAnon(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, opts: opts})
 	}
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }

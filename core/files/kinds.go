@@ -60,7 +60,6 @@ type fdBeingDumped struct {
 	cp      int // our copy of the fd (pidfd_getfd)
 	link    string
 	fi      *procfs.FdInfo
-	st      *unix.Stat_t
 	opts    Options
 }
 
@@ -70,9 +69,10 @@ var (
 	sockDrivers = map[int]*kindDriver{}    // by socket family
 )
 
-// registerKind adds the driver of one kind. Registering a kind or an anon
-// inode name twice is a programming error: it panics at start-up (and in
-// every test of the package).
+// registerKind adds the driver of one kind. A kind, anon inode name or
+// socket family registered twice, or a dump with nothing to find its fds
+// by, is a programming error: it panics at start-up (and in every test of
+// the package).
 func registerKind(d *kindDriver) {
 	if _, dup := kindDrivers[d.kind]; dup || d.kind == imagepb.FileKind_FILE_UNKNOWN {
 		panic(fmt.Sprintf("files: file kind %v registered twice or unknown", d.kind))
