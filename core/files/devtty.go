@@ -19,7 +19,7 @@ import (
 
 var devTtyRdev = unix.Mkdev(5, 0)
 
-// A shell job's terminal (FILE_TTY): recorded by Table.describe (with
+// A shell job's terminal (FILE_TTY): recorded by Table.charDevice (with
 // --shell-job) and jobTty, restored as the restorer's own terminal.
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_TTY, open: (*Opener).openTerminal})

@@ -227,7 +227,7 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			}
 		}
 		if id == 0 {
-			id, err = t.describe(pid, fd, cp, link, fi, &st, opts)
+			id, err = t.recordFile(pid, fd, cp, link, fi, &st, opts)
 			if err != nil {
 				return nil, err
 			}
@@ -250,70 +250,29 @@ type seenFd struct {
 	id      uint32
 }
 
-// describe builds the file entry for a newly seen open file description.
-func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *unix.Stat_t, opts Options) (uint32, error) {
+// recordFile builds the file entry for a newly seen open file description
+// through the code of its kind: found by file type, anon inode name or
+// socket family (kinds.go).
+func (t *Table) recordFile(pid, fd, cp int, link string, fi *procfs.FdInfo, st *unix.Stat_t, opts Options) (uint32, error) {
 	flags := fi.Flags &^ unix.O_CLOEXEC
 	f := &imagepb.FileEntry{
 		Path: link, Flags: flags, Pos: fi.Pos, Mode: st.Mode, Size: st.Size,
 		Rdev: st.Rdev, Dev: st.Dev, Ino: st.Ino, Uid: st.Uid, Gid: st.Gid,
 		MtimeNs: uint64(st.Mtim.Nano()),
 	}
+	d := &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
-		if strings.HasPrefix(link, "/memfd:") {
-			return t.memfd(f, fd, cp, link, st)
-		}
-		f.Kind = imagepb.FileKind_FILE_REG
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			f.Kind = imagepb.FileKind_FILE_DIR
-		}
-		if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
-			if err := t.ghost(f, cp, link, opts); errors.Is(err, errLinkedTmpfile) {
-				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
-			} else if err != nil {
-				return 0, fmt.Errorf("fd %d: %w", fd, err)
-			}
-		} else if !strings.HasPrefix(link, "/") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
-		} else if f.Flags&oTmpfile != 0 {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: errLinkedTmpfile.Error()}
-		}
-		return t.add("", f), nil
+		return t.regularFile(f, d)
 	case unix.S_IFCHR:
-		if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
-			return t.pty(f, pid, fd, cp, link, st)
-		}
-		if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
-			return id, err
-		}
-		if id, ok, err := t.jobTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
-			return id, err
-		}
-		if IsTerminal(st.Rdev) {
-			if !opts.ShellJob {
-				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}
-			}
-			f.Kind = imagepb.FileKind_FILE_TTY
-			return t.add("tty", f), nil
-		}
-		f.Kind = imagepb.FileKind_FILE_CHR
-		if !strings.HasPrefix(link, "/") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "character device without a path"}
-		}
-		return t.add("", f), nil
+		return t.charDevice(f, d)
 	case unix.S_IFIFO:
-		if strings.HasPrefix(link, "/") {
-			return t.fifo(f, fd, cp, link)
-		}
-		if !strings.HasPrefix(link, "pipe:") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo"}
-		}
-		return t.pipe(f, fd, cp, link)
+		return t.pipeOrFifo(f, d)
 	case unix.S_IFSOCK:
-		return t.dumpSocket(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, opts: opts})
+		return t.dumpSocket(f, d)
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
-		return t.dumpAnon(f, &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, opts: opts})
+		return t.dumpAnon(f, d)
 	}
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }

@@ -19,10 +19,9 @@ import (
 // code, so that a new kind is one file plus its enum value.
 //
 // What stays outside the drivers, on purpose: the choice, at dump, of the
-// kind of an fd that is neither an anon inode nor a socket (Table.describe
-// looks at its file type: a regular file may be a memfd, a character
-// device a pty, a tty, a console or another device, a FIFO a pipe), the
-// checks that span the whole image (pty pairs, consoles, external pipes
+// kind of an fd that is neither an anon inode nor a socket (by its file
+// type, in an order that matters: Table.regularFile, charDevice,
+// pipeOrFifo), the checks that span the whole image (pty pairs, consoles, external pipes
 // and sockets: Opener.Check) and the phases of a dump that look at all the
 // entries of one kind at once (DumpPtys, ResolveEpoll, CheckSockets, ...).
 type kindDriver struct {
@@ -35,7 +34,7 @@ type kindDriver struct {
 	sockFamilies []int
 	// dump records a newly seen open file description of the kind, found
 	// by anonInode or sockFamilies (the other kinds are found by file
-	// type, see Table.describe): it fills f (Kind included) and adds it
+	// type, see Table.recordFile): it fills f (Kind included) and adds it
 	// to t, returning its id, or refuses it naming the fd.
 	dump func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error)
 	// check validates an entry of the kind that is not a deleted file
@@ -60,6 +59,7 @@ type fdBeingDumped struct {
 	cp      int // our copy of the fd (pidfd_getfd)
 	link    string
 	fi      *procfs.FdInfo
+	st      *unix.Stat_t
 	opts    Options
 }
 

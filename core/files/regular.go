@@ -1,7 +1,9 @@
 package files
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -9,13 +11,69 @@ import (
 )
 
 // Files opened by path: regular files, directories and character devices
-// (FILE_REG, FILE_DIR, FILE_CHR). Table.describe records them from the
-// fd's file type; a deleted one is a ghost file (ghost.go,
+// (FILE_REG, FILE_DIR, FILE_CHR), recorded by regularFile and charDevice
+// from the fd's file type; a deleted one is a ghost file (ghost.go,
 // ghost_restore.go).
 func init() {
 	for _, k := range []imagepb.FileKind{imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR} {
 		registerKind(&kindDriver{kind: k, check: (*Opener).checkOnDisk, open: (*Opener).openByPath})
 	}
+}
+
+// regularFile records an fd of a regular file, directory or symlink (an
+// O_PATH one): a memfd, a deleted file (its contents saved, see ghost), or
+// a file reopened by path. Files without a path and linked O_TMPFILE files
+// are refused.
+func (t *Table) regularFile(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, st := d.fd, d.cp, d.link, d.st
+	if strings.HasPrefix(link, "/memfd:") {
+		return t.memfd(f, fd, cp, link, st)
+	}
+	f.Kind = imagepb.FileKind_FILE_REG
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		f.Kind = imagepb.FileKind_FILE_DIR
+	}
+	if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
+		if err := t.ghost(f, cp, link, d.opts); errors.Is(err, errLinkedTmpfile) {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
+		} else if err != nil {
+			return 0, fmt.Errorf("fd %d: %w", fd, err)
+		}
+	} else if !strings.HasPrefix(link, "/") {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
+	} else if f.Flags&oTmpfile != 0 {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: errLinkedTmpfile.Error()}
+	}
+	return t.add("", f), nil
+}
+
+// charDevice records an fd of a character device, trying in turn: a pty
+// end (pty.go), /dev/tty or a container's console (console.go), a shell
+// job's virtual console (devtty.go), another terminal (only with
+// --shell-job), and last any other device, reopened by path.
+func (t *Table) charDevice(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	pid, fd, cp, link, st, opts := d.pid, d.fd, d.cp, d.link, d.st, d.opts
+	if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
+		return t.pty(f, pid, fd, cp, link, st)
+	}
+	if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
+		return id, err
+	}
+	if id, ok, err := t.jobTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
+		return id, err
+	}
+	if IsTerminal(st.Rdev) {
+		if !opts.ShellJob {
+			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}
+		}
+		f.Kind = imagepb.FileKind_FILE_TTY
+		return t.add("tty", f), nil
+	}
+	f.Kind = imagepb.FileKind_FILE_CHR
+	if !strings.HasPrefix(link, "/") {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "character device without a path"}
+	}
+	return t.add("", f), nil
 }
 
 // checkOnDisk verifies that a file the image refers to by path (a regular

@@ -95,7 +95,7 @@ func (t *Table) inFlight(fds []int) ([]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("file in flight (%s): %w", link, err)
 		}
-		id, err := t.describe(self, fd, fd, link, fi, &st, t.opts)
+		id, err := t.recordFile(self, fd, fd, link, fi, &st, t.opts)
 		if err != nil {
 			return nil, fmt.Errorf("file in flight: %w", err)
 		}
