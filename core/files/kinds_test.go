@@ -123,3 +123,33 @@ func TestEmptyEntries(t *testing.T) {
 		})
 	}
 }
+
+// TestDescribe: the text `ctr-cr show` prints after a file of each kind
+// (as it printed before the kinds became drivers).
+func TestDescribe(t *testing.T) {
+	for _, c := range []struct {
+		f    *imagepb.FileEntry
+		want string
+	}{
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_REG, Path: "/a"}, ""},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_EVENTFD, Pos: 5, Flags: 1}, " count 5 semaphore"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_PIPE, Ino: 7, Size: 9, GhostData: []byte("ab"), PipeExternal: true},
+			" pipe 7, 2 byte(s) queued, capacity 9, other end outside: restore with --inherit-fd fd[N]:pipe:[7]"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_EPOLL, EpollTargets: []*imagepb.EpollTarget{{Tfd: 3, Events: 1, Data: 2}}},
+			" 1 target(s) [fd 3 events 0x1 data 0x2]"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_PIDFD, PidfdDead: true, PidfdExitKnown: true, PidfdExitStatus: 9},
+			" of an exited process (killed by signal 9)"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_TIMERFD, Timerfd: &imagepb.Timerfd{ClockId: 1, ValueNs: 2, IntervalNs: 3, Ticks: 4, SettimeFlags: 1}},
+			" clock 1, next in 2ns, interval 3ns, 4 unread tick(s) (absolute)"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_PTY, Pty: &imagepb.Pty{Index: 3, Master: true, Sid: 4, FgPgid: 5,
+			Termios: &imagepb.PtyTermios{Lflag: unix.ICANON | unix.ECHO}, Winsize: &imagepb.PtyWinsize{Rows: 2, Cols: 3}, Input: []byte("a")}},
+			" master of /dev/pts/3: canonical echo, 3x2, queued 1B in (to the slave) 0B out (to the master), controlling terminal of session 4, foreground group 5"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_PTY, Pty: &imagepb.Pty{Index: 3}}, " slave of /dev/pts/3"},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_CONSOLE, Pty: &imagepb.Pty{Index: 0}}, " container console /dev/pts/0 (master outside): "},
+		{&imagepb.FileEntry{Kind: imagepb.FileKind_FILE_MEMFD, Path: "m", Size: 9}, ` memfd "m", 9 bytes`},
+	} {
+		if got := Describe(c.f); got != c.want {
+			t.Errorf("%v: %q, want %q", c.f.Kind, got, c.want)
+		}
+	}
+}
