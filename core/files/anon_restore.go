@@ -28,19 +28,19 @@ func init() {
 		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
 			return t.timerfd(f, d.fd, d.cp, d.link, d.fi)
 		},
-		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openTimerfd(f) }, describe: describeTimerfd})
+		open: openAlone(openTimerfd), describe: describeTimerfd})
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_SIGNALFD, anonInode: "signalfd",
 		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
 			return t.signalfd(f, d.fd, d.link, d.fi)
 		},
-		open:     func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openSignalfd(f) },
+		open:     openAlone(openSignalfd),
 		describe: func(f *imagepb.FileEntry) string { return fmt.Sprintf(" sigmask %#x", f.Sigmask) }})
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INOTIFY, anonInode: "inotify",
 		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
 			return t.inotify(f, d.fd, d.cp, d.link, d.fi)
 		},
-		check: func(_ *Opener, f *imagepb.FileEntry) error { return checkInotify(f) },
-		open:  func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openInotify(f) }, describe: describeInotify})
+		check: checkAlone(checkInotify),
+		open:  openAlone(openInotify), describe: describeInotify})
 }
 
 // openSignalfd makes a signalfd of the entry's signal set.

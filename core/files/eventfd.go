@@ -13,7 +13,7 @@ import (
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_EVENTFD, anonInode: "eventfd",
 		dump: (*Table).eventfd,
-		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openEventfd(f) },
+		open: openAlone(openEventfd),
 		describe: func(f *imagepb.FileEntry) string {
 			s := fmt.Sprintf(" count %d", f.Pos)
 			if f.Flags&1 != 0 {

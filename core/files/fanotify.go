@@ -241,8 +241,8 @@ func mountPathByID(id uint64) (string, error) {
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FANOTIFY, anonInode: "fanotify",
 		dump:     (*Table).fanotify,
-		check:    func(_ *Opener, f *imagepb.FileEntry) error { return checkFanotify(f) },
-		open:     func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openFanotify(f) },
+		check:    checkAlone(checkFanotify),
+		open:     openAlone(openFanotify),
 		describe: func(f *imagepb.FileEntry) string { return describeFanotify(f.Fanotify) }})
 }
 

@@ -14,7 +14,7 @@ import (
 func init() {
 	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET, sockFamilies: []int{unix.AF_INET, unix.AF_INET6},
 		dump: (*Table).inetSocket,
-		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) { return openInet(f) }, describe: describeInet})
+		open: openAlone(openInet), describe: describeInet})
 }
 
 // describeInet names an inet socket, and a listener's backlog.

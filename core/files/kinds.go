@@ -118,6 +118,16 @@ func (t *Table) dumpSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, erro
 	return 0, &UnsupportedError{Fd: d.fd, Link: d.link, Kind: fmt.Sprintf("socket of family %d", domain)}
 }
 
+// openAlone is a kind's open function that needs nothing of the opener.
+func openAlone(open func(*imagepb.FileEntry) (int, error)) func(*Opener, *imagepb.FileEntry) (int, error) {
+	return func(_ *Opener, f *imagepb.FileEntry) (int, error) { return open(f) }
+}
+
+// checkAlone is a kind's check that needs nothing of the opener.
+func checkAlone(check func(*imagepb.FileEntry) error) func(*Opener, *imagepb.FileEntry) error {
+	return func(_ *Opener, f *imagepb.FileEntry) error { return check(f) }
+}
+
 // unsupportedKind is the error for an entry whose kind this ctr-cr cannot
 // restore: a kind it does not know (an image of a newer ctr-cr, or a
 // hostile one), or one that is never an fd of its own.
