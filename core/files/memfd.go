@@ -161,11 +161,8 @@ func (o *Opener) openMemfd(f *imagepb.FileEntry) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	if f.Pos != 0 {
-		if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
+	if err := seekOrClose(fd, f.Pos); err != nil {
+		return -1, err
 	}
 	return fd, nil
 }

@@ -113,11 +113,23 @@ func (o *Opener) openByPath(f *imagepb.FileEntry) (int, error) {
 		unix.Close(fd)
 		return -1, err
 	}
-	if f.Kind != imagepb.FileKind_FILE_CHR && f.Flags&unix.O_PATH == 0 && f.Pos != 0 {
-		if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-			unix.Close(fd)
+	if f.Kind != imagepb.FileKind_FILE_CHR && f.Flags&unix.O_PATH == 0 {
+		if err := seekOrClose(fd, f.Pos); err != nil {
 			return -1, fmt.Errorf("seek to %d: %w", f.Pos, err)
 		}
 	}
 	return fd, nil
+}
+
+// seekOrClose moves a reopened fd to its entry's offset pos (nothing to do
+// for 0); on failure it closes fd.
+func seekOrClose(fd int, pos int64) error {
+	if pos == 0 {
+		return nil
+	}
+	if _, err := unix.Seek(fd, pos, 0); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	return nil
 }
