@@ -135,7 +135,8 @@ func fanotifyMarkOf(kv map[string]uint64, rest string) (fanotifyMark, error) {
 }
 
 // fanotify records a fanotify group (see the file comment).
-func (t *Table) fanotify(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) fanotify(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, fi := d.fd, d.cp, d.link, d.fi
 	flags, eventFlags, marks, err := parseFanotify(fi)
 	if err != nil {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
@@ -225,6 +226,33 @@ func mountPathByID(id uint64) (string, error) {
 		return "", fmt.Errorf("mount %d at %s is hidden under mount %d", id, p, stx.Mnt_id)
 	}
 	return p, nil
+}
+
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FANOTIFY, anonInode: "fanotify",
+		dump:     (*Table).fanotify,
+		check:    checkAlone(checkFanotify),
+		open:     openAlone(openFanotify),
+		describe: func(f *imagepb.FileEntry) string { return describeFanotify(f.Fanotify) }})
+}
+
+// describeFanotify tells a fanotify group's flags and marks.
+func describeFanotify(g *imagepb.FanotifyGroup) string {
+	if g == nil {
+		return ""
+	}
+	var ms []string
+	for _, m := range g.Marks {
+		s := fmt.Sprintf("%s mask %#x", m.Path, m.Mask)
+		if m.Type != imagepb.FanotifyMark_INODE {
+			s = strings.ToLower(m.Type.String()) + " " + s
+		}
+		if m.IgnoredMask != 0 || m.Mflags != 0 {
+			s += fmt.Sprintf(" ignored %#x mflags %#x", m.IgnoredMask, m.Mflags)
+		}
+		ms = append(ms, s)
+	}
+	return fmt.Sprintf(" init flags %#x event flags %#x, %d mark(s) [%s]", g.InitFlags, g.EventFFlags, len(g.Marks), strings.Join(ms, ", "))
 }
 
 // openFanotify creates the group with its dumped flags and adds its marks
