@@ -156,7 +156,7 @@ func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
 
 // withBoot writes the boot code and thread 0's frame, runs f, and puts
 // the borrowed bytes back (the code's first: a crash in between leaves
-// only the frame's bytes in untouched stack).
+// only the frame's bytes, in stack the program does not use).
 func (r *Remote) withBoot(f func() error) error {
 	t := r.P.Threads[0]
 	xs, err := t.XState()
