@@ -361,6 +361,33 @@ func TestCrash_DumpGoMainThread(t *testing.T) {
 	ct.sweep(crashStride(13))
 }
 
+// TestNegative_GoBootFrameNoRoom: a Go program whose main thread runs a
+// goroutine while the bottom of its main stack holds data (as after cgo
+// code ran deep there): the injector finds no memory it may borrow for
+// its boot frame (never below a goroutine's rsp), and the dump is
+// refused, naming it; the program runs on unchanged.
+func TestNegative_GoBootFrameNoRoom(t *testing.T) {
+	ct := startGoCrashTarget(t, "m0", "dirty")
+	pid := strconv.Itoa(ct.pid)
+	refused := 0
+	for i := 0; i < 10 && refused == 0; i++ {
+		_, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", filepath.Join(t.TempDir(), "img"), "--leave-running")
+		if err == nil {
+			continue // seized in a vDSO call, on the main stack: room below it
+		}
+		requireExitCode(t, err, stderr, 1)
+		requireNoPanic(t, stderr)
+		if !strings.Contains(stderr, "boot frame") || !strings.Contains(stderr, "goroutine's stack") || !strings.Contains(stderr, pid) {
+			t.Fatalf("dump error does not name pid %s, the boot frame and the goroutine's stack:\n%s", pid, stderr)
+		}
+		refused++
+		ct.checkUnchanged("refused dump")
+	}
+	if refused == 0 {
+		t.Fatal("10 dumps with the main thread on a goroutine stack and the bottom of the main stack in use: none refused")
+	}
+}
+
 // startGoCrashTarget starts crash_gotarget with args.
 func startGoCrashTarget(t *testing.T, args ...string) *crashTarget {
 	testutil.RequiresRoot(t)

@@ -65,7 +65,7 @@ func bootFrameSite(pid int, mem *Mem, vmas []vma, rsp uint64, frameLen int) (uin
 		}
 	}
 	if isGoProgram(pid) {
-		return 0, fmt.Errorf("no free memory for the injection's boot frame in pid %d: thread 0 runs on a goroutine stack (rsp %#x) and the bottom of the main stack is in use", pid, rsp)
+		return 0, fmt.Errorf("no free memory for the injection's boot frame in pid %d: thread 0 runs on a goroutine's stack (rsp %#x) and the bottom of the main stack is in use", pid, rsp)
 	}
 	f := (rsp - redZone - uint64(frameLen)) &^ 63
 	if v := vmaOf(vmas, rsp-1); v != nil && v.write && f >= v.start && f < rsp {

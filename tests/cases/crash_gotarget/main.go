@@ -8,10 +8,13 @@
 // varying depths, beside 3000 parked goroutines with small stacks: thread
 // 0 (where the injector makes its boot calls) runs on a goroutine stack
 // with little room below its rsp, whose neighbours in memory are the
-// stacks of other goroutines, which the garbage collector scans.
+// stacks of other goroutines, which the garbage collector scans. With
+// "m0 dirty" (TestNegative_GoBootFrameNoRoom) it also writes bytes at the
+// bottom of its main stack, as C code run deep there by cgo would.
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand"
 	"os"
@@ -72,6 +75,12 @@ func main() {
 			go park(rand.Intn(12))
 		}
 	}
+	if len(os.Args) > 3 && os.Args[3] == "dirty" {
+		if err := dirtyStackBottom(); err != nil {
+			fmt.Println("FAIL:", err)
+			os.Exit(1)
+		}
+	}
 	f, err := os.Create(filepath.Join(os.Args[1], "count"))
 	if err != nil {
 		fmt.Println("FAIL:", err)
@@ -107,8 +116,11 @@ var spun int
 // busy keeps the (main) thread in Go code for about d, at varying depths
 // of its stack.
 func busy(d time.Duration) {
+	// (time.Now runs on the main stack: seldom)
 	for end := time.Now().Add(d); time.Now().Before(end); {
-		spun += spin(rand.Intn(10))
+		for i := 0; i < 50; i++ {
+			spun += spin(rand.Intn(10))
+		}
 	}
 }
 
@@ -124,4 +136,29 @@ func spin(d int) int {
 		x += j
 	}
 	return x
+}
+
+// dirtyStackBottom writes bytes into the bottom page of the main stack.
+func dirtyStackBottom() error {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return err
+	}
+	for _, l := range bytes.Split(maps, []byte("\n")) {
+		if !bytes.HasSuffix(l, []byte("[stack]")) {
+			continue
+		}
+		var start, end uint64
+		if _, err := fmt.Sscanf(string(l), "%x-%x", &start, &end); err != nil {
+			return err
+		}
+		mem, err := os.OpenFile("/proc/self/mem", os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer mem.Close()
+		_, err = mem.WriteAt(bytes.Repeat([]byte{0xab}, 64), int64(start+256))
+		return err
+	}
+	return fmt.Errorf("no [stack] in /proc/self/maps")
 }
