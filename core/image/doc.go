@@ -1,4 +1,4 @@
-// Package image reads and writes ctr-cr image directories, format version 2 (it reads version 1 too).
+// Package image reads and writes ctr-cr image directories, format version 3 (it reads versions 1 and 2 too).
 //
 // # Layout
 //

@@ -28,7 +28,7 @@ func msgName(m proto.Message) string {
 // types, the head entry and the entry count. The writer calls it so that it
 // never writes a file the reader would reject.
 func checkMessages(k *Kind, msgs []proto.Message) error {
-	if k.Raw {
+	if k.Raw || k.Layer {
 		return fmt.Errorf("%s files hold raw data, not entries", k.Name)
 	}
 	for i, m := range msgs {

@@ -21,10 +21,10 @@ func TestKindTable(t *testing.T) {
 	magics := map[Magic]string{}
 	examples := map[string]string{}
 	for _, k := range kinds {
-		if k.Raw != (k.Entry == nil) {
-			t.Errorf("%s: Raw must go with a nil Entry", k.Name)
+		if (k.Raw || k.Layer) != (k.Entry == nil) {
+			t.Errorf("%s: Raw or Layer must go with a nil Entry", k.Name)
 		}
-		if !k.Raw {
+		if !k.Raw && !k.Layer {
 			if other, dup := magics[k.Magic]; dup {
 				t.Errorf("%s and %s share magic %s", k.Name, other, k.Magic)
 			}

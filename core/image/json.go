@@ -19,6 +19,7 @@ import (
 type Decoded struct {
 	Kind    string          // kind name, e.g. "core" or "pages"
 	Raw     bool            // raw pages: no magic, no entries
+	Layer   bool            // a file of the layer above (Kind.Layer): opaque
 	Magic   Magic           // zero for raw files
 	Size    int64           // file size in bytes
 	Entries []proto.Message // nil for raw files
@@ -43,6 +44,9 @@ func DecodeFile(path string) (*Decoded, error) {
 		}
 		return &Decoded{Kind: k.Name, Raw: true, Size: size}, nil
 	}
+	if k, _, err := kindOf(filepath.Base(path)); err == nil && k.Layer {
+		return &Decoded{Kind: k.Name, Layer: true, Size: size}, nil
+	}
 	br := bufio.NewReaderSize(io.LimitReader(f, size), 64<<10)
 	m, err := readMagic(br, size, l)
 	if err != nil {
@@ -64,6 +68,12 @@ func DecodeFile(path string) (*Decoded, error) {
 // would render them with proto field names (see entryJSON), or {"kind": "pages", "size": N, "pages": N/4096}
 // for raw pages.
 func (d *Decoded) MarshalJSON() ([]byte, error) {
+	if d.Layer {
+		return json.Marshal(struct {
+			Kind string `json:"kind"`
+			Size int64  `json:"size"`
+		}{d.Kind, d.Size})
+	}
 	if d.Raw {
 		return json.Marshal(struct {
 			Kind  string `json:"kind"`

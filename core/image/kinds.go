@@ -18,11 +18,18 @@ import (
 // process, MmEntry.cow_parent_runs and pages-cowbase-*; pages left to a
 // parent image, Inventory.parent_path and parentmap-*; namespaces the tree
 // had of its own, Inventory.namespaces and namespaces.json): a ctr-cr that
-// reads only version 1 refuses them instead.
+// reads only version 1 refuses them instead. Version 3 lists the files of
+// the layer above (Layer kinds: a container's spec.dump, ctr-cr.json, ...)
+// in the inventory with their checksums, and an unlisted one is a stray;
+// in versions 1 and 2 they were unlisted, and stay unchecked by Open.
 const (
-	FormatVersion    = 2
+	FormatVersion    = 3
 	MinFormatVersion = 1
 )
+
+// layerListedVersion is the first format version whose inventory lists
+// the layer files (Layer kinds).
+const layerListedVersion = 3
 
 // PageSize is the size of one page in pages-*.img and pagemap-*.img.
 const PageSize = 4096
@@ -66,7 +73,8 @@ type Kind struct {
 	// Name is the short kind name shown by `ctr-cr show`, e.g. "core".
 	Name string
 	// Pattern is the file name pattern: a literal name ("pstree.img") or a
-	// prefix, one placeholder (<pid> or <name>) and ".img".
+	// prefix, one placeholder (<pid>, <name> or <n>, an index from 0) and a
+	// suffix (".img"; a Layer kind's may differ).
 	Pattern string
 	// Magic starts the file; zero for Raw kinds.
 	Magic Magic
@@ -79,6 +87,12 @@ type Kind struct {
 	Entry func() proto.Message
 	// One means exactly one Entry message (after Head, if any).
 	One bool
+	// Layer kinds are files of the layer above the core (the container
+	// layer's JSON documents and tmpfs archives): opaque bytes of any
+	// size, no magic, no entries. The image lists them with their
+	// checksums like any file (Writer.ListLayerFile), Open verifies them,
+	// and their contents are the layer's to validate.
+	Layer bool
 }
 
 // kinds is the kind table. Keep magics distinct and patterns unambiguous
@@ -103,6 +117,13 @@ var kinds = []*Kind{
 	// pages of a pre-copy chain's image that are in its parent (parent.go)
 	{Name: "parentmap", Pattern: "parentmap-<pid>.img", Magic: Magic{'C', 'R', 'P', 'A'},
 		Entry: func() proto.Message { return new(imagepb.PagemapEntry) }},
+	// the container layer's files (package container)
+	{Name: "spec-dump", Pattern: "spec.dump", Layer: true},
+	{Name: "container-meta", Pattern: "ctr-cr.json", Layer: true},
+	{Name: "container-state", Pattern: "container.json", Layer: true},
+	{Name: "container-stdio", Pattern: "descriptors.json", Layer: true},
+	{Name: "predump-meta", Pattern: "ctr-cr-predump.json", Layer: true},
+	{Name: "tmpfs", Pattern: "tmpfs-<n>.tar", Layer: true},
 }
 
 // Names of kinds used by the typed API.
@@ -176,6 +197,12 @@ func validArg(ph, arg string) error {
 			return fmt.Errorf("invalid pid %q", arg)
 		}
 		return nil
+	case "n":
+		n, err := strconv.ParseInt(arg, 10, 32)
+		if err != nil || n < 0 || strconv.FormatInt(n, 10) != arg {
+			return fmt.Errorf("invalid index %q", arg)
+		}
+		return nil
 	case "name":
 		if arg == "" || len(arg) > maxNameArg {
 			return fmt.Errorf("invalid name %q: want 1 to %d characters", arg, maxNameArg)
@@ -222,7 +249,7 @@ func kindByName(name string) *Kind {
 
 func kindByMagic(m Magic) *Kind {
 	for _, k := range kinds {
-		if !k.Raw && k.Magic == m {
+		if !k.Raw && !k.Layer && k.Magic == m {
 			return k
 		}
 	}
@@ -242,7 +269,7 @@ func MagicOf(name string) (Magic, error) {
 	if err != nil {
 		return Magic{}, err
 	}
-	if k.Raw {
+	if k.Raw || k.Layer {
 		return Magic{}, fmt.Errorf("%s holds raw %s and has no magic", name, k.Name)
 	}
 	return k.Magic, nil

@@ -228,10 +228,10 @@ func TestOpenErrors(t *testing.T) {
 	}, {
 		name: "future format version",
 		mutate: func(t *testing.T, dir string) {
-			resign(t, dir, func(inv *imagepb.Inventory) { inv.FormatVersion = 3 })
+			resign(t, dir, func(inv *imagepb.Inventory) { inv.FormatVersion = 4 })
 		},
 		is:  ErrVersion,
-		msg: "image DIR: inventory.img: unsupported image format version 3 (this ctr-cr reads versions 1 to 2)",
+		msg: "image DIR: inventory.img: unsupported image format version 4 (this ctr-cr reads versions 1 to 3)",
 	}, {
 		name: "future inventory with more entries",
 		mutate: func(t *testing.T, dir string) {

@@ -87,6 +87,12 @@ func OpenWith(dir string, o OpenOptions) (*Reader, error) {
 	x := newRefIndex(inv)
 	for _, name := range names {
 		k, arg, _ := kindOf(name) // checked by checkFileList
+		if k.Layer {
+			if err := r.verifyRaw(name); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if k.Raw {
 			if o.PagesElsewhere && k.Name == kindPages {
 				continue
@@ -169,7 +175,7 @@ func checkFileList(l loc, inv *imagepb.Inventory) (map[string]*imagepb.FileSum, 
 			return nil, bad("size %d is implausible", s.Size)
 		case k.Raw && s.Size%PageSize != 0:
 			return nil, bad("size %d is not a multiple of the page size", s.Size)
-		case !k.Raw && s.Size < magicSize:
+		case !k.Raw && !k.Layer && s.Size < magicSize:
 			return nil, bad("size %d is too small for a magic", s.Size)
 		}
 		sums[s.Name] = s
@@ -192,20 +198,35 @@ func checkFileList(l loc, inv *imagepb.Inventory) (map[string]*imagepb.FileSum, 
 	return sums, nil
 }
 
-// checkStray fails if dir holds a *.img file the inventory does not list.
+// checkStray fails if dir holds a *.img file the inventory does not list,
+// or, from format version 3, a layer file (a Layer kind's name) it does
+// not list: one added or swapped in after the dump.
 func (r *Reader) checkStray() error {
 	ents, err := os.ReadDir(r.dir)
 	if err != nil {
 		return loc{dir: r.dir}.err(err)
 	}
+	layerListed := r.LayerFilesListed()
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasSuffix(n, ".img") && n != InventoryName && r.sums[n] == nil {
+		if n == InventoryName || r.sums[n] != nil {
+			continue
+		}
+		if strings.HasSuffix(n, ".img") {
 			return loc{r.dir, n}.err(fmt.Errorf("%w: not listed in inventory.img (stray or left over from another dump)", ErrCorrupt))
+		}
+		if k, _, err := kindOf(n); err == nil && k.Layer && layerListed {
+			return loc{r.dir, n}.err(fmt.Errorf("%w: not listed in inventory.img, which lists every file of the image (added after the dump?)", ErrCorrupt))
 		}
 	}
 	return nil
 }
+
+// LayerFilesListed reports whether the image's inventory lists the files
+// of the layer above (format version 3 on): then every one of them is
+// listed and checked; an older image's are not (the layer reads them
+// unchecked, as it did).
+func (r *Reader) LayerFilesListed() bool { return r.inv.GetFormatVersion() >= layerListedVersion }
 
 // openRegular opens path read-only, refusing anything but a regular file
 // (a FIFO would block, a device never end) and, unless follow, symlinks.
@@ -322,7 +343,7 @@ func (r *Reader) ReadEntries(name string) ([]proto.Message, error) {
 	if err != nil {
 		return nil, l.err(err)
 	}
-	if k.Raw {
+	if k.Raw || k.Layer {
 		return nil, l.err(fmt.Errorf("%s files hold raw data, not entries", k.Name))
 	}
 	f, sum, err := r.openListed(name)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -64,3 +65,78 @@ func ReadSide(dir, name string, sum []byte, max int64) ([]byte, error) {
 // rest of the image not looked at): what a caller needs to decide how to
 // restore before the restore opens the whole image.
 func ReadInventory(dir string) (*imagepb.Inventory, error) { return readInventory(dir) }
+
+// ListLayerFile lists dir/name, a file of a Layer kind that the layer
+// above wrote into the image directory before the dump (the container
+// layer's spec.dump, ctr-cr.json, tmpfs-N.tar, ...), in the inventory with
+// its size and checksum, so that Open verifies it like any image file. The
+// file is hashed now: it must not change after. Abort leaves it (its
+// writer owns it).
+func (w *Writer) ListLayerFile(name string) error {
+	l := loc{w.dir, name}
+	k, _, err := kindOf(name)
+	if err != nil {
+		return l.err(err)
+	}
+	if !k.Layer {
+		return l.err(fmt.Errorf("%s files are written by the image writer, not listed", k.Name))
+	}
+	if err := w.reserve(name); err != nil {
+		return err
+	}
+	f, fi, err := openRegular(filepath.Join(w.dir, name), false)
+	if err != nil {
+		return l.err(err)
+	}
+	defer f.Close()
+	h := newWriteSum()
+	n, err := io.CopyBuffer(h, f, make([]byte, bufSize(uint64(fi.Size()), 128<<10)))
+	if err != nil {
+		return l.err(err)
+	}
+	w.record(name, n, h.Sum(nil))
+	return nil
+}
+
+// ReadLayerFile returns the contents of the listed layer file name (at
+// most max bytes), verifying its checksum against the inventory: what Open
+// validated, even if the directory changed since.
+func (r *Reader) ReadLayerFile(name string, max int64) ([]byte, error) {
+	l := loc{r.dir, name}
+	if k, _, err := kindOf(name); err != nil || !k.Layer {
+		return nil, l.err(fmt.Errorf("not a layer file"))
+	}
+	f, sum, err := r.openListed(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if int64(sum.Size) > max {
+		return nil, l.err(fmt.Errorf("%w: larger than %d bytes", ErrCorrupt, max))
+	}
+	h, err := newSum(sum.ChecksumAlgo)
+	if err != nil {
+		return nil, l.err(err)
+	}
+	b := make([]byte, sum.Size)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, l.err(fmt.Errorf("%w: %w", ErrChecksum, err))
+	}
+	h.Write(b)
+	if err := finishSum(l, sum, f, h, int64(len(b)), func() []byte { return h.Sum(nil) }); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// OpenLayerFile opens the listed layer file name for reading, after
+// checking its size. Its contents are not hashed again (Open verified
+// them, and the caller streams them once, as OpenPages's). The caller
+// closes it.
+func (r *Reader) OpenLayerFile(name string) (*os.File, error) {
+	if k, _, err := kindOf(name); err != nil || !k.Layer {
+		return nil, loc{r.dir, name}.err(fmt.Errorf("not a layer file"))
+	}
+	f, _, err := r.openListed(name)
+	return f, err
+}
