@@ -188,18 +188,13 @@ func capList(mask uint64) string {
 	return strings.Join(out, ",")
 }
 
-// checkTaskCeiling checks every live task of the image in dir against the
+// checkTaskCeiling checks every live task of the opened image against the
 // config's ceiling, before the restore creates anything. It returns the
 // oldest seccomp filter of the image's init (the root task's leader
 // thread): the one the runtime installed from linux.seccomp, which crun
 // also keeps for the processes `crun exec` starts (execstate.go).
-func checkTaskCeiling(s *specs.Spec, dir string) (initFilter []byte, err error) {
+func checkTaskCeiling(s *specs.Spec, img *image.Reader) (initFilter []byte, err error) {
 	c, err := ceilingOf(s)
-	if err != nil {
-		return nil, err
-	}
-	// the pages are hashed once, by the restore that reads them
-	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
 		return nil, err
 	}

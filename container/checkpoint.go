@@ -248,12 +248,14 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	// console socket's receiver holds
 	dopts.Console = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
+	dopts.LayerFiles = layerFiles(&state)
 	if opts.Platform.ExternalStdio {
 		// ... except its stdio pipes to the platform's monitor, which the
 		// runtime's restore is given again (descriptors.json)
 		if dopts.ExtPipes, err = saveStdio(st.Pid, stage.tmp); err != nil {
 			return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 		}
+		dopts.LayerFiles = append(dopts.LayerFiles, StdioName)
 	}
 	// the image's disk writes start while the dump writes it; the commit
 	// stops that and fsyncs
@@ -310,6 +312,17 @@ func imageDir(imagePath, bundle string) (string, error) {
 		dir = p
 	}
 	return dir, nil
+}
+
+// layerFiles names the files writeContainerFiles and captureMounts wrote
+// for state: the image's inventory lists them with their checksums
+// (dump.Options.LayerFiles), so that a restore verifies them.
+func layerFiles(state *State) []string {
+	names := []string{SpecDumpName, StateName, MetadataName}
+	for _, n := range state.TmpfsFiles {
+		names = append(names, n)
+	}
+	return names
 }
 
 // writeContainerFiles writes spec.dump (config.json as checkpointed),

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
@@ -86,6 +87,28 @@ func StdioInherit(dir string) (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseStdio(b)
+}
+
+// stdioInherit is StdioInherit of the image Restore opened: descriptors.json
+// read as the image lists it, checksum verified (read as before from an
+// image of a format that did not list it).
+func stdioInherit(img *image.Reader) (map[string]int, error) {
+	if img.LayerFilesListed() && !img.Has(StdioName) {
+		return nil, nil
+	}
+	b, err := readLayer(img, StdioName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseStdio(b)
+}
+
+// parseStdio parses descriptors.json into StdioInherit's map.
+func parseStdio(b []byte) (map[string]int, error) {
 	var desc []string
 	if err := json.Unmarshal(b, &desc); err != nil {
 		return nil, fmt.Errorf("%s: %w", StdioName, err)

@@ -122,6 +122,7 @@ func PreDump(ctx context.Context, opts PreDumpOptions) (string, *dump.Stats, err
 	}
 	stats, err := dump.PreDump(ctx, st.Pid, stage.tmp, dump.PreDumpOptions{
 		ParentPath: opts.ParentPath, Jobs: opts.Jobs, Warn: opts.Warn, PagesSink: opts.PagesSink, Commit: opts.Commit,
+		LayerFiles: []string{PreDumpName},
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("pre-dump %s: %w", opts.ID, err)

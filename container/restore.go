@@ -61,6 +61,9 @@ type PlatformRestore struct {
 	// LooseMountOrder accepts a config.json whose mounts a platform listed
 	// in another order that makes the same tree (platformSpec).
 	LooseMountOrder bool
+	// StdioInherit sets Inherit from the image's descriptors.json (see
+	// StdioInherit), read from the image as Restore validated it.
+	StdioInherit bool
 }
 
 // RestoreStats are the phases of a container restore (--print-stats).
@@ -115,18 +118,30 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := preDumpOnly(dir); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
+	// the one validation of the whole image, the container layer's files
+	// included (their checksums in its inventory), before anything runs;
+	// every reader below reads from it
+	img, err := restore.Open(dir)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
+	if opts.Platform.StdioInherit {
+		if opts.Platform.Inherit, err = stdioInherit(img); err != nil {
+			return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+		}
+	}
 	var meta Metadata
-	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
+	if err := readLayerJSON(img, MetadataName, &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
 	if err := meta.validate(); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %s: %w", dir, MetadataName, err)
 	}
 	var state State
-	if err := readJSON(filepath.Join(dir, StateName), &state); err != nil {
+	if err := readLayerJSON(img, StateName, &state); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
-	dumped, err := readImageFile(filepath.Join(dir, SpecDumpName))
+	dumped, err := readLayer(img, SpecDumpName)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
 	}
@@ -190,7 +205,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	case !terminal && opts.ConsoleSocket != "":
 		return "", 0, fmt.Errorf("restore %s: --console-socket, but the container has no terminal (process.terminal is false)", id)
 	}
-	initFilter, err := checkTaskCeiling(&spec, dir)
+	initFilter, err := checkTaskCeiling(&spec, img)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: image %s: %w", id, dir, err)
 	}
@@ -213,20 +228,20 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	}()
 	// the dump's lock went with the old network namespace: lock the
 	// connections again in the new one before its links come up
-	if err := restore.Relock(dir, pid); err != nil {
+	if err := restore.RelockImage(img, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
 	if opts.Platform.EmptyNet {
 		state.Net = nil // runc's --empty-ns network: the platform sets it up
 	}
-	if err := restoreNamespaces(pid, dir, &spec, &state, byHook, rst); err != nil {
+	if err := restoreNamespaces(pid, img, &spec, &state, byHook, rst); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	fault.Point("restore:namespaces")
 	th := time.Now()
 	rst.NamespacesMs = ms(th.Sub(tn))
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
-	sb, err := hookSandbox(pid, bundle, dir, rt.Name, &spec)
+	sb, err := hookSandbox(pid, bundle, img, rt.Name, &spec)
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: hooks: %w", id, err)
 	}
@@ -236,7 +251,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		}
 	}
 	rst.HooksMs = ms(time.Since(th))
-	res, err := restore.Restore(ctx, dir, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid,
+	res, err := restore.RestoreImage(ctx, img, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid,
 		Inherit: opts.Platform.Inherit, TCPClose: opts.Platform.TCPClose})
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
@@ -269,7 +284,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 // (not the privileged copy the sandbox was created from), its rootfs on
 // the host, and the seccomp filter chain of its init as dumped (what the
 // runtime installed from linux.seccomp).
-func hookSandbox(pid int, bundle, dir, runtime string, spec *specs.Spec) (*hooks.Sandbox, error) {
+func hookSandbox(pid int, bundle string, img *image.Reader, runtime string, spec *specs.Spec) (*hooks.Sandbox, error) {
 	if len(hooks.Of(spec.Hooks, hooks.CreateContainer)) == 0 && len(hooks.Of(spec.Hooks, hooks.StartContainer)) == 0 {
 		return nil, nil
 	}
@@ -283,7 +298,7 @@ func hookSandbox(pid int, bundle, dir, runtime string, spec *specs.Spec) (*hooks
 	sb := &hooks.Sandbox{Pid: pid, Rootfs: rootfs, Process: spec.Process, Exe: "/proc/self/exe", Bundle: bundle, Runtime: runtime,
 		SpecSeccomp: spec.Linux != nil && spec.Linux.Seccomp != nil}
 	if len(hooks.Of(spec.Hooks, hooks.StartContainer)) > 0 {
-		chain, err := initSeccomp(dir)
+		chain, err := initSeccomp(img)
 		if err != nil {
 			return nil, err
 		}
@@ -294,11 +309,7 @@ func hookSandbox(pid int, bundle, dir, runtime string, spec *specs.Spec) (*hooks
 
 // initSeccomp reads the seccomp filter chain of the image's root task (the
 // container's init) from the checkpoint.
-func initSeccomp(dir string) ([][]byte, error) {
-	img, err := image.Open(dir)
-	if err != nil {
-		return nil, err
-	}
+func initSeccomp(img *image.Reader) ([][]byte, error) {
 	pst, err := img.Pstree()
 	if err != nil {
 		return nil, err
@@ -321,6 +332,38 @@ func initSeccomp(dir string) ([][]byte, error) {
 		return chain, nil
 	}
 	return nil, errors.New("pstree.img: no root task")
+}
+
+// readLayer reads the container layer's file name of the opened image:
+// through the inventory, its checksum verified, or, in an image of a
+// format that did not list the layer's files (before version 3), as it
+// was read then.
+func readLayer(img *image.Reader, name string) ([]byte, error) {
+	if img.LayerFilesListed() {
+		return img.ReadLayerFile(name, maxImageJSON)
+	}
+	return readImageFile(filepath.Join(img.Dir(), name))
+}
+
+// openLayer opens the container layer's file name of the opened image for
+// streaming (a tmpfs archive), as readLayer reads one.
+func openLayer(img *image.Reader, name string) (*os.File, error) {
+	if img.LayerFilesListed() {
+		return img.OpenLayerFile(name)
+	}
+	return openImageFile(filepath.Join(img.Dir(), name))
+}
+
+// readLayerJSON decodes the JSON layer file name of img into v.
+func readLayerJSON(img *image.Reader, name string, v any) error {
+	b, err := readLayer(img, name)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 func readJSON(path string, v any) error {
@@ -375,7 +418,7 @@ const OutsidePeersAnnotation = "org.ctr-cr.network.outside-peers"
 // restoreNamespaces puts the saved namespace state into the sandbox whose
 // init is pid, before any task is restored. The mounts container.json
 // adds or changes are held to config.json's ceiling (checkMountCeiling).
-func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outsideByHook bool, rst *RestoreStats) error {
+func restoreNamespaces(pid int, img *image.Reader, spec *specs.Spec, st *State, outsideByHook bool, rst *RestoreStats) error {
 	rst.NamespaceMs = map[string]float64{}
 	t := time.Now()
 	lap := func(what string) {
@@ -423,7 +466,7 @@ func restoreNamespaces(pid int, dir string, spec *specs.Spec, st *State, outside
 			}
 		}()
 		for mp, name := range st.TmpfsFiles {
-			f, err := openImageFile(filepath.Join(dir, name))
+			f, err := openLayer(img, name)
 			if err != nil {
 				return fmt.Errorf("tmpfs %s: %w", mp, err)
 			}

@@ -219,10 +219,6 @@ func runcRestore(rt *container.Runtime, c *runcRestoreConfig) (int, error) {
 		return 1, err
 	}
 	defer msgs.close()
-	inherit, err := container.StdioInherit(image)
-	if err != nil {
-		return 1, fmt.Errorf("image %s: %w", image, err)
-	}
 	reap := !c.detach && !c.noSubreaper
 	if reap {
 		// the init the runtime's create forks comes to us when it exits
@@ -233,7 +229,7 @@ func runcRestore(rt *container.Runtime, c *runcRestoreConfig) (int, error) {
 	opts := container.RestoreOptions{
 		Bundle: bundle, ImagePath: image, ID: c.id, Runtime: rt, ConsoleSocket: c.consoleSocket,
 		Stats: &container.RestoreStats{},
-		Platform: container.PlatformRestore{Inherit: inherit, TCPClose: c.tcpClose, EmptyNet: c.emptyNet, LooseMountOrder: true,
+		Platform: container.PlatformRestore{StdioInherit: true, TCPClose: c.tcpClose, EmptyNet: c.emptyNet, LooseMountOrder: true,
 			CreateArgs: c.createArgs()},
 	}
 	ctx, stop := interruptible()

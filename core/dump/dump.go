@@ -86,6 +86,11 @@ type Options struct {
 	// ExtPipes are pipes (by inode) recorded as external even with
 	// NoExtPipes (files.Options.ExtPipes).
 	ExtPipes map[uint64]bool
+	// LayerFiles are files a layer above wrote into dir before the dump
+	// (Layer kinds of core/image: a container's spec.dump, ctr-cr.json,
+	// tmpfs-N.tar, ...): the inventory lists them with their checksums,
+	// so that a restore's validation covers them like the image's own.
+	LayerFiles []string
 	// Commit, when set, is called once the image is completely written:
 	// before the tree is killed, or (LeaveRunning) once it runs again. A
 	// container checkpoint syncs its image and moves it into place there,
@@ -238,6 +243,11 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	d.w = w
+	if err := listLayerFiles(w, opts.LayerFiles); err != nil {
+		w.Abort()
+		d.release()
+		return nil, err
+	}
 	if opts.PagesSink != nil {
 		w.SetPagesSink(opts.PagesSink)
 	}
@@ -245,6 +255,17 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 }
 
 var ms = timing.Ms // the one definition: internal/timing
+
+// listLayerFiles lists the layer files names in the image w writes
+// (Options.LayerFiles).
+func listLayerFiles(w *image.Writer, names []string) error {
+	for _, n := range names {
+		if err := w.ListLayerFile(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 type dumper struct {
 	mu    sync.Mutex // guards st across collecting goroutines

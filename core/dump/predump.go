@@ -34,6 +34,8 @@ type PreDumpOptions struct {
 	// called before the image's inventory is written.
 	PagesSink func(name string) (*os.File, error)
 	Commit    func() error
+	// LayerFiles: as in Options (a container's ctr-cr-predump.json).
+	LayerFiles []string
 }
 
 // PreDump is a pre-copy round (issue 16): the tree is frozen only to list
@@ -122,6 +124,10 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 		return nil, err
 	}
 	d.w = w
+	if err := listLayerFiles(w, opts.LayerFiles); err != nil {
+		w.Abort()
+		return nil, err
+	}
 	if opts.PagesSink != nil {
 		w.SetPagesSink(opts.PagesSink)
 	}

@@ -19,16 +19,20 @@ import (
 // the connections are back, or when it fails. The calling goroutine must be
 // locked to its OS thread.
 func Relock(dir string, pid int) error {
-	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
+	img, err := Open(dir)
 	if err != nil {
-		return fmt.Errorf("validate: %w", err)
+		return err
 	}
+	return RelockImage(img, pid)
+}
+
+// RelockImage is Relock of an image opened by Open (a container restore
+// opens and validates its image once, then hands it to RelockImage and
+// RestoreImage).
+func RelockImage(img *image.Reader, pid int) error {
 	inv := img.Inventory()
 	if inv.NetLock == "" {
 		return nil
-	}
-	if !netlock.ValidName(inv.NetLock) {
-		return fmt.Errorf("validate: bad network lock name %q", inv.NetLock)
 	}
 	fl, err := img.Files()
 	if err != nil {

@@ -106,12 +106,39 @@ var ms = timing.Ms // the one definition: internal/timing
 // goroutine must be locked to its OS thread. A cancelled ctx stops the
 // restore before any process runs and removes everything created.
 func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err error) {
-	st := &Stats{}
 	t0 := time.Now()
+	img, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return restoreImage(ctx, img, opts, t0)
+}
+
+// Open opens and validates the image in dir as a restore needs it (the
+// pages' checksums left to the restore that reads them, and the
+// inventory's network lock name checked), for RestoreImage and
+// RelockImage: a caller that needs the image before the restore (a
+// container restore) opens it once.
+func Open(dir string) (*image.Reader, error) {
 	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
+	if n := img.Inventory().NetLock; n != "" && !netlock.ValidName(n) {
+		return nil, fmt.Errorf("validate: bad network lock name %q", n)
+	}
+	return img, nil
+}
+
+// RestoreImage is Restore of an image opened by Open.
+func RestoreImage(ctx context.Context, img *image.Reader, opts Options) (*Restored, error) {
+	return restoreImage(ctx, img, opts, time.Now())
+}
+
+// restoreImage is Restore from the opened image; t0 is when the restore
+// began, for Stats.ValidateMs.
+func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (res *Restored, err error) {
+	st := &Stats{}
 	inv := img.Inventory()
 	if inv.Arch != runtime.GOARCH {
 		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
@@ -126,10 +153,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		}
 		defer back()
 	}
-	if inv.NetLock != "" {
-		if !netlock.ValidName(inv.NetLock) {
-			return nil, fmt.Errorf("validate: bad network lock name %q", inv.NetLock)
-		}
+	if inv.NetLock != "" { // a name Open checked
 		// The dump left its TCP connections locked: a failed restore
 		// lifts the lock too (the peers then see the connections end
 		// rather than hang), a successful one once they are back.
