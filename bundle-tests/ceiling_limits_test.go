@@ -100,9 +100,7 @@ func testRestoreCeilingCgroup(t *testing.T, rt string) {
 		})
 		b.requireRefused(c.field+" lifted", c.want, "linux.resources")
 	}
-	if err := os.WriteFile(path, orig, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeListed(t, path, orig)
 	b.restore(1)
 	b.waitCount(b.count())
 	cgPath, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", b.pidOf()))
@@ -193,9 +191,7 @@ func testRestoreCeilingNetSysctl(t *testing.T, rt string) {
 		sc[key] = "0"
 	})
 	b.requireRefused(key+"=0", "sysctl net/"+key, "CAP_NET_ADMIN")
-	if err := os.WriteFile(path, orig, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeListed(t, path, orig)
 	b.restore(1)
 	b.waitCount(b.count())
 	got, err := exec.Command("nsenter", "-t", strconv.Itoa(b.pidOf()), "-n", "cat", "/proc/sys/net/"+key).CombinedOutput()

@@ -50,9 +50,7 @@ func testRestoreCeilingMounts(t *testing.T, rt string) {
 		}
 	})
 	b.requireRefused("a container.json with /proc/sys read-write", "mount /proc/sys: container.json makes it read-write", "linux.readonlyPaths")
-	if err := os.WriteFile(path, orig, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeListed(t, path, orig)
 	b.restore(1)
 	pid := b.pidOf()
 	mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
@@ -195,7 +193,7 @@ func (b *bundle) requireRefused(what string, wants ...string) {
 }
 
 // writeEditedState writes over path (container.json) the JSON document
-// orig edited by fn.
+// orig edited by fn, listed anew in the inventory (writeListed).
 func writeEditedState(t *testing.T, path string, orig []byte, fn func(st map[string]any)) {
 	t.Helper()
 	var st map[string]any
@@ -207,7 +205,16 @@ func writeEditedState(t *testing.T, path string, orig []byte, fn func(st map[str
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, edited, 0o600); err != nil {
+	writeListed(t, path, edited)
+}
+
+// writeListed writes data over path, a file of an image that its
+// inventory lists (container.json), and records its new size and checksum
+// there: the restore then checks what the file says, not its checksum.
+func writeListed(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	relistFile(t, filepath.Dir(path), filepath.Base(path))
 }

@@ -15,9 +15,9 @@ import (
 // with --verify-key, twice (the second signed checkpoint replaces the first
 // in BUNDLE/checkpoint); image.sig covers container.json, spec.dump,
 // ctr-cr.json and the tmpfs archive too. A copy whose container.json says
-// another hostname (valid JSON, and no checksum of the inventory covers
-// container.json) or whose tmpfs archive changed is refused before the
-// runtime's create: no container is left.
+// another hostname (valid JSON; the signature is checked before the
+// inventory's checksums) or whose tmpfs archive changed is refused before
+// the runtime's create: no container is left.
 func TestRestore_Signed(t *testing.T) { forRuntimes(t, testRestoreSigned) }
 
 func testRestoreSigned(t *testing.T, rt string) {

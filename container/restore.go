@@ -123,7 +123,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	// every reader below reads from it
 	img, err := restore.Open(dir)
 	if err != nil {
-		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+		return "", 0, fmt.Errorf("restore: %w", err) // naming the image and file
 	}
 	if opts.Platform.StdioInherit {
 		if opts.Platform.Inherit, err = stdioInherit(img); err != nil {
