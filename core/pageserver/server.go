@@ -226,6 +226,9 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 	}
 	name := string(nb)
 	k, _, err := image.KindOf(name)
+	if err == nil && k.Layer {
+		err = errors.New("a layer file") // taken only as below, as before
+	}
 	if s.restore != nil && s.accept != nil && err != nil && filepath.Base(name) == name && s.accept(name) {
 		k, err = image.Kind{Name: "layer"}, nil // a file of the layer above
 	}
