@@ -34,6 +34,12 @@
 //	pages-<name>.img     (none) raw pages, size a multiple of 4096
 //	files.img            CRFL   FileEntry*
 //	fdinfo-<pid>.img     CRFD   FdEntry*
+//	parentmap-<pid>.img  CRPA   PagemapEntry*
+//	spec.dump, ctr-cr.json, container.json, descriptors.json,
+//	ctr-cr-predump.json, tmpfs-<n>.tar
+//	                     (none) the container layer's files (Layer kinds):
+//	                            opaque, listed with their checksums from
+//	                            format version 3 on (unlisted before)
 //
 // <pid> is a decimal pid in 1..2^31-1 without leading zeros; <name> is one or
 // more of [A-Za-z0-9_-], by convention "<pid>", "shmem-<id>" or
