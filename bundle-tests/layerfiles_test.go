@@ -23,7 +23,8 @@ var containerLayerFiles = []string{"spec.dump", "ctr-cr.json", "container.json",
 // with one byte of any of them flipped, or with a layer file added that
 // the inventory does not list, is refused at restore naming the file,
 // before the runtime's create (no container left). An image of the
-// previous format, whose inventory did not list them, still restores.
+// previous format, whose inventory did not list them, still restores. A
+// pre-dump round's ctr-cr-predump.json is listed and checked too.
 func TestRestore_LayerFileCorrupt(t *testing.T) {
 	b := newBundle(t, "runc", "echo kept > /data/hello; "+counterScript)
 	b.editSpec(func(s *specs.Spec) {
@@ -65,6 +66,51 @@ func TestRestore_LayerFileCorrupt(t *testing.T) {
 	b.restore(1)
 	requireHello(t, b, 1)
 	b.waitCount(b.count())
+	requirePreDumpLayerChecked(t, b)
+}
+
+// requirePreDumpLayerChecked: a pre-dump round lists its
+// ctr-cr-predump.json too: the final checkpoint on it restores, and not
+// once a byte of that file changed (refused naming it, no container left).
+func requirePreDumpLayerChecked(t *testing.T, b *bundle) {
+	t.Helper()
+	imgs := t.TempDir()
+	if out, err := ctrcr(t, "checkpoint", "--pre-dump", "--image-path", filepath.Join(imgs, "r1"), b.id); err != nil {
+		t.Fatalf("pre-dump: %v\n%s", err, out)
+	}
+	inv := &imagepb.Inventory{}
+	readImageFile(t, filepath.Join(imgs, "r1"), image.InventoryName, inv)
+	if !slices.ContainsFunc(inv.Files, func(f *imagepb.FileSum) bool { return f.Name == "ctr-cr-predump.json" }) {
+		t.Errorf("the pre-dump round's inventory.img does not list ctr-cr-predump.json")
+	}
+	at := b.count()
+	if out, err := ctrcr(t, "checkpoint", "--parent-path", "../r1", "--image-path", filepath.Join(imgs, "r2"), b.id); err != nil {
+		t.Fatalf("final checkpoint: %v\n%s", err, out)
+	}
+	p := filepath.Join(imgs, "r1", "ctr-cr-predump.json")
+	orig, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := append([]byte(nil), orig...)
+	changed[len(changed)/2] ^= 0x20
+	if err := os.WriteFile(p, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ctrcr(t, "restore", "-d", "--image-path", filepath.Join(imgs, "r2"), b.dir)
+	if err == nil || !strings.Contains(out, "ctr-cr-predump.json: checksum mismatch") {
+		t.Errorf("restore on a pre-dump round with ctr-cr-predump.json changed: %v\n%s", err, out)
+	}
+	if _, err := b.state(); err == nil {
+		t.Fatalf("a container %s exists after the refused restore", b.id)
+	}
+	if err := os.WriteFile(p, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctrcr(t, "restore", "-d", "--image-path", filepath.Join(imgs, "r2"), b.dir); err != nil {
+		t.Fatalf("restore from the final checkpoint: %v\n%s", err, out)
+	}
+	b.waitCount(at + 1)
 }
 
 // requireLayerRefused restores a copy of the image in img changed by
