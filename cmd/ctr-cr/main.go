@@ -28,6 +28,7 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == restore.StubArg {
 		os.Exit(3)
 	}
+	lazyGuardMain()
 	// ptrace requests must come from the thread that attached: the whole
 	// command runs on the main goroutine, locked to its thread.
 	runtime.LockOSThread()

@@ -20,6 +20,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lazy"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
@@ -65,6 +66,11 @@ type Options struct {
 	// stays (restore --restore-sibling): its parent-death signal is
 	// restored even with Detach.
 	Sibling bool
+	// LazyPages: the tree runs before its private anonymous memory is
+	// in; the pages come on first touch and by a background pass
+	// (core/lazy, lazy.go). Restored.Lazy then serves them: the caller
+	// waits for it.
+	LazyPages bool
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -86,6 +92,10 @@ type Restored struct {
 	Pid      int
 	Stats    *Stats
 	Warnings []string // what could not be restored exactly, for the user
+	// Lazy serves the memory of a restore with Options.LazyPages: its
+	// Wait returns once the last page is in, or kills the tree with an
+	// error when the pages cannot come. Nil without LazyPages.
+	Lazy *lazy.Session
 }
 
 // image contents of one process, validated.
@@ -212,7 +222,7 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 		}
 	}
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings}, nil
+	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, nil
 }
 
 // load reads and cross-checks everything restore needs before it touches

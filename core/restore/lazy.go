@@ -1,0 +1,194 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lazy"
+	"github.com/ctr-cr/ctr-cr/core/memory"
+)
+
+// Lazy restore (Options.LazyPages, core/lazy): the pages of a process's
+// private anonymous writable VMAs are not written before it runs; they
+// are registered with a userfaultfd made in the process and served by
+// the session. What cannot be registered (file-backed private pages,
+// VMAs filled before the forks for copy-on-write sharing, locked, sealed,
+// guarded, droppable or read-only ones, and the pages of the parent
+// images of a chain) is written as in an eager restore.
+
+// lazyEligible reports whether v's pages may come after the task runs.
+func (r *restorer) lazyEligible(v *imagepb.Vma) bool {
+	switch v.Kind {
+	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
+	default:
+		return false
+	}
+	if v.Shared || v.Prot&unix.PROT_WRITE == 0 || r.cow.isEarly(v) || len(v.GuardRegions) > 0 {
+		return false
+	}
+	for _, f := range []string{"dp", "lo", "sl", "gu", "um", "uw"} {
+		if hasVmFlag(v, f) {
+			return false
+		}
+	}
+	return true
+}
+
+// lazyPlan splits the process's pages (in pages-file order) into the
+// runs served lazily and those written now, each with its offset in the
+// pages file; all is every run of the file, for the checksum pass.
+func (r *restorer) lazyPlan() (lazyRuns, eager, all []lazy.Run) {
+	var elig []*imagepb.Vma
+	for _, v := range r.pr.mm.Vmas {
+		if r.lazyEligible(v) {
+			elig = append(elig, v)
+		}
+	}
+	var off int64
+	for _, e := range r.pr.pmap {
+		all = append(all, lazy.Run{Addr: e.Vaddr, NrPages: int(e.NrPages), Off: off})
+		start, end := e.Vaddr, e.Vaddr+e.NrPages*memory.PageSize
+		for pos := start; pos < end; {
+			next, in := end, false
+			for _, v := range elig {
+				if v.Start <= pos && pos < v.End {
+					next, in = min(end, v.End), true
+					break
+				}
+				if v.Start > pos {
+					next = min(next, v.Start)
+				}
+			}
+			run := lazy.Run{Addr: pos, NrPages: int((next - pos) / memory.PageSize), Off: off + int64(pos-start)}
+			if in {
+				lazyRuns = append(lazyRuns, run)
+			} else {
+				eager = append(eager, run)
+			}
+			pos = next
+		}
+		off += int64(e.NrPages * memory.PageSize)
+	}
+	return lazyRuns, eager, all
+}
+
+// fillLazy writes the pages that are not served lazily (see lazyPlan)
+// and returns the lazy plan for registerLazy.
+func (r *restorer) fillLazy() ([]lazy.Run, []lazy.Run, error) {
+	lazyRuns, eager, all := r.lazyPlan()
+	dst := r.fillDst(memAt{r.mem})
+	src := r.pr.pages.Raw()
+	buf := make([]byte, 1<<20)
+	for _, e := range eager {
+		left, addr, off := uint64(e.NrPages)*memory.PageSize, e.Addr, e.Off
+		for left > 0 {
+			b := buf[:min(left, uint64(len(buf)))]
+			if _, err := src.ReadAt(b, off); err != nil {
+				return nil, nil, fmt.Errorf("read pages at offset %d: %w", off, err)
+			}
+			if _, err := dst.WriteAt(b, int64(addr)); err != nil {
+				return nil, nil, fmt.Errorf("write %d bytes at %#x: %w", len(b), addr, err)
+			}
+			left -= uint64(len(b))
+			addr += uint64(len(b))
+			off += int64(len(b))
+			r.st.PagesRestored += uint64(len(b)) / memory.PageSize
+		}
+	}
+	return lazyRuns, all, nil
+}
+
+// registerLazy makes a userfaultfd in the task (not user-mode-only: the
+// kernel's own accesses to the task's memory, a read(2) into a buffer or
+// the rseq area, must wait for the page too, not fail), takes it into
+// ctr-cr, closes it in the task, registers the VMAs holding lazy runs and
+// hands everything to the session, which serves the faults from now on.
+func (r *restorer) registerLazy(runs, all []lazy.Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	flags := uint64(unix.O_CLOEXEC | unix.O_NONBLOCK)
+	tfd, err := r.call(0, "userfaultfd (lazy pages)", unix.SYS_USERFAULTFD, flags)
+	if err != nil {
+		return fmt.Errorf("%w: userfaultfd in the process (needs CAP_SYS_PTRACE for kernel-mode faults): %w", lazy.ErrUnavailable, err)
+	}
+	pidfd, err := unix.PidfdOpen(r.pid, 0)
+	uffd := -1
+	if err == nil {
+		uffd, err = unix.PidfdGetfd(pidfd, int(tfd), 0)
+	}
+	if _, cerr := r.call(0, "close(userfaultfd)", unix.SYS_CLOSE, tfd); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if uffd >= 0 {
+			unix.Close(uffd)
+		}
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
+		return fmt.Errorf("lazy pages: take the userfaultfd: %w", err)
+	}
+	fail := func(err error) error {
+		unix.Close(uffd)
+		unix.Close(pidfd)
+		return err
+	}
+	if err := lazy.Handshake(uffd); err != nil {
+		return fail(err)
+	}
+	registered := map[uint64]bool{}
+	for _, run := range runs {
+		v := vmaAt(r.pr.mm.Vmas, run.Addr)
+		if v == nil || registered[v.Start] {
+			continue
+		}
+		registered[v.Start] = true
+		if err := lazy.RegisterMissing(uffd, v.Start, v.End); err != nil {
+			return fail(fmt.Errorf("lazy pages: vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err))
+		}
+	}
+	// the session's own reader of the whole file, for the checksum pass
+	seq, err := r.img.OpenPages(strconv.Itoa(int(r.pr.pst.Pid)))
+	if err != nil {
+		return fail(err)
+	}
+	return r.tree.lazy.AddProcess(lazy.Process{Pid: r.pid, Pidfd: pidfd, Uffd: uffd, Runs: runs, All: all,
+		Source: seq.Raw(), Seq: seq})
+}
+
+// vmaAt returns the VMA holding addr.
+func vmaAt(vmas []*imagepb.Vma, addr uint64) *imagepb.Vma {
+	for _, v := range vmas {
+		if v.Start <= addr && addr < v.End {
+			return v
+		}
+	}
+	return nil
+}
+
+// startLazy makes the session of a lazy restore (before any process is
+// filled).
+func (t *tree) startLazy() error {
+	if !t.opts.LazyPages {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("lazy pages: %w", err)
+	}
+	t.lazy, err = lazy.NewSession(exe)
+	return err
+}
+
+// abortLazy ends the session of a failed restore (the tree is killed).
+func (t *tree) abortLazy() {
+	if t.lazy != nil {
+		t.lazy.Abort()
+		t.lazy = nil
+	}
+}

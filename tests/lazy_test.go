@@ -1,0 +1,217 @@
+package tests
+
+// Lazy restore (issue 16, restore --lazy-pages): the tree runs before its
+// private anonymous memory is in; the pages come through userfaultfd on
+// first touch and by a background pass. tests/cases/m_lazy.c checks its
+// memory from inside after it forked, munmapped, dropped, moved memory
+// and used a userfaultfd of its own while pages were still missing.
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+)
+
+// lazyStats is the JSON line restore --lazy-pages --print-stats prints
+// once the last page is in.
+type lazyStats struct {
+	Pages      uint64  `json:"lazy_pages"`
+	OnFault    uint64  `json:"lazy_pages_on_fault"`
+	Background uint64  `json:"lazy_pages_background"`
+	Dropped    uint64  `json:"lazy_pages_dropped"`
+	Forks      uint64  `json:"lazy_forks"`
+	LastPageMs float64 `json:"lazy_last_page_ms"`
+}
+
+// parseLazyStats finds the lazy figures in a restore's standard output.
+func parseLazyStats(t *testing.T, stdout string) lazyStats {
+	t.Helper()
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, `"lazy_pages"`) {
+			var st lazyStats
+			if err := json.Unmarshal([]byte(l), &st); err != nil {
+				t.Fatalf("lazy stats %q: %v", l, err)
+			}
+			return st
+		}
+	}
+	t.Fatalf("no lazy stats line in the restore's output:\n%s", stdout)
+	return lazyStats{}
+}
+
+// TestCR_LazyRestore: m_lazy (64 MiB) restored with --lazy-pages twice:
+// restore -d returns once the last page is in; the foreground restore's
+// case is told to go while pages are still coming, and checks everything
+// from inside (PASS).
+func TestCR_LazyRestore(t *testing.T) {
+	t.Setenv("CTRCR_LAZY_SLOW_MS", "3")
+	runCase(t, Case{Name: "m_lazy", Src: "m_lazy.c", RestoreArgs: []string{"--lazy-pages", "--print-stats"},
+		AfterRestore: func(t *testing.T, cycle int, stdout string) {
+			st := parseLazyStats(t, stdout)
+			if st.Pages < 16384 || st.OnFault+st.Background+st.Dropped < st.Pages {
+				t.Fatalf("cycle %d: lazy figures %+v: want at least the 64 MiB, all accounted for", cycle, st)
+			}
+		}})
+}
+
+// lazyImage starts m_lazy, dumps it and returns the run and the image.
+func lazyImage(t *testing.T) (*Run, string) {
+	t.Helper()
+	r := startCase(t, Case{Name: "m_lazy", Src: "m_lazy.c"})
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	img := filepath.Join(r.imgBase, "img")
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", img); err != nil {
+		r.fatalf(stderr, "dump: %v", err)
+	}
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	return r, img
+}
+
+// startLazyRestore starts `ctr-cr restore --lazy-pages` of img (our
+// child) with env added and waits until the tree runs (its pid file); it
+// returns the command, its output file and a channel closed when it has
+// exited.
+func startLazyRestore(t *testing.T, r *Run, img string, env []string, args ...string) (*exec.Cmd, string, chan struct{}) {
+	t.Helper()
+	tmp := t.TempDir()
+	errPath, pidFile := filepath.Join(tmp, "restore.stderr"), filepath.Join(tmp, "restore.pid")
+	args = append(args, "--pid-file", pidFile)
+	errF, err := os.Create(errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errF.Close()
+	cmd := exec.Command(testutil.BuildCtrCr(t), append([]string{"restore", "-D", img, "--lazy-pages"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = errF, errF
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	if err := waitFile(pidFile, backTimeout, done); err != nil {
+		b, _ := os.ReadFile(errPath)
+		r.fatalf(string(b), "%v", err)
+	}
+	return cmd, errPath, done
+}
+
+// requireDead waits until the restored case is dead (gone or a zombie):
+// killed, never left running on missing memory; it must not have passed.
+func requireDead(t *testing.T, r *Run, stderrPath string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := procState(r.Pid)
+		if st == "" || st == "Z" || st == "X" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(stderrPath)
+			r.fatalf(string(b), "the restored case (pid %d) still runs (state %s) after its page source died", r.Pid, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitGone(r.Pid, time.Second)
+	r.reaped = true
+	if l := lastLine(r.Out); l == "PASS" || strings.HasPrefix(l, "FAIL") {
+		t.Fatalf("the case ran on after its page source died: last line %q", l)
+	}
+}
+
+// waitStderr waits until the file at path holds want.
+func waitStderr(t *testing.T, path, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ctr-cr's stderr does not say %q:\n%s", want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCR_LazyRestoreServerKilled: the ctr-cr serving the pages is killed
+// (SIGKILL, at its 5th background chunk) while the case is told to go
+// and touches its memory: the guard kills the restored case, which never
+// runs on the zero pages the kernel would give once the userfaultfd is
+// gone, and says why.
+func TestCR_LazyRestoreServerKilled(t *testing.T) {
+	r, img := lazyImage(t)
+	_, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_FAULT=lazy-chunk:5", "CTRCR_LAZY_SLOW_MS=30"}, "-d")
+	r.requestGo()
+	<-done
+	waitStderr(t, errPath, "killed the tree")
+	requireDead(t, r, errPath)
+}
+
+// TestCR_LazyRestoreSourceGone: the image's pages file is cut short
+// while the tree runs on a lazy restore: ctr-cr kills the tree and fails
+// with an error naming the read that failed.
+func TestCR_LazyRestoreSourceGone(t *testing.T) {
+	r, img := lazyImage(t)
+	cmd, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_LAZY_SLOW_MS=30"})
+	if err := os.Truncate(filepath.Join(img, "pages-"+strconv.Itoa(r.Pid)+".img"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ctr-cr restore did not end after its pages file was cut")
+	}
+	stderr := waitStderr(t, errPath, "lazy pages")
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr, "killed") || !strings.Contains(stderr, "read the pages") {
+		t.Fatalf("restore: exit %d, stderr:\n%s", cmd.ProcessState.ExitCode(), stderr)
+	}
+	requireNoPanic(t, stderr)
+	requireDead(t, r, errPath)
+}
+
+// TestCR_LazyRestoreEvents: the case is told to go as soon as it runs on
+// a slow lazy restore: it forks, munmaps, drops and moves memory that has
+// not come yet (the figures show pages dropped and a fork served) and
+// checks everything from inside, its fork child too.
+func TestCR_LazyRestoreEvents(t *testing.T) {
+	r, img := lazyImage(t)
+	cmd, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_LAZY_SLOW_MS=20"}, "--print-stats")
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(goTimeout):
+		t.Fatal("ctr-cr restore did not end")
+	}
+	r.reaped = true
+	b, _ := os.ReadFile(errPath)
+	if cmd.ProcessState.ExitCode() != 0 {
+		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
+	}
+	r.requirePass(string(b))
+	st := parseLazyStats(t, string(b))
+	if st.Forks < 1 || st.Dropped == 0 {
+		t.Fatalf("lazy figures %+v: want a fork served and pages dropped by the program before they came", st)
+	}
+}
