@@ -215,3 +215,36 @@ func TestCR_LazyRestoreEvents(t *testing.T) {
 		t.Fatalf("lazy figures %+v: want a fork served and pages dropped by the program before they came", st)
 	}
 }
+
+// TestCR_LazyRestoreCases: cases of other areas restored with
+// --lazy-pages (each twice, the last in the foreground): threads and TLS,
+// seccomp, credentials and a non-root program (the userfaultfd is made
+// while the task is still root), brk, a Go program with a busy GC, VMA
+// flags, guard pages, copy-on-write sharing in a tree of five, and a
+// process tree.
+func TestCR_LazyRestoreCases(t *testing.T) {
+	lazyArgs := []string{"--lazy-pages"}
+	for _, c := range []Case{
+		{Name: "TLSThreads", Src: "a_tls_threads.c"},
+		{Name: "Seccomp", Src: "a_seccomp.c"},
+		{Name: "Creds", Src: "a_creds.c"},
+		{Name: "NonRoot", Src: "a_nonroot.c", Uid: 1000},
+		{Name: "b_brk", Src: "b_brk.c"},
+		{Name: "m_vmflags", Src: "m_vmflags.c"},
+		{Name: "m_guard", Src: "m_guard.c"},
+		{Name: "m_cowfork", Src: "m_cowfork.c"},
+	} {
+		t.Run(c.Name, func(t *testing.T) {
+			c.RestoreArgs = lazyArgs
+			runCase(t, c)
+		})
+	}
+	t.Run("b_gogc", func(t *testing.T) {
+		testutil.RequiresRoot(t)
+		bin := buildGoCase(t, "b_gogc")
+		runCase(t, Case{Name: "b_gogc", Cmd: []string{bin, "{WORKDIR}"}, RestoreArgs: lazyArgs})
+	})
+	t.Run("t_tree3", func(t *testing.T) {
+		runTree(t, Case{Name: "t_tree3", Src: "t_tree3.c", RestoreArgs: lazyArgs})
+	})
+}

@@ -158,7 +158,7 @@ func (m *mm) copyOwed(addr uint64, off int64, b []byte) error {
 				continue
 			}
 			j := i + 1
-			for j < n && m.owes(addr, off, j) {
+			for j < n && m.owes(addr, off, j) && m.owed.sameRun(addr+uint64(i)*pageSize, addr+uint64(j)*pageSize) {
 				j++
 			}
 			done, err := m.copyLocked(addr+uint64(i)*pageSize, b[i*pageSize:j*pageSize])

@@ -165,20 +165,37 @@ func (s *owedSet) clone() *owedSet {
 	return c
 }
 
-// contiguous returns how many pages from addr on (at most max) are owed
-// and consecutive both in the mm and in the source.
+// contiguous returns how many pages from addr on (at most limit) are
+// owed and consecutive in one run: a run lies in one VMA, and a copy may
+// not cross VMAs (ENOENT). A page moved by mremap goes alone.
 func (s *owedSet) contiguous(addr uint64, limit int) int {
-	off, ok := s.lookup(addr)
-	if !ok {
+	if _, ok := s.lookup(addr); !ok {
 		return 0
 	}
+	if _, moved := s.moved[addr]; moved {
+		return 1
+	}
+	r, i := s.find(addr)
 	n := 1
-	for n < limit {
-		o, ok := s.lookup(addr + uint64(n)*pageSize)
-		if !ok || o != off+int64(n)*pageSize {
+	for n < limit && i+n < r.n && r.has(i+n) {
+		if _, moved := s.moved[addr+uint64(n)*pageSize]; moved {
 			break
 		}
 		n++
 	}
 	return n
+}
+
+// sameRun reports whether the pages at a and b are in the same run of
+// the image (neither moved).
+func (s *owedSet) sameRun(a, b uint64) bool {
+	if _, moved := s.moved[a]; moved {
+		return false
+	}
+	if _, moved := s.moved[b]; moved {
+		return false
+	}
+	ra, _ := s.find(a)
+	rb, _ := s.find(b)
+	return ra != nil && ra == rb
 }

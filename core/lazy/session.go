@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +228,8 @@ func (s *Session) end(ok, abort bool) {
 
 var errAgain = errors.New("again")
 
+var debug = os.Getenv("CTRCR_LAZY_DEBUG") != ""
+
 // eventLoop reads m's userfaultfd: faults are served at once, events
 // update what m is owed. A fault whose copy meets a pending event
 // (EAGAIN) is served again once the events are read.
@@ -254,6 +257,9 @@ func (m *mm) eventLoop() {
 		}
 		for i := 0; i+msgSize <= n; i += msgSize {
 			msg := parseMsg(buf[i : i+msgSize])
+			if debug {
+				fmt.Fprintf(os.Stderr, "lazy debug: %s: event %#x %#x %#x %#x\n", m.name, msg.event, msg.a, msg.b, msg.c)
+			}
 			if msg.event == eventPagefault {
 				pending = append(pending, msg.b&^(pageSize-1))
 				continue
@@ -385,9 +391,28 @@ func (m *mm) copyLocked(addr uint64, buf []byte) (uint64, error) {
 		}
 		done += n / pageSize
 		addr, buf = addr+n, buf[n:]
+		if debug && err != nil {
+			fmt.Fprintf(os.Stderr, "lazy debug: %s: copy %#x+%d: %d, %v\n", m.name, addr, len(buf), n, err)
+		}
 		switch err {
 		case nil:
-		case unix.EEXIST, unix.ENOENT, unix.EFAULT:
+		case unix.ENOENT:
+			// no registered VMA holds the whole range: page by page,
+			// so that only a page whose VMA is gone is given up
+			if len(buf) > pageSize {
+				for len(buf) > 0 {
+					d, err := m.copyLocked(addr, buf[:pageSize])
+					done += d
+					if err != nil {
+						return done, err
+					}
+					addr, buf = addr+pageSize, buf[pageSize:]
+				}
+				return done, nil
+			}
+			m.owed.drop(addr)
+			addr, buf = addr+pageSize, buf[pageSize:]
+		case unix.EEXIST:
 			if len(buf) > 0 {
 				m.owed.drop(addr)
 				addr, buf = addr+pageSize, buf[pageSize:]
