@@ -48,6 +48,7 @@ func main() {
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
+	flag.IntVar(&lazyMiB, "lazy", 1024, "MiB of the workload restored eagerly and with --lazy-pages, compared (time until it runs, until its last page is in); 0: skip")
 	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -78,6 +79,9 @@ func main() {
 	stopLoad()
 	os.Exit(code)
 }
+
+// lazyMiB is -lazy (lazy.go).
+var lazyMiB int
 
 // showPhases is -phases.
 var showPhases bool
@@ -160,6 +164,14 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 			res[1].report()
 			ratios = append(ratios, ratioLines(res[0], res[1], "criu")...)
 		}
+	}
+	if lazyMiB > 0 {
+		ll, err := benchLazy(bin, lazyMiB, runs)
+		if err != nil {
+			fmt.Printf("bench: lazy: %v\n", err)
+			return 1
+		}
+		lines = append(lines, ll...)
 	}
 	if containers {
 		cl, cr, err := benchContainers(bin, criu, runs, ctMiB)
