@@ -7,6 +7,7 @@ package tests
 // and used a userfaultfd of its own while pages were still missing.
 
 import (
+	"bufio"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -247,4 +248,109 @@ func TestCR_LazyRestoreCases(t *testing.T) {
 	t.Run("t_tree3", func(t *testing.T) {
 		runTree(t, Case{Name: "t_tree3", Src: "t_tree3.c", RestoreArgs: lazyArgs})
 	})
+}
+
+// startLazyPageServer starts `ctr-cr page-server --lazy-pages` serving
+// the pages files of img (the source's image) on 127.0.0.1.
+func startLazyPageServer(t *testing.T, img string) *pageServer {
+	t.Helper()
+	ps := &pageServer{}
+	ps.cmd = exec.Command(testutil.BuildCtrCr(t), "page-server", "--lazy-pages", "--address", "127.0.0.1", "--port", "0", "-D", img)
+	ps.cmd.Stderr = &ps.stderr
+	out, err := ps.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ps.cmd.ProcessState == nil {
+			ps.cmd.Process.Kill()
+			ps.cmd.Wait()
+		}
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	if err != nil || !ok {
+		t.Fatalf("page-server --lazy-pages: %q, %v, stderr %s", line, err, ps.stderr.String())
+	}
+	ps.addr = addr
+	return ps
+}
+
+// withoutPages copies the image img but its pages files into a new
+// directory (the destination's copy) and returns it.
+func withoutPages(t *testing.T, img string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(img, "*"))
+	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), "pages-") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dst, filepath.Base(f)), b, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// TestCR_LazyRestorePageServer: the image's pages stay at the source,
+// served by `page-server --lazy-pages`; the destination's copy has no
+// pages file and is restored with --lazy-pages --page-server: the case
+// checks its memory (after its fork, munmap, ... while pages came over
+// the connection) and the page server exits with success once the last
+// page is in.
+func TestCR_LazyRestorePageServer(t *testing.T) {
+	r, img := lazyImage(t)
+	ps := startLazyPageServer(t, img)
+	dst := withoutPages(t, img)
+	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=10"}, "--page-server", ps.addr)
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(goTimeout):
+		t.Fatal("ctr-cr restore did not end")
+	}
+	r.reaped = true
+	b, _ := os.ReadFile(errPath)
+	if cmd.ProcessState.ExitCode() != 0 {
+		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
+	}
+	r.requirePass(string(b))
+	if err := ps.wait(t); err != nil {
+		t.Fatalf("page-server: %v\n%s", err, ps.stderr.String())
+	}
+}
+
+// TestCR_LazyRestorePageServerKilled: the source's page server is killed
+// while the tree runs on a lazy restore from it: the restore fails naming
+// the page server and the tree is killed.
+func TestCR_LazyRestorePageServerKilled(t *testing.T) {
+	r, img := lazyImage(t)
+	ps := startLazyPageServer(t, img)
+	dst := withoutPages(t, img)
+	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=30"}, "--page-server", ps.addr)
+	ps.cmd.Process.Kill()
+	ps.cmd.Wait()
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ctr-cr restore did not end after its page server was killed")
+	}
+	stderr := waitStderr(t, errPath, "lazy pages")
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr, "killed") || !strings.Contains(stderr, "page server "+ps.addr) {
+		t.Fatalf("restore: exit %d, stderr:\n%s", cmd.ProcessState.ExitCode(), stderr)
+	}
+	requireNoPanic(t, stderr)
+	requireDead(t, r, errPath)
 }

@@ -71,6 +71,10 @@ type Options struct {
 	// (core/lazy, lazy.go). Restored.Lazy then serves them: the caller
 	// waits for it.
 	LazyPages bool
+	// PagesFrom, when set, is where the pages files are read from
+	// instead of the image directory (restore --page-server: a lazy
+	// page server at the source).
+	PagesFrom func(name string) (image.PagesSource, error)
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -117,7 +121,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err error) {
 	st := &Stats{}
 	t0 := time.Now()
-	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
+	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true, PagesFrom: opts.PagesFrom})
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
