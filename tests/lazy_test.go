@@ -354,3 +354,11 @@ func TestCR_LazyRestorePageServerKilled(t *testing.T) {
 	requireNoPanic(t, stderr)
 	requireDead(t, r, errPath)
 }
+
+// TestNegative_LazyOwnUffd: a program holding a userfaultfd of its own
+// (with memory registered) at the dump is refused by name, so no image
+// ever carries userfaultfd state a lazy restore would have to share a
+// mapping with; it runs on unchanged.
+func TestNegative_LazyOwnUffd(t *testing.T) {
+	requireDumpRefused(t, Case{Name: "m_lazy_own_uffd", Src: "m_lazy.c", CFlags: []string{"-DOWN_UFFD_AT_DUMP"}}, "userfaultfd")
+}

@@ -112,6 +112,10 @@ func (g *guard) release() {
 // RunGuard is the guard process's main: fd 3 is its socket to ctr-cr. It
 // returns the exit status.
 func RunGuard() int {
+	// nothing of ctr-cr's but the socket and stderr: an fd inherited
+	// without close-on-exec (a pipe end of --inherit-fd) must not stay
+	// open here
+	unix.CloseRange(4, ^uint(0), 0)
 	signal.Ignore(unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
 	const sock = 3
 	var pidfds, uffds []int

@@ -2,7 +2,6 @@ package restore
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -177,11 +176,9 @@ func (t *tree) startLazy() error {
 	if !t.opts.LazyPages {
 		return nil
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("lazy pages: %w", err)
-	}
-	t.lazy, err = lazy.NewSession(exe)
+	// this very binary, whatever the mount namespace shows at its path
+	var err error
+	t.lazy, err = lazy.NewSession("/proc/self/exe")
 	return err
 }
 

@@ -8,6 +8,8 @@
  * there (zeros), drops a range with MADV_DONTNEED (zeros), moves a range
  * with mremap (the pattern at the new address), and uses a userfaultfd of
  * its own on a new mapping; then it checks everything else.
+ * With -DOWN_UFFD_AT_DUMP it holds a userfaultfd of its own (with a
+ * registered page) from before "ready": its dump is refused by name.
  */
 #include "case.h"
 #include <fcntl.h>
@@ -80,6 +82,17 @@ int main(int argc, char **argv)
 	volatile uint64_t stack[512];
 	for (size_t i = 0; i < 512; i++)
 		stack[i] = word(i + 11);
+#ifdef OWN_UFFD_AT_DUMP
+	int held = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	struct uffdio_api hapi = { .api = UFFD_API };
+	if (held < 0 || ioctl(held, UFFDIO_API, &hapi) != 0)
+		case_fail("userfaultfd: %s", strerror(errno));
+	void *hp = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct uffdio_register hreg = { .range = { (unsigned long)hp, 4096 }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	if (ioctl(held, UFFDIO_REGISTER, &hreg) != 0)
+		case_fail("UFFDIO_REGISTER: %s", strerror(errno));
+	case_log("holds userfaultfd %d", held);
+#endif
 	case_log("%zu MiB at %p", mib, (void *)m);
 	case_ready();
 	case_wait_go();
