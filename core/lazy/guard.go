@@ -112,10 +112,7 @@ func (g *guard) release() {
 // RunGuard is the guard process's main: fd 3 is its socket to ctr-cr. It
 // returns the exit status.
 func RunGuard() int {
-	// nothing of ctr-cr's but the socket and stderr: an fd inherited
-	// without close-on-exec (a pipe end of --inherit-fd) must not stay
-	// open here
-	unix.CloseRange(4, ^uint(0), 0)
+	closeInherited()
 	signal.Ignore(unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
 	const sock = 3
 	var pidfds, uffds []int
@@ -148,6 +145,28 @@ func RunGuard() int {
 				pidfds = append(pidfds, fds[k])
 			}
 		}
+	}
+}
+
+// closeInherited closes what the guard inherited from ctr-cr without
+// close-on-exec (a pipe end of --inherit-fd must not stay open here):
+// every fd above the socket but the Go runtime's own (anon inodes: its
+// epoll and eventfd, already open when this runs).
+func closeInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || strings.HasPrefix(link, "anon_inode:") {
+			continue
+		}
+		unix.Close(fd)
 	}
 }
 

@@ -150,7 +150,7 @@ func (s *Session) startBackground(m *mm) {
 func (s *Session) Wait() (*Stats, error) {
 	s.wg.Wait()
 	s.mu.Lock()
-	st := s.st
+	st := Stats{PagesLazy: s.st.PagesLazy, Processes: s.st.Processes}
 	if s.running {
 		st.LastPageMs = float64(time.Since(s.start).Microseconds()) / 1000
 	}
@@ -158,6 +158,7 @@ func (s *Session) Wait() (*Stats, error) {
 	st.PagesOnFault = atomic.LoadUint64(&s.st.PagesOnFault)
 	st.PagesBackground = atomic.LoadUint64(&s.st.PagesBackground)
 	st.Faults = atomic.LoadUint64(&s.st.Faults)
+	st.Forks = atomic.LoadUint64(&s.st.Forks)
 	st.PagesDropped = st.PagesLazy - min(st.PagesLazy, st.PagesOnFault+st.PagesBackground)
 	if s.failed.Load() {
 		s.end(false, false)
@@ -351,11 +352,13 @@ func (m *mm) serveFault(addr uint64) error {
 		switch err {
 		case nil:
 			return nil
-		case unix.EEXIST:
-			return ignoreGone(wake(m.uffd, addr))
 		case unix.EAGAIN:
 			return errAgain
-		case unix.ESRCH, unix.ENOENT:
+		case unix.EEXIST, unix.ENOENT:
+			// present already, or its VMA is gone: the waiters retry
+			// (and find the page, or no mapping)
+			return ignoreGone(wake(m.uffd, addr))
+		case unix.ESRCH:
 			return nil
 		}
 		return fmt.Errorf("lazy pages: %s: UFFDIO_ZEROPAGE at %#x: %w", m.name, addr, err)
