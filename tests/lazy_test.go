@@ -231,7 +231,9 @@ func TestCR_LazyRestoreCases(t *testing.T) {
 		{Name: "Creds", Src: "a_creds.c"},
 		{Name: "NonRoot", Src: "a_nonroot.c", Uid: 1000},
 		{Name: "b_brk", Src: "b_brk.c"},
-		{Name: "m_vmflags", Src: "m_vmflags.c"},
+		// it compares its VmFlags from inside: during the lazy phase the
+		// registered VMAs show "um" (userfaultfd missing)
+		{Name: "m_vmflags", Src: "m_vmflags.c", Verify: waitLazyDone},
 		{Name: "m_guard", Src: "m_guard.c"},
 		{Name: "m_cowfork", Src: "m_cowfork.c"},
 	} {
@@ -361,4 +363,24 @@ func TestCR_LazyRestorePageServerKilled(t *testing.T) {
 // mapping with; it runs on unchanged.
 func TestNegative_LazyOwnUffd(t *testing.T) {
 	requireDumpRefused(t, Case{Name: "m_lazy_own_uffd", Src: "m_lazy.c", CFlags: []string{"-DOWN_UFFD_AT_DUMP"}}, "userfaultfd")
+}
+
+// waitLazyDone waits until no VMA of the restored case shows the "um"
+// VmFlag: its lazy restore has every page in and let the userfaultfd go.
+func waitLazyDone(t *testing.T, r *Run) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(r.Pid) + "/smaps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), " um") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d: VMAs still registered for lazy pages after 30 s", r.Pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
