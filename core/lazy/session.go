@@ -42,6 +42,8 @@ type Process struct {
 	// the background pass reads it all, for the checksum.
 	All    []Run
 	Source io.ReaderAt // random reads of the pages
+	// SourceCloser, if set, closes Source when the session ends.
+	SourceCloser io.Closer
 	Seq    Sequential  // nil: no checksum pass (owned by the session)
 }
 
@@ -102,6 +104,9 @@ func (s *Session) AddProcess(p Process) error {
 		if p.Seq != nil {
 			p.Seq.Close()
 		}
+		if p.SourceCloser != nil {
+			p.SourceCloser.Close()
+		}
 		return err
 	}
 	m := &mm{s: s, name: fmt.Sprintf("pid %d", p.Pid), uffd: p.Uffd, src: p.Source, seq: p.Seq, all: p.All, owed: newOwed(p.Runs)}
@@ -110,6 +115,9 @@ func (s *Session) AddProcess(p Process) error {
 	s.pidfds = append(s.pidfds, p.Pidfd)
 	if p.Seq != nil {
 		s.closers = append(s.closers, p.Seq)
+	}
+	if p.SourceCloser != nil {
+		s.closers = append(s.closers, p.SourceCloser)
 	}
 	s.st.PagesLazy += uint64(m.owed.count)
 	s.st.Processes++

@@ -151,13 +151,21 @@ func (r *restorer) registerLazy(runs, all []lazy.Run) error {
 			return fail(fmt.Errorf("lazy pages: vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err))
 		}
 	}
-	// the session's own reader of the whole file, for the checksum pass
-	seq, err := r.img.OpenPages(strconv.Itoa(int(r.pr.pst.Pid)))
+	// the session's own readers of the file: the checksum pass's, and
+	// one for faults (a page server connection of its own: a fault does
+	// not wait behind a chunk of the pass)
+	name := strconv.Itoa(int(r.pr.pst.Pid))
+	seq, err := r.img.OpenPages(name)
 	if err != nil {
 		return fail(err)
 	}
+	src, err := r.img.OpenPages(name)
+	if err != nil {
+		seq.Close()
+		return fail(err)
+	}
 	return r.tree.lazy.AddProcess(lazy.Process{Pid: r.pid, Pidfd: pidfd, Uffd: uffd, Runs: runs, All: all,
-		Source: seq.Raw(), Seq: seq})
+		Source: src.Raw(), SourceCloser: src, Seq: seq})
 }
 
 // vmaAt returns the VMA holding addr.

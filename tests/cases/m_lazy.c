@@ -97,6 +97,22 @@ int main(int argc, char **argv)
 	case_ready();
 	case_wait_go();
 
+	/* a kernel-mode fault on a missing page: read(2) into the region
+	 * (the same words it holds), through a pipe */
+	{
+		int pfd[2];
+		size_t at = 32 * MIB / 8;
+		uint64_t words_in[512];
+		for (size_t i = 0; i < 512; i++)
+			words_in[i] = word(at + i);
+		if (pipe(pfd) != 0 || write(pfd[1], words_in, sizeof(words_in)) != sizeof(words_in))
+			case_fail("pipe: %s", strerror(errno));
+		ssize_t got = read(pfd[0], &m[at], sizeof(words_in));
+		if (got != sizeof(words_in))
+			case_fail("read(2) into the region: %zd (%s)", got, strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+	}
 	pid_t child = fork();
 	if (child < 0)
 		case_fail("fork: %s", strerror(errno));
