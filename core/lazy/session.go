@@ -44,7 +44,7 @@ type Process struct {
 	Source io.ReaderAt // random reads of the pages
 	// SourceCloser, if set, closes Source when the session ends.
 	SourceCloser io.Closer
-	Seq    Sequential  // nil: no checksum pass (owned by the session)
+	Seq          Sequential // nil: no checksum pass (owned by the session)
 }
 
 // Session serves the memory of one lazily restored tree.
