@@ -2,6 +2,7 @@ package lazy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +51,7 @@ const (
 
 // guard is ctr-cr's side of the guard process.
 type guard struct {
+	mu   sync.Mutex // sock: hold, say and release from any goroutine
 	sock int
 	cmd  *exec.Cmd
 }
@@ -76,6 +79,11 @@ func startGuard(exe string) (*guard, error) {
 // sendmsg returns they are held by the guard's receive queue even if
 // ctr-cr dies before the guard reads them.
 func (g *guard) hold(uffd, pidfd int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sock < 0 {
+		return errors.New("lazy pages: the guard is gone")
+	}
 	var fds []int
 	what := byte(0)
 	if uffd >= 0 {
@@ -96,14 +104,25 @@ func (g *guard) abort() { g.say(guardAbort) }
 
 // say sends the outcome and waits for the guard to exit.
 func (g *guard) say(b byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.sock < 0 {
 		return
 	}
 	unix.Write(g.sock, []byte{b})
-	g.release()
+	g.releaseLocked()
 }
 
 func (g *guard) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.releaseLocked()
+}
+
+func (g *guard) releaseLocked() {
+	if g.sock < 0 {
+		return
+	}
 	unix.Close(g.sock)
 	g.sock = -1
 	g.cmd.Wait()

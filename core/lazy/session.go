@@ -168,11 +168,9 @@ func (s *Session) Wait() (*Stats, error) {
 	st.Faults = atomic.LoadUint64(&s.st.Faults)
 	st.Forks = atomic.LoadUint64(&s.st.Forks)
 	st.PagesDropped = st.PagesLazy - min(st.PagesLazy, st.PagesOnFault+st.PagesBackground)
-	if s.failed.Load() {
-		s.end(false, false)
+	if !s.end(false) {
 		return &st, s.err
 	}
-	s.end(true, false)
 	return &st, nil
 }
 
@@ -180,7 +178,7 @@ func (s *Session) Wait() (*Stats, error) {
 // restore, and by the guard).
 func (s *Session) Abort() {
 	s.failed.Store(true)
-	s.end(false, true)
+	s.end(true)
 }
 
 // fail records the first error, kills the tree at once and stops the
@@ -201,18 +199,21 @@ func (s *Session) fail(err error) {
 }
 
 // end stops the event loops, closes the userfaultfds and tells the guard
-// the outcome: done, or kill the tree.
-func (s *Session) end(ok, abort bool) {
+// the outcome: done, or kill the tree (abort: the failed restore kills
+// it itself). It reports whether the session succeeded: a failure seen
+// by an event loop while it stopped counts.
+func (s *Session) end(abort bool) bool {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
-		return
+		return !s.failed.Load()
 	}
 	s.ended = true
 	s.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(s.stop, one[:])
 	s.events.Wait()
+	ok := !s.failed.Load()
 	switch {
 	case ok:
 		s.guard.done()
@@ -233,6 +234,7 @@ func (s *Session) end(ok, abort bool) {
 		c.Close()
 	}
 	unix.Close(s.stop)
+	return ok
 }
 
 var errAgain = errors.New("again")
