@@ -9,6 +9,7 @@ package tests
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,19 +117,25 @@ func startLazyRestore(t *testing.T, r *Run, img string, env []string, args ...st
 	return cmd, errPath, done
 }
 
-// requireDead waits until the restored case is dead (gone or a zombie):
-// killed, never left running on missing memory; it must not have passed.
+// requireDead waits until the restored case and every process of its
+// session (its fork child) are dead (gone or zombies): killed, never left
+// running on missing memory; it must not have passed.
 func requireDead(t *testing.T, r *Run, stderrPath string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		st := procState(r.Pid)
-		if st == "" || st == "Z" || st == "X" {
+		alive := ""
+		for _, p := range append([]int{r.Pid}, sessionProcs(r.Pid)...) {
+			if st := procState(p); st != "" && st != "Z" && st != "X" {
+				alive = fmt.Sprintf("pid %d (state %s)", p, st)
+			}
+		}
+		if alive == "" {
 			break
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(stderrPath)
-			r.fatalf(string(b), "the restored case (pid %d) still runs (state %s) after its page source died", r.Pid, st)
+			r.fatalf(string(b), "%s of the restored case still runs after its page source died", alive)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
