@@ -205,7 +205,7 @@ func TestCR_LazyRestoreSourceGone(t *testing.T) {
 // checks everything from inside, its fork child too.
 func TestCR_LazyRestoreEvents(t *testing.T) {
 	r, img := lazyImage(t)
-	cmd, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_LAZY_SLOW_MS=20"}, "--print-stats")
+	cmd, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_LAZY_SLOW_MS=50"}, "--print-stats")
 	r.requestGo()
 	select {
 	case <-done:
