@@ -391,3 +391,47 @@ func waitLazyDone(t *testing.T, r *Run) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCR_LazyRestoreChain: m_lazy pre-dumped, then dumped with
+// --parent-path (its pages are in the parent image, the tip holds only
+// what was written since) and restored lazily from the tip: the parent's
+// pages come lazily too (not written before the tree runs), and the case
+// checks its memory after its fork, munmap, ... during the lazy phase.
+func TestCR_LazyRestoreChain(t *testing.T) {
+	r := startCase(t, Case{Name: "m_lazy", Src: "m_lazy.c"})
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	d1, d2 := filepath.Join(r.imgBase, "d1"), filepath.Join(r.imgBase, "d2")
+	if _, stderr, err := ctrcr(t, "pre-dump", "-t", strconv.Itoa(r.Pid), "-D", d1); err != nil {
+		r.fatalf(stderr, "pre-dump: %v", err)
+	}
+	if _, stderr, err := ctrcr(t, "dump", "-t", strconv.Itoa(r.Pid), "-D", d2, "--parent-path", "../d1"); err != nil {
+		r.fatalf(stderr, "dump: %v", err)
+	}
+	if err := waitGone(r.Pid, goneTimeout); err != nil {
+		t.Fatal(err)
+	}
+	cmd, errPath, done := startLazyRestore(t, r, d2, []string{"CTRCR_LAZY_SLOW_MS=20"}, "--print-stats")
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(goTimeout):
+		t.Fatal("ctr-cr restore did not end")
+	}
+	r.reaped = true
+	b, _ := os.ReadFile(errPath)
+	if cmd.ProcessState.ExitCode() != 0 {
+		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
+	}
+	r.requirePass(string(b))
+	var eager struct {
+		Pages uint64 `json:"pages_restored"`
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(string(b), "\n", 2)[0]), &eager); err != nil {
+		t.Fatalf("restore stats: %v\n%s", err, b)
+	}
+	if st := parseLazyStats(t, string(b)); st.Pages < 16384 || eager.Pages > 1024 {
+		t.Fatalf("lazy figures %+v, %d pages written before the tree ran: want the parent's 64 MiB lazy", st, eager.Pages)
+	}
+}

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -14,10 +15,11 @@ import (
 // Lazy restore (Options.LazyPages, core/lazy): the pages of a process's
 // private anonymous writable VMAs are not written before it runs; they
 // are registered with a userfaultfd made in the process and served by
-// the session. What cannot be registered (file-backed private pages,
-// VMAs filled before the forks for copy-on-write sharing, locked, sealed,
-// guarded, droppable or read-only ones, and the pages of the parent
-// images of a chain) is written as in an eager restore.
+// the session, from the image's pages file or, for the pages a pre-copy
+// chain leaves to the parent images, from theirs. What cannot be
+// registered (file-backed private pages, VMAs filled before the forks for
+// copy-on-write sharing, locked, sealed, guarded, droppable or read-only
+// ones) is written as in an eager restore.
 
 // lazyEligible reports whether v's pages may come after the task runs.
 func (r *restorer) lazyEligible(v *imagepb.Vma) bool {
@@ -37,9 +39,16 @@ func (r *restorer) lazyEligible(v *imagepb.Vma) bool {
 	return true
 }
 
-// lazyPlan splits the process's pages (in pages-file order) into the
-// runs served lazily and those written now, each with its offset in the
-// pages file; all is every run of the file, for the checksum pass.
+// A lazy run's offset names its source too: the pages file of the image
+// below 1<<srcShift, the pages file of chain level k-1 (a parent image
+// of a pre-copy chain) at k<<srcShift and up (multiSource). Runs never
+// cross sources, so neither does a read.
+const srcShift = 48
+
+// lazyPlan splits the process's pages into the runs served lazily and
+// those written now, each with where it is in its source; all is every
+// run of the image's own pages file in file order, for the checksum
+// pass.
 func (r *restorer) lazyPlan() (lazyRuns, eager, all []lazy.Run) {
 	var elig []*imagepb.Vma
 	for _, v := range r.pr.mm.Vmas {
@@ -50,44 +59,114 @@ func (r *restorer) lazyPlan() (lazyRuns, eager, all []lazy.Run) {
 	var off int64
 	for _, e := range r.pr.pmap {
 		all = append(all, lazy.Run{Addr: e.Vaddr, NrPages: int(e.NrPages), Off: off})
-		start, end := e.Vaddr, e.Vaddr+e.NrPages*memory.PageSize
-		for pos := start; pos < end; {
-			next, in := end, false
-			for _, v := range elig {
-				if v.Start <= pos && pos < v.End {
-					next, in = min(end, v.End), true
-					break
-				}
-				if v.Start > pos {
-					next = min(next, v.Start)
-				}
-			}
-			run := lazy.Run{Addr: pos, NrPages: int((next - pos) / memory.PageSize), Off: off + int64(pos-start)}
-			if in {
-				lazyRuns = append(lazyRuns, run)
-			} else {
-				eager = append(eager, run)
-			}
-			pos = next
-		}
+		l, g := splitEligible(elig, e.Vaddr, e.NrPages, off)
+		lazyRuns, eager = append(lazyRuns, l...), append(eager, g...)
 		off += int64(e.NrPages * memory.PageSize)
+	}
+	if r.pr.chain != nil {
+		for _, pc := range r.pr.chain.pieces {
+			l, g := splitEligible(elig, pc.Vaddr, pc.NrPages, pc.Off+int64(pc.Level+1)<<srcShift)
+			lazyRuns, eager = append(lazyRuns, l...), append(eager, g...)
+		}
 	}
 	return lazyRuns, eager, all
 }
 
-// fillLazy writes the pages that are not served lazily (see lazyPlan)
-// and returns the lazy plan for registerLazy.
+// splitEligible cuts the n pages at addr (at off in their source) into
+// the parts inside the eligible VMAs elig (one run per VMA: a copy may
+// not cross VMAs) and the rest.
+func splitEligible(elig []*imagepb.Vma, addr, n uint64, off int64) (lazyRuns, eager []lazy.Run) {
+	start, end := addr, addr+n*memory.PageSize
+	for pos := start; pos < end; {
+		next, in := end, false
+		for _, v := range elig {
+			if v.Start <= pos && pos < v.End {
+				next, in = min(end, v.End), true
+				break
+			}
+			if v.Start > pos {
+				next = min(next, v.Start)
+			}
+		}
+		run := lazy.Run{Addr: pos, NrPages: int((next - pos) / memory.PageSize), Off: off + int64(pos-start)}
+		if in {
+			lazyRuns = append(lazyRuns, run)
+		} else {
+			eager = append(eager, run)
+		}
+		pos = next
+	}
+	return lazyRuns, eager
+}
+
+// lazySources opens the sources of the process's pages: the image's own
+// pages file (Raw: checked by the session's pass) and the pages files of
+// the chain levels it uses (checked when the chain was opened).
+func (r *restorer) lazySources() (multiSource, error) {
+	srcs := multiSource{r.pr.pages.Raw()}
+	if r.pr.chain == nil {
+		return srcs, nil
+	}
+	c := r.pr.chain
+	for l := range c.levels {
+		used := false
+		for _, pc := range c.pieces {
+			used = used || pc.Level == l
+		}
+		if !used {
+			srcs = append(srcs, nil)
+			continue
+		}
+		pg, err := c.levels[l].OpenPages(strconv.Itoa(c.pid))
+		if err != nil {
+			srcs.close()
+			return nil, fmt.Errorf("pages from the parent images: %w", err)
+		}
+		srcs = append(srcs, pg)
+	}
+	return srcs, nil
+}
+
+// multiSource reads a lazy run's pages from the source its offset names
+// (srcShift).
+type multiSource []io.ReaderAt
+
+func (m multiSource) ReadAt(b []byte, off int64) (int, error) {
+	k := int(off >> srcShift)
+	if k >= len(m) || m[k] == nil {
+		return 0, fmt.Errorf("no pages source %d", k)
+	}
+	return m[k].ReadAt(b, off&(1<<srcShift-1))
+}
+
+// close closes the chain levels' files (not the image's own, the
+// restore's).
+func (m multiSource) close() error {
+	for _, s := range m[1:] {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	return nil
+}
+
+// fillLazy writes the pages that are not served lazily (see lazyPlan),
+// the chain's included, and returns the lazy plan for registerLazy.
 func (r *restorer) fillLazy() ([]lazy.Run, []lazy.Run, error) {
 	lazyRuns, eager, all := r.lazyPlan()
 	dst := r.fillDst(memAt{r.mem})
-	src := r.pr.pages.Raw()
+	srcs, err := r.lazySources()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer srcs.close()
 	buf := make([]byte, 1<<20)
 	for _, e := range eager {
 		left, addr, off := uint64(e.NrPages)*memory.PageSize, e.Addr, e.Off
 		for left > 0 {
 			b := buf[:min(left, uint64(len(buf)))]
-			if _, err := src.ReadAt(b, off); err != nil {
-				return nil, nil, fmt.Errorf("read pages at offset %d: %w", off, err)
+			if _, err := srcs.ReadAt(b, off); err != nil {
+				return nil, nil, fmt.Errorf("read pages at offset %d: %w", off&(1<<srcShift-1), err)
 			}
 			if _, err := dst.WriteAt(b, int64(addr)); err != nil {
 				return nil, nil, fmt.Errorf("write %d bytes at %#x: %w", len(b), addr, err)
@@ -164,8 +243,15 @@ func (r *restorer) registerLazy(runs, all []lazy.Run) error {
 		seq.Close()
 		return fail(err)
 	}
+	srcs, err := r.lazySources()
+	if err != nil {
+		seq.Close()
+		src.Close()
+		return fail(err)
+	}
+	srcs[0] = src.Raw()
 	return r.tree.lazy.AddProcess(lazy.Process{Pid: r.pid, Pidfd: pidfd, Uffd: uffd, Runs: runs, All: all,
-		Source: src.Raw(), SourceCloser: src, Seq: seq})
+		Source: srcs, SourceCloser: closeAll{src, srcs}, Seq: seq})
 }
 
 // vmaAt returns the VMA holding addr.
@@ -196,4 +282,16 @@ func (t *tree) abortLazy() {
 		t.lazy.Abort()
 		t.lazy = nil
 	}
+}
+
+// closeAll closes the session's readers of a process: its own pages
+// file's and the chain levels'.
+type closeAll struct {
+	own  io.Closer
+	srcs multiSource
+}
+
+func (c closeAll) Close() error {
+	c.srcs.close()
+	return c.own.Close()
 }

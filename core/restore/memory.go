@@ -112,7 +112,7 @@ func (r *restorer) restoreMemory() error {
 			return err
 		}
 	}
-	if r.pr.chain != nil {
+	if r.pr.chain != nil && r.tree.lazy == nil { // lazy: fillLazy did it
 		n, err := r.pr.chain.fill(memAt{r.mem})
 		r.st.PagesRestored += n
 		if err != nil {
