@@ -1,4 +1,4 @@
-# ctr-cr: checkpoint/restore for Linux processes (and, later, OCI containers).
+# ctr-cr: checkpoint/restore for Linux processes and OCI containers (runc, crun).
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin/ctr-cr

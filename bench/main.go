@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 )
 
 func main() {
@@ -48,6 +49,8 @@ func main() {
 	containers := flag.Bool("containers", true, "containers: a busybox counter under runc and under crun, and one holding 256 MiB under runc (checkpoint = ctr-cr checkpoint, restore = ctr-cr restore BUNDLE)")
 	criuFlag := flag.String("criu", "auto", "criu binary to compare with: auto (PATH, then "+criuAnchor+"), none, or a path")
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
+	flag.IntVar(&preCopyMiB, "precopy-mib", 1024, "pre-copy: a process of this many MiB writing -precopy-dirty-kib KiB a second, pre-dumped twice (the first round through a page server) and dumped with --parent-path (0: skip)")
+	flag.IntVar(&preCopyDirtyKiB, "precopy-dirty-kib", 1024, "KiB a second the pre-copy workload writes")
 	flag.IntVar(&lazyMiB, "lazy", 1024, "MiB of the workload restored eagerly and with --lazy-pages, compared (time until it runs, until its last page is in); 0: skip")
 	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
@@ -80,6 +83,10 @@ func main() {
 	os.Exit(code)
 }
 
+// preCopyMiB and preCopyDirtyKiB are -precopy-mib and -precopy-dirty-kib
+// (premig.go).
+var preCopyMiB, preCopyDirtyKiB int
+
 // lazyMiB is -lazy (lazy.go).
 var lazyMiB int
 
@@ -100,6 +107,8 @@ func reexec(what string, args []string) bool {
 		workload(args[0], args[1])
 	case what == "goheap-workload" && len(args) >= 1:
 		goHeapWorkload(args[0])
+	case what == "dirty-workload" && len(args) >= 3:
+		dirtyWorkload(args[0], args[1], args[2])
 	case what == "tree-workload" && len(args) >= 3:
 		treeWorkload(args[0], args[1], args[2])
 	case what == "hog-load":
@@ -131,10 +140,15 @@ func procWorkloads(sizes string, goMiB, treeN int) []procWorkload {
 	}
 	if treeN > 0 {
 		// n processes with 8 MiB each; --jobs is ctr-cr dump's
-		// parallelism (1: one process at a time)
-		for _, jobs := range []int{1, 4} {
-			work = append(work, procWorkload{name: fmt.Sprintf("tree-%d-j%d", treeN, jobs), args: []string{"tree-workload", strconv.Itoa(treeN), "8"},
-				procs: treeN, dumpArgs: []string{"--jobs", strconv.Itoa(jobs)}, criu: jobs == 1})
+		// parallelism (1: one process at a time; 0: not given, the
+		// default by idle CPUs)
+		for _, jobs := range []int{1, 4, 0} {
+			name, args := fmt.Sprintf("tree-%d-j%d", treeN, jobs), []string{"--jobs", strconv.Itoa(jobs)}
+			if jobs == 0 {
+				name, args = fmt.Sprintf("tree-%d-auto", treeN), nil
+			}
+			work = append(work, procWorkload{name: name, args: []string{"tree-workload", strconv.Itoa(treeN), "8"},
+				procs: treeN, dumpArgs: args, criu: jobs == 1})
 		}
 	}
 	return work
@@ -164,6 +178,14 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 			res[1].report()
 			ratios = append(ratios, ratioLines(res[0], res[1], "criu")...)
 		}
+	}
+	if preCopyMiB > 0 {
+		pl, err := benchPreCopy(bin, preCopyMiB, preCopyDirtyKiB, runs)
+		if err != nil {
+			fmt.Printf("bench: %v\n", err)
+			return 1
+		}
+		lines = append(lines, pl...)
 	}
 	if lazyMiB > 0 {
 		ll, err := benchLazy(bin, lazyMiB, runs)
@@ -356,7 +378,7 @@ func dirMiB(dir string) float64 {
 	return float64(total) / (1 << 20)
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)

@@ -24,12 +24,7 @@ import (
 // died there by SIGKILL.
 func crashAt(t *testing.T, point string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(testutil.BuildCtrCr(t), args...)
-	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+point)
-	out, err := cmd.CombinedOutput()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("ctr-cr %s with CTRCR_FAULT=%s: %v, want killed by SIGKILL\n%s", strings.Join(args, " "), point, err, out)
-	}
+	testutil.CtrCrKilledAt(t, 0, point, args...)
 }
 
 // dirSums maps each file of dir to its SHA-256.
@@ -348,12 +343,7 @@ func testStressCrashesAmongCheckpoints(t *testing.T, rt string) {
 	if s := staged(img); len(s) != 0 {
 		t.Fatalf("left beside the image: %v", s)
 	}
-	ents, _ := os.ReadDir("/run/ctr-cr/ops")
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".json") && !testutil.OpRecordOfLive(e.Name()) {
-			t.Errorf("record left: %s", e.Name())
-		}
-	}
+	testutil.RequireNoOpRecords(t)
 	if worked == 0 {
 		t.Fatal("no checkpoint worked")
 	}

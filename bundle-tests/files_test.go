@@ -14,6 +14,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // buildStatic compiles testdata/<name>.c statically into the rootfs's
@@ -303,9 +305,8 @@ func testRestoreTerminal(t *testing.T, rt string) {
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); err != nil || l != "/dev/pts/0" {
 			t.Errorf("cycle %d: the restored init's stdin is %q (%v), want /dev/pts/0", cycle, l, err)
 		}
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:])); len(f) < 5 || f[4] != strconv.Itoa(136<<8) {
-			t.Errorf("cycle %d: the restored init's tty_nr is not /dev/pts/0's: %s", cycle, stat)
+		if f := statFields(pid); len(f) < 5 || f[4] != strconv.Itoa(136<<8) {
+			t.Errorf("cycle %d: the restored init's tty_nr is not /dev/pts/0's: %q", cycle, f)
 		}
 	}
 }
@@ -355,12 +356,8 @@ func testRestoreUnixSocketExternal(t *testing.T, rt string) {
 
 // statFields returns the fields of /proc/PID/stat after the command.
 func statFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	i := strings.LastIndexByte(string(b), ')')
-	if err != nil || i < 0 || i+2 > len(b) {
-		return nil
-	}
-	return strings.Fields(string(b[i+2:]))
+	f, _ := testutil.StatFields(pid)
+	return f
 }
 
 // fgJob returns the pid of the child of pid running comm, and whether its

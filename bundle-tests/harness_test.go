@@ -234,34 +234,16 @@ func (b *bundle) restore(cycle int) {
 	}
 }
 
-// ctrcr runs the ctr-cr binary.
+// ctrcr runs the ctr-cr binary; out is its stdout and stderr together.
 func ctrcr(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin := testutil.BuildCtrCr(t)
-	start := time.Now()
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	t.Logf("ctr-cr %s: %v (%.2fs)", strings.Join(args, " "), err, time.Since(start).Seconds())
-	return string(out), err
+	out, _, err := testutil.RunCtrCr(t, testutil.CtrCrRun{Combined: true}, args...)
+	return out, err
 }
 
 // waitGone waits until pid is gone or a zombie (its parent, not us, reaps
 // it).
-func waitGone(pid int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return nil
-		}
-		if i := strings.LastIndexByte(string(data), ')'); i > 0 && len(data) > i+2 && data[i+2] == 'Z' {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d still running %v after the checkpoint", pid, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func waitGone(pid int, d time.Duration) error { return testutil.WaitExited(pid, d) }
 
 // tarFile returns the contents of the entry name (with or without a
 // leading "./") in the tar archive at path.

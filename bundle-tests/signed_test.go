@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // TestRestore_Signed: a container checkpointed with --sign-key restores
@@ -99,22 +101,4 @@ func requireTamperedRefused(t *testing.T, b *bundle, img, pub string) {
 }
 
 // copyImage copies the regular files of the image directory src to dst.
-func copyImage(src, dst string) error {
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		d, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), d, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func copyImage(src, dst string) error { return testutil.CopyDir(src, dst) }

@@ -1,17 +1,18 @@
 package cgroup
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/cgroups/v3"
+
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 // Mode is how the host's cgroup hierarchies are mounted.
@@ -160,64 +161,26 @@ type Mount struct {
 }
 
 // ParseMountinfo returns the cgroup and cgroup2 mounts of a
-// /proc/PID/mountinfo stream:
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//	(1)(2)(3)   (4)   (5)      (6)      (7)   (8) (9)   (10)         (11)
-//
-// Octal escapes (\040 ...) in root and mount point are decoded.
+// /proc/PID/mountinfo stream (internal/mountinfo parses it; a malformed
+// line is an error).
 func ParseMountinfo(r io.Reader) ([]Mount, error) {
+	infos, err := mountinfo.Parse(r, mountinfo.FSType("cgroup", "cgroup2"))
+	if err != nil {
+		return nil, fmt.Errorf("parse mountinfo: %w", err)
+	}
+	return cgroupMounts(infos), nil
+}
+
+func cgroupMounts(infos []mountinfo.Info) []Mount {
 	var out []Mount
-	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 64*1024), 1024*1024)
-	for s.Scan() {
-		line := s.Text()
-		if line == "" {
-			continue
-		}
-		f := strings.Fields(line)
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(f) {
-			return nil, fmt.Errorf("parse mountinfo: bad line %q", line)
-		}
-		fstype := f[sep+1]
-		if fstype != "cgroup" && fstype != "cgroup2" {
-			continue
-		}
-		m := Mount{Root: unescape(f[3]), Point: unescape(f[4]), V2: fstype == "cgroup2"}
-		if sep+3 < len(f) {
-			m.Options = strings.Split(f[sep+3], ",")
+	for _, in := range infos {
+		m := Mount{Root: in.Root, Point: in.MountPoint, V2: in.FSType == "cgroup2"}
+		if in.SuperOptions != "" {
+			m.Options = strings.Split(in.SuperOptions, ",")
 		}
 		out = append(out, m)
 	}
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("parse mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out
 }
 
 // ModeOf tells the hierarchy mode from a host's cgroup mounts.
@@ -325,12 +288,11 @@ func resolve(mounts []Mount, p Paths, strict bool) (*Cgroup, error) {
 }
 
 func selfMounts() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.Self(mountinfo.FSType("cgroup", "cgroup2"))
 	if err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	defer f.Close()
-	return ParseMountinfo(f)
+	return cgroupMounts(infos), nil
 }
 
 // ForPid returns the cgroups of process pid (hierarchies that are not
@@ -338,7 +300,7 @@ func selfMounts() ([]Mount, error) {
 // through /proc/self/mountinfo, so the caller must be in the mount namespace
 // where it means to use them.
 func ForPid(pid int) (*Cgroup, error) {
-	name := fmt.Sprintf("/proc/%d/cgroup", pid)
+	name := procfs.PidPath(pid, "cgroup")
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of pid %d: %w", pid, err)

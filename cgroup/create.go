@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/linux"
 )
 
 // Create makes the cgroup at paths in every hierarchy named (v1 controllers
@@ -251,24 +253,20 @@ func removeTree(dir string) error {
 	return nil
 }
 
-// rmdir removes one cgroup directory, retrying EINTR, and EBUSY for up to
-// about a second (a cgroup whose last task just exited can be busy briefly).
+// rmdir removes one cgroup directory, retrying EBUSY for up to about a
+// second (a cgroup whose last task just exited can be busy briefly); EINTR
+// is retried by internal/linux.
 func rmdir(dir string) error {
 	delay := time.Millisecond
 	for deadline := time.Now().Add(time.Second); ; {
-		err := unix.Rmdir(dir)
-		switch {
-		case err == nil:
-			return nil
-		case err == unix.EINTR:
-			continue
-		case err == unix.EBUSY && time.Now().Before(deadline):
+		err := linux.Rmdir(dir)
+		if errors.Is(err, unix.EBUSY) && time.Now().Before(deadline) {
 			time.Sleep(delay)
 			if delay < 100*time.Millisecond {
 				delay *= 2
 			}
 			continue
 		}
-		return &os.PathError{Op: "rmdir", Path: dir, Err: err}
+		return err
 	}
 }

@@ -40,8 +40,8 @@
 // freeze without a timeout, and cannot write "max" to v2 memory files.
 //
 // All file operations go through the os package, which retries EINTR; the
-// few raw syscalls (rmdir) retry EINTR themselves. Errors name the cgroup
-// directory and the operation and wrap the cause (%w), so errors.Is works
-// with fs.ErrNotExist, [ErrNoController], [ErrHasProcesses] and
-// context.DeadlineExceeded.
+// few raw syscalls (rmdir) go through internal/linux, which does too.
+// Errors name the cgroup directory and the operation and wrap the cause
+// (%w), so errors.Is works with fs.ErrNotExist, [ErrNoController],
+// [ErrHasProcesses] and context.DeadlineExceeded.
 package cgroup

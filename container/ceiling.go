@@ -3,7 +3,6 @@ package container
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strings"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/internal/capnames"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 	"github.com/ctr-cr/ctr-cr/mounts"
 )
 
@@ -413,19 +413,14 @@ func pathUnder(base, p string) bool {
 
 // readMounts reads the mount tree of pid, as seen from its root.
 func readMounts(pid int) ([]mountInfo, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	infos, err := mounts.Parse(f)
+	infos, err := mountinfo.ForPid(pid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("mount tree of pid %d: %w", pid, err)
 	}
 	out := make([]mountInfo, len(infos))
 	for i, in := range infos {
 		out[i] = mountInfo{ID: in.ID, Parent: in.Parent, MountPoint: path.Clean(in.MountPoint), FSType: in.FSType,
-			ReadOnly: mounts.HasOption(in.Options, "ro") || mounts.HasOption(in.SuperOptions, "ro")}
+			ReadOnly: mountinfo.HasOption(in.Options, "ro") || mountinfo.HasOption(in.SuperOptions, "ro")}
 	}
 	return out, nil
 }

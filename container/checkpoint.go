@@ -19,6 +19,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/imagesig"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/oprec"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
@@ -86,6 +87,12 @@ type CheckpointOptions struct {
 	// platform asks for (ctr-cr as `runc`, platform.go); zero: the
 	// command-line checkpoint of a container started by hand.
 	Platform PlatformCheckpoint
+	// Deliver, when set, is called once the image is complete in its
+	// place, while the container is still frozen (a migration sends it
+	// and has it restored on the other side there): only once it
+	// succeeds is the container killed; an error fails the checkpoint
+	// and the container runs on as before.
+	Deliver func(dir string) error
 }
 
 // Checkpoint dumps the running container opts.ID into its image directory
@@ -140,6 +147,12 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	}
 	dir, err := imageDir(opts.ImagePath, st.Bundle)
 	if err != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
+	}
+	if opts.Dump.ParentPath != "" && opts.SignKey != nil {
+		return "", nil, fmt.Errorf("checkpoint %s: --sign-key with --parent-path: not supported (the signature would not cover the pages in the parent images)", opts.ID)
+	}
+	if err := checkParent(dir, opts.Dump.ParentPath, opts.ID); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	stage, err := stageImage(dir)
@@ -248,16 +261,18 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	defer stopWriteback()
 	dopts.Commit = func() error {
 		stopWriteback()
-		return stage.commit()
-	}
-	if opts.SignKey != nil {
-		dopts.Commit = func() error {
-			stopWriteback()
+		if opts.SignKey != nil {
 			if err := imagesig.Sign(stage.tmp, opts.SignKey); err != nil {
 				return err
 			}
-			return stage.commit()
 		}
+		if err := stage.commit(); err != nil {
+			return err
+		}
+		if opts.Deliver != nil {
+			return opts.Deliver(dir)
+		}
+		return nil
 	}
 	unwarm() // Dump warms from here on, while it needs it
 	stats, err := dump.Dump(ctx, st.Pid, stage.tmp, dopts)
@@ -327,8 +342,7 @@ type CheckpointStats struct {
 	Dump         *dump.Stats `json:"dump"`
 }
 
-// ms is d in milliseconds.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 // writeFile writes b as the new file path (0600) of the staged image. It
 // is not synced here: the stage's commit fsyncs every file of the image,

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // StdioName is the image file naming the container init's fds 0-2.
@@ -54,7 +55,7 @@ func saveStdio(pid int, dir string) (map[uint64]bool, error) {
 	desc := make([]string, 3)
 	pipes := map[uint64]bool{}
 	for fd := range desc {
-		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		l, err := os.Readlink(procfs.PidPath(pid, "fd/"+strconv.Itoa(fd)))
 		if err != nil {
 			if os.IsNotExist(err) {
 				continue // closed: recorded as ""

@@ -112,6 +112,9 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 		unlockImg = func() {}
 	}
 	defer unlockImg()
+	if err := preDumpOnly(dir); err != nil {
+		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)
+	}
 	var meta Metadata
 	if err := readJSON(filepath.Join(dir, MetadataName), &meta); err != nil {
 		return "", 0, fmt.Errorf("restore: image %s: %w", dir, err)

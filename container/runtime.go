@@ -1,21 +1,3 @@
-// Package container checkpoints OCI containers managed by a runtime (runc,
-// crun): it finds the container through the runtime's own `state` command,
-// reads its bundle's config.json (runtime-spec types), dumps its process
-// tree with core/dump and writes, beside the image, a copy of config.json
-// (spec.dump) and a small metadata file (ctr-cr.json).
-//
-// The flow of `ctr-cr checkpoint ID`:
-//
-//	runtime state ID            -> init pid, bundle, status (must be running;
-//	                               read from the state directory when it is
-//	                               sure, statefile.go)
-//	BUNDLE/config.json          -> spec.dump
-//	core dump of the init tree  -> the image (BUNDLE/checkpoint by default)
-//	metadata                    -> ctr-cr.json
-//	without --leave-running     -> the runtime deletes the stopped container
-//
-// Namespaces, cgroups, mounts and network devices (nsdump/, cgroup/,
-// mounts/) and the restore from the bundle are built on this.
 package container
 
 import (

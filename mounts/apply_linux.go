@@ -9,6 +9,10 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // Plan is what Apply recreates in a target mount namespace.
@@ -61,12 +65,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	if err := plan.Tree.Validate(); err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
-	}
-	infos, err := Parse(f)
-	f.Close()
+	infos, err := mountinfo.ForPid(pid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: target %w", pid, err)
 	}
@@ -75,7 +74,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		return nil, fmt.Errorf("apply mounts to pid %d: %w", pid, err)
 	}
 	hostSB := hostSuperblocks(pid, own)
-	avail := map[string][]Info{}
+	avail := map[string][]mountinfo.Info{}
 	for _, in := range infos {
 		k := path.Clean(in.MountPoint) + "\x00" + in.FSType
 		avail[k] = append(avail[k], in)
@@ -84,9 +83,9 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	mounts := plan.Tree.Mounts
 	type work struct {
 		m        *Mount
-		existing *Info // the target's mount when present
-		fd       int   // mount fd (created) or O_PATH fd of the present mount
-		extfd    int   // pre-opened external clone, -1
+		existing *mountinfo.Info // the target's mount when present
+		fd       int             // mount fd (created) or O_PATH fd of the present mount
+		extfd    int             // pre-opened external clone, -1
 		attached bool
 	}
 	var madePoints []string // mount points Apply created, in creation order
@@ -126,7 +125,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		}
 		ws = append(ws, w)
 	}
-	pidns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	pidns, err := unix.Open(procfs.PidPath(pid, "ns/pid"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("apply mounts to pid %d: open pid namespace: %w", pid, err)
 	}
@@ -137,8 +136,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 	for i := range mounts {
 		byID[mounts[i].ID] = &mounts[i]
 	}
-	joins := []nsJoin{{"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC}, {"cgroup", unix.CLONE_NEWCGROUP}}
-	err = inTarget(pid, joins, func() (err error) {
+	err = threadns.RunInRoot(pid, []string{"net", "ipc", "cgroup"}, func() (err error) {
 		defer func() {
 			if err == nil {
 				return
@@ -166,7 +164,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 		// the way); a read-only superblock (a masked path) is left alone.
 		for _, w := range ws {
 			if w.existing == nil || w.m.Kind != KindTmpfs || plan.Tmpfs == nil || w.existing.Root != "/" ||
-				HasOption(w.existing.SuperOptions, "ro") {
+				mountinfo.HasOption(w.existing.SuperOptions, "ro") {
 				continue
 			}
 			hostAt := hostSB[[2]uint32{w.existing.Major, w.existing.Minor}]
@@ -235,7 +233,7 @@ func Apply(pid int, plan Plan) (*Report, error) {
 				}
 				changed = true
 			}
-			if m.SuperReadOnly && (w.existing == nil || !HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] {
+			if m.SuperReadOnly && (w.existing == nil || !mountinfo.HasOption(w.existing.SuperOptions, "ro")) && newFSKinds[m.Kind] {
 				if at := sharedSuperblock(w.fd, hostSB); at != "" {
 					return fmt.Errorf("mount %s: %w: its %s superblock is mounted at %s outside the container too; not made read-only", m.MountPoint, ErrInvalidTree, m.FSType, at)
 				}
@@ -307,17 +305,8 @@ func mergePresent(fd int, m *Mount, open func(*Mount) (io.ReadCloser, error), ho
 
 // ownMounts reads the mounts of the calling thread's own mount namespace
 // (the host's, for a restore; see hostSuperblocks).
-func ownMounts() ([]Info, error) {
-	f, err := os.Open("/proc/thread-self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	infos, err := Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("own mountinfo: %w", err)
-	}
-	return infos, nil
+func ownMounts() ([]mountinfo.Info, error) {
+	return mountinfo.Read("/proc/thread-self/mountinfo", nil)
 }
 
 // checkNewCgroup2 refuses a new cgroup2 mount for a target that shares the
@@ -325,9 +314,9 @@ func ownMounts() ([]Info, error) {
 // own cgroup2 mount (none when it has none): in the initial cgroup
 // namespace, mounting cgroup2 sets the hierarchy-wide options (nsdelegate,
 // memory_recursiveprot, ...) to the new mount's, for the whole host.
-func checkNewCgroup2(pid int, m *Mount, own []Info) error {
+func checkNewCgroup2(pid int, m *Mount, own []mountinfo.Info) error {
 	var a, b unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/cgroup", pid), &a); err != nil {
+	if err := unix.Stat(procfs.PidPath(pid, "ns/cgroup"), &a); err != nil {
 		return fmt.Errorf("cgroup namespace: %w", err)
 	}
 	if err := unix.Stat("/proc/thread-self/ns/cgroup", &b); err != nil {
@@ -370,8 +359,8 @@ func sameOptionSet(a, b []string) bool {
 // the caller's namespace (own) outside the root of pid (the container's
 // rootfs as the host sees it: mounts propagated from the container are
 // its own) to one of their mount points there.
-func hostSuperblocks(pid int, own []Info) map[[2]uint32]string {
-	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+func hostSuperblocks(pid int, own []mountinfo.Info) map[[2]uint32]string {
+	root, err := os.Readlink(procfs.PidPath(pid, "root"))
 	if err != nil || !strings.HasPrefix(root, "/") {
 		root = "/"
 	}

@@ -1,6 +1,6 @@
 // Package mounts captures and restores a container's mount tree.
 //
-// At checkpoint the tree is read from /proc/PID/mountinfo (Parse, ReadTree):
+// At checkpoint the tree is read from /proc/PID/mountinfo (internal/mountinfo, ReadTree):
 // mount points are relative to the process's root, mounts are ordered
 // parents first, and each mount is classified (Kind): the root mount, external
 // mounts (bind mounts named by config.json, and rootfs-like filesystems) keyed

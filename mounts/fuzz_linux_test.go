@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -433,7 +434,7 @@ func TestCheckNewCgroup2(t *testing.T) {
 		t.Errorf("the caller's own options refused: %v", err)
 	}
 	other := append([]string(nil), have...)
-	if HasOption(strings.Join(have, ","), "nsdelegate") {
+	if mountinfo.HasOption(strings.Join(have, ","), "nsdelegate") {
 		other = other[:0]
 		for _, o := range have {
 			if o != "nsdelegate" {

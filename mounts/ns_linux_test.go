@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -101,22 +102,17 @@ func startContainerNS(t *testing.T, root, setup string, nsFlags ...string) int {
 	}
 }
 
-func targetMounts(t *testing.T, pid int) []Info {
+func targetMounts(t *testing.T, pid int) []mountinfo.Info {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	infos, err := Parse(f)
+	infos, err := mountinfo.ForPid(pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return infos
 }
 
-func findMount(infos []Info, mp, fstype string) *Info {
-	var found *Info
+func findMount(infos []mountinfo.Info, mp, fstype string) *mountinfo.Info {
+	var found *mountinfo.Info
 	for i := range infos {
 		if infos[i].MountPoint == mp && infos[i].FSType == fstype {
 			found = &infos[i]
@@ -125,7 +121,7 @@ func findMount(infos []Info, mp, fstype string) *Info {
 	return found
 }
 
-// TestSetnsNeedsUnshareFS checks the kernel rule inTarget relies on:
+// TestSetnsNeedsUnshareFS checks the kernel rule threadns.RunInRoot relies on:
 // setns(CLONE_NEWNS) fails with EINVAL while the fs struct is shared with the
 // other threads of the process, and works after unshare(CLONE_FS).
 func TestSetnsNeedsUnshareFS(t *testing.T) {
@@ -291,7 +287,7 @@ func TestCheckpointApplyRoundTrip(t *testing.T) {
 		}
 		for _, o := range m.FSOptions {
 			k, v, _ := strings.Cut(o, "=")
-			if gv, ok := OptionValue(in.SuperOptions, k); !ok || gv != v {
+			if gv, ok := mountinfo.OptionValue(in.SuperOptions, k); !ok || gv != v {
 				t.Errorf("%s: option %s=%q, want %q", m.MountPoint, k, gv, v)
 			}
 		}
@@ -358,7 +354,7 @@ func TestApplyAdjustsAndFailsCleanly(t *testing.T) {
 	if strings.Join(rep.Created, ",") != "/t" || strings.Join(rep.Adjusted, ",") != "/data" {
 		t.Errorf("created %v adjusted %v", rep.Created, rep.Adjusted)
 	}
-	if in := findMount(targetMounts(t, pid2), "/data", "tmpfs"); in == nil || !HasOption(in.Options, "ro") {
+	if in := findMount(targetMounts(t, pid2), "/data", "tmpfs"); in == nil || !mountinfo.HasOption(in.Options, "ro") {
 		t.Errorf("/data not made read-only: %+v", in)
 	}
 

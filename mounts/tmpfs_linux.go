@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/internal/extents"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // SaveTmpfs writes to w a tar (PAX) of the tmpfs mounted at mountPoint in
@@ -31,7 +32,7 @@ func SaveTmpfs(pid int, mountPoint string, w io.Writer) error {
 		return fmt.Errorf("save tmpfs %s of pid %d: %w", mountPoint, pid, err)
 	}
 	mfd := -1
-	err := inTarget(pid, nil, func() error {
+	err := threadns.RunInRoot(pid, nil, func() error {
 		fd, err := openInRoot(mountPoint, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return fmt.Errorf("open: %w", err)

@@ -3,10 +3,11 @@ package mounts
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 // TreeVersion is the version of the saved Tree format.
@@ -115,12 +116,7 @@ type TreeOptions struct {
 
 // ReadTree reads /proc/PID/mountinfo and classifies it (BuildTree).
 func ReadTree(pid int, opts TreeOptions) (*Tree, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		return nil, fmt.Errorf("mount tree of pid %d: %w", pid, err)
-	}
-	defer f.Close()
-	infos, err := Parse(f)
+	infos, err := mountinfo.ForPid(pid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("mount tree of pid %d: %w", pid, err)
 	}
@@ -143,7 +139,7 @@ func ReadTree(pid int, opts TreeOptions) (*Tree, error) {
 // KindExternal for other rootfs-like filesystems (overlay, ext2/3/4, xfs,
 // btrfs) keyed by their mount point. Anything else is ErrUnsupportedFS naming
 // the mount point and the type.
-func BuildTree(infos []Info, opts TreeOptions) (*Tree, error) {
+func BuildTree(infos []mountinfo.Info, opts TreeOptions) (*Tree, error) {
 	ext := map[string]bool{}
 	for _, e := range opts.Externals {
 		ext[path.Clean("/"+e)] = true
@@ -208,7 +204,7 @@ func BuildTree(infos []Info, opts TreeOptions) (*Tree, error) {
 				return nil, fmt.Errorf("%w: %s is a bind of a part of a %s outside the container; name it as an external mount", ErrUnsupportedFS, where, in.FSType)
 			}
 			m.FSOptions = fsOptions(m.Kind, in.SuperOptions)
-			m.SuperReadOnly = HasOption(in.SuperOptions, "ro")
+			m.SuperReadOnly = mountinfo.HasOption(in.SuperOptions, "ro")
 		case rootfsLike[in.FSType]:
 			m.Kind = KindExternal
 			m.External = m.MountPoint
@@ -258,7 +254,7 @@ func BuildTree(infos []Info, opts TreeOptions) (*Tree, error) {
 // longest such root, the earliest on a tie; a mount with the same root is a
 // source only when it comes earlier (so that two mounts never source each
 // other).
-func bindSource(infos []Info, i int) int {
+func bindSource(infos []mountinfo.Info, i int) int {
 	me := infos[i]
 	best := -1
 	for j, o := range infos {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 // A runc-like container's mountinfo as seen from inside (after pivot_root).
@@ -27,7 +29,7 @@ const containerMountinfo = `600 500 0:90 / / rw,relatime master:1 - overlay over
 
 func buildTree(t *testing.T, mi string, ext ...string) (*Tree, error) {
 	t.Helper()
-	infos, err := Parse(strings.NewReader(mi))
+	infos, err := mountinfo.Parse(strings.NewReader(mi), nil)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}

@@ -7,6 +7,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/linux"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // DumpIPC captures the IPC namespace of pid; see DumpIPCNS.
@@ -39,7 +42,7 @@ func DumpIPCNS(path string) (*IPC, error) {
 
 func dumpIPC(path string) (*IPC, error) {
 	st := &IPC{}
-	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
+	err := threadns.RunInPath(path, unix.CLONE_NEWIPC, func() error {
 		var err error
 		if st.Sysctls, err = readIPCSysctls(); err != nil {
 			return err
@@ -105,12 +108,12 @@ func dumpShm(budget *int64) ([]ShmSegment, error) {
 // Segments backed by huge pages (SHM_HUGETLB) are refused: IPC_STAT does
 // not tell them apart and RestoreIPC would recreate them with normal pages.
 func readShm(id int, size uint64, budget *int64) (chunks []ShmChunk, err error) {
-	mem, err := shmAttach(id, shmRdonly)
+	mem, err := linux.ShmAttach(id, shmRdonly)
 	if err != nil {
 		return nil, fmt.Errorf("shmat: %w", err)
 	}
 	defer func() {
-		if derr := shmDetach(mem); derr != nil && err == nil {
+		if derr := linux.ShmDetach(mem); derr != nil && err == nil {
 			err = fmt.Errorf("shmdt: %w", derr)
 		}
 	}()

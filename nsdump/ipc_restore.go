@@ -9,6 +9,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/linux"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // RestoreIPC validates st and recreates it in the IPC namespace file at
@@ -32,7 +35,7 @@ func RestoreIPC(path string, st *IPC) error {
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("restore ipc: %w", err)
 	}
-	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
+	err := threadns.RunInPath(path, unix.CLONE_NEWIPC, func() error {
 		r := &ipcRestorer{st: st}
 		err := r.run()
 		if err != nil {
@@ -57,7 +60,7 @@ func FinishIPC(path string, st *IPC) error {
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("finish ipc: %w", err)
 	}
-	err := RunInNS(path, unix.CLONE_NEWIPC, func() error {
+	err := threadns.RunInPath(path, unix.CLONE_NEWIPC, func() error {
 		for i := range st.Shm {
 			s := &st.Shm[i]
 			if !s.Removed {
@@ -190,7 +193,7 @@ func (r *ipcRestorer) create(kind string, p *IPCPerm, get func() (int, error), r
 
 // asCreator runs get with the thread's effective uid and gid switched to
 // p's creator ids (only this thread: raw setresuid/setresgid; the thread
-// is discarded after RunInNSFD anyway) and switches back.
+// is discarded after threadns.RunIn anyway) and switches back.
 func asCreator(p *IPCPerm, get func() (int, error)) (int, error) {
 	euid, egid := unix.Geteuid(), unix.Getegid()
 	if uint32(euid) == p.CUID && uint32(egid) == p.CGID {
@@ -205,7 +208,7 @@ func asCreator(p *IPCPerm, get func() (int, error)) (int, error) {
 		return 0, fmt.Errorf("setresuid(-1, %d, -1): %w", p.CUID, e)
 	}
 	id, err := get()
-	// A thread that cannot switch back is discarded with RunInNSFD; the
+	// A thread that cannot switch back is discarded with threadns.RunIn; the
 	// error stops the restore (and its undo may then fail to remove
 	// objects: the namespace is to be discarded anyway).
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(euid), keep); e != 0 {
@@ -250,12 +253,12 @@ func (r *ipcRestorer) shm(s *ShmSegment) error {
 }
 
 func writeShm(s *ShmSegment) (err error) {
-	mem, err := shmAttach(s.ID, 0)
+	mem, err := linux.ShmAttach(s.ID, 0)
 	if err != nil {
 		return fmt.Errorf("shmat: %w", err)
 	}
 	defer func() {
-		if derr := shmDetach(mem); derr != nil && err == nil {
+		if derr := linux.ShmDetach(mem); derr != nil && err == nil {
 			err = fmt.Errorf("shmdt: %w", derr)
 		}
 	}()

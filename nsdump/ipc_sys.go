@@ -1,14 +1,15 @@
 package nsdump
 
 // Typed wrappers for the SysV IPC system calls (x86_64 / 64-bit layouts,
-// IPC_64 implied). Every wrapper retries on EINTR. They act in the IPC
+// IPC_64 implied). Every wrapper retries on EINTR (internal/linux). They act in the IPC
 // namespace of the calling thread.
 
 import (
-	"errors"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/linux"
 )
 
 // Commands and flags from include/uapi/linux/{ipc,shm,sem,msg}.h.
@@ -97,35 +98,22 @@ type msqidDS struct {
 // infoBuf is big enough for struct shm_info, seminfo and msginfo.
 type infoBuf [128]byte
 
-func retry(f func() (uintptr, unix.Errno)) (int, error) {
-	for {
-		r, e := f()
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return int(r), e
-		}
-		return int(r), nil
-	}
-}
-
 func shmGet(key int32, size uint64, flag int) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall(unix.SYS_SHMGET, uintptr(key), uintptr(size), uintptr(flag))
 		return r, e
 	})
 }
 
 func shmCtl(id, cmd int, p unsafe.Pointer) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall(unix.SYS_SHMCTL, uintptr(id), uintptr(cmd), uintptr(p))
 		return r, e
 	})
 }
 
 func semGet(key int32, nsems, flag int) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall(unix.SYS_SEMGET, uintptr(key), uintptr(nsems), uintptr(flag))
 		return r, e
 	})
@@ -133,21 +121,21 @@ func semGet(key int32, nsems, flag int) (int, error) {
 
 // semCtl passes p as the semun argument (a pointer member: buf or array).
 func semCtl(id, num, cmd int, p unsafe.Pointer) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), uintptr(num), uintptr(cmd), uintptr(p), 0, 0)
 		return r, e
 	})
 }
 
 func msgGet(key int32, flag int) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall(unix.SYS_MSGGET, uintptr(key), uintptr(flag), 0)
 		return r, e
 	})
 }
 
 func msgCtl(id, cmd int, p unsafe.Pointer) (int, error) {
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), uintptr(cmd), uintptr(p))
 		return r, e
 	})
@@ -159,7 +147,7 @@ func msgSnd(id int, buf []byte, flag int) error {
 	if len(buf) < 8 {
 		return unix.EINVAL
 	}
-	_, err := retry(func() (uintptr, unix.Errno) {
+	_, err := linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), uintptr(flag), 0, 0)
 		return r, e
 	})
@@ -172,31 +160,8 @@ func msgRcv(id int, buf []byte, typ int64, flag int) (int, error) {
 	if len(buf) < 8 {
 		return 0, unix.EINVAL
 	}
-	return retry(func() (uintptr, unix.Errno) {
+	return linux.Syscall(func() (uintptr, unix.Errno) {
 		r, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), uintptr(typ), uintptr(flag), 0)
 		return r, e
 	})
-}
-
-// shmAttach attaches segment id in this process and returns the mapping.
-func shmAttach(id int, flag int) ([]byte, error) {
-	var b []byte
-	for {
-		var err error
-		b, err = unix.SysvShmAttach(id, 0, flag)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return b, err
-	}
-}
-
-func shmDetach(b []byte) error {
-	for {
-		err := unix.SysvShmDetach(b)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err
-	}
 }

@@ -3,7 +3,7 @@ package nsdump
 // The ipc sysctls are per IPC namespace: the kernel picks the namespace of
 // the thread that opens the /proc/sys file (its nsproxy), not the /proc
 // mount's, so these helpers must run on a thread inside the namespace
-// (RunInNSFD). TestSysctlFollowsThread checks that on this kernel.
+// (threadns.RunIn). TestSysctlFollowsThread checks that on this kernel.
 
 import (
 	"errors"

@@ -15,7 +15,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/ctr-cr/ctr-cr/internal/linux"
 	"github.com/ctr-cr/ctr-cr/internal/testutil"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,7 +41,7 @@ func newNS(t *testing.T) int {
 
 func inIPC(t *testing.T, pid int, fn func() error) {
 	t.Helper()
-	if err := RunInNS(NSPath(pid, "ipc"), unix.CLONE_NEWIPC, fn); err != nil {
+	if err := threadns.RunInPath(NSPath(pid, "ipc"), unix.CLONE_NEWIPC, fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -76,7 +78,7 @@ var testMsgs = []Msg{
 // attachment of a segment removed with IPC_RMID (a Removed segment).
 func populate(t *testing.T, pid int) (detach func()) {
 	t.Helper()
-	if err := RunInNS(NSPath(pid, "uts"), unix.CLONE_NEWUTS, func() error {
+	if err := threadns.RunInPath(NSPath(pid, "uts"), unix.CLONE_NEWUTS, func() error {
 		if err := unix.Sethostname([]byte("ctrcr-src")); err != nil {
 			return err
 		}
@@ -102,13 +104,13 @@ func populate(t *testing.T, pid int) (detach func()) {
 		if err != nil {
 			return fmt.Errorf("shmget A: %w", err)
 		}
-		mem, err := shmAttach(a, 0)
+		mem, err := linux.ShmAttach(a, 0)
 		if err != nil {
 			return err
 		}
 		copy(mem[0:], pattern(page, 1))
 		copy(mem[2*page:], pattern(page+100, 9))
-		if err := shmDetach(mem); err != nil {
+		if err := linux.ShmDetach(mem); err != nil {
 			return err
 		}
 		var ds shmidDS
@@ -130,11 +132,11 @@ func populate(t *testing.T, pid int) (detach func()) {
 		if err != nil || b != shmBID {
 			return fmt.Errorf("shmget B: id %d: %v", b, err)
 		}
-		if mem, err = shmAttach(b, 0); err != nil {
+		if mem, err = linux.ShmAttach(b, 0); err != nil {
 			return err
 		}
 		copy(mem[512<<10:], pattern(3*page, 5))
-		if err := shmDetach(mem); err != nil {
+		if err := linux.ShmDetach(mem); err != nil {
 			return err
 		}
 		if _, err := shmCtl(b, shmLock, nil); err != nil {
@@ -145,7 +147,7 @@ func populate(t *testing.T, pid int) (detach func()) {
 		if err != nil {
 			return err
 		}
-		if removed, err = shmAttach(c, 0); err != nil {
+		if removed, err = linux.ShmAttach(c, 0); err != nil {
 			return err
 		}
 		copy(removed, "removed but attached")
@@ -189,7 +191,7 @@ func populate(t *testing.T, pid int) (detach func()) {
 	})
 	return func() {
 		if removed != nil {
-			shmDetach(removed)
+			linux.ShmDetach(removed)
 			removed = nil
 		}
 	}
@@ -557,11 +559,11 @@ func TestSysctlFollowsThread(t *testing.T) {
 func TestRunInNSWrongType(t *testing.T) {
 	testutil.RequiresRoot(t)
 	ns := newNS(t)
-	err := RunInNS(NSPath(ns, "uts"), unix.CLONE_NEWIPC, func() error { return nil })
+	err := threadns.RunInPath(NSPath(ns, "uts"), unix.CLONE_NEWIPC, func() error { return nil })
 	if err == nil {
 		t.Fatal("setns of a uts namespace as ipc succeeded")
 	}
-	if err := RunInNS("/nonexistent/ns", unix.CLONE_NEWIPC, func() error { return nil }); err == nil {
+	if err := threadns.RunInPath("/nonexistent/ns", unix.CLONE_NEWIPC, func() error { return nil }); err == nil {
 		t.Fatal("missing namespace file accepted")
 	}
 }
@@ -581,13 +583,13 @@ func TestIPCShmRmidForcedDeferred(t *testing.T) {
 			return err
 		}
 		// Attached by this process: survives the creating thread's exit.
-		if mem, err = shmAttach(id, 0); err != nil {
+		if mem, err = linux.ShmAttach(id, 0); err != nil {
 			return err
 		}
 		copy(mem, "kept")
 		return nil
 	})
-	defer shmDetach(mem)
+	defer linux.ShmDetach(mem)
 	st, err := DumpIPC(src)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // maxUTSName is __NEW_UTS_LEN: the longest hostname or domainname.
@@ -62,7 +64,7 @@ func DumpUTSNS(path string) (*UTS, error) {
 
 func dumpUTS(path string) (*UTS, error) {
 	var u UTS
-	err := RunInNS(path, unix.CLONE_NEWUTS, func() error {
+	err := threadns.RunInPath(path, unix.CLONE_NEWUTS, func() error {
 		var un unix.Utsname
 		if err := unix.Uname(&un); err != nil {
 			return fmt.Errorf("uname: %w", err)
@@ -84,7 +86,7 @@ func RestoreUTS(path string, u *UTS) error {
 	if err := u.Validate(); err != nil {
 		return fmt.Errorf("restore uts: %w", err)
 	}
-	err := RunInNS(path, unix.CLONE_NEWUTS, func() error {
+	err := threadns.RunInPath(path, unix.CLONE_NEWUTS, func() error {
 		if err := unix.Sethostname([]byte(u.Hostname)); err != nil {
 			return fmt.Errorf("hostname %q: %w", u.Hostname, err)
 		}

@@ -27,6 +27,8 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/mounts"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
@@ -270,9 +272,9 @@ func Kinds(kinds []string) string {
 // of pids[0]) sits at the root of that namespace in every hierarchy: the
 // restored tree goes into one cgroup, the restored namespace's root.
 func atCgroupRoots(pids []int) error {
-	return nsdump.RunInNS(nsdump.NSPath(pids[0], "cgroup"), unix.CLONE_NEWCGROUP, func() error {
+	return threadns.RunInPath(nsdump.NSPath(pids[0], "cgroup"), unix.CLONE_NEWCGROUP, func() error {
 		for _, pid := range pids {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			b, err := os.ReadFile(procfs.PidPath(pid, "cgroup"))
 			if err != nil {
 				return err
 			}

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 	"github.com/ctr-cr/ctr-cr/nsdump"
 )
 
@@ -56,13 +56,8 @@ func pivotInto(pid int, root string) error {
 		return err
 	}
 	defer os.Remove(tmp) // on the restorer's side: the same directory
-	done := make(chan error, 1)
-	go func() {
-		// never unlocked: the thread, in pid's namespace, dies with us
-		runtime.LockOSThread()
-		done <- pivotOnThread(tree, ns, tmp)
-	}()
-	return <-done
+	// the thread, in pid's namespace, dies with the call
+	return threadns.Locked(func() error { return pivotOnThread(tree, ns, tmp) })
 }
 
 func pivotOnThread(tree, ns int, tmp string) error {

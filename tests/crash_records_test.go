@@ -7,7 +7,6 @@ package tests
 // cleanup` (internal/oprec). See docs/crash.md.
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,17 +23,7 @@ import (
 // died by SIGKILL there; it returns ctr-cr's output.
 func ctrcrKilledAt(t *testing.T, point string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, testutil.BuildCtrCr(t), args...)
-	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+point)
-	out, err := cmd.CombinedOutput()
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("ctr-cr %s with CTRCR_FAULT=%s: %v, want killed by SIGKILL at the fault point\n%s", strings.Join(args, " "), point, err, out)
-	}
-	t.Logf("ctr-cr %s: killed at %s", strings.Join(args, " "), point)
-	return string(out)
+	return testutil.CtrCrKilledAt(t, ctrcrTimeout, point, args...)
 }
 
 // imageFiles lists the image files (*.img and the inventory being
@@ -59,12 +48,7 @@ func imageFiles(t *testing.T, dir string) []string {
 // test binary, a user's ctr-cr on a shared host).
 func requireNoRecords(t *testing.T) {
 	t.Helper()
-	ents, _ := os.ReadDir("/run/ctr-cr/ops")
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".json") && !testutil.OpRecordOfLive(e.Name()) {
-			t.Errorf("operation record left: /run/ctr-cr/ops/%s", e.Name())
-		}
-	}
+	testutil.RequireNoOpRecords(t)
 }
 
 // TestCrash_DumpBeforeKill: ctr-cr killed after it wrote the image and

@@ -43,9 +43,10 @@ type crashTarget struct {
 	// threads itself (the Go runtime): only its named mappings are
 	// compared, and the threads it had
 	mapsOwn bool
-	// namedOnly sweeps the named fault points only, not the injection
-	// steps (TestCrash_DumpGo, see there)
-	namedOnly bool
+	// settle is how long the target must live on after a --leave-running
+	// sweep, and a tenth of it after each crash (the Go runtime finds a
+	// damaged goroutine stack only when the GC next scans it)
+	settle time.Duration
 }
 
 // startCrashTarget starts crash_target with n extra threads (and a TCP echo
@@ -153,7 +154,7 @@ func (ct *crashTarget) readMaps() (map[string]bool, uint64) {
 	named := map[string]bool{}
 	var anon uint64
 	if len(b) == 0 {
-		ct.t.Fatalf("target gone (no mappings), state %s, output:\n%s", procState(ct.pid), tail(filepath.Join(ct.dir, "out"), 30))
+		ct.t.Fatalf("target gone (no mappings), state %s, output:\n%s", procState(ct.pid), crashOutput(filepath.Join(ct.dir, "out")))
 	}
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(l)
@@ -212,7 +213,7 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 	var masks map[string]string
 	for {
 		if err := syscall.Kill(ct.pid, 0); err != nil {
-			t.Fatalf("%s: target gone: %v\n%s", fault, err, tail(filepath.Join(ct.dir, "out"), 5))
+			t.Fatalf("%s: target gone: %v\n%s", fault, err, crashOutput(filepath.Join(ct.dir, "out")))
 		}
 		if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
 			t.Fatalf("%s: the target reports %s", fault, l)
@@ -229,6 +230,7 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 	if st := procState(ct.pid); st == "t" || st == "T" || st == "Z" {
 		t.Fatalf("%s: target in state %s", fault, st)
 	}
+	time.Sleep(ct.settle / 10)
 	c0, e0 := ct.count()
 	for {
 		time.Sleep(30 * time.Millisecond)
@@ -237,7 +239,7 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the target does not count on (%d %d -> %d %d)\n%s", fault, c0, e0, c1, e1, tail(filepath.Join(ct.dir, "out"), 5))
+			t.Fatalf("%s: the target does not count on (%d %d -> %d %d)\n%s", fault, c0, e0, c1, e1, crashOutput(filepath.Join(ct.dir, "out")))
 		}
 	}
 	named, anon := ct.readMaps()
@@ -274,6 +276,12 @@ func dropLockTables(t *testing.T, netns string) {
 	}
 }
 
+// crashOutput is what a target that died wrote: its first lines (a Go
+// runtime's "fatal error" and the goroutine it names) and its last.
+func crashOutput(path string) string {
+	return head(path, 12) + "...\n" + tail(path, 5)
+}
+
 func crashStride(def int) int {
 	if v, err := strconv.Atoi(os.Getenv("CTRCR_CRASH_STRIDE")); err == nil && v > 0 {
 		return v
@@ -300,10 +308,6 @@ func (ct *crashTarget) sweep(stride int, args ...string) {
 		}
 		ct.checkUnchanged(p)
 	}
-	if ct.namedOnly {
-		ct.t.Logf("killed ctr-cr at %d named points, the target runs on unchanged (injection steps: CTRCR_CRASH_GO_INJECT=1)", len(points))
-		return
-	}
 	n := 1
 	for ; ; n += stride {
 		f := fmt.Sprintf("inject:%d", n)
@@ -313,10 +317,14 @@ func (ct *crashTarget) sweep(stride int, args ...string) {
 		}
 		ct.checkUnchanged(f)
 	}
-	ct.t.Logf("killed ctr-cr at %d points, the target runs on unchanged", len(points)+(n-1)/stride)
 	if n == 1 {
 		ct.t.Fatal("no injection step reached")
 	}
+	if ct.settle > 0 && leave {
+		time.Sleep(ct.settle)
+		ct.checkUnchanged("the end of the sweep")
+	}
+	ct.t.Logf("killed ctr-cr at %d points, the target runs on unchanged", len(points)+(n-1)/stride)
 }
 
 func TestCrash_DumpSingleThread(t *testing.T) {
@@ -335,19 +343,60 @@ func TestCrash_DumpSingleThreadParked(t *testing.T) {
 
 // TestCrash_DumpGo: a Go program (the runtime catches every signal:
 // injected runs end in the park; goroutines preempted by SIGURG, the GC).
-// Known defect (docs/crash.md): killed at some injection steps, about one
-// sweep in four at every step, the Go runtime dies later with "traceback
-// did not unwind completely"; the named points are swept always, the
-// injection steps with CTRCR_CRASH_GO_INJECT=1 until it is found.
 func TestCrash_DumpGo(t *testing.T) {
+	ct := startGoCrashTarget(t)
+	ct.sweep(crashStride(5), "--leave-running")
+	ct.sweep(crashStride(17))
+}
+
+// TestCrash_DumpGoMainThread: a Go program whose main thread (where the
+// injector maps and unmaps its area, from a boot frame) runs Go code on a
+// small goroutine stack among the stacks of parked goroutines. A boot
+// frame written below that thread's rsp, left by a crash, overwrote the
+// top of the goroutine stack below it and the garbage collector died a
+// little later ("traceback did not unwind completely"; docs/crash.md).
+func TestCrash_DumpGoMainThread(t *testing.T) {
+	ct := startGoCrashTarget(t, "m0")
+	ct.sweep(crashStride(3), "--leave-running")
+	ct.sweep(crashStride(13))
+}
+
+// TestNegative_GoBootFrameNoRoom: a Go program whose main thread runs a
+// goroutine while the bottom of its main stack holds data (as after cgo
+// code ran deep there): the injector finds no memory it may borrow for
+// its boot frame (never below a goroutine's rsp), and the dump is
+// refused, naming it; the program runs on unchanged.
+func TestNegative_GoBootFrameNoRoom(t *testing.T) {
+	ct := startGoCrashTarget(t, "m0", "dirty")
+	pid := strconv.Itoa(ct.pid)
+	refused := 0
+	for i := 0; i < 10 && refused == 0; i++ {
+		_, stderr, err := ctrcr(t, "dump", "-t", pid, "-D", filepath.Join(t.TempDir(), "img"), "--leave-running")
+		if err == nil {
+			continue // seized in a vDSO call, on the main stack: room below it
+		}
+		requireExitCode(t, err, stderr, 1)
+		requireNoPanic(t, stderr)
+		if !strings.Contains(stderr, "boot frame") || !strings.Contains(stderr, "goroutine's stack") || !strings.Contains(stderr, pid) {
+			t.Fatalf("dump error does not name pid %s, the boot frame and the goroutine's stack:\n%s", pid, stderr)
+		}
+		refused++
+		ct.checkUnchanged("refused dump")
+	}
+	if refused == 0 {
+		t.Fatal("10 dumps with the main thread on a goroutine stack and the bottom of the main stack in use: none refused")
+	}
+}
+
+// startGoCrashTarget starts crash_gotarget with args.
+func startGoCrashTarget(t *testing.T, args ...string) *crashTarget {
 	testutil.RequiresRoot(t)
 	bin := buildGoCase(t, "crash_gotarget")
 	dir := t.TempDir()
-	ct := startCrashProc(t, dir, "", []string{bin, dir}, 2)
+	ct := startCrashProc(t, dir, "", append([]string{bin, dir}, args...), 2)
 	ct.mapsOwn = true
-	ct.namedOnly = os.Getenv("CTRCR_CRASH_GO_INJECT") == ""
-	ct.sweep(crashStride(5), "--leave-running")
-	ct.sweep(crashStride(17))
+	ct.settle = time.Second
+	return ct
 }
 
 func TestCrash_DumpThreads(t *testing.T) {
@@ -418,9 +467,5 @@ func (ct *crashTarget) killAnytime(n int) {
 // moments spread over dumps of a multi-threaded target and of a Go program.
 func TestCrash_DumpKilledAnytime(t *testing.T) {
 	startCrashTarget(t, 8, false, false).killAnytime(20)
-	bin := buildGoCase(t, "crash_gotarget")
-	dir := t.TempDir()
-	ct := startCrashProc(t, dir, "", []string{bin, dir}, 2)
-	ct.mapsOwn = true
-	ct.killAnytime(20)
+	startGoCrashTarget(t).killAnytime(20)
 }

@@ -221,12 +221,10 @@ func TestShowAndCheck(t *testing.T) {
 // statField returns field n (1-based, proc(5)) of /proc/PID/stat.
 func statField(t *testing.T, pid, n int) string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := testutil.StatFields(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
 	return f[n-3]
 }
 

@@ -9,7 +9,6 @@ package tests
 // which validates the case programs alone.
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -192,43 +191,7 @@ func ctrcrIn(t *testing.T, netns string, args ...string) (stdout, stderr string,
 // ctrcrFiles is ctrcrIn with extra files, ctr-cr's fds 3 and up.
 func ctrcrFiles(t *testing.T, netns string, extra []*os.File, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	bin := testutil.BuildCtrCr(t)
-	ctx, cancel := context.WithTimeout(context.Background(), ctrcrTimeout)
-	defer cancel()
-
-	// Regular files rather than pipes: a restored process that wrongly
-	// inherits ctr-cr's stdio must not make us hang.
-	outF, err := os.CreateTemp("", "ctrcr-stdout-")
-	if err != nil {
-		return "", "", err
-	}
-	defer os.Remove(outF.Name())
-	defer outF.Close()
-	errF, err := os.CreateTemp("", "ctrcr-stderr-")
-	if err != nil {
-		return "", "", err
-	}
-	defer os.Remove(errF.Name())
-	defer errF.Close()
-
-	argv := testutil.InNetns(netns, append([]string{bin}, args...)...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout = outF
-	cmd.Stderr = errF
-	cmd.ExtraFiles = extra
-	start := time.Now()
-	err = cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded {
-		err = fmt.Errorf("timed out after %v (%v)", ctrcrTimeout, err)
-	}
-	o, _ := os.ReadFile(outF.Name())
-	e, _ := os.ReadFile(errF.Name())
-	status := "ok"
-	if err != nil {
-		status = err.Error()
-	}
-	t.Logf("ctr-cr %s: %s (%.2fs)", strings.Join(args, " "), status, time.Since(start).Seconds())
-	return string(o), string(e), err
+	return testutil.RunCtrCr(t, testutil.CtrCrRun{Netns: netns, Extra: extra, Timeout: ctrcrTimeout}, args...)
 }
 
 // ---------------------------------------------------------------------------

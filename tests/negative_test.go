@@ -10,7 +10,6 @@ package tests
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,14 +336,12 @@ func taskStatus(pid, tid int) (state, tracer string, err error) {
 // a process from a later one with the same pid.
 func procStartTime(t *testing.T, pid int) string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := testutil.StatFields(pid)
 	if err != nil {
 		t.Fatalf("pid %d: %v", pid, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 20 {
-		t.Fatalf("pid %d: short stat %q", pid, s)
+		t.Fatalf("pid %d: short stat %q", pid, f)
 	}
 	return f[19] // field 3 is f[0]
 }
@@ -462,41 +459,7 @@ func flipBit(path string) error {
 }
 
 // copyDir copies the regular files of src into a new directory dst.
-func copyDir(src, dst string) error {
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			return fmt.Errorf("%s/%s: not a regular file", src, e.Name())
-		}
-		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
+func copyDir(src, dst string) error { return testutil.CopyDir(src, dst) }
 
 // freePid returns a pid with no process (nor thread) behind it, from the
 // top of the pid range, where reuse is least likely.

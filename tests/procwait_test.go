@@ -6,7 +6,6 @@ package tests
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // ---------------------------------------------------------------------------
@@ -98,25 +99,7 @@ func waitChild(pid int, timeout time.Duration) (syscall.WaitStatus, error) {
 
 // waitGone waits until pid is gone: reaped by us if it is our child,
 // otherwise until /proc/pid disappears (its parent reaped it).
-func waitGone(pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		var ws unix.WaitStatus
-		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		if wpid == pid {
-			return nil
-		}
-		if errors.Is(err, unix.ECHILD) {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d still present after %v (state %s)", pid, timeout, procState(pid))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func waitGone(pid int, timeout time.Duration) error { return testutil.WaitGone(pid, timeout) }
 
 // waitFile waits until path exists, giving up early when abort is closed.
 func waitFile(path string, timeout time.Duration, abort <-chan struct{}) error {
@@ -192,17 +175,7 @@ func listTids(pid int) ([]int, error) {
 
 // procState returns the one-letter state of pid from /proc/pid/stat, or ""
 // when it does not exist.
-func procState(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return ""
-	}
-	return string(b[i+2])
-}
+func procState(pid int) string { return testutil.ProcState(pid) }
 
 // sessionProcs returns the live processes of session sid (a case runs in
 // its own session, so these are the case and what it started).
@@ -214,16 +187,11 @@ func sessionProcs(sid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// After the comm: state ppid pgrp session ...
+		f, err := testutil.StatFields(pid)
 		if err != nil {
 			continue
 		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		// After the comm: state ppid pgrp session ...
-		f := strings.Fields(string(b[i+1:]))
 		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
 			pids = append(pids, pid)
 		}

@@ -24,12 +24,10 @@ import (
 // statTty returns tty_nr and tpgid of pid from /proc/pid/stat.
 func statTty(t *testing.T, pid int) (ttyNr, tpgid int) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := testutil.StatFields(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	ttyNr, _ = strconv.Atoi(f[4])
 	tpgid, _ = strconv.Atoi(f[5])
 	return ttyNr, tpgid

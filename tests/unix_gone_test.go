@@ -131,11 +131,8 @@ func waitState(t *testing.T, pid int, st byte) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err == nil {
-			if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == st {
-				return
-			}
+		if testutil.ProcState(pid) == string(st) {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -106,7 +106,7 @@ type dumpConfig struct {
 }
 
 func dumpOptions(c *dumpConfig) []option {
-	c.ghost, c.jobs = "1M", 4
+	c.ghost = "1M"
 	opts := []option{
 		{names: []string{"t", "tree"}, arg: "PID", value: intValue{&c.pid}, help: "the process to dump, with all its descendants"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&c.dir}, help: "image directory"},
@@ -116,7 +116,7 @@ func dumpOptions(c *dumpConfig) []option {
 		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accept unix sockets connected to a peer outside the tree: restore connects them to the peer's name again"},
 		{names: []string{"freeze-cgroup"}, arg: "DIR", value: stringValue{&c.freezeCg}, help: "freeze this cgroup (v1 freezer or v2 directory) holding the tree while it is seized"},
 		{names: []string{"ghost-limit"}, arg: "SIZE", value: stringValue{&c.ghost}, help: "largest deleted file whose contents are saved (default 1M)"},
-		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default 4; 1: one by one)"},
+		{names: []string{"jobs"}, arg: "N", value: intValue{&c.jobs}, help: "processes whose memory is dumped in parallel (default: two per idle CPU, 1 to 4; 1: one by one)"},
 		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
 		{names: []string{"skip-in-flight"}, value: boolValue{&c.skipInFlight},
 			help: "dump TCP listeners without the connections waiting to be accepted (their peers see a reset); without it such a listener is refused"},
@@ -188,7 +188,7 @@ func cmdDump(args []string) error {
 		return err
 	}
 	if ps != nil {
-		dopts.PagesSink, dopts.PagesDone = ps.Create, ps.Wait
+		dopts.PagesSink, dopts.PagesDone = hostSideCreate(ps), ps.Wait
 		dopts.Commit = chainCommit(ps.Finish, dopts.Commit)
 	}
 	st, err := dump.Dump(ctx, c.pid, c.dir, dopts)
@@ -204,7 +204,7 @@ func cmdDump(args []string) error {
 	return nil
 }
 
-const checkpointSynopsis = "checkpoint [OPTIONS] CONTAINER_ID"
+const checkpointSynopsis = "checkpoint [--pre-dump] [--parent-path DIR] [OPTIONS] CONTAINER_ID"
 
 // cmdCheckpoint checkpoints an OCI container found through its runtime.
 func cmdCheckpoint(args []string) error {
@@ -221,6 +221,8 @@ func cmdCheckpoint(args []string) error {
 		{names: []string{"file-locks"}, value: boolValue{&fileLocks}, help: "checkpoint the file locks the container's tree holds (flock, POSIX, OFD); without it a tree holding one is refused"},
 		{names: []string{"sign-key"}, arg: "FILE", value: stringValue{&signKey}, help: signKeyHelp},
 	}
+	var pc preCopyConfig
+	opts = append(opts, pc.options()...)
 	pos, err := parseOptions("checkpoint", checkpointSynopsis, opts, args, os.Stdout)
 	if err != nil {
 		return err
@@ -251,10 +253,14 @@ func cmdCheckpoint(args []string) error {
 	if err != nil {
 		return err
 	}
-	dir, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
+	copts := container.CheckpointOptions{
 		ID: id, Runtime: rt, ImagePath: imagePath, LeaveRunning: leave, SignKey: key,
 		Dump: dump.Options{TCPEstablished: tcpEst, ExtUnixSk: extUnix, FileLocks: fileLocks},
-	})
+	}
+	if pc.preDump {
+		return checkpointPreDump(ctx, &copts, &pc, stats)
+	}
+	dir, st, err := pc.checkpoint(ctx, &copts)
 	if err != nil {
 		return err
 	}

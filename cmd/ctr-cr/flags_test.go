@@ -13,7 +13,7 @@ import (
 // same configuration.
 func TestDumpFlags(t *testing.T) {
 	base := func(f func(c *dumpConfig)) dumpConfig {
-		c := dumpConfig{pid: 42, dir: "/img", ghost: "1M", jobs: 4, log: logConfig{level: defaultLevel}, extMounts: map[string]string{}}
+		c := dumpConfig{pid: 42, dir: "/img", ghost: "1M", log: logConfig{level: defaultLevel}, extMounts: map[string]string{}}
 		f(&c)
 		return c
 	}

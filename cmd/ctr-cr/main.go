@@ -79,6 +79,11 @@ Container commands (OCI runtimes runc and crun):
           (image in BUNDLE/checkpoint by default, with spec.dump, ctr-cr.json
            and container.json; without --runtime, runc or crun: whichever
            knows the container)
+  checkpoint --pre-dump [--parent-path DIR] ... CONTAINER_ID
+          a pre-copy round (the container runs on); the final
+          checkpoint --parent-path DIR writes only the pages written since
+  migrate CONTAINER_ID --to HOST:PORT -D WORKDIR [--tcp-established]
+          to migrate-receive ... --bundle DIR [--root DIR] (docs/platforms.md)
   restore [--id NEW_ID] [--image-path DIR] [-d] [--pid-file F] [--root DIR]
           [--runtime runc|crun] [--console-socket PATH] BUNDLE
           (the container comes back under the runtime that ran it at the

@@ -13,12 +13,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctr-cr/ctr-cr/container"
 	"github.com/ctr-cr/ctr-cr/core/dump"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/pageserver"
 )
 
-const migrateSynopsis = "migrate -t PID --to HOST:PORT -D WORKDIR [--max-rounds N] [--print-stats]"
+const migrateSynopsis = "migrate (-t PID | CONTAINER_ID) --to HOST:PORT -D WORKDIR [--max-rounds N] [--print-stats]"
 
 // cmdMigrate moves a process tree to `ctr-cr migrate-receive` at HOST:PORT:
 // pre-copy rounds (each image sent whole as it is written, kept in
@@ -39,9 +40,22 @@ func cmdMigrate(args []string) error {
 		{names: []string{"max-rounds"}, arg: "N", value: intValue{&maxRounds}, help: "pre-copy rounds at most before the final dump (default 4)"},
 		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print each round's statistics as JSON"},
 	}
+	var cm containerMigration
+	opts = append(opts, cm.options()...)
 	opts = append(opts, logOptions(&lc)...)
-	if _, err := parseOptions("migrate", migrateSynopsis, opts, args, os.Stdout); err != nil {
+	pos, err := parseOptions("migrate", migrateSynopsis, opts, args, os.Stdout)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 || cm.given() {
+		if pid > 0 || len(pos) != 1 {
+			return usageErrorf(migrateSynopsis, "either -t PID or one CONTAINER_ID")
+		}
+		if to == "" || work == "" || maxRounds < 0 {
+			return usageErrorf(migrateSynopsis, "--to HOST:PORT and -D WORKDIR are required")
+		}
+		cm.id, cm.to, cm.work, cm.maxRounds, cm.stats = pos[0], to, work, maxRounds, stats
+		return cm.run(&lc)
 	}
 	if pid <= 0 || to == "" || work == "" || maxRounds < 0 {
 		return usageErrorf(migrateSynopsis, "-t PID, --to HOST:PORT and -D WORKDIR are required")
@@ -100,13 +114,18 @@ func cmdMigrate(args []string) error {
 	}
 	var info string
 	commit := func() error {
-		if err := sendImage(cl, dir); err != nil {
-			return err
-		}
-		info, err = cl.FinishRestore()
+		_, err := offDumpThread(func() (struct{}, error) {
+			if err := sendImage(cl, dir); err != nil {
+				return struct{}{}, err
+			}
+			var err error
+			info, err = cl.FinishRestore()
+			return struct{}{}, err
+		})
 		return err
 	}
-	st, err := dump.Dump(ctx, pid, dir, dump.Options{ParentPath: parent, Warn: msgs.warnf, PagesSink: cl.Create, PagesDone: cl.Wait, Commit: commit})
+	st, err := dump.Dump(ctx, pid, dir, dump.Options{ParentPath: parent, Warn: msgs.warnf, PagesSink: hostSideCreate(cl), PagesDone: cl.Wait, Commit: commit,
+		TCPEstablished: cm.tcpEst, ExtUnixSk: cm.extUnix, FileLocks: cm.fileLocks})
 	if err != nil {
 		return pageServerFailed(cl, fmt.Errorf("migrate: final dump (the tree runs on here): %w", err))
 	}
@@ -119,7 +138,8 @@ func cmdMigrate(args []string) error {
 }
 
 // sendImage sends every file of the image in dir but the pages files
-// (sent as they were written).
+// (sent as they were written), with the container layer's files
+// (container.LayerFile) of a container's checkpoint.
 func sendImage(cl *pageserver.Client, dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -127,7 +147,8 @@ func sendImage(cl *pageserver.Client, dir string) error {
 	}
 	for _, e := range ents {
 		k, _, err := image.KindOf(e.Name())
-		if err != nil || k.Name == "pages" {
+		layer := container.LayerFile(e.Name()) && e.Type().IsRegular()
+		if !layer && (err != nil || k.Name == "pages") {
 			continue
 		}
 		if err := cl.SendFile(e.Name(), filepath.Join(dir, e.Name())); err != nil {
@@ -137,7 +158,7 @@ func sendImage(cl *pageserver.Client, dir string) error {
 	return cl.Wait()
 }
 
-const migrateReceiveSynopsis = "migrate-receive --address ADDR --port PORT -D DIR [--wait]"
+const migrateReceiveSynopsis = "migrate-receive --address ADDR --port PORT -D DIR [--bundle DIR] [--root DIR] [--runtime runc|crun] [--wait]"
 
 // cmdMigrateReceive receives one migration into DIR/roundN and restores
 // the last round (detached); it exits once that restore is done, or with
@@ -154,6 +175,8 @@ func cmdMigrateReceive(args []string) error {
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&dir}, help: "where the rounds' images go (DIR/roundN)"},
 		{names: []string{"wait"}, value: boolValue{&wait}, help: "stay until the restored tree's root is gone, reaping orphans (as the init of a pid namespace must)"},
 	}
+	var cr containerReceiver
+	opts = append(opts, cr.options()...)
 	opts = append(opts, logOptions(&lc)...)
 	if _, err := parseOptions("migrate-receive", migrateReceiveSynopsis, opts, args, os.Stdout); err != nil {
 		return err
@@ -170,11 +193,19 @@ func cmdMigrateReceive(args []string) error {
 	}
 	fmt.Printf("listening on %s\n", l.Addr())
 	var root int
-	err = pageserver.ServeMigration(l, dir, func(d string) (string, error) {
+	err = pageserver.ServeMigrationAccepting(l, dir, func(d string) (string, error) {
+		if cr.isContainer(d) {
+			info, pid, err := cr.restore(d)
+			root = pid
+			return info, err
+		}
+		if cr.given() {
+			return "", fmt.Errorf("migrate-receive: %s is a process tree's image, but container options (--bundle, --root, --runtime) were given", d)
+		}
 		pid, err := restoreDetached(d)
 		root = pid
 		return fmt.Sprintf("restored as pid %d", pid), err
-	})
+	}, container.LayerFile)
 	if err != nil || !wait {
 		return err
 	}
@@ -191,13 +222,29 @@ func restoreDetached(dir string) (int, error) {
 	pidFile := filepath.Join(dir, "restored.pid")
 	out, err := exec.Command(exe, "restore", "-D", dir, "-d", "--pid-file", pidFile).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+		return 0, fmt.Errorf("%w: %s", err, restoreOutput(dir, out))
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return 0, errors.New("restore left no pid file")
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// restoreOutput is what a failed restore printed, for the error sent back
+// to the source. A crash's goroutine dump is cut to its header and the
+// first frames (the rest goes to DIR/restore.log): the header names the
+// cause and must survive the source's and a CI log's truncation.
+func restoreOutput(dir string, out []byte) string {
+	s := strings.TrimSpace(string(out))
+	i := strings.Index(s, "\ngoroutine ")
+	if i < 0 {
+		return s
+	}
+	log := filepath.Join(dir, "restore.log")
+	os.WriteFile(log, out, 0o600)
+	lines := strings.SplitN(s[i+1:], "\n", 12)
+	return fmt.Sprintf("%s\n%s\n[... the whole output: %s]", s[:i], strings.Join(lines[:min(len(lines), 11)], "\n"), log)
 }
 
 // waitGone waits until pid has exited, reaping whatever child ends

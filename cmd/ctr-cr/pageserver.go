@@ -84,3 +84,30 @@ func pageServerFailed(cl *pageserver.Client, err error) error {
 	}
 	return err
 }
+
+// offDumpThread runs fn on a goroutine of its own and returns what it
+// returns. A dump moves the thread it runs on into the dumped tree's
+// network namespace (sock_diag, the TCP lock) and calls PagesSink and
+// Commit from there: a connection to a page server dialled there would
+// leave from the container's network, not from ours.
+func offDumpThread[T any](fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		ch <- result{v, err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}
+
+// hostSideCreate is cl.Create dialling from our network namespace
+// (offDumpThread), as a dump's PagesSink.
+func hostSideCreate(cl *pageserver.Client) func(string) (*os.File, error) {
+	return func(name string) (*os.File, error) {
+		return offDumpThread(func() (*os.File, error) { return cl.Create(name) })
+	}
+}

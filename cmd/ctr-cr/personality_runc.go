@@ -174,9 +174,19 @@ func runcCheckpoint(rt *container.Runtime, c *runcCheckpointConfig) error {
 	}()
 	ctx, stop := interruptible()
 	defer stop()
+	if c.preDump {
+		// runc's --pre-dump: a pre-copy round; the container runs on
+		_, pst, err := container.PreDump(ctx, container.PreDumpOptions{ID: c.id, Runtime: rt, ImagePath: image, ParentPath: c.parentPath, Warn: msgs.warnf})
+		if err != nil {
+			msgs.line(levelError, "Error", err.Error(), false)
+			return err
+		}
+		msgs.infof("Pre-dump finished successfully")
+		return writeDumpStats(filepath.Join(work, "stats-dump"), &container.CheckpointStats{FreezingMs: pst.FreezingMs, FrozenMs: pst.FrozenMs, Dump: pst})
+	}
 	_, st, err := container.Checkpoint(ctx, container.CheckpointOptions{
 		ID: c.id, Runtime: rt, ImagePath: image, LeaveRunning: c.leaveRunning,
-		Dump:     dump.Options{TCPEstablished: c.tcpEstablished, ExtUnixSk: c.extUnixSk, FileLocks: c.fileLocks},
+		Dump:     dump.Options{TCPEstablished: c.tcpEstablished, ExtUnixSk: c.extUnixSk, FileLocks: c.fileLocks, ParentPath: c.parentPath, Warn: msgs.warnf},
 		Platform: container.PlatformCheckpoint{ExternalStdio: true, AcceptPaused: true, EmptyNet: c.emptyNet},
 	})
 	if err != nil {

@@ -19,14 +19,13 @@ func cmdPreDump(args []string) error {
 	var dir, parent, pageServer string
 	var stats bool
 	var lc logConfig
-	jobs = 4
 	opts := []option{
 		{names: []string{"t", "tree"}, arg: "PID", value: intValue{&pid}, help: "the process to pre-dump, with all its descendants"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&dir}, help: "image directory"},
 		{names: []string{"parent-path", "prev-images-dir"}, arg: "DIR", value: stringValue{&parent}, help: parentPathHelp},
 		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&pageServer}, help: pageServerHelp},
 		{names: []string{"track-mem"}, value: boolValue{new(bool)}, help: "accepted: memory is always tracked (userfaultfd write-protect, no soft-dirty)"},
-		{names: []string{"jobs"}, arg: "N", value: intValue{&jobs}, help: "processes whose memory is copied in parallel (default 4)"},
+		{names: []string{"jobs"}, arg: "N", value: intValue{&jobs}, help: "processes whose memory is copied in parallel (default: two per idle CPU, 1 to 4)"},
 		{names: []string{"print-stats"}, value: boolValue{&stats}, help: "print statistics as JSON (frozen_ms, pages_written, pages_dirty, pages_from_parent)"},
 	}
 	opts = append(opts, logOptions(&lc)...)

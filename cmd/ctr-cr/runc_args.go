@@ -212,8 +212,10 @@ Checkpoints a running (or paused) container with ctr-cr; runc's options:
   --shell-job               accepted: a container's console is saved either way
   --manage-cgroups-mode M   soft or full (the cgroup's settings are saved)
   --empty-ns network        do not save the network namespace's contents
-refused until ctr-cr has them: --pre-dump, --parent-path, --lazy-pages,
-  --page-server, --status-fd, --auto-dedup, --lsm-profile, --lsm-mount-context
+  --pre-dump                a pre-copy round: memory copied while it runs, tracking armed
+  --parent-path DIR         the previous round, relative to the image directory
+refused until ctr-cr has them: --lazy-pages, --page-server, --status-fd,
+  --auto-dedup, --lsm-profile, --lsm-mount-context
 `
 
 // parseRuncCheckpoint parses checkpoint's arguments (help goes to out).
@@ -241,11 +243,10 @@ func parseRuncCheckpoint(args []string, out io.Writer) (*runcCheckpointConfig, e
 		on   bool
 		flag string
 	}{
-		{c.preDump, "--pre-dump"}, {c.parentPath != "", "--parent-path"},
 		{c.pageServer != "", "--page-server"}, {c.statusFd != "", "--status-fd"},
 	} {
 		if r.on {
-			return nil, fmt.Errorf("%s: not supported for containers by ctr-cr yet (pre-dump, parent images and the page server exist for process trees only: ctr-cr pre-dump, dump --parent-path, page-server)", r.flag)
+			return nil, fmt.Errorf("%s: not supported by ctr-cr as runc (ctr-cr checkpoint --page-server sends a container's pages to a page server)", r.flag)
 		}
 	}
 	return c, nil

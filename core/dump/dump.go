@@ -25,6 +25,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 	"github.com/ctr-cr/ctr-cr/internal/version"
 )
 
@@ -32,7 +33,7 @@ import (
 type Options struct {
 	LeaveRunning bool
 	GhostLimit   int64 // bytes of a deleted file saved at most; 0 means 1 MiB
-	Jobs         int   // processes whose memory is dumped at once; 0 means 4
+	Jobs         int   // processes whose memory is dumped at once; 0: DefaultJobs
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
@@ -154,7 +155,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		opts.GhostLimit = 1 << 20
 	}
 	if opts.Jobs <= 0 {
-		opts.Jobs = 4
+		opts.Jobs = DefaultJobs()
 	}
 	st = &Stats{}
 	t0 := time.Now()
@@ -240,58 +241,10 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	if opts.PagesSink != nil {
 		w.SetPagesSink(opts.PagesSink)
 	}
-	err = d.run()
-	if err != nil {
-		w.Abort()
-		if rerr := d.release(); rerr != nil {
-			err = fmt.Errorf("%w (and releasing the processes: %v)", err, rerr)
-		}
-		return nil, err
-	}
-	tr := time.Now()
-	if opts.LeaveRunning {
-		// Everything is captured: the tree runs again before the image
-		// files are written, which takes that time off its frozen time. A
-		// failed write then fails the dump with the tree running, as the
-		// rule for a failed dump wants.
-		fault.Point("dump:before-release")
-		err = d.release()
-		st.ReleaseMs = ms(time.Since(tr))
-		st.FrozenMs = ms(time.Since(tFrozen))
-		if werr := d.write(); werr != nil {
-			w.Abort()
-			return nil, errors.Join(werr, err)
-		}
-		if opts.Commit != nil {
-			if cerr := opts.Commit(); cerr != nil {
-				w.Abort()
-				return nil, errors.Join(cerr, err)
-			}
-		}
-		st.TotalMs = ms(time.Since(t0))
-		return st, err
-	}
-	if opts.Commit != nil {
-		if err := opts.Commit(); err != nil {
-			w.Abort()
-			if rerr := d.release(); rerr != nil {
-				err = fmt.Errorf("%w (and releasing the processes: %v)", err, rerr)
-			}
-			return nil, err
-		}
-		tr = time.Now()
-	}
-	// the image is complete and on disk (Finish synced it, Commit moved
-	// it into place): a crash from here on leaves a restorable image
-	fault.Point("dump:before-kill")
-	err = d.kill()
-	st.ReleaseMs = ms(time.Since(tr))
-	st.FrozenMs = ms(time.Since(tFrozen))
-	st.TotalMs = ms(time.Since(t0))
-	return st, err
+	return conclude(d, opts, st, t0, tFrozen)
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 type dumper struct {
 	mu    sync.Mutex // guards st across collecting goroutines

@@ -1,7 +1,6 @@
 package dump
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"slices"
@@ -9,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 // foreignKinds are the namespaces a process dump checks against ctr-cr's
@@ -188,24 +188,10 @@ func (d *dumper) netCarried(ownNet string) (bool, error) {
 // nsfsMounted reports whether the namespace link (e.g. "net:[4026532]") is
 // bind-mounted somewhere in ctr-cr's mount namespace.
 func nsfsMounted(link string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint ... - fstype source opts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 4 {
-			continue
-		}
-		if fields[3] == link {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
+	found, err := mountinfo.Self(func(i *mountinfo.Info) (skip, stop bool) {
+		return i.Root != link, i.Root == link
+	})
+	return len(found) > 0, err
 }
 
 // wholePidNamespace refuses a tree whose root is the init of pid namespace

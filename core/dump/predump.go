@@ -26,7 +26,7 @@ type PreDumpOptions struct {
 	// ParentPath is the image of the round before, relative to the new
 	// image's directory ("": a first round).
 	ParentPath string
-	Jobs       int // processes whose memory is copied at once; 0 means 4
+	Jobs       int // processes whose memory is copied at once; 0: DefaultJobs
 	// Warn receives what makes the round copy more than it needs (no
 	// tracking, tracking lost); nil: discarded.
 	Warn func(format string, args ...any)
@@ -46,7 +46,7 @@ type PreDumpOptions struct {
 func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st *Stats, err error) {
 	go imagepb.Init()
 	if opts.Jobs <= 0 {
-		opts.Jobs = 4
+		opts.Jobs = DefaultJobs()
 	}
 	warn := opts.Warn
 	if warn == nil {
@@ -288,6 +288,7 @@ func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry, commit func() error) 
 	var mu sync.Mutex
 	var errs []error
 	sem := make(chan struct{}, max(1, d.opts.Jobs))
+	exited := map[int32]bool{}
 	for _, t := range d.tasks {
 		if t.zombie {
 			continue
@@ -301,6 +302,10 @@ func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry, commit func() error) 
 			err := d.copyLive(t, &st)
 			mu.Lock()
 			defer mu.Unlock()
+			if err != nil && t.pid != d.root && exitedDuringCopy(t.pid) {
+				exited[int32(t.pid)], err = true, nil // left out (exitedDuringCopy)
+				d.pm.untrack(t.pid)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("pid %d: memory: %w", t.pid, err))
 			}
@@ -312,6 +317,11 @@ func (d *dumper) writePreDump(tree []*imagepb.PstreeEntry, commit func() error) 
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	for _, pe := range tree {
+		if exited[pe.Pid] {
+			pe.Zombie, pe.Threads = true, nil // as it is now; no memory
+		}
 	}
 	if err := d.w.WritePstree(tree); err != nil {
 		return nil, err

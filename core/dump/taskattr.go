@@ -87,7 +87,8 @@ func collectProcAttrs(r *ptrace.Remote, pid int, c *imagepb.TaskCore, membarrier
 	if s, err := readProcInt(pid, "sessionid"); err == nil {
 		c.Sessionid = uint32(s)
 	}
-	if n, ok := readAutogroupNice(pid); ok {
+	if ag, ok := procfs.ReadAutogroup(pid); ok && ag.Own {
+		n := ag.Nice
 		c.AutogroupNice = &n
 	}
 	regs := uint64(membarrierRaw)
@@ -196,24 +197,6 @@ func probeMembarrier(r *ptrace.Remote) (uint64, error) {
 		}
 	}
 	return regs, nil
-}
-
-// readAutogroupNice reads the nice value of pid's scheduling autogroup
-// ("/autogroup-N nice X"); false without CONFIG_SCHED_AUTOGROUP.
-func readAutogroupNice(pid int) (int32, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", pid))
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 3 || f[1] != "nice" {
-		return 0, false
-	}
-	n, err := strconv.Atoi(f[2])
-	if err != nil {
-		return 0, false
-	}
-	return int32(n), true
 }
 
 // dropOwnSigchld takes out of parent t's queue the SIGCHLD (CLD_CONTINUED)

@@ -7,7 +7,6 @@ package files
 // the file handles fdinfo shows (open_by_handle_at gives back the path).
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 // Timerfd constants not in x/sys/unix.
@@ -278,7 +278,7 @@ func (t *Table) inotify(f *imagepb.FileEntry, fd, cp int, link string, fi *procf
 	if q, err := unix.IoctlGetInt(cp, unix.TIOCINQ); err == nil {
 		in.QueuedBytes = uint32(q)
 	}
-	var mounts []mountPoint
+	var mounts []mountinfo.Info
 	for _, m := range marks {
 		if m.Handle == nil {
 			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("inotify watch %d on a file system without file handles (inode %d)", m.Wd, m.Ino)}
@@ -307,71 +307,25 @@ func sortWatches(w []*imagepb.InotifyWatch) {
 	}
 }
 
-// mountPoint is a mount of our mount namespace (/proc/self/mountinfo).
-type mountPoint struct {
-	dev  uint64
-	root string // the mounted subtree of its file system
-	path string
-}
-
-func readMounts() ([]mountPoint, error) {
-	fh, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	var out []mountPoint
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 5 {
-			continue
-		}
-		a, b, ok := strings.Cut(fs[2], ":")
-		major, err1 := strconv.ParseUint(a, 10, 32)
-		minor, err2 := strconv.ParseUint(b, 10, 32)
-		if !ok || err1 != nil || err2 != nil {
-			continue
-		}
-		out = append(out, mountPoint{dev: unix.Mkdev(uint32(major), uint32(minor)), root: unescapeMount(fs[3]), path: unescapeMount(fs[4])})
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount decodes mountinfo's octal escapes (\040 for a space...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+// readMounts reads the mounts of our mount namespace (/proc/self/mountinfo).
+func readMounts() ([]mountinfo.Info, error) {
+	return mountinfo.Self(nil)
 }
 
 // handlePath opens the watched inode by its file handle through a mount of
 // its file system (mounts of the whole file system first) and returns the
 // path it is reachable at, checked with lstat.
-func handlePath(m inotifyMark, mounts []mountPoint) (string, error) {
+func handlePath(m inotifyMark, mounts []mountinfo.Info) (string, error) {
 	dev := m.Dev()
 	var tried bool
 	var last error
 	for pass := 0; pass < 2; pass++ {
 		for _, mp := range mounts {
-			if mp.dev != dev || (mp.root == "/") != (pass == 0) {
+			if mp.Dev() != dev || (mp.Root == "/") != (pass == 0) {
 				continue
 			}
 			tried = true
-			p, err := pathByHandle(m, dev, mp.path)
+			p, err := pathByHandle(m, dev, mp.MountPoint)
 			if err == nil {
 				return p, nil
 			}

@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,27 +21,73 @@ func ioctlPtr(fd int, req uintptr, v *uint64) error {
 	return nil
 }
 
-// openAnon creates a timerfd, signalfd or inotify instance from its entry.
-func (o *Opener) openAnon(f *imagepb.FileEntry) (int, error) {
-	switch f.Kind {
-	case imagepb.FileKind_FILE_TIMERFD:
-		return openTimerfd(f)
-	case imagepb.FileKind_FILE_SIGNALFD:
-		var ss unix.Sigset_t
-		ss.Val[0] = f.Sigmask
-		fl := unix.SFD_CLOEXEC
-		if f.Flags&unix.O_NONBLOCK != 0 {
-			fl |= unix.SFD_NONBLOCK
-		}
-		fd, err := unix.Signalfd(-1, &ss, fl)
-		if err != nil {
-			return -1, fmt.Errorf("signalfd(%#x): %w", f.Sigmask, err)
-		}
-		return fd, nil
-	case imagepb.FileKind_FILE_INOTIFY:
-		return openInotify(f)
+// Timerfds, signalfds and inotify instances (FILE_TIMERFD, FILE_SIGNALFD,
+// FILE_INOTIFY): recorded from their fdinfo by anon.go, made again here.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_TIMERFD, anonInode: "timerfd",
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.timerfd(f, d.fd, d.cp, d.link, d.fi)
+		},
+		open: openAlone(openTimerfd), describe: describeTimerfd})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_SIGNALFD, anonInode: "signalfd",
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.signalfd(f, d.fd, d.link, d.fi)
+		},
+		open:     openAlone(openSignalfd),
+		describe: func(f *imagepb.FileEntry) string { return fmt.Sprintf(" sigmask %#x", f.Sigmask) }})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INOTIFY, anonInode: "inotify",
+		dump: func(t *Table, f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+			return t.inotify(f, d.fd, d.cp, d.link, d.fi)
+		},
+		check: checkAlone(checkInotify),
+		open:  openAlone(openInotify), describe: describeInotify})
+}
+
+// openSignalfd makes a signalfd of the entry's signal set.
+func openSignalfd(f *imagepb.FileEntry) (int, error) {
+	var ss unix.Sigset_t
+	ss.Val[0] = f.Sigmask
+	fl := unix.SFD_CLOEXEC
+	if f.Flags&unix.O_NONBLOCK != 0 {
+		fl |= unix.SFD_NONBLOCK
 	}
-	return -1, fmt.Errorf("unsupported file kind %v", f.Kind)
+	fd, err := unix.Signalfd(-1, &ss, fl)
+	if err != nil {
+		return -1, fmt.Errorf("signalfd(%#x): %w", f.Sigmask, err)
+	}
+	return fd, nil
+}
+
+// describeTimerfd names a timer's clock, time left, interval and the
+// expirations not read.
+func describeTimerfd(f *imagepb.FileEntry) string {
+	tf := f.Timerfd
+	if tf == nil {
+		return ""
+	}
+	s := fmt.Sprintf(" clock %d, next in %dns, interval %dns, %d unread tick(s)", tf.ClockId, tf.ValueNs, tf.IntervalNs, tf.Ticks)
+	if tf.SettimeFlags&1 != 0 {
+		s += " (absolute)"
+	}
+	return s
+}
+
+// describeInotify lists an inotify instance's watches, and the events
+// queued at dump, which are lost.
+func describeInotify(f *imagepb.FileEntry) string {
+	in := f.Inotify
+	if in == nil {
+		return ""
+	}
+	var ws []string
+	for _, w := range in.Watches {
+		ws = append(ws, fmt.Sprintf("%d=%s mask %#x", w.Wd, w.Path, w.Mask))
+	}
+	s := fmt.Sprintf(" %d watch(es) [%s]", len(in.Watches), strings.Join(ws, ", "))
+	if in.QueuedBytes > 0 {
+		s += fmt.Sprintf("; %d bytes of events queued at dump are lost", in.QueuedBytes)
+	}
+	return s
 }
 
 // baseClock is the clock to read "now" from for a timer clock.

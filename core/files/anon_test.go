@@ -144,12 +144,6 @@ func TestParseInotify(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/mnt/a\040b\134c`); got != `/mnt/a b\c` {
-		t.Errorf("got %q", got)
-	}
-}
-
 // TestHandlePath resolves a real inotify watch's file handle to its path
 // (needs CAP_DAC_READ_SEARCH for open_by_handle_at).
 func TestHandlePath(t *testing.T) {

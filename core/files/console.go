@@ -10,6 +10,10 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_CONSOLE, open: (*Opener).openConsoleEntry, describe: describeConsole})
+}
+
 // A container's console (process.terminal): the runtime's init made a pty
 // in the container's own devpts, gave the slave to the process as its
 // stdio and controlling terminal, and sent the master over the console

@@ -19,6 +19,24 @@ import (
 
 var devTtyRdev = unix.Mkdev(5, 0)
 
+// A shell job's terminal (FILE_TTY): recorded by Table.charDevice (with
+// --shell-job) and jobTty, restored as the restorer's own terminal.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_TTY, open: (*Opener).openTerminal})
+}
+
+// openTerminal gives a shell job's terminal entry the restorer's terminal
+// (--shell-job): /dev/tty opened again, or a duplicate of the terminal.
+func (o *Opener) openTerminal(f *imagepb.FileEntry) (int, error) {
+	if o.Terminal < 0 {
+		return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
+	}
+	if f.TtyDevTty {
+		return openDevTty(f, o.Terminal)
+	}
+	return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
+}
+
 // isVT reports a virtual console: major 4, minors 0 (/dev/tty0, the
 // foreground console) to 63; 64 and up are serial ports.
 func isVT(rdev uint64) bool { return unix.Major(rdev) == 4 && unix.Minor(rdev) < 64 }

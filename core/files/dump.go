@@ -4,15 +4,20 @@
 // signalfds, inotify instances, pseudo-terminals), with open flags, offsets and
 // close-on-exec, deduplicated by open file description so that dup'd fds
 // keep sharing one offset after restore.
+//
+// Each file kind of the image (imagepb.FileKind) is one driver entry
+// (kinds.go): how the dump records it, how an image entry of it is checked,
+// how the restore reopens it and how `ctr-cr show` describes it, registered
+// from the file that holds the kind's code. To add a kind: its enum value
+// in image.proto, and one file that registers its driver (TestKindDrivers
+// fails for a kind without one).
 package files
 
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -222,7 +227,7 @@ func (t *Table) DumpFds(pid int, opts Options) ([]*imagepb.FdEntry, error) {
 			}
 		}
 		if id == 0 {
-			id, err = t.describe(pid, fd, cp, link, fi, &st, opts)
+			id, err = t.recordFile(pid, fd, cp, link, fi, &st, opts)
 			if err != nil {
 				return nil, err
 			}
@@ -245,87 +250,29 @@ type seenFd struct {
 	id      uint32
 }
 
-// describe builds the file entry for a newly seen open file description.
-func (t *Table) describe(pid, fd, cp int, link string, fi *procfs.FdInfo, st *unix.Stat_t, opts Options) (uint32, error) {
+// recordFile builds the file entry for a newly seen open file description
+// through the code of its kind: found by file type, anon inode name or
+// socket family (kinds.go).
+func (t *Table) recordFile(pid, fd, cp int, link string, fi *procfs.FdInfo, st *unix.Stat_t, opts Options) (uint32, error) {
 	flags := fi.Flags &^ unix.O_CLOEXEC
 	f := &imagepb.FileEntry{
 		Path: link, Flags: flags, Pos: fi.Pos, Mode: st.Mode, Size: st.Size,
 		Rdev: st.Rdev, Dev: st.Dev, Ino: st.Ino, Uid: st.Uid, Gid: st.Gid,
 		MtimeNs: uint64(st.Mtim.Nano()),
 	}
+	d := &fdBeingDumped{pid: pid, fd: fd, cp: cp, link: link, fi: fi, st: st, opts: opts}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
-		if strings.HasPrefix(link, "/memfd:") {
-			return t.memfd(f, fd, cp, link, st)
-		}
-		f.Kind = imagepb.FileKind_FILE_REG
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			f.Kind = imagepb.FileKind_FILE_DIR
-		}
-		if st.Nlink == 0 && strings.HasSuffix(link, " (deleted)") {
-			if err := t.ghost(f, cp, link, opts); errors.Is(err, errLinkedTmpfile) {
-				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
-			} else if err != nil {
-				return 0, fmt.Errorf("fd %d: %w", fd, err)
-			}
-		} else if !strings.HasPrefix(link, "/") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "file without a path"}
-		} else if f.Flags&oTmpfile != 0 {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: errLinkedTmpfile.Error()}
-		}
-		return t.add("", f), nil
+		return t.regularFile(f, d)
 	case unix.S_IFCHR:
-		if _, slave := PtySlaveIndex(st.Rdev); slave || IsPtyMaster(st.Rdev) {
-			return t.pty(f, pid, fd, cp, link, st)
-		}
-		if id, ok, err := t.devTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
-			return id, err
-		}
-		if id, ok, err := t.jobTty(f, pid, fd, cp, link, st, opts); ok || err != nil {
-			return id, err
-		}
-		if IsTerminal(st.Rdev) {
-			if !opts.ShellJob {
-				return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "terminal (dump with --shell-job to restore the job onto the restorer's terminal)"}
-			}
-			f.Kind = imagepb.FileKind_FILE_TTY
-			return t.add("tty", f), nil
-		}
-		f.Kind = imagepb.FileKind_FILE_CHR
-		if !strings.HasPrefix(link, "/") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "character device without a path"}
-		}
-		return t.add("", f), nil
+		return t.charDevice(f, d)
 	case unix.S_IFIFO:
-		if strings.HasPrefix(link, "/") {
-			return t.fifo(f, fd, cp, link)
-		}
-		if !strings.HasPrefix(link, "pipe:") {
-			return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo"}
-		}
-		return t.pipe(f, fd, cp, link)
+		return t.pipeOrFifo(f, d)
 	case unix.S_IFSOCK:
-		return t.socket(f, pid, fd, cp, link)
+		return t.dumpSocket(f, d)
 	}
 	if strings.HasPrefix(link, "anon_inode:") {
-		kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
-		switch kind {
-		case "eventfd":
-			return t.eventfd(f, fi)
-		case "eventpoll":
-			return t.epoll(f, pid, fd, fi)
-		case "pidfd":
-			return t.pidfd(f, fd, cp, link, fi)
-		case "timerfd":
-			return t.timerfd(f, fd, cp, link, fi)
-		case "signalfd":
-			return t.signalfd(f, fd, link, fi)
-		case "inotify":
-			return t.inotify(f, fd, cp, link, fi)
-		case "fanotify":
-			return t.fanotify(f, fd, cp, link, fi)
-		}
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: kind}
+		return t.dumpAnon(f, d)
 	}
 	return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)}
 }
@@ -397,128 +344,6 @@ func fieldUint(fi *procfs.FdInfo, key string, base int) (uint64, bool) {
 	return v, err == nil
 }
 
-func (t *Table) eventfd(f *imagepb.FileEntry, fi *procfs.FdInfo) (uint32, error) {
-	f.Kind = imagepb.FileKind_FILE_EVENTFD
-	cnt, ok := fieldUint(fi, "eventfd-count", 16)
-	if !ok {
-		return 0, errors.New("eventfd: no eventfd-count in fdinfo")
-	}
-	f.Pos = int64(cnt)
-	if sem, ok := fieldUint(fi, "eventfd-semaphore", 10); ok && sem != 0 {
-		f.Flags |= 1 // EFD_SEMAPHORE
-	}
-	return t.add("", f), nil
-}
-
-// epoll records the targets of an epoll set from its fdinfo "tfd:" lines;
-// ResolveEpoll later finds each target's file.
-func (t *Table) epoll(f *imagepb.FileEntry, pid, fd int, fi *procfs.FdInfo) (uint32, error) {
-	f.Kind = imagepb.FileKind_FILE_EPOLL
-	id := t.add("", f)
-	ref := epollRef{pid: pid, fd: fd, f: f}
-	for _, l := range strings.Split(fi.Raw, "\n") {
-		if !strings.HasPrefix(l, "tfd:") {
-			continue
-		}
-		// "tfd: 5 events: 19 data: 4  pos:0 ino:e13f5 sdev:f": a value
-		// follows its key after spaces or right after the colon
-		fs := strings.Fields(l)
-		var kv []string
-		for _, f := range fs {
-			k, v, _ := strings.Cut(f, ":")
-			if k != f {
-				kv = append(kv, k+":", v)
-			} else if len(kv) > 0 && kv[len(kv)-1] == "" {
-				kv[len(kv)-1] = f
-			}
-		}
-		var tg imagepb.EpollTarget
-		var key [2]uint64
-		for i := 0; i+1 < len(kv); i += 2 {
-			v := kv[i+1]
-			switch kv[i] {
-			case "tfd:":
-				n, _ := strconv.ParseInt(v, 10, 32)
-				tg.Tfd = int32(n)
-			case "events:":
-				n, _ := strconv.ParseUint(v, 16, 32)
-				tg.Events = uint32(n)
-			case "data:":
-				n, _ := strconv.ParseUint(v, 16, 64)
-				tg.Data = n
-			case "ino:":
-				key[1], _ = strconv.ParseUint(v, 16, 64)
-			case "sdev:":
-				// the kernel's dev_t (major << 20 | minor)
-				n, _ := strconv.ParseUint(v, 16, 64)
-				key[0] = unix.Mkdev(uint32(n>>20), uint32(n&0xfffff))
-			}
-		}
-		f.EpollTargets = append(f.EpollTargets, &tg)
-		ref.keys = append(ref.keys, key)
-	}
-	t.epolls = append(t.epolls, ref)
-	return id, nil
-}
-
-// epollRef is an epoll set to resolve: its owner's fd and its targets'
-// (st_dev, st_ino), parallel to f.EpollTargets in fdinfo order.
-type epollRef struct {
-	pid, fd int
-	f       *imagepb.FileEntry
-	keys    [][2]uint64
-}
-
-// kcmpEpollSlot is struct kcmp_epoll_slot.
-type kcmpEpollSlot struct {
-	Efd, Tfd uint32
-	Toff     uint64
-}
-
-const kcmpEpollTfd = 7 // KCMP_EPOLL_TFD
-
-// ResolveEpoll finds the file of every epoll target among the files of the
-// dump (kcmp KCMP_EPOLL_TFD), so that a target whose fd was closed or
-// reused after registration comes back registered with its own file. A
-// target whose file no task of the dump holds is refused. Call it after
-// every process's fds are dumped, while the tasks are frozen.
-func (t *Table) ResolveEpoll() error {
-	for _, ref := range t.epolls {
-		toff := map[int32]uint64{} // registrations seen per fd number
-		for i, tg := range ref.f.EpollTargets {
-			slot := kcmpEpollSlot{Efd: uint32(ref.fd), Tfd: uint32(tg.Tfd), Toff: toff[tg.Tfd]}
-			toff[tg.Tfd]++
-			var kerr error
-			for _, s := range t.seen[ref.keys[i]] {
-				r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(s.pid), uintptr(ref.pid), kcmpEpollTfd, uintptr(s.fd), uintptr(unsafe.Pointer(&slot)), 0)
-				if e != 0 {
-					kerr = e
-				}
-				if e == 0 && r == 0 {
-					tg.FileId = s.id
-					break
-				}
-			}
-			if tg.FileId == 0 {
-				if kerr != nil {
-					return fmt.Errorf("pid %d: fd %d (epoll): kcmp KCMP_EPOLL_TFD target fd %d: %w", ref.pid, ref.fd, tg.Tfd, kerr)
-				}
-				return &UnsupportedError{Pid: ref.pid, Fd: ref.fd, Link: "anon_inode:[eventpoll]",
-					Kind: fmt.Sprintf("epoll set whose target fd %d is a file no process of the dump holds", tg.Tfd)}
-			}
-		}
-		ts := ref.f.EpollTargets
-		sort.SliceStable(ts, func(i, j int) bool {
-			if ts[i].Tfd != ts[j].Tfd {
-				return ts[i].Tfd < ts[j].Tfd
-			}
-			return ts[i].Data < ts[j].Data
-		})
-	}
-	t.epolls = nil
-	return nil
-}
-
 // AddPath records a file that is referenced by path only (e.g. an exe that
 // is not mapped) and returns its id.
 func (t *Table) AddPath(path string) (uint32, error) {
@@ -527,34 +352,4 @@ func (t *Table) AddPath(path string) (uint32, error) {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return t.add("path:"+path, &imagepb.FileEntry{Kind: imagepb.FileKind_FILE_REG, Path: path, Flags: unix.O_RDONLY, Mode: st.Mode, Size: st.Size, Dev: st.Dev, Ino: st.Ino}), nil
-}
-
-// pidfd records a pidfd; the process it refers to must be in the dump (a
-// pidfd of a live outside process cannot be recreated), or have exited and
-// been reaped (deadPidfd).
-func (t *Table) pidfd(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
-	f.Kind = imagepb.FileKind_FILE_PIDFD
-	v, ok := fi.Field("Pid")
-	if !ok {
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd without a Pid in fdinfo"}
-	}
-	pid, err := strconv.Atoi(strings.Fields(v)[0])
-	if err == nil && pid == -1 {
-		return t.deadPidfd(f, fd, cp, link)
-	}
-	if err != nil || pid <= 0 {
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "pidfd of an exited process"}
-	}
-	f.PidfdPid = int32(pid)
-	return t.add("", f), nil
-}
-
-// CheckPidfds verifies that every pidfd refers to a process of the dump.
-func (t *Table) CheckPidfds(inDump func(pid int32) bool) error {
-	for _, f := range t.Files {
-		if f.Kind == imagepb.FileKind_FILE_PIDFD && !f.PidfdDead && !inDump(f.PidfdPid) {
-			return &UnsupportedError{Fd: -1, Link: fmt.Sprintf("pidfd of pid %d", f.PidfdPid), Kind: "pidfd of a process outside the dump"}
-		}
-	}
-	return nil
 }

@@ -16,10 +16,8 @@ package files
 // not answered yet shows nowhere, and its task waits for the answer).
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
+	"github.com/ctr-cr/ctr-cr/internal/mountinfo"
 )
 
 const (
@@ -136,7 +135,8 @@ func fanotifyMarkOf(kv map[string]uint64, rest string) (fanotifyMark, error) {
 }
 
 // fanotify records a fanotify group (see the file comment).
-func (t *Table) fanotify(f *imagepb.FileEntry, fd, cp int, link string, fi *procfs.FdInfo) (uint32, error) {
+func (t *Table) fanotify(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, fi := d.fd, d.cp, d.link, d.fi
 	flags, eventFlags, marks, err := parseFanotify(fi)
 	if err != nil {
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: err.Error()}
@@ -152,7 +152,7 @@ func (t *Table) fanotify(f *imagepb.FileEntry, fd, cp int, link string, fi *proc
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("fanotify group with events queued (%d bytes): queued events cannot be carried", q)}
 	}
 	g := &imagepb.FanotifyGroup{InitFlags: flags, EventFFlags: eventFlags}
-	var mounts []mountPoint
+	var mounts []mountinfo.Info
 	for i := len(marks) - 1; i >= 0; i-- { // oldest first
 		m := &marks[i]
 		if m.m.Mflags&^fanMarkUserFlags != 0 {
@@ -175,7 +175,7 @@ func (t *Table) fanotify(f *imagepb.FileEntry, fd, cp int, link string, fi *proc
 }
 
 // resolveFanotifyMark finds the path of a mark's object.
-func resolveFanotifyMark(m *fanotifyMark, mounts []mountPoint) error {
+func resolveFanotifyMark(m *fanotifyMark, mounts []mountinfo.Info) error {
 	switch m.typ {
 	case imagepb.FanotifyMark_INODE:
 		if m.inode.Handle == nil {
@@ -196,8 +196,8 @@ func resolveFanotifyMark(m *fanotifyMark, mounts []mountPoint) error {
 		dev := m.inode.Dev()
 		for _, mp := range mounts {
 			var st unix.Stat_t
-			if mp.dev == dev && unix.Stat(mp.path, &st) == nil && st.Dev == dev {
-				m.m.Path, m.m.Dev = mp.path, dev
+			if mp.Dev() == dev && unix.Stat(mp.MountPoint, &st) == nil && st.Dev == dev {
+				m.m.Path, m.m.Dev = mp.MountPoint, dev
 				return nil
 			}
 		}
@@ -209,32 +209,50 @@ func resolveFanotifyMark(m *fanotifyMark, mounts []mountPoint) error {
 // mountPathByID returns the mount point of mount id (our mount namespace),
 // checked to lead to that mount (not hidden under another).
 func mountPathByID(id uint64) (string, error) {
-	fh, err := os.Open("/proc/self/mountinfo")
+	// an id past int's range becomes negative and matches no mount
+	found, err := mountinfo.Self(mountinfo.ID(int(id)))
 	if err != nil {
 		return "", err
 	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 5 || fs[0] != strconv.FormatUint(id, 10) {
-			continue
-		}
-		p := unescapeMount(fs[4])
-		var stx unix.Statx_t
-		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil {
-			return "", fmt.Errorf("mount %d at %s: %w", id, p, err)
-		}
-		if stx.Mnt_id != id {
-			return "", fmt.Errorf("mount %d at %s is hidden under mount %d", id, p, stx.Mnt_id)
-		}
-		return p, nil
+	if len(found) == 0 {
+		return "", fmt.Errorf("mount %d is not in our mount namespace", id)
 	}
-	if err := sc.Err(); err != nil {
-		return "", err
+	p := found[0].MountPoint
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil {
+		return "", fmt.Errorf("mount %d at %s: %w", id, p, err)
 	}
-	return "", fmt.Errorf("mount %d is not in our mount namespace", id)
+	if stx.Mnt_id != id {
+		return "", fmt.Errorf("mount %d at %s is hidden under mount %d", id, p, stx.Mnt_id)
+	}
+	return p, nil
+}
+
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FANOTIFY, anonInode: "fanotify",
+		dump:     (*Table).fanotify,
+		check:    checkAlone(checkFanotify),
+		open:     openAlone(openFanotify),
+		describe: func(f *imagepb.FileEntry) string { return describeFanotify(f.Fanotify) }})
+}
+
+// describeFanotify tells a fanotify group's flags and marks.
+func describeFanotify(g *imagepb.FanotifyGroup) string {
+	if g == nil {
+		return ""
+	}
+	var ms []string
+	for _, m := range g.Marks {
+		s := fmt.Sprintf("%s mask %#x", m.Path, m.Mask)
+		if m.Type != imagepb.FanotifyMark_INODE {
+			s = strings.ToLower(m.Type.String()) + " " + s
+		}
+		if m.IgnoredMask != 0 || m.Mflags != 0 {
+			s += fmt.Sprintf(" ignored %#x mflags %#x", m.IgnoredMask, m.Mflags)
+		}
+		ms = append(ms, s)
+	}
+	return fmt.Sprintf(" init flags %#x event flags %#x, %d mark(s) [%s]", g.InitFlags, g.EventFFlags, len(g.Marks), strings.Join(ms, ", "))
 }
 
 // openFanotify creates the group with its dumped flags and adds its marks

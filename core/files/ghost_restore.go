@@ -204,11 +204,8 @@ func (o *Opener) openGhost(f *imagepb.FileEntry, g *ghostInode) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	if f.Pos != 0 {
-		if _, err := unix.Seek(rfd, f.Pos, 0); err != nil {
-			unix.Close(rfd)
-			return -1, err
-		}
+	if err := seekOrClose(rfd, f.Pos); err != nil {
+		return -1, err
 	}
 	return rfd, nil
 }

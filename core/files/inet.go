@@ -10,9 +10,29 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/inetsk"
 )
 
+// IPv4/IPv6 sockets (FILE_INET): recorded by inetSocket with core/inetsk.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_INET, sockFamilies: []int{unix.AF_INET, unix.AF_INET6},
+		dump: (*Table).inetSocket,
+		open: openAlone(openInet), describe: describeInet})
+}
+
+// describeInet names an inet socket, and a listener's backlog.
+func describeInet(f *imagepb.FileEntry) string {
+	if f.Inet == nil {
+		return ""
+	}
+	s := " " + inetsk.Describe(f.Inet)
+	if f.Inet.State == inetsk.TCPListen {
+		s += fmt.Sprintf(" backlog %d", f.Inet.Backlog)
+	}
+	return s
+}
+
 // inetSocket records an IPv4/IPv6 socket (see core/inetsk for what is
 // supported; the rest is refused naming the fd).
-func (t *Table) inetSocket(f *imagepb.FileEntry, fd, cp int, link string, opts Options) (uint32, error) {
+func (t *Table) inetSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link, opts := d.fd, d.cp, d.link, d.opts
 	if t.inet == nil {
 		t.inet = inetsk.NewDiag()
 	}

@@ -11,9 +11,39 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/packetsk"
 )
 
+// Netlink and packet sockets (FILE_NETLINK, FILE_PACKET): recorded with
+// core/netlinksk and core/packetsk.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_NETLINK, sockFamilies: []int{unix.AF_NETLINK},
+		dump: (*Table).netlinkSocket,
+		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
+			fd, err := netlinksk.Create(f.Netlink)
+			return openLowSocket(f, fd, err)
+		},
+		describe: func(f *imagepb.FileEntry) string {
+			if f.Netlink == nil {
+				return ""
+			}
+			return " " + netlinksk.Describe(f.Netlink)
+		}})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PACKET, sockFamilies: []int{unix.AF_PACKET},
+		dump: (*Table).packetSocket,
+		open: func(_ *Opener, f *imagepb.FileEntry) (int, error) {
+			fd, err := packetsk.Create(f.Packet)
+			return openLowSocket(f, fd, err)
+		},
+		describe: func(f *imagepb.FileEntry) string {
+			if f.Packet == nil {
+				return ""
+			}
+			return " " + packetsk.Describe(f.Packet)
+		}})
+}
+
 // netlinkSocket records a netlink socket (see core/netlinksk for what is
 // kept; the rest is refused naming the fd).
-func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) netlinkSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link := d.fd, d.cp, d.link
 	sk, err := netlinksk.Dump(cp, f.Ino)
 	if err != nil {
 		var ue *netlinksk.UnsupportedError
@@ -28,7 +58,8 @@ func (t *Table) netlinkSocket(f *imagepb.FileEntry, fd, cp int, link string) (ui
 }
 
 // packetSocket records a packet socket (see core/packetsk).
-func (t *Table) packetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uint32, error) {
+func (t *Table) packetSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link := d.fd, d.cp, d.link
 	sk, err := packetsk.Dump(cp, f.Ino)
 	if err != nil {
 		var ue *packetsk.UnsupportedError
@@ -42,16 +73,9 @@ func (t *Table) packetSocket(f *imagepb.FileEntry, fd, cp int, link string) (uin
 	return t.add("", f), nil
 }
 
-// openLowSocket rebuilds a netlink or packet socket with its O_NONBLOCK
-// setting.
-func openLowSocket(f *imagepb.FileEntry) (int, error) {
-	var fd int
-	var err error
-	if f.Kind == imagepb.FileKind_FILE_NETLINK {
-		fd, err = netlinksk.Create(f.Netlink)
-	} else {
-		fd, err = packetsk.Create(f.Packet)
-	}
+// openLowSocket gives a netlink or packet socket just rebuilt (fd, err of
+// its Create) its O_NONBLOCK setting.
+func openLowSocket(f *imagepb.FileEntry, fd int, err error) (int, error) {
 	if err != nil {
 		return -1, err
 	}

@@ -10,6 +10,16 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
+// Memory objects: memfds (FILE_MEMFD, open as fds or mapped) and shared
+// anonymous memory (FILE_SHMEM, mapped only, never an fd of its own). The
+// restore creates each object first (CreateMemfd, core/restore), fills it
+// from pagemap-shmem-<ino>.img, then reopens its fds from it.
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_MEMFD, open: (*Opener).openMemfd,
+		describe: func(f *imagepb.FileEntry) string { return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size) }})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_SHMEM})
+}
+
 // memfd records an fd of a memfd: its name, seals (F_GET_SEALS: a memfd
 // made without MFD_ALLOW_SEALING has F_SEAL_SEAL, one made with
 // MFD_NOEXEC_SEAL F_SEAL_EXEC), mode and owner (on f). Its contents are
@@ -138,4 +148,21 @@ func (o *Opener) ObjectOf(f *imagepb.FileEntry) (int, bool) {
 		}
 	}
 	return -1, false
+}
+
+// openMemfd opens a memfd's object again with the entry's flags and
+// offset: an open file description of its own on the shared object.
+func (o *Opener) openMemfd(f *imagepb.FileEntry) (int, error) {
+	obj, ok := o.Objects[f.Id]
+	if !ok {
+		return -1, errors.New("memfd object not created")
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", obj), openFlags(f), 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := seekOrClose(fd, f.Pos); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }

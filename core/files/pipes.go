@@ -11,6 +11,19 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
 
+// pipeOrFifo records an fd of a FIFO (by its path) or a pipe; another
+// kind of FIFO file is refused.
+func (t *Table) pipeOrFifo(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	fd, cp, link := d.fd, d.cp, d.link
+	if strings.HasPrefix(link, "/") {
+		return t.fifo(f, fd, cp, link)
+	}
+	if !strings.HasPrefix(link, "pipe:") {
+		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "fifo"}
+	}
+	return t.pipe(f, fd, cp, link)
+}
+
 // pipe records one open file description of a pipe: its flags (access
 // mode, O_NONBLOCK, O_APPEND, O_DIRECT, and O_LARGEFILE, which only the
 // descriptions opened through /proc/PID/fd have) and the pipe's capacity.

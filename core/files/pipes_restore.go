@@ -35,6 +35,29 @@ func init() {
 	if oLargefile == 0 {
 		oLargefile = 0o100000 // the generic value (x86, riscv64, s390x, ...)
 	}
+	// Pipes (FILE_PIPE) and FIFOs (FILE_PIPE opened by path, FILE_FIFO):
+	// recorded by Table.pipe and Table.fifo (pipes.go), found by file type.
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_PIPE, open: (*Opener).pipeEnd, describe: describePipe})
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_FIFO, check: (*Opener).checkOnDisk, open: (*Opener).fifoEnd, describe: describePipe})
+}
+
+// describePipe names a pipe or FIFO, its queued data, capacity and packets,
+// and how to give back an end held outside the image.
+func describePipe(f *imagepb.FileEntry) string {
+	s := fmt.Sprintf(" pipe %d", f.Ino)
+	if len(f.GhostData) > 0 {
+		s += fmt.Sprintf(", %d byte(s) queued", len(f.GhostData))
+	}
+	if f.Size > 0 {
+		s += fmt.Sprintf(", capacity %d", f.Size)
+	}
+	if len(f.PipePackets) > 0 {
+		s += fmt.Sprintf(", %d packet(s)", len(f.PipePackets))
+	}
+	if f.PipeExternal {
+		s += fmt.Sprintf(", other end outside: restore with --inherit-fd fd[N]:pipe:[%d]", f.Ino)
+	}
+	return s
 }
 
 // ErrPipeFull is wrapped by the error of a refill whose data does not fit

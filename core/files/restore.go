@@ -90,46 +90,23 @@ func (o *Opener) Check() error {
 		return err
 	}
 	for _, f := range o.files {
-		if f.Deleted {
-			dir := filepath.Dir(f.Path)
-			var st unix.Stat_t
-			if err := o.statPath(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				return fmt.Errorf("deleted file %s: its directory is missing, cannot recreate it", f.Path)
-			}
-			if f.Kind != imagepb.FileKind_FILE_FIFO {
-				if err := checkGhost(f); err != nil {
-					return err
-				}
-			}
-			continue
+		if err := o.checkEntry(f); err != nil {
+			return err
 		}
-		switch f.Kind {
-		case imagepb.FileKind_FILE_INOTIFY:
-			if err := checkInotify(f); err != nil {
-				return err
-			}
-		case imagepb.FileKind_FILE_FANOTIFY:
-			if err := checkFanotify(f); err != nil {
-				return err
-			}
-		case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR, imagepb.FileKind_FILE_FIFO:
-			if IsProcPidPath(f.Path) {
-				continue // a task's /proc files exist once the task does
-			}
-			var st unix.Stat_t
-			if err := o.statPath(f.Path, &st); err != nil {
-				return fmt.Errorf("file %s: %w", f.Path, err)
-			}
-			if st.Mode&unix.S_IFMT != f.Mode&unix.S_IFMT {
-				return fmt.Errorf("file %s: type changed since the dump (mode %#o, was %#o)", f.Path, st.Mode&unix.S_IFMT, f.Mode&unix.S_IFMT)
-			}
-			if f.Kind == imagepb.FileKind_FILE_REG && st.Size != f.Size {
-				return fmt.Errorf("file %s: size changed since the dump (%d bytes, was %d)", f.Path, st.Size, f.Size)
-			}
-			if f.Kind == imagepb.FileKind_FILE_CHR && st.Rdev != f.Rdev {
-				return fmt.Errorf("device %s: device number changed since the dump", f.Path)
-			}
-		}
+	}
+	return nil
+}
+
+// checkDeleted verifies that a deleted file of the image can be recreated:
+// its directory exists, and its saved contents are sound (a FIFO has none).
+func (o *Opener) checkDeleted(f *imagepb.FileEntry) error {
+	dir := filepath.Dir(f.Path)
+	var st unix.Stat_t
+	if err := o.statPath(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("deleted file %s: its directory is missing, cannot recreate it", f.Path)
+	}
+	if f.Kind != imagepb.FileKind_FILE_FIFO {
+		return checkGhost(f)
 	}
 	return nil
 }
@@ -164,8 +141,7 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	switch f.Kind {
-	case imagepb.FileKind_FILE_MEMFD, imagepb.FileKind_FILE_SHMEM:
+	if IsMemObject(f) {
 		fd, ok := o.Objects[id]
 		if !ok {
 			return -1, fmt.Errorf("file %d (%s): memory object not created", id, f.Path)
@@ -220,121 +196,6 @@ func (o *Opener) reopenReadOnly(id uint32, fd int) (int, error) {
 	}
 	o.open[key] = ro
 	return ro, nil
-}
-
-func (o *Opener) openEntry(f *imagepb.FileEntry) (int, error) {
-	switch f.Kind {
-	case imagepb.FileKind_FILE_REG, imagepb.FileKind_FILE_DIR, imagepb.FileKind_FILE_CHR:
-		if f.Deleted {
-			return o.ghost(f)
-		}
-		fd, err := o.openPath(f.Path, openFlags(f), 0)
-		if err != nil {
-			return -1, err
-		}
-		if err := checkVtDev(f, fd); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		if f.Kind != imagepb.FileKind_FILE_CHR && f.Flags&unix.O_PATH == 0 && f.Pos != 0 {
-			if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-				unix.Close(fd)
-				return -1, fmt.Errorf("seek to %d: %w", f.Pos, err)
-			}
-		}
-		return fd, nil
-	case imagepb.FileKind_FILE_MEMFD:
-		obj, ok := o.Objects[f.Id]
-		if !ok {
-			return -1, errors.New("memfd object not created")
-		}
-		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", obj), openFlags(f), 0)
-		if err != nil {
-			return -1, err
-		}
-		if f.Pos != 0 {
-			if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-		}
-		return fd, nil
-	case imagepb.FileKind_FILE_PIPE:
-		return o.pipeEnd(f)
-	case imagepb.FileKind_FILE_FIFO:
-		return o.fifoEnd(f)
-	case imagepb.FileKind_FILE_EVENTFD:
-		fl := unix.EFD_CLOEXEC
-		if f.Flags&1 != 0 {
-			fl |= unix.EFD_SEMAPHORE
-		}
-		if f.Flags&unix.O_NONBLOCK != 0 {
-			fl |= unix.EFD_NONBLOCK
-		}
-		if f.Pos < 0 || f.Pos > 1<<32-1 {
-			// eventfd(2) takes an unsigned int initial value; larger
-			// counts are added with a write.
-			fd, err := unix.Eventfd(0, fl|unix.EFD_NONBLOCK)
-			if err != nil {
-				return -1, err
-			}
-			var b [8]byte
-			putU64(b[:], uint64(f.Pos))
-			if _, err := unix.Write(fd, b[:]); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-			if fl&unix.EFD_NONBLOCK == 0 || f.Flags&unix.O_NONBLOCK == 0 {
-				unix.SetNonblock(fd, f.Flags&unix.O_NONBLOCK != 0)
-			}
-			return fd, nil
-		}
-		return unix.Eventfd(uint(f.Pos), fl)
-	case imagepb.FileKind_FILE_EPOLL:
-		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	case imagepb.FileKind_FILE_TIMERFD, imagepb.FileKind_FILE_SIGNALFD, imagepb.FileKind_FILE_INOTIFY:
-		return o.openAnon(f)
-	case imagepb.FileKind_FILE_FANOTIFY:
-		return openFanotify(f)
-	case imagepb.FileKind_FILE_UNIX:
-		return o.socketEnd(f)
-	case imagepb.FileKind_FILE_INET:
-		return openInet(f)
-	case imagepb.FileKind_FILE_NETLINK, imagepb.FileKind_FILE_PACKET:
-		return openLowSocket(f)
-	case imagepb.FileKind_FILE_PTY:
-		return o.openPty(f)
-	case imagepb.FileKind_FILE_CONSOLE:
-		return o.openConsoleEntry(f)
-	case imagepb.FileKind_FILE_TTY:
-		if o.Terminal < 0 {
-			return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
-		}
-		if f.TtyDevTty {
-			return openDevTty(f, o.Terminal)
-		}
-		return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
-	case imagepb.FileKind_FILE_PIDFD:
-		if f.PidfdDead {
-			return o.openDeadPidfd(f)
-		}
-		if o.PidOf == nil {
-			return -1, errors.New("pidfd: no process map")
-		}
-		pid, ok := o.PidOf(f.PidfdPid)
-		if !ok {
-			return -1, fmt.Errorf("pidfd of pid %d: not a restored process", f.PidfdPid)
-		}
-		fl := int(f.Flags) & (unix.O_NONBLOCK | unix.O_EXCL) // PIDFD_NONBLOCK, PIDFD_THREAD
-		return unix.PidfdOpen(pid, fl)
-	}
-	return -1, fmt.Errorf("unsupported file kind %v", f.Kind)
-}
-
-func putU64(b []byte, v uint64) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(v >> (8 * i))
-	}
 }
 
 // Finish closes every fd the opener holds and unlinks recreated ghost

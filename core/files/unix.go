@@ -13,35 +13,41 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
-// socket records a socket: unix sockets (core/unixsk: every type, bound,
-// listening, connected, with their queues and the files in flight; peers
-// are checked by CheckSockets once every process is recorded), and IPv4/
-// IPv6 sockets that are not established connections (core/inetsk); other
-// families are refused, naming the fd.
-func (t *Table) socket(f *imagepb.FileEntry, pid, fd, cp int, link string) (uint32, error) {
-	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return 0, fmt.Errorf("fd %d (%s): SO_DOMAIN: %w", fd, link, err)
+// Unix sockets (FILE_UNIX): recorded by unixSocket with core/unixsk (their
+// peers checked by CheckSockets once every process is recorded), built all
+// at once on the first open (socketEnd).
+func init() {
+	registerKind(&kindDriver{kind: imagepb.FileKind_FILE_UNIX, sockFamilies: []int{unix.AF_UNIX},
+		dump: (*Table).unixSocket, open: (*Opener).socketEnd, describe: describeUnix})
+}
+
+// describeUnix names a unix socket, and for one whose peer is outside the
+// image how the restore gives it back.
+func describeUnix(f *imagepb.FileEntry) string {
+	s := " " + unixsk.Describe(f.Unix)
+	if f.Unix != nil && f.Unix.External {
+		s += fmt.Sprintf("; peer outside: restore with --inherit-fd fd[N]:socket:[%d]", f.Unix.Ino)
+		if f.Unix.PeerName != "" {
+			s += fmt.Sprintf(" or let it connect to %q again", f.Unix.PeerName)
+		}
 	}
-	switch domain {
-	case unix.AF_UNIX:
-	case unix.AF_INET, unix.AF_INET6:
-		return t.inetSocket(f, fd, cp, link, t.opts)
-	case unix.AF_PACKET:
-		return t.packetSocket(f, fd, cp, link)
-	case unix.AF_NETLINK:
-		return t.netlinkSocket(f, fd, cp, link)
-	default:
-		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: fmt.Sprintf("socket of family %d", domain)}
-	}
+	return s
+}
+
+// unixSocket records a unix socket (core/unixsk: every type, bound,
+// listening, connected, with their queues and the files in flight).
+func (t *Table) unixSocket(f *imagepb.FileEntry, d *fdBeingDumped) (uint32, error) {
+	pid, fd, cp, link := d.pid, d.fd, d.cp, d.link
 	if pid == os.Getpid() {
 		// a unix socket in flight in another one's queue
 		return 0, &UnsupportedError{Fd: fd, Link: link, Kind: "unix socket in flight (sent with SCM_RIGHTS, not received yet)"}
 	}
 	if t.diag == nil {
-		if t.diag, err = unixsk.ReadDiag(); err != nil {
+		diag, err := unixsk.ReadDiag()
+		if err != nil {
 			return 0, fmt.Errorf("fd %d (%s): %w", fd, link, err)
 		}
+		t.diag = diag
 	}
 	sk, err := unixsk.DumpWith(cp, f.Ino, t.diag, unixsk.Options{InFlight: t.inFlight, Root: fmt.Sprintf("/proc/%d/root", pid), Cwd: fmt.Sprintf("/proc/%d/cwd", pid)})
 	if err != nil {
@@ -89,7 +95,7 @@ func (t *Table) inFlight(fds []int) ([]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("file in flight (%s): %w", link, err)
 		}
-		id, err := t.describe(self, fd, fd, link, fi, &st, t.opts)
+		id, err := t.recordFile(self, fd, fd, link, fi, &st, t.opts)
 		if err != nil {
 			return nil, fmt.Errorf("file in flight: %w", err)
 		}

@@ -47,7 +47,7 @@ func ServePages(l net.Listener, dir string) error {
 	conns := acceptAll(l)
 	for {
 		select {
-		case c, ok := <-conns:
+		case c, ok := <-conns.ch:
 			if !ok {
 				return errors.New("the listener closed")
 			}

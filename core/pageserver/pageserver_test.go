@@ -114,3 +114,49 @@ func TestBadName(t *testing.T) {
 	}
 	<-done
 }
+
+// TestMigrationRoundsBackToBack: the next round's session and files come
+// right after the previous round's end was confirmed, as `migrate` sends
+// them; every round must land whole in its own directory (a connection
+// accepted while a round was ending once went to that round).
+func TestMigrationRoundsBackToBack(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- ServeMigration(l, dir, func(string) (string, error) { return "restored", nil })
+	}()
+	const rounds = 60
+	for k := 1; k <= rounds; k++ {
+		cl, err := Dial(l.Addr().String())
+		if err != nil {
+			t.Fatalf("round %d: %v", k, err)
+		}
+		f, err := cl.Create("pages-1.img")
+		if err != nil {
+			t.Fatalf("round %d: %v", k, err)
+		}
+		f.Write(bytes.Repeat([]byte{byte(k)}, 4096))
+		f.Close()
+		if k < rounds {
+			err = cl.Finish()
+		} else {
+			_, err = cl.FinishRestore()
+		}
+		if err != nil {
+			t.Fatalf("round %d: %v", k, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("receiver: %v", err)
+	}
+	for k := 1; k <= rounds; k++ {
+		got, err := os.ReadFile(filepath.Join(dir, RoundName(k), "pages-1.img"))
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(k)}, 4096)) {
+			t.Fatalf("round %d: %d bytes, %v", k, len(got), err)
+		}
+	}
+}

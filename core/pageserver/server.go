@@ -21,7 +21,7 @@ import (
 // closes l.
 func Serve(l net.Listener, dir string) error {
 	defer l.Close()
-	_, err := serveSession(acceptAll(l), dir, nil)
+	_, err := serveSession(acceptAll(l), dir, nil, nil)
 	return err
 }
 
@@ -32,10 +32,18 @@ func Serve(l net.Listener, dir string) error {
 // source, which kills its tree only once the restore succeeded. It closes
 // l.
 func ServeMigration(l net.Listener, dir string, restore func(dir string) (string, error)) error {
+	return ServeMigrationAccepting(l, dir, restore, nil)
+}
+
+// ServeMigrationAccepting is ServeMigration that also takes the files
+// whose (plain) names accept approves besides the image's own: the
+// files a layer above the process image writes into it (a container's
+// checkpoint: container.LayerFile). nil accepts none.
+func ServeMigrationAccepting(l net.Listener, dir string, restore func(dir string) (string, error), accept func(name string) bool) error {
 	defer l.Close()
 	conns := acceptAll(l)
 	for k := 1; ; k++ {
-		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore)
+		restored, err := serveSession(conns, filepath.Join(dir, RoundName(k)), restore, accept)
 		if err != nil || restored {
 			return err
 		}
@@ -45,42 +53,64 @@ func ServeMigration(l net.Listener, dir string, restore func(dir string) (string
 // RoundName is the directory of round k of a migration, on both sides.
 func RoundName(k int) string { return fmt.Sprintf("round%d", k) }
 
-// acceptAll passes the connections accepted on l to the channel, which is
-// closed when l is.
-func acceptAll(l net.Listener) chan net.Conn {
-	conns := make(chan net.Conn)
+// connQueue is the connections accepted on a listener, for one session
+// after the other: held are those that came after a session had begun to
+// end (the next round's), handed to the next session first.
+type connQueue struct {
+	ch   chan net.Conn
+	held []net.Conn
+}
+
+// acceptAll queues the connections accepted on l; its channel is closed
+// when l is.
+func acceptAll(l net.Listener) *connQueue {
+	q := &connQueue{ch: make(chan net.Conn)}
 	go func() {
-		defer close(conns)
+		defer close(q.ch)
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			conns <- c
+			q.ch <- c
 		}
 	}()
-	return conns
+	return q
 }
 
-// serveSession serves one session into dir from conns: see Serve. With
+// serveSession serves one session into dir from q: see Serve. With
 // restore non-nil, a session may end with a restore request (restored).
-func serveSession(conns chan net.Conn, dir string, restore func(string) (string, error)) (restored bool, err error) {
+// A connection accepted once the session is ending (the source was told
+// the round is complete and may begin the next) is left in q for the next
+// session: it must not land in this round's directory.
+func serveSession(q *connQueue, dir string, restore func(string) (string, error), accept func(string) bool) (restored bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	s := &server{dir: dir, done: make(chan error, 1), restore: restore}
-	for err == nil {
+	s := &server{dir: dir, done: make(chan error, 1), restore: restore, accept: accept}
+	for _, c := range q.held {
+		go s.handle(c)
+	}
+	q.held = nil
+loop:
+	for {
 		select {
-		case c, ok := <-conns:
+		case c, ok := <-q.ch:
 			if !ok {
 				err = errors.New("the listener closed")
-				break
+				break loop
+			}
+			s.mu.Lock()
+			ending := s.ending
+			s.mu.Unlock()
+			if ending {
+				q.held = append(q.held, c)
+				continue
 			}
 			go s.handle(c)
-			continue
 		case err = <-s.done:
+			break loop
 		}
-		break
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,9 +131,14 @@ type server struct {
 	names   map[string]bool
 	session bool
 	ended   bool
+	// ending is set before the source is told the session is complete:
+	// from then on new connections are the next session's
+	ending bool
 	// restore runs the restore of a migration's last round
 	restore  func(dir string) (string, error)
 	restored bool
+	// accept approves more file names of a migration (ServeMigrationAccepting)
+	accept func(name string) bool
 }
 
 func (s *server) finish(err error) {
@@ -138,6 +173,9 @@ func (s *server) handle(c net.Conn) {
 		}
 		switch b[0] {
 		case opEnd:
+			s.mu.Lock()
+			s.ending = true
+			s.mu.Unlock()
 			writeStatus(c, nil)
 			s.finish(nil)
 		case opRestore:
@@ -188,6 +226,9 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 	}
 	name := string(nb)
 	k, _, err := image.KindOf(name)
+	if s.restore != nil && s.accept != nil && err != nil && filepath.Base(name) == name && s.accept(name) {
+		k, err = image.Kind{Name: "layer"}, nil // a file of the layer above
+	}
 	if err != nil || filepath.Base(name) != name || k.Name != "pages" && s.restore == nil {
 		return 0, 0, fmt.Errorf("%w: %q is not the name of a pages file", ErrProtocol, name)
 	}

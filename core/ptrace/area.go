@@ -41,8 +41,9 @@ import (
 //
 // What a crash can leave: the area (an anonymous mapping of AreaSize bytes,
 // never used by the program), a modified private copy of the nine bytes at
-// the entry point, and a frame's bytes in a never-touched page at the
-// bottom of the main stack (used as the stack is). A thread interrupted in
+// the entry point, and thread 0's boot frame in memory the program does
+// not use: at the bottom of the main stack, or below thread 0's red zone
+// (see bootframe.go; never below a goroutine's rsp). A thread interrupted in
 // a sleep with a restart block (clock_nanosleep, ...) that was the one being
 // injected into sees EINTR, as after a signal handler (rt_sigreturn cancels
 // the restart block). Injected calls that run after the crash run under

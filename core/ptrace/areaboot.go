@@ -26,10 +26,9 @@ var bootCode = []byte{0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05}
 const auxEntry = 9
 
 // bootSite finds where the area is mapped from: the entry point of the
-// program (when executable) for the code, and never-touched pages at the
-// bottom of the main stack for the frame (else below the red zone of
-// thread 0's stack, as the kernel puts a signal frame).
-func bootSite(pid int, rsp uint64, frameLen int) (code, frame uint64, err error) {
+// program (when executable) for the code, and a place for thread 0's frame
+// that nothing of the program uses (bootFrameSite).
+func bootSite(pid int, mem *Mem, rsp uint64, frameLen int) (code, frame uint64, err error) {
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return 0, 0, err
@@ -51,19 +50,8 @@ func bootSite(pid int, rsp uint64, frameLen int) (code, frame uint64, err error)
 			return 0, 0, errors.New("no executable mapping for syscall injection")
 		}
 	}
-	need := uint64(frameLen+4095) &^ 4095
-	for _, v := range vmas {
-		if v.name == "[stack]" && v.write {
-			if free, err := untouchedBottom(pid, v); err == nil && free >= need {
-				return code, v.start, nil
-			}
-		}
-	}
-	f := (rsp - 128 - uint64(frameLen)) &^ 63
-	if v := vmaOf(vmas, rsp-1); v != nil && v.write && f >= v.start {
-		return code, f, nil
-	}
-	return 0, 0, fmt.Errorf("no room for a signal frame on the stack of pid %d (rsp %#x)", pid, rsp)
+	frame, err = bootFrameSite(pid, mem, vmas, rsp, frameLen)
+	return code, frame, err
 }
 
 type vma struct {
@@ -99,33 +87,6 @@ func vmaOf(vmas []vma, addr uint64) *vma {
 		}
 	}
 	return nil
-}
-
-// untouchedBottom returns how many bytes at the bottom of the stack vma
-// lie below its lowest present or swapped page: memory the program never
-// touched.
-func untouchedBottom(pid int, v vma) (uint64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	const chunk = 64
-	buf := make([]byte, 8*chunk)
-	for page := v.start; page < v.end; {
-		n := min(uint64(chunk), (v.end-page)/4096)
-		b := buf[:8*n]
-		if _, err := f.ReadAt(b, int64(page/4096*8)); err != nil {
-			return 0, err
-		}
-		for i := uint64(0); i < n; i++ {
-			if binary.LittleEndian.Uint64(b[8*i:])&(3<<62) != 0 {
-				return page + i*4096 - v.start, nil
-			}
-		}
-		page += n * 4096
-	}
-	return v.end - v.start, nil
 }
 
 // bootCall makes one syscall in thread 0 from the boot code at r.boot,
@@ -195,7 +156,7 @@ func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
 
 // withBoot writes the boot code and thread 0's frame, runs f, and puts
 // the borrowed bytes back (the code's first: a crash in between leaves
-// only the frame's bytes in untouched stack).
+// only the frame's bytes, in stack the program does not use).
 func (r *Remote) withBoot(f func() error) error {
 	t := r.P.Threads[0]
 	xs, err := t.XState()
@@ -203,7 +164,7 @@ func (r *Remote) withBoot(f func() error) error {
 		return err
 	}
 	frameLen := frameSize(xs)
-	code, frame, err := bootSite(r.P.Pid, t.Regs.Rsp, frameLen)
+	code, frame, err := bootSite(r.P.Pid, r.Mem, t.Regs.Rsp, frameLen)
 	if err != nil {
 		return err
 	}
@@ -216,7 +177,9 @@ func (r *Remote) withBoot(f func() error) error {
 	if err := r.Mem.ReadAt(savedFrame, frame); err != nil {
 		return fmt.Errorf("save stack under the frame: %w", err)
 	}
-	if err := r.Mem.WriteAt(buildFrame(frame, RestartFixup(t.Regs), t.Sigmask, xs), frame); err != nil {
+	fb := buildFrame(frame, RestartFixup(t.Regs), t.Sigmask, xs)
+	markBootFrame(fb)
+	if err := r.Mem.WriteAt(fb, frame); err != nil {
 		return err
 	}
 	fault.Step("inject")

@@ -26,6 +26,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/threadns"
+	"github.com/ctr-cr/ctr-cr/internal/timing"
 )
 
 // Options control a restore.
@@ -113,7 +114,7 @@ type proc struct {
 	chain *chainFill // pages in the parent images (chain.go), or nil
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+var ms = timing.Ms // the one definition: internal/timing
 
 // Restore rebuilds the process tree in dir and lets it run. The calling
 // goroutine must be locked to its OS thread. A cancelled ctx stops the
@@ -210,23 +211,56 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 	// undone alone, so then the whole tree is torn down and restored
 	// again, as long as its pids are free.
 	var t *tree
-	for attempt := 1; ; attempt++ {
+	err = restoreRetrying(func() attempt {
 		t = &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}
-		err := t.restore()
-		if err == nil {
-			break
-		}
-		t.abort()
-		if !errors.Is(err, errPidRace) || attempt == 5 || opts.Adopt != 0 || waitFree(procs, time.Second) != nil {
-			return nil, err
+		return t
+	}, opts.Adopt != 0, func() error {
+		if err := waitFree(procs, time.Second); err != nil {
+			return err
 		}
 		*st = Stats{}
 		for _, p := range procs {
 			p.pages.Rewind() // read again from the start, checksum afresh
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	st.TotalMs = ms(time.Since(t0))
 	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, nil
+}
+
+// attempt is one try at restoring the tree; tree implements it (the
+// retry test fakes it).
+type attempt interface {
+	restore() error
+	// abort undoes everything the try created: its processes killed and
+	// reaped, what it opened closed.
+	abort()
+}
+
+// maxAttempts bounds the tries of a restore that loses pid races.
+const maxAttempts = 5
+
+// restoreRetrying runs tries made by next until one succeeds. Every failed
+// try is aborted before anything else. Only a lost pid race (errPidRace)
+// is tried again: at most maxAttempts tries, never with an adopted root
+// (adopt), and only when again, which waits for the pids to be free and
+// resets what the failed try counted, succeeds. The error is the last
+// try's.
+func restoreRetrying(next func() attempt, adopt bool, again func() error) error {
+	for n := 1; ; n++ {
+		a := next()
+		err := a.restore()
+		if err == nil {
+			return nil
+		}
+		a.abort()
+		if !errors.Is(err, errPidRace) || n == maxAttempts || adopt || again() != nil {
+			return err
+		}
+	}
 }
 
 // load reads and cross-checks everything restore needs before it touches

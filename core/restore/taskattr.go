@@ -12,6 +12,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/memory"
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // Constants of sched_setattr(2), ioprio_set(2), membarrier(2), mlock2(2).
@@ -262,13 +263,14 @@ func (r *restorer) restoreAutogroupNice() error {
 	if want == nil {
 		return nil
 	}
-	path := fmt.Sprintf("/proc/%d/autogroup", r.pid)
-	b, err := os.ReadFile(path)
-	if err != nil {
+	ag, ok := procfs.ReadAutogroup(r.pid)
+	switch {
+	case !ok:
 		return nil // no autogroups here: nothing to give back
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 3 && f[2] == strconv.Itoa(int(*want)) {
+	case ag.Nice == *want:
+		return nil // the default autogroup runs as nice 0
+	case !ag.Own:
+		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: autogroup nice 0 instead of %d (the task is in the default autogroup, init's: its session, ctr-cr's own, never called setsid)", r.pr.pst.Pid, *want))
 		return nil
 	}
 	sid, err := unix.Getsid(r.pid)
@@ -276,9 +278,10 @@ func (r *restorer) restoreAutogroupNice() error {
 		return err
 	}
 	if own, _ := unix.Getsid(0); sid == own {
-		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: autogroup nice %s instead of %d (the session is ctr-cr's own)", r.pr.pst.Pid, strings.Join(f[2:], ""), *want))
+		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: autogroup nice %d instead of %d (the session is ctr-cr's own)", r.pr.pst.Pid, ag.Nice, *want))
 		return nil
 	}
+	path := procfs.PidPath(r.pid, "autogroup")
 	if err := os.WriteFile(path, []byte(strconv.Itoa(int(*want))), 0); err != nil {
 		return fmt.Errorf("autogroup nice %d: %w", *want, err)
 	}

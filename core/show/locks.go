@@ -1,10 +1,7 @@
 package show
 
 import (
-	"fmt"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
@@ -37,16 +34,4 @@ func mapLocksExtra(f *imagepb.FileEntry) string {
 		names = append(names, files.LockName(l))
 	}
 	return " locks of its file: " + strings.Join(names, ", ")
-}
-
-// deadPidfdExtra describes a pidfd of a process gone at dump time.
-func deadPidfdExtra(f *imagepb.FileEntry) string {
-	ws := unix.WaitStatus(f.PidfdExitStatus)
-	switch {
-	case !f.PidfdExitKnown:
-		return " of an exited process"
-	case ws.Signaled():
-		return fmt.Sprintf(" of an exited process (killed by signal %d)", ws.Signal())
-	}
-	return fmt.Sprintf(" of an exited process (exit code %d)", ws.ExitStatus())
 }

@@ -8,10 +8,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
-	"github.com/ctr-cr/ctr-cr/core/inetsk"
-	"github.com/ctr-cr/ctr-cr/core/unixsk"
 )
 
 // Summary validates the image in dir and writes its summary to w.
@@ -117,25 +116,8 @@ func Summary(dir string, w io.Writer) error {
 			if f.Deleted {
 				extra += fmt.Sprintf(" deleted (%d bytes saved)", len(f.GhostData))
 			}
-			extra += anonExtra(f)
-			if f.Kind == imagepb.FileKind_FILE_UNIX {
-				extra += " " + unixsk.Describe(f.Unix)
-				if f.Unix != nil && f.Unix.External {
-					extra += fmt.Sprintf("; peer outside: restore with --inherit-fd fd[N]:socket:[%d]", f.Unix.Ino)
-					if f.Unix.PeerName != "" {
-						extra += fmt.Sprintf(" or let it connect to %q again", f.Unix.PeerName)
-					}
-				}
-			}
-			extra += ptyExtra(f)
-			extra += lowSocketExtra(f)
+			extra += files.Describe(f)
 			extra += locksExtra(f, fd)
-			if f.Inet != nil {
-				extra += " " + inetsk.Describe(f.Inet)
-				if f.Inet.State == inetsk.TCPListen {
-					extra += fmt.Sprintf(" backlog %d", f.Inet.Backlog)
-				}
-			}
 			fmt.Fprintf(w, "    %3d %-8s %s flags %#o pos %d%s\n", fd.Fd, kindName(f.Kind), f.Path, f.Flags, f.Pos, extra)
 		}
 	}
@@ -161,95 +143,6 @@ func prot(v *imagepb.Vma) string {
 
 func kind(k imagepb.VmaKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "VMA_"))
-}
-
-// anonExtra names the key facts of an fd that is not a regular file:
-// counters, targets, queued bytes, watches.
-func anonExtra(f *imagepb.FileEntry) string {
-	switch f.Kind {
-	case imagepb.FileKind_FILE_TIMERFD:
-		tf := f.Timerfd
-		if tf == nil {
-			return ""
-		}
-		s := fmt.Sprintf(" clock %d, next in %dns, interval %dns, %d unread tick(s)", tf.ClockId, tf.ValueNs, tf.IntervalNs, tf.Ticks)
-		if tf.SettimeFlags&1 != 0 {
-			s += " (absolute)"
-		}
-		return s
-	case imagepb.FileKind_FILE_SIGNALFD:
-		return fmt.Sprintf(" sigmask %#x", f.Sigmask)
-	case imagepb.FileKind_FILE_EVENTFD:
-		s := fmt.Sprintf(" count %d", f.Pos)
-		if f.Flags&1 != 0 {
-			s += " semaphore"
-		}
-		return s
-	case imagepb.FileKind_FILE_EPOLL:
-		var ts []string
-		for _, t := range f.EpollTargets {
-			ts = append(ts, fmt.Sprintf("fd %d events %#x data %#x", t.Tfd, t.Events, t.Data))
-		}
-		return fmt.Sprintf(" %d target(s) [%s]", len(f.EpollTargets), strings.Join(ts, ", "))
-	case imagepb.FileKind_FILE_PIPE, imagepb.FileKind_FILE_FIFO:
-		s := fmt.Sprintf(" pipe %d", f.Ino)
-		if len(f.GhostData) > 0 {
-			s += fmt.Sprintf(", %d byte(s) queued", len(f.GhostData))
-		}
-		if f.Size > 0 {
-			s += fmt.Sprintf(", capacity %d", f.Size)
-		}
-		if len(f.PipePackets) > 0 {
-			s += fmt.Sprintf(", %d packet(s)", len(f.PipePackets))
-		}
-		if f.PipeExternal {
-			s += fmt.Sprintf(", other end outside: restore with --inherit-fd fd[N]:pipe:[%d]", f.Ino)
-		}
-		return s
-	case imagepb.FileKind_FILE_PIDFD:
-		if f.PidfdDead {
-			return deadPidfdExtra(f)
-		}
-		return fmt.Sprintf(" of pid %d", f.PidfdPid)
-	case imagepb.FileKind_FILE_MEMFD:
-		return fmt.Sprintf(" memfd %q, %d bytes", f.Path, f.Size)
-	case imagepb.FileKind_FILE_INOTIFY:
-		in := f.Inotify
-		if in == nil {
-			return ""
-		}
-		var ws []string
-		for _, w := range in.Watches {
-			ws = append(ws, fmt.Sprintf("%d=%s mask %#x", w.Wd, w.Path, w.Mask))
-		}
-		s := fmt.Sprintf(" %d watch(es) [%s]", len(in.Watches), strings.Join(ws, ", "))
-		if in.QueuedBytes > 0 {
-			s += fmt.Sprintf("; %d bytes of events queued at dump are lost", in.QueuedBytes)
-		}
-		return s
-	case imagepb.FileKind_FILE_FANOTIFY:
-		return fanotifyExtra(f.Fanotify)
-	}
-	return ""
-}
-
-// fanotifyExtra tells a fanotify group's flags and marks.
-func fanotifyExtra(g *imagepb.FanotifyGroup) string {
-	if g == nil {
-		return ""
-	}
-	var ms []string
-	for _, m := range g.Marks {
-		s := fmt.Sprintf("%s mask %#x", m.Path, m.Mask)
-		if m.Type != imagepb.FanotifyMark_INODE {
-			s = strings.ToLower(m.Type.String()) + " " + s
-		}
-		if m.IgnoredMask != 0 || m.Mflags != 0 {
-			s += fmt.Sprintf(" ignored %#x mflags %#x", m.IgnoredMask, m.Mflags)
-		}
-		ms = append(ms, s)
-	}
-	return fmt.Sprintf(" init flags %#x event flags %#x, %d mark(s) [%s]", g.InitFlags, g.EventFFlags, len(g.Marks), strings.Join(ms, ", "))
 }
 
 func kindName(k imagepb.FileKind) string {

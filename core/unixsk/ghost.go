@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // ghost is the transient peer of a socket whose peer is gone: it stands in
@@ -190,27 +190,21 @@ func bindDetached(fd int, name string) error {
 }
 
 // onScratchThread runs fn on a fresh OS thread chrooted to root, with "/"
-// as its cwd (relative names resolve there too).
+// as its cwd (relative names resolve there too); the thread is dropped
+// after (threadns.Locked).
 func onScratchThread(root string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		// never unlocked: the thread's fs is no longer the process's
-		runtime.LockOSThread()
+	return threadns.Locked(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			done <- fmt.Errorf("unshare CLONE_FS: %w", err)
-			return
+			return fmt.Errorf("unshare CLONE_FS: %w", err)
 		}
 		if err := unix.Chroot(root); err != nil {
-			done <- fmt.Errorf("chroot %s: %w", root, err)
-			return
+			return fmt.Errorf("chroot %s: %w", root, err)
 		}
 		if err := unix.Chdir("/"); err != nil {
-			done <- err
-			return
+			return err
 		}
-		done <- fn()
-	}()
-	return <-done
+		return fn()
+	})
 }
 
 // goneClient puts back, in listener l's accept queue, the connection of a

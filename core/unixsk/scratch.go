@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // detachedName reports a socket whose bound path no longer leads to it
@@ -92,21 +92,16 @@ func cwdIn(in InRoot, dir string) InRoot {
 	}
 }
 
-// onCwdThread runs fn on a fresh OS thread whose cwd is dir.
+// onCwdThread runs fn on a fresh OS thread whose cwd is dir (dropped
+// after: threadns.Locked).
 func onCwdThread(dir string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		// never unlocked: the thread's fs is no longer the process's
-		runtime.LockOSThread()
+	return threadns.Locked(func() error {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			done <- fmt.Errorf("unshare CLONE_FS: %w", err)
-			return
+			return fmt.Errorf("unshare CLONE_FS: %w", err)
 		}
 		if err := unix.Chdir(dir); err != nil {
-			done <- fmt.Errorf("chdir %s: %w", dir, err)
-			return
+			return fmt.Errorf("chdir %s: %w", dir, err)
 		}
-		done <- fn()
-	}()
-	return <-done
+		return fn()
+	})
 }

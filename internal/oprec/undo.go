@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // Sweep undoes what the records of dead ctr-cr processes list, in the order
@@ -195,29 +195,9 @@ func unlockIn(l NetLock) (bool, error) {
 	if path == "" {
 		return false, nil
 	}
-	type result struct {
-		did bool
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// a thread of its own: one that cannot get back to ctr-cr's
-		// namespace ends with this goroutine instead of serving others
-		runtime.LockOSThread()
-		back, err := enterNetns(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{false, err}
-			return
-		}
-		uerr := netlock.Unlock(l.Table)
-		if back() == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- result{uerr == nil, uerr}
-	}()
-	r := <-done
-	return r.did, r.err
+	// on a thread of its own, dropped after (threadns.RunIn)
+	err := threadns.RunInPath(path, unix.CLONE_NEWNET, func() error { return netlock.Unlock(l.Table) })
+	return err == nil, err
 }
 
 // findNetns returns a path to the network namespace whose inode is
@@ -248,29 +228,6 @@ func findNetns(l NetLock) string {
 		}
 	}
 	return ""
-}
-
-// enterNetns moves the calling (locked) thread into the network namespace
-// at path and returns how to move back.
-func enterNetns(path string) (func() error, error) {
-	old, err := unix.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(old)
-		return nil, err
-	}
-	defer unix.Close(fd)
-	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-		unix.Close(old)
-		return nil, fmt.Errorf("enter network namespace %s: %w", path, err)
-	}
-	return func() error {
-		defer unix.Close(old)
-		return unix.Setns(old, unix.CLONE_NEWNET)
-	}, nil
 }
 
 // endRepair takes the live target's socket out of repair mode through a

@@ -2,7 +2,9 @@ package testutil
 
 import (
 	"fmt"
+	"os"
 	"strings"
+	"testing"
 
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
@@ -19,4 +21,18 @@ func OpRecordOfLive(name string) bool {
 	}
 	st, err := procfs.ReadStat(pid)
 	return err == nil && st.StartTime == start && st.State != 'Z'
+}
+
+// RequireNoOpRecords fails the test (without stopping it) for each
+// operation record of a dead ctr-cr left under /run/ctr-cr/ops; a record
+// of a live one is another operation under way (another test binary, a
+// user's ctr-cr on a shared host).
+func RequireNoOpRecords(t testing.TB) {
+	t.Helper()
+	ents, _ := os.ReadDir("/run/ctr-cr/ops")
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".json") && !OpRecordOfLive(e.Name()) {
+			t.Errorf("operation record left: /run/ctr-cr/ops/%s", e.Name())
+		}
+	}
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Root runs functions on an OS thread of its own that sees the file system
@@ -28,6 +26,10 @@ type Root struct {
 
 // EnterRoot starts the thread for pid (see Root). The caller must Close it.
 func EnterRoot(pid int) (*Root, error) {
+	fds, err := openRoot(pid, []string{"net"})
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: enter its root: %w", pid, err)
+	}
 	r := &Root{reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
@@ -35,7 +37,9 @@ func EnterRoot(pid int) (*Root, error) {
 		// never unlocked: the goroutine's end ends the thread, whose fs
 		// and namespaces are no longer the process's
 		runtime.LockOSThread()
-		if err := enterRoot(pid); err != nil {
+		err := fds.enter()
+		fds.close()
+		if err != nil {
 			ready <- err
 			return
 		}
@@ -54,53 +58,6 @@ func EnterRoot(pid int) (*Root, error) {
 		return nil, fmt.Errorf("pid %d: enter its root: %w", pid, err)
 	}
 	return r, nil
-}
-
-// enterRoot moves the calling (locked, fresh) thread into pid's mount and
-// network namespaces and root.
-func enterRoot(pid int) error {
-	var fds [3]int
-	for i, p := range []string{"root", "ns/mnt", "ns/net"} {
-		flags := unix.O_RDONLY | unix.O_CLOEXEC
-		if p == "root" {
-			flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
-		}
-		fd, err := unix.Open(fmt.Sprintf("/proc/%d/%s", pid, p), flags, 0)
-		if err != nil {
-			for _, f := range fds[:i] {
-				unix.Close(f)
-			}
-			return fmt.Errorf("open /proc/%d/%s: %w", pid, p, err)
-		}
-		fds[i] = fd
-	}
-	defer func() {
-		for _, f := range fds {
-			unix.Close(f)
-		}
-	}()
-	root, mnt, net := fds[0], fds[1], fds[2]
-	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return fmt.Errorf("unshare CLONE_FS: %w", err)
-	}
-	if err := unix.Setns(mnt, unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("enter its mount namespace: %w", err)
-	}
-	if err := unix.Setns(net, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("enter its network namespace: %w", err)
-	}
-	// setns left us at the namespace's root mount: the process's root is
-	// where its pivot_root or chroot put it
-	if err := unix.Fchdir(root); err != nil {
-		return fmt.Errorf("fchdir to its root: %w", err)
-	}
-	if err := unix.Chroot("."); err != nil {
-		return fmt.Errorf("chroot to its root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return err
-	}
-	return nil
 }
 
 // errClosed: Do after Close.

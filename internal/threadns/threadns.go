@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/linux"
 )
 
 // EnterNetns moves the calling thread (locked to its goroutine) into the
@@ -38,13 +40,13 @@ func EnterNetns(pid int) (back func() error, err error) {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	defer unix.Close(nfd)
-	if err := unix.Setns(nfd, unix.CLONE_NEWNET); err != nil {
+	if err := linux.Setns(nfd, unix.CLONE_NEWNET); err != nil {
 		unix.Close(old)
 		return nil, fmt.Errorf("pid %d: enter its network namespace %s: %w", pid, theirs, err)
 	}
 	return func() error {
 		defer unix.Close(old)
-		if err := unix.Setns(old, unix.CLONE_NEWNET); err != nil {
+		if err := linux.Setns(old, unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("back to network namespace %s: %w", ours, err)
 		}
 		return nil

@@ -1,59 +1,26 @@
 package netdev
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // isOpen tells a usable netns handle: netns.None() (-1) and the zero value
 // (fd 0, an options struct left empty) are not.
 func isOpen(h netns.NsHandle) bool { return h > 0 }
 
-// inNetns runs fn on an OS thread that has joined the network namespace ns
-// and is locked to it for the time of fn, so no other goroutine ever runs in
-// ns by accident. The thread is moved back to its netns afterwards; if that
-// fails it stays locked and the Go runtime drops it with the goroutine.
-// (Exiting locked is not enough on its own: when the goroutine happens to
-// run on the main thread the runtime parks that thread instead of ending
-// it, and it would keep ns alive.)
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open the thread's netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns into netns fd %d: %w", int(ns), err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("setns back: %w", err)) // thread stays locked: dropped
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // readSysctls reads the given keys under /proc/sys/net inside ns. Keys the
 // kernel does not have (e.g. ipv6 disabled) are left out.
 func readSysctls(ns netns.NsHandle, keys []string) (map[string]string, error) {
 	out := map[string]string{}
-	err := inNetns(ns, func() error {
+	err := threadns.RunIn(int(ns), unix.CLONE_NEWNET, func() error {
 		for _, k := range keys {
 			b, err := os.ReadFile(filepath.Join("/proc/sys/net", k))
 			if err != nil {
@@ -73,7 +40,7 @@ func readSysctls(ns netns.NsHandle, keys []string) (map[string]string, error) {
 // key only when its current value differs. A key this kernel does not have
 // (another kernel, ipv6 disabled) is skipped with a note to logf.
 func writeSysctls(ns netns.NsHandle, m map[string]string, logf func(string, ...any), check func(key, have, want string) error) error {
-	return inNetns(ns, func() error {
+	return threadns.RunIn(int(ns), unix.CLONE_NEWNET, func() error {
 		for _, k := range sysctlOrder(m) {
 			p := filepath.Join("/proc/sys/net", k)
 			cur, err := os.ReadFile(p)

@@ -1,14 +1,14 @@
 package netdev
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/threadns"
 )
 
 // SetIndex gives the existing link name in ns the ifindex index. The kernel
@@ -91,38 +91,24 @@ func moveLink(src netns.NsHandle, ifindex int, dst netns.NsHandle, newIndex int)
 }
 
 // newScratchNetns makes an anonymous netns, held only by the returned
-// handle, without moving any other thread: a locked thread unshares, opens
-// the new netns and goes back.
+// handle, without moving any other thread: a thread of its own
+// (threadns.Locked, dropped after) unshares, opens the new netns and goes
+// back (best effort, for the parked main thread's sake).
 func newScratchNetns() (netns.NsHandle, error) {
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
+	h := netns.None()
+	err := threadns.Locked(func() error {
 		orig, err := netns.Get()
 		if err != nil {
-			runtime.UnlockOSThread()
-			c <- res{netns.None(), fmt.Errorf("open the thread's netns: %w", err)}
-			return
+			return fmt.Errorf("open the thread's netns: %w", err)
 		}
-		defer orig.Close()
-		h, err := netns.New()
-		if err != nil {
-			// unshare failed: the thread is still in orig
-			runtime.UnlockOSThread()
-			c <- res{netns.None(), fmt.Errorf("new scratch netns: %w", err)}
-			return
+		defer func() {
+			netns.Set(orig)
+			orig.Close()
+		}()
+		if h, err = netns.New(); err != nil {
+			return fmt.Errorf("new scratch netns: %w", err)
 		}
-		if err := netns.Set(orig); err != nil {
-			h.Close()
-			c <- res{netns.None(), errors.Join(errors.New("new scratch netns: setns back"), err)} // thread stays locked: dropped
-			return
-		}
-		runtime.UnlockOSThread()
-		c <- res{h, nil}
-	}()
-	r := <-c
-	return r.h, r.err
+		return nil
+	})
+	return h, err
 }

@@ -132,13 +132,26 @@ static int check_shared(const char *who, long max_kb)
 	return 0;
 }
 
+/* guarded_map maps size bytes of private anonymous memory between two
+ * PROT_NONE guard pages: a VMA of its own that no later mapping placed
+ * next to it can merge with (the checks find it by its exact bounds). */
+static unsigned char *guarded_map(unsigned long size)
+{
+	unsigned char *p = mmap(NULL, size + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		case_fail("mmap: %s", strerror(errno));
+	if (mprotect(p + PAGE, size, PROT_READ | PROT_WRITE) != 0)
+		case_fail("mprotect: %s", strerror(errno));
+	return p + PAGE;
+}
+
 /* make_pair maps two adjacent VMAs the kernel cannot merge: the second is
  * faulted in elsewhere, then moved next to the first. */
 static void make_pair(void)
 {
-	pair = mmap(NULL, 2 * PAIR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	pair = guarded_map(2 * PAIR);
 	unsigned char *b = mmap(NULL, PAIR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (pair == MAP_FAILED || b == MAP_FAILED)
+	if (b == MAP_FAILED)
 		case_fail("mmap pair: %s", strerror(errno));
 	memset(b, 1, PAIR);
 	if (mremap(b, PAIR, PAIR, MREMAP_MAYMOVE | MREMAP_FIXED, pair + PAIR) == MAP_FAILED)
@@ -203,9 +216,7 @@ int main(int argc, char **argv)
 #else
 	int nested = 0;
 #endif
-	region = mmap(NULL, REGION, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (region == MAP_FAILED)
-		case_fail("mmap: %s", strerror(errno));
+	region = guarded_map(REGION);
 	for (uint64_t i = 0; i < NPAGES; i++)
 		fill_page(i, base(i));
 	make_pair();

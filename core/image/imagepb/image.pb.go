@@ -3438,9 +3438,11 @@ func (x *UnixFds) GetFileIds() []uint32 {
 	return nil
 }
 
-// An IPv4/IPv6 socket (TCP or UDP) that is not an established connection:
-// a TCP listener, an unconnected TCP socket (maybe bound), or a UDP socket
-// (maybe bound, maybe connected) with an empty receive queue.
+// An IPv4/IPv6 socket (FILE_INET): a TCP listener, an unconnected TCP
+// socket (maybe bound), a connecting (SYN_SENT) or closed one, a TCP
+// connection dumped in repair mode with --tcp-established (tcp), a UDP or
+// UDP-lite socket (maybe bound, maybe connected) with an empty receive
+// queue, or a raw or ICMP ping socket.
 type InetSocket struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Family            int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"`     // AF_INET, AF_INET6

@@ -1,10 +1,12 @@
-package mounts
+package mountinfo
 
 import (
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParse(t *testing.T) {
@@ -67,7 +69,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Parse(strings.NewReader(tc.in))
+			got, err := Parse(strings.NewReader(tc.in), nil)
 			if tc.err {
 				if err == nil {
 					t.Fatalf("Parse(%q) = %+v, want an error", tc.in, got)
@@ -95,4 +97,94 @@ func TestOptionValue(t *testing.T) {
 	if HasOption("rw,nosuid", "nosu") || !HasOption("rw,nosuid", "nosuid") {
 		t.Error("HasOption")
 	}
+}
+
+func TestFilter(t *testing.T) {
+	const in = "22 1 0:21 / /sys rw - sysfs sysfs rw\n" +
+		"31 22 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n" +
+		"40 22 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n" +
+		"41 1 8:1 / /data rw - ext4 /dev/sda1 rw\n"
+	for _, tc := range []struct {
+		name string
+		f    Filter
+		want []int // mount IDs
+	}{
+		{"nil keeps all", nil, []int{22, 31, 40, 41}},
+		{"fstype", FSType("cgroup", "cgroup2"), []int{31, 40}},
+		{"fstype none", FSType("xfs"), nil},
+		{"id stops", ID(31), []int{31}},
+		{"id absent", ID(99), nil},
+		{"stop keeps the stopping mount", func(i *Info) (bool, bool) { return false, i.ID == 40 }, []int{22, 31, 40}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(strings.NewReader(in), tc.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []int
+			for _, i := range got {
+				ids = append(ids, i.ID)
+			}
+			if !reflect.DeepEqual(ids, tc.want) {
+				t.Errorf("got %v, want %v", ids, tc.want)
+			}
+		})
+	}
+}
+
+// TestFilterSeesBadLines: a malformed line is an error even where the
+// filter would have dropped it, and a stop ends the read before it.
+func TestFilterSeesBadLines(t *testing.T) {
+	in := "22 1 0:21 / /sys rw - sysfs sysfs rw\ngarbage\n"
+	if _, err := Parse(strings.NewReader(in), FSType("cgroup")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("FSType over a bad line: %v", err)
+	}
+	if got, err := Parse(strings.NewReader(in), ID(22)); err != nil || len(got) != 1 {
+		t.Errorf("ID(22) stopping before a bad line: %+v, %v", got, err)
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	if got, err := Unescape(`/mnt/a\040b\134c`); err != nil || got != `/mnt/a b\c` {
+		t.Errorf("got %q, %v", got, err)
+	}
+	if _, err := Unescape(`/mnt/a\9`); err == nil {
+		t.Error("truncated escape accepted")
+	}
+}
+
+func TestDev(t *testing.T) {
+	i := Info{Major: 8, Minor: 17}
+	if i.Dev() != unix.Mkdev(8, 17) {
+		t.Errorf("Dev %#x", i.Dev())
+	}
+}
+
+func TestReadSelf(t *testing.T) {
+	got, err := Self(nil)
+	if err != nil || len(got) == 0 {
+		t.Fatalf("got %d mounts, %v", len(got), err)
+	}
+	if _, err := ForPid(1<<30, nil); err == nil {
+		t.Error("ForPid of no process: no error")
+	}
+}
+
+// FuzzParse: any input parses or fails with an error, never a panic, and a
+// mount kept carries an absolute mount point and a filesystem type.
+func FuzzParse(f *testing.F) {
+	f.Add("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n")
+	f.Add("41 30 8:1 /with\\040space /a rw shared:7 - ext4 /dev/my\\040disk rw\n")
+	f.Add("50 1 0:60 / /x rw - tmpfs  rw\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		infos, err := Parse(strings.NewReader(in), nil)
+		if err != nil {
+			return
+		}
+		for _, i := range infos {
+			if !strings.HasPrefix(i.MountPoint, "/") || i.FSType == "" {
+				t.Fatalf("kept %+v", i)
+			}
+		}
+	})
 }

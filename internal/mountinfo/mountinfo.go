@@ -1,12 +1,25 @@
-package mounts
+// Package mountinfo is the one parser of /proc/PID/mountinfo (proc(5)) for
+// the mount tree (mounts), the cgroup hierarchies (cgroup) and the file
+// handles of inotify and fanotify marks (core/files). It reads from an
+// io.Reader, so that the format is tested on fixed text, and takes a Filter
+// that keeps or drops each mount and can stop the read early, in the style
+// of moby/sys/mountinfo (this is our own code).
+//
+// The parser is strict: a line that does not follow proc(5) is an error
+// naming its line number, never skipped, since a mount left out silently
+// would be a mount not carried.
+package mountinfo
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrMalformed is returned (wrapped) for a mountinfo line that cannot be parsed.
@@ -43,14 +56,73 @@ type Info struct {
 	Unbindable    bool `json:"unbindable,omitempty"`
 }
 
-// maxLine bounds one mountinfo line (paths are at most PATH_MAX, escaped x4).
-const maxLine = 64 << 10
+// Dev is the filesystem's device number (st_dev of its files).
+func (i *Info) Dev() uint64 { return unix.Mkdev(i.Major, i.Minor) }
 
-// Parse reads mountinfo lines from r in order. Empty lines are skipped; any
-// other line that does not follow proc(5) is an error naming its line number.
-// Unknown optional fields are kept in Info.Optional and otherwise ignored, so
-// that newer kernels still parse.
-func Parse(r io.Reader) ([]Info, error) {
+// maxLine bounds one mountinfo line: two paths of at most PATH_MAX, escaped
+// x4, plus a source and superblock options that can be long (an overlay's
+// layer list), so 1 MiB.
+const maxLine = 1 << 20
+
+// Filter decides for each parsed mount whether Parse leaves it out (skip)
+// and whether Parse stops after it (stop). A nil Filter keeps every mount.
+type Filter func(*Info) (skip, stop bool)
+
+// FSType keeps the mounts whose filesystem type is one of types.
+func FSType(types ...string) Filter {
+	return func(i *Info) (bool, bool) {
+		for _, t := range types {
+			if i.FSType == t {
+				return false, false
+			}
+		}
+		return true, false
+	}
+}
+
+// ID keeps the mount with the given mount ID and stops there.
+func ID(id int) Filter {
+	return func(i *Info) (bool, bool) {
+		if i.ID == id {
+			return false, true
+		}
+		return true, false
+	}
+}
+
+// Read opens path (/proc/PID/mountinfo, /proc/self/mountinfo or
+// /proc/thread-self/mountinfo: the last is the calling thread's mount
+// namespace, the one to read on a thread that joined another) and parses it
+// with Parse.
+func Read(path string, f Filter) ([]Info, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	infos, err := Parse(fh, f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return infos, nil
+}
+
+// Self reads /proc/self/mountinfo: the mounts of our process's mount
+// namespace (its thread group leader's).
+func Self(f Filter) ([]Info, error) { return Read("/proc/self/mountinfo", f) }
+
+// ForPid reads /proc/PID/mountinfo: the mounts as pid sees them (relative
+// to its root).
+func ForPid(pid int, f Filter) ([]Info, error) {
+	return Read("/proc/"+strconv.Itoa(pid)+"/mountinfo", f)
+}
+
+// Parse reads mountinfo lines from r in order and returns those f keeps.
+// Empty lines are skipped; any other line that does not follow proc(5) is
+// an error naming its line number (also one f would drop). Unknown optional
+// fields are kept in Info.Optional and otherwise ignored, so that newer
+// kernels still parse.
+func Parse(r io.Reader, f Filter) ([]Info, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxLine)
 	var out []Info
@@ -65,7 +137,16 @@ func Parse(r io.Reader) ([]Info, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mountinfo line %d: %w", n, err)
 		}
-		out = append(out, info)
+		skip, stop := false, false
+		if f != nil {
+			skip, stop = f(&info)
+		}
+		if !skip {
+			out = append(out, info)
+		}
+		if stop {
+			break
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("mountinfo: read line %d: %w", n+1, err)
