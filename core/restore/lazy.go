@@ -3,6 +3,7 @@ package restore
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -79,12 +80,11 @@ func splitEligible(elig []*imagepb.Vma, addr, n uint64, off int64) (lazyRuns, ea
 	start, end := addr, addr+n*memory.PageSize
 	for pos := start; pos < end; {
 		next, in := end, false
-		for _, v := range elig {
-			if v.Start <= pos && pos < v.End {
+		// elig is sorted and disjoint: the first VMA ending after pos
+		if i := sort.Search(len(elig), func(i int) bool { return elig[i].End > pos }); i < len(elig) {
+			if v := elig[i]; v.Start <= pos {
 				next, in = min(end, v.End), true
-				break
-			}
-			if v.Start > pos {
+			} else {
 				next = min(next, v.Start)
 			}
 		}
@@ -254,12 +254,12 @@ func (r *restorer) registerLazy(runs, all []lazy.Run) error {
 		Source: srcs, SourceCloser: closeAll{src, srcs}, Seq: seq})
 }
 
-// vmaAt returns the VMA holding addr.
+// vmaAt returns the VMA holding addr (vmas sorted, as CheckLayout
+// requires).
 func vmaAt(vmas []*imagepb.Vma, addr uint64) *imagepb.Vma {
-	for _, v := range vmas {
-		if v.Start <= addr && addr < v.End {
-			return v
-		}
+	i := sort.Search(len(vmas), func(i int) bool { return vmas[i].End > addr })
+	if i < len(vmas) && vmas[i].Start <= addr {
+		return vmas[i]
 	}
 	return nil
 }
