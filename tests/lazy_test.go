@@ -231,6 +231,10 @@ func TestCR_LazyRestoreEvents(t *testing.T) {
 // flags, guard pages, copy-on-write sharing in a tree of five, and a
 // process tree.
 func TestCR_LazyRestoreCases(t *testing.T) {
+	// a background pass paced at 10 ms a chunk (a run of the image is at
+	// least one): the cases run and are told to go while pages are
+	// still missing
+	t.Setenv("CTRCR_LAZY_SLOW_MS", "10")
 	lazyArgs := []string{"--lazy-pages"}
 	for _, c := range []Case{
 		{Name: "TLSThreads", Src: "a_tls_threads.c"},
