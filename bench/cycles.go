@@ -205,6 +205,13 @@ type result struct {
 // addPhases keeps the numbers of a --print-stats JSON object, under
 // prefix.
 func (r *result) addPhases(prefix string, stdout []byte) {
+	// one object, or one per line (restore --lazy-pages adds its own)
+	for _, line := range bytes.Split(bytes.TrimSpace(stdout), []byte("\n")) {
+		r.addPhaseLine(prefix, line)
+	}
+}
+
+func (r *result) addPhaseLine(prefix string, stdout []byte) {
 	var m map[string]any
 	if json.Unmarshal(stdout, &m) != nil {
 		return

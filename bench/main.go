@@ -51,6 +51,7 @@ func main() {
 	flag.BoolVar(&showPhases, "phases", false, "also print the medians of ctr-cr's --print-stats figures (dump and restore phases) per workload")
 	flag.IntVar(&preCopyMiB, "precopy-mib", 1024, "pre-copy: a process of this many MiB writing -precopy-dirty-kib KiB a second, pre-dumped twice (the first round through a page server) and dumped with --parent-path (0: skip)")
 	flag.IntVar(&preCopyDirtyKiB, "precopy-dirty-kib", 1024, "KiB a second the pre-copy workload writes")
+	flag.IntVar(&lazyMiB, "lazy", 1024, "MiB of the workload restored eagerly and with --lazy-pages, compared (time until it runs, until its last page is in); 0: skip")
 	load := flag.Int("load", 0, "run this many CPU hogs and one buffered writer during the whole bench (0: quiet)")
 	flag.Parse()
 	bin := os.Getenv("CTRCR_BIN")
@@ -85,6 +86,9 @@ func main() {
 // preCopyMiB and preCopyDirtyKiB are -precopy-mib and -precopy-dirty-kib
 // (premig.go).
 var preCopyMiB, preCopyDirtyKiB int
+
+// lazyMiB is -lazy (lazy.go).
+var lazyMiB int
 
 // showPhases is -phases.
 var showPhases bool
@@ -182,6 +186,14 @@ func runBench(bin, criu string, work []procWorkload, runs int, containers bool, 
 			return 1
 		}
 		lines = append(lines, pl...)
+	}
+	if lazyMiB > 0 {
+		ll, err := benchLazy(bin, lazyMiB, runs)
+		if err != nil {
+			fmt.Printf("bench: lazy: %v\n", err)
+			return 1
+		}
+		lines = append(lines, ll...)
 	}
 	if containers {
 		cl, cr, err := benchContainers(bin, criu, runs, ctMiB)

@@ -285,6 +285,9 @@ type restoreConfig struct {
 	extMounts                     map[string]string // --ext-mount-map KEY:PATH
 	cgroupRoots                   []string          // --cgroup-root
 	sibling                       bool              // --restore-sibling
+	lazyPages                     bool              // --lazy-pages (lazy.go)
+	pageServer                    string            // --page-server HOST:PORT (lazy.go)
+	pageSource                    *pageSource       // its connection (lazy.go)
 	veths                         []string          // --external veth[IF]:HOST[@BRIDGE]
 	criu                          criuConfig
 	log                           logConfig
@@ -300,6 +303,8 @@ func restoreOptions(c *restoreConfig) []option {
 		{names: []string{"j", "shell-job"}, value: boolValue{&c.shellJob}, help: "restore a shell job onto this terminal (ctr-cr's stdin, stdout or stderr)"},
 		{names: []string{"pid-method"}, arg: "clone3|ns_last_pid", value: stringValue{&c.method}, help: "how to get the pid: clone3 (set_tid, default) or ns_last_pid"},
 		{names: []string{"print-stats"}, value: boolValue{&c.stats}, help: "print timing statistics as JSON"},
+		{names: []string{"lazy-pages"}, value: boolValue{&c.lazyPages}, help: "run the tree before its private memory is in: pages come on first touch and in the background (-d returns once the last page is in)"},
+		{names: []string{"page-server"}, arg: "HOST:PORT", value: stringValue{&c.pageServer}, help: "read the pages files from `ctr-cr page-server --lazy-pages` at HOST:PORT (the source) instead of DIR"},
 		{names: []string{"tcp-established"}, value: boolValue{&c.tcpEst}, help: "accepted: the image's TCP connections are restored whether given or not"},
 		{names: []string{"ext-unix-sk"}, value: boolValue{&c.extUnixSk}, help: "accepted: the image's external unix peers are connected to again whether given or not"},
 		{names: []string{"id"}, arg: "NEW_ID", value: stringValue{&c.id}, help: "container: the restored container's id (default: the checkpointed one)"},
@@ -337,6 +342,9 @@ func cmdRestore(args []string) (int, error) {
 		}
 		if c.criu.tcpClose {
 			return 2, usageErrorf(restoreSynopsis, "--tcp-close: only for a process restore (-D DIR)")
+		}
+		if c.lazyPages || c.pageServer != "" {
+			return 2, usageErrorf(restoreSynopsis, "--lazy-pages and --page-server: only for a process restore (-D DIR)")
 		}
 		if c.shellJob || c.method != string(restore.PidClone3) {
 			return 2, usageErrorf(restoreSynopsis, "--shell-job and --pid-method: only for a process restore (-D DIR); a container gets its console with --console-socket")
@@ -392,7 +400,7 @@ func cmdRestore(args []string) (int, error) {
 		return 2, err
 	}
 	var nsState *procns.State
-	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose}
+	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose, LazyPages: c.lazyPages}
 	if len(kinds) > 0 {
 		if nsState, err = fillNamespaces(c.dir, kinds, left, c.veths); err != nil {
 			return 1, err
@@ -417,6 +425,10 @@ func cmdRestore(args []string) (int, error) {
 	case slices.Contains(kinds, "mnt"):
 		ropts.MountNS = nsState.MountNS(c.rtRoot, c.extMounts)
 	}
+	if ropts.PagesFrom, err = restorePageSource(&c); err != nil {
+		return 2, err
+	}
+	defer c.pageSource.finish(false) // after a failure; a no-op once finished
 	ctx, stop := interruptible()
 	res, err := restore.Restore(ctx, c.dir, ropts)
 	stop()
@@ -447,8 +459,10 @@ func cmdRestore(args []string) (int, error) {
 	msgs.infof("Restore finished successfully, pid %d", res.Pid)
 	msgs.close()
 	if c.detach {
-		return 0, nil
+		return 0, waitLazy(res, &c)
 	}
+	lazyErr := make(chan error, 1)
+	go func() { lazyErr <- waitLazy(res, &c) }()
 	if term >= 0 {
 		// the restored job becomes the terminal's foreground group while it
 		// runs; ours again afterwards
@@ -466,7 +480,13 @@ func cmdRestore(args []string) (int, error) {
 			syscall.Kill(res.Pid, s.(syscall.Signal))
 		}
 	}()
-	return restore.Wait(res.Pid)
+	code, err := restore.Wait(res.Pid)
+	if res.Lazy != nil {
+		if lerr := <-lazyErr; lerr != nil {
+			return 1, lerr
+		}
+	}
+	return code, err
 }
 
 // containerOnly refuses, for a process restore (-D DIR), the options that

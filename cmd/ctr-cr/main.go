@@ -28,6 +28,7 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == restore.StubArg {
 		os.Exit(3)
 	}
+	lazyGuardMain()
 	// ptrace requests must come from the thread that attached: the whole
 	// command runs on the main goroutine, locked to its thread.
 	runtime.LockOSThread()
@@ -49,8 +50,10 @@ Process commands:
   pre-dump -t PID -D DIR [--parent-path DIR] [--print-stats]
           copy memory while the tree runs; the next pre-dump or a
           dump --parent-path DIR writes only the pages written since
-  page-server --address ADDR --port PORT -D DIR
+  page-server --address ADDR --port PORT -D DIR [--lazy-pages]
           receive the pages files of a dump|pre-dump --page-server HOST:PORT
+          (--lazy-pages, at the source: serve the image's pages files to a
+          restore --lazy-pages --page-server HOST:PORT)
           (not encrypted: bind to an address only the source reaches, or
           tunnel it over SSH/TLS)
   migrate -t PID --to HOST:PORT -D WORKDIR [--max-rounds N]
@@ -58,6 +61,9 @@ Process commands:
   migrate-receive --address ADDR --port PORT -D DIR
           (the tree is killed here only once it runs there)
   restore -D DIR [-d|--detach] [--pid-file FILE] [--shell-job] [--pid-method clone3|ns_last_pid] [--print-stats]
+          [--lazy-pages [--page-server HOST:PORT]]
+          (--lazy-pages: the tree runs before its memory is in; -d returns
+          once the last page is in)
   show    -f FILE       print one image file as JSON
   show    DIR           summary of an image
   check                 kernel features the engine uses

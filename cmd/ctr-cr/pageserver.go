@@ -10,7 +10,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/pageserver"
 )
 
-const pageServerSynopsis = "page-server --address ADDR --port PORT -D DIR"
+const pageServerSynopsis = "page-server --address ADDR --port PORT -D DIR [--lazy-pages]"
 
 // pageServerHelp is the help of dump's and pre-dump's --page-server.
 const pageServerHelp = "send the pages files to `ctr-cr page-server` at HOST:PORT (not encrypted: see docs) instead of DIR"
@@ -20,12 +20,14 @@ const pageServerHelp = "send the pages files to `ctr-cr page-server` at HOST:POR
 func cmdPageServer(args []string) error {
 	var addr, dir string
 	var port int
+	var lazyPages bool
 	var lc logConfig
 	port = -1
 	opts := []option{
 		{names: []string{"address"}, arg: "ADDR", value: stringValue{&addr}, help: "the address to listen on, and only that one (the stream is not encrypted: an address only the source reaches, or an SSH/TLS tunnel)"},
 		{names: []string{"port"}, arg: "PORT", value: intValue{&port}, help: "the TCP port (0: any free one, printed)"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&dir}, help: "where the pages files go (the rest of the image is copied there after the dump)"},
+		{names: []string{"lazy-pages"}, value: boolValue{&lazyPages}, help: "at the source: serve the pages files of the image in DIR to a `restore --lazy-pages --page-server` until it has every page"},
 	}
 	opts = append(opts, logOptions(&lc)...)
 	if _, err := parseOptions("page-server", pageServerSynopsis, opts, args, os.Stdout); err != nil {
@@ -43,6 +45,13 @@ func cmdPageServer(args []string) error {
 	}
 	// scripts (and tests) learn the port from this line
 	fmt.Printf("listening on %s\n", l.Addr())
+	if lazyPages {
+		if err := pageserver.ServePages(l, dir); err != nil {
+			return err
+		}
+		msgs.infof("Page server: the lazy restore has every page of %s", dir)
+		return nil
+	}
 	if err := pageserver.Serve(l, dir); err != nil {
 		return err
 	}

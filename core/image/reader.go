@@ -30,6 +30,8 @@ type Reader struct {
 	sums map[string]*imagepb.FileSum
 	// deferred: pages files whose checksum Open left to OpenPages's reader
 	deferred map[string]bool
+	// pagesFrom: OpenOptions.PagesFrom
+	pagesFrom func(name string) (PagesSource, error)
 }
 
 // OpenOptions change what Open checks up front.
@@ -46,6 +48,11 @@ type OpenOptions struct {
 	// looked for (a dump sent them to a page server); their sizes come
 	// from the inventory. OpenPages must not be used then.
 	PagesElsewhere bool
+	// PagesFrom, when set, is where OpenPages reads the pages files
+	// (by file name) instead of the directory: a lazy restore's page
+	// server (pagesfrom.go). Their checksums are deferred as with
+	// DeferPages.
+	PagesFrom func(name string) (PagesSource, error)
 }
 
 // Open reads inventory.img of the image in dir and validates the whole
@@ -75,7 +82,7 @@ func OpenWith(dir string, o OpenOptions) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{dir: dir, inv: inv, sums: sums, deferred: map[string]bool{}}
+	r := &Reader{dir: dir, inv: inv, sums: sums, deferred: map[string]bool{}, pagesFrom: o.PagesFrom}
 	if err := r.checkStray(); err != nil {
 		return nil, err
 	}
@@ -97,7 +104,7 @@ func OpenWith(dir string, o OpenOptions) (*Reader, error) {
 			if o.PagesElsewhere && k.Name == kindPages {
 				continue
 			}
-			if o.DeferPages && k.Name == kindPages {
+			if (o.DeferPages || o.PagesFrom != nil) && k.Name == kindPages {
 				r.deferred[name] = true
 				continue
 			}
@@ -467,7 +474,7 @@ func (r *Reader) OpenPages(name string) (*Pages, error) {
 		return nil, err
 	}
 	pagesName, _ := fileName(kindPages, name)
-	f, sum, err := r.openListed(pagesName)
+	f, sum, err := r.openPagesFile(pagesName)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +490,7 @@ func (r *Reader) OpenPages(name string) (*Pages, error) {
 
 // Pages is an open pages file (OpenPages).
 type Pages struct {
-	f    *os.File
+	f    PagesSource
 	l    loc
 	sum  *imagepb.FileSum
 	h    hash.Hash // the deferred checksum; nil when Open verified the file

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lazy"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 )
 
@@ -93,17 +94,25 @@ func (r *restorer) restoreMemory() error {
 	if err := r.checkSpecial(); err != nil {
 		return err
 	}
-	n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
-	r.st.PagesRestored += n
-	if err != nil {
-		return err
+	var lazyRuns, lazyAll []lazy.Run
+	if r.tree.lazy != nil {
+		// lazy.go: the checksum is verified by the session's pass
+		if lazyRuns, lazyAll, err = r.fillLazy(); err != nil {
+			return err
+		}
+	} else {
+		n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
+		r.st.PagesRestored += n
+		if err != nil {
+			return err
+		}
+		// the pages' checksum, deferred to this single read of them: a
+		// mismatch fails the restore before the task ever runs
+		if err := r.pr.pages.Verify(); err != nil {
+			return err
+		}
 	}
-	// the pages' checksum, deferred to this single read of them: a
-	// mismatch fails the restore before the task ever runs
-	if err := r.pr.pages.Verify(); err != nil {
-		return err
-	}
-	if r.pr.chain != nil {
+	if r.pr.chain != nil && r.tree.lazy == nil { // lazy: fillLazy did it
 		n, err := r.pr.chain.fill(memAt{r.mem})
 		r.st.PagesRestored += n
 		if err != nil {
@@ -119,8 +128,10 @@ func (r *restorer) restoreMemory() error {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
 	addSeals(pb, r.pr.mm.Vmas)
-	_, err = pb.run()
-	return err
+	if _, err = pb.run(); err != nil {
+		return err
+	}
+	return r.registerLazy(lazyRuns, lazyAll)
 }
 
 // addSeals adds to b mseal for the VMAs whose VmFlags say "sl", once the

@@ -20,6 +20,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lazy"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
@@ -66,6 +67,15 @@ type Options struct {
 	// stays (restore --restore-sibling): its parent-death signal is
 	// restored even with Detach.
 	Sibling bool
+	// LazyPages: the tree runs before its private anonymous memory is
+	// in; the pages come on first touch and by a background pass
+	// (core/lazy, lazy.go). Restored.Lazy then serves them: the caller
+	// waits for it.
+	LazyPages bool
+	// PagesFrom, when set, is where the pages files are read from
+	// instead of the image directory (restore --page-server: a lazy
+	// page server at the source).
+	PagesFrom func(name string) (image.PagesSource, error)
 }
 
 // Stats reports where a restore spent its time, for --print-stats.
@@ -87,6 +97,10 @@ type Restored struct {
 	Pid      int
 	Stats    *Stats
 	Warnings []string // what could not be restored exactly, for the user
+	// Lazy serves the memory of a restore with Options.LazyPages: its
+	// Wait returns once the last page is in, or kills the tree with an
+	// error when the pages cannot come. Nil without LazyPages.
+	Lazy *lazy.Session
 }
 
 // image contents of one process, validated.
@@ -107,7 +121,7 @@ var ms = timing.Ms // the one definition: internal/timing
 // restore before any process runs and removes everything created.
 func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err error) {
 	t0 := time.Now()
-	img, err := Open(dir)
+	img, err := openImage(dir, opts.PagesFrom)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +133,12 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 // inventory's network lock name checked), for RestoreImage and
 // RelockImage: a caller that needs the image before the restore (a
 // container restore) opens it once.
-func Open(dir string) (*image.Reader, error) {
-	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true})
+func Open(dir string) (*image.Reader, error) { return openImage(dir, nil) }
+
+// openImage is Open with the pages read from pagesFrom (Options.PagesFrom)
+// when it is set.
+func openImage(dir string, pagesFrom func(name string) (image.PagesSource, error)) (*image.Reader, error) {
+	img, err := image.OpenWith(dir, image.OpenOptions{DeferPages: true, PagesFrom: pagesFrom})
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
@@ -130,8 +148,12 @@ func Open(dir string) (*image.Reader, error) {
 	return img, nil
 }
 
-// RestoreImage is Restore of an image opened by Open.
+// RestoreImage is Restore of an image opened by Open. opts.PagesFrom is
+// refused: the pages' source is chosen when the image is opened (Restore).
 func RestoreImage(ctx context.Context, img *image.Reader, opts Options) (*Restored, error) {
+	if opts.PagesFrom != nil {
+		return nil, errors.New("restore: Options.PagesFrom with an image already opened: use Restore")
+	}
 	return restoreImage(ctx, img, opts, time.Now())
 }
 
@@ -238,7 +260,7 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		return nil, err
 	}
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings}, nil
+	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, nil
 }
 
 // attempt is one try at restoring the tree; tree implements it (the

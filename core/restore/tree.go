@@ -12,6 +12,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lazy"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
@@ -43,6 +44,8 @@ type tree struct {
 	// cow: each process's part in restoring the pages it shares with
 	// its parent (cowfork.go), by pid; nil entries for the others.
 	cow map[int32]*cowState
+	// lazy serves the memory of a lazy restore (lazy.go), or nil.
+	lazy *lazy.Session
 }
 
 // vpid is the pid a process gets in the namespace it is restored in.
@@ -74,6 +77,9 @@ func (t *tree) restore() error {
 	t.opener.DeadPidfd = deadPidfd
 	rootPr := t.procs[0]
 	if err := t.planCow(); err != nil {
+		return err
+	}
+	if err := t.startLazy(); err != nil {
 		return err
 	}
 	t1 := time.Now()
@@ -205,6 +211,9 @@ func (t *tree) restore() error {
 		if err := r.detach(); err != nil {
 			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
 		}
+	}
+	if t.lazy != nil {
+		t.lazy.Start()
 	}
 	t.st.RestoreMs = ms(time.Since(t1))
 	return nil
@@ -588,6 +597,7 @@ func (t *tree) abort() {
 			unix.Kill(r.pid, unix.SIGKILL)
 		}
 	}
+	t.abortLazy()
 	// The ns_last_pid stub is our child through os/exec: kill it, but
 	// collect it with the rest (reapAll waits with __WALL). Its exit is
 	// reported only once its traced threads are reaped, so waiting for it
