@@ -68,6 +68,9 @@ func (d *dumper) openMover(t *task, runs []memory.Run) (*pageMover, error) {
 func (pm *pageMover) close(d *dumper) error {
 	var err error
 	if pm.mover != nil {
+		if debugSpliceOn {
+			fmt.Fprintf(os.Stderr, "splice mover: pid %d: %d pages through pipes, %d fallbacks\n", pm.t.pid, pm.mover.Spliced, pm.mover.Fallbacks)
+		}
 		err = pm.mover.Close()
 	}
 	pm.t.tr.Do(func() {
@@ -82,8 +85,12 @@ func (pm *pageMover) close(d *dumper) error {
 	return nil
 }
 
+// debugSpliceOn (CTRCR_DEBUG_SPLICE=1) reports on stderr why the mover
+// was not used, and how many pages it moved.
+var debugSpliceOn = os.Getenv("CTRCR_DEBUG_SPLICE") != ""
+
 func debugSplice(err error) {
-	if os.Getenv("CTRCR_DEBUG_SPLICE") != "" {
+	if debugSpliceOn {
 		fmt.Fprintln(os.Stderr, "splice mover not used:", err)
 	}
 }

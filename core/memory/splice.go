@@ -85,7 +85,9 @@ type SpliceMover struct {
 	// Fallbacks counts the runs that went through ctr-cr's buffer after
 	// a batch of vmsplice failed (for tests and statistics).
 	Fallbacks int
-	broken    bool
+	// Spliced counts the pages that went through the pipes.
+	Spliced uint64
+	broken  bool
 }
 
 // OpenSpliceMover prepares the pipes in the task (pid) through sc. It
@@ -378,6 +380,7 @@ func (m *SpliceMover) drain(b *moveBatch, sink SpliceSink, st *Stats) error {
 			return err
 		}
 		st.PagesWritten += pc.pages
+		m.Spliced += pc.pages
 	}
 	return nil
 }
