@@ -2,10 +2,7 @@ package memory
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,210 +63,33 @@ const (
 // pipes' write ends; ctr-cr holds the read ends. Close removes them all;
 // the task's address space and fd table are then as before.
 //
-// Crash safety (ctr-cr killed at any instant, the task runs on): the
-// write ends live at fd numbers above every fd the task had, close-on-
-// exec, so that the program's own opens get the numbers they would have
-// got; the pipes have no reader once ctr-cr is gone. What a crash can
-// leave is listed in the README ("what a killed dump leaves"): the iovec
-// mapping (spliceAreaSize bytes, anonymous), up to spliceMaxPipes such
-// write ends holding references to up to spliceMaxPipes*splicePipeSize
-// bytes of the task's pages until it exits, and, only when the crash
-// falls between the two setup batches (pipe2, then the move upwards),
-// the pipes at the lowest free fd numbers.
+// Crash safety (ctr-cr killed at any instant, the task runs on; an
+// injected batch runs to its end even then, see ptrace/area.go): every
+// batch leaves the task's fds below those it had as they were. Pipes are
+// made, checked to have the numbers ctr-cr foresaw, moved above every fd
+// the task has (close-on-exec) and their first numbers closed, all in
+// one batch (openPipes), so the program's own opens get the numbers they
+// would have got. What a crash can leave is listed in the README ("what
+// a killed dump leaves"): the iovec mapping (spliceAreaSize bytes,
+// anonymous) and up to spliceMaxPipes pipes (a write end, and the read
+// end of those not yet taken) at those high numbers, holding references
+// to up to spliceMaxPipes*splicePipeSize bytes of the task's pages until
+// it exits or closes them.
 type SpliceMover struct {
-	sc    Syscaller
-	area  uint64   // the iovec arrays, mapped in the task
-	wfds  []uint64 // the pipes' write ends, in the task
-	rfds  []int    // the same pipes' read ends, in ctr-cr
-	slots []uint64 // pages each pipe holds
+	sc   Syscaller
+	area uint64   // the iovec arrays, mapped in the task
+	wfds []uint64 // the pipes' write ends, in the task
+	rfds []int    // the same pipes' read ends, in ctr-cr
+	// taskRfds: read ends still in the task (taken by ctr-cr, closed
+	// there with the next batch)
+	taskRfds []uint64
+	slots    []uint64 // pages each pipe holds
 	// Fallbacks counts the runs that went through ctr-cr's buffer after
 	// a batch of vmsplice failed (for tests and statistics).
 	Fallbacks int
 	// Spliced counts the pages that went through the pipes.
 	Spliced uint64
 	broken  bool
-}
-
-// OpenSpliceMover prepares the pipes in the task (pid) through sc. It
-// fails when the task cannot have them (e.g. no fd free below its
-// RLIMIT_NOFILE); the dump then copies pages as before. Nothing it made
-// is left behind on failure.
-func OpenSpliceMover(pid int, sc Syscaller) (_ *SpliceMover, err error) {
-	k := min(spliceMaxPipes, sc.MaxCalls()-1)
-	if k < 1 {
-		return nil, errors.New("splice mover: batches too small")
-	}
-	m := &SpliceMover{sc: sc}
-	defer func() {
-		if err != nil {
-			m.Close()
-		}
-	}()
-	// pipe2 writes its two fds into the scratch; -1 marks the pairs not
-	// made, so that a failed batch leaves nothing open behind
-	fdsAt := sc.Scratch()
-	fdsArea := make([]byte, 8*k)
-	for i := range fdsArea {
-		fdsArea[i] = 0xff
-	}
-	if err := sc.Poke(fdsArea, fdsAt); err != nil {
-		return nil, err
-	}
-	calls := []Syscall{{What: "mmap iovec area for vmsplice", Nr: unix.SYS_MMAP,
-		Args: [6]uint64{0, spliceAreaSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS, ^uint64(0), 0}}}
-	for i := 0; i < k; i++ {
-		calls = append(calls, Syscall{What: "pipe2 for vmsplice", Nr: unix.SYS_PIPE2, Args: [6]uint64{fdsAt + uint64(8*i), unix.O_CLOEXEC}})
-	}
-	res, callErr := sc.Calls(calls)
-	if len(res) == 0 {
-		return nil, callErr
-	}
-	m.area = res[0]
-	if err := sc.Peek(fdsArea, fdsAt); err != nil {
-		return nil, errors.Join(callErr, err)
-	}
-	var taskRfds, taskWfds []uint64
-	for i := 0; i < k; i++ {
-		r := int32(binary.LittleEndian.Uint32(fdsArea[8*i:]))
-		w := int32(binary.LittleEndian.Uint32(fdsArea[8*i+4:]))
-		if r < 0 || w < 0 {
-			break
-		}
-		taskRfds = append(taskRfds, uint64(r))
-		taskWfds = append(taskWfds, uint64(w))
-	}
-	if len(taskWfds) == 0 {
-		return nil, errors.Join(callErr, errors.New("splice mover: no pipe made"))
-	}
-	// with fewer pipes than asked (no more fds free), the ones made serve
-	err = m.takeReadEnds(pid, taskRfds)
-	if err == nil {
-		err = m.moveWriteEndsUp(pid, taskWfds)
-	}
-	// the task keeps only the write ends, moved up (or none)
-	if cerr := m.closeTaskFds(append(taskRfds, taskWfds...)); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// moveWriteEndsUp duplicates the write ends wfds (fds in the task) to
-// numbers above every fd the task has (close-on-exec) and records the
-// copies in m.wfds; the originals are left to the caller to close. Pipes
-// whose copy would not fit under the task's fd limit are dropped.
-func (m *SpliceMover) moveWriteEndsUp(pid int, wfds []uint64) error {
-	base, limit, err := fdRoom(pid)
-	if err != nil {
-		return err
-	}
-	n := len(wfds)
-	if limit > base {
-		n = min(n, int(limit-base))
-	} else {
-		n = 0
-	}
-	if n < 1 {
-		return errors.New("splice mover: no fd free above the task's")
-	}
-	for _, fd := range m.rfds[n:] {
-		unix.Close(fd)
-	}
-	m.rfds, m.slots = m.rfds[:n], m.slots[:n]
-	calls := make([]Syscall, n)
-	for i, w := range wfds[:n] {
-		calls[i] = Syscall{What: "move a vmsplice pipe above the task's fds", Nr: unix.SYS_FCNTL, Args: [6]uint64{w, unix.F_DUPFD_CLOEXEC, base}}
-	}
-	res, err := m.sc.Calls(calls)
-	m.wfds = append(m.wfds, res...) // those made are closed by Close
-	if err != nil {
-		return err
-	}
-	return nil
-}
-
-// fdRoom returns one above the highest fd open in the task (its fd table
-// read while it is stopped) and its RLIMIT_NOFILE soft limit.
-func fdRoom(pid int) (base, limit uint64, err error) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, e := range ents {
-		if n, err := strconv.ParseUint(e.Name(), 10, 32); err == nil && n+1 > base {
-			base = n + 1
-		}
-	}
-	var rl unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &rl); err != nil {
-		return 0, 0, fmt.Errorf("fd limit of pid %d: %w", pid, err)
-	}
-	return base, rl.Cur, nil
-}
-
-// takeReadEnds duplicates the pipes' read ends (fds in the task) into
-// ctr-cr and makes each pipe as large as allowed.
-func (m *SpliceMover) takeReadEnds(pid int, taskRfds []uint64) error {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(pidfd)
-	for _, tfd := range taskRfds {
-		fd, err := unix.PidfdGetfd(pidfd, int(tfd), 0)
-		if err != nil {
-			return fmt.Errorf("pidfd_getfd of the vmsplice pipe: %w", err)
-		}
-		m.rfds = append(m.rfds, fd)
-		size, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, splicePipeSize)
-		if err != nil {
-			// keep the size it has (16 pages by default)
-			size, err = unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
-			if err != nil {
-				return fmt.Errorf("pipe size: %w", err)
-			}
-		}
-		m.slots = append(m.slots, uint64(min(size, splicePipeSize)/PageSize))
-	}
-	return nil
-}
-
-// closeTaskFds closes fds in the task, in batches; with more, the last
-// batch also runs the calls in more (one batch fewer).
-func (m *SpliceMover) closeTaskFds(fds []uint64, more ...Syscall) error {
-	var errs []error
-	calls := make([]Syscall, 0, len(fds)+len(more))
-	for _, fd := range fds {
-		calls = append(calls, Syscall{What: "close vmsplice pipe", Nr: unix.SYS_CLOSE, Args: [6]uint64{fd}})
-	}
-	calls = append(calls, more...)
-	for len(calls) > 0 {
-		n := min(len(calls), m.sc.MaxCalls())
-		if _, err := m.sc.Calls(calls[:n]); err != nil {
-			errs = append(errs, err)
-		}
-		calls = calls[n:]
-	}
-	return errors.Join(errs...)
-}
-
-// Close closes the pipes (pages still in them are dropped) and unmaps the
-// iovec area in the task. Safe to call twice.
-func (m *SpliceMover) Close() error {
-	for _, fd := range m.rfds {
-		unix.Close(fd)
-	}
-	m.rfds = nil
-	var unmap []Syscall
-	if m.area != 0 {
-		unmap = []Syscall{{What: "munmap vmsplice iovec area", Nr: unix.SYS_MUNMAP, Args: [6]uint64{m.area, spliceAreaSize}}}
-	}
-	err := m.closeTaskFds(m.wfds, unmap...)
-	m.wfds = nil
-	m.area = 0
-	return err
 }
 
 // piece is a part of a run that goes through one pipe.

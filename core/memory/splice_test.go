@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -19,10 +20,26 @@ type selfCalls struct {
 	vmsplices, failVmsplice int
 	mem                     *os.File // /proc/self/mem, read-write
 	scratch                 [512]byte
+	// disturb: an fd is opened just before the first batch of pipe2
+	disturb   bool
+	disturbFd int
 }
 
 func (s *selfCalls) Calls(calls []Syscall) ([]uint64, error) {
 	var out []uint64
+	if s.disturb && s.disturbFd == 0 {
+		for _, c := range calls {
+			if c.Nr == unix.SYS_PIPE2 {
+				// someone else takes the lowest free fd meanwhile
+				fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return nil, err
+				}
+				s.disturbFd = fd
+				break
+			}
+		}
+	}
 	for _, c := range calls {
 		if c.Nr == unix.SYS_VMSPLICE {
 			s.vmsplices++
@@ -152,7 +169,7 @@ func testSpliceMover(t *testing.T, fail int) {
 			t.Errorf("write end %d not close-on-exec (%v)", w, err)
 		}
 	}
-	if want := min(spliceMaxPipes, sc.MaxCalls()-1); len(m.wfds) != want || len(m.rfds) != want { // (the mmap has a call of the batch)
+	if want := spliceMaxPipes; len(m.wfds) != want || len(m.rfds) != want {
 		t.Errorf("%d write ends, %d read ends, want %d", len(m.wfds), len(m.rfds), want)
 	}
 	r := &Reader{Pid: os.Getpid(), Mem: mf, Mover: m}
@@ -201,4 +218,35 @@ func fdNames(ents []os.DirEntry) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// TestSpliceMoverFdTableChanged: when the task's fd table changes between
+// ctr-cr's look at it and the set-up batch (the pipes would not get the
+// numbers foreseen), the batch stops at its check, before any fd is moved
+// or closed, and everything it made is closed again: the mover is not
+// used and the fd table is as before.
+func TestSpliceMoverFdTableChanged(t *testing.T) {
+	rw, err := os.OpenFile("/proc/self/mem", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	sc := &selfCalls{mem: rw, disturb: true}
+	before, _ := os.ReadDir("/proc/self/fd")
+	m, err := OpenSpliceMover(os.Getpid(), sc)
+	if err == nil {
+		m.Close()
+		t.Fatal("the mover was set up on a fd table that changed")
+	}
+	if !strings.Contains(err.Error(), "check the vmsplice pipe") {
+		t.Errorf("error %q does not name the check", err)
+	}
+	if sc.disturbFd == 0 {
+		t.Fatal("no fd opened in the way")
+	}
+	unix.Close(sc.disturbFd)
+	after, _ := os.ReadDir("/proc/self/fd")
+	if fmt.Sprint(fdNames(after)) != fmt.Sprint(fdNames(before)) {
+		t.Errorf("fds open after %v, before %v", fdNames(after), fdNames(before))
+	}
 }
