@@ -71,17 +71,18 @@ const (
 // one batch (openPipes), so the program's own opens get the numbers they
 // would have got. What a crash can leave is listed in the README ("what
 // a killed dump leaves"): the iovec mapping (spliceAreaSize bytes,
-// anonymous) and up to spliceMaxPipes pipes (a write end, and the read
-// end of those not yet taken) at those high numbers, holding references
-// to up to spliceMaxPipes*splicePipeSize bytes of the task's pages until
-// it exits or closes them.
+// anonymous) and up to spliceMaxPipes pipes (both ends) at those high
+// numbers, holding references to up to spliceMaxPipes*splicePipeSize
+// bytes of the task's pages until it exits or closes them. vmsplice is
+// called with SPLICE_F_NONBLOCK: a batch that ctr-cr's death left to run
+// alone can never wait for room in a pipe.
 type SpliceMover struct {
 	sc   Syscaller
 	area uint64   // the iovec arrays, mapped in the task
 	wfds []uint64 // the pipes' write ends, in the task
 	rfds []int    // the same pipes' read ends, in ctr-cr
-	// taskRfds: read ends still in the task (taken by ctr-cr, closed
-	// there with the next batch)
+	// taskRfds: the read ends in the task, kept so that the pipes
+	// always have a reader (see openPipes)
 	taskRfds []uint64
 	slots    []uint64 // pages each pipe holds
 	// Fallbacks counts the runs that went through ctr-cr's buffer after
@@ -246,7 +247,7 @@ func (m *SpliceMover) start(runs []Run, i int, off uint64, set []int, iov []byte
 			continue
 		}
 		calls = append(calls, Syscall{What: "vmsplice pages into a pipe", Nr: unix.SYS_VMSPLICE,
-			Args: [6]uint64{m.wfds[p], m.area + uint64(p)*spliceIovecs*16, niov[p], 0}})
+			Args: [6]uint64{m.wfds[p], m.area + uint64(p)*spliceIovecs*16, niov[p], unix.SPLICE_F_NONBLOCK}})
 		want = append(want, fill[p]*PageSize)
 	}
 	lo := uint64(set[0]) * spliceIovecs * 16

@@ -11,12 +11,11 @@ import (
 )
 
 // pipesPerBatch is how many pipes one set-up batch makes: each costs
-// seven calls (pipe2, two checks, two moves, two closes), and the batch
-// also closes the read ends the batch before made.
+// seven calls (pipe2, two checks, two moves, two closes).
 const pipesPerBatch = 4
 
 // setupCalls is the most calls a set-up batch has.
-const setupCalls = pipesPerBatch + 7*pipesPerBatch
+const setupCalls = 7 * pipesPerBatch
 
 // futex(2) operation and flag (linux/futex.h).
 const (
@@ -55,36 +54,29 @@ func OpenSpliceMover(pid int, sc Syscaller) (_ *SpliceMover, err error) {
 			break // with fewer pipes than asked, the ones made serve
 		}
 	}
-	// the last read ends closed in the task, and the iovec arrays mapped
-	calls := closeCalls(m.taskRfds)
-	calls = append(calls, Syscall{What: "mmap iovec area for vmsplice", Nr: unix.SYS_MMAP,
-		Args: [6]uint64{0, spliceAreaSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS, ^uint64(0), 0}})
-	res, err := sc.Calls(calls)
-	m.taskRfds = m.taskRfds[min(len(res), len(m.taskRfds)):]
+	res, err := sc.Calls([]Syscall{{What: "mmap iovec area for vmsplice", Nr: unix.SYS_MMAP,
+		Args: [6]uint64{0, spliceAreaSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS, ^uint64(0), 0}}})
 	if err != nil {
 		return nil, err
 	}
-	m.area = res[len(res)-1]
+	m.area = res[0]
 	return m, nil
 }
 
-// openPipes makes n pipes in the task in one batch: it first closes the
-// read ends the batch before left (m.taskRfds, taken by ctr-cr since),
-// then pipe2 n times, checks that each fd got the number foreseen from
+// openPipes makes n pipes in the task in one batch: pipe2 n times, checks that each fd got the number foreseen from
 // the task's fd table (FUTEX_CMP_REQUEUE on the fd pipe2 stored fails
 // with EAGAIN when it differs: a fd table changed by someone else), moves
 // both ends above every fd (F_DUPFD_CLOEXEC) and closes the first
-// numbers, which the program may use. Then ctr-cr takes the read ends
-// (pidfd_getfd). After a failure what the batch made is closed again
+// numbers, which the program may use. Then ctr-cr takes copies of the
+// read ends (pidfd_getfd). The task keeps its read ends until Close: a
+// pipe with no reader would answer a vmsplice with EPIPE and SIGPIPE,
+// which, were ctr-cr killed while the task runs a batch of them, would
+// reach the program. After a failure what the batch made is closed again
 // (m.broken if that fails too).
 func (m *SpliceMover) openPipes(pid, pidfd, n int) error {
-	closing := m.taskRfds
 	used, limit, err := fdTable(pid)
 	if err != nil {
 		return err
-	}
-	for _, fd := range closing {
-		delete(used, fd)
 	}
 	// the numbers pipe2 gives: the lowest free, read end first
 	want := make([]uint64, 0, 2*n)
@@ -109,7 +101,7 @@ func (m *SpliceMover) openPipes(pid, pidfd, n int) error {
 	if err := m.sc.Poke(fill, scratch); err != nil {
 		return err
 	}
-	calls := closeCalls(closing)
+	var calls []Syscall
 	for i := 0; i < n; i++ {
 		calls = append(calls, Syscall{What: "pipe2 for vmsplice", Nr: unix.SYS_PIPE2, Args: [6]uint64{scratch + uint64(8*i), unix.O_CLOEXEC}})
 	}
@@ -125,14 +117,13 @@ func (m *SpliceMover) openPipes(pid, pidfd, n int) error {
 	if err != nil {
 		return m.undoOpen(calls, res, n, err)
 	}
-	m.taskRfds = nil
-	moved := res[len(closing)+3*n : len(closing)+5*n]
+	moved := res[3*n : 5*n]
 	for i := 0; i < n; i++ {
 		m.wfds = append(m.wfds, moved[2*i+1])
 		m.taskRfds = append(m.taskRfds, moved[2*i])
 	}
-	for _, tfd := range m.taskRfds {
-		if err := m.takeReadEnd(pidfd, tfd); err != nil {
+	for i := 0; i < n; i++ {
+		if err := m.takeReadEnd(pidfd, moved[2*i]); err != nil {
 			return err
 		}
 	}
@@ -149,9 +140,6 @@ func (m *SpliceMover) undoOpen(calls []Syscall, res []uint64, n int, callErr err
 		return errors.Join(callErr, err)
 	}
 	open := map[uint64]bool{}
-	for _, fd := range m.taskRfds {
-		open[fd] = true
-	}
 	for k, c := range calls {
 		if k > len(res) {
 			break // not run
@@ -171,7 +159,6 @@ func (m *SpliceMover) undoOpen(calls []Syscall, res []uint64, n int, callErr err
 			}
 		}
 	}
-	m.taskRfds = nil
 	for fd := range open {
 		m.taskRfds = append(m.taskRfds, fd) // closed by Close
 	}
