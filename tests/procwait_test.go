@@ -295,3 +295,17 @@ func reapTree(pids []int, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// head returns the first n lines of the file at path (a crash report's
+// reason is at its top).
+func head(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}

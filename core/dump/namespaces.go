@@ -119,7 +119,8 @@ func (d *dumper) checkNamespaces() error {
 	}
 	data, err := d.opts.CarryNamespaces(pids, carried)
 	if err != nil {
-		return fmt.Errorf("pid %d: namespaces %s: %w", root.pid, strings.Join(carried, ","), err)
+		// the most common such tree is a container's: name its command
+		return fmt.Errorf("pid %d: namespaces %s: %w (a container's process? checkpoint the container with `ctr-cr checkpoint ID`)", root.pid, strings.Join(carried, ","), err)
 	}
 	d.namespaces, d.nsData = carried, data
 	return nil
