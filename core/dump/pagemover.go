@@ -33,7 +33,10 @@ type pageMover struct {
 // task, ...): copying them still works. A failure to take back what it
 // made in the task is an error.
 func (d *dumper) openMover(t *task, runs []memory.Run) (*pageMover, error) {
-	if noSplice || t.p == nil {
+	if noSplice || t.p == nil || d.opts.PagesSink != nil {
+		// (a page server's stream cannot be hashed from a mapping: the
+		// pages would be read out of the pipes again, see
+		// PagesWriter.SplicePages, for nothing saved)
 		return nil, nil
 	}
 	var pages uint64
