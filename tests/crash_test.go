@@ -22,13 +22,18 @@ import (
 // /proc and checked by the target itself), its floating-point state intact
 // (accumulators, rounding mode, bursts of arithmetic in registers: checked
 // inside), counting on, its mappings as before but for areas the
-// injector may leave (anonymous, a multiple of the area's size).
+// injector and the page mover may leave (anonymous, of their sizes), its
+// fds as before but for the mover's pipes above them all.
 //
 // The sweep takes every stride-th step; CTRCR_CRASH_STRIDE=1 (make stress)
 // takes every step.
 
 // areaSize is ptrace.AreaSize: the anonymous mapping a crash may leave.
 const areaSize = 0xb000
+
+// moverAreaSize is the page mover's iovec mapping (memory.spliceAreaSize),
+// which a crash while pages are written may leave too.
+const moverAreaSize = 0x20000
 
 type crashTarget struct {
 	t       *testing.T
@@ -38,6 +43,7 @@ type crashTarget struct {
 	masks   map[string]string // tid -> SigBlk
 	named   map[string]bool   // file-backed and special mappings
 	anon    uint64            // bytes of anonymous mappings
+	fds     map[int]string    // fd -> what it is (its /proc link)
 	crashes int
 	// mapsOwn: the target maps and unmaps anonymous memory and makes
 	// threads itself (the Go runtime): only its named mappings are
@@ -100,7 +106,62 @@ func startCrashProc(t *testing.T, dir, netns string, args []string, threads int)
 		t.Fatalf("%s has %d threads, want %d", filepath.Base(args[0]), len(ct.masks), threads)
 	}
 	ct.named, ct.anon = ct.readMaps()
+	ct.fds = ct.readFds()
 	return ct
+}
+
+// readFds returns the target's fd table: fd -> its /proc/PID/fd link.
+func (ct *crashTarget) readFds() map[int]string {
+	dir := fmt.Sprintf("/proc/%d/fd", ct.pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		ct.t.Fatalf("fds: %v", err)
+	}
+	out := map[int]string{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			out[n] = l
+		}
+	}
+	return out
+}
+
+// fdsUnchanged reports how the fd table differs from the one at the
+// start beyond what a crash may leave: every fd as it was, and new ones
+// only pipes (the page mover's) numbered above all the program had.
+func (ct *crashTarget) fdsUnchanged() error {
+	now := ct.readFds()
+	top := 0
+	for fd, l := range ct.fds {
+		top = max(top, fd)
+		if now[fd] != l {
+			return fmt.Errorf("fd %d is %q, was %q", fd, now[fd], l)
+		}
+	}
+	if ct.mapsOwn {
+		return nil // the Go runtime opens fds of its own
+	}
+	for fd, l := range now {
+		if _, ok := ct.fds[fd]; !ok && (fd <= top || !strings.HasPrefix(l, "pipe:")) {
+			return fmt.Errorf("new fd %d (%s), the program's highest was %d", fd, l, top)
+		}
+	}
+	return nil
+}
+
+// anonLeftOk reports whether extra bytes of anonymous mappings are areas
+// of the injector and the page mover, at most one each per crash.
+func anonLeftOk(extra uint64, crashes int) bool {
+	for m := uint64(0); m <= uint64(crashes); m++ {
+		if rest := extra - m*moverAreaSize; m*moverAreaSize <= extra && rest%areaSize == 0 && rest/areaSize <= uint64(crashes) {
+			return true
+		}
+	}
+	return false
 }
 
 func (ct *crashTarget) readMasks() map[string]string {
@@ -251,8 +312,11 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 			t.Fatalf("%s: new mapping %q", fault, l)
 		}
 	}
-	if extra := anon - ct.anon; !ct.mapsOwn && (anon < ct.anon || extra%areaSize != 0 || extra/areaSize > uint64(ct.crashes)) {
-		t.Fatalf("%s: anonymous mappings %d bytes, were %d (leftover areas are %#x each)", fault, anon, ct.anon, areaSize)
+	if !ct.mapsOwn && (anon < ct.anon || !anonLeftOk(anon-ct.anon, ct.crashes)) {
+		t.Fatalf("%s: anonymous mappings %d bytes, were %d (leftover areas are %#x and %#x each)", fault, anon, ct.anon, areaSize, moverAreaSize)
+	}
+	if err := ct.fdsUnchanged(); err != nil {
+		t.Fatalf("%s: %v", fault, err)
 	}
 	if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
 		t.Fatalf("%s: the target reports %s", fault, l)
