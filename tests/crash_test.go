@@ -52,6 +52,11 @@ type crashTarget struct {
 	// namedOnly sweeps the named fault points only, not the injection
 	// steps (TestCrash_DumpGo, see there)
 	namedOnly bool
+	// cleanup: after each crash `ctr-cr cleanup` runs, and then the maps
+	// and the fd table must be exactly as at the start (no leftover)
+	cleanup bool
+	cleaned int    // cleanup's actions done
+	maps    string // /proc/PID/maps at the start
 }
 
 // startCrashTarget starts crash_target with n extra threads (and a TCP echo
@@ -106,8 +111,30 @@ func startCrashProc(t *testing.T, dir, netns string, args []string, threads int)
 		t.Fatalf("%s has %d threads, want %d", filepath.Base(args[0]), len(ct.masks), threads)
 	}
 	ct.named, ct.anon = ct.readMaps()
+	ct.maps = ct.rawMaps()
 	ct.fds = ct.readFds()
 	return ct
+}
+
+// rawMaps is /proc/PID/maps as it is.
+func (ct *crashTarget) rawMaps() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", ct.pid))
+	if err != nil {
+		ct.t.Fatalf("maps: %v", err)
+	}
+	return string(b)
+}
+
+// exactlyAsBefore reports how the maps and the fd table differ from the
+// start's, with no leftover allowed.
+func (ct *crashTarget) exactlyAsBefore() error {
+	if now := ct.rawMaps(); now != ct.maps {
+		return fmt.Errorf("maps now\n%s\nwere\n%s", now, ct.maps)
+	}
+	if now := ct.readFds(); fmt.Sprint(now) != fmt.Sprint(ct.fds) {
+		return fmt.Errorf("fds now %v, were %v", now, ct.fds)
+	}
+	return nil
 }
 
 // readFds returns the target's fd table: fd -> its /proc/PID/fd link.
@@ -267,6 +294,14 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 	if ct.netns != "" {
 		dropLockTables(t, ct.netns)
 	}
+	if ct.cleanup {
+		// at once: a thread may still be in the injected area
+		if out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput(); err != nil {
+			t.Fatalf("%s: cleanup: %v\n%s", fault, err, out)
+		} else {
+			ct.cleaned += strings.Count(string(out), ": done")
+		}
+	}
 	// A thread the crash caught in injected code finishes it, waits out
 	// the park (500 ms) and returns by rt_sigreturn.
 	deadline := time.Now().Add(5 * time.Second)
@@ -317,6 +352,11 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 	}
 	if err := ct.fdsUnchanged(); err != nil {
 		t.Fatalf("%s: %v", fault, err)
+	}
+	if ct.cleanup {
+		if err := ct.exactlyAsBefore(); err != nil {
+			t.Fatalf("%s: after ctr-cr cleanup: %v", fault, err)
+		}
 	}
 	if l := lastLine(filepath.Join(ct.dir, "out")); strings.HasPrefix(l, "FAIL") {
 		t.Fatalf("%s: the target reports %s", fault, l)
@@ -387,6 +427,28 @@ func TestCrash_DumpSingleThread(t *testing.T) {
 	ct := startCrashTarget(t, 0, false, false)
 	ct.sweep(crashStride(3), "--leave-running")
 	ct.sweep(crashStride(11))
+}
+
+// TestCrash_DumpCleanupExact: after each crash of the dump, `ctr-cr
+// cleanup` takes back what injection left in the target (the injector's
+// area, the page mover's pipes and iovec area): its maps and fd table
+// are then exactly as before the dump. The target holds 4 MiB of private
+// pages, so the dump moves them through pipes; every injection step of
+// a --leave-running dump, every other one of a killing dump. A target
+// that catches the signals that end injected runs ends them in the park,
+// where cleanup finds a thread still in the area and waits.
+func TestCrash_DumpCleanupExact(t *testing.T) {
+	ct := startCrashTarget(t, 1, false, false)
+	ct.cleanup = true
+	ct.sweep(crashStride(1), "--leave-running")
+	ct.sweep(crashStride(2))
+	t.Logf("cleanup took back %d items", ct.cleaned)
+	if ct.cleaned == 0 {
+		t.Fatal("cleanup found nothing to take back")
+	}
+	pk := startCrashTarget(t, 0, false, true)
+	pk.cleanup = true
+	pk.sweep(crashStride(3), "--leave-running")
 }
 
 // TestCrash_DumpSingleThreadParked: a target that catches SIGURG,

@@ -55,7 +55,7 @@ func (d *dumper) openMover(t *task, runs []memory.Run) (*pageMover, error) {
 		debugSplice(err)
 		return nil, nil
 	}
-	if pm.mover, err = memory.OpenSpliceMover(t.pid, taskCalls{pm}); err != nil {
+	if pm.mover, err = memory.OpenSpliceMover(t.pid, taskCalls{pm}, &moverLeftovers{pid: t.pid}); err != nil {
 		debugSplice(err)
 		pm.mover = nil // OpenSpliceMover took back what it made
 		if cerr := pm.close(d); cerr != nil {

@@ -49,6 +49,8 @@ const (
 	splicePipeSize = 1 << 20
 	spliceIovecs   = splicePipeSize / PageSize // a pipe slot holds one page: one iovec a page at most
 	spliceAreaSize = spliceMaxPipes * spliceIovecs * 16
+	// the mapping: a page for the magic that marks it, then the iovecs
+	spliceMapSize = PageSize + spliceAreaSize
 )
 
 // SpliceMover moves a stopped task's pages into the image without a copy
@@ -70,7 +72,7 @@ const (
 // the task has (close-on-exec) and their first numbers closed, all in
 // one batch (openPipes), so the program's own opens get the numbers they
 // would have got. What a crash can leave is listed in the README ("what
-// a killed dump leaves"): the iovec mapping (spliceAreaSize bytes,
+// a killed dump leaves"): the iovec mapping (spliceMapSize bytes,
 // anonymous) and up to spliceMaxPipes pipes (both ends) at those high
 // numbers, holding references to up to spliceMaxPipes*splicePipeSize
 // bytes of the task's pages until it exits or closes them. vmsplice is
@@ -78,7 +80,8 @@ const (
 // alone can never wait for room in a pipe.
 type SpliceMover struct {
 	sc   Syscaller
-	area uint64   // the iovec arrays, mapped in the task
+	lo   Leftovers
+	area uint64   // the mapping in the task: its magic, then the iovecs
 	wfds []uint64 // the pipes' write ends, in the task
 	rfds []int    // the same pipes' read ends, in ctr-cr
 	// taskRfds: the read ends in the task, kept so that the pipes
@@ -91,6 +94,8 @@ type SpliceMover struct {
 	// Spliced counts the pages that went through the pipes.
 	Spliced uint64
 	broken  bool
+	// leftover: a Close failed, something may be left in the task
+	leftover bool
 }
 
 // piece is a part of a run that goes through one pipe.
@@ -247,12 +252,12 @@ func (m *SpliceMover) start(runs []Run, i int, off uint64, set []int, iov []byte
 			continue
 		}
 		calls = append(calls, Syscall{What: "vmsplice pages into a pipe", Nr: unix.SYS_VMSPLICE,
-			Args: [6]uint64{m.wfds[p], m.area + uint64(p)*spliceIovecs*16, niov[p], unix.SPLICE_F_NONBLOCK}})
+			Args: [6]uint64{m.wfds[p], m.area + PageSize + uint64(p)*spliceIovecs*16, niov[p], unix.SPLICE_F_NONBLOCK}})
 		want = append(want, fill[p]*PageSize)
 	}
 	lo := uint64(set[0]) * spliceIovecs * 16
 	hi := (uint64(set[len(set)-1]) + 1) * spliceIovecs * 16
-	if err := m.sc.Poke(iov[lo:hi], m.area+lo); err != nil {
+	if err := m.sc.Poke(iov[lo:hi], m.area+PageSize+lo); err != nil {
 		b.done <- err
 		return b
 	}

@@ -150,7 +150,7 @@ func testSpliceMover(t *testing.T, fail int) {
 	defer rw.Close()
 	sc := &selfCalls{failVmsplice: fail, mem: rw}
 	fdsBefore, _ := os.ReadDir("/proc/self/fd")
-	m, err := OpenSpliceMover(os.Getpid(), sc)
+	m, err := OpenSpliceMover(os.Getpid(), sc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestSpliceMoverFdTableChanged(t *testing.T) {
 	defer rw.Close()
 	sc := &selfCalls{mem: rw, disturb: true}
 	before, _ := os.ReadDir("/proc/self/fd")
-	m, err := OpenSpliceMover(os.Getpid(), sc)
+	m, err := OpenSpliceMover(os.Getpid(), sc, nil)
 	if err == nil {
 		m.Close()
 		t.Fatal("the mover was set up on a fd table that changed")

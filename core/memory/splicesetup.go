@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
 // pipesPerBatch is how many pipes one set-up batch makes: each costs
@@ -26,15 +29,30 @@ const (
 // errNoRoom: no more pipes fit under the task's fd limit.
 var errNoRoom = errors.New("splice mover: no room for more pipes under the task's fd limit")
 
-// OpenSpliceMover prepares the pipes in the task (pid) through sc. It
-// fails when the task cannot have any (e.g. no fd free below its
-// RLIMIT_NOFILE, a fd table that changed under it); the dump then copies
-// pages as before. Nothing it made is left behind on failure.
-func OpenSpliceMover(pid int, sc Syscaller) (_ *SpliceMover, err error) {
+// Leftovers is told, before the mover makes them, of the pipes and the
+// mapping it puts in the task, which a crash of ctr-cr would leave there
+// (the dump writes them in its operation record, see internal/oprec's
+// Injected), and, once Close took them all back, that they are gone.
+type Leftovers interface {
+	// WillMakePipes: pipes about to be made, as (read end, write end)
+	// fd numbers in the task.
+	WillMakePipes(pairs [][2]int) error
+	// WillMap: size bytes about to be mapped at addr, whose first bytes
+	// will be magic.
+	WillMap(addr, size uint64, magic []byte) error
+	Gone()
+}
+
+// OpenSpliceMover prepares the pipes in the task (pid) through sc,
+// telling lo (if not nil) of each before it is made. It fails when the
+// task cannot have any (e.g. no fd free below its RLIMIT_NOFILE, a fd
+// table that changed under it); the dump then copies pages as before.
+// Nothing it made is left behind on failure.
+func OpenSpliceMover(pid int, sc Syscaller, lo Leftovers) (_ *SpliceMover, err error) {
 	if sc.MaxCalls() < setupCalls {
 		return nil, errors.New("splice mover: batches too small")
 	}
-	m := &SpliceMover{sc: sc}
+	m := &SpliceMover{sc: sc, lo: lo}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -54,13 +72,36 @@ func OpenSpliceMover(pid int, sc Syscaller) (_ *SpliceMover, err error) {
 			break // with fewer pipes than asked, the ones made serve
 		}
 	}
-	res, err := sc.Calls([]Syscall{{What: "mmap iovec area for vmsplice", Nr: unix.SYS_MMAP,
-		Args: [6]uint64{0, spliceAreaSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS, ^uint64(0), 0}}})
+	return m, m.mapArea(pid)
+}
+
+// mapArea maps the iovec area in the task at an address chosen (and told
+// to m.lo) first, and marks it with a magic of its own, by which a
+// cleanup knows it (see Leftovers).
+func (m *SpliceMover) mapArea(pid int) error {
+	addr, err := procfs.FreeGap(pid, spliceMapSize)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("splice mover: %w", err)
+	}
+	magic := make([]byte, 16)
+	if _, err := rand.Read(magic); err != nil {
+		return err
+	}
+	if m.lo != nil {
+		if err := m.lo.WillMap(addr, spliceMapSize, magic); err != nil {
+			return err
+		}
+	}
+	res, err := m.sc.Calls([]Syscall{{What: "mmap iovec area for vmsplice", Nr: unix.SYS_MMAP,
+		Args: [6]uint64{addr, spliceMapSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0}}})
+	if err != nil {
+		return err
 	}
 	m.area = res[0]
-	return m, nil
+	if m.area != addr {
+		return fmt.Errorf("splice mover: iovec area mapped at %#x, want %#x", m.area, addr)
+	}
+	return m.sc.Poke(magic, m.area)
 }
 
 // openPipes makes n pipes in the task in one batch: pipe2 n times, checks that each fd got the number foreseen from
@@ -92,6 +133,17 @@ func (m *SpliceMover) openPipes(pid, pidfd, n int) error {
 	base := max(top, want[2*n-1]) + 1
 	if base+uint64(2*n) > limit {
 		return fmt.Errorf("%w (%d)", errNoRoom, limit)
+	}
+	if m.lo != nil {
+		// F_DUPFD_CLOEXEC from base, above every fd: pipe i's ends get
+		// base+2i (read) and base+2i+1 (write)
+		pairs := make([][2]int, n)
+		for i := range pairs {
+			pairs[i] = [2]int{int(base) + 2*i, int(base) + 2*i + 1}
+		}
+		if err := m.lo.WillMakePipes(pairs); err != nil {
+			return err
+		}
 	}
 	scratch := m.sc.Scratch()
 	fill := make([]byte, 8*pipesPerBatch)
@@ -232,7 +284,7 @@ func (m *SpliceMover) Close() error {
 	m.rfds = nil
 	calls := closeCalls(append(m.taskRfds, m.wfds...))
 	if m.area != 0 {
-		calls = append(calls, Syscall{What: "munmap vmsplice iovec area", Nr: unix.SYS_MUNMAP, Args: [6]uint64{m.area, spliceAreaSize}})
+		calls = append(calls, Syscall{What: "munmap vmsplice iovec area", Nr: unix.SYS_MUNMAP, Args: [6]uint64{m.area, spliceMapSize}})
 	}
 	var errs []error
 	for len(calls) > 0 {
@@ -246,5 +298,10 @@ func (m *SpliceMover) Close() error {
 		calls = calls[n:]
 	}
 	m.taskRfds, m.wfds, m.area = nil, nil, 0
+	if len(errs) > 0 {
+		m.leftover = true // what is left stays recorded
+	} else if m.lo != nil && !m.leftover {
+		m.lo.Gone()
+	}
 	return errors.Join(errs...)
 }

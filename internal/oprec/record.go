@@ -54,6 +54,11 @@ type Record struct {
 	// Checkpointed are containers a checkpoint kills once their image is
 	// in place, then deletes from the runtime.
 	Checkpointed []Checkpointed `json:"checkpointed,omitempty"`
+	// Injected are what injected calls put in live targets for the time
+	// of a step (see Injected); an item goes once that is removed.
+	Injected []Injected `json:"injected,omitempty"`
+	// nextID numbers Injected items (this process's only)
+	nextID uint64
 }
 
 // Checkpointed is a container whose checkpoint, without --leave-running,
@@ -160,14 +165,26 @@ func Begin(op string) error {
 }
 
 // End removes this process's record: everything it listed is undone or
-// handed over (an image owning its network lock).
+// handed over (an image owning its network lock). What injection put in a
+// live target and could not take back (Injected items not forgotten: the
+// injector failed) stays recorded, alone, for the sweep that follows this
+// process's exit.
 func End() {
 	mu.Lock()
 	defer mu.Unlock()
-	if cur != nil {
-		os.Remove(filepath.Join(Dir, cur.fileName()))
-		cur = nil
+	if cur == nil {
+		return
 	}
+	if len(cur.Injected) > 0 {
+		left := &Record{Proc: cur.Proc, PidNS: cur.PidNS, Op: cur.Op, Began: cur.Began, Injected: cur.Injected}
+		cur = left
+		if saveLocked() == nil {
+			cur = nil
+			return
+		}
+	}
+	os.Remove(filepath.Join(Dir, cur.fileName()))
+	cur = nil
 }
 
 // add applies fn to the record and saves it; without Begin it does nothing.
