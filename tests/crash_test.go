@@ -55,8 +55,9 @@ type crashTarget struct {
 	// cleanup: after each crash `ctr-cr cleanup` runs, and then the maps
 	// and the fd table must be exactly as at the start (no leftover)
 	cleanup bool
-	cleaned int    // cleanup's actions done
-	maps    string // /proc/PID/maps at the start
+	env     []string // for ctr-cr (dump, cleanup)
+	cleaned int      // cleanup's actions done
+	maps    string   // /proc/PID/maps at the start
 }
 
 // startCrashTarget starts crash_target with n extra threads (and a TCP echo
@@ -269,7 +270,7 @@ func (ct *crashTarget) dump(fault string, extra ...string) (killed bool, stderr 
 	img := filepath.Join(ct.t.TempDir(), "img")
 	argv := testutil.InNetns(ct.netns, append([]string{bin, "dump", "-t", strconv.Itoa(ct.pid), "-D", img}, extra...)...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "CTRCR_FAULT="+fault)
+	cmd.Env = append(os.Environ(), append(ct.env, "CTRCR_FAULT="+fault)...)
 	var eb strings.Builder
 	cmd.Stderr = &eb
 	err := cmd.Run()
@@ -296,7 +297,9 @@ func (ct *crashTarget) checkUnchanged(fault string) {
 	}
 	if ct.cleanup {
 		// at once: a thread may still be in the injected area
-		if out, err := exec.Command(testutil.BuildCtrCr(t), "cleanup").CombinedOutput(); err != nil {
+		cmd := exec.Command(testutil.BuildCtrCr(t), "cleanup")
+		cmd.Env = append(os.Environ(), ct.env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: cleanup: %v\n%s", fault, err, out)
 		} else {
 			ct.cleaned += strings.Count(string(out), ": done")
@@ -438,8 +441,11 @@ func TestCrash_DumpSingleThread(t *testing.T) {
 // that catches the signals that end injected runs ends them in the park,
 // where cleanup finds a thread still in the area and waits.
 func TestCrash_DumpCleanupExact(t *testing.T) {
+	// records of their own: no other ctr-cr's sweep (another test's,
+	// another version's) takes them
+	env := []string{"CTRCR_OPS_DIR=" + t.TempDir()}
 	ct := startCrashTarget(t, 1, false, false)
-	ct.cleanup = true
+	ct.cleanup, ct.env = true, env
 	ct.sweep(crashStride(1), "--leave-running")
 	ct.sweep(crashStride(2))
 	t.Logf("cleanup took back %d items", ct.cleaned)
@@ -447,7 +453,7 @@ func TestCrash_DumpCleanupExact(t *testing.T) {
 		t.Fatal("cleanup found nothing to take back")
 	}
 	pk := startCrashTarget(t, 0, false, true)
-	pk.cleanup = true
+	pk.cleanup, pk.env = true, env
 	pk.sweep(crashStride(3), "--leave-running")
 }
 

@@ -32,8 +32,15 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
-// Dir holds the records (a variable for tests).
+// Dir holds the records (a variable for tests). CTRCR_OPS_DIR replaces
+// it, for tests only: a test's records then meet no other ctr-cr's sweep.
 var Dir = "/run/ctr-cr/ops"
+
+func init() {
+	if d := os.Getenv("CTRCR_OPS_DIR"); d != "" {
+		Dir = d
+	}
+}
 
 // Record is what one ctr-cr process has done that a crash would leave.
 type Record struct {
