@@ -87,7 +87,9 @@ type SpliceMover struct {
 	// taskRfds: the read ends in the task, kept so that the pipes
 	// always have a reader (see openPipes)
 	taskRfds []uint64
-	slots    []uint64 // pages each pipe holds
+	// stray: fds a failed set-up batch left in the task, closed by Close
+	stray []uint64
+	slots []uint64 // pages each pipe holds
 	// Fallbacks counts the runs that went through ctr-cr's buffer after
 	// a batch of vmsplice failed (for tests and statistics).
 	Fallbacks int

@@ -212,7 +212,7 @@ func (m *SpliceMover) undoOpen(calls []Syscall, res []uint64, n int, callErr err
 		}
 	}
 	for fd := range open {
-		m.taskRfds = append(m.taskRfds, fd) // closed by Close
+		m.stray = append(m.stray, fd) // closed by Close
 	}
 	return callErr
 }
@@ -282,13 +282,33 @@ func (m *SpliceMover) Close() error {
 		unix.Close(fd)
 	}
 	m.rfds = nil
-	calls := closeCalls(append(m.taskRfds, m.wfds...))
-	if m.area != 0 {
-		calls = append(calls, Syscall{What: "munmap vmsplice iovec area", Nr: unix.SYS_MUNMAP, Args: [6]uint64{m.area, spliceMapSize}})
+	// a pipe's two ends in one batch (the pairs' batches hold an even
+	// number of calls): a crash between batches leaves whole pairs,
+	// which a cleanup knows (internal/oprec)
+	var pairs []Syscall
+	for i := range m.wfds {
+		pairs = append(pairs, closeCalls([]uint64{m.taskRfds[i], m.wfds[i]})...)
 	}
+	if m.area != 0 {
+		pairs = append(pairs, Syscall{What: "munmap vmsplice iovec area", Nr: unix.SYS_MUNMAP, Args: [6]uint64{m.area, spliceMapSize}})
+	}
+	errs := m.runAll(closeCalls(m.stray))
+	errs = append(errs, m.runAll(pairs)...)
+	m.taskRfds, m.wfds, m.stray, m.area = nil, nil, nil, 0
+	if len(errs) > 0 {
+		m.leftover = true // what is left stays recorded
+	} else if m.lo != nil && !m.leftover {
+		m.lo.Gone()
+	}
+	return errors.Join(errs...)
+}
+
+// runAll runs calls in batches of an even number of calls, going on
+// after a failed one, and returns the failures.
+func (m *SpliceMover) runAll(calls []Syscall) []error {
 	var errs []error
 	for len(calls) > 0 {
-		n := min(len(calls), m.sc.MaxCalls())
+		n := min(len(calls), max(m.sc.MaxCalls()&^1, 1))
 		res, err := m.sc.Calls(calls[:n])
 		if err != nil {
 			// a batch stops at a failure: go on after the failed call
@@ -297,11 +317,5 @@ func (m *SpliceMover) Close() error {
 		}
 		calls = calls[n:]
 	}
-	m.taskRfds, m.wfds, m.area = nil, nil, 0
-	if len(errs) > 0 {
-		m.leftover = true // what is left stays recorded
-	} else if m.lo != nil && !m.leftover {
-		m.lo.Gone()
-	}
-	return errors.Join(errs...)
+	return errs
 }
