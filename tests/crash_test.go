@@ -31,9 +31,9 @@ import (
 // areaSize is ptrace.AreaSize: the anonymous mapping a crash may leave.
 const areaSize = 0xb000
 
-// moverAreaSize is the page mover's iovec mapping (memory.spliceAreaSize),
+// moverAreaSize is the page mover's iovec mapping (memory.spliceMapSize),
 // which a crash while pages are written may leave too.
-const moverAreaSize = 0x20000
+const moverAreaSize = 0x21000
 
 type crashTarget struct {
 	t       *testing.T

@@ -40,14 +40,21 @@ type SpliceSink interface {
 }
 
 // The splice mover's pipes: spliceMaxPipes pipes of up to splicePipeSize
-// each (the most F_SETPIPE_SZ gives without CAP_SYS_RESOURCE on a default
-// fs.pipe-max-size; we never change that sysctl), in two sets: one is
-// filled by a batch of injected vmsplice calls while ctr-cr drains the
-// other into the image by splice.
+// each, in two sets: one is filled by a batch of injected vmsplice calls
+// while ctr-cr drains the other into the image by splice. A pipe is made
+// as large as allowed: splicePipeSize with CAP_SYS_RESOURCE (root), else
+// spliceSmallPipe (the most F_SETPIPE_SZ gives on a default
+// fs.pipe-max-size; we never change that sysctl). Larger pipes mean fewer
+// batches, each an injection round trip, which on a busy machine waits
+// for the task to be scheduled (a 1 GiB dump: 8 batches instead of 64).
+// A pipe holds references to the task's pages, no copy of them.
 const (
-	spliceMaxPipes = 32
-	splicePipeSize = 1 << 20
-	spliceIovecs   = splicePipeSize / PageSize // a pipe slot holds one page: one iovec a page at most
+	spliceMaxPipes  = 32
+	splicePipeSize  = 8 << 20
+	spliceSmallPipe = 1 << 20
+	// iovecs a pipe's vmsplice takes at most (UIO_MAXIOV is 1024): a
+	// pipe whose runs are small is filled that far only
+	spliceIovecs   = 256
 	spliceAreaSize = spliceMaxPipes * spliceIovecs * 16
 	// the mapping: a page for the magic that marks it, then the iovecs
 	spliceMapSize = PageSize + spliceAreaSize
@@ -71,11 +78,13 @@ const (
 // made, checked to have the numbers ctr-cr foresaw, moved above every fd
 // the task has (close-on-exec) and their first numbers closed, all in
 // one batch (openPipes), so the program's own opens get the numbers they
-// would have got. What a crash can leave is listed in the README ("what
-// a killed dump leaves"): the iovec mapping (spliceMapSize bytes,
-// anonymous) and up to spliceMaxPipes pipes (both ends) at those high
-// numbers, holding references to up to spliceMaxPipes*splicePipeSize
-// bytes of the task's pages until it exits or closes them. vmsplice is
+// would have got. What a crash can leave: the iovec mapping
+// (spliceMapSize bytes, anonymous, at an address chosen first, marked by
+// a magic) and up to spliceMaxPipes pipes (both ends) at those high
+// numbers, holding references to the task's pages. Both are told to
+// Leftovers (the dump's operation record) before they are made, and
+// `ctr-cr cleanup`, or the sweep the next ctr-cr run starts with, closes
+// and unmaps them (internal/oprec, Injected). vmsplice is
 // called with SPLICE_F_NONBLOCK: a batch that ctr-cr's death left to run
 // alone can never wait for room in a pipe.
 type SpliceMover struct {
@@ -225,7 +234,7 @@ func (m *SpliceMover) start(runs []Run, i int, off uint64, set []int, iov []byte
 	for k := 0; k < len(set) && next < len(runs) && movable(runs[next]); {
 		p := set[k]
 		room := m.slots[p] - fill[p]
-		if room == 0 {
+		if room == 0 || niov[p] == spliceIovecs {
 			k++
 			continue
 		}

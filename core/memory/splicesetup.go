@@ -227,6 +227,9 @@ func (m *SpliceMover) takeReadEnd(pidfd int, tfd uint64) error {
 	m.rfds = append(m.rfds, fd)
 	size, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, splicePipeSize)
 	if err != nil {
+		size, err = unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, spliceSmallPipe)
+	}
+	if err != nil {
 		// keep the size it has (16 pages by default)
 		size, err = unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
 		if err != nil {
