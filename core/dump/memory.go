@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"os"
+	"time"
 	"strings"
 	"sync"
 
@@ -211,8 +212,12 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 		pw.Close()
 		return err
 	}
+	t0 := time.Now()
 	if err := pw.Close(); err != nil {
 		return err
+	}
+	if debugSpliceOn {
+		fmt.Fprintf(os.Stderr, "pages: pid %d: pages file closed (hashing done) in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
 	}
 	return d.pm.writeParentmap(d.w, t.pid)
 }
@@ -221,9 +226,13 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 // mover set up in t for the time of it, see openMover) when they are
 // many, else (and for what pipes cannot take) through ctr-cr's buffer.
 func (d *dumper) writeTaskPages(t *task, r *memory.Reader, pw *image.PagesWriter, st *memory.Stats) error {
+	t0 := time.Now()
 	runs, err := r.PageList(d.pm.vmas(t.pid, t.mm.Vmas), st)
 	if err != nil {
 		return err
+	}
+	if debugSpliceOn {
+		fmt.Fprintf(os.Stderr, "pages: pid %d: page list in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
 	}
 	mv, err := d.openMover(t, runs)
 	if err != nil {

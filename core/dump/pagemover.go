@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
@@ -72,7 +73,8 @@ func (pm *pageMover) close(d *dumper) error {
 	var err error
 	if pm.mover != nil {
 		if debugSpliceOn {
-			fmt.Fprintf(os.Stderr, "splice mover: pid %d: %d pages through pipes, %d fallbacks\n", pm.t.pid, pm.mover.Spliced, pm.mover.Fallbacks)
+			fmt.Fprintf(os.Stderr, "splice mover: pid %d: %d pages through pipes in %d batches (waited %v for them, %v splicing), %d fallbacks\n",
+				pm.t.pid, pm.mover.Spliced, pm.mover.Batches, pm.mover.Waited.Round(time.Millisecond), pm.mover.Drained.Round(time.Millisecond), pm.mover.Fallbacks)
 		}
 		err = pm.mover.Close()
 	}

@@ -3,6 +3,7 @@ package memory
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,7 +105,12 @@ type SpliceMover struct {
 	Fallbacks int
 	// Spliced counts the pages that went through the pipes.
 	Spliced uint64
-	broken  bool
+	// Batches counts the vmsplice batches; Waited is the time spent
+	// waiting for them, Drained the time splicing pipes into the sink
+	// (for CTRCR_DEBUG_SPLICE).
+	Batches         int
+	Waited, Drained time.Duration
+	broken          bool
 	// leftover: a Close failed, something may be left in the task
 	leftover bool
 }
@@ -185,7 +191,10 @@ func (m *SpliceMover) writeRuns(r *Reader, runs []Run, sink SpliceSink, st *Stat
 		}
 		b := inflight
 		inflight = nil
-		if err := <-b.done; err != nil {
+		t0 := time.Now()
+		err := <-b.done
+		m.Waited += time.Since(t0)
+		if err != nil {
 			// nothing of this batch reached the image: the pipes are
 			// dropped and its runs go through the buffer
 			m.broken = true
@@ -201,7 +210,11 @@ func (m *SpliceMover) writeRuns(r *Reader, runs []Run, sink SpliceSink, st *Stat
 			inflight = m.start(runs, i, off, sets[set], iov)
 			set ^= 1
 		}
-		if err := m.drain(b, sink, st); err != nil {
+		t0 = time.Now()
+		err = m.drain(b, sink, st)
+		m.Drained += time.Since(t0)
+		m.Batches++
+		if err != nil {
 			if inflight != nil {
 				<-inflight.done
 			}
