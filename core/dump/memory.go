@@ -3,9 +3,9 @@ package dump
 import (
 	"fmt"
 	"os"
-	"time"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 

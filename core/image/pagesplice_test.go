@@ -50,11 +50,39 @@ func TestSplicePages(t *testing.T) {
 		}
 		want = append(want, data...)
 	}
+	// several pipes spliced at once (SpliceRuns), each to its place
+	var more [3][2]int
+	for i := range more {
+		if err := unix.Pipe2(more[i][:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(more[i][0])
+		defer unix.Close(more[i][1])
+	}
+	spliceRuns := func(vaddr uint64, seed byte) {
+		t.Helper()
+		var runs []SpliceRun
+		for i := range more {
+			data := pageData(2+i, seed+byte(i))
+			if _, err := unix.Write(more[i][1], data); err != nil {
+				t.Fatal(err)
+			}
+			runs = append(runs, SpliceRun{Vaddr: vaddr, PipeFd: more[i][0], N: len(data)})
+			vaddr += uint64(len(data))
+			want = append(want, data...)
+		}
+		if err := p.SpliceRuns(runs, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
 	write(0x10000, pageData(2, 1))
 	splice(0x12000, pageData(4, 2)) // extends the first run
 	splice(0x20000, pageData(8, 3))
 	write(0x30000, pageData(1, 4))
 	splice(0x40000, pageData(3, 5))
+	spliceRuns(0x50000, 6) // 9 pages
+	write(0x60000, pageData(1, 9))
+	spliceRuns(0x70000, 10)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +97,8 @@ func TestSplicePages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRuns := []*imagepb.PagemapEntry{{Vaddr: 0x10000, NrPages: 6}, {Vaddr: 0x20000, NrPages: 8}, {Vaddr: 0x30000, NrPages: 1}, {Vaddr: 0x40000, NrPages: 3}}
+	wantRuns := []*imagepb.PagemapEntry{{Vaddr: 0x10000, NrPages: 6}, {Vaddr: 0x20000, NrPages: 8}, {Vaddr: 0x30000, NrPages: 1}, {Vaddr: 0x40000, NrPages: 3},
+		{Vaddr: 0x50000, NrPages: 9}, {Vaddr: 0x60000, NrPages: 1}, {Vaddr: 0x70000, NrPages: 9}}
 	if len(runs) != len(wantRuns) {
 		t.Fatalf("runs %v, want %v", runs, wantRuns)
 	}

@@ -3,9 +3,13 @@ package memory
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image"
 )
 
 // Syscall is one system call to run inside the task (Syscaller).
@@ -38,6 +42,20 @@ type Syscaller interface {
 type SpliceSink interface {
 	Sink
 	SplicePages(vaddr uint64, pipeFd int, n int) error
+	// SpliceRuns is SplicePages for each run in order, up to par pipes
+	// spliced at once.
+	SpliceRuns(runs []image.SpliceRun, par int) error
+}
+
+// spliceDrainers is how many pipes are spliced into the image at once
+// (CTRCR_SPLICE_PAR changes it, for comparisons).
+var spliceDrainers = envInt("CTRCR_SPLICE_PAR", 2)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // The splice mover's pipes: spliceMaxPipes pipes of up to splicePipeSize
@@ -225,13 +243,17 @@ func (m *SpliceMover) writeRuns(r *Reader, runs []Run, sink SpliceSink, st *Stat
 
 // drain splices b's pieces from their pipes into sink.
 func (m *SpliceMover) drain(b *moveBatch, sink SpliceSink, st *Stats) error {
-	for _, pc := range b.pieces {
-		if err := sink.SplicePages(pc.addr, m.rfds[pc.pipe], int(pc.pages*PageSize)); err != nil {
-			return err
-		}
-		st.PagesWritten += pc.pages
-		m.Spliced += pc.pages
+	runs := make([]image.SpliceRun, len(b.pieces))
+	var pages uint64
+	for i, pc := range b.pieces {
+		runs[i] = image.SpliceRun{Vaddr: pc.addr, PipeFd: m.rfds[pc.pipe], N: int(pc.pages * PageSize)}
+		pages += pc.pages
 	}
+	if err := sink.SpliceRuns(runs, spliceDrainers); err != nil {
+		return err
+	}
+	st.PagesWritten += pages
+	m.Spliced += pages
 	return nil
 }
 

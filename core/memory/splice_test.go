@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/core/image"
 )
 
 // selfCalls is a Syscaller whose "task" is the test process itself: the
@@ -83,6 +85,15 @@ type recordSink struct {
 func (k *recordSink) WritePages(vaddr uint64, data []byte) error {
 	k.runs = append(k.runs, Run{Addr: vaddr, Pages: uint64(len(data)) / PageSize})
 	k.data = append(k.data, data...)
+	return nil
+}
+
+func (k *recordSink) SpliceRuns(runs []image.SpliceRun, par int) error {
+	for _, r := range runs {
+		if err := k.SplicePages(r.Vaddr, r.PipeFd, r.N); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
