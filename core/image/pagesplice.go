@@ -69,7 +69,8 @@ type SpliceRun struct {
 
 // SpliceRuns appends runs in order, as SplicePages would one after the
 // other, splicing up to par pipes at once, each into its own part of the
-// file (splice with an output offset). The copy into the page cache is
+// file (splice with an output offset; the runs of one pipe one after the
+// other, in order, as they lie in it). The copy into the page cache is
 // most of a large dump's time; with par 2 it runs on two cores when they
 // are free, and on a busy machine two runnable threads get a larger
 // share of the CPUs than one. The pages are hashed in file order
@@ -99,6 +100,18 @@ func (p *PagesWriter) SpliceRuns(runs []SpliceRun, par int) error {
 		offs[i] = end
 		end += int64(r.N)
 	}
+	// a pipe's runs come out of it in order: one worker takes them all
+	var byPipe [][]int
+	slot := map[int]int{}
+	for i, r := range runs {
+		k, ok := slot[r.PipeFd]
+		if !ok {
+			k = len(byPipe)
+			slot[r.PipeFd] = k
+			byPipe = append(byPipe, nil)
+		}
+		byPipe[k] = append(byPipe[k], i)
+	}
 	fd := int(p.f.Fd())
 	var next atomic.Int64
 	errs := make([]error, par)
@@ -108,14 +121,16 @@ func (p *PagesWriter) SpliceRuns(runs []SpliceRun, par int) error {
 		go func() {
 			defer wg.Done()
 			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(runs) || errs[w] != nil {
+				k := int(next.Add(1) - 1)
+				if k >= len(byPipe) {
 					return
 				}
-				r := runs[i]
-				errs[w] = spliceAt(r.PipeFd, fd, offs[i], r.N)
-				if errs[w] != nil {
-					errs[w] = fmt.Errorf("splice %d bytes of the pages at %#x into the file: %w", r.N, r.Vaddr, errs[w])
+				for _, i := range byPipe[k] {
+					r := runs[i]
+					if err := spliceAt(r.PipeFd, fd, offs[i], r.N); err != nil {
+						errs[w] = fmt.Errorf("splice %d bytes of the pages at %#x into the file: %w", r.N, r.Vaddr, err)
+						return
+					}
 				}
 			}
 		}()

@@ -63,13 +63,17 @@ func TestSplicePages(t *testing.T) {
 		t.Helper()
 		var runs []SpliceRun
 		for i := range more {
-			data := pageData(2+i, seed+byte(i))
-			if _, err := unix.Write(more[i][1], data); err != nil {
-				t.Fatal(err)
+			// two runs a pipe (a gap between them): they come out of
+			// it in order
+			for j := 0; j < 2; j++ {
+				data := pageData(1+i, seed+byte(2*i+j))
+				if _, err := unix.Write(more[i][1], data); err != nil {
+					t.Fatal(err)
+				}
+				runs = append(runs, SpliceRun{Vaddr: vaddr, PipeFd: more[i][0], N: len(data)})
+				vaddr += uint64(len(data)) + PageSize
+				want = append(want, data...)
 			}
-			runs = append(runs, SpliceRun{Vaddr: vaddr, PipeFd: more[i][0], N: len(data)})
-			vaddr += uint64(len(data))
-			want = append(want, data...)
 		}
 		if err := p.SpliceRuns(runs, 2); err != nil {
 			t.Fatal(err)
@@ -80,9 +84,9 @@ func TestSplicePages(t *testing.T) {
 	splice(0x20000, pageData(8, 3))
 	write(0x30000, pageData(1, 4))
 	splice(0x40000, pageData(3, 5))
-	spliceRuns(0x50000, 6) // 9 pages
-	write(0x60000, pageData(1, 9))
-	spliceRuns(0x70000, 10)
+	spliceRuns(0x50000, 6) // runs of 1, 1, 2, 2, 3, 3 pages, a page apart
+	write(0x68000, pageData(1, 19))
+	spliceRuns(0x70000, 20)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +102,11 @@ func TestSplicePages(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRuns := []*imagepb.PagemapEntry{{Vaddr: 0x10000, NrPages: 6}, {Vaddr: 0x20000, NrPages: 8}, {Vaddr: 0x30000, NrPages: 1}, {Vaddr: 0x40000, NrPages: 3},
-		{Vaddr: 0x50000, NrPages: 9}, {Vaddr: 0x60000, NrPages: 1}, {Vaddr: 0x70000, NrPages: 9}}
+		{Vaddr: 0x50000, NrPages: 1}, {Vaddr: 0x52000, NrPages: 1}, {Vaddr: 0x54000, NrPages: 2}, {Vaddr: 0x57000, NrPages: 2},
+		{Vaddr: 0x5a000, NrPages: 3}, {Vaddr: 0x5e000, NrPages: 3},
+		{Vaddr: 0x68000, NrPages: 1},
+		{Vaddr: 0x70000, NrPages: 1}, {Vaddr: 0x72000, NrPages: 1}, {Vaddr: 0x74000, NrPages: 2}, {Vaddr: 0x77000, NrPages: 2},
+		{Vaddr: 0x7a000, NrPages: 3}, {Vaddr: 0x7e000, NrPages: 3}}
 	if len(runs) != len(wantRuns) {
 		t.Fatalf("runs %v, want %v", runs, wantRuns)
 	}
