@@ -75,7 +75,7 @@ func TestSplicePages(t *testing.T) {
 				want = append(want, data...)
 			}
 		}
-		if err := p.SpliceRuns(runs, 2); err != nil {
+		if err := p.SpliceRuns(runs, 4); err != nil {
 			t.Fatal(err)
 		}
 	}
