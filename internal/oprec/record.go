@@ -24,6 +24,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,18 +174,34 @@ func Begin(op string) error {
 
 // End removes this process's record: everything it listed is undone or
 // handed over (an image owning its network lock). What injection put in a
-// live target and could not take back (Injected items not forgotten: the
-// injector failed) stays recorded, alone, for the sweep that follows this
+// live target and did not take back (Injected items not forgotten: the
+// step failed half-way, its injector broke) is taken back now, as a
+// cleanup would (the operation has let its targets go); what even that
+// cannot remove stays recorded, alone, for the sweep that follows this
 // process's exit.
 func End() {
+	mu.Lock()
+	var left []Injected
+	if cur != nil {
+		left = slices.Clone(cur.Injected)
+	}
+	mu.Unlock()
+	var kept []Injected
+	for _, in := range left {
+		if !in.Target.Alive() {
+			continue
+		}
+		if _, err := undoInjected(in); err != nil {
+			kept = append(kept, in)
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if cur == nil {
 		return
 	}
-	if len(cur.Injected) > 0 {
-		left := &Record{Proc: cur.Proc, PidNS: cur.PidNS, Op: cur.Op, Began: cur.Began, Injected: cur.Injected}
-		cur = left
+	if len(kept) > 0 {
+		cur = &Record{Proc: cur.Proc, PidNS: cur.PidNS, Op: cur.Op, Began: cur.Began, Injected: kept}
 		if saveLocked() == nil {
 			cur = nil
 			return
