@@ -26,6 +26,9 @@ type pageMover struct {
 	t      *task
 	remote *ptrace.Remote
 	mover  *memory.SpliceMover
+	// for CTRCR_DEBUG_SPLICE: when the set-up began, and its time
+	opened   time.Time
+	openTook time.Duration
 }
 
 // openMover sets a splice mover up in t when its pages that can go
@@ -49,7 +52,8 @@ func (d *dumper) openMover(t *task, runs []memory.Run) (*pageMover, error) {
 	if pages < spliceMinPages {
 		return nil, nil
 	}
-	pm := &pageMover{t: t}
+	pm := &pageMover{t: t, opened: time.Now()}
+	defer func() { pm.openTook = time.Since(pm.opened) }()
 	var err error
 	t.tr.Do(func() { pm.remote, err = ptrace.NewRemote(t.p) })
 	if err != nil {
@@ -71,6 +75,12 @@ func (d *dumper) openMover(t *task, runs []memory.Run) (*pageMover, error) {
 // task, which is then as before.
 func (pm *pageMover) close(d *dumper) error {
 	var err error
+	tc := time.Now()
+	defer func() {
+		if debugSpliceOn {
+			fmt.Fprintf(os.Stderr, "splice mover: pid %d: set up in %v, removed in %v\n", pm.t.pid, pm.openTook.Round(time.Millisecond), time.Since(tc).Round(time.Millisecond))
+		}
+	}()
 	if pm.mover != nil {
 		if debugSpliceOn {
 			fmt.Fprintf(os.Stderr, "splice mover: pid %d: %d pages through pipes in %d batches (waited %v for them, %v splicing), %d fallbacks\n",
