@@ -79,6 +79,11 @@ const (
 	spliceMapSize = PageSize + spliceAreaSize
 )
 
+// spliceIovecCap is spliceIovecs (a variable for tests: with 1 MiB pipes a
+// pipe holds no more pages than iovecs, and the cap only binds with
+// larger pipes).
+var spliceIovecCap uint64 = spliceIovecs
+
 // SpliceMover moves a stopped task's pages into the image without a copy
 // in ctr-cr: the task, driven by injected calls, vmsplices its own pages
 // into pipes (a reference to each page, no copy), and ctr-cr splices the
@@ -269,7 +274,7 @@ func (m *SpliceMover) start(runs []Run, i int, off uint64, set []int, iov []byte
 	for k := 0; k < len(set) && next < len(runs) && movable(runs[next]); {
 		p := set[k]
 		room := m.slots[p] - fill[p]
-		if room == 0 || niov[p] == spliceIovecs {
+		if room == 0 || niov[p] == spliceIovecCap {
 			k++
 			continue
 		}
