@@ -23,6 +23,15 @@ func TestCR_MemVmFlags(t *testing.T) {
 	runCase(t, Case{Name: "m_vmflags", Src: "m_vmflags.c"})
 }
 
+// TestCR_MemBigPages: 512 MiB of patterned pages (half THP) with sparse,
+// zero, PROT_NONE, read-only and guarded regions and a forked child sharing
+// pages copy-on-write come back exactly after two cycles: the dump moves
+// the readable pages through pipes (vmsplice in the task, splice into the
+// image) and the rest through its buffer, in one pages file.
+func TestCR_MemBigPages(t *testing.T) {
+	runCase(t, Case{Name: "m_bigpages", Src: "m_bigpages.c"})
+}
+
 // TestCR_MemHugeZeroPage: a 1 GiB MADV_HUGEPAGE region only read (the
 // kernel's huge zero page) plus a few written pages gives a small image,
 // and reads back zero with the written pages intact.

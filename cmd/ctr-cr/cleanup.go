@@ -21,7 +21,8 @@ the host, from the records every dump, checkpoint and restore writes under
 nftables lock tables (unless a complete image owns one), take TCP
 connections of a still-running target out of repair mode, remove partial
 images and staging directories (never a complete image), delete a container
-a restore created but did not restore. Only records of ctr-cr processes
+a restore created but did not restore, close the pipes and unmap the areas
+syscall injection left in a process that runs on. Only records of ctr-cr processes
 that are gone are touched. Every dump, checkpoint and restore does the same
 when it starts. See docs/crash.md.`
 

@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/files"
+	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
@@ -206,12 +208,43 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 			return err
 		}
 	}
-	if err := r.DumpPrivate(d.pm.vmas(t.pid, t.mm.Vmas), pw, st); err != nil {
+	if err := d.writeTaskPages(t, r, pw, st); err != nil {
 		pw.Close()
 		return err
 	}
+	t0 := time.Now()
 	if err := pw.Close(); err != nil {
 		return err
 	}
+	if debugSpliceOn {
+		fmt.Fprintf(os.Stderr, "pages: pid %d: pages file closed (hashing done) in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
+	}
 	return d.pm.writeParentmap(d.w, t.pid)
+}
+
+// writeTaskPages writes t's private pages to pw: through pipes (a splice
+// mover set up in t for the time of it, see openMover) when they are
+// many, else (and for what pipes cannot take) through ctr-cr's buffer.
+func (d *dumper) writeTaskPages(t *task, r *memory.Reader, pw *image.PagesWriter, st *memory.Stats) error {
+	t0 := time.Now()
+	runs, err := r.PageList(d.pm.vmas(t.pid, t.mm.Vmas), st)
+	if err != nil {
+		return err
+	}
+	if debugSpliceOn {
+		fmt.Fprintf(os.Stderr, "pages: pid %d: page list in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
+	}
+	mv, err := d.openMover(t, runs)
+	if err != nil {
+		return err
+	}
+	if mv == nil {
+		return r.WriteRuns(runs, pw, st)
+	}
+	r.Mover = mv.mover
+	err = r.WriteRuns(runs, pw, st)
+	if cerr := mv.close(d); err == nil {
+		err = cerr
+	}
+	return err
 }

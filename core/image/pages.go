@@ -34,7 +34,15 @@ type PagesWriter struct {
 	bw   *bufio.Writer
 	h    hash.Hash
 	size int64
-	runs []*imagepb.PagemapEntry
+	// regular: the pages file is a regular file of ours (not a page
+	// server's stream), which spliced pages are hashed from (mapped)
+	regular bool
+	// hashFrom..hashFrom+unhashed: spliced data not hashed yet
+	// (SplicePages)
+	hashFrom, unhashed int64
+	hashQ              chan [2]int64 // to the hasher goroutine (hashSpliced)
+	hashDone           chan error
+	runs               []*imagepb.PagemapEntry
 	// ascending is true while every run starts at or after the end of the
 	// one before, which rules out overlap without sorting.
 	ascending bool
@@ -75,14 +83,15 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 	if w.pagesSink != nil {
 		f, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
 	} else {
-		f, err = w.createFile(pagesName)
+		// read-write: pages spliced into it are hashed from the file
+		f, err = w.createFileFlags(pagesName, os.O_RDWR)
 	}
 	if err != nil {
 		return nil, err
 	}
 	p := &PagesWriter{
 		w: w, name: name, pagesName: pagesName, mapName: mapName,
-		f: f, h: newWriteSum(), ascending: true,
+		f: f, h: newWriteSum(), ascending: true, regular: w.pagesSink == nil,
 	}
 	p.bw = bufio.NewWriterSize(hashingFile{f, p.h}, pagesBufSize)
 	w.mu.Lock()
@@ -98,6 +107,23 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 // buffers are written directly, without a copy. After an error the
 // PagesWriter is unusable and the dump should Abort.
 func (p *PagesWriter) WritePages(vaddr uint64, data []byte) error {
+	if err := p.addRun(vaddr, len(data)); err != nil {
+		return err
+	}
+	if err := p.waitHash(); err != nil {
+		return err
+	}
+	if _, err := p.bw.Write(data); err != nil {
+		p.err = loc{p.w.dir, p.pagesName}.err(err)
+		return p.err
+	}
+	p.size += int64(len(data))
+	return nil
+}
+
+// addRun checks the run of size bytes at vaddr (see WritePages) and
+// records it in the pagemap, extending the last run when it follows it.
+func (p *PagesWriter) addRun(vaddr uint64, size int) error {
 	if p.closed {
 		return loc{p.w.dir, p.pagesName}.err(errors.New("write after Close"))
 	}
@@ -105,9 +131,9 @@ func (p *PagesWriter) WritePages(vaddr uint64, data []byte) error {
 		return p.err
 	}
 	l := loc{p.w.dir, p.pagesName}
-	n := uint64(len(data)) / PageSize
-	if vaddr%PageSize != 0 || len(data)%PageSize != 0 || n == 0 || n > (math.MaxUint64-vaddr)/PageSize {
-		return l.err(fmt.Errorf("bad run: vaddr %#x, %d bytes: want a page-aligned address and a non-zero multiple of %d bytes that does not wrap", vaddr, len(data), PageSize))
+	n := uint64(size) / PageSize
+	if vaddr%PageSize != 0 || size%PageSize != 0 || n == 0 || n > (math.MaxUint64-vaddr)/PageSize {
+		return l.err(fmt.Errorf("bad run: vaddr %#x, %d bytes: want a page-aligned address and a non-zero multiple of %d bytes that does not wrap", vaddr, size, PageSize))
 	}
 	if k := len(p.runs); k > 0 {
 		last := p.runs[k-1]
@@ -123,11 +149,6 @@ func (p *PagesWriter) WritePages(vaddr uint64, data []byte) error {
 	if n != 0 {
 		p.runs = append(p.runs, &imagepb.PagemapEntry{Vaddr: vaddr, NrPages: n})
 	}
-	if _, err := p.bw.Write(data); err != nil {
-		p.err = l.err(err)
-		return p.err
-	}
-	p.size += int64(len(data))
 	return nil
 }
 
@@ -149,6 +170,9 @@ func (p *PagesWriter) Close() error {
 func (p *PagesWriter) close() error {
 	l := loc{p.w.dir, p.pagesName}
 	err := p.err
+	if werr := p.waitHash(); err == nil {
+		err = werr
+	}
 	if err == nil {
 		if ferr := p.bw.Flush(); ferr != nil {
 			err = l.err(ferr)

@@ -165,6 +165,12 @@ func (w *Writer) reserve(names ...string) error {
 // createFile creates dir/name exclusively with mode 0600 and records it for
 // Abort.
 func (w *Writer) createFile(name string) (*os.File, error) {
+	return w.createFileFlags(name, os.O_WRONLY)
+}
+
+// createFileFlags is createFile opening the file with access mode acc
+// (os.O_WRONLY, or os.O_RDWR for a file read back while written).
+func (w *Writer) createFileFlags(name string, acc int) (*os.File, error) {
 	// Hold the lock across the open so that Abort either sees the file in
 	// w.created or makes the open fail.
 	w.mu.Lock()
@@ -173,7 +179,7 @@ func (w *Writer) createFile(name string) (*os.File, error) {
 		return nil, loc{w.dir, name}.err(errors.New("writer already finished or aborted"))
 	}
 	p := filepath.Join(w.dir, name)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(p, acc|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, loc{w.dir, name}.err(err)
 	}

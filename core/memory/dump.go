@@ -217,25 +217,42 @@ type Reader struct {
 	// run that can no longer be read is left out (it was unmapped, so the
 	// next round finds it written or gone).
 	Live bool
+	// Mover, when set, moves readable pages not shared without a copy in
+	// ctr-cr (vmsplice in the task, splice into the image file).
+	Mover *SpliceMover
+}
+
+// Run is a run of consecutive pages of a task to save: Pages pages from
+// Addr, all in one VMA. Readable says that VMA is mapped readable; Shared
+// that a page of the run may be mapped more than once (copy-on-write
+// shared with another process) or is swapped out. Such a run is read
+// through /proc/PID/mem only: process_vm_readv and vmsplice take a
+// reference that pins the pages, which makes the kernel give the task a
+// copy of each shared one.
+type Run struct {
+	Addr     uint64
+	Pages    uint64
+	Readable bool
+	Shared   bool
 }
 
 // DumpPrivate writes the pages of the private VMAs that must be saved to
-// sink, in address order. Reading the target and writing the image
-// overlap: runs are read into one half of the buffer while a goroutine
-// hands the other half's runs to sink (the page-cache copy and checksum,
-// most of a large dump's time).
+// sink, in address order (PageList, then WriteRuns).
 func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
-	zf := loadZeroFrames()
-	var need uint64
-	for _, v := range vmas {
-		if privatePages(v) && !v.NoPages {
-			need += v.End - v.Start
-		}
+	runs, err := r.PageList(vmas, st)
+	if err != nil {
+		return err
 	}
-	buf := getBuf(need)
-	defer putBuf(buf)
-	pl := newPipeline(buf, sink)
-	defer pl.stop()
+	return r.WriteRuns(runs, sink, st)
+}
+
+// PageList returns the runs of pages of the private VMAs that must be
+// saved, in address order: present or swapped pages that are not a zero
+// page, not guard pages, not in r.Skip, and, in private file mappings,
+// only the anonymous (COWed) ones. It counts scanned and zero pages in st.
+func (r *Reader) PageList(vmas []*imagepb.Vma, st *Stats) ([]Run, error) {
+	zf := loadZeroFrames()
+	var runs []Run
 	pm := make([]byte, 8*4096) // pagemap window: 4096 pages
 	for _, v := range vmas {
 		if !privatePages(v) || v.NoPages {
@@ -243,39 +260,12 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 		}
 		if r.Ctx != nil {
 			if err := r.Ctx.Err(); err != nil {
-				return fmt.Errorf("interrupted: %w", err)
+				return nil, fmt.Errorf("interrupted: %w", err)
 			}
 		}
 		file := v.Kind == imagepb.VmaKind_VMA_FILE_PRIVATE || v.Kind == imagepb.VmaKind_VMA_MEMFD
 		readable := v.Prot&unix.PROT_READ != 0
-		// Runs of pages to save, collected per pagemap window. A run
-		// with a page mapped more than once (copy-on-write shared) is
-		// read through /proc/PID/mem: process_vm_readv pins the pages,
-		// which makes the kernel give the task a copy of each shared one.
-		var runStart, runLen uint64
-		var runShared bool
-		flush := func() error {
-			for runLen > 0 {
-				b, err := pl.next(runLen)
-				if err != nil {
-					return err
-				}
-				n := uint64(len(b)) / PageSize
-				if err := r.read(runStart, b, readable && !runShared); err != nil {
-					if r.Live {
-						runStart += n * PageSize
-						runLen -= n
-						continue
-					}
-					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
-				}
-				pl.add(runStart, b)
-				st.PagesWritten += n
-				runStart += n * PageSize
-				runLen -= n
-			}
-			return nil
-		}
+		first := len(runs) // runs of this VMA start here: never merged across VMAs
 		for addr := v.Start; addr < v.End; {
 			n := (v.End - addr) / PageSize
 			if n > uint64(len(pm)/8) {
@@ -283,7 +273,7 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 			}
 			w := pm[:n*8]
 			if _, err := r.Pagemap.ReadAt(w, int64(addr/PageSize*8)); err != nil {
-				return fmt.Errorf("read pagemap of pid %d at %#x: %w", r.Pid, addr, err)
+				return nil, fmt.Errorf("read pagemap of pid %d at %#x: %w", r.Pid, addr, err)
 			}
 			for i := uint64(0); i < n; i++ {
 				e := binary.LittleEndian.Uint64(w[i*8:])
@@ -303,27 +293,79 @@ func (r *Reader) DumpPrivate(vmas []*imagepb.Vma, sink Sink, st *Stats) error {
 					}
 				}
 				pa := addr + i*PageSize
-				if save && r.skip(pa) {
-					save = false
+				if !save || r.skip(pa) {
+					continue
 				}
 				// (a swapped page may be shared too: read in, it would be)
 				shared := e&(pmPresent|pmExclusive) == pmPresent || e&pmSwapped != 0
-				if save && runLen > 0 && runStart+runLen*PageSize == pa {
-					runLen++
-					runShared = runShared || shared
+				if k := len(runs); k > first && runs[k-1].Addr+runs[k-1].Pages*PageSize == pa {
+					runs[k-1].Pages++
+					runs[k-1].Shared = runs[k-1].Shared || shared
 					continue
 				}
-				if err := flush(); err != nil {
-					return err
-				}
-				if save {
-					runStart, runLen, runShared = pa, 1, shared
-				}
+				runs = append(runs, Run{Addr: pa, Pages: 1, Readable: readable, Shared: shared})
 			}
 			addr += n * PageSize
 		}
-		if err := flush(); err != nil {
-			return err
+	}
+	return runs, nil
+}
+
+// WriteRuns writes the contents of runs (ascending, not overlapping; from
+// PageList) to sink in order. With a Mover and a sink that takes spliced
+// pages, readable runs not shared go from the task to the image file
+// through pipes without a copy in ctr-cr (see SpliceMover); otherwise,
+// and for what the mover cannot take, reading the target and writing the
+// image overlap: runs are read into one half of the buffer while a
+// goroutine hands the other half's runs to sink (the page-cache copy and
+// checksum, most of a large dump's time).
+func (r *Reader) WriteRuns(runs []Run, sink Sink, st *Stats) error {
+	if r.Mover != nil && !r.Live {
+		if ss, ok := sink.(SpliceSink); ok {
+			return r.Mover.writeRuns(r, runs, ss, st)
+		}
+	}
+	return r.copyRuns(runs, sink, st)
+}
+
+// copyRuns writes runs to sink through ctr-cr's buffer (process_vm_readv,
+// or /proc/PID/mem for unreadable and shared runs, then the sink's
+// write). With r.Live, a run that can no longer be read is left out.
+func (r *Reader) copyRuns(runs []Run, sink Sink, st *Stats) error {
+	var need uint64
+	for _, run := range runs {
+		need += run.Pages * PageSize
+	}
+	if need == 0 {
+		return nil
+	}
+	buf := getBuf(need)
+	defer putBuf(buf)
+	pl := newPipeline(buf, sink)
+	defer pl.stop()
+	for i, run := range runs {
+		if i%64 == 0 && r.Ctx != nil {
+			if err := r.Ctx.Err(); err != nil {
+				return fmt.Errorf("interrupted: %w", err)
+			}
+		}
+		addr, left := run.Addr, run.Pages
+		for left > 0 {
+			b, err := pl.next(left)
+			if err != nil {
+				return err
+			}
+			n := uint64(len(b)) / PageSize
+			if err := r.read(addr, b, run.Readable && !run.Shared); err != nil {
+				if !r.Live {
+					return fmt.Errorf("pages %#x-%#x: %w", run.Addr, run.Addr+run.Pages*PageSize, err)
+				}
+			} else {
+				pl.add(addr, b)
+				st.PagesWritten += n
+			}
+			addr += n * PageSize
+			left -= n
 		}
 	}
 	return pl.finish()

@@ -11,8 +11,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
 )
+
+// RecordArea, when set, is told of each injection area before it is
+// mapped (pid, address, size, magic); the function it returns is called once the
+// area is unmapped again. The dump sets it to write the area in its
+// operation record, so that `ctr-cr cleanup` can unmap an area a crash
+// left (internal/oprec, Injected).
+// magic is what the area's first bytes will be (areaCode's start).
+var RecordArea func(pid int, addr, size uint64, magic []byte) (forget func(), err error)
 
 // Mapping and unmapping the injection area: the only moments code of the
 // program (nine bytes at its entry point) and a page of its main stack are
@@ -201,8 +210,18 @@ func (r *Remote) withBoot(f func() error) error {
 // and writes the code and control block.
 func (r *Remote) mapArea() error {
 	before, berr := VmLckKB(r.P.Pid)
-	err := r.withBoot(func() error {
-		addr, err := r.bootCall(unix.SYS_MMAP, 0, AreaSize, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	want, err := procfs.FreeGap(r.P.Pid, AreaSize)
+	if err != nil {
+		return fmt.Errorf("injection area: %w", err)
+	}
+	forget := func() {}
+	if RecordArea != nil {
+		if forget, err = RecordArea(r.P.Pid, want, AreaSize, areaCode[:16]); err != nil {
+			return fmt.Errorf("injection area: %w", err)
+		}
+	}
+	err = r.withBoot(func() error {
+		addr, err := r.bootCall(unix.SYS_MMAP, want, AreaSize, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 		if err != nil {
 			return fmt.Errorf("mmap injection area: %w", err)
 		}
@@ -210,11 +229,18 @@ func (r *Remote) mapArea() error {
 			return fmt.Errorf("mmap injection area: %w", e)
 		}
 		r.area = addr
+		if addr != want { // (a kernel without MAP_FIXED_NOREPLACE takes it for a hint)
+			return fmt.Errorf("mmap injection area: at %#x, want %#x", addr, want)
+		}
 		return nil
 	})
 	if err != nil {
+		if r.area == 0 {
+			forget()
+		}
 		return err
 	}
+	r.forget = forget
 	r.MapProbe = MapProbe{LockedBefore: before, Err: berr}
 	if berr == nil {
 		r.MapProbe.LockedAfter, r.MapProbe.Err = VmLckKB(r.P.Pid)
@@ -262,8 +288,10 @@ func (r *Remote) unmapArea() error {
 	})
 	if err != nil {
 		errs = append(errs, err)
+	} else if r.forget != nil {
+		r.forget()
 	}
-	r.area, r.Scratch = 0, 0
+	r.area, r.Scratch, r.forget = 0, 0, nil
 	return errors.Join(errs...)
 }
 

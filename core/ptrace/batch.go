@@ -93,7 +93,7 @@ func (b *Batch) Table() []byte {
 
 // Results reads the result slots of table (as read back after the run):
 // the return values of the calls, or the error of the first that failed,
-// naming it.
+// naming it, with the return values of the calls before it.
 func (b *Batch) Results(table []byte) ([]uint64, error) {
 	if len(table) < BatchEntrySize*len(b.calls) {
 		return nil, fmt.Errorf("batch table of %d bytes for %d calls", len(table), len(b.calls))
@@ -102,10 +102,10 @@ func (b *Batch) Results(table []byte) ([]uint64, error) {
 	for i, c := range b.calls {
 		r := binary.LittleEndian.Uint64(table[i*BatchEntrySize+56:])
 		if r == notRun {
-			return nil, fmt.Errorf("%s: not run by the batch (an earlier call stopped it?)", c.what)
+			return out[:i], fmt.Errorf("%s: not run by the batch (an earlier call stopped it?)", c.what)
 		}
 		if e := Errno(int64(r)); e != nil && !c.mayFail {
-			return nil, fmt.Errorf("%s: %w", c.what, e)
+			return out[:i], fmt.Errorf("%s: %w", c.what, e)
 		}
 		out[i] = r
 	}
@@ -137,7 +137,8 @@ func RunBatch(m *Mem, tid int, base Regs, code, tableAddr uint64, b *Batch) ([]u
 // Batch runs b in thread i of a seized process in one go, from the
 // injection area: the table goes in the second half of the scratch page, so
 // memory arguments of the calls must lie in its first half. It counts as
-// one injected call.
+// one injected call. When a call fails, the results of those before it
+// come with the error.
 func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 	const tableOff = ScratchSize / 2
 	if b.Len() == 0 {
@@ -160,7 +161,9 @@ func (r *Remote) Batch(i int, b *Batch) ([]uint64, error) {
 	}
 	res, err := b.Results(table)
 	if err != nil {
-		return nil, fmt.Errorf("tid %d: %w", t.Tid, err)
+		// the results of the calls before the failing one: what they
+		// made (fds, mappings) is the caller's to undo
+		return res, fmt.Errorf("tid %d: %w", t.Tid, err)
 	}
 	return res, nil
 }

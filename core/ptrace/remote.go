@@ -23,6 +23,7 @@ type Remote struct {
 	area      uint64 // the injection area (AreaSize bytes)
 	boot      uint64 // where the boot code is written (the entry point)
 	bootFrame uint64 // where thread 0's boot frame is written
+	forget    func() // RecordArea's, for the area mapped
 	framed    int    // the thread whose frame is in the area (-1: none)
 	parked    bool   // framed thread is parked in the area (mask all blocked)
 	seq       uint64 // sequence number of the last run

@@ -24,6 +24,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,8 +33,15 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 )
 
-// Dir holds the records (a variable for tests).
+// Dir holds the records (a variable for tests). CTRCR_OPS_DIR replaces
+// it, for tests only: a test's records then meet no other ctr-cr's sweep.
 var Dir = "/run/ctr-cr/ops"
+
+func init() {
+	if d := os.Getenv("CTRCR_OPS_DIR"); d != "" {
+		Dir = d
+	}
+}
 
 // Record is what one ctr-cr process has done that a crash would leave.
 type Record struct {
@@ -54,6 +62,11 @@ type Record struct {
 	// Checkpointed are containers a checkpoint kills once their image is
 	// in place, then deletes from the runtime.
 	Checkpointed []Checkpointed `json:"checkpointed,omitempty"`
+	// Injected are what injected calls put in live targets for the time
+	// of a step (see Injected); an item goes once that is removed.
+	Injected []Injected `json:"injected,omitempty"`
+	// nextID numbers Injected items (this process's only)
+	nextID uint64
 }
 
 // Checkpointed is a container whose checkpoint, without --leave-running,
@@ -160,14 +173,42 @@ func Begin(op string) error {
 }
 
 // End removes this process's record: everything it listed is undone or
-// handed over (an image owning its network lock).
+// handed over (an image owning its network lock). What injection put in a
+// live target and did not take back (Injected items not forgotten: the
+// step failed half-way, its injector broke) is taken back now, as a
+// cleanup would (the operation has let its targets go); what even that
+// cannot remove stays recorded, alone, for the sweep that follows this
+// process's exit.
 func End() {
 	mu.Lock()
-	defer mu.Unlock()
+	var left []Injected
 	if cur != nil {
-		os.Remove(filepath.Join(Dir, cur.fileName()))
-		cur = nil
+		left = slices.Clone(cur.Injected)
 	}
+	mu.Unlock()
+	var kept []Injected
+	for _, in := range left {
+		if !in.Target.Alive() {
+			continue
+		}
+		if _, err := undoInjected(in); err != nil {
+			kept = append(kept, in)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if cur == nil {
+		return
+	}
+	if len(kept) > 0 {
+		cur = &Record{Proc: cur.Proc, PidNS: cur.PidNS, Op: cur.Op, Began: cur.Began, Injected: kept}
+		if saveLocked() == nil {
+			cur = nil
+			return
+		}
+	}
+	os.Remove(filepath.Join(Dir, cur.fileName()))
+	cur = nil
 }
 
 // add applies fn to the record and saves it; without Begin it does nothing.

@@ -31,7 +31,9 @@ import (
 //     is gone and the image's inventory names the table: restore removes
 //     it then);
 //  4. frozen cgroups are thawed;
-//  5. partial images are removed: a staging directory whole, a dump's
+//  5. pipes and mappings that injection left in a live target are closed
+//     and unmapped (by injection: see Injected);
+//  6. partial images are removed: a staging directory whole, a dump's
 //     directory's image files only while it holds no inventory.img (a
 //     complete image, the previous one included, is never touched).
 //
@@ -151,6 +153,13 @@ func undo(r *Record, dryRun bool, report func(string)) error {
 	}
 	for _, d := range r.Frozen {
 		step("thaw cgroup "+d, func() (bool, error) { return thaw(d) })
+	}
+	for _, in := range r.Injected {
+		// (after the thaw: a frozen target cannot run the calls)
+		if !in.Target.Alive() {
+			continue
+		}
+		step(in.describe(), func() (bool, error) { return undoInjected(in) })
 	}
 	for _, p := range r.Partials {
 		if p.Staging {

@@ -17,7 +17,10 @@
  * it carry an echo loop (an established TCP connection). The main thread
  * writes the total count and the echo count to WORKDIR/count every 10 ms;
  * with "catch", it has handlers for SIGURG, SIGWINCH and SIGCHLD (no
- * signal it ignores, as a Go program); any failure is
+ * signal it ignores, as a Go program). It holds 4 MiB of private pages
+ * (which the dump moves through pipes in it) and checks one a round, and
+ * that the lowest free fd is the one it was at the start (a crash may
+ * leave no fd among the program's numbers). Any failure is
  * printed as "FAIL: ..." and the program exits 1. */
 #include "case.h"
 
@@ -29,6 +32,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #define MAXT 256
@@ -219,6 +223,38 @@ static void setup_tcp(int port)
 	pthread_create(&t, NULL, client, NULL);
 }
 
+/* Pages enough for the dump's splice mover (pipes in the task), each
+ * holding its index: checked one a round. */
+#define BIG_PAGES 1024
+static unsigned long *big;
+
+static void big_setup(void)
+{
+	big = mmap(NULL, BIG_PAGES * 4096UL, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (big == MAP_FAILED)
+		fail("mmap", 0);
+	for (unsigned long i = 0; i < BIG_PAGES * 512; i++)
+		big[i] = i * 0x9e3779b97f4a7c15ULL;
+}
+
+static void big_check(unsigned long r)
+{
+	unsigned long i = (r % BIG_PAGES) * 512 + r % 512;
+	if (big[i] != i * 0x9e3779b97f4a7c15ULL)
+		fail("memory changed", 0);
+}
+
+/* The lowest free fd: a crash may leave nothing below the fds the
+ * program has. */
+static int lowest_free(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail("open /dev/null", 0);
+	close(fd);
+	return fd;
+}
+
 int main(int argc, char **argv)
 {
 	case_init(argc, argv);
@@ -259,6 +295,8 @@ int main(int argc, char **argv)
 	int out = open("count", O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (out < 0)
 		fail("open count", 0);
+	big_setup();
+	int free_fd = lowest_free();
 	case_ready();
 	double acc = 0.25;
 	for (unsigned long r = 1;; r++) {
@@ -267,6 +305,9 @@ int main(int argc, char **argv)
 			fail("floating-point state changed", 0);
 		check_mask(0, &set);
 		check_fp(0);
+		big_check(r);
+		if (lowest_free() != free_fd)
+			fail("the lowest free fd changed", 0);
 		unsigned long sum = r;
 		for (int k = 0; k < MAXT + 2; k++)
 			sum += atomic_load(&counts[k]);
