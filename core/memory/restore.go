@@ -83,3 +83,77 @@ func CheckLayout(vmas []*imagepb.Vma, entries []*imagepb.PagemapEntry) error {
 	}
 	return nil
 }
+
+// PagePart is a stretch of a pages file bound for one address range: Len
+// bytes at file offset Off go to Addr.
+type PagePart struct {
+	Addr uint64
+	Off  int64
+	Len  uint64
+}
+
+// SplitRuns cuts the pagemap runs (in pages-file order) by address: the
+// parts inside the spans in go to inParts, the others to outParts, each
+// with its offset in the pages file; parts inside skip go nowhere (pages
+// already in place). Both lists come in file order.
+func SplitRuns(entries []*imagepb.PagemapEntry, in, skip Spans) (inParts, outParts []PagePart) {
+	var off int64
+	for _, e := range entries {
+		size := e.NrPages * PageSize
+		run := Spans{{e.Vaddr, e.Vaddr + size}}
+		if len(skip) > 0 {
+			run = run.Subtract(skip)
+		}
+		for _, s := range run.Intersect(in) {
+			inParts = addPart(inParts, PagePart{s.Start, off + int64(s.Start-e.Vaddr), s.End - s.Start})
+		}
+		for _, s := range run.Subtract(in) {
+			outParts = addPart(outParts, PagePart{s.Start, off + int64(s.Start-e.Vaddr), s.End - s.Start})
+		}
+		off += int64(size)
+	}
+	return inParts, outParts
+}
+
+// addPart appends p to parts, extending the last part when p continues it
+// both in memory and in the file.
+func addPart(parts []PagePart, p PagePart) []PagePart {
+	if n := len(parts); n > 0 {
+		last := &parts[n-1]
+		if last.Addr+last.Len == p.Addr && last.Off+int64(last.Len) == p.Off {
+			last.Len += p.Len
+			return parts
+		}
+	}
+	return append(parts, p)
+}
+
+// FillParts copies each part from pages to dst, in chunks of a reused
+// buffer; it returns the number of pages written.
+func FillParts(dst io.WriterAt, parts []PagePart, pages io.ReaderAt) (uint64, error) {
+	var need uint64
+	for _, p := range parts {
+		need = max(need, p.Len)
+	}
+	if need == 0 {
+		return 0, nil
+	}
+	buf := getBuf(need)
+	defer putBuf(buf)
+	var total uint64
+	for _, p := range parts {
+		for done := uint64(0); done < p.Len; {
+			b := buf[:min(p.Len-done, uint64(len(buf)))]
+			off := p.Off + int64(done)
+			if _, err := pages.ReadAt(b, off); err != nil {
+				return total, fmt.Errorf("read pages at offset %d: %w", off, err)
+			}
+			if _, err := dst.WriteAt(b, int64(p.Addr+done)); err != nil {
+				return total, fmt.Errorf("write %d bytes at %#x: %w", len(b), p.Addr+done, err)
+			}
+			done += uint64(len(b))
+			total += uint64(len(b)) / PageSize
+		}
+	}
+	return total, nil
+}

@@ -93,14 +93,11 @@ func (r *restorer) restoreMemory() error {
 	if err := r.checkSpecial(); err != nil {
 		return err
 	}
-	n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
+	// the pages, and their checksum: a mismatch fails the restore before
+	// the task ever runs
+	n, err := r.fillOwnPages()
 	r.st.PagesRestored += n
 	if err != nil {
-		return err
-	}
-	// the pages' checksum, deferred to this single read of them: a
-	// mismatch fails the restore before the task ever runs
-	if err := r.pr.pages.Verify(); err != nil {
 		return err
 	}
 	if r.pr.chain != nil {
