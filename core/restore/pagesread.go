@@ -68,7 +68,7 @@ func (r *restorer) verifyPages() func() error {
 		return func() error { return nil }
 	}
 	done := make(chan error, 1)
-	go func() { done <- r.pr.pages.Verify() }()
+	go func() { done <- r.pr.pages.VerifyMapped() }()
 	return sync.OnceValue(func() error { return <-done })
 }
 
