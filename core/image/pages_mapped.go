@@ -8,8 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// verifyWindow is how much of a pages file VerifyMapped maps at a time.
-const verifyWindow = 64 << 20
+// verifyWindow is how much of a pages file VerifyMapped maps at a time:
+// what is mapped counts in ctr-cr's RSS.
+const verifyWindow = 8 << 20
 
 // VerifyMapped is Verify for a reader that read nothing through ReadAt
 // (restore's task reads the pages itself): it hashes the whole file from

@@ -3,6 +3,7 @@ package memory
 import (
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
@@ -97,22 +98,53 @@ type PagePart struct {
 // with its offset in the pages file; parts inside skip go nowhere (pages
 // already in place). Both lists come in file order.
 func SplitRuns(entries []*imagepb.PagemapEntry, in, skip Spans) (inParts, outParts []PagePart) {
+	var parts []PagePart
 	var off int64
 	for _, e := range entries {
 		size := e.NrPages * PageSize
-		run := Spans{{e.Vaddr, e.Vaddr + size}}
+		parts = append(parts, PagePart{e.Vaddr, off, size})
+		off += int64(size)
+	}
+	return SplitParts(parts, in, skip)
+}
+
+// SplitParts is SplitRuns for parts.
+func SplitParts(parts []PagePart, in, skip Spans) (inParts, outParts []PagePart) {
+	for _, p := range parts {
+		run := Spans{{p.Addr, p.Addr + p.Len}}
 		if len(skip) > 0 {
 			run = run.Subtract(skip)
 		}
 		for _, s := range run.Intersect(in) {
-			inParts = addPart(inParts, PagePart{s.Start, off + int64(s.Start-e.Vaddr), s.End - s.Start})
+			inParts = addPart(inParts, PagePart{s.Start, p.Off + int64(s.Start-p.Addr), s.End - s.Start})
 		}
 		for _, s := range run.Subtract(in) {
-			outParts = addPart(outParts, PagePart{s.Start, off + int64(s.Start-e.Vaddr), s.End - s.Start})
+			outParts = addPart(outParts, PagePart{s.Start, p.Off + int64(s.Start-p.Addr), s.End - s.Start})
 		}
-		off += int64(size)
 	}
 	return inParts, outParts
+}
+
+// TakeTail cuts about want bytes (whole pages) off the end of parts: it
+// returns what is left and the tail taken, both in file order.
+func TakeTail(parts []PagePart, want uint64) (rest, tail []PagePart) {
+	want &^= PageSize - 1
+	rest = append([]PagePart(nil), parts...)
+	for len(rest) > 0 && want > 0 {
+		last := &rest[len(rest)-1]
+		if last.Len <= want {
+			tail = append(tail, *last)
+			want -= last.Len
+			rest = rest[:len(rest)-1]
+			continue
+		}
+		keep := last.Len - want
+		tail = append(tail, PagePart{last.Addr + keep, last.Off + int64(keep), want})
+		last.Len = keep
+		want = 0
+	}
+	slices.Reverse(tail)
+	return rest, tail
 }
 
 // addPart appends p to parts, extending the last part when p continues it

@@ -50,3 +50,21 @@ func TestFillParts(t *testing.T) {
 type sliceAt []byte
 
 func (s sliceAt) WriteAt(b []byte, off int64) (int, error) { return copy(s[off:], b), nil }
+
+// TakeTail takes whole pages off the end, cutting a part when needed.
+func TestTakeTail(t *testing.T) {
+	const pg = PageSize
+	parts := []PagePart{{0, 0, 4 * pg}, {100 * pg, 4 * pg, 2 * pg}}
+	rest, tail := TakeTail(parts, 3*pg+100)
+	wantRest := []PagePart{{0, 0, 3 * pg}}
+	wantTail := []PagePart{{3 * pg, 3 * pg, pg}, {100 * pg, 4 * pg, 2 * pg}}
+	if !reflect.DeepEqual(rest, wantRest) || !reflect.DeepEqual(tail, wantTail) {
+		t.Fatalf("rest %+v tail %+v", rest, tail)
+	}
+	if parts[0].Len != 4*pg {
+		t.Fatal("TakeTail changed its argument")
+	}
+	if rest, tail := TakeTail(parts, 100*pg); len(rest) != 0 || len(tail) != 2 {
+		t.Fatalf("all: rest %+v tail %+v", rest, tail)
+	}
+}

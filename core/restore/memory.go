@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -106,11 +107,14 @@ func (r *restorer) restoreMemory() (err error) {
 	}
 	// the pages the task cannot write itself (read-only VMAs) first,
 	// through /proc/PID/mem; the task's own reads go in the last batch
-	reads, n, err := r.fillOwnPages(maps, hasPagesFd)
+	reads, ours, n, err := r.fillOwnPages(maps, hasPagesFd, unsettledSpans(r.pr.mm.Vmas, protect))
 	r.st.PagesRestored += n
 	if err != nil {
 		return err
 	}
+	pagesFile, _ := r.pr.pages.Raw().(*os.File)
+	wrote := r.writePagesAsync(pagesFile, ours)
+	defer wrote() // waited for below, but on every path
 	if r.pr.chain != nil {
 		n, err := r.pr.chain.fill(memAt{r.mem})
 		r.st.PagesRestored += n
@@ -131,8 +135,13 @@ func (r *restorer) restoreMemory() (err error) {
 	}
 	addSeals(pb, r.pr.mm.Vmas)
 	res, err := pb.run()
+	wn, werr := wrote()
+	r.st.PagesRestored += wn
 	if err != nil {
 		return err
+	}
+	if werr != nil {
+		return werr
 	}
 	n, err = checkReads(res, reads)
 	r.st.PagesRestored += n

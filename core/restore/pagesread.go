@@ -75,21 +75,23 @@ func (r *restorer) verifyPages() func() error {
 // fillOwnPages writes, through /proc/PID/mem, the pages that lie outside
 // the task's writable private mappings (as maps, the task's maps text,
 // shows them now), and returns the reads the task is to make for the
-// rest, which needs the pages file installed in the task (inTask); it
-// returns the number of pages it wrote.
-func (r *restorer) fillOwnPages(maps string, inTask bool) ([]taskRead, uint64, error) {
+// rest, which needs the pages file installed in the task (inTask), and
+// the parts ctr-cr writes beside them (pageswrite.go; none in unsettled
+// VMAs); it returns the number of pages it wrote.
+func (r *restorer) fillOwnPages(maps string, inTask bool, unsettled memory.Spans) ([]taskRead, []memory.PagePart, uint64, error) {
 	var writable memory.Spans
 	if inTask {
 		var err error
 		if writable, err = parseWritable(maps); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 	}
 	inParts, outParts := memory.SplitRuns(r.pr.pmap, writable, r.earlySpans())
 	n, err := memory.FillParts(memAt{r.mem}, outParts, r.pr.pages.Raw())
 	if err != nil {
-		return nil, n, err
+		return nil, nil, n, err
 	}
+	inParts, ours := shareParts(inParts, writable.Subtract(unsettled))
 	var reads []taskRead
 	for _, p := range inParts {
 		for done := uint64(0); done < p.Len; {
@@ -98,7 +100,7 @@ func (r *restorer) fillOwnPages(maps string, inTask bool) ([]taskRead, uint64, e
 			done += rd.n
 		}
 	}
-	return reads, n, nil
+	return reads, ours, n, nil
 }
 
 // addReads adds to b the task's pread64s from its fd fd of the pages

@@ -41,3 +41,36 @@ func TestCheckReads(t *testing.T) {
 		t.Fatalf("short read: %v", err)
 	}
 }
+
+// shareParts leaves small fills to the task, gives ctr-cr at most its
+// share of a big one, only in stable spans, and the task the rest in file
+// order.
+func TestShareParts(t *testing.T) {
+	const mib = 1 << 20
+	small := []memory.PagePart{{Addr: 0x10000000, Off: 0, Len: mib}}
+	if task, ours := shareParts(small, memory.Spans{{Start: 0, End: 1 << 40}}); len(ours) != 0 || len(task) != 1 {
+		t.Fatalf("small: task %+v ours %+v", task, ours)
+	}
+	big := []memory.PagePart{{Addr: 0x10000000, Off: 0, Len: 64 * mib}, {Addr: 0x40000000, Off: 64 * mib, Len: 36 * mib}}
+	// the second part's VMA is unsettled: ctr-cr's share comes from the first
+	stable := memory.Spans{{Start: 0x10000000, End: 0x10000000 + 64*mib}}
+	task, ours := shareParts(big, stable)
+	var t1, o1 uint64
+	for _, p := range task {
+		t1 += p.Len
+	}
+	for _, p := range ours {
+		o1 += p.Len
+		if p.Addr < 0x10000000 || p.Addr+p.Len > 0x10000000+64*mib {
+			t.Fatalf("ours outside the stable span: %+v", p)
+		}
+	}
+	if o1 != 40*mib || t1 != 60*mib {
+		t.Fatalf("task %d bytes, ours %d: want 60 and 40 MiB", t1, o1)
+	}
+	for i := 1; i < len(task); i++ {
+		if task[i].Off < task[i-1].Off {
+			t.Fatalf("task parts out of file order: %+v", task)
+		}
+	}
+}
