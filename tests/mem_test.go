@@ -163,3 +163,24 @@ func TestNegative_MemAio(t *testing.T) {
 func TestNegative_MemAioInFlight(t *testing.T) {
 	requireDumpRefused(t, Case{Name: "m_aio_inflight", Src: "m_aio.c", CFlags: []string{"-DPOLL_PENDING"}}, "aio ring")
 }
+
+// TestCR_MemBigFill: 48 MiB of private anonymous memory plus read-only
+// and PROT_NONE regions with pages come back byte for byte. Restore fills
+// the big region two ways at once (the task reads most of it from the
+// image itself, ctr-cr writes the tail beside it with process_vm_writev)
+// and the others through /proc/PID/mem: --print-stats shows the task's
+// share below the whole.
+func TestCR_MemBigFill(t *testing.T) {
+	runCase(t, Case{
+		Name: "m_bigfill", Src: "m_bigfill.c",
+		RestoreArgs: []string{"--print-stats"},
+		AfterRestore: func(t *testing.T, cycle int, stdout string) {
+			m := statsLine(t, "restore", stdout)
+			restored, _ := m["pages_restored"].(float64)
+			taskRead, _ := m["pages_task_read"].(float64)
+			if restored < (56<<20)/4096 || taskRead < (24<<20)/4096 || taskRead > restored-(16<<20)/4096 {
+				t.Errorf("restore: %v pages restored, %v of them read by the task: want the task to read most of the big region and ctr-cr to write the rest", restored, taskRead)
+			}
+		},
+	})
+}

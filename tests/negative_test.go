@@ -165,6 +165,9 @@ func TestNegative_CorruptImage(t *testing.T) {
 		// found while the pages are copied into the new task (their
 		// checksum is verified in that single read), before it runs
 		{"flip-bit-pages", pages, false, flipBit},
+		// in the last page (the stack's: one the task reads from the
+		// image itself, caught by the checksum computed beside it)
+		{"flip-bit-pages-last", pages, false, flipLastPage},
 		{"truncate-pages", pages, false, func(p string) error {
 			fi, err := os.Stat(p)
 			if err != nil {
@@ -455,6 +458,19 @@ func flipBit(path string) error {
 		return fmt.Errorf("%s is empty", path)
 	}
 	b[len(b)/2] ^= 0x10
+	return os.WriteFile(path, b, 0o644)
+}
+
+// flipLastPage flips a bit in the last page of the file at path.
+func flipLastPage(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(b) < 4096 {
+		return fmt.Errorf("%s has only %d bytes", path, len(b))
+	}
+	b[len(b)-4096+123] ^= 0x01
 	return os.WriteFile(path, b, 0o644)
 }
 

@@ -64,6 +64,12 @@ func TestCR_PrintStats(t *testing.T) {
 			if num(t, m, "pages_restored") <= 0 {
 				t.Errorf("restore pages_restored %v", m["pages_restored"])
 			}
+			// the heap and stack are writable: the task reads them from
+			// the image itself (one copy); only read-only VMAs' pages
+			// go through ctr-cr
+			if read := num(t, m, "pages_task_read"); read <= 0 || read > num(t, m, "pages_restored") {
+				t.Errorf("restore pages_task_read %v of %v restored", m["pages_task_read"], m["pages_restored"])
+			}
 			inj, batched := num(t, m, "injected_syscalls"), num(t, m, "batched_syscalls")
 			if inj <= 0 || batched <= inj {
 				t.Errorf("restore: %v injected round trips, %v syscalls in batches: most calls should be batched", inj, batched)

@@ -3,6 +3,7 @@ package memory
 import (
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 )
@@ -82,4 +83,109 @@ func CheckLayout(vmas []*imagepb.Vma, entries []*imagepb.PagemapEntry) error {
 		}
 	}
 	return nil
+}
+
+// PagePart is a stretch of a pages file bound for one address range: Len
+// bytes at file offset Off go to Addr.
+type PagePart struct {
+	Addr uint64
+	Off  int64
+	Len  uint64
+}
+
+// SplitRuns cuts the pagemap runs (in pages-file order) by address: the
+// parts inside the spans in go to inParts, the others to outParts, each
+// with its offset in the pages file; parts inside skip go nowhere (pages
+// already in place). Both lists come in file order.
+func SplitRuns(entries []*imagepb.PagemapEntry, in, skip Spans) (inParts, outParts []PagePart) {
+	var parts []PagePart
+	var off int64
+	for _, e := range entries {
+		size := e.NrPages * PageSize
+		parts = append(parts, PagePart{e.Vaddr, off, size})
+		off += int64(size)
+	}
+	return SplitParts(parts, in, skip)
+}
+
+// SplitParts is SplitRuns for parts.
+func SplitParts(parts []PagePart, in, skip Spans) (inParts, outParts []PagePart) {
+	for _, p := range parts {
+		run := Spans{{p.Addr, p.Addr + p.Len}}
+		if len(skip) > 0 {
+			run = run.Subtract(skip)
+		}
+		for _, s := range run.Intersect(in) {
+			inParts = addPart(inParts, PagePart{s.Start, p.Off + int64(s.Start-p.Addr), s.End - s.Start})
+		}
+		for _, s := range run.Subtract(in) {
+			outParts = addPart(outParts, PagePart{s.Start, p.Off + int64(s.Start-p.Addr), s.End - s.Start})
+		}
+	}
+	return inParts, outParts
+}
+
+// TakeTail cuts about want bytes (whole pages) off the end of parts: it
+// returns what is left and the tail taken, both in file order.
+func TakeTail(parts []PagePart, want uint64) (rest, tail []PagePart) {
+	want &^= PageSize - 1
+	rest = append([]PagePart(nil), parts...)
+	for len(rest) > 0 && want > 0 {
+		last := &rest[len(rest)-1]
+		if last.Len <= want {
+			tail = append(tail, *last)
+			want -= last.Len
+			rest = rest[:len(rest)-1]
+			continue
+		}
+		keep := last.Len - want
+		tail = append(tail, PagePart{last.Addr + keep, last.Off + int64(keep), want})
+		last.Len = keep
+		want = 0
+	}
+	slices.Reverse(tail)
+	return rest, tail
+}
+
+// addPart appends p to parts, extending the last part when p continues it
+// both in memory and in the file.
+func addPart(parts []PagePart, p PagePart) []PagePart {
+	if n := len(parts); n > 0 {
+		last := &parts[n-1]
+		if last.Addr+last.Len == p.Addr && last.Off+int64(last.Len) == p.Off {
+			last.Len += p.Len
+			return parts
+		}
+	}
+	return append(parts, p)
+}
+
+// FillParts copies each part from pages to dst, in chunks of a reused
+// buffer; it returns the number of pages written.
+func FillParts(dst io.WriterAt, parts []PagePart, pages io.ReaderAt) (uint64, error) {
+	var need uint64
+	for _, p := range parts {
+		need = max(need, p.Len)
+	}
+	if need == 0 {
+		return 0, nil
+	}
+	buf := getBuf(need)
+	defer putBuf(buf)
+	var total uint64
+	for _, p := range parts {
+		for done := uint64(0); done < p.Len; {
+			b := buf[:min(p.Len-done, uint64(len(buf)))]
+			off := p.Off + int64(done)
+			if _, err := pages.ReadAt(b, off); err != nil {
+				return total, fmt.Errorf("read pages at offset %d: %w", off, err)
+			}
+			if _, err := dst.WriteAt(b, int64(p.Addr+done)); err != nil {
+				return total, fmt.Errorf("write %d bytes at %#x: %w", len(b), p.Addr+done, err)
+			}
+			done += uint64(len(b))
+			total += uint64(len(b)) / PageSize
+		}
+	}
+	return total, nil
 }

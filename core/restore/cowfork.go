@@ -420,9 +420,9 @@ func (s *cowState) mergesIntoNext(vmas []*imagepb.Vma, i int) bool {
 	return i+1 < len(vmas) && s.isEarly(vmas[i+1]) && staysApart(vmas[i], vmas[i+1])
 }
 
-// fillDst is where restoreMemory's single in-order pass over the pages
-// goes: dst, minus the early VMAs, whose pages are in place already (the
-// pass still reads them, for the checksum).
+// fillDst is where a pass over the pages in file order goes (lazy.go's
+// fill of what cannot come lazily): dst, minus the early VMAs, whose pages
+// are in place already (the pass still reads them, for the checksum).
 func (r *restorer) fillDst(dst io.WriterAt) io.WriterAt {
 	if r.cow == nil || !r.cow.staged || len(r.cow.early) == 0 {
 		return dst

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,7 +19,15 @@ const archMapVdso64 = 0x2003
 
 // restoreMemory recreates the memory objects (memfd, shared anonymous), the
 // vDSO at its old address, every VMA, and fills the private pages.
-func (r *restorer) restoreMemory() error {
+func (r *restorer) restoreMemory() (err error) {
+	// the pages' checksum, computed while everything else of the memory
+	// is made: a mismatch fails the restore before the task ever runs
+	verified := r.verifyPages()
+	defer func() {
+		if verr := verified(); err == nil {
+			err = verr
+		}
+	}()
 	if err := r.createObjects(); err != nil {
 		return err
 	}
@@ -37,6 +46,8 @@ func (r *restorer) restoreMemory() error {
 	if err != nil {
 		return err
 	}
+	pagesFd, hasPagesFd := stubFds[pagesFileKey]
+	delete(stubFds, pagesFileKey) // closed once the task has read it
 	// every mapping, its madvise flags and the close of the files, in one
 	// batch (a Go program has ~30 mappings)
 	b := r.batch(0)
@@ -91,26 +102,31 @@ func (r *restorer) restoreMemory() error {
 			return err
 		}
 	}
-	if err := r.checkSpecial(); err != nil {
+	maps, err := r.checkSpecial()
+	if err != nil {
 		return err
 	}
 	var lazyRuns, lazyAll []lazy.Run
+	var reads []taskRead
+	wrote := func() (uint64, error) { return 0, nil }
 	if r.tree.lazy != nil {
 		// lazy.go: the checksum is verified by the session's pass
 		if lazyRuns, lazyAll, err = r.fillLazy(); err != nil {
 			return err
 		}
 	} else {
-		n, err := memory.Fill(r.fillDst(memAt{r.mem}), r.pr.pmap, r.pr.pages)
+		// the pages the task cannot write itself (read-only VMAs) first,
+		// through /proc/PID/mem; the task's own reads go in the last batch
+		var ours []memory.PagePart
+		var n uint64
+		reads, ours, n, err = r.fillOwnPages(maps, hasPagesFd, unsettledSpans(r.pr.mm.Vmas, protect))
 		r.st.PagesRestored += n
 		if err != nil {
 			return err
 		}
-		// the pages' checksum, deferred to this single read of them: a
-		// mismatch fails the restore before the task ever runs
-		if err := r.pr.pages.Verify(); err != nil {
-			return err
-		}
+		pagesFile, _ := r.pr.pages.Raw().(*os.File)
+		wrote = r.writePagesAsync(pagesFile, ours)
+		defer wrote() // waited for below, but on every path
 	}
 	if r.pr.chain != nil && r.tree.lazy == nil { // lazy: fillLazy did it
 		n, err := r.pr.chain.fill(memAt{r.mem})
@@ -123,12 +139,27 @@ func (r *restorer) restoreMemory() error {
 	// write bit only once the pages are in: making an anonymous VMA
 	// read-only before it has pages would also drop VM_ACCOUNT.
 	pb := r.batch(0)
+	if hasPagesFd {
+		addReads(pb, pagesFd, reads)
+	}
 	addGuards(pb, r.pr.mm.Vmas)
 	for _, v := range protect {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
 	addSeals(pb, r.pr.mm.Vmas)
-	if _, err = pb.run(); err != nil {
+	res, err := pb.run()
+	wn, werr := wrote()
+	r.st.PagesRestored += wn
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
+	}
+	n, err := checkReads(res, reads)
+	r.st.PagesRestored += n
+	r.st.PagesTaskRead += n
+	if err != nil {
 		return err
 	}
 	return r.registerLazy(lazyRuns, lazyAll)
@@ -172,6 +203,10 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 		b.add(fmt.Sprintf("pidfd_getfd (file of vma %#x-%#x %s)", v.Start, v.End, v.Name), unix.SYS_PIDFD_GETFD, r.pidfd, uint64(fd), 0)
 		keys = append(keys, key)
 	}
+	if fd, ok := r.pagesFileFd(); ok {
+		b.add("pidfd_getfd (pages file)", unix.SYS_PIDFD_GETFD, r.pidfd, uint64(fd), 0)
+		keys = append(keys, pagesFileKey)
+	}
 	res, err := b.run()
 	if err != nil {
 		return nil, err
@@ -207,18 +242,19 @@ func hasVmFlag(v *imagepb.Vma, flag string) bool {
 	return strings.Contains(" "+v.VmFlags+" ", " "+flag+" ")
 }
 
-// checkSpecial verifies that the kernel put vDSO/vvar where they were.
-func (r *restorer) checkSpecial() error {
+// checkSpecial verifies that the kernel put vDSO/vvar where they were;
+// it returns the task's maps text it read.
+func (r *restorer) checkSpecial() (string, error) {
 	maps, err := readMapsText(r.pid)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for _, v := range r.pr.mm.Vmas {
 		if v.Kind == imagepb.VmaKind_VMA_VDSO && !strings.Contains(maps, fmt.Sprintf("%x-%x", v.Start, v.End)) {
-			return fmt.Errorf("vdso not at %#x-%#x after ARCH_MAP_VDSO_64 (different kernel?)", v.Start, v.End)
+			return "", fmt.Errorf("vdso not at %#x-%#x after ARCH_MAP_VDSO_64 (different kernel?)", v.Start, v.End)
 		}
 	}
-	return nil
+	return maps, nil
 }
 
 // mapVma adds the mmap of v (with the file installed for it in stubFds)

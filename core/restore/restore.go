@@ -90,6 +90,7 @@ type Stats struct {
 	BatchedSyscalls  int     `json:"batched_syscalls"`  // syscalls made inside those batches
 	Threads          int     `json:"threads"`
 	Processes        int     `json:"processes"`
+	PagesTaskRead    uint64  `json:"pages_task_read"` // of PagesRestored, read from the image by the task itself
 }
 
 // Restored is a running restored process.
