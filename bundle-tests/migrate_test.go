@@ -8,7 +8,6 @@ package bundletests
 // bundle (config.json, rootfs): what a second machine would have.
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,29 +93,7 @@ func copyBundle(t *testing.T, b *bundle, edit func(*specs.Spec)) string {
 func startMigrateReceiver(t *testing.T, ns, addr string, args ...string) string {
 	t.Helper()
 	argv := testutil.InNetns(ns, append([]string{testutil.BuildCtrCr(t), "migrate-receive", "--address", addr, "--port", "0", "-D", t.TempDir(), "--wait"}, args...)...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("migrate-receive stderr:\n%s", stderr.String())
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	got, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if !ok {
-		t.Fatalf("migrate-receive: %q %s", line, stderr.String())
-	}
-	return got
+	return testutil.StartListening(t, argv...).Addr
 }
 
 // echoLines starts the echo client (network_test.go) in netns ns and

@@ -7,7 +7,6 @@ package tests
 // and used a userfaultfd of its own while pages were still missing.
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -267,29 +266,7 @@ func TestCR_LazyRestoreCases(t *testing.T) {
 // the pages files of img (the source's image) on 127.0.0.1.
 func startLazyPageServer(t *testing.T, img string) *pageServer {
 	t.Helper()
-	ps := &pageServer{}
-	ps.cmd = exec.Command(testutil.BuildCtrCr(t), "page-server", "--lazy-pages", "--address", "127.0.0.1", "--port", "0", "-D", img)
-	ps.cmd.Stderr = &ps.stderr
-	out, err := ps.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ps.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if ps.cmd.ProcessState == nil {
-			ps.cmd.Process.Kill()
-			ps.cmd.Wait()
-		}
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if err != nil || !ok {
-		t.Fatalf("page-server --lazy-pages: %q, %v, stderr %s", line, err, ps.stderr.String())
-	}
-	ps.addr = addr
-	return ps
+	return &pageServer{testutil.StartListening(t, testutil.BuildCtrCr(t), "page-server", "--lazy-pages", "--address", "127.0.0.1", "--port", "0", "-D", img)}
 }
 
 // withoutPages copies the image img but its pages files into a new
@@ -326,7 +303,7 @@ func TestCR_LazyRestorePageServer(t *testing.T) {
 	r, img := lazyImage(t)
 	ps := startLazyPageServer(t, img)
 	dst := withoutPages(t, img)
-	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=10"}, "--page-server", ps.addr)
+	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=10"}, "--page-server", ps.Addr)
 	r.requestGo()
 	select {
 	case <-done:
@@ -340,7 +317,7 @@ func TestCR_LazyRestorePageServer(t *testing.T) {
 	}
 	r.requirePass(string(b))
 	if err := ps.wait(t); err != nil {
-		t.Fatalf("page-server: %v\n%s", err, ps.stderr.String())
+		t.Fatalf("page-server: %v\n%s", err, ps.Stderr())
 	}
 }
 
@@ -351,9 +328,9 @@ func TestCR_LazyRestorePageServerKilled(t *testing.T) {
 	r, img := lazyImage(t)
 	ps := startLazyPageServer(t, img)
 	dst := withoutPages(t, img)
-	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=30"}, "--page-server", ps.addr)
-	ps.cmd.Process.Kill()
-	ps.cmd.Wait()
+	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=30"}, "--page-server", ps.Addr)
+	ps.Cmd.Process.Kill()
+	ps.Cmd.Wait()
 	r.requestGo()
 	select {
 	case <-done:
@@ -361,7 +338,7 @@ func TestCR_LazyRestorePageServerKilled(t *testing.T) {
 		t.Fatal("ctr-cr restore did not end after its page server was killed")
 	}
 	stderr := waitStderr(t, errPath, "lazy pages")
-	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr, "killed") || !strings.Contains(stderr, "page server "+ps.addr) {
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr, "killed") || !strings.Contains(stderr, "page server "+ps.Addr) {
 		t.Fatalf("restore: exit %d, stderr:\n%s", cmd.ProcessState.ExitCode(), stderr)
 	}
 	requireNoPanic(t, stderr)

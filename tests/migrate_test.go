@@ -6,7 +6,6 @@ package tests
 // this machine (the destination's own, where the source's pids are free).
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -120,28 +119,8 @@ func startReceiver(t *testing.T, dir string, ownPidNs bool) (string, *exec.Cmd) 
 	if ownPidNs {
 		argv = append([]string{"unshare", "--pid", "--fork", "--mount-proc"}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if !ok {
-		t.Fatalf("migrate-receive: %q %s", line, stderr.String())
-	}
-	return addr, cmd
+	l := testutil.StartListening(t, argv...)
+	return l.Addr, l.Cmd
 }
 
 // TestCR_Migrate: the case (after its own userfaultfd is closed) migrates

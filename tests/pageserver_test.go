@@ -4,12 +4,9 @@ package tests
 // go over TCP into the destination's directory.
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,49 +19,26 @@ import (
 )
 
 // pageServer is a running `ctr-cr page-server` on 127.0.0.1.
-type pageServer struct {
-	addr   string
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-}
+// pageServer is a `ctr-cr page-server` the test started.
+type pageServer struct{ *testutil.Listener }
 
+// startPageServer starts `ctr-cr page-server` receiving into dir on
+// 127.0.0.1.
 func startPageServer(t *testing.T, dir string) *pageServer {
 	t.Helper()
-	ps := &pageServer{}
-	ps.cmd = exec.Command(testutil.BuildCtrCr(t), "page-server", "--address", "127.0.0.1", "--port", "0", "-D", dir)
-	ps.cmd.Stderr = &ps.stderr
-	out, err := ps.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ps.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if ps.cmd.ProcessState == nil {
-			ps.cmd.Process.Kill()
-			ps.cmd.Wait()
-		}
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if err != nil || !ok {
-		t.Fatalf("page-server: %q, %v, stderr %s", line, err, ps.stderr.String())
-	}
-	ps.addr = addr
-	return ps
+	return &pageServer{testutil.StartListening(t, testutil.BuildCtrCr(t), "page-server", "--address", "127.0.0.1", "--port", "0", "-D", dir)}
 }
 
 // wait waits for the server to exit (at most 20 s) and returns its error.
 func (ps *pageServer) wait(t *testing.T) error {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- ps.cmd.Wait() }()
+	go func() { done <- ps.Cmd.Wait() }()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(20 * time.Second):
-		ps.cmd.Process.Kill()
+		ps.Cmd.Process.Kill()
 		t.Fatalf("page-server did not exit")
 		return nil
 	}
@@ -96,7 +70,7 @@ func TestCR_PageServerChain(t *testing.T) {
 		rounds := []struct{ dir, cmd, parent string }{{"r1", "pre-dump", ""}, {"r2", "pre-dump", "../r1"}, {"r3", "dump", "../r2"}}
 		for i, rd := range rounds {
 			ps := startPageServer(t, filepath.Join(dst, rd.dir))
-			args := []string{rd.cmd, "-t", pid, "-D", filepath.Join(src, rd.dir), "--page-server", ps.addr}
+			args := []string{rd.cmd, "-t", pid, "-D", filepath.Join(src, rd.dir), "--page-server", ps.Addr}
 			if rd.parent != "" {
 				args = append(args, "--parent-path", rd.parent)
 			}
@@ -104,7 +78,7 @@ func TestCR_PageServerChain(t *testing.T) {
 				r.fatalf(stderr, "cycle %d: %s: %v", cycle, rd.cmd, err)
 			}
 			if err := ps.wait(t); err != nil {
-				t.Fatalf("cycle %d: page-server: %v\n%s", cycle, err, ps.stderr.String())
+				t.Fatalf("cycle %d: page-server: %v\n%s", cycle, err, ps.Stderr())
 			}
 			if m, _ := filepath.Glob(filepath.Join(src, rd.dir, "pages-*.img")); len(m) != 0 {
 				t.Fatalf("pages written locally too: %v", m)
@@ -220,7 +194,7 @@ func TestNegative_PageServerDrop(t *testing.T) {
 	// the server side: a client that drops in the middle of a file
 	dir := filepath.Join(t.TempDir(), "dst")
 	ps := startPageServer(t, dir)
-	sess, err := net.Dial("tcp", ps.addr)
+	sess, err := net.Dial("tcp", ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +207,7 @@ func TestNegative_PageServerDrop(t *testing.T) {
 	if _, err := sess.Read(st); err != nil || st[0] != 0 {
 		t.Fatalf("session: %v %v", st, err)
 	}
-	f, err := net.Dial("tcp", ps.addr)
+	f, err := net.Dial("tcp", ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +223,8 @@ func TestNegative_PageServerDrop(t *testing.T) {
 	f.Close()
 	sess.Close()
 	err = ps.wait(t)
-	if err == nil || !strings.Contains(ps.stderr.String(), "dropped") {
-		t.Fatalf("page-server after a dropped client: err %v, stderr:\n%s", err, ps.stderr.String())
+	if err == nil || !strings.Contains(ps.Stderr(), "dropped") {
+		t.Fatalf("page-server after a dropped client: err %v, stderr:\n%s", err, ps.Stderr())
 	}
 	if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 		t.Fatalf("%s kept after the failed session", name)
