@@ -6,6 +6,7 @@ package tests
 // this machine (the destination's own, where the source's pids are free).
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,25 +31,35 @@ type migrateCase struct {
 	pid    int // the case, in our pid namespace
 	outer  *exec.Cmd
 	killed bool
+	bin    string // the case's program name (cleanup finds it by it)
 }
 
 func startMigrateCase(t *testing.T) *migrateCase {
 	t.Helper()
+	return startMigrateCaseIn(t, "", "p_premig.c")
+}
+
+// startMigrateCaseIn starts case src (with args after its work directory)
+// as the init of a pid namespace of its own, in network namespace netns
+// ("": ours).
+func startMigrateCaseIn(t *testing.T, netns, src string, args ...string) *migrateCase {
+	t.Helper()
 	testutil.RequiresRoot(t)
-	bin := buildCase(t, "p_premig.c", nil)
+	bin := buildCase(t, src, nil)
 	dir, err := os.MkdirTemp("", "ctrcr-migrate-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	c := &migrateCase{t: t, dir: dir, out: filepath.Join(dir, "out")}
+	c := &migrateCase{t: t, dir: dir, out: filepath.Join(dir, "out"), bin: filepath.Base(bin)}
 	f, err := os.Create(c.out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c.outer = exec.Command("unshare", "--pid", "--fork", bin, dir)
+	argv := testutil.InNetns(netns, append([]string{"unshare", "--pid", "--fork", bin, dir}, args...)...)
+	c.outer = exec.Command(argv[0], argv[1:]...)
 	c.outer.Stdout, c.outer.Stderr, c.outer.Dir = f, f, dir
 	c.outer.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.outer.Start(); err != nil {
@@ -57,6 +68,8 @@ func startMigrateCase(t *testing.T) *migrateCase {
 	t.Cleanup(c.cleanup)
 	deadline := time.Now().Add(10 * time.Second)
 	for c.pid == 0 && time.Now().Before(deadline) {
+		// nsenter execs unshare, which forks the case: the case is the
+		// child of the outer process
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.outer.Process.Pid, c.outer.Process.Pid))
 		c.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		time.Sleep(10 * time.Millisecond)
@@ -102,7 +115,7 @@ func (c *migrateCase) cleanup() {
 			continue
 		}
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.Contains(string(b), c.dir) && strings.Contains(string(b), "p_premig") {
+		if strings.Contains(string(b), c.dir) && strings.Contains(string(b), c.bin) {
 			unix.Kill(pid, unix.SIGKILL)
 		}
 	}
@@ -181,4 +194,72 @@ func TestNegative_MigrateRestoreFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitLine("PASS")
+}
+
+// TestCR_MigrateTwoHosts: two "hosts", network namespaces joined by a
+// veth, each with a pid namespace of its own for the tree; a process
+// holding 256 MiB and writing ~4 MiB a second migrates from A to a
+// `migrate-receive` on B over the veth: pre-copy rounds while it writes,
+// the final dump, the restore on B. The source is gone, the rounds'
+// figures (frozen time of the final dump) are logged, and on B the
+// process checks every page against its generation table and passes.
+func TestCR_MigrateTwoHosts(t *testing.T) {
+	if noCR {
+		t.Skip("CTRCR_NOCR=1")
+	}
+	testutil.RequiresRoot(t)
+	hostA, hostB := testutil.NewNetns(t), testutil.NewNetns(t)
+	a, b := filepath.Base(hostA), filepath.Base(hostB)
+	for _, argv := range [][]string{
+		{"ip", "-n", a, "link", "add", "mig0", "type", "veth", "peer", "name", "mig1", "netns", b},
+		{"ip", "-n", a, "addr", "add", "10.252.0.1/24", "dev", "mig0"},
+		{"ip", "-n", b, "addr", "add", "10.252.0.2/24", "dev", "mig1"},
+		{"ip", "-n", a, "link", "set", "mig0", "up"},
+		{"ip", "-n", b, "link", "set", "mig1", "up"},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+	}
+	c := startMigrateCaseIn(t, hostA, "m_dirty.c", "256")
+	time.Sleep(300 * time.Millisecond) // it writes meanwhile
+	recv := testutil.StartListening(t, testutil.InNetns(hostB, "unshare", "--pid", "--fork", "--mount-proc",
+		testutil.BuildCtrCr(t), "migrate-receive", "--address", "10.252.0.2", "--port", "0", "-D", filepath.Join(t.TempDir(), "dst"), "--wait")...)
+	argv := testutil.InNetns(hostA, testutil.BuildCtrCr(t), "migrate", "-t", strconv.Itoa(c.pid), "--to", recv.Addr, "-D", filepath.Join(t.TempDir(), "src"), "--print-stats")
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "restored as pid") {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	rounds := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		var st struct {
+			FrozenMs     float64 `json:"frozen_ms"`
+			PagesWritten uint64  `json:"pages_written"`
+			PagesDirty   uint64  `json:"pages_dirty"`
+		}
+		if json.Unmarshal([]byte(l), &st) == nil && strings.HasPrefix(l, "{") {
+			rounds++
+			t.Logf("round %d: %d pages copied, %d written since the round before, frozen %.1f ms", rounds, st.PagesWritten, st.PagesDirty, st.FrozenMs)
+		}
+	}
+	if rounds < 2 {
+		t.Errorf("want pre-copy rounds and the final dump, got %d rounds:\n%s", rounds, out)
+	}
+	if err := waitGone(c.pid, goneTimeout); err != nil {
+		t.Fatalf("source after the migration: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLine("PASS")
+	done := make(chan error, 1)
+	go func() { done <- recv.Cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate-receive: %v\n%s", err, recv.Stderr())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("migrate-receive did not end with the migrated process")
+	}
 }
