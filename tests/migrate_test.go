@@ -203,11 +203,21 @@ func TestNegative_MigrateRestoreFails(t *testing.T) {
 // the final dump, the restore on B. The source is gone, the rounds'
 // figures (frozen time of the final dump) are logged, and on B the
 // process checks every page against its generation table and passes.
+// Twice: restored eagerly on B, and with `migrate-receive --lazy-pages`
+// (the source is killed once the tree runs on B, before its memory is
+// in: the final round's frozen time drops by the restore's page filling).
 func TestCR_MigrateTwoHosts(t *testing.T) {
 	if noCR {
 		t.Skip("CTRCR_NOCR=1")
 	}
 	testutil.RequiresRoot(t)
+	t.Run("eager", func(t *testing.T) { migrateTwoHosts(t, nil) })
+	t.Run("lazy", func(t *testing.T) { migrateTwoHosts(t, []string{"--lazy-pages"}) })
+}
+
+// migrateTwoHosts is TestCR_MigrateTwoHosts with recvArgs for the
+// receiver.
+func migrateTwoHosts(t *testing.T, recvArgs []string) {
 	hostA, hostB := testutil.NewNetns(t), testutil.NewNetns(t)
 	a, b := filepath.Base(hostA), filepath.Base(hostB)
 	for _, argv := range [][]string{
@@ -223,8 +233,8 @@ func TestCR_MigrateTwoHosts(t *testing.T) {
 	}
 	c := startMigrateCaseIn(t, hostA, "m_dirty.c", "256")
 	time.Sleep(300 * time.Millisecond) // it writes meanwhile
-	recv := testutil.StartListening(t, testutil.InNetns(hostB, "unshare", "--pid", "--fork", "--mount-proc",
-		testutil.BuildCtrCr(t), "migrate-receive", "--address", "10.252.0.2", "--port", "0", "-D", filepath.Join(t.TempDir(), "dst"), "--wait")...)
+	recv := testutil.StartListening(t, testutil.InNetns(hostB, append([]string{"unshare", "--pid", "--fork", "--mount-proc",
+		testutil.BuildCtrCr(t), "migrate-receive", "--address", "10.252.0.2", "--port", "0", "-D", filepath.Join(t.TempDir(), "dst"), "--wait"}, recvArgs...)...)...)
 	argv := testutil.InNetns(hostA, testutil.BuildCtrCr(t), "migrate", "-t", strconv.Itoa(c.pid), "--to", recv.Addr, "-D", filepath.Join(t.TempDir(), "src"), "--print-stats")
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "restored as pid") {

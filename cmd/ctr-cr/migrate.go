@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -158,7 +160,7 @@ func sendImage(cl *pageserver.Client, dir string) error {
 	return cl.Wait()
 }
 
-const migrateReceiveSynopsis = "migrate-receive --address ADDR --port PORT -D DIR [--bundle DIR] [--root DIR] [--runtime runc|crun] [--wait]"
+const migrateReceiveSynopsis = "migrate-receive --address ADDR --port PORT -D DIR [--lazy-pages] [--bundle DIR] [--root DIR] [--runtime runc|crun] [--wait]"
 
 // cmdMigrateReceive receives one migration into DIR/roundN and restores
 // the last round (detached); it exits once that restore is done, or with
@@ -166,7 +168,7 @@ const migrateReceiveSynopsis = "migrate-receive --address ADDR --port PORT -D DI
 func cmdMigrateReceive(args []string) error {
 	var addr, dir string
 	var port int
-	var wait bool
+	var wait, lazyPages bool
 	var lc logConfig
 	port = -1
 	opts := []option{
@@ -174,6 +176,7 @@ func cmdMigrateReceive(args []string) error {
 		{names: []string{"port"}, arg: "PORT", value: intValue{&port}, help: "the TCP port (0: any free one, printed)"},
 		{names: []string{"D", "images-dir"}, arg: "DIR", value: stringValue{&dir}, help: "where the rounds' images go (DIR/roundN)"},
 		{names: []string{"wait"}, value: boolValue{&wait}, help: "stay until the restored tree's root is gone, reaping orphans (as the init of a pid namespace must)"},
+		{names: []string{"lazy-pages"}, value: boolValue{&lazyPages}, help: "restore a process tree with `restore --lazy-pages` from the received image: the source is told (and kills its tree) as soon as the tree runs here, its memory comes in after"},
 	}
 	var cr containerReceiver
 	opts = append(opts, cr.options()...)
@@ -193,6 +196,7 @@ func cmdMigrateReceive(args []string) error {
 	}
 	fmt.Printf("listening on %s\n", l.Addr())
 	var root int
+	lazyDone := func() error { return nil }
 	err = pageserver.ServeMigrationAccepting(l, dir, func(d string) (string, error) {
 		if cr.isContainer(d) {
 			info, pid, err := cr.restore(d)
@@ -202,14 +206,70 @@ func cmdMigrateReceive(args []string) error {
 		if cr.given() {
 			return "", fmt.Errorf("migrate-receive: %s is a process tree's image, but container options (--bundle, --root, --runtime) were given", d)
 		}
+		if lazyPages {
+			pid, done, err := restoreLazy(d)
+			root, lazyDone = pid, done
+			return fmt.Sprintf("restored as pid %d (lazy pages)", pid), err
+		}
 		pid, err := restoreDetached(d)
 		root = pid
 		return fmt.Sprintf("restored as pid %d", pid), err
 	}, container.LayerFile)
+	if err == nil {
+		err = lazyDone()
+	}
 	if err != nil || !wait {
 		return err
 	}
 	return waitGone(root)
+}
+
+// restoreLazy starts `ctr-cr restore -d --lazy-pages` of the image in dir
+// and returns the pid of the tree's root as soon as the tree runs (its
+// pid file is written then), and a function that waits until the last
+// page is in and returns what the restore reported if the pages could not
+// all come (it kills the tree then). Every file of the image is here,
+// each checked against the sender's checksum as it arrived: what is left
+// to fail is rare (the pages file's checksum, verified as the pages go
+// in), but it comes after the source was told to kill its tree.
+func restoreLazy(dir string) (int, func() error, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	pidFile := filepath.Join(dir, "restored.pid")
+	var out bytes.Buffer
+	cmd := exec.Command(exe, "restore", "-D", dir, "-d", "--lazy-pages", "--pid-file", pidFile)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return 0, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	wait := func(err error) error {
+		if err != nil {
+			return fmt.Errorf("lazy restore: %w: %s", err, restoreOutput(dir, out.Bytes()))
+		}
+		return nil
+	}
+	for {
+		b, _ := os.ReadFile(pidFile)
+		if s, ok := strings.CutSuffix(string(b), "\n"); ok {
+			pid, err := strconv.Atoi(s)
+			if err != nil {
+				return 0, nil, fmt.Errorf("lazy restore: pid file %q", b)
+			}
+			return pid, sync.OnceValue(func() error { return wait(<-exited) }), nil
+		}
+		select {
+		case err := <-exited:
+			if err == nil {
+				err = errors.New("exited without a pid file")
+			}
+			return 0, nil, wait(err)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 // restoreDetached restores the image in dir with `ctr-cr restore -d` and
