@@ -26,3 +26,11 @@ func TestRunnableNow(t *testing.T) {
 		t.Errorf("runnableNow() = %d: at least this test runs", n)
 	}
 }
+
+func TestSpliceThreshold(t *testing.T) {
+	for env, want := range map[string]uint64{"": 16384, "256": 256, "0": 0, "lots": 16384} {
+		if got := spliceThreshold(env); got != want {
+			t.Errorf("spliceThreshold(%q) = %d, want %d", env, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ctr-cr/ctr-cr/core/memory"
@@ -12,8 +13,22 @@ import (
 
 // spliceMinPages is the least number of pages worth the splice mover: its
 // set-up and removal cost an injection area, a few injected batches and
-// 2x16 fds, more than copying a few hundred KiB.
-const spliceMinPages = 256
+// 2x16 fds, 5-20 ms a process here. Measured quiet (make bench, medians of
+// 5): one process of 16 MiB dumped in 46 ms with it and 41 without, 64 MiB
+// 82 and 76, 96 MiB 102 and 97-266, 256 MiB 182 and 381; a tree of 20
+// processes of 8 MiB each 682 ms with it and 354 without. So from 64 MiB
+// of pages a process on. CTRCR_SPLICE_MIN_PAGES (tests) sets another
+// threshold: the test cases hold a few MiB and must go through the mover.
+var spliceMinPages = spliceThreshold(os.Getenv("CTRCR_SPLICE_MIN_PAGES"))
+
+// spliceThreshold is spliceMinPages: env, a number of pages, or the
+// default.
+func spliceThreshold(env string) uint64 {
+	if n, err := strconv.ParseUint(env, 10, 64); err == nil {
+		return n
+	}
+	return 64 << 20 / memory.PageSize
+}
 
 // noSplice turns the splice mover off (CTRCR_NO_SPLICE=1): every page then
 // goes through ctr-cr's buffer, as before. For comparisons and tests.
