@@ -79,6 +79,26 @@ func lazyImage(t *testing.T) (*Run, string) {
 	return r, img
 }
 
+// goLazyRestore tells the case to go, waits for the lazy restore started
+// by startLazyRestore to end (exit 0) and for the case's PASS, and returns
+// what the restore printed on stderr.
+func goLazyRestore(t *testing.T, r *Run, cmd *exec.Cmd, errPath string, done chan struct{}) []byte {
+	t.Helper()
+	r.requestGo()
+	select {
+	case <-done:
+	case <-time.After(goTimeout):
+		t.Fatal("ctr-cr restore did not end")
+	}
+	r.reaped = true
+	b, _ := os.ReadFile(errPath)
+	if cmd.ProcessState.ExitCode() != 0 {
+		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
+	}
+	r.requirePass(string(b))
+	return b
+}
+
 // startLazyRestore starts `ctr-cr restore --lazy-pages` of img (our
 // child) with env added and waits until the tree runs (its pid file); it
 // returns the command, its output file and a channel closed when it has
@@ -205,18 +225,7 @@ func TestCR_LazyRestoreSourceGone(t *testing.T) {
 func TestCR_LazyRestoreEvents(t *testing.T) {
 	r, img := lazyImage(t)
 	cmd, errPath, done := startLazyRestore(t, r, img, []string{"CTRCR_LAZY_SLOW_MS=50"}, "--print-stats")
-	r.requestGo()
-	select {
-	case <-done:
-	case <-time.After(goTimeout):
-		t.Fatal("ctr-cr restore did not end")
-	}
-	r.reaped = true
-	b, _ := os.ReadFile(errPath)
-	if cmd.ProcessState.ExitCode() != 0 {
-		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
-	}
-	r.requirePass(string(b))
+	b := goLazyRestore(t, r, cmd, errPath, done)
 	st := parseLazyStats(t, string(b))
 	if st.Forks < 1 || st.Dropped == 0 {
 		t.Fatalf("lazy figures %+v: want a fork served and pages dropped by the program before they came", st)
@@ -304,18 +313,7 @@ func TestCR_LazyRestorePageServer(t *testing.T) {
 	ps := startLazyPageServer(t, img)
 	dst := withoutPages(t, img)
 	cmd, errPath, done := startLazyRestore(t, r, dst, []string{"CTRCR_LAZY_SLOW_MS=10"}, "--page-server", ps.Addr)
-	r.requestGo()
-	select {
-	case <-done:
-	case <-time.After(goTimeout):
-		t.Fatal("ctr-cr restore did not end")
-	}
-	r.reaped = true
-	b, _ := os.ReadFile(errPath)
-	if cmd.ProcessState.ExitCode() != 0 {
-		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
-	}
-	r.requirePass(string(b))
+	goLazyRestore(t, r, cmd, errPath, done)
 	if err := ps.wait(t); err != nil {
 		t.Fatalf("page-server: %v\n%s", err, ps.Stderr())
 	}
@@ -394,18 +392,7 @@ func TestCR_LazyRestoreChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, errPath, done := startLazyRestore(t, r, d2, []string{"CTRCR_LAZY_SLOW_MS=20"}, "--print-stats")
-	r.requestGo()
-	select {
-	case <-done:
-	case <-time.After(goTimeout):
-		t.Fatal("ctr-cr restore did not end")
-	}
-	r.reaped = true
-	b, _ := os.ReadFile(errPath)
-	if cmd.ProcessState.ExitCode() != 0 {
-		r.fatalf(string(b), "restore: exit %d", cmd.ProcessState.ExitCode())
-	}
-	r.requirePass(string(b))
+	b := goLazyRestore(t, r, cmd, errPath, done)
 	var eager struct {
 		Pages uint64 `json:"pages_restored"`
 	}
