@@ -72,15 +72,18 @@ func TestInjectSignalStorm(t *testing.T) {
 		t.Run(fmt.Sprintf("thread=%v", thread), func(t *testing.T) {
 			cmd, out := startSigstorm(t, bin, thread)
 			pid := cmd.Process.Pid
-			tr := NewTracer()
-			defer tr.Stop()
-			rounds := 150
+			rounds := 300
 			if testing.Short() {
 				rounds = 30
 			}
 			for i := 0; i < rounds; i++ {
 				var err error
-				tr.Do(func() { err = injectOnce(pid) })
+				// a new tracer (a small stack) at another depth of it
+				// each round: the stack grows at every point of the
+				// requests in turn
+				tr := NewTracer()
+				tr.Do(func() { deep(i%256, func() { err = injectOnce(pid) }) })
+				tr.Stop()
 				if err != nil {
 					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 					if strings.Contains(string(st), "zombie") {
