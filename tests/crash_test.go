@@ -463,7 +463,7 @@ func TestCrash_DumpSingleThread(t *testing.T) {
 func TestCrash_DumpCleanupExact(t *testing.T) {
 	// records of their own: no other ctr-cr's sweep (another test's,
 	// another version's) takes them
-	// and the splice mover on (it is off by default: core/dump/pagemover.go)
+	// and the splice mover on (from 1 MiB: the target is small)
 	env := []string{"CTRCR_OPS_DIR=" + t.TempDir(), "CTRCR_SPLICE_MIN_PAGES=256"}
 	ct := startCrashTarget(t, 1, false, false)
 	ct.cleanup, ct.env = true, env
