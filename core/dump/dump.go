@@ -209,6 +209,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}
 	fault.Point("dump:seized")
 	tFrozen := time.Now()
+	traceStart()
 	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
@@ -225,6 +226,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		d.release()
 		return nil, err
 	}
+	trace("checkNamespaces")
 	// Sockets are looked up (sock_diag) and locked in the tree's network
 	// namespace, from this thread.
 	back, err := threadns.EnterNetns(pid)
@@ -243,6 +245,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	d.w = w
+	trace("netns, image.Create")
 	if err := listLayerFiles(w, opts.LayerFiles); err != nil {
 		w.Abort()
 		d.release()
@@ -412,6 +415,7 @@ func (d *dumper) run() error {
 		return err
 	}
 	d.st.CollectMs = ms(time.Since(tc))
+	trace("collectAll")
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
 	for _, t := range d.tasks {
@@ -423,9 +427,11 @@ func (d *dumper) run() error {
 			return fmt.Errorf("pid %d: %w", t.pid, err)
 		}
 		fdTables[t.pid] = t.fds
+		trace("pid %d DumpFds", t.pid)
 		if t.mm, err = d.buildMm(t); err != nil {
 			return fmt.Errorf("pid %d: memory: %w", t.pid, err)
 		}
+		trace("pid %d buildMm", t.pid)
 	}
 	if err := d.dumpPtys(fopts); err != nil {
 		return err
@@ -454,6 +460,7 @@ func (d *dumper) run() error {
 	}
 	tm := time.Now()
 	d.st.ProcMs = ms(tm.Sub(tp))
+	trace("fd checks")
 	fault.Point("dump:fds") // TCP connections in repair mode
 	if err := d.dumpPages(); err != nil {
 		return err
@@ -464,6 +471,7 @@ func (d *dumper) run() error {
 		}
 	}
 	fault.Point("dump:pages") // pages files written, the rest not
+	trace("PagesDone")
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back
@@ -487,8 +495,10 @@ func (d *dumper) run() error {
 			return err
 		}
 	}
+	trace("CheckLocks, embryos")
 	// what still needs the seized tree (kcmp of its fd tables and fs)
 	d.plan = d.planImage()
+	trace("planImage")
 	if d.opts.LeaveRunning {
 		return nil // Dump writes the image once the tree runs again
 	}
@@ -734,6 +744,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		return err
 	}
 	fault.Point("dump:writing") // all but the inventory written
+	trace("image files written")
 	root := d.tasks[0]
 	var nsSum []byte
 	if d.nsData != nil {

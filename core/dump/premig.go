@@ -88,6 +88,16 @@ func trackable(v *imagepb.Vma) bool {
 	return !strings.Contains(flags, " ht ") && !strings.Contains(flags, " dp ")
 }
 
+// anonKind reports VMA kinds that hold anonymous pages only (no page of a
+// mapped file).
+func anonKind(k imagepb.VmaKind) bool {
+	switch k {
+	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
+		return true
+	}
+	return false
+}
+
 // prepare registers the trackable VMAs of process pid (frozen) with its
 // userfaultfd, finds the pages the parent image holds unchanged (left out
 // of this image: vmas, writeParentmap) and which pages were written since
@@ -112,7 +122,7 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	// into, whose pages keep their uffd-wp bits and look unwritten when
 	// written (the case p_premig.c's H region): none of its pages is
 	// taken from the parent.
-	var spans, kept memory.Spans
+	var spans, kept, keptFile memory.Spans
 	foreign := 0
 	for _, v := range mm.Vmas {
 		if !trackable(v) {
@@ -123,8 +133,11 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		switch {
 		case err == nil:
 			spans = append(spans, memory.Span{Start: v.Start, End: v.End})
-			if registered {
+			switch {
+			case registered && anonKind(v.Kind):
 				kept = append(kept, memory.Span{Start: v.Start, End: v.End})
+			case registered:
+				keptFile = append(keptFile, memory.Span{Start: v.Start, End: v.End})
 			}
 			v.VmFlags = dropFlag(v.VmFlags, "uw") // ours, not the program's
 		case errors.Is(err, unix.EBUSY):
@@ -136,24 +149,32 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 			return nil
 		}
 	}
+	trace("pid %d RegisterWP", pid)
 	if foreign > 0 {
 		pm.warn("pid %d: %d mapping(s) registered with another userfaultfd (the program's own): their pages are copied in full", pid, foreign)
 	}
 	// first what the parent stands for (before re-arming, which makes
 	// every page look unwritten), then what was written (re-armed)
 	var reuse memory.Spans
-	if pm.parent != nil && len(kept) > 0 {
+	if pm.parent != nil && len(kept)+len(keptFile) > 0 {
 		have, err := parentPages(pm.parent, pid)
 		if err != nil {
 			return err
 		}
-		clean, err := memory.ScanReusable(int(pmf.Fd()), kept)
+		trace("pid %d parentPages", pid)
+		clean, err := memory.ScanReusable(int(pmf.Fd()), kept, false)
+		if err == nil {
+			var cleanFile memory.Spans
+			cleanFile, err = memory.ScanReusable(int(pmf.Fd()), keptFile, true)
+			clean = clean.Union(cleanFile)
+		}
 		if err != nil {
 			pm.warn("pid %d: %v: every page is copied", pid, err)
 			pm.untrack(pid)
 			return nil
 		}
 		reuse = clean.Intersect(have)
+		trace("pid %d parentPages, ScanReusable", pid)
 	}
 	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
 	if err != nil {
@@ -161,6 +182,7 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		pm.untrack(pid)
 		return nil
 	}
+	trace("pid %d ScanWritten", pid)
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
 	pm.stats.dirty += written.Pages()
