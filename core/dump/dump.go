@@ -173,6 +173,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	defer pm.finish(&err)
+	// the scans of the tracked mappings start as the tree is frozen
+	// (premigspec.go): their guess is read now
+	pm.speculate()
 	tSeize := time.Now() // after the parent chain's validation
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
@@ -210,6 +213,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	fault.Point("dump:seized")
 	tFrozen := time.Now()
 	traceStart()
+	pm.startScans()
 	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
@@ -436,15 +440,19 @@ func (d *dumper) run() error {
 	if err := d.dumpPtys(fopts); err != nil {
 		return err
 	}
+	trace("dumpPtys")
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
+	trace("files.Check")
 	if err := d.files.ResolveEpoll(); err != nil {
 		return err
 	}
+	trace("ResolveEpoll")
 	if err := d.files.CheckSockets(fopts); err != nil {
 		return err
 	}
+	trace("CheckSockets")
 	if err := d.files.CheckPidfds(func(pid int32) bool {
 		for _, t := range d.tasks {
 			if int32(t.pid) == pid && !t.zombie {

@@ -28,6 +28,7 @@ type premig struct {
 	mu      sync.Mutex
 	tracked map[int]*tracked     // pid: its userfaultfd, held by this ctr-cr
 	reuse   map[int]memory.Spans // pid: its pages the parent stands for
+	spec    map[int]*specScan    // pid: scans started at the freeze (premigspec.go)
 	stats   struct{ fromParent, dirty uint64 }
 	used    bool // some page was left to the parent
 }
@@ -70,6 +71,7 @@ func openPremig(dir, parentPath string, warn func(string, ...any), pagesElsewher
 func (pm *premig) close() {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
+	pm.waitScans()
 	closeTracked(pm.tracked)
 	pm.tracked = map[int]*tracked{}
 }
@@ -155,15 +157,21 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	}
 	// first what the parent stands for (before re-arming, which makes
 	// every page look unwritten), then what was written (re-armed)
+	var guess *specScan
+	if !rearm {
+		guess = pm.guessed(pid, kept, keptFile)
+	}
+	trace("pid %d guess %v", pid, guess != nil)
 	var reuse memory.Spans
 	if pm.parent != nil && len(kept)+len(keptFile) > 0 {
-		have, err := parentPages(pm.parent, pid)
+		have, err := pm.parentHave(pid)
 		if err != nil {
 			return err
 		}
-		trace("pid %d parentPages", pid)
-		clean, err := memory.ScanReusable(int(pmf.Fd()), kept, false)
-		if err == nil {
+		var clean memory.Spans
+		if guess != nil {
+			clean = guess.clean
+		} else if clean, err = memory.ScanReusable(int(pmf.Fd()), kept, false); err == nil {
 			var cleanFile memory.Spans
 			cleanFile, err = memory.ScanReusable(int(pmf.Fd()), keptFile, true)
 			clean = clean.Union(cleanFile)
@@ -176,7 +184,15 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		reuse = clean.Intersect(have)
 		trace("pid %d parentPages, ScanReusable", pid)
 	}
-	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
+	var written memory.Spans
+	if guess != nil {
+		// the guess scanned the mappings registered before; the rest
+		// (registered now) are all written
+		written, err = memory.ScanWritten(int(pmf.Fd()), spans.Subtract(kept.Union(keptFile)), rearm)
+		written = written.Union(guess.written)
+	} else {
+		written, err = memory.ScanWritten(int(pmf.Fd()), spans, rearm)
+	}
 	if err != nil {
 		pm.warn("pid %d: %v: every page is copied", pid, err)
 		pm.untrack(pid)
