@@ -120,9 +120,12 @@ type Options struct {
 	// streams, image.Writer.SetPagesSink); the parent chain's pages are
 	// then elsewhere too. Commit should confirm them.
 	PagesSink func(name string) (*os.File, error)
-	// PagesDone, when set, is called once the pages are written (while
-	// the tree is still held): the page server confirms them, or the
-	// dump fails before anything else of the image is written.
+	// PagesDone, when set, is called (on a goroutine of its own) once the
+	// pages are written, while the tree is still held: the page server
+	// confirms them. The rest of the image is written and synced
+	// meanwhile; the image is marked good (its inventory), and anything
+	// destructive done to the tree, only once it returned nil, else the
+	// dump fails and the tree runs on.
 	PagesDone func() error
 }
 
@@ -288,6 +291,9 @@ type dumper struct {
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
 	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
+	// pagesDone is opts.PagesDone running (nil without it): waited for
+	// before the image is marked good or anything destructive is done.
+	pagesDone *confirm
 	// namespaces are the root's namespaces the image carries
 	// (CarryNamespaces).
 	namespaces []string
@@ -473,11 +479,10 @@ func (d *dumper) run() error {
 	if err := d.dumpPages(); err != nil {
 		return err
 	}
-	if d.opts.PagesDone != nil {
-		if err := d.opts.PagesDone(); err != nil {
-			return err
-		}
-	}
+	// the page server's confirmation (its sync of the pages) is waited
+	// for once nothing else is left but marking the image good, or before
+	// anything destructive
+	d.pagesDone = startConfirm(d.opts.PagesDone)
 	fault.Point("dump:pages") // pages files written, the rest not
 	trace("PagesDone")
 	d.st.MemdumpMs = ms(time.Since(tm))
@@ -495,6 +500,11 @@ func (d *dumper) run() error {
 	}
 	if err := d.interrupted(); err != nil {
 		return err
+	}
+	if d.opts.LeaveRunning || d.files.HasUnixEmbryos() {
+		if err := d.pagesDone.wait(); err != nil {
+			return err
+		}
 	}
 	if !d.opts.LeaveRunning {
 		// Destructive (unaccepted connections are taken from the target
@@ -776,7 +786,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 			inv.XsaveFeatures, inv.XsaveSize = f, size
 		}
 	}
-	return d.w.Finish(inv)
+	return d.w.FinishAfter(inv, d.pagesDone.wait)
 }
 
 func kernelRelease() string {
