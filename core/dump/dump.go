@@ -446,19 +446,15 @@ func (d *dumper) run() error {
 	if err := d.dumpPtys(fopts); err != nil {
 		return err
 	}
-	trace("dumpPtys")
 	if err := d.files.Check(fdTables); err != nil {
 		return err
 	}
-	trace("files.Check")
 	if err := d.files.ResolveEpoll(); err != nil {
 		return err
 	}
-	trace("ResolveEpoll")
 	if err := d.files.CheckSockets(fopts); err != nil {
 		return err
 	}
-	trace("CheckSockets")
 	if err := d.files.CheckPidfds(func(pid int32) bool {
 		for _, t := range d.tasks {
 			if int32(t.pid) == pid && !t.zombie {
@@ -484,7 +480,7 @@ func (d *dumper) run() error {
 	// anything destructive
 	d.pagesDone = startConfirm(d.opts.PagesDone)
 	fault.Point("dump:pages") // pages files written, the rest not
-	trace("PagesDone")
+	trace("pages done (confirmation goes on)")
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back
@@ -516,7 +512,6 @@ func (d *dumper) run() error {
 	trace("CheckLocks, embryos")
 	// what still needs the seized tree (kcmp of its fd tables and fs)
 	d.plan = d.planImage()
-	trace("planImage")
 	if d.opts.LeaveRunning {
 		return nil // Dump writes the image once the tree runs again
 	}

@@ -210,7 +210,6 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 			pw.Close()
 			return err
 		}
-		trace("pid %d premig prepare", t.pid)
 	}
 	if err := d.writeTaskPages(t, r, pw, st); err != nil {
 		pw.Close()
@@ -221,7 +220,6 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 	if err := pw.Close(); err != nil {
 		return err
 	}
-	trace("pid %d pages closed", t.pid)
 	if debugSpliceOn {
 		fmt.Fprintf(os.Stderr, "pages: pid %d: pages file closed (hashing done) in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
 	}

@@ -161,7 +161,7 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	if !rearm {
 		guess = pm.guessed(pid, kept, keptFile)
 	}
-	trace("pid %d guess %v", pid, guess != nil)
+	trace("pid %d guessed scans used: %v", pid, guess != nil)
 	var reuse memory.Spans
 	if pm.parent != nil && len(kept)+len(keptFile) > 0 {
 		have, err := pm.parentHave(pid)
@@ -182,7 +182,6 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 			return nil
 		}
 		reuse = clean.Intersect(have)
-		trace("pid %d parentPages, ScanReusable", pid)
 	}
 	var written memory.Spans
 	if guess != nil {
@@ -198,7 +197,6 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		pm.untrack(pid)
 		return nil
 	}
-	trace("pid %d ScanWritten", pid)
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
 	pm.stats.dirty += written.Pages()
