@@ -216,7 +216,6 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	fault.Point("dump:seized")
 	tFrozen := time.Now()
 	traceStart()
-	pm.startScans()
 	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
@@ -426,6 +425,9 @@ func (d *dumper) run() error {
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	trace("collectAll")
+	// after the injections, whose ptrace round trips a busy CPU delays:
+	// the scans run alongside the smaps reads instead
+	d.pm.startScans()
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
 	for _, t := range d.tasks {

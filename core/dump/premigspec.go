@@ -16,9 +16,9 @@ import (
 // (ScanReusable, the longest step of its memory dump) while the tree is
 // frozen. Which mappings those are is only known from smaps, itself the
 // longest read of the frozen window; so the dump guesses them from a
-// smaps read just before the freeze, runs the scans on that guess as soon
-// as the tree is frozen, alongside the frozen smaps read and the rest of
-// the collection, and prepare uses their result only when the frozen
+// smaps read just before the freeze, runs the scans on that guess once the
+// tree is frozen and its registers and the like are collected, alongside
+// the frozen smaps read, and prepare uses their result only when the frozen
 // smaps names exactly the same registered mappings (else it scans again).
 // The scans are read-only and run on the frozen tree: what is captured is
 // the same as with scans after the smaps read, only sooner.
@@ -66,7 +66,8 @@ func (pm *premig) speculate() {
 	}
 }
 
-// startScans starts the scans of every guess; the tree is frozen.
+// startScans starts the scans of every guess; the tree is frozen (and
+// its injections done).
 func (pm *premig) startScans() {
 	if pm == nil {
 		return
