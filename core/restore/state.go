@@ -42,16 +42,14 @@ func (r *restorer) restoreFds() error {
 	if !r.ownsFds {
 		return nil // the fd table is shared with a task that installs it
 	}
+	var now []*imagepb.FdEntry
 	for _, e := range r.pr.fds {
-		if r.deferProcFd(e) {
-			continue
+		if !r.deferProcFd(e) {
+			now = append(now, e)
 		}
-		if err := r.installFd(e); err != nil {
-			return err
-		}
-		if err := r.setAsync(e); err != nil {
-			return fmt.Errorf("fd %d: %w", e.Fd, err)
-		}
+	}
+	if err := r.installFds(now); err != nil {
+		return err
 	}
 	return r.restoreEpollTargets()
 }
