@@ -183,8 +183,8 @@ func (r *restorer) queueSignals() error {
 	return nil
 }
 
-// restoreCreds gives thread i its credentials, in one batch of calls.
-func (r *restorer) restoreCreds(i int) error {
+// addCreds queues the calls that give thread i its credentials.
+func (r *restorer) addCreds(b *callBatch, i int) error {
 	tc := r.threads[i].core
 	cr := tc.Creds
 	if cr == nil {
@@ -200,7 +200,6 @@ func (r *restorer) restoreCreds(i int) error {
 	if last < 0 {
 		return fmt.Errorf("creds: /proc/sys/kernel/cap_last_cap unreadable: the bounding set cannot be restored")
 	}
-	b := r.batch(i)
 	g := make([]byte, 4*len(cr.Groups)+4)
 	for k, v := range cr.Groups {
 		binary.LittleEndian.PutUint32(g[4*k:], v)
@@ -239,6 +238,20 @@ func (r *restorer) restoreCreds(i int) error {
 	}
 	if cr.NoNewPrivs {
 		b.add("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, prSetNoNewPrivs, 1, 0, 0, 0)
+	}
+	return nil
+}
+
+// restoreThreadCreds gives thread i what it owns (addThreadState) and then
+// its credentials (addCreds), in one batch: one round trip a thread
+// instead of two. The thread state has no part in the steps between them
+// that it used to precede (pending signals, memory locks, seccomp): the
+// injected calls are not filtered (PTRACE_O_SUSPEND_SECCOMP).
+func (r *restorer) restoreThreadCreds(i int) error {
+	b := r.batch(i)
+	r.addThreadState(b, i)
+	if err := r.addCreds(b, i); err != nil {
+		return err
 	}
 	_, err := b.run()
 	return err

@@ -134,11 +134,6 @@ func (r *restorer) restoreTask() error {
 	if err := r.restoreMembarrier(); err != nil {
 		return err
 	}
-	for i := range r.threads {
-		if err := r.restoreThreadState(i); err != nil {
-			return fmt.Errorf("tid %d: %w", r.threads[i].tid, err)
-		}
-	}
 	if err := r.queueSignals(); err != nil {
 		return fmt.Errorf("pending signals: %w", err)
 	}
@@ -155,8 +150,8 @@ func (r *restorer) restoreTask() error {
 		}
 	}
 	for i := range r.threads {
-		if err := r.restoreCreds(i); err != nil {
-			return fmt.Errorf("tid %d: creds: %w", r.threads[i].tid, err)
+		if err := r.restoreThreadCreds(i); err != nil {
+			return fmt.Errorf("tid %d: state and creds: %w", r.threads[i].tid, err)
 		}
 	}
 	if err := r.restoreDumpable(); err != nil {

@@ -226,11 +226,10 @@ func (r *restorer) cloneThreads(tcs []*imagepb.ThreadCore) error {
 	return nil
 }
 
-// restoreThreadState sets what each thread owns: tid address, robust list,
+// addThreadState queues the calls that set what thread i owns: tid address, robust list,
 // alternate stack, rseq area, name.
-func (r *restorer) restoreThreadState(i int) error {
+func (r *restorer) addThreadState(b *callBatch, i int) {
 	tc := r.threads[i].core
-	b := r.batch(i)
 	if tc.ClearTidAddr != 0 {
 		b.add("set_tid_address", unix.SYS_SET_TID_ADDRESS, tc.ClearTidAddr)
 	}
@@ -257,8 +256,6 @@ func (r *restorer) restoreThreadState(i int) error {
 		}
 		b.add("prctl(PR_SET_NAME)", unix.SYS_PRCTL, prSetName, b.arg(cstr(string(name))))
 	}
-	_, err := b.run()
-	return err
 }
 
 func asErrno(err error) (unix.Errno, bool) {
