@@ -102,6 +102,11 @@ func (r *restorer) restoreTask() error {
 		return fmt.Errorf("memory: %w", err)
 	}
 	r.st.MemoryMs = ms(time.Since(t))
+	return r.restoreAfterMemory()
+}
+
+// restoreAfterMemory is restoreTask after the memory.
+func (r *restorer) restoreAfterMemory() error {
 	if err := r.ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
