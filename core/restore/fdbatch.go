@@ -34,13 +34,9 @@ func (r *restorer) installFds(entries []*imagepb.FdEntry) error {
 		}
 		ours[i] = our
 	}
-	open, err := procfs.Fds(r.pid)
+	used, err := openFds(r.pid)
 	if err != nil {
 		return err
-	}
-	used := make(map[uint64]bool, len(open)+len(entries))
-	for _, fd := range open {
-		used[uint64(fd)] = true
 	}
 	lowestFree := func() uint64 {
 		n := uint64(0)
@@ -95,4 +91,33 @@ func (r *restorer) installFds(entries []*imagepb.FdEntry) error {
 		}
 	}
 	return nil
+}
+
+// openFds returns the fds open in the stopped task pid, as a set.
+func openFds(pid int) (map[uint64]bool, error) {
+	open, err := procfs.Fds(pid)
+	if err != nil {
+		return nil, err
+	}
+	used := make(map[uint64]bool, len(open))
+	for _, fd := range open {
+		used[uint64(fd)] = true
+	}
+	return used, nil
+}
+
+// lowestFreeFd is the number the next file installed in the stopped task
+// pid gets (the lowest free one), for a batch that names it before the
+// call that installs it returns; nothing else may change the task's fd
+// table meanwhile (see installFds), and the batch's result checks it.
+func lowestFreeFd(pid int) (uint64, error) {
+	used, err := openFds(pid)
+	if err != nil {
+		return 0, err
+	}
+	n := uint64(0)
+	for used[n] {
+		n++
+	}
+	return n, nil
 }

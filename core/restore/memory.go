@@ -55,12 +55,7 @@ func (r *restorer) startMemory() (finish func() error, err error) {
 			vvar = v.Start
 		}
 	}
-	if vvar != 0 {
-		if _, err := r.call(0, "arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVdso64, vvar); err != nil {
-			return nil, err
-		}
-	}
-	stubFds, err := r.installMapFiles()
+	stubFds, err := r.installMapFiles(vvar)
 	if err != nil {
 		return nil, err
 	}
@@ -206,10 +201,17 @@ func addSeals(b *callBatch, vmas []*imagepb.Vma) {
 
 // installMapFiles opens the files the private and shared file mappings
 // need (once per file and access) and installs them in the task in one
-// batch of pidfd_getfd; it returns their numbers there by file key.
-func (r *restorer) installMapFiles() (map[string]uint64, error) {
+// batch of pidfd_getfd (after moving the vDSO to vvar, when not 0); it
+// returns their numbers there by file key.
+func (r *restorer) installMapFiles(vvar uint64) (map[string]uint64, error) {
 	var keys []string
 	b := r.batch(0)
+	first := 0 // the calls before the pidfd_getfd ones
+	if vvar != 0 {
+		// the vDSO moved where it was, in the same round trip
+		b.add("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVdso64, vvar)
+		first = 1
+	}
 	seen := map[string]bool{}
 	for _, v := range r.pr.mm.Vmas {
 		switch v.Kind {
@@ -240,7 +242,7 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 	}
 	fds := make(map[string]uint64, len(keys))
 	for k, key := range keys {
-		fds[key] = res[k]
+		fds[key] = res[first+k]
 	}
 	return fds, nil
 }
