@@ -247,33 +247,46 @@ func (r *restorer) addCreds(b *callBatch, i int) error {
 // instead of two. The thread state has no part in the steps between them
 // that it used to precede (pending signals, memory locks, seccomp): the
 // injected calls are not filtered (PTRACE_O_SUSPEND_SECCOMP).
+//
+// The leader goes last, its batch ending with addDumpable, which must
+// follow every thread's credential change: one round trip less a task.
 func (r *restorer) restoreThreadCreds(i int) error {
 	b := r.batch(i)
 	r.addThreadState(b, i)
 	if err := r.addCreds(b, i); err != nil {
 		return err
 	}
+	if i == 0 {
+		r.addDumpable(b)
+	}
 	_, err := b.run()
 	return err
 }
 
-// restoreDumpable sets the dumpable flag and parent-death signal, which any
-// thread's credential change resets: after all threads have their creds.
-func (r *restorer) restoreDumpable() error {
-	c := r.pr.core
-	if _, err := r.call(0, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable)); err != nil {
-		return err
+// restoreAllThreadCreds runs restoreThreadCreds for every thread, the
+// leader last.
+func (r *restorer) restoreAllThreadCreds() error {
+	for k := range r.threads {
+		i := (k + 1) % len(r.threads) // 1, 2, ..., 0
+		if err := r.restoreThreadCreds(i); err != nil {
+			return fmt.Errorf("tid %d: state and creds: %w", r.threads[i].tid, err)
+		}
 	}
+	return nil
+}
+
+// addDumpable queues the calls that set the dumpable flag and parent-death signal, which any
+// thread's credential change resets: after all threads have their creds.
+func (r *restorer) addDumpable(b *callBatch) {
+	c := r.pr.core
+	b.add("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, prSetDumpable, uint64(c.Dumpable))
 	if c.PdeathSig != 0 && r.parent == nil && r.tree.opts.Detach && !r.tree.opts.Sibling {
 		// The root's parent is now ctr-cr, which exits at once with -d:
 		// the signal would fire right away.
 		r.tree.warnings = append(r.tree.warnings, fmt.Sprintf("pid %d: parent-death signal %d not restored (its parent is gone with a detached restore)", r.pr.pst.Pid, c.PdeathSig))
 	} else if c.PdeathSig != 0 {
-		if _, err := r.call(0, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, prSetPdeathsig, uint64(c.PdeathSig)); err != nil {
-			return err
-		}
+		b.add("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, prSetPdeathsig, uint64(c.PdeathSig))
 	}
-	return nil
 }
 
 // notifyTid maps a thread id of the dump to the restored namespace.

@@ -154,12 +154,7 @@ func (r *restorer) restoreAfterMemory() error {
 			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
 		}
 	}
-	for i := range r.threads {
-		if err := r.restoreThreadCreds(i); err != nil {
-			return fmt.Errorf("tid %d: state and creds: %w", r.threads[i].tid, err)
-		}
-	}
-	if err := r.restoreDumpable(); err != nil {
+	if err := r.restoreAllThreadCreds(); err != nil {
 		return err
 	}
 	return r.ctx.Err()
