@@ -416,35 +416,21 @@ func (d *dumper) run() error {
 		fault.Point("dump:netlocked")
 	}
 	tc := time.Now()
-	if err := d.collectAll(); err != nil {
+	// the fd tables and mappings are read as the processes are collected
+	fdTables, err := d.collectAll(fopts)
+	if err != nil {
 		return err
 	}
-	fault.Point("dump:collected")
 	if err := d.interrupted(); err != nil {
 		return err
 	}
 	d.st.CollectMs = ms(time.Since(tc))
 	trace("collectAll")
-	// after the injections, whose ptrace round trips a busy CPU delays:
-	// the scans run alongside the smaps reads instead
+	// collectAll started each process's scans after its injections
+	// (whose ptrace round trips a busy CPU delays), alongside its smaps
+	// read; any left start now
 	d.pm.startScans()
 	tp := time.Now()
-	fdTables := map[int][]*imagepb.FdEntry{}
-	for _, t := range d.tasks {
-		if t.zombie {
-			continue
-		}
-		var err error
-		if t.fds, err = d.files.DumpFds(t.pid, fopts); err != nil {
-			return fmt.Errorf("pid %d: %w", t.pid, err)
-		}
-		fdTables[t.pid] = t.fds
-		trace("pid %d DumpFds", t.pid)
-		if t.mm, err = d.buildMm(t); err != nil {
-			return fmt.Errorf("pid %d: memory: %w", t.pid, err)
-		}
-		trace("pid %d buildMm", t.pid)
-	}
 	if err := d.dumpPtys(fopts); err != nil {
 		return err
 	}
@@ -667,29 +653,6 @@ func (d *dumper) collectCore(t *task) error {
 	err = r.Close()
 	t.remote = nil
 	return err
-}
-
-// collectAll runs collectCore for every live process, each on its tracer
-// thread, the tracers in parallel.
-func (d *dumper) collectAll() error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(d.tasks))
-	for i, t := range d.tasks {
-		if t.zombie {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t.tr.Do(func() {
-				if err := d.collectCore(t); err != nil {
-					errs[i] = fmt.Errorf("pid %d: %w", t.pid, err)
-				}
-			})
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // imagePlan is what the image needs from the live tree: its pstree

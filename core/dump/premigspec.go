@@ -74,13 +74,33 @@ func (pm *premig) startScans() {
 	}
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
-	for pid, sp := range pm.spec {
-		sp.done = make(chan struct{})
-		go func() {
-			defer close(sp.done)
-			sp.clean, sp.written, sp.err = scanGuess(pid, sp.kept, sp.keptFile)
-		}()
+	for pid := range pm.spec {
+		pm.startScanLocked(pid)
 	}
+}
+
+// startScan starts the scans of pid's guess (once; a no-op without a
+// guess for pid): collectAll calls it as soon as pid's injections have
+// ended, so that they run alongside its smaps read.
+func (pm *premig) startScan(pid int) {
+	if pm == nil {
+		return
+	}
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	pm.startScanLocked(pid)
+}
+
+func (pm *premig) startScanLocked(pid int) {
+	sp := pm.spec[pid]
+	if sp == nil || sp.done != nil {
+		return
+	}
+	sp.done = make(chan struct{})
+	go func() {
+		defer close(sp.done)
+		sp.clean, sp.written, sp.err = scanGuess(pid, sp.kept, sp.keptFile)
+	}()
 }
 
 // scanGuess scans the guessed registered mappings of pid: the pages the

@@ -37,6 +37,9 @@ type PagesWriter struct {
 	// regular: the pages file is a regular file of ours (not a page
 	// server's stream), which spliced pages are hashed from (mapped)
 	regular bool
+	// wbFrom: the pages file's bytes before it have had their writeback
+	// started (startCopiedWriteback)
+	wbFrom int64
 	// hashFrom..hashFrom+unhashed: spliced data not hashed yet
 	// (SplicePages)
 	hashFrom, unhashed int64
@@ -118,7 +121,30 @@ func (p *PagesWriter) WritePages(vaddr uint64, data []byte) error {
 		return p.err
 	}
 	p.size += int64(len(data))
+	p.startCopiedWriteback(false)
 	return nil
+}
+
+// copiedWritebackSpan is how much written data the copy path lets build up
+// in the page cache before it starts its writeback.
+const copiedWritebackSpan = 4 << 20
+
+// startCopiedWriteback starts the writeback (startWriteback) of what has
+// reached the pages file since the last call, once that is at least
+// copiedWritebackSpan bytes, or whatever it is when all is set: the
+// image's fdatasync before the dumped tree is killed (Writer.Finish) then
+// finds most of the data on its way to disk already, instead of starting
+// all of it in the frozen time (a 20-process tree of 8 MiB each: the
+// write phase was 120-250 ms). Only for a regular pages file of ours.
+func (p *PagesWriter) startCopiedWriteback(all bool) {
+	if !p.regular {
+		return
+	}
+	inFile := p.size - int64(p.bw.Buffered())
+	if n := inFile - p.wbFrom; n > 0 && (all || n >= copiedWritebackSpan) {
+		p.startWriteback(p.wbFrom, n)
+		p.wbFrom = inFile
+	}
 }
 
 // addRun checks the run of size bytes at vaddr (see WritePages) and
@@ -176,6 +202,8 @@ func (p *PagesWriter) close() error {
 	if err == nil {
 		if ferr := p.bw.Flush(); ferr != nil {
 			err = l.err(ferr)
+		} else {
+			p.startCopiedWriteback(true)
 		}
 	}
 	if cerr := p.f.Close(); err == nil && cerr != nil {

@@ -194,6 +194,10 @@ func (w *Writer) writeWhole(name string, data []byte) error {
 		return err
 	}
 	_, err = f.Write(data)
+	if err == nil && !noWriteback {
+		// start its writeback now: Finish's fdatasync waits for less
+		unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -117,21 +117,37 @@ func (b *Batch) Results(table []byte) ([]uint64, error) {
 // register template base, read back, and the results (or the failing
 // call's error) returned.
 func RunBatch(m *Mem, tid int, base Regs, code, tableAddr uint64, b *Batch) ([]uint64, error) {
+	wait, err := StartBatch(m, tid, base, code, tableAddr, b)
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// StartBatch is RunBatch without the wait: the thread runs the batch while
+// the tracer goes on with other tracees, and wait (which must be called,
+// once) waits for its end and returns RunBatch's results.
+func StartBatch(m *Mem, tid int, base Regs, code, tableAddr uint64, b *Batch) (wait func() ([]uint64, error), err error) {
 	table := b.Table()
 	if err := m.WriteAt(table, tableAddr); err != nil {
 		return nil, err
 	}
-	if err := RunCode(tid, base, code, len(BatchCode), tableAddr, uint64(b.Len())); err != nil {
+	if err := StartCode(tid, base, code, tableAddr, uint64(b.Len())); err != nil {
 		return nil, fmt.Errorf("tid %d: syscall batch: %w", tid, err)
 	}
-	if err := m.ReadAt(table, tableAddr); err != nil {
-		return nil, err
-	}
-	res, err := b.Results(table)
-	if err != nil {
-		return nil, fmt.Errorf("tid %d: %w", tid, err)
-	}
-	return res, nil
+	return func() ([]uint64, error) {
+		if err := WaitCode(tid, code, len(BatchCode)); err != nil {
+			return nil, fmt.Errorf("tid %d: syscall batch: %w", tid, err)
+		}
+		if err := m.ReadAt(table, tableAddr); err != nil {
+			return nil, err
+		}
+		res, err := b.Results(table)
+		if err != nil {
+			return nil, fmt.Errorf("tid %d: %w", tid, err)
+		}
+		return res, nil
+	}, nil
 }
 
 // Batch runs b in thread i of a seized process in one go, from the

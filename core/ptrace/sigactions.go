@@ -48,6 +48,16 @@ func (r *Remote) readSigactions() (acts [65]Sigaction, ok [65]bool, err error) {
 // set, until the int3. The thread's signals must be blocked, as for
 // injected syscalls.
 func RunCode(tid int, base Regs, addr uint64, size int, rbx, r12 uint64) error {
+	if err := StartCode(tid, base, addr, rbx, r12); err != nil {
+		return err
+	}
+	return WaitCode(tid, addr, size)
+}
+
+// StartCode is the first half of RunCode: it points the thread at the code
+// and resumes it, without waiting. WaitCode must follow (the thread runs,
+// then stops on the int3); meanwhile the tracer may use its other tracees.
+func StartCode(tid int, base Regs, addr uint64, rbx, r12 uint64) error {
 	regs := base
 	regs.Rip = addr
 	regs.Orig_rax = ^uint64(0)
@@ -56,16 +66,26 @@ func RunCode(tid int, base Regs, addr uint64, size int, rbx, r12 uint64) error {
 	if err := SetRegs(tid, &regs); err != nil {
 		return err
 	}
+	if err := Cont(tid, 0); err != nil {
+		return fmt.Errorf("run code in tid %d: %w", tid, err)
+	}
+	return nil
+}
+
+// WaitCode is the second half of RunCode: it waits for the thread started
+// by StartCode to stop on the int3 that ends the code of size bytes at
+// addr.
+func WaitCode(tid int, addr uint64, size int) error {
 	for retry := 0; ; retry++ {
-		if err := Cont(tid, 0); err != nil {
-			return fmt.Errorf("run code in tid %d: %w", tid, err)
-		}
 		ws, err := Wait(tid)
 		if err != nil {
 			return err
 		}
 		// a pending job-control notification traps first: go on
 		if ws.Stopped() && int(ws)>>16 == EventStop && retry < 8 {
+			if err := Cont(tid, 0); err != nil {
+				return fmt.Errorf("run code in tid %d: %w", tid, err)
+			}
 			continue
 		}
 		if !ws.Stopped() || ws.StopSignal() != 5 /* SIGTRAP */ {

@@ -66,6 +66,17 @@ func (cb *callBatch) add(what string, nr uint64, args ...uint64) {
 
 // run makes the queued calls in thread i and returns their results.
 func (cb *callBatch) run() ([]uint64, error) {
+	wait, err := cb.start()
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// start is run without waiting for the last table: it runs the others,
+// starts the last and returns; wait (to be called once) waits for it and
+// returns all the results. Meanwhile the tracer may use other tasks.
+func (cb *callBatch) start() (wait func() ([]uint64, error), err error) {
 	r, t := cb.r, cb.r.threads[cb.i]
 	if cb.err != nil {
 		return nil, cb.err
@@ -78,15 +89,28 @@ func (cb *callBatch) run() ([]uint64, error) {
 	var out []uint64
 	for k := range cb.chunks {
 		b := &cb.chunks[k]
-		res, err := ptrace.RunBatch(r.mem, t.tid, t.in.Base, r.ctl+batchCodeOff, r.scratch, b)
+		w, err := ptrace.StartBatch(r.mem, t.tid, t.in.Base, r.ctl+batchCodeOff, r.scratch, b)
 		t.in.Count++
 		r.st.BatchedSyscalls += b.Len()
 		if err != nil {
 			return nil, err
 		}
+		if k == len(cb.chunks)-1 {
+			return func() ([]uint64, error) {
+				res, err := w()
+				if err != nil {
+					return nil, err
+				}
+				return append(out, res...), nil
+			}, nil
+		}
+		res, err := w()
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, res...)
 	}
-	return out, nil
+	return func() ([]uint64, error) { return out, nil }, nil
 }
 
 // lastCap is the highest capability this kernel knows

@@ -19,17 +19,35 @@ const archMapVdso64 = 0x2003
 
 // restoreMemory recreates the memory objects (memfd, shared anonymous), the
 // vDSO at its old address, every VMA, and fills the private pages.
-func (r *restorer) restoreMemory() (err error) {
+func (r *restorer) restoreMemory() error {
+	finish, err := r.startMemory()
+	if err != nil {
+		return err
+	}
+	return finish()
+}
+
+// startMemory is restoreMemory up to its last batch (the task's reads of
+// its pages, the guards, protections and seals), which it starts without
+// waiting: finish (to be called once, before anything else is injected
+// into the task) waits for it and checks everything. Meanwhile the tracer
+// may restore other tasks (tree.go's pipeline).
+func (r *restorer) startMemory() (finish func() error, err error) {
 	// the pages' checksum, computed while everything else of the memory
 	// is made: a mismatch fails the restore before the task ever runs
 	verified := r.verifyPages()
+	wrote := func() (uint64, error) { return 0, nil }
+	launched := false
 	defer func() {
-		if verr := verified(); err == nil {
-			err = verr
+		if !launched { // failed before the last batch: wait for the helpers
+			wrote()
+			if verr := verified(); err == nil {
+				err = verr
+			}
 		}
 	}()
 	if err := r.createObjects(); err != nil {
-		return err
+		return nil, err
 	}
 	var vvar uint64
 	for _, v := range r.pr.mm.Vmas {
@@ -37,14 +55,9 @@ func (r *restorer) restoreMemory() (err error) {
 			vvar = v.Start
 		}
 	}
-	if vvar != 0 {
-		if _, err := r.call(0, "arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVdso64, vvar); err != nil {
-			return err
-		}
-	}
-	stubFds, err := r.installMapFiles()
+	stubFds, err := r.installMapFiles(vvar)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pagesFd, hasPagesFd := stubFds[pagesFileKey]
 	delete(stubFds, pagesFileKey) // closed once the task has read it
@@ -52,7 +65,7 @@ func (r *restorer) restoreMemory() (err error) {
 	// batch (a Go program has ~30 mappings)
 	b := r.batch(0)
 	if err := r.addMapLocks(b, stubFds); err != nil {
-		return err
+		return nil, err
 	}
 	var protect, sysv, apart []*imagepb.Vma
 	var prev *imagepb.Vma
@@ -75,7 +88,7 @@ func (r *restorer) restoreMemory() (err error) {
 		}
 		later, err := r.mapVma(b, v, stubFds)
 		if err != nil {
-			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+			return nil, fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 		}
 		if later {
 			protect = append(protect, v)
@@ -85,34 +98,33 @@ func (r *restorer) restoreMemory() (err error) {
 		b.add("close", unix.SYS_CLOSE, fd)
 	}
 	if _, err := b.run(); err != nil {
-		return err
+		return nil, err
 	}
 	later, err := r.mapApart(apart)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	protect = append(protect, later...)
 	for _, v := range sysv {
 		if err := r.attachSysv(v); err != nil {
-			return fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+			return nil, fmt.Errorf("vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 		}
 		mb := r.batch(0)
 		addMadvise(mb, v)
 		if _, err := mb.run(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	maps, err := r.checkSpecial()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var lazyRuns, lazyAll []lazy.Run
 	var reads []taskRead
-	wrote := func() (uint64, error) { return 0, nil }
 	if r.tree.lazy != nil {
 		// lazy.go: the checksum is verified by the session's pass
 		if lazyRuns, lazyAll, err = r.fillLazy(); err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		// the pages the task cannot write itself (read-only VMAs) first,
@@ -122,17 +134,16 @@ func (r *restorer) restoreMemory() (err error) {
 		reads, ours, n, err = r.fillOwnPages(maps, hasPagesFd, unsettledSpans(r.pr.mm.Vmas, protect))
 		r.st.PagesRestored += n
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pagesFile, _ := r.pr.pages.Raw().(*os.File)
 		wrote = r.writePagesAsync(pagesFile, ours)
-		defer wrote() // waited for below, but on every path
 	}
 	if r.pr.chain != nil && r.tree.lazy == nil { // lazy: fillLazy did it
 		n, err := r.pr.chain.fill(memAt{r.mem})
 		r.st.PagesRestored += n
 		if err != nil {
-			return fmt.Errorf("pages from the parent images: %w", err)
+			return nil, fmt.Errorf("pages from the parent images: %w", err)
 		}
 	}
 	// Guard pages go in once the pages around them are written. Drop the
@@ -147,22 +158,33 @@ func (r *restorer) restoreMemory() (err error) {
 		pb.add(fmt.Sprintf("vma %#x-%#x: mprotect", v.Start, v.End), unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot))
 	}
 	addSeals(pb, r.pr.mm.Vmas)
-	res, err := pb.run()
-	wn, werr := wrote()
-	r.st.PagesRestored += wn
+	wait, err := pb.start()
 	if err != nil {
+		return nil, err
+	}
+	launched = true
+	return func() error {
+		res, err := wait()
+		wn, werr := wrote()
+		r.st.PagesRestored += wn
+		verr := verified()
+		if err == nil {
+			err = werr
+		}
+		if err == nil {
+			var n uint64
+			n, err = checkReads(res, reads)
+			r.st.PagesRestored += n
+			r.st.PagesTaskRead += n
+		}
+		if err == nil {
+			err = r.registerLazy(lazyRuns, lazyAll)
+		}
+		if err == nil {
+			err = verr
+		}
 		return err
-	}
-	if werr != nil {
-		return werr
-	}
-	n, err := checkReads(res, reads)
-	r.st.PagesRestored += n
-	r.st.PagesTaskRead += n
-	if err != nil {
-		return err
-	}
-	return r.registerLazy(lazyRuns, lazyAll)
+	}, nil
 }
 
 // addSeals adds to b mseal for the VMAs whose VmFlags say "sl", once the
@@ -179,10 +201,17 @@ func addSeals(b *callBatch, vmas []*imagepb.Vma) {
 
 // installMapFiles opens the files the private and shared file mappings
 // need (once per file and access) and installs them in the task in one
-// batch of pidfd_getfd; it returns their numbers there by file key.
-func (r *restorer) installMapFiles() (map[string]uint64, error) {
+// batch of pidfd_getfd (after moving the vDSO to vvar, when not 0); it
+// returns their numbers there by file key.
+func (r *restorer) installMapFiles(vvar uint64) (map[string]uint64, error) {
 	var keys []string
 	b := r.batch(0)
+	first := 0 // the calls before the pidfd_getfd ones
+	if vvar != 0 {
+		// the vDSO moved where it was, in the same round trip
+		b.add("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVdso64, vvar)
+		first = 1
+	}
 	seen := map[string]bool{}
 	for _, v := range r.pr.mm.Vmas {
 		switch v.Kind {
@@ -213,7 +242,7 @@ func (r *restorer) installMapFiles() (map[string]uint64, error) {
 	}
 	fds := make(map[string]uint64, len(keys))
 	for k, key := range keys {
-		fds[key] = res[k]
+		fds[key] = res[first+k]
 	}
 	return fds, nil
 }

@@ -102,6 +102,11 @@ func (r *restorer) restoreTask() error {
 		return fmt.Errorf("memory: %w", err)
 	}
 	r.st.MemoryMs = ms(time.Since(t))
+	return r.restoreAfterMemory()
+}
+
+// restoreAfterMemory is restoreTask after the memory.
+func (r *restorer) restoreAfterMemory() error {
 	if err := r.ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
@@ -134,11 +139,6 @@ func (r *restorer) restoreTask() error {
 	if err := r.restoreMembarrier(); err != nil {
 		return err
 	}
-	for i := range r.threads {
-		if err := r.restoreThreadState(i); err != nil {
-			return fmt.Errorf("tid %d: %w", r.threads[i].tid, err)
-		}
-	}
 	if err := r.queueSignals(); err != nil {
 		return fmt.Errorf("pending signals: %w", err)
 	}
@@ -154,12 +154,7 @@ func (r *restorer) restoreTask() error {
 			return fmt.Errorf("tid %d: seccomp: %w", r.threads[i].tid, err)
 		}
 	}
-	for i := range r.threads {
-		if err := r.restoreCreds(i); err != nil {
-			return fmt.Errorf("tid %d: creds: %w", r.threads[i].tid, err)
-		}
-	}
-	if err := r.restoreDumpable(); err != nil {
+	if err := r.restoreAllThreadCreds(); err != nil {
 		return err
 	}
 	return r.ctx.Err()
@@ -300,17 +295,17 @@ func (r *restorer) restoreMm() error {
 	if err != nil {
 		return fmt.Errorf("exe: %w", err)
 	}
-	sfd, err := r.install(efd)
+	// the exe file goes in, PR_SET_MM_MAP names it and it goes again, in
+	// one batch: its number is predicted (lowestFreeFd) and checked
+	sfd, err := lowestFreeFd(r.pid)
 	if err != nil {
 		return err
 	}
 	if len(mm.Auxv) > 512 || len(mm.Auxv)%8 != 0 {
 		return fmt.Errorf("auxv of %d bytes", len(mm.Auxv))
 	}
-	auxv, err := r.put(1024, mm.Auxv)
-	if err != nil {
-		return err
-	}
+	cb := r.batch(0)
+	auxv := cb.arg(mm.Auxv)
 	b := make([]byte, 104)
 	for i, v := range []uint64{mm.StartCode, mm.EndCode, mm.StartData, mm.EndData, mm.StartBrk, mm.Brk, mm.StartStack, mm.ArgStart, mm.ArgEnd, mm.EnvStart, mm.EnvEnd} {
 		binary.LittleEndian.PutUint64(b[i*8:], v)
@@ -318,14 +313,14 @@ func (r *restorer) restoreMm() error {
 	binary.LittleEndian.PutUint64(b[88:], auxv)
 	binary.LittleEndian.PutUint32(b[96:], uint32(len(mm.Auxv)))
 	binary.LittleEndian.PutUint32(b[100:], uint32(sfd))
-	addr, err := r.put(0, b)
-	if err != nil {
-		return err
+	addr := cb.arg(b)
+	cb.add("pidfd_getfd (exe)", unix.SYS_PIDFD_GETFD, r.pidfd, uint64(efd), 0)
+	cb.add("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, 104, 0)
+	cb.add("close exe fd", unix.SYS_CLOSE, sfd)
+	res, err := cb.run()
+	if len(res) > 0 && res[0] != sfd {
+		return fmt.Errorf("exe: pidfd_getfd installed the file as fd %d, not fd %d as the task's fd table said", res[0], sfd)
 	}
-	if _, err := r.call(0, "prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, 104, 0); err != nil {
-		return err
-	}
-	_, err = r.call(0, "close exe fd", unix.SYS_CLOSE, sfd)
 	return err
 }
 

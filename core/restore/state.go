@@ -42,16 +42,14 @@ func (r *restorer) restoreFds() error {
 	if !r.ownsFds {
 		return nil // the fd table is shared with a task that installs it
 	}
+	var now []*imagepb.FdEntry
 	for _, e := range r.pr.fds {
-		if r.deferProcFd(e) {
-			continue
+		if !r.deferProcFd(e) {
+			now = append(now, e)
 		}
-		if err := r.installFd(e); err != nil {
-			return err
-		}
-		if err := r.setAsync(e); err != nil {
-			return fmt.Errorf("fd %d: %w", e.Fd, err)
-		}
+	}
+	if err := r.installFds(now); err != nil {
+		return err
 	}
 	return r.restoreEpollTargets()
 }
@@ -228,11 +226,10 @@ func (r *restorer) cloneThreads(tcs []*imagepb.ThreadCore) error {
 	return nil
 }
 
-// restoreThreadState sets what each thread owns: tid address, robust list,
+// addThreadState queues the calls that set what thread i owns: tid address, robust list,
 // alternate stack, rseq area, name.
-func (r *restorer) restoreThreadState(i int) error {
+func (r *restorer) addThreadState(b *callBatch, i int) {
 	tc := r.threads[i].core
-	b := r.batch(i)
 	if tc.ClearTidAddr != 0 {
 		b.add("set_tid_address", unix.SYS_SET_TID_ADDRESS, tc.ClearTidAddr)
 	}
@@ -259,8 +256,6 @@ func (r *restorer) restoreThreadState(i int) error {
 		}
 		b.add("prctl(PR_SET_NAME)", unix.SYS_PRCTL, prSetName, b.arg(cstr(string(name))))
 	}
-	_, err := b.run()
-	return err
 }
 
 func asErrno(err error) (unix.Errno, bool) {

@@ -139,20 +139,8 @@ func (t *tree) restore() error {
 	if err := t.opener.OpenListeners(); err != nil {
 		return fmt.Errorf("pid %d: %w", rootPr.pst.Pid, err)
 	}
-	owners := map[uint32]bool{}
-	for _, r := range t.tasks {
-		if r.pr.core == nil {
-			continue
-		}
-		id := r.pr.pst.FilesId
-		r.ownsFds = id == 0 || !owners[id]
-		owners[id] = true
-		if err := r.restoreTask(); err != nil {
-			return fmt.Errorf("pid %d: %w", r.pr.pst.Pid, err)
-		}
-		if err := t.ctx.Err(); err != nil {
-			return fmt.Errorf("interrupted: %w", err)
-		}
+	if err := t.restoreTasks(); err != nil {
+		return err
 	}
 	t.st.MemoryMs = ms(time.Since(tm))
 	for _, r := range t.tasks {
