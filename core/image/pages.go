@@ -3,9 +3,11 @@ package image
 import (
 	"bufio"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -30,10 +32,14 @@ type PagesWriter struct {
 	pagesName string // pages-<name>.img
 	mapName   string // pagemap-<name>.img
 
-	f    *os.File
-	bw   *bufio.Writer
-	h    hash.Hash
-	size int64
+	out io.WriteCloser // the pages file, or the sink's stream
+	f   *os.File       // out when it is a regular file of ours, else nil
+	bw  *bufio.Writer
+	h   hash.Hash
+	// streamSum, when set, is the sink stream's own CRC-32C of all it
+	// carried: the checksum recorded, h then unused (one pass fewer)
+	streamSum func() uint32
+	size      int64
 	// regular: the pages file is a regular file of ours (not a page
 	// server's stream), which spliced pages are hashed from (mapped)
 	regular bool
@@ -54,8 +60,15 @@ type PagesWriter struct {
 
 // hashingFile writes to a file and hashes what was written.
 type hashingFile struct {
-	f *os.File
+	f io.Writer
 	h hash.Hash
+}
+
+// crc32cStream is a pages sink's stream that computes the CRC-32C of
+// everything written to it (a page server's, which checksums its chunks
+// anyway): CRC32C, once all is written, is the pages file's checksum.
+type crc32cStream interface {
+	CRC32C() uint32
 }
 
 func (hf hashingFile) Write(b []byte) (int, error) {
@@ -79,21 +92,26 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 	if err := w.reserve(pagesName, mapName); err != nil {
 		return nil, err
 	}
-	var f *os.File
+	p := &PagesWriter{
+		w: w, name: name, pagesName: pagesName, mapName: mapName,
+		h: newWriteSum(), ascending: true, regular: w.pagesSink == nil,
+	}
 	if w.pagesSink != nil {
-		f, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
+		p.out, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
 	} else {
 		// read-write: pages spliced into it are hashed from the file
-		f, err = w.createFileFlags(pagesName, os.O_RDWR)
+		p.f, err = w.createFileFlags(pagesName, os.O_RDWR)
+		p.out = p.f
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := &PagesWriter{
-		w: w, name: name, pagesName: pagesName, mapName: mapName,
-		f: f, h: newWriteSum(), ascending: true, regular: w.pagesSink == nil,
+	if cs, ok := p.out.(crc32cStream); ok && writeAlgo == algoCRC32C {
+		p.streamSum = cs.CRC32C
+		p.bw = bufio.NewWriterSize(p.out, pagesBufSize)
+	} else {
+		p.bw = bufio.NewWriterSize(hashingFile{p.out, p.h}, pagesBufSize)
 	}
-	p.bw = bufio.NewWriterSize(hashingFile{f, p.h}, pagesBufSize)
 	w.mu.Lock()
 	w.open[p] = struct{}{}
 	w.mu.Unlock()
@@ -178,7 +196,7 @@ func (p *PagesWriter) close() error {
 			err = l.err(ferr)
 		}
 	}
-	if cerr := p.f.Close(); err == nil && cerr != nil {
+	if cerr := p.out.Close(); err == nil && cerr != nil {
 		err = l.err(cerr)
 	}
 	p.w.mu.Lock()
@@ -192,7 +210,11 @@ func (p *PagesWriter) close() error {
 			return loc{p.w.dir, p.mapName}.err(err)
 		}
 	}
-	p.w.record(p.pagesName, p.size, p.h.Sum(nil))
+	sum := p.h.Sum(nil)
+	if p.streamSum != nil {
+		sum = binary.BigEndian.AppendUint32(nil, p.streamSum()) // as crc32's Sum
+	}
+	p.w.record(p.pagesName, p.size, sum)
 	msgs := make([]proto.Message, 0, len(p.runs)+1)
 	msgs = append(msgs, &imagepb.PagemapHead{PagesFile: p.pagesName, PageSize: PageSize})
 	msgs = append(msgs, toMessages(p.runs)...)

@@ -166,7 +166,7 @@ func TestSplicePagesStream(t *testing.T) {
 	defer sr.Close()
 	got := make(chan []byte, 1)
 	go func() { b, _ := io.ReadAll(sr); got <- b }()
-	w.SetPagesSink(func(string) (*os.File, error) { return sw, nil })
+	w.SetPagesSink(func(string) (io.WriteCloser, error) { return sw, nil })
 	p, err := w.CreatePages("1")
 	if err != nil {
 		t.Fatal(err)

@@ -256,37 +256,42 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 	defer f.Close()
 	var size int64
 	var sum uint32
-	buf := make([]byte, maxChunk)
+	var buf []byte
 	for {
 		var ch [8]byte
 		if _, err := io.ReadFull(c, ch[:]); err != nil {
 			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
 		}
 		n := binary.LittleEndian.Uint32(ch[:])
+		want := binary.LittleEndian.Uint32(ch[4:])
 		if n == 0 {
 			var tb [8]byte
 			if _, err := io.ReadFull(c, tb[:]); err != nil {
 				return 0, 0, fmt.Errorf("%s: end: %w", name, err)
 			}
-			if total := int64(binary.LittleEndian.Uint64(tb[:])); total != size {
-				return 0, 0, fmt.Errorf("%s: %d bytes received, the sender sent %d", name, size, total)
+			if total := int64(binary.LittleEndian.Uint64(tb[:])); total != size || want != sum {
+				return 0, 0, fmt.Errorf("%s: %d bytes received (CRC-32C %#x), the sender sent %d (%#x)", name, size, sum, total, want)
 			}
 			break
 		}
 		if n > maxChunk {
 			return 0, 0, fmt.Errorf("%w: %s: chunk of %d bytes", ErrProtocol, name, n)
 		}
+		if len(buf) < int(n) {
+			buf = make([]byte, n) // as large as the sender's chunks
+		}
 		b := buf[:n]
 		if _, err := io.ReadFull(c, b); err != nil {
 			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
 		}
-		if crc32.Checksum(b, castagnoli) != binary.LittleEndian.Uint32(ch[4:]) {
+		// the chunk's CRC is of the file up to its end: one pass checks
+		// the chunk and makes the file's checksum
+		if sum = crc32.Update(sum, castagnoli, b); sum != want {
 			return 0, 0, fmt.Errorf("%s: chunk at %d arrived damaged (CRC-32C mismatch)", name, size)
 		}
 		if _, err := f.Write(b); err != nil {
 			return 0, 0, fmt.Errorf("%s: %w", name, err)
 		}
-		sum = crc32.Update(sum, castagnoli, b)
 		size += int64(n)
 	}
 	if err := f.Sync(); err != nil {
