@@ -23,6 +23,7 @@ type Client struct {
 
 // Dial opens the session with the page server at addr (HOST:PORT).
 func Dial(addr string) (*Client, error) {
+	dbg("client dial")
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("page server %s: %w", addr, err)
@@ -84,6 +85,9 @@ type stream struct {
 // CRC-32C of the file up to its end (one pass over the data makes both
 // the chunks' checks and the file's), header and data in one writev.
 func (s *stream) Write(b []byte) (int, error) {
+	if s.size == 0 {
+		dbg("client %s first write %d", s.name, len(b))
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -152,7 +156,9 @@ func (s *stream) Close() error {
 		s.cl.wg.Done()
 		return err
 	}
+	dbg("client %s closed, %d bytes", s.name, s.size)
 	go func() {
+		defer dbg("client %s confirmed", s.name)
 		defer s.cl.wg.Done()
 		defer s.c.Close()
 		if err := confirm(s.c, s.size, s.sum); err != nil {
@@ -203,6 +209,8 @@ func (cl *Client) Err() error {
 // Finish waits for every file to be confirmed and ends the session: the
 // server has the complete pages then. Any failure is returned.
 func (cl *Client) Finish() error {
+	dbg("client finish")
+	defer dbg("client finish done")
 	if err := cl.Wait(); err != nil {
 		cl.Abort()
 		return err
