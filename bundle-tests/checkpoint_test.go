@@ -190,6 +190,15 @@ func testCheckpointNotRunning(t *testing.T, rt string) {
 	if err != nil || !strings.Contains(out, `"state_from":"state-dir"`) {
 		t.Errorf("checkpoint of the running container: %v, want its state read from the state directory:\n%s", err, out)
 	}
+	// every part of the container's state is timed (container.nsParts)
+	for _, st := range statsLines(t, out) {
+		parts, _ := st["namespace_ms"].(map[string]any)
+		for _, p := range []string{"ipc", "uts", "net", "mounts", "cgroup"} {
+			if _, ok := parts[p].(float64); !ok {
+				t.Errorf("checkpoint stats: namespace_ms has no %q: %v", p, st["namespace_ms"])
+			}
+		}
+	}
 	for cycle := 0; cycle < 2; cycle++ {
 		before := b.count()
 		b.checkpoint(cycle)

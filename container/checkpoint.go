@@ -11,7 +11,6 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/vishvananda/netns"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/dump"
@@ -167,17 +166,18 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		Format: 1, ID: opts.ID, Runtime: rt.Name, RuntimeRoot: rt.Root, Bundle: st.Bundle,
 		InitPid: st.Pid, Created: st.Created, ToolVersion: version.Version, LeftRunning: opts.LeaveRunning,
 	}
-	// The container's cgroup: frozen while its tree is seized, and its
-	// settings saved.
+	// The container's cgroup: frozen while its tree is seized. The parts
+	// (nsParts) are captured in three stages around the freeze.
 	cg, err := cgroup.ForPid(st.Pid)
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	settings, err := cg.ReadSettings()
-	if err != nil {
+	var state State
+	pc := &captureEnv{pid: st.Pid, spec: &spec, dir: stage.tmp, cg: cg, emptyNet: opts.Platform.EmptyNet, state: &state}
+	cst.NamespaceMs = map[string]float64{}
+	if err := captureParts(pc, nsParts, beforeFreeze, cst.NamespaceMs); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
-	state := State{Cgroup: &CgroupState{Paths: cg.Paths(), Settings: settings}}
 	if fd, err := cg.FreezerDir(); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	} else if err := oprec.AddFrozen(fd); err != nil {
@@ -204,7 +204,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 		s, err := strayProcesses(cg, st.Pid)
 		scan <- strayScan{s, err}
 	}()
-	nsErr := captureNamespaces(st.Pid, &spec, &state, opts.Platform.EmptyNet)
+	nsErr := captureParts(pc, nsParts, frozenRead, cst.NamespaceMs)
 	sc := <-scan
 	if sc.err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, sc.err)
@@ -217,7 +217,7 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	}
 	tm := time.Now()
 	cst.NamespacesMs = ms(tm.Sub(frozen))
-	if err := captureMounts(st.Pid, &spec, stage.tmp, &state); err != nil {
+	if err := captureParts(pc, nsParts, frozenWrite, cst.NamespaceMs); err != nil {
 		return "", nil, fmt.Errorf("checkpoint %s: %w", opts.ID, err)
 	}
 	cst.MountsMs = ms(time.Since(tm))
@@ -314,7 +314,7 @@ func imageDir(imagePath, bundle string) (string, error) {
 	return dir, nil
 }
 
-// layerFiles names the files writeContainerFiles and captureMounts wrote
+// layerFiles names the files writeContainerFiles and the mounts part wrote
 // for state: the image's inventory lists them with their checksums
 // (dump.Options.LayerFiles), so that a restore verifies them.
 func layerFiles(state *State) []string {
@@ -344,15 +344,18 @@ func writeContainerFiles(dir string, specBytes []byte, state *State, meta *Metad
 // again (--leave-running) or is killed: the namespace and mount capture
 // happen frozen too, so it is longer than the process dump's own frozen_ms.
 type CheckpointStats struct {
-	StateMs      float64     `json:"state_ms"`    // RUNTIME state
-	StateFrom    string      `json:"state_from"`  // "state-dir" (the runtime's files) or "runtime" (RUNTIME state)
-	FreezingMs   float64     `json:"freezing_ms"` // cgroup freezer
-	FrozenMs     float64     `json:"frozen_ms"`
-	NamespacesMs float64     `json:"namespaces_ms"` // uts, ipc, net
-	MountsMs     float64     `json:"mounts_ms"`     // mount tree and tmpfs contents
-	DeleteMs     float64     `json:"delete_ms"`     // RUNTIME delete
-	TotalMs      float64     `json:"total_ms"`
-	Dump         *dump.Stats `json:"dump"`
+	StateMs      float64 `json:"state_ms"`    // RUNTIME state
+	StateFrom    string  `json:"state_from"`  // "state-dir" (the runtime's files) or "runtime" (RUNTIME state)
+	FreezingMs   float64 `json:"freezing_ms"` // cgroup freezer
+	FrozenMs     float64 `json:"frozen_ms"`
+	NamespacesMs float64 `json:"namespaces_ms"` // ipc, uts, net (and the wait for the stray scan)
+	MountsMs     float64 `json:"mounts_ms"`     // mount tree and tmpfs contents
+	// NamespaceMs is the capture of each part (nsParts) by name: cgroup
+	// (before the freeze), ipc, uts, net, mounts.
+	NamespaceMs map[string]float64 `json:"namespace_ms"`
+	DeleteMs    float64            `json:"delete_ms"` // RUNTIME delete
+	TotalMs     float64            `json:"total_ms"`
+	Dump        *dump.Stats        `json:"dump"`
 }
 
 var ms = timing.Ms // the one definition: internal/timing
@@ -399,92 +402,6 @@ func ownNamespace(pid int, kind string) (bool, error) {
 		return false, err
 	}
 	return theirs != ours, nil
-}
-
-// captureNamespaces saves the UTS, IPC and network namespaces of the
-// frozen container whose init is pid; not those its config joins by path
-// (a pod's, a platform's network namespace): those belong to whoever made
-// them, and a restore joins them again as they are then. With emptyNet
-// (runc's --empty-ns network) the network's contents are not saved either:
-// the platform sets the new one up at restore.
-func captureNamespaces(pid int, spec *specs.Spec, state *State, emptyNet bool) error {
-	if own, err := ownNamespace(pid, "uts"); err != nil {
-		return err
-	} else if own && !joinedByPath(spec, specs.UTSNamespace) {
-		if state.UTS, err = nsdump.DumpUTS(pid); err != nil {
-			return err
-		}
-	}
-	if own, err := ownNamespace(pid, "ipc"); err != nil {
-		return err
-	} else if own && !joinedByPath(spec, specs.IPCNamespace) {
-		if state.IPC, err = nsdump.DumpIPC(pid); err != nil {
-			return err
-		}
-	}
-	if own, err := ownNamespace(pid, "net"); err != nil {
-		return err
-	} else if own && !joinedByPath(spec, specs.NetworkNamespace) && !emptyNet {
-		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
-		if err != nil {
-			return fmt.Errorf("network namespace of pid %d: %w", pid, err)
-		}
-		defer ns.Close()
-		// veth peers outside the container are looked for in ctr-cr's
-		// network namespace (the host's)
-		if state.Net, err = netdev.Dump(ns, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// captureMounts saves the mount tree of the frozen container whose init is
-// pid, with config.json's bind mounts as externals keyed by destination,
-// and linux.maskedPaths as externals too (the runtime masks them again), and
-// the contents of each tmpfs as tmpfs-N.tar in dir.
-func captureMounts(pid int, spec *specs.Spec, dir string, state *State) error {
-	if own, err := ownNamespace(pid, "mnt"); err != nil || !own || joinedByPath(spec, specs.MountNamespace) {
-		return err
-	}
-	var ext []string
-	for _, m := range spec.Mounts {
-		if m.Type == "bind" || hasOpt(m.Options, "bind") || hasOpt(m.Options, "rbind") {
-			ext = append(ext, filepath.Clean(m.Destination))
-		}
-	}
-	// masked paths are the runtime's own binds (crun binds the host's
-	// /dev/null, a devtmpfs, over masked files), made again by it at restore
-	if spec.Linux != nil {
-		for _, p := range spec.Linux.MaskedPaths {
-			ext = append(ext, filepath.Clean(p))
-		}
-	}
-	tree, err := mounts.ReadTree(pid, mounts.TreeOptions{Externals: ext})
-	if err != nil {
-		return err
-	}
-	state.Mounts = tree
-	for i, m := range tree.Tmpfs() {
-		name := fmt.Sprintf("tmpfs-%d.tar", i)
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		err = mounts.SaveTmpfs(pid, m.MountPoint, f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(filepath.Join(dir, name))
-			return fmt.Errorf("tmpfs %s: %w", m.MountPoint, err)
-		}
-		if state.TmpfsFiles == nil {
-			state.TmpfsFiles = map[string]string{}
-		}
-		state.TmpfsFiles[m.MountPoint] = name
-	}
-	return nil
 }
 
 func hasOpt(opts []string, o string) bool {

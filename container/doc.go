@@ -13,7 +13,7 @@
 //	                               sure, statefile.go)
 //	BUNDLE/config.json          -> spec.dump
 //	freeze (cgroup), namespaces -> container.json (ipc, uts, net, mounts,
-//	                               cgroup), tmpfs-N.tar
+//	                               cgroup: the parts, nsParts), tmpfs-N.tar
 //	core dump of the init tree  -> the image (BUNDLE/checkpoint by default),
 //	                               written beside it and renamed into place
 //	metadata                    -> ctr-cr.json
@@ -28,11 +28,17 @@
 //	                                 privileges the restore needs (ceiling.go)
 //	namespace parts               -> ipc, uts, links, mounts and tmpfs
 //	                                 contents, cgroup settings, before any
-//	                                 task runs
+//	                                 task runs (nsParts)
 //	core restore                  -> the tree, with the runtime's init
 //	                                 adopted as its root
 //	created -> running            -> done as the runtime's init would; a
 //	                                 failed restore deletes the container
+//
+// Each part of the container's state beyond the process image (the
+// state of one of its own namespaces, its cgroup's settings) is one part
+// (parts.go): capture, validate, restore with its undo; Checkpoint and
+// Restore run the table nsParts in its order, which parts.go writes down
+// with the engine's steps around it, and time each part.
 //
 // A failed checkpoint leaves the container running as it was; a failed
 // restore leaves no container behind.

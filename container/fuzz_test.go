@@ -142,7 +142,7 @@ func TestSeedStateValid(t *testing.T) {
 	}
 }
 
-// checkStateInvariants checks what restoreNamespaces, mounts.Apply,
+// checkStateInvariants checks what the parts' restores (nsparts.go), mounts.Apply,
 // netdev.Restore, nsdump.RestoreIPC/RestoreUTS and cgroup Apply take for
 // granted in a validated State.
 func checkStateInvariants(t *testing.T, s *State) {

@@ -53,7 +53,7 @@ func LayerFile(name string) bool {
 	case SpecDumpName, MetadataName, StateName, StdioName, PreDumpName:
 		return true
 	}
-	// tmpfs contents (captureMounts): tmpfs-N.tar
+	// tmpfs contents (the mounts part): tmpfs-N.tar
 	return strings.HasPrefix(name, "tmpfs-") && strings.HasSuffix(name, ".tar") &&
 		!strings.ContainsAny(name, "/\x00") && len(name) <= 255
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,17 +13,12 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/vishvananda/netns"
 
-	"github.com/ctr-cr/ctr-cr/cgroup"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/restore"
 	"github.com/ctr-cr/ctr-cr/hooks"
 	"github.com/ctr-cr/ctr-cr/internal/capnames"
 	"github.com/ctr-cr/ctr-cr/internal/fault"
-	"github.com/ctr-cr/ctr-cr/mounts"
-	"github.com/ctr-cr/ctr-cr/nsdump"
-	"github.com/ctr-cr/ctr-cr/nsdump/netdev"
 )
 
 // RestoreOptions control Restore.
@@ -221,8 +215,10 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	tn := time.Now()
 	rst.CreateMs = ms(tn.Sub(tc))
 	ok := false
+	undoParts := func() error { return nil }
 	defer func() {
 		if !ok {
+			undoParts()
 			rt.Delete(context.Background(), id)
 		}
 	}()
@@ -231,12 +227,14 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	if err := restore.RelockImage(img, pid); err != nil {
 		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
 	}
-	if opts.Platform.EmptyNet {
-		state.Net = nil // runc's --empty-ns network: the platform sets it up
+	// the parts go back before any task runs (nsParts has the order)
+	pr := &restoreEnv{pid: pid, img: img, spec: &spec, state: &state, outsideByHook: byHook, emptyNet: opts.Platform.EmptyNet}
+	rst.NamespaceMs = map[string]float64{}
+	undo, err := restoreParts(pr, nsParts, rst.NamespaceMs)
+	if err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err) // the parts undone
 	}
-	if err := restoreNamespaces(pid, img, &spec, &state, byHook, rst); err != nil {
-		return "", 0, fmt.Errorf("restore %s: %w", id, err)
-	}
+	undoParts = undo
 	fault.Point("restore:namespaces")
 	th := time.Now()
 	rst.NamespacesMs = ms(th.Sub(tn))
@@ -258,10 +256,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	}
 	rst.Restore = res.Stats
 	fault.Point("restore:restored") // the tree runs in a created container
-	if state.IPC != nil {
-		if err := nsdump.FinishIPC(nsdump.NSPath(pid, "ipc"), state.IPC); err != nil {
-			return "", 0, fmt.Errorf("restore %s: %w", id, err)
-		}
+	if err := finishParts(pr, nsParts); err != nil {
+		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	ts := time.Now()
 	if err := start(rt, id); err != nil {
@@ -377,35 +373,9 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// validate checks the parts of container.json read back from an image.
-func (s *State) validate() error {
-	if s.Cgroup != nil && s.Cgroup.Settings != nil {
-		if err := s.Cgroup.Settings.Validate(); err != nil {
-			return err
-		}
-	}
-	if s.UTS != nil {
-		if err := s.UTS.Validate(); err != nil {
-			return err
-		}
-	}
-	if s.IPC != nil {
-		if err := s.IPC.Validate(); err != nil {
-			return err
-		}
-	}
-	if s.Net != nil {
-		if err := s.Net.Validate(); err != nil {
-			return err
-		}
-	}
-	if s.Mounts != nil {
-		if err := s.Mounts.Validate(); err != nil {
-			return err
-		}
-	}
-	return validateTmpfsFiles(s.TmpfsFiles, s.Mounts)
-}
+// validate checks the parts of container.json read back from an image
+// (each part's validate, in nsParts' order).
+func (s *State) validate() error { return validateParts(s, nsParts) }
 
 // OutsidePeersAnnotation in config.json says who wires the host side of the
 // container's veths at restore: "ctr-cr" (the default: put back on the
@@ -414,102 +384,6 @@ func (s *State) validate() error {
 // or prestart hook, which runs after it, attaches it as the host's network
 // setup wants).
 const OutsidePeersAnnotation = "org.ctr-cr.network.outside-peers"
-
-// restoreNamespaces puts the saved namespace state into the sandbox whose
-// init is pid, before any task is restored. The mounts container.json
-// adds or changes are held to config.json's ceiling (checkMountCeiling).
-func restoreNamespaces(pid int, img *image.Reader, spec *specs.Spec, st *State, outsideByHook bool, rst *RestoreStats) error {
-	rst.NamespaceMs = map[string]float64{}
-	t := time.Now()
-	lap := func(what string) {
-		now := time.Now()
-		rst.NamespaceMs[what] = ms(now.Sub(t))
-		t = now
-	}
-	defer lap("cgroup")
-	if st.IPC != nil {
-		if err := nsdump.RestoreIPC(nsdump.NSPath(pid, "ipc"), st.IPC); err != nil {
-			return err
-		}
-	}
-	lap("ipc")
-	if st.UTS != nil {
-		if err := nsdump.RestoreUTS(nsdump.NSPath(pid, "uts"), st.UTS); err != nil {
-			return err
-		}
-	}
-	lap("uts")
-	if st.Net != nil {
-		ns, err := netns.GetFromPath(nsdump.NSPath(pid, "net"))
-		if err != nil {
-			return err
-		}
-		outside, err := netns.Get()
-		if err != nil {
-			ns.Close()
-			return err
-		}
-		err = netdev.Restore(ns, st.Net, &netdev.RestoreOptions{Outside: outside, OutsideByHook: outsideByHook, CheckSysctl: netSysctlCheck(spec)})
-		ns.Close()
-		outside.Close()
-		if err != nil {
-			return err
-		}
-	}
-	lap("net")
-	if st.Mounts != nil {
-		// opened here: Apply reads them from inside the container's root
-		tars := map[string]*os.File{}
-		defer func() {
-			for _, f := range tars {
-				f.Close()
-			}
-		}()
-		for mp, name := range st.TmpfsFiles {
-			f, err := openLayer(img, name)
-			if err != nil {
-				return fmt.Errorf("tmpfs %s: %w", mp, err)
-			}
-			tars[mp] = f
-		}
-		plan := mounts.Plan{Tree: st.Mounts, Tmpfs: func(m *mounts.Mount) (io.ReadCloser, error) {
-			f, ok := tars[m.MountPoint]
-			if !ok {
-				return nil, nil
-			}
-			delete(tars, m.MountPoint) // Apply closes it
-			return f, nil
-		}}
-		before, err := readMounts(pid)
-		if err != nil {
-			return err
-		}
-		if err := precheckMounts(spec, st.Mounts, before); err != nil {
-			return err
-		}
-		if _, err := mounts.Apply(pid, plan); err != nil {
-			return err
-		}
-		after, err := readMounts(pid)
-		if err != nil {
-			return err
-		}
-		if err := checkMountCeiling(spec, before, after); err != nil {
-			return err
-		}
-	}
-	lap("mounts")
-	if st.Cgroup != nil && st.Cgroup.Settings != nil {
-		cg, err := cgroup.ForPid(pid)
-		if err != nil {
-			return err
-		}
-		if err := cg.Apply(st.Cgroup.Settings); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // start does the runtime's created→running step for a restored init.
 // Both runtimes mark a created container by an exec fifo in its state

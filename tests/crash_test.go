@@ -463,7 +463,7 @@ func TestCrash_DumpSingleThread(t *testing.T) {
 func TestCrash_DumpCleanupExact(t *testing.T) {
 	// records of their own: no other ctr-cr's sweep (another test's,
 	// another version's) takes them
-	// and the splice mover on (it is off by default: core/dump/pagemover.go)
+	// and the splice mover on (from 1 MiB: the target is small)
 	env := []string{"CTRCR_OPS_DIR=" + t.TempDir(), "CTRCR_SPLICE_MIN_PAGES=256"}
 	ct := startCrashTarget(t, 1, false, false)
 	ct.cleanup, ct.env = true, env
@@ -541,7 +541,35 @@ func startGoCrashTarget(t *testing.T, args ...string) *crashTarget {
 	ct := startCrashProc(t, dir, "", append([]string{bin, dir}, args...), 2)
 	ct.mapsOwn = true
 	ct.settle = time.Second
+	ct.masks = ct.stableMasks()
 	return ct
+}
+
+// stableMasks reads the masks of a target that makes threads itself until
+// two reads 50 ms apart agree and no thread has every signal blocked: the
+// Go runtime blocks all signals for a moment around the clone of a new
+// thread, and a baseline taken then would make the check fail later for a
+// mask the program changed itself.
+func (ct *crashTarget) stableMasks() map[string]string {
+	isTransient := func(m map[string]string) bool {
+		for _, v := range m {
+			if strings.HasPrefix(v, "fffffffffff") {
+				return true
+			}
+		}
+		return false
+	}
+	prev := ct.readMasks()
+	for i := 0; i < 40; i++ {
+		time.Sleep(50 * time.Millisecond)
+		now := ct.readMasks()
+		if fmt.Sprint(now) == fmt.Sprint(prev) && !isTransient(now) {
+			return now
+		}
+		prev = now
+	}
+	ct.t.Fatalf("the target's thread masks do not settle: %v", prev)
+	return nil
 }
 
 func TestCrash_DumpThreads(t *testing.T) {

@@ -113,6 +113,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "PR_SET_CHILD_SUBREAPER: %v\n", err)
 		os.Exit(1)
 	}
+	// The splice mover (core/dump/pagemover.go) is used by default only
+	// for processes with 64 MiB of pages or more; the cases hold a few
+	// MiB: every ctr-cr the tests run takes it from 1 MiB on, so that the
+	// cases (and the crash sweeps) go through it too. Small ones still
+	// take the copy path.
+	if os.Getenv("CTRCR_SPLICE_MIN_PAGES") == "" {
+		os.Setenv("CTRCR_SPLICE_MIN_PAGES", "256")
+	}
 	code := m.Run()
 	testutil.Cleanup()
 	cleanupCaseBins()

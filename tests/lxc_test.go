@@ -215,13 +215,21 @@ func (c *lxcContainer) inside(loopPid string) string {
 	if !strings.HasPrefix(out, c.name+"\n") {
 		c.t.Fatalf("hostname inside is not %s:\n%s", c.name, out)
 	}
-	pid := ""
+	pid, found := "", false
 	for _, l := range strings.Split(out, "\n") {
 		// busybox ps names the forked subshell of rcS {rcS}; its children
-		// of the moment show their applet ({usleep}, {mv})
+		// of the moment show their applet ({usleep}, {mv}), or {rcS} too
+		// between their fork and their exec: the loop is the first (ps
+		// lists by pid), or the one with the expected pid
 		if f := strings.Fields(l); len(f) > 1 && f[1] == "{rcS}" {
-			pid = f[0]
+			if pid == "" {
+				pid = f[0]
+			}
+			found = found || f[0] == loopPid
 		}
+	}
+	if found {
+		pid = loopPid
 	}
 	if pid == "" || (loopPid != "" && pid != loopPid) {
 		c.t.Fatalf("the counting loop inside is pid %q, want %q:\n%s", pid, loopPid, out)

@@ -74,7 +74,9 @@ func conclude(e treeEnd, opts Options, st *Stats, t0, tFrozen time.Time) (*Stats
 	// the image is complete and on disk (Finish synced it, Commit moved
 	// it into place): a crash from here on leaves a restorable image
 	fault.Point("dump:before-kill")
+	trace("image finished (synced), committed")
 	err = e.kill()
+	trace("killed")
 	st.ReleaseMs = ms(time.Since(tr))
 	st.FrozenMs = ms(time.Since(tFrozen))
 	st.TotalMs = ms(time.Since(t0))

@@ -121,9 +121,12 @@ type Options struct {
 	// streams, image.Writer.SetPagesSink); the parent chain's pages are
 	// then elsewhere too. Commit should confirm them.
 	PagesSink func(name string) (io.WriteCloser, error)
-	// PagesDone, when set, is called once the pages are written (while
-	// the tree is still held): the page server confirms them, or the
-	// dump fails before anything else of the image is written.
+	// PagesDone, when set, is called (on a goroutine of its own) once the
+	// pages are written, while the tree is still held: the page server
+	// confirms them. The rest of the image is written and synced
+	// meanwhile; the image is marked good (its inventory), and anything
+	// destructive done to the tree, only once it returned nil, else the
+	// dump fails and the tree runs on.
 	PagesDone func() error
 }
 
@@ -174,6 +177,9 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	defer pm.finish(&err)
+	// the scans of the tracked mappings start as the tree is frozen
+	// (premigspec.go): their guess is read now
+	pm.speculate()
 	tSeize := time.Now() // after the parent chain's validation
 	if status.Tgid != pid {
 		return nil, fmt.Errorf("pid %d is a thread of process %d: dump the process", pid, status.Tgid)
@@ -210,6 +216,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	}
 	fault.Point("dump:seized")
 	tFrozen := time.Now()
+	traceStart()
 	st.FreezingMs = ms(tFrozen.Sub(tSeize))
 	for _, t := range tasks {
 		if t.p != nil {
@@ -226,6 +233,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		d.release()
 		return nil, err
 	}
+	trace("checkNamespaces")
 	// Sockets are looked up (sock_diag) and locked in the tree's network
 	// namespace, from this thread.
 	back, err := threadns.EnterNetns(pid)
@@ -244,6 +252,7 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 		return nil, err
 	}
 	d.w = w
+	trace("netns, image.Create")
 	if err := listLayerFiles(w, opts.LayerFiles); err != nil {
 		w.Abort()
 		d.release()
@@ -282,6 +291,9 @@ type dumper struct {
 	netLock string
 	plan    *imagePlan // the pstree, planned while the tree is seized
 	pm      *premig    // pre-copy chain (premig.go); nil without --parent-path
+	// pagesDone is opts.PagesDone running (nil without it): waited for
+	// before the image is marked good or anything destructive is done.
+	pagesDone *confirm
 	// namespaces are the root's namespaces the image carries
 	// (CarryNamespaces).
 	namespaces []string
@@ -413,6 +425,10 @@ func (d *dumper) run() error {
 		return err
 	}
 	d.st.CollectMs = ms(time.Since(tc))
+	trace("collectAll")
+	// after the injections, whose ptrace round trips a busy CPU delays:
+	// the scans run alongside the smaps reads instead
+	d.pm.startScans()
 	tp := time.Now()
 	fdTables := map[int][]*imagepb.FdEntry{}
 	for _, t := range d.tasks {
@@ -424,9 +440,11 @@ func (d *dumper) run() error {
 			return fmt.Errorf("pid %d: %w", t.pid, err)
 		}
 		fdTables[t.pid] = t.fds
+		trace("pid %d DumpFds", t.pid)
 		if t.mm, err = d.buildMm(t); err != nil {
 			return fmt.Errorf("pid %d: memory: %w", t.pid, err)
 		}
+		trace("pid %d buildMm", t.pid)
 	}
 	if err := d.dumpPtys(fopts); err != nil {
 		return err
@@ -455,16 +473,17 @@ func (d *dumper) run() error {
 	}
 	tm := time.Now()
 	d.st.ProcMs = ms(tm.Sub(tp))
+	trace("fd checks")
 	fault.Point("dump:fds") // TCP connections in repair mode
 	if err := d.dumpPages(); err != nil {
 		return err
 	}
-	if d.opts.PagesDone != nil {
-		if err := d.opts.PagesDone(); err != nil {
-			return err
-		}
-	}
+	// the page server's confirmation (its sync of the pages) is waited
+	// for once nothing else is left but marking the image good, or before
+	// anything destructive
+	d.pagesDone = startConfirm(d.opts.PagesDone)
 	fault.Point("dump:pages") // pages files written, the rest not
+	trace("pages done (confirmation goes on)")
 	d.st.MemdumpMs = ms(time.Since(tm))
 	// after the pages: the /proc/locks read it needs (PrefetchLocks) has
 	// had the page copy's time to come back
@@ -481,6 +500,11 @@ func (d *dumper) run() error {
 	if err := d.interrupted(); err != nil {
 		return err
 	}
+	if d.opts.LeaveRunning || d.files.HasUnixEmbryos() {
+		if err := d.pagesDone.wait(); err != nil {
+			return err
+		}
+	}
 	if !d.opts.LeaveRunning {
 		// Destructive (unaccepted connections are taken from the target
 		// to read their data), so done last; the target is killed next.
@@ -488,6 +512,7 @@ func (d *dumper) run() error {
 			return err
 		}
 	}
+	trace("CheckLocks, embryos")
 	// what still needs the seized tree (kcmp of its fd tables and fs)
 	d.plan = d.planImage()
 	if d.opts.LeaveRunning {
@@ -735,6 +760,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 		return err
 	}
 	fault.Point("dump:writing") // all but the inventory written
+	trace("image files written")
 	root := d.tasks[0]
 	var nsSum []byte
 	if d.nsData != nil {
@@ -758,7 +784,7 @@ func (d *dumper) writeImage(plan *imagePlan) error {
 			inv.XsaveFeatures, inv.XsaveSize = f, size
 		}
 	}
-	return d.w.Finish(inv)
+	return d.w.FinishAfter(inv, d.pagesDone.wait)
 }
 
 func kernelRelease() string {

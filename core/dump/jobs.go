@@ -46,3 +46,32 @@ func runnableNow() int {
 	}
 	return n
 }
+
+// confirm is a check running in the background (Options.PagesDone).
+type confirm struct {
+	done chan struct{}
+	err  error
+}
+
+// startConfirm runs f in the background; nil f gives a nil confirm,
+// whose wait returns nil.
+func startConfirm(f func() error) *confirm {
+	if f == nil {
+		return nil
+	}
+	c := &confirm{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		c.err = f()
+	}()
+	return c
+}
+
+// wait returns f's result once it is known.
+func (c *confirm) wait() error {
+	if c == nil {
+		return nil
+	}
+	<-c.done
+	return c.err
+}

@@ -24,6 +24,7 @@ func (d *dumper) buildMm(t *task) (*imagepb.MmEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	trace("pid %d ReadSmaps", pid)
 	stat := t.stat
 	mm := &imagepb.MmEntry{
 		StartCode: stat.StartCode, EndCode: stat.EndCode, StartData: stat.StartData, EndData: stat.EndData,
@@ -130,6 +131,7 @@ func (d *dumper) dumpPages() error {
 	if err := d.findCowShared(); err != nil {
 		return err
 	}
+	trace("findCowShared")
 	sem := make(chan struct{}, max(1, d.opts.Jobs))
 	for _, t := range d.tasks {
 		if t.zombie {
@@ -153,6 +155,7 @@ func (d *dumper) dumpPages() error {
 		}(t)
 	}
 	wg.Wait()
+	trace("task pages")
 	if first != nil {
 		return first
 	}
@@ -212,6 +215,7 @@ func (d *dumper) dumpTaskPages(t *task, st *memory.Stats) error {
 		pw.Close()
 		return err
 	}
+	trace("pid %d pages written", t.pid)
 	t0 := time.Now()
 	if err := pw.Close(); err != nil {
 		return err
@@ -231,6 +235,7 @@ func (d *dumper) writeTaskPages(t *task, r *memory.Reader, pw *image.PagesWriter
 	if err != nil {
 		return err
 	}
+	trace("pid %d PageList", t.pid)
 	if debugSpliceOn {
 		fmt.Fprintf(os.Stderr, "pages: pid %d: page list in %v\n", t.pid, time.Since(t0).Round(time.Millisecond))
 	}

@@ -3,7 +3,6 @@ package dump
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"time"
@@ -13,27 +12,27 @@ import (
 )
 
 // spliceMinPages is the least number of pages of a process that go
-// through the splice mover; by default none do (the mover is off).
+// through the splice mover: 64 MiB (the measured crossover, quiet make
+// bench: a tree of 20 processes of 8 MiB each dumped in 682 ms with the
+// mover on each and 354 without; 256 MiB 182 against 381).
+// CTRCR_SPLICE_MIN_PAGES=N sets another threshold.
 //
-// Known defect, why it is off: with the mover forced on small processes
-// (CTRCR_SPLICE_MIN_PAGES=256), the second dump of a restored postgres
-// tree hung 3 times in 40 (TestReal_PostgresIPC): in the mover's injector
-// set-up (ptrace.NewRemote, its first call in the new area), the thread
-// went back to the program (found sleeping in its own epoll_wait with its
-// own mask) without the stop that ends the run, and ctr-cr waited for that
-// stop forever. Without the mover, 40 of 40 passed. Until that is
-// understood, the mover is opt-in: CTRCR_SPLICE_MIN_PAGES=N sets the
-// threshold (measured crossover, quiet make bench: 64 MiB of pages a
-// process, 16384; a tree of 20 processes of 8 MiB each dumped in 682 ms
-// with the mover on each and 354 without; 256 MiB 182 against 381).
+// (The mover was off by default for a while: with it forced on small
+// processes, the second dump of a restored postgres tree hung 3 times in
+// 40, the thread let go past the stop that ends an injected run. The cause
+// was in ptrace.Raw, see there: the stop's registers were read into a moved
+// stack, read as zeros, and the stop taken for one elsewhere.)
+const spliceDefaultMinPages = 16384
+
 var spliceMinPages = spliceThreshold(os.Getenv("CTRCR_SPLICE_MIN_PAGES"))
 
-// spliceThreshold is spliceMinPages for env, a number of pages ("": off).
+// spliceThreshold is spliceMinPages for env, a number of pages (""
+// or not a number: the default).
 func spliceThreshold(env string) uint64 {
 	if n, err := strconv.ParseUint(env, 10, 64); err == nil {
 		return n
 	}
-	return math.MaxUint64
+	return spliceDefaultMinPages
 }
 
 // noSplice turns the splice mover off (CTRCR_NO_SPLICE=1): every page then

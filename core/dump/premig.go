@@ -28,6 +28,7 @@ type premig struct {
 	mu      sync.Mutex
 	tracked map[int]*tracked     // pid: its userfaultfd, held by this ctr-cr
 	reuse   map[int]memory.Spans // pid: its pages the parent stands for
+	spec    map[int]*specScan    // pid: scans started at the freeze (premigspec.go)
 	stats   struct{ fromParent, dirty uint64 }
 	used    bool // some page was left to the parent
 }
@@ -70,6 +71,7 @@ func openPremig(dir, parentPath string, warn func(string, ...any), pagesElsewher
 func (pm *premig) close() {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
+	pm.waitScans()
 	closeTracked(pm.tracked)
 	pm.tracked = map[int]*tracked{}
 }
@@ -86,6 +88,16 @@ func trackable(v *imagepb.Vma) bool {
 	}
 	flags := " " + v.VmFlags + " "
 	return !strings.Contains(flags, " ht ") && !strings.Contains(flags, " dp ")
+}
+
+// anonKind reports VMA kinds that hold anonymous pages only (no page of a
+// mapped file).
+func anonKind(k imagepb.VmaKind) bool {
+	switch k {
+	case imagepb.VmaKind_VMA_ANON_PRIVATE, imagepb.VmaKind_VMA_HEAP, imagepb.VmaKind_VMA_STACK:
+		return true
+	}
+	return false
 }
 
 // prepare registers the trackable VMAs of process pid (frozen) with its
@@ -112,7 +124,7 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 	// into, whose pages keep their uffd-wp bits and look unwritten when
 	// written (the case p_premig.c's H region): none of its pages is
 	// taken from the parent.
-	var spans, kept memory.Spans
+	var spans, kept, keptFile memory.Spans
 	foreign := 0
 	for _, v := range mm.Vmas {
 		if !trackable(v) {
@@ -123,8 +135,11 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		switch {
 		case err == nil:
 			spans = append(spans, memory.Span{Start: v.Start, End: v.End})
-			if registered {
+			switch {
+			case registered && anonKind(v.Kind):
 				kept = append(kept, memory.Span{Start: v.Start, End: v.End})
+			case registered:
+				keptFile = append(keptFile, memory.Span{Start: v.Start, End: v.End})
 			}
 			v.VmFlags = dropFlag(v.VmFlags, "uw") // ours, not the program's
 		case errors.Is(err, unix.EBUSY):
@@ -136,18 +151,31 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 			return nil
 		}
 	}
+	trace("pid %d RegisterWP", pid)
 	if foreign > 0 {
 		pm.warn("pid %d: %d mapping(s) registered with another userfaultfd (the program's own): their pages are copied in full", pid, foreign)
 	}
 	// first what the parent stands for (before re-arming, which makes
 	// every page look unwritten), then what was written (re-armed)
+	var guess *specScan
+	if !rearm {
+		guess = pm.guessed(pid, kept, keptFile)
+	}
+	trace("pid %d guessed scans used: %v", pid, guess != nil)
 	var reuse memory.Spans
-	if pm.parent != nil && len(kept) > 0 {
-		have, err := parentPages(pm.parent, pid)
+	if pm.parent != nil && len(kept)+len(keptFile) > 0 {
+		have, err := pm.parentHave(pid)
 		if err != nil {
 			return err
 		}
-		clean, err := memory.ScanReusable(int(pmf.Fd()), kept)
+		var clean memory.Spans
+		if guess != nil {
+			clean = guess.clean
+		} else if clean, err = memory.ScanReusable(int(pmf.Fd()), kept, false); err == nil {
+			var cleanFile memory.Spans
+			cleanFile, err = memory.ScanReusable(int(pmf.Fd()), keptFile, true)
+			clean = clean.Union(cleanFile)
+		}
 		if err != nil {
 			pm.warn("pid %d: %v: every page is copied", pid, err)
 			pm.untrack(pid)
@@ -155,7 +183,15 @@ func (pm *premig) prepare(pid int, mm *imagepb.MmEntry, rearm bool) error {
 		}
 		reuse = clean.Intersect(have)
 	}
-	written, err := memory.ScanWritten(int(pmf.Fd()), spans, rearm)
+	var written memory.Spans
+	if guess != nil {
+		// the guess scanned the mappings registered before; the rest
+		// (registered now) are all written
+		written, err = memory.ScanWritten(int(pmf.Fd()), spans.Subtract(kept.Union(keptFile)), rearm)
+		written = written.Union(guess.written)
+	} else {
+		written, err = memory.ScanWritten(int(pmf.Fd()), spans, rearm)
+	}
 	if err != nil {
 		pm.warn("pid %d: %v: every page is copied", pid, err)
 		pm.untrack(pid)

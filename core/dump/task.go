@@ -3,6 +3,7 @@ package dump
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -189,7 +190,7 @@ func collectThread(r *ptrace.Remote, pid, i int, th *ptrace.Thread, pre *threadA
 		tc.Rseq = &imagepb.Rseq{Ptr: rs.Ptr, Len: rs.Len, Sig: rs.Sig}
 	}
 	var head, hlen uint64
-	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.Tid), uintptrOf(&head), uintptrOf(&hlen)); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.Tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&hlen))); e != 0 {
 		return nil, fmt.Errorf("get_robust_list tid %d: %w", th.Tid, e)
 	}
 	tc.RobustHead, tc.RobustLen = head, hlen

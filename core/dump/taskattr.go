@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -20,27 +19,12 @@ import (
 // Scheduling constants (uapi/linux/sched.h, ioprio.h, membarrier.h).
 const (
 	schedDeadline           = 6
-	schedAttrSize           = 56 // SCHED_ATTR_SIZE_VER1
 	ioprioWhoProcess        = 1
 	membarrierGetRegs       = 1 << 9
 	membarrierKnownRegs     = 1<<2 | 1<<4 | 1<<6 | 1<<8 // the REGISTER_* commands
 	mclFuture, mclOnfault   = 2, 4
 	membarrierNotBuiltErrno = unix.ENOSYS
 )
-
-// schedAttr is struct sched_attr (VER1).
-type schedAttr struct {
-	Size     uint32
-	Policy   uint32
-	Flags    uint64
-	Nice     int32
-	Priority uint32
-	Runtime  uint64
-	Deadline uint64
-	Period   uint64
-	UtilMin  uint32
-	UtilMax  uint32
-}
 
 // collectSched reads thread tid's scheduling state from the dumper:
 // sched_getattr (policy, flags, rt priority, utilization clamps), the nice
@@ -49,9 +33,9 @@ type schedAttr struct {
 // is refused: its bandwidth reservation is admission-controlled per root
 // domain and cannot be promised back.
 func collectSched(tid int) (*imagepb.TaskSchedState, error) {
-	var a schedAttr
-	if _, _, e := unix.Syscall6(unix.SYS_SCHED_GETATTR, uintptr(tid), uintptr(unsafe.Pointer(&a)), schedAttrSize, 0, 0, 0); e != 0 {
-		return nil, fmt.Errorf("sched_getattr: %w", e)
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sched_getattr: %w", err)
 	}
 	if a.Policy == schedDeadline {
 		return nil, errors.New("scheduling policy SCHED_DEADLINE: not supported")
@@ -67,7 +51,7 @@ func collectSched(tid int) (*imagepb.TaskSchedState, error) {
 	}
 	return &imagepb.TaskSchedState{
 		Policy: a.Policy, Flags: a.Flags, Nice: 20 - int32(prio), RtPriority: a.Priority,
-		UtilMin: a.UtilMin, UtilMax: a.UtilMax, Ioprio: int32(io),
+		UtilMin: a.Util_min, UtilMax: a.Util_max, Ioprio: int32(io),
 	}, nil
 }
 

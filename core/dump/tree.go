@@ -162,13 +162,18 @@ func seizeTree(root int, tracers []*ptrace.Tracer) ([]*task, error) {
 		var p *ptrace.Process
 		t.tr.Do(func() { p, err = ptrace.SeizeProcess(t.pid) })
 		if err != nil {
-			if t.ppid != 0 && errors.Is(err, unix.ESRCH) {
-				// exited while we looked: a zombie now, or gone
-				if st, serr := procfs.ReadStat(t.pid); serr == nil && (st.State == 'Z' || st.State == 'X') {
+			if t.ppid != 0 && (errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM)) {
+				// exited while we looked: a zombie now (which
+				// PTRACE_SEIZE refuses with EPERM), or gone
+				st, serr := procfs.ReadStat(t.pid)
+				if serr == nil && (st.State == 'Z' || st.State == 'X') {
 					t.stat, t.zombie = st, true
 					tasks = append(tasks, t)
+					continue
 				}
-				continue
+				if errors.Is(err, unix.ESRCH) || errors.Is(serr, os.ErrNotExist) {
+					continue
+				}
 			}
 			release()
 			return nil, fmt.Errorf("seize pid %d: %w", t.pid, err)

@@ -222,6 +222,17 @@ func (t *Table) checkListener(f *imagepb.FileEntry, socks map[uint64]*imagepb.Fi
 // when the target is killed afterwards. Files in flight there are recorded
 // like the others; memfds among them are refused (their contents would be
 // dumped with the memory, which is done by then).
+// HasUnixEmbryos reports whether CaptureUnixEmbryos has anything to take:
+// a listening unix socket of the dump with connections not yet accepted.
+func (t *Table) HasUnixEmbryos() bool {
+	for _, f := range t.Files {
+		if l := f.Unix; f.Kind == imagepb.FileKind_FILE_UNIX && l != nil && l.State == 10 && len(l.Icons) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *Table) CaptureUnixEmbryos() error {
 	socks := t.unixEntries()
 	for _, f := range t.Files {

@@ -437,3 +437,50 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Errorf("runs not merged: %v", runs)
 	}
 }
+
+// FinishAfter's check runs once the files are written and before the
+// inventory names them; its failure leaves no image for Abort to miss.
+func TestFinishAfterCheck(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "img")
+		w, err := Create(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WritePstree([]*imagepb.PstreeEntry{{Pid: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		err = w.FinishAfter(&imagepb.Inventory{RootPid: 1}, func() error {
+			calls++
+			if _, err := os.Stat(filepath.Join(dir, InventoryName)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("inventory written before the check: %v", err)
+			}
+			if fail {
+				return errors.New("pages not confirmed")
+			}
+			return nil
+		})
+		if calls != 1 {
+			t.Errorf("check called %d times", calls)
+		}
+		if fail {
+			if err == nil || !strings.Contains(err.Error(), "pages not confirmed") {
+				t.Fatalf("failed check: Finish gave %v", err)
+			}
+			if err := w.Abort(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("after a failed check and Abort: %v; want no directory", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(dir); err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+}

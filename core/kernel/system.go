@@ -91,7 +91,11 @@ func probeNsLastPid(p *prober, crCap bool) {
 // probeMMMap asks PR_SET_MM_MAP_SIZE for the size of struct prctl_mm_map.
 func probeMMMap(p *prober) {
 	var size uint32
-	if err := unix.Prctl(unix.PR_SET_MM, unix.PR_SET_MM_MAP_SIZE, uintptr(unsafe.Pointer(&size)), 0, 0); err != nil {
+	// (the pointer converted in the syscall's own call expression: through
+	// a Go wrapper such as unix.Prctl, a stack move could leave the kernel
+	// writing into the old copy of size)
+	if _, _, e := unix.Syscall6(unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP_SIZE, uintptr(unsafe.Pointer(&size)), 0, 0, 0); e != 0 {
+		err := error(e)
 		p.set(fMMMap, false, "prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE): %s", errno(err))
 		return
 	}

@@ -29,6 +29,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -104,9 +105,26 @@ func RegisterMissing(uffd int, start, end uint64) error {
 // copyPages copies src to dst in the context's mm and wakes the threads
 // waiting there. It returns the bytes copied (a partial copy stops at the
 // first page already present, EEXIST) and the error.
+//
+// src's address reaches the kernel as a number inside the argument block,
+// which Go does not track: a buffer on the goroutine stack moves when the
+// stack grows, so the address is taken right before the system call, with
+// no Go call in between (not through ioctl).
 func copyPages(uffd int, dst uint64, src []byte) (uint64, error) {
-	c := [5]uint64{dst, uint64(uintptr(unsafe.Pointer(&src[0]))), uint64(len(src)), 0, 0}
-	err := ioctl(uffd, uffdioCopy, unsafe.Pointer(&c))
+	var c [5]uint64
+	var err error
+	for {
+		c = [5]uint64{dst, uint64(uintptr(unsafe.Pointer(&src[0]))), uint64(len(src)), 0, 0}
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(uffd), uffdioCopy, uintptr(unsafe.Pointer(&c)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			err = e
+		}
+		break
+	}
+	runtime.KeepAlive(src)
 	n := int64(c[4])
 	if n < 0 {
 		n = 0

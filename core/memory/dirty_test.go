@@ -70,7 +70,7 @@ func TestDirtyTracking(t *testing.T) {
 	m[15*PageSize+7] = 2 // faulted in by a write
 	unix.Madvise(m[5*PageSize:6*PageSize], unix.MADV_DONTNEED)
 	_ = m[6*PageSize] // read: still clean
-	r, err := ScanReusable(int(pm.Fd()), span)
+	r, err := ScanReusable(int(pm.Fd()), span, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,11 @@ type pageRegion struct {
 func GuardRegions(pagemap *os.File, start, end uint64) ([]*imagepb.VmaGuardRegion, error) {
 	var out []*imagepb.VmaGuardRegion
 	vec := make([]pageRegion, 64)
+	// (Fd before the loop: vec may live on the goroutine's stack, whose
+	// address the arguments hold as an integer; a call between taking it
+	// and the syscall could move the stack, the kernel then writing into
+	// the old copy)
+	fd := pagemap.Fd()
 	for start < end {
 		a := pmScanArg{
 			Start: start, End: end,
@@ -49,7 +54,7 @@ func GuardRegions(pagemap *os.File, start, end uint64) ([]*imagepb.VmaGuardRegio
 			CategoryMask: pageIsGuard, ReturnMask: pageIsGuard,
 		}
 		a.Size = uint64(unsafe.Sizeof(a))
-		n, _, errno := unix.Syscall(unix.SYS_IOCTL, pagemap.Fd(), pagemapScanIoctl, uintptr(unsafe.Pointer(&a)))
+		n, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, pagemapScanIoctl, uintptr(unsafe.Pointer(&a)))
 		if errno != 0 {
 			return nil, fmt.Errorf("PAGEMAP_SCAN for guard pages in %#x-%#x: %w", start, end, errno)
 		}

@@ -278,9 +278,9 @@ func (r *Remote) runArea(i int, entry, rbx, r12 uint64) error {
 
 // pickStopSignal picks the signal that ends injected runs with a
 // signal-delivery stop: one the process ignores (SIG_IGN, or SIG_DFL of a
-// signal whose default is to ignore it) and that is not pending, so that a
-// tracer that dies leaves it to be discarded. It must be blocked in no
-// thread: a blocked signal is queued even when ignored, for sigwait or a
+// signal whose default is to ignore it) and that is not pending (in the
+// shared queue or a thread's), so that a tracer that dies leaves it to be
+// discarded. It must be blocked in no thread: a blocked signal is queued even when ignored, for sigwait or a
 // signalfd to take, and one sent by someone else during a run would be
 // lost. 0: none (Go programs catch every signal), the runs end in the
 // park, which the tracer polls for.
@@ -292,6 +292,10 @@ func pickStopSignal(p *Process) int {
 	ign, cgt, pnd := m["SigIgn"], m["SigCgt"], m["ShdPnd"]
 	for _, t := range p.Threads {
 		pnd |= t.Sigmask // blocked somewhere: not usable either
+		// pending in a thread's own queue: the same as the shared one
+		if tm, err := statusMasks(fmt.Sprintf("/proc/%d/task/%d/status", p.Pid, t.Tid)); err == nil {
+			pnd |= tm["SigPnd"]
+		}
 	}
 	usable := func(sig int) bool {
 		bit := uint64(1) << (sig - 1)

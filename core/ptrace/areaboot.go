@@ -118,12 +118,14 @@ func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
 	}
 	fault.Step("inject")
 	for _, want := range []uint64{1, 2} {
+		var ws unix.WaitStatus
 		for retry := 0; ; retry++ {
 			if err := Raw(unix.PTRACE_SYSCALL, t.Tid, 0, 0); err != nil {
 				return 0, fmt.Errorf("ptrace syscall tid %d: %w", t.Tid, err)
 			}
 			fault.Step("inject")
-			ws, err := Wait(t.Tid)
+			var err error
+			ws, err = Wait(t.Tid)
 			if err != nil {
 				return 0, err
 			}
@@ -139,7 +141,7 @@ func (r *Remote) bootCall(nr uint64, args ...uint64) (uint64, error) {
 		if op, err := syscallStopKind(t.Tid); err != nil {
 			return 0, err
 		} else if op != want {
-			return 0, fmt.Errorf("injected syscall %d in tid %d: stop of kind %d, want %d", nr, t.Tid, op, want)
+			return 0, fmt.Errorf("injected syscall %d in tid %d: stop of kind %d, want %d (%s)", nr, t.Tid, op, want, describeStop(t.Tid, ws))
 		}
 		fault.Step("inject")
 	}
@@ -178,6 +180,9 @@ func (r *Remote) withBoot(f func() error) error {
 		return err
 	}
 	r.boot, r.bootFrame = code, frame
+	if traceInject {
+		fmt.Fprintf(os.Stderr, "inject pid %d: boot code %#x, frame %#x (%d bytes), rsp %#x\n", r.P.Pid, code, frame, frameLen, t.Regs.Rsp)
+	}
 	savedCode := make([]byte, len(bootCode))
 	if err := r.Mem.ReadAt(savedCode, code); err != nil {
 		return fmt.Errorf("save code at the entry point: %w", err)

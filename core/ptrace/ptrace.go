@@ -40,6 +40,19 @@ const (
 )
 
 // Raw issues ptrace(req, pid, addr, data) and retries on EINTR.
+//
+// addr and data are often pointers to the caller's locals converted to
+// uintptr (a register set, a siginfo, a mask the kernel reads or writes).
+// Go keeps such a conversion valid only in the call expression of the
+// syscall itself: through a Go function like this one, the local could
+// live on the goroutine's stack, which is moved when it grows (in this
+// function's prologue, say), and the kernel would then read or write the
+// old copy: the caller saw zeros for registers and siginfos (a syscall
+// stop of "kind 0"; a signal stop taken for one elsewhere, whose thread
+// was let go). uintptrescapes puts every such object on the heap, where
+// it does not move, and keeps it alive for the call.
+//
+//go:uintptrescapes
 func Raw(req, pid int, addr, data uintptr) error {
 	for {
 		_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)

@@ -147,3 +147,27 @@ func RestartFixup(regs Regs) Regs {
 	}
 	return regs
 }
+
+// describeStop renders a stop for error messages: the wait status, the
+// stop's siginfo (signal, code, sender) and where the thread is.
+func describeStop(tid int, ws unix.WaitStatus) string {
+	s := fmt.Sprintf("wait status %#x, %s", uint32(ws), Describe(ws))
+	si := make([]byte, SiginfoSize)
+	if err := Raw(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
+		s += fmt.Sprintf(", siginfo: %v", err)
+	} else {
+		le := binary.LittleEndian
+		s += fmt.Sprintf(", si_signo %d si_errno %d si_code %#x si_pid %d si_uid %d", int32(le.Uint32(si[0:])),
+			int32(le.Uint32(si[4:])), int32(le.Uint32(si[8:])), int32(le.Uint32(si[16:])), le.Uint32(si[20:]))
+	}
+	if msg, err := GetEventMsg(tid); err == nil {
+		s += fmt.Sprintf(", event msg %d", msg)
+	}
+	if regs, err := GetRegs(tid); err == nil {
+		s += fmt.Sprintf(", rip %#x rax %#x orig_rax %#x eflags %#x", regs.Rip, regs.Rax, regs.Orig_rax, regs.Eflags)
+	}
+	if m, err := GetSigmask(tid); err == nil {
+		s += fmt.Sprintf(", mask %#x", m)
+	}
+	return s
+}

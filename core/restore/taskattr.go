@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -17,7 +16,6 @@ import (
 
 // Constants of sched_setattr(2), ioprio_set(2), membarrier(2), mlock2(2).
 const (
-	schedAttrSize       = 56
 	schedFlagResetFork  = 0x01
 	schedFlagKeepAll    = 0x08 | 0x10 // KEEP_POLICY | KEEP_PARAMS
 	schedFlagUtilClamps = 0x20 | 0x40 // UTIL_CLAMP_MIN | UTIL_CLAMP_MAX
@@ -28,37 +26,6 @@ const (
 	mclFuture           = 2
 	mclOnfault          = 4
 )
-
-// schedAttr is struct sched_attr (VER1).
-type schedAttr struct {
-	Size     uint32
-	Policy   uint32
-	Flags    uint64
-	Nice     int32
-	Priority uint32
-	Runtime  uint64
-	Deadline uint64
-	Period   uint64
-	UtilMin  uint32
-	UtilMax  uint32
-}
-
-func getSchedAttr(tid int) (schedAttr, error) {
-	var a schedAttr
-	_, _, e := unix.Syscall6(unix.SYS_SCHED_GETATTR, uintptr(tid), uintptr(unsafe.Pointer(&a)), schedAttrSize, 0, 0, 0)
-	if e != 0 {
-		return a, fmt.Errorf("sched_getattr: %w", e)
-	}
-	return a, nil
-}
-
-func setSchedAttr(tid int, a *schedAttr) error {
-	a.Size = schedAttrSize
-	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETATTR, uintptr(tid), uintptr(unsafe.Pointer(a)), 0); e != 0 {
-		return e
-	}
-	return nil
-}
 
 // restoreSched gives every thread its nice value, scheduling policy, rt
 // priority, reset-on-fork flag, utilization clamps and I/O priority, from
@@ -90,17 +57,17 @@ func setThreadSched(tid int, s *imagepb.TaskSchedState) error {
 	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, int(s.Nice)); err != nil {
 		return fmt.Errorf("setpriority(nice %d): %w", s.Nice, err)
 	}
-	a := schedAttr{Policy: s.Policy, Flags: s.Flags & schedFlagResetFork, Nice: s.Nice, Priority: s.RtPriority}
-	if err := setSchedAttr(tid, &a); err != nil {
+	a := unix.SchedAttr{Policy: s.Policy, Flags: s.Flags & schedFlagResetFork, Nice: s.Nice, Priority: s.RtPriority}
+	if err := unix.SchedSetAttr(tid, &a, 0); err != nil {
 		return fmt.Errorf("sched_setattr(policy %d, rt priority %d, flags %#x): %w", s.Policy, s.RtPriority, a.Flags, err)
 	}
-	got, err := getSchedAttr(tid)
+	got, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("sched_getattr: %w", err)
 	}
-	if got.UtilMin != s.UtilMin || got.UtilMax != s.UtilMax {
-		c := schedAttr{Flags: schedFlagKeepAll | schedFlagUtilClamps, UtilMin: s.UtilMin, UtilMax: s.UtilMax}
-		if err := setSchedAttr(tid, &c); err != nil {
+	if got.Util_min != s.UtilMin || got.Util_max != s.UtilMax {
+		c := unix.SchedAttr{Flags: schedFlagKeepAll | schedFlagUtilClamps, Util_min: s.UtilMin, Util_max: s.UtilMax}
+		if err := unix.SchedSetAttr(tid, &c, 0); err != nil {
 			return fmt.Errorf("sched_setattr(util clamp %d-%d): %w", s.UtilMin, s.UtilMax, err)
 		}
 	}

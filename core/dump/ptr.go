@@ -1,5 +1,0 @@
-package dump
-
-import "unsafe"
-
-func uintptrOf(p *uint64) uintptr { return uintptr(unsafe.Pointer(p)) }
