@@ -88,7 +88,8 @@ func (hf hashingFile) Write(b []byte) (int, error) {
 // page cache takes a write in folios as large as the write (up to 2 MiB):
 // on a VM whose free memory goes back to the host (virtio balloon free
 // page reporting), 2 MiB blocks come back cold, and 1.2 GB written 2 MiB
-// at a time took 1 to 4 s where 512 KiB at a time took 0.3 s (dd, this
+// at a time took up to 4 s (0.3 s only right after such a file was
+// removed) where 512 KiB at a time took 0.3-0.6 s every time (dd, this
 // test VM); see docs/performance.md.
 const fileWriteMax = 512 << 10
 
