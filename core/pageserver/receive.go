@@ -69,8 +69,7 @@ func receiveChunks(c net.Conn, f *os.File, name string) (size int64, sum uint32,
 // balloon free page reporting), the 2 MiB blocks come back cold, and
 // 1.2 GB written 2 MiB at a time took up to 4 s (0.3 s only right after
 // such a file was removed) where 512 KiB at a time took 0.3-0.6 s
-// every time
-// (dd, this test VM).
+// every time (dd, this test VM).
 const fileWriteMax = 512 << 10
 
 // writeSlices writes b to f in writes of at most fileWriteMax bytes.
