@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ type PreDumpOptions struct {
 	Jobs       int
 	Warn       func(format string, args ...any)
 	// PagesSink and Commit: as in dump.PreDumpOptions (a page server).
-	PagesSink func(name string) (*os.File, error)
+	PagesSink func(name string) (io.WriteCloser, error)
 	Commit    func() error
 }
 

@@ -199,7 +199,7 @@ func TestNegative_PageServerDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	hello := func(op byte) []byte {
-		b := []byte("CRPS\x01\x00\x00\x00")
+		b := []byte("CRPS\x02\x00\x00\x00") // protocol version 2
 		return append(b, op)
 	}
 	sess.Write(hello('S'))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -106,8 +107,8 @@ func offDumpThread[T any](fn func() (T, error)) (T, error) {
 
 // hostSideCreate is cl.Create dialling from our network namespace
 // (offDumpThread), as a dump's PagesSink.
-func hostSideCreate(cl *pageserver.Client) func(string) (*os.File, error) {
-	return func(name string) (*os.File, error) {
-		return offDumpThread(func() (*os.File, error) { return cl.Create(name) })
+func hostSideCreate(cl *pageserver.Client) func(string) (io.WriteCloser, error) {
+	return func(name string) (io.WriteCloser, error) {
+		return offDumpThread(func() (io.WriteCloser, error) { return cl.Create(name) })
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -119,7 +120,7 @@ type Options struct {
 	// PagesSink, when set, takes the pages files (a page server's
 	// streams, image.Writer.SetPagesSink); the parent chain's pages are
 	// then elsewhere too. Commit should confirm them.
-	PagesSink func(name string) (*os.File, error)
+	PagesSink func(name string) (io.WriteCloser, error)
 	// PagesDone, when set, is called (on a goroutine of its own) once the
 	// pages are written, while the tree is still held: the page server
 	// confirms them. The rest of the image is written and synced

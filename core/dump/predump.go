@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -32,7 +33,7 @@ type PreDumpOptions struct {
 	Warn func(format string, args ...any)
 	// PagesSink and Commit: as in Options (a page server). Commit is
 	// called before the image's inventory is written.
-	PagesSink func(name string) (*os.File, error)
+	PagesSink func(name string) (io.WriteCloser, error)
 	Commit    func() error
 	// LayerFiles: as in Options (a container's ctr-cr-predump.json).
 	LayerFiles []string

@@ -3,9 +3,11 @@ package image
 import (
 	"bufio"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -30,10 +32,14 @@ type PagesWriter struct {
 	pagesName string // pages-<name>.img
 	mapName   string // pagemap-<name>.img
 
-	f    *os.File
-	bw   *bufio.Writer
-	h    hash.Hash
-	size int64
+	out io.WriteCloser // the pages file, or the sink's stream
+	f   *os.File       // out when it is a regular file of ours, else nil
+	bw  *bufio.Writer
+	h   hash.Hash
+	// streamSum, when set, is the sink stream's own CRC-32C of all it
+	// carried: the checksum recorded, h then unused (one pass fewer)
+	streamSum func() uint32
+	size      int64
 	// regular: the pages file is a regular file of ours (not a page
 	// server's stream), which spliced pages are hashed from (mapped)
 	regular bool
@@ -57,15 +63,38 @@ type PagesWriter struct {
 
 // hashingFile writes to a file and hashes what was written.
 type hashingFile struct {
-	f *os.File
+	f io.Writer
 	h hash.Hash
 }
 
-func (hf hashingFile) Write(b []byte) (int, error) {
-	n, err := hf.f.Write(b)
-	hf.h.Write(b[:n])
-	return n, err
+// crc32cStream is a pages sink's stream that computes the CRC-32C of
+// everything written to it (a page server's, which checksums its chunks
+// anyway): CRC32C, once all is written, is the pages file's checksum.
+type crc32cStream interface {
+	CRC32C() uint32
 }
+
+func (hf hashingFile) Write(b []byte) (int, error) {
+	var n int
+	for n < len(b) {
+		k, err := hf.f.Write(b[n:min(len(b), n+fileWriteMax)])
+		hf.h.Write(b[n : n+k])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// fileWriteMax is the most written to a pages file by one write(2). The
+// page cache takes a write in folios as large as the write (up to 2 MiB):
+// on a VM whose free memory goes back to the host (virtio balloon free
+// page reporting), 2 MiB blocks come back cold, and 1.2 GB written 2 MiB
+// at a time took up to 4 s (0.3 s only right after such a file was
+// removed) where 512 KiB at a time took 0.3-0.6 s every time (dd, this
+// test VM); see docs/performance.md.
+const fileWriteMax = 512 << 10
 
 // CreatePages starts pages-<name>.img and reserves pagemap-<name>.img,
 // where name is e.g. "42" or "shmem-7". The caller appends runs with
@@ -82,21 +111,26 @@ func (w *Writer) CreatePages(name string) (*PagesWriter, error) {
 	if err := w.reserve(pagesName, mapName); err != nil {
 		return nil, err
 	}
-	var f *os.File
+	p := &PagesWriter{
+		w: w, name: name, pagesName: pagesName, mapName: mapName,
+		h: newWriteSum(), ascending: true, regular: w.pagesSink == nil,
+	}
 	if w.pagesSink != nil {
-		f, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
+		p.out, err = w.pagesSink(pagesName) // elsewhere: see SetPagesSink
 	} else {
 		// read-write: pages spliced into it are hashed from the file
-		f, err = w.createFileFlags(pagesName, os.O_RDWR)
+		p.f, err = w.createFileFlags(pagesName, os.O_RDWR)
+		p.out = p.f
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := &PagesWriter{
-		w: w, name: name, pagesName: pagesName, mapName: mapName,
-		f: f, h: newWriteSum(), ascending: true, regular: w.pagesSink == nil,
+	if cs, ok := p.out.(crc32cStream); ok && writeAlgo == algoCRC32C {
+		p.streamSum = cs.CRC32C
+		p.bw = bufio.NewWriterSize(p.out, pagesBufSize)
+	} else {
+		p.bw = bufio.NewWriterSize(hashingFile{p.out, p.h}, pagesBufSize)
 	}
-	p.bw = bufio.NewWriterSize(hashingFile{f, p.h}, pagesBufSize)
 	w.mu.Lock()
 	w.open[p] = struct{}{}
 	w.mu.Unlock()
@@ -206,7 +240,7 @@ func (p *PagesWriter) close() error {
 			p.startCopiedWriteback(true)
 		}
 	}
-	if cerr := p.f.Close(); err == nil && cerr != nil {
+	if cerr := p.out.Close(); err == nil && cerr != nil {
 		err = l.err(cerr)
 	}
 	p.w.mu.Lock()
@@ -220,7 +254,11 @@ func (p *PagesWriter) close() error {
 			return loc{p.w.dir, p.mapName}.err(err)
 		}
 	}
-	p.w.record(p.pagesName, p.size, p.h.Sum(nil))
+	sum := p.h.Sum(nil)
+	if p.streamSum != nil {
+		sum = binary.BigEndian.AppendUint32(nil, p.streamSum()) // as crc32's Sum
+	}
+	p.w.record(p.pagesName, p.size, sum)
 	msgs := make([]proto.Message, 0, len(p.runs)+1)
 	msgs = append(msgs, &imagepb.PagemapHead{PagesFile: p.pagesName, PageSize: PageSize})
 	msgs = append(msgs, toMessages(p.runs)...)

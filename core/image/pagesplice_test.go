@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -166,7 +167,7 @@ func TestSplicePagesStream(t *testing.T) {
 	defer sr.Close()
 	got := make(chan []byte, 1)
 	go func() { b, _ := io.ReadAll(sr); got <- b }()
-	w.SetPagesSink(func(string) (*os.File, error) { return sw, nil })
+	w.SetPagesSink(func(string) (io.WriteCloser, error) { return sw, nil })
 	p, err := w.CreatePages("1")
 	if err != nil {
 		t.Fatal(err)
@@ -204,5 +205,61 @@ func TestSplicePagesStream(t *testing.T) {
 	h.Write(want)
 	if s := w.sums["pages-1.img"]; s == nil || !bytes.Equal(s.Checksum, h.Sum(nil)) || s.Size != uint64(len(want)) {
 		t.Fatalf("recorded sum %v does not cover the pages", s)
+	}
+}
+
+// crcStream is a sink's stream that checksums what it carries, as a page
+// server's does; lie makes its checksum wrong.
+type crcStream struct {
+	bytes.Buffer
+	sum uint32
+	lie bool
+}
+
+func (s *crcStream) Write(b []byte) (int, error) {
+	s.sum = crc32.Update(s.sum, crc32.MakeTable(crc32.Castagnoli), b)
+	return s.Buffer.Write(b)
+}
+func (s *crcStream) Close() error { return nil }
+func (s *crcStream) CRC32C() uint32 {
+	if s.lie {
+		return s.sum ^ 1
+	}
+	return s.sum
+}
+
+// TestPagesStreamChecksum: a sink's stream that checksums what it carries
+// gives the pages file's recorded checksum (the writer skips its own pass),
+// and that checksum is the one the writer would have computed.
+func TestPagesStreamChecksum(t *testing.T) {
+	for _, lie := range []bool{false, true} {
+		w, err := Create(filepath.Join(t.TempDir(), "img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &crcStream{lie: lie}
+		w.SetPagesSink(func(string) (io.WriteCloser, error) { return s, nil })
+		p, err := w.CreatePages("1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		for i, n := range []int{1, 40, 3} { // small (buffered) and large runs
+			data := pageData(n, byte(i))
+			if err := p.WritePages(uint64(0x100000*(i+1)), data); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, data...)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h := newWriteSum()
+		h.Write(want)
+		s0 := w.sums["pages-1.img"]
+		if !bytes.Equal(s.Bytes(), want) || s0 == nil || bytes.Equal(s0.Checksum, h.Sum(nil)) == lie {
+			t.Fatalf("lie %v: recorded sum %v, computed %x", lie, s0, h.Sum(nil))
+		}
+		w.Abort()
 	}
 }

@@ -3,6 +3,7 @@ package image
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -45,14 +46,17 @@ type Writer struct {
 	created    []string                    // every path created, for Abort
 	open       map[*PagesWriter]struct{}   // pages writers not yet closed
 	state      int                         // stateOpen, stateFinished, stateAborted
-	pagesSink  func(name string) (*os.File, error)
+	pagesSink  func(name string) (io.WriteCloser, error)
 }
 
-// SetPagesSink makes CreatePages write each pages file into the file sink
-// returns (a page server's stream) instead of dir: the inventory still
+// SetPagesSink makes CreatePages write each pages file into the stream
+// sink returns (a page server's) instead of dir: the inventory still
 // lists it with its size and checksum, and a reader finds it where the
-// sink put it. Abort does not remove it: the sink's owner does.
-func (w *Writer) SetPagesSink(sink func(name string) (*os.File, error)) {
+// sink put it. Abort does not remove it: the sink's owner does. Abort
+// closes a stream that may be being written from another goroutine: its
+// Close must be safe then (and fail that write). A stream that
+// checksums what it carries (CRC32C) saves the writer its own pass.
+func (w *Writer) SetPagesSink(sink func(name string) (io.WriteCloser, error)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.pagesSink = sink
@@ -451,7 +455,7 @@ func (w *Writer) Abort() error {
 	// Closing the file makes a concurrent PagesWriter fail; its Close
 	// then cannot record anything since the writer is aborted.
 	for p := range w.open {
-		p.f.Close() // the file is removed below; its close error is moot
+		p.out.Close() // the file is removed below; its close error is moot
 	}
 	clear(w.open)
 	for i := len(w.created) - 1; i >= 0; i-- {

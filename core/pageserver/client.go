@@ -23,6 +23,7 @@ type Client struct {
 
 // Dial opens the session with the page server at addr (HOST:PORT).
 func Dial(addr string) (*Client, error) {
+	dbg("client dial")
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("page server %s: %w", addr, err)
@@ -37,45 +38,134 @@ func Dial(addr string) (*Client, error) {
 	return &Client{addr: addr, session: c}, nil
 }
 
-// Create returns the file the image writer writes pages file name into:
-// the write end of a pipe whose contents a goroutine sends on a connection
-// of its own. The outcome (the server's checksum of the file, compared with
-// ours) is known at Finish.
-func (cl *Client) Create(name string) (*os.File, error) {
+// Create returns the stream the image writer writes pages file name into:
+// each Write goes out at once, as checksummed chunks on a connection of
+// its own (no pipe, no copy of ours). Close ends the file; the outcome
+// (the server's checksum of the file, compared with ours) is known at
+// Wait or Finish.
+func (cl *Client) Create(name string) (io.WriteCloser, error) {
 	c, err := net.DialTimeout("tcp", cl.addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("page server %s: %w", cl.addr, err)
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
 	hdr := make([]byte, 2+len(name))
 	binary.LittleEndian.PutUint16(hdr, uint16(len(name)))
 	copy(hdr[2:], name)
-	if err := writeHello(c, opFile); err != nil {
-		c.Close()
-		pr.Close()
-		pw.Close()
-		return nil, fmt.Errorf("page server %s: %w", cl.addr, err)
+	err = writeHello(c, opFile)
+	if err == nil {
+		_, err = c.Write(hdr)
 	}
-	if _, err := c.Write(hdr); err != nil {
+	if err != nil {
 		c.Close()
-		pr.Close()
-		pw.Close()
 		return nil, fmt.Errorf("page server %s: %w", cl.addr, err)
 	}
 	cl.wg.Add(1)
+	return &stream{cl: cl, name: name, c: c}, nil
+}
+
+// stream is one pages file on its way to the page server (Client.Create).
+// Its Close may come from another goroutine while a Write blocks (the
+// image writer's Abort): the connection is then cut, the Write fails and
+// the server drops the session.
+type stream struct {
+	cl   *Client
+	name string
+	c    net.Conn
+	hdr  [8]byte
+	size int64  // bytes sent
+	sum  uint32 // CRC-32C of the bytes sent
+	err  error  // the first failure; sticky
+
+	mu      sync.Mutex
+	writing bool // a Write is under way
+	closed  bool
+}
+
+// Write sends b as chunks of at most maxChunk bytes, each with the
+// CRC-32C of the file up to its end (one pass over the data makes both
+// the chunks' checks and the file's), header and data in one writev.
+func (s *stream) Write(b []byte) (int, error) {
+	if s.size == 0 {
+		dbg("client %s first write %d", s.name, len(b))
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("page server %s: %s: write after close", s.cl.addr, s.name)
+	}
+	s.writing = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.writing = false
+		s.mu.Unlock()
+	}()
+	if s.err != nil {
+		return 0, s.err
+	}
+	for done := 0; done < len(b); {
+		chunk := b[done:min(len(b), done+maxChunk)]
+		s.sum = crc32.Update(s.sum, castagnoli, chunk)
+		binary.LittleEndian.PutUint32(s.hdr[:], uint32(len(chunk)))
+		binary.LittleEndian.PutUint32(s.hdr[4:], s.sum)
+		bufs := net.Buffers{s.hdr[:], chunk}
+		if _, err := bufs.WriteTo(s.c); err != nil {
+			s.err = fmt.Errorf("page server %s: %s: %w", s.cl.addr, s.name, err)
+			s.cl.fail(s.err)
+			return done, s.err
+		}
+		done += len(chunk)
+		s.size += int64(len(chunk))
+	}
+	return len(b), nil
+}
+
+// CRC32C is the CRC-32C of all that was written: the pages file's
+// checksum, so the image writer need not compute it again.
+func (s *stream) CRC32C() uint32 { return s.sum }
+
+// Close ends the file: the end chunk goes out and the server's reply is
+// awaited in the background (Client.Wait). Closed while a Write is under
+// way, it cuts the connection instead: the file never completes.
+func (s *stream) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	busy := s.writing
+	s.mu.Unlock()
+	if busy || s.err != nil {
+		s.c.Close()
+		err := fmt.Errorf("page server %s: %s: closed while being written", s.cl.addr, s.name)
+		if !busy {
+			err = s.err // (Write ended before Close took the lock)
+		}
+		s.cl.fail(err)
+		s.cl.wg.Done()
+		return err
+	}
+	end := make([]byte, 16)
+	binary.LittleEndian.PutUint32(end[4:], s.sum)
+	binary.LittleEndian.PutUint64(end[8:], uint64(s.size))
+	if _, err := s.c.Write(end); err != nil {
+		s.c.Close()
+		err = fmt.Errorf("page server %s: %s: %w", s.cl.addr, s.name, err)
+		s.cl.fail(err)
+		s.cl.wg.Done()
+		return err
+	}
+	dbg("client %s closed, %d bytes", s.name, s.size)
 	go func() {
-		defer cl.wg.Done()
-		defer c.Close()
-		defer pr.Close()
-		if err := send(c, pr); err != nil {
-			cl.fail(fmt.Errorf("page server %s: %s: %w", cl.addr, name, err))
+		defer dbg("client %s confirmed", s.name)
+		defer s.cl.wg.Done()
+		defer s.c.Close()
+		if err := confirm(s.c, s.size, s.sum); err != nil {
+			s.cl.fail(fmt.Errorf("page server %s: %s: %w", s.cl.addr, s.name, err))
 		}
 	}()
-	return pw, nil
+	return nil
 }
 
 func (cl *Client) fail(err error) {
@@ -86,40 +176,9 @@ func (cl *Client) fail(err error) {
 	}
 }
 
-// send streams r (until EOF) as checksummed chunks, then checks the
-// server's size and checksum of the whole file against what was sent.
-func send(c net.Conn, r io.Reader) error {
-	buf := make([]byte, 1<<20)
-	var size int64
-	var sum uint32
-	hdr := make([]byte, 8)
-	for {
-		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			b := buf[:n]
-			binary.LittleEndian.PutUint32(hdr, uint32(n))
-			binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(b, castagnoli))
-			if _, werr := c.Write(hdr); werr != nil {
-				return werr
-			}
-			if _, werr := c.Write(b); werr != nil {
-				return werr
-			}
-			sum = crc32.Update(sum, castagnoli, b)
-			size += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-	}
-	end := make([]byte, 16)
-	binary.LittleEndian.PutUint64(end[8:], uint64(size))
-	if _, err := c.Write(end); err != nil {
-		return err
-	}
+// confirm reads the server's reply to a file's end and checks its size and
+// checksum of the file as written against what was sent.
+func confirm(c net.Conn, size int64, sum uint32) error {
 	if err := readStatus(c); err != nil {
 		return err
 	}
@@ -150,6 +209,8 @@ func (cl *Client) Err() error {
 // Finish waits for every file to be confirmed and ends the session: the
 // server has the complete pages then. Any failure is returned.
 func (cl *Client) Finish() error {
+	dbg("client finish")
+	defer dbg("client finish done")
 	if err := cl.Wait(); err != nil {
 		cl.Abort()
 		return err
@@ -185,7 +246,8 @@ func (cl *Client) SendFile(name, path string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(dst, src)
+	// (large chunks: the file's own WriteTo would copy 32 KiB at a time)
+	_, err = io.CopyBuffer(dst, struct{ io.Reader }{src}, make([]byte, 1<<20))
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

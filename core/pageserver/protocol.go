@@ -13,14 +13,17 @@
 // OPENSSL) when the network between the hosts is not trusted.
 //
 // Protocol (all integers little-endian). A connection starts with the
-// 4-byte magic "CRPS" and a u32 version (1), then one request:
+// 4-byte magic "CRPS" and a u32 version (2), then one request:
 //   - 'S' (session): the first connection, held for the whole dump; the
 //     client ends it with 'E' (image complete: the server replies 0 and
 //     exits) or 'A' (abort). If it drops, the session is aborted.
 //   - 'F' (file): u16 name length, name (pages-<name>.img), then chunks
-//     u32 length, u32 CRC-32C, data; a chunk of length 0 ends the file and
-//     is followed by u64 total size. The server replies with a status
-//     byte, then u64 size and u32 CRC-32C of the whole file as written.
+//     u32 length, u32 CRC-32C of the file from its start to the chunk's
+//     end, data; a chunk of length 0 ends the file: its CRC is the whole
+//     file's, and u64 total size follows. The server replies with a
+//     status byte, then u64 size and u32 CRC-32C of the whole file as
+//     written. (A running CRC rather than one per chunk: one pass over
+//     the data on each side checks every chunk and the whole file.)
 //
 // Every reply starts with a status byte: 0 for success, 1 followed by a
 // u16 length and a message.
@@ -36,7 +39,7 @@ import (
 
 const (
 	magic   = "CRPS"
-	version = 1
+	version = 2 // 2: the chunks' CRC runs over the whole file
 
 	opSession = 'S'
 	opFile    = 'F'

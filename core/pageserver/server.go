@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -254,41 +253,12 @@ func (s *server) receive(c net.Conn) (int64, uint32, error) {
 		return 0, 0, err
 	}
 	defer f.Close()
-	var size int64
-	var sum uint32
-	buf := make([]byte, maxChunk)
-	for {
-		var ch [8]byte
-		if _, err := io.ReadFull(c, ch[:]); err != nil {
-			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
-		}
-		n := binary.LittleEndian.Uint32(ch[:])
-		if n == 0 {
-			var tb [8]byte
-			if _, err := io.ReadFull(c, tb[:]); err != nil {
-				return 0, 0, fmt.Errorf("%s: end: %w", name, err)
-			}
-			if total := int64(binary.LittleEndian.Uint64(tb[:])); total != size {
-				return 0, 0, fmt.Errorf("%s: %d bytes received, the sender sent %d", name, size, total)
-			}
-			break
-		}
-		if n > maxChunk {
-			return 0, 0, fmt.Errorf("%w: %s: chunk of %d bytes", ErrProtocol, name, n)
-		}
-		b := buf[:n]
-		if _, err := io.ReadFull(c, b); err != nil {
-			return 0, 0, fmt.Errorf("%s: connection dropped after %d bytes: %w", name, size, err)
-		}
-		if crc32.Checksum(b, castagnoli) != binary.LittleEndian.Uint32(ch[4:]) {
-			return 0, 0, fmt.Errorf("%s: chunk at %d arrived damaged (CRC-32C mismatch)", name, size)
-		}
-		if _, err := f.Write(b); err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", name, err)
-		}
-		sum = crc32.Update(sum, castagnoli, b)
-		size += int64(n)
+	size, sum, err := receiveChunks(c, f, name)
+	if err != nil {
+		return 0, 0, err
 	}
+	dbg("server %s: last chunk, %d bytes", name, size)
+	defer dbg("server %s synced", name)
 	if err := f.Sync(); err != nil {
 		return 0, 0, err
 	}
