@@ -237,16 +237,15 @@ func Checkpoint(ctx context.Context, opts CheckpointOptions) (string, *Checkpoin
 	}
 	dopts := opts.Dump
 	dopts.LeaveRunning = opts.LeaveRunning
-	dopts.Thaw = cg.Thaw
-	if paused {
-		// frozen again before a task can run: it stays paused
-		dopts.Refreeze = func() error { return cg.Freeze(context.Background()) }
-	}
+	// seized frozen, thawed once seized; when paused, frozen again before
+	// a task can run: it stays paused
+	dopts.Frozen, dopts.StayFrozen = true, paused
+	dopts.Notify = &FreezerNotify{Cgroup: cg, Refreeze: paused}
 	dopts.WaitKilled = true    // the runtime deletes the container (its cgroup) next
 	dopts.OwnNamespaces = true // rebuilt by the runtime and this layer at restore
 	// its stdio is then the console the runtime made, whose master the
 	// console socket's receiver holds
-	dopts.Console = spec.Process != nil && spec.Process.Terminal
+	dopts.ExternalConsole = spec.Process != nil && spec.Process.Terminal
 	dopts.NoExtPipes = true // a container restore cannot hand pipes in
 	dopts.LayerFiles = layerFiles(&state)
 	if opts.Platform.ExternalStdio {

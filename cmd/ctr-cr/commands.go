@@ -181,7 +181,7 @@ func cmdDump(args []string) error {
 		}
 		defer cg.Thaw() // on every path; a second thaw is harmless
 		fault.Point("dump:frozen")
-		dopts.Thaw = cg.Thaw
+		dopts.Frozen, dopts.Notify = true, &container.FreezerNotify{Cgroup: cg}
 	}
 	ps, err := dialPageServer(c.pageServer)
 	if err != nil {

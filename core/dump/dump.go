@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lifecycle"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
@@ -38,32 +39,35 @@ type Options struct {
 	// ShellJob accepts a tree with terminals (a job started from a shell):
 	// the terminal is external and replaced on restore by the restorer's.
 	ShellJob bool
-	// Thaw, when set, says that the tree's cgroup is frozen (a container's
-	// freezer): the tree is seized while frozen and Thaw is called once
-	// every thread has a stop queued (see seizeTreeFrozen). The caller
-	// still thaws on its own failure paths.
-	Thaw func() error
-	// Refreeze, when set, freezes the tree's cgroup again as the tree is
-	// released (with LeaveRunning, or after a failed dump) while its tasks
-	// are still in their ptrace stops, so that none runs in between: a
-	// paused container stays paused. Every task is detached after it.
-	Refreeze func() error
+	// Notify is told where the dump is (lifecycle.Notify: Seized,
+	// Releasing); nil: nobody.
+	Notify lifecycle.Notify
+	// Frozen says the caller froze the tree before Dump (a cgroup
+	// freezer): it is seized while frozen, and Notify.Seized, called once
+	// every thread has a stop queued, must thaw it (see seizeTreeFrozen).
+	Frozen bool
+	// StayFrozen holds every task that would run in its ptrace stop as
+	// the tree is released (with LeaveRunning, or after a failed dump)
+	// until Notify.Releasing returns, so that the caller can freeze the
+	// tree again and none runs in between. Every task is detached after.
+	StayFrozen bool
 	// TCPEstablished dumps TCP connections in repair mode behind a
 	// network lock that restore removes (--tcp-established).
 	TCPEstablished bool
 	// ExtUnixSk accepts unix sockets connected to a peer outside the
 	// dumped tree: restore connects them to the peer's name again.
 	ExtUnixSk bool
-	// Console accepts a container's console (process.terminal): a pty of
-	// the container's own devpts whose master is outside the dump, the
-	// controlling terminal of the init's session; restored as the
-	// console the runtime makes for the restore (see files.Options).
-	Console bool
+	// ExternalConsole accepts an external console: a pty of the tree's
+	// own devpts whose master is outside the dump, the controlling
+	// terminal of the root's session; a restore opens the console of the
+	// same index in the restored root's devpts in its place, which the
+	// restorer's caller made (see files.Options.Console).
+	ExternalConsole bool
 	// WaitKilled makes Dump (without LeaveRunning) return only once every
-	// killed task is gone, its memory freed (~1 ms per 10 MiB here): a
-	// container runtime deleting the container next wants its cgroup
-	// empty. Otherwise Dump returns once SIGKILL is sent to every task of
-	// the tree; the tasks never run again and the kernel frees them in
+	// killed task is gone, its memory freed (~1 ms per 10 MiB here), for
+	// a caller that reuses what the tasks held next (removes their
+	// cgroup). Otherwise Dump returns once SIGKILL is sent to every task
+	// of the tree; the tasks never run again and the kernel frees them in
 	// parallel, while ctr-cr exits (a restore waits for their pids).
 	WaitKilled bool
 	// OwnNamespaces says the caller carries the tree's namespaces (mount,
@@ -204,10 +208,11 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 	// lock listing is warm (files.WarmLocks)
 	ft.WarmLocks()
 	defer ft.StopWarmLocks()
-	if opts.Thaw != nil {
+	notify := lifecycle.Or(opts.Notify)
+	if opts.Frozen {
 		// frozen by the caller already: its locks cannot change
 		ft.PrefetchLocks()
-		tasks, err = seizeTreeFrozen(pid, tracers, opts.Thaw)
+		tasks, err = seizeTreeFrozen(pid, tracers, func() error { return notify.Seized(pid) })
 	} else {
 		tasks, err = seizeTree(pid, tracers)
 	}
@@ -224,10 +229,13 @@ func Dump(ctx context.Context, pid int, dir string, opts Options) (st *Stats, er
 			st.Processes++
 		}
 	}
-	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, st: st, files: ft, pm: pm}
-	if opts.Thaw == nil {
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: opts, notify: notify, st: st, files: ft, pm: pm}
+	if !opts.Frozen {
 		// the tree holds still now: /proc/locks is read while the rest is
 		ft.PrefetchLocks()
+		if err := notify.Seized(pid); err != nil {
+			return nil, errors.Join(fmt.Errorf("seize: %w", err), d.release())
+		}
 	}
 	if err := d.checkNamespaces(); err != nil {
 		d.release()
@@ -284,8 +292,10 @@ type dumper struct {
 	tasks []*task // parents before children; tasks[0] is the root
 	w     *image.Writer
 	opts  Options
-	st    *Stats
-	files *files.Table
+	// notify is opts.Notify, or lifecycle.Base
+	notify lifecycle.Notify
+	st     *Stats
+	files  *files.Table
 	// netLock is the nftables table locking the dumped connections ("":
 	// none).
 	netLock string
@@ -304,7 +314,7 @@ type dumper struct {
 // stolen signals, registers, masks; then detaches.
 func (d *dumper) release() error {
 	var errs []error
-	var later []*task // with Refreeze: detached once the cgroup is frozen
+	var later []*task // with StayFrozen: detached once Releasing returns
 	if err := d.files.EndRepair(); err != nil {
 		errs = append(errs, err)
 	}
@@ -339,7 +349,7 @@ func (d *dumper) release() error {
 		if err := d.settleStoppedChildren(t); err != nil {
 			errs = append(errs, fmt.Errorf("pid %d: %w", t.pid, err))
 		}
-		if d.opts.Refreeze != nil && !t.groupStopped {
+		if d.opts.StayFrozen && !t.groupStopped {
 			// it would run once detached: after the freeze (a group
 			// stopped one stays stopped; its parent's settling needs it
 			// detached first)
@@ -352,17 +362,15 @@ func (d *dumper) release() error {
 			}
 		})
 	}
-	if d.opts.Refreeze != nil {
-		if err := d.opts.Refreeze(); err != nil {
-			errs = append(errs, fmt.Errorf("freezing the cgroup again: %w", err))
-		}
-		for _, t := range later {
-			t.tr.Do(func() {
-				if err := t.p.Release(); err != nil {
-					errs = append(errs, err)
-				}
-			})
-		}
+	if err := d.notify.Releasing(d.root); err != nil {
+		errs = append(errs, err)
+	}
+	for _, t := range later {
+		t.tr.Do(func() {
+			if err := t.p.Release(); err != nil {
+				errs = append(errs, err)
+			}
+		})
 	}
 	return errors.Join(errs...)
 }
@@ -405,7 +413,7 @@ func (d *dumper) run() error {
 	if err := d.refuseSharedMm(); err != nil {
 		return err
 	}
-	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.Console, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
+	fopts := files.Options{GhostLimit: d.opts.GhostLimit, ShellJob: d.opts.ShellJob, ExtUnixSk: d.opts.ExtUnixSk, LeaveRunning: d.opts.LeaveRunning, Console: d.opts.ExternalConsole, NoExtPipes: d.opts.NoExtPipes, ExtPipes: d.opts.ExtPipes, FileLocks: d.opts.FileLocks, SkipInFlight: d.opts.SkipInFlight, TCPClose: d.opts.TCPClose}
 	if d.opts.TCPEstablished && !d.opts.TCPClose {
 		// the tree holds still (seized): its connections are locked
 		// before anything is injected into it

@@ -1,0 +1,88 @@
+// Package lifecycle is the engine's side of its callers' lifecycle: the
+// points of a dump (core/dump) and of a restore (core/restore) at which a
+// caller that owns more than the process tree (a container layer with its
+// cgroup freezer and namespaces, a process restore that fills the
+// namespaces it created) learns where the engine is and acts. The engine
+// keeps only its own vocabulary (tasks, stops, the network lock); what a
+// freezer, a runtime's init or a namespace part is stays with the caller,
+// in its implementation of Notify. In the spirit of go-criu's Notify.
+//
+// Every hook is called from the engine's goroutine (locked to its OS
+// thread, in ctr-cr's own namespaces unless a hook says otherwise) and in
+// the order the dump or restore reaches its point; a hook is called at most
+// once per dump or per restore attempt. A hook's error ends the operation
+// under the engine's failure rules: a failed dump leaves the tree running
+// as before the dump (released, the partial image removed); a failed
+// restore leaves nothing behind (every task it created killed, the network
+// lock removed). The error is returned wrapped, with %w.
+package lifecycle
+
+// Notify is implemented by the caller of a dump or a restore. Embed Base
+// to implement only the hooks that matter.
+type Notify interface {
+	// Seized (dump) is called once every thread of the tree is seized
+	// and has its stop queued, before anything of the tree is read. For a
+	// tree the caller froze (dump.Options.Frozen) the threads are still
+	// frozen then: Seized must thaw them (they then reach their stops
+	// without running user code); it is also called when seizing the
+	// frozen tree failed, so that the tree is thawed all the same, and its
+	// error is then reported beside the seize's. An error fails the dump:
+	// the tree is released, running as before.
+	Seized(root int) error
+	// Releasing (dump) is called as a seized tree is released (with
+	// LeaveRunning, or after a failed dump), once every task's state is
+	// put back. With dump.Options.StayFrozen every task that would run
+	// is still in its ptrace stop then, and is detached only after
+	// Releasing returns, so that the caller can freeze the tree again
+	// (a paused container stays paused); without it Releasing comes once
+	// every task is detached. An error is reported with the dump's
+	// result; the tree is released all the same.
+	Releasing(root int) error
+	// NetworkLocked (restore) is called once the image's TCP connections
+	// are locked again (the image carries a network lock and
+	// restore.Options.Relock asked for it) in the network namespace of
+	// the restore's root pid, before BeforeTasksRun: the caller may bring
+	// that namespace's links up from here on, no peer's packet reaches
+	// them. An error fails the restore, the lock removed.
+	NetworkLocked(pid int) error
+	// BeforeTasksRun (restore) is called once the root process pid of the
+	// restored tree exists (one the engine created, or the caller's own,
+	// restore.Options.Adopt) and before any task of the image is created
+	// in it or runs: the caller puts back the state of the namespaces the
+	// tree lives in (mounts, IPC, UTS, links) and runs what must come
+	// before the tree (OCI prestart hooks). Files of the image are opened
+	// after it returns. An error fails the restore: nothing the engine
+	// created is left; what the hook made in pid's namespaces is the
+	// caller's to remove (a container's sandbox is deleted).
+	BeforeTasksRun(pid int) error
+	// NetworkUnlocked (restore) is called once the network lock is
+	// removed: after a successful restore, the connections back and the
+	// tasks about to run; after a failed one, before the restore returns.
+	// Its error is reported with the restore's result.
+	NetworkUnlocked(pid int) error
+	// AfterRestore (restore) is called once every task of the tree is
+	// restored and released (they run), with the pid of the tree's root:
+	// the caller finishes what needs the restored tasks (IPC segments
+	// they attached again). An error fails the restore: the tree is
+	// killed.
+	AfterRestore(pid int) error
+}
+
+// Base implements every hook of Notify as doing nothing; callers embed it.
+type Base struct{}
+
+func (Base) Seized(int) error          { return nil }
+func (Base) Releasing(int) error       { return nil }
+func (Base) NetworkLocked(int) error   { return nil }
+func (Base) BeforeTasksRun(int) error  { return nil }
+func (Base) NetworkUnlocked(int) error { return nil }
+func (Base) AfterRestore(int) error    { return nil }
+
+// Or returns n, or Base when n is nil: the engine calls hooks without
+// checking for a caller that gave none.
+func Or(n Notify) Notify {
+	if n == nil {
+		return Base{}
+	}
+	return n
+}
