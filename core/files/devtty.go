@@ -28,13 +28,13 @@ func init() {
 // openTerminal gives a shell job's terminal entry the restorer's terminal
 // (--shell-job): /dev/tty opened again, or a duplicate of the terminal.
 func (o *Opener) openTerminal(f *imagepb.FileEntry) (int, error) {
-	if o.Terminal < 0 {
+	if o.terminal < 0 {
 		return -1, errors.New("the image holds a shell job's terminal: restore it with --shell-job from a terminal")
 	}
 	if f.TtyDevTty {
-		return openDevTty(f, o.Terminal)
+		return openDevTty(f, o.terminal)
 	}
-	return unix.FcntlInt(uintptr(o.Terminal), unix.F_DUPFD_CLOEXEC, 0)
+	return unix.FcntlInt(uintptr(o.terminal), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // isVT reports a virtual console: major 4, minors 0 (/dev/tty0, the

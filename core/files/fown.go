@@ -86,8 +86,8 @@ func (o *Opener) RestoreOwners(tidOf func(tid int32) (int, bool)) error {
 			var ok bool
 			if fo.Type == fOwnerTid {
 				pid, ok = tidOf(fo.Pid)
-			} else if o.PidOf != nil {
-				pid, ok = o.PidOf(fo.Pid)
+			} else if o.pidOf != nil {
+				pid, ok = o.pidOf(fo.Pid)
 			}
 			if !ok {
 				return fmt.Errorf("file %d (%s): F_SETOWN owner %s %d is not restored", id, f.Path, ownerKind(fo.Type), fo.Pid)

@@ -116,7 +116,7 @@ func SealMemfdEarly(fd int, f *imagepb.FileEntry, futureEarly bool) error {
 // mapping the original made before sealing), and checks F_GET_SEALS.
 func (o *Opener) SealObjects() error {
 	done := map[int]bool{}
-	for id, fd := range o.Objects {
+	for id, fd := range o.objects {
 		f := o.files[id]
 		if f == nil || f.Kind != imagepb.FileKind_FILE_MEMFD || done[fd] {
 			continue
@@ -141,7 +141,7 @@ func (o *Opener) SealObjects() error {
 // ObjectOf returns the memory object already made for another entry of
 // the same inode as f (dumped once, shared by all its entries).
 func (o *Opener) ObjectOf(f *imagepb.FileEntry) (int, bool) {
-	for id, fd := range o.Objects {
+	for id, fd := range o.objects {
 		e := o.files[id]
 		if e != nil && e.Kind == f.Kind && e.Dev == f.Dev && e.Ino == f.Ino {
 			return fd, true
@@ -153,7 +153,7 @@ func (o *Opener) ObjectOf(f *imagepb.FileEntry) (int, bool) {
 // openMemfd opens a memfd's object again with the entry's flags and
 // offset: an open file description of its own on the shared object.
 func (o *Opener) openMemfd(f *imagepb.FileEntry) (int, error) {
-	obj, ok := o.Objects[f.Id]
+	obj, ok := o.objects[f.Id]
 	if !ok {
 		return -1, errors.New("memfd object not created")
 	}

@@ -55,10 +55,10 @@ func (o *Opener) openPidfd(f *imagepb.FileEntry) (int, error) {
 	if f.PidfdDead {
 		return o.openDeadPidfd(f)
 	}
-	if o.PidOf == nil {
+	if o.pidOf == nil {
 		return -1, errors.New("pidfd: no process map")
 	}
-	pid, ok := o.PidOf(f.PidfdPid)
+	pid, ok := o.pidOf(f.PidfdPid)
 	if !ok {
 		return -1, fmt.Errorf("pidfd of pid %d: not a restored process", f.PidfdPid)
 	}

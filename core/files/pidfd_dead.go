@@ -76,9 +76,9 @@ func (o *Opener) openDeadPidfd(f *imagepb.FileEntry) (int, error) {
 	if err := CheckDeadPidfd(f); err != nil {
 		return -1, err
 	}
-	if o.DeadPidfd == nil {
+	if o.deadPidfd == nil {
 		return -1, errors.New("pidfd of an exited process: cannot be made here")
 	}
 	fl := int(f.Flags) & (unix.O_NONBLOCK | unix.O_EXCL) // PIDFD_NONBLOCK, PIDFD_THREAD
-	return o.DeadPidfd(fl, f.PidfdExitStatus, f.PidfdExitKnown)
+	return o.deadPidfd(fl, f.PidfdExitStatus, f.PidfdExitKnown)
 }

@@ -25,7 +25,7 @@ func (o *Opener) checkExternalPipes() error {
 			continue
 		}
 		seen[f.Ino] = true
-		fd, ok := o.Inherit[InheritPipeKey(f.Ino)]
+		fd, ok := o.inherit[InheritPipeKey(f.Ino)]
 		if !ok {
 			missing = append(missing, f.Ino)
 			continue
@@ -58,7 +58,7 @@ func (o *Opener) checkExternalPipes() error {
 // outside stays in the old pipe, with its reader.
 func (o *Opener) inheritedPipe(f *imagepb.FileEntry) (*restoredPipe, error) {
 	key := InheritPipeKey(f.Ino)
-	n, ok := o.Inherit[key]
+	n, ok := o.inherit[key]
 	if !ok {
 		return nil, fmt.Errorf("%s has its other end outside the image: restore it with --inherit-fd fd[N]:%s", key, key)
 	}

@@ -24,19 +24,20 @@ type Opener struct {
 	fifos    map[string]int                   // FIFO path -> an O_RDWR fd holding it open
 	ptys     map[uint32]*ptyPair              // recreated pty pairs by index
 	consoles map[uint32]int                   // our fd of each container console, by index
-	Objects  map[uint32]int                   // memfd/shmem objects by file id (filled by the caller for shmem)
-	// PidOf maps a pid of the image to the restored process (our pid
-	// namespace), for pidfds.
-	PidOf func(pid int32) (int, bool)
-	// DeadPidfd makes a pidfd (flags) of a reaped process that ended
-	// with wait status (when known), for pidfds of exited processes.
-	DeadPidfd func(flags int, status int32, known bool) (int, error)
-	// Terminal is the restorer's terminal that replaces a shell job's
-	// terminal (--shell-job), or -1.
-	Terminal int
-	// Inherit are fds of ours that replace files of the image whose other
-	// side is outside it, by CRIU's key (--inherit-fd fd[N]:pipe:[INO]).
-	Inherit map[string]int
+	objects  map[uint32]int                   // memfd/shmem objects by file id (AddObject)
+	// pidOf maps a pid of the image to the restored process (our pid
+	// namespace), for pidfds (WithPids).
+	pidOf func(pid int32) (int, bool)
+	// deadPidfd makes a pidfd (flags) of a reaped process that ended
+	// with wait status (when known), for pidfds of exited processes
+	// (WithPids).
+	deadPidfd func(flags int, status int32, known bool) (int, error)
+	// terminal is the restorer's terminal that replaces a shell job's
+	// terminal (WithTerminal), or -1.
+	terminal int
+	// inherit are fds of ours that replace files of the image whose other
+	// side is outside it, by CRIU's key (WithInherit).
+	inherit map[string]int
 	// unixBuilt: every unix socket of the image was created (on the
 	// first use of one); unixBuilding guards against files in flight
 	// that are unix sockets.
@@ -46,9 +47,14 @@ type Opener struct {
 	asyncDone               map[uint32]bool // AsyncOnce: O_ASYNC files already registered
 }
 
-// NewOpener indexes the file entries of an image.
-func NewOpener(entries []*imagepb.FileEntry) (*Opener, error) {
-	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, Objects: map[uint32]int{}, ghostBy: map[[2]uint64]*ghostInode{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, Terminal: -1}
+// NewOpener indexes the file entries of an image, configured by opts
+// (WithTerminal, WithInherit, WithPids); the configuration is fixed from
+// then on.
+func NewOpener(entries []*imagepb.FileEntry, opts ...OpenerOption) (*Opener, error) {
+	o := &Opener{files: map[uint32]*imagepb.FileEntry{}, open: map[uint32]int{}, pipes: map[uint64]*restoredPipe{}, objects: map[uint32]int{}, ghostBy: map[[2]uint64]*ghostInode{}, fifos: map[string]int{}, ptys: map[uint32]*ptyPair{}, consoles: map[uint32]int{}, terminal: -1}
+	for _, opt := range opts {
+		opt(o)
+	}
 	for _, f := range entries {
 		if f.Id == 0 {
 			return nil, errors.New("files.img: file entry with id 0")
@@ -142,7 +148,7 @@ func (o *Opener) OpenForMap(id uint32, write bool) (int, error) {
 		return -1, err
 	}
 	if IsMemObject(f) {
-		fd, ok := o.Objects[id]
+		fd, ok := o.objects[id]
 		if !ok {
 			return -1, fmt.Errorf("file %d (%s): memory object not created", id, f.Path)
 		}
@@ -225,13 +231,13 @@ func (o *Opener) Finish() {
 	o.fifos = map[string]int{}
 	o.closePtys(closed)
 	o.closeConsoles(closed)
-	for _, fd := range o.Objects {
+	for _, fd := range o.objects {
 		if !closed[fd] {
 			unix.Close(fd)
 			closed[fd] = true
 		}
 	}
-	o.open, o.pipes, o.Objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
+	o.open, o.pipes, o.objects = map[uint32]int{}, map[uint64]*restoredPipe{}, map[uint32]int{}
 	o.closeGhosts()
 	// a restore tried again (a pid race, see core/restore) builds them anew
 	o.unixBuilt, o.unixBuilding, o.asyncDone = false, false, nil

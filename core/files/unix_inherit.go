@@ -26,7 +26,7 @@ func InheritSocketKey(ino uint64) string { return fmt.Sprintf("socket:[%d]", ino
 // inheritedSocket returns the caller's fd for unix socket u, if one was
 // handed in.
 func (o *Opener) inheritedSocket(u *imagepb.UnixSocket) (int, bool) {
-	fd, ok := o.Inherit[InheritSocketKey(u.Ino)]
+	fd, ok := o.inherit[InheritSocketKey(u.Ino)]
 	return fd, ok
 }
 
@@ -42,7 +42,7 @@ func (o *Opener) checkExternalSockets() error {
 		}
 	}
 	var errs []error
-	for key, fd := range o.Inherit {
+	for key, fd := range o.inherit {
 		var ino uint64
 		if _, err := fmt.Sscanf(key, "socket:[%d]", &ino); err != nil || InheritSocketKey(ino) != key {
 			continue // another kind of key

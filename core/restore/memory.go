@@ -383,13 +383,13 @@ func (r *restorer) createObjects() error {
 		if !files.IsMemObject(f) {
 			continue
 		}
-		if _, done := r.opener.Objects[f.Id]; done {
+		if _, done := r.opener.Object(f.Id); done {
 			continue // made for another process of the tree: one object
 		}
 		if fd, ok := r.opener.ObjectOf(f); ok {
 			// another entry of the same inode (another open file
 			// description, or a mapping): one object
-			r.opener.Objects[f.Id] = fd
+			r.opener.AddObject(f.Id, fd)
 			continue
 		}
 		var fd int
@@ -401,7 +401,7 @@ func (r *restorer) createObjects() error {
 		if err != nil {
 			return fmt.Errorf("memory object %d (%s): %w", f.Id, f.Path, err)
 		}
-		r.opener.Objects[f.Id] = fd
+		r.opener.AddObject(f.Id, fd)
 		if f.Kind == imagepb.FileKind_FILE_MEMFD {
 			if err := unix.Ftruncate(fd, f.Size); err != nil {
 				return fmt.Errorf("memfd %s: ftruncate %d: %w", f.Path, f.Size, err)
@@ -443,7 +443,7 @@ func (r *restorer) createObjects() error {
 			return fmt.Errorf("memory object %s: %w", f.Path, err)
 		}
 	}
-	for id, fd := range r.opener.Objects {
+	for id, fd := range r.opener.Objects() {
 		if f, _ := r.opener.Entry(id); f != nil && f.Kind == imagepb.FileKind_FILE_MEMFD {
 			if err := files.SealMemfdEarly(fd, f, !r.tree.sharedMayWrite(f)); err != nil {
 				return err

@@ -198,7 +198,9 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	procs, opener, err := load(img)
+	var t *tree // the current try (restoreRetrying)
+	procs, opener, err := load(img, files.WithTerminal(opts.Terminal), files.WithInherit(opts.Inherit),
+		files.WithPids(func(pid int32) (int, bool) { return t.pidOf(pid) }, deadPidfd))
 	if err == nil {
 		err = attachChain(procs, img, chain)
 	}
@@ -229,11 +231,9 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		// pids come back as they were: outside a restored pid namespace too
 		return nil, err
 	}
-	opener.Inherit = opts.Inherit
 	if err := opener.Check(); err != nil {
 		return nil, fmt.Errorf("pid %d: %w", root, err)
 	}
-	opener.Terminal = opts.Terminal
 	if opts.Terminal < 0 && opener.HasTerminal() {
 		return nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
 	}
@@ -243,7 +243,6 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 	// forked again at once (stubNsLastPid, forkChild); a thread cannot be
 	// undone alone, so then the whole tree is torn down and restored
 	// again, as long as its pids are free.
-	var t *tree
 	err = restoreRetrying(func() attempt {
 		t = &tree{ctx: ctx, img: img, inv: inv, procs: procs, st: st, opener: opener, opts: opts}
 		return t
@@ -298,7 +297,7 @@ func restoreRetrying(next func() attempt, adopt bool, again func() error) error 
 
 // load reads and cross-checks everything restore needs before it touches
 // the system. The processes come back in pstree order: parents first.
-func load(img *image.Reader) ([]*proc, *files.Opener, error) {
+func load(img *image.Reader, opts ...files.OpenerOption) ([]*proc, *files.Opener, error) {
 	tree, err := img.Pstree()
 	if err != nil {
 		return nil, nil, err
@@ -310,7 +309,7 @@ func load(img *image.Reader) ([]*proc, *files.Opener, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	opener, err := files.NewOpener(fl)
+	opener, err := files.NewOpener(fl, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -129,7 +129,7 @@ func TestTreeAbortUndoesTheTry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opener.Objects[1] = fd
+	opener.AddObject(1, fd)
 	tr := &tree{
 		opener: opener,
 		stub:   &stub{pid: created.Process.Pid, helper: helper, pidfd: -1},

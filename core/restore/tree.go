@@ -64,17 +64,22 @@ func (t *tree) vtid(tc *imagepb.ThreadCore) int32 {
 	return tc.Tid
 }
 
+// pidOf maps a pid of the image to the process restored for it (in our
+// pid namespace), while it exists: the opener's files.WithPids.
+func (t *tree) pidOf(pid int32) (int, bool) {
+	if t == nil {
+		return 0, false // before the first try
+	}
+	r := t.byPid[pid]
+	if r == nil || r.exited {
+		return 0, false
+	}
+	return r.pid, true
+}
+
 func (t *tree) restore() error {
 	t.pidns = t.inv.RootPidNs
 	t.byPid = map[int32]*restorer{}
-	t.opener.PidOf = func(pid int32) (int, bool) {
-		r := t.byPid[pid]
-		if r == nil || r.exited {
-			return 0, false
-		}
-		return r.pid, true
-	}
-	t.opener.DeadPidfd = deadPidfd
 	rootPr := t.procs[0]
 	if err := t.planCow(); err != nil {
 		return err
