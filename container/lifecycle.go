@@ -34,3 +34,15 @@ func (n *FreezerNotify) Releasing(int) error {
 	}
 	return nil
 }
+
+// restoreNotify is a container restore's lifecycle: before puts the
+// namespaces' state back into the sandbox of the adopted init pid and runs
+// the OCI hooks before the tree (BeforeTasksRun); after finishes the IPC
+// namespace once the restored tasks run (AfterRestore).
+type restoreNotify struct {
+	lifecycle.Base
+	before, after func(pid int) error
+}
+
+func (n *restoreNotify) BeforeTasksRun(pid int) error { return n.before(pid) }
+func (n *restoreNotify) AfterRestore(pid int) error   { return n.after(pid) }

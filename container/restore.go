@@ -83,8 +83,9 @@ type RestoreStats struct {
 // is then adopted as the root of the restored tree (core/restore
 // Options.Adopt); the namespaces' state (IPC objects, hostname, links,
 // mounts and tmpfs contents, cgroup settings) goes back in before the
-// tasks run; finally the runtime's created→running step is done the way
-// its init would have done it. A failed restore deletes the container.
+// tasks run (lifecycle.Notify.BeforeTasksRun); finally the runtime's
+// created→running step is done the way its init would have done it. A
+// failed restore deletes the container.
 func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 	t0 := time.Now()
 	rst := opts.Stats
@@ -222,43 +223,45 @@ func Restore(ctx context.Context, opts RestoreOptions) (string, int, error) {
 			rt.Delete(context.Background(), id)
 		}
 	}()
-	// the dump's lock went with the old network namespace: lock the
-	// connections again in the new one before its links come up
-	if err := restore.RelockImage(img, pid); err != nil {
-		return "", 0, fmt.Errorf("restore %s: network lock: %w", id, err)
-	}
-	// the parts go back before any task runs (nsParts has the order)
 	pr := &restoreEnv{pid: pid, img: img, spec: &spec, state: &state, outsideByHook: byHook, emptyNet: opts.Platform.EmptyNet}
-	rst.NamespaceMs = map[string]float64{}
-	undo, err := restoreParts(pr, nsParts, rst.NamespaceMs)
-	if err != nil {
-		return "", 0, fmt.Errorf("restore %s: %w", id, err) // the parts undone
-	}
-	undoParts = undo
-	fault.Point("restore:namespaces")
-	th := time.Now()
-	rst.NamespacesMs = ms(th.Sub(tn))
 	ociState := &specs.State{Version: specs.Version, ID: id, Status: specs.StateCreated, Pid: pid, Bundle: bundle, Annotations: spec.Annotations}
-	sb, err := hookSandbox(pid, bundle, img, rt.Name, &spec)
-	if err != nil {
-		return "", 0, fmt.Errorf("restore %s: hooks: %w", id, err)
-	}
-	for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
-		if err := hooks.Run(ctx, spec.Hooks, p, ociState, sb); err != nil {
-			return "", 0, fmt.Errorf("restore %s: %w", id, err)
+	// The dump's lock went with the old network namespace: the engine
+	// locks the connections again in the new one (Relock) before the
+	// namespaces' state, links included, goes back in (before) and the
+	// hooks run; after, the tree runs in a created container.
+	before := func(pid int) error {
+		// the parts go back before any task runs (nsParts has the order)
+		rst.NamespaceMs = map[string]float64{}
+		undo, err := restoreParts(pr, nsParts, rst.NamespaceMs)
+		if err != nil {
+			return err // the parts undone
 		}
+		undoParts = undo
+		fault.Point("restore:namespaces")
+		th := time.Now()
+		rst.NamespacesMs = ms(th.Sub(tn))
+		sb, err := hookSandbox(pid, bundle, img, rt.Name, &spec)
+		if err != nil {
+			return fmt.Errorf("hooks: %w", err)
+		}
+		for _, p := range []hooks.Phase{hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer, hooks.StartContainer} {
+			if err := hooks.Run(ctx, spec.Hooks, p, ociState, sb); err != nil {
+				return err
+			}
+		}
+		rst.HooksMs = ms(time.Since(th))
+		return nil
 	}
-	rst.HooksMs = ms(time.Since(th))
+	after := func(int) error {
+		fault.Point("restore:restored") // the tree runs in a created container
+		return finishParts(pr, nsParts)
+	}
 	res, err := restore.RestoreImage(ctx, img, restore.Options{PidMethod: restore.PidClone3, Terminal: -1, Detach: true, Adopt: pid,
-		Inherit: opts.Platform.Inherit, TCPClose: opts.Platform.TCPClose})
+		Inherit: opts.Platform.Inherit, TCPClose: opts.Platform.TCPClose, Relock: true, Notify: &restoreNotify{before: before, after: after}})
 	if err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)
 	}
 	rst.Restore = res.Stats
-	fault.Point("restore:restored") // the tree runs in a created container
-	if err := finishParts(pr, nsParts); err != nil {
-		return "", 0, fmt.Errorf("restore %s: %w", id, err)
-	}
 	ts := time.Now()
 	if err := start(rt, id); err != nil {
 		return "", 0, fmt.Errorf("restore %s: %w", id, err)

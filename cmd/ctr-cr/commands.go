@@ -402,10 +402,13 @@ func cmdRestore(args []string) (int, error) {
 	var nsState *procns.State
 	ropts := restore.Options{PidMethod: m, Terminal: term, Detach: c.detach, Inherit: c.inherit, TCPClose: c.criu.tcpClose, LazyPages: c.lazyPages}
 	if len(kinds) > 0 {
-		if nsState, err = fillNamespaces(c.dir, kinds, left, c.veths); err != nil {
+		if nsState, err = loadNamespaces(c.dir, kinds, left, c.veths); err != nil {
 			return 1, err
 		}
-		ropts.InNamespaces = true
+		// the dump's lock went with the old namespace: the restore locks
+		// the connections again in the new one before its links come up
+		ropts.InNamespaces, ropts.Relock = true, slices.Contains(kinds, "net")
+		ropts.Notify = &nsNotify{st: nsState, outsideNet: left["net"]}
 	}
 	switch {
 	case c.sibling && !slices.Contains(kinds, "mnt"):
@@ -432,11 +435,6 @@ func cmdRestore(args []string) (int, error) {
 	ctx, stop := interruptible()
 	res, err := restore.Restore(ctx, c.dir, ropts)
 	stop()
-	if err == nil && nsState != nil {
-		if err = nsState.Finish(); err != nil {
-			unix.Kill(res.Pid, unix.SIGKILL) // rare; the tree is not as dumped
-		}
-	}
 	for _, fd := range c.inherit {
 		unix.Close(fd) // the restored tree has its own copy
 	}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctr-cr/ctr-cr/core/image"
-	"github.com/ctr-cr/ctr-cr/core/restore"
+	"github.com/ctr-cr/ctr-cr/core/lifecycle"
 	"github.com/ctr-cr/ctr-cr/procns"
 )
 
@@ -95,10 +95,10 @@ func execInNewNamespaces(kinds []string) error {
 	return fmt.Errorf("restore: exec in the new namespaces: %w", err)
 }
 
-// fillNamespaces, in the child, checks that it runs in new namespaces of
-// the image's kinds and puts their saved contents in; the returned State
-// is finished (Finish) once the tree is restored.
-func fillNamespaces(dir string, kinds []string, left map[string]int, veths []string) (*procns.State, error) {
+// loadNamespaces, in the child, checks that it runs in new namespaces of
+// the image's kinds and reads their saved contents, which the restore puts
+// in (nsNotify) after it has locked the network again.
+func loadNamespaces(dir string, kinds []string, left map[string]int, veths []string) (*procns.State, error) {
 	if err := procns.CheckFresh(kinds, left); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -113,18 +113,28 @@ func fillNamespaces(dir string, kinds []string, left map[string]int, veths []str
 	if err := st.CheckVeths(veths); err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	if inv.NetLock != "" && slices.Contains(kinds, "net") {
-		// the dump's lock went with the old namespace: lock the
-		// connections again in the new one before its links come up
-		if err := restore.Relock(dir, os.Getpid()); err != nil {
-			return nil, fmt.Errorf("restore: network lock: %w", err)
-		}
-	}
-	if err := st.Fill(left["net"]); err != nil {
-		return nil, fmt.Errorf("restore: namespaces: %w", err)
-	}
 	return st, nil
 }
+
+// nsNotify is the lifecycle of a restore into the namespaces ctr-cr made
+// (restore -D DIR of an image that carries them): the saved contents go
+// in before the tree is restored, once the dump's network lock is taken
+// again in the new network namespace (restore.Options.Relock), and are
+// finished once the tree runs.
+type nsNotify struct {
+	lifecycle.Base
+	st         *procns.State
+	outsideNet int // the network namespace ctr-cr came from (veths' peers)
+}
+
+func (n *nsNotify) BeforeTasksRun(int) error {
+	if err := n.st.Fill(n.outsideNet); err != nil {
+		return fmt.Errorf("restore: namespaces: %w", err)
+	}
+	return nil
+}
+
+func (n *nsNotify) AfterRestore(int) error { return n.st.Finish() }
 
 // checkRootOption: --root (for -D DIR) gives the root of the mount
 // namespace an image carries, and is needed for it; an image without one

@@ -41,30 +41,36 @@ type Notify interface {
 	// NetworkLocked (restore) is called once the image's TCP connections
 	// are locked again (the image carries a network lock and
 	// restore.Options.Relock asked for it) in the network namespace of
-	// the restore's root pid, before BeforeTasksRun: the caller may bring
-	// that namespace's links up from here on, no peer's packet reaches
-	// them. An error fails the restore, the lock removed.
+	// pid (as for BeforeTasksRun), just before BeforeTasksRun: the caller
+	// may bring that namespace's links up from here on, no peer's packet
+	// reaches the sockets' ports before they are back. An error fails
+	// the restore, the lock removed.
 	NetworkLocked(pid int) error
-	// BeforeTasksRun (restore) is called once the root process pid of the
-	// restored tree exists (one the engine created, or the caller's own,
-	// restore.Options.Adopt) and before any task of the image is created
-	// in it or runs: the caller puts back the state of the namespaces the
-	// tree lives in (mounts, IPC, UTS, links) and runs what must come
-	// before the tree (OCI prestart hooks). Files of the image are opened
-	// after it returns. An error fails the restore: nothing the engine
-	// created is left; what the hook made in pid's namespaces is the
+	// BeforeTasksRun (restore) is called once per restore, before any
+	// task of the image is created or runs and before the image's files
+	// are checked or opened, with pid a process in the namespaces the
+	// tree is restored into: the root the caller made
+	// (restore.Options.Adopt), or else ctr-cr itself. The caller puts
+	// back the state of those namespaces (mounts, IPC, UTS, links) and
+	// runs what must come before the tree (a container's OCI prestart
+	// hooks); the time it takes is not counted in the restore's Stats.
+	// An error fails the restore: nothing the engine created is left
+	// (the lock removed); what the hook made in those namespaces is the
 	// caller's to remove (a container's sandbox is deleted).
 	BeforeTasksRun(pid int) error
-	// NetworkUnlocked (restore) is called once the network lock is
-	// removed: after a successful restore, the connections back and the
-	// tasks about to run; after a failed one, before the restore returns.
-	// Its error is reported with the restore's result.
+	// NetworkUnlocked (restore) is called, when the image carries a
+	// network lock, once it is removed, with a process pid of the network
+	// namespace it was in: after a successful restore (the connections
+	// back, the tasks released), just before AfterRestore, and an error
+	// then fails the restore (the tree is killed); after a failed
+	// restore, before it returns, and an error is then added to the
+	// restore's.
 	NetworkUnlocked(pid int) error
 	// AfterRestore (restore) is called once every task of the tree is
-	// restored and released (they run), with the pid of the tree's root:
-	// the caller finishes what needs the restored tasks (IPC segments
-	// they attached again). An error fails the restore: the tree is
-	// killed.
+	// restored and released (they run), with the pid of the tree's root
+	// in ctr-cr's pid namespace: the caller finishes what needs the
+	// restored tasks (IPC segments they attached again). An error fails
+	// the restore: every task of the tree is killed.
 	AfterRestore(pid int) error
 }
 

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func writeNetLockImage(t *testing.T, name string) string {
 }
 
 // TestOpenChecksNetLockName: Open, the one validation a container restore
-// runs before RelockImage and RestoreImage, refuses a network lock name
+// runs before RestoreImage (which locks the network again, Relock), refuses a network lock name
 // the dump cannot have made (an image is not trusted to name any table).
 func TestOpenChecksNetLockName(t *testing.T) {
 	if _, err := Open(writeNetLockImage(t, "")); err != nil {
@@ -39,7 +40,7 @@ func TestOpenChecksNetLockName(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "validate: bad network lock name") {
 		t.Fatalf("bad lock name: %v", err)
 	}
-	if err := Relock(writeNetLockImage(t, "inet filter"), 1); err == nil || !strings.Contains(err.Error(), "bad network lock name") {
-		t.Fatalf("Relock with a bad lock name: %v", err)
+	if _, err := Restore(context.Background(), writeNetLockImage(t, "inet filter"), Options{Relock: true}); err == nil || !strings.Contains(err.Error(), "bad network lock name") {
+		t.Fatalf("a relocking restore with a bad lock name: %v", err)
 	}
 }

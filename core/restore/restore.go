@@ -21,6 +21,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
 	"github.com/ctr-cr/ctr-cr/core/lazy"
+	"github.com/ctr-cr/ctr-cr/core/lifecycle"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/netlock"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
@@ -38,12 +39,24 @@ type Options struct {
 	// Detach: the caller will not stay the root's parent (restore -d).
 	Detach bool
 	// Adopt, when set, is an existing process that becomes the root of
-	// the tree instead of one ctr-cr forks: a container runtime's init,
-	// pid 1 of the container's fresh pid namespace (see stubAdopt). The
-	// image's root must be pid 1 of its own pid namespace; the tasks get
-	// their pids inside that namespace (the pids outside are the
-	// kernel's choice), and files are resolved in the process's root.
+	// the tree instead of one ctr-cr forks: pid 1 of a fresh pid
+	// namespace that the caller made with the tree's other namespaces
+	// (see stubAdopt), alone in it and waiting. The image's root must be
+	// pid 1 of its own pid namespace; the tasks get their pids inside that
+	// namespace (the pids outside are the kernel's choice), and files are
+	// resolved in the process's root.
 	Adopt int
+	// Notify is told where the restore is, and puts back what the
+	// caller owns (lifecycle.Notify: NetworkLocked, BeforeTasksRun,
+	// NetworkUnlocked, AfterRestore); nil: nobody.
+	Notify lifecycle.Notify
+	// Relock says the tree comes back in a network namespace other than
+	// the one its dump locked (a new one: Adopt's, or ctr-cr's own with
+	// InNamespaces): the image's network lock is taken again there before
+	// Notify.BeforeTasksRun, whose links then see no peer's packet before
+	// the sockets are back; the restore removes it as it removes the
+	// dump's.
+	Relock bool
 	// Inherit are fds of ours that replace the files of the image whose
 	// other side is outside it, by CRIU's key (--inherit-fd fd[N]:KEY,
 	// e.g. pipe:[INO] for an external pipe).
@@ -126,14 +139,13 @@ func Restore(ctx context.Context, dir string, opts Options) (res *Restored, err 
 	if err != nil {
 		return nil, err
 	}
-	return restoreImage(ctx, img, opts, t0)
+	return restoreNotified(ctx, img, opts, t0)
 }
 
 // Open opens and validates the image in dir as a restore needs it (the
 // pages' checksums left to the restore that reads them, and the
-// inventory's network lock name checked), for RestoreImage and
-// RelockImage: a caller that needs the image before the restore (a
-// container restore) opens it once.
+// inventory's network lock name checked), for RestoreImage: a caller that
+// needs the image before the restore (a container restore) opens it once.
 func Open(dir string) (*image.Reader, error) { return openImage(dir, nil) }
 
 // openImage is Open with the pages read from pagesFrom (Options.PagesFrom)
@@ -155,24 +167,103 @@ func RestoreImage(ctx context.Context, img *image.Reader, opts Options) (*Restor
 	if opts.PagesFrom != nil {
 		return nil, errors.New("restore: Options.PagesFrom with an image already opened: use Restore")
 	}
-	return restoreImage(ctx, img, opts, time.Now())
+	return restoreNotified(ctx, img, opts, time.Now())
+}
+
+// restoreNotified is restoreImage followed by Notify.NetworkUnlocked (the
+// tree removed the lock) and Notify.AfterRestore; an error of either kills
+// the tree.
+func restoreNotified(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (*Restored, error) {
+	res, t, err := restoreImage(ctx, img, opts, t0)
+	if err != nil {
+		return nil, err
+	}
+	notify := lifecycle.Or(opts.Notify)
+	if img.Inventory().NetLock != "" {
+		err = notify.NetworkUnlocked(netnsPid(opts))
+	}
+	if err == nil {
+		err = notify.AfterRestore(res.Pid)
+	}
+	if err != nil {
+		t.abort()
+		return nil, err
+	}
+	return res, nil
+}
+
+// netnsPid is a process in the network namespace the tree is restored
+// into: the adopted root, or ctr-cr (whose namespaces the stub shares).
+func netnsPid(opts Options) int {
+	if opts.Adopt != 0 {
+		return opts.Adopt
+	}
+	return os.Getpid()
+}
+
+// prepare takes the network lock again (Options.Relock) and lets the
+// caller fill the tree's namespaces (Notify.BeforeTasksRun), from this
+// thread in ctr-cr's network namespace; after a failure the lock it took is
+// removed. It returns how long the caller's hooks took.
+func prepare(img *image.Reader, opts Options, notify lifecycle.Notify) (time.Duration, error) {
+	tp := time.Now()
+	pid := netnsPid(opts)
+	locked := false
+	if opts.Relock {
+		var err error
+		if locked, err = relock(img, pid); err != nil {
+			return 0, fmt.Errorf("network lock: %w", err)
+		}
+	}
+	var err error
+	if locked {
+		err = notify.NetworkLocked(pid)
+	}
+	if err == nil {
+		err = notify.BeforeTasksRun(pid)
+	}
+	if err != nil && locked {
+		err = unlocked(err, unlockIn(pid, img.Inventory().NetLock), notify, pid)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return time.Since(tp), nil
+}
+
+// unlocked adds to err, the error of a failed restore, the errors of
+// removing the network lock (uerr) and of Notify.NetworkUnlocked.
+func unlocked(err, uerr error, notify lifecycle.Notify, pid int) error {
+	if uerr != nil {
+		err = fmt.Errorf("%w (and removing the network lock: %v)", err, uerr)
+	}
+	if nerr := notify.NetworkUnlocked(pid); nerr != nil {
+		err = fmt.Errorf("%w (and after removing the network lock: %v)", err, nerr)
+	}
+	return err
 }
 
 // restoreImage is Restore from the opened image; t0 is when the restore
-// began, for Stats.ValidateMs.
-func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (res *Restored, err error) {
+// began, for Stats.ValidateMs. It returns the try that succeeded.
+func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (res *Restored, t *tree, err error) {
 	st := &Stats{}
 	inv := img.Inventory()
 	if inv.Arch != runtime.GOARCH {
-		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
+		return nil, nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
 	}
+	notify := lifecycle.Or(opts.Notify)
+	hooks, err := prepare(img, opts, notify)
+	if err != nil {
+		return nil, nil, err
+	}
+	t0 = t0.Add(hooks) // the caller's time is not the restore's (ValidateMs)
 	if opts.Adopt != 0 {
 		// sockets are created (and the network lock removed, also on
 		// failure: this defer runs last) in the adopted init's network
 		// namespace, from this thread
 		back, err := threadns.EnterNetns(opts.Adopt)
 		if err != nil {
-			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+			return nil, nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
 		defer back()
 	}
@@ -182,30 +273,27 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		// rather than hang), a successful one once they are back.
 		defer func() {
 			if err != nil {
-				if uerr := netlock.Unlock(inv.NetLock); uerr != nil {
-					err = fmt.Errorf("%w (and removing the network lock: %v)", err, uerr)
-				}
+				err = unlocked(err, netlock.Unlock(inv.NetLock), notify, netnsPid(opts))
 			}
 		}()
 	}
 	if len(inv.Namespaces) > 0 && !opts.InNamespaces {
-		return nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
+		return nil, nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
 	}
 	if inv.TcpClose && !opts.TCPClose {
-		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
+		return nil, nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
 	}
 	chain, err := checkTip(img)
 	if err != nil {
-		return nil, fmt.Errorf("validate: %w", err)
+		return nil, nil, fmt.Errorf("validate: %w", err)
 	}
-	var t *tree // the current try (restoreRetrying)
 	procs, opener, err := load(img, files.WithTerminal(opts.Terminal), files.WithInherit(opts.Inherit),
 		files.WithPids(func(pid int32) (int, bool) { return t.pidOf(pid) }, deadPidfd))
 	if err == nil {
 		err = attachChain(procs, img, chain)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("validate: %w", err)
+		return nil, nil, fmt.Errorf("validate: %w", err)
 	}
 	if opts.TCPClose {
 		opener.CloseConnections()
@@ -220,22 +308,22 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 	root := int(procs[0].pst.Pid)
 	if opts.Adopt != 0 {
 		if !inv.RootPidNs {
-			return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
+			return nil, nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
 		}
 		if err := opener.SetRoot(opts.Adopt); err != nil {
-			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+			return nil, nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
 	} else if opts.MountNS != nil && !inv.RootPidNs {
-		return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
+		return nil, nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
 	} else if err := checkFree(procs); err != nil {
 		// pids come back as they were: outside a restored pid namespace too
-		return nil, err
+		return nil, nil, err
 	}
 	if err := opener.Check(); err != nil {
-		return nil, fmt.Errorf("pid %d: %w", root, err)
+		return nil, nil, fmt.Errorf("pid %d: %w", root, err)
 	}
 	if opts.Terminal < 0 && opener.HasTerminal() {
-		return nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
+		return nil, nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
 	}
 	st.ValidateMs = ms(time.Since(t0))
 	// With the ns_last_pid method a fork elsewhere on the host can take a
@@ -257,10 +345,10 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, nil
+	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, t, nil
 }
 
 // attempt is one try at restoring the tree; tree implements it (the
