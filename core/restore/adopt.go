@@ -13,9 +13,9 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
 )
 
-// stubAdopt turns the existing process pid (a container runtime's init,
-// pid 1 of the container's pid namespace, waiting to be started) into a
-// restore stub: its leader is seized, the stub program (stubelf.go) is
+// stubAdopt turns the existing process pid (Options.Adopt: pid 1 of a pid
+// namespace the caller made, waiting; a container runtime's init, a
+// sandbox) into a restore stub: its leader is seized, the stub program (stubelf.go) is
 // written into a memfd of its own and exec'd there (execveat), which ends its other
 // threads; the stub is taken at its exec stop, still pid 1 in the same
 // namespaces, cgroups and root, with the start time the runtime recorded.
@@ -276,7 +276,7 @@ func listenIn(pid int, name string) (int, error) {
 }
 
 // contInjector injects syscalls into a thread whose other threads still
-// run (a runtime's init before it is replaced): the gadget's int3 after the
+// run (an adopted process before it is replaced): the gadget's int3 after the
 // syscall ends each call under PTRACE_CONT, and signal-delivery stops in
 // between are suppressed (the process is about to be replaced).
 type contInjector struct {
