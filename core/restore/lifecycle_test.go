@@ -186,3 +186,30 @@ func TestPrepareRelock(t *testing.T) {
 		t.Fatalf("ctr-cr's own namespace: tables %v (%v): the lock belongs in the root's", tables, err)
 	}
 }
+
+// TestNotifyRestored: once the tree runs, NetworkUnlocked (only when the
+// image had a lock) comes before AfterRestore; an error of either is the
+// restore's, and the tree is killed (abort) then and only then.
+func TestNotifyRestored(t *testing.T) {
+	for _, tc := range []struct {
+		fail    string
+		hadLock bool
+		want    []string
+	}{
+		{"", true, []string{"NetworkUnlocked(10)", "AfterRestore(20)"}},
+		{"", false, []string{"AfterRestore(20)"}},
+		{"NetworkUnlocked", true, []string{"NetworkUnlocked(10)"}},
+		{"AfterRestore", true, []string{"NetworkUnlocked(10)", "AfterRestore(20)"}},
+		{"AfterRestore", false, []string{"AfterRestore(20)"}},
+	} {
+		n := &fakeNotify{fail: tc.fail}
+		aborted := false
+		err := notifyRestored(n, tc.hadLock, 10, 20, func() { aborted = true })
+		if !slices.Equal(n.calls, tc.want) {
+			t.Errorf("fail=%q lock=%v: hooks %v, want %v", tc.fail, tc.hadLock, n.calls, tc.want)
+		}
+		if failed := tc.fail != ""; aborted != failed || errors.Is(err, errHook) != failed {
+			t.Errorf("fail=%q lock=%v: error %v, tree killed %v", tc.fail, tc.hadLock, err, aborted)
+		}
+	}
+}

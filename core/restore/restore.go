@@ -178,18 +178,28 @@ func restoreNotified(ctx context.Context, img *image.Reader, opts Options, t0 ti
 	if err != nil {
 		return nil, err
 	}
-	notify := lifecycle.Or(opts.Notify)
-	if img.Inventory().NetLock != "" {
-		err = notify.NetworkUnlocked(netnsPid(opts))
-	}
-	if err == nil {
-		err = notify.AfterRestore(res.Pid)
-	}
-	if err != nil {
-		t.abort()
+	if err := notifyRestored(lifecycle.Or(opts.Notify), img.Inventory().NetLock != "", netnsPid(opts), res.Pid, t.abort); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// notifyRestored tells notify that the restored tree runs: NetworkUnlocked
+// (when the image had a lock, which the tree removed) with a process pid
+// of its network namespace, then AfterRestore with the root's pid. The
+// first error ends it and kills the tree (abort).
+func notifyRestored(notify lifecycle.Notify, hadLock bool, pid, root int, abort func()) error {
+	var err error
+	if hadLock {
+		err = notify.NetworkUnlocked(pid)
+	}
+	if err == nil {
+		err = notify.AfterRestore(root)
+	}
+	if err != nil {
+		abort()
+	}
+	return err
 }
 
 // netnsPid is a process in the network namespace the tree is restored
