@@ -115,6 +115,9 @@ type Restored struct {
 	// Wait returns once the last page is in, or kills the tree with an
 	// error when the pages cannot come. Nil without LazyPages.
 	Lazy *lazy.Session
+	// abort kills the tree and releases what its restore holds (a
+	// failed Notify.AfterRestore).
+	abort func()
 }
 
 // image contents of one process, validated.
@@ -174,11 +177,11 @@ func RestoreImage(ctx context.Context, img *image.Reader, opts Options) (*Restor
 // tree removed the lock) and Notify.AfterRestore; an error of either kills
 // the tree.
 func restoreNotified(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (*Restored, error) {
-	res, t, err := restoreImage(ctx, img, opts, t0)
+	res, err := restoreImage(ctx, img, opts, t0)
 	if err != nil {
 		return nil, err
 	}
-	if err := notifyRestored(lifecycle.Or(opts.Notify), img.Inventory().NetLock != "", netnsPid(opts), res.Pid, t.abort); err != nil {
+	if err := notifyRestored(lifecycle.Or(opts.Notify), img.Inventory().NetLock != "", netnsPid(opts), res.Pid, res.abort); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -254,17 +257,17 @@ func unlocked(err, uerr error, notify lifecycle.Notify, pid int) error {
 }
 
 // restoreImage is Restore from the opened image; t0 is when the restore
-// began, for Stats.ValidateMs. It returns the try that succeeded.
-func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (res *Restored, t *tree, err error) {
+// began, for Stats.ValidateMs.
+func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.Time) (res *Restored, err error) {
 	st := &Stats{}
 	inv := img.Inventory()
 	if inv.Arch != runtime.GOARCH {
-		return nil, nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
+		return nil, fmt.Errorf("validate: image is for %s, this is %s", inv.Arch, runtime.GOARCH)
 	}
 	notify := lifecycle.Or(opts.Notify)
 	hooks, err := prepare(img, opts, notify)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	t0 = t0.Add(hooks) // the caller's time is not the restore's (ValidateMs)
 	if opts.Adopt != 0 {
@@ -273,7 +276,7 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		// namespace, from this thread
 		back, err := threadns.EnterNetns(opts.Adopt)
 		if err != nil {
-			return nil, nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
 		defer back()
 	}
@@ -288,22 +291,23 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		}()
 	}
 	if len(inv.Namespaces) > 0 && !opts.InNamespaces {
-		return nil, nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
+		return nil, fmt.Errorf("validate: the image carries the tree's own %s namespaces: restore it with `ctr-cr restore -D DIR`, which creates them", strings.Join(inv.Namespaces, ", "))
 	}
 	if inv.TcpClose && !opts.TCPClose {
-		return nil, nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
+		return nil, errors.New("validate: the image was dumped with --tcp-close (its TCP connections without their state): restore needs --tcp-close")
 	}
 	chain, err := checkTip(img)
 	if err != nil {
-		return nil, nil, fmt.Errorf("validate: %w", err)
+		return nil, fmt.Errorf("validate: %w", err)
 	}
+	var t *tree // the current try (restoreRetrying)
 	procs, opener, err := load(img, files.WithTerminal(opts.Terminal), files.WithInherit(opts.Inherit),
 		files.WithPids(func(pid int32) (int, bool) { return t.pidOf(pid) }, deadPidfd))
 	if err == nil {
 		err = attachChain(procs, img, chain)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("validate: %w", err)
+		return nil, fmt.Errorf("validate: %w", err)
 	}
 	if opts.TCPClose {
 		opener.CloseConnections()
@@ -318,22 +322,22 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 	root := int(procs[0].pst.Pid)
 	if opts.Adopt != 0 {
 		if !inv.RootPidNs {
-			return nil, nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
+			return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace, it cannot be restored into pid %d", root, opts.Adopt)
 		}
 		if err := opener.SetRoot(opts.Adopt); err != nil {
-			return nil, nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
+			return nil, fmt.Errorf("pid %d: %w", opts.Adopt, err)
 		}
 	} else if opts.MountNS != nil && !inv.RootPidNs {
-		return nil, nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
+		return nil, fmt.Errorf("validate: pid %d: the image's root is not pid 1 of a pid namespace: its mount namespace cannot be restored", root)
 	} else if err := checkFree(procs); err != nil {
 		// pids come back as they were: outside a restored pid namespace too
-		return nil, nil, err
+		return nil, err
 	}
 	if err := opener.Check(); err != nil {
-		return nil, nil, fmt.Errorf("pid %d: %w", root, err)
+		return nil, fmt.Errorf("pid %d: %w", root, err)
 	}
 	if opts.Terminal < 0 && opener.HasTerminal() {
-		return nil, nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
+		return nil, fmt.Errorf("pid %d: the image is a shell job with a terminal: restore it with --shell-job from a terminal", root)
 	}
 	st.ValidateMs = ms(time.Since(t0))
 	// With the ns_last_pid method a fork elsewhere on the host can take a
@@ -355,10 +359,10 @@ func restoreImage(ctx context.Context, img *image.Reader, opts Options, t0 time.
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	st.TotalMs = ms(time.Since(t0))
-	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy}, t, nil
+	return &Restored{Pid: t.root.pid, Stats: st, Warnings: t.warnings, Lazy: t.lazy, abort: t.abort}, nil
 }
 
 // attempt is one try at restoring the tree; tree implements it (the
