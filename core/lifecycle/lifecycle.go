@@ -7,10 +7,12 @@
 // freezer, a runtime's init or a namespace part is stays with the caller,
 // in its implementation of Notify. In the spirit of go-criu's Notify.
 //
-// Every hook is called from the engine's goroutine (locked to its OS
-// thread, in ctr-cr's own namespaces unless a hook says otherwise) and in
-// the order the dump or restore reaches its point; a hook is called at most
-// once per dump or per restore attempt. A hook's error ends the operation
+// Every hook is called from the engine's goroutine, locked to its OS
+// thread, in the order the dump or restore reaches its point, and at most
+// once per dump or restore. The thread is in ctr-cr's own namespaces,
+// except that it may be in the tree's network namespace for Releasing and
+// for the NetworkUnlocked of a failed restore: a hook that needs ctr-cr's
+// network namespace (or runs programs) does so from another thread. A hook's error ends the operation
 // under the engine's failure rules: a failed dump leaves the tree running
 // as before the dump (released, the partial image removed); a failed
 // restore leaves nothing behind (every task it created killed, the network
