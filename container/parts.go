@@ -76,11 +76,13 @@ const (
 //	            and unlocks it again, or keeps it locked when the tree is
 //	            killed
 //	restore:    validation (State.validate: every part), RUNTIME create
-//	            the engine's network lock in the new network namespace
-//	            (restore.RelockImage), before any link comes up
-//	            ipc, uts, net, mounts, cgroup parts
-//	            creation hooks, the engine's restore of the tree
-//	            finishers (ipc), then the runtime's created -> running
+//	            the engine's restore (restoreNotify), which first takes its
+//	            network lock in the new network namespace (Options.Relock),
+//	            before any link comes up, then calls BeforeTasksRun:
+//	              ipc, uts, net, mounts, cgroup parts; creation hooks
+//	            then restores the tree and calls AfterRestore:
+//	              finishers (ipc)
+//	            then the runtime's created -> running
 //
 // The order among ipc, uts and net is free (separate namespaces); net
 // comes after the network lock, mounts before the tree is restored (the
