@@ -16,6 +16,7 @@ import (
 	"github.com/ctr-cr/ctr-cr/core/files"
 	"github.com/ctr-cr/ctr-cr/core/image"
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/core/lifecycle"
 	"github.com/ctr-cr/ctr-cr/core/memory"
 	"github.com/ctr-cr/ctr-cr/core/procfs"
 	"github.com/ctr-cr/ctr-cr/core/ptrace"
@@ -97,7 +98,7 @@ func PreDump(ctx context.Context, pid int, dir string, opts PreDumpOptions) (st 
 		}
 	}
 	orphans := adoptOrphans(pids, pm.tracked)
-	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: Options{Jobs: opts.Jobs}, st: st, files: files.NewTable(), pm: pm}
+	d := &dumper{ctx: ctx, root: pid, tasks: tasks, opts: Options{Jobs: opts.Jobs}, notify: lifecycle.Base{}, st: st, files: files.NewTable(), pm: pm}
 	// From here on the tracking is re-armed: what it says is relative to
 	// this round, no longer to the parent's. A round that fails ends it
 	// (the next round from the parent then copies everything) rather
