@@ -36,8 +36,7 @@ func (p *PagesWriter) SplicePages(vaddr uint64, pipeFd int, n int) error {
 	}
 	fd := int(p.f.Fd())
 	for moved := 0; moved < n; {
-		// at most fileWriteMax a call, as for written pages (pages.go)
-		k, err := unix.Splice(pipeFd, nil, fd, nil, min(n-moved, fileWriteMax), unix.SPLICE_F_MOVE)
+		k, err := unix.Splice(pipeFd, nil, fd, nil, n-moved, unix.SPLICE_F_MOVE)
 		if err == unix.EINTR {
 			continue
 		}
@@ -162,7 +161,7 @@ func (p *PagesWriter) SpliceRuns(runs []SpliceRun, par int) error {
 func spliceAt(pipeFd, fd int, off int64, n int) error {
 	for moved := 0; moved < n; {
 		o := off + int64(moved)
-		k, err := unix.Splice(pipeFd, nil, fd, &o, min(n-moved, fileWriteMax), unix.SPLICE_F_MOVE)
+		k, err := unix.Splice(pipeFd, nil, fd, &o, n-moved, unix.SPLICE_F_MOVE)
 		if err == unix.EINTR {
 			continue
 		}
