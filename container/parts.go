@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ctr-cr/ctr-cr/internal/cleanup"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctr-cr/ctr-cr/cgroup"
@@ -143,22 +145,22 @@ func validateParts(st *State, parts []part) error {
 // last first, and their errors are joined to its own. On success it
 // returns the undo of them all (last first), for a failure after it.
 func restoreParts(r *restoreEnv, parts []part, times map[string]float64) (func() error, error) {
-	var u undoStack
+	var u cleanup.Stack
 	for _, p := range parts {
 		t := time.Now()
 		undo, err := p.restore(r)
 		times[p.name()] = ms(time.Since(t))
 		if err != nil {
-			if uerr := u.run(); uerr != nil {
+			if uerr := u.Run(); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
 			}
 			return nil, err
 		}
 		if undo != nil {
-			u.push(undo)
+			u.Push(undo)
 		}
 	}
-	return u.run, nil
+	return u.Run, nil
 }
 
 // finishParts runs the finish step of the parts that have one, in order.
@@ -171,25 +173,4 @@ func finishParts(r *restoreEnv, parts []part) error {
 		}
 	}
 	return nil
-}
-
-// undoStack is a stack of cleanup actions, as nsdump/netdev's: each change
-// pushes its reverse, and run performs them, last pushed first.
-type undoStack struct {
-	fns []func() error
-}
-
-func (u *undoStack) push(f func() error) { u.fns = append(u.fns, f) }
-
-// run performs the actions, last pushed first, once, and returns their
-// errors joined.
-func (u *undoStack) run() error {
-	var errs []error
-	for i := len(u.fns) - 1; i >= 0; i-- {
-		if err := u.fns[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	u.fns = nil
-	return errors.Join(errs...)
 }

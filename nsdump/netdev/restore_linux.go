@@ -6,6 +6,8 @@ import (
 	"net"
 	"sort"
 
+	"github.com/ctr-cr/ctr-cr/internal/cleanup"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -76,7 +78,7 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 		return errors.New("netdev restore: the state has veths with an outside peer but no outside netns was given")
 	}
 
-	r := &restorer{st: st, opts: opts, ns: ns, u: &undo{}, peerIndex: map[int]int{}}
+	r := &restorer{st: st, opts: opts, ns: ns, u: &cleanup.Stack{}, peerIndex: map[int]int{}}
 	if r.h, err = netlink.NewHandleAt(ns); err != nil {
 		return fmt.Errorf("netdev restore: netlink handle in netns: %w", err)
 	}
@@ -89,7 +91,7 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			if uerr := r.u.run(); uerr != nil {
+			if uerr := r.u.Run(); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("netdev restore: undo: %w", uerr))
 			}
 		}
@@ -100,7 +102,7 @@ func Restore(ns netns.NsHandle, st *State, opts *RestoreOptions) (err error) {
 			return fmt.Errorf("netdev restore: %w", err)
 		}
 	}
-	r.u.release()
+	r.u.Release()
 	return nil
 }
 
@@ -110,7 +112,7 @@ type restorer struct {
 	ns   netns.NsHandle
 	h    *netlink.Handle
 	ho   *netlink.Handle // outside netns, nil when not needed
-	u    *undo
+	u    *cleanup.Stack
 	// peerIndex: ifindex to ask for each outside peer (by inside ifindex);
 	// 0 lets the kernel choose.
 	peerIndex map[int]int
@@ -234,7 +236,7 @@ func (r *restorer) createLinks() error {
 			if err := r.h.LinkAdd(nl); err != nil {
 				return fmt.Errorf("link %s (%s, ifindex %d): create: %w", l.Name, l.Kind, l.Index, taken(err))
 			}
-			r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
+			r.u.Push(func() error { return deleteLink(r.h, l.Index, l.Name) })
 		case KindVeth:
 			p := l.Peer
 			a := vethEnd{Name: l.Name, Index: l.Index, MAC: parseMAC(l.MAC), MTU: l.MTU, TxQLen: l.TxQLen}
@@ -247,7 +249,7 @@ func (r *restorer) createLinks() error {
 				if err := createVeth(r.ns, a, b, netns.None()); err != nil {
 					return fmt.Errorf("link %s (veth, ifindex %d, peer %s ifindex %d): create: %w", l.Name, l.Index, o.Name, o.Index, taken(err))
 				}
-				r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
+				r.u.Push(func() error { return deleteLink(r.h, l.Index, l.Name) })
 				if err := r.checkIndex(o.Index, o.Name); err != nil {
 					return err
 				}
@@ -257,7 +259,7 @@ func (r *restorer) createLinks() error {
 					return fmt.Errorf("link %s (veth, ifindex %d, outside peer %s ifindex %d): create: %w", l.Name, l.Index, p.Name, b.Index, taken(err))
 				}
 				// Deleting our end deletes the outside one too.
-				r.u.push(func() error { return deleteLink(r.h, l.Index, l.Name) })
+				r.u.Push(func() error { return deleteLink(r.h, l.Index, l.Name) })
 				pl, err := r.ho.LinkByName(p.Name)
 				if err != nil {
 					return fmt.Errorf("link %s (veth): outside peer %s: %w", l.Name, p.Name, err)
@@ -506,7 +508,7 @@ func (r *restorer) routes() error {
 				failed = append(failed, rt)
 				continue
 			}
-			r.u.push(func() error {
+			r.u.Push(func() error {
 				if err := r.h.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
 					return fmt.Errorf("route %s table %d: delete: %w", rt.Dst, rt.Table, err)
 				}
@@ -552,7 +554,7 @@ func (r *restorer) rules() error {
 		if err := r.h.RuleAdd(nr); err != nil {
 			return fmt.Errorf("rule priority %d table %d: add: %w", ru.Priority, ru.Table, err)
 		}
-		r.u.push(func() error {
+		r.u.Push(func() error {
 			if err := r.h.RuleDel(nr); err != nil && !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("rule priority %d table %d: delete: %w", nr.Priority, nr.Table, err)
 			}
