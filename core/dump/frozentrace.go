@@ -1,40 +1,13 @@
 package dump
 
-import (
-	"fmt"
-	"os"
-	"sync"
-	"time"
-)
+import "github.com/ctr-cr/ctr-cr/internal/timing"
 
 // frozenTrace prints, with CTRCR_DEBUG_FROZEN set, how long after the
-// freeze each step of a dump ended (to stderr): where the frozen time goes.
-var (
-	frozenTraceOn = os.Getenv("CTRCR_DEBUG_FROZEN") != ""
-	frozenTraceMu sync.Mutex
-	frozenT0      time.Time
-	frozenLast    time.Time
-)
+// freeze each step of a dump ended: where the frozen time goes.
+var frozenTrace = timing.NewTrace("frozen", "CTRCR_DEBUG_FROZEN")
 
 // traceStart marks the freeze.
-func traceStart() {
-	if !frozenTraceOn {
-		return
-	}
-	frozenTraceMu.Lock()
-	defer frozenTraceMu.Unlock()
-	frozenT0, frozenLast = time.Now(), time.Now()
-}
+func traceStart() { frozenTrace.Start() }
 
-// trace prints the step that just ended, with the time since the freeze
-// and since the step before.
-func trace(format string, args ...any) {
-	if !frozenTraceOn {
-		return
-	}
-	frozenTraceMu.Lock()
-	defer frozenTraceMu.Unlock()
-	now := time.Now()
-	fmt.Fprintf(os.Stderr, "frozen: %7.2f ms (+%6.2f) %s\n", ms(now.Sub(frozenT0)), ms(now.Sub(frozenLast)), fmt.Sprintf(format, args...))
-	frozenLast = now
-}
+// trace prints the step that just ended.
+func trace(format string, args ...any) { frozenTrace.Step(format, args...) }

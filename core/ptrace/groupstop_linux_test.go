@@ -1,12 +1,13 @@
 package ptrace
 
 import (
-	"os"
 	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,9 +17,7 @@ import (
 // without injected calls, is back in a group stop by the same signal: its
 // parent's waitid reports that signal.
 func TestReleaseKeepsStopSignal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t)
 	for _, c := range []struct {
 		name   string
 		sig    unix.Signal

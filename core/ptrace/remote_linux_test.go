@@ -1,10 +1,11 @@
 package ptrace
 
 import (
-	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // withRemote starts cmd (root only), seizes it from a tracer thread,
@@ -12,9 +13,7 @@ import (
 // the process is released afterwards and killed when the test ends.
 func withRemote(t *testing.T, cmd *exec.Cmd, fn func(p *Process, r *Remote)) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

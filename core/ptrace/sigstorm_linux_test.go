@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
+
 	"golang.org/x/sys/unix"
 )
 
 // buildSigstorm compiles testdata/sigstorm.c (cc is needed).
 func buildSigstorm(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t)
 	bin := filepath.Join(t.TempDir(), "sigstorm")
 	if out, err := exec.Command("cc", "-O2", "-pthread", "-o", bin, "testdata/sigstorm.c").CombinedOutput(); err != nil {
 		t.Fatalf("cc: %v: %s", err, out)

@@ -1,11 +1,12 @@
 package ptrace
 
 import (
-	"os"
 	"os/exec"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/ctr-cr/ctr-cr/internal/testutil"
 )
 
 // deep calls f with depth more frames of stack below the caller, so that
@@ -33,9 +34,7 @@ func deep(depth int, f func()) {
 // taken for a stop elsewhere (the thread let go back to its program, the
 // dump waiting forever for its stop).
 func TestRawStackMove(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t)
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

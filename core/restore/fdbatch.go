@@ -38,13 +38,6 @@ func (r *restorer) installFds(entries []*imagepb.FdEntry) error {
 	if err != nil {
 		return err
 	}
-	lowestFree := func() uint64 {
-		n := uint64(0)
-		for used[n] {
-			n++
-		}
-		return n
-	}
 	b := r.batch(0)
 	type guess struct {
 		call int // index of the pidfd_getfd among the batch's calls
@@ -59,7 +52,7 @@ func (r *restorer) installFds(entries []*imagepb.FdEntry) error {
 	}
 	for i, e := range entries {
 		want := uint64(e.Fd)
-		tmp := lowestFree()
+		tmp := lowestFree(used)
 		guesses = append(guesses, guess{calls, tmp, e})
 		add(fmt.Sprintf("fd %d: pidfd_getfd", e.Fd), unix.SYS_PIDFD_GETFD, r.pidfd, uint64(ours[i]), 0)
 		used[tmp] = true
@@ -115,9 +108,14 @@ func lowestFreeFd(pid int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return lowestFree(used), nil
+}
+
+// lowestFree is the lowest number not in used.
+func lowestFree(used map[uint64]bool) uint64 {
 	n := uint64(0)
 	for used[n] {
 		n++
 	}
-	return n, nil
+	return n
 }
