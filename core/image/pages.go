@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctr-cr/ctr-cr/core/image/imagepb"
+	"github.com/ctr-cr/ctr-cr/internal/writeback"
 )
 
 // pagesBufSize is the write buffer of a PagesWriter, which only small runs
@@ -75,26 +76,10 @@ type crc32cStream interface {
 }
 
 func (hf hashingFile) Write(b []byte) (int, error) {
-	var n int
-	for n < len(b) {
-		k, err := hf.f.Write(b[n:min(len(b), n+fileWriteMax)])
-		hf.h.Write(b[n : n+k])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	n, err := writeback.Write(hf.f, b)
+	hf.h.Write(b[:n])
+	return n, err
 }
-
-// fileWriteMax is the most written to a pages file by one write(2). The
-// page cache takes a write in folios as large as the write (up to 2 MiB):
-// on a VM whose free memory goes back to the host (virtio balloon free
-// page reporting), 2 MiB blocks come back cold, and 1.2 GB written 2 MiB
-// at a time took up to 4 s (0.3 s only right after such a file was
-// removed) where 512 KiB at a time took 0.3-0.6 s every time (dd, this
-// test VM); see docs/performance.md.
-const fileWriteMax = 512 << 10
 
 // CreatePages starts pages-<name>.img and reserves pagemap-<name>.img,
 // where name is e.g. "42" or "shmem-7". The caller appends runs with

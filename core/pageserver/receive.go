@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctr-cr/ctr-cr/internal/writeback"
 )
 
 // receiveChunks writes the chunks of file name from c into f until the
@@ -55,7 +57,7 @@ func receiveChunks(c net.Conn, f *os.File, name string) (size int64, sum uint32,
 		if sum = crc32.Update(sum, castagnoli, b); sum != want {
 			return 0, 0, fmt.Errorf("%s: chunk at %d arrived damaged (CRC-32C mismatch)", name, size)
 		}
-		if err := writeSlices(f, b); err != nil {
+		if _, err := writeback.Write(f, b); err != nil {
 			return 0, 0, fmt.Errorf("%s: %w", name, err)
 		}
 		size += int64(n)
@@ -63,46 +65,25 @@ func receiveChunks(c net.Conn, f *os.File, name string) (size int64, sum uint32,
 	}
 }
 
-// fileWriteMax is the most written to a received file by one write(2).
-// The page cache takes a write in folios as large as the write (up to
-// 2 MiB): on a VM whose free memory is handed back to the host (virtio
-// balloon free page reporting), the 2 MiB blocks come back cold, and
-// 1.2 GB written 2 MiB at a time took up to 4 s (0.3 s only right after
-// such a file was removed) where 512 KiB at a time took 0.3-0.6 s
-// every time (dd, this test VM).
-const fileWriteMax = 512 << 10
-
-// writeSlices writes b to f in writes of at most fileWriteMax bytes.
-func writeSlices(f *os.File, b []byte) error {
-	for len(b) > 0 {
-		k := min(len(b), fileWriteMax)
-		if _, err := f.Write(b[:k]); err != nil {
-			return err
-		}
-		b = b[k:]
-	}
-	return nil
-}
-
 // writebackStep is how much of a received file is written before its
 // disk writes are started (writeback).
 const writebackStep = 32 << 20
 
-// writeback starts the disk writes of a received file as it grows
+// growingWriteback starts the disk writes of a received file as it grows
 // (sync_file_range(SYNC_FILE_RANGE_WRITE), best effort), on a goroutine
 // of its own since that may wait for the disk's queue: the fsync at the
 // file's end then waits for its last part only, not for all of it (1.2 GB
 // left to the flusher took 0.6 s to fsync here, most of a 1 GiB
 // pre-dump's wait). It never makes anything durable itself; the fsync
 // does.
-type writeback struct {
+type growingWriteback struct {
 	kick    chan int64 // the file's size, when it has grown by a step
 	done    chan struct{}
 	started int64 // the size last handed over
 }
 
-func startWriteback(f *os.File) *writeback {
-	w := &writeback{kick: make(chan int64, 1), done: make(chan struct{})}
+func startWriteback(f *os.File) *growingWriteback {
+	w := &growingWriteback{kick: make(chan int64, 1), done: make(chan struct{})}
 	fd := int(f.Fd())
 	go func() {
 		defer close(w.done)
@@ -116,7 +97,7 @@ func startWriteback(f *os.File) *writeback {
 }
 
 // grew says the file has size bytes now.
-func (w *writeback) grew(size int64) {
+func (w *growingWriteback) grew(size int64) {
 	if size-w.started < writebackStep {
 		return
 	}
@@ -128,7 +109,7 @@ func (w *writeback) grew(size int64) {
 }
 
 // stop waits for the goroutine; the file may be closed then.
-func (w *writeback) stop() {
+func (w *growingWriteback) stop() {
 	close(w.kick)
 	<-w.done
 }
